@@ -1,0 +1,141 @@
+"""The :class:`Volume`: a lazily read 3D array with axes, voxel size and origin.
+
+Every reader in :mod:`orgaseg.io` returns a :class:`Volume`. Its ``array`` is
+anything that has ``shape``, ``dtype`` and numpy-style slicing (a zarr array, an
+h5py dataset, a tensorstore view, a memory-mapped file, a numpy array), so a
+block is read by slicing and nothing loads a large volume whole.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+Region = tuple[slice, slice, slice]
+
+
+@dataclass
+class Volume:
+    """A 3D volume with axes ``zyx``, read lazily block by block.
+
+    Parameters
+    ----------
+    array : array-like
+        Object with ``shape`` (3 ints, z y x), ``dtype`` and ``__getitem__``
+        taking a tuple of three slices and returning an array.
+    voxel_size : tuple of float
+        Physical size of one voxel in nanometres, ``(z, y, x)``.
+    path : str
+        Where the data came from (for provenance and messages).
+    key : str, optional
+        Dataset key / resolution level inside a container, if any.
+    chunks : tuple of int, optional
+        Storage chunk shape ``(z, y, x)``, if the format is chunked.
+    transform : callable, optional
+        Applied to every block after reading (e.g. a lookup table mapping
+        stored values to class ids). Must preserve the block's shape.
+    dtype : numpy dtype, optional
+        dtype of the transformed blocks; defaults to the array's dtype.
+    """
+
+    array: Any
+    voxel_size: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    path: str = ""
+    key: str | None = None
+    chunks: tuple[int, int, int] | None = None
+    transform: Callable[[np.ndarray], np.ndarray] | None = None
+    dtype: np.dtype | None = None
+    attrs: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if len(self.array.shape) != 3:
+            raise ValueError(f"a Volume needs a 3D array, got shape {tuple(self.array.shape)}")
+        self.voxel_size = tuple(float(v) for v in self.voxel_size)
+        if self.dtype is None:
+            self.dtype = np.dtype(self.array.dtype)
+        else:
+            self.dtype = np.dtype(self.dtype)
+
+    axes = "zyx"
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Shape ``(z, y, x)`` in voxels."""
+        return tuple(int(s) for s in self.array.shape)
+
+    @property
+    def ndim(self) -> int:
+        return 3
+
+    @property
+    def size(self) -> int:
+        """Number of voxels."""
+        return int(np.prod(self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def read(self, region: Region | None = None) -> np.ndarray:
+        """Read a region (three slices, zyx) as a numpy array.
+
+        ``None`` reads the whole volume: only do that for small volumes.
+        """
+        if region is None:
+            region = (slice(None),) * 3
+        block = np.asarray(self.array[tuple(region)])
+        if self.transform is not None:
+            block = self.transform(block)
+        return block.astype(self.dtype, copy=False)
+
+    def __getitem__(self, region) -> np.ndarray:
+        return self.read(region)
+
+    def __array__(self, dtype=None, copy=None):
+        data = self.read()
+        return data if dtype is None else data.astype(dtype)
+
+    def with_transform(self, transform: Callable[[np.ndarray], np.ndarray], dtype=None) -> "Volume":
+        """A new volume over the same data whose blocks pass through ``transform``."""
+        previous = self.transform
+        combined = transform if previous is None else (lambda block: transform(previous(block)))
+        return Volume(
+            array=self.array,
+            voxel_size=self.voxel_size,
+            path=self.path,
+            key=self.key,
+            chunks=self.chunks,
+            transform=combined,
+            dtype=dtype if dtype is not None else self.dtype,
+            attrs=dict(self.attrs),
+        )
+
+    def is_anisotropic(self, ratio: float = 2.0) -> bool:
+        """True when the z voxel size exceeds the in-plane size by more than ``ratio``."""
+        z, y, x = self.voxel_size
+        return z > ratio * max(y, x)
+
+    def describe(self) -> str:
+        """One line: path, shape, dtype, voxel size."""
+        shape = " x ".join(str(s) for s in self.shape)
+        vs = " x ".join(f"{v:g}" for v in self.voxel_size)
+        return f"{self.path}: {shape} (zyx) {self.dtype}, voxel {vs} nm"
+
+
+def as_volume(data, voxel_size=(1.0, 1.0, 1.0), path: str = "<array>") -> Volume:
+    """Wrap a numpy array (2D or 3D) or return a :class:`Volume` unchanged.
+
+    A 2D array becomes a volume with one slice.
+    """
+    if isinstance(data, Volume):
+        return data
+    arr = np.asarray(data)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        from orgaseg.errors import OrgasegError
+
+        raise OrgasegError(f"expected a 2D or 3D array, got {arr.ndim} dimensions (shape {arr.shape})")
+    return Volume(arr, voxel_size=voxel_size, path=path)

@@ -1,0 +1,51 @@
+"""Progress reporting: a plain callback that the command line renders as bars.
+
+Long-running functions take ``progress: ProgressCallback | None`` and call it
+as ``progress(description, done, total)`` after each unit of work (a block, a
+training step). Library users can pass any callable; the CLI passes a
+:class:`TqdmProgress`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+ProgressCallback = Callable[[str, int, int], None]
+
+
+def report(progress: ProgressCallback | None, description: str, done: int, total: int) -> None:
+    """Call ``progress`` if one was given."""
+    if progress is not None:
+        progress(description, done, total)
+
+
+class TqdmProgress:
+    """Render progress callbacks as tqdm bars, one per description.
+
+    A bar is closed when its ``done`` reaches ``total``.
+    """
+
+    def __init__(self, disable: bool = False, unit: str = "it") -> None:
+        self.disable = disable
+        self.unit = unit
+        self._bars: dict = {}
+
+    def __call__(self, description: str, done: int, total: int) -> None:
+        if self.disable:
+            return
+        from tqdm.auto import tqdm
+
+        bar = self._bars.get(description)
+        if bar is None:
+            bar = tqdm(total=total, desc=description, unit=self.unit, leave=True, dynamic_ncols=True)
+            self._bars[description] = bar
+        bar.total = total
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+            del self._bars[description]
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+        self._bars.clear()
