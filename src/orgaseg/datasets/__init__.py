@@ -1,0 +1,72 @@
+"""Named benchmark datasets: which volumes to train on, which to score, which classes.
+
+>>> from orgaseg.datasets import load_dataset
+>>> dataset = load_dataset("vnc")                     # doctest: +SKIP
+>>> dataset.classes                                   # doctest: +SKIP
+('intracellular', 'membrane', 'mitochondria', 'extracellular')
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Callable
+
+from orgaseg.datasets.base import Dataset, EvaluationItem, default_data_root
+from orgaseg.datasets.betaseg import betaseg_reference, load_betaseg
+from orgaseg.datasets.cellmap import crop_reference, load_cellmap
+from orgaseg.datasets.phantom import load_phantom
+from orgaseg.datasets.shared import load_cdeep3m, load_vnc
+from orgaseg.errors import OrgasegError
+
+#: Dataset name -> loader ``loader(data_root, **options) -> Dataset``.
+DATASETS: dict[str, Callable[..., Dataset]] = {
+    "vnc": load_vnc,
+    "cdeep3m-mito": load_cdeep3m,
+    "betaseg": load_betaseg,
+    "cellmap": load_cellmap,
+    "phantom": load_phantom,
+}
+
+
+def load_dataset(name: str, data_root: str | Path | None = None, **options) -> Dataset:
+    """Load a named dataset.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`DATASETS`: ``vnc``, ``cdeep3m-mito``, ``betaseg``,
+        ``cellmap``, ``phantom``.
+    data_root : str or Path, optional
+        Folder holding the datasets (or the dataset's own folder / container);
+        default :func:`default_data_root`.
+    **options
+        Loader-specific options (e.g. ``classes=`` for cellmap, ``shape=`` for
+        phantom).
+
+    Returns
+    -------
+    Dataset
+    """
+    if name not in DATASETS:
+        raise OrgasegError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    loader = DATASETS[name]
+    accepted = [p for p in inspect.signature(loader).parameters if p != "data_root"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise OrgasegError(
+            f"dataset {name!r} has no option(s) {unknown}; it takes: {', '.join(accepted) or 'none'}"
+        )
+    root = Path(data_root).expanduser() if data_root is not None else default_data_root()
+    return loader(root, **options)
+
+
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "EvaluationItem",
+    "betaseg_reference",
+    "crop_reference",
+    "default_data_root",
+    "load_dataset",
+]

@@ -1,0 +1,30 @@
+"""The evaluation protocol of DESIGN.md, one implementation used everywhere.
+
+1. :func:`confusion_matrix` (or a :class:`ConfusionAccumulator` fed block by
+   block) counts voxels per (cluster, class), skipping ignored voxels.
+2. :func:`dice_matrix` scores every (cluster, class) pair.
+3. :func:`match_clusters` maps clusters to classes, ``strict`` (one-to-one
+   Hungarian) or ``merge`` (Hungarian, then left-over clusters join their
+   majority class).
+4. :func:`scores_from_confusion` gives per-class Dice, IoU, sensitivity and
+   precision, mean Dice (all classes, organelles), accuracy and the mapping.
+
+:func:`evaluate` runs all four and returns an :class:`EvaluationReport`
+(JSON, Markdown, confusion PNG).
+"""
+
+from orgaseg.evaluate.confusion import ConfusionAccumulator, confusion_matrix
+from orgaseg.evaluate.matching import UNMATCHED, dice_matrix, match_clusters
+from orgaseg.evaluate.metrics import scores_from_confusion
+from orgaseg.evaluate.report import EvaluationReport, evaluate
+
+__all__ = [
+    "UNMATCHED",
+    "ConfusionAccumulator",
+    "EvaluationReport",
+    "confusion_matrix",
+    "dice_matrix",
+    "evaluate",
+    "match_clusters",
+    "scores_from_confusion",
+]

@@ -139,3 +139,58 @@ def as_volume(data, voxel_size=(1.0, 1.0, 1.0), path: str = "<array>") -> Volume
 
         raise OrgasegError(f"expected a 2D or 3D array, got {arr.ndim} dimensions (shape {arr.shape})")
     return Volume(arr, voxel_size=voxel_size, path=path)
+
+
+class AxesView:
+    """A lazy ``zyx`` view of an array stored with another axis order.
+
+    Reading a region reads only that region from ``array`` and transposes it,
+    so a volume stored ``xyz`` (N5), ``zcyx`` or ``yx`` (one 2D image) can be
+    wrapped in a :class:`Volume` without loading it.
+
+    Parameters
+    ----------
+    array : array-like
+        Object with ``shape``, ``dtype`` and numpy-style slicing.
+    axes : str
+        One letter per stored axis, e.g. ``"xyz"`` or ``"tczyx"``. It must
+        contain ``y`` and ``x``; without ``z`` the view has one slice. Every
+        other letter is an axis that is not part of the volume.
+    fixed : dict, optional
+        Index taken on each axis that is not ``z``, ``y`` or ``x`` (default 0),
+        e.g. ``{"c": 2}`` to present the third channel.
+    """
+
+    def __init__(self, array: Any, axes: str, fixed: dict[str, int] | None = None) -> None:
+        if len(axes) != len(array.shape) or len(set(axes)) != len(axes):
+            raise ValueError(f"axes {axes!r} do not fit an array of shape {tuple(array.shape)}")
+        if "y" not in axes or "x" not in axes:
+            raise ValueError(f"axes {axes!r} need y and x")
+        self.array = array
+        self.axes = axes
+        self.fixed = {a: int((fixed or {}).get(a, 0)) for a in axes if a not in "zyx"}
+        self.dtype = np.dtype(array.dtype)
+        self.shape = self.zyx(tuple(int(s) for s in array.shape), missing=1)
+
+    ndim = 3
+
+    def zyx(self, per_axis, missing=None) -> tuple:
+        """Pick the z, y, x entries of a per-stored-axis sequence (``missing`` for absent z)."""
+        by_name = dict(zip(self.axes, per_axis))
+        return tuple(by_name.get(a, missing) for a in "zyx")
+
+    def __getitem__(self, key) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        if len(key) > 3 or any(k is Ellipsis or k is None for k in key):
+            raise IndexError(f"index a zyx view with up to three slices or ints, got {key!r}")
+        wanted = dict(zip("zyx", key + (slice(None),) * (3 - len(key))))
+        stored_key = tuple(wanted[a] if a in "zyx" else self.fixed[a] for a in self.axes)
+        kept = [a for a in self.axes if a in "zyx" and isinstance(wanted[a], slice)]
+        block = np.asarray(self.array[stored_key])
+        if "z" not in self.axes:
+            # a virtual z axis of length 1, indexed like a real one
+            block = block[np.newaxis][wanted["z"]]
+            if isinstance(wanted["z"], slice):
+                kept.insert(0, "z")
+        order = [kept.index(a) for a in "zyx" if a in kept]
+        return np.ascontiguousarray(block.transpose(order))

@@ -1,0 +1,268 @@
+"""``orgaseg benchmark``: one method on one named dataset, every K, both matching modes.
+
+The protocol of DESIGN.md: the dataset fixes training volumes, evaluation
+volumes and reference classes. For each K one clusterer is fitted on a
+feature sample pooled over the evaluation volumes (so that cluster ids mean
+the same thing in all of them), every voxel is labelled block by block, and
+the labels are scored against the reference on the fly (no label volume is
+needed to score). Results: ``results.json``, ``results.md``, a confusion
+matrix and an overlay per K.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from orgaseg import __version__
+from orgaseg.datasets import Dataset, load_dataset
+from orgaseg.errors import OrgasegError
+from orgaseg.evaluate import ConfusionAccumulator, scores_from_confusion
+from orgaseg.io import compute_normalization
+from orgaseg.io.volume import Volume
+from orgaseg.methods.registry import get_method
+from orgaseg.pipeline.blocks import Region
+from orgaseg.pipeline.runner import Tee, assign_labels, fit_models, sample_features
+from orgaseg.progress import ProgressCallback
+from orgaseg.viz import overlay_figure, plot_confusion
+
+MODES = ("merge", "strict")
+
+
+class ConfusionSink:
+    """Scores labelled blocks against a reference volume as they are produced."""
+
+    def __init__(self, reference: Volume, accumulator: ConfusionAccumulator) -> None:
+        self.reference = reference
+        self.accumulator = accumulator
+
+    def write(self, region: Region, block: np.ndarray) -> None:
+        self.accumulator.add(block, self.reference.read(region))
+
+
+class SliceSink:
+    """Keeps one z slice of the labels (for the overlay figure)."""
+
+    def __init__(self, shape: tuple[int, int, int], z: int) -> None:
+        self.z = z
+        self.slice = np.zeros(shape[1:], dtype=np.uint32)
+
+    def write(self, region: Region, block: np.ndarray) -> None:
+        zs = region[0]
+        if zs.start <= self.z < zs.stop:
+            self.slice[region[1], region[2]] = block[self.z - zs.start]
+
+
+def machine_description() -> dict:
+    """CPU model, core count and threads (and a GPU when torch sees one)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:  # torch is a dependency, but the baseline does not need it
+        info["gpu"] = None
+    return info
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def parse_k_range(text: str | Sequence[int]) -> list[int]:
+    """``"4-10"`` -> [4, ..., 10]; ``"6"`` -> [6]; ``"4,6,8"`` -> [4, 6, 8]."""
+    if not isinstance(text, str):
+        ks = [int(k) for k in text]
+    else:
+        try:
+            ks = []
+            for part in text.split(","):
+                if "-" in part:
+                    low, high = (int(v) for v in part.split("-", 1))
+                    ks.extend(range(low, high + 1))
+                else:
+                    ks.append(int(part))
+        except ValueError:
+            raise OrgasegError(f"cannot read K range {text!r}: use e.g. 4-10, 6 or 4,6,8") from None
+    if not ks or min(ks) < 1:
+        raise OrgasegError(f"K values must be positive integers, got {text!r}")
+    return sorted(set(ks))
+
+
+def run_benchmark(
+    dataset: str | Dataset,
+    method: str,
+    output_dir: str | Path,
+    *,
+    ks: Sequence[int] = range(4, 11),
+    data_root: str | Path | None = None,
+    seed: int = 0,
+    sample_size: int = 200_000,
+    options: dict | None = None,
+    preset: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> dict:
+    """Benchmark ``method`` on ``dataset`` for every K; write results into ``output_dir``.
+
+    Parameters
+    ----------
+    dataset : str or Dataset
+        A dataset name (``vnc``, ``cdeep3m-mito``, ``betaseg``, ``cellmap``, ``phantom``) or a loaded dataset.
+    method : str
+        A registered method.
+    output_dir : str or Path
+        Folder for ``results.json``, ``results.md`` and the figures.
+    ks : sequence of int
+        Cluster counts.
+    data_root : path, optional
+        Where the datasets live (default: ``../shared/data`` or ``ORGASEG_DATA_ROOT``).
+    seed : int
+        Seed of the samples and clusterings.
+    sample_size : int
+        Voxels sampled (pooled over the evaluation volumes) to fit each clusterer.
+    options : dict, optional
+        Method options.
+    preset : str, optional
+        Training preset, for methods that learn.
+    progress : callable, optional
+        Progress callback.
+
+    Returns
+    -------
+    dict
+        The content of ``results.json``.
+    """
+    spec = get_method(method)
+    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_root)
+    ks = parse_k_range(ks)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if spec.learns:
+        raise OrgasegError(f"benchmarking the learned method {method!r} is not available yet")
+    training = {"preset": preset, "wall_s": 0.0, "steps": 0, "note": "method does not learn"}
+
+    started = time.perf_counter()
+    items = data.evaluation
+    prepared = []
+    for item in items:
+        extractor = spec.build_features(item.raw, None, options, "cpu")
+        prepared.append((item, extractor, compute_normalization(item.raw, seed=seed)))
+    # the pooled sample is split over the volumes in proportion to their size
+    total = sum(item.raw.size for item in items)
+    samples = []
+    for i, (item, extractor, normalization) in enumerate(prepared):
+        n = max(1, round(sample_size * item.raw.size / total))
+        samples.append(sample_features(item.raw, normalization, extractor, sample_size=n, seed=seed + i, progress=progress))
+    models = fit_models(np.concatenate(samples), ks, seed=seed, progress=progress)
+    del samples
+    n_classes = len(data.classes)
+    confusions = [ConfusionAccumulator(n_clusters=k, n_classes=n_classes) for k in ks]
+    overlays = {}
+    for item, extractor, normalization in prepared:
+        z = item.raw.shape[0] // 2
+        slices = [SliceSink(item.raw.shape, z) for _ in ks]
+        sinks = [Tee(s, ConfusionSink(item.reference, c)) for s, c in zip(slices, confusions)]
+        assign_labels(item.raw, normalization, extractor, models, sinks, progress=progress)
+        overlays[item.name] = (z, slices)
+    wall = time.perf_counter() - started
+    n_voxels = sum(item.raw.size for item in items)
+
+    results = {}
+    figures = output_dir / "figures"
+    figures.mkdir(exist_ok=True)
+    for k, accumulator in zip(ks, confusions):
+        confusion = accumulator.result()
+        report = {"k": k, "confusion": confusion.tolist()}
+        for mode in MODES:
+            report[mode] = scores_from_confusion(confusion, data.classes, background=data.background, mode=mode)
+        results[str(k)] = report
+        mapping = {int(c): name for c, name in report["merge"]["mapping"].items()}
+        plot_confusion(confusion, data.classes, mapping=mapping, path=figures / f"confusion_k{k}.png",
+                       title=f"{method} on {data.name}, K = {k}")
+    first = items[0]
+    z, slices = overlays[first.name]
+    raw_slice = first.raw.read((slice(z, z + 1), slice(None), slice(None)))[0]
+    ref_slice = first.reference.read((slice(z, z + 1), slice(None), slice(None)))[0]
+    for k, labels in zip(ks, slices):
+        mapping = {int(c): name for c, name in results[str(k)]["merge"]["mapping"].items()}
+        overlay_figure(raw_slice, labels.slice, ref_slice, path=figures / f"overlay_k{k}.png",
+                       title=f"{method}, K = {k}, {first.name} z = {z}", class_names=list(data.classes),
+                       mapping=mapping)
+
+    record = {
+        "dataset": data.name,
+        "method": method,
+        "preset": preset,
+        "options": options or {},
+        "classes": list(data.classes),
+        "background": list(data.background),
+        "notes": list(data.notes),
+        "evaluation_volumes": [{"name": it.name, "shape": list(it.raw.shape), "voxel_size": list(it.raw.voxel_size)} for it in items],
+        "ks": ks,
+        "seed": seed,
+        "sample_size": sample_size,
+        "training": training,
+        "segmentation": {"wall_s": round(wall, 2), "voxels": n_voxels, "voxels_per_s": round(n_voxels / wall, 1),
+                         "note": f"features computed once per block for all {len(ks)} K"},
+        "peak_memory_mb": round(peak_memory_mb(), 1),
+        "machine": machine_description(),
+        "orgaseg_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "results": results,
+    }
+    _write_atomic(output_dir / "results.json", json.dumps(record, indent=2))
+    _write_atomic(output_dir / "results.md", results_markdown(record))
+    return record
+
+
+def results_markdown(record: dict) -> str:
+    """Tables of per-class Dice, mean Dice and accuracy per K, one per mode."""
+    classes = record["classes"]
+    lines = [
+        f"# {record['method']} on {record['dataset']}",
+        "",
+        f"Preset: {record['preset'] or '-'}; seed {record['seed']}; sample {record['sample_size']} voxels; "
+        f"segmentation {record['segmentation']['wall_s']} s for all K "
+        f"({record['segmentation']['voxels_per_s']:.0f} voxels/s, features once per block); "
+        f"peak memory {record['peak_memory_mb']:.0f} MiB; machine: {record['machine']['cpu']}, "
+        f"{record['machine']['cores']} cores.",
+    ]
+    for note in record["notes"]:
+        lines.append(f"Note: {note}")
+    for mode in MODES:
+        lines += ["", f"## {mode} mode", "",
+                  "| K | " + " | ".join(classes) + " | mean Dice | mean organelle Dice | accuracy |",
+                  "|---|" + "---|" * (len(classes) + 3)]
+        for k in record["ks"]:
+            scores = record["results"][str(k)][mode]
+            per_class = [_fmt(scores["per_class"][c]["dice"] if scores["per_class"][c] else None) for c in classes]
+            lines.append(f"| {k} | " + " | ".join(per_class) + f" | {_fmt(scores['mean_dice'])} | "
+                         f"{_fmt(scores['mean_dice_organelles'])} | {_fmt(scores['accuracy'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,256 @@
+"""The ``orgaseg`` command line.
+
+Exit codes: 0 on success, 2 on bad input (a one-line message naming the
+problem; ``--debug`` shows the traceback), 1 on an unexpected failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from orgaseg import __version__
+from orgaseg.errors import OrgasegError
+from orgaseg.progress import TqdmProgress
+
+
+def _voxel_size(values):
+    if values is None:
+        return None
+    if any(v <= 0 for v in values):
+        raise OrgasegError(f"--voxel-size must be three positive numbers (z y x nm), got {' '.join(map(str, values))}")
+    return tuple(values)
+
+
+def cmd_info(args, progress) -> int:
+    from orgaseg.io import compute_normalization, open_volume
+
+    volume = open_volume(args.path, key=args.key, voxel_size=_voxel_size(args.voxel_size), level=args.level)
+    normalization = compute_normalization(volume, percentiles=(0.0, 100.0), sample_size=1_000_000)
+    robust = compute_normalization(volume, sample_size=1_000_000)
+    print(f"path:        {volume.path}" + (f" (key {volume.key})" if volume.key else ""))
+    print(f"shape:       {' x '.join(map(str, volume.shape))} (axes {volume.axes})")
+    print(f"dtype:       {volume.dtype}")
+    print(f"voxel size:  {' x '.join(f'{v:g}' for v in volume.voxel_size)} nm (z y x)"
+          + ("  [anisotropic: in-plane features]" if volume.is_anisotropic() else ""))
+    print(f"chunks:      {' x '.join(map(str, volume.chunks)) if volume.chunks else 'not chunked'}")
+    print(f"size:        {volume.size:,} voxels, {volume.nbytes / 2**20:,.1f} MiB")
+    print(f"intensity:   {normalization.low:g} .. {normalization.high:g} "
+          f"(0.5-99.5 percentile {robust.low:g} .. {robust.high:g}; sampled)")
+    return 0
+
+
+def cmd_segment(args, progress) -> int:
+    from orgaseg.segment import segment
+
+    options = {}
+    if args.scales_nm:
+        options["scales_nm"] = tuple(args.scales_nm)
+    started = time.time()
+    result = segment(
+        args.path,
+        method=args.method,
+        k=args.k,
+        output=args.output,
+        model=args.model,
+        centers=args.centers,
+        voxel_size=_voxel_size(args.voxel_size),
+        key=args.key,
+        seed=args.seed,
+        sample_size=args.sample_size,
+        block_shape=tuple(args.block_shape) if args.block_shape else None,
+        device=args.device,
+        options=options or None,
+        overwrite=args.overwrite,
+        progress=progress,
+    )
+    print(f"wrote {result.path} (K = {result.model.k}, {time.time() - started:.1f} s); "
+          f"provenance in {result.path}.provenance.json")
+    return 0
+
+
+def cmd_train(args, progress) -> int:
+    from orgaseg.methods.registry import get_method, method_names
+
+    spec = get_method(args.method)
+    if not spec.learns:
+        learned = [name for name in method_names() if get_method(name).learns]
+        raise OrgasegError(
+            f"method {args.method!r} does not learn, there is nothing to train"
+            + (f"; methods that learn: {', '.join(learned)}" if learned else "; no learned method is available yet")
+        )
+    raise OrgasegError(f"training {args.method!r} is not available in this version")
+
+
+def cmd_evaluate(args, progress) -> int:
+    from orgaseg.evaluate import evaluate
+    from orgaseg.io import open_volume
+    from orgaseg.labels import IGNORE_LABEL
+    from orgaseg.viz import overlay_figure
+
+    pred = open_volume(args.prediction, key=args.key)
+    reference = open_volume(args.reference, key=args.reference_key)
+    mask = open_volume(args.mask) if args.mask else None
+    ignore = tuple(args.ignore) if args.ignore else (IGNORE_LABEL,)
+    report = evaluate(pred, reference, classes=args.classes, background=args.background, mask=mask,
+                      ignore=ignore, mode=args.mode, progress=progress)
+    paths = report.save(args.output, overwrite=args.overwrite)
+    if args.raw:
+        raw = open_volume(args.raw)
+        z = raw.shape[0] // 2
+        region = (slice(z, z + 1), slice(None), slice(None))
+        mapping = None
+        results = report.to_dict()
+        if "merge" in results:
+            mapping = {int(c): name for c, name in results["merge"]["mapping"].items()}
+        paths["overlay"] = overlay_figure(raw.read(region)[0], pred.read(region)[0], reference.read(region)[0],
+                                          path=Path(args.output) / "overlay.png", class_names=report.classes,
+                                          mapping=mapping, title=f"z = {z}")
+    print(report.to_markdown())
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def cmd_benchmark(args, progress) -> int:
+    from orgaseg.benchmark import parse_k_range, run_benchmark
+
+    output = Path(args.output)
+    if (output / "results.json").exists() and not args.overwrite:
+        raise OrgasegError(f"{output / 'results.json'} exists; pass --overwrite to replace it")
+    options = {"scales_nm": tuple(args.scales_nm)} if args.scales_nm else None
+    record = run_benchmark(args.dataset, args.method, output, ks=parse_k_range(args.k), data_root=args.data_root,
+                           seed=args.seed, sample_size=args.sample_size, options=options, preset=args.preset,
+                           progress=progress)
+    print((output / "results.md").read_text())
+    print(f"wrote {output / 'results.json'}, {output / 'results.md'} and figures/ "
+          f"({record['segmentation']['wall_s']} s)")
+    return 0
+
+
+def cmd_demo(args, progress) -> int:
+    from orgaseg.demo import run_demo
+
+    started = time.time()
+    paths = run_demo(args.output, shape=tuple(args.shape), overwrite=args.overwrite, progress=progress)
+    print(f"demo finished in {time.time() - started:.0f} s; outputs in {args.output}:")
+    for name, path in paths.items():
+        print(f"  {name:<14} {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orgaseg",
+        description="Label-free organelle segmentation of volume EM: self-supervised features + clustering.",
+    )
+    parser.add_argument("--version", action="version", version=f"orgaseg {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("info", parents=[common], help="describe a volume: shape, dtype, voxel size, chunks, intensities")
+    p.add_argument("path", help="a file, a folder of slices, or a zarr/n5/hdf5 container")
+    p.add_argument("--key", help="dataset inside a container (HDF5, zarr group, N5)")
+    p.add_argument("--level", type=int, default=0, help="OME-Zarr resolution level (default 0, full resolution)")
+    p.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in nm")
+    p.set_defaults(run=cmd_info)
+
+    p = sub.add_parser("segment", parents=[common], help="segment a volume into K clusters")
+    p.add_argument("path", help="a file, a folder of slices, or a zarr/n5/hdf5 container")
+    p.add_argument("--method", default="baseline", help="segmentation method (default: baseline)")
+    p.add_argument("-k", type=int, default=6, help="number of clusters (default 6)")
+    p.add_argument("-o", "--output", required=True, help="output labels: .ome.zarr / .zarr or .tif")
+    p.add_argument("--model", help="checkpoint of a method that learns")
+    p.add_argument("--centers", help="reuse the clusterer of an earlier run: its .provenance.json (or a .npy)")
+    p.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in nm (overrides metadata)")
+    p.add_argument("--key", help="dataset inside a container")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where encoders run")
+    p.add_argument("--seed", type=int, default=0, help="seed of sampling and clustering (default 0)")
+    p.add_argument("--sample-size", type=int, default=200_000, help="voxels sampled to fit k-means (default 200000)")
+    p.add_argument("--block-shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="block shape in voxels")
+    p.add_argument("--scales-nm", type=float, nargs="+", help="baseline filter-bank scales in nm")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(run=cmd_segment)
+
+    p = sub.add_parser("train", parents=[common], help="train the encoder of a method that learns")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="training volumes")
+    p.add_argument("--method", required=True)
+    p.add_argument("-o", "--output", required=True, help="checkpoint file")
+    p.add_argument("--preset", help="training preset (e.g. paper, cpu, tiny)")
+    p.add_argument("--steps", type=int, help="training steps")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint at -o")
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("evaluate", parents=[common], help="score a segmentation against a reference")
+    p.add_argument("prediction", help="predicted cluster labels (ids 0..K-1)")
+    p.add_argument("--reference", required=True, help="reference class labels (ids 0..C-1)")
+    p.add_argument("--mask", help="only voxels where this volume is non-zero are scored")
+    p.add_argument("--ignore", type=int, nargs="+", metavar="V", help="reference values not scored (default 255)")
+    p.add_argument("--classes", nargs="+", metavar="NAME", help="names of reference classes 0..C-1")
+    p.add_argument("--background", nargs="+", metavar="NAME", help="non-organelle classes (default: the first)")
+    p.add_argument("--mode", choices=("merge", "strict", "both"), default="both")
+    p.add_argument("--raw", help="the raw volume, for an overlay figure")
+    p.add_argument("--key", help="dataset inside the prediction's container")
+    p.add_argument("--reference-key", help="dataset inside the reference's container")
+    p.add_argument("-o", "--output", required=True, help="report folder (report.json, report.md, confusion.png)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    p.set_defaults(run=cmd_evaluate)
+
+    p = sub.add_parser("benchmark", parents=[common], help="run a method on a named dataset for every K")
+    p.add_argument("--dataset", required=True, help="vnc, cdeep3m-mito, betaseg, cellmap or phantom")
+    p.add_argument("--data-root", help="folder holding the datasets (default ../shared/data)")
+    p.add_argument("--method", required=True)
+    p.add_argument("--preset", help="training preset, for methods that learn")
+    p.add_argument("-k", default="4-10", help="K values: 4-10, 6 or 4,6,8 (default 4-10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sample-size", type=int, default=200_000)
+    p.add_argument("--scales-nm", type=float, nargs="+", help="baseline filter-bank scales in nm")
+    p.add_argument("-o", "--output", required=True, help="results folder")
+    p.add_argument("--overwrite", action="store_true", help="replace existing results")
+    p.set_defaults(run=cmd_benchmark)
+
+    p = sub.add_parser("demo", parents=[common], help="segment and score a synthetic cell, no data needed")
+    p.add_argument("-o", "--output", default="orgaseg-demo", help="output folder (default ./orgaseg-demo)")
+    p.add_argument("--shape", type=int, nargs=3, default=(64, 256, 256), metavar=("Z", "Y", "X"),
+                   help="phantom shape in voxels (default 64 256 256)")
+    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier demo")
+    p.set_defaults(run=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    progress = TqdmProgress(disable=args.quiet)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(message)s")
+    if not args.debug:
+        warnings.simplefilter("default")
+        warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"
+    try:
+        return args.run(args, progress)
+    except OrgasegError as err:
+        progress.close()
+        if args.debug:
+            raise
+        print(f"orgaseg {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        progress.close()
+        print(f"orgaseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # an unexpected failure: say so plainly, traceback with --debug
+        progress.close()
+        if args.debug:
+            raise
+        print(f"orgaseg {args.command}: unexpected error: {type(err).__name__}: {err} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Matching clusters to reference classes (steps 2 and 3 of the protocol).
+
+Unsupervised clusters carry no class names, so every score first decides
+which class each cluster stands for:
+
+- ``strict`` (Han et al. / CIHS): a one-to-one Hungarian assignment that
+  maximises the total Dice; clusters left over predict no class.
+- ``merge`` (MAESTER / SCCS, the headline mode): the same assignment, then
+  every left-over cluster joins the class it overlaps most.
+
+Classes without reference voxels take part in neither step, so they never
+take a cluster away from a class that is present.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from orgaseg.errors import OrgasegError
+
+#: Matching modes; ``"both"`` is accepted where a function reports both.
+MODES = ("merge", "strict")
+
+#: Value in a mapping array for a cluster that predicts no class.
+UNMATCHED = -1
+
+
+def dice_matrix(confusion: np.ndarray) -> np.ndarray:
+    """Dice of every (cluster, class) pair.
+
+    ``D[k, c] = 2 M[k, c] / (sum_c' M[k, c'] + sum_k' M[k', c])``, and 0
+    where the denominator is 0.
+
+    Parameters
+    ----------
+    confusion : numpy.ndarray
+        ``(K, C)`` voxel counts.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(K, C)`` float64 in ``[0, 1]``.
+    """
+    confusion = np.asarray(confusion, dtype=np.float64)
+    denominator = confusion.sum(axis=1, keepdims=True) + confusion.sum(axis=0, keepdims=True)
+    dice = np.zeros_like(confusion)
+    np.divide(2 * confusion, denominator, out=dice, where=denominator > 0)
+    return dice
+
+
+def match_clusters(confusion: np.ndarray, mode: str = "merge") -> np.ndarray:
+    """The class each cluster stands for.
+
+    Parameters
+    ----------
+    confusion : numpy.ndarray
+        ``(K, C)`` voxel counts (see :func:`~orgaseg.evaluate.confusion_matrix`).
+    mode : {"merge", "strict"}
+        ``strict``: Hungarian assignment maximising total Dice over the
+        classes that have reference voxels; unmatched clusters get
+        :data:`UNMATCHED`. ``merge``: the same assignment, then each unmatched
+        cluster joins the class it overlaps most (a cluster with no counted
+        voxel stays unmatched: nothing says which class it belongs to).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(K,)`` int64: class id per cluster, or :data:`UNMATCHED`.
+    """
+    if mode not in MODES:
+        raise OrgasegError(f"unknown matching mode {mode!r}; choose one of {', '.join(MODES)}")
+    confusion = np.asarray(confusion)
+    present = np.flatnonzero(confusion.sum(axis=0) > 0)
+    mapping = np.full(confusion.shape[0], UNMATCHED, dtype=np.int64)
+    rows, cols = linear_sum_assignment(-dice_matrix(confusion)[:, present])
+    mapping[rows] = present[cols]
+    if mode == "merge":
+        leftover = (mapping == UNMATCHED) & (confusion.sum(axis=1) > 0)
+        mapping[leftover] = np.argmax(confusion[leftover], axis=1)
+    return mapping
+
+
+def class_confusion(confusion: np.ndarray, mapping: np.ndarray) -> np.ndarray:
+    """Voxel counts per (predicted class, reference class) under a mapping.
+
+    Returns a ``(C + 1, C)`` int64 matrix whose last row holds the voxels of
+    clusters that predict no class.
+    """
+    confusion = np.asarray(confusion, dtype=np.int64)
+    n_classes = confusion.shape[1]
+    rows = np.where(mapping == UNMATCHED, n_classes, mapping)
+    merged = np.zeros((n_classes + 1, n_classes), dtype=np.int64)
+    np.add.at(merged, rows, confusion)
+    return merged

@@ -1,0 +1,240 @@
+"""The evaluation entry point and its report: JSON, Markdown and a confusion PNG."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from orgaseg.errors import OrgasegError
+from orgaseg.evaluate.confusion import confusion_matrix
+from orgaseg.evaluate.matching import MODES
+from orgaseg.evaluate.metrics import METRICS, resolve_background, resolve_classes, scores_from_confusion
+from orgaseg.labels import IGNORE_LABEL
+from orgaseg.progress import ProgressCallback
+
+#: Report modes: one matching mode or both.
+REPORT_MODES = ("both",) + MODES
+
+#: The files :meth:`EvaluationReport.save` writes.
+REPORT_FILES = ("report.json", "report.md", "confusion.png")
+
+
+def _check_mode(mode: str) -> tuple[str, ...]:
+    if mode not in REPORT_MODES:
+        raise OrgasegError(f"unknown evaluation mode {mode!r}; choose merge, strict or both")
+    return MODES if mode == "both" else (mode,)
+
+
+def _write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
+    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def _number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+@dataclass
+class EvaluationReport:
+    """Scores of one segmentation against a reference.
+
+    Attributes
+    ----------
+    confusion : numpy.ndarray
+        ``(K, C)`` int64 voxel counts per (cluster, class).
+    classes : list of str
+        Names of the C classes.
+    background : list of str
+        The non-organelle classes.
+    results : dict
+        Matching mode (``"merge"``, ``"strict"``) to its scores, as returned
+        by :func:`~orgaseg.evaluate.scores_from_confusion`.
+    """
+
+    confusion: np.ndarray
+    classes: list[str]
+    background: list[str]
+    results: dict[str, dict]
+
+    @classmethod
+    def from_confusion(
+        cls,
+        confusion: np.ndarray,
+        *,
+        classes: Sequence[str] | None = None,
+        background: str | int | Sequence[str | int] | None = None,
+        mode: str = "both",
+    ) -> "EvaluationReport":
+        """Score a confusion matrix, e.g. one a block runner accumulated."""
+        modes = _check_mode(mode)
+        # scores_from_confusion validates the matrix, the names and the background.
+        results = {m: scores_from_confusion(confusion, classes, background=background, mode=m) for m in modes}
+        confusion = np.asarray(confusion).astype(np.int64)
+        names = resolve_classes(classes, confusion.shape[1])
+        return cls(confusion, names, resolve_background(background, names), results)
+
+    @property
+    def k(self) -> int:
+        """Number of clusters K."""
+        return int(self.confusion.shape[0])
+
+    @property
+    def n_voxels(self) -> int:
+        """Number of counted (scored) voxels."""
+        return int(self.confusion.sum())
+
+    @property
+    def empty_classes(self) -> list[str]:
+        """Classes without any counted reference voxel: not scored."""
+        return [name for name, total in zip(self.classes, self.confusion.sum(axis=0)) if total == 0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict: K, classes, counts, the scores per mode and the confusion matrix."""
+        out: dict[str, Any] = {
+            "k": self.k,
+            "classes": list(self.classes),
+            "background": list(self.background),
+            "n_voxels": self.n_voxels,
+            "empty_classes": self.empty_classes,
+        }
+        out.update(self.results)
+        out["confusion"] = self.confusion.tolist()
+        return out
+
+    def to_markdown(self) -> str:
+        """Markdown: a table of per-class scores per mode, the means, accuracy and mapping."""
+        lines = [
+            f"# Evaluation, K = {self.k}",
+            "",
+            f"Counted voxels: {self.n_voxels:,}. Classes: {', '.join(self.classes)} "
+            f"(background: {', '.join(self.background)}). "
+            f"Empty classes (no reference voxel, not scored): {', '.join(self.empty_classes) or 'none'}.",
+        ]
+        for mode, scores in self.results.items():
+            lines += ["", f"## {mode} matching", "", "| class | Dice | IoU | sensitivity | precision |"]
+            lines.append("|---|---:|---:|---:|---:|")
+            for name, metrics in scores["per_class"].items():
+                lines.append(f"| {name} | " + " | ".join(_number(metrics[m]) for m in METRICS) + " |")
+            mapping = ", ".join(f"{k} → {c or '—'}" for k, c in scores["mapping"].items())
+            lines += [
+                "",
+                f"- mean Dice: {_number(scores['mean_dice'])}",
+                f"- mean organelle Dice: {_number(scores['mean_dice_organelles'])}",
+                f"- pixel accuracy: {_number(scores['accuracy'])}",
+                f"- mapping (cluster → class): {mapping}",
+            ]
+        return "\n".join(lines) + "\n"
+
+    def save(self, directory: str | Path, *, overwrite: bool = False) -> dict[str, Path]:
+        """Write ``report.json``, ``report.md`` and ``confusion.png`` into ``directory``.
+
+        The directory is created; each file is written to a temporary name and
+        renamed, so an interrupted run leaves no partial report.
+
+        Parameters
+        ----------
+        directory : str or Path
+            Output folder.
+        overwrite : bool
+            Replace an existing report; otherwise an existing one is an error.
+
+        Returns
+        -------
+        dict
+            ``{"json": path, "markdown": path, "confusion": path}``.
+        """
+        from orgaseg.viz.confusion_plot import plot_confusion
+
+        directory = Path(directory)
+        existing = [name for name in REPORT_FILES if (directory / name).exists()]
+        if existing and not overwrite:
+            raise OrgasegError(f"{directory / existing[0]} exists; pass overwrite=True (--overwrite) to replace it")
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OrgasegError(f"cannot create the report folder {directory}: {error.strerror}") from error
+        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        markdown = self.to_markdown()
+        mode = "merge" if "merge" in self.results else next(iter(self.results))
+        title = f"K = {self.k}, {mode} mapping"
+        return {
+            "json": _write_atomically(directory / "report.json", lambda p: p.write_text(text, encoding="utf-8")),
+            "markdown": _write_atomically(directory / "report.md", lambda p: p.write_text(markdown, encoding="utf-8")),
+            "confusion": _write_atomically(
+                directory / "confusion.png",
+                lambda p: plot_confusion(
+                    self.confusion, self.classes, mapping=self.results[mode]["mapping"], path=p, title=title
+                ),
+            ),
+        }
+
+
+def evaluate(
+    pred: Any,
+    reference: Any,
+    *,
+    classes: Sequence[str] | None = None,
+    background: str | int | Sequence[str | int] | None = None,
+    mask: Any | None = None,
+    ignore: Iterable[int] = (IGNORE_LABEL,),
+    mode: str = "both",
+    n_clusters: int | None = None,
+    block_shape: tuple[int, ...] | None = None,
+    progress: ProgressCallback | None = None,
+) -> EvaluationReport:
+    """Score a cluster volume against a reference with the protocol of DESIGN.md.
+
+    Parameters
+    ----------
+    pred : array-like, 2D or 3D
+        Predicted cluster ids ``0 .. K-1`` (numpy array, Volume, zarr array).
+    reference : array-like
+        Reference class ids ``0 .. C-1``, same shape.
+    classes : sequence of str, optional
+        Names of the classes; when given, ``C = len(classes)`` (so a class
+        absent from the reference is reported as empty) and a counted
+        reference id ``>= C`` is an error. Default ``class_<id>`` for ids up
+        to the largest counted one.
+    background : str, int or sequence of them, optional
+        Non-organelle classes (names or ids), left out of the organelle mean.
+        Default: the first class.
+    mask : array-like, optional
+        Only voxels where ``mask`` is non-zero are scored.
+    ignore : iterable of int
+        Reference values that are not scored (default ``IGNORE_LABEL``).
+    mode : {"both", "merge", "strict"}
+        Matching modes to report.
+    n_clusters : int, optional
+        K, when the prediction may not use every cluster id.
+    block_shape : tuple of int, optional
+        Blocks read at a time (see :func:`~orgaseg.evaluate.confusion_matrix`).
+    progress : callable, optional
+        ``progress(description, done, total)`` per block.
+
+    Returns
+    -------
+    EvaluationReport
+    """
+    _check_mode(mode)
+    confusion = confusion_matrix(
+        pred,
+        reference,
+        n_clusters=n_clusters,
+        n_classes=None if classes is None else len(classes),
+        mask=mask,
+        ignore=ignore,
+        block_shape=block_shape,
+        progress=progress,
+    )
+    return EvaluationReport.from_confusion(confusion, classes=classes, background=background, mode=mode)

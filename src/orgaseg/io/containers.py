@@ -1,0 +1,210 @@
+"""Chunked containers: Zarr v2/v3, OME-Zarr (NGFF 0.4 and 0.5) and N5.
+
+Used by :func:`orgaseg.io.open_volume`; see the FORMATS list in
+:mod:`orgaseg.io.readers` for what each format must look like.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorstore
+import zarr
+
+from orgaseg.errors import OrgasegError
+from orgaseg.io.metadata import StoredArray, to_nanometres, voxel_size_from_attrs
+
+_ZARR_MARKERS = (".zarray", ".zgroup", "zarr.json")
+_LISTED = 20  # names shown when a key is missing
+
+
+def is_zarr(path: Path) -> bool:
+    """A Zarr v2/v3 array or group (by its metadata file or a ``.zarr`` name)."""
+    return path.suffix.lower() == ".zarr" or any((path / m).exists() for m in _ZARR_MARKERS)
+
+
+def is_n5(path: Path) -> bool:
+    """An N5 container, group or dataset (by a ``.n5`` name or ``attributes.json``)."""
+    return path.suffix.lower() == ".n5" or (path / "attributes.json").exists()
+
+
+# --- Zarr and OME-Zarr ------------------------------------------------------
+
+
+def read_zarr(path: Path, key: str | None, level: int) -> StoredArray:
+    """Open a Zarr array, a group + ``key``, or an OME-Zarr image at ``level``."""
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as exc:  # zarr raises several kinds for a broken store
+        raise OrgasegError(f"{path}: not a readable Zarr store ({exc})") from exc
+    where = str(path)
+    if key is not None:
+        if not isinstance(node, zarr.Group):
+            raise OrgasegError(f"{path}: key {key!r} given, but this is a Zarr array, not a group")
+        try:
+            node = node[key]
+        except KeyError:
+            raise OrgasegError(
+                f"{path} has no array or group {key!r}; arrays: {_zarr_arrays(node)}"
+            ) from None
+        where = f"{path}/{key}"
+    while isinstance(node, zarr.Group):
+        meta = _ome(node.attrs)
+        if "multiscales" in meta:
+            return _read_multiscale(node, meta, level, where)
+        if meta.get("labels"):
+            # a labels-only group (orgaseg's output): open its first label image
+            node = node[meta["labels"][0]]
+            where = f"{where}/{meta['labels'][0]}"
+            continue
+        raise OrgasegError(
+            f"{where}: a Zarr group without OME-Zarr multiscales; pass key= one of: {_zarr_arrays(node)}"
+        )
+    if level:
+        raise OrgasegError(f"{where}: level={level} given, but this is a single Zarr array")
+    axes = "zyx"[3 - node.ndim :] if node.ndim in (2, 3) else None
+    sizes = voxel_size_from_attrs(dict(node.attrs), axes) if axes else None
+    return StoredArray(node, "zarr", axes=axes, sizes=sizes, chunks=node.chunks, key=_relative(node))
+
+
+def _ome(attrs: Any) -> dict:
+    """OME metadata of a group: NGFF 0.5 nests it under ``"ome"``, 0.4 does not."""
+    attrs = dict(attrs)
+    return dict(attrs["ome"]) if isinstance(attrs.get("ome"), dict) else attrs
+
+
+def _zarr_arrays(group: zarr.Group) -> str:
+    names = [name for name, member in group.members(max_depth=None) if isinstance(member, zarr.Array)]
+    shown = ", ".join(sorted(names)[:_LISTED]) or "(none)"
+    return shown + (f", ... ({len(names)} in all)" if len(names) > _LISTED else "")
+
+
+def _relative(node: Any) -> str | None:
+    name = str(node.path).strip("/")
+    return name or None
+
+
+def _read_multiscale(group: zarr.Group, meta: dict, level: int, where: str) -> StoredArray:
+    multiscale = meta["multiscales"][0]
+    datasets = multiscale["datasets"]
+    if level >= len(datasets):
+        raise OrgasegError(
+            f"{where}: resolution level {level} requested, "
+            f"but there are {len(datasets)} (0..{len(datasets) - 1})"
+        )
+    dataset = datasets[level]
+    array = group[dataset["path"]]
+    axes, units = _ngff_axes(multiscale.get("axes"), array.ndim)
+    scale = np.ones(array.ndim)
+    for transforms in (dataset.get("coordinateTransformations"), multiscale.get("coordinateTransformations")):
+        for transform in transforms or []:
+            if transform.get("type") == "scale" and len(transform.get("scale", ())) == array.ndim:
+                scale = scale * np.asarray(transform["scale"], dtype=float)
+    note = None
+    if any(u is None for a, u in zip(axes, units) if a in "zyx"):
+        note = "OME-Zarr axes carry no unit; the scale is taken as nanometres"
+    sizes = [
+        (to_nanometres(s, u) if u is not None else float(s)) if math.isfinite(s) and s > 0 else None
+        for s, u in zip(scale, units)
+    ]
+    return StoredArray(
+        array, "ome-zarr", axes=axes, sizes=sizes, chunks=array.chunks, key=_relative(array), note=note
+    )
+
+
+def _ngff_axes(axes: Any, ndim: int) -> tuple[str, list[str | None]]:
+    """Axis letters and units from NGFF ``axes`` (0.4+: dicts; 0.3: names; older: t c z y x)."""
+    if not axes:
+        return "tczyx"[5 - ndim :], [None] * ndim
+    names, units = [], []
+    for axis in axes:
+        name = axis.get("name", "") if isinstance(axis, dict) else str(axis)
+        kind = axis.get("type") if isinstance(axis, dict) else None
+        letter = {"channel": "c", "time": "t"}.get(kind, name[:1].lower())
+        names.append(letter)
+        units.append(axis.get("unit") if isinstance(axis, dict) else None)
+    return "".join(names), units
+
+
+# --- N5 -------------------------------------------------------------------------
+
+
+class TensorStoreArray:
+    """Numpy-style slicing over a tensorstore view (reads synchronously)."""
+
+    def __init__(self, store: tensorstore.TensorStore) -> None:
+        self.store = store
+        self.shape = tuple(int(s) for s in store.shape)
+        self.dtype = np.dtype(store.dtype.numpy_dtype)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __getitem__(self, key) -> np.ndarray:
+        return self.store[key].read().result()
+
+
+def read_n5(path: Path, key: str | None, level: int) -> StoredArray:
+    """Open an N5 dataset (``path`` itself, or ``key`` inside it; a multiscale group gives ``s<level>``)."""
+    target = path / key if key else path
+    if not target.is_dir():  # N5 groups need no attributes.json; datasets do
+        raise OrgasegError(f"{path} has no N5 dataset or group {key!r}; datasets: {_n5_datasets(path)}")
+    attrs = _n5_attrs(target)
+    group_attrs: dict = {}
+    if "dimensions" not in attrs:
+        scale_level = target / f"s{level}"
+        if "dimensions" not in _n5_attrs(scale_level):
+            raise OrgasegError(
+                f"{target}: an N5 group, not a dataset; pass key= one of: {_n5_datasets(path)}"
+            )
+        target, group_attrs, attrs = scale_level, attrs, _n5_attrs(scale_level)
+    elif level:
+        raise OrgasegError(f"{target}: level={level} given, but this is a single N5 dataset")
+    try:
+        store = tensorstore.open(
+            {"driver": "n5", "kvstore": {"driver": "file", "path": str(target)}}, read=True
+        ).result()
+    except Exception as exc:  # tensorstore reports every failure as ValueError or its own errors
+        raise OrgasegError(f"{target}: cannot open N5 dataset ({exc})") from exc
+    # N5 lists dimensions fastest first (x y z): present C order (z y x)
+    array = TensorStoreArray(store.T)
+    axes = "zyx"[3 - array.ndim :] if array.ndim in (2, 3) else None
+    sizes = _n5_sizes(attrs, group_attrs or _n5_attrs(target.parent), axes) if axes else None
+    chunks = tuple(reversed(attrs.get("blockSize", ()))) or None
+    relative = str(target.relative_to(path)) if target != path else None
+    return StoredArray(array, "n5", axes=axes, sizes=sizes, chunks=chunks, key=relative)
+
+
+def _n5_attrs(folder: Path) -> dict:
+    try:
+        return json.loads((folder / "attributes.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _n5_sizes(attrs: dict, parent: dict, axes: str) -> list[float | None] | None:
+    sizes = voxel_size_from_attrs(attrs, axes, fastest_first=True)
+    if sizes is not None:
+        return sizes
+    sizes = voxel_size_from_attrs(parent, axes, fastest_first=True)
+    factors = attrs.get("downsamplingFactors")
+    if sizes is not None and factors is not None and len(factors) == len(axes):
+        sizes = [s * f if s is not None else None for s, f in zip(sizes, reversed(factors))]
+    return sizes
+
+
+def _n5_datasets(root: Path) -> str:
+    names = []
+    for folder, subfolders, files in os.walk(root):
+        if "attributes.json" in files and "dimensions" in _n5_attrs(Path(folder)):
+            names.append(str(Path(folder).relative_to(root)))
+            subfolders.clear()  # below a dataset there are only chunks
+    names.sort()
+    shown = ", ".join(names[:_LISTED]) or "(none)"
+    return shown + (f", ... ({len(names)} in all)" if len(names) > _LISTED else "")

@@ -1,0 +1,156 @@
+"""Physical units and voxel-size conventions found in volume metadata.
+
+Readers of every format return a :class:`StoredArray` and reduce what the file says about pixel spacing to one
+number per stored axis in nanometres (or ``None`` where it says nothing), using
+the helpers here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from orgaseg.errors import OrgasegError
+
+#: Nanometres per unit, keyed by the spellings found in ImageJ, OME-XML,
+#: OME-Zarr (NGFF) and N5 metadata (compared in lower case).
+_NANOMETRES_PER_UNIT = {
+    "nm": 1.0,
+    "nanometer": 1.0,
+    "nanometre": 1.0,
+    "um": 1e3,
+    "µm": 1e3,  # micro sign U+00B5
+    "μm": 1e3,  # Greek mu U+03BC
+    "micron": 1e3,
+    "microns": 1e3,
+    "micrometer": 1e3,
+    "micrometre": 1e3,
+    "mm": 1e6,
+    "millimeter": 1e6,
+    "millimetre": 1e6,
+    "cm": 1e7,
+    "centimeter": 1e7,
+    "m": 1e9,
+    "meter": 1e9,
+    "metre": 1e9,
+    "å": 0.1,  # U+00C5
+    "Å": 0.1,  # angstrom sign U+212B
+    "a": 0.1,
+    "angstrom": 0.1,
+    "pm": 1e-3,
+    "picometer": 1e-3,
+}
+
+
+def nanometres_per_unit(unit: Any) -> float | None:
+    """Nanometres in one ``unit`` (``"nm"``, ``"micron"``, ``"µm"``, ``"Å"``, ...).
+
+    ``None`` for a unit that is not a length (``"pixel"``, empty, unknown).
+    ImageJ's escaped micro sign (a literal ``\\u00B5m``) is understood.
+    """
+    if not isinstance(unit, str):
+        return None
+    text = unit.strip().replace("\\u00B5", "µ").replace("\\u00b5", "µ")
+    return _NANOMETRES_PER_UNIT.get(text) or _NANOMETRES_PER_UNIT.get(text.lower())
+
+
+def to_nanometres(value: Any, unit: Any) -> float | None:
+    """``value`` in ``unit`` as nanometres, or ``None`` if either is unusable."""
+    factor = nanometres_per_unit(unit)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if factor is None or not math.isfinite(number) or number <= 0:
+        return None
+    return number * factor
+
+
+def sizes_in_nanometres(values: Sequence[Any], units: Sequence[Any] | Any) -> list[float | None]:
+    """Convert per-axis sizes, with one unit for all axes or one unit per axis."""
+    if isinstance(units, str) or units is None:
+        units = [units] * len(values)
+    return [to_nanometres(v, u) for v, u in zip(values, units)]
+
+
+def check_voxel_size(voxel_size: Any) -> tuple[float, float, float]:
+    """A voxel size given by the user as ``(z, y, x)`` nm floats (one number: isotropic)."""
+    try:
+        values = np.asarray(voxel_size, dtype=float).ravel()
+    except (TypeError, ValueError):
+        values = np.empty(0)
+    if values.size == 1:
+        values = np.repeat(values, 3)
+    if values.shape != (3,) or not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise OrgasegError(f"voxel_size must be 3 positive numbers (z, y, x) in nm, got {voxel_size!r}")
+    return (float(values[0]), float(values[1]), float(values[2]))
+
+
+def voxel_size_from_attrs(
+    attrs: Mapping[str, Any], axes: str, *, fastest_first: bool = False
+) -> list[float | None] | None:
+    """Voxel size per stored axis (nm) from common container attributes.
+
+    Understood conventions, first match wins:
+
+    - ``transform``: ``{"axes": [...], "scale": [...], "units": [...]}``
+      (CellMap / OpenOrganelle; axes are named, so their order is explicit);
+    - ``pixelResolution``: ``{"dimensions": [...], "unit": "nm"}`` or a bare
+      list (N5 viewer / Saalfeld lab; dimensions in N5 order, fastest axis first);
+    - ``resolution``: list in nm (N5 viewer: fastest axis first; HDF5: stored order);
+    - ``element_size_um``: list in micrometres in stored order (ilastik / Fiji HDF5).
+
+    ``axes`` names the stored axes in C order (slowest first). With
+    ``fastest_first`` (N5), the unnamed lists (``pixelResolution``,
+    ``resolution``) are reversed to match. Returns ``None`` when no
+    convention applies.
+    """
+    ndim = len(axes)
+    transform = attrs.get("transform")
+    if isinstance(transform, Mapping) and "scale" in transform:
+        names = [str(a).lower() for a in transform.get("axes", axes)]
+        sizes = sizes_in_nanometres(transform["scale"], transform.get("units", "nm"))
+        by_name = dict(zip(names, sizes))
+        if all(a in by_name for a in axes):
+            return [by_name[a] for a in axes]
+    resolution = attrs.get("pixelResolution")
+    unit: Any = "nm"
+    if isinstance(resolution, Mapping):
+        unit = resolution.get("unit", "nm")
+        resolution = resolution.get("dimensions")
+    if resolution is None:
+        resolution = attrs.get("resolution")
+    if resolution is not None and _is_list_of(resolution, ndim):
+        values = list(reversed(resolution)) if fastest_first else list(resolution)
+        return sizes_in_nanometres(values, unit)
+    element_size = attrs.get("element_size_um")
+    if element_size is not None and _is_list_of(element_size, ndim):
+        return sizes_in_nanometres(list(element_size), "um")
+    return None
+
+
+def _is_list_of(value: Any, length: int) -> bool:
+    # h5py hands attributes back as numpy arrays, JSON as lists
+    return not isinstance(value, str) and np.ndim(value) == 1 and len(value) == length
+
+
+@dataclass
+class StoredArray:
+    """What a format reader found, before axes and voxel size are resolved.
+
+    ``format`` names the format (kept in the volume's ``attrs``); ``axes`` is
+    the stored order the metadata names (``None``: unknown); ``sizes`` (nm)
+    and ``chunks`` hold one entry per stored axis.
+    """
+
+    array: Any
+    format: str
+    axes: str | None = None
+    sizes: Sequence[float | None] | None = None
+    chunks: Sequence[int] | None = None
+    key: str | None = None
+    note: str | None = None  # caveat about ``sizes``, warned when they are used

@@ -1,0 +1,142 @@
+"""Robust intensity normalisation from a random sample of a volume.
+
+The low and high percentiles of a seeded sample of voxels map to 0 and 1.
+The statistics are small (:class:`Normalization`) and are stored in model
+checkpoints, so a second volume is normalised exactly like the training data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from orgaseg.errors import OrgasegError
+from orgaseg.io.volume import Volume, as_volume
+
+# Volumes up to this many times ``sample_size`` voxels are read whole.
+_READ_WHOLE_FACTOR = 4
+# Larger volumes are sampled as random single-slice patches: about this many
+# (more when the slices are small, up to the maximum).
+_N_PATCHES = 64
+_MAX_PATCHES = 1024
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Maps intensities ``low .. high`` to ``0 .. 1`` (clipped), optionally inverted.
+
+    When ``low == high`` (a constant sample) there is no scale to divide by:
+    values below ``low`` map to 0, above to 1, and equal to 0.5 (a step).
+    """
+
+    low: float
+    high: float
+    invert: bool = False
+
+    def apply(self, block: np.ndarray) -> np.ndarray:
+        """Normalise a block of any numeric dtype to float32 in ``[0, 1]``."""
+        values = np.asarray(block, dtype=np.float32)
+        if self.high > self.low:
+            out = (values - np.float32(self.low)) / np.float32(self.high - self.low)
+            np.clip(out, 0.0, 1.0, out=out)
+        else:
+            out = np.where(values > self.low, 1.0, np.where(values < self.low, 0.0, 0.5)).astype(np.float32)
+        if self.invert:
+            out = np.float32(1.0) - out
+        return out
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able form (for checkpoints and provenance)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Normalization":
+        """Inverse of :meth:`to_dict`."""
+        try:
+            low, high = float(data["low"]), float(data["high"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise OrgasegError(
+                f"invalid normalisation record {data!r}: needs numbers 'low' and 'high'"
+            ) from exc
+        return cls(low=low, high=high, invert=bool(data.get("invert", False)))
+
+
+def compute_normalization(
+    volume,
+    *,
+    percentiles: Sequence[float] = (0.5, 99.5),
+    sample_size: int = 1_000_000,
+    seed: int = 0,
+    invert: bool = False,
+    mask=None,
+) -> Normalization:
+    """Robust intensity range of a volume from a seeded random sample.
+
+    Parameters
+    ----------
+    volume : Volume or array-like
+        The intensities (2D or 3D arrays are wrapped).
+    percentiles : (float, float)
+        Low and high percentiles (0-100) that map to 0 and 1.
+    sample_size : int
+        Number of voxels the percentiles are computed on. A volume up to
+        four times this size is read whole; a larger one is sampled as
+        random single-slice patches (64 of them for large slices), so only
+        a small part of it is read.
+    seed : int
+        Seed of the sampling.
+    invert : bool
+        Map bright to 0 and dark to 1 (e.g. for inverted-contrast EM).
+    mask : Volume or array-like, optional
+        Boolean volume of the same shape; only voxels where it is true count.
+
+    Returns
+    -------
+    Normalization
+    """
+    volume = as_volume(volume)
+    low_pct, high_pct = (float(p) for p in percentiles)
+    if not 0 <= low_pct <= high_pct <= 100:
+        raise OrgasegError(f"percentiles must satisfy 0 <= low <= high <= 100, got {tuple(percentiles)}")
+    if sample_size < 1:
+        raise OrgasegError(f"sample_size must be positive, got {sample_size}")
+    if mask is not None:
+        mask = as_volume(mask)
+        if mask.shape != volume.shape:
+            raise OrgasegError(f"mask shape {mask.shape} differs from the volume's {volume.shape}")
+    rng = np.random.default_rng(seed)
+    sample = np.concatenate([values for values in _sample_blocks(volume, mask, sample_size, rng)])
+    if sample.size == 0:
+        raise OrgasegError(f"{volume.path}: the mask selects no voxels in the sampled region")
+    if sample.size > sample_size:
+        sample = rng.choice(sample, size=sample_size, replace=False)
+    low, high = np.percentile(sample.astype(np.float64), [low_pct, high_pct])
+    return Normalization(low=float(low), high=float(high), invert=bool(invert))
+
+
+def normalize_volume(volume: Volume, normalization: Normalization) -> Volume:
+    """A lazy float32 view of ``volume`` whose blocks pass through ``normalization``."""
+    return volume.with_transform(normalization.apply, dtype=np.float32)
+
+
+def _sample_blocks(volume: Volume, mask: Volume | None, sample_size: int, rng: np.random.Generator):
+    """Yield 1D arrays of voxel values from the regions read for the sample."""
+    if volume.size <= _READ_WHOLE_FACTOR * sample_size:
+        regions = [(slice(None),) * 3]
+    else:
+        # thin patches touch one slice each, which is cheap for every format
+        nz, ny, nx = volume.shape
+        side = int(np.ceil(np.sqrt(sample_size / _N_PATCHES)))
+        py, px = min(side, ny), min(side, nx)
+        n_patches = min(int(np.ceil(sample_size / (py * px))), _MAX_PATCHES)
+        regions = []
+        for _ in range(n_patches):
+            z, y, x = rng.integers(0, nz), rng.integers(0, ny - py + 1), rng.integers(0, nx - px + 1)
+            regions.append((slice(z, z + 1), slice(y, y + py), slice(x, x + px)))
+    for region in regions:
+        values = volume.read(region)
+        if mask is not None:
+            values = values[mask.read(region).astype(bool)]
+        yield values.ravel()

@@ -1,0 +1,92 @@
+"""Provenance records: a JSON file beside every output saying how it was made.
+
+``seg.ome.zarr`` gets ``seg.ome.zarr.provenance.json`` holding the method,
+its configuration, the checkpoint hash, K, the cluster centres, the input
+path, the package version, the time and the host.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from orgaseg.errors import OrgasegError
+
+SUFFIX = ".provenance.json"
+
+
+def provenance_path(output_path: str | Path) -> Path:
+    """Where the provenance record of ``output_path`` lives."""
+    output_path = Path(output_path)
+    return output_path.with_name(output_path.name + SUFFIX)
+
+
+def to_jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays, paths, tuples and sets made JSON-safe.
+
+    Anything else JSON cannot hold becomes its ``str``, so writing a record at
+    the end of a long run never fails on an odd field.
+    """
+    return json.loads(json.dumps(value, default=_default))
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    return str(value)
+
+
+def make_provenance(**fields: Any) -> dict:
+    """A provenance record: ``fields`` plus package version, UTC time and host.
+
+    Examples
+    --------
+    >>> record = make_provenance(method="baseline", k=6)
+    >>> record["method"], record["k"], "package_version" in record
+    ('baseline', 6, True)
+    """
+    from orgaseg import __version__
+
+    record = {
+        "package": "orgaseg",
+        "package_version": __version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.platform(),
+        "python": platform.python_version(),
+    }
+    record.update(fields)
+    return to_jsonable(record)
+
+
+def write_provenance(output_path: str | Path, record: dict) -> Path:
+    """Write ``record`` to ``<output_path>.provenance.json`` atomically; return its path."""
+    target = provenance_path(output_path)
+    temporary = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    try:
+        temporary.write_text(json.dumps(to_jsonable(record), indent=2, sort_keys=False) + "\n")
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return target
+
+
+def read_provenance(path: str | Path) -> dict:
+    """Read a provenance record, given the output's path or the record's own path."""
+    path = Path(path)
+    target = path if path.name.endswith(SUFFIX) else provenance_path(path)
+    try:
+        return json.loads(target.read_text())
+    except FileNotFoundError:
+        raise OrgasegError(f"{target}: no provenance record") from None
+    except ValueError as exc:
+        raise OrgasegError(f"{target}: not a valid JSON provenance record ({exc})") from exc

@@ -1,0 +1,334 @@
+"""Open any supported volume lazily: :func:`open_volume`.
+
+FORMATS (how each format is recognised and where its voxel size comes from):
+
+- **TIFF** (``.tif``/``.tiff``, multi-page, ImageJ hyperstack, OME-TIFF):
+  memory-mapped when the pixels are stored contiguously, otherwise read
+  through ``tifffile``'s zarr store. Voxel size from OME-XML
+  (``PhysicalSize{X,Y,Z}`` with their units) or ImageJ metadata
+  (``spacing`` + ``unit`` for z, the resolution tags for y and x).
+  A single 2D page is a volume with one slice.
+- **2D image** (``.png``/``.jpg``/``.jpeg``): a volume with one slice; no voxel size.
+- **Folder of slices** (a directory of ``.tif``/``.tiff``/``.png``/``.jpg``
+  files, sorted naturally: ``2.png`` before ``10.png``): read slice by
+  slice; all slices must share shape and dtype; no voxel size.
+- **Zarr v2/v3** (a directory with ``.zarray``/``.zgroup``/``zarr.json``, or
+  named ``*.zarr``): an array, or a group plus ``key``. Voxel size from
+  array attributes (``transform``, ``pixelResolution``, ``resolution``).
+- **OME-Zarr** NGFF 0.4 (``multiscales`` in ``.zattrs``) and 0.5
+  (``multiscales`` under ``"ome"`` in ``zarr.json``): resolution ``level``
+  (0 = full); voxel size from that level's ``scale`` transform (times a
+  multiscale-wide one) with the axes' units. A group holding only
+  ``labels`` (as orgaseg writes) opens its first label image.
+- **N5** (a directory named ``*.n5`` or holding ``attributes.json``; dataset
+  via ``key``, e.g. ``recon-1/em/fibsem-uint8/s0``) through ``tensorstore``.
+  N5 lists dimensions fastest first (x y z); the volume is presented in C
+  order (z y x), and ``axes`` refers to that order. A multiscale group as
+  ``key`` opens dataset ``s<level>``. Voxel size from ``transform``
+  (CellMap), ``pixelResolution`` or ``resolution`` (N5 order), on the
+  dataset or its parent group times the dataset's ``downsamplingFactors``.
+- **HDF5** (``.h5``/``.hdf5``/``.hdf``) with ``key`` (optional when the file
+  holds one dataset), kept open and read lazily. Voxel size from attributes
+  ``element_size_um`` (micrometres) or ``resolution`` (nm), stored order.
+- **NumPy** ``.npy``: memory-mapped; no voxel size.
+
+Axes: ``axes`` names the stored order (``"zyx"``, ``"xyz"``, ``"yx"``,
+``"zcyx"``, ...); by default the metadata's order, else ``"zyx"``/``"yx"``
+by dimensionality (extra axes of size 1 are dropped). The volume always
+presents ``zyx``. Voxel size: ``voxel_size`` argument > metadata > 1 nm with
+a :class:`VoxelSizeWarning`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from xml.etree import ElementTree
+
+import h5py
+import numpy as np
+import tifffile
+import zarr
+
+from orgaseg.errors import OrgasegError
+from orgaseg.io import containers
+from orgaseg.io.metadata import StoredArray, check_voxel_size, to_nanometres, voxel_size_from_attrs
+from orgaseg.io.slices import IMAGE_SUFFIXES, SliceStack, image_files
+from orgaseg.io.volume import AxesView, Volume
+
+_TIFF_SUFFIXES = (".tif", ".tiff")
+_HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
+_SUPPORTED = (
+    "TIFF (.tif/.tiff), PNG/JPEG images, a folder of 2D slices, Zarr/OME-Zarr, "
+    "N5, HDF5 (.h5/.hdf5/.hdf), NumPy (.npy)"
+)
+
+
+class VoxelSizeWarning(UserWarning):
+    """The voxel size of a volume is unknown or partly guessed."""
+
+
+def open_volume(
+    path: str | Path,
+    key: str | None = None,
+    voxel_size: float | Sequence[float] | None = None,
+    axes: str | None = None,
+    level: int = 0,
+    channel: int | None = None,
+) -> Volume:
+    """Open a volume lazily in any supported format (see the module's FORMATS).
+
+    Parameters
+    ----------
+    path : str or Path
+        File or directory.
+    key : str, optional
+        Dataset inside a container (Zarr group, N5, HDF5).
+    voxel_size : float or sequence of 3 floats, optional
+        Voxel size ``(z, y, x)`` in nanometres (one number: isotropic).
+        Overrides the metadata.
+    axes : str, optional
+        Stored axis order, e.g. ``"xyz"`` or ``"zcyx"``; default from metadata.
+    level : int
+        Resolution level of a multiscale OME-Zarr or N5 group (0 = full).
+    channel : int, optional
+        Channel to read when the data has a channel axis with several entries.
+
+    Returns
+    -------
+    Volume
+        Axes ``zyx``, voxel size in nm, ``chunks`` for chunked formats.
+
+    Raises
+    ------
+    OrgasegError
+        Missing path, unknown format, bad key, wrong dimensionality, ...
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise OrgasegError(f"{path}: no such file or directory")
+    if level < 0:
+        raise OrgasegError(f"level must be 0 or more, got {level}")
+    stored = _read_stored(path, key, level)
+    return _to_volume(stored, path, voxel_size=voxel_size, axes=axes, channel=channel)
+
+
+def _read_stored(path: Path, key: str | None, level: int) -> StoredArray:
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        if containers.is_n5(path):
+            return containers.read_n5(path, key, level)
+        if containers.is_zarr(path):
+            return containers.read_zarr(path, key, level)
+        files = image_files(path)
+        if files:
+            return _refuse_key(StoredArray(SliceStack(files), "slices", axes="zyx"), key, path)
+        raise OrgasegError(
+            f"{path}: unknown format (a folder with no 2D images and no Zarr/N5 metadata); "
+            f"supported: {_SUPPORTED}"
+        )
+    if suffix in _TIFF_SUFFIXES:
+        return _refuse_key(_read_tiff(path), key, path)
+    if suffix in IMAGE_SUFFIXES:
+        return _refuse_key(StoredArray(SliceStack([path]), "image", axes="zyx"), key, path)
+    if suffix in _HDF5_SUFFIXES:
+        return _read_hdf5(path, key)
+    if suffix == ".npy":
+        try:
+            array = np.load(path, mmap_mode="r")
+        except ValueError as exc:
+            raise OrgasegError(f"{path}: not a readable .npy file ({exc})") from exc
+        return _refuse_key(StoredArray(array, "npy"), key, path)
+    raise OrgasegError(f"{path}: unknown format {suffix or '(no extension)'!r}; supported: {_SUPPORTED}")
+
+
+def _refuse_key(stored: StoredArray, key: str | None, path: Path) -> StoredArray:
+    if key is not None:
+        raise OrgasegError(f"{path}: key {key!r} given, but this format holds a single volume")
+    return stored
+
+
+def _to_volume(stored: StoredArray, path: Path, *, voxel_size, axes, channel) -> Volume:
+    """Resolve axes and voxel size and wrap ``stored`` as a zyx :class:`Volume`."""
+    shape = tuple(int(s) for s in stored.array.shape)
+    order = _resolve_axes(shape, axes if axes is not None else stored.axes, path, channel)
+    fixed = {"c": channel} if channel is not None else None
+    array = stored.array if order == "zyx" else AxesView(stored.array, order, fixed)
+    nz = shape[order.index("z")] if "z" in order else 1
+    if voxel_size is not None:
+        size = check_voxel_size(voxel_size)
+    else:
+        found = dict(zip(order, stored.sizes)) if stored.sizes is not None else {}
+        size = _voxel_size_from_metadata(found, nz, path, stored.note)
+    chunks = None
+    if stored.chunks is not None:
+        by_axis = dict(zip(order, stored.chunks))
+        chunks = tuple(int(by_axis.get(a, 1)) for a in "zyx")
+    return Volume(
+        array, voxel_size=size, path=str(path), key=stored.key, chunks=chunks, attrs={"format": stored.format}
+    )
+
+
+def _resolve_axes(shape: tuple[int, ...], axes: str | None, path: Path, channel: int | None) -> str:
+    """Validate or infer the stored axis order; every letter but z/y/x must be one index."""
+    ndim = len(shape)
+    if axes is None:
+        if ndim < 2:
+            raise OrgasegError(f"{path}: {ndim}D data (shape {shape}); a volume needs 2 or 3 dimensions")
+        if ndim <= 3:
+            axes = "zyx"[3 - ndim :]
+        else:
+            # keep the axes longer than 1 (at least the last two) as z, y, x
+            keep = [i for i, s in enumerate(shape) if s > 1]
+            keep = keep if len(keep) >= 2 else [ndim - 2, ndim - 1]
+            if len(keep) > 3 or ndim > 6:
+                raise OrgasegError(
+                    f"{path}: {ndim}D data (shape {shape}) with more than one extra axis longer "
+                    "than 1; pass axes=... (e.g. 'czyx') and channel=... to choose a volume"
+                )
+            names, extra = iter("zyx"[3 - len(keep) :]), iter("tcqr")
+            axes = "".join(next(names) if i in keep else next(extra) for i in range(ndim))
+    axes = axes.lower()
+    if len(axes) != ndim or len(set(axes)) != ndim or not {"y", "x"} <= set(axes):
+        raise OrgasegError(
+            f"{path}: axes {axes!r} do not fit data of shape {shape}; give one distinct letter "
+            "per axis, including y and x (e.g. 'zyx', 'xyz', 'zcyx')"
+        )
+    if channel is not None and "c" not in axes:
+        raise OrgasegError(
+            f"{path}: channel={channel} given, but the data has no channel axis (axes {axes!r})"
+        )
+    for letter, size in zip(axes, shape):
+        if letter == "c" and channel is not None:
+            if not 0 <= channel < size:
+                raise OrgasegError(f"{path}: channel {channel} out of range; the data has {size} channels")
+        elif letter == "c" and size > 1:
+            raise OrgasegError(
+                f"{path}: data has {size} channels (axes {axes!r}, shape {shape}); pass channel=N "
+                "to choose one, or axes=... if that axis is really z"
+            )
+        elif letter not in "zyxc" and size > 1:
+            raise OrgasegError(
+                f"{path}: axis {letter!r} has {size} entries (axes {axes!r}, shape {shape}); "
+                "orgaseg reads one 3D volume: pass axes=... naming the z, y, x axes"
+            )
+    return axes
+
+
+def _voxel_size_from_metadata(
+    found: dict, nz: int, path: Path, note: str | None
+) -> tuple[float, float, float]:
+    """Voxel size from the sizes the metadata gave per axis (warns where it guesses)."""
+    how = "pass voxel_size=(z, y, x) in nm (--voxel-size on the command line)"
+    y, x = found.get("y"), found.get("x")
+    if y is None or x is None:
+        warnings.warn(
+            f"{path}: voxel size unknown, assuming 1 x 1 x 1 nm; {how}", VoxelSizeWarning, stacklevel=4
+        )
+        return (1.0, 1.0, 1.0)
+    z = found.get("z")
+    if z is None:
+        z = y  # irrelevant for a single slice; a guess otherwise
+        if nz > 1:
+            warnings.warn(
+                f"{path}: z spacing unknown, assuming {z:g} nm (the in-plane size); {how}",
+                VoxelSizeWarning,
+                stacklevel=4,
+            )
+    if note:
+        warnings.warn(f"{path}: {note}; {how}", VoxelSizeWarning, stacklevel=4)
+    return (float(z), float(y), float(x))
+
+
+# --- TIFF -------------------------------------------------------------------
+
+# tifffile axis codes -> ours: pages of a plain or ImageJ stack (I, Q) are z
+_TIFF_AXES = {"Z": "z", "Y": "y", "X": "x", "C": "c", "S": "c", "T": "t"}
+
+
+def _read_tiff(path: Path) -> StoredArray:
+    try:
+        tif = tifffile.TiffFile(path)
+        series = tif.series[0]
+    except Exception as exc:
+        raise OrgasegError(f"{path}: not a readable TIFF file ({exc})") from exc
+    axes = _tiff_axes(series.axes)
+    kind = "ome-tiff" if tif.is_ome else "tiff"
+    sizes = _ome_sizes(tif, axes) if tif.is_ome else _imagej_sizes(tif, axes) if tif.is_imagej else None
+    try:
+        array, chunks = tifffile.memmap(path, series=0, mode="r"), None
+        tif.close()
+    except ValueError:
+        # compressed, tiled, non-native byte order or multi-file (OME): the
+        # zarr store reads only the strips or tiles a region needs
+        array = zarr.open(series.aszarr(level=0), mode="r")
+        chunks = array.chunks
+    if tuple(array.shape) != tuple(series.shape):
+        raise OrgasegError(f"{path}: unexpected TIFF layout {series.axes} {series.shape}")
+    return StoredArray(array, kind, axes=axes, sizes=sizes, chunks=chunks)
+
+
+def _tiff_axes(codes: str) -> str:
+    letters = [_TIFF_AXES.get(c, c.lower()) for c in codes]
+    if "z" not in letters:
+        for i, c in enumerate(codes):
+            if c in "IQ":
+                letters[i] = "z"
+                break
+    if letters.count("c") > 1:  # both C and S: keep S apart
+        letters[codes.index("S")] = "s"
+    return "".join(letters)
+
+
+def _imagej_sizes(tif: tifffile.TiffFile, axes: str) -> list[float | None] | None:
+    meta = tif.imagej_metadata or {}
+    unit = meta.get("unit")
+    page = tif.pages.first
+    sizes = {}
+    for letter, tag in (("y", "YResolution"), ("x", "XResolution")):
+        if tag in page.tags:
+            numerator, denominator = page.tags[tag].value
+            if numerator:
+                sizes[letter] = to_nanometres(denominator / numerator, unit)
+    if "spacing" in meta:
+        sizes["z"] = to_nanometres(meta["spacing"], unit)
+    return [sizes.get(a) for a in axes] if sizes else None
+
+
+def _ome_sizes(tif: tifffile.TiffFile, axes: str) -> list[float | None] | None:
+    try:
+        root = ElementTree.fromstring(tif.ome_metadata)
+    except ElementTree.ParseError:
+        return None
+    pixels = next((e for e in root.iter() if e.tag.endswith("Pixels")), None)
+    if pixels is None:
+        return None
+    # OME's default unit is the micrometre
+    sizes = {
+        a: to_nanometres(pixels.get(f"PhysicalSize{A}"), pixels.get(f"PhysicalSize{A}Unit", "µm"))
+        for a, A in zip("zyx", "ZYX")
+    }
+    return [sizes.get(a) for a in axes]
+
+
+# --- HDF5 -------------------------------------------------------------------
+
+
+def _read_hdf5(path: Path, key: str | None) -> StoredArray:
+    try:
+        handle = h5py.File(path, "r")  # stays open: the volume reads from it
+    except OSError as exc:
+        raise OrgasegError(f"{path}: not a readable HDF5 file ({exc})") from exc
+    names: list[str] = []
+    handle.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    if key is None and len(names) == 1:
+        key = names[0]
+    if key is None or not isinstance(handle.get(key), h5py.Dataset):
+        handle.close()
+        problem = "needs a key" if key is None else f"has no dataset {key!r}"
+        raise OrgasegError(f"{path} {problem}; datasets: {', '.join(names) or '(none)'}")
+    dataset = handle[key]
+    axes = "zyx"[3 - dataset.ndim :] if dataset.ndim in (2, 3) else None
+    sizes = voxel_size_from_attrs(dict(dataset.attrs), axes) if axes else None
+    return StoredArray(dataset, "hdf5", axes=axes, sizes=sizes, chunks=dataset.chunks, key=key)

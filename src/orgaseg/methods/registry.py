@@ -1,0 +1,63 @@
+"""Named methods: each is a preset of an encoder, a dense-feature strategy and a clusterer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from orgaseg.errors import OrgasegError
+from orgaseg.io.volume import Volume
+
+
+@dataclass(frozen=True)
+class Method:
+    """A segmentation method.
+
+    Attributes
+    ----------
+    name : str
+        The name used on the command line (``--method``).
+    summary : str
+        One line for ``--help`` and the README.
+    learns : bool
+        Whether the method needs a trained checkpoint (``orgaseg train``).
+    build_features : callable
+        ``build_features(volume, checkpoint, options, device)`` returns a
+        feature extractor (see :class:`orgaseg.pipeline.runner.FeatureExtractor`).
+    presets : tuple of str
+        Training presets (empty for methods that do not learn).
+    """
+
+    name: str
+    summary: str
+    learns: bool
+    build_features: Callable[..., Any]
+    presets: tuple[str, ...] = field(default=())
+
+
+_METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add a method to the registry (later issues add learned methods here)."""
+    _METHODS[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
+    """The method called ``name``; a clear error listing the known ones otherwise."""
+    _load_builtin()
+    try:
+        return _METHODS[name]
+    except KeyError:
+        raise OrgasegError(f"unknown method {name!r}; known methods: {', '.join(sorted(_METHODS))}") from None
+
+
+def method_names() -> list[str]:
+    _load_builtin()
+    return sorted(_METHODS)
+
+
+def _load_builtin() -> None:
+    # imported lazily so that the registry does not import torch for the baseline
+    from orgaseg.methods import baseline  # noqa: F401

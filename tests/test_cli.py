@@ -1,0 +1,138 @@
+"""The command line end to end, and its answers to bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from orgaseg.cli import main
+from orgaseg.synthetic import make_cell
+
+
+@pytest.fixture(scope="module")
+def phantom_files(tmp_path_factory):
+    """A small phantom written as ImageJ TIFFs (raw, reference classes with 255 outside the cell)."""
+    folder = tmp_path_factory.mktemp("phantom")
+    cell = make_cell((16, 96, 96), voxel_size=(20.0, 20.0, 20.0), seed=0)
+    raw = folder / "raw.tif"
+    tifffile.imwrite(raw, cell.raw, imagej=True, resolution=(1 / 0.02, 1 / 0.02),
+                     metadata={"spacing": 0.02, "unit": "um", "axes": "ZYX"})
+    reference = np.where(cell.labels == 0, 255, cell.labels - 1).astype(np.uint8)
+    ref = folder / "reference.tif"
+    tifffile.imwrite(ref, reference, imagej=True, resolution=(1 / 0.02, 1 / 0.02),
+                     metadata={"spacing": 0.02, "unit": "um", "axes": "ZYX"})
+    return raw, ref
+
+
+def test_info_describes_a_volume(phantom_files, capsys):
+    raw, _ = phantom_files
+    assert main(["info", str(raw)]) == 0
+    out = capsys.readouterr().out
+    assert "16 x 96 x 96" in out and "uint8" in out and "20 x 20 x 20 nm" in out
+
+
+def test_segment_then_evaluate(phantom_files, tmp_path, capsys):
+    raw, ref = phantom_files
+    out = tmp_path / "seg.ome.zarr"
+    assert main(["segment", str(raw), "--method", "baseline", "-k", "6", "-o", str(out), "--quiet"]) == 0
+    assert out.exists()
+    record = json.loads((tmp_path / "seg.ome.zarr.provenance.json").read_text())
+    assert record["method"] == "baseline" and record["k"] == 6
+    assert np.asarray(record["clusterer"]["centers"]).shape[0] == 6
+    report_dir = tmp_path / "report"
+    code = main(["evaluate", str(out), "--reference", str(ref), "--classes", "cytoplasm", "nucleus",
+                 "mitochondria", "granules", "membrane", "--background", "cytoplasm", "--raw", str(raw),
+                 "-o", str(report_dir), "--quiet"])
+    assert code == 0
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["k"] == 6
+    assert set(report["merge"]["per_class"]) == {"cytoplasm", "nucleus", "mitochondria", "granules", "membrane"}
+    assert report["merge"]["mean_dice"] > 0.4
+    assert (report_dir / "confusion.png").stat().st_size > 5000
+    assert (report_dir / "overlay.png").stat().st_size > 5000
+
+
+def test_existing_output_is_refused_then_replaced_with_overwrite(phantom_files, tmp_path, capsys):
+    raw, _ = phantom_files
+    out = tmp_path / "seg.tif"
+    assert main(["segment", str(raw), "-k", "3", "-o", str(out), "--quiet"]) == 0
+    before = out.read_bytes()
+    assert main(["segment", str(raw), "-k", "4", "-o", str(out), "--quiet"]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert out.read_bytes() == before
+    assert main(["segment", str(raw), "-k", "4", "-o", str(out), "--quiet", "--overwrite"]) == 0
+    assert tifffile.imread(out).max() == 3
+
+
+def test_centers_reuse_gives_same_ids(phantom_files, tmp_path):
+    raw, _ = phantom_files
+    first, second = tmp_path / "a.tif", tmp_path / "b.tif"
+    assert main(["segment", str(raw), "-k", "5", "-o", str(first), "--quiet"]) == 0
+    assert main(["segment", str(raw), "-o", str(second), "--centers", f"{first}.provenance.json", "--quiet"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(first), tifffile.imread(second))
+
+
+@pytest.mark.parametrize(
+    "make_args, message",
+    [
+        (lambda t, raw, ref: ["info", str(t / "missing.tif")], "missing.tif"),
+        (lambda t, raw, ref: ["info", str(_touch(t / "volume.xyz"))], "volume.xyz"),
+        (lambda t, raw, ref: ["info", str(_npy(t / "line.npy", np.zeros(10)))], "dimension"),
+        (lambda t, raw, ref: ["segment", str(raw), "--method", "nope", "-o", str(t / "s.tif")], "unknown method"),
+        (lambda t, raw, ref: ["segment", str(raw), "-o", str(t / "s.png")], ".png"),
+        (lambda t, raw, ref: ["segment", str(_npy(t / "tiny.npy", np.arange(8, dtype=np.uint8).reshape(2, 2, 2))),
+                              "-k", "20", "-o", str(t / "s.tif")], "K = 20"),
+        (lambda t, raw, ref: ["segment", str(raw), "--voxel-size", "0", "1", "1", "-o", str(t / "s.tif")], "voxel"),
+        (lambda t, raw, ref: ["train", str(raw), "--method", "baseline", "-o", str(t / "m.pt")], "does not learn"),
+        (lambda t, raw, ref: ["evaluate", str(raw), "--reference", str(ref), "--mask",
+                              str(_npy(t / "empty.npy", np.zeros((16, 96, 96), np.uint8))), "-o", str(t / "r")], "mask"),
+        (lambda t, raw, ref: ["evaluate", str(raw), "--reference", str(_npy(t / "small.npy", np.zeros((2, 3, 3), np.uint8))),
+                              "-o", str(t / "r")], "shape"),
+        (lambda t, raw, ref: ["benchmark", "--dataset", "nope", "--method", "baseline", "-o", str(t / "b")], "nope"),
+        (lambda t, raw, ref: ["benchmark", "--dataset", "vnc", "--data-root", str(t / "nowhere"), "--method",
+                              "baseline", "-o", str(t / "b")], "nowhere"),
+        (lambda t, raw, ref: ["benchmark", "--dataset", "phantom", "--method", "baseline", "-k", "4-x",
+                              "-o", str(t / "b")], "K range"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(phantom_files, tmp_path, capsys, make_args, message):
+    raw, ref = phantom_files
+    code = main(make_args(tmp_path, raw, ref) + ["--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message.lower() in err.lower()
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_console_script_exit_code_and_message(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "orgaseg.cli", "info", str(tmp_path / "absent.zarr")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "absent.zarr" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_demo_writes_its_outputs(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--shape", "24", "96", "96", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert str(out) in printed
+    for name in ("segmentation.ome.zarr", "overlay.png", "report/report.json", "report/report.md",
+                 "report/confusion.png"):
+        assert (out / name).exists(), name
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert report["merge"]["mean_dice"] > 0.4
+    assert main(["demo", "-o", str(out), "--shape", "24", "96", "96", "--quiet"]) == 2
+
+
+def _touch(path):
+    path.write_bytes(b"not a volume")
+    return path
+
+
+def _npy(path, array):
+    np.save(path, array)
+    return path

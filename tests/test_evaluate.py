@@ -1,0 +1,328 @@
+"""The evaluation protocol: confusion matrix, matching, scores and reports, checked by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from orgaseg.errors import OrgasegError
+from orgaseg.evaluate import (
+    UNMATCHED,
+    ConfusionAccumulator,
+    EvaluationReport,
+    confusion_matrix,
+    dice_matrix,
+    evaluate,
+    match_clusters,
+    scores_from_confusion,
+)
+from orgaseg.io.volume import as_volume
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# Example A, K = 3 > C = 2, written out by hand.
+#   reference  0 0 0 0 0 0 1 1 1 1
+#   prediction 0 0 0 0 2 2 1 1 1 0
+# M = [[4, 1],     cluster 0: 4 of class 0, 1 of class 1
+#      [0, 3],     cluster 1: 3 of class 1
+#      [2, 0]]     cluster 2: 2 of class 0
+# Row sums 5, 3, 2; column sums 6, 4.
+# D = [[8/11, 2/9], [0, 6/7], [4/8, 0]]; Hungarian: 0 -> bg, 1 -> mito (8/11 + 6/7 beats 1/2 + 6/7).
+# strict: cluster 2 predicts nothing.
+#   bg:   TP 4, FP 1, FN 2 -> Dice 8/11, IoU 4/7, sens 4/6, prec 4/5
+#   mito: TP 3, FP 0, FN 1 -> Dice 6/7, IoU 3/4, sens 3/4, prec 1
+#   accuracy 7/10
+# merge: cluster 2 joins bg (2 > 0 voxels).
+#   bg:   TP 6, FP 1, FN 0 -> Dice 12/13, IoU 6/7, sens 1, prec 6/7
+#   mito: as in strict
+#   accuracy 9/10
+REF_A = np.array([[0, 0, 0, 0, 0, 0, 1, 1, 1, 1]])
+PRED_A = np.array([[0, 0, 0, 0, 2, 2, 1, 1, 1, 0]])
+
+# Example B, K = 2 < C = 3.
+#   reference  0 0 0 1 1 2
+#   prediction 0 0 0 1 1 1
+# M = [[3, 0, 0], [0, 2, 1]]; D[1] = [0, 4/5, 2/4]: cluster 1 -> b, class c gets no cluster.
+#   a: Dice 1; b: TP 2, FP 1, FN 0 -> Dice 4/5, IoU 2/3, sens 1, prec 2/3; c: all 0.
+#   mean Dice (1 + 4/5 + 0) / 3 = 0.6; organelles (b, c): 0.4; accuracy 5/6. Merge == strict.
+REF_B = np.array([[0, 0, 0, 1, 1, 2]])
+PRED_B = np.array([[0, 0, 0, 1, 1, 1]])
+
+
+def test_confusion_matrix_example_a():
+    expected = np.array([[4, 1], [0, 3], [2, 0]])
+    result = confusion_matrix(PRED_A, REF_A)
+    assert result.dtype == np.int64
+    np.testing.assert_array_equal(result, expected)
+
+
+def test_dice_matrix_example_a():
+    np.testing.assert_allclose(
+        dice_matrix(confusion_matrix(PRED_A, REF_A)), [[8 / 11, 2 / 9], [0, 6 / 7], [0.5, 0]]
+    )
+    # An all-zero row and column (denominator 0) give Dice 0, not NaN.
+    np.testing.assert_array_equal(dice_matrix(np.array([[0, 0], [0, 3]])), [[0, 0], [0, 1]])
+
+
+def test_example_a_strict_leaves_extra_cluster_unmatched():
+    scores = scores_from_confusion(confusion_matrix(PRED_A, REF_A), ["bg", "mito"], mode="strict")
+    assert scores["mapping"] == {"0": "bg", "1": "mito", "2": None}
+    bg, mito = scores["per_class"]["bg"], scores["per_class"]["mito"]
+    assert bg == pytest.approx({"dice": 8 / 11, "iou": 4 / 7, "sensitivity": 4 / 6, "precision": 4 / 5})
+    assert mito == pytest.approx({"dice": 6 / 7, "iou": 3 / 4, "sensitivity": 3 / 4, "precision": 1.0})
+    assert scores["accuracy"] == pytest.approx(0.7)
+    assert scores["mean_dice"] == pytest.approx((8 / 11 + 6 / 7) / 2)
+    assert scores["mean_dice_organelles"] == pytest.approx(6 / 7)
+
+
+def test_example_a_merge_joins_extra_cluster_to_majority_class():
+    scores = scores_from_confusion(confusion_matrix(PRED_A, REF_A), ["bg", "mito"], mode="merge")
+    assert scores["mapping"] == {"0": "bg", "1": "mito", "2": "bg"}
+    bg = scores["per_class"]["bg"]
+    assert bg == pytest.approx({"dice": 12 / 13, "iou": 6 / 7, "sensitivity": 1.0, "precision": 6 / 7})
+    assert scores["per_class"]["mito"]["dice"] == pytest.approx(6 / 7)
+    assert scores["accuracy"] == pytest.approx(0.9)
+    assert scores["mean_dice"] == pytest.approx((12 / 13 + 6 / 7) / 2)
+
+
+def test_example_b_fewer_clusters_than_classes():
+    report = evaluate(PRED_B, REF_B, classes=["a", "b", "c"])
+    for mode in ("merge", "strict"):
+        scores = report.results[mode]
+        assert scores["mapping"] == {"0": "a", "1": "b"}
+        assert scores["per_class"]["a"]["dice"] == pytest.approx(1.0)
+        assert scores["per_class"]["b"] == pytest.approx(
+            {"dice": 0.8, "iou": 2 / 3, "sensitivity": 1.0, "precision": 2 / 3}
+        )
+        # No cluster predicts c: every metric 0, and it counts in the means.
+        assert scores["per_class"]["c"] == {"dice": 0.0, "iou": 0.0, "sensitivity": 0.0, "precision": 0.0}
+        assert scores["mean_dice"] == pytest.approx(0.6)
+        assert scores["mean_dice_organelles"] == pytest.approx(0.4)
+        assert scores["accuracy"] == pytest.approx(5 / 6)
+
+
+def test_perfect_and_permuted_clusterings_score_one():
+    rng = np.random.default_rng(1)
+    reference = rng.integers(0, 4, size=(3, 8, 9))
+    permutation = np.array([2, 0, 3, 1])
+    for pred, expected_mapping in ((reference, [0, 1, 2, 3]), (permutation[reference], [1, 3, 0, 2])):
+        report = evaluate(pred, reference, classes=["c0", "c1", "c2", "c3"])
+        for scores in report.results.values():
+            assert scores["mapping"] == {str(k): f"c{c}" for k, c in enumerate(expected_mapping)}
+            assert all(m["dice"] == 1.0 and m["iou"] == 1.0 for m in scores["per_class"].values())
+            assert scores["accuracy"] == 1.0 and scores["mean_dice"] == 1.0
+
+
+def test_empty_class_is_none_excluded_and_never_matched():
+    # Class "b" has no reference voxel. M = [[1, 0, 0], [0, 2, 0], [1, 0, 0]].
+    # Were "b" in the assignment, cluster 2 could take it at no cost; it must not.
+    # strict: cluster 2 unmatched -> bg TP 1, FN 1: Dice 2/3; a: Dice 1; accuracy 3/4.
+    # merge: cluster 2 joins bg -> Dice 1 everywhere, accuracy 1.
+    reference = np.array([[0, 0, 1, 1]])
+    pred = np.array([[0, 2, 1, 1]])
+    report = evaluate(pred, reference, classes=["bg", "a", "b"])
+    assert report.empty_classes == ["b"]
+    strict, merge = report.results["strict"], report.results["merge"]
+    assert strict["mapping"] == {"0": "bg", "1": "a", "2": None}
+    assert merge["mapping"] == {"0": "bg", "1": "a", "2": "bg"}
+    for scores in (strict, merge):
+        assert scores["per_class"]["b"] == {"dice": None, "iou": None, "sensitivity": None, "precision": None}
+        assert scores["mean_dice_organelles"] == pytest.approx(1.0)  # only "a" counts
+    assert strict["per_class"]["bg"]["dice"] == pytest.approx(2 / 3)
+    assert strict["mean_dice"] == pytest.approx((2 / 3 + 1) / 2)
+    assert strict["accuracy"] == pytest.approx(0.75)
+    assert merge["mean_dice"] == pytest.approx(1.0) and merge["accuracy"] == pytest.approx(1.0)
+    assert json.loads(json.dumps(report.to_dict()))["merge"]["per_class"]["b"]["dice"] is None
+
+
+def test_ignore_label_and_mask_exclude_voxels():
+    # Example A with voxel 1 (class 0, cluster 0) ignored and voxel 9 (class 1, cluster 0) masked out:
+    # M = [[3, 0], [0, 3], [2, 0]] -> strict bg: TP 3, FN 2, FP 0: Dice 6/8; mito Dice 1; accuracy 6/8.
+    reference = REF_A.copy()
+    reference[0, 1] = 255
+    mask = np.ones_like(REF_A)
+    mask[0, 9] = 0
+    np.testing.assert_array_equal(confusion_matrix(PRED_A, reference, mask=mask), [[3, 0], [0, 3], [2, 0]])
+    report = evaluate(PRED_A, reference, mask=mask, classes=["bg", "mito"])
+    assert report.n_voxels == 8
+    strict = report.results["strict"]
+    assert strict["per_class"]["bg"]["dice"] == pytest.approx(6 / 8)
+    assert strict["per_class"]["mito"]["dice"] == pytest.approx(1.0)
+    assert strict["accuracy"] == pytest.approx(6 / 8)
+    assert report.results["merge"]["accuracy"] == pytest.approx(1.0)
+    # Another ignore value: 1 is ignored, 255 becomes an error only if counted.
+    np.testing.assert_array_equal(confusion_matrix(PRED_A, REF_A, ignore=(1,)), [[4], [0], [2]])
+
+
+def test_k_counts_clusters_seen_only_in_ignored_voxels():
+    reference = np.array([[0, 1, 255]])
+    pred = np.array([[0, 1, 4]])
+    result = confusion_matrix(pred, reference)
+    assert result.shape == (5, 2)
+    assert result.sum() == 2
+
+
+@pytest.mark.parametrize("block_shape", [(1, 1, 1), (2, 3, 4), (5, 1, 11), (7, 9, 11), (64, 64, 64)])
+def test_blockwise_equals_whole_volume(block_shape):
+    rng = np.random.default_rng(7)
+    pred = rng.integers(0, 5, size=(7, 9, 11), dtype=np.uint8)
+    reference = rng.integers(0, 4, size=(7, 9, 11)).astype(np.uint8)
+    reference[rng.random(reference.shape) < 0.1] = 255
+    mask = rng.random(reference.shape) > 0.2
+    counted = (reference != 255) & mask
+    expected = np.array([[np.sum((pred == k) & (reference == c) & counted) for c in range(4)] for k in range(5)])
+    result = confusion_matrix(pred, reference, mask=mask, block_shape=block_shape)
+    np.testing.assert_array_equal(result, expected)
+
+
+def test_blockwise_2d_and_zarr_inputs():
+    import zarr
+
+    rng = np.random.default_rng(8)
+    pred = rng.integers(0, 3, size=(13, 17))
+    reference = rng.integers(0, 2, size=(13, 17))
+    whole = np.array([[np.sum((pred == k) & (reference == c)) for c in range(2)] for k in range(3)])
+    np.testing.assert_array_equal(confusion_matrix(pred, reference, block_shape=(4, 5)), whole)
+    with pytest.raises(OrgasegError, match="must have 2 sizes"):
+        confusion_matrix(pred, reference, block_shape=(1, 4, 5))
+    stored = zarr.create_array(store={}, shape=(1, 13, 17), chunks=(1, 5, 5), dtype="int64")
+    stored[:] = pred[None]
+    np.testing.assert_array_equal(confusion_matrix(stored, reference[None]), whole)
+
+
+def test_lazy_inputs_and_progress():
+    rng = np.random.default_rng(3)
+    pred = rng.integers(0, 3, size=(4, 6, 5))
+    reference = rng.integers(0, 3, size=(4, 6, 5))
+    calls = []
+    result = confusion_matrix(
+        as_volume(pred), as_volume(reference), block_shape=(2, 6, 5), progress=lambda *a: calls.append(a)
+    )
+    np.testing.assert_array_equal(result, confusion_matrix(pred, reference))
+    assert calls == [("confusion matrix", 1, 2), ("confusion matrix", 2, 2)]
+
+
+def test_accumulator_adds_blocks_and_merges_workers():
+    rng = np.random.default_rng(5)
+    pred = rng.integers(0, 4, size=(6, 10))
+    reference = rng.integers(0, 3, size=(6, 10))
+    whole = confusion_matrix(pred, reference)
+    first, second = ConfusionAccumulator(), ConfusionAccumulator()
+    first.add(pred[:2], reference[:2])
+    second.add(pred[2:], reference[2:])
+    first.merge(second)
+    assert first.n_voxels == 60
+    np.testing.assert_array_equal(first.result(), whole)
+    with pytest.raises(OrgasegError, match="n_clusters=2"):
+        ConfusionAccumulator(n_clusters=2).merge(first)
+    report = EvaluationReport.from_confusion(first.result(), mode="merge")
+    assert report.classes == ["class_0", "class_1", "class_2"] and list(report.results) == ["merge"]
+
+
+def test_fixed_sizes_pad_and_validate():
+    result = confusion_matrix(PRED_B, REF_B, n_clusters=4, n_classes=5)
+    assert result.shape == (4, 5)
+    np.testing.assert_array_equal(result[:2, :3], [[3, 0, 0], [0, 2, 1]])
+    assert result[2:].sum() == 0 and result[:, 3:].sum() == 0
+    with pytest.raises(OrgasegError, match="n_classes=2"):
+        confusion_matrix(PRED_B, REF_B, n_classes=2)
+    with pytest.raises(OrgasegError, match="n_clusters=1"):
+        confusion_matrix(PRED_B, REF_B, n_clusters=1)
+    with pytest.raises(OrgasegError, match="reference class id 2 is out of range"):
+        evaluate(PRED_B, REF_B, classes=["a", "b"])
+
+
+def test_errors_name_the_problem():
+    with pytest.raises(OrgasegError, match=r"\(1, 10\).*\(2, 5\)"):
+        confusion_matrix(PRED_A, REF_A.reshape(2, 5))
+    with pytest.raises(OrgasegError, match="mask has shape"):
+        confusion_matrix(PRED_A, REF_A, mask=np.ones((10, 1)))
+    with pytest.raises(OrgasegError, match="no voxel was counted"):
+        confusion_matrix(PRED_A, REF_A, mask=np.zeros_like(REF_A))
+    with pytest.raises(OrgasegError, match="no voxel was counted"):
+        evaluate(PRED_A, np.full_like(REF_A, 255))
+    with pytest.raises(OrgasegError, match="negative"):
+        confusion_matrix(PRED_A - 1, REF_A)
+    with pytest.raises(OrgasegError, match="integer labels"):
+        confusion_matrix(PRED_A.astype(float), REF_A)
+    with pytest.raises(OrgasegError, match="2D or 3D"):
+        confusion_matrix(PRED_A.ravel(), REF_A.ravel())
+    with pytest.raises(OrgasegError, match="unknown evaluation mode 'best'"):
+        evaluate(PRED_A, REF_A, mode="best")
+    with pytest.raises(OrgasegError, match="unknown evaluation mode"):
+        scores_from_confusion(np.eye(2, dtype=int), None, mode="hungarian")
+    with pytest.raises(OrgasegError, match="background class 'nucleus'"):
+        evaluate(PRED_A, REF_A, classes=["bg", "mito"], background="nucleus")
+    with pytest.raises(OrgasegError, match="counts no voxel"):
+        scores_from_confusion(np.zeros((2, 2), dtype=int), None)
+
+
+def test_background_by_name_or_id_and_both_modes():
+    confusion = confusion_matrix(PRED_B, REF_B)
+    both = scores_from_confusion(confusion, ["a", "b", "c"], background=["a", 1], mode="both")
+    assert set(both) == {"merge", "strict"}
+    assert both["merge"]["mean_dice_organelles"] == pytest.approx(0.0)  # only c is an organelle
+    report = evaluate(PRED_B, REF_B, classes=["a", "b", "c"], background=[0, 1])
+    assert report.background == ["a", "b"]
+    # D = [[6/8, 0], [4/7, 0], [0, 1]]: cluster 1 loses class 0 to cluster 0 in strict, joins it in merge.
+    confusion = np.array([[3, 0], [2, 0], [0, 4]])
+    assert match_clusters(confusion, "strict").tolist() == [0, UNMATCHED, 1]
+    assert match_clusters(confusion, "merge").tolist() == [0, 0, 1]
+    # A cluster without counted voxels stays unmatched in merge mode too.
+    assert match_clusters(np.array([[0, 0], [5, 0], [0, 4]]), "merge").tolist() == [UNMATCHED, 0, 1]
+
+
+def test_report_dict_markdown_and_files(tmp_path):
+    report = evaluate(PRED_A, REF_A, classes=["bg", "mito"])
+    data = report.to_dict()
+    assert list(data) == ["k", "classes", "background", "n_voxels", "empty_classes", "merge", "strict", "confusion"]
+    assert data["k"] == 3 and data["n_voxels"] == 10 and data["background"] == ["bg"]
+    assert data["confusion"] == [[4, 1], [0, 3], [2, 0]]
+    for mode in ("merge", "strict"):
+        assert set(data[mode]) == {"per_class", "mean_dice", "mean_dice_organelles", "accuracy", "mapping"}
+        assert set(data[mode]["per_class"]["bg"]) == {"dice", "iou", "sensitivity", "precision"}
+    only_merge = evaluate(PRED_A, REF_A, mode="merge").to_dict()
+    assert "merge" in only_merge and "strict" not in only_merge
+
+    markdown = report.to_markdown()
+    for text in ("K = 3", "| bg | 0.9231 | 0.8571 | 1.0000 | 0.8571 |", "| bg | 0.7273 | 0.5714 | 0.6667 | 0.8000 |",
+                 "mean Dice: 0.8901", "pixel accuracy: 0.7000", "2 → bg", "2 → —"):
+        assert text in markdown
+
+    paths = report.save(tmp_path / "out" / "eval")
+    with pytest.raises(OrgasegError, match="report.json exists"):
+        report.save(tmp_path / "out" / "eval")
+    assert report.save(tmp_path / "out" / "eval", overwrite=True) == paths
+    assert json.loads(paths["json"].read_text()) == json.loads(json.dumps(data))
+    assert paths["markdown"].read_text() == markdown
+    assert paths["confusion"].stat().st_size > 5_000
+    written = sorted(p.name for p in (tmp_path / "out" / "eval").iterdir())
+    assert written == ["confusion.png", "report.json", "report.md"]  # no temporary files left
+
+
+VNC_CLASSES = {255: 0, 0: 1, 32: 1, 64: 1, 96: 1, 128: 1, 191: 2, 159: 3}  # 223 (synapse) is ignored
+
+
+@pytest.mark.skipif(not (DATA / "vnc").is_dir(), reason=f"real data not found at {DATA / 'vnc'}")
+def test_vnc_slice_matches_an_independent_count():
+    from skimage.io import imread
+    from sklearn.metrics import confusion_matrix as sk_confusion
+
+    raw = imread(DATA / "vnc" / "stack1" / "raw" / "00.tif")[:512, :512]
+    labels = imread(DATA / "vnc" / "stack1" / "labels" / "labels00000000.png")[:512, :512]
+    lookup = np.full(256, 255, dtype=np.uint8)
+    for grey, cls in VNC_CLASSES.items():
+        lookup[grey] = cls
+    reference = lookup[labels]
+    pred = np.digitize(raw, np.percentile(raw, [20, 40, 60, 80]))  # five intensity bins, a crude "clustering"
+    counted = reference != 255
+    expected = sk_confusion(pred[counted], reference[counted], labels=range(5))[:, :4]
+    names = ["intracellular", "membrane", "mitochondria", "extracellular"]
+    report = evaluate(pred[None], reference[None], classes=names, block_shape=(1, 100, 300))
+    np.testing.assert_array_equal(report.confusion, expected)
+    assert report.n_voxels == counted.sum()
+    merge = report.results["merge"]
+    assert 0.0 < merge["mean_dice"] < 1.0 and set(merge["mapping"].values()) <= set(names)

@@ -1,0 +1,68 @@
+"""The filter bank: scales in nm, 2D for anisotropic stacks, exact inside a halo."""
+
+import numpy as np
+import pytest
+
+from orgaseg.errors import OrgasegError
+from orgaseg.features.filterbank import FilterBank
+from orgaseg.pipeline.blocks import make_blocks
+
+
+def test_scales_convert_with_voxel_size():
+    bank = FilterBank(voxel_size=(10.0, 5.0, 5.0), scales_nm=(10.0, 40.0))
+    assert not bank.in_plane
+    assert bank.sigmas_voxels == ((1.0, 2.0, 2.0), (4.0, 8.0, 8.0))
+    # 3D: gaussian, gradient, LoG, std + 3 Hessian eigenvalues per scale
+    assert bank.n_features == 2 * 7
+    assert bank.halo == (17, 33, 33)
+
+
+def test_anisotropic_stack_filters_in_plane():
+    bank = FilterBank(voxel_size=(50.0, 4.6, 4.6), scales_nm=(4.6, 9.2))
+    assert bank.in_plane
+    assert all(s[0] == 0.0 for s in bank.sigmas_voxels)
+    assert bank.halo[0] == 0
+    assert bank.n_features == 2 * 6  # 2 Hessian eigenvalues in 2D
+    block = np.random.default_rng(0).random((3, 40, 40), dtype=np.float32)
+    features = bank(block)
+    # in-plane: each slice's features depend on that slice only
+    alone = bank(block[1:2])
+    np.testing.assert_allclose(features[1:2], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_scales_below_half_a_voxel_are_dropped():
+    bank = FilterBank(voxel_size=(10.0, 10.0, 10.0), scales_nm=(2.0, 20.0))
+    assert len(bank.sigmas_voxels) == 1
+    with pytest.raises(OrgasegError, match="below half a voxel"):
+        FilterBank(voxel_size=(10.0, 10.0, 10.0), scales_nm=(1.0,))
+
+
+def test_bad_voxel_size_is_an_error():
+    with pytest.raises(OrgasegError, match="voxel size"):
+        FilterBank(voxel_size=(0.0, 1.0, 1.0))
+
+
+def test_features_respond_to_structure():
+    # a bright disc on a dark background: the gradient peaks on its rim, the
+    # smoothed intensity inside it, the LoG is negative at its centre
+    yy, xx = np.mgrid[:64, :64]
+    disc = ((yy - 32) ** 2 + (xx - 32) ** 2 < 10**2).astype(np.float32)[None]
+    bank = FilterBank(voxel_size=(10.0, 1.0, 1.0), scales_nm=(2.0,))
+    names = bank.names
+    f = bank(disc)[0]
+    gradient = f[..., names.index("gradient@2nm")]
+    assert gradient[32, 42] > 5 * gradient[32, 32]
+    assert f[32, 32, names.index("gaussian@2nm")] > 0.9
+    assert f[32, 32, names.index("log@2nm")] < f[32, 42, names.index("log@2nm")]
+    eig0, eig1 = (f[..., names.index(f"hessian{i}@2nm")] for i in (0, 1))
+    assert np.all(eig0 >= eig1 - 1e-6)
+
+
+def test_blockwise_features_with_halo_equal_whole_volume():
+    rng = np.random.default_rng(1)
+    volume = rng.random((12, 48, 40), dtype=np.float32)
+    bank = FilterBank(voxel_size=(8.0, 8.0, 8.0), scales_nm=(8.0, 16.0))
+    whole = bank(volume)
+    for block in make_blocks(volume.shape, (5, 20, 17), bank.halo):
+        part = bank(volume[block.read_region])[block.inner]
+        np.testing.assert_allclose(part, whole[block.region], rtol=1e-4, atol=1e-5)

@@ -1,0 +1,505 @@
+"""Reading, writing, normalisation and provenance (orgaseg.io), on tiny data in tmp_path."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import tensorstore
+import tifffile
+import zarr
+from PIL import Image
+
+from orgaseg.errors import OrgasegError
+from orgaseg.io import (
+    AxesView,
+    Normalization,
+    Volume,
+    VoxelSizeWarning,
+    compute_normalization,
+    create_label_writer,
+    make_provenance,
+    natural_sort_key,
+    open_volume,
+    read_provenance,
+    write_labels,
+    write_provenance,
+)
+from orgaseg.viz import label_colors
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def volume() -> np.ndarray:
+    """A (6, 16, 20) uint16 volume whose every voxel is distinct."""
+    return np.arange(6 * 16 * 20, dtype=np.uint16).reshape(6, 16, 20)
+
+
+def no_warning_open(*args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VoxelSizeWarning)
+        return open_volume(*args, **kwargs)
+
+
+# --- TIFF and images ------------------------------------------------------------
+
+
+def test_imagej_tiff_reads_data_and_voxel_size(tmp_path, volume):
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(
+        path, volume, imagej=True, resolution=(1 / 0.0046, 1 / 0.0046),
+        metadata={"spacing": 0.05, "unit": "micron", "axes": "ZYX"},
+    )
+    vol = no_warning_open(path)
+    assert vol.shape == (6, 16, 20) and vol.dtype == np.uint16
+    np.testing.assert_array_equal(vol.read(), volume)
+    assert vol.voxel_size == pytest.approx((50.0, 4.6, 4.6))
+
+
+def test_ome_tiff_voxel_size_with_mixed_units(tmp_path, volume):
+    path = tmp_path / "stack.ome.tif"
+    tifffile.imwrite(path, volume, ome=True, metadata={
+        "axes": "ZYX", "PhysicalSizeX": 4.6, "PhysicalSizeXUnit": "nm", "PhysicalSizeY": 46,
+        "PhysicalSizeYUnit": "Å", "PhysicalSizeZ": 0.05, "PhysicalSizeZUnit": "µm",
+    })
+    vol = no_warning_open(path)
+    assert vol.attrs["format"] == "ome-tiff"
+    np.testing.assert_array_equal(vol.read((slice(2, 4), slice(None), slice(5, 9))), volume[2:4, :, 5:9])
+    assert vol.voxel_size == pytest.approx((50.0, 4.6, 4.6))
+
+
+def test_compressed_tiled_tiff_reads_regions(tmp_path):
+    data = np.random.default_rng(0).integers(0, 255, (5, 64, 64), dtype=np.uint8)
+    path = tmp_path / "tiled.tif"
+    tifffile.imwrite(path, data, compression="zlib", tile=(32, 32))
+    vol = open_volume(path, voxel_size=(40, 5, 5))
+    assert vol.chunks == (1, 32, 32)
+    region = (slice(1, 3), slice(10, 50), slice(30, 40))
+    np.testing.assert_array_equal(vol.read(region), data[region])
+
+
+def test_single_2d_images_are_one_slice(tmp_path):
+    image = np.arange(12 * 15, dtype=np.uint8).reshape(12, 15)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    tifffile.imwrite(tmp_path / "a.tif", image)
+    for name in ("a.png", "a.tif"):
+        vol = open_volume(tmp_path / name, voxel_size=(5, 5, 5))
+        assert vol.shape == (1, 12, 15)
+        np.testing.assert_array_equal(vol.read()[0], image)
+
+
+def test_natural_sort_key_orders_numbers_by_value():
+    names = ["10.png", "2.png", "1.png", "img_20.tif", "img_3.tif"]
+    assert sorted(names, key=natural_sort_key) == ["1.png", "2.png", "10.png", "img_3.tif", "img_20.tif"]
+
+
+def test_folder_of_pngs_in_natural_order(tmp_path):
+    for z in (10, 2, 1):  # written out of order; "10" sorts before "2" as text
+        Image.fromarray(np.full((8, 9), z, dtype=np.uint8)).save(tmp_path / f"{z}.png")
+    vol = open_volume(tmp_path, voxel_size=(50, 4, 4))
+    assert vol.shape == (3, 8, 9)
+    assert vol.read()[:, 0, 0].tolist() == [1, 2, 10]
+
+
+def test_folder_region_read_opens_only_needed_slices(tmp_path, volume):
+    for z in range(volume.shape[0]):
+        tifffile.imwrite(tmp_path / f"s{z}.tif", volume[z])
+    vol = open_volume(tmp_path, voxel_size=(50, 4, 4))
+    for z in (0, 1, 4, 5):  # after opening, only slices 2 and 3 remain
+        (tmp_path / f"s{z}.tif").unlink()
+    block = vol.read((slice(2, 4), slice(3, 7), slice(0, 5)))
+    np.testing.assert_array_equal(block, volume[2:4, 3:7, 0:5])
+
+
+def test_folder_with_odd_slice_names_the_file(tmp_path):
+    tifffile.imwrite(tmp_path / "0.tif", np.zeros((8, 8), np.uint8))
+    tifffile.imwrite(tmp_path / "1.tif", np.zeros((8, 9), np.uint8))
+    with pytest.raises(OrgasegError, match=r"1\.tif.*same shape and dtype"):
+        open_volume(tmp_path)
+
+
+def test_palette_png_with_grey_palette_gives_grey_values(tmp_path):
+    grey = np.array([[0, 100], [200, 255]], dtype=np.uint8)
+    image = Image.fromarray(grey).convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
+    image.save(tmp_path / "p.png")
+    assert Image.open(tmp_path / "p.png").mode == "P"
+    np.testing.assert_array_equal(open_volume(tmp_path / "p.png", voxel_size=1).read()[0], grey)
+
+
+# --- containers -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("zarr_format", [2, 3])
+def test_zarr_array_and_group_key(tmp_path, volume, zarr_format):
+    root = zarr.open_group(tmp_path / "c.zarr", mode="w", zarr_format=zarr_format)
+    array = root.create_array("raw/s0", shape=volume.shape, chunks=(2, 8, 8), dtype=volume.dtype)
+    array[...] = volume
+    array.attrs["resolution"] = [40.0, 5.0, 6.0]
+    vol = no_warning_open(tmp_path / "c.zarr", key="raw/s0")
+    assert vol.chunks == (2, 8, 8) and vol.voxel_size == (40.0, 5.0, 6.0)
+    np.testing.assert_array_equal(vol.read((slice(1, 5), slice(None), slice(2, 3))), volume[1:5, :, 2:3])
+    # the array path itself opens too
+    np.testing.assert_array_equal(open_volume(tmp_path / "c.zarr" / "raw" / "s0").read(), volume)
+
+
+def test_zarr_bad_key_lists_arrays(tmp_path, volume):
+    root = zarr.open_group(tmp_path / "c.zarr", mode="w")
+    root.create_array("raw/s0", shape=volume.shape, dtype=volume.dtype)
+    with pytest.raises(OrgasegError, match=r"no array or group 'nope'.*raw/s0"):
+        open_volume(tmp_path / "c.zarr", key="nope")
+    with pytest.raises(OrgasegError, match=r"without OME-Zarr multiscales.*raw/s0"):
+        open_volume(tmp_path / "c.zarr")
+
+
+def _write_ome_zarr(path: Path, data: np.ndarray, version: str) -> None:
+    """Two levels (full, 2x in-plane), axes c z y x with a single channel, units in micrometres."""
+    group = zarr.open_group(path, mode="w", zarr_format=2 if version == "0.4" else 3)
+    datasets = []
+    for level, step in enumerate((1, 2)):
+        level_data = data[None, :, ::step, ::step]
+        array = group.create_array(str(level), shape=level_data.shape, chunks=(1, 2, 8, 8), dtype=data.dtype)
+        array[...] = level_data
+        scale = [1.0, 0.05, 0.004 * step, 0.005 * step]
+        transforms = [{"type": "scale", "scale": scale}]
+        datasets.append({"path": str(level), "coordinateTransformations": transforms})
+    axes = [{"name": "c", "type": "channel"}] + [
+        {"name": a, "type": "space", "unit": "micrometer"} for a in "zyx"
+    ]
+    multiscales = [{"version": version, "axes": axes, "datasets": datasets}]
+    if version == "0.4":
+        group.attrs["multiscales"] = multiscales
+    else:
+        group.attrs["ome"] = {"version": "0.5", "multiscales": [{"axes": axes, "datasets": datasets}]}
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_ome_zarr_levels_change_shape_and_voxel_size(tmp_path, volume, version):
+    path = tmp_path / "img.ome.zarr"
+    _write_ome_zarr(path, volume, version)
+    full = no_warning_open(path)
+    assert full.shape == (6, 16, 20) and full.voxel_size == pytest.approx((50, 4, 5))
+    np.testing.assert_array_equal(full.read(), volume)
+    half = no_warning_open(path, level=1)
+    assert half.shape == (6, 8, 10) and half.voxel_size == pytest.approx((50, 8, 10))
+    np.testing.assert_array_equal(half.read((slice(0, 2), slice(None), slice(None))), volume[:2, ::2, ::2])
+    with pytest.raises(OrgasegError, match="level 2 requested, but there are 2"):
+        open_volume(path, level=2)
+
+
+def test_n5_with_resolution_attrs_presents_zyx(tmp_path, volume):
+    path = tmp_path / "c.n5"
+    store = tensorstore.open({
+        "driver": "n5", "kvstore": {"driver": "file", "path": str(path / "em" / "s0")}, "create": True,
+        "metadata": {"dimensions": [20, 16, 6], "blockSize": [8, 8, 2], "dataType": "uint16",
+                     "compression": {"type": "gzip"}},
+    }).result()
+    store[...] = volume.T  # N5 order is x y z
+    attrs_file = path / "em" / "s0" / "attributes.json"
+    attrs = json.loads(attrs_file.read_text())
+    assert attrs["dimensions"] == [20, 16, 6]  # x, y, z as N5 lists them
+    attrs["pixelResolution"] = {"dimensions": [4.0, 5.0, 40.0], "unit": "nm"}
+    attrs_file.write_text(json.dumps(attrs))
+    vol = no_warning_open(path, key="em/s0")
+    assert vol.shape == (6, 16, 20) and vol.chunks == (2, 8, 8)
+    assert vol.voxel_size == (40.0, 5.0, 4.0)
+    np.testing.assert_array_equal(vol.read((slice(1, 4), slice(2, 9), slice(None))), volume[1:4, 2:9])
+    # a multiscale group as key opens s<level>; the dataset list names it on a bad key
+    assert open_volume(path, key="em").shape == (6, 16, 20)
+    with pytest.raises(OrgasegError, match=r"no N5 dataset or group 'xx'; datasets: em/s0"):
+        open_volume(path, key="xx")
+
+
+def test_n5_cellmap_transform_attrs(tmp_path, volume):
+    path = tmp_path / "c.n5"
+    tensorstore.open({
+        "driver": "n5", "kvstore": {"driver": "file", "path": str(path / "s0")}, "create": True,
+        "metadata": {"dimensions": [20, 16, 6], "blockSize": [20, 16, 6], "dataType": "uint16",
+                     "compression": {"type": "raw"}},
+    }).result()
+    attrs_file = path / "s0" / "attributes.json"
+    attrs = json.loads(attrs_file.read_text())
+    attrs["transform"] = {"axes": ["z", "y", "x"], "scale": [3.24, 4.0, 4.0], "translate": [0, 0, 0],
+                          "units": ["nm", "nm", "nm"]}
+    attrs_file.write_text(json.dumps(attrs))
+    assert no_warning_open(path / "s0").voxel_size == (3.24, 4.0, 4.0)
+
+
+def test_hdf5_key_and_element_size(tmp_path, volume):
+    path = tmp_path / "v.h5"
+    with h5py.File(path, "w") as f:
+        dataset = f.create_dataset("volumes/raw", data=volume, chunks=(2, 8, 10))
+        dataset.attrs["element_size_um"] = [0.05, 0.004, 0.004]
+        f.create_dataset("volumes/other", data=np.zeros((2, 2, 2)))
+    vol = no_warning_open(path, key="volumes/raw")
+    assert vol.voxel_size == pytest.approx((50, 4, 4)) and vol.chunks == (2, 8, 10)
+    np.testing.assert_array_equal(vol.read((slice(0, 3), slice(4, 6), slice(None))), volume[0:3, 4:6])
+    for key in (None, "volumes/nope"):
+        with pytest.raises(OrgasegError, match=r"datasets: volumes/other, volumes/raw"):
+            open_volume(path, key=key)
+
+
+def test_npy_is_memory_mapped(tmp_path, volume):
+    np.save(tmp_path / "v.npy", volume)
+    vol = open_volume(tmp_path / "v.npy", voxel_size=(8, 4, 4))
+    assert isinstance(vol.array, np.memmap)
+    np.testing.assert_array_equal(vol.read((slice(5, 6), slice(None), slice(None))), volume[5:6])
+
+
+# --- axes and voxel size ------------------------------------------------------------
+
+
+def test_axes_reorder_xyz_and_squeeze_channel(tmp_path, volume):
+    np.save(tmp_path / "xyz.npy", volume.T)
+    vol = open_volume(tmp_path / "xyz.npy", axes="xyz", voxel_size=1)
+    assert vol.shape == (6, 16, 20)
+    np.testing.assert_array_equal(vol.read((slice(1, 3), slice(0, 5), slice(7, 8))), volume[1:3, 0:5, 7:8])
+    np.save(tmp_path / "zcyx.npy", volume[:, None])
+    squeezed = open_volume(tmp_path / "zcyx.npy", axes="zcyx", voxel_size=1)
+    np.testing.assert_array_equal(squeezed.read(), volume)
+    # 4D with one singleton extra axis needs no axes at all
+    np.testing.assert_array_equal(open_volume(tmp_path / "zcyx.npy", voxel_size=1).read(), volume)
+
+
+def test_channel_choice_and_many_channels_error(tmp_path, volume):
+    np.save(tmp_path / "czyx.npy", np.stack([volume, volume + 1]))
+    with pytest.raises(OrgasegError, match="2 channels.*channel=N"):
+        open_volume(tmp_path / "czyx.npy", axes="czyx")
+    second = open_volume(tmp_path / "czyx.npy", axes="czyx", channel=1, voxel_size=1)
+    np.testing.assert_array_equal(second.read(), volume + 1)
+
+
+def test_axes_view_ints_and_missing_z():
+    data = np.arange(4 * 5).reshape(5, 4)  # stored x, y
+    view = AxesView(data, "xy")
+    assert view.shape == (1, 4, 5)
+    np.testing.assert_array_equal(view[:, 1:3, 2], data.T[None, 1:3, 2])
+    np.testing.assert_array_equal(view[0], data.T)
+
+
+def test_explicit_voxel_size_overrides_metadata(tmp_path, volume):
+    path = tmp_path / "stack.tif"
+    metadata = {"spacing": 40, "unit": "nm", "axes": "ZYX"}
+    tifffile.imwrite(path, volume, imagej=True, resolution=(0.25, 0.25), metadata=metadata)
+    assert no_warning_open(path).voxel_size == (40.0, 4.0, 4.0)
+    assert no_warning_open(path, voxel_size=(30, 3, 2)).voxel_size == (30.0, 3.0, 2.0)
+    assert no_warning_open(path, voxel_size=7).voxel_size == (7.0, 7.0, 7.0)
+    with pytest.raises(OrgasegError, match="voxel_size must be 3 positive numbers"):
+        open_volume(path, voxel_size=(1, -1, 1))
+
+
+def test_missing_voxel_size_warns_and_defaults_to_one(tmp_path, volume):
+    np.save(tmp_path / "v.npy", volume)
+    with pytest.warns(VoxelSizeWarning, match="voxel size unknown.*voxel_size="):
+        vol = open_volume(tmp_path / "v.npy")
+    assert vol.voxel_size == (1.0, 1.0, 1.0)
+
+
+def test_input_errors_are_clear(tmp_path):
+    with pytest.raises(OrgasegError, match="no such file or directory"):
+        open_volume(tmp_path / "missing.tif")
+    (tmp_path / "v.xyz").write_text("?")
+    with pytest.raises(OrgasegError, match=r"v\.xyz: unknown format '\.xyz'"):
+        open_volume(tmp_path / "v.xyz")
+    np.save(tmp_path / "line.npy", np.zeros(10))
+    with pytest.raises(OrgasegError, match="1D data"):
+        open_volume(tmp_path / "line.npy")
+    np.save(tmp_path / "4d.npy", np.zeros((2, 3, 4, 5)))
+    with pytest.raises(OrgasegError, match="more than one extra axis"):
+        open_volume(tmp_path / "4d.npy")
+    with pytest.raises(OrgasegError, match="axes 'zy' do not fit"):
+        open_volume(tmp_path / "4d.npy", axes="zy")
+
+
+# --- writers -------------------------------------------------------------------------
+
+
+def test_label_writer_dtype_follows_label_count(tmp_path):
+    for n, dtype in ((2, np.uint8), (256, np.uint8), (257, np.uint16), (70_000, np.uint32)):
+        writer = create_label_writer(tmp_path / f"l{n}.ome.zarr", (2, 4, 4), n, voxel_size=(1, 1, 1))
+        assert writer.dtype == dtype
+        writer.abort()
+        assert list(tmp_path.iterdir()) == []
+
+
+def test_ome_zarr_labels_layout_and_round_trip(tmp_path):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Reader
+
+    labels = np.random.default_rng(1).integers(0, 5, (5, 40, 30)).astype(np.uint8)
+    path = tmp_path / "seg.ome.zarr"
+    writer = create_label_writer(path, labels.shape, 5, voxel_size=(50, 4.6, 4.6), chunks=(2, 16, 16),
+                                 label_names=["a", "b", "c", "d", "e"])
+    for z0 in range(0, 5, 2):  # blockwise, chunk-aligned
+        for y0 in range(0, 40, 16):
+            region = (slice(z0, z0 + 2), slice(y0, y0 + 16), slice(0, 30))
+            writer.write(region, labels[region])
+    assert not path.exists()  # nothing in place before finalize
+    assert writer.finalize(make_provenance(method="test", k=5)) == path
+
+    attrs = json.loads((path / "labels" / "segmentation" / ".zattrs").read_text())
+    multiscale = attrs["multiscales"][0]
+    assert multiscale["version"] == "0.4" and [a["unit"] for a in multiscale["axes"]] == ["nanometer"] * 3
+    assert multiscale["datasets"][0]["coordinateTransformations"][0]["scale"] == [50, 4.6, 4.6]
+    colors = [tuple(c["rgba"]) for c in attrs["image-label"]["colors"]]
+    assert len(set(colors)) == 5 and attrs["image-label"]["properties"][2] == {"label-value": 2, "name": "c"}
+    array_meta = json.loads((path / "labels" / "segmentation" / "0" / ".zarray").read_text())
+    assert array_meta["dimension_separator"] == "/" and array_meta["compressor"]["cname"] == "zstd"
+    assert json.loads((path / ".zattrs").read_text())["orgaseg"]["k"] == 5
+
+    nodes = list(Reader(parse_url(str(path)))())
+    label_nodes = [n for n in nodes if n.load(Label) is not None]
+    assert len(label_nodes) == 1 and label_nodes[0].data[0].shape == labels.shape
+
+    vol = no_warning_open(path)
+    assert vol.dtype == np.uint8 and vol.voxel_size == pytest.approx((50, 4.6, 4.6))
+    np.testing.assert_array_equal(vol.read(), labels)
+
+
+def test_tiff_labels_round_trip_with_voxel_size(tmp_path):
+    labels = np.random.default_rng(2).integers(0, 300, (4, 12, 10)).astype(np.uint16)
+    path = write_labels(tmp_path / "seg.tif", labels, voxel_size=(45, 4.6, 4.6), provenance={"k": 300})
+    with tifffile.TiffFile(path) as tif:
+        assert tif.is_imagej and tif.imagej_metadata["unit"] == "nm"
+    vol = no_warning_open(path)
+    assert vol.dtype == np.uint16 and vol.voxel_size == pytest.approx((45, 4.6, 4.6), rel=1e-6)
+    np.testing.assert_array_equal(vol.read(), labels)
+    assert read_provenance(path)["k"] == 300
+
+
+def test_existing_output_needs_overwrite(tmp_path):
+    path = tmp_path / "seg.ome.zarr"
+    first = np.zeros((2, 4, 4), np.uint8)
+    write_labels(path, first, voxel_size=(1, 1, 1), provenance={"run": 1})
+    with pytest.raises(OrgasegError, match="exists; pass --overwrite"):
+        create_label_writer(path, (2, 4, 4), 2, voxel_size=(1, 1, 1))
+    second = np.ones((2, 4, 4), np.uint8)
+    write_labels(path, second, voxel_size=(1, 1, 1), provenance={"run": 2}, overwrite=True)
+    np.testing.assert_array_equal(open_volume(path).read(), second)
+    assert read_provenance(path)["run"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg.ome.zarr", "seg.ome.zarr.provenance.json"]
+
+
+@pytest.mark.parametrize("name", ["seg.ome.zarr", "seg.tif"])
+def test_aborted_write_leaves_existing_output_untouched(tmp_path, name):
+    path = tmp_path / name
+    original = np.full((2, 6, 6), 3, np.uint8)
+    write_labels(path, original, voxel_size=(1, 1, 1), provenance={})
+    with pytest.raises(RuntimeError, match="boom"):
+        with create_label_writer(path, (2, 6, 6), 9, voxel_size=(1, 1, 1), overwrite=True) as writer:
+            writer.write((slice(0, 1), slice(None), slice(None)), np.full((1, 6, 6), 8))
+            raise RuntimeError("boom")
+    np.testing.assert_array_equal(open_volume(path).read(), original)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name, f"{name}.provenance.json"]
+
+
+def test_writer_rejects_unknown_extension_and_bad_blocks(tmp_path):
+    with pytest.raises(OrgasegError, match=r"\.ome\.zarr, \.zarr, \.tif or \.tiff"):
+        create_label_writer(tmp_path / "seg.h5", (2, 4, 4), 2, voxel_size=(1, 1, 1))
+    with pytest.raises(OrgasegError, match="at most 65536 labels"):
+        create_label_writer(tmp_path / "seg.tif", (2, 4, 4), 70_000, voxel_size=(1, 1, 1))
+    with create_label_writer(tmp_path / "seg.zarr", (2, 4, 4), 3, voxel_size=(1, 1, 1)) as writer:
+        with pytest.raises(ValueError, match="does not fit region"):
+            writer.write((slice(0, 1), slice(0, 4), slice(0, 4)), np.zeros((2, 4, 4)))
+        with pytest.raises(ValueError, match=r"label ids must lie in 0\.\.2"):
+            writer.write((slice(0, 1), slice(0, 4), slice(0, 4)), np.full((1, 4, 4), 3))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ome_zarr_label_colors_are_the_figure_palette(tmp_path):
+    out = write_labels(tmp_path / "c.ome.zarr", np.arange(12, dtype=np.uint8).reshape(1, 3, 4),
+                       voxel_size=(1, 1, 1), provenance={})
+    attrs = json.loads((out / "labels" / "segmentation" / ".zattrs").read_text())
+    colors = [entry["rgba"] for entry in attrs["image-label"]["colors"]]
+    expected = np.round(255 * label_colors(12)).astype(int).tolist()
+    assert colors == expected and len({tuple(c) for c in colors}) == 12
+
+
+# --- provenance --------------------------------------------------------------------
+
+
+def test_provenance_round_trip_with_numpy_values(tmp_path):
+    output = tmp_path / "seg.ome.zarr"
+    record = make_provenance(method="maester", k=np.int64(6), centres=np.eye(2, dtype=np.float32),
+                             input=tmp_path / "raw.tif", config={"lr": np.float32(0.5)})
+    assert record["package_version"] and record["created"].endswith("+00:00") and record["host"]
+    json_path = write_provenance(output, record)
+    assert json_path.name == "seg.ome.zarr.provenance.json"
+    for path in (output, json_path):
+        back = read_provenance(path)
+        assert back["k"] == 6 and back["centres"] == [[1.0, 0.0], [0.0, 1.0]]
+        assert back["config"] == {"lr": 0.5} and back["input"] == str(tmp_path / "raw.tif")
+    with pytest.raises(OrgasegError, match="no provenance record"):
+        read_provenance(tmp_path / "other.tif")
+
+
+# --- normalisation ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype, top", [(np.uint8, 255), (np.uint16, 65535)])
+def test_normalization_maps_percentiles_to_unit_range(dtype, top):
+    data = np.random.default_rng(3).integers(0, top, (8, 64, 64), endpoint=True).astype(dtype)
+    norm = compute_normalization(data, percentiles=(1, 99))
+    assert norm.low == pytest.approx(np.percentile(data, 1))
+    assert norm.high == pytest.approx(np.percentile(data, 99))
+    out = norm.apply(data)
+    assert out.dtype == np.float32 and out.min() == 0.0 and out.max() == 1.0
+    assert np.mean(out == 0.0) == pytest.approx(0.01, abs=0.003)
+    assert Normalization.from_dict(json.loads(json.dumps(norm.to_dict()))) == norm
+
+
+def test_normalization_samples_large_volumes_reproducibly():
+    data = np.random.default_rng(4).normal(100, 10, (40, 200, 200)).astype(np.float32)
+    norm = compute_normalization(data, sample_size=10_000, percentiles=(5, 95), seed=1)
+    assert norm == compute_normalization(data, sample_size=10_000, percentiles=(5, 95), seed=1)
+    # the 5th and 95th percentiles of N(100, 10) are 100 -/+ 16.45
+    assert norm.low == pytest.approx(83.55, abs=1.0) and norm.high == pytest.approx(116.45, abs=1.0)
+
+
+def test_normalization_of_a_big_volume_reads_only_a_sample():
+    class CountingArray:
+        shape, dtype, ndim = (100, 1000, 1000), np.dtype(np.uint8), 3
+        read = 0
+
+        def __getitem__(self, region):
+            block = np.full([len(range(*s.indices(n))) for s, n in zip(region, self.shape)], 9, np.uint8)
+            CountingArray.read += block.size
+            return block
+
+    norm = compute_normalization(Volume(CountingArray()), sample_size=100_000)
+    assert norm.low == norm.high == 9
+    assert 100_000 <= CountingArray.read <= 200_000  # of 10^8 voxels
+
+
+def test_normalization_invert_and_mask():
+    data = np.zeros((2, 10, 10), np.uint8)
+    data[:, :, 5:] = 200
+    data[:, 0, 0] = 100
+    mask = data > 0
+    norm = compute_normalization(data, percentiles=(0, 100), invert=True, mask=mask)
+    assert (norm.low, norm.high, norm.invert) == (100.0, 200.0, True)
+    assert norm.apply(np.array([100, 150, 200, 0])).tolist() == [1.0, 0.5, 0.0, 1.0]
+
+
+def test_constant_volume_normalizes_to_a_step_without_nan():
+    data = np.full((3, 8, 8), 7, np.uint16)
+    norm = compute_normalization(data)
+    assert norm.low == norm.high == 7
+    out = norm.apply(np.array([5, 7, 9], np.uint16))
+    assert out.tolist() == [0.0, 0.5, 1.0] and out.dtype == np.float32
+
+
+# --- real data --------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not (DATA / "vnc" / "stack1" / "raw").is_dir(), reason="../shared/data/vnc not present")
+def test_vnc_stack1_raw_folder():
+    vol = open_volume(DATA / "vnc" / "stack1" / "raw", voxel_size=(50, 4.6, 4.6))
+    assert vol.shape == (20, 1024, 1024) and vol.dtype == np.uint8
+    block = vol.read((slice(19, 20), slice(0, 64), slice(0, 64)))
+    last = tifffile.imread(DATA / "vnc" / "stack1" / "raw" / "19.tif")
+    np.testing.assert_array_equal(block[0], last[:64, :64])

@@ -1,0 +1,72 @@
+"""Blocks, the feature sample and blockwise assignment."""
+
+import numpy as np
+import pytest
+
+from orgaseg.features.filterbank import FilterBank
+from orgaseg.io.volume import Volume
+from orgaseg.pipeline.blocks import default_block_shape, make_blocks
+from orgaseg.pipeline.runner import ArraySink, cluster_volume, sample_coordinates, sample_features
+
+
+class Scale:
+    """A stand-in normalisation: uint8 to [0, 1]."""
+
+    def apply(self, block):
+        return block.astype(np.float32) / 255.0
+
+
+def test_blocks_tile_the_volume_exactly_once():
+    shape = (7, 30, 25)
+    blocks = make_blocks(shape, (3, 16, 10), halo=(1, 4, 4))
+    covered = np.zeros(shape, dtype=int)
+    for block in blocks:
+        covered[block.region] += 1
+        for r, rr, s in zip(block.region, block.read_region, shape):
+            assert 0 <= rr.start <= r.start and r.stop <= rr.stop <= s
+    np.testing.assert_array_equal(covered, 1)
+    first = blocks[0]
+    assert first.read_region == (slice(0, 4), slice(0, 20), slice(0, 14))
+    assert first.inner == (slice(0, 3), slice(0, 16), slice(0, 10))
+
+
+def test_default_block_shape_prefers_whole_planes_and_chunks():
+    assert default_block_shape((100, 512, 512), voxels=4 * 512 * 512) == (4, 512, 512)
+    assert default_block_shape((10, 4096, 4096), voxels=1024 * 1024) == (1, 1024, 1024)
+    assert default_block_shape((100, 512, 512), chunks=(3, 512, 512), voxels=4 * 512 * 512) == (3, 512, 512)
+
+
+def test_sample_coordinates_are_seeded_distinct_and_inside():
+    a = sample_coordinates((5, 6, 7), 50, seed=3)
+    b = sample_coordinates((5, 6, 7), 50, seed=3)
+    np.testing.assert_array_equal(a, b)
+    assert len({tuple(c) for c in a}) == 50
+    assert a.min() >= 0 and (a < np.array([5, 6, 7])).all()
+    assert len(sample_coordinates((2, 2, 2), 100)) == 8
+
+
+@pytest.fixture
+def textured():
+    rng = np.random.default_rng(0)
+    data = (rng.random((6, 48, 48)) * 60).astype(np.uint8)
+    data[:, 10:30, 10:30] += 150
+    return Volume(data, voxel_size=(10.0, 10.0, 10.0))
+
+
+def test_feature_sample_does_not_depend_on_block_shape(textured):
+    bank = FilterBank(voxel_size=textured.voxel_size, scales_nm=(10.0, 20.0))
+    a = sample_features(textured, Scale(), bank, sample_size=300, seed=1, block_shape=(6, 48, 48))
+    b = sample_features(textured, Scale(), bank, sample_size=300, seed=1, block_shape=(2, 17, 20))
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_blockwise_labels_equal_single_block(textured):
+    bank = FilterBank(voxel_size=textured.voxel_size, scales_nm=(10.0, 20.0))
+    whole, parts = ArraySink(textured.shape, np.uint8), ArraySink(textured.shape, np.uint8)
+    (model,) = cluster_volume(textured, Scale(), bank, [whole], ks=[4], sample_size=2000, block_shape=(6, 48, 48))
+    cluster_volume(textured, Scale(), bank, [parts], models=[model], block_shape=(4, 20, 13))
+    assert np.mean(whole.array == parts.array) > 0.999
+    # the bright square is one cluster, different from the surround
+    inside, outside = whole.array[:, 15:25, 15:25], whole.array[:, 40:, 40:]
+    assert np.bincount(inside.ravel()).max() > 0.95 * inside.size
+    assert np.bincount(inside.ravel()).argmax() != np.bincount(outside.ravel()).argmax()

@@ -1,0 +1,97 @@
+"""Figures: the label palette, confusion-matrix plots and overlays written as PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+
+from orgaseg.errors import OrgasegError
+from orgaseg.viz import label_colors, overlay_figure, plot_confusion
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _phantom(shape=(120, 160), seed=0):
+    """Raw slice with four vertical class bands, ignored top rows, and a 6-cluster prediction."""
+    rng = np.random.default_rng(seed)
+    _, xx = np.mgrid[: shape[0], : shape[1]]
+    reference = (xx * 4 // shape[1]).astype(np.uint8)
+    raw = reference * 50.0 + rng.normal(0, 15, shape)
+    reference[:10] = 255
+    prediction = (xx * 6 // shape[1]).astype(np.uint16)
+    return raw, prediction, reference
+
+
+def test_label_colors_fixed_distinct_and_prefix_stable():
+    colors = label_colors(30)
+    assert colors.shape == (30, 4) and colors.dtype == np.float64
+    assert np.all((colors >= 0) & (colors <= 1)) and np.all(colors[:, 3] == 1)
+    np.testing.assert_array_equal(label_colors(7), colors[:7])
+    assert len(np.unique(colors.round(3), axis=0)) == 30
+    np.testing.assert_allclose(colors[0, :3], [31 / 255, 119 / 255, 180 / 255])  # tab10 blue
+    assert label_colors(0).shape == (0, 4)
+
+
+def test_plot_confusion_writes_a_heat_map(tmp_path):
+    confusion = np.array([[5000, 20, 1], [30, 40000, 200], [1, 2, 123456], [0, 0, 0]])
+    path = plot_confusion(
+        confusion, ["cyto", "membrane", "mito"], mapping={"0": "cyto", "1": "membrane", "2": "mito", "3": None},
+        path=tmp_path / "sub" / "confusion.png", title="K = 4",
+    )
+    assert path == tmp_path / "sub" / "confusion.png" and path.stat().st_size > 5_000
+    image = mpimg.imread(path)
+    assert image.ndim == 3 and image.shape[2] in (3, 4)
+    assert 300 < image.shape[1] <= 2000 and 200 < image.shape[0] <= 2000
+    assert image[..., :3].std() > 0.05  # not a blank canvas
+    with pytest.raises(OrgasegError, match="2 class names"):
+        plot_confusion(confusion, ["a", "b"], path=tmp_path / "bad.png")
+
+
+def test_overlay_panels_and_size(tmp_path):
+    raw, prediction, reference = _phantom()
+    three = overlay_figure(raw, prediction, path=tmp_path / "three.png", title="prediction only")
+    five = overlay_figure(
+        raw, prediction, reference, path=tmp_path / "five.png", class_names=["cyto", "membrane", "mito", "ecs"],
+        mapping={0: "cyto", 1: "membrane", 2: "membrane", 3: "mito", 4: "ecs", 5: None},
+    )
+    small, wide = mpimg.imread(three), mpimg.imread(five)
+    assert five.stat().st_size > 10_000
+    assert wide.shape[1] <= 2000 and wide.shape[1] > small.shape[1]  # two more panels
+    # Height follows the slice's aspect ratio (3:4), plus title / legend room.
+    assert 0.5 * wide.shape[1] / 5 < wide.shape[0] < 1.5 * wide.shape[1] / 5
+    # The cluster panel shows the palette colour of cluster 0 (tab10 blue) somewhere.
+    blue = np.isclose(small[..., :3], label_colors(1)[0, :3], atol=0.02).all(axis=-1)
+    assert blue.sum() > 500
+    # A tall, narrow slice stays within about 2000 px in both directions.
+    tall_raw, tall_prediction = raw.T.repeat(4, axis=0), prediction.T.repeat(4, axis=0)
+    tall = mpimg.imread(overlay_figure(tall_raw, tall_prediction, path=tmp_path / "t.png"))
+    assert tall.shape[0] <= 2100 and tall.shape[1] <= 2000
+
+
+def test_overlay_errors(tmp_path):
+    raw, prediction, reference = _phantom()
+    with pytest.raises(OrgasegError, match="prediction slice has shape"):
+        overlay_figure(raw, prediction[:, :10], path=tmp_path / "x.png")
+    with pytest.raises(OrgasegError, match="integer labels"):
+        overlay_figure(raw, prediction.astype(float), path=tmp_path / "x.png")
+    with pytest.raises(OrgasegError, match="'golgi'"):
+        overlay_figure(raw, prediction, mapping={0: "golgi"}, class_names=["cyto"], path=tmp_path / "x.png")
+    with pytest.raises(OrgasegError, match="must be 2D"):
+        overlay_figure(raw[None], prediction, path=tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.skipif(not (DATA / "vnc").is_dir(), reason=f"real data not found at {DATA / 'vnc'}")
+def test_overlay_of_a_real_vnc_slice(tmp_path):
+    from skimage.io import imread
+
+    raw = imread(DATA / "vnc" / "stack1" / "raw" / "00.tif")
+    mito = imread(DATA / "vnc" / "stack1" / "mitochondria" / "00.png") > 127
+    prediction = np.digitize(raw, np.percentile(raw, [25, 50, 75]))
+    path = overlay_figure(raw, prediction, mito.astype(np.uint8), path=tmp_path / "vnc.png",
+                          class_names=["other", "mitochondria"])
+    image = mpimg.imread(path)
+    assert image.shape[1] <= 2000 and path.stat().st_size > 50_000
