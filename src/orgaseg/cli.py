@@ -29,7 +29,8 @@ def _voxel_size(values):
 def cmd_info(args, progress) -> int:
     from orgaseg.io import compute_normalization, open_volume
 
-    volume = open_volume(args.path, key=args.key, voxel_size=_voxel_size(args.voxel_size), level=args.level)
+    volume = open_volume(args.path, key=args.key, voxel_size=_voxel_size(args.voxel_size), level=args.level,
+                         axes=args.axes)
     normalization = compute_normalization(volume, percentiles=(0.0, 100.0), sample_size=1_000_000)
     robust = compute_normalization(volume, sample_size=1_000_000)
     print(f"path:        {volume.path}" + (f" (key {volume.key})" if volume.key else ""))
@@ -47,9 +48,7 @@ def cmd_info(args, progress) -> int:
 def cmd_segment(args, progress) -> int:
     from orgaseg.segment import segment
 
-    options = {}
-    if args.scales_nm:
-        options["scales_nm"] = tuple(args.scales_nm)
+    options = _method_options(args)
     started = time.time()
     result = segment(
         args.path,
@@ -60,6 +59,8 @@ def cmd_segment(args, progress) -> int:
         centers=args.centers,
         voxel_size=_voxel_size(args.voxel_size),
         key=args.key,
+        level=args.level,
+        axes=args.axes,
         seed=args.seed,
         sample_size=args.sample_size,
         block_shape=tuple(args.block_shape) if args.block_shape else None,
@@ -79,11 +80,21 @@ def cmd_train(args, progress) -> int:
     spec = get_method(args.method)
     if not spec.learns:
         learned = [name for name in method_names() if get_method(name).learns]
-        raise OrgasegError(
-            f"method {args.method!r} does not learn, there is nothing to train"
-            + (f"; methods that learn: {', '.join(learned)}" if learned else "; no learned method is available yet")
-        )
-    raise OrgasegError(f"training {args.method!r} is not available in this version")
+        raise OrgasegError(f"method {args.method!r} does not learn, there is nothing to train; "
+                           f"methods that learn: {', '.join(learned)}")
+    if args.steps is not None and args.steps < 1:
+        raise OrgasegError(f"--steps must be positive, got {args.steps}")
+    if args.minutes is not None and args.minutes <= 0:
+        raise OrgasegError(f"--minutes must be positive, got {args.minutes}")
+    record = spec.train(args.paths, args.output, preset=args.preset, steps=args.steps, minutes=args.minutes,
+                        resume=args.resume, overwrite=args.overwrite, device=args.device, seed=args.seed,
+                        workers=args.workers, voxel_size=_voxel_size(args.voxel_size), key=args.key,
+                        progress=progress)
+    losses = record["losses"]
+    print(f"wrote {args.output}: {args.method} preset {record['preset']}, step {record['step']} of "
+          f"{record['total_steps']}, loss {losses[0]:.4f} -> {losses[-1]:.4f}, {record['train_seconds']:.0f} s "
+          f"on {record['device']}")
+    return 0
 
 
 def cmd_evaluate(args, progress) -> int:
@@ -115,13 +126,28 @@ def cmd_evaluate(args, progress) -> int:
     return 0
 
 
+def cmd_inspect(args, progress) -> int:
+    from orgaseg.io import open_volume
+    from orgaseg.viz.inspect import inspect_model
+
+    volume = open_volume(args.volume, key=args.key, voxel_size=_voxel_size(args.voxel_size), level=args.level,
+                         axes=args.axes)
+    reference = open_volume(args.reference) if args.reference else None
+    if reference is not None and reference.shape != volume.shape:
+        raise OrgasegError(f"reference shape {reference.shape} differs from the volume's {volume.shape}")
+    paths = inspect_model(args.checkpoint, volume, args.output, reference=reference, class_names=args.classes,
+                          k=args.k, seed=args.seed, device=args.device)
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 def cmd_benchmark(args, progress) -> int:
     from orgaseg.benchmark import parse_k_range, run_benchmark
 
     output = Path(args.output)
     if (output / "results.json").exists() and not args.overwrite:
         raise OrgasegError(f"{output / 'results.json'} exists; pass --overwrite to replace it")
-    options = {"scales_nm": tuple(args.scales_nm)} if args.scales_nm else None
+    options = _method_options(args)
     record = run_benchmark(args.dataset, args.method, output, ks=parse_k_range(args.k), data_root=args.data_root,
                            seed=args.seed, sample_size=args.sample_size, options=options, preset=args.preset,
                            progress=progress)
@@ -142,6 +168,35 @@ def cmd_demo(args, progress) -> int:
     return 0
 
 
+def _method_options(args) -> dict | None:
+    """Method options given on the command line (only those set)."""
+    options = {}
+    if getattr(args, "scales_nm", None):
+        options["scales_nm"] = tuple(args.scales_nm)
+    if getattr(args, "features", None):
+        options["features"] = args.features
+    if getattr(args, "keep", None) is not None:
+        options["keep"] = args.keep
+    return options or None
+
+
+def _add_feature_options(parser: argparse.ArgumentParser) -> None:
+    """Dense-feature choices: shared by segment and benchmark."""
+    parser.add_argument("--features", choices=("cover-stride", "stride-only"),
+                        help="ViT methods: how tokens become per-pixel features (default cover-stride)")
+    parser.add_argument("--keep", type=int, help="cover-stride: central tokens kept per side (default 4)")
+    parser.add_argument("--scales-nm", type=float, nargs="+", help="baseline filter-bank scales in nm")
+
+
+def _add_volume_options(parser: argparse.ArgumentParser) -> None:
+    """How to read the input volume: shared by info and segment."""
+    parser.add_argument("--key", help="dataset inside a container (HDF5, zarr group, N5)")
+    parser.add_argument("--level", type=int, default=0, help="OME-Zarr resolution level (default 0, full resolution)")
+    parser.add_argument("--axes", help="stored axis order when the metadata does not say, e.g. xyz or zyx")
+    parser.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"),
+                        help="voxel size in nm (overrides metadata)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orgaseg",
@@ -155,9 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", parents=[common], help="describe a volume: shape, dtype, voxel size, chunks, intensities")
     p.add_argument("path", help="a file, a folder of slices, or a zarr/n5/hdf5 container")
-    p.add_argument("--key", help="dataset inside a container (HDF5, zarr group, N5)")
-    p.add_argument("--level", type=int, default=0, help="OME-Zarr resolution level (default 0, full resolution)")
-    p.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in nm")
+    _add_volume_options(p)
     p.set_defaults(run=cmd_info)
 
     p = sub.add_parser("segment", parents=[common], help="segment a volume into K clusters")
@@ -167,13 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output labels: .ome.zarr / .zarr or .tif")
     p.add_argument("--model", help="checkpoint of a method that learns")
     p.add_argument("--centers", help="reuse the clusterer of an earlier run: its .provenance.json (or a .npy)")
-    p.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in nm (overrides metadata)")
-    p.add_argument("--key", help="dataset inside a container")
+    _add_volume_options(p)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where encoders run")
     p.add_argument("--seed", type=int, default=0, help="seed of sampling and clustering (default 0)")
     p.add_argument("--sample-size", type=int, default=200_000, help="voxels sampled to fit k-means (default 200000)")
     p.add_argument("--block-shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="block shape in voxels")
-    p.add_argument("--scales-nm", type=float, nargs="+", help="baseline filter-bank scales in nm")
+    _add_feature_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(run=cmd_segment)
 
@@ -181,9 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH", help="training volumes")
     p.add_argument("--method", required=True)
     p.add_argument("-o", "--output", required=True, help="checkpoint file")
-    p.add_argument("--preset", help="training preset (e.g. paper, cpu, tiny)")
-    p.add_argument("--steps", type=int, help="training steps")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint at -o")
+    p.add_argument("--preset", help="training preset: paper, cpu (default) or tiny")
+    p.add_argument("--steps", type=int, help="schedule length in steps (default: the preset's)")
+    p.add_argument("--minutes", type=float, help="wall-clock budget; alone, it also sets the schedule length")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint at -o exactly")
+    p.add_argument("--overwrite", action="store_true", help="start afresh, replacing the checkpoint at -o")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default 0)")
+    p.add_argument("--key", help="dataset inside a container")
+    p.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in nm")
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("evaluate", parents=[common], help="score a segmentation against a reference")
@@ -201,6 +260,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.set_defaults(run=cmd_evaluate)
 
+    p = sub.add_parser("inspect", parents=[common], help="figures of what a trained model learned")
+    p.add_argument("checkpoint", help="a trained checkpoint (orgaseg train)")
+    p.add_argument("volume", help="volume to draw fields of view from")
+    _add_volume_options(p)
+    p.add_argument("--reference", help="reference classes, to colour the embedding by")
+    p.add_argument("--classes", nargs="+", metavar="NAME", help="names of reference classes 0..C-1")
+    p.add_argument("-k", type=int, default=6, help="clusters colouring the embedding (default 6)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    p.add_argument("-o", "--output", required=True, help="folder for reconstructions.png and embedding.png")
+    p.set_defaults(run=cmd_inspect)
+
     p = sub.add_parser("benchmark", parents=[common], help="run a method on a named dataset for every K")
     p.add_argument("--dataset", required=True, help="vnc, cdeep3m-mito, betaseg, cellmap or phantom")
     p.add_argument("--data-root", help="folder holding the datasets (default ../shared/data)")
@@ -209,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", default="4-10", help="K values: 4-10, 6 or 4,6,8 (default 4-10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample-size", type=int, default=200_000)
-    p.add_argument("--scales-nm", type=float, nargs="+", help="baseline filter-bank scales in nm")
+    _add_feature_options(p)
     p.add_argument("-o", "--output", required=True, help="results folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
     p.set_defaults(run=cmd_benchmark)

@@ -17,6 +17,7 @@ from orgaseg.io import compute_normalization, create_label_writer, make_provenan
 from orgaseg.io.volume import Volume, as_volume
 from orgaseg.labels import smallest_label_dtype
 from orgaseg.methods.registry import get_method
+from orgaseg.models.checkpoint import file_hash
 from orgaseg.pipeline.runner import ArraySink, cluster_volume
 from orgaseg.progress import ProgressCallback
 
@@ -43,10 +44,10 @@ class Segmentation:
     provenance: dict
 
 
-def resolve_volume(data, *, key: str | None = None, voxel_size=None) -> Volume:
+def resolve_volume(data, *, key: str | None = None, voxel_size=None, level: int = 0, axes: str | None = None) -> Volume:
     """A :class:`Volume` from a path, a Volume or an array."""
     if isinstance(data, (str, Path)):
-        return open_volume(data, key=key, voxel_size=voxel_size)
+        return open_volume(data, key=key, voxel_size=voxel_size, level=level, axes=axes)
     if isinstance(data, Volume):
         return data if voxel_size is None else dataclasses.replace(data, voxel_size=tuple(voxel_size))
     return as_volume(data, voxel_size=voxel_size or (1.0, 1.0, 1.0))
@@ -88,6 +89,8 @@ def segment(
     centers=None,
     voxel_size: Sequence[float] | None = None,
     key: str | None = None,
+    level: int = 0,
+    axes: str | None = None,
     seed: int = 0,
     sample_size: int = 200_000,
     block_shape: tuple[int, int, int] | None = None,
@@ -118,6 +121,10 @@ def segment(
         ``(z, y, x)`` in nanometres; overrides the file's metadata.
     key : str, optional
         Dataset key inside a container (HDF5, zarr, N5).
+    level : int
+        OME-Zarr resolution level (0 = full resolution).
+    axes : str, optional
+        Stored axis order when the metadata does not say (e.g. ``"xyz"``).
     seed : int
         Seed of the voxel sample and the clustering.
     sample_size : int
@@ -139,7 +146,7 @@ def segment(
     """
     started = time.time()
     spec = get_method(method)
-    volume = resolve_volume(data, key=key, voxel_size=voxel_size)
+    volume = resolve_volume(data, key=key, voxel_size=voxel_size, level=level, axes=axes)
     if spec.learns and model is None:
         raise OrgasegError(f"method {method!r} needs a trained model: train one with 'orgaseg train' and pass --model")
     reused = load_centers(centers) if centers is not None else None
@@ -179,7 +186,7 @@ def segment(
         clusterer=fitted.to_dict(),
         normalization=normalization.to_dict(),
         input={"path": volume.path, "key": volume.key, "shape": list(volume.shape), "voxel_size": list(volume.voxel_size)},
-        model=str(model) if model is not None else None,
+        model={"path": str(model), "sha256": file_hash(model)} if model is not None else None,
         centers_from=str(centers) if isinstance(centers, (str, Path)) else None,
         wall_time_s=round(time.time() - started, 3),
     )

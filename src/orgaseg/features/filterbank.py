@@ -123,13 +123,15 @@ class FilterBank:
             "features": self.names,
         }
 
-    def __call__(self, block: np.ndarray) -> np.ndarray:
+    def __call__(self, block: np.ndarray, *, origin: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
         """Features of a normalised float block.
 
         Parameters
         ----------
         block : ndarray, shape (z, y, x)
             Intensities (normalised, float32).
+        origin : tuple of int
+            Position of the block in the volume; filters do not depend on it.
 
         Returns
         -------

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from orgaseg.errors import OrgasegError
-from orgaseg.io.volume import Volume
 
 
 @dataclass(frozen=True)
@@ -26,6 +25,9 @@ class Method:
         feature extractor (see :class:`orgaseg.pipeline.runner.FeatureExtractor`).
     presets : tuple of str
         Training presets (empty for methods that do not learn).
+    train : callable, optional
+        ``train(inputs, output, *, preset, steps, minutes, resume, overwrite,
+        device, seed, workers, voxel_size, key, progress)`` for methods that learn.
     """
 
     name: str
@@ -33,6 +35,7 @@ class Method:
     learns: bool
     build_features: Callable[..., Any]
     presets: tuple[str, ...] = field(default=())
+    train: Callable[..., Any] | None = None
 
 
 _METHODS: dict[str, Method] = {}
@@ -59,5 +62,5 @@ def method_names() -> list[str]:
 
 
 def _load_builtin() -> None:
-    # imported lazily so that the registry does not import torch for the baseline
-    from orgaseg.methods import baseline  # noqa: F401
+    # importing a method's module registers it
+    from orgaseg.methods import baseline, maester  # noqa: F401

@@ -20,6 +20,9 @@ from orgaseg.io.volume import Volume
 from orgaseg.pipeline.blocks import Block, Region, default_block_shape, make_blocks
 from orgaseg.progress import ProgressCallback, report
 
+#: Bytes of float32 features one default block holds (features live one block at a time).
+FEATURE_BYTES = 512 * 1024**2
+
 
 class FeatureExtractor(Protocol):
     """A dense-feature strategy: normalised block in, per-voxel features out."""
@@ -27,7 +30,8 @@ class FeatureExtractor(Protocol):
     halo: tuple[int, int, int]
     n_features: int
 
-    def __call__(self, block: np.ndarray) -> np.ndarray:  # (z, y, x) -> (z, y, x, F)
+    def __call__(self, block: np.ndarray, *, origin: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+        """(z, y, x) -> (z, y, x, F); ``origin`` is the absolute position of ``block[0, 0, 0]``."""
         ...
 
     def config(self) -> dict:
@@ -72,7 +76,8 @@ def sample_coordinates(shape: tuple[int, int, int], n: int, seed: int = 0) -> np
 def block_features(volume: Volume, normalization: Normalizer, extractor: FeatureExtractor, block: Block) -> np.ndarray:
     """Features of the voxels a block owns, computed with its halo."""
     raw = volume.read(block.read_region)
-    features = extractor(normalization.apply(raw))
+    # strategies whose sampling grid is anchored to the volume (cover-and-stride) need the block's position
+    features = extractor(normalization.apply(raw), origin=tuple(r.start for r in block.read_region))
     return features[block.inner]
 
 
@@ -119,8 +124,14 @@ class Tee:
 
 
 def plan_blocks(volume: Volume, extractor: FeatureExtractor, block_shape: tuple[int, int, int] | None = None) -> list[Block]:
-    """The blocks of ``volume`` with the halo ``extractor`` needs."""
-    return make_blocks(volume.shape, block_shape or default_block_shape(volume.shape, volume.chunks), extractor.halo)
+    """The blocks of ``volume`` with the halo ``extractor`` needs.
+
+    The default block holds about ``FEATURE_BYTES`` of float32 features.
+    """
+    if block_shape is None:
+        voxels = max(1, FEATURE_BYTES // (4 * extractor.n_features))
+        block_shape = default_block_shape(volume.shape, volume.chunks, voxels=voxels)
+    return make_blocks(volume.shape, block_shape, extractor.halo)
 
 
 def sample_features(

@@ -1,0 +1,247 @@
+"""The self-supervised training loop shared by the learned methods.
+
+Schedule: the learning rate rises linearly from 0 to ``lr`` over the warm-up
+steps, then follows a half cosine down to ``min_lr`` at the last step. AdamW
+with gradient clipping; mixed precision (bfloat16 autocast) on CUDA, full
+precision with all CPU threads otherwise.
+
+Budgets: ``steps`` fixes the schedule length; a ``minutes`` budget alone
+measures the speed over the first steps and sets the schedule length to what
+fits (capped by the preset's steps), so the cosine decay completes in time.
+
+Resuming is exact: batches and masks are drawn from streams seeded by
+``(seed, step)`` (see :mod:`orgaseg.sampling`), and the checkpoint holds the
+model, optimiser, step and schedule length, so a resumed run continues the
+same loss curve.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from orgaseg.errors import OrgasegError
+from orgaseg.models.checkpoint import save_checkpoint
+from orgaseg.progress import ProgressCallback, report
+from orgaseg.sampling import FieldOfViewBatches, FieldOfViewSampler
+
+#: Steps timed before a minutes-only budget fixes the schedule length.
+TIMING_STEPS = 20
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings of a preset.
+
+    Attributes
+    ----------
+    batch_size : int
+        Fields of view per step.
+    lr, min_lr : float
+        Peak and final learning rate.
+    weight_decay : float
+        AdamW weight decay.
+    warmup_steps : int
+        Linear warm-up length (at most a fifth of the schedule).
+    steps : int
+        Default schedule length.
+    grad_clip : float
+        Maximum gradient norm (0 disables clipping).
+    betas : tuple of float
+        AdamW betas.
+    checkpoint_every : int
+        Steps between checkpoints (one is always written at the end).
+    """
+
+    batch_size: int = 64
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.05
+    warmup_steps: int = 200
+    steps: int = 10_000
+    grad_clip: float = 1.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    checkpoint_every: int = 500
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        values = dict(values)
+        values["betas"] = tuple(values.get("betas", (0.9, 0.95)))
+        return cls(**values)
+
+
+def learning_rate(step: int, total: int, config: TrainConfig) -> float:
+    """Learning rate at ``step`` (0-based) of a ``total``-step schedule."""
+    warmup = min(config.warmup_steps, max(1, total // 5))
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; asking for CUDA without one is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise OrgasegError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        raise OrgasegError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def run_training(
+    model: torch.nn.Module,
+    sampler: FieldOfViewSampler,
+    *,
+    config: TrainConfig,
+    output: str | Path,
+    record: dict[str, Any],
+    start_step: int = 0,
+    total_steps: int | None = None,
+    minutes: float | None = None,
+    losses: list[float] | None = None,
+    optimizer_state: dict | None = None,
+    elapsed: float = 0.0,
+    device: str = "auto",
+    seed: int = 0,
+    workers: int = 0,
+    progress: ProgressCallback | None = None,
+    loss_fn: Callable[[torch.nn.Module, torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` on fields of view from ``sampler``; checkpoint to ``output``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model; ``loss_fn(model, batch, generator)`` (default: the first
+        element of ``model(batch, generator=generator)``) gives the loss.
+        A model with an ``after_step(step, total)`` method has it called after
+        each optimiser step (e.g. an EMA teacher update).
+    sampler : FieldOfViewSampler
+        Source of batches.
+    config : TrainConfig
+        Optimisation settings.
+    output : str or Path
+        Checkpoint path (rewritten every ``checkpoint_every`` steps and at the end).
+    record : dict
+        Everything else the checkpoint must hold (method, model config,
+        normalisations, provenance); training state is added to it.
+    start_step, total_steps : int
+        Where to start and the schedule length (``None``: ``config.steps``,
+        or what fits in ``minutes``).
+    minutes : float, optional
+        Wall-clock budget for this call.
+    losses : list of float, optional
+        Loss history so far (resume).
+    optimizer_state : dict, optional
+        AdamW state to restore (resume).
+    elapsed : float
+        Training seconds spent before this call (resume).
+    device : str
+        ``auto``, ``cpu`` or ``cuda``.
+    seed : int
+        Seed of the batch and mask streams.
+    workers : int
+        Data-loader worker processes (0: sample in the training process).
+    progress : callable, optional
+        Progress callback; shows loss and fields of view per second.
+    loss_fn : callable, optional
+        See ``model``.
+
+    Returns
+    -------
+    dict
+        The final checkpoint record.
+    """
+    device = resolve_device(device)
+    model.to(device)
+    model.train()
+    optimizer = torch.optim.AdamW(_parameter_groups(model, config.weight_decay), lr=config.lr, betas=config.betas)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    losses = list(losses or [])
+    total = total_steps or config.steps
+    estimate = minutes is not None and total_steps is None
+    loss_fn = loss_fn or (lambda m, batch, generator: m(batch, generator=generator)[0])
+    after_step = getattr(model, "after_step", None)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    generator = torch.Generator(device=device)
+
+    def checkpoint(step: int) -> dict:
+        state = {
+            **record,
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "train_config": config.to_dict(),
+            "step": step,
+            "total_steps": total,
+            "losses": losses,
+            "seed": seed,
+            "train_seconds": round(elapsed + time.perf_counter() - started, 2),
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+        }
+        save_checkpoint(output, state)
+        return state
+
+    if start_step >= total:
+        raise OrgasegError(f"the checkpoint has already run its {total} steps; give more --steps to continue")
+    started = time.perf_counter()
+    loader = torch.utils.data.DataLoader(
+        FieldOfViewBatches(sampler, config.batch_size, start_step, total), batch_size=None, num_workers=workers
+    )
+    completed = start_step
+    state = None
+    try:
+        for step, batch in loader:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, total, config)
+            generator.manual_seed(seed * 1_000_003 + step)  # the masks of a step do not depend on history
+            with autocast:
+                loss = loss_fn(model, batch.to(device, non_blocking=True), generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            if after_step is not None:
+                after_step(step, total)
+            losses.append(float(loss.detach()))
+            completed = step + 1
+            spent = time.perf_counter() - started
+            rate = (completed - start_step) * config.batch_size / max(spent, 1e-9)
+            if estimate and completed - start_step == TIMING_STEPS:
+                fits = start_step + int((completed - start_step) / spent * minutes * 60.0)
+                total = max(completed + 1, min(config.steps, fits))
+            if completed % config.checkpoint_every == 0 or completed >= total:
+                state = checkpoint(completed)
+            report(progress, "training", completed, total, loss=losses[-1], fovs_per_s=round(rate, 1))
+            if completed >= total or (minutes is not None and spent >= minutes * 60.0):
+                break
+    except KeyboardInterrupt:
+        # Ctrl-C: keep what was trained; --resume continues from here
+        if completed > start_step and (state is None or state["step"] != completed):
+            checkpoint(completed)
+        raise
+    if state is None or state["step"] != completed:
+        state = checkpoint(completed)
+    return state
+
+
+def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weight matrices only: biases, norms and tokens are not shrunk."""
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (decay if parameter.ndim >= 2 and parameter.shape[0] > 1 else no_decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

@@ -1,0 +1,171 @@
+"""``orgaseg inspect``: what a trained masked autoencoder has learned, in two figures.
+
+- ``reconstructions.png``: a few fields of view, masked at several ratios, and
+  the model's reconstructions (MAESTER's Fig. 2).
+- ``embedding.png``: a 2D embedding (UMAP when ``umap-learn`` is installed,
+  else PCA) of token features sampled from the volume, coloured by k-means
+  cluster and, when a reference is given, by the reference class at each
+  token's centre pixel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from orgaseg.cluster.kmeans import fit_kmeans
+from orgaseg.io import compute_normalization
+from orgaseg.io.volume import Volume
+from orgaseg.labels import IGNORE_LABEL
+from orgaseg.viz._figure import new_figure, save_png
+from orgaseg.viz.colors import label_colors
+
+
+def inspect_model(
+    checkpoint: str | Path,
+    volume: Volume,
+    output_dir: str | Path,
+    *,
+    reference: Volume | None = None,
+    class_names: Sequence[str] | None = None,
+    mask_ratios: Sequence[float] = (0.25, 0.5, 0.75),
+    n_fovs: int = 4,
+    n_tokens: int = 5_000,
+    k: int = 6,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, Path]:
+    """Write the reconstruction and embedding figures of a checkpoint on a volume.
+
+    Parameters
+    ----------
+    checkpoint : path
+        A MAESTER-family checkpoint.
+    volume : Volume
+        Where fields of view are drawn (xy planes).
+    output_dir : path
+        Folder for the PNGs.
+    reference : Volume, optional
+        Class ids (IGNORE_LABEL not shown) to colour the embedding by.
+    class_names : sequence of str, optional
+        Names of the reference classes.
+    mask_ratios : sequence of float
+        Masking ratios of the reconstruction figure.
+    n_fovs : int
+        Fields of view in the reconstruction figure.
+    n_tokens : int
+        Tokens in the embedding.
+    k : int
+        Clusters of the embedding's colouring.
+    seed : int
+        Seed of every random choice.
+    device : str
+        Where the model runs.
+
+    Returns
+    -------
+    dict of str to Path
+    """
+    import torch
+
+    from orgaseg.methods.maester import load_maester
+
+    model, _ = load_maester(checkpoint, device)
+    fov, patch = model.config.img_size, model.config.patch_size
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    normalization = compute_normalization(volume, seed=seed)
+    rng = np.random.default_rng(seed)
+    n_needed = max(n_fovs, -(-n_tokens // model.n_tokens))
+    fovs, corners = _fields_of_view(volume, normalization, fov, n_needed, rng)
+    batch = torch.from_numpy(fovs)[:, None]
+    generator = torch.Generator().manual_seed(seed)
+    with torch.inference_mode():
+        recon = [model.reconstruct(batch[:n_fovs], ratio, generator) for ratio in mask_ratios]
+        tokens = torch.cat([model.encode(batch[i : i + 64]) for i in range(0, len(batch), 64)]).float().numpy()
+    paths = {"reconstructions": _plot_reconstructions(fovs[:n_fovs], recon, mask_ratios, output_dir / "reconstructions.png")}
+
+    grid = tokens.shape[1]
+    features = tokens.reshape(-1, tokens.shape[-1])
+    centres = patch * np.arange(grid) + patch // 2
+    take = rng.choice(len(features), size=min(n_tokens, len(features)), replace=False)
+    features = features[take]
+    clusters = fit_kmeans(features, min(k, len(features)), seed=seed).predict(features)
+    classes = None
+    if reference is not None:
+        f, i, j = np.unravel_index(take, (len(fovs), grid, grid))
+        z, y0, x0 = corners[f].T
+        classes = np.array([reference.read((slice(a, a + 1), slice(b, b + 1), slice(c, c + 1))).item()
+                            for a, b, c in zip(z, y0 + centres[i], x0 + centres[j])])
+    paths["embedding"] = _plot_embedding(_embed_2d(features, seed), clusters, classes, class_names,
+                                         output_dir / "embedding.png")
+    return paths
+
+
+def _fields_of_view(volume: Volume, normalization, fov: int, n: int, rng: np.random.Generator):
+    """``n`` normalised xy fields of view (reflect-padded if the plane is small) and their corners."""
+    z, y, x = volume.shape
+    out = np.empty((n, fov, fov), dtype=np.float32)
+    corners = np.empty((n, 3), dtype=np.int64)
+    for i in range(n):
+        corner = (int(rng.integers(z)), int(rng.integers(max(1, y - fov + 1))), int(rng.integers(max(1, x - fov + 1))))
+        region = (slice(corner[0], corner[0] + 1), slice(corner[1], corner[1] + fov), slice(corner[2], corner[2] + fov))
+        plane = normalization.apply(volume.read(region))[0]
+        pad = ((0, fov - plane.shape[0]), (0, fov - plane.shape[1]))
+        out[i] = np.pad(plane, pad, mode="reflect") if any(p[1] for p in pad) else plane
+        corners[i] = corner
+    return out, corners
+
+
+def _embed_2d(features: np.ndarray, seed: int) -> np.ndarray:
+    try:
+        import umap  # optional
+
+        return umap.UMAP(n_components=2, random_state=seed).fit_transform(features)
+    except ImportError:
+        from sklearn.decomposition import PCA
+
+        return PCA(n_components=2, random_state=seed).fit_transform(features)
+
+
+def _plot_reconstructions(fovs: np.ndarray, recon: list, ratios: Sequence[float], path: Path) -> Path:
+    columns = 1 + 2 * len(ratios)
+    figure = new_figure(1.6 * columns, 1.7 * len(fovs))
+    axes = figure.subplots(len(fovs), columns, squeeze=False)
+    for row, image in enumerate(fovs):
+        panels = [("input", image)]
+        for ratio, (rec, mask) in zip(ratios, recon):
+            masked = np.where(mask[row, 0].numpy() > 0, np.nan, image)
+            panels += [(f"mask {ratio:.0%}", masked), ("reconstruction", rec[row, 0].numpy())]
+        for ax, (title, panel) in zip(axes[row], panels):
+            ax.imshow(panel, cmap="gray", vmin=0, vmax=1)
+            ax.set_axis_off()
+            if row == 0:
+                ax.set_title(title, fontsize=8)
+    return save_png(figure, path)
+
+
+def _plot_embedding(points: np.ndarray, clusters: np.ndarray, classes, class_names, path: Path) -> Path:
+    from matplotlib.patches import Patch
+
+    panels = 1 if classes is None else 2
+    figure = new_figure(5.5 * panels, 5)
+    axes = figure.subplots(1, panels, squeeze=False)[0]
+    colors = label_colors(int(clusters.max()) + 1)
+    axes[0].scatter(points[:, 0], points[:, 1], s=2, c=colors[clusters])
+    axes[0].set_title("tokens coloured by k-means cluster")
+    if classes is not None:
+        shown = classes != IGNORE_LABEL
+        n_classes = int(classes[shown].max()) + 1 if shown.any() else 1
+        class_colors = label_colors(n_classes)
+        axes[1].scatter(points[shown, 0], points[shown, 1], s=2, c=class_colors[classes[shown]])
+        axes[1].set_title("tokens coloured by reference class")
+        names = list(class_names) if class_names is not None else [f"class {c}" for c in range(n_classes)]
+        axes[1].legend(handles=[Patch(color=class_colors[c], label=names[c]) for c in range(n_classes)],
+                       fontsize=8, loc="best")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return save_png(figure, path)

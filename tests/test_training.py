@@ -1,0 +1,117 @@
+"""Training samples, the learning-rate schedule, checkpoints and exact resume."""
+
+import numpy as np
+import pytest
+import torch
+
+from orgaseg.errors import OrgasegError
+from orgaseg.io import compute_normalization
+from orgaseg.io.volume import Volume
+from orgaseg.methods.maester import TRAIN_PRESETS, load_maester, train_maester
+from orgaseg.sampling import FieldOfViewBatches, FieldOfViewSampler
+from orgaseg.synthetic import make_cell
+from orgaseg.training import TrainConfig, learning_rate
+
+
+class Identity:
+    def apply(self, block):
+        return block.astype(np.float32)
+
+
+def _z_ramp(voxel_size, shape=(60, 90, 90)):
+    data = np.broadcast_to(np.arange(shape[0], dtype=np.float32)[:, None, None], shape).copy()
+    return Volume(data, voxel_size=voxel_size)
+
+
+def test_batches_are_seeded_by_step_and_shaped():
+    sampler = FieldOfViewSampler([_z_ramp((10, 10, 10))], [Identity()], fov=80, seed=3)
+    a, b = sampler.batch(5, 8), sampler.batch(5, 8)
+    assert a.shape == (8, 1, 80, 80) and a.dtype == torch.float32
+    assert torch.equal(a, b)
+    assert not torch.equal(a, sampler.batch(6, 8))
+
+
+def test_anisotropic_volumes_give_xy_planes_only():
+    # values vary only along z: an xy field of view is constant, a zy or zx one is not
+    aniso = FieldOfViewSampler([_z_ramp((50, 5, 5))], [Identity()], fov=40, crop_range=(40, 40), seed=0)
+    iso = FieldOfViewSampler([_z_ramp((10, 10, 10))], [Identity()], fov=40, crop_range=(40, 40), seed=0)
+    spread = lambda batch: (batch.amax(dim=(1, 2, 3)) - batch.amin(dim=(1, 2, 3)))
+    assert torch.all(spread(aniso.batch(0, 64)) == 0)
+    varying = (spread(iso.batch(0, 64)) > 0).float().mean()
+    assert 0.4 < varying < 0.9  # about two planes in three are zy or zx
+
+
+def test_volumes_are_chosen_in_proportion_to_size():
+    small = Volume(np.zeros((1, 80, 80), np.float32), voxel_size=(50, 5, 5))
+    large = Volume(np.ones((9, 80, 80), np.float32), voxel_size=(50, 5, 5))
+    sampler = FieldOfViewSampler([small, large], [Identity(), Identity()], fov=80, augment=False)
+    share = sampler.batch(0, 2000).mean().item()
+    assert 0.86 < share < 0.94
+
+
+def test_workers_draw_the_same_batches_as_the_main_process():
+    sampler = FieldOfViewSampler([_z_ramp((10, 10, 10))], [Identity()], fov=40, seed=1)
+    serial = list(torch.utils.data.DataLoader(FieldOfViewBatches(sampler, 4, 0, 6), batch_size=None))
+    parallel = list(torch.utils.data.DataLoader(FieldOfViewBatches(sampler, 4, 0, 6), batch_size=None, num_workers=2))
+    assert [s for s, _ in parallel] == list(range(6))
+    for (_, a), (_, b) in zip(serial, parallel):
+        assert torch.equal(a, b)
+
+
+def test_learning_rate_warms_up_then_decays_to_min():
+    config = TrainConfig(lr=1e-3, min_lr=1e-5, warmup_steps=10, steps=100)
+    lrs = [learning_rate(s, 100, config) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
+    assert learning_rate(100, 100, config) == pytest.approx(1e-5)
+
+
+@pytest.fixture(scope="module")
+def phantom_volume():
+    cell = make_cell((12, 96, 96), voxel_size=(20.0, 20.0, 20.0), seed=0)
+    return Volume(cell.raw, voxel_size=cell.voxel_size, path="<phantom>")
+
+
+def test_loss_falls_and_checkpoint_rebuilds_identical_features(phantom_volume, tmp_path):
+    ckpt = tmp_path / "tiny.pt"
+    record = train_maester([phantom_volume], ckpt, preset="tiny", steps=60, device="cpu")
+    losses = record["losses"]
+    assert len(losses) == 60 and record["step"] == 60
+    assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
+    model, loaded = load_maester(ckpt)
+    assert loaded["preset"] == "tiny" and loaded["model_config"]["embed_dim"] == 32
+    fovs = torch.rand(3, 1, 80, 80)
+    again, _ = load_maester(ckpt)
+    with torch.inference_mode():
+        assert torch.equal(model.encode(fovs), again.encode(fovs))
+
+
+def test_resume_continues_the_same_loss_curve(phantom_volume, tmp_path):
+    straight = train_maester([phantom_volume], tmp_path / "a.pt", preset="tiny", steps=24, device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        train_maester([phantom_volume], tmp_path / "b.pt", preset="tiny", steps=24, device="cpu",
+                      progress=_stop_after(12))
+    resumed = train_maester([phantom_volume], tmp_path / "b.pt", resume=True, device="cpu")
+    assert resumed["step"] == 24
+    np.testing.assert_allclose(resumed["losses"], straight["losses"], rtol=1e-5)
+
+
+def test_existing_checkpoint_needs_resume_or_overwrite(phantom_volume, tmp_path):
+    ckpt = tmp_path / "c.pt"
+    train_maester([phantom_volume], ckpt, preset="tiny", steps=2, device="cpu")
+    with pytest.raises(OrgasegError, match="--resume"):
+        train_maester([phantom_volume], ckpt, preset="tiny", steps=2, device="cpu")
+    with pytest.raises(OrgasegError, match="already run"):
+        train_maester([phantom_volume], ckpt, resume=True, device="cpu")
+    with pytest.raises(OrgasegError, match="preset"):
+        train_maester([phantom_volume], tmp_path / "d.pt", preset="huge", device="cpu")
+
+
+def _stop_after(n):
+    """A progress callback that interrupts training after n steps, like a killed run."""
+
+    def progress(description, done, total, **figures):
+        if description == "training" and done >= n:
+            raise KeyboardInterrupt
+
+    return progress
