@@ -117,6 +117,10 @@ def run_benchmark(
     sample_size: int = 200_000,
     options: dict | None = None,
     preset: str | None = None,
+    model: str | Path | None = None,
+    steps: int | None = None,
+    minutes: float | None = None,
+    device: str = "auto",
     progress: ProgressCallback | None = None,
 ) -> dict:
     """Benchmark ``method`` on ``dataset`` for every K; write results into ``output_dir``.
@@ -141,6 +145,12 @@ def run_benchmark(
         Method options.
     preset : str, optional
         Training preset, for methods that learn.
+    model : path, optional
+        A checkpoint to evaluate instead of training one (methods that learn).
+    steps, minutes : optional
+        Training budget (default: the preset's steps).
+    device : str
+        Where encoders train and run.
     progress : callable, optional
         Progress callback.
 
@@ -154,15 +164,14 @@ def run_benchmark(
     ks = parse_k_range(ks)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    if spec.learns:
-        raise OrgasegError(f"benchmarking the learned method {method!r} is not available yet")
-    training = {"preset": preset, "wall_s": 0.0, "steps": 0, "note": "method does not learn"}
+    checkpoint, training = _trained_model(spec, data, output_dir, model=model, preset=preset, steps=steps,
+                                          minutes=minutes, device=device, seed=seed, progress=progress)
 
     started = time.perf_counter()
     items = data.evaluation
     prepared = []
     for item in items:
-        extractor = spec.build_features(item.raw, None, options, "cpu")
+        extractor = spec.build_features(item.raw, checkpoint, options, device)
         prepared.append((item, extractor, compute_normalization(item.raw, seed=seed)))
     # the pooled sample is split over the volumes in proportion to their size
     total = sum(item.raw.size for item in items)
@@ -209,8 +218,9 @@ def run_benchmark(
     record = {
         "dataset": data.name,
         "method": method,
-        "preset": preset,
+        "preset": training.get("preset"),
         "options": options or {},
+        "features": prepared[0][1].config(),
         "classes": list(data.classes),
         "background": list(data.background),
         "notes": list(data.notes),
@@ -232,13 +242,46 @@ def run_benchmark(
     return record
 
 
+def _trained_model(spec, data: Dataset, output_dir: Path, *, model, preset, steps, minutes, device, seed, progress):
+    """The checkpoint to evaluate (trained now on the dataset's training volumes unless given) and its record."""
+    if not spec.learns:
+        if model is not None:
+            raise OrgasegError(f"method {spec.name!r} does not learn: it takes no --model")
+        return None, {"preset": None, "wall_s": 0.0, "steps": 0, "note": "method does not learn"}
+    from orgaseg.models.checkpoint import file_hash, load_checkpoint
+
+    if model is None:
+        model = output_dir / "model.pt"
+        started = time.perf_counter()
+        spec.train(data.train, model, preset=preset, steps=steps, minutes=minutes, overwrite=True, device=device,
+                   seed=seed, progress=progress)
+        note = f"trained by this benchmark in {time.perf_counter() - started:.0f} s"
+    else:
+        note = "checkpoint given with --model"
+    record = load_checkpoint(model, method=spec.name)
+    return model, {
+        "preset": record["preset"],
+        "checkpoint": str(model),
+        "sha256": file_hash(model),
+        "wall_s": record["train_seconds"],
+        "steps": record["step"],
+        "total_steps": record["total_steps"],
+        "batch_size": record["train_config"]["batch_size"],
+        "final_loss": sum(record["losses"][-50:]) / max(1, len(record["losses"][-50:])),
+        "device": record["device"],
+        "training_volumes": [v["path"] for v in record["training_volumes"]],
+        "note": note,
+    }
+
+
 def results_markdown(record: dict) -> str:
     """Tables of per-class Dice, mean Dice and accuracy per K, one per mode."""
     classes = record["classes"]
     lines = [
         f"# {record['method']} on {record['dataset']}",
         "",
-        f"Preset: {record['preset'] or '-'}; seed {record['seed']}; sample {record['sample_size']} voxels; "
+        f"Preset: {record['preset'] or '-'}; training: {_training_line(record['training'])}; "
+        f"features: {_features_line(record['features'])}; seed {record['seed']}; sample {record['sample_size']} voxels; "
         f"segmentation {record['segmentation']['wall_s']} s for all K "
         f"({record['segmentation']['voxels_per_s']:.0f} voxels/s, features once per block); "
         f"peak memory {record['peak_memory_mb']:.0f} MiB; machine: {record['machine']['cpu']}, "
@@ -256,6 +299,17 @@ def results_markdown(record: dict) -> str:
             lines.append(f"| {k} | " + " | ".join(per_class) + f" | {_fmt(scores['mean_dice'])} | "
                          f"{_fmt(scores['mean_dice_organelles'])} | {_fmt(scores['accuracy'])} |")
     return "\n".join(lines) + "\n"
+
+
+def _training_line(training: dict) -> str:
+    if not training.get("steps"):
+        return "none"
+    return (f"{training['steps']} steps x {training['batch_size']} fields of view in {training['wall_s']:.0f} s on "
+            f"{training['device']}, final loss {training['final_loss']:.3f}")
+
+
+def _features_line(features: dict) -> str:
+    return ", ".join(f"{key} {value}" for key, value in features.items() if key in ("kind", "mode", "keep", "scales_nm"))
 
 
 def _fmt(value) -> str:

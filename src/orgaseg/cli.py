@@ -150,6 +150,7 @@ def cmd_benchmark(args, progress) -> int:
     options = _method_options(args)
     record = run_benchmark(args.dataset, args.method, output, ks=parse_k_range(args.k), data_root=args.data_root,
                            seed=args.seed, sample_size=args.sample_size, options=options, preset=args.preset,
+                           model=args.model, steps=args.steps, minutes=args.minutes, device=args.device,
                            progress=progress)
     print((output / "results.md").read_text())
     print(f"wrote {output / 'results.json'}, {output / 'results.md'} and figures/ "
@@ -277,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="folder holding the datasets (default ../shared/data)")
     p.add_argument("--method", required=True)
     p.add_argument("--preset", help="training preset, for methods that learn")
+    p.add_argument("--model", help="evaluate this checkpoint instead of training one")
+    p.add_argument("--steps", type=int, help="training steps (default: the preset's)")
+    p.add_argument("--minutes", type=float, help="training budget in minutes")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("-k", default="4-10", help="K values: 4-10, 6 or 4,6,8 (default 4-10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample-size", type=int, default=200_000)

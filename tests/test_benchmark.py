@@ -1,0 +1,61 @@
+"""The benchmark protocol on a small phantom: every K, both modes, figures, the record."""
+
+import json
+
+import pytest
+
+from orgaseg.benchmark import parse_k_range, run_benchmark
+from orgaseg.cli import main
+from orgaseg.datasets import load_dataset
+from orgaseg.errors import OrgasegError
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return load_dataset("phantom", shape=(10, 96, 96), voxel_size=(20.0, 20.0, 20.0))
+
+
+def test_baseline_benchmark_writes_every_k_in_both_modes(phantom, tmp_path):
+    record = run_benchmark(phantom, "baseline", tmp_path, ks=[4, 6], sample_size=20_000)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["ks"] == [4, 6] and saved["dataset"] == "phantom"
+    for k in ("4", "6"):
+        for mode in ("merge", "strict"):
+            scores = saved["results"][k][mode]
+            assert set(scores["per_class"]) == set(phantom.classes)
+            assert 0.0 <= scores["mean_dice"] <= 1.0
+        # merge never scores below strict: it only adds clusters to classes
+        assert saved["results"][k]["merge"]["accuracy"] >= saved["results"][k]["strict"]["accuracy"]
+    assert saved["segmentation"]["voxels"] == 10 * 96 * 96 and saved["segmentation"]["voxels_per_s"] > 0
+    assert saved["machine"]["cores"] >= 1 and saved["peak_memory_mb"] > 0
+    assert saved["training"]["steps"] == 0
+    markdown = (tmp_path / "results.md").read_text()
+    assert "merge mode" in markdown and "strict mode" in markdown
+    for name in ("confusion_k4.png", "overlay_k6.png"):
+        assert (tmp_path / "figures" / name).stat().st_size > 5000
+    assert record["results"]["6"]["merge"]["mean_dice"] == saved["results"]["6"]["merge"]["mean_dice"]
+
+
+def test_learned_method_is_trained_then_scored(phantom, tmp_path):
+    record = run_benchmark(phantom, "maester", tmp_path, ks=[4], sample_size=5_000, preset="tiny", steps=5,
+                           options={"keep": 16}, device="cpu")
+    assert record["training"]["steps"] == 5 and record["training"]["preset"] == "tiny"
+    assert (tmp_path / "model.pt").exists()
+    assert record["features"]["keep"] == 16
+    again = run_benchmark(phantom, "maester", tmp_path / "again", ks=[4], sample_size=5_000,
+                          model=tmp_path / "model.pt", options={"keep": 16}, device="cpu")
+    assert again["training"]["sha256"] == record["training"]["sha256"]
+    assert again["results"]["4"] == record["results"]["4"]
+
+
+def test_k_ranges():
+    assert parse_k_range("4-10") == list(range(4, 11))
+    assert parse_k_range("4,6,8") == [4, 6, 8]
+    with pytest.raises(OrgasegError):
+        parse_k_range("0-3")
+
+
+def test_existing_results_need_overwrite(tmp_path, capsys):
+    (tmp_path / "results.json").write_text("{}")
+    assert main(["benchmark", "--dataset", "phantom", "--method", "baseline", "-o", str(tmp_path), "--quiet"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
