@@ -1,4 +1,4 @@
-"""The :class:`Volume`: a lazily read 3D array with axes, voxel size and origin.
+"""The :class:`Volume`: a lazily read 3D array with axes and voxel size.
 
 Every reader in :mod:`orgaseg.io` returns a :class:`Volume`. Its ``array`` is
 anything that has ``shape``, ``dtype`` and numpy-style slicing (a zarr array, an

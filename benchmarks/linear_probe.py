@@ -1,0 +1,86 @@
+"""How much class information do a method's features hold? A linear probe on a few slices.
+
+Clustering can fail because the features lack the information or because k-means cannot find it
+in them. This script tells the two apart: it computes a method's per-pixel features on some slices
+of a dataset's first evaluation volume, fits a logistic regression (with the reference labels: a
+diagnostic, not a method) on pixels of the even slices and scores per-class Dice on pixels of the
+odd slices.
+
+Usage: python benchmarks/linear_probe.py --dataset vnc --slices 0 1 2 3 \
+           [--method baseline] [--method maester --model runs/maester-vnc-cpu.pt --keep 16]
+Repeat --method to compare several; options after a --method apply to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from orgaseg.datasets import load_dataset
+from orgaseg.io import compute_normalization
+from orgaseg.labels import IGNORE_LABEL
+from orgaseg.methods.registry import get_method
+from orgaseg.pipeline.runner import block_features, plan_blocks
+
+
+def probe_features(item, method: str, model, options, slices, per_slice: int, seed: int):
+    spec = get_method(method)
+    extractor = spec.build_features(item.raw, model, options, "cpu")
+    normalization = compute_normalization(item.raw, seed=seed)
+    rng = np.random.default_rng(seed)
+    features, labels, groups = [], [], []
+    for z in slices:
+        for block in plan_blocks(item.raw, extractor, (1,) + item.raw.shape[1:]):
+            if block.region[0].start != z:
+                continue
+            f = block_features(item.raw, normalization, extractor, block)[0]
+            ref = item.reference.read(block.region)[0]
+            ys, xs = np.nonzero(ref != IGNORE_LABEL)
+            pick = rng.choice(len(ys), size=min(per_slice, len(ys)), replace=False)
+            features.append(f[ys[pick], xs[pick]])
+            labels.append(ref[ys[pick], xs[pick]])
+            groups.append(np.full(len(pick), z))
+    return np.concatenate(features), np.concatenate(labels), np.concatenate(groups)
+
+
+def dice_per_class(truth, pred, n_classes):
+    return [2 * np.sum((truth == c) & (pred == c)) / max(1, np.sum(truth == c) + np.sum(pred == c))
+            for c in range(n_classes)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="vnc")
+    parser.add_argument("--slices", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--per-slice", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--method", action="append", required=True)
+    parser.add_argument("--model", action="append", default=[])
+    parser.add_argument("--keep", action="append", type=int, default=[])
+    args, _ = parser.parse_known_args()
+    data = load_dataset(args.dataset)
+    item = data.evaluation[0]
+    models = iter(args.model)
+    keeps = iter(args.keep)
+    print(f"linear probe on {data.name} {item.name}, slices {args.slices} (train on even, test on odd); "
+          f"Dice per class: {', '.join(data.classes)}")
+    for method in args.method:
+        spec = get_method(method)
+        model = next(models) if spec.learns else None
+        options = {"keep": next(keeps)} if spec.learns else None
+        started = time.perf_counter()
+        x, y, z = probe_features(item, method, model, options, args.slices, args.per_slice, args.seed)
+        train, test = z % 2 == 0, z % 2 == 1
+        scaler = StandardScaler().fit(x[train])
+        probe = LogisticRegression(max_iter=2000, class_weight="balanced").fit(scaler.transform(x[train]), y[train])
+        dice = dice_per_class(y[test], probe.predict(scaler.transform(x[test])), len(data.classes))
+        print(f"{method:<10} {x.shape[1]:>4} features  Dice " + "  ".join(f"{c} {d:.3f}" for c, d in zip(data.classes, dice))
+              + f"  mean {np.mean(dice):.3f}  ({time.perf_counter() - started:.0f} s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
