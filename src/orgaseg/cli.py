@@ -27,12 +27,13 @@ def _voxel_size(values):
 
 
 def cmd_info(args, progress) -> int:
-    from orgaseg.io import compute_normalization, open_volume
+    import numpy as np
+
+    from orgaseg.io import open_volume, sample_intensities
 
     volume = open_volume(args.path, key=args.key, voxel_size=_voxel_size(args.voxel_size), level=args.level,
                          axes=args.axes)
-    normalization = compute_normalization(volume, percentiles=(0.0, 100.0), sample_size=1_000_000)
-    robust = compute_normalization(volume, sample_size=1_000_000)
+    low, robust_low, robust_high, high = np.percentile(sample_intensities(volume), [0.0, 0.5, 99.5, 100.0])
     print(f"path:        {volume.path}" + (f" (key {volume.key})" if volume.key else ""))
     print(f"shape:       {' x '.join(map(str, volume.shape))} (axes {volume.axes})")
     print(f"dtype:       {volume.dtype}")
@@ -40,8 +41,7 @@ def cmd_info(args, progress) -> int:
           + ("  [anisotropic: in-plane features]" if volume.is_anisotropic() else ""))
     print(f"chunks:      {' x '.join(map(str, volume.chunks)) if volume.chunks else 'not chunked'}")
     print(f"size:        {volume.size:,} voxels, {volume.nbytes / 2**20:,.1f} MiB")
-    print(f"intensity:   {normalization.low:g} .. {normalization.high:g} "
-          f"(0.5-99.5 percentile {robust.low:g} .. {robust.high:g}; sampled)")
+    print(f"intensity:   {low:g} .. {high:g} (0.5-99.5 percentile {robust_low:g} .. {robust_high:g}; sampled)")
     return 0
 
 

@@ -5,7 +5,7 @@ See :mod:`orgaseg.io.readers` for the supported input formats (``FORMATS``).
 
 from __future__ import annotations
 
-from orgaseg.io.normalize import Normalization, compute_normalization, normalize_volume
+from orgaseg.io.normalize import Normalization, compute_normalization, normalize_volume, sample_intensities
 from orgaseg.io.provenance import make_provenance, provenance_path, read_provenance, write_provenance
 from orgaseg.io.readers import VoxelSizeWarning, open_volume
 from orgaseg.io.slices import natural_sort_key
@@ -27,6 +27,7 @@ __all__ = [
     "open_volume",
     "provenance_path",
     "read_provenance",
+    "sample_intensities",
     "write_labels",
     "write_provenance",
     "write_tiff_image",

@@ -100,6 +100,15 @@ def compute_normalization(
     low_pct, high_pct = (float(p) for p in percentiles)
     if not 0 <= low_pct <= high_pct <= 100:
         raise OrgasegError(f"percentiles must satisfy 0 <= low <= high <= 100, got {tuple(percentiles)}")
+    sample = sample_intensities(volume, sample_size=sample_size, seed=seed, mask=mask)
+    low, high = np.percentile(sample.astype(np.float64), [low_pct, high_pct])
+    return Normalization(low=float(low), high=float(high), invert=bool(invert))
+
+
+def sample_intensities(volume, *, sample_size: int = 1_000_000, seed: int = 0, mask=None) -> np.ndarray:
+    """A seeded random sample of at most ``sample_size`` voxel values (1D), read as
+    :func:`compute_normalization` reads them (whole for small volumes, thin patches otherwise)."""
+    volume = as_volume(volume)
     if sample_size < 1:
         raise OrgasegError(f"sample_size must be positive, got {sample_size}")
     if mask is not None:
@@ -112,8 +121,7 @@ def compute_normalization(
         raise OrgasegError(f"{volume.path}: the mask selects no voxels in the sampled region")
     if sample.size > sample_size:
         sample = rng.choice(sample, size=sample_size, replace=False)
-    low, high = np.percentile(sample.astype(np.float64), [low_pct, high_pct])
-    return Normalization(low=float(low), high=float(high), invert=bool(invert))
+    return sample
 
 
 def normalize_volume(volume: Volume, normalization: Normalization) -> Volume:
