@@ -114,7 +114,7 @@ def run_benchmark(
     ks: Sequence[int] = range(4, 11),
     data_root: str | Path | None = None,
     seed: int = 0,
-    sample_size: int = 200_000,
+    sample_size: int | None = None,
     options: dict | None = None,
     preset: str | None = None,
     model: str | Path | None = None,
@@ -139,8 +139,9 @@ def run_benchmark(
         Where the datasets live (default: ``../shared/data`` or ``ORGASEG_DATA_ROOT``).
     seed : int
         Seed of the samples and clusterings.
-    sample_size : int
-        Voxels sampled (pooled over the evaluation volumes) to fit each clusterer.
+    sample_size : int, optional
+        Voxels sampled (pooled over the evaluation volumes) to fit each
+        clusterer (default: the method's rule for the pooled voxel count).
     options : dict, optional
         Method options.
     preset : str, optional
@@ -175,6 +176,8 @@ def run_benchmark(
         prepared.append((item, extractor, compute_normalization(item.raw, seed=seed)))
     # the pooled sample is split over the volumes in proportion to their size
     total = sum(item.raw.size for item in items)
+    if sample_size is None:
+        sample_size = spec.sample_size(total)
     samples = []
     for i, (item, extractor, normalization) in enumerate(prepared):
         n = max(1, round(sample_size * item.raw.size / total))
@@ -309,7 +312,7 @@ def _training_line(training: dict) -> str:
 
 
 def _features_line(features: dict) -> str:
-    return ", ".join(f"{key} {value}" for key, value in features.items() if key in ("kind", "mode", "keep", "scales_nm"))
+    return ", ".join(f"{key} {value}" for key, value in features.items() if key in ("kind", "mode", "keep", "stride", "scales_nm"))
 
 
 def _fmt(value) -> str:

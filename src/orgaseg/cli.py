@@ -86,10 +86,12 @@ def cmd_train(args, progress) -> int:
         raise OrgasegError(f"--steps must be positive, got {args.steps}")
     if args.minutes is not None and args.minutes <= 0:
         raise OrgasegError(f"--minutes must be positive, got {args.minutes}")
+    if args.snapshots < 0:
+        raise OrgasegError(f"--snapshots must be >= 0, got {args.snapshots}")
     record = spec.train(args.paths, args.output, preset=args.preset, steps=args.steps, minutes=args.minutes,
                         resume=args.resume, overwrite=args.overwrite, device=args.device, seed=args.seed,
-                        workers=args.workers, voxel_size=_voxel_size(args.voxel_size), key=args.key,
-                        progress=progress)
+                        workers=args.workers, snapshots=args.snapshots, voxel_size=_voxel_size(args.voxel_size),
+                        key=args.key, progress=progress)
     losses = record["losses"]
     print(f"wrote {args.output}: {args.method} preset {record['preset']}, step {record['step']} of "
           f"{record['total_steps']}, loss {losses[0]:.4f} -> {losses[-1]:.4f}, {record['train_seconds']:.0f} s "
@@ -178,14 +180,19 @@ def _method_options(args) -> dict | None:
         options["features"] = args.features
     if getattr(args, "keep", None) is not None:
         options["keep"] = args.keep
+    if getattr(args, "stride", None) is not None:
+        options["stride"] = args.stride
     return options or None
 
 
 def _add_feature_options(parser: argparse.ArgumentParser) -> None:
     """Dense-feature choices: shared by segment and benchmark."""
-    parser.add_argument("--features", choices=("cover-stride", "stride-only"),
-                        help="ViT methods: how tokens become per-pixel features (default cover-stride)")
+    parser.add_argument("--features", choices=("cover-stride", "stride-only", "expand-stride"),
+                        help="ViT methods: how tokens become per-pixel features (default: maester cover-stride, "
+                             "his4mae and sdae-recon expand-stride)")
     parser.add_argument("--keep", type=int, help="cover-stride: central tokens kept per side (default 4)")
+    parser.add_argument("--stride", type=int,
+                        help="expand-stride: pixels between fields of view (default half the field of view, 40)")
     parser.add_argument("--scales-nm", type=float, nargs="+", help="baseline filter-bank scales in nm")
 
 
@@ -224,7 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_volume_options(p)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where encoders run")
     p.add_argument("--seed", type=int, default=0, help="seed of sampling and clustering (default 0)")
-    p.add_argument("--sample-size", type=int, default=200_000, help="voxels sampled to fit k-means (default 200000)")
+    p.add_argument("--sample-size", type=int,
+                   help="voxels sampled to fit k-means (default 200000; his4mae and sdae-recon: a thousandth "
+                        "of the voxels, 20000 to 1000000)")
     p.add_argument("--block-shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="block shape in voxels")
     _add_feature_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
@@ -242,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default 0)")
+    p.add_argument("--snapshots", type=int, default=0, metavar="N",
+                   help="also keep N checkpoints along the schedule (NAME.step-S.pt), to score training progress")
     p.add_argument("--key", help="dataset inside a container")
     p.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in nm")
     p.set_defaults(run=cmd_train)
@@ -284,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("-k", default="4-10", help="K values: 4-10, 6 or 4,6,8 (default 4-10)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sample-size", type=int, default=200_000)
+    p.add_argument("--sample-size", type=int, help="voxels sampled to fit k-means (default: the method's)")
     _add_feature_options(p)
     p.add_argument("-o", "--output", required=True, help="results folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing results")

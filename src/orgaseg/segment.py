@@ -92,7 +92,7 @@ def segment(
     level: int = 0,
     axes: str | None = None,
     seed: int = 0,
-    sample_size: int = 200_000,
+    sample_size: int | None = None,
     block_shape: tuple[int, int, int] | None = None,
     device: str = "auto",
     options: dict[str, Any] | None = None,
@@ -127,8 +127,9 @@ def segment(
         Stored axis order when the metadata does not say (e.g. ``"xyz"``).
     seed : int
         Seed of the voxel sample and the clustering.
-    sample_size : int
-        Voxels sampled to fit the clusterer.
+    sample_size : int, optional
+        Voxels sampled to fit the clusterer (default: the method's; 200,000
+        for most, a thousandth of the voxels for his4mae and sdae-recon).
     block_shape : tuple of int, optional
         Blocks processed at a time (bounds memory).
     device : {"auto", "cpu", "cuda"}
@@ -153,6 +154,8 @@ def segment(
     n_labels = reused.k if reused is not None else int(k)
     if reused is None and n_labels < 1:
         raise OrgasegError(f"K must be at least 1, got {k}")
+    if sample_size is None:
+        sample_size = spec.sample_size(volume.size)
     extractor = spec.build_features(volume, model, options, device)
     normalization = compute_normalization(volume, seed=seed)
     # created before any work, so an existing output is refused at once

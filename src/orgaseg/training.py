@@ -117,6 +117,7 @@ def run_training(
     workers: int = 0,
     progress: ProgressCallback | None = None,
     loss_fn: Callable[[torch.nn.Module, torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    snapshots: int = 0,
 ) -> dict[str, Any]:
     """Train ``model`` on fields of view from ``sampler``; checkpoint to ``output``.
 
@@ -126,7 +127,9 @@ def run_training(
         The model; ``loss_fn(model, batch, generator)`` (default: the first
         element of ``model(batch, generator=generator)``) gives the loss.
         A model with an ``after_step(step, total)`` method has it called after
-        each optimiser step (e.g. an EMA teacher update).
+        each optimiser step (e.g. an EMA teacher update); one with
+        ``progress_figures()`` adds them to the progress bar, and one with
+        ``training_log()`` adds it to the checkpoint.
     sampler : FieldOfViewSampler
         Source of batches.
     config : TrainConfig
@@ -157,6 +160,10 @@ def run_training(
         Progress callback; shows loss and fields of view per second.
     loss_fn : callable, optional
         See ``model``.
+    snapshots : int
+        Also keep ``N`` copies of the checkpoint, at ``1/N, 2/N, ..., N/N`` of
+        the schedule, as ``<output stem>.step-<step>.pt`` beside ``output``
+        (to score a model along its training).
 
     Returns
     -------
@@ -174,13 +181,16 @@ def run_training(
     estimate = minutes is not None and total_steps is None
     loss_fn = loss_fn or (lambda m, batch, generator: m(batch, generator=generator)[0])
     after_step = getattr(model, "after_step", None)
+    figures = getattr(model, "progress_figures", dict)
+    training_log = getattr(model, "training_log", dict)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     generator = torch.Generator(device=device)
 
     def checkpoint(step: int) -> dict:
         state = {
             **record,
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            # (a module's extra state, e.g. a usage log, is a plain value, not a tensor)
+            "state_dict": {k: v.detach().cpu() if torch.is_tensor(v) else v for k, v in model.state_dict().items()},
             "optimizer": optimizer.state_dict(),
             "train_config": config.to_dict(),
             "step": step,
@@ -190,9 +200,15 @@ def run_training(
             "train_seconds": round(elapsed + time.perf_counter() - started, 2),
             "device": str(device),
             "threads": torch.get_num_threads(),
+            **training_log(),
         }
         save_checkpoint(output, state)
+        if step in snapshot_steps():
+            save_checkpoint(snapshot_path(output, step), state)
         return state
+
+    def snapshot_steps() -> set[int]:
+        return {round(total * i / snapshots) for i in range(1, snapshots + 1)} if snapshots > 0 else set()
 
     if start_step >= total:
         raise OrgasegError(f"the checkpoint has already run its {total} steps; give more --steps to continue")
@@ -223,9 +239,9 @@ def run_training(
             if estimate and completed - start_step == TIMING_STEPS:
                 fits = start_step + int((completed - start_step) / spent * minutes * 60.0)
                 total = max(completed + 1, min(config.steps, fits))
-            if completed % config.checkpoint_every == 0 or completed >= total:
+            if completed % config.checkpoint_every == 0 or completed >= total or completed in snapshot_steps():
                 state = checkpoint(completed)
-            report(progress, "training", completed, total, loss=losses[-1], fovs_per_s=round(rate, 1))
+            report(progress, "training", completed, total, loss=losses[-1], fovs_per_s=round(rate, 1), **figures())
             if completed >= total or (minutes is not None and spent >= minutes * 60.0):
                 break
     except KeyboardInterrupt:
@@ -238,10 +254,18 @@ def run_training(
     return state
 
 
+def snapshot_path(output: str | Path, step: int) -> Path:
+    """Where :func:`run_training` keeps the snapshot of ``output`` taken at ``step``."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.step-{step:07d}{output.suffix}")
+
+
 def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on weight matrices only: biases, norms and tokens are not shrunk."""
+    """Weight decay on weight matrices only: biases, norms, tokens and codebooks are not shrunk."""
     decay, no_decay = [], []
     for parameter in model.parameters():
         if parameter.requires_grad:
-            (decay if parameter.ndim >= 2 and parameter.shape[0] > 1 else no_decay).append(parameter)
+            matrix = parameter.ndim >= 2 and parameter.shape[0] > 1
+            exempt = getattr(parameter, "no_weight_decay", False)
+            (decay if matrix and not exempt else no_decay).append(parameter)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

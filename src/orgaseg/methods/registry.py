@@ -27,7 +27,11 @@ class Method:
         Training presets (empty for methods that do not learn).
     train : callable, optional
         ``train(inputs, output, *, preset, steps, minutes, resume, overwrite,
-        device, seed, workers, voxel_size, key, progress)`` for methods that learn.
+        device, seed, workers, snapshots, voxel_size, key, progress)`` for
+        methods that learn.
+    sample_size : callable
+        ``sample_size(n_voxels)``: voxels sampled to fit the clusterer when
+        the user does not say (default: 200,000 whatever the volume).
     """
 
     name: str
@@ -36,6 +40,16 @@ class Method:
     build_features: Callable[..., Any]
     presets: tuple[str, ...] = field(default=())
     train: Callable[..., Any] | None = None
+    sample_size: Callable[[int], int] = field(default=lambda n_voxels: DEFAULT_SAMPLE_SIZE)
+
+
+#: Voxels sampled to fit k-means unless a method or the user says otherwise.
+DEFAULT_SAMPLE_SIZE = 200_000
+
+
+def thousandth_sample(n_voxels: int, floor: int = 20_000, cap: int = 1_000_000) -> int:
+    """A thousandth of the voxels, at least ``floor`` and at most ``cap`` (HiS4MAE's fixed-centre sample)."""
+    return int(min(cap, max(floor, n_voxels // 1000)))
 
 
 _METHODS: dict[str, Method] = {}
@@ -63,4 +77,4 @@ def method_names() -> list[str]:
 
 def _load_builtin() -> None:
     # importing a method's module registers it
-    from orgaseg.methods import baseline, maester  # noqa: F401
+    from orgaseg.methods import baseline, his4mae, maester  # noqa: F401

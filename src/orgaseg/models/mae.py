@@ -33,7 +33,7 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import torch
 from torch import nn
@@ -180,6 +180,21 @@ MODEL_PRESETS: dict[str, MAEConfig] = {
         decoder_dim=32, decoder_depth=1, decoder_heads=2, decoder_mlp_ratio=2.0, norm_pix_loss=True,
     ),
 }  # fmt: skip
+
+
+class MaskedStep(NamedTuple):
+    """Everything one masked forward pass computes (what self-distillation needs besides the loss)."""
+
+    #: Scalar masked-patch MSE.
+    loss: torch.Tensor
+    #: Predicted patches ``(B, N, C*P*P)``.
+    pred: torch.Tensor
+    #: ``(B, N)``, 1 = masked.
+    mask: torch.Tensor
+    #: Encoder output of the visible tokens ``(B, n_keep, embed_dim)``, in the order of ``ids_keep``.
+    latent: torch.Tensor
+    #: ``(B, n_keep)`` grid indices of the visible tokens.
+    ids_keep: torch.Tensor
 
 
 def model_preset(name: str) -> MAEConfig:
@@ -398,17 +413,21 @@ class MaskedAutoencoder(nn.Module):
             1 = masked.
         """
         self._check_images(imgs)
-        return self._masked_forward(self.standardize(imgs), mask_ratio, generator)
+        return self.masked_step(self.standardize(imgs), mask_ratio, generator)[:3]
 
     def standardize(self, imgs: torch.Tensor) -> torch.Tensor:
         """Fields of view in the model's input units: ``(imgs - input_mean) / input_std``."""
         return (imgs - self.config.input_mean) / self.config.input_std
 
-    def _masked_forward(self, x: torch.Tensor, mask_ratio: float | None, generator: torch.Generator | None):
+    def masked_step(
+        self, x: torch.Tensor, mask_ratio: float | None = None, generator: torch.Generator | None = None
+    ) -> MaskedStep:
+        """Mask, encode and decode standardised fields of view ``x``; see :class:`MaskedStep`."""
         ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
         ids_keep, mask, ids_restore = self.random_masking(self.n_tokens, x.shape[0], ratio, generator)
-        pred = self.decode(self.encoder(x, ids_keep), ids_restore)
-        return self.masked_loss(x, pred, mask), pred, mask
+        latent = self.encoder(x, ids_keep)
+        pred = self.decode(latent, ids_restore)
+        return MaskedStep(self.masked_loss(x, pred, mask), pred, mask, latent, ids_keep)
 
     # -- inference --------------------------------------------------------------
 
@@ -425,9 +444,13 @@ class MaskedAutoencoder(nn.Module):
             The encoder's final-norm tokens; token ``(i, j)`` covers pixels
             ``[P*i, P*i + P) x [P*j, P*j + P)``.
         """
+        return self.encode_with(self.encoder, imgs)
+
+    def encode_with(self, encoder: nn.Module, imgs: torch.Tensor) -> torch.Tensor:
+        """:meth:`encode` with another encoder of the same architecture (e.g. an EMA teacher)."""
         self._check_images(imgs)
         gh, gw = self.config.grid
-        return self.encoder(self.standardize(imgs)).reshape(imgs.shape[0], gh, gw, -1)
+        return encoder(self.standardize(imgs)).reshape(imgs.shape[0], gh, gw, -1)
 
     @torch.no_grad()
     def reconstruct(
@@ -452,7 +475,7 @@ class MaskedAutoencoder(nn.Module):
         """
         self._check_images(imgs)
         x = self.standardize(imgs)
-        _, pred, mask = self._masked_forward(x, mask_ratio, generator)
+        _, pred, mask, _, _ = self.masked_step(x, mask_ratio, generator)
         pred = pred.float()
         target = self.patchify(x).float()
         if self.config.norm_pix_loss:

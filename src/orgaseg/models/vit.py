@@ -277,3 +277,20 @@ class ViTEncoder(nn.Module):
         for block in self.blocks:
             tokens = block(tokens)
         return self.norm(tokens)
+
+
+def encoder_flops(img_size: int, patch_size: int, in_chans: int, embed_dim: int, depth: int,
+                  mlp_ratio: float) -> int:
+    """Multiply-add FLOPs (2 per multiply-add) of one unmasked forward pass of :class:`ViTEncoder`.
+
+    Counts the matrix products: patch embedding, and per block the qkv
+    projection, attention scores, attention-weighted values, output
+    projection and the two MLP layers. Norms, softmax and GELU (a few
+    FLOPs per element) are left out.
+    """
+    n = (img_size // patch_size) ** 2
+    d = embed_dim
+    hidden = int(d * mlp_ratio)
+    embed = 2 * n * (in_chans * patch_size**2) * d
+    per_block = 2 * n * d * 3 * d + 2 * n * n * d * 2 + 2 * n * d * d + 2 * n * d * hidden * 2
+    return embed + depth * per_block

@@ -70,9 +70,9 @@ def inspect_model(
     """
     import torch
 
-    from orgaseg.methods.maester import load_maester
+    from orgaseg.methods.vit_method import load_trained
 
-    model, _ = load_maester(checkpoint, device)
+    model, _ = load_trained(checkpoint, device)
     fov, patch = model.config.img_size, model.config.patch_size
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,89 @@
+"""Dice against training time: score every snapshot of several checkpoints, one plot.
+
+``orgaseg train ... --snapshots N`` keeps ``NAME.step-S.pt`` beside ``NAME.pt``.
+This script runs the benchmark protocol (``orgaseg.benchmark.run_benchmark``)
+on each snapshot of each given checkpoint and plots merge-mode Dice
+(mitochondria, or the class given, and the mean) against training seconds.
+
+Usage:
+    python benchmarks/training_curve.py runs/maester-vnc-cpu-6min.pt runs/his4mae-vnc-cpu-6min.pt ... \
+        --dataset vnc -o benchmarks/results/his4mae-curve-vnc [-k 6] [--stride 80] [--class mitochondria]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from orgaseg.benchmark import run_benchmark
+from orgaseg.models.checkpoint import load_checkpoint
+
+
+def snapshots(checkpoint: Path) -> list[Path]:
+    """The snapshots of ``checkpoint`` in step order (the final checkpoint is the last snapshot)."""
+    found = sorted(checkpoint.parent.glob(f"{checkpoint.stem}.step-*{checkpoint.suffix}"))
+    if not found:
+        raise SystemExit(f"no snapshots of {checkpoint}: train it with --snapshots N")
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoints", nargs="+", type=Path)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("-o", "--output", required=True, type=Path)
+    parser.add_argument("-k", default="6", help="K values (Dice is averaged over them)")
+    parser.add_argument("--stride", type=int, default=80, help="expand-stride stride for every model")
+    parser.add_argument("--sample-size", type=int, default=100_000)
+    parser.add_argument("--class", dest="organelle", default="mitochondria")
+    args = parser.parse_args()
+
+    args.output.mkdir(parents=True, exist_ok=True)
+    curves = {}
+    for checkpoint in args.checkpoints:
+        points = []
+        for snapshot in snapshots(checkpoint):
+            record = load_checkpoint(snapshot)
+            folder = args.output / "runs" / snapshot.stem
+            result = run_benchmark(args.dataset, record["method"], folder, ks=args.k, sample_size=args.sample_size,
+                                   model=snapshot, options={"features": "expand-stride", "stride": args.stride},
+                                   device="cpu")
+            scores = [result["results"][str(k)]["merge"] for k in result["ks"]]
+            organelle = [s["per_class"][args.organelle]["dice"] for s in scores if s["per_class"][args.organelle]]
+            points.append({
+                "snapshot": str(snapshot), "step": record["step"], "total_steps": record["total_steps"],
+                "train_seconds": record["train_seconds"], "fraction": record["step"] / record["total_steps"],
+                args.organelle: float(np.mean(organelle)) if organelle else None,
+                "mean_dice": float(np.mean([s["mean_dice"] for s in scores])),
+            })
+            print(json.dumps({"method": record["method"], **points[-1]}), flush=True)
+        curves[load_checkpoint(checkpoint)["method"]] = points
+    (args.output / "curve.json").write_text(json.dumps({"dataset": args.dataset, "k": args.k, "stride": args.stride,
+                                                        "class": args.organelle, "curves": curves}, indent=2))
+    plot(curves, args.organelle, args.output / "curve.png", title=f"{args.dataset}, expand-stride S = {args.stride}, "
+                                                                  f"K = {args.k}, merge mode")
+
+
+def plot(curves: dict, organelle: str, path: Path, title: str) -> None:
+    from orgaseg.viz._figure import new_figure, save_png
+
+    figure = new_figure(10, 4)
+    axes = figure.subplots(1, 2)
+    for method, points in curves.items():
+        fraction = [100 * p["fraction"] for p in points]
+        axes[0].plot(fraction, [p[organelle] for p in points], marker="o", label=method)
+        axes[1].plot(fraction, [p["mean_dice"] for p in points], marker="o", label=method)
+    for ax, what in zip(axes, (f"{organelle} Dice", "mean Dice")):
+        ax.set_xlabel("training budget spent (%)")
+        ax.set_ylabel(what)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    figure.suptitle(title)
+    save_png(figure, path)
+
+
+if __name__ == "__main__":
+    main()
