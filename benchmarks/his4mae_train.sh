@@ -22,5 +22,8 @@ for method in maester his4mae sdae-recon; do
     if [ ! -f "$ckpt" ]; then
         orgaseg train "$train" --method "$method" --preset cpu --steps "$steps" --snapshots 5 \
             --voxel-size $voxel -o "$ckpt" --quiet
+    elif python -c "import sys, torch; r = torch.load('$ckpt', weights_only=True); sys.exit(r['step'] >= r['total_steps'])"; then
+        # an interrupted run continues exactly where it stopped
+        orgaseg train "$train" --method "$method" --resume --snapshots 5 --voxel-size $voxel -o "$ckpt" --quiet
     fi
 done

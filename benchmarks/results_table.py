@@ -15,7 +15,7 @@ def table(record: dict) -> str:
     classes = record["classes"]
     seg, training = record["segmentation"], record["training"]
     features = record.get("features", {})
-    described = ", ".join(f"{k} {v}" for k, v in features.items() if k in ("kind", "mode", "keep", "scales_nm"))
+    described = ", ".join(f"{k} {v}" for k, v in features.items() if k in ("kind", "mode", "keep", "stride", "scales_nm"))
     trained = "no training" if not training.get("steps") else (
         f"preset {training['preset']}, {training['steps']} steps x {training['batch_size']} in {training['wall_s']:.0f} s "
         f"on {training['device']}")
