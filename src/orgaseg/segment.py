@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +15,23 @@ import numpy as np
 from orgaseg.cluster.kmeans import KMeansModel
 from orgaseg.errors import OrgasegError
 from orgaseg.io import compute_normalization, create_label_writer, make_provenance, open_volume
+from orgaseg.io.writers import create_feature_writer
 from orgaseg.io.volume import Volume, as_volume
 from orgaseg.labels import smallest_label_dtype
 from orgaseg.methods.registry import get_method
 from orgaseg.models.checkpoint import file_hash
-from orgaseg.pipeline.runner import ArraySink, cluster_volume
+from orgaseg.pipeline.blocks import aligned_chunks
+from orgaseg.pipeline.executors import Executor, SerialExecutor
+from orgaseg.pipeline.resume import RunState, run_key
+from orgaseg.pipeline.runner import ArraySink, cluster_volume, resolve_block_shape
+from orgaseg.pipeline.tasks import VolumeSource
 from orgaseg.progress import ProgressCallback
+
+logger = logging.getLogger(__name__)
+
+#: Preferred storage chunks of label outputs and of saved features (made to tile the blocks).
+LABEL_CHUNKS = (64, 256, 256)
+FEATURE_CHUNKS = (8, 128, 128)
 
 
 @dataclass
@@ -97,6 +109,8 @@ def segment(
     device: str = "auto",
     options: dict[str, Any] | None = None,
     overwrite: bool = False,
+    executor: Executor | None = None,
+    save_features: str | Path | None = None,
     progress: ProgressCallback | None = None,
 ) -> Segmentation:
     """Segment a volume into ``k`` clusters with a named method.
@@ -136,13 +150,27 @@ def segment(
     options : dict, optional
         Method-specific options (for the baseline: ``scales_nm``, ``in_plane``).
     overwrite : bool
-        Replace an existing output.
+        Replace an existing output, and start afresh instead of resuming.
+    executor : Executor, optional
+        Where blocks run (:func:`orgaseg.pipeline.executors.make_executor`);
+        default serially in this process.
+    save_features : str or Path, optional
+        Also write every voxel's features to this chunked float16 Zarr array
+        ``(z, y, x, F)``; by default no feature array exists, in memory or on disk.
     progress : callable, optional
-        Progress callback ``(description, done, total)``.
+        Progress callback ``(description, done, total, **figures)``.
 
     Returns
     -------
     Segmentation
+
+    Notes
+    -----
+    With an ``output``, the labels are built in ``<output>.partial/``. If a
+    run is interrupted (an error, Ctrl-C, even SIGKILL), rerunning the same
+    call resumes it: the stored clusterer is reused and only unfinished blocks
+    are computed; any change to the input, checkpoint, method, options, K,
+    seed, sample size or block shape starts afresh, as does ``overwrite``.
     """
     started = time.time()
     spec = get_method(method)
@@ -155,16 +183,33 @@ def segment(
         raise OrgasegError(f"K must be at least 1, got {k}")
     extractor = spec.build_features(volume, model, options, device)
     normalization = compute_normalization(volume, seed=seed)
+    block_shape = resolve_block_shape(volume, extractor, block_shape)
+    model_hash = file_hash(model) if model is not None else None
+    executor = executor or SerialExecutor()
+    source = VolumeSource.from_arguments(data, volume, key=key, level=level, axes=axes)
     # created before any work, so an existing output is refused at once
-    writer = None
+    writer = features_out = state = None
     if output is not None:
-        writer = create_label_writer(output, volume.shape, n_labels, voxel_size=volume.voxel_size, overwrite=overwrite)
+        resume_key = run_key(volume, method=method, features=extractor.config(), options=options or {},
+                       model_sha256=model_hash, k=n_labels, centers=reused.to_dict() if reused else None,
+                       seed=seed, sample_size=sample_size, normalization=normalization.to_dict(),
+                       block_shape=block_shape, save_features=str(save_features) if save_features else None)
+        writer = create_label_writer(output, volume.shape, n_labels, voxel_size=volume.voxel_size,
+                                     chunks=aligned_chunks(block_shape, LABEL_CHUNKS), overwrite=overwrite,
+                                     resume_key=resume_key)
+        state = RunState(writer.state_dir, resume_key)
         sink = writer
     else:
+        resume_key = None
         sink = ArraySink(volume.shape, smallest_label_dtype(n_labels))
+    stats: dict = {}
     try:
+        if save_features is not None:
+            features_out = create_feature_writer(save_features, volume.shape, extractor.n_features,
+                                                 chunks=aligned_chunks(block_shape, FEATURE_CHUNKS),
+                                                 overwrite=overwrite, resume_key=resume_key)
         (fitted,) = cluster_volume(
-            volume,
+            source,
             normalization,
             extractor,
             [sink],
@@ -173,11 +218,14 @@ def segment(
             seed=seed,
             sample_size=sample_size,
             block_shape=block_shape,
+            executor=executor,
+            state=state,
+            features_out=features_out,
+            stats=stats,
             progress=progress,
         )
     except BaseException:
-        if writer is not None:
-            writer.abort()
+        _interrupted(writer, features_out, state)
         raise
     record = make_provenance(
         method=method,
@@ -186,11 +234,33 @@ def segment(
         clusterer=fitted.to_dict(),
         normalization=normalization.to_dict(),
         input={"path": volume.path, "key": volume.key, "shape": list(volume.shape), "voxel_size": list(volume.voxel_size)},
-        model={"path": str(model), "sha256": file_hash(model)} if model is not None else None,
+        model={"path": str(model), "sha256": model_hash} if model is not None else None,
         centers_from=str(centers) if isinstance(centers, (str, Path)) else None,
+        blocks={"shape": list(block_shape), **{n: stats[n] for n in ("blocks", "computed", "skipped") if n in stats}},
+        executor=executor.describe(),
+        timings={n: v for n, v in stats.items() if n.endswith("_s")},
+        features_saved=str(save_features) if save_features is not None else None,
         wall_time_s=round(time.time() - started, 3),
     )
+    if features_out is not None:
+        features_out.finalize({"axes": "zyxc", "voxel_size": list(volume.voxel_size), "features": extractor.config(),
+                               "method": method, "input": volume.path, "dtype_note": "float16, original units"})
     if writer is not None:
         path = writer.finalize(record)
         return Segmentation(labels=None, path=path, model=fitted, provenance=record)
     return Segmentation(labels=sink.array, path=None, model=fitted, provenance=record)
+
+
+def _interrupted(writer, features_out, state: RunState | None) -> None:
+    """Keep what an interrupted run finished, so the same call resumes it; discard an empty start."""
+    if writer is None:
+        if features_out is not None:
+            features_out.abort()
+        return
+    if state is not None and state.has_progress():
+        writer.suspend()
+        logger.warning("kept the finished work in %s; rerun the same command to resume", writer.partial)
+    else:
+        writer.abort()
+        if features_out is not None:
+            features_out.abort()
