@@ -123,3 +123,15 @@ def test_make_executor_choices_and_errors(monkeypatch):
     monkeypatch.setattr(executors, "CONNECT_TIMEOUT_S", 1)
     with pytest.raises(OrgasegError, match="cannot reach the dask scheduler at 'tcp://127.0.0.1:1'"):
         make_executor(scheduler="tcp://127.0.0.1:1")
+
+
+def test_a_missing_slice_file_names_its_block(tmp_path):
+    from PIL import Image
+
+    raw = make_cell((6, 64, 64), voxel_size=(20.0, 20.0, 20.0), seed=2).raw
+    for z, plane in enumerate(raw):
+        Image.fromarray(plane).save(tmp_path / f"{z:02d}.png")
+    volume = open_volume(tmp_path, voxel_size=(20, 20, 20))
+    (tmp_path / "04.png").unlink()  # vanished after the stack was listed (a failed disk, a sync in progress)
+    with pytest.raises(OrgasegError, match=r"cannot read block \d+ \(z \d+:\d+, y \d+:\d+, x \d+:\d+, with halo\) of .*FileNotFoundError.*04\.png"):
+        _segment(volume, SerialExecutor())

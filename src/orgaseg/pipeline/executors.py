@@ -45,6 +45,9 @@ class Executor:
         """For the provenance record."""
         return {"kind": self.name, "slots": self.slots}
 
+    def forget(self) -> None:
+        """Drop the ``shared`` objects sent so far (workers free them); the next map sends its own."""
+
     def close(self) -> None:
         """Release workers (a cluster this executor started)."""
 
@@ -162,6 +165,9 @@ class DaskExecutor(Executor):
             entry = (value, future)  # holding value keeps its id from being reused
             self._scattered[id(value)] = entry
         return entry[1]
+
+    def forget(self) -> None:
+        self._scattered.clear()  # releasing the futures lets the workers drop their copies
 
     def map(self, fn, shared, items):
         from distributed import as_completed

@@ -78,7 +78,7 @@ def gather_features(
     job: BlockJob,
     coords: np.ndarray,
     blocks: Sequence[Block],
-    executor: Executor | None = None,
+    executor: Executor,
     progress: ProgressCallback | None = None,
 ) -> np.ndarray:
     """Features at the given voxel coordinates, computed block by block on ``executor``.
@@ -97,7 +97,7 @@ def gather_features(
     items = ((block, (block, local)) for block, _, local in todo)
     filled = 0
     meter = _Meter(progress, "sampling features", len(todo))
-    for block, result in (executor or SerialExecutor()).map(sample_block, (job,), items):
+    for block, result in executor.map(sample_block, (job,), items):
         rows = rows_of[block.index]
         out[rows] = result.value
         filled += rows.size
@@ -149,7 +149,11 @@ def sample_features(
 ) -> np.ndarray:
     """Features of ``sample_size`` seeded random voxels, shape ``(n, n_features)``."""
     job = BlockJob(_source(volume), normalization, extractor)
-    return _sample(job, sample_size, seed, block_shape, executor, progress)
+    executor = executor or SerialExecutor()
+    try:
+        return _sample(job, sample_size, seed, block_shape, executor, progress)
+    finally:
+        executor.forget()
 
 
 def _sample(job: BlockJob, sample_size, seed, block_shape, executor, progress) -> np.ndarray:
@@ -186,7 +190,11 @@ def assign_labels(
     written is marked done once its sinks are flushed.
     """
     job = BlockJob(_source(volume), normalization, extractor)
-    _assign(job, models, sinks, block_shape, executor, state, progress)
+    executor = executor or SerialExecutor()
+    try:
+        _assign(job, models, sinks, block_shape, executor, state, progress)
+    finally:
+        executor.forget()
 
 
 def _assign(job: BlockJob, models, sinks, block_shape, executor, state, progress) -> None:
@@ -210,7 +218,7 @@ def _assign(job: BlockJob, models, sinks, block_shape, executor, state, progress
     meter = _Meter(progress, "labelling blocks", len(blocks), already=len(blocks) - len(blocks_todo))
     models = tuple(models)
     items = ((block, (block,)) for block in blocks_todo)
-    for block, result in (executor or SerialExecutor()).map(label_block, (job, models), items):
+    for block, result in executor.map(label_block, (job, models), items):
         for labels, sink in zip(result.value, sinks):
             sink.write(block.region, labels)
         if state is not None:
@@ -282,9 +290,17 @@ def cluster_volume(
     """
     if (ks is None) == (models is None):
         raise ValueError("give exactly one of ks and models")
-    source = _source(volume)
+    executor = executor or SerialExecutor()
+    try:
+        return _cluster(_source(volume), normalization, extractor, sinks, ks, models, seed, sample_size, block_shape,
+                        executor, state, features_out, {} if stats is None else stats, progress)
+    finally:
+        executor.forget()  # the job (with its encoder) was sent once for both passes
+
+
+def _cluster(source, normalization, extractor, sinks, ks, models, seed, sample_size, block_shape, executor, state,
+             features_out, stats, progress) -> list[KMeansModel]:
     job = BlockJob(source, normalization, extractor, features_out)
-    stats = {} if stats is None else stats
     if models is None and state is not None:
         models = state.load_models()
     if models is None:
