@@ -15,7 +15,7 @@ import numpy as np
 from orgaseg.cluster.kmeans import KMeansModel
 from orgaseg.errors import OrgasegError
 from orgaseg.io import compute_normalization, create_label_writer, make_provenance, open_volume
-from orgaseg.io.writers import create_feature_writer
+from orgaseg.io.feature_writer import create_feature_writer
 from orgaseg.io.volume import Volume, as_volume
 from orgaseg.labels import smallest_label_dtype
 from orgaseg.methods.registry import get_method

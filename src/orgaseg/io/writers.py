@@ -1,13 +1,11 @@
 """Write label volumes block by block, safely and resumably: OME-Zarr or ImageJ TIFF.
 
-The output is built in a folder beside it, ``<name>.partial/`` (the output
-under construction, plus a ``run/`` folder for the runner's resume state),
-and moved into place by :meth:`LabelWriter.finalize`, so an interrupted or
-failed run never leaves a half-written output, and an existing output
-(replaced only with ``overwrite``) is removed only after the new one is
-complete. Given a ``resume_key`` (a signature of everything the output's
-content depends on), a writer reopens a partial output left with the same
-key instead of starting afresh; any other key, or ``overwrite``, discards it.
+The output is built in ``<name>.partial/`` beside it and moved into place by
+:meth:`LabelWriter.finalize` (see :mod:`orgaseg.io.partial`): an interrupted
+or failed run never leaves a half-written output, and an existing output is
+replaced (only with ``overwrite``) once the new one is complete. Given a
+``resume_key`` (a signature of everything the labels depend on), a writer
+reopens a partial output left with the same key instead of starting afresh.
 
 Layouts
 -------
@@ -33,10 +31,7 @@ map; ImageJ holds at most 65,536 labels (uint16).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,6 +42,7 @@ import zarr
 
 from orgaseg.errors import OrgasegError
 from orgaseg.io.metadata import check_voxel_size
+from orgaseg.io.partial import PartialOutput, digest, move_into_place
 from orgaseg.io.provenance import to_jsonable, write_provenance
 from orgaseg.io.pyramid import downsampled_shape, plan_levels, write_level
 from orgaseg.labels import smallest_label_dtype
@@ -55,71 +51,6 @@ from orgaseg.viz.colors import label_colors
 _ZARR_SUFFIXES = (".ome.zarr", ".zarr")
 _TIFF_SUFFIXES = (".tif", ".tiff")
 _DEFAULT_CHUNKS = (64, 256, 256)
-_KEY_FILE = "resume-key"
-
-
-class PartialOutput:
-    """The folder ``<path>.partial/`` where an output is built, and its life cycle.
-
-    Parameters
-    ----------
-    path : Path
-        Final output path.
-    overwrite : bool
-        Replace an existing output (at :meth:`move_into_place`); also discards
-        any partial output, so the run starts afresh.
-    resume_key : str or None
-        Signature of the output's content. A partial output left with the same
-        key is reused (``resumed`` is true); None never resumes.
-
-    Attributes
-    ----------
-    folder : Path
-        ``<path>.partial``.
-    target : Path
-        The output under construction, ``<path>.partial/<name>``.
-    state : Path
-        ``<path>.partial/run``: for the runner's resume state.
-    resumed : bool
-        Whether an earlier run's partial output is being continued.
-    """
-
-    def __init__(self, path: Path, overwrite: bool, resume_key: str | None) -> None:
-        self.path = path
-        self.overwrite = overwrite
-        self.check_target()
-        self.folder = path.with_name(path.name + ".partial")
-        self.target = self.folder / path.name
-        self.state = self.folder / "run"
-        self.resume_key = resume_key
-        key_file = self.folder / _KEY_FILE
-        self.resumed = (
-            resume_key is not None
-            and not overwrite
-            and key_file.is_file()
-            and key_file.read_text() == resume_key
-            and (self.target.exists())
-        )
-        if not self.resumed:
-            _remove(self.folder)
-            self.state.mkdir(parents=True)
-
-    def check_target(self) -> None:
-        if not self.overwrite and (self.path.exists() or self.path.is_symlink()):
-            raise OrgasegError(f"{self.path} exists; pass --overwrite to replace it")
-
-    def commit_key(self) -> None:
-        """Record the key once the output under construction exists (it may then be resumed)."""
-        if self.resume_key is not None and not self.resumed:
-            _write_atomic(self.folder / _KEY_FILE, self.resume_key)
-
-    def move_into_place(self) -> None:
-        self.check_target()  # something may have appeared there meanwhile
-        _move_into_place(self.target, self.path)
-        _remove(self.folder)
-
-    def discard(self) -> None:
-        _remove(self.folder)
 
 
 class LabelWriter:
@@ -146,7 +77,7 @@ class LabelWriter:
     def __init__(self, path: Path, shape, n_labels: int, voxel_size, overwrite: bool, label_names,
                  resume_key: str | None = None) -> None:
         self.path = path
-        self.shape = _check_shape(shape)
+        self.shape = check_shape(shape)
         self.n_labels = int(n_labels)
         if self.n_labels < 1:
             raise OrgasegError(f"need at least one label, got n_labels={n_labels}")
@@ -166,7 +97,7 @@ class LabelWriter:
         if self._resume_key is not None:
             layout = {"writer": type(self).__name__, "shape": self.shape, "dtype": self.dtype.str,
                       "voxel_size": self.voxel_size, "label_names": self.label_names, **layout}
-            key = _digest({"content": self._resume_key, "layout": to_jsonable(layout)})
+            key = digest({"content": self._resume_key, "layout": to_jsonable(layout)})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._partial = PartialOutput(self.path, self._overwrite, key)
         if self._partial.resumed:
@@ -274,7 +205,7 @@ class OmeZarrLabelWriter(LabelWriter):
         if not name or "/" in name or name.startswith("."):
             raise OrgasegError(f"invalid label name {name!r}: use a plain name such as 'segmentation'")
         self.name = name
-        self.chunks = _check_chunks(chunks, self.shape)
+        self.chunks = check_chunks(chunks, self.shape)
         self._start({"chunks": self.chunks, "name": name})
 
     def _create(self, target: Path) -> None:
@@ -381,81 +312,6 @@ class TiffLabelWriter(LabelWriter):
         self._map = None
 
 
-class FeatureWriter:
-    """Per-voxel features as a chunked float16 Zarr array ``(z, y, x, F)``, written block by block.
-
-    Built in ``<path>.partial/`` like the label outputs and resumed the same
-    way. The writer pickles by reference to its store, so workers of other
-    processes write their blocks themselves; see :func:`create_feature_writer`.
-    """
-
-    def __init__(self, path: Path, shape, n_features: int, *, chunks, overwrite: bool,
-                 resume_key: str | None = None) -> None:
-        self.path = path
-        self.shape = _check_shape(shape) + (int(n_features),)
-        self.chunks = _check_chunks(chunks, self.shape[:3]) + (self.shape[3],)
-        key = None if resume_key is None else _digest({"content": resume_key, "shape": self.shape, "chunks": self.chunks})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._partial = PartialOutput(path, overwrite, key)
-        if self._partial.resumed:
-            self._array = zarr.open_array(str(self._partial.target), mode="r+", zarr_format=2)
-        else:
-            self._array = zarr.create_array(
-                str(self._partial.target), shape=self.shape, chunks=self.chunks, dtype=np.float16,
-                fill_value=0, zarr_format=2, chunk_key_encoding={"name": "v2", "separator": "/"},
-                compressors=numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE),
-            )
-            self._partial.commit_key()
-
-    def write(self, region: tuple[slice, slice, slice], features: np.ndarray) -> None:
-        """Write ``features`` (shape ``region + (F,)``) as float16."""
-        self._array[tuple(region) + (slice(None),)] = np.asarray(features).astype(np.float16)
-
-    def finalize(self, attrs: dict) -> Path:
-        """Store ``attrs`` (axes, voxel size, feature configuration) and move the array into place."""
-        self._array.attrs.update(to_jsonable(attrs))
-        self._partial.move_into_place()
-        return self.path
-
-    def suspend(self) -> None:
-        """Keep the partial array for a resumed run."""
-
-    def abort(self) -> None:
-        self._partial.discard()
-
-
-def create_feature_writer(
-    path: str | Path,
-    shape: Sequence[int],
-    n_features: int,
-    *,
-    chunks: Sequence[int] | None = None,
-    overwrite: bool = False,
-    resume_key: str | None = None,
-) -> FeatureWriter:
-    """Start writing per-voxel features to a Zarr array (``.zarr``), float16, chunked.
-
-    Parameters
-    ----------
-    path : str or Path
-        Output array (a ``.zarr`` folder).
-    shape : sequence of 3 ints
-        ``(z, y, x)``; the array is ``(z, y, x, n_features)``.
-    n_features : int
-        Features per voxel (one chunk holds all of them).
-    chunks : sequence of 3 ints, optional
-        Spatial chunks (default ``(64, 256, 256)`` clipped to the shape).
-    overwrite : bool
-        Replace an existing array; also starts afresh.
-    resume_key : str, optional
-        Signature of the content; a partial array left with the same key is reused.
-    """
-    path = Path(path).expanduser()
-    if not path.name.lower().endswith(".zarr"):
-        raise OrgasegError(f"{path}: features are saved as a Zarr array; give a path ending in .zarr")
-    return FeatureWriter(path, shape, n_features, chunks=chunks, overwrite=overwrite, resume_key=resume_key)
-
-
 def create_label_writer(
     path: str | Path,
     shape: Sequence[int],
@@ -558,7 +414,7 @@ def write_tiff_image(path: str | Path, image: np.ndarray, *, voxel_size: Sequenc
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
     tifffile.imwrite(temporary, image, **_imagej_metadata(check_voxel_size(voxel_size)))
-    _move_into_place(temporary, path)
+    move_into_place(temporary, path)
     return path
 
 
@@ -568,48 +424,18 @@ def _imagej_metadata(voxel_size: tuple[float, float, float]) -> dict:
     return {"imagej": True, "resolution": (1.0 / x, 1.0 / y), "metadata": {"spacing": z, "unit": "nm", "axes": "ZYX"}}
 
 
-def _move_into_place(temporary: Path, path: Path) -> None:
-    """Rename ``temporary`` to ``path``; an old ``path`` is removed only afterwards."""
-    if not (path.exists() or path.is_symlink()):
-        os.rename(temporary, path)
-        return
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
-    _remove(old)
-    os.rename(path, old)
-    try:
-        os.rename(temporary, path)
-    except BaseException:
-        os.rename(old, path)  # put the user's output back
-        raise
-    _remove(old)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
-def _check_shape(shape) -> tuple[int, int, int]:
+def check_shape(shape) -> tuple[int, int, int]:
+    """``shape`` as three positive ints (z, y, x), or a clear error."""
     values = tuple(int(s) for s in shape)
     if len(values) != 3 or min(values) < 1:
-        raise OrgasegError(f"label volume shape must be 3 positive sizes (z, y, x), got {tuple(shape)}")
+        raise OrgasegError(f"the volume shape must be 3 positive sizes (z, y, x), got {tuple(shape)}")
     return values
 
 
-def _check_chunks(chunks, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+def check_chunks(chunks, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Three positive chunk sizes (default ``(64, 256, 256)``) clipped to ``shape``."""
     chunks = _DEFAULT_CHUNKS if chunks is None else tuple(int(c) for c in chunks)
     if len(chunks) != 3 or min(chunks) < 1:
         raise OrgasegError(f"chunks must be 3 positive sizes (z, y, x), got {chunks}")
     return tuple(min(c, s) for c, s in zip(chunks, shape))
 
-
-def _digest(value) -> str:
-    return hashlib.sha256(json.dumps(to_jsonable(value), sort_keys=True).encode()).hexdigest()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(text)
-    os.replace(temporary, path)

@@ -26,16 +26,11 @@ from typing import Sequence
 import numpy as np
 
 from orgaseg.cluster.kmeans import KMeansModel
-from orgaseg.io.provenance import to_jsonable
+from orgaseg.io.partial import digest, write_atomic
 from orgaseg.io.volume import Volume
 from orgaseg.pipeline.blocks import Block, make_blocks
 
 _CLUSTERER = "clusterer.json"
-
-
-def digest(value) -> str:
-    """SHA-256 of a JSON-able value (canonical: sorted keys, numpy made plain)."""
-    return hashlib.sha256(json.dumps(to_jsonable(value), sort_keys=True).encode()).hexdigest()
 
 
 def input_identity(volume: Volume) -> dict:
@@ -99,7 +94,7 @@ class RunState:
 
     def save_models(self, models: Sequence[KMeansModel]) -> None:
         """Store the fitted clusterer, so a resumed run uses the same centres."""
-        _write_atomic(self.folder / _CLUSTERER, json.dumps({"key": self.key, "models": [m.to_dict() for m in models]}))
+        write_atomic(self.folder / _CLUSTERER, json.dumps({"key": self.key, "models": [m.to_dict() for m in models]}))
 
     def use_models(self, models: Sequence[KMeansModel]) -> None:
         """Set the centres that every block signature includes."""
@@ -122,7 +117,7 @@ class RunState:
     def mark_done(self, block: Block, seconds: float) -> None:
         """Record ``block`` as finished (call after its labels are durable)."""
         record = {"signature": self.signature(block), "index": block.index, "seconds": round(seconds, 4)}
-        _write_atomic(self._marker(block), json.dumps(record))
+        write_atomic(self._marker(block), json.dumps(record))
         self.computed += 1
 
     def has_progress(self) -> bool:
@@ -156,8 +151,3 @@ def _content_hash(volume: Volume) -> str:
         hasher.update(np.ascontiguousarray(volume.read(block.region)).tobytes())
     return hasher.hexdigest()
 
-
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(text)
-    os.replace(temporary, path)
