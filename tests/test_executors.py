@@ -135,3 +135,12 @@ def test_a_missing_slice_file_names_its_block(tmp_path):
     (tmp_path / "04.png").unlink()  # vanished after the stack was listed (a failed disk, a sync in progress)
     with pytest.raises(OrgasegError, match=r"cannot read block \d+ \(z \d+:\d+, y \d+:\d+, x \d+:\d+, with halo\) of .*FileNotFoundError.*04\.png"):
         _segment(volume, SerialExecutor())
+
+
+def test_the_command_line_refuses_bad_worker_counts(phantom_zarr, tmp_path, capsys):
+    from orgaseg.cli import main
+
+    for workers in ("0", "-1"):
+        assert main(["segment", str(phantom_zarr), "-o", str(tmp_path / "s.ome.zarr"), "--workers", workers]) == 2
+        assert "--workers must be a positive whole number" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
 
 from orgaseg.errors import OrgasegError
 from orgaseg.io.provenance import to_jsonable
+
+logger = logging.getLogger(__name__)
 
 _KEY_FILE = "resume-key"
 
@@ -63,13 +66,17 @@ class PartialOutput:
             and not overwrite
             and key_file.is_file()
             and key_file.read_text() == resume_key
-            and (self.target.exists())
+            and self.target.exists()
         )
         if not self.resumed:
+            if self.folder.exists() and not overwrite:
+                logger.warning("%s was left by a run with other settings (or without resume): starting afresh",
+                               self.folder)
             remove(self.folder)
             self.state.mkdir(parents=True)
 
     def check_target(self) -> None:
+        """Refuse an existing output unless ``overwrite``."""
         if not self.overwrite and (self.path.exists() or self.path.is_symlink()):
             raise OrgasegError(f"{self.path} exists; pass --overwrite to replace it")
 
@@ -79,11 +86,13 @@ class PartialOutput:
             write_atomic(self.folder / _KEY_FILE, self.resume_key)
 
     def move_into_place(self) -> None:
+        """Move the finished output to its path and remove the partial folder."""
         self.check_target()  # something may have appeared there meanwhile
         move_into_place(self.target, self.path)
         remove(self.folder)
 
     def discard(self) -> None:
+        """Remove the partial output and its resume state."""
         remove(self.folder)
 
 
