@@ -144,3 +144,19 @@ def test_the_command_line_refuses_bad_worker_counts(phantom_zarr, tmp_path, caps
         assert main(["segment", str(phantom_zarr), "-o", str(tmp_path / "s.ome.zarr"), "--workers", workers]) == 2
         assert "--workers must be a positive whole number" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_a_learned_encoder_gives_the_same_labels_on_dask_workers(dask_executor, tmp_path):
+    from orgaseg.methods.maester import train_maester
+    from orgaseg.segment import segment
+
+    raw = make_cell((4, 80, 80), voxel_size=(20.0, 20.0, 20.0), seed=3).raw
+    path = tmp_path / "raw.npy"
+    np.save(path, raw)
+    checkpoint = tmp_path / "tiny.pt"
+    train_maester([Volume(raw, voxel_size=(20.0, 20.0, 20.0))], checkpoint, preset="tiny", steps=5, device="cpu")
+    runs = [segment(path, method="maester", model=checkpoint, k=4, voxel_size=(20, 20, 20), sample_size=2000,
+                    block_shape=(2, 40, 80), options={"keep": 16}, device="cpu", executor=executor)
+            for executor in (SerialExecutor(), dask_executor)]
+    np.testing.assert_array_equal(runs[0].labels, runs[1].labels)
+    assert runs[1].provenance["executor"]["kind"] == "dask"
