@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,24 +13,16 @@ import numpy as np
 
 from orgaseg.cluster.kmeans import KMeansModel
 from orgaseg.errors import OrgasegError
-from orgaseg.io import compute_normalization, create_label_writer, make_provenance, open_volume
-from orgaseg.io.feature_writer import create_feature_writer
+from orgaseg.io import compute_normalization, make_provenance, open_volume
 from orgaseg.io.volume import Volume, as_volume
-from orgaseg.labels import smallest_label_dtype
 from orgaseg.methods.registry import get_method
 from orgaseg.models.checkpoint import file_hash
-from orgaseg.pipeline.blocks import aligned_chunks
 from orgaseg.pipeline.executors import Executor, SerialExecutor
-from orgaseg.pipeline.resume import RunState, run_key
-from orgaseg.pipeline.runner import ArraySink, cluster_volume, resolve_block_shape
+from orgaseg.pipeline.outputs import open_outputs
+from orgaseg.pipeline.resume import run_key
+from orgaseg.pipeline.runner import cluster_volume, resolve_block_shape
 from orgaseg.pipeline.tasks import VolumeSource
 from orgaseg.progress import ProgressCallback
-
-logger = logging.getLogger(__name__)
-
-#: Preferred storage chunks of label outputs and of saved features (made to tile the blocks).
-LABEL_CHUNKS = (64, 256, 256)
-FEATURE_CHUNKS = (8, 128, 128)
 
 
 @dataclass
@@ -187,45 +178,36 @@ def segment(
     model_hash = file_hash(model) if model is not None else None
     executor = executor or SerialExecutor()
     source = VolumeSource.from_arguments(data, volume, key=key, level=level, axes=axes)
-    # created before any work, so an existing output is refused at once
-    writer = features_out = state = None
-    if output is not None:
+    resume_key = None
+    if output is not None:  # what the labels depend on: a rerun with the same key resumes
         resume_key = run_key(volume, method=method, features=extractor.config(), options=options or {},
-                       model_sha256=model_hash, k=n_labels, centers=reused.to_dict() if reused else None,
-                       seed=seed, sample_size=sample_size, normalization=normalization.to_dict(),
-                       block_shape=block_shape, save_features=str(save_features) if save_features else None)
-        writer = create_label_writer(output, volume.shape, n_labels, voxel_size=volume.voxel_size,
-                                     chunks=aligned_chunks(block_shape, LABEL_CHUNKS), overwrite=overwrite,
-                                     resume_key=resume_key)
-        state = RunState(writer.state_dir, resume_key)
-        sink = writer
-    else:
-        resume_key = None
-        sink = ArraySink(volume.shape, smallest_label_dtype(n_labels))
+                             model_sha256=model_hash, k=n_labels, centers=reused.to_dict() if reused else None,
+                             seed=seed, sample_size=sample_size, normalization=normalization.to_dict(),
+                             block_shape=block_shape, save_features=str(save_features) if save_features else None)
+    # created before any work, so an existing output is refused at once
+    outputs = open_outputs(output, volume.shape, n_labels, voxel_size=volume.voxel_size, block_shape=block_shape,
+                           overwrite=overwrite, resume_key=resume_key, save_features=save_features,
+                           n_features=extractor.n_features)
     stats: dict = {}
     try:
-        if save_features is not None:
-            features_out = create_feature_writer(save_features, volume.shape, extractor.n_features,
-                                                 chunks=aligned_chunks(block_shape, FEATURE_CHUNKS),
-                                                 overwrite=overwrite, resume_key=resume_key)
         (fitted,) = cluster_volume(
             source,
             normalization,
             extractor,
-            [sink],
+            [outputs.sink],
             ks=None if reused is not None else [n_labels],
             models=[reused] if reused is not None else None,
             seed=seed,
             sample_size=sample_size,
             block_shape=block_shape,
             executor=executor,
-            state=state,
-            features_out=features_out,
+            state=outputs.state,
+            features_out=outputs.features,
             stats=stats,
             progress=progress,
         )
     except BaseException:
-        _interrupted(writer, features_out, state)
+        outputs.interrupted()
         raise
     record = make_provenance(
         method=method,
@@ -242,25 +224,7 @@ def segment(
         features_saved=str(save_features) if save_features is not None else None,
         wall_time_s=round(time.time() - started, 3),
     )
-    if features_out is not None:
-        features_out.finalize({"axes": "zyxc", "voxel_size": list(volume.voxel_size), "features": extractor.config(),
-                               "method": method, "input": volume.path, "dtype_note": "float16, original units"})
-    if writer is not None:
-        path = writer.finalize(record)
-        return Segmentation(labels=None, path=path, model=fitted, provenance=record)
-    return Segmentation(labels=sink.array, path=None, model=fitted, provenance=record)
-
-
-def _interrupted(writer, features_out, state: RunState | None) -> None:
-    """Keep what an interrupted run finished, so the same call resumes it; discard an empty start."""
-    if writer is None:
-        if features_out is not None:
-            features_out.abort()
-        return
-    if state is not None and state.has_progress():
-        writer.suspend()
-        logger.warning("kept the finished work in %s; rerun the same command to resume", writer.partial)
-    else:
-        writer.abort()
-        if features_out is not None:
-            features_out.abort()
+    path = outputs.finalize(record, {"axes": "zyxc", "voxel_size": list(volume.voxel_size), "method": method,
+                                     "features": extractor.config(), "input": volume.path})
+    labels = outputs.sink.array if path is None else None
+    return Segmentation(labels=labels, path=path, model=fitted, provenance=record)
