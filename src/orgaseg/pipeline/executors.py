@@ -57,6 +57,35 @@ class Executor:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
+    def _windowed(self, submit: Callable, finished: Callable, items: Iterable[tuple[Any, tuple]]):
+        """Keep ``slots * WINDOW_PER_SLOT`` futures in flight; yield ``(key, result)`` as they finish.
+
+        ``submit(*args)`` returns a future; ``finished(futures)`` returns those of
+        ``futures`` that are done, waiting for at least one.
+        """
+        items = iter(items)
+        pending: dict = {}
+
+        def top_up() -> None:
+            while len(pending) < self.slots * WINDOW_PER_SLOT:
+                item = next(items, None)
+                if item is None:
+                    return
+                key, args = item
+                pending[submit(*args)] = key
+
+        try:
+            top_up()
+            while pending:
+                for future in finished(list(pending)):
+                    key = pending.pop(future)
+                    result = future.result()  # re-raises the block's exception here
+                    top_up()
+                    yield key, result
+        finally:
+            for future in pending:
+                future.cancel()
+
 
 class SerialExecutor(Executor):
     """Blocks one after another in the calling thread (the default)."""
@@ -77,28 +106,11 @@ class ThreadExecutor(Executor):
         self.slots = _positive(threads, "--workers")
 
     def map(self, fn, shared, items):
+        def finished(futures):
+            return concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_COMPLETED).done
+
         with concurrent.futures.ThreadPoolExecutor(max_workers=self.slots) as pool:
-            pending: dict = {}
-            items = iter(items)
-
-            def submit() -> None:
-                for key, args in items:
-                    pending[pool.submit(fn, *shared, *args)] = key
-                    return
-
-            try:
-                for _ in range(self.slots * WINDOW_PER_SLOT):
-                    submit()
-                while pending:
-                    finished, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
-                    for future in finished:
-                        key = pending.pop(future)
-                        result = future.result()
-                        submit()
-                        yield key, result
-            finally:
-                for future in pending:
-                    future.cancel()
+            yield from self._windowed(lambda *args: pool.submit(fn, *shared, *args), finished, items)
 
 
 class DaskExecutor(Executor):
@@ -170,32 +182,15 @@ class DaskExecutor(Executor):
         self._scattered.clear()  # releasing the futures lets the workers drop their copies
 
     def map(self, fn, shared, items):
-        from distributed import as_completed
+        import distributed
 
         shared_futures = [self._scatter(value) for value in shared]
-        items = iter(items)
-        pending: dict = {}
-        completed = as_completed()
 
-        def submit() -> None:
-            for key, args in items:
-                future = self.client.submit(fn, *shared_futures, *args, pure=False)
-                pending[future] = key
-                completed.add(future)
-                return
+        def finished(futures):
+            return distributed.wait(futures, return_when="FIRST_COMPLETED").done
 
-        try:
-            for _ in range(self.slots * WINDOW_PER_SLOT):
-                submit()
-            for future in completed:
-                key = pending.pop(future)
-                result = future.result()  # re-raises a worker's exception here
-                future.release()
-                submit()
-                yield key, result
-        finally:
-            for future in pending:
-                future.cancel()
+        yield from self._windowed(lambda *args: self.client.submit(fn, *shared_futures, *args, pure=False),
+                                  finished, items)
 
     def close(self) -> None:
         self.client.close()
