@@ -108,3 +108,18 @@ def test_sigkill_mid_run_then_rerun_is_identical_and_computes_only_unfinished_bl
     blocks = read_provenance(out)["blocks"]
     assert blocks["skipped"] == finished and blocks["computed"] == N_BLOCKS - finished
     np.testing.assert_array_equal(open_volume(out).read(), uninterrupted[4])
+
+
+def test_a_changed_input_starts_afresh(raw_path, tmp_path, caplog):
+    import shutil
+
+    raw = tmp_path / "raw.tif"
+    shutil.copy(raw_path, raw)
+    out = tmp_path / "seg.ome.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        _run(raw, out, progress=StopAfter(8))
+    stat = raw.stat()
+    os.utime(raw, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # rewritten, as far as a file's time says
+    with caplog.at_level(logging.WARNING):
+        assert _run(raw, out).provenance["blocks"]["skipped"] == 0
+    assert "run with other settings" in caplog.text
