@@ -503,3 +503,64 @@ def test_vnc_stack1_raw_folder():
     block = vol.read((slice(19, 20), slice(0, 64), slice(0, 64)))
     last = tifffile.imread(DATA / "vnc" / "stack1" / "raw" / "19.tif")
     np.testing.assert_array_equal(block[0], last[:64, :64])
+
+
+# --- pyramids and resumable writers ----------------------------------------------------
+
+
+def test_mode_downsampling_keeps_the_most_frequent_id_and_breaks_ties_low():
+    from orgaseg.io.pyramid import mode_downsample
+
+    cell = np.array([[[3, 3], [1, 2]], [[3, 2], [2, 1]]])  # 3 and 2 three times each, 1 twice
+    assert mode_downsample(cell, (2, 2, 2)).tolist() == [[[2]]]
+    labels = np.zeros((1, 3, 5), np.uint8)
+    labels[0, :, 4] = 7  # the partial last cell holds only 7s
+    labels[0, 0:2, 0:2] = [[5, 5], [5, 0]]
+    np.testing.assert_array_equal(mode_downsample(labels, (1, 2, 2)), [[[5, 0, 7], [0, 0, 7]]])
+
+
+def test_pyramid_levels_follow_the_in_plane_size_and_anisotropy():
+    from orgaseg.io.pyramid import plan_levels
+
+    assert plan_levels((64, 100, 100), (10, 10, 10)) == []
+    assert plan_levels((64, 600, 600), (10, 10, 10)) == [(2, 2, 2), (2, 2, 2), (2, 2, 2)]
+    # 50 nm sections stay until the in-plane voxel (4.6 nm x 2^k) passes 25 nm
+    assert plan_levels((20, 2048, 2048), (50, 4.6, 4.6)) == [(1, 2, 2), (1, 2, 2), (1, 2, 2), (2, 2, 2)]
+
+
+def test_ome_zarr_labels_get_a_mode_pyramid_that_ome_zarr_reads(tmp_path):
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Reader
+
+    from orgaseg.io.pyramid import mode_downsample
+
+    labels = np.random.default_rng(3).integers(0, 4, (6, 300, 260)).astype(np.uint8)
+    path = write_labels(tmp_path / "seg.ome.zarr", labels, voxel_size=(10, 10, 10), provenance={})
+    attrs = json.loads((path / "labels" / "segmentation" / ".zattrs").read_text())
+    datasets = attrs["multiscales"][0]["datasets"]
+    assert [d["path"] for d in datasets] == ["0", "1", "2"]
+    assert datasets[2]["coordinateTransformations"] == [
+        {"type": "scale", "scale": [40.0, 40.0, 40.0]}, {"type": "translation", "translation": [15.0, 15.0, 15.0]}]
+    (node,) = [n for n in Reader(parse_url(str(path)))() if n.load(Label) is not None]
+    assert [tuple(level.shape) for level in node.data] == [(6, 300, 260), (3, 150, 130), (2, 75, 65)]
+    level1 = mode_downsample(labels, (2, 2, 2))
+    np.testing.assert_array_equal(np.asarray(node.data[1]), level1)
+    np.testing.assert_array_equal(np.asarray(node.data[2]), mode_downsample(level1, (2, 2, 2)))
+    np.testing.assert_array_equal(open_volume(path).read(), labels)  # level 0 is what readers open
+
+
+def test_a_writer_resumes_its_partial_output_only_for_the_same_key(tmp_path):
+    path = tmp_path / "seg.ome.zarr"
+    first = create_label_writer(path, (2, 8, 8), 3, voxel_size=(1, 1, 1), chunks=(1, 8, 8), resume_key="run-a")
+    first.write((slice(0, 1), slice(None), slice(None)), np.full((1, 8, 8), 2))
+    first.suspend()
+    assert (tmp_path / "seg.ome.zarr.partial").is_dir() and not path.exists()
+    again = create_label_writer(path, (2, 8, 8), 3, voxel_size=(1, 1, 1), chunks=(1, 8, 8), resume_key="run-a")
+    assert again.resumed
+    again.suspend()
+    other = create_label_writer(path, (2, 8, 8), 3, voxel_size=(1, 1, 1), chunks=(1, 8, 8), resume_key="run-b")
+    assert not other.resumed  # another key: the partial output is discarded
+    other.write((slice(1, 2), slice(None), slice(None)), np.ones((1, 8, 8)))
+    other.finalize({})
+    np.testing.assert_array_equal(open_volume(path).read()[:, 0, 0], [0, 1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg.ome.zarr", "seg.ome.zarr.provenance.json"]

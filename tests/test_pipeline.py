@@ -70,3 +70,25 @@ def test_blockwise_labels_equal_single_block(textured):
     inside, outside = whole.array[:, 15:25, 15:25], whole.array[:, 40:, 40:]
     assert np.bincount(inside.ravel()).max() > 0.95 * inside.size
     assert np.bincount(inside.ravel()).argmax() != np.bincount(outside.ravel()).argmax()
+
+
+def test_saved_features_are_the_blocks_features_in_float16(textured, tmp_path):
+    import zarr
+
+    from orgaseg.pipeline.runner import block_features, plan_blocks
+    from orgaseg.segment import segment
+
+    out, saved = tmp_path / "seg.ome.zarr", tmp_path / "features.zarr"
+    result = segment(textured, k=3, output=out, save_features=saved, block_shape=(3, 24, 24), sample_size=500,
+                     options={"scales_nm": (10.0, 20.0)})
+    array = zarr.open_array(str(saved), mode="r")
+    bank = FilterBank(voxel_size=textured.voxel_size, scales_nm=(10.0, 20.0))
+    assert array.dtype == np.float16 and array.shape == textured.shape + (bank.n_features,)
+    assert array.attrs["axes"] == "zyxc" and result.provenance["features_saved"] == str(saved)
+    from orgaseg.io import compute_normalization
+
+    normalization = compute_normalization(textured)
+    block = plan_blocks(textured, bank, (3, 24, 24))[5]
+    expected = block_features(textured, normalization, bank, block)
+    np.testing.assert_allclose(array[block.region], expected, rtol=1e-3, atol=1e-3)
+    assert not (tmp_path / "features.zarr.partial").exists()

@@ -46,30 +46,40 @@ def cmd_info(args, progress) -> int:
 
 
 def cmd_segment(args, progress) -> int:
+    from orgaseg.pipeline.executors import make_executor
     from orgaseg.segment import segment
 
     options = _method_options(args)
     started = time.time()
-    result = segment(
-        args.path,
-        method=args.method,
-        k=args.k,
-        output=args.output,
-        model=args.model,
-        centers=args.centers,
-        voxel_size=_voxel_size(args.voxel_size),
-        key=args.key,
-        level=args.level,
-        axes=args.axes,
-        seed=args.seed,
-        sample_size=args.sample_size,
-        block_shape=tuple(args.block_shape) if args.block_shape else None,
-        device=args.device,
-        options=options or None,
-        overwrite=args.overwrite,
-        progress=progress,
-    )
-    print(f"wrote {result.path} (K = {result.model.k}, {time.time() - started:.1f} s); "
+    executor = make_executor(args.executor, workers=args.workers, threads_per_worker=args.threads_per_worker,
+                             scheduler=args.scheduler)
+    try:
+        result = segment(
+            args.path,
+            method=args.method,
+            k=args.k,
+            output=args.output,
+            model=args.model,
+            centers=args.centers,
+            voxel_size=_voxel_size(args.voxel_size),
+            key=args.key,
+            level=args.level,
+            axes=args.axes,
+            seed=args.seed,
+            sample_size=args.sample_size,
+            block_shape=tuple(args.block_shape) if args.block_shape else None,
+            device=args.device,
+            options=options or None,
+            overwrite=args.overwrite,
+            executor=executor,
+            save_features=args.save_features,
+            progress=progress,
+        )
+    finally:
+        executor.close()
+    blocks = result.provenance["blocks"]
+    resumed = f", resumed: {blocks['skipped']} of {blocks['blocks']} blocks were done" if blocks.get("skipped") else ""
+    print(f"wrote {result.path} (K = {result.model.k}, {time.time() - started:.1f} s{resumed}); "
           f"provenance in {result.path}.provenance.json")
     return 0
 
@@ -196,6 +206,17 @@ def _add_feature_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scales-nm", type=float, nargs="+", help="baseline filter-bank scales in nm")
 
 
+def _add_executor_options(parser: argparse.ArgumentParser) -> None:
+    """Where blocks run: serially, on threads, or on dask workers."""
+    parser.add_argument("--workers", type=int, default=1,
+                        help="parallel workers: dask worker processes (default), or threads with --executor threads")
+    parser.add_argument("--threads-per-worker", type=int, default=1, help="threads in each local dask worker (default 1)")
+    parser.add_argument("--executor", choices=("serial", "threads", "dask"),
+                        help="default: serial for one worker, dask for more or with --scheduler")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="join a running dask scheduler, e.g. tcp://host:8786 (dask-jobqueue: SLURM, LSF, ...)")
+
+
 def _add_volume_options(parser: argparse.ArgumentParser) -> None:
     """How to read the input volume: shared by info and segment."""
     parser.add_argument("--key", help="dataset inside a container (HDF5, zarr group, N5)")
@@ -236,7 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "of the voxels, 20000 to 1000000)")
     p.add_argument("--block-shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="block shape in voxels")
     _add_feature_options(p)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _add_executor_options(p)
+    p.add_argument("--save-features", metavar="PATH.zarr", help="also write every voxel's features (float16 Zarr)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output and start afresh (a rerun without it resumes)")
     p.set_defaults(run=cmd_segment)
 
     p = sub.add_parser("train", parents=[common], help="train the encoder of a method that learns")

@@ -13,12 +13,15 @@ import numpy as np
 
 from orgaseg.cluster.kmeans import KMeansModel
 from orgaseg.errors import OrgasegError
-from orgaseg.io import compute_normalization, create_label_writer, make_provenance, open_volume
+from orgaseg.io import compute_normalization, make_provenance, open_volume
 from orgaseg.io.volume import Volume, as_volume
-from orgaseg.labels import smallest_label_dtype
 from orgaseg.methods.registry import get_method
 from orgaseg.models.checkpoint import file_hash
-from orgaseg.pipeline.runner import ArraySink, cluster_volume
+from orgaseg.pipeline.executors import Executor, SerialExecutor
+from orgaseg.pipeline.outputs import open_outputs
+from orgaseg.pipeline.resume import run_key
+from orgaseg.pipeline.runner import cluster_volume, resolve_block_shape
+from orgaseg.pipeline.tasks import VolumeSource
 from orgaseg.progress import ProgressCallback
 
 
@@ -97,6 +100,8 @@ def segment(
     device: str = "auto",
     options: dict[str, Any] | None = None,
     overwrite: bool = False,
+    executor: Executor | None = None,
+    save_features: str | Path | None = None,
     progress: ProgressCallback | None = None,
 ) -> Segmentation:
     """Segment a volume into ``k`` clusters with a named method.
@@ -137,13 +142,27 @@ def segment(
     options : dict, optional
         Method-specific options (for the baseline: ``scales_nm``, ``in_plane``).
     overwrite : bool
-        Replace an existing output.
+        Replace an existing output, and start afresh instead of resuming.
+    executor : Executor, optional
+        Where blocks run (:func:`orgaseg.pipeline.executors.make_executor`);
+        default serially in this process.
+    save_features : str or Path, optional
+        Also write every voxel's features to this chunked float16 Zarr array
+        ``(z, y, x, F)``; by default no feature array exists, in memory or on disk.
     progress : callable, optional
-        Progress callback ``(description, done, total)``.
+        Progress callback ``(description, done, total, **figures)``.
 
     Returns
     -------
     Segmentation
+
+    Notes
+    -----
+    With an ``output``, the labels are built in ``<output>.partial/``. If a
+    run is interrupted (an error, Ctrl-C, even SIGKILL), rerunning the same
+    call resumes it: the stored clusterer is reused and only unfinished blocks
+    are computed; any change to the input, checkpoint, method, options, K,
+    seed, sample size or block shape starts afresh, as does ``overwrite``.
     """
     started = time.time()
     spec = get_method(method)
@@ -158,29 +177,40 @@ def segment(
         sample_size = spec.sample_size(volume.size)
     extractor = spec.build_features(volume, model, options, device)
     normalization = compute_normalization(volume, seed=seed)
+    block_shape = resolve_block_shape(volume, extractor, block_shape)
+    model_hash = file_hash(model) if model is not None else None
+    executor = executor or SerialExecutor()
+    source = VolumeSource.from_arguments(data, volume, key=key, level=level, axes=axes)
+    resume_key = None
+    if output is not None:  # what the labels depend on: a rerun with the same key resumes
+        resume_key = run_key(volume, method=method, features=extractor.config(), options=options or {},
+                             model_sha256=model_hash, k=n_labels, centers=reused.to_dict() if reused else None,
+                             seed=seed, sample_size=sample_size, normalization=normalization.to_dict(),
+                             block_shape=block_shape, save_features=str(save_features) if save_features else None)
     # created before any work, so an existing output is refused at once
-    writer = None
-    if output is not None:
-        writer = create_label_writer(output, volume.shape, n_labels, voxel_size=volume.voxel_size, overwrite=overwrite)
-        sink = writer
-    else:
-        sink = ArraySink(volume.shape, smallest_label_dtype(n_labels))
+    outputs = open_outputs(output, volume.shape, n_labels, voxel_size=volume.voxel_size, block_shape=block_shape,
+                           overwrite=overwrite, resume_key=resume_key, save_features=save_features,
+                           n_features=extractor.n_features)
+    stats: dict = {}
     try:
         (fitted,) = cluster_volume(
-            volume,
+            source,
             normalization,
             extractor,
-            [sink],
+            [outputs.sink],
             ks=None if reused is not None else [n_labels],
             models=[reused] if reused is not None else None,
             seed=seed,
             sample_size=sample_size,
             block_shape=block_shape,
+            executor=executor,
+            state=outputs.state,
+            features_out=outputs.features,
+            stats=stats,
             progress=progress,
         )
     except BaseException:
-        if writer is not None:
-            writer.abort()
+        outputs.interrupted()
         raise
     record = make_provenance(
         method=method,
@@ -189,11 +219,15 @@ def segment(
         clusterer=fitted.to_dict(),
         normalization=normalization.to_dict(),
         input={"path": volume.path, "key": volume.key, "shape": list(volume.shape), "voxel_size": list(volume.voxel_size)},
-        model={"path": str(model), "sha256": file_hash(model)} if model is not None else None,
+        model={"path": str(model), "sha256": model_hash} if model is not None else None,
         centers_from=str(centers) if isinstance(centers, (str, Path)) else None,
+        blocks={"shape": list(block_shape), **{n: stats[n] for n in ("blocks", "computed", "skipped") if n in stats}},
+        executor=executor.describe(),
+        timings={n: v for n, v in stats.items() if n.endswith("_s")},
+        features_saved=str(save_features) if save_features is not None else None,
         wall_time_s=round(time.time() - started, 3),
     )
-    if writer is not None:
-        path = writer.finalize(record)
-        return Segmentation(labels=None, path=path, model=fitted, provenance=record)
-    return Segmentation(labels=sink.array, path=None, model=fitted, provenance=record)
+    path = outputs.finalize(record, {"axes": "zyxc", "voxel_size": list(volume.voxel_size), "method": method,
+                                     "features": extractor.config(), "input": volume.path})
+    labels = outputs.sink.array if path is None else None
+    return Segmentation(labels=labels, path=path, model=fitted, provenance=record)

@@ -1,10 +1,11 @@
-"""Write label volumes block by block, safely: OME-Zarr or ImageJ TIFF.
+"""Write label volumes block by block, safely and resumably: OME-Zarr or ImageJ TIFF.
 
-The output is built under a hidden temporary sibling name
-(``.<name>.partial-<pid>``) and renamed into place by
-:meth:`LabelWriter.finalize`, so an interrupted or failed run never leaves a
-half-written output, and an existing output (replaced only with
-``overwrite``) is removed only after the new one is complete.
+The output is built in ``<name>.partial/`` beside it and moved into place by
+:meth:`LabelWriter.finalize` (see :mod:`orgaseg.io.partial`): an interrupted
+or failed run never leaves a half-written output, and an existing output is
+replaced (only with ``overwrite``) once the new one is complete. Given a
+``resume_key`` (a signature of everything the labels depend on), a writer
+reopens a partial output left with the same key instead of starting afresh.
 
 Layouts
 -------
@@ -15,6 +16,8 @@ OME-Zarr (``.ome.zarr`` / ``.zarr``), Zarr v2 format, NGFF 0.4::
     seg.ome.zarr/labels/segmentation/     multiscales (z, y, x in nanometer, scale = voxel
                                           size) + image-label (colours, names, source)
     seg.ome.zarr/labels/segmentation/0    the labels, blosc-zstd chunks, "/" separator
+    seg.ome.zarr/labels/segmentation/1..  coarser levels (mode downsampling, see
+                                          :mod:`orgaseg.io.pyramid`), built by finalize
 
 The root lists the label image by its path from the root, so readers that
 start at the root (``ome_zarr``'s ``Reader``, napari-ome-zarr) find it
@@ -25,10 +28,10 @@ resolution in nm, so Fiji shows the voxel size), written through a memory
 map; ImageJ holds at most 65,536 labels (uint16).
 """
 
+
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,7 +42,9 @@ import zarr
 
 from orgaseg.errors import OrgasegError
 from orgaseg.io.metadata import check_voxel_size
+from orgaseg.io.partial import PartialOutput, digest, move_into_place
 from orgaseg.io.provenance import to_jsonable, write_provenance
+from orgaseg.io.pyramid import downsampled_shape, plan_levels, write_level
 from orgaseg.labels import smallest_label_dtype
 from orgaseg.viz.colors import label_colors
 
@@ -60,14 +65,19 @@ class LabelWriter:
     dtype : numpy dtype
         Smallest unsigned dtype for ``n_labels``.
     chunks : tuple of int or None
-        Storage chunks; blocks aligned to them can be written in parallel.
+        Storage chunks; blocks aligned to them write disjoint chunks.
+    resumed : bool
+        Whether this writer continues an interrupted run's partial output.
+    state_dir : Path
+        Folder inside the partial output for the runner's resume state.
     """
 
     chunks: tuple[int, int, int] | None = None
 
-    def __init__(self, path: Path, shape, n_labels: int, voxel_size, overwrite: bool, label_names) -> None:
+    def __init__(self, path: Path, shape, n_labels: int, voxel_size, overwrite: bool, label_names,
+                 resume_key: str | None = None) -> None:
         self.path = path
-        self.shape = _check_shape(shape)
+        self.shape = check_shape(shape)
         self.n_labels = int(n_labels)
         if self.n_labels < 1:
             raise OrgasegError(f"need at least one label, got n_labels={n_labels}")
@@ -76,16 +86,38 @@ class LabelWriter:
         self.label_names = list(label_names) if label_names is not None else None
         if self.label_names is not None and len(self.label_names) > self.n_labels:
             raise OrgasegError(f"{len(self.label_names)} label names for {self.n_labels} labels")
-        self.overwrite = overwrite
-        self._check_target()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
-        _remove(self.temporary)  # a leftover of an earlier crash with the same pid
+        self._partial: PartialOutput | None = None
+        self._resume_key = resume_key
+        self._overwrite = overwrite
         self._done = False
 
-    def _check_target(self) -> None:
-        if not self.overwrite and (self.path.exists() or self.path.is_symlink()):
-            raise OrgasegError(f"{self.path} exists; pass --overwrite to replace it")
+    def _start(self, layout: dict) -> None:
+        """Create or reuse the partial output; ``layout`` is what the stored output depends on."""
+        key = None
+        if self._resume_key is not None:
+            layout = {"writer": type(self).__name__, "shape": self.shape, "dtype": self.dtype.str,
+                      "voxel_size": self.voxel_size, "label_names": self.label_names, **layout}
+            key = digest({"content": self._resume_key, "layout": to_jsonable(layout)})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._partial = PartialOutput(self.path, self._overwrite, key)
+        if self._partial.resumed:
+            self._reopen(self._partial.target)
+        else:
+            self._create(self._partial.target)
+            self._partial.commit_key()
+
+    @property
+    def resumed(self) -> bool:
+        return self._partial.resumed
+
+    @property
+    def state_dir(self) -> Path:
+        return self._partial.state
+
+    @property
+    def partial(self) -> Path:
+        """The folder holding the output under construction."""
+        return self._partial.folder
 
     def write(self, region: tuple[slice, slice, slice], block: np.ndarray) -> None:
         """Write ``block`` (label ids ``0 .. n_labels - 1``) at ``region`` (three slices, zyx)."""
@@ -103,8 +135,11 @@ class LabelWriter:
             )
         self._write(tuple(region), block.astype(self.dtype, copy=False))
 
+    def flush(self) -> None:
+        """Make the blocks written so far durable (before the runner marks them done)."""
+
     def finalize(self, provenance: dict) -> Path:
-        """Complete the output, move it into place and write its provenance record.
+        """Complete the output (pyramid, metadata), move it into place, write its provenance record.
 
         Returns the output path.
         """
@@ -115,8 +150,8 @@ class LabelWriter:
             record.setdefault("label_names", self.label_names)
         try:
             self._close(record)
-            self._check_target()  # something may have appeared there meanwhile
-            _move_into_place(self.temporary, self.path)
+            self._release()
+            self._partial.move_into_place()
         except BaseException:
             self.abort()
             raise
@@ -125,10 +160,17 @@ class LabelWriter:
         return self.path
 
     def abort(self) -> None:
-        """Remove the temporary output; an existing output stays untouched."""
+        """Remove the partial output; an existing output stays untouched."""
         self._done = True
         self._release()
-        _remove(self.temporary)
+        if self._partial is not None:
+            self._partial.discard()
+
+    def suspend(self) -> None:
+        """Stop writing but keep the partial output, so a rerun with the same key resumes it."""
+        self._done = True
+        self.flush()
+        self._release()
 
     def __enter__(self) -> "LabelWriter":
         return self
@@ -138,6 +180,12 @@ class LabelWriter:
         if not self._done:
             self.abort()
 
+    def _create(self, target: Path) -> None:
+        raise NotImplementedError
+
+    def _reopen(self, target: Path) -> None:
+        raise NotImplementedError
+
     def _write(self, region, block) -> None:
         raise NotImplementedError
 
@@ -145,37 +193,62 @@ class LabelWriter:
         raise NotImplementedError
 
     def _release(self) -> None:
-        """Drop open handles before the temporary output is renamed or removed."""
+        """Drop open handles before the partial output is moved or removed."""
 
 
 class OmeZarrLabelWriter(LabelWriter):
-    """OME-Zarr (NGFF 0.4, Zarr v2) label image; layout in the module docstring."""
+    """OME-Zarr (NGFF 0.4, Zarr v2) label image with a pyramid; layout in the module docstring."""
 
-    def __init__(self, path, shape, n_labels, voxel_size, overwrite, label_names, *, chunks, name) -> None:
-        super().__init__(path, shape, n_labels, voxel_size, overwrite, label_names)
+    def __init__(self, path, shape, n_labels, voxel_size, overwrite, label_names, resume_key=None, *,
+                 chunks, name) -> None:
+        super().__init__(path, shape, n_labels, voxel_size, overwrite, label_names, resume_key)
         if not name or "/" in name or name.startswith("."):
             raise OrgasegError(f"invalid label name {name!r}: use a plain name such as 'segmentation'")
-        self.chunks = _check_chunks(chunks, self.shape)
-        root = zarr.open_group(str(self.temporary), mode="w", zarr_format=2)
-        root.attrs["labels"] = [f"labels/{name}"]
+        self.name = name
+        self.chunks = check_chunks(chunks, self.shape)
+        self._start({"chunks": self.chunks, "name": name})
+
+    def _create(self, target: Path) -> None:
+        root = zarr.open_group(str(target), mode="w", zarr_format=2)
+        root.attrs["labels"] = [f"labels/{self.name}"]
         labels = root.create_group("labels")
-        labels.attrs["labels"] = [name]
-        group = labels.create_group(name)
-        group.attrs.update(self._ngff_attrs(name))
+        labels.attrs["labels"] = [self.name]
+        self._group = labels.create_group(self.name)
+        self._group.attrs.update(self._ngff_attrs([]))
         self._root = root
-        self._array = group.create_array(
-            "0",
-            shape=self.shape,
-            chunks=self.chunks,
+        self._array = self._create_level("0", self.shape)
+
+    def _reopen(self, target: Path) -> None:
+        self._root = zarr.open_group(str(target), mode="r+", zarr_format=2)
+        self._group = self._root["labels"][self.name]
+        self._array = self._group["0"]
+
+    def _create_level(self, path: str, shape: tuple[int, int, int]):
+        return self._group.create_array(
+            path,
+            shape=shape,
+            chunks=tuple(min(c, s) for c, s in zip(self.chunks, shape)),
             dtype=self.dtype,
             fill_value=0,
             compressors=numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE),
             chunk_key_encoding={"name": "v2", "separator": "/"},  # NGFF 0.4 requires "/"
+            overwrite=True,  # a level left by an interrupted finalize
         )
 
-    def _ngff_attrs(self, name: str) -> dict:
+    def _ngff_attrs(self, steps: Sequence[tuple[int, int, int]]) -> dict:
         axes = [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"]
-        scale = [{"type": "scale", "scale": list(self.voxel_size)}]
+        datasets = [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": list(self.voxel_size)}]}]
+        factor = np.ones(3)
+        for level, step in enumerate(steps, 1):
+            factor = factor * step
+            datasets.append({
+                "path": str(level),
+                "coordinateTransformations": [
+                    {"type": "scale", "scale": [float(v * f) for v, f in zip(self.voxel_size, factor)]},
+                    # a coarse voxel's centre lies between the centres of the voxels it covers
+                    {"type": "translation", "translation": [float(v * (f - 1) / 2) for v, f in zip(self.voxel_size, factor)]},
+                ],
+            })
         image_label = {
             "version": "0.4",
             "colors": [
@@ -188,41 +261,52 @@ class OmeZarrLabelWriter(LabelWriter):
             image_label["properties"] = [
                 {"label-value": i, "name": str(n)} for i, n in enumerate(self.label_names)
             ]
-        multiscale = {
-            "version": "0.4",
-            "name": name,
-            "axes": axes,
-            "datasets": [{"path": "0", "coordinateTransformations": scale}],
-        }
+        multiscale = {"version": "0.4", "name": self.name, "axes": axes, "datasets": datasets}
         return {"multiscales": [multiscale], "image-label": image_label}
 
     def _write(self, region, block) -> None:
         self._array[region] = block
 
     def _close(self, record: dict) -> None:
+        steps = plan_levels(self.shape, self.voxel_size)
+        source, shape = self._array, self.shape
+        for level, step in enumerate(steps, 1):
+            shape = downsampled_shape(shape, step)
+            target = self._create_level(str(level), shape)
+            write_level(source, target, step)
+            source = target
+        self._group.attrs.update(self._ngff_attrs(steps))
         self._root.attrs["orgaseg"] = to_jsonable(record)
 
 
 class TiffLabelWriter(LabelWriter):
-    """ImageJ hyperstack written through a memory map of the temporary file."""
+    """ImageJ hyperstack written through a memory map of the partial file (no pyramid)."""
 
-    def __init__(self, path, shape, n_labels, voxel_size, overwrite, label_names) -> None:
-        super().__init__(path, shape, n_labels, voxel_size, overwrite, label_names)
+    def __init__(self, path, shape, n_labels, voxel_size, overwrite, label_names, resume_key=None) -> None:
+        super().__init__(path, shape, n_labels, voxel_size, overwrite, label_names, resume_key)
         if self.dtype.itemsize > 2:
             raise OrgasegError(
                 f"{path}: ImageJ TIFF holds at most 65536 labels, got {self.n_labels}; "
                 "write .ome.zarr instead"
             )
-        self._map = tifffile.memmap(
-            self.temporary, shape=self.shape, dtype=self.dtype, **_imagej_metadata(self.voxel_size)
-        )
+        self._map = None
+        self._start({})
+
+    def _create(self, target: Path) -> None:
+        self._map = tifffile.memmap(target, shape=self.shape, dtype=self.dtype, **_imagej_metadata(self.voxel_size))
+
+    def _reopen(self, target: Path) -> None:
+        self._map = tifffile.memmap(target, mode="r+")
 
     def _write(self, region, block) -> None:
         self._map[region] = block
 
+    def flush(self) -> None:
+        if self._map is not None:
+            self._map.flush()
+
     def _close(self, record: dict) -> None:
-        self._map.flush()
-        self._release()
+        self.flush()
 
     def _release(self) -> None:
         self._map = None
@@ -238,8 +322,9 @@ def create_label_writer(
     overwrite: bool = False,
     name: str = "segmentation",
     label_names: Sequence[str] | None = None,
+    resume_key: str | None = None,
 ) -> LabelWriter:
-    """Start writing a label volume; the format follows the extension of ``path``.
+    """Start (or resume) writing a label volume; the format follows the extension of ``path``.
 
     Parameters
     ----------
@@ -254,17 +339,24 @@ def create_label_writer(
     chunks : sequence of 3 ints, optional
         OME-Zarr chunks; default ``(min(z, 64), min(y, 256), min(x, 256))``.
     overwrite : bool
-        Replace an existing output (only once the new one is complete).
+        Replace an existing output (only once the new one is complete); a
+        partial output of an earlier run is discarded.
     name : str
         Name of the OME-Zarr label image.
     label_names : sequence of str, optional
         Name of each label id (OME-Zarr ``properties`` and the provenance record).
+    resume_key : str, optional
+        Signature of everything the labels depend on. When the partial output
+        ``<path>.partial`` was left by a run with the same key (and the same
+        shape, labels, chunks), it is reopened (``writer.resumed``) and the
+        blocks written so far are kept; otherwise it is discarded.
 
     Returns
     -------
     LabelWriter
         Call ``write(region, block)`` per block, then ``finalize(provenance)``
-        (or ``abort()``); usable as a context manager that aborts unless finalized.
+        (or ``abort()``, or ``suspend()`` to keep the partial output for a
+        rerun); usable as a context manager that aborts unless finalized.
 
     Raises
     ------
@@ -275,10 +367,10 @@ def create_label_writer(
     lower = path.name.lower()
     if lower.endswith(_ZARR_SUFFIXES):
         return OmeZarrLabelWriter(
-            path, shape, n_labels, voxel_size, overwrite, label_names, chunks=chunks, name=name
+            path, shape, n_labels, voxel_size, overwrite, label_names, resume_key, chunks=chunks, name=name
         )
     if lower.endswith(_TIFF_SUFFIXES):
-        return TiffLabelWriter(path, shape, n_labels, voxel_size, overwrite, label_names)
+        return TiffLabelWriter(path, shape, n_labels, voxel_size, overwrite, label_names, resume_key)
     raise OrgasegError(
         f"{path}: cannot write labels with this extension; use .ome.zarr, .zarr, .tif or .tiff"
     )
@@ -322,7 +414,7 @@ def write_tiff_image(path: str | Path, image: np.ndarray, *, voxel_size: Sequenc
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
     tifffile.imwrite(temporary, image, **_imagej_metadata(check_voxel_size(voxel_size)))
-    _move_into_place(temporary, path)
+    move_into_place(temporary, path)
     return path
 
 
@@ -332,38 +424,18 @@ def _imagej_metadata(voxel_size: tuple[float, float, float]) -> dict:
     return {"imagej": True, "resolution": (1.0 / x, 1.0 / y), "metadata": {"spacing": z, "unit": "nm", "axes": "ZYX"}}
 
 
-def _move_into_place(temporary: Path, path: Path) -> None:
-    """Rename ``temporary`` to ``path``; an old ``path`` is removed only afterwards."""
-    if not (path.exists() or path.is_symlink()):
-        os.rename(temporary, path)
-        return
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
-    _remove(old)
-    os.rename(path, old)
-    try:
-        os.rename(temporary, path)
-    except BaseException:
-        os.rename(old, path)  # put the user's output back
-        raise
-    _remove(old)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
-def _check_shape(shape) -> tuple[int, int, int]:
+def check_shape(shape) -> tuple[int, int, int]:
+    """``shape`` as three positive ints (z, y, x), or a clear error."""
     values = tuple(int(s) for s in shape)
     if len(values) != 3 or min(values) < 1:
-        raise OrgasegError(f"label volume shape must be 3 positive sizes (z, y, x), got {tuple(shape)}")
+        raise OrgasegError(f"the volume shape must be 3 positive sizes (z, y, x), got {tuple(shape)}")
     return values
 
 
-def _check_chunks(chunks, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+def check_chunks(chunks, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Three positive chunk sizes (default ``(64, 256, 256)``) clipped to ``shape``."""
     chunks = _DEFAULT_CHUNKS if chunks is None else tuple(int(c) for c in chunks)
     if len(chunks) != 3 or min(chunks) < 1:
         raise OrgasegError(f"chunks must be 3 positive sizes (z, y, x), got {chunks}")
     return tuple(min(c, s) for c, s in zip(chunks, shape))
+

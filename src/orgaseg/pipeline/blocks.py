@@ -100,3 +100,19 @@ def make_blocks(
         read = tuple(slice(max(0, r.start - h), min(s, r.stop + h)) for r, h, s in zip(region, halo, shape))
         blocks.append(Block(index=index, region=region, read_region=read))
     return blocks
+
+
+def aligned_chunks(block_shape: tuple[int, int, int], preferred: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Storage chunks that tile ``block_shape`` exactly, each side near ``preferred``.
+
+    A block then covers whole chunks only, so blocks written in any order (or
+    at once) never share a chunk, and a block interrupted mid-write spoils no
+    chunk of a finished neighbour. Per axis: the block side if it is at most
+    the preferred side, else its largest divisor between half and all of the
+    preferred side, else the block side.
+    """
+    chunks = []
+    for b, p in zip(block_shape, preferred):
+        divisors = [d for d in range(max(1, p // 2), p + 1) if b % d == 0]
+        chunks.append(b if b <= p or not divisors else max(divisors))
+    return tuple(chunks)

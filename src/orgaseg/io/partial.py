@@ -1,0 +1,132 @@
+"""Outputs built beside their final path and moved into place when complete, or resumed.
+
+An output ``OUT`` is built in the folder ``OUT.partial/`` (the output under
+construction, plus a ``run/`` folder for resume state) and renamed to ``OUT``
+only when complete, so an interrupted or failed run never leaves a
+half-written ``OUT``, and an existing ``OUT`` (replaced only with
+``overwrite``) is removed only after the new one is in place. A partial
+output carries a *resume key*, a signature of everything its content depends
+on; a later run with the same key continues it, any other key discards it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from orgaseg.errors import OrgasegError
+from orgaseg.io.provenance import to_jsonable
+
+logger = logging.getLogger(__name__)
+
+_KEY_FILE = "resume-key"
+
+
+class PartialOutput:
+    """The folder ``<path>.partial/`` where an output is built, and its life cycle.
+
+    Parameters
+    ----------
+    path : Path
+        Final output path.
+    overwrite : bool
+        Replace an existing output (at :meth:`move_into_place`); also discards
+        any partial output, so the run starts afresh.
+    resume_key : str or None
+        Signature of the output's content. A partial output left with the same
+        key is reused (``resumed`` is true); None never resumes.
+
+    Attributes
+    ----------
+    folder : Path
+        ``<path>.partial``.
+    target : Path
+        The output under construction, ``<path>.partial/<name>``.
+    state : Path
+        ``<path>.partial/run``: for the runner's resume state.
+    resumed : bool
+        Whether an earlier run's partial output is being continued.
+    """
+
+    def __init__(self, path: Path, overwrite: bool, resume_key: str | None) -> None:
+        self.path = path
+        self.overwrite = overwrite
+        self.check_target()
+        self.folder = path.with_name(path.name + ".partial")
+        self.target = self.folder / path.name
+        self.state = self.folder / "run"
+        self.resume_key = resume_key
+        key_file = self.folder / _KEY_FILE
+        self.resumed = (
+            resume_key is not None
+            and not overwrite
+            and key_file.is_file()
+            and key_file.read_text() == resume_key
+            and self.target.exists()
+        )
+        if not self.resumed:
+            if self.folder.exists() and not overwrite:
+                logger.warning("%s was left by a run with other settings (or without resume): starting afresh",
+                               self.folder)
+            remove(self.folder)
+            self.state.mkdir(parents=True)
+
+    def check_target(self) -> None:
+        """Refuse an existing output unless ``overwrite``."""
+        if not self.overwrite and (self.path.exists() or self.path.is_symlink()):
+            raise OrgasegError(f"{self.path} exists; pass --overwrite to replace it")
+
+    def commit_key(self) -> None:
+        """Record the key once the output under construction exists (it may then be resumed)."""
+        if self.resume_key is not None and not self.resumed:
+            write_atomic(self.folder / _KEY_FILE, self.resume_key)
+
+    def move_into_place(self) -> None:
+        """Move the finished output to its path and remove the partial folder."""
+        self.check_target()  # something may have appeared there meanwhile
+        move_into_place(self.target, self.path)
+        remove(self.folder)
+
+    def discard(self) -> None:
+        """Remove the partial output and its resume state."""
+        remove(self.folder)
+
+
+def digest(value) -> str:
+    """SHA-256 of a JSON-able value (canonical: sorted keys, numpy values made plain)."""
+    return hashlib.sha256(json.dumps(to_jsonable(value), sort_keys=True).encode()).hexdigest()
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never a part."""
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def move_into_place(temporary: Path, path: Path) -> None:
+    """Rename ``temporary`` to ``path``; an old ``path`` is removed only afterwards."""
+    if not (path.exists() or path.is_symlink()):
+        os.rename(temporary, path)
+        return
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    remove(old)
+    os.rename(path, old)
+    try:
+        os.rename(temporary, path)
+    except BaseException:
+        os.rename(old, path)  # put the user's output back
+        raise
+    remove(old)
+
+
+def remove(path: Path) -> None:
+    """Remove a file, a link or a folder tree, if it exists."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()

@@ -1,0 +1,248 @@
+"""Where blocks run: in this thread, in a thread pool, or on dask.distributed workers.
+
+An executor only changes *where* a block function runs, never what it
+computes, so every executor gives the same output voxel for voxel. All of
+them share one interface, :meth:`Executor.map`: call
+``fn(*shared, *args)`` for each item and yield ``(item, result)`` as items
+finish, in any order. ``shared`` objects (the block job with its encoder,
+the fitted models) are sent to each worker once, not per block. At most a
+small window of items is in flight, so results waiting to be written (and
+the memory they hold) stay bounded whatever the number of blocks.
+
+Choose one with :func:`make_executor` (the command line's ``--workers``,
+``--threads-per-worker``, ``--executor`` and ``--scheduler``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+from orgaseg.errors import OrgasegError
+
+#: Items in flight per parallel slot (keeps every worker busy while results are written).
+WINDOW_PER_SLOT = 2
+
+#: Seconds to wait for a dask scheduler before giving up.
+CONNECT_TIMEOUT_S = 10
+
+EXECUTORS = ("serial", "threads", "dask")
+
+
+class Executor:
+    """Runs block functions; subclasses decide where. Use as a context manager."""
+
+    name = "executor"
+    slots = 1
+
+    def map(self, fn: Callable, shared: Sequence[Any], items: Iterable[tuple[Any, tuple]]) -> Iterator[tuple[Any, Any]]:
+        """Yield ``(key, fn(*shared, *args))`` for each ``(key, args)`` in ``items``, as they finish."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """For the provenance record."""
+        return {"kind": self.name, "slots": self.slots}
+
+    def forget(self) -> None:
+        """Drop the ``shared`` objects sent so far (workers free them); the next map sends its own."""
+
+    def close(self) -> None:
+        """Release workers (a cluster this executor started)."""
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _windowed(self, submit: Callable, finished: Callable, items: Iterable[tuple[Any, tuple]]):
+        """Keep ``slots * WINDOW_PER_SLOT`` futures in flight; yield ``(key, result)`` as they finish.
+
+        ``submit(*args)`` returns a future; ``finished(futures)`` returns those of
+        ``futures`` that are done, waiting for at least one.
+        """
+        items = iter(items)
+        pending: dict = {}
+
+        def top_up() -> None:
+            while len(pending) < self.slots * WINDOW_PER_SLOT:
+                item = next(items, None)
+                if item is None:
+                    return
+                key, args = item
+                pending[submit(*args)] = key
+
+        try:
+            top_up()
+            while pending:
+                for future in finished(list(pending)):
+                    key = pending.pop(future)
+                    result = future.result()  # re-raises the block's exception here
+                    top_up()
+                    yield key, result
+        finally:
+            for future in pending:
+                future.cancel()
+
+
+class SerialExecutor(Executor):
+    """Blocks one after another in the calling thread (the default)."""
+
+    name = "serial"
+
+    def map(self, fn, shared, items):
+        for key, args in items:
+            yield key, fn(*shared, *args)
+
+
+class ThreadExecutor(Executor):
+    """A pool of threads in this process: no copies of the encoder, but shares the GIL."""
+
+    name = "threads"
+
+    def __init__(self, threads: int) -> None:
+        self.slots = _positive(threads, "--workers")
+
+    def map(self, fn, shared, items):
+        def finished(futures):
+            return concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_COMPLETED).done
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=self.slots) as pool:
+            yield from self._windowed(lambda *args: pool.submit(fn, *shared, *args), finished, items)
+
+
+class DaskExecutor(Executor):
+    """dask.distributed: a local cluster of worker processes, or an existing scheduler.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        Connected client.
+    cluster : distributed.LocalCluster, optional
+        The cluster this executor started (closed with it).
+    """
+
+    name = "dask"
+
+    def __init__(self, client, cluster=None) -> None:
+        self.client = client
+        self.cluster = cluster
+        self._scattered: dict[int, tuple[Any, Any]] = {}
+
+    @classmethod
+    def local(cls, workers: int, threads_per_worker: int = 1) -> "DaskExecutor":
+        """Start a ``LocalCluster`` of ``workers`` processes with ``threads_per_worker`` threads each."""
+        from distributed import Client, LocalCluster
+
+        workers = _positive(workers, "--workers")
+        threads_per_worker = _positive(threads_per_worker, "--threads-per-worker")
+        # the scheduler and nannies run in this process and log every start and stop at INFO
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
+                               dashboard_address=":0")  # any free port: two runs never clash on 8787
+        return cls(Client(cluster), cluster)
+
+    @classmethod
+    def connect(cls, address: str) -> "DaskExecutor":
+        """Join a running scheduler (e.g. one that dask-jobqueue started on SLURM or LSF)."""
+        from distributed import Client
+
+        try:
+            client = Client(address, timeout=CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError, ValueError) as err:
+            raise OrgasegError(f"cannot reach the dask scheduler at {address!r}: {err}") from None
+        return cls(client)
+
+    @property
+    def slots(self) -> int:
+        return max(1, sum(self.client.nthreads().values()))
+
+    def describe(self) -> dict:
+        return {"kind": self.name, "workers": len(self.client.nthreads()), "slots": self.slots,
+                "scheduler": self.client.scheduler.address if self.cluster is None else "local"}
+
+    def _scatter(self, value: Any):
+        """A future of ``value`` held by every worker; each object is sent once per executor."""
+        entry = self._scattered.get(id(value))
+        if entry is None:
+            try:
+                future = self.client.scatter(value, broadcast=True, hash=False)
+            except Exception as err:  # pickling failures come as several types
+                raise OrgasegError(
+                    f"cannot send {type(value).__name__} to dask workers ({type(err).__name__}: {err}); "
+                    "give the input as a path so workers can open it, or use --executor threads"
+                ) from None
+            entry = (value, future)  # holding value keeps its id from being reused
+            self._scattered[id(value)] = entry
+        return entry[1]
+
+    def forget(self) -> None:
+        self._scattered.clear()  # releasing the futures lets the workers drop their copies
+
+    def map(self, fn, shared, items):
+        import distributed
+
+        shared_futures = [self._scatter(value) for value in shared]
+
+        def finished(futures):
+            return distributed.wait(futures, return_when="FIRST_COMPLETED").done
+
+        yield from self._windowed(lambda *args: self.client.submit(fn, *shared_futures, *args, pure=False),
+                                  finished, items)
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def make_executor(
+    kind: str | None = None,
+    *,
+    workers: int = 1,
+    threads_per_worker: int = 1,
+    scheduler: str | None = None,
+) -> Executor:
+    """The executor for the command line's choices.
+
+    Parameters
+    ----------
+    kind : {"serial", "threads", "dask"}, optional
+        Default: ``dask`` with a scheduler address or more than one worker,
+        else ``serial``.
+    workers : int
+        Threads (``threads``) or worker processes of a local cluster (``dask``).
+    threads_per_worker : int
+        Threads in each local dask worker.
+    scheduler : str, optional
+        Address of a running dask scheduler (``tcp://host:8786``); implies dask.
+
+    Returns
+    -------
+    Executor
+    """
+    workers = _positive(workers, "--workers")
+    threads_per_worker = _positive(threads_per_worker, "--threads-per-worker")
+    if kind is None:
+        kind = "dask" if scheduler is not None or workers > 1 else "serial"
+    if kind not in EXECUTORS:
+        raise OrgasegError(f"unknown executor {kind!r}; choose one of {', '.join(EXECUTORS)}")
+    if scheduler is not None and kind != "dask":
+        raise OrgasegError(f"--scheduler needs the dask executor, not {kind!r}")
+    if kind == "serial":
+        if workers > 1:
+            raise OrgasegError(f"the serial executor runs one block at a time; --workers {workers} needs threads or dask")
+        return SerialExecutor()
+    if kind == "threads":
+        return ThreadExecutor(workers)
+    if scheduler is not None:
+        return DaskExecutor.connect(scheduler)
+    return DaskExecutor.local(workers, threads_per_worker)
+
+
+def _positive(value: int, option: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise OrgasegError(f"{option} must be a positive whole number, got {value!r}")
+    return value

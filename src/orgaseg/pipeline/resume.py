@@ -1,0 +1,153 @@
+"""Resume: a signature per finished block, so a rerun skips what is done and mixes in nothing stale.
+
+A run's *key* is a digest of everything its labels depend on: the input's
+identity (path, key, shape, dtype, voxel size, and the sizes and modification
+times of its files, or a hash of its content for an array without a path),
+the checkpoint's hash, the method and feature configuration, K (or the reused
+centres), the seed and sample size, the normalisation and the block shape.
+The label writer keeps its partial output only for the same key
+(:func:`orgaseg.io.writers.create_label_writer`); inside it a
+:class:`RunState` stores the fitted clusterer, so a resumed run labels its
+remaining blocks with exactly the same centres, and one marker per finished
+block holding the block's signature (run key, centres, block index and
+region). A marker is written only after the block's labels are durable, and
+a block counts as done only when its marker's signature matches, so a run
+killed at any instant, even with SIGKILL, resumes to the same output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from orgaseg.cluster.kmeans import KMeansModel
+from orgaseg.io.partial import digest, write_atomic
+from orgaseg.io.volume import Volume
+from orgaseg.pipeline.blocks import Block, make_blocks
+
+_CLUSTERER = "clusterer.json"
+
+
+def input_identity(volume: Volume) -> dict:
+    """What identifies the input: where it lives, its geometry and its files' sizes and times.
+
+    Files are checked by size and modification time (as ``make`` does), not
+    by content, so a terabyte input is not read to fingerprint it; a volume
+    without a path (an array) is hashed by content.
+    """
+    identity = {"key": volume.key, "shape": volume.shape, "dtype": str(volume.dtype),
+                "voxel_size": volume.voxel_size}
+    path = Path(volume.path) if volume.path else None
+    if path is not None and path.exists():
+        identity["path"] = str(path.resolve())
+        identity["files"] = _file_stats(path, volume.key)
+    else:
+        identity["content_sha256"] = _content_hash(volume)
+    return identity
+
+
+def run_key(volume: Volume, **settings) -> str:
+    """The digest of the input's identity and ``settings`` (everything else the labels depend on)."""
+    return digest({"input": input_identity(volume), "settings": settings})
+
+
+class RunState:
+    """Resume state of one run in ``folder``: the fitted clusterer and a marker per finished block.
+
+    Parameters
+    ----------
+    folder : Path
+        Created by the label writer inside the partial output (``writer.state_dir``);
+        emptied by it whenever the run key changes.
+    key : str
+        The run key (:func:`run_key`).
+
+    Attributes
+    ----------
+    computed, skipped : int
+        Blocks labelled by this run and blocks found done by an earlier one.
+    """
+
+    def __init__(self, folder: Path, key: str) -> None:
+        self.folder = Path(folder)
+        self.key = key
+        self.done_dir = self.folder / "done"
+        self.done_dir.mkdir(parents=True, exist_ok=True)
+        self._models_digest: str | None = None
+        self.computed = 0
+        self.skipped = 0
+
+    def load_models(self) -> list[KMeansModel] | None:
+        """The clusterer an earlier run fitted with this key, or None."""
+        path = self.folder / _CLUSTERER
+        if not path.is_file():
+            return None
+        record = json.loads(path.read_text())
+        if record.get("key") != self.key:
+            return None
+        return [KMeansModel.from_dict(state) for state in record["models"]]
+
+    def save_models(self, models: Sequence[KMeansModel]) -> None:
+        """Store the fitted clusterer, so a resumed run uses the same centres."""
+        write_atomic(self.folder / _CLUSTERER, json.dumps({"key": self.key, "models": [m.to_dict() for m in models]}))
+
+    def use_models(self, models: Sequence[KMeansModel]) -> None:
+        """Set the centres that every block signature includes."""
+        self._models_digest = digest([m.to_dict() for m in models])
+
+    def signature(self, block: Block) -> str:
+        if self._models_digest is None:
+            raise RuntimeError("call use_models before asking for block signatures")
+        regions = [[r.start, r.stop] for r in block.region]
+        return digest({"run": self.key, "models": self._models_digest, "index": block.index, "region": regions})
+
+    def is_done(self, block: Block) -> bool:
+        """Whether an earlier run finished ``block`` with the same signature."""
+        path = self._marker(block)
+        try:
+            return json.loads(path.read_text()).get("signature") == self.signature(block)
+        except (OSError, ValueError):
+            return False  # missing, or half-written by a killed run: recompute
+
+    def mark_done(self, block: Block, seconds: float) -> None:
+        """Record ``block`` as finished (call after its labels are durable)."""
+        record = {"signature": self.signature(block), "index": block.index, "seconds": round(seconds, 4)}
+        write_atomic(self._marker(block), json.dumps(record))
+        self.computed += 1
+
+    def has_progress(self) -> bool:
+        """Whether there is anything worth resuming (a fitted clusterer or a finished block)."""
+        return (self.folder / _CLUSTERER).is_file() or any(self.done_dir.iterdir())
+
+    def counts(self) -> dict:
+        return {"computed": self.computed, "skipped": self.skipped}
+
+    def _marker(self, block: Block) -> Path:
+        return self.done_dir / f"{block.index}.json"
+
+
+def _file_stats(path: Path, key: str | None) -> list:
+    """Size and modification time of a file, or of the entries of a folder (and of its ``key`` folder)."""
+    if path.is_file():
+        stat = path.stat()
+        return [[path.name, stat.st_size, stat.st_mtime_ns]]
+    folders = [path] + ([path / key] if key and (path / key).is_dir() else [])
+    stats = []
+    for folder in folders:
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            stat = entry.stat()
+            stats.append([str(Path(entry.path).relative_to(path)), stat.st_size, stat.st_mtime_ns])
+    return stats
+
+
+def _content_hash(volume: Volume) -> str:
+    hasher = hashlib.sha256()
+    for block in make_blocks(volume.shape, (1,) + volume.shape[1:]):
+        hasher.update(np.ascontiguousarray(volume.read(block.region)).tobytes())
+    return hasher.hexdigest()
+

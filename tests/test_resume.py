@@ -1,0 +1,125 @@
+"""Resume: an interrupted run (even by SIGKILL) finishes to the same output, computing only what is missing."""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+import orgaseg
+from orgaseg.cli import main
+from orgaseg.io import open_volume, read_provenance
+from orgaseg.segment import segment
+from orgaseg.synthetic import make_cell
+
+OPTIONS = {"scales_nm": (20.0, 40.0)}
+SHAPE, BLOCK, N_BLOCKS = (12, 64, 64), (2, 32, 32), 24
+
+
+@pytest.fixture(scope="module")
+def raw_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("resume") / "raw.tif"
+    cell = make_cell(SHAPE, voxel_size=(20.0, 20.0, 20.0), seed=0)
+    tifffile.imwrite(path, cell.raw, imagej=True, resolution=(50.0, 50.0),
+                     metadata={"spacing": 0.02, "unit": "um", "axes": "ZYX"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(raw_path, tmp_path_factory):
+    """Labels of uninterrupted runs, by K."""
+    return {k: segment(raw_path, k=k, options=OPTIONS, sample_size=3000, block_shape=BLOCK).labels for k in (4, 5)}
+
+
+class StopAfter:
+    """A progress callback that interrupts the run after ``n`` labelled blocks, as Ctrl-C would."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __call__(self, description, done, total, **figures):
+        if description == "labelling blocks" and done >= self.n:
+            raise KeyboardInterrupt
+
+
+def _run(raw_path, out, k=4, **kw):
+    return segment(raw_path, k=k, output=out, options=OPTIONS, sample_size=3000, block_shape=BLOCK, **kw)
+
+
+def _markers(out: Path) -> int:
+    return len(list((out.parent / f"{out.name}.partial" / "run" / "done").glob("*.json")))
+
+
+@pytest.mark.parametrize("name", ["seg.ome.zarr", "seg.tif"])
+def test_interrupted_run_resumes_with_the_same_centres_and_only_missing_blocks(raw_path, uninterrupted, tmp_path, name, caplog):
+    out = tmp_path / name
+    with caplog.at_level(logging.WARNING), pytest.raises(KeyboardInterrupt):
+        _run(raw_path, out, progress=StopAfter(10))
+    assert not out.exists() and _markers(out) == 10
+    assert "rerun the same command to resume" in caplog.text
+    result = _run(raw_path, out)
+    assert result.provenance["blocks"] == {"shape": list(BLOCK), "blocks": N_BLOCKS, "computed": N_BLOCKS - 10, "skipped": 10}
+    assert "sampling_s" not in result.provenance["timings"]  # the stored clusterer was reused, not refitted
+    np.testing.assert_array_equal(open_volume(out).read(), uninterrupted[4])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name, f"{name}.provenance.json"]
+
+
+def test_changed_k_overwrite_or_a_stale_marker_recompute(raw_path, uninterrupted, tmp_path):
+    changed_k, overwritten, stale = (tmp_path / f"{name}.ome.zarr" for name in ("k", "overwrite", "stale"))
+    for out in (changed_k, overwritten, stale):
+        with pytest.raises(KeyboardInterrupt):
+            _run(raw_path, out, progress=StopAfter(8))
+
+    result = _run(raw_path, changed_k, k=5)  # another K: nothing of the K = 4 run may survive
+    assert result.provenance["blocks"]["skipped"] == 0 and result.provenance["blocks"]["computed"] == N_BLOCKS
+    np.testing.assert_array_equal(open_volume(changed_k).read(), uninterrupted[5])
+
+    assert _run(raw_path, overwritten, overwrite=True).provenance["blocks"]["skipped"] == 0  # afresh
+
+    marker = next((tmp_path / "stale.ome.zarr.partial" / "run" / "done").glob("*.json"))
+    marker.write_text(json.dumps({"signature": "of another run"}))
+    assert _run(raw_path, stale).provenance["blocks"]["skipped"] == 7  # its block was recomputed
+    np.testing.assert_array_equal(open_volume(stale).read(), uninterrupted[4])
+
+
+def test_sigkill_mid_run_then_rerun_is_identical_and_computes_only_unfinished_blocks(raw_path, uninterrupted, tmp_path):
+    out = tmp_path / "seg.ome.zarr"
+    args = ["segment", str(raw_path), "-k", "4", "-o", str(out), "--scales-nm", "20", "40", "--sample-size", "3000",
+            "--block-shape", *map(str, BLOCK), "--quiet"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(orgaseg.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
+    process = subprocess.Popen([sys.executable, "-m", "orgaseg.cli", *args], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while _markers(out) < 4 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = _markers(out)
+    assert not out.exists() and 4 <= finished < N_BLOCKS, f"killed too late or too early: {finished} blocks marked"
+
+    assert main(args) == 0
+    blocks = read_provenance(out)["blocks"]
+    assert blocks["skipped"] == finished and blocks["computed"] == N_BLOCKS - finished
+    np.testing.assert_array_equal(open_volume(out).read(), uninterrupted[4])
+
+
+def test_a_changed_input_starts_afresh(raw_path, tmp_path, caplog):
+    import shutil
+
+    raw = tmp_path / "raw.tif"
+    shutil.copy(raw_path, raw)
+    out = tmp_path / "seg.ome.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        _run(raw, out, progress=StopAfter(8))
+    stat = raw.stat()
+    os.utime(raw, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # rewritten, as far as a file's time says
+    with caplog.at_level(logging.WARNING):
+        assert _run(raw, out).provenance["blocks"]["skipped"] == 0
+    assert "run with other settings" in caplog.text
