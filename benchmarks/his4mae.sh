@@ -16,5 +16,5 @@ for method in maester his4mae sdae-recon; do
 done
 if [ "${4:-}" = curve ]; then
     python benchmarks/training_curve.py runs/{maester,his4mae,sdae-recon}-$dataset-cpu-${minutes}min.pt \
-        --dataset "$dataset" -k 6 --stride 80 -o "$out/$dataset-his4mae-curve"
+        --dataset "$dataset" -k 6 --stride 80 --slices 5 -o "$out/$dataset-his4mae-curve"
 fi

@@ -7,18 +7,22 @@ on each snapshot of each given checkpoint and plots merge-mode Dice
 
 Usage:
     python benchmarks/training_curve.py runs/maester-vnc-cpu-6min.pt runs/his4mae-vnc-cpu-6min.pt ... \
-        --dataset vnc -o benchmarks/results/his4mae-curve-vnc [-k 6] [--stride 80] [--class mitochondria]
+        --dataset vnc -o benchmarks/results/his4mae-curve-vnc [-k 6] [--stride 80] [--class mitochondria] [--slices N]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 
 from orgaseg.benchmark import run_benchmark
+from orgaseg.datasets import Dataset, load_dataset
+from orgaseg.datasets.base import EvaluationItem
+from orgaseg.io.volume import as_volume
 from orgaseg.models.checkpoint import load_checkpoint
 
 
@@ -30,6 +34,17 @@ def snapshots(checkpoint: Path) -> list[Path]:
     return found
 
 
+def first_slices(data: Dataset, n: int) -> Dataset:
+    """The dataset with each evaluation volume cut to its first ``n`` z slices (read into memory)."""
+    items = []
+    for item in data.evaluation:
+        region = (slice(0, min(n, item.raw.shape[0])), slice(None), slice(None))
+        raw = as_volume(item.raw.read(region), voxel_size=item.raw.voxel_size, path=f"{item.raw.path}[:{n}]")
+        reference = as_volume(item.reference.read(region), voxel_size=item.raw.voxel_size)
+        items.append(EvaluationItem(f"{item.name}[:{n}]", raw, reference))
+    return dataclasses.replace(data, evaluation=items)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+", type=Path)
@@ -39,7 +54,11 @@ def main() -> None:
     parser.add_argument("--stride", type=int, default=80, help="expand-stride stride for every model")
     parser.add_argument("--sample-size", type=int, default=100_000)
     parser.add_argument("--class", dest="organelle", default="mitochondria")
+    parser.add_argument("--slices", type=int, help="score only the first N z slices of each evaluation volume")
     args = parser.parse_args()
+    data = load_dataset(args.dataset)
+    if args.slices:
+        data = first_slices(data, args.slices)
 
     args.output.mkdir(parents=True, exist_ok=True)
     curves = {}
@@ -48,7 +67,7 @@ def main() -> None:
         for snapshot in snapshots(checkpoint):
             record = load_checkpoint(snapshot)
             folder = args.output / "runs" / snapshot.stem
-            result = run_benchmark(args.dataset, record["method"], folder, ks=args.k, sample_size=args.sample_size,
+            result = run_benchmark(data, record["method"], folder, ks=args.k, sample_size=args.sample_size,
                                    model=snapshot, options={"features": "expand-stride", "stride": args.stride},
                                    device="cpu")
             scores = [result["results"][str(k)]["merge"] for k in result["ks"]]
@@ -61,9 +80,10 @@ def main() -> None:
             })
             print(json.dumps({"method": record["method"], **points[-1]}), flush=True)
         curves[load_checkpoint(checkpoint)["method"]] = points
-    (args.output / "curve.json").write_text(json.dumps({"dataset": args.dataset, "k": args.k, "stride": args.stride,
+    (args.output / "curve.json").write_text(json.dumps({"dataset": args.dataset, "slices": args.slices, "k": args.k,
+                                                        "stride": args.stride,
                                                         "class": args.organelle, "curves": curves}, indent=2))
-    plot(curves, args.organelle, args.output / "curve.png", title=f"{args.dataset}, expand-stride S = {args.stride}, "
+    plot(curves, args.organelle, args.output / "curve.png", title=f"{args.dataset}{f' (first {args.slices} slices)' if args.slices else ''}, expand-stride S = {args.stride}, "
                                                                   f"K = {args.k}, merge mode")
 
 
