@@ -1,7 +1,10 @@
 """Print the README's results tables from benchmark ``results.json`` files.
 
 Usage: python benchmarks/results_table.py RESULTS_DIR [RESULTS_DIR ...]
+       python benchmarks/results_table.py --compare CLASS RESULTS_DIR [RESULTS_DIR ...]
 Each table: per-class Dice (merge mode) for every K, the merge-mode means and the strict-mode mean.
+With --compare: one table, a row per K, for each run the merge-mode Dice of CLASS and the merge and
+strict mean Dice.
 """
 
 from __future__ import annotations
@@ -34,5 +37,25 @@ def table(record: dict) -> str:
     return "\n".join(lines)
 
 
+def comparison(records: list[dict], organelle: str) -> str:
+    """A row per K; for each run the merge Dice of ``organelle``, the merge mean and the strict mean."""
+    header = "| K | " + " | ".join(f"{r['method']} {organelle} | {r['method']} mean (merge) | {r['method']} mean (strict)"
+                                   for r in records) + " |"
+    lines = [header, "|---|" + "---|" * (3 * len(records))]
+    for k in records[0]["ks"]:
+        cells = []
+        for record in records:
+            merge, strict = record["results"][str(k)]["merge"], record["results"][str(k)]["strict"]
+            cells.append(f"{merge['per_class'][organelle]['dice']:.3f} | {merge['mean_dice']:.3f} | "
+                         f"{strict['mean_dice']:.3f}")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    print("\n\n".join(table(json.loads((Path(d) / "results.json").read_text())) for d in sys.argv[1:]))
+    arguments = sys.argv[1:]
+    if arguments[:1] == ["--compare"]:
+        organelle, folders = arguments[1], arguments[2:]
+        print(comparison([json.loads((Path(d) / "results.json").read_text()) for d in folders], organelle))
+    else:
+        print("\n\n".join(table(json.loads((Path(d) / "results.json").read_text())) for d in arguments))

@@ -54,6 +54,19 @@ def blend_weight(fov: int) -> np.ndarray:
     return np.sin(np.pi * (np.arange(fov) + 0.5) / fov) ** 2
 
 
+def expansion_matrix(fov: int, patch: int) -> torch.Tensor:
+    """``(fov, fov / patch)`` matrix of 1D bilinear upsampling by ``patch`` (half-pixel aligned, edges clamped).
+
+    Row ``y`` holds the weights of the tokens that pixel ``y`` interpolates;
+    the 2D upsampling of a token grid ``T`` is ``U T U^T``, which runs as two
+    matrix products instead of an interpolation kernel.
+    """
+    grid = fov // patch
+    identity = torch.eye(grid, dtype=torch.float64)[None]  # channels = tokens, length = grid
+    upsampled = F.interpolate(identity, scale_factor=patch, mode="linear", align_corners=False)
+    return upsampled[0].T.float().contiguous()
+
+
 class ExpandStride:
     """Dense per-pixel features from a 2D token encoder by bilinear expansion of strided fields of view.
 
@@ -114,6 +127,8 @@ class ExpandStride:
         self.progress = progress
         weight = blend_weight(self.fov)
         self._weight = torch.from_numpy(np.outer(weight, weight).astype(np.float32)).to(self.device)
+        self._expansion = expansion_matrix(self.fov, self.patch).mul_(torch.from_numpy(weight).float()[:, None])
+        self._expansion = self._expansion.to(self.device)
 
     @property
     def halo(self) -> tuple[int, int, int]:
@@ -177,10 +192,11 @@ class ExpandStride:
         windows = np.lib.stride_tricks.sliding_window_view(padded, (fov, fov), axis=(1, 2))
 
         # the summed weights are the same for every slice
-        weight_sum = torch.zeros(padded_h, padded_w, device=self.device)
+        weight_sum = torch.zeros(padded_h, padded_w, 1, device=self.device)
         for jy in range(ty):
             for jx in range(tx):
-                weight_sum[jy * stride : jy * stride + fov, jx * stride : jx * stride + fov] += self._weight
+                weight_sum[jy * stride : jy * stride + fov, jx * stride : jx * stride + fov, 0] += self._weight
+        norm = weight_sum[before_y : before_y + height, before_x : before_x + width]
         out = np.empty((depth, height, width, self.n_features), dtype=np.float32)
         per_slice = ty * tx
         total = depth * per_slice
@@ -191,21 +207,20 @@ class ExpandStride:
                 flat = np.arange(batch * self.batch_size, min(total, (batch + 1) * self.batch_size))
                 zi, jy, jx = np.unravel_index(flat, (depth, ty, tx))
                 fovs = torch.from_numpy(windows[zi, jy * stride, jx * stride]).to(self.device)
-                expanded = self._expanded_tokens(fovs.unsqueeze(1)) * self._weight  # (B, D, F, F)
+                expanded = self._expanded_tokens(fovs.unsqueeze(1))  # (B, F, F, D), weighted
                 for row, (z, y0, x0) in enumerate(zip(zi, jy * stride, jx * stride)):
                     if accumulator is None:
-                        accumulator = torch.zeros(self.n_features, padded_h, padded_w, device=self.device)
-                    accumulator[:, y0 : y0 + fov, x0 : x0 + fov] += expanded[row]
+                        accumulator = torch.zeros(padded_h, padded_w, self.n_features, device=self.device)
+                    accumulator[y0 : y0 + fov, x0 : x0 + fov] += expanded[row]
                     if flat[row] % per_slice == per_slice - 1:  # the slice's last field of view
-                        inner = accumulator[:, before_y : before_y + height, before_x : before_x + width]
-                        norm = weight_sum[before_y : before_y + height, before_x : before_x + width]
-                        out[z] = (inner / norm).permute(1, 2, 0).float().cpu().numpy()
+                        inner = accumulator[before_y : before_y + height, before_x : before_x + width]
+                        out[z] = (inner / norm).cpu().numpy()
                         accumulator = None
                 report(self.progress, "expand-stride features", batch + 1, n_batches)
         return out
 
     def _expanded_tokens(self, fovs: torch.Tensor) -> torch.Tensor:
-        """Encode a batch and upsample its token grids to pixels: ``(B, D, F, F)`` float32."""
+        """Encode a batch; upsample its token grids to pixels and weight them: ``(B, F, F, D)`` float32."""
         tokens = self.encoder(fovs)
         expected = (fovs.shape[0], self.grid, self.grid, self.n_features)
         if tuple(tokens.shape) != expected:
@@ -213,5 +228,6 @@ class ExpandStride:
                 f"the encoder returned tokens of shape {tuple(tokens.shape)}, expected {expected} "
                 f"(batch, fov/patch, fov/patch, n_features) for fov {self.fov}, patch {self.patch}"
             )
-        grid = tokens.float().permute(0, 3, 1, 2)
-        return F.interpolate(grid, scale_factor=self.patch, mode="bilinear", align_corners=False)
+        # bilinear upsampling and the separable blending weight as two matrix products
+        rows = torch.einsum("yi,bijd->byjd", self._expansion, tokens.float())
+        return torch.einsum("byjd,xj->byxd", rows, self._expansion)
