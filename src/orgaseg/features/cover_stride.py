@@ -129,10 +129,7 @@ class CoverStride:
     ) -> None:
         if mode not in MODES:
             raise OrgasegError(f"dense-feature mode must be one of {MODES}, got {mode!r}")
-        if patch < 1 or fov < 1 or fov % patch:
-            raise OrgasegError(
-                f"the field of view ({fov} px) must be a positive multiple of the patch size ({patch} px)"
-            )
+        check_geometry(fov, patch, n_features, batch_size)
         grid = fov // patch
         if keep is None:
             keep = 4 if mode == "cover" else grid
@@ -143,10 +140,6 @@ class CoverStride:
                 f"keep must be between 1 and the token grid ({grid}) and leave an even margin "
                 f"(grid - keep even) so the kept tokens are centred, got {keep}"
             )
-        if n_features < 1:
-            raise OrgasegError(f"n_features must be positive, got {n_features}")
-        if batch_size < 1:
-            raise OrgasegError(f"batch size must be positive, got {batch_size}")
         self.encoder = encoder
         self.n_features = int(n_features)
         self.fov = int(fov)
@@ -249,11 +242,7 @@ class CoverStride:
         ndarray, shape (z, y, x, n_features), float32
             A view into a buffer at most one tiling period larger per axis.
         """
-        block = np.asarray(block, dtype=np.float32)
-        if block.ndim != 3 or min(block.shape) < 1:
-            raise OrgasegError(f"cover-and-stride needs a non-empty 3D block (z, y, x), got shape {block.shape}")
-        if len(origin) != 3 or min(origin) < 0:
-            raise OrgasegError(f"block origin must be three non-negative indices (z, y, x), got {origin}")
+        block = check_block(block, origin, "cover-and-stride")
         depth, height, width = block.shape
         ty, qy, pad_y = self._axis_plan(height, int(origin[1]))
         tx, qx, pad_x = self._axis_plan(width, int(origin[2]))
@@ -285,13 +274,7 @@ class CoverStride:
 
     def _kept_tokens(self, fovs: torch.Tensor) -> np.ndarray:
         """Encode a batch and return its central ``m x m`` tokens as float32 numpy."""
-        tokens = self.encoder(fovs)
-        expected = (fovs.shape[0], self.grid, self.grid, self.n_features)
-        if tuple(tokens.shape) != expected:
-            raise OrgasegError(
-                f"the encoder returned tokens of shape {tuple(tokens.shape)}, expected {expected} "
-                f"(batch, fov/patch, fov/patch, n_features) for fov {self.fov}, patch {self.patch}"
-            )
+        tokens = encode_checked(self.encoder, fovs, self.fov, self.patch, self.n_features)
         kept = slice(self._first, self._first + self.keep)
         return tokens[:, kept, kept].float().cpu().numpy()
 
@@ -306,6 +289,38 @@ class StrideOnly(CoverStride):
 
     def __init__(self, encoder: Encoder, **kwargs) -> None:
         super().__init__(encoder, mode="stride", **kwargs)
+
+
+def check_geometry(fov: int, patch: int, n_features: int, batch_size: int) -> None:
+    """Refuse a field of view that is not a multiple of the patch, and non-positive widths or batches."""
+    if patch < 1 or fov < 1 or fov % patch:
+        raise OrgasegError(f"the field of view ({fov} px) must be a positive multiple of the patch size ({patch} px)")
+    if n_features < 1:
+        raise OrgasegError(f"n_features must be positive, got {n_features}")
+    if batch_size < 1:
+        raise OrgasegError(f"batch size must be positive, got {batch_size}")
+
+
+def check_block(block: np.ndarray, origin: tuple[int, int, int], strategy: str) -> np.ndarray:
+    """A non-empty float32 ``(z, y, x)`` block and a valid origin, or a clear error naming ``strategy``."""
+    block = np.asarray(block, dtype=np.float32)
+    if block.ndim != 3 or min(block.shape) < 1:
+        raise OrgasegError(f"{strategy} needs a non-empty 3D block (z, y, x), got shape {block.shape}")
+    if len(origin) != 3 or min(origin) < 0:
+        raise OrgasegError(f"block origin must be three non-negative indices (z, y, x), got {origin}")
+    return block
+
+
+def encode_checked(encoder: Encoder, fovs: torch.Tensor, fov: int, patch: int, n_features: int) -> torch.Tensor:
+    """``encoder(fovs)``, checked to be a ``(B, fov/patch, fov/patch, n_features)`` token grid."""
+    tokens = encoder(fovs)
+    expected = (fovs.shape[0], fov // patch, fov // patch, n_features)
+    if tuple(tokens.shape) != expected:
+        raise OrgasegError(
+            f"the encoder returned tokens of shape {tuple(tokens.shape)}, expected {expected} "
+            f"(batch, fov/patch, fov/patch, n_features) for fov {fov}, patch {patch}"
+        )
+    return tokens
 
 
 def _torch_device(device: str) -> torch.device:

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from orgaseg.errors import OrgasegError
-from orgaseg.features.cover_stride import Encoder, _torch_device
+from orgaseg.features.cover_stride import Encoder, _torch_device, check_block, check_geometry, encode_checked
 from orgaseg.progress import ProgressCallback, report
 
 
@@ -104,18 +104,11 @@ class ExpandStride:
         device: str = "cpu",
         progress: ProgressCallback | None = None,
     ) -> None:
-        if patch < 1 or fov < 1 or fov % patch:
-            raise OrgasegError(
-                f"the field of view ({fov} px) must be a positive multiple of the patch size ({patch} px)"
-            )
+        check_geometry(fov, patch, n_features, batch_size)
         stride = fov // 2 if stride is None else stride
         if not 1 <= stride <= fov:
             raise OrgasegError(f"the expand-stride stride must be between 1 and the field of view ({fov} px), "
                                f"got {stride}: a larger stride would leave pixels without a field of view")
-        if n_features < 1:
-            raise OrgasegError(f"n_features must be positive, got {n_features}")
-        if batch_size < 1:
-            raise OrgasegError(f"batch size must be positive, got {batch_size}")
         self.encoder = encoder
         self.n_features = int(n_features)
         self.fov = int(fov)
@@ -177,11 +170,7 @@ class ExpandStride:
         -------
         ndarray, shape (z, y, x, n_features), float32
         """
-        block = np.asarray(block, dtype=np.float32)
-        if block.ndim != 3 or min(block.shape) < 1:
-            raise OrgasegError(f"expand-stride needs a non-empty 3D block (z, y, x), got shape {block.shape}")
-        if len(origin) != 3 or min(origin) < 0:
-            raise OrgasegError(f"block origin must be three non-negative indices (z, y, x), got {origin}")
+        block = check_block(block, origin, "expand-stride")
         depth, height, width = block.shape
         fov, stride = self.fov, self.stride
         _, ty, before_y = self._axis_plan(height, int(origin[1]))
@@ -221,13 +210,7 @@ class ExpandStride:
 
     def _expanded_tokens(self, fovs: torch.Tensor) -> torch.Tensor:
         """Encode a batch; upsample its token grids to pixels and weight them: ``(B, F, F, D)`` float32."""
-        tokens = self.encoder(fovs)
-        expected = (fovs.shape[0], self.grid, self.grid, self.n_features)
-        if tuple(tokens.shape) != expected:
-            raise OrgasegError(
-                f"the encoder returned tokens of shape {tuple(tokens.shape)}, expected {expected} "
-                f"(batch, fov/patch, fov/patch, n_features) for fov {self.fov}, patch {self.patch}"
-            )
+        tokens = encode_checked(self.encoder, fovs, self.fov, self.patch, self.n_features)
         # bilinear upsampling and the separable blending weight as two matrix products
         rows = torch.einsum("yi,bijd->byjd", self._expansion, tokens.float())
         return torch.einsum("byjd,xj->byxd", rows, self._expansion)
