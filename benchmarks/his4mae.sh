@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # HiS4MAE benchmark: maester, his4mae and sdae-recon (cpu preset) trained with the same wall-clock budget
 # (benchmarks/his4mae_train.sh), scored with the same dense features (expand-stride, S = 40) and the same
-# k-means sample (200,000 voxels), K = 4..10; on vnc also Dice against training time from the snapshots.
+# k-means sample (200,000 voxels), K = 4..10; with "curve", also Dice against training time from the
+# snapshots (K = 6, S = 80, first 5 slices of each evaluation volume, to fit a 2-core CPU's budget).
 # Usage: benchmarks/his4mae.sh OUT DATASET MINUTES [curve]
 set -euo pipefail
 cd "$(dirname "$0")/.."
