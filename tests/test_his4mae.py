@@ -9,7 +9,6 @@ import torch
 import orgaseg
 from orgaseg.cli import main
 from orgaseg.cluster.kmeans import fit_kmeans
-from orgaseg.datasets import load_dataset
 from orgaseg.errors import OrgasegError
 from orgaseg.io import compute_normalization
 from orgaseg.methods.his4mae import HIS4MAE_SPEC, epoch_steps
@@ -121,11 +120,6 @@ def test_sdae_recon_has_no_codebook_and_aligns_to_teacher_tokens():
     terms = model.losses(_images())
     assert float(terms["tea"]) == 0.0 and float(terms["stu"].detach()) > 0.0
     assert _grads(model, "stu") == (True, False)
-
-
-@pytest.fixture(scope="module")
-def phantom():
-    return load_dataset("phantom", shape=(12, 128, 128), voxel_size=(20.0, 20.0, 20.0))
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,10 @@ import pytest
 import orgaseg
 from orgaseg.cli import main
 from orgaseg.cluster.kmeans import fit_kmeans
-from orgaseg.datasets import load_dataset
 from orgaseg.io import compute_normalization
 from orgaseg.methods.maester import train_maester
 
 CLASSES = ("cytoplasm", "nucleus", "mitochondria", "granules", "membrane")
-
-
-@pytest.fixture(scope="module")
-def phantom():
-    return load_dataset("phantom", shape=(12, 128, 128), voxel_size=(20.0, 20.0, 20.0))
 
 
 @pytest.fixture(scope="module")
