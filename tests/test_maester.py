@@ -71,3 +71,24 @@ def test_cli_train_resume_segment_inspect(phantom, checkpoint, tmp_path):
     assert (figures / "reconstructions.png").stat().st_size > 5000
     assert (figures / "embedding.png").stat().st_size > 5000
     assert main(["segment", str(raw), "--method", "maester", "-o", str(tmp_path / "x.tif")] + common) == 2
+
+
+def test_model_options_change_the_preset_and_travel_in_the_checkpoint(phantom, tmp_path, capsys):
+    raw = tmp_path / "raw.npy"
+    np.save(raw, phantom.train[0].read())
+    ckpt = tmp_path / "plain.pt"
+    common = ["--method", "maester", "--preset", "tiny", "--steps", "2", "--voxel-size", "20", "20", "20", "--quiet"]
+    assert main(["train", str(raw), "-o", str(ckpt), "--model-option", "norm_pix_loss=false",
+                 "--model-option", "mask_ratio=0.75"] + common) == 0
+    model, record = orgaseg.methods.vit_method.load_trained(ckpt)
+    assert model.config.norm_pix_loss is False and model.config.mask_ratio == 0.75
+    assert model.config.embed_dim == 32  # the rest is still the tiny preset
+    for bad, message in (("mask_ratio=1.5", "mask_ratio must be in (0, 1)"), ("depht=3", "depht unknown"),
+                         ("input_std=2", "input_std unknown"), ("norm_pix_loss", "NAME=VALUE"),
+                         ("depth=six", "not a number")):
+        assert main(["train", str(raw), "-o", str(tmp_path / "bad.pt"), "--model-option", bad] + common) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad.pt").exists()
+    assert main(["train", str(raw), "-o", str(ckpt), "--method", "maester", "--resume", "--model-option",
+                 "mask_ratio=0.5", "--voxel-size", "20", "20", "20", "--quiet"]) == 2
+    assert "cannot change on --resume" in capsys.readouterr().err

@@ -84,6 +84,22 @@ def cmd_segment(args, progress) -> int:
     return 0
 
 
+def _model_options(items: list[str]) -> dict:
+    """``NAME=VALUE`` strings as a dict; values are JSON (``0.75``, ``true``, ``6``)."""
+    import json
+
+    options = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise OrgasegError(f"--model-option takes NAME=VALUE, got {item!r}")
+        try:
+            options[name] = json.loads(text)
+        except json.JSONDecodeError:
+            raise OrgasegError(f"--model-option {name}: {text!r} is not a number, true or false") from None
+    return options
+
+
 def cmd_train(args, progress) -> int:
     from orgaseg.methods.registry import get_method, method_names
 
@@ -98,10 +114,11 @@ def cmd_train(args, progress) -> int:
         raise OrgasegError(f"--minutes must be positive, got {args.minutes}")
     if args.snapshots < 0:
         raise OrgasegError(f"--snapshots must be >= 0, got {args.snapshots}")
+    options = _model_options(args.model_option)
     record = spec.train(args.paths, args.output, preset=args.preset, steps=args.steps, minutes=args.minutes,
                         resume=args.resume, overwrite=args.overwrite, device=args.device, seed=args.seed,
                         workers=args.workers, snapshots=args.snapshots, voxel_size=_voxel_size(args.voxel_size),
-                        key=args.key, progress=progress)
+                        key=args.key, progress=progress, **({"model_options": options} if options else {}))
     losses = record["losses"]
     print(f"wrote {args.output}: {args.method} preset {record['preset']}, step {record['step']} of "
           f"{record['total_steps']}, loss {losses[0]:.4f} -> {losses[-1]:.4f}, {record['train_seconds']:.0f} s "
@@ -277,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default 0)")
     p.add_argument("--snapshots", type=int, default=0, metavar="N",
                    help="also keep N checkpoints along the schedule (NAME.step-S.pt), to score training progress")
+    p.add_argument("--model-option", action="append", default=[], metavar="NAME=VALUE",
+                   help="replace a field of the preset's model config, e.g. norm_pix_loss=false or "
+                        "mask_ratio=0.75 (repeatable; ViT methods)")
     p.add_argument("--key", help="dataset inside a container")
     p.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in nm")
     p.set_defaults(run=cmd_train)

@@ -83,6 +83,7 @@ def train_vit(
     seed: int = 0,
     workers: int = 0,
     snapshots: int = 0,
+    model_options: Mapping[str, Any] | None = None,
     voxel_size=None,
     key: str | None = None,
     progress: ProgressCallback | None = None,
@@ -115,6 +116,10 @@ def train_vit(
         Data-loader worker processes.
     snapshots : int
         Keep this many checkpoints along the schedule (see :func:`orgaseg.training.run_training`).
+    model_options : mapping, optional
+        Fields of the preset's :class:`~orgaseg.models.mae.MAEConfig` to replace
+        (an ablation, e.g. ``{"norm_pix_loss": False}``); the checkpoint stores
+        the resulting config, so loading needs nothing else. Not with ``resume``.
     voxel_size, key
         How to read the inputs (see :func:`orgaseg.open_volume`).
     progress : callable, optional
@@ -135,6 +140,8 @@ def train_vit(
     output = Path(output)
     volumes = _volumes(inputs, voxel_size, key)
     state: dict = {}
+    if resume and model_options:
+        raise OrgasegError("model options cannot change on --resume: the checkpoint holds the model's config")
     if resume:
         state = load_checkpoint(output, method=spec.name)
         if preset is not None and preset != state["preset"]:
@@ -151,7 +158,7 @@ def train_vit(
             raise OrgasegError(
                 f"unknown preset {preset!r} for {spec.name}; choose one of {', '.join(spec.train_presets)}"
             )
-        config = model_preset(preset)
+        config = model_preset(preset).with_overrides(model_options or {})
         train_config = spec.train_presets[preset]
     normalizations = [compute_normalization(v, seed=seed) for v in volumes]
     sampler = FieldOfViewSampler(volumes, normalizations, fov=config.img_size, seed=seed)

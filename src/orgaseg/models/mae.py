@@ -167,6 +167,23 @@ class MAEConfig:
             raise OrgasegError(f"model config: unknown field(s) {', '.join(map(str, unknown))}")
         return cls(**data)
 
+    def with_overrides(self, overrides: Mapping[str, Any]) -> MAEConfig:
+        """This config with some architecture or loss fields replaced (an ablation of a preset).
+
+        ``input_mean`` and ``input_std`` cannot be overridden: training measures them on the data.
+
+        Raises
+        ------
+        OrgasegError
+            If a name is not an overridable field or a value is invalid.
+        """
+        allowed = [field.name for field in dataclasses.fields(self) if field.name not in ("input_mean", "input_std")]
+        unknown = sorted(set(overrides) - set(allowed))
+        if unknown:
+            raise OrgasegError(f"model option(s) {', '.join(map(str, unknown))} unknown; "
+                               f"choose among {', '.join(allowed)}")
+        return dataclasses.replace(self, **overrides)
+
 
 #: Named model sizes; see the module docstring.
 MODEL_PRESETS: dict[str, MAEConfig] = {
