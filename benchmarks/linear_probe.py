@@ -4,22 +4,29 @@ Clustering can fail because the features lack the information or because k-means
 in them. This script tells the two apart: it computes a method's per-pixel features on some slices
 of a dataset's first evaluation volume, fits a logistic regression (with the reference labels: a
 diagnostic, not a method) on pixels of the even slices and scores per-class Dice on pixels of the
-odd slices.
+odd slices. On the same pixels it fits k-means (K = 8, standardised features, as the pipeline does)
+on the even slices and scores its clusters on the odd ones in merge mode: a probe far above k-means
+means the information is there but not where k-means looks (in the directions of largest variance).
 
 Usage: python benchmarks/linear_probe.py --dataset vnc --slices 0 1 2 3 \
-           [--method baseline] [--method maester --model runs/maester-vnc-cpu.pt --keep 16]
-Repeat --method to compare several; options after a --method apply to it.
+           [--method baseline] \
+           [--method maester --model runs/maester-vnc-cpu.pt --options features=expand-stride,stride=40]
+Repeat --method to compare several; each learned method takes the next --model and the next --options
+(NAME=VALUE pairs, as `orgaseg segment` takes them; "-" for none).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+import orgaseg
+from orgaseg.cluster.kmeans import fit_kmeans
 from orgaseg.datasets import load_dataset
 from orgaseg.io import compute_normalization
 from orgaseg.labels import IGNORE_LABEL
@@ -47,6 +54,14 @@ def probe_features(item, method: str, model, options, slices, per_slice: int, se
     return np.concatenate(features), np.concatenate(labels), np.concatenate(groups)
 
 
+def parse_options(text: str) -> dict:
+    """``features=expand-stride,stride=40`` as a dict (integers converted); ``-`` for none."""
+    if text == "-":
+        return {}
+    pairs = (item.partition("=") for item in text.split(","))
+    return {name: int(value) if value.isdigit() else value for name, _, value in pairs}
+
+
 def dice_per_class(truth, pred, n_classes):
     return [2 * np.sum((truth == c) & (pred == c)) / max(1, np.sum(truth == c) + np.sum(pred == c))
             for c in range(n_classes)]
@@ -60,26 +75,33 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--method", action="append", required=True)
     parser.add_argument("--model", action="append", default=[])
-    parser.add_argument("--keep", action="append", type=int, default=[])
+    parser.add_argument("--options", action="append", default=[])
     args, _ = parser.parse_known_args()
     data = load_dataset(args.dataset)
     item = data.evaluation[0]
     models = iter(args.model)
-    keeps = iter(args.keep)
+    option_lists = iter(args.options)
     print(f"linear probe on {data.name} {item.name}, slices {args.slices} (train on even, test on odd); "
           f"Dice per class: {', '.join(data.classes)}")
     for method in args.method:
         spec = get_method(method)
         model = next(models) if spec.learns else None
-        options = {"keep": next(keeps)} if spec.learns else None
+        options = parse_options(next(option_lists, "-")) if spec.learns else None
         started = time.perf_counter()
         x, y, z = probe_features(item, method, model, options, args.slices, args.per_slice, args.seed)
         train, test = z % 2 == 0, z % 2 == 1
         scaler = StandardScaler().fit(x[train])
         probe = LogisticRegression(max_iter=2000, class_weight="balanced").fit(scaler.transform(x[train]), y[train])
         dice = dice_per_class(y[test], probe.predict(scaler.transform(x[test])), len(data.classes))
-        print(f"{method:<10} {x.shape[1]:>4} features  Dice " + "  ".join(f"{c} {d:.3f}" for c, d in zip(data.classes, dice))
-              + f"  mean {np.mean(dice):.3f}  ({time.perf_counter() - started:.0f} s)", flush=True)
+        clusters = fit_kmeans(x[train], 8, seed=args.seed).predict(x[test])
+        merge = orgaseg.evaluate(clusters[None], y[test][None], classes=data.classes, background=data.background,
+                                 mode="merge").to_dict()["merge"]
+        kmeans_dice = [merge["per_class"][c]["dice"] for c in data.classes]
+        label = f"{method} {Path(model).stem} {options}" if spec.learns else method
+        print(f"{label}, {x.shape[1]} features ({time.perf_counter() - started:.0f} s)", flush=True)
+        for name, scores in (("linear probe", dice), ("k-means K=8", kmeans_dice)):
+            print(f"    {name:<13} Dice " + "  ".join(f"{c} {d:.3f}" for c, d in zip(data.classes, scores))
+                  + f"  mean {np.mean(scores):.3f}", flush=True)
 
 
 if __name__ == "__main__":
