@@ -7,6 +7,8 @@ diagnostic, not a method) on pixels of the even slices and scores per-class Dice
 odd slices. On the same pixels it fits k-means (K = 8, standardised features, as the pipeline does)
 on the even slices and scores its clusters on the odd ones in merge mode: a probe far above k-means
 means the information is there but not where k-means looks (in the directions of largest variance).
+It also prints the class share of the variance: the between-class part of the standardised features'
+total variance (what k-means, which minimises within-cluster variance, can use).
 
 Usage: python benchmarks/linear_probe.py --dataset vnc --slices 0 1 2 3 \
            [--method baseline] \
@@ -62,6 +64,13 @@ def parse_options(text: str) -> dict:
     return {name: int(value) if value.isdigit() else value for name, _, value in pairs}
 
 
+def class_variance_share(x: np.ndarray, y: np.ndarray) -> float:
+    """Between-class variance over total variance of standardised features (summed over features)."""
+    x = (x - x.mean(axis=0)) / np.maximum(x.std(axis=0), 1e-12)
+    between = sum(np.sum(y == c) * np.sum(x[y == c].mean(axis=0) ** 2) for c in np.unique(y))
+    return float(between / np.sum(x**2))
+
+
 def dice_per_class(truth, pred, n_classes):
     return [2 * np.sum((truth == c) & (pred == c)) / max(1, np.sum(truth == c) + np.sum(pred == c))
             for c in range(n_classes)]
@@ -98,7 +107,8 @@ def main() -> None:
                                  mode="merge").to_dict()["merge"]
         kmeans_dice = [merge["per_class"][c]["dice"] for c in data.classes]
         label = f"{method} {Path(model).stem} {options}" if spec.learns else method
-        print(f"{label}, {x.shape[1]} features ({time.perf_counter() - started:.0f} s)", flush=True)
+        print(f"{label}, {x.shape[1]} features, class share of the variance {class_variance_share(x, y):.3f} "
+              f"({time.perf_counter() - started:.0f} s)", flush=True)
         for name, scores in (("linear probe", dice), ("k-means K=8", kmeans_dice)):
             print(f"    {name:<13} Dice " + "  ".join(f"{c} {d:.3f}" for c, d in zip(data.classes, scores))
                   + f"  mean {np.mean(scores):.3f}", flush=True)
