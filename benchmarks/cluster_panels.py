@@ -54,7 +54,7 @@ def main() -> None:
         ax.axis("off")
     fig.suptitle(f"K = {args.k} clusters, vnc stack1 z = 10", fontsize=10)
     fig.tight_layout()
-    fig.savefig(args.output, dpi=110)
+    fig.savefig(args.output, dpi=90)
     print(f"wrote {args.output}")
 
 
