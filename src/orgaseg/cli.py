@@ -114,11 +114,10 @@ def cmd_train(args, progress) -> int:
         raise OrgasegError(f"--minutes must be positive, got {args.minutes}")
     if args.snapshots < 0:
         raise OrgasegError(f"--snapshots must be >= 0, got {args.snapshots}")
-    options = _model_options(args.model_option)
     record = spec.train(args.paths, args.output, preset=args.preset, steps=args.steps, minutes=args.minutes,
                         resume=args.resume, overwrite=args.overwrite, device=args.device, seed=args.seed,
                         workers=args.workers, snapshots=args.snapshots, voxel_size=_voxel_size(args.voxel_size),
-                        key=args.key, progress=progress, **({"model_options": options} if options else {}))
+                        key=args.key, progress=progress, model_options=_model_options(args.model_option))
     losses = record["losses"]
     print(f"wrote {args.output}: {args.method} preset {record['preset']}, step {record['step']} of "
           f"{record['total_steps']}, loss {losses[0]:.4f} -> {losses[-1]:.4f}, {record['train_seconds']:.0f} s "
