@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from orgaseg.errors import OrgasegError
-from orgaseg.evaluate import (
+from orgaseg.evaluation import (
     UNMATCHED,
     ConfusionAccumulator,
     EvaluationReport,

@@ -148,7 +148,7 @@ def test_the_command_line_refuses_bad_worker_counts(phantom_zarr, tmp_path, caps
 
 def test_a_learned_encoder_gives_the_same_labels_on_dask_workers(dask_executor, tmp_path):
     from orgaseg.methods.maester import train_maester
-    from orgaseg.segment import segment
+    from orgaseg.segmentation import segment
 
     raw = make_cell((4, 80, 80), voxel_size=(20.0, 20.0, 20.0), seed=3).raw
     path = tmp_path / "raw.npy"

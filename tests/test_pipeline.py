@@ -76,7 +76,7 @@ def test_saved_features_are_the_blocks_features_in_float16(textured, tmp_path):
     import zarr
 
     from orgaseg.pipeline.runner import block_features, plan_blocks
-    from orgaseg.segment import segment
+    from orgaseg.segmentation import segment
 
     out, saved = tmp_path / "seg.ome.zarr", tmp_path / "features.zarr"
     result = segment(textured, k=3, output=out, save_features=saved, block_shape=(3, 24, 24), sample_size=500,

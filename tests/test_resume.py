@@ -16,7 +16,7 @@ import tifffile
 import orgaseg
 from orgaseg.cli import main
 from orgaseg.io import open_volume, read_provenance
-from orgaseg.segment import segment
+from orgaseg.segmentation import segment
 from orgaseg.synthetic import make_cell
 
 OPTIONS = {"scales_nm": (20.0, 40.0)}

@@ -13,8 +13,8 @@ __version__ = "0.1.0"
 
 from orgaseg.datasets import load_dataset
 from orgaseg.errors import OrgasegError
-from orgaseg.evaluate import evaluate
+from orgaseg.evaluation import evaluate
 from orgaseg.io import Volume, open_volume
-from orgaseg.segment import Segmentation, segment
+from orgaseg.segmentation import Segmentation, segment
 
 __all__ = ["OrgasegError", "Segmentation", "Volume", "evaluate", "load_dataset", "open_volume", "segment", "__version__"]

@@ -24,7 +24,7 @@ import numpy as np
 from orgaseg import __version__
 from orgaseg.datasets import Dataset, load_dataset
 from orgaseg.errors import OrgasegError
-from orgaseg.evaluate import ConfusionAccumulator, scores_from_confusion
+from orgaseg.evaluation import ConfusionAccumulator, scores_from_confusion
 from orgaseg.io import compute_normalization
 from orgaseg.io.volume import Volume
 from orgaseg.methods.registry import get_method

@@ -47,7 +47,7 @@ def cmd_info(args, progress) -> int:
 
 def cmd_segment(args, progress) -> int:
     from orgaseg.pipeline.executors import make_executor
-    from orgaseg.segment import segment
+    from orgaseg.segmentation import segment
 
     options = _method_options(args)
     started = time.time()
@@ -126,7 +126,7 @@ def cmd_train(args, progress) -> int:
 
 
 def cmd_evaluate(args, progress) -> int:
-    from orgaseg.evaluate import evaluate
+    from orgaseg.evaluation import evaluate
     from orgaseg.io import open_volume
     from orgaseg.labels import IGNORE_LABEL
     from orgaseg.viz import overlay_figure

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from orgaseg.datasets import load_dataset
 from orgaseg.errors import OrgasegError
-from orgaseg.evaluate import evaluate
+from orgaseg.evaluation import evaluate
 from orgaseg.io import open_volume, write_labels, write_tiff_image
 from orgaseg.progress import ProgressCallback
-from orgaseg.segment import segment
+from orgaseg.segmentation import segment
 from orgaseg.viz import overlay_figure
 
 #: The demo's method and K: the phantom has five classes inside the cell.

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from orgaseg.errors import OrgasegError
-from orgaseg.evaluate.matching import MODES, UNMATCHED, class_confusion, match_clusters
+from orgaseg.evaluation.matching import MODES, UNMATCHED, class_confusion, match_clusters
 
 METRICS = ("dice", "iou", "sensitivity", "precision")
 
@@ -112,14 +112,14 @@ def scores_from_confusion(
     Parameters
     ----------
     confusion : numpy.ndarray
-        ``(K, C)`` voxel counts from :func:`~orgaseg.evaluate.confusion_matrix`.
+        ``(K, C)`` voxel counts from :func:`~orgaseg.evaluation.confusion_matrix`.
     classes : sequence of str or None
         Names of the classes ``0 .. C-1``; ``None`` names them ``class_<id>``.
     background : str, int or sequence of them, optional
         The non-organelle classes (names or ids), left out of
         ``mean_dice_organelles``. Default: the first class.
     mode : {"merge", "strict", "both"}
-        Matching mode (see :func:`~orgaseg.evaluate.matching.match_clusters`).
+        Matching mode (see :func:`~orgaseg.evaluation.matching.match_clusters`).
 
     Returns
     -------

@@ -1,4 +1,4 @@
-"""``orgaseg.segment``: features, clustering and a label volume, in one call."""
+"""``orgaseg.segmentation``: features, clustering and a label volume, in one call."""
 
 from __future__ import annotations
 

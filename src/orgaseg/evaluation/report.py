@@ -11,9 +11,9 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from orgaseg.errors import OrgasegError
-from orgaseg.evaluate.confusion import confusion_matrix
-from orgaseg.evaluate.matching import MODES
-from orgaseg.evaluate.metrics import METRICS, resolve_background, resolve_classes, scores_from_confusion
+from orgaseg.evaluation.confusion import confusion_matrix
+from orgaseg.evaluation.matching import MODES
+from orgaseg.evaluation.metrics import METRICS, resolve_background, resolve_classes, scores_from_confusion
 from orgaseg.labels import IGNORE_LABEL
 from orgaseg.progress import ProgressCallback
 
@@ -59,7 +59,7 @@ class EvaluationReport:
         The non-organelle classes.
     results : dict
         Matching mode (``"merge"``, ``"strict"``) to its scores, as returned
-        by :func:`~orgaseg.evaluate.scores_from_confusion`.
+        by :func:`~orgaseg.evaluation.scores_from_confusion`.
     """
 
     confusion: np.ndarray
@@ -218,7 +218,7 @@ def evaluate(
     n_clusters : int, optional
         K, when the prediction may not use every cluster id.
     block_shape : tuple of int, optional
-        Blocks read at a time (see :func:`~orgaseg.evaluate.confusion_matrix`).
+        Blocks read at a time (see :func:`~orgaseg.evaluation.confusion_matrix`).
     progress : callable, optional
         ``progress(description, done, total)`` per block.
 

@@ -55,7 +55,7 @@ def match_clusters(confusion: np.ndarray, mode: str = "merge") -> np.ndarray:
     Parameters
     ----------
     confusion : numpy.ndarray
-        ``(K, C)`` voxel counts (see :func:`~orgaseg.evaluate.confusion_matrix`).
+        ``(K, C)`` voxel counts (see :func:`~orgaseg.evaluation.confusion_matrix`).
     mode : {"merge", "strict"}
         ``strict``: Hungarian assignment maximising total Dice over the
         classes that have reference voxels; unmatched clusters get

@@ -13,10 +13,10 @@
 (JSON, Markdown, confusion PNG).
 """
 
-from orgaseg.evaluate.confusion import ConfusionAccumulator, confusion_matrix
-from orgaseg.evaluate.matching import UNMATCHED, dice_matrix, match_clusters
-from orgaseg.evaluate.metrics import scores_from_confusion
-from orgaseg.evaluate.report import EvaluationReport, evaluate
+from orgaseg.evaluation.confusion import ConfusionAccumulator, confusion_matrix
+from orgaseg.evaluation.matching import UNMATCHED, dice_matrix, match_clusters
+from orgaseg.evaluation.metrics import scores_from_confusion
+from orgaseg.evaluation.report import EvaluationReport, evaluate
 
 __all__ = [
     "UNMATCHED",
