@@ -16,6 +16,9 @@ import json
 import logging
 import os
 import shutil
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from orgaseg.errors import OrgasegError
@@ -101,11 +104,53 @@ def digest(value) -> str:
     return hashlib.sha256(json.dumps(to_jsonable(value), sort_keys=True).encode()).hexdigest()
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old file or the new one, never a part."""
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` that replaces ``path`` when the block succeeds.
+
+    Write the new file to the yielded path; on leaving the block it is renamed
+    onto ``path`` in one step, so a reader sees the old file or the new one,
+    never a part. If the block raises, the temporary file is removed and
+    ``path`` is left as it was.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file to write (its folder must exist).
+
+    Yields
+    ------
+    Path
+        The temporary path, in the same folder (a rename across file systems
+        would not be atomic) and ending in ``path``'s name, so writers that
+        infer the format from the suffix still work.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "numbers.txt"
+    >>> with atomic_path(target) as temporary:
+    ...     _ = temporary.write_text("1 2 3")
+    >>> target.read_text()
+    '1 2 3'
+    """
+    path = Path(path)
+    # process and thread ids keep concurrent writers of the same file apart
+    temporary = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}.{path.name}")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)  # left only when the block failed
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write ``data`` (text or bytes) to ``path`` through :func:`atomic_path`."""
+    with atomic_path(path) as temporary:
+        if isinstance(data, bytes):
+            temporary.write_bytes(data)
+        else:
+            temporary.write_text(data)
 
 
 def move_into_place(temporary: Path, path: Path) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -70,13 +69,11 @@ def make_provenance(**fields: Any) -> dict:
 
 def write_provenance(output_path: str | Path, record: dict) -> Path:
     """Write ``record`` to ``<output_path>.provenance.json`` atomically; return its path."""
+    # imported here: orgaseg.io.partial imports this module (for to_jsonable)
+    from orgaseg.io.partial import write_atomic
+
     target = provenance_path(output_path)
-    temporary = target.with_name(f".{target.name}.partial-{os.getpid()}")
-    try:
-        temporary.write_text(json.dumps(to_jsonable(record), indent=2, sort_keys=False) + "\n")
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_atomic(target, json.dumps(to_jsonable(record), indent=2, sort_keys=False) + "\n")
     return target
 
 

@@ -31,7 +31,6 @@ map; ImageJ holds at most 65,536 labels (uint16).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -42,7 +41,7 @@ import zarr
 
 from orgaseg.errors import OrgasegError
 from orgaseg.io.metadata import check_voxel_size
-from orgaseg.io.partial import PartialOutput, digest, move_into_place
+from orgaseg.io.partial import PartialOutput, atomic_path, digest
 from orgaseg.io.provenance import to_jsonable, write_provenance
 from orgaseg.io.pyramid import downsampled_shape, plan_levels, write_level
 from orgaseg.labels import smallest_label_dtype
@@ -412,9 +411,8 @@ def write_tiff_image(path: str | Path, image: np.ndarray, *, voxel_size: Sequenc
     if not overwrite and (path.exists() or path.is_symlink()):
         raise OrgasegError(f"{path} exists; pass --overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    tifffile.imwrite(temporary, image, **_imagej_metadata(check_voxel_size(voxel_size)))
-    move_into_place(temporary, path)
+    with atomic_path(path) as temporary:
+        tifffile.imwrite(temporary, image, **_imagej_metadata(check_voxel_size(voxel_size)))
     return path
 
 

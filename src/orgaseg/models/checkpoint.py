@@ -10,7 +10,6 @@ name and renamed, so a crash never leaves a half-written checkpoint.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import torch
 
 from orgaseg import __version__
 from orgaseg.errors import OrgasegError
+from orgaseg.io.partial import atomic_path
 
 FORMAT = "orgaseg-checkpoint"
 FORMAT_VERSION = 1
@@ -28,9 +28,8 @@ def save_checkpoint(path: str | Path, record: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     record = {"format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__, **record}
-    temporary = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    torch.save(record, temporary)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        torch.save(record, temporary)
     return path
 
 
