@@ -28,6 +28,7 @@ import torch
 
 from orgaseg.errors import OrgasegError
 from orgaseg.models.checkpoint import save_checkpoint
+from orgaseg.models.device import resolve_device
 from orgaseg.progress import ProgressCallback, report
 from orgaseg.sampling import FieldOfViewBatches, FieldOfViewSampler
 
@@ -86,17 +87,6 @@ def learning_rate(step: int, total: int, config: TrainConfig) -> float:
         return config.lr * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1.0 + math.cos(math.pi * progress))
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; asking for CUDA without one is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise OrgasegError("--device cuda was asked for, but torch sees no CUDA device; use --device cpu or auto")
-    if device not in ("cpu", "cuda"):
-        raise OrgasegError(f"unknown device {device!r}; use auto, cpu or cuda")
-    return torch.device(device)
 
 
 def run_training(

@@ -65,6 +65,7 @@ import numpy as np
 import torch
 
 from orgaseg.errors import OrgasegError
+from orgaseg.models.device import resolve_device
 from orgaseg.progress import ProgressCallback, report
 
 #: ``encoder(fovs (B, 1, F, F) float32) -> tokens (B, F/P, F/P, D)``.
@@ -148,7 +149,7 @@ class CoverStride:
         self.keep = int(keep)
         self.mode = mode
         self.batch_size = int(batch_size)
-        self.device = _torch_device(device)
+        self.device = resolve_device(device)
         self.progress = progress
 
     # -- geometry (see the module docstring) -----------------------------------------
@@ -321,13 +322,3 @@ def encode_checked(encoder: Encoder, fovs: torch.Tensor, fov: int, patch: int, n
             f"(batch, fov/patch, fov/patch, n_features) for fov {fov}, patch {patch}"
         )
     return tokens
-
-
-def _torch_device(device: str) -> torch.device:
-    """A torch device from a name; ``"auto"`` picks CUDA when available."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise OrgasegError(f"unknown torch device {device!r}: {exc}") from None

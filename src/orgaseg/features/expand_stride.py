@@ -45,7 +45,8 @@ import torch
 import torch.nn.functional as F
 
 from orgaseg.errors import OrgasegError
-from orgaseg.features.cover_stride import Encoder, _torch_device, check_block, check_geometry, encode_checked
+from orgaseg.features.cover_stride import Encoder, check_block, check_geometry, encode_checked
+from orgaseg.models.device import resolve_device
 from orgaseg.progress import ProgressCallback, report
 
 
@@ -116,7 +117,7 @@ class ExpandStride:
         self.grid = self.fov // self.patch
         self.stride = int(stride)
         self.batch_size = int(batch_size)
-        self.device = _torch_device(device)
+        self.device = resolve_device(device)
         self.progress = progress
         weight = blend_weight(self.fov)
         self._weight = torch.from_numpy(np.outer(weight, weight).astype(np.float32)).to(self.device)
