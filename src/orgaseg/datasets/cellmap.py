@@ -53,6 +53,7 @@ from orgaseg.errors import OrgasegError
 from orgaseg.io import open_volume
 from orgaseg.io.volume import Volume
 from orgaseg.labels import IGNORE_LABEL
+from orgaseg.options import natural_sort_key
 
 EM_GROUP = "recon-1/em/fibsem-uint8"
 CROPS_GROUP = "recon-1/labels/groundtruth"
@@ -241,13 +242,9 @@ def find_container(data_root: Path, container: str | None = None) -> Path:
     return found[0]
 
 
-def _natural_key(name: str):
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
 def _crop_names(container: Path, crops) -> list[str]:
     folder = require(container / CROPS_GROUP, f"CellMap label crops ({CROPS_GROUP})")
-    available = sorted((p.name for p in folder.iterdir() if re.fullmatch(r"crop\d+", p.name)), key=_natural_key)
+    available = sorted((p.name for p in folder.iterdir() if re.fullmatch(r"crop\d+", p.name)), key=natural_sort_key)
     if crops is None:
         if not available:
             raise OrgasegError(f"{folder}: no crop<N> groups")

@@ -8,7 +8,6 @@ from __future__ import annotations
 from orgaseg.io.normalize import Normalization, compute_normalization, normalize_volume, sample_intensities
 from orgaseg.io.provenance import make_provenance, provenance_path, read_provenance, write_provenance
 from orgaseg.io.readers import VoxelSizeWarning, open_volume
-from orgaseg.io.slices import natural_sort_key
 from orgaseg.io.volume import AxesView, Volume, as_volume
 from orgaseg.io.writers import LabelWriter, create_label_writer, write_labels, write_tiff_image
 
@@ -22,7 +21,6 @@ __all__ = [
     "compute_normalization",
     "create_label_writer",
     "make_provenance",
-    "natural_sort_key",
     "normalize_volume",
     "open_volume",
     "provenance_path",

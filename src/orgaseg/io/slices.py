@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import tifffile
 from PIL import Image
 
 from orgaseg.errors import OrgasegError
+from orgaseg.options import natural_sort_key
 
 #: Suffixes of 2D image files (lower case).
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
@@ -28,20 +28,6 @@ _PIL_DTYPES = {
 }
 
 
-def natural_sort_key(path: str | Path) -> tuple:
-    """Sort key that orders numbers by value: ``2.png`` before ``10.png``.
-
-    Examples
-    --------
-    >>> sorted(["10.png", "2.png", "1.png"], key=natural_sort_key)
-    ['1.png', '2.png', '10.png']
-    """
-    # re.split with a group alternates text, number, text, ...: positions
-    # always hold the same type, so the tuples compare.
-    parts = re.split(r"(\d+)", Path(path).name.lower())
-    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts))
-
-
 def image_files(folder: Path) -> list[Path]:
     """The 2D image files of ``folder`` in natural order (hidden files skipped)."""
     files = [
@@ -49,7 +35,7 @@ def image_files(folder: Path) -> list[Path]:
         for p in folder.iterdir()
         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
     ]
-    return sorted(files, key=natural_sort_key)
+    return sorted(files, key=lambda path: natural_sort_key(path.name))
 
 
 def image_header(path: Path) -> tuple[tuple[int, int], np.dtype]:
