@@ -23,12 +23,13 @@ from orgaseg.io import (
     compute_normalization,
     create_label_writer,
     make_provenance,
-    natural_sort_key,
     open_volume,
     read_provenance,
     write_labels,
     write_provenance,
+    write_tiff_image,
 )
+from orgaseg.io.partial import atomic_path, write_atomic
 from orgaseg.viz import label_colors
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -91,11 +92,6 @@ def test_single_2d_images_are_one_slice(tmp_path):
         vol = open_volume(tmp_path / name, voxel_size=(5, 5, 5))
         assert vol.shape == (1, 12, 15)
         np.testing.assert_array_equal(vol.read()[0], image)
-
-
-def test_natural_sort_key_orders_numbers_by_value():
-    names = ["10.png", "2.png", "1.png", "img_20.tif", "img_3.tif"]
-    assert sorted(names, key=natural_sort_key) == ["1.png", "2.png", "10.png", "img_3.tif", "img_20.tif"]
 
 
 def test_folder_of_pngs_in_natural_order(tmp_path):
@@ -437,6 +433,40 @@ def test_provenance_round_trip_with_numpy_values(tmp_path):
         read_provenance(tmp_path / "other.tif")
 
 
+# --- atomic writes ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("data", ["text ✓", b"\x00\xffbytes"])
+def test_write_atomic_replaces_the_file_and_leaves_nothing_else(tmp_path, data):
+    path = tmp_path / "state.json"
+    path.write_text("old")
+    write_atomic(path, data)
+    assert (path.read_bytes() if isinstance(data, bytes) else path.read_text()) == data
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_atomic_path_failure_keeps_the_old_file_and_removes_the_temporary(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_text("old")
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_path(path) as temporary:
+            assert temporary.parent == tmp_path and temporary.name.endswith(".model.pt")
+            temporary.write_text("half")
+            raise RuntimeError("boom")
+    assert path.read_text() == "old" and list(tmp_path.iterdir()) == [path]
+
+
+def test_tiff_image_write_failure_leaves_no_file(tmp_path, monkeypatch):
+    def failing_imwrite(path, *args, **kwargs):
+        Path(path).write_bytes(b"half a tiff")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tifffile, "imwrite", failing_imwrite)
+    with pytest.raises(OSError, match="disk full"):
+        write_tiff_image(tmp_path / "raw.tif", np.zeros((2, 3, 4), np.uint8), voxel_size=(1, 1, 1))
+    assert list(tmp_path.iterdir()) == []
+
+
 # --- normalisation ------------------------------------------------------------------
 
 
@@ -483,6 +513,27 @@ def test_normalization_invert_and_mask():
     norm = compute_normalization(data, percentiles=(0, 100), invert=True, mask=mask)
     assert (norm.low, norm.high, norm.invert) == (100.0, 200.0, True)
     assert norm.apply(np.array([100, 150, 200, 0])).tolist() == [1.0, 0.5, 0.0, 1.0]
+
+
+def test_inverted_normalization_makes_dark_bright_and_round_trips():
+    data = np.array([[[10, 20, 30, 40, 50]]], np.uint8)
+    plain = compute_normalization(data, percentiles=(0, 100))
+    inverted = compute_normalization(data, percentiles=(0, 100), invert=True)
+    np.testing.assert_allclose(plain.apply(data), [[[0, 0.25, 0.5, 0.75, 1]]])
+    np.testing.assert_allclose(inverted.apply(data), 1 - plain.apply(data))
+    assert inverted.apply(data).dtype == np.float32
+    # out-of-range values clip before inverting, so the result stays in [0, 1]
+    assert inverted.apply(np.array([0, 255])).tolist() == [1.0, 0.0]
+    record = json.loads(json.dumps(inverted.to_dict()))
+    assert record == {"low": 10.0, "high": 50.0, "invert": True}
+    assert Normalization.from_dict(record) == inverted
+    # records written before the field existed are not inverted
+    assert Normalization.from_dict({"low": 10.0, "high": 50.0}) == plain
+
+
+def test_inverted_constant_volume_flips_the_step():
+    norm = Normalization(low=7, high=7, invert=True)
+    assert norm.apply(np.array([5, 7, 9])).tolist() == [1.0, 0.5, 0.0]
 
 
 def test_constant_volume_normalizes_to_a_step_without_nan():

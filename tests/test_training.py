@@ -1,4 +1,6 @@
-"""Training samples, the learning-rate schedule, checkpoints and exact resume."""
+"""Training samples, the learning-rate schedule, devices, checkpoints and exact resume."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +10,8 @@ from orgaseg.errors import OrgasegError
 from orgaseg.io import compute_normalization
 from orgaseg.io.volume import Volume
 from orgaseg.methods.maester import TRAIN_PRESETS, load_maester, train_maester
+from orgaseg.models.checkpoint import load_checkpoint, save_checkpoint
+from orgaseg.models.device import resolve_device
 from orgaseg.sampling import FieldOfViewBatches, FieldOfViewSampler
 from orgaseg.synthetic import make_cell
 from orgaseg.training import TrainConfig, learning_rate
@@ -115,3 +119,30 @@ def _stop_after(n):
             raise KeyboardInterrupt
 
     return progress
+
+
+def test_device_names_resolve_by_one_rule(monkeypatch):
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device() == resolve_device("auto") == torch.device(expected)
+    with pytest.raises(OrgasegError, match="unknown torch device 'gpu'; use auto, cpu or cuda"):
+        resolve_device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(OrgasegError, match="no CUDA device"):
+        resolve_device("cuda")
+
+
+def test_a_failed_checkpoint_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, {"method": "maester", "step": 1})
+
+    def failing_save(record, target):
+        Path(target).write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, {"method": "maester", "step": 2})
+    assert load_checkpoint(path, method="maester")["step"] == 1
+    assert list(tmp_path.iterdir()) == [path]
