@@ -3,18 +3,49 @@
 The public API, function first:
 
 - :func:`open_volume` reads any supported format lazily as a :class:`Volume`;
-- :func:`segment` turns a volume into a label volume with a named method;
+- :func:`segment` turns a volume into a label volume with a method (encoder +
+  dense features + clusterer, any stage overridable);
+- :func:`compute_features` gives the dense features a segmentation clusters, for a region;
+- :func:`train` trains a method's encoder by self-supervision;
 - :func:`evaluate` scores a segmentation against a reference (both matching modes);
+- :func:`run_benchmark` runs the benchmark protocol on a named dataset;
 - :func:`load_dataset` gives the training and evaluation volumes of a named dataset;
 - :mod:`orgaseg.synthetic` draws a phantom cell with exact ground truth.
+
+Names are imported on first use, so ``import orgaseg`` stays light (no torch,
+no dask) and the command line starts fast.
 """
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-from orgaseg.datasets import load_dataset
-from orgaseg.errors import OrgasegError
-from orgaseg.evaluation import evaluate
-from orgaseg.io import Volume, open_volume
-from orgaseg.segmentation import Segmentation, segment
+#: Public name -> module that defines it.
+_PUBLIC = {
+    "OrgasegError": "orgaseg.errors",
+    "Volume": "orgaseg.io",
+    "open_volume": "orgaseg.io",
+    "segment": "orgaseg.segmentation",
+    "Segmentation": "orgaseg.segmentation",
+    "compute_features": "orgaseg.segmentation",
+    "train": "orgaseg.methods.table",
+    "evaluate": "orgaseg.evaluation",
+    "run_benchmark": "orgaseg.benchmark",
+    "load_dataset": "orgaseg.datasets",
+}
 
-__all__ = ["OrgasegError", "Segmentation", "Volume", "evaluate", "load_dataset", "open_volume", "segment", "__version__"]
+__all__ = sorted(_PUBLIC) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'orgaseg' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -12,24 +12,26 @@ matrix and an overlay per K.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import resource
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from orgaseg import __version__
 from orgaseg.datasets import Dataset, load_dataset
+from orgaseg.environment import environment_record
 from orgaseg.errors import OrgasegError
 from orgaseg.evaluation import ConfusionAccumulator, scores_from_confusion
 from orgaseg.io import compute_normalization
+from orgaseg.io.partial import write_atomic
 from orgaseg.io.volume import Volume
-from orgaseg.methods.registry import get_method
+from orgaseg.methods.table import get_method
 from orgaseg.pipeline.blocks import Region
-from orgaseg.pipeline.runner import Tee, assign_labels, fit_models, sample_features
+from orgaseg.pipeline.runner import Tee, fit_clusterers, label_volume
+from orgaseg.pipeline.stages import resolve_pixel_size, resolve_stages
+from orgaseg.pipeline.tasks import VolumeSource
 from orgaseg.progress import ProgressCallback
 from orgaseg.viz import overlay_figure, plot_confusion
 
@@ -58,27 +60,6 @@ class SliceSink:
         zs = region[0]
         if zs.start <= self.z < zs.stop:
             self.slice[region[1], region[2]] = block[self.z - zs.start]
-
-
-def machine_description() -> dict:
-    """CPU model, core count and threads (and a GPU when torch sees one)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
-    try:
-        import torch
-
-        info["torch_threads"] = torch.get_num_threads()
-        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    except ImportError:  # torch is a dependency, but the baseline does not need it
-        info["gpu"] = None
-    return info
 
 
 def peak_memory_mb() -> float:
@@ -115,7 +96,10 @@ def run_benchmark(
     data_root: str | Path | None = None,
     seed: int = 0,
     sample_size: int | None = None,
+    features: str | None = None,
+    clusterer: Any = None,
     options: dict | None = None,
+    pixel_size: float | str | None = None,
     preset: str | None = None,
     model: str | Path | None = None,
     steps: int | None = None,
@@ -130,7 +114,7 @@ def run_benchmark(
     dataset : str or Dataset
         A dataset name (``vnc``, ``cdeep3m-mito``, ``betaseg``, ``cellmap``, ``phantom``) or a loaded dataset.
     method : str
-        A registered method.
+        A row of the method table.
     output_dir : str or Path
         Folder for ``results.json``, ``results.md`` and the figures.
     ks : sequence of int
@@ -138,18 +122,20 @@ def run_benchmark(
     data_root : path, optional
         Where the datasets live (default: ``../shared/data`` or ``ORGASEG_DATA_ROOT``).
     seed : int
-        Seed of the samples and clusterings.
+        Seed of the samples, clusterings and training.
     sample_size : int, optional
         Voxels sampled (pooled over the evaluation volumes) to fit each
         clusterer (default: the method's rule for the pooled voxel count).
-    options : dict, optional
-        Method options.
+    features, clusterer, options
+        Stage overrides, as :func:`orgaseg.segment`.
+    pixel_size : float, "native" or None
+        Working pixel size in nm for training and segmentation (None: the method's default).
     preset : str, optional
         Training preset, for methods that learn.
     model : path, optional
         A checkpoint to evaluate instead of training one (methods that learn).
     steps, minutes : optional
-        Training budget (default: the preset's steps).
+        Training budget (default: the preset's steps). Committed results train by ``steps``.
     device : str
         Where encoders train and run.
     progress : callable, optional
@@ -160,45 +146,41 @@ def run_benchmark(
     dict
         The content of ``results.json``.
     """
-    spec = get_method(method)
+    row = get_method(method)
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_root)
     ks = parse_k_range(ks)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint, training = _trained_model(spec, data, output_dir, model=model, preset=preset, steps=steps,
-                                          minutes=minutes, device=device, seed=seed, progress=progress)
+    checkpoint, training = _trained_model(row, data, output_dir, model=model, preset=preset, steps=steps,
+                                          minutes=minutes, device=device, seed=seed, pixel_size=pixel_size,
+                                          features=features, progress=progress)
+    stages = resolve_stages(row, model=checkpoint, features=features, clusterer=clusterer, options=options,
+                            pixel_size=pixel_size, device=device)
 
     started = time.perf_counter()
     items = data.evaluation
-    prepared = []
-    for item in items:
-        extractor = spec.build_features(item.raw, checkpoint, options, device)
-        prepared.append((item, extractor, compute_normalization(item.raw, seed=seed)))
-    # the pooled sample is split over the volumes in proportion to their size
-    total = sum(item.raw.size for item in items)
+    jobs = [stages.job(VolumeSource(item.raw), compute_normalization(item.raw, seed=seed)) for item in items]
+    n_voxels = sum(item.raw.size for item in items)
     if sample_size is None:
-        sample_size = spec.sample_size(total)
-    samples = []
-    for i, (item, extractor, normalization) in enumerate(prepared):
-        n = max(1, round(sample_size * item.raw.size / total))
-        samples.append(sample_features(item.raw, normalization, extractor, sample_size=n, seed=seed + i, progress=progress))
-    models = fit_models(np.concatenate(samples), ks, seed=seed, progress=progress)
-    del samples
+        sample_size = stages.sample_size(n_voxels)
+    clusterers = fit_clusterers(jobs, stages.clusterer, ks, options=stages.clusterer_options,
+                                sample_size=sample_size, seed=seed, progress=progress)
+    fitted_s = time.perf_counter() - started
     n_classes = len(data.classes)
     confusions = [ConfusionAccumulator(n_clusters=k, n_classes=n_classes) for k in ks]
     overlays = {}
-    for item, extractor, normalization in prepared:
+    for item, job in zip(items, jobs):
         z = item.raw.shape[0] // 2
         slices = [SliceSink(item.raw.shape, z) for _ in ks]
         sinks = [Tee(s, ConfusionSink(item.reference, c)) for s, c in zip(slices, confusions)]
-        assign_labels(item.raw, normalization, extractor, models, sinks, progress=progress)
+        label_volume(job, clusterers, sinks, progress=progress)
         overlays[item.name] = (z, slices)
     wall = time.perf_counter() - started
-    n_voxels = sum(item.raw.size for item in items)
 
     results = {}
     figures = output_dir / "figures"
     figures.mkdir(exist_ok=True)
+    title = _run_title(row.name, stages.config())
     for k, accumulator in zip(ks, confusions):
         confusion = accumulator.result()
         report = {"k": k, "confusion": confusion.tolist()}
@@ -207,7 +189,7 @@ def run_benchmark(
         results[str(k)] = report
         mapping = {int(c): name for c, name in report["merge"]["mapping"].items()}
         plot_confusion(confusion, data.classes, mapping=mapping, path=figures / f"confusion_k{k}.png",
-                       title=f"{method} on {data.name}, K = {k}")
+                       title=f"{title} on {data.name}, K = {k}")
     first = items[0]
     z, slices = overlays[first.name]
     raw_slice = first.raw.read((slice(z, z + 1), slice(None), slice(None)))[0]
@@ -215,15 +197,18 @@ def run_benchmark(
     for k, labels in zip(ks, slices):
         mapping = {int(c): name for c, name in results[str(k)]["merge"]["mapping"].items()}
         overlay_figure(raw_slice, labels.slice, ref_slice, path=figures / f"overlay_k{k}.png",
-                       title=f"{method}, K = {k}, {first.name} z = {z}", class_names=list(data.classes),
+                       title=f"{title}, K = {k}, {first.name} z = {z}", class_names=list(data.classes),
                        mapping=mapping)
 
     record = {
         "dataset": data.name,
-        "method": method,
+        "method": row.name,
         "preset": training.get("preset"),
+        "stages": stages.config(),
+        "pixel_size_nm": stages.pixel_size_nm,
         "options": options or {},
-        "features": prepared[0][1].config(),
+        "features": jobs[0].extractor.config(),
+        "working_grids": [job.grid.describe() if job.grid is not None else None for job in jobs],
         "classes": list(data.classes),
         "background": list(data.background),
         "notes": list(data.notes),
@@ -232,40 +217,55 @@ def run_benchmark(
         "seed": seed,
         "sample_size": sample_size,
         "training": training,
-        "segmentation": {"wall_s": round(wall, 2), "voxels": n_voxels, "voxels_per_s": round(n_voxels / wall, 1),
+        "segmentation": {"wall_s": round(wall, 2), "fit_s": round(fitted_s, 2), "voxels": n_voxels,
+                         "voxels_per_s": round(n_voxels / wall, 1),
                          "note": f"features computed once per block for all {len(ks)} K"},
         "peak_memory_mb": round(peak_memory_mb(), 1),
-        "machine": machine_description(),
+        "environment": environment_record(),
         "orgaseg_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "results": results,
     }
-    _write_atomic(output_dir / "results.json", json.dumps(record, indent=2))
-    _write_atomic(output_dir / "results.md", results_markdown(record))
+    record["machine"] = record["environment"]["machine"]
+    write_atomic(output_dir / "results.json", json.dumps(record, indent=2))
+    write_atomic(output_dir / "results.md", results_markdown(record))
     return record
 
 
-def _trained_model(spec, data: Dataset, output_dir: Path, *, model, preset, steps, minutes, device, seed, progress):
+def _run_title(method: str, stages: dict) -> str:
+    """``his4mae`` or ``his4mae (filter-bank, minibatch-kmeans, 18.4 nm)`` when stages differ from the method's."""
+    row = get_method(method)
+    extra = [stages["features"]] if stages["features"] != row.features else []
+    extra += [stages["clusterer"]] if stages["clusterer"] != row.clusterer else []
+    extra += [f"{stages['pixel_size_nm']:g} nm"] if stages["pixel_size_nm"] is not None else []
+    return f"{method} ({', '.join(extra)})" if extra else method
+
+
+def _trained_model(row, data: Dataset, output_dir: Path, *, model, preset, steps, minutes, device, seed, pixel_size,
+                   features, progress):
     """The checkpoint to evaluate (trained now on the dataset's training volumes unless given) and its record."""
-    if not spec.learns:
+    needs_encoder = (features is None and row.learns) or (features is not None and _needs_encoder(features))
+    if not needs_encoder:
         if model is not None:
-            raise OrgasegError(f"method {spec.name!r} does not learn: it takes no --model")
-        return None, {"preset": None, "wall_s": 0.0, "steps": 0, "note": "method does not learn"}
+            raise OrgasegError(f"method {row.name!r} with these features uses no encoder: it takes no --model")
+        return None, {"preset": None, "wall_s": 0.0, "steps": 0, "note": "no encoder to train"}
     from orgaseg.models.checkpoint import file_hash, load_checkpoint
 
     if model is None:
         model = output_dir / "model.pt"
         started = time.perf_counter()
-        spec.train(data.train, model, preset=preset, steps=steps, minutes=minutes, overwrite=True, device=device,
-                   seed=seed, progress=progress)
+        row.train(data.train, model, preset=preset, steps=steps, minutes=minutes, overwrite=True, device=device,
+                  seed=seed, pixel_size=pixel_size, progress=progress)
         note = f"trained by this benchmark in {time.perf_counter() - started:.0f} s"
     else:
         note = "checkpoint given with --model"
-    record = load_checkpoint(model, method=spec.name)
+    record = load_checkpoint(model)
     return model, {
         "preset": record["preset"],
         "checkpoint": str(model),
         "sha256": file_hash(model),
+        "method": record.get("method"),
+        "pixel_size_nm": record.get("pixel_size_nm"),
         "wall_s": record["train_seconds"],
         "steps": record["step"],
         "total_steps": record["total_steps"],
@@ -277,13 +277,19 @@ def _trained_model(spec, data: Dataset, output_dir: Path, *, model, preset, step
     }
 
 
+def _needs_encoder(features: str) -> bool:
+    from orgaseg.features import get_features
+
+    return get_features(features).needs is not None
+
+
 def results_markdown(record: dict) -> str:
     """Tables of per-class Dice, mean Dice and accuracy per K, one per mode."""
     classes = record["classes"]
     lines = [
         f"# {record['method']} on {record['dataset']}",
         "",
-        f"Preset: {record['preset'] or '-'}; training: {_training_line(record['training'])}; "
+        f"Stages: {_stages_line(record)}; preset: {record['preset'] or '-'}; training: {_training_line(record['training'])}; "
         f"features: {_features_line(record['features'])}; seed {record['seed']}; sample {record['sample_size']} voxels; "
         f"segmentation {record['segmentation']['wall_s']} s for all K "
         f"({record['segmentation']['voxels_per_s']:.0f} voxels/s, features once per block); "
@@ -304,6 +310,14 @@ def results_markdown(record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _stages_line(record: dict) -> str:
+    stages = record.get("stages")
+    if not stages:
+        return "-"
+    pixel = "native" if stages["pixel_size_nm"] is None else f"{stages['pixel_size_nm']:g} nm"
+    return f"{stages['features']} + {stages['clusterer']} at {pixel} per pixel"
+
+
 def _training_line(training: dict) -> str:
     if not training.get("steps"):
         return "none"
@@ -317,9 +331,3 @@ def _features_line(features: dict) -> str:
 
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.3f}"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

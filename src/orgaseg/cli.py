@@ -49,7 +49,6 @@ def cmd_segment(args, progress) -> int:
     from orgaseg.pipeline.executors import make_executor
     from orgaseg.segmentation import segment
 
-    options = _method_options(args)
     started = time.time()
     executor = make_executor(args.executor, workers=args.workers, threads_per_worker=args.threads_per_worker,
                              scheduler=args.scheduler)
@@ -61,6 +60,11 @@ def cmd_segment(args, progress) -> int:
             output=args.output,
             model=args.model,
             centers=args.centers,
+            features=args.features,
+            clusterer=args.clusterer,
+            options=_stage_options(args),
+            pixel_size=args.pixel_size,
+            invert=args.invert,
             voxel_size=_voxel_size(args.voxel_size),
             key=args.key,
             level=args.level,
@@ -69,7 +73,6 @@ def cmd_segment(args, progress) -> int:
             sample_size=args.sample_size,
             block_shape=tuple(args.block_shape) if args.block_shape else None,
             device=args.device,
-            options=options or None,
             overwrite=args.overwrite,
             executor=executor,
             save_features=args.save_features,
@@ -84,30 +87,11 @@ def cmd_segment(args, progress) -> int:
     return 0
 
 
-def _model_options(items: list[str]) -> dict:
-    """``NAME=VALUE`` strings as a dict; values are JSON (``0.75``, ``true``, ``6``)."""
-    import json
-
-    options = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        if not sep or not name:
-            raise OrgasegError(f"--model-option takes NAME=VALUE, got {item!r}")
-        try:
-            options[name] = json.loads(text)
-        except json.JSONDecodeError:
-            raise OrgasegError(f"--model-option {name}: {text!r} is not a number, true or false") from None
-    return options
-
-
 def cmd_train(args, progress) -> int:
-    from orgaseg.methods.registry import get_method, method_names
+    from orgaseg.methods import get_method
+    from orgaseg.options import parse_assignments
 
     spec = get_method(args.method)
-    if not spec.learns:
-        learned = [name for name in method_names() if get_method(name).learns]
-        raise OrgasegError(f"method {args.method!r} does not learn, there is nothing to train; "
-                           f"methods that learn: {', '.join(learned)}")
     if args.steps is not None and args.steps < 1:
         raise OrgasegError(f"--steps must be positive, got {args.steps}")
     if args.minutes is not None and args.minutes <= 0:
@@ -117,7 +101,8 @@ def cmd_train(args, progress) -> int:
     record = spec.train(args.paths, args.output, preset=args.preset, steps=args.steps, minutes=args.minutes,
                         resume=args.resume, overwrite=args.overwrite, device=args.device, seed=args.seed,
                         workers=args.workers, snapshots=args.snapshots, voxel_size=_voxel_size(args.voxel_size),
-                        key=args.key, progress=progress, model_options=_model_options(args.model_option))
+                        key=args.key, progress=progress, pixel_size=args.pixel_size,
+                        model_options=parse_assignments(args.model_option, "--model-option"))
     losses = record["losses"]
     print(f"wrote {args.output}: {args.method} preset {record['preset']}, step {record['step']} of "
           f"{record['total_steps']}, loss {losses[0]:.4f} -> {losses[-1]:.4f}, {record['train_seconds']:.0f} s "
@@ -175,11 +160,11 @@ def cmd_benchmark(args, progress) -> int:
     output = Path(args.output)
     if (output / "results.json").exists() and not args.overwrite:
         raise OrgasegError(f"{output / 'results.json'} exists; pass --overwrite to replace it")
-    options = _method_options(args)
     record = run_benchmark(args.dataset, args.method, output, ks=parse_k_range(args.k), data_root=args.data_root,
-                           seed=args.seed, sample_size=args.sample_size, options=options, preset=args.preset,
-                           model=args.model, steps=args.steps, minutes=args.minutes, device=args.device,
-                           progress=progress)
+                           seed=args.seed, sample_size=args.sample_size, features=args.features,
+                           clusterer=args.clusterer, options=_stage_options(args), pixel_size=args.pixel_size,
+                           preset=args.preset, model=args.model, steps=args.steps, minutes=args.minutes,
+                           device=args.device, progress=progress)
     print((output / "results.md").read_text())
     print(f"wrote {output / 'results.json'}, {output / 'results.md'} and figures/ "
           f"({record['segmentation']['wall_s']} s)")
@@ -197,29 +182,69 @@ def cmd_demo(args, progress) -> int:
     return 0
 
 
-def _method_options(args) -> dict | None:
-    """Method options given on the command line (only those set)."""
-    options = {}
-    if getattr(args, "scales_nm", None):
-        options["scales_nm"] = tuple(args.scales_nm)
-    if getattr(args, "features", None):
-        options["features"] = args.features
-    if getattr(args, "keep", None) is not None:
-        options["keep"] = args.keep
-    if getattr(args, "stride", None) is not None:
-        options["stride"] = args.stride
+def cmd_methods(args, progress) -> int:
+    from orgaseg.cluster import CLUSTERERS
+    from orgaseg.features import FEATURES
+    from orgaseg.methods import METHODS
+    from orgaseg.models.encoder import ENCODERS
+
+    print("methods (--method): encoder + dense features + clusterer, default working pixel size, training presets")
+    for method in METHODS.values():
+        pixel = "native" if method.pixel_size_nm is None else f"{method.pixel_size_nm:g} nm"
+        presets = ", ".join(method.presets) or "-"
+        print(f"  {method.name:<11} {method.encoder or '-'} + {method.features} + {method.clusterer}; "
+              f"pixel size {pixel}; presets {presets}")
+        print(f"  {'':<11} {method.summary} [{method.paper}]")
+    print("\nencoders (from the checkpoint, 'orgaseg train'):")
+    for spec in ENCODERS.values():
+        print(f"  {spec.name:<17} {spec.kind:<10} {spec.summary}")
+    print("\ndense features (--features; options with --option NAME=VALUE):")
+    for spec in FEATURES.values():
+        needs = f"needs a {spec.needs} encoder" if spec.needs else "no encoder"
+        print(f"  {spec.name:<17} {needs}: {spec.summary}")
+        for name, text in spec.options.items():
+            print(f"  {'':<19}{name}: {text}")
+    print("\nclusterers (--clusterer; options with --option NAME=VALUE):")
+    for spec in CLUSTERERS.values():
+        print(f"  {spec.name:<17} {spec.summary} (default sample {spec.default_sample_size:,} voxels)")
+        for name, text in spec.options.items():
+            print(f"  {'':<19}{name}: {text}")
+    return 0
+
+
+def _stage_options(args) -> dict | None:
+    """``--option NAME=VALUE`` items, with the shortcuts ``--keep``, ``--stride`` and ``--scales-nm``."""
+    from orgaseg.options import parse_assignments
+
+    options = parse_assignments(args.option, "--option")
+    for name in ("keep", "stride", "scales_nm"):
+        value = getattr(args, name, None)
+        if value is not None:
+            options[name] = list(value) if isinstance(value, list) else value
     return options or None
 
 
-def _add_feature_options(parser: argparse.ArgumentParser) -> None:
-    """Dense-feature choices: shared by segment and benchmark."""
-    parser.add_argument("--features", choices=("cover-stride", "stride-only", "expand-stride"),
-                        help="ViT methods: how tokens become per-pixel features (default: maester cover-stride, "
-                             "his4mae and sdae-recon expand-stride)")
-    parser.add_argument("--keep", type=int, help="cover-stride: central tokens kept per side (default 4)")
-    parser.add_argument("--stride", type=int,
-                        help="expand-stride: pixels between fields of view (default half the field of view, 40)")
-    parser.add_argument("--scales-nm", type=float, nargs="+", help="baseline filter-bank scales in nm")
+def _add_stage_options(parser: argparse.ArgumentParser) -> None:
+    """Stage choices, read from the tables: shared by segment and benchmark."""
+    from orgaseg.cluster import CLUSTERERS
+    from orgaseg.features import FEATURES
+    from orgaseg.methods import METHODS
+
+    parser.add_argument("--method", default="baseline", choices=list(METHODS), metavar="NAME",
+                        help=f"segmentation method: {', '.join(METHODS)} (default baseline; 'orgaseg methods' lists them)")
+    parser.add_argument("--features", choices=list(FEATURES), metavar="NAME",
+                        help=f"dense features instead of the method's: {', '.join(FEATURES)}")
+    parser.add_argument("--clusterer", choices=list(CLUSTERERS), metavar="NAME",
+                        help=f"clusterer instead of the method's: {', '.join(CLUSTERERS)}")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="a stage option, e.g. stride=20, scales_nm=[10,20,40], n_init=5 (repeatable; "
+                             "'orgaseg methods' lists them; features.NAME / clusterer.NAME when ambiguous)")
+    parser.add_argument("--keep", type=int, help="shortcut for --option keep=M (cover-stride: central tokens kept per side)")
+    parser.add_argument("--stride", type=int, help="shortcut for --option stride=S (expand-stride: pixels between fields of view)")
+    parser.add_argument("--scales-nm", type=float, nargs="+", help="shortcut for --option scales_nm=[...] (filter-bank scales in nm)")
+    parser.add_argument("--pixel-size", metavar="NM|native",
+                        help="working pixel size in nm (features computed there, labels on the input grid); "
+                             "'native' keeps the input's; default: the checkpoint's training pixel size, else the method's")
 
 
 def _add_executor_options(parser: argparse.ArgumentParser) -> None:
@@ -242,6 +267,12 @@ def _add_volume_options(parser: argparse.ArgumentParser) -> None:
                         help="voxel size in nm (overrides metadata)")
 
 
+def _methods() -> dict:
+    from orgaseg.methods import METHODS
+
+    return METHODS
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orgaseg",
@@ -260,19 +291,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("segment", parents=[common], help="segment a volume into K clusters")
     p.add_argument("path", help="a file, a folder of slices, or a zarr/n5/hdf5 container")
-    p.add_argument("--method", default="baseline", help="segmentation method (default: baseline)")
+    _add_stage_options(p)
     p.add_argument("-k", type=int, default=6, help="number of clusters (default 6)")
     p.add_argument("-o", "--output", required=True, help="output labels: .ome.zarr / .zarr or .tif")
     p.add_argument("--model", help="checkpoint of a method that learns")
-    p.add_argument("--centers", help="reuse the clusterer of an earlier run: its .provenance.json (or a .npy)")
+    p.add_argument("--centers", "--reuse-clusterer", dest="centers", metavar="FILE",
+                   help="reuse the clusterer of an earlier run: its .provenance.json (any clusterer) or a .npy of "
+                        "k-means centres; the same structures get the same ids")
+    p.add_argument("--invert", action="store_true", help="invert intensities (for bright-membrane contrast)")
     _add_volume_options(p)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where encoders run")
     p.add_argument("--seed", type=int, default=0, help="seed of sampling and clustering (default 0)")
     p.add_argument("--sample-size", type=int,
-                   help="voxels sampled to fit k-means (default 200000; his4mae and sdae-recon: a thousandth "
-                        "of the voxels, 20000 to 1000000)")
+                   help="voxels sampled to fit the clusterer (default: k-means 200000, minibatch-kmeans 2000000; "
+                        "his4mae and sdae-recon: a thousandth of the voxels, 20000 to 1000000)")
     p.add_argument("--block-shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="block shape in voxels")
-    _add_feature_options(p)
     _add_executor_options(p)
     p.add_argument("--save-features", metavar="PATH.zarr", help="also write every voxel's features (float16 Zarr)")
     p.add_argument("--overwrite", action="store_true",
@@ -281,7 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", parents=[common], help="train the encoder of a method that learns")
     p.add_argument("paths", nargs="+", metavar="PATH", help="training volumes")
-    p.add_argument("--method", required=True)
+    p.add_argument("--method", required=True, choices=[name for name, m in _methods().items() if m.learns],
+                   metavar="NAME", help="method whose encoder to train: "
+                   + ", ".join(name for name, m in _methods().items() if m.learns))
     p.add_argument("-o", "--output", required=True, help="checkpoint file")
     p.add_argument("--preset", help="training preset: paper, cpu (default) or tiny")
     p.add_argument("--steps", type=int, help="schedule length in steps (default: the preset's)")
@@ -293,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default 0)")
     p.add_argument("--snapshots", type=int, default=0, metavar="N",
                    help="also keep N checkpoints along the schedule (NAME.step-S.pt), to score training progress")
+    p.add_argument("--pixel-size", metavar="NM|native",
+                   help="working pixel size in nm: fields of view are drawn from the volumes resampled to it "
+                        "(in-plane for anisotropic stacks); 'native' keeps theirs (default: the method's)")
     p.add_argument("--model-option", action="append", default=[], metavar="NAME=VALUE",
                    help="replace a field of the preset's model config, e.g. norm_pix_loss=false or "
                         "mask_ratio=0.75 (repeatable; ViT methods)")
@@ -330,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("benchmark", parents=[common], help="run a method on a named dataset for every K")
     p.add_argument("--dataset", required=True, help="vnc, cdeep3m-mito, betaseg, cellmap or phantom")
     p.add_argument("--data-root", help="folder holding the datasets (default ../shared/data)")
-    p.add_argument("--method", required=True)
+    _add_stage_options(p)
     p.add_argument("--preset", help="training preset, for methods that learn")
     p.add_argument("--model", help="evaluate this checkpoint instead of training one")
     p.add_argument("--steps", type=int, help="training steps (default: the preset's)")
@@ -338,11 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("-k", default="4-10", help="K values: 4-10, 6 or 4,6,8 (default 4-10)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sample-size", type=int, help="voxels sampled to fit k-means (default: the method's)")
-    _add_feature_options(p)
+    p.add_argument("--sample-size", type=int, help="voxels sampled to fit the clusterer (default: the method's)")
     p.add_argument("-o", "--output", required=True, help="results folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
     p.set_defaults(run=cmd_benchmark)
+
+    p = sub.add_parser("methods", parents=[common], help="list the methods, encoders, dense features and clusterers")
+    p.set_defaults(run=cmd_methods)
 
     p = sub.add_parser("demo", parents=[common], help="segment and score a synthetic cell, no data needed")
     p.add_argument("-o", "--output", default="orgaseg-demo", help="output folder (default ./orgaseg-demo)")

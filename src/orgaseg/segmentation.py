@@ -11,16 +11,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from orgaseg.cluster.kmeans import KMeansModel
+from orgaseg.cluster import Clusterer, ClustererSpec, KMeansModel, clusterer_from_dict, get_clusterer
 from orgaseg.errors import OrgasegError
 from orgaseg.io import compute_normalization, make_provenance, open_volume
 from orgaseg.io.volume import Volume, as_volume
-from orgaseg.methods.registry import get_method
-from orgaseg.models.checkpoint import file_hash
 from orgaseg.pipeline.executors import Executor, SerialExecutor
 from orgaseg.pipeline.outputs import open_outputs
 from orgaseg.pipeline.resume import run_key
 from orgaseg.pipeline.runner import cluster_volume, resolve_block_shape
+from orgaseg.pipeline.stages import resolve_stages
 from orgaseg.pipeline.tasks import VolumeSource
 from orgaseg.progress import ProgressCallback
 
@@ -35,7 +34,7 @@ class Segmentation:
         The label volume (zyx) when no output path was given, else None.
     path : Path or None
         Where the labels were written.
-    model : KMeansModel
+    model : Clusterer
         The fitted (or reused) clusterer; its ``to_dict()`` is in the provenance.
     provenance : dict
         The provenance record written beside the output.
@@ -43,7 +42,7 @@ class Segmentation:
 
     labels: np.ndarray | None
     path: Path | None
-    model: KMeansModel
+    model: Clusterer
     provenance: dict
 
 
@@ -56,12 +55,18 @@ def resolve_volume(data, *, key: str | None = None, voxel_size=None, level: int 
     return as_volume(data, voxel_size=voxel_size or (1.0, 1.0, 1.0))
 
 
-def load_centers(source) -> KMeansModel:
-    """Cluster centres to reuse: a provenance JSON of an earlier segmentation, or a ``.npy``.
+def load_centers(source, spec: ClustererSpec | None = None) -> Clusterer:
+    """A fitted clusterer to reuse: a provenance JSON of an earlier segmentation, or a ``.npy`` of k-means centres.
 
-    A ``.npy`` holds centres in the method's original feature units (shape ``(k, n_features)``).
+    Parameters
+    ----------
+    source : path or Clusterer
+        The provenance JSON written beside a segmentation (any clusterer), or a
+        ``.npy`` of k-means centres in the features' original units, shape ``(k, n_features)``.
+    spec : ClustererSpec, optional
+        Reads the state back (default: the clusterer its ``kind`` names).
     """
-    if isinstance(source, KMeansModel):
+    if not isinstance(source, (str, Path)):
         return source
     path = Path(source)
     if not path.exists():
@@ -74,12 +79,12 @@ def load_centers(source) -> KMeansModel:
         return KMeansModel(centers=centers, mean=np.zeros(n, np.float32), scale=np.ones(n, np.float32))
     try:
         record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise OrgasegError(f"{path}: not a readable provenance JSON ({err})") from None
     state = record.get("clusterer") if isinstance(record, dict) else None
     if not state:
         raise OrgasegError(f"{path}: no 'clusterer' entry; give the provenance JSON written beside a segmentation")
-    return KMeansModel.from_dict(state)
+    return clusterer_from_dict(state, spec)
 
 
 def segment(
@@ -90,6 +95,11 @@ def segment(
     output: str | Path | None = None,
     model: str | Path | None = None,
     centers=None,
+    features: str | None = None,
+    clusterer: str | ClustererSpec | None = None,
+    options: dict[str, Any] | None = None,
+    pixel_size: float | str | None = None,
+    invert: bool = False,
     voxel_size: Sequence[float] | None = None,
     key: str | None = None,
     level: int = 0,
@@ -98,7 +108,6 @@ def segment(
     sample_size: int | None = None,
     block_shape: tuple[int, int, int] | None = None,
     device: str = "auto",
-    options: dict[str, Any] | None = None,
     overwrite: bool = False,
     executor: Executor | None = None,
     save_features: str | Path | None = None,
@@ -111,17 +120,31 @@ def segment(
     data : str, Path, Volume or ndarray
         The volume (any format :func:`orgaseg.open_volume` reads) or an array.
     method : str
-        A registered method (``orgaseg.methods.registry.method_names()``).
+        A row of the method table (``orgaseg methods``; :data:`orgaseg.methods.METHODS`).
     k : int
         Number of clusters (ignored when ``centers`` is given).
     output : str or Path, optional
         Where to write the labels (``.ome.zarr``/``.zarr`` or ``.tif``); when
         None the labels are returned in memory.
     model : str or Path, optional
-        Checkpoint of a method that learns.
-    centers : path or KMeansModel, optional
-        Reuse the clusterer of an earlier segmentation (its provenance JSON),
-        so a second volume gets the same label ids.
+        Checkpoint of the method's encoder (``orgaseg train``).
+    centers : path or Clusterer, optional
+        Reuse the clusterer of an earlier segmentation (its provenance JSON, or
+        a ``.npy`` of k-means centres), so a second volume gets the same label ids.
+    features : str, optional
+        Dense features instead of the method's (:data:`orgaseg.features.FEATURES`).
+    clusterer : str or ClustererSpec, optional
+        Clusterer instead of the method's (:data:`orgaseg.cluster.CLUSTERERS`, or a spec of your own).
+    options : dict, optional
+        Stage options ``{name: value}`` (e.g. ``{"stride": 20}``, ``{"scales_nm": [10, 20]}``,
+        ``{"clusterer.n_init": 5}``); a name goes to the stage that declares it.
+    pixel_size : float, "native" or None
+        Working pixel size in nm: features are computed on the volume resampled
+        to it (in-plane only for anisotropic stacks) and mapped back; labels are
+        always on the input grid. None: the checkpoint's training pixel size,
+        or the method's default.
+    invert : bool
+        Invert the intensities (bright membranes, dark background).
     voxel_size : sequence of float, optional
         ``(z, y, x)`` in nanometres; overrides the file's metadata.
     key : str, optional
@@ -131,16 +154,14 @@ def segment(
     axes : str, optional
         Stored axis order when the metadata does not say (e.g. ``"xyz"``).
     seed : int
-        Seed of the voxel sample and the clustering.
+        Seed of the sample and the clustering.
     sample_size : int, optional
-        Voxels sampled to fit the clusterer (default: the method's; 200,000
-        for most, a thousandth of the voxels for his4mae and sdae-recon).
+        Voxels sampled to fit the clusterer (default: the method's rule, else
+        the clusterer's: 200,000 for k-means).
     block_shape : tuple of int, optional
         Blocks processed at a time (bounds memory).
     device : {"auto", "cpu", "cuda"}
         Where learned encoders run.
-    options : dict, optional
-        Method-specific options (for the baseline: ``scales_nm``, ``in_plane``).
     overwrite : bool
         Replace an existing output, and start afresh instead of resuming.
     executor : Executor, optional
@@ -161,51 +182,55 @@ def segment(
     With an ``output``, the labels are built in ``<output>.partial/``. If a
     run is interrupted (an error, Ctrl-C, even SIGKILL), rerunning the same
     call resumes it: the stored clusterer is reused and only unfinished blocks
-    are computed; any change to the input, checkpoint, method, options, K,
-    seed, sample size or block shape starts afresh, as does ``overwrite``.
+    are computed; any change to the input, checkpoint, stages, options, pixel
+    size, K, seed, sample size or block shape starts afresh, as does ``overwrite``.
     """
     started = time.time()
-    spec = get_method(method)
     volume = resolve_volume(data, key=key, voxel_size=voxel_size, level=level, axes=axes)
-    if spec.learns and model is None:
-        raise OrgasegError(f"method {method!r} needs a trained model: train one with 'orgaseg train' and pass --model")
-    reused = load_centers(centers) if centers is not None else None
+    reused = load_centers(centers, get_clusterer(clusterer) if clusterer is not None else None) if centers is not None else None
+    if reused is not None and clusterer is None:
+        clusterer = str(reused.to_dict().get("kind", "kmeans"))
+    stages = resolve_stages(method, model=model, features=features, clusterer=clusterer, options=options,
+                            pixel_size=pixel_size, device=device)
     n_labels = reused.k if reused is not None else int(k)
     if reused is None and n_labels < 1:
         raise OrgasegError(f"K must be at least 1, got {k}")
     if sample_size is None:
-        sample_size = spec.sample_size(volume.size)
-    extractor = spec.build_features(volume, model, options, device)
-    normalization = compute_normalization(volume, seed=seed)
-    block_shape = resolve_block_shape(volume, extractor, block_shape)
-    model_hash = file_hash(model) if model is not None else None
-    executor = executor or SerialExecutor()
+        sample_size = stages.sample_size(volume.size)
+    normalization = compute_normalization(volume, seed=seed, invert=invert)
     source = VolumeSource.from_arguments(data, volume, key=key, level=level, axes=axes)
+    job = stages.job(source, normalization)
+    block_shape = resolve_block_shape(volume, job.extractor, block_shape)
+    model_hash = _file_hash(model) if model is not None else None
+    executor = executor or SerialExecutor()
+    config = {**stages.config(), "extractor": job.extractor.config(),
+              "working_grid": job.grid.describe() if job.grid is not None else None,
+              "seed": seed, "sample_size": sample_size}
     resume_key = None
     if output is not None:  # what the labels depend on: a rerun with the same key resumes
-        resume_key = run_key(volume, method=method, features=extractor.config(), options=options or {},
-                             model_sha256=model_hash, k=n_labels, centers=reused.to_dict() if reused else None,
-                             seed=seed, sample_size=sample_size, normalization=normalization.to_dict(),
-                             block_shape=block_shape, save_features=str(save_features) if save_features else None)
+        resume_key = run_key(volume, config=config, model_sha256=model_hash, k=n_labels,
+                             centers=reused.to_dict() if reused is not None else None,
+                             normalization=normalization.to_dict(), block_shape=block_shape,
+                             save_features=str(save_features) if save_features else None)
     # created before any work, so an existing output is refused at once
     outputs = open_outputs(output, volume.shape, n_labels, voxel_size=volume.voxel_size, block_shape=block_shape,
                            overwrite=overwrite, resume_key=resume_key, save_features=save_features,
-                           n_features=extractor.n_features)
+                           n_features=job.extractor.n_features)
+    job.features_out = outputs.features
     stats: dict = {}
     try:
         (fitted,) = cluster_volume(
-            source,
-            normalization,
-            extractor,
+            job,
+            stages.clusterer,
             [outputs.sink],
             ks=None if reused is not None else [n_labels],
-            models=[reused] if reused is not None else None,
+            clusterers=[reused] if reused is not None else None,
+            options=stages.clusterer_options,
             seed=seed,
             sample_size=sample_size,
             block_shape=block_shape,
             executor=executor,
             state=outputs.state,
-            features_out=outputs.features,
             stats=stats,
             progress=progress,
         )
@@ -213,8 +238,8 @@ def segment(
         outputs.interrupted()
         raise
     record = make_provenance(
-        method=method,
-        config={"features": extractor.config(), "options": options or {}, "seed": seed, "sample_size": sample_size},
+        method=stages.method.name,
+        config=config,
         k=fitted.k,
         clusterer=fitted.to_dict(),
         normalization=normalization.to_dict(),
@@ -227,7 +252,70 @@ def segment(
         features_saved=str(save_features) if save_features is not None else None,
         wall_time_s=round(time.time() - started, 3),
     )
-    path = outputs.finalize(record, {"axes": "zyxc", "voxel_size": list(volume.voxel_size), "method": method,
-                                     "features": extractor.config(), "input": volume.path})
+    path = outputs.finalize(record, {"axes": "zyxc", "voxel_size": list(volume.voxel_size), "method": stages.method.name,
+                                     "features": job.extractor.config(), "input": volume.path})
     labels = outputs.sink.array if path is None else None
     return Segmentation(labels=labels, path=path, model=fitted, provenance=record)
+
+
+def _file_hash(path: str | Path) -> str:
+    from orgaseg.models.checkpoint import file_hash  # torch only when a checkpoint is used
+
+    return file_hash(path)
+
+
+def compute_features(
+    data,
+    region=None,
+    *,
+    method: str = "baseline",
+    model: str | Path | None = None,
+    features: str | None = None,
+    options: dict[str, Any] | None = None,
+    pixel_size: float | str | None = None,
+    invert: bool = False,
+    voxel_size: Sequence[float] | None = None,
+    key: str | None = None,
+    seed: int = 0,
+    device: str = "auto",
+) -> np.ndarray:
+    """The dense features :func:`segment` would cluster, for one region of a volume.
+
+    Computed exactly as a block of a segmentation (with its context, at the
+    working pixel size, mapped back to the input grid), so analyses such as a
+    linear probe see the features the clusterer sees.
+
+    Parameters
+    ----------
+    data : str, Path, Volume or ndarray
+        The volume.
+    region : tuple of slice, optional
+        ``(z, y, x)`` slices (default: the whole volume; keep it small: the
+        result holds ``F`` float32 values per voxel).
+    method, model, features, options, pixel_size, invert, voxel_size, key, seed, device
+        As :func:`segment` (``seed`` seeds the intensity-normalisation sample).
+
+    Returns
+    -------
+    ndarray, float32, shape ``region + (F,)``
+    """
+    from orgaseg.pipeline.blocks import Block
+    from orgaseg.pipeline.tasks import block_halo
+
+    volume = resolve_volume(data, key=key, voxel_size=voxel_size)
+    stages = resolve_stages(method, model=model, features=features, options=options, pixel_size=pixel_size,
+                            device=device)
+    job = stages.job(VolumeSource(volume), compute_normalization(volume, seed=seed, invert=invert))
+    if region is None:
+        region = tuple(slice(0, s) for s in volume.shape)
+    if len(region) != 3:
+        raise OrgasegError(f"give the region as three slices (z, y, x), got {region!r}")
+    bounds = []
+    for axis, (s, n) in enumerate(zip(region, volume.shape)):
+        start, stop, step = s.indices(n)
+        if step != 1 or stop <= start:
+            raise OrgasegError(f"region axis {'zyx'[axis]}: {s} is empty or strided in a volume of {n}")
+        bounds.append(slice(start, stop))
+    halo = block_halo(job.extractor, job.grid)
+    read = tuple(slice(max(0, s.start - h), min(n, s.stop + h)) for s, h, n in zip(bounds, halo, volume.shape))
+    return job.features(Block(index=0, region=tuple(bounds), read_region=read))

@@ -1,4 +1,12 @@
-"""k-means on a sample of per-voxel features, then assignment block by block.
+"""k-means and MiniBatch k-means on a sample of per-voxel features, then assignment block by block.
+
+``kmeans`` collects the whole voxel sample and fits scikit-learn's
+:class:`~sklearn.cluster.KMeans` on it. ``minibatch-kmeans`` streams: it
+keeps only its first ``init_size`` sampled voxels (standardisation and
+k-means++ initialisation come from them) and then updates the centres with
+each block's sampled voxels as they arrive (scikit-learn's
+:class:`~sklearn.cluster.MiniBatchKMeans`), so a sample of any size never
+has to fit in memory at once. Both give a :class:`KMeansModel`.
 
 Features are standardised (zero mean, unit variance per feature, statistics
 of the sample) before clustering. The fitted :class:`KMeansModel` holds the
@@ -12,10 +20,11 @@ scale: cluster 0 is the darkest), ties broken by the following features.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from orgaseg.cluster.base import ClustererSpec
 from orgaseg.errors import OrgasegError
 from orgaseg.labels import smallest_label_dtype
 
@@ -37,6 +46,8 @@ class KMeansModel:
         Mean squared distance of the sample to its nearest centre.
     seed : int
         Seed of the fit.
+    kind : str
+        The clusterer that fitted it (``kmeans`` or ``minibatch-kmeans``); both label alike.
     """
 
     centers: np.ndarray
@@ -44,6 +55,8 @@ class KMeansModel:
     scale: np.ndarray
     inertia: float = float("nan")
     seed: int = 0
+    kind: str = "kmeans"
+    needs_raw: bool = field(default=False, init=False, repr=False)
 
     @property
     def k(self) -> int:
@@ -56,12 +69,14 @@ class KMeansModel:
     def standardize(self, features: np.ndarray) -> np.ndarray:
         return (np.asarray(features, dtype=np.float32) - self.mean) / self.scale
 
-    def predict(self, features: np.ndarray) -> np.ndarray:
+    def predict(self, features: np.ndarray, raw: np.ndarray | None = None) -> np.ndarray:
         """Nearest-centre id for every feature vector.
 
         Parameters
         ----------
         features : ndarray, shape (..., n_features)
+        raw : ignored
+            (k-means labels each voxel from its features alone.)
 
         Returns
         -------
@@ -86,7 +101,7 @@ class KMeansModel:
     def to_dict(self) -> dict:
         """JSON-serialisable state (for provenance files)."""
         return {
-            "kind": "kmeans",
+            "kind": self.kind,
             "k": self.k,
             "centers": self.centers.tolist(),
             "mean": self.mean.tolist(),
@@ -104,6 +119,7 @@ class KMeansModel:
                 scale=np.asarray(state["scale"], dtype=np.float32),
                 inertia=float(state.get("inertia", float("nan"))),
                 seed=int(state.get("seed", 0)),
+                kind=str(state.get("kind", "kmeans")),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise OrgasegError(f"not a k-means state (centers, mean, scale expected): {err}") from None
@@ -131,6 +147,14 @@ def fit_kmeans(sample: np.ndarray, k: int, *, seed: int = 0, n_init: int = 3, ma
     """
     from sklearn.cluster import KMeans
 
+    sample, mean, scale, standardized = _standardized_sample(sample, k)
+    model = KMeans(n_clusters=k, init="k-means++", n_init=n_init, max_iter=max_iter, random_state=seed)
+    model.fit(standardized)
+    return _ordered_model(model.cluster_centers_, mean, scale, float(model.inertia_) / sample.shape[0], seed, "kmeans")
+
+
+def _standardized_sample(sample: np.ndarray, k: int):
+    """Checks a sample for K; returns it, its standardisation and the standardised sample."""
     sample = np.asarray(sample, dtype=np.float32)
     if sample.ndim != 2 or sample.shape[0] == 0:
         raise OrgasegError(f"k-means needs a non-empty (n_samples, n_features) sample, got shape {sample.shape}")
@@ -150,15 +174,107 @@ def fit_kmeans(sample: np.ndarray, k: int, *, seed: int = 0, n_init: int = 3, ma
             f"the sample has only {distinct} distinct feature vectors, fewer than K = {k}: "
             "is the volume (or the masked region) nearly constant?"
         )
-    model = KMeans(n_clusters=k, init="k-means++", n_init=n_init, max_iter=max_iter, random_state=seed)
-    model.fit(standardized)
-    centers = model.cluster_centers_.astype(np.float32)
+    return sample, mean, scale, standardized
+
+
+def _ordered_model(centers, mean, scale, inertia: float, seed: int, kind: str) -> KMeansModel:
+    """A :class:`KMeansModel` whose ids are ordered by the centres' features in original units."""
+    centers = np.asarray(centers, dtype=np.float32)
     original = centers * scale + mean
     order = np.lexsort(original.T[::-1])  # first feature is the primary key
-    return KMeansModel(
-        centers=centers[order],
-        mean=mean.astype(np.float32),
-        scale=scale.astype(np.float32),
-        inertia=float(model.inertia_) / sample.shape[0],
-        seed=seed,
-    )
+    return KMeansModel(centers=centers[order], mean=mean.astype(np.float32), scale=scale.astype(np.float32),
+                       inertia=inertia, seed=seed, kind=kind)
+
+
+class KMeansFit:
+    """Collects the voxel sample, then fits :func:`fit_kmeans` on all of it."""
+
+    def __init__(self, k: int, *, seed: int = 0, n_init: int = 3, max_iter: int = 300) -> None:
+        self.k, self.seed, self.n_init, self.max_iter = int(k), seed, int(n_init), int(max_iter)
+        self.pieces: list[np.ndarray] = []
+
+    def add(self, features: np.ndarray, raw: np.ndarray | None = None) -> None:
+        self.pieces.append(np.asarray(features, dtype=np.float32))
+
+    def finish(self) -> KMeansModel:
+        if not self.pieces:
+            raise OrgasegError("k-means got an empty sample")
+        sample = np.concatenate(self.pieces)
+        self.pieces = []
+        return fit_kmeans(sample, self.k, seed=self.seed, n_init=self.n_init, max_iter=self.max_iter)
+
+
+class MiniBatchKMeansFit:
+    """MiniBatch k-means over a streamed sample.
+
+    The first ``init_size`` voxels fix the standardisation and seed the
+    k-means++ initialisation (``n_init`` tries); every later piece updates the
+    centres in mini-batches of ``batch_size``. Memory: ``init_size`` voxels.
+    """
+
+    def __init__(self, k: int, *, seed: int = 0, init_size: int = 200_000, batch_size: int = 4096,
+                 n_init: int = 3) -> None:
+        self.k, self.seed = int(k), seed
+        self.init_size, self.batch_size, self.n_init = int(init_size), int(batch_size), int(n_init)
+        if self.init_size < self.k or self.batch_size < 1:
+            raise OrgasegError(f"minibatch-kmeans needs init_size >= K ({self.k}) and batch_size >= 1")
+        self.buffer: list[np.ndarray] = []
+        self.buffered = 0
+        self.model = None
+        self.mean = self.scale = None
+        self.seen = 0
+
+    def add(self, features: np.ndarray, raw: np.ndarray | None = None) -> None:
+        features = np.asarray(features, dtype=np.float32)
+        self.seen += len(features)
+        if self.model is None:
+            self.buffer.append(features)
+            self.buffered += len(features)
+            if self.buffered >= self.init_size:
+                self._start()
+            return
+        if not np.isfinite(features).all():
+            raise OrgasegError("the feature sample contains NaN or infinite values")
+        standardized = (features - self.mean) / self.scale
+        for start in range(0, len(standardized), self.batch_size):
+            self.model.partial_fit(standardized[start : start + self.batch_size])
+
+    def _start(self) -> None:
+        from sklearn.cluster import MiniBatchKMeans
+
+        sample, self.mean, self.scale, standardized = _standardized_sample(np.concatenate(self.buffer), self.k)
+        self.buffer, self.buffered = [], 0
+        self.model = MiniBatchKMeans(n_clusters=self.k, init="k-means++", n_init=self.n_init,
+                                     batch_size=self.batch_size, random_state=self.seed)
+        self.model.fit(standardized)  # initialisation and first passes on the buffered voxels
+        self._first = standardized[: min(len(standardized), 100_000)]
+
+    def finish(self) -> KMeansModel:
+        if self.model is None:
+            if not self.buffer:
+                raise OrgasegError("minibatch-kmeans got an empty sample")
+            self._start()  # the whole sample fitted in the initial buffer
+        inertia = float(self.model.score(self._first)) * -1.0 / len(self._first)
+        return _ordered_model(self.model.cluster_centers_, self.mean, self.scale, inertia, self.seed,
+                              "minibatch-kmeans")
+
+
+KMEANS = ClustererSpec(
+    name="kmeans",
+    summary="k-means (k-means++, seeded, best of n_init) on a standardised voxel sample",
+    start_fit=KMeansFit,
+    from_dict=KMeansModel.from_dict,
+    options={"n_init": "initialisations, the best is kept (default 3)",
+             "max_iter": "iterations per initialisation (default 300)"},
+)
+
+MINIBATCH_KMEANS = ClustererSpec(
+    name="minibatch-kmeans",
+    summary="MiniBatch k-means streamed over the sample's blocks (memory: init_size voxels)",
+    start_fit=MiniBatchKMeansFit,
+    from_dict=KMeansModel.from_dict,
+    options={"init_size": "voxels that fix the standardisation and initialisation (default 200000)",
+             "batch_size": "voxels per centre update (default 4096)",
+             "n_init": "initialisations on the first voxels (default 3)"},
+    default_sample_size=2_000_000,
+)

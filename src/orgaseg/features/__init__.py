@@ -1,0 +1,79 @@
+"""The dense-feature stage: the filter bank and the token-to-pixel strategies of 2D token encoders.
+
+:data:`FEATURES` is the explicit table of strategies ``--features`` offers.
+A strategy that ``needs`` an encoder works with any encoder of that kind
+(:mod:`orgaseg.models.encoder`), whatever method trained it.
+"""
+
+from __future__ import annotations
+
+from orgaseg.errors import OrgasegError
+from orgaseg.features.base import FeatureExtractor, FeatureSpec
+
+_BATCH = {"batch_size": "fields of view per forward pass (default 256)"}
+
+
+def _build_filter_bank(encoder, voxel_size, options: dict, device: str):
+    from orgaseg.features.filterbank import DEFAULT_SCALES_NM, FilterBank
+
+    return FilterBank(voxel_size=tuple(voxel_size), scales_nm=tuple(options.get("scales_nm", DEFAULT_SCALES_NM)),
+                      in_plane=options.get("in_plane"))
+
+
+def _token_geometry(encoder, options: dict, device: str) -> dict:
+    return dict(fov=encoder.fov, patch=encoder.patch, n_features=encoder.n_features,
+                batch_size=int(options.get("batch_size", 256)), device=device)
+
+
+def _build_cover_stride(encoder, voxel_size, options: dict, device: str):
+    from orgaseg.features.cover_stride import CoverStride
+
+    keep = options.get("keep")
+    return CoverStride(encoder.encode, keep=None if keep is None else int(keep), **_token_geometry(encoder, options, device))
+
+
+def _build_stride_only(encoder, voxel_size, options: dict, device: str):
+    from orgaseg.features.cover_stride import StrideOnly
+
+    return StrideOnly(encoder.encode, **_token_geometry(encoder, options, device))
+
+
+def _build_expand_stride(encoder, voxel_size, options: dict, device: str):
+    from orgaseg.features.expand_stride import ExpandStride
+
+    stride = options.get("stride")
+    return ExpandStride(encoder.encode, stride=None if stride is None else int(stride),
+                        **_token_geometry(encoder, options, device))
+
+
+#: The dense-feature strategies, by name.
+FEATURES: dict[str, FeatureSpec] = {
+    spec.name: spec
+    for spec in (
+        FeatureSpec("filter-bank", "Gaussian, gradient, LoG, local std and Hessian eigenvalues at scales in nm",
+                    needs=None, build=_build_filter_bank,
+                    options={"scales_nm": "Gaussian scales in nm (default [10, 20, 40, 80, 160])",
+                             "in_plane": "filter each slice in 2D (default: when z is over 2x coarser)"}),
+        FeatureSpec("cover-stride", "every pixel gets the token centred on it (MAESTER); 1/keep^2 forward passes per pixel",
+                    needs="tokens-2d", build=_build_cover_stride,
+                    options={"keep": "central tokens kept per side of a field of view (default 4)", **_BATCH}),
+        FeatureSpec("stride-only", "non-overlapping fields of view, each token fills its patch (ablation)",
+                    needs="tokens-2d", build=_build_stride_only, options=dict(_BATCH)),
+        FeatureSpec("expand-stride", "token grids of strided fields of view upsampled and blended (HiS4MAE)",
+                    needs="tokens-2d", build=_build_expand_stride,
+                    options={"stride": "pixels between fields of view (default half the field of view)", **_BATCH}),
+    )
+}
+
+
+def get_features(name: str | FeatureSpec) -> FeatureSpec:
+    """The strategy called ``name`` (a spec is returned unchanged); a clear error listing the known ones."""
+    if isinstance(name, FeatureSpec):
+        return name
+    try:
+        return FEATURES[name]
+    except KeyError:
+        raise OrgasegError(f"unknown dense features {name!r}; known: {', '.join(FEATURES)}") from None
+
+
+__all__ = ["FEATURES", "FeatureExtractor", "FeatureSpec", "get_features"]

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import math
 
-from orgaseg.methods.registry import thousandth_sample
-from orgaseg.methods.vit_method import ViTMethodSpec, register_vit_method
 from orgaseg.training import TrainConfig
 
 #: Fields of view per epoch (isolated codes are revived after each epoch).
@@ -43,34 +41,18 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
 }
 
 
-def epoch_steps(preset: str) -> int:
-    """Optimiser steps per epoch of a preset (``tiny``: 20, to revive codes within a short test)."""
-    if preset == "tiny":
-        return 20
-    return math.ceil(EPOCH_SAMPLES / TRAIN_PRESETS[preset].batch_size)
+#: Optimiser steps per epoch (isolated codes are revived after each): an epoch of
+#: ``EPOCH_SAMPLES`` fields of view, and 20 steps for ``tiny`` so that a short
+#: run revives codes several times.
+EPOCH_STEPS = {"paper": math.ceil(EPOCH_SAMPLES / 256), "cpu": math.ceil(EPOCH_SAMPLES / 64), "tiny": 20}
 
 
-def _model_factory(codebook_size: int):
-    def make_model(config, preset: str, saved: dict | None = None):
-        from orgaseg.models.distill import DistillConfig, DistilledMAE
+def make_model(config, preset: str, saved: dict | None = None, *, codebook_size: int):
+    """A :class:`~orgaseg.models.distill.DistilledMAE` for training (``codebook_size`` 0: sdae-recon)."""
+    from orgaseg.models.distill import DistillConfig, DistilledMAE
 
-        if saved is not None:
-            distill = DistillConfig.from_dict(saved["distill_config"])
-        else:
-            distill = DistillConfig(codebook_size=codebook_size, epoch_steps=epoch_steps(preset))
-        return DistilledMAE(config, distill), {"distill_config": distill.to_dict()}
-
-    return make_model
-
-
-HIS4MAE_SPEC = ViTMethodSpec(name="his4mae", train_presets=TRAIN_PRESETS, make_model=_model_factory(512),
-                             default_features="expand-stride", sample_size=thousandth_sample)
-SDAE_RECON_SPEC = ViTMethodSpec(name="sdae-recon", train_presets=TRAIN_PRESETS, make_model=_model_factory(0),
-                                default_features="expand-stride", sample_size=thousandth_sample)
-
-HIS4MAE = register_vit_method(
-    HIS4MAE_SPEC, "self-distilled masked autoencoder with a 512-code codebook; expand-stride tokens + k-means"
-)
-SDAE_RECON = register_vit_method(
-    SDAE_RECON_SPEC, "HiS4MAE's ablation without the codebook (student aligned to the EMA teacher's tokens)"
-)
+    if saved is not None:
+        distill = DistillConfig.from_dict(saved["distill_config"])
+    else:
+        distill = DistillConfig(codebook_size=codebook_size, epoch_steps=EPOCH_STEPS[preset])
+    return DistilledMAE(config, distill), {"encoder": "distilled-mae", "distill_config": distill.to_dict()}

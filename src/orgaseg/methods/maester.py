@@ -14,12 +14,7 @@ Training presets (the model sizes are :data:`orgaseg.models.mae.MODEL_PRESETS`):
 
 from __future__ import annotations
 
-import functools
-
-from orgaseg.methods.vit_method import ViTMethodSpec, build_vit_features, load_vit, register_vit_method, train_vit
 from orgaseg.training import TrainConfig
-
-METHOD = "maester"
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     "paper": TrainConfig(batch_size=128, lr=1.5e-4, min_lr=1e-6, weight_decay=1e-5, warmup_steps=2_000,
@@ -31,23 +26,8 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
 }
 
 
-def make_maester_model(config, preset: str, saved: dict | None = None):
-    """A :class:`~orgaseg.models.mae.MaskedAutoencoder`; it needs nothing besides its config."""
+def make_model(config, preset: str, saved: dict | None = None):
+    """A :class:`~orgaseg.models.mae.MaskedAutoencoder` for training; it needs nothing besides its config."""
     from orgaseg.models.mae import MaskedAutoencoder
 
-    return MaskedAutoencoder(config), {}
-
-
-SPEC = ViTMethodSpec(name=METHOD, train_presets=TRAIN_PRESETS, make_model=make_maester_model,
-                     default_features="cover-stride")
-
-#: ``train_maester(inputs, output, **options)``: see :func:`orgaseg.methods.vit_method.train_vit`.
-train_maester = functools.partial(train_vit, SPEC)
-#: ``load_maester(checkpoint, device)``: see :func:`orgaseg.methods.vit_method.load_vit`.
-load_maester = functools.partial(load_vit, SPEC)
-#: ``build_maester_features(volume, checkpoint, options, device)``: see :func:`~orgaseg.methods.vit_method.build_vit_features`.
-build_maester_features = functools.partial(build_vit_features, SPEC)
-
-MAESTER = register_vit_method(
-    SPEC, "ViT masked autoencoder on 5 px patches in 80 px fields of view; cover-and-stride tokens + k-means"
-)
+    return MaskedAutoencoder(config), {"encoder": "mae"}

@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from orgaseg.cluster.kmeans import KMeansModel
+from orgaseg.cluster.base import Clusterer, ClustererSpec
 from orgaseg.io.partial import digest, write_atomic
 from orgaseg.io.volume import Volume
 from orgaseg.pipeline.blocks import Block, make_blocks
@@ -82,22 +82,22 @@ class RunState:
         self.computed = 0
         self.skipped = 0
 
-    def load_models(self) -> list[KMeansModel] | None:
-        """The clusterer an earlier run fitted with this key, or None."""
+    def load_models(self, spec: ClustererSpec) -> list[Clusterer] | None:
+        """The clusterers an earlier run fitted with this key (read back by ``spec``), or None."""
         path = self.folder / _CLUSTERER
         if not path.is_file():
             return None
         record = json.loads(path.read_text())
         if record.get("key") != self.key:
             return None
-        return [KMeansModel.from_dict(state) for state in record["models"]]
+        return [spec.from_dict(state) for state in record["models"]]
 
-    def save_models(self, models: Sequence[KMeansModel]) -> None:
+    def save_models(self, models: Sequence[Clusterer]) -> None:
         """Store the fitted clusterer, so a resumed run uses the same centres."""
         write_atomic(self.folder / _CLUSTERER, json.dumps({"key": self.key, "models": [m.to_dict() for m in models]}))
 
-    def use_models(self, models: Sequence[KMeansModel]) -> None:
-        """Set the centres that every block signature includes."""
+    def use_models(self, models: Sequence[Clusterer]) -> None:
+        """Set the clusterer states that every block signature includes."""
         self._models_digest = digest([m.to_dict() for m in models])
 
     def signature(self, block: Block) -> str:

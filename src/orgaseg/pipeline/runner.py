@@ -1,12 +1,17 @@
-"""The blockwise segmentation runner: sample features, fit, assign block by block.
+"""The blockwise runner: one road from volumes to labels for ``segment``, ``benchmark`` and ``demo``.
 
-Two passes over the blocks. The first gathers the features of a seeded
-random sample of voxel coordinates, chosen before any block is read, so the
-sample does not depend on the block shape or on where blocks run. The second
-computes every block's features again, labels them with each fitted model
-and hands the labels to one sink per model (a label writer, an in-memory
-array, a confusion-matrix accumulator). No whole-volume feature array ever
-exists. Both passes run their blocks on an executor
+Two passes over the blocks. The first gathers the clusterer's sample: for
+clusterers fitted on voxels, the features of a seeded random sample of voxel
+coordinates chosen before any block is read (so the sample does not depend
+on the block shape or on where blocks run); for clusterers fitted on whole
+blocks, a seeded choice of blocks. The sample may be pooled over several
+volumes (a benchmark fits one clusterer on all its evaluation volumes, so
+ids mean the same in each). Pieces reach the clusterer in a fixed order
+whatever executor computed them, so a run is reproducible. The second pass
+computes every block's features again, labels them with each fitted
+clusterer and hands the labels to one sink per clusterer (a label writer, an
+in-memory array, a confusion-matrix accumulator). No whole-volume feature
+array ever exists. Both passes run their blocks on an executor
 (:mod:`orgaseg.pipeline.executors`: serial, threads or dask), which only
 changes where a block is computed; sinks are fed in this process as blocks
 finish. With a :class:`~orgaseg.pipeline.resume.RunState`, a run stores its
@@ -17,22 +22,25 @@ same settings finished.
 from __future__ import annotations
 
 import time
-from typing import Protocol, Sequence
+from typing import Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
-from orgaseg.cluster.kmeans import KMeansModel, fit_kmeans
+from orgaseg.cluster.base import Clusterer, ClustererSpec
 from orgaseg.errors import OrgasegError
+from orgaseg.features.base import FeatureExtractor
 from orgaseg.io.volume import Volume
 from orgaseg.pipeline.blocks import Block, Region, default_block_shape, make_blocks
 from orgaseg.pipeline.executors import Executor, SerialExecutor
 from orgaseg.pipeline.resume import RunState
-from orgaseg.pipeline.tasks import BlockJob, FeatureExtractor, Normalizer, VolumeSource, label_block, sample_block
+from orgaseg.pipeline.tasks import (
+    BlockJob, Normalizer, VolumeSource, block_halo, label_block, sample_block, sample_whole_block,
+)
 from orgaseg.progress import ProgressCallback, report
 
 __all__ = [
-    "ArraySink", "FeatureExtractor", "LabelSink", "Normalizer", "Tee", "assign_labels", "block_features",
-    "cluster_volume", "fit_models", "plan_blocks", "resolve_block_shape", "sample_coordinates", "sample_features",
+    "ArraySink", "BlockJob", "FeatureExtractor", "LabelSink", "Normalizer", "Tee", "cluster_volume",
+    "fit_clusterers", "label_volume", "plan_blocks", "resolve_block_shape", "sample_coordinates",
 ]
 
 #: Bytes of float32 features one default block holds (features live one block at a time).
@@ -54,6 +62,17 @@ class ArraySink:
         self.array[region] = block
 
 
+class Tee:
+    """Hands every labelled block to several sinks (e.g. a writer and a scorer)."""
+
+    def __init__(self, *sinks: LabelSink) -> None:
+        self.sinks = sinks
+
+    def write(self, region: Region, block: np.ndarray) -> None:
+        for sink in self.sinks:
+            sink.write(region, block)
+
+
 def sample_coordinates(shape: tuple[int, int, int], n: int, seed: int = 0) -> np.ndarray:
     """``n`` distinct voxel coordinates drawn uniformly with a seed, sorted.
 
@@ -67,54 +86,6 @@ def sample_coordinates(shape: tuple[int, int, int], n: int, seed: int = 0) -> np
     else:
         flat = np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
     return np.stack(np.unravel_index(flat, shape), axis=1)
-
-
-def block_features(volume: Volume, normalization: Normalizer, extractor: FeatureExtractor, block: Block) -> np.ndarray:
-    """Features of the voxels a block owns, computed with its halo."""
-    return BlockJob(VolumeSource(volume), normalization, extractor).features(block)
-
-
-def gather_features(
-    job: BlockJob,
-    coords: np.ndarray,
-    blocks: Sequence[Block],
-    executor: Executor,
-    progress: ProgressCallback | None = None,
-) -> np.ndarray:
-    """Features at the given voxel coordinates, computed block by block on ``executor``.
-
-    Only blocks that contain sampled voxels are computed.
-    """
-    out = np.empty((len(coords), job.extractor.n_features), dtype=np.float32)
-    todo = []
-    for block in blocks:
-        starts = np.array([r.start for r in block.region])
-        stops = np.array([r.stop for r in block.region])
-        rows = np.flatnonzero(np.all((coords >= starts) & (coords < stops), axis=1))
-        if rows.size:
-            todo.append((block, rows, coords[rows] - starts))
-    rows_of = {block.index: rows for block, rows, _ in todo}
-    items = ((block, (block, local)) for block, _, local in todo)
-    filled = 0
-    meter = _Meter(progress, "sampling features", len(todo))
-    for block, result in executor.map(sample_block, (job,), items):
-        rows = rows_of[block.index]
-        out[rows] = result.value
-        filled += rows.size
-        meter.step(block.size)
-    assert filled == len(coords), "every sampled voxel lies in exactly one block"
-    return out
-
-
-class Tee:
-    """Hands every labelled block to several sinks (e.g. a writer and a scorer)."""
-
-    def __init__(self, *sinks: LabelSink) -> None:
-        self.sinks = sinks
-
-    def write(self, region: Region, block: np.ndarray) -> None:
-        for sink in self.sinks:
-            sink.write(region, block)
 
 
 def resolve_block_shape(volume: Volume, extractor: FeatureExtractor, block_shape: tuple[int, int, int] | None = None) -> tuple[int, int, int]:
@@ -131,51 +102,133 @@ def resolve_block_shape(volume: Volume, extractor: FeatureExtractor, block_shape
     return tuple(min(int(b), s) for b, s in zip(block_shape, volume.shape))
 
 
-def plan_blocks(volume: Volume, extractor: FeatureExtractor, block_shape: tuple[int, int, int] | None = None) -> list[Block]:
-    """The blocks of ``volume`` with the halo ``extractor`` needs (see :func:`resolve_block_shape`)."""
-    return make_blocks(volume.shape, resolve_block_shape(volume, extractor, block_shape), extractor.halo)
+def plan_blocks(job: BlockJob, block_shape: tuple[int, int, int] | None = None) -> list[Block]:
+    """The blocks of a job's volume, with the context its features need (see :func:`resolve_block_shape`)."""
+    volume = job.source.volume
+    return make_blocks(volume.shape, resolve_block_shape(volume, job.extractor, block_shape),
+                       block_halo(job.extractor, job.grid))
 
 
-def sample_features(
-    volume: Volume | VolumeSource,
-    normalization: Normalizer,
-    extractor: FeatureExtractor,
+def fit_clusterers(
+    jobs: Sequence[BlockJob],
+    spec: ClustererSpec,
+    ks: Sequence[int],
     *,
+    options: dict | None = None,
     sample_size: int = 200_000,
     seed: int = 0,
     block_shape: tuple[int, int, int] | None = None,
     executor: Executor | None = None,
     progress: ProgressCallback | None = None,
-) -> np.ndarray:
-    """Features of ``sample_size`` seeded random voxels, shape ``(n, n_features)``."""
-    job = BlockJob(_source(volume), normalization, extractor)
+) -> list[Clusterer]:
+    """Fit one clusterer per K on a sample pooled over ``jobs`` (one job per volume).
+
+    The sample is split over the volumes in proportion to their size; volume
+    ``i`` is sampled with seed ``seed + i``. Each piece of the sample goes to
+    every K's fit, so features are computed once for all K.
+
+    Parameters
+    ----------
+    jobs : sequence of BlockJob
+        The volumes, with their normalisation, features and working grid.
+    spec : ClustererSpec
+        The clusterer.
+    ks : sequence of int
+        Cluster counts.
+    options : dict, optional
+        The clusterer's options.
+    sample_size : int
+        Voxels in the pooled sample (clusterers fitted on blocks: at least this many voxels of whole blocks).
+    seed : int
+        Seed of the sample and of the fits.
+    block_shape : tuple of int, optional
+        Block shape (default from :func:`resolve_block_shape`).
+    executor : Executor, optional
+        Where blocks run (default: serially, here).
+    progress : callable, optional
+        Progress callback.
+
+    Returns
+    -------
+    list of Clusterer, one per K
+    """
     executor = executor or SerialExecutor()
     try:
-        return _sample(job, sample_size, seed, block_shape, executor, progress)
+        return _fit(jobs, spec, ks, options, sample_size, seed, block_shape, executor, progress)
     finally:
         executor.forget()
 
 
-def _sample(job: BlockJob, sample_size, seed, block_shape, executor, progress) -> np.ndarray:
+def _fit(jobs, spec: ClustererSpec, ks, options, sample_size, seed, block_shape, executor, progress) -> list[Clusterer]:
+    total = sum(job.source.volume.size for job in jobs)
+    for k in ks:
+        if k > total:
+            raise OrgasegError(f"K = {k} is larger than the volume ({total} voxels)")
+        if spec.sample == "voxels" and k > sample_size:
+            raise OrgasegError(f"K = {k} is larger than the clusterer's sample ({sample_size} voxels): "
+                               "use a smaller K or a larger sample size")
+    fits = [spec.start_fit(k, seed=seed, **(options or {})) for k in ks]
+    for i, job in enumerate(jobs):
+        n = max(1, round(sample_size * job.source.volume.size / total))
+        for piece in _sample_pieces(job, spec, n, seed + i, block_shape, executor, progress):
+            for fit in fits:
+                fit.add(*piece)
+    fitted = []
+    for i, fit in enumerate(fits, 1):
+        fitted.append(fit.finish())
+        report(progress, f"fitting {spec.name}", i, len(fits))
+    return fitted
+
+
+def _sample_pieces(job: BlockJob, spec: ClustererSpec, n: int, seed: int, block_shape, executor: Executor,
+                   progress) -> Iterator[tuple]:
+    """The sample of one volume, piece by piece, in a seeded order of blocks independent of the executor."""
     volume = job.source.volume
-    coords = sample_coordinates(volume.shape, sample_size, seed)
-    return gather_features(job, coords, plan_blocks(volume, job.extractor, block_shape), executor, progress)
+    blocks = plan_blocks(job, block_shape)
+    order = np.random.default_rng(seed).permutation(len(blocks))
+    if spec.sample == "blocks":
+        chosen, voxels = [], 0
+        for index in order:  # whole blocks in a seeded order, until they hold n voxels
+            if voxels >= n:
+                break
+            chosen.append(blocks[index])
+            voxels += blocks[index].size
+        meter = _Meter(progress, "sampling blocks", len(chosen))
+        results = executor.map(sample_whole_block, (job,), ((b.index, (b,)) for b in chosen))
+        for _, result in _in_order(results, [b.index for b in chosen], meter, {b.index: b.size for b in chosen}):
+            yield result.value
+        return
+    coords = sample_coordinates(volume.shape, n, seed)
+    todo = []
+    for index in order:  # blocks in a seeded order: a streamed fit sees the volume's regions in random order
+        block = blocks[index]
+        starts = np.array([r.start for r in block.region])
+        stops = np.array([r.stop for r in block.region])
+        rows = np.all((coords >= starts) & (coords < stops), axis=1)
+        if rows.any():
+            todo.append((block, coords[rows] - starts))
+    meter = _Meter(progress, "sampling features", len(todo))
+    results = executor.map(sample_block, (job,), ((block.index, (block, local)) for block, local in todo))
+    for _, result in _in_order(results, [block.index for block, _ in todo], meter,
+                               {block.index: block.size for block, _ in todo}):
+        yield (result.value,)
 
 
-def fit_models(sample: np.ndarray, ks: Sequence[int], *, seed: int = 0, progress: ProgressCallback | None = None) -> list[KMeansModel]:
-    """One k-means model per K on the same sample."""
-    models = []
-    for i, k in enumerate(ks, 1):
-        models.append(fit_kmeans(sample, k, seed=seed))
-        report(progress, "fitting k-means", i, len(ks))
-    return models
+def _in_order(results: Iterable, keys: Sequence, meter: "_Meter", sizes: dict) -> Iterator:
+    """``(key, result)`` pairs in the order of ``keys``, whatever order they finish in."""
+    waiting: dict = {}
+    position = 0
+    for key, result in results:
+        meter.step(sizes[key])
+        waiting[key] = result
+        while position < len(keys) and keys[position] in waiting:
+            yield keys[position], waiting.pop(keys[position])
+            position += 1
 
 
-def assign_labels(
-    volume: Volume | VolumeSource,
-    normalization: Normalizer,
-    extractor: FeatureExtractor,
-    models: Sequence[KMeansModel],
+def label_volume(
+    job: BlockJob,
+    clusterers: Sequence[Clusterer],
     sinks: Sequence[LabelSink],
     *,
     block_shape: tuple[int, int, int] | None = None,
@@ -183,32 +236,31 @@ def assign_labels(
     state: RunState | None = None,
     progress: ProgressCallback | None = None,
 ) -> None:
-    """Label every block with each model; ``sinks[i]`` receives model ``i``'s labels.
+    """Label every block with each clusterer; ``sinks[i]`` receives clusterer ``i``'s labels.
 
-    Features are computed once per block, whatever the number of models.
+    Features are computed once per block, whatever the number of clusterers.
     With ``state``, blocks it records as done are skipped and every block
     written is marked done once its sinks are flushed.
     """
-    job = BlockJob(_source(volume), normalization, extractor)
     executor = executor or SerialExecutor()
     try:
-        _assign(job, models, sinks, block_shape, executor, state, progress)
+        _label(job, clusterers, sinks, block_shape, executor, state, progress)
     finally:
         executor.forget()
 
 
-def _assign(job: BlockJob, models, sinks, block_shape, executor, state, progress) -> None:
-    if len(models) != len(sinks):
-        raise ValueError("need one sink per model")
-    for model in models:
-        if model.n_features != job.extractor.n_features:
+def _label(job: BlockJob, clusterers, sinks, block_shape, executor, state, progress) -> None:
+    if len(clusterers) != len(sinks):
+        raise ValueError("need one sink per clusterer")
+    for clusterer in clusterers:
+        if clusterer.n_features != job.extractor.n_features:
             raise OrgasegError(
-                f"the given centres have {model.n_features} features but this method gives "
-                f"{job.extractor.n_features}: centres must come from the same method and configuration"
+                f"the given clusterer expects {clusterer.n_features} features but these dense features give "
+                f"{job.extractor.n_features}: a clusterer must come from the same method and configuration"
             )
-    blocks = plan_blocks(job.source.volume, job.extractor, block_shape)
+    blocks = plan_blocks(job, block_shape)
     if state is not None:
-        state.use_models(models)
+        state.use_models(clusterers)
         finished = [block for block in blocks if state.is_done(block)]
         state.skipped = len(finished)
         done_indices = {block.index for block in finished}
@@ -216,9 +268,9 @@ def _assign(job: BlockJob, models, sinks, block_shape, executor, state, progress
     else:
         blocks_todo = blocks
     meter = _Meter(progress, "labelling blocks", len(blocks), already=len(blocks) - len(blocks_todo))
-    models = tuple(models)
+    clusterers = tuple(clusterers)
     items = ((block, (block,)) for block in blocks_todo)
-    for block, result in executor.map(label_block, (job, models), items):
+    for block, result in executor.map(label_block, (job, clusterers), items):
         for labels, sink in zip(result.value, sinks):
             sink.write(block.region, labels)
         if state is not None:
@@ -231,102 +283,69 @@ def _assign(job: BlockJob, models, sinks, block_shape, executor, state, progress
 
 
 def cluster_volume(
-    volume: Volume | VolumeSource,
-    normalization: Normalizer,
-    extractor: FeatureExtractor,
+    job: BlockJob,
+    spec: ClustererSpec,
     sinks: Sequence[LabelSink],
     *,
     ks: Sequence[int] | None = None,
-    models: Sequence[KMeansModel] | None = None,
+    clusterers: Sequence[Clusterer] | None = None,
+    options: dict | None = None,
     seed: int = 0,
     sample_size: int = 200_000,
     block_shape: tuple[int, int, int] | None = None,
     executor: Executor | None = None,
     state: RunState | None = None,
-    features_out=None,
     stats: dict | None = None,
     progress: ProgressCallback | None = None,
-) -> list[KMeansModel]:
-    """Fit k-means for each K on a feature sample of ``volume``, then label every block.
+) -> list[Clusterer]:
+    """Fit a clusterer for each K on a sample of one volume (or reuse given ones), then label every block.
 
     Parameters
     ----------
-    volume : Volume or VolumeSource
-        The volume to segment (a :class:`VolumeSource` lets dask workers reopen it).
-    normalization : object with ``apply(block)``
-        Intensity normalisation applied to raw blocks.
-    extractor : FeatureExtractor
-        Dense-feature strategy.
+    job : BlockJob
+        The volume with its normalisation, features and working grid.
+    spec : ClustererSpec
+        The clusterer (reads back the state ``state`` holds).
     sinks : sequence of LabelSink
-        One per K (or per given model); receives ``write(region, labels)``.
-    ks : sequence of int, optional
-        Cluster counts to fit. Exactly one of ``ks`` and ``models`` is given.
-    models : sequence of KMeansModel, optional
-        Already fitted models (e.g. centres reused from another volume).
-    seed : int
-        Seed of the voxel sample and of k-means.
-    sample_size : int
-        Number of voxels whose features are sampled for fitting.
-    block_shape : tuple of int, optional
-        Block shape; default from :func:`resolve_block_shape`.
-    executor : Executor, optional
-        Where blocks run (default: serially, here).
+        One per K (or per given clusterer).
+    ks, clusterers
+        Exactly one: cluster counts to fit, or fitted clusterers (reused from another run).
+    options, seed, sample_size, block_shape, executor, progress
+        As :func:`fit_clusterers`.
     state : RunState, optional
         Resume state: a clusterer it holds is reused instead of refitted (a
         fitted one is stored in it), finished blocks are skipped, new ones marked.
-    features_out : object, optional
-        Writer with ``write(region, features)``: every block's features are saved.
     stats : dict, optional
-        Filled with seconds per phase (``sampling_s``, ``fitting_s``,
-        ``labelling_s``) and block counts (``blocks``, and with ``state``
-        ``computed`` and ``skipped``).
-    progress : callable, optional
-        Progress callback ``(description, done, total, **figures)``.
+        Filled with seconds per phase (``sampling_s`` (sampling and fitting),
+        ``labelling_s``) and block counts (``blocks``; with ``state`` ``computed`` and ``skipped``).
 
     Returns
     -------
-    list of KMeansModel
-        The models used, in the order of ``sinks``.
+    list of Clusterer
+        The clusterers used, in the order of ``sinks``.
     """
-    if (ks is None) == (models is None):
-        raise ValueError("give exactly one of ks and models")
+    if (ks is None) == (clusterers is None):
+        raise ValueError("give exactly one of ks and clusterers")
+    stats = {} if stats is None else stats
     executor = executor or SerialExecutor()
     try:
-        return _cluster(_source(volume), normalization, extractor, sinks, ks, models, seed, sample_size, block_shape,
-                        executor, state, features_out, {} if stats is None else stats, progress)
+        if clusterers is None and state is not None:
+            clusterers = state.load_models(spec)
+        if clusterers is None:
+            started = time.perf_counter()
+            clusterers = _fit([job], spec, ks, options, sample_size, seed, block_shape, executor, progress)
+            stats["sampling_s"] = round(time.perf_counter() - started, 3)
+            if state is not None:
+                state.save_models(clusterers)
+        started = time.perf_counter()
+        _label(job, clusterers, sinks, block_shape, executor, state, progress)
+        stats["labelling_s"] = round(time.perf_counter() - started, 3)
     finally:
         executor.forget()  # the job (with its encoder) was sent once for both passes
-
-
-def _cluster(source, normalization, extractor, sinks, ks, models, seed, sample_size, block_shape, executor, state,
-             features_out, stats, progress) -> list[KMeansModel]:
-    job = BlockJob(source, normalization, extractor, features_out)
-    if models is None and state is not None:
-        models = state.load_models()
-    if models is None:
-        for k in ks:
-            if k > source.volume.size:
-                raise OrgasegError(f"K = {k} is larger than the volume ({source.volume.size} voxels)")
-        started = time.perf_counter()
-        sample = _sample(job, sample_size, seed, block_shape, executor, progress)
-        stats["sampling_s"] = round(time.perf_counter() - started, 3)
-        started = time.perf_counter()
-        models = fit_models(sample, ks, seed=seed, progress=progress)
-        stats["fitting_s"] = round(time.perf_counter() - started, 3)
-        del sample
-        if state is not None:
-            state.save_models(models)
-    started = time.perf_counter()
-    _assign(job, models, sinks, block_shape, executor, state, progress)
-    stats["labelling_s"] = round(time.perf_counter() - started, 3)
-    stats["blocks"] = len(plan_blocks(source.volume, extractor, block_shape))
+    stats["blocks"] = len(plan_blocks(job, block_shape))
     if state is not None:
         stats.update(state.counts())
-    return list(models)
-
-
-def _source(volume: Volume | VolumeSource) -> VolumeSource:
-    return volume if isinstance(volume, VolumeSource) else VolumeSource(volume)
+    return list(clusterers)
 
 
 class _Meter:

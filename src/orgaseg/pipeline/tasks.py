@@ -1,9 +1,13 @@
 """One block's work, wherever it runs: read with halo, features, sample rows or labels.
 
 A :class:`BlockJob` holds everything a block needs (the input, the
-normalisation, the dense-feature strategy, optionally a feature writer) and
-is sent to each worker once; the functions :func:`sample_block` and
-:func:`label_block` are what an executor runs per block. The input travels
+normalisation, the dense-feature strategy, the working grid, optionally a
+feature writer) and is sent to each worker once; :func:`sample_block`,
+:func:`sample_whole_block` and :func:`label_block` are what an executor runs
+per block. With a working grid (:mod:`orgaseg.pipeline.resample`) a block's
+features are computed on the working grid, from the block's working voxels
+and the extractor's halo around them, and interpolated back onto the
+block's own input voxels. The input travels
 as a :class:`VolumeSource`: a volume opened from a path pickles as the
 arguments that reopen it, because the open file handles behind a volume
 (HDF5, compressed TIFF) do not pickle.
@@ -19,22 +23,10 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 
 from orgaseg.errors import OrgasegError
+from orgaseg.features.base import FeatureExtractor
 from orgaseg.io.volume import Volume
 from orgaseg.pipeline.blocks import Block, Region
-
-
-class FeatureExtractor(Protocol):
-    """A dense-feature strategy: normalised block in, per-voxel features out."""
-
-    halo: tuple[int, int, int]
-    n_features: int
-
-    def __call__(self, block: np.ndarray, *, origin: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
-        """(z, y, x) -> (z, y, x, F); ``origin`` is the absolute position of ``block[0, 0, 0]``."""
-        ...
-
-    def config(self) -> dict:
-        ...
+from orgaseg.pipeline.resample import WorkingGrid
 
 
 class Normalizer(Protocol):
@@ -99,6 +91,8 @@ class BlockJob:
         Intensity normalisation of raw blocks.
     extractor : FeatureExtractor
         The dense-feature strategy.
+    grid : WorkingGrid, optional
+        The working grid features are computed on (None: the input's own grid).
     features_out : object, optional
         A writer with ``write(region, features)`` (``--save-features``), used
         by :func:`label_block`.
@@ -107,21 +101,34 @@ class BlockJob:
     source: VolumeSource
     normalization: Normalizer
     extractor: FeatureExtractor
+    grid: WorkingGrid | None = None
     features_out: Any = None
 
     def features(self, block: Block) -> np.ndarray:
-        """Features of the voxels ``block`` owns, computed with its halo."""
+        """Features of the voxels ``block`` owns ``(z, y, x, F)``, computed with their context."""
+        # strategies whose sampling grid is anchored to the volume (cover-and-stride) need the block's position
+        if self.grid is None:
+            raw = self.normalization.apply(self._read(block, block.read_region))
+            features = self.extractor(raw, origin=tuple(r.start for r in block.read_region))
+            return features[block.inner]
+        working = self.grid.working_region(block.region, self.extractor.halo)
+        raw = self.grid.read_working(lambda window: self._read(block, window).astype(np.float32), working)
+        features = self.extractor(self.normalization.apply(raw), origin=tuple(r.start for r in working))
+        return self.grid.to_input(features, tuple(r.start for r in working), block.region)
+
+    def raw(self, block: Block) -> np.ndarray:
+        """Normalised intensities of the voxels ``block`` owns (for clusterers that read them)."""
+        return self.normalization.apply(self._read(block, block.region))
+
+    def _read(self, block: Block, region: Region) -> np.ndarray:
         volume = self.source.volume
         try:
-            raw = volume.read(block.read_region)
+            return volume.read(region)
         except Exception as err:  # any reader failure (a corrupt chunk, a vanished file) names its block
             raise OrgasegError(
-                f"cannot read block {block.index} ({describe_region(block.read_region)}, with halo) of "
+                f"cannot read block {block.index} ({describe_region(region)}, with halo) of "
                 f"{volume.path or 'the input'}: {type(err).__name__}: {err}"
             ) from None
-        # strategies whose sampling grid is anchored to the volume (cover-and-stride) need the block's position
-        features = self.extractor(self.normalization.apply(raw), origin=tuple(r.start for r in block.read_region))
-        return features[block.inner]
 
 
 @dataclass
@@ -132,6 +139,13 @@ class BlockResult:
     seconds: float
 
 
+def block_halo(extractor: FeatureExtractor, grid: WorkingGrid | None) -> tuple[int, int, int]:
+    """Input voxels of context a block reads each side (with a grid: the extractor's halo in input voxels)."""
+    if grid is None:
+        return tuple(extractor.halo)
+    return tuple(int(np.ceil((h + 2) * r)) + 2 for h, r in zip(extractor.halo, grid.factors))
+
+
 def sample_block(job: BlockJob, block: Block, local: np.ndarray) -> BlockResult:
     """Features at the voxels ``local`` (coordinates relative to the block's corner)."""
     started = time.perf_counter()
@@ -140,13 +154,21 @@ def sample_block(job: BlockJob, block: Block, local: np.ndarray) -> BlockResult:
     return BlockResult(np.ascontiguousarray(rows, dtype=np.float32), time.perf_counter() - started)
 
 
-def label_block(job: BlockJob, models: Sequence, block: Block) -> BlockResult:
-    """Labels of ``block`` under each model; also saves its features when the job says so."""
+def sample_whole_block(job: BlockJob, block: Block) -> BlockResult:
+    """Features and normalised intensities of every voxel of ``block`` (clusterers fitted on whole blocks)."""
+    started = time.perf_counter()
+    value = (np.ascontiguousarray(job.features(block), dtype=np.float32), job.raw(block))
+    return BlockResult(value, time.perf_counter() - started)
+
+
+def label_block(job: BlockJob, clusterers: Sequence, block: Block) -> BlockResult:
+    """Labels of ``block`` under each clusterer; also saves its features when the job says so."""
     started = time.perf_counter()
     features = job.features(block)
     if job.features_out is not None:
         job.features_out.write(block.region, features)
-    labels = [model.predict(features) for model in models]
+    raw = job.raw(block) if any(c.needs_raw for c in clusterers) else None
+    labels = [clusterer.predict(features, raw) for clusterer in clusterers]
     return BlockResult(labels, time.perf_counter() - started)
 
 

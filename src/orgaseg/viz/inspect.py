@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from orgaseg.cluster.kmeans import fit_kmeans
+from orgaseg.errors import OrgasegError
 from orgaseg.io import compute_normalization
 from orgaseg.io.volume import Volume
 from orgaseg.labels import IGNORE_LABEL
@@ -70,10 +71,12 @@ def inspect_model(
     """
     import torch
 
-    from orgaseg.methods.vit_method import load_trained
+    from orgaseg.models.encoder import load_encoder
 
-    model, _ = load_trained(checkpoint, device)
-    fov, patch = model.config.img_size, model.config.patch_size
+    encoder = load_encoder(checkpoint, device)
+    if not hasattr(encoder.model, "reconstruct"):
+        raise OrgasegError(f"{checkpoint}: inspect draws masked reconstructions; its {encoder.name} encoder has none")
+    model, fov, patch = encoder.model, encoder.fov, encoder.patch
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     normalization = compute_normalization(volume, seed=seed)

@@ -1,0 +1,92 @@
+"""The clusterer stage: what every clusterer offers the runner.
+
+A clusterer is fitted once per run and then labels the volume block by block.
+Fitting is streamed: the runner hands a :class:`ClustererFit` the features of
+its sample one piece at a time (in a fixed order, whatever executor computed
+them), then asks it for the fitted :class:`Clusterer`. What a piece is
+depends on :attr:`ClustererSpec.sample`:
+
+- ``"voxels"``: the features of a seeded random sample of voxels, one array
+  ``(n, n_features)`` per block that holds sampled voxels (k-means);
+- ``"blocks"``: the features ``(z, y, x, n_features)`` and the normalised raw
+  intensities ``(z, y, x)`` of whole blocks, a seeded choice of blocks that
+  together hold at least the sample size (clusterers that need
+  neighbourhoods, such as superpixel graphs).
+
+A fitted clusterer's state round-trips through JSON (:meth:`Clusterer.to_dict`
+and :attr:`ClustererSpec.from_dict`): it is stored in the provenance beside a
+segmentation, so ``--centers`` reuses it on another volume and a resumed run
+labels its remaining blocks with exactly the same state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Mapping, Protocol
+
+import numpy as np
+
+
+class Clusterer(Protocol):
+    """A fitted clusterer."""
+
+    #: Number of clusters (label ids ``0 .. k-1``).
+    k: int
+    #: Feature channels it expects.
+    n_features: int
+    #: Whether :meth:`predict` needs the block's normalised raw intensities.
+    needs_raw: bool
+
+    def predict(self, features: np.ndarray, raw: np.ndarray | None = None) -> np.ndarray:
+        """Labels of a block: ``features (..., n_features)`` -> ids ``(...)`` (``raw`` has the same ``...``)."""
+        ...
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable state; ``"kind"`` names the :class:`ClustererSpec` that reads it back."""
+        ...
+
+
+class ClustererFit(Protocol):
+    """Fitting in progress: takes the sample piece by piece."""
+
+    def add(self, features: np.ndarray, raw: np.ndarray | None = None) -> None:
+        """One piece of the sample (see the module notes for its shape)."""
+        ...
+
+    def finish(self) -> Clusterer:
+        """The fitted clusterer (a clear :class:`~orgaseg.errors.OrgasegError` if the sample cannot support it)."""
+        ...
+
+
+@dataclass(frozen=True)
+class ClustererSpec:
+    """A clusterer as the method table and the command line see it.
+
+    Attributes
+    ----------
+    name : str
+        The name on the command line (``--clusterer``) and the ``kind`` of its state.
+    summary : str
+        One line for ``orgaseg methods`` and ``--help``.
+    start_fit : callable
+        ``start_fit(k, *, seed, **options) -> ClustererFit``.
+    from_dict : callable
+        ``from_dict(state) -> Clusterer``: the inverse of ``Clusterer.to_dict``.
+    options : mapping of str to str
+        Option names this clusterer accepts (``--option NAME=VALUE``), with one line of help each.
+    sample : {"voxels", "blocks"}
+        What :meth:`ClustererFit.add` receives.
+    default_sample_size : int
+        Voxels in the sample unless the method or the user says otherwise.
+    """
+
+    name: str
+    summary: str
+    start_fit: Callable[..., ClustererFit]
+    from_dict: Callable[[dict], Clusterer]
+    options: Mapping[str, str] = field(default_factory=dict)
+    sample: Literal["voxels", "blocks"] = "voxels"
+    default_sample_size: int = 200_000
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "summary": self.summary, "sample": self.sample, "options": dict(self.options)}

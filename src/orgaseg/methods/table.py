@@ -1,0 +1,135 @@
+"""The method table: every method is a named preset of the three stages, written as data.
+
+A row says which encoder the method trains (none for the filter-bank
+baseline), which dense features and clusterer it uses with which options,
+its working pixel size, and its training presets. ``orgaseg methods`` prints
+the table; ``segment`` and ``benchmark`` take ``--features``, ``--clusterer``
+and ``--option NAME=VALUE`` to override any stage, so combinations the papers
+did not try are one option away.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from orgaseg.errors import OrgasegError
+from orgaseg.methods import his4mae, maester
+
+
+def thousandth_sample(n_voxels: int, floor: int = 20_000, cap: int = 1_000_000) -> int:
+    """A thousandth of the voxels, at least ``floor`` and at most ``cap`` (HiS4MAE's fixed-centre sample)."""
+    return int(min(cap, max(floor, n_voxels // 1000)))
+
+
+@dataclass(frozen=True)
+class Method:
+    """A segmentation method: encoder + dense features + clusterer, with defaults.
+
+    Attributes
+    ----------
+    name : str
+        ``--method NAME``.
+    summary : str
+        One line for ``orgaseg methods`` and the README.
+    encoder : str or None
+        Row of :data:`orgaseg.models.encoder.ENCODERS` it trains; None for no learned encoder.
+    features : str
+        Default dense features (:data:`orgaseg.features.FEATURES`).
+    clusterer : str
+        Default clusterer (:data:`orgaseg.cluster.CLUSTERERS`).
+    options : mapping
+        Default stage options (overridden by ``--option``).
+    pixel_size_nm : float or None
+        Default working pixel size in nm for training and segmentation (None: the input's own).
+    train_presets : mapping of str to TrainConfig
+        Optimisation per preset (empty for methods that do not learn).
+    make_model : callable, optional
+        ``make_model(config, preset, saved) -> (model, record)`` for training (see
+        :func:`orgaseg.methods.vit_method.train_vit`).
+    sample_size : callable, optional
+        ``sample_size(n_voxels)``: voxels sampled to fit the clusterer; None: the clusterer's default.
+    paper : str
+        The publication it implements.
+    """
+
+    name: str
+    summary: str
+    encoder: str | None
+    features: str
+    clusterer: str = "kmeans"
+    options: Mapping[str, Any] = field(default_factory=dict)
+    pixel_size_nm: float | None = None
+    train_presets: Mapping[str, Any] = field(default_factory=dict)
+    make_model: Callable[..., Any] | None = None
+    sample_size: Callable[[int], int] | None = None
+    paper: str = ""
+
+    @property
+    def learns(self) -> bool:
+        """Whether the method needs a trained checkpoint (``orgaseg train``)."""
+        return self.encoder is not None
+
+    @property
+    def presets(self) -> tuple[str, ...]:
+        return tuple(self.train_presets)
+
+    def train(self, inputs, output, **options) -> dict:
+        """Train this method's encoder; see :func:`orgaseg.methods.vit_method.train_vit`."""
+        if not self.learns:
+            raise OrgasegError(f"method {self.name!r} does not learn: there is nothing to train")
+        from orgaseg.methods.vit_method import train_vit
+
+        return train_vit(self, inputs, output, **options)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "summary": self.summary, "encoder": self.encoder, "features": self.features,
+                "clusterer": self.clusterer, "options": dict(self.options), "pixel_size_nm": self.pixel_size_nm,
+                "presets": list(self.presets), "paper": self.paper}
+
+
+#: The methods, by name. A new method is one row here.
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("baseline", "classical floor: multi-scale filter bank at scales in nm + k-means",
+               encoder=None, features="filter-bank", paper="-"),
+        Method("maester", "ViT masked autoencoder on 5 px patches in 80 px fields of view; cover-and-stride + k-means",
+               encoder="mae", features="cover-stride", train_presets=maester.TRAIN_PRESETS,
+               make_model=maester.make_model, paper="Xie et al., CVPR 2023"),
+        Method("his4mae", "self-distilled masked autoencoder with a 512-code codebook; expand-stride + k-means",
+               encoder="distilled-mae", features="expand-stride", train_presets=his4mae.TRAIN_PRESETS,
+               make_model=functools.partial(his4mae.make_model, codebook_size=512), sample_size=thousandth_sample,
+               paper="HiS4MAE (ICLR 2025 submission)"),
+        Method("sdae-recon", "HiS4MAE's ablation without the codebook (student aligned to the EMA teacher's tokens)",
+               encoder="distilled-mae", features="expand-stride", train_presets=his4mae.TRAIN_PRESETS,
+               make_model=functools.partial(his4mae.make_model, codebook_size=0), sample_size=thousandth_sample,
+               paper="HiS4MAE ablation"),
+    )
+}
+
+
+def get_method(name: str | Method) -> Method:
+    """The method called ``name`` (a Method is returned unchanged); a clear error listing the known ones."""
+    if isinstance(name, Method):
+        return name
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise OrgasegError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}") from None
+
+
+def method_names() -> list[str]:
+    return list(METHODS)
+
+
+def train(method: str | Method, inputs, output, **options) -> dict:
+    """Train ``method``'s encoder on ``inputs`` (paths or volumes) and write a checkpoint to ``output``.
+
+    Options as :func:`orgaseg.methods.vit_method.train_vit`: ``preset``,
+    ``steps``, ``minutes``, ``resume``, ``overwrite``, ``device``, ``seed``,
+    ``workers``, ``snapshots``, ``model_options``, ``pixel_size``,
+    ``voxel_size``, ``key``, ``progress``. Returns the final checkpoint record.
+    """
+    return get_method(method).train(inputs, output, **options)

@@ -1,0 +1,214 @@
+"""A run's three stages, resolved: the method's defaults, the user's overrides, the working pixel size.
+
+:func:`resolve_stages` turns a method name, an optional checkpoint and the
+overrides of the command line (``--features``, ``--clusterer``,
+``--option NAME=VALUE``, ``--pixel-size``) into :class:`Stages`: the loaded
+encoder (if the features need one), the dense-feature and clusterer specs
+with their options, and the working pixel size. :meth:`Stages.job` then
+builds the block job of one volume. Nothing here knows which encoder,
+features or clusterer it holds: they come from the tables of
+:mod:`orgaseg.models.encoder`, :mod:`orgaseg.features` and :mod:`orgaseg.cluster`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from orgaseg.cluster import ClustererSpec, get_clusterer
+from orgaseg.errors import OrgasegError
+from orgaseg.features import FeatureSpec, get_features
+from orgaseg.methods.table import METHODS, Method, get_method
+from orgaseg.pipeline.resample import WorkingGrid
+from orgaseg.pipeline.tasks import BlockJob, VolumeSource
+
+#: ``--pixel-size native``: work on the input's own grid.
+NATIVE = "native"
+
+
+def resolve_pixel_size(value: float | str | None, default: float | None) -> float | None:
+    """The working pixel size in nm: ``value`` (a number or ``"native"``), else ``default``; None means native."""
+    if value is None:
+        return default
+    if isinstance(value, str):
+        if value.strip().lower() == NATIVE:
+            return None
+        try:
+            value = float(value)
+        except ValueError:
+            raise OrgasegError(f"the pixel size must be a number of nm or 'native', got {value!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise OrgasegError(f"the pixel size must be a positive number of nm or 'native', got {value!r}")
+    return float(value)
+
+
+def split_options(options: Mapping[str, Any] | None, features: FeatureSpec, clusterer: ClustererSpec) -> tuple[dict, dict]:
+    """Route ``NAME=VALUE`` options to the stage that declares ``NAME`` (``features.NAME`` / ``clusterer.NAME`` to say which)."""
+    feature_options: dict = {}
+    clusterer_options: dict = {}
+    for name, value in (options or {}).items():
+        stage, dot, bare = name.partition(".")
+        if dot:
+            if stage not in ("features", "clusterer"):
+                raise OrgasegError(f"option {name!r}: the prefix must be 'features.' or 'clusterer.'")
+            spec, target = (features, feature_options) if stage == "features" else (clusterer, clusterer_options)
+            if bare not in spec.options:
+                raise OrgasegError(f"{spec.name} has no option {bare!r}; its options: {_names(spec.options)}")
+            target[bare] = value
+            continue
+        in_features, in_clusterer = name in features.options, name in clusterer.options
+        if in_features and in_clusterer:
+            raise OrgasegError(f"option {name!r} belongs to both {features.name} and {clusterer.name}: "
+                               f"write features.{name} or clusterer.{name}")
+        if not (in_features or in_clusterer):
+            raise OrgasegError(f"unknown option {name!r}: {features.name} takes {_names(features.options)}; "
+                               f"{clusterer.name} takes {_names(clusterer.options)}")
+        (feature_options if in_features else clusterer_options)[name] = value
+    return feature_options, clusterer_options
+
+
+def _names(options: Mapping) -> str:
+    return ", ".join(options) if options else "none"
+
+
+@dataclass
+class Stages:
+    """The resolved stages of a run.
+
+    Attributes
+    ----------
+    method : Method
+        The method whose defaults were used.
+    features : FeatureSpec
+        Dense features, with ``feature_options``.
+    clusterer : ClustererSpec
+        Clusterer, with ``clusterer_options``.
+    encoder : Encoder or None
+        The loaded encoder (None when the features need none).
+    pixel_size_nm : float or None
+        Working pixel size (None: each input's own grid).
+    device : str
+        Where the encoder runs.
+    checkpoint : str or None
+        The checkpoint's path.
+    """
+
+    method: Method
+    features: FeatureSpec
+    clusterer: ClustererSpec
+    feature_options: dict = field(default_factory=dict)
+    clusterer_options: dict = field(default_factory=dict)
+    encoder: Any = None
+    pixel_size_nm: float | None = None
+    device: str = "cpu"
+    checkpoint: str | None = None
+
+    def grid(self, volume) -> WorkingGrid | None:
+        """The working grid of ``volume`` (None when the run works on its own grid)."""
+        if self.pixel_size_nm is None:
+            return None
+        grid = WorkingGrid.for_pixel_size(volume.shape, volume.voxel_size, self.pixel_size_nm)
+        return None if grid.is_identity else grid
+
+    def job(self, source: VolumeSource, normalization, *, features_out=None) -> BlockJob:
+        """The block job of one volume: its features at the working voxel size, its grid."""
+        volume = source.volume
+        grid = self.grid(volume)
+        voxel_size = grid.working_voxel_size if grid is not None else volume.voxel_size
+        extractor = self.features.build(self.encoder, voxel_size, self.feature_options, self.device)
+        return BlockJob(source, normalization, extractor, grid=grid, features_out=features_out)
+
+    def sample_size(self, n_voxels: int) -> int:
+        """The default sample: the method's rule, else the clusterer's default."""
+        if self.method.sample_size is not None and self.clusterer.name == get_clusterer(self.method.clusterer).name:
+            return self.method.sample_size(n_voxels)
+        return self.clusterer.default_sample_size
+
+    def config(self) -> dict:
+        """What the stages are (provenance, resume signatures, results)."""
+        return {
+            "method": self.method.name,
+            "encoder": self.encoder.describe() if self.encoder is not None else None,
+            "features": self.features.name,
+            "feature_options": _jsonable(self.feature_options),
+            "clusterer": self.clusterer.name,
+            "clusterer_options": _jsonable(self.clusterer_options),
+            "pixel_size_nm": self.pixel_size_nm,
+        }
+
+
+def _jsonable(options: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
+
+
+def resolve_stages(
+    method: str | Method,
+    *,
+    model: str | Path | None = None,
+    features: str | FeatureSpec | None = None,
+    clusterer: str | ClustererSpec | None = None,
+    options: Mapping[str, Any] | None = None,
+    pixel_size: float | str | None = None,
+    device: str = "auto",
+) -> Stages:
+    """The stages of a run: the method's defaults with the given overrides.
+
+    Parameters
+    ----------
+    method : str or Method
+        A row of the method table.
+    model : path, optional
+        Checkpoint of the method's encoder (needed when the features need an encoder).
+    features, clusterer : str or spec, optional
+        Override the method's dense features or clusterer.
+    options : mapping, optional
+        Stage options ``NAME -> value`` (see :func:`split_options`), over the method's defaults.
+    pixel_size : float, "native" or None
+        Working pixel size in nm. None: the checkpoint's training pixel size
+        for an encoder, else the method's default.
+    device : str
+        ``auto``, ``cpu`` or ``cuda``.
+
+    Returns
+    -------
+    Stages
+    """
+    row = get_method(method)
+    feature_spec = get_features(features if features is not None else row.features)
+    clusterer_spec = get_clusterer(clusterer if clusterer is not None else row.clusterer)
+    feature_options, clusterer_options = split_options({**row.options, **dict(options or {})}, feature_spec,
+                                                       clusterer_spec)
+    encoder = None
+    device_name = "cpu"
+    if feature_spec.needs is not None:
+        if model is None:
+            learned = [name for name, m in METHODS.items() if m.learns]
+            raise OrgasegError(f"{feature_spec.name} features need a trained encoder: pass --model, a checkpoint of "
+                               f"{' / '.join(learned)} ('orgaseg train'); method {row.name!r} "
+                               + ("trains one" if row.learns else "has none"))
+        from orgaseg.models.device import resolve_device
+        from orgaseg.models.encoder import load_encoder
+
+        device_name = resolve_device(device).type
+        encoder = load_encoder(model, device_name)
+        if row.encoder is not None and encoder.name != row.encoder:
+            raise OrgasegError(f"{model} holds a {encoder.name!r} encoder ({encoder.record.get('method')}), but method "
+                               f"{row.name!r} uses {row.encoder!r}: pass --method {encoder.record.get('method')}")
+        if encoder.kind != feature_spec.needs:
+            raise OrgasegError(f"{feature_spec.name} features need a {feature_spec.needs} encoder; {model} holds a "
+                               f"{encoder.kind} encoder")
+        pixel_size_nm = resolve_pixel_size(pixel_size, encoder.pixel_size_nm)
+        if pixel_size is not None and pixel_size_nm != encoder.pixel_size_nm:
+            trained = "the training volumes' own pixel size" if encoder.pixel_size_nm is None else f"{encoder.pixel_size_nm:g} nm"
+            warnings.warn(f"{model} was trained at {trained}; segmenting at "
+                          f"{'native' if pixel_size_nm is None else f'{pixel_size_nm:g} nm'} shows it other structures "
+                          "than it learned", stacklevel=2)
+    else:
+        pixel_size_nm = resolve_pixel_size(pixel_size, row.pixel_size_nm)
+    return Stages(method=row, features=feature_spec, clusterer=clusterer_spec, feature_options=feature_options,
+                  clusterer_options=clusterer_options, encoder=encoder, pixel_size_nm=pixel_size_nm,
+                  device=device_name, checkpoint=None if model is None else str(model))
+
