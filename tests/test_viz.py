@@ -7,6 +7,10 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+import tifffile
+from matplotlib import colormaps
+from PIL import Image
+from scipy import ndimage as ndi
 
 from orgaseg.errors import OrgasegError
 from orgaseg.viz import label_colors, overlay_figure, plot_confusion
@@ -25,6 +29,27 @@ def _phantom(shape=(120, 160), seed=0):
     return raw, prediction, reference
 
 
+def panel_columns(image: np.ndarray) -> list[tuple[int, int]]:
+    """Column ranges of the figure's panels: runs of columns mostly covered by non-white pixels.
+
+    Only the rows where panels lie count (those with much ink), so titles and
+    the legend do not join the panels.
+    """
+    ink = (image[..., :3] < 0.98).any(axis=-1)
+    rows = ink.mean(axis=1) > 0.5
+    covered = ink[rows].mean(axis=0) > 0.5
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], covered.astype(int), [0]])))
+    return [(int(a), int(b)) for a, b in zip(edges[0::2], edges[1::2]) if b - a > 20]
+
+
+def colour_shares(image: np.ndarray, columns: tuple[int, int], colours: np.ndarray) -> np.ndarray:
+    """Share of a panel's inked pixels that show each of ``colours`` (RGBA rows)."""
+    panel = image[:, columns[0] : columns[1], :3]
+    inked = (panel < 0.98).any(axis=-1)
+    matches = np.isclose(panel[:, :, None, :], colours[None, None, :, :3], atol=0.02).all(axis=-1)
+    return matches[inked].mean(axis=0)
+
+
 def test_label_colors_fixed_distinct_and_prefix_stable():
     colors = label_colors(30)
     assert colors.shape == (30, 4) and colors.dtype == np.float64
@@ -41,11 +66,19 @@ def test_plot_confusion_writes_a_heat_map(tmp_path):
         confusion, ["cyto", "membrane", "mito"], mapping={"0": "cyto", "1": "membrane", "2": "mito", "3": None},
         path=tmp_path / "sub" / "confusion.png", title="K = 4",
     )
-    assert path == tmp_path / "sub" / "confusion.png" and path.stat().st_size > 5_000
+    assert path == tmp_path / "sub" / "confusion.png"
     image = mpimg.imread(path)
     assert image.ndim == 3 and image.shape[2] in (3, 4)
     assert 300 < image.shape[1] <= 2000 and 200 < image.shape[0] <= 2000
-    assert image[..., :3].std() > 0.05  # not a blank canvas
+    assert len(np.unique(image[..., :3].reshape(-1, 3).round(2), axis=0)) > 50  # not a blank canvas
+    # Each class went almost wholly to its own cluster: three dark cells on the diagonal.
+    dark = np.isclose(image[..., :3], colormaps["Blues"](0.99)[:3], atol=0.03).all(axis=-1)
+    cells, n_cells = ndi.label(dark)
+    sizes = ndi.sum(dark, cells, range(1, n_cells + 1))
+    big = [i + 1 for i in np.flatnonzero(sizes > 0.02 * dark.size)]  # not the colour bar's tip
+    assert len(big) == 3
+    centres = np.array(ndi.center_of_mass(dark, cells, big))
+    assert np.all(np.diff(centres[np.argsort(centres[:, 0])], axis=0) > 0)  # down and to the right
     with pytest.raises(OrgasegError, match="2 class names"):
         plot_confusion(confusion, ["a", "b"], path=tmp_path / "bad.png")
 
@@ -58,13 +91,21 @@ def test_overlay_panels_and_size(tmp_path):
         mapping={0: "cyto", 1: "membrane", 2: "membrane", 3: "mito", 4: "ecs", 5: None},
     )
     small, wide = mpimg.imread(three), mpimg.imread(five)
-    assert five.stat().st_size > 10_000
-    assert wide.shape[1] <= 2000 and wide.shape[1] > small.shape[1]  # two more panels
+    assert wide.shape[1] <= 2000 and wide.shape[1] > small.shape[1]
     # Height follows the slice's aspect ratio (3:4), plus title / legend room.
     assert 0.5 * wide.shape[1] / 5 < wide.shape[0] < 1.5 * wide.shape[1] / 5
-    # The cluster panel shows the palette colour of cluster 0 (tab10 blue) somewhere.
-    blue = np.isclose(small[..., :3], label_colors(1)[0, :3], atol=0.02).all(axis=-1)
-    assert blue.sum() > 500
+    assert len(panel_columns(small)) == 3
+    raw_panel, clusters, _, mapped, classes = panel_columns(wide)
+    # The cluster panel shows the six clusters (vertical bands of equal width) in their palette colours.
+    np.testing.assert_allclose(colour_shares(wide, clusters, label_colors(6)), 1 / 6, atol=0.03)
+    np.testing.assert_allclose(colour_shares(small, panel_columns(small)[1], label_colors(6)), 1 / 6, atol=0.03)
+    # Mapped to classes, clusters 1 and 2 are both membrane (orange), 4 is ecs (red), 5 is
+    # unmatched (raw shows through): the colours of clusters 4 and 5 are gone.
+    np.testing.assert_allclose(colour_shares(wide, mapped, label_colors(6)), [1, 2, 1, 1, 0, 0] / np.array(6),
+                               atol=0.03)
+    # The reference panel shows the four class bands below the ignored top rows.
+    np.testing.assert_allclose(colour_shares(wide, classes, label_colors(4)), 0.25 * 110 / 120, atol=0.03)
+    assert colour_shares(wide, raw_panel, label_colors(6)).max() < 0.01  # the raw panel is grey
     # A tall, narrow slice stays within about 2000 px in both directions.
     tall_raw, tall_prediction = raw.T.repeat(4, axis=0), prediction.T.repeat(4, axis=0)
     tall = mpimg.imread(overlay_figure(tall_raw, tall_prediction, path=tmp_path / "t.png"))
@@ -86,12 +127,15 @@ def test_overlay_errors(tmp_path):
 
 @pytest.mark.skipif(not (DATA / "vnc").is_dir(), reason=f"real data not found at {DATA / 'vnc'}")
 def test_overlay_of_a_real_vnc_slice(tmp_path):
-    from skimage.io import imread
-
-    raw = imread(DATA / "vnc" / "stack1" / "raw" / "00.tif")
-    mito = imread(DATA / "vnc" / "stack1" / "mitochondria" / "00.png") > 127
+    raw = tifffile.imread(DATA / "vnc" / "stack1" / "raw" / "00.tif")
+    mito = np.asarray(Image.open(DATA / "vnc" / "stack1" / "mitochondria" / "00.png")) > 127
     prediction = np.digitize(raw, np.percentile(raw, [25, 50, 75]))
     path = overlay_figure(raw, prediction, mito.astype(np.uint8), path=tmp_path / "vnc.png",
                           class_names=["other", "mitochondria"])
     image = mpimg.imread(path)
-    assert image.shape[1] <= 2000 and path.stat().st_size > 50_000
+    assert image.shape[1] <= 2000
+    _, clusters, _, classes = panel_columns(image)
+    # intensity quartiles: four clusters of about a quarter of the slice each
+    np.testing.assert_allclose(colour_shares(image, clusters, label_colors(4)), 0.25, atol=0.03)
+    other, mitochondria = colour_shares(image, classes, label_colors(2))
+    assert other + mitochondria > 0.97 and mitochondria == pytest.approx(mito.mean(), abs=0.02)
