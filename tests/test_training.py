@@ -9,12 +9,15 @@ import torch
 from orgaseg.errors import OrgasegError
 from orgaseg.io import compute_normalization
 from orgaseg.io.volume import Volume
-from orgaseg.methods.maester import TRAIN_PRESETS, load_maester, train_maester
+from orgaseg.methods import get_method
 from orgaseg.models.checkpoint import load_checkpoint, save_checkpoint
 from orgaseg.models.device import resolve_device
+from orgaseg.models.encoder import load_encoder
 from orgaseg.sampling import FieldOfViewBatches, FieldOfViewSampler
 from orgaseg.synthetic import make_cell
 from orgaseg.training import TrainConfig, learning_rate
+
+MAESTER = get_method("maester")
 
 
 class Identity:
@@ -78,37 +81,36 @@ def phantom_volume():
 
 def test_loss_falls_and_checkpoint_rebuilds_identical_features(phantom_volume, tmp_path):
     ckpt = tmp_path / "tiny.pt"
-    record = train_maester([phantom_volume], ckpt, preset="tiny", steps=60, device="cpu")
+    record = MAESTER.train([phantom_volume], ckpt, preset="tiny", steps=60, device="cpu")
     losses = record["losses"]
     assert len(losses) == 60 and record["step"] == 60
     assert np.mean(losses[-10:]) < 0.8 * np.mean(losses[:10])
-    model, loaded = load_maester(ckpt)
-    assert loaded["preset"] == "tiny" and loaded["model_config"]["embed_dim"] == 32
+    encoder = load_encoder(ckpt)
+    assert encoder.record["preset"] == "tiny" and encoder.n_features == 32
     fovs = torch.rand(3, 1, 80, 80)
-    again, _ = load_maester(ckpt)
     with torch.inference_mode():
-        assert torch.equal(model.encode(fovs), again.encode(fovs))
+        assert torch.equal(encoder.encode(fovs), load_encoder(ckpt).encode(fovs))
 
 
 def test_resume_continues_the_same_loss_curve(phantom_volume, tmp_path):
-    straight = train_maester([phantom_volume], tmp_path / "a.pt", preset="tiny", steps=24, device="cpu")
+    straight = MAESTER.train([phantom_volume], tmp_path / "a.pt", preset="tiny", steps=24, device="cpu")
     with pytest.raises(KeyboardInterrupt):
-        train_maester([phantom_volume], tmp_path / "b.pt", preset="tiny", steps=24, device="cpu",
+        MAESTER.train([phantom_volume], tmp_path / "b.pt", preset="tiny", steps=24, device="cpu",
                       progress=_stop_after(12))
-    resumed = train_maester([phantom_volume], tmp_path / "b.pt", resume=True, device="cpu")
+    resumed = MAESTER.train([phantom_volume], tmp_path / "b.pt", resume=True, device="cpu")
     assert resumed["step"] == 24
     np.testing.assert_allclose(resumed["losses"], straight["losses"], rtol=1e-5)
 
 
 def test_existing_checkpoint_needs_resume_or_overwrite(phantom_volume, tmp_path):
     ckpt = tmp_path / "c.pt"
-    train_maester([phantom_volume], ckpt, preset="tiny", steps=2, device="cpu")
+    MAESTER.train([phantom_volume], ckpt, preset="tiny", steps=2, device="cpu")
     with pytest.raises(OrgasegError, match="--resume"):
-        train_maester([phantom_volume], ckpt, preset="tiny", steps=2, device="cpu")
+        MAESTER.train([phantom_volume], ckpt, preset="tiny", steps=2, device="cpu")
     with pytest.raises(OrgasegError, match="already run"):
-        train_maester([phantom_volume], ckpt, resume=True, device="cpu")
+        MAESTER.train([phantom_volume], ckpt, resume=True, device="cpu")
     with pytest.raises(OrgasegError, match="preset"):
-        train_maester([phantom_volume], tmp_path / "d.pt", preset="huge", device="cpu")
+        MAESTER.train([phantom_volume], tmp_path / "d.pt", preset="huge", device="cpu")
 
 
 def _stop_after(n):
