@@ -46,7 +46,7 @@ def test_provenance_records_what_ran(phantom, baseline):
     assert record["method"] == "baseline" and record["k"] == 6
     assert record["input"]["voxel_size"] == [15.0, 15.0, 15.0]
     assert len(record["clusterer"]["centers"]) == 6
-    assert record["config"]["features"]["scales_nm"][0] == 10.0
+    assert record["config"]["extractor"]["scales_nm"][0] == 10.0
     assert {"low", "high"} <= set(record["normalization"])
 
 

@@ -10,7 +10,8 @@ from orgaseg.io import open_volume
 from orgaseg.io.volume import Volume
 from orgaseg.pipeline import executors
 from orgaseg.pipeline.executors import DaskExecutor, SerialExecutor, ThreadExecutor, make_executor
-from orgaseg.pipeline.runner import ArraySink, cluster_volume
+from orgaseg.cluster import get_clusterer
+from orgaseg.pipeline.runner import ArraySink, BlockJob, cluster_volume
 from orgaseg.pipeline.tasks import VolumeSource
 from orgaseg.synthetic import make_cell
 
@@ -42,7 +43,8 @@ def _segment(volume, executor, *, source=None, progress=None):
     bank = FilterBank(voxel_size=(20.0, 20.0, 20.0), scales_nm=(20.0, 40.0))
     sink = ArraySink(volume.shape, np.uint8)
     stats = {}
-    (model,) = cluster_volume(source or volume, Scale(), bank, [sink], ks=[4], sample_size=3000,
+    job = BlockJob(source or VolumeSource(volume), Scale(), bank)
+    (model,) = cluster_volume(job, get_clusterer("kmeans"), [sink], ks=[4], sample_size=3000,
                               block_shape=(2, 32, 32), executor=executor, stats=stats, progress=progress)
     return sink.array, model, stats
 
@@ -147,14 +149,14 @@ def test_the_command_line_refuses_bad_worker_counts(phantom_zarr, tmp_path, caps
 
 
 def test_a_learned_encoder_gives_the_same_labels_on_dask_workers(dask_executor, tmp_path):
-    from orgaseg.methods.maester import train_maester
+    from orgaseg import train
     from orgaseg.segmentation import segment
 
     raw = make_cell((4, 80, 80), voxel_size=(20.0, 20.0, 20.0), seed=3).raw
     path = tmp_path / "raw.npy"
     np.save(path, raw)
     checkpoint = tmp_path / "tiny.pt"
-    train_maester([Volume(raw, voxel_size=(20.0, 20.0, 20.0))], checkpoint, preset="tiny", steps=5, device="cpu")
+    train("maester", [Volume(raw, voxel_size=(20.0, 20.0, 20.0))], checkpoint, preset="tiny", steps=5, device="cpu")
     runs = [segment(path, method="maester", model=checkpoint, k=4, voxel_size=(20, 20, 20), sample_size=2000,
                     block_shape=(2, 40, 80), options={"keep": 16}, device="cpu", executor=executor)
             for executor in (SerialExecutor(), dask_executor)]

@@ -11,9 +11,9 @@ from orgaseg.cli import main
 from orgaseg.cluster.kmeans import fit_kmeans
 from orgaseg.errors import OrgasegError
 from orgaseg.io import compute_normalization
-from orgaseg.methods.his4mae import HIS4MAE_SPEC, epoch_steps
-from orgaseg.methods.registry import get_method, thousandth_sample
-from orgaseg.methods.vit_method import load_vit
+from orgaseg.methods import get_method, thousandth_sample
+from orgaseg.methods.his4mae import EPOCH_STEPS
+from orgaseg.models.encoder import load_encoder
 from orgaseg.models.checkpoint import load_checkpoint
 from orgaseg.models.distill import DistillConfig, DistilledMAE, teacher_momentum
 from orgaseg.models.mae import MODEL_PRESETS
@@ -132,10 +132,12 @@ def checkpoint(phantom, tmp_path_factory):
 def test_checkpoint_logs_codebook_usage_and_rebuilds_the_model(checkpoint):
     record = load_checkpoint(checkpoint, method="his4mae")
     usage = record["codebook_usage"]
-    assert len(usage) == 300 // epoch_steps("tiny")
+    assert len(usage) == 300 // EPOCH_STEPS["tiny"]
     assert all(0 < entry["perplexity"] <= 512 for entry in usage)
     assert record["distill_config"]["codebook_size"] == 512
-    model, _ = load_vit(HIS4MAE_SPEC, checkpoint)
+    encoder = load_encoder(checkpoint)
+    assert (encoder.name, encoder.kind, encoder.fov, encoder.patch) == ("distilled-mae", "tokens-2d", 80, 5)
+    model = encoder.model
     assert model.usage_log == usage
     fovs = _images(3)
     with torch.inference_mode():
@@ -171,7 +173,8 @@ def test_briefly_trained_model_finds_the_textured_nucleus_with_expand_stride(pha
     score = lambda labels: orgaseg.evaluate(labels, item.reference, classes=CLASSES,
                                             background=["cytoplasm"]).to_dict()["merge"]["per_class"]
     assert score(learned.labels)["nucleus"]["dice"] > score(intensity)["nucleus"]["dice"] + 0.2
-    features = learned.provenance["config"]["features"]
+    assert learned.provenance["config"]["features"] == "expand-stride"
+    features = learned.provenance["config"]["extractor"]
     assert features["kind"] == "expand_stride" and features["stride"] == 40
 
 
@@ -193,10 +196,10 @@ def test_cli_segments_with_expand_stride_and_refuses_misplaced_options(phantom, 
                  str(checkpoint), "-k", "4", "--features", "expand-stride", "--stride", "20", "-o", str(out),
                  "--quiet"]) == 0
     provenance = json.loads((tmp_path / "labels.ome.zarr.provenance.json").read_text())
-    assert provenance["config"]["features"]["stride"] == 20
+    assert provenance["config"]["extractor"]["stride"] == 20
     assert main(["segment", str(volume), "--method", "his4mae", "--model", str(checkpoint), "--features",
                  "cover-stride", "--stride", "20", "-o", str(tmp_path / "x.tif"), "--quiet"]) == 2
-    assert "--stride applies to expand-stride" in capsys.readouterr().err
+    assert "unknown option 'stride': cover-stride takes keep, batch_size" in capsys.readouterr().err
     # a his4mae checkpoint is not a maester one
     assert main(["segment", str(volume), "--method", "maester", "--model", str(checkpoint), "-o",
                  str(tmp_path / "y.tif"), "--quiet"]) == 2

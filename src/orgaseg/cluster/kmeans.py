@@ -187,7 +187,12 @@ def _ordered_model(centers, mean, scale, inertia: float, seed: int, kind: str) -
 
 
 class KMeansFit:
-    """Collects the voxel sample, then fits :func:`fit_kmeans` on all of it."""
+    """Collects the voxel sample, then fits :func:`fit_kmeans` on all of it.
+
+    The sample's rows are put in a canonical (lexicographic) order first, so
+    the model does not depend on the order blocks delivered them (the block
+    shape, the executor): k-means++ picks rows by position.
+    """
 
     def __init__(self, k: int, *, seed: int = 0, n_init: int = 3, max_iter: int = 300) -> None:
         self.k, self.seed, self.n_init, self.max_iter = int(k), seed, int(n_init), int(max_iter)
@@ -201,6 +206,7 @@ class KMeansFit:
             raise OrgasegError("k-means got an empty sample")
         sample = np.concatenate(self.pieces)
         self.pieces = []
+        sample = sample[np.lexsort(sample.T[::-1])]
         return fit_kmeans(sample, self.k, seed=self.seed, n_init=self.n_init, max_iter=self.max_iter)
 
 

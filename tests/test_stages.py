@@ -1,0 +1,234 @@
+"""The three stages: a clusterer from outside the package, every offered combination, the working pixel size."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import orgaseg
+from orgaseg.benchmark import run_benchmark
+from orgaseg.cli import main
+from orgaseg.cluster import CLUSTERERS
+from orgaseg.datasets import load_dataset
+from orgaseg.errors import OrgasegError
+from orgaseg.features import FEATURES
+from orgaseg.io import open_volume, read_provenance
+from orgaseg.models.encoder import ENCODERS
+from orgaseg.pipeline.resample import WorkingGrid
+from orgaseg.pipeline.stages import resolve_stages, split_options
+
+sys.path.insert(0, str(Path(__file__).parent))
+from stage_plugins import INTENSITY_BINS  # noqa: E402
+
+TESTS = Path(__file__).parent
+BLOCK = (2, 32, 32)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return load_dataset("phantom", shape=(4, 64, 64), voxel_size=(20.0, 20.0, 20.0), seed=2)
+
+
+# ------------------------------------------------------------------ a clusterer defined in a test module
+
+
+def test_an_outside_clusterer_segments_reading_raw_and_fitting_on_whole_blocks(small):
+    raw = small.evaluation[0].raw
+    result = orgaseg.segment(raw, k=3, clusterer=INTENSITY_BINS, block_shape=BLOCK, sample_size=3000)
+    normalized = result.provenance["normalization"]
+    thresholds = result.model.thresholds
+    assert result.model.k == 3 and len(thresholds) == 2 and thresholds[0] < thresholds[1]
+    assert result.provenance["config"]["clusterer"] == "intensity-bins"
+    # the labels are the intensity bins of each voxel, whatever block it was in
+    values = (raw.read().astype(np.float32) - normalized["low"]) / (normalized["high"] - normalized["low"])
+    expected = np.digitize(np.clip(values, 0, 1), thresholds)
+    assert np.mean(result.labels == expected) > 0.999  # float32 rounding at a threshold may differ
+    # whole blocks were sampled until they held the sample: 3000 voxels -> two 2 x 32 x 32 blocks
+    assert result.provenance["config"]["sample_size"] == 3000
+
+
+def test_an_outside_clusterer_is_reused_with_centers_and_routes_its_options(small, tmp_path):
+    raw = small.evaluation[0].raw
+    first = orgaseg.segment(raw, k=4, clusterer=INTENSITY_BINS, output=tmp_path / "a.ome.zarr",
+                            options={"stride": 2}, block_shape=BLOCK)
+    assert first.provenance["config"]["clusterer_options"] == {"stride": 2}
+    other = load_dataset("phantom", shape=(4, 64, 64), voxel_size=(20.0, 20.0, 20.0), seed=5).evaluation[0].raw
+    again = orgaseg.segment(other, centers=tmp_path / "a.ome.zarr.provenance.json", clusterer=INTENSITY_BINS)
+    assert again.model.thresholds.tolist() == first.model.thresholds.tolist()
+    assert again.provenance["clusterer"] == first.provenance["clusterer"]
+    with pytest.raises(OrgasegError, match="unknown clusterer 'intensity-bins'"):  # not registered: say so
+        orgaseg.segment(other, centers=tmp_path / "a.ome.zarr.provenance.json")
+
+
+def test_an_outside_clusterer_runs_the_benchmark(small, tmp_path):
+    record = run_benchmark(small, "baseline", tmp_path, ks=[3], clusterer=INTENSITY_BINS, sample_size=3000)
+    assert record["stages"]["clusterer"] == "intensity-bins"
+    assert 0.2 < record["results"]["3"]["merge"]["mean_dice"] < 1.0
+
+
+def test_an_outside_clusterer_resumes_after_sigkill_to_identical_labels(small, tmp_path):
+    raw_path = tmp_path / "raw.npy"
+    np.save(raw_path, small.evaluation[0].raw.read())
+    whole = orgaseg.segment(raw_path, voxel_size=(20, 20, 20), k=3, clusterer=INTENSITY_BINS, block_shape=(1, 16, 16), sample_size=3000,
+                            options={"scales_nm": [20.0, 40.0]}).labels
+    out = tmp_path / "seg.ome.zarr"
+    script = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); import orgaseg; from stage_plugins import INTENSITY_BINS; "
+              f"orgaseg.segment({str(raw_path)!r}, voxel_size=(20, 20, 20), k=3, clusterer=INTENSITY_BINS, block_shape=(1, 16, 16), "
+              f"sample_size=3000, options={{'scales_nm': [20.0, 40.0]}}, output={str(out)!r})")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(orgaseg.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
+    process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    done = out.with_name(out.name + ".partial") / "run" / "done"
+    deadline = time.monotonic() + 120
+    while (len(list(done.glob("*.json"))) if done.is_dir() else 0) < 8 and process.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = len(list(done.glob("*.json")))
+    assert not out.exists() and 8 <= finished < 64, f"killed too late or too early: {finished} blocks marked"
+    result = orgaseg.segment(raw_path, voxel_size=(20, 20, 20), k=3, clusterer=INTENSITY_BINS,
+                             block_shape=(1, 16, 16), sample_size=3000, options={"scales_nm": [20.0, 40.0]}, output=out)
+    assert read_provenance(out)["blocks"]["skipped"] == finished
+    np.testing.assert_array_equal(open_volume(out).read(), whole)
+    assert read_provenance(out)["clusterer"]["thresholds"] == result.model.to_dict()["thresholds"]
+
+
+# ------------------------------------------------------------------ every combination the command line offers
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    """A barely trained checkpoint of each encoder (the combinations only need to run)."""
+    data = load_dataset("phantom", shape=(4, 96, 96), voxel_size=(20.0, 20.0, 20.0), seed=1)
+    folder = tmp_path_factory.mktemp("encoders")
+    paths = {}
+    for method, encoder in (("maester", "mae"), ("his4mae", "distilled-mae")):
+        paths[encoder] = (method, folder / f"{method}.pt")
+        orgaseg.train(method, data.train, paths[encoder][1], preset="tiny", steps=3, device="cpu")
+    return paths
+
+
+def _combinations():
+    for features, spec in FEATURES.items():
+        encoders = [None] if spec.needs is None else [e for e, s in ENCODERS.items() if s.kind == spec.needs]
+        for encoder in encoders:
+            for clusterer in CLUSTERERS:
+                yield encoder, features, clusterer
+
+
+def test_the_combinations_cover_every_table_entry():
+    combos = list(_combinations())
+    assert {c[0] for c in combos} == {None, *ENCODERS}
+    assert {c[1] for c in combos} == set(FEATURES) and {c[2] for c in combos} == set(CLUSTERERS)
+
+
+@pytest.mark.parametrize("encoder, features, clusterer", list(_combinations()))
+def test_every_offered_combination_segments_a_phantom(encoder, features, clusterer, checkpoints, tmp_path):
+    volume = load_dataset("phantom", shape=(2, 80, 80), voxel_size=(20.0, 20.0, 20.0), seed=4).evaluation[0].raw
+    path = tmp_path / "raw.npy"
+    np.save(path, volume.read())
+    method, model = checkpoints[encoder] if encoder else ("baseline", None)
+    args = ["segment", str(path), "--method", method, "--features", features, "--clusterer", clusterer, "-k", "3",
+            "--voxel-size", "20", "20", "20", "--sample-size", "4000", "-o", str(tmp_path / "out.tif"), "--quiet"]
+    if model is not None:
+        args += ["--model", str(model), "--device", "cpu"]
+    if clusterer == "minibatch-kmeans":
+        args += ["--option", "init_size=1000", "--option", "clusterer.batch_size=512"]
+    assert main(args) == 0
+    labels = open_volume(tmp_path / "out.tif").read()
+    provenance = read_provenance(tmp_path / "out.tif")
+    assert labels.shape == volume.shape and len(np.unique(labels)) == 3
+    assert (provenance["config"]["features"], provenance["config"]["clusterer"]) == (features, clusterer)
+    assert (provenance["config"]["encoder"] or {}).get("encoder") == encoder
+
+
+def test_features_that_need_an_encoder_say_so(small):
+    with pytest.raises(OrgasegError, match="expand-stride features need a trained encoder: pass --model"):
+        orgaseg.segment(small.evaluation[0].raw, features="expand-stride")
+
+
+def test_options_go_to_the_stage_that_declares_them():
+    stages = resolve_stages("baseline", clusterer="minibatch-kmeans")
+    assert split_options({"scales_nm": [10], "init_size": 9}, stages.features, stages.clusterer) == \
+        ({"scales_nm": [10]}, {"init_size": 9})
+    with pytest.raises(OrgasegError, match="unknown option 'strid'"):
+        split_options({"strid": 2}, stages.features, stages.clusterer)
+    expand = FEATURES["expand-stride"]
+    with pytest.raises(OrgasegError, match="write features.batch_size or clusterer.batch_size"):
+        split_options({"batch_size": 2}, expand, stages.clusterer)
+    assert split_options({"features.batch_size": 2}, expand, stages.clusterer) == ({"batch_size": 2}, {})
+
+
+def test_orgaseg_methods_prints_the_tables(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for name in (*orgaseg.methods.METHODS, *FEATURES, *CLUSTERERS, *ENCODERS):
+        assert name in out
+
+
+# ------------------------------------------------------------------ working pixel size
+
+
+def test_a_4_nm_phantom_segmented_at_16_nm_scores_like_one_drawn_at_16_nm():
+    # the same physical cell (1 um across) drawn on two grids
+    fine = load_dataset("phantom", shape=(24, 256, 256), voxel_size=(4.0, 4.0, 4.0), seed=1)
+    coarse = load_dataset("phantom", shape=(6, 64, 64), voxel_size=(16.0, 16.0, 16.0), seed=1)
+    scores = []
+    for data, pixel_size in ((fine, 16), (coarse, None)):
+        item = data.evaluation[0]
+        result = orgaseg.segment(item.raw, k=6, pixel_size=pixel_size, sample_size=20_000)
+        assert result.labels.shape == item.raw.shape  # labels on the input's own grid
+        report = orgaseg.evaluate(result.labels, item.reference, classes=data.classes, background=data.background)
+        scores.append(report.to_dict()["merge"]["mean_dice"])
+    assert abs(scores[0] - scores[1]) < 0.05, scores
+    assert scores[1] > 0.4
+
+
+def test_resampled_blocks_equal_the_resampled_whole_exactly(small):
+    raw = small.evaluation[0].raw
+    whole = orgaseg.segment(raw, k=4, pixel_size=50, sample_size=5000)
+    parts = orgaseg.segment(raw, k=4, pixel_size=50, sample_size=5000, block_shape=(1, 23, 17))
+    np.testing.assert_array_equal(whole.labels, parts.labels)
+    grid = whole.provenance["config"]["working_grid"]
+    assert grid["working_voxel_size"] == [50.0, 50.0, 50.0] and grid["working_shape"] == [2, 26, 26]
+
+
+def test_anisotropic_stacks_are_resampled_in_plane_only():
+    grid = WorkingGrid.for_pixel_size((20, 1024, 1024), (50.0, 4.6, 4.6), 18.4)
+    assert grid.working_voxel_size == (50.0, 18.4, 18.4) and grid.shape == (20, 256, 256)
+    iso = WorkingGrid.for_pixel_size((64, 256, 256), (4.0, 4.0, 4.0), 16)
+    assert iso.shape == (16, 64, 64)
+    with pytest.raises(OrgasegError, match="positive number of nm"):
+        WorkingGrid.for_pixel_size((1, 2, 2), (1, 1, 1), 0)
+
+
+def test_a_checkpoint_records_its_pixel_size_and_warns_when_used_at_another(checkpoints, tmp_path, small):
+    data = load_dataset("phantom", shape=(4, 96, 96), voxel_size=(10.0, 10.0, 10.0), seed=1)
+    path = tmp_path / "at20.pt"
+    record = orgaseg.train("maester", data.train, path, preset="tiny", steps=2, device="cpu", pixel_size=20)
+    assert record["pixel_size_nm"] == 20.0
+    assert record["training_volumes"][0]["voxel_size"] == [20.0, 20.0, 20.0]
+    raw = data.evaluation[0].raw
+    result = orgaseg.segment(raw, method="maester", model=path, k=3, features="expand-stride", device="cpu",
+                             sample_size=3000)
+    assert result.provenance["config"]["pixel_size_nm"] == 20.0  # the checkpoint's, by default
+    with pytest.warns(UserWarning, match="trained at 20 nm; segmenting at native"):
+        orgaseg.segment(raw, method="maester", model=path, k=3, features="expand-stride", device="cpu",
+                        sample_size=3000, pixel_size="native")
+
+
+def test_the_cli_takes_a_pixel_size(small, tmp_path, capsys):
+    path = tmp_path / "raw.npy"
+    np.save(path, small.evaluation[0].raw.read())
+    assert main(["segment", str(path), "-k", "3", "--voxel-size", "20", "20", "20", "--pixel-size", "40",
+                 "-o", str(tmp_path / "a.tif"), "--quiet"]) == 0
+    assert read_provenance(tmp_path / "a.tif")["config"]["pixel_size_nm"] == 40.0
+    assert main(["segment", str(path), "--voxel-size", "20", "20", "20", "--pixel-size", "-3", "-o", str(tmp_path / "b.tif"), "--quiet"]) == 2
+    assert "pixel size must be a positive number" in capsys.readouterr().err
