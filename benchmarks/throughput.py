@@ -12,6 +12,14 @@ encoder alone on full batches.
 Usage:
     python benchmarks/throughput.py CHECKPOINT -o OUT [--dataset vnc] [--crop Z Y X] [--device cpu]
         [--strategies filter-bank cover-stride:4 stride-only expand-stride:80 expand-stride:40 expand-stride:20]
+        [--pixel-size NM|native]
+
+Every strategy goes through the public ``orgaseg.compute_features`` (the
+features a segmentation block computes for the crop, read with its halo), so
+each timed call also holds that call's fixed setup (loading the checkpoint,
+the intensity-normalisation sample: about 0.1-0.2 s on vnc). Fields of view are
+counted as the encoder receives them (the batch sizes entering the ViT's patch
+embedding, its only convolution), which is the strategies' exact plan.
 """
 
 from __future__ import annotations
@@ -25,17 +33,10 @@ import numpy as np
 import torch
 
 import orgaseg
-from orgaseg.benchmark import machine_description
-from orgaseg.cluster.kmeans import fit_kmeans
-from orgaseg.datasets import load_dataset
-from orgaseg.features.cover_stride import CoverStride, StrideOnly
-from orgaseg.features.expand_stride import ExpandStride
-from orgaseg.io import compute_normalization
-from orgaseg.methods.registry import get_method
-from orgaseg.methods.vit_method import load_trained
+from orgaseg.cluster import fit_kmeans
+from orgaseg.environment import environment_record
+from orgaseg.models.encoder import load_encoder
 from orgaseg.models.vit import encoder_flops
-from orgaseg.pipeline.blocks import make_blocks
-from orgaseg.pipeline.runner import block_features
 
 DEFAULT_STRATEGIES = ["filter-bank", "cover-stride:4", "stride-only", "expand-stride:80", "expand-stride:40",
                       "expand-stride:20"]
@@ -57,35 +58,54 @@ def matmul_flops_per_s(device: torch.device, n: int = 2048, repeats: int = 10) -
     return 2 * n**3 / best
 
 
-def encoder_only_rate(model, device: torch.device, batch: int = 256, repeats: int = 5) -> float:
+def encoder_only_rate(encoder, device: torch.device, batch: int = 256, repeats: int = 5) -> float:
     """Fields of view per second of the bare encoder on full batches."""
-    fovs = torch.rand(batch, 1, model.config.img_size, model.config.img_size, device=device)
+    fovs = torch.rand(batch, 1, encoder.fov, encoder.fov, device=device)
     with torch.inference_mode():
-        model.encode(fovs)  # warm-up
+        encoder.encode(fovs)  # warm-up
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
         for _ in range(repeats):
-            model.encode(fovs)
+            encoder.encode(fovs)
         if device.type == "cuda":
             torch.cuda.synchronize()
     return batch * repeats / (time.perf_counter() - start)
 
 
-def build(strategy: str, model, volume, device: torch.device):
+def stages(strategy: str, method: str, checkpoint: str) -> dict:
+    """The ``orgaseg.compute_features`` arguments of a strategy (``NAME[:VALUE]``)."""
     name, _, value = strategy.partition(":")
     if name == "filter-bank":
-        return get_method("baseline").build_features(volume, None, None, device.type)
-    config = model.config
-    common = dict(fov=config.img_size, patch=config.patch_size, n_features=config.embed_dim, batch_size=256,
-                  device=device.type)
+        return {"method": "baseline"}
+    common = {"method": method, "model": checkpoint, "features": name}
     if name == "cover-stride":
-        return CoverStride(model.encode, keep=int(value or 4), **common)
+        return {**common, "options": {"keep": int(value or 4), "batch_size": 256}}
     if name == "stride-only":
-        return StrideOnly(model.encode, **common)
+        return {**common, "options": {"batch_size": 256}}
     if name == "expand-stride":
-        return ExpandStride(model.encode, stride=int(value or 40), **common)
+        return {**common, "options": {"stride": int(value or 40), "batch_size": 256}}
     raise SystemExit(f"unknown strategy {strategy!r}")
+
+
+class FieldOfViewCounter:
+    """Counts the fields of view the encoder receives while active: the batch sizes entering a ``Conv2d``
+    (a ViT's patch embedding, the only convolution of the encoders orgaseg trains)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._handle = None
+
+    def _hook(self, module, inputs) -> None:
+        if isinstance(module, torch.nn.Conv2d):
+            self.count += int(inputs[0].shape[0])
+
+    def __enter__(self) -> "FieldOfViewCounter":
+        self._handle = torch.nn.modules.module.register_module_forward_pre_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.remove()
 
 
 def main() -> None:
@@ -97,37 +117,39 @@ def main() -> None:
     parser.add_argument("-k", type=int, default=6)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--strategies", nargs="+", default=DEFAULT_STRATEGIES)
+    parser.add_argument("--pixel-size", default=None, metavar="NM|native",
+                        help="working pixel size (default: the checkpoint's, else the input's own)")
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    data = load_dataset(args.dataset)
+    data = orgaseg.load_dataset(args.dataset)
     item = data.evaluation[0]
-    model, record = load_trained(args.checkpoint, device.type)
-    fov_flops = encoder_flops(model.config.img_size, model.config.patch_size, model.config.in_chans,
-                              model.config.embed_dim, model.config.depth, model.config.mlp_ratio)
+    encoder = load_encoder(args.checkpoint, device.type)
+    record = encoder.record
+    config = record["model_config"]
+    fov_flops = encoder_flops(config["img_size"], config["patch_size"], config["in_chans"], config["embed_dim"],
+                              config["depth"], config["mlp_ratio"])
     matmul = matmul_flops_per_s(device)
-    bare_rate = encoder_only_rate(model, device)
-    normalization = compute_normalization(item.raw, seed=0)
+    bare_rate = encoder_only_rate(encoder, device)
     crop = tuple(min(c, s) for c, s in zip(args.crop, item.raw.shape))
     region = tuple(slice(0, c) for c in crop)
     reference = item.reference.read(region)
 
     rows = []
     for strategy in args.strategies:
-        extractor = build(strategy, model, item.raw, device)
-        block = make_blocks(item.raw.shape, crop, extractor.halo)[0]
-        assert block.region == region
-        start = time.perf_counter()
-        features = block_features(item.raw, normalization, extractor, block)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
+        arguments = stages(strategy, record["method"], args.checkpoint)
+        with FieldOfViewCounter() as counter:
+            start = time.perf_counter()
+            features = orgaseg.compute_features(item.raw, region, pixel_size=args.pixel_size, device=device.type,
+                                                seed=0, **arguments)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            seconds = time.perf_counter() - start
+        assert features.shape[:3] == crop
         voxels = int(np.prod(crop))
         row = {"strategy": strategy, "seconds": round(seconds, 3), "voxels_per_s": round(voxels / seconds, 1)}
-        if hasattr(extractor, "n_fields_of_view"):
-            read_shape = tuple(r.stop - r.start for r in block.read_region)
-            origin = tuple(r.start for r in block.read_region)
-            fovs = extractor.n_fields_of_view(read_shape, origin)
+        if "model" in arguments:
+            fovs = counter.count
             row.update(fields_of_view=fovs, encoder_flops_per_voxel=round(fov_flops * fovs / voxels, 1),
                        achieved_flops_per_s=fov_flops * fovs / seconds,
                        fraction_of_matmul=round(fov_flops * fovs / seconds / matmul, 3))
@@ -141,6 +163,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
+    environment = environment_record()
     cover = next((r for r in rows if r["strategy"].startswith("cover-stride")), None)
     for row in rows:
         if cover is not None:
@@ -151,7 +174,10 @@ def main() -> None:
         "encoder_flops_per_fov": fov_flops, "matmul_flops_per_s": matmul,
         "encoder_only": {"fovs_per_s": round(bare_rate, 1), "flops_per_s": bare_rate * fov_flops,
                          "fraction_of_matmul": round(bare_rate * fov_flops / matmul, 3)},
-        "machine": machine_description(), "device": str(device), "orgaseg_version": orgaseg.__version__,
+        "pixel_size": args.pixel_size, "timing_note": "seconds include compute_features' fixed setup "
+        "(checkpoint load, normalisation sample)",
+        "environment": environment, "machine": environment["machine"], "device": str(device),
+        "orgaseg_version": orgaseg.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rows": rows,
     }
     out = Path(args.output)
