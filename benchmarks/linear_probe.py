@@ -20,6 +20,7 @@ Repeat --method to compare several; each learned method takes the next --model a
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -28,31 +29,32 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 import orgaseg
-from orgaseg.cluster.kmeans import fit_kmeans
-from orgaseg.datasets import load_dataset
-from orgaseg.io import compute_normalization
-from orgaseg.labels import IGNORE_LABEL
-from orgaseg.methods.registry import get_method
-from orgaseg.pipeline.runner import block_features, plan_blocks
+from orgaseg.cluster import fit_kmeans
+from orgaseg.environment import environment_record
+from orgaseg.methods import METHODS
 
 
 def probe_features(item, method: str, model, options, slices, per_slice: int, seed: int):
-    spec = get_method(method)
-    extractor = spec.build_features(item.raw, model, options, "cpu")
-    normalization = compute_normalization(item.raw, seed=seed)
+    """Features and reference classes of up to ``per_slice`` scored pixels of each slice in ``slices``.
+
+    Each slice's features are computed as a segmentation block of one whole slice computes them
+    (``orgaseg.compute_features``, with the block's halo); ``options`` may name the dense features
+    (``features``) beside stage options.
+    """
+    options = dict(options or {})
+    features_name = options.pop("features", None)
     rng = np.random.default_rng(seed)
     features, labels, groups = [], [], []
     for z in slices:
-        for block in plan_blocks(item.raw, extractor, (1,) + item.raw.shape[1:]):
-            if block.region[0].start != z:
-                continue
-            f = block_features(item.raw, normalization, extractor, block)[0]
-            ref = item.reference.read(block.region)[0]
-            ys, xs = np.nonzero(ref != IGNORE_LABEL)
-            pick = rng.choice(len(ys), size=min(per_slice, len(ys)), replace=False)
-            features.append(f[ys[pick], xs[pick]])
-            labels.append(ref[ys[pick], xs[pick]])
-            groups.append(np.full(len(pick), z))
+        region = (slice(z, z + 1), slice(0, item.raw.shape[1]), slice(0, item.raw.shape[2]))
+        f = orgaseg.compute_features(item.raw, region, method=method, model=model, features=features_name,
+                                     options=options or None, seed=seed, device="cpu")[0]
+        ref = item.reference.read(region)[0]
+        ys, xs = np.nonzero(item.mask.read(region)[0])
+        pick = rng.choice(len(ys), size=min(per_slice, len(ys)), replace=False)
+        features.append(f[ys[pick], xs[pick]])
+        labels.append(ref[ys[pick], xs[pick]])
+        groups.append(np.full(len(pick), z))
     return np.concatenate(features), np.concatenate(labels), np.concatenate(groups)
 
 
@@ -86,14 +88,15 @@ def main() -> None:
     parser.add_argument("--model", action="append", default=[])
     parser.add_argument("--options", action="append", default=[])
     args, _ = parser.parse_known_args()
-    data = load_dataset(args.dataset)
+    data = orgaseg.load_dataset(args.dataset)
     item = data.evaluation[0]
     models = iter(args.model)
     option_lists = iter(args.options)
+    print("environment: " + json.dumps(environment_record()), flush=True)
     print(f"linear probe on {data.name} {item.name}, slices {args.slices} (train on even, test on odd); "
           f"Dice per class: {', '.join(data.classes)}")
     for method in args.method:
-        spec = get_method(method)
+        spec = METHODS[method]
         model = next(models) if spec.learns else None
         options = parse_options(next(option_lists, "-")) if spec.learns else None
         started = time.perf_counter()
