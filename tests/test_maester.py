@@ -2,6 +2,7 @@
 
 import json
 
+import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
@@ -9,7 +10,8 @@ import orgaseg
 from orgaseg.cli import main
 from orgaseg.cluster.kmeans import fit_kmeans
 from orgaseg.io import compute_normalization
-from orgaseg.methods.maester import train_maester
+from orgaseg.models.encoder import load_encoder
+from orgaseg.viz import label_colors
 
 CLASSES = ("cytoplasm", "nucleus", "mitochondria", "granules", "membrane")
 
@@ -17,7 +19,7 @@ CLASSES = ("cytoplasm", "nucleus", "mitochondria", "granules", "membrane")
 @pytest.fixture(scope="module")
 def checkpoint(phantom, tmp_path_factory):
     path = tmp_path_factory.mktemp("maester") / "tiny.pt"
-    train_maester(phantom.train, path, preset="tiny", steps=300, device="cpu", seed=0)
+    orgaseg.train("maester", phantom.train, path, preset="tiny", steps=300, device="cpu", seed=0)
     return path
 
 
@@ -39,7 +41,8 @@ def test_tiny_model_segments_phantom_better_than_intensity_kmeans(phantom, check
     assert ours["per_class"]["nucleus"]["dice"] > flat["per_class"]["nucleus"]["dice"] + 0.2
     assert ours["per_class"]["cytoplasm"]["dice"] > flat["per_class"]["cytoplasm"]["dice"]
     assert learned.provenance["model"]["sha256"]
-    assert learned.provenance["config"]["features"]["kind"] == "cover_stride"
+    assert learned.provenance["config"]["features"] == "cover-stride"
+    assert learned.provenance["config"]["extractor"]["kind"] == "cover_stride"
 
 
 def test_stride_only_is_selectable_and_differs(phantom, checkpoint):
@@ -47,8 +50,8 @@ def test_stride_only_is_selectable_and_differs(phantom, checkpoint):
     cover = orgaseg.segment(item.raw, method="maester", model=checkpoint, k=6, sample_size=20_000,
                             options={"keep": 8})
     stride = orgaseg.segment(item.raw, method="maester", model=checkpoint, k=6, sample_size=20_000,
-                             options={"features": "stride-only"})
-    assert stride.provenance["config"]["features"]["mode"] == "stride"
+                             features="stride-only")
+    assert stride.provenance["config"]["extractor"]["mode"] == "stride"
     assert stride.labels.shape == cover.labels.shape
     assert np.mean(stride.labels == cover.labels) < 0.99
 
@@ -65,12 +68,33 @@ def test_cli_train_resume_segment_inspect(phantom, checkpoint, tmp_path):
     assert main(["segment", str(raw), "--method", "maester", "--model", str(checkpoint), "-k", "4", "--keep", "8",
                  "-o", str(out)] + common) == 0
     record = json.loads((tmp_path / "seg.ome.zarr.provenance.json").read_text())
-    assert record["config"]["features"]["keep"] == 8
+    assert record["config"]["extractor"]["keep"] == 8
     figures = tmp_path / "inspect"
     assert main(["inspect", str(checkpoint), str(raw), "-o", str(figures), "-k", "4"] + common) == 0
-    assert (figures / "reconstructions.png").stat().st_size > 5000
-    assert (figures / "embedding.png").stat().st_size > 5000
+    _check_reconstructions(mpimg.imread(figures / "reconstructions.png"), ratios=(0.25, 0.5, 0.75))
+    # the embedding's tokens are coloured by the 4 k-means clusters, in the label palette
+    embedding = mpimg.imread(figures / "embedding.png")
+    assert embedding.shape[:2] == (500, 550)
+    palette = label_colors(5)[:, :3]
+    shown = [np.isclose(embedding[..., :3], colour, atol=0.05).all(axis=-1).mean() for colour in palette]
+    assert min(shown[:4]) > 0.002 and shown[4] == 0
     assert main(["segment", str(raw), "--method", "maester", "-o", str(tmp_path / "x.tif")] + common) == 2
+
+
+def _check_reconstructions(image: np.ndarray, ratios: tuple[float, ...]) -> None:
+    """4 fields of view in rows; columns: the input, then per ratio the masked input and its reconstruction."""
+    assert image.shape[:2] == (4 * 170, (1 + 2 * len(ratios)) * 160)
+    grey = image[..., :3]
+    assert np.ptp(grey, axis=-1).max() < 0.01  # grey levels only
+    # panels are the columns inked in the rows that hold fields of view; gaps are white
+    ink = (grey < 0.98).any(axis=-1)
+    rows = ink[ink.mean(axis=1) > 0.1]
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], (rows.mean(axis=0) > 0.1).astype(int), [0]])))
+    white = [1 - rows[:, a:b].mean() for a, b in zip(edges[0::2], edges[1::2])]
+    assert len(white) == 1 + 2 * len(ratios)
+    # masked tokens are blank, by the ratio; the input and the reconstructions are not
+    np.testing.assert_allclose(white[1::2], ratios, atol=0.1)
+    assert max(white[0::2]) < 0.05
 
 
 def test_model_options_change_the_preset_and_travel_in_the_checkpoint(phantom, tmp_path, capsys):
@@ -80,12 +104,12 @@ def test_model_options_change_the_preset_and_travel_in_the_checkpoint(phantom, t
     common = ["--method", "maester", "--preset", "tiny", "--steps", "2", "--voxel-size", "20", "20", "20", "--quiet"]
     assert main(["train", str(raw), "-o", str(ckpt), "--model-option", "norm_pix_loss=false",
                  "--model-option", "mask_ratio=0.75"] + common) == 0
-    model, record = orgaseg.methods.vit_method.load_trained(ckpt)
+    model = load_encoder(ckpt).model
     assert model.config.norm_pix_loss is False and model.config.mask_ratio == 0.75
     assert model.config.embed_dim == 32  # the rest is still the tiny preset
     for bad, message in (("mask_ratio=1.5", "mask_ratio must be in (0, 1)"), ("depht=3", "depht unknown"),
                          ("input_std=2", "input_std unknown"), ("norm_pix_loss", "NAME=VALUE"),
-                         ("depth=six", "not a number")):
+                         ("depth=six", "depth must be an integer, got 'six'")):
         assert main(["train", str(raw), "-o", str(tmp_path / "bad.pt"), "--model-option", bad] + common) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "bad.pt").exists()
