@@ -1,7 +1,7 @@
 """Dice against training time: score every snapshot of several checkpoints, one plot.
 
 ``orgaseg train ... --snapshots N`` keeps ``NAME.step-S.pt`` beside ``NAME.pt``.
-This script runs the benchmark protocol (``orgaseg.benchmark.run_benchmark``)
+This script runs the benchmark protocol (``orgaseg.run_benchmark``)
 on each snapshot of each given checkpoint and plots merge-mode Dice
 (mitochondria, or the class given, and the mean) against training seconds.
 
@@ -19,11 +19,14 @@ from pathlib import Path
 
 import numpy as np
 
-from orgaseg.benchmark import run_benchmark
-from orgaseg.datasets import Dataset, load_dataset
-from orgaseg.datasets.base import EvaluationItem
-from orgaseg.io.volume import as_volume
-from orgaseg.models.checkpoint import load_checkpoint
+import orgaseg
+from orgaseg.environment import environment_record
+from orgaseg.models.encoder import load_encoder
+
+
+def checkpoint_record(path: Path) -> dict:
+    """A checkpoint's record (method, step, total_steps, train_seconds, ...), without its weights."""
+    return load_encoder(path, "cpu").record
 
 
 def snapshots(checkpoint: Path) -> list[Path]:
@@ -34,14 +37,14 @@ def snapshots(checkpoint: Path) -> list[Path]:
     return found
 
 
-def first_slices(data: Dataset, n: int) -> Dataset:
+def first_slices(data, n: int):
     """The dataset with each evaluation volume cut to its first ``n`` z slices (read into memory)."""
     items = []
     for item in data.evaluation:
         region = (slice(0, min(n, item.raw.shape[0])), slice(None), slice(None))
-        raw = as_volume(item.raw.read(region), voxel_size=item.raw.voxel_size, path=f"{item.raw.path}[:{n}]")
-        reference = as_volume(item.reference.read(region), voxel_size=item.raw.voxel_size)
-        items.append(EvaluationItem(f"{item.name}[:{n}]", raw, reference))
+        raw = orgaseg.Volume(item.raw.read(region), voxel_size=item.raw.voxel_size, path=f"{item.raw.path}[:{n}]")
+        reference = orgaseg.Volume(item.reference.read(region), voxel_size=item.raw.voxel_size)
+        items.append(dataclasses.replace(item, name=f"{item.name}[:{n}]", raw=raw, reference=reference))
     return dataclasses.replace(data, evaluation=items)
 
 
@@ -56,7 +59,7 @@ def main() -> None:
     parser.add_argument("--class", dest="organelle", default="mitochondria")
     parser.add_argument("--slices", type=int, help="score only the first N z slices of each evaluation volume")
     args = parser.parse_args()
-    data = load_dataset(args.dataset)
+    data = orgaseg.load_dataset(args.dataset)
     if args.slices:
         data = first_slices(data, args.slices)
 
@@ -65,11 +68,11 @@ def main() -> None:
     for checkpoint in args.checkpoints:
         points = []
         for snapshot in snapshots(checkpoint):
-            record = load_checkpoint(snapshot)
+            record = checkpoint_record(snapshot)
             folder = args.output / "runs" / snapshot.stem
-            result = run_benchmark(data, record["method"], folder, ks=args.k, sample_size=args.sample_size,
-                                   model=snapshot, options={"features": "expand-stride", "stride": args.stride},
-                                   device="cpu")
+            result = orgaseg.run_benchmark(data, record["method"], folder, ks=args.k, sample_size=args.sample_size,
+                                           model=snapshot, features="expand-stride", options={"stride": args.stride},
+                                           device="cpu")
             scores = [result["results"][str(k)]["merge"] for k in result["ks"]]
             organelle = [s["per_class"][args.organelle]["dice"] for s in scores if s["per_class"][args.organelle]]
             points.append({
@@ -79,18 +82,19 @@ def main() -> None:
                 "mean_dice": float(np.mean([s["mean_dice"] for s in scores])),
             })
             print(json.dumps({"method": record["method"], **points[-1]}), flush=True)
-        curves[load_checkpoint(checkpoint)["method"]] = points
+        curves[checkpoint_record(checkpoint)["method"]] = points
     (args.output / "curve.json").write_text(json.dumps({"dataset": args.dataset, "slices": args.slices, "k": args.k,
                                                         "stride": args.stride,
-                                                        "class": args.organelle, "curves": curves}, indent=2))
+                                                        "class": args.organelle, "curves": curves,
+                                                        "environment": environment_record()}, indent=2))
     plot(curves, args.organelle, args.output / "curve.png", title=f"{args.dataset}{f' (first {args.slices} slices)' if args.slices else ''}, expand-stride S = {args.stride}, "
                                                                   f"K = {args.k}, merge mode")
 
 
 def plot(curves: dict, organelle: str, path: Path, title: str) -> None:
-    from orgaseg.viz._figure import new_figure, save_png
+    from matplotlib.figure import Figure
 
-    figure = new_figure(10, 4)
+    figure = Figure(figsize=(10, 4), dpi=100, layout="constrained")  # drawn by Agg on save, no pyplot
     axes = figure.subplots(1, 2)
     for method, points in curves.items():
         fraction = [100 * p["fraction"] for p in points]
@@ -102,7 +106,8 @@ def plot(curves: dict, organelle: str, path: Path, title: str) -> None:
         ax.grid(alpha=0.3)
         ax.legend()
     figure.suptitle(title)
-    save_png(figure, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png", dpi=100)
 
 
 if __name__ == "__main__":
