@@ -38,7 +38,7 @@ SIZES = (1, 2, 4, 8)
 
 def tiles() -> list[np.ndarray]:
     """Eight distinct 8 x 512 x 512 crops of the vnc stacks."""
-    from orgaseg.io import open_volume
+    from orgaseg import open_volume
 
     crops = []
     for stack in ("stack1", "stack2"):
@@ -82,6 +82,13 @@ def run_segment(raw: Path, output: Path, *extra: str) -> dict:
     return {"wall_s": round(wall, 2), "peak_rss_mib": round(rss_kib / 1024, 1), "timings": record["timings"],
             "blocks": record["blocks"], "executor": record["executor"], "voxels": int(np.prod(record["input"]["shape"])),
             "command": " ".join(command[2:])}
+
+
+def environment() -> dict:
+    """``orgaseg.environment.environment_record()``: git commit and dirty flag, package versions, machine."""
+    from orgaseg.environment import environment_record
+
+    return environment_record()
 
 
 def machine() -> dict:
@@ -157,7 +164,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
     paths = prepare(args.work, args.sizes)
-    record = {"machine": machine(), "runs": []}
+    record = {"machine": machine(), "environment": environment(), "runs": []}
     for repeat in range(args.repeats):
         for n in args.sizes:
             run = run_segment(paths[n], args.work / f"labels-{n}x.ome.zarr")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling import ROOT, machine, prepare, run_segment
+from scaling import ROOT, environment, machine, prepare, run_segment
 
 EXECUTORS = {
     "serial": (),
@@ -37,10 +37,10 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=4, help="which tiled volume (default 4x)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
-    from orgaseg.io import open_volume
+    from orgaseg import open_volume
 
     raw = prepare(args.work, (1, 2, 4, 8))[args.size]
-    record = {"machine": machine(), "volume": str(raw), "runs": {}}
+    record = {"machine": machine(), "environment": environment(), "volume": str(raw), "runs": {}}
     labels = {}
     for name, options in EXECUTORS.items():
         output = args.work / f"workers-{name.replace(', ', '-').replace(' ', '')}.ome.zarr"
