@@ -54,6 +54,9 @@ def comparison(records: list[dict], organelle: str) -> str:
 
 if __name__ == "__main__":
     arguments = sys.argv[1:]
+    if not arguments or arguments[0] in ("-h", "--help"):
+        print(__doc__)
+        sys.exit(0 if arguments else 2)
     if arguments[:1] == ["--compare"]:
         organelle, folders = arguments[1], arguments[2:]
         print(comparison([json.loads((Path(d) / "results.json").read_text()) for d in folders], organelle))
