@@ -2,12 +2,15 @@
 
 import json
 
+import matplotlib.image as mpimg
+import numpy as np
 import pytest
 
 from orgaseg.benchmark import parse_k_range, run_benchmark
 from orgaseg.cli import main
 from orgaseg.datasets import load_dataset
 from orgaseg.errors import OrgasegError
+from test_viz import panel_columns
 
 
 @pytest.fixture(scope="module")
@@ -23,16 +26,25 @@ def test_baseline_benchmark_writes_every_k_in_both_modes(phantom, tmp_path):
         for mode in ("merge", "strict"):
             scores = saved["results"][k][mode]
             assert set(scores["per_class"]) == set(phantom.classes)
-            assert 0.0 <= scores["mean_dice"] <= 1.0
+            per_class = [scores["per_class"][c]["dice"] for c in phantom.classes]
+            assert scores["mean_dice"] == pytest.approx(np.mean(per_class))
         # merge never scores below strict: it only adds clusters to classes
         assert saved["results"][k]["merge"]["accuracy"] >= saved["results"][k]["strict"]["accuracy"]
     assert saved["segmentation"]["voxels"] == 10 * 96 * 96 and saved["segmentation"]["voxels_per_s"] > 0
+    assert saved["results"]["6"]["merge"]["mean_dice"] > 0.4  # the baseline finds the phantom's classes
     assert saved["machine"]["cores"] >= 1 and saved["peak_memory_mb"] > 0
+    environment = saved["environment"]
+    assert len(environment["git"]["commit"]) == 40 and isinstance(environment["git"]["dirty"], bool)
+    assert environment["versions"]["numpy"] == np.__version__ and environment["versions"]["orgaseg"]
+    assert saved["stages"] == {"method": "baseline", "encoder": None, "features": "filter-bank",
+                               "feature_options": {}, "clusterer": "kmeans", "clusterer_options": {},
+                               "pixel_size_nm": None}
     assert saved["training"]["steps"] == 0
     markdown = (tmp_path / "results.md").read_text()
     assert "merge mode" in markdown and "strict mode" in markdown
-    for name in ("confusion_k4.png", "overlay_k6.png"):
-        assert (tmp_path / "figures" / name).stat().st_size > 5000
+    assert len(panel_columns(mpimg.imread(tmp_path / "figures" / "overlay_k6.png"))) == 5
+    confusion = mpimg.imread(tmp_path / "figures" / "confusion_k4.png")[..., :3]
+    assert len(np.unique(confusion.reshape(-1, 3).round(2), axis=0)) > 20
     assert record["results"]["6"]["merge"]["mean_dice"] == saved["results"]["6"]["merge"]["mean_dice"]
 
 
@@ -41,7 +53,7 @@ def test_learned_method_is_trained_then_scored(phantom, tmp_path):
                            options={"keep": 16}, device="cpu")
     assert record["training"]["steps"] == 5 and record["training"]["preset"] == "tiny"
     assert (tmp_path / "model.pt").exists()
-    assert record["features"]["keep"] == 16
+    assert record["features"]["keep"] == 16 and record["stages"]["feature_options"] == {"keep": 16}
     again = run_benchmark(phantom, "maester", tmp_path / "again", ks=[4], sample_size=5_000,
                           model=tmp_path / "model.pt", options={"keep": 16}, device="cpu")
     assert again["training"]["sha256"] == record["training"]["sha256"]

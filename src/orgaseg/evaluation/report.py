@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -14,6 +13,7 @@ from orgaseg.errors import OrgasegError
 from orgaseg.evaluation.confusion import confusion_matrix
 from orgaseg.evaluation.matching import MODES
 from orgaseg.evaluation.metrics import METRICS, resolve_background, resolve_classes, scores_from_confusion
+from orgaseg.io.partial import atomic_path
 from orgaseg.labels import IGNORE_LABEL
 from orgaseg.progress import ProgressCallback
 
@@ -32,12 +32,8 @@ def _check_mode(mode: str) -> tuple[str, ...]:
 
 def _write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
     """Write through a temporary file in the same folder, then rename: readers never see half a file."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as temporary:
         write(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     return path
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 
-from orgaseg.training import TrainConfig
+from orgaseg.train_config import TrainConfig
 
 #: Fields of view per epoch (isolated codes are revived after each epoch).
 EPOCH_SAMPLES = 20_000

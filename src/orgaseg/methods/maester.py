@@ -14,7 +14,7 @@ Training presets (the model sizes are :data:`orgaseg.models.mae.MODEL_PRESETS`):
 
 from __future__ import annotations
 
-from orgaseg.training import TrainConfig
+from orgaseg.train_config import TrainConfig
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     "paper": TrainConfig(batch_size=128, lr=1.5e-4, min_lr=1e-6, weight_decay=1e-5, warmup_steps=2_000,

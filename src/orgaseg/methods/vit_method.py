@@ -20,7 +20,7 @@ from orgaseg.errors import OrgasegError
 from orgaseg.io import compute_normalization, open_volume
 from orgaseg.io.volume import Volume
 from orgaseg.progress import ProgressCallback
-from orgaseg.training import TrainConfig
+from orgaseg.train_config import TrainConfig
 
 
 def _volumes(inputs: Sequence, voxel_size=None, key=None) -> list[Volume]:
