@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# HiS4MAE benchmark: maester, his4mae and sdae-recon (cpu preset) trained with the same wall-clock budget
+# HiS4MAE benchmark: maester, his4mae and sdae-recon (cpu preset) trained with the same wall-clock budget, as fixed steps
 # (benchmarks/his4mae_train.sh), scored with the same dense features (expand-stride, S = 40) and the same
 # k-means sample (200,000 voxels), K = 4..10; with "curve", also Dice against training time from the
 # snapshots (K = 6, S = 80, first 5 slices of each evaluation volume, to fit a 2-core CPU's budget).

@@ -5,7 +5,10 @@
 # The budget is turned into steps with training rates measured on the idle 2-core AMD EPYC machine
 # (cpu preset, batch 64): maester 104 fields of view/s, his4mae and sdae-recon 64 (the EMA teacher
 # encodes every field of view unmasked: about 1.6x the FLOPs of a MAESTER step). Fixing steps
-# rather than passing --minutes keeps the comparison fair when the machine is shared.
+# rather than passing --minutes keeps the comparison fair when the machine is shared: MINUTES only names
+# the budget (and the checkpoints); every model trains by --steps. The committed results used MINUTES 6 on
+# vnc (maester 585 steps, his4mae and sdae-recon 360) and 3 on cdeep3m-mito (292 and 180), as recorded in
+# the "training" entries of benchmarks/results/*-cpu-{6,3}min-es40/results.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dataset=${1:?dataset: vnc or cdeep3m-mito}
