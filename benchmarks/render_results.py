@@ -25,8 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-#: Dense-feature kinds of results written before the feature stage had names, by their config's ``kind``.
-_FEATURE_KINDS = {"expand_stride": "expand-stride", "cover_stride": "cover-stride"}
+#: Names of the dense features of results written before the stages were recorded, by their config's ``kind``.
+_FEATURE_KINDS = {"expand_stride": "expand-stride", "cover_stride": "cover-stride", "filterbank": "filter-bank"}
 
 
 def load_results(results_dir: str | Path) -> tuple[list[tuple[Path, dict]], list[Path]]:
@@ -131,7 +131,7 @@ def _dataset_table(rows: list[tuple[Path, dict]], link_base: Path) -> list[str]:
             record["method"],
             record.get("preset") or "-",
             features_label(record),
-            _name(record.get("clusterer"), "kmeans"),
+            clusterer_label(record),
             "native" if _pixel_nm(record) is None else f"{_pixel_nm(record):g} nm",
             str(training["steps"]) if training.get("steps") else "-",
             str(best),
@@ -149,51 +149,58 @@ def _dataset_table(rows: list[tuple[Path, dict]], link_base: Path) -> list[str]:
 
 def _sort_key(record: dict) -> tuple:
     """Rows by method, preset, features, clusterer, pixel size (native first), training steps."""
-    return (record["method"], record.get("preset") or "", features_label(record),
-            _name(record.get("clusterer"), "kmeans"), _pixel_nm(record) or 0.0, record["training"].get("steps") or 0)
+    return (record["method"], record.get("preset") or "", features_label(record), clusterer_label(record),
+            _pixel_nm(record) or 0.0, record["training"].get("steps") or 0)
 
 
 def _pixel_nm(record: dict) -> float | None:
     """The working pixel size in nm; None for the native one (and for results that predate the setting)."""
-    pixel = record.get("pixel_size")
-    return None if pixel in (None, "native") else float(pixel)
+    return record.get("pixel_size_nm")
 
 
 def features_label(record: dict) -> str:
     """The dense-feature stage of a result with its options, e.g. ``expand-stride stride=40``.
 
-    Results from before the stage had a name hold its config (a dict with a
-    ``kind``) or nothing (the method's default features), and the stage's
-    choice among the options.
+    Results from before the stages were recorded hold the feature config (a
+    dict with a ``kind``; none for the baseline) and, among the options, the
+    name of the strategy when it was not the method's own.
     """
+    stages = record.get("stages")
+    if stages is not None:
+        return _label(stages["features"], stages.get("feature_options"))
     options = dict(record.get("options") or {})
-    features = record.get("features")
     name = options.pop("features", None)
-    if isinstance(features, str):
-        name = features
-    elif isinstance(features, dict) and name is None:
-        name = features.get("name") or _FEATURE_KINDS.get(features.get("kind"), features.get("kind"))
-        if features.get("mode") == "stride":
-            name = "stride-only"
-    words = [name or "default"]
-    for key, value in sorted(options.items()):
-        value = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) if isinstance(value, list) \
-            else value
+    config = record.get("features") or {}
+    if name is None and config:
+        name = "stride-only" if config.get("mode") == "stride" else _FEATURE_KINDS.get(config["kind"], config["kind"])
+    return _label(name or "default", options)
+
+
+def clusterer_label(record: dict) -> str:
+    """The clusterer of a result with its options; ``kmeans`` for results from before it could be chosen."""
+    stages = record.get("stages")
+    if stages is None:
+        return "kmeans"
+    return _label(stages["clusterer"], stages.get("clusterer_options"))
+
+
+def _label(name: str, options: dict | None) -> str:
+    """``name key=value ...``, lists written as comma-separated values."""
+    words = [name]
+    for key, value in sorted((options or {}).items()):
+        if isinstance(value, (list, tuple)):
+            value = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
         words.append(f"{key}={value}")
     return " ".join(words)
 
 
-def _name(stage, default: str) -> str:
-    """A stage recorded as a name or as a dict holding one (``name`` or ``kind``)."""
-    if isinstance(stage, dict):
-        return stage.get("name") or stage.get("kind") or default
-    return stage or default
-
-
 def _commit(record: dict) -> str:
-    git = (record.get("environment") or {}).get("git") or {}
-    if not git.get("commit"):
+    """The short commit of a result; whether its tree had uncommitted changes; or why there is none."""
+    if "environment" not in record:  # written before results recorded their environment
         return "not recorded"
+    git = record["environment"].get("git") or {}
+    if not git.get("commit"):
+        return "not in a git checkout"
     return git["commit"][:10] + (" (dirty)" if git.get("dirty") else "")
 
 

@@ -1,0 +1,364 @@
+"""Regenerate every committed benchmark result from scratch, then render ``docs/results.md``.
+
+The runs are the table :data:`RUNS`: each has a name (its folder under
+``benchmarks/results/``), a section (``cpu`` or ``gpu``) and either the
+arguments of :func:`orgaseg.benchmark.run_benchmark` or, for the benchmark
+scripts with their own formats, a command line. Learned methods always train
+for a fixed number of steps, never for a number of minutes, so a rerun on a
+faster or busier machine trains the same model.
+
+- ``cpu``: baseline, maester and his4mae (``cpu`` preset, :data:`CPU_STEPS`
+  steps) on vnc and cdeep3m-mito at the native pixel size and at twice and four
+  times it, K = 4..10, seed 0; then the scaling, executor, throughput and
+  linear-probe scripts. Hours on a 2-core machine.
+- ``gpu``: maester and his4mae (``paper`` preset, :data:`GPU_STEPS`) on vnc
+  and cdeep3m-mito on CUDA; about 10 minutes on one H200. The checkpoints are
+  written into the results folders (``model.pt``) beside the results.
+
+A run whose result file exists is skipped unless ``--force``: an interrupted
+regeneration continues where it stopped. ``--tiny`` runs the same plan on a
+small synthetic phantom with the ``tiny`` presets and a few steps on the CPU,
+in about a minute: it checks the plan's logic, not its numbers.
+
+Usage::
+
+    python benchmarks/reproduce.py --list                      # the plan, nothing run
+    python benchmarks/reproduce.py                             # the cpu section
+    python benchmarks/reproduce.py --section gpu --data-root DATA --results OUT/results --docs OUT/results.md
+    python benchmarks/reproduce.py --only 'vnc-*' --force      # rerun some runs
+    python benchmarks/reproduce.py --render-only               # only docs/results.md
+    python benchmarks/reproduce.py --tiny --section all --results /tmp/r --docs /tmp/r.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import fnmatch
+import functools
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from render_results import render_results
+
+ROOT = Path(__file__).resolve().parent.parent
+SECTIONS = ("cpu", "gpu")
+
+#: Cluster counts and seed of every run.
+KS = tuple(range(4, 11))
+SEED = 0
+#: Voxels sampled (pooled over the evaluation volumes) to fit the clusterers, the same for every method.
+SAMPLE_SIZE = 200_000
+
+#: Native in-plane pixel size of the real datasets, nm (cdeep3m-mito's is an assumption of its loader).
+NATIVE_PIXEL_NM = {"vnc": 4.6, "cdeep3m-mito": 5.9}
+
+#: Training steps of the ``cpu`` presets. On the 2-core AMD EPYC machine (batch 64) maester trains at
+#: about 104 fields of view per second and his4mae at about 64 (benchmarks/his4mae_train.sh), so 600
+#: steps take about 6 and 10 minutes: about the 6-minute budget of the earlier HiS4MAE comparison
+#: (maester 585 steps), which keeps the 12 trainings of the section near 1.5 hours. With expand-stride
+#: segmentation at about 20,000 voxels/s at the native pixel size, the cpu section takes about
+#: 3-4 hours on that machine.
+CPU_STEPS = 600
+
+#: Training steps of the ``paper`` presets on one H200, sized so that the gpu section (four runs) ends
+#: within 10 minutes. An estimate, not a measurement (no GPU was at hand when it was set): maester
+#: spends about 6 GFLOP per field of view per step (forward and backward through the 14-block,
+#: 192-wide encoder on the 128 visible tokens and the 7-block, 128-wide decoder on all 256), i.e.
+#: 0.75 TFLOP per batch of 128; his4mae adds the teacher's forward pass over all 256 tokens, about
+#: 9 GFLOP per field of view, 2.3 TFLOP per batch of 256. Models this narrow reach a small part of the
+#: H200's ~790 TFLOP/s bf16 matrix rate; counting 50 TFLOP/s and as much again for sampling, the
+#: optimiser and kernel launches gives about 0.05 s per maester step and 0.1 s per his4mae step, so
+#: 900 and 450 steps train in about 45 s each. Segmenting the evaluation volumes (21 M and 31 M voxels,
+#: expand-stride S = 40: about 2 MFLOP per voxel on the GPU) and k-means for seven K on the CPU take
+#: about a minute per run, so the section takes about 4 x (45 + 60) s = 7 minutes plus start-up.
+#: The training wall times in the results show the real rates: scale these steps by them.
+GPU_STEPS = {"maester": 900, "his4mae": 450}
+
+#: The dense features of the learned methods (the setting of the earlier HiS4MAE comparison).
+EXPAND_STRIDE_40 = {"features": "expand-stride", "options": {"stride": 40}}
+
+#: ``--tiny``: every dataset becomes this phantom (10 nm pixels), every preset ``tiny``, every run one
+#: step, two K and a small k-means sample: about 2-4 s a run on 2 cores, half of it the figures.
+TINY_PHANTOM = {"shape": (2, 128, 128), "voxel_size": (20.0, 10.0, 10.0)}
+TINY_STEPS = 1
+TINY_KS = (2, 3)
+TINY_SAMPLE_SIZE = 1_000
+
+
+@dataclass(frozen=True)
+class BenchmarkRun:
+    """One call of :func:`orgaseg.benchmark.run_benchmark`, writing ``RESULTS/name/``.
+
+    ``features``, ``clusterer`` and ``options`` are passed only when set, so a
+    run uses the method's own stage unless it says otherwise; ``pixel_size``
+    (nm, or ``"native"``) is always passed, so a change of a method's default
+    pixel size cannot change what a run measures.
+    """
+
+    name: str
+    section: str
+    dataset: str
+    method: str
+    pixel_size: float | str
+    preset: str | None = None
+    steps: int | None = None
+    device: str = "cpu"
+    features: str | None = None
+    clusterer: str | None = None
+    options: dict = field(default_factory=dict)
+    ks: tuple[int, ...] = KS
+    seed: int = SEED
+    sample_size: int = SAMPLE_SIZE
+    #: Options of :func:`orgaseg.load_dataset` (the phantom's shape with ``--tiny``).
+    dataset_options: dict = field(default_factory=dict)
+
+    def arguments(self) -> dict:
+        """Keyword arguments of ``run_benchmark`` besides the dataset and the output folder."""
+        arguments = {"ks": list(self.ks), "seed": self.seed, "sample_size": self.sample_size,
+                     "device": self.device, "pixel_size": self.pixel_size}
+        for name in ("preset", "steps", "features", "clusterer"):
+            if getattr(self, name) is not None:
+                arguments[name] = getattr(self, name)
+        if self.options:
+            arguments["options"] = dict(self.options)
+        return arguments
+
+    def describe(self) -> str:
+        dataset = self.dataset + (f" {self.dataset_options}" if self.dataset_options else "")
+        return f"run_benchmark(dataset={dataset}, method={self.method}, " + ", ".join(
+            f"{key}={value!r}" for key, value in self.arguments().items()) + ")"
+
+    def result_file(self, results: Path) -> Path:
+        return results / self.name / "results.json"
+
+    def run(self, results: Path, data_root: Path | None, work: Path) -> None:
+        from orgaseg.benchmark import run_benchmark
+
+        dataset = _load_dataset(self.dataset, data_root, tuple(sorted(self.dataset_options.items())))
+        run_benchmark(dataset, self.method, results / self.name, **self.arguments())
+
+    def tiny(self) -> BenchmarkRun:
+        """The same run on :data:`TINY_PHANTOM` with the ``tiny`` preset, on the CPU, in seconds."""
+        pixel_size = self.pixel_size
+        if pixel_size != "native":  # the same multiple of the native pixel size
+            factor = pixel_size / NATIVE_PIXEL_NM[self.dataset]
+            pixel_size = round(TINY_PHANTOM["voxel_size"][-1] * factor, 6)
+        return dataclasses.replace(
+            self, dataset="phantom", dataset_options=TINY_PHANTOM, pixel_size=pixel_size,
+            preset=None if self.preset is None else "tiny", steps=None if self.steps is None else TINY_STEPS,
+            device="cpu", ks=TINY_KS,
+            sample_size=TINY_SAMPLE_SIZE,
+        )
+
+
+@functools.lru_cache(maxsize=None)
+def _load_dataset(name: str, data_root: Path | None, options: tuple):
+    """A dataset, loaded once for all the runs on it (a phantom is drawn once, not once per run)."""
+    import orgaseg
+
+    return orgaseg.load_dataset(name, data_root, **dict(options))
+
+
+@dataclass(frozen=True)
+class ScriptRun:
+    """A benchmark script with its own results format, run as a command in the cpu section.
+
+    In ``command``, ``{python}`` is this interpreter, ``{results}`` the results
+    folder, ``{output}`` this run's folder in it and ``{work}`` a scratch
+    folder. With ``stdout``, the command's output is saved as ``output_file``.
+    ``requires`` names runs whose results (e.g. a checkpoint) the command reads.
+    """
+
+    name: str
+    command: tuple[str, ...]
+    output_file: str = "results.json"
+    stdout: bool = False
+    requires: tuple[str, ...] = ()
+    section: str = "cpu"
+
+    def describe(self) -> str:
+        return " ".join(self.command) + (f" > {{output}}/{self.output_file}" if self.stdout else "")
+
+    def result_file(self, results: Path) -> Path:
+        return results / self.name / self.output_file
+
+    def run(self, results: Path, data_root: Path | None, work: Path) -> None:
+        output = results / self.name
+        output.mkdir(parents=True, exist_ok=True)
+        command = [part.format(python=sys.executable, results=results, output=output, work=work)
+                   for part in self.command]
+        env = dict(os.environ, **({"ORGASEG_DATA_ROOT": str(data_root)} if data_root is not None else {}))
+        if self.stdout:
+            partial = output / f".{self.output_file}.partial"
+            with partial.open("w") as stream:
+                subprocess.run(command, cwd=ROOT, env=env, stdout=stream, check=True)
+            partial.replace(self.result_file(results))
+        else:
+            subprocess.run(command, cwd=ROOT, env=env, check=True)
+
+
+def _cpu(dataset: str, method: str, pixel_size: float | str) -> BenchmarkRun:
+    """A cpu-section run; learned methods with the ``cpu`` preset and expand-stride features."""
+    tag = "native" if pixel_size == "native" else f"{pixel_size:g}nm"
+    if method == "baseline":
+        return BenchmarkRun(f"{dataset}-baseline-{tag}", "cpu", dataset, method, pixel_size)
+    return BenchmarkRun(f"{dataset}-{method}-cpu-{tag}", "cpu", dataset, method, pixel_size, preset="cpu",
+                        steps=CPU_STEPS, **EXPAND_STRIDE_40)
+
+
+def _gpu(dataset: str, method: str) -> BenchmarkRun:
+    """A gpu-section run: the ``paper`` preset on CUDA at the native pixel size."""
+    return BenchmarkRun(f"{dataset}-{method}-paper-native", "gpu", dataset, method, "native", preset="paper",
+                        steps=GPU_STEPS[method], device="cuda", **EXPAND_STRIDE_40)
+
+
+ES40 = "features=expand-stride,stride=40"
+
+#: Every committed result, in the order they run (a script after the runs it reads).
+RUNS: tuple[BenchmarkRun | ScriptRun, ...] = (
+    _cpu("vnc", "baseline", "native"),
+    _cpu("vnc", "baseline", 9.2),
+    _cpu("vnc", "baseline", 18.4),
+    _cpu("vnc", "maester", "native"),
+    _cpu("vnc", "maester", 9.2),
+    _cpu("vnc", "maester", 18.4),
+    _cpu("vnc", "his4mae", "native"),
+    _cpu("vnc", "his4mae", 9.2),
+    _cpu("vnc", "his4mae", 18.4),
+    _cpu("cdeep3m-mito", "baseline", "native"),
+    _cpu("cdeep3m-mito", "baseline", 11.8),
+    _cpu("cdeep3m-mito", "baseline", 23.6),
+    _cpu("cdeep3m-mito", "maester", "native"),
+    _cpu("cdeep3m-mito", "maester", 11.8),
+    _cpu("cdeep3m-mito", "maester", 23.6),
+    _cpu("cdeep3m-mito", "his4mae", "native"),
+    _cpu("cdeep3m-mito", "his4mae", 11.8),
+    _cpu("cdeep3m-mito", "his4mae", 23.6),
+    # 1x-8x tiled vnc volumes (the slowest of two repeats of each), then serial against dask workers
+    ScriptRun("scaling-vnc", ("{python}", "benchmarks/scaling.py", "--work", "{work}", "-o", "{output}",
+                              "--repeats", "2")),
+    ScriptRun("workers-vnc", ("{python}", "benchmarks/workers.py", "--work", "{work}", "-o", "{output}"),
+              requires=("scaling-vnc",)),
+    ScriptRun("throughput-vnc-maester-cpu",
+              ("{python}", "benchmarks/throughput.py", "{results}/vnc-maester-cpu-native/model.pt",
+               "-o", "{output}", "--dataset", "vnc", "--crop", "1", "384", "384", "--device", "cpu"),
+              requires=("vnc-maester-cpu-native",)),
+    ScriptRun("linear-probe-vnc",
+              ("{python}", "benchmarks/linear_probe.py", "--dataset", "vnc", "--slices", "0", "1",
+               "--method", "baseline",
+               "--method", "maester", "--model", "{results}/vnc-maester-cpu-native/model.pt", "--options", ES40,
+               "--method", "his4mae", "--model", "{results}/vnc-his4mae-cpu-native/model.pt", "--options", ES40),
+              output_file="linear-probe.txt", stdout=True,
+              requires=("vnc-maester-cpu-native", "vnc-his4mae-cpu-native")),
+    _gpu("vnc", "maester"),
+    _gpu("vnc", "his4mae"),
+    _gpu("cdeep3m-mito", "maester"),
+    _gpu("cdeep3m-mito", "his4mae"),
+)
+
+
+def select(runs: tuple, section: str, only: list[str] | None) -> tuple[list, set[str]]:
+    """The runs of ``section`` (``all``: both) matching a glob of ``only``, and the runs they require.
+
+    Returns
+    -------
+    runs : list
+        The selected runs and those they require, in the order of ``runs``.
+    asked : set of str
+        Names of the selected runs (what ``--force`` reruns; a required run
+        is only run when it has no results).
+
+    Raises
+    ------
+    SystemExit
+        When a glob matches no run of the section (a typo would otherwise run nothing, silently).
+    """
+    chosen = [run for run in runs if section in ("all", run.section)]
+    for pattern in only or ():
+        if not any(fnmatch.fnmatchcase(run.name, pattern) for run in chosen):
+            raise SystemExit(f"--only {pattern!r} matches no run of section {section!r}; see --list")
+    if only:
+        chosen = [run for run in chosen if any(fnmatch.fnmatchcase(run.name, p) for p in only)]
+    asked = {run.name for run in chosen}
+    needed = asked.union(*(getattr(run, "requires", ()) for run in chosen))
+    return [run for run in runs if run.name in needed], asked
+
+
+def print_plan(runs: list, results: Path) -> None:
+    """Each run's name, section, state and arguments (or command)."""
+    for run in runs:
+        state = "done" if run.result_file(results).exists() else "to run"
+        print(f"{run.name}  [{run.section}, {state}]\n    {run.describe()}")
+
+
+def execute(runs: list, results: Path, *, force: set[str], tiny: bool, data_root: Path | None,
+            work: Path) -> list[str]:
+    """Run every run without results (and those in ``force``); return the names of the failed ones."""
+    failed = []
+    for run in runs:
+        if tiny and isinstance(run, ScriptRun):
+            print(f"{run.name}: not run with --tiny (it needs the real data)", flush=True)
+            continue
+        if run.result_file(results).exists() and run.name not in force:
+            print(f"{run.name}: done, skipped", flush=True)
+            continue
+        print(f"{run.name}: running {run.describe()}", flush=True)
+        started = time.perf_counter()
+        try:
+            run.run(results, data_root, work)
+        except Exception:  # one failed run must not stop hours of others; they are listed at the end
+            traceback.print_exc()
+            failed.append(run.name)
+            continue
+        print(f"{run.name}: finished in {time.perf_counter() - started:.0f} s", flush=True)
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[1:]))
+    parser.add_argument("--section", choices=(*SECTIONS, "all"), default="cpu",
+                        help="which runs: cpu (default; with the benchmark scripts), gpu (needs CUDA) or all")
+    parser.add_argument("--only", nargs="+", metavar="NAME_GLOB", help="only the runs whose names match")
+    parser.add_argument("--list", action="store_true", help="print the plan and exit")
+    parser.add_argument("--force", action="store_true", help="rerun the selected runs that have results")
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results", help="results folder")
+    parser.add_argument("--docs", type=Path, default=ROOT / "docs" / "results.md", help="Markdown page to render")
+    parser.add_argument("--data-root", type=Path, help="where the datasets live (default: orgaseg's rule)")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "orgaseg-reproduce",
+                        help="scratch folder of the scaling and workers scripts")
+    parser.add_argument("--tiny", action="store_true",
+                        help="check the plan's logic: a small phantom, tiny presets, a few steps, CPU")
+    parser.add_argument("--render-only", action="store_true", help="only render the docs page")
+    args = parser.parse_args(argv)
+    results = args.results.resolve()
+
+    failed = []
+    if not args.render_only:
+        runs, asked = select(RUNS, args.section, args.only)
+        if args.tiny:
+            runs = [run.tiny() if isinstance(run, BenchmarkRun) else run for run in runs]
+        if args.list:
+            print_plan(runs, results)
+            return 0
+        failed = execute(runs, results, force=asked if args.force else set(), tiny=args.tiny,
+                         data_root=args.data_root, work=args.work)
+    if results.is_dir():
+        render_results(results, args.docs)
+        print(f"rendered {args.docs}")
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
