@@ -131,11 +131,13 @@ class BenchmarkRun:
         return arguments
 
     def describe(self) -> str:
+        """The call, for ``--list`` and the log."""
         dataset = self.dataset + (f" {self.dataset_options}" if self.dataset_options else "")
         return f"run_benchmark(dataset={dataset}, method={self.method}, " + ", ".join(
             f"{key}={value!r}" for key, value in self.arguments().items()) + ")"
 
     def result_file(self, results: Path) -> Path:
+        """The file whose presence means the run is done."""
         return results / self.name / "results.json"
 
     def run(self, results: Path, data_root: Path | None, work: Path) -> None:
@@ -151,10 +153,9 @@ class BenchmarkRun:
             factor = pixel_size / NATIVE_PIXEL_NM[self.dataset]
             pixel_size = round(TINY_PHANTOM["voxel_size"][-1] * factor, 6)
         return dataclasses.replace(
-            self, dataset="phantom", dataset_options=TINY_PHANTOM, pixel_size=pixel_size,
+            self, dataset="phantom", dataset_options=TINY_PHANTOM, pixel_size=pixel_size, device="cpu",
             preset=None if self.preset is None else "tiny", steps=None if self.steps is None else TINY_STEPS,
-            device="cpu", ks=TINY_KS,
-            sample_size=TINY_SAMPLE_SIZE,
+            ks=TINY_KS, sample_size=TINY_SAMPLE_SIZE,
         )
 
 
@@ -184,9 +185,11 @@ class ScriptRun:
     section: str = "cpu"
 
     def describe(self) -> str:
+        """The command line, for ``--list`` and the log."""
         return " ".join(self.command) + (f" > {{output}}/{self.output_file}" if self.stdout else "")
 
     def result_file(self, results: Path) -> Path:
+        """The file whose presence means the run is done."""
         return results / self.name / self.output_file
 
     def run(self, results: Path, data_root: Path | None, work: Path) -> None:
