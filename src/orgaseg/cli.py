@@ -18,6 +18,39 @@ from orgaseg.errors import OrgasegError
 from orgaseg.progress import TqdmProgress
 
 
+class _UsageError(OrgasegError):
+    """A command line argparse refused."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``orgaseg segment: error: ...``, exit 2, no usage dump."""
+
+    def error(self, message):
+        raise _UsageError(f"{self.prog}: error: {message}")
+
+
+def _table_choice(table: str, learned_only: bool = False):
+    """An argparse type that checks a name against one of the stage tables, with a clear message."""
+
+    def check(name: str) -> str:
+        if table == "method":
+            from orgaseg.methods import METHODS as entries
+        elif table == "features":
+            from orgaseg.features import FEATURES as entries
+        else:
+            from orgaseg.cluster import CLUSTERERS as entries
+        if name not in entries:
+            raise argparse.ArgumentTypeError(f"unknown {table} {name!r}; choose one of {', '.join(entries)}")
+        if learned_only and not entries[name].learns:
+            learned = [n for n, m in entries.items() if m.learns]
+            raise argparse.ArgumentTypeError(f"method {name!r} does not learn, there is nothing to train; "
+                                             f"methods that learn: {', '.join(learned)}")
+        return name
+
+    check.__name__ = table
+    return check
+
+
 def _voxel_size(values):
     if values is None:
         return None
@@ -230,11 +263,11 @@ def _add_stage_options(parser: argparse.ArgumentParser) -> None:
     from orgaseg.features import FEATURES
     from orgaseg.methods import METHODS
 
-    parser.add_argument("--method", default="baseline", choices=list(METHODS), metavar="NAME",
+    parser.add_argument("--method", default="baseline", type=_table_choice("method"), metavar="NAME",
                         help=f"segmentation method: {', '.join(METHODS)} (default baseline; 'orgaseg methods' lists them)")
-    parser.add_argument("--features", choices=list(FEATURES), metavar="NAME",
+    parser.add_argument("--features", type=_table_choice("features"), metavar="NAME",
                         help=f"dense features instead of the method's: {', '.join(FEATURES)}")
-    parser.add_argument("--clusterer", choices=list(CLUSTERERS), metavar="NAME",
+    parser.add_argument("--clusterer", type=_table_choice("clusterer"), metavar="NAME",
                         help=f"clusterer instead of the method's: {', '.join(CLUSTERERS)}")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="a stage option, e.g. stride=20, scales_nm=[10,20,40], n_init=5 (repeatable; "
@@ -274,7 +307,7 @@ def _methods() -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="orgaseg",
         description="Label-free organelle segmentation of volume EM: self-supervised features + clustering.",
     )
@@ -314,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", parents=[common], help="train the encoder of a method that learns")
     p.add_argument("paths", nargs="+", metavar="PATH", help="training volumes")
-    p.add_argument("--method", required=True, choices=[name for name, m in _methods().items() if m.learns],
+    p.add_argument("--method", required=True, type=_table_choice("method", learned_only=True),
                    metavar="NAME", help="method whose encoder to train: "
                    + ", ".join(name for name, m in _methods().items() if m.learns))
     p.add_argument("-o", "--output", required=True, help="checkpoint file")
@@ -395,7 +428,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as err:
+        print(err, file=sys.stderr)
+        return 2
     progress = TqdmProgress(disable=args.quiet)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(message)s")
     if not args.debug:
