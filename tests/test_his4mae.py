@@ -9,7 +9,6 @@ import torch
 import orgaseg
 from orgaseg.cli import main
 from orgaseg.cluster.kmeans import fit_kmeans
-from orgaseg.errors import OrgasegError
 from orgaseg.io import compute_normalization
 from orgaseg.methods import get_method, thousandth_sample
 from orgaseg.methods.his4mae import EPOCH_STEPS

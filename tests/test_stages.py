@@ -1,6 +1,5 @@
 """The three stages: a clusterer from outside the package, every offered combination, the working pixel size."""
 
-import json
 import os
 import signal
 import subprocess

@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from orgaseg.errors import OrgasegError
-from orgaseg.io import compute_normalization
 from orgaseg.io.volume import Volume
 from orgaseg.methods import get_method
 from orgaseg.models.checkpoint import load_checkpoint, save_checkpoint

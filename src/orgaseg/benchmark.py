@@ -30,7 +30,7 @@ from orgaseg.io.volume import Volume
 from orgaseg.methods.table import get_method
 from orgaseg.pipeline.blocks import Region
 from orgaseg.pipeline.runner import Tee, fit_clusterers, label_volume
-from orgaseg.pipeline.stages import resolve_pixel_size, resolve_stages
+from orgaseg.pipeline.stages import resolve_stages
 from orgaseg.pipeline.tasks import VolumeSource
 from orgaseg.progress import ProgressCallback
 from orgaseg.viz import overlay_figure, plot_confusion

@@ -64,3 +64,11 @@ def natural_sort_key(name: str) -> tuple:
     # always hold the same type, so the tuples compare.
     parts = re.split(r"(\d+)", name.lower())
     return tuple(int(part) if i % 2 else part for i, part in enumerate(parts))
+
+
+def lookup(table: dict, name: str, what: str):
+    """``table[name]``, or a clear error naming ``what`` and the known names (for the stage tables)."""
+    try:
+        return table[name]
+    except KeyError:
+        raise OrgasegError(f"unknown {what} {name!r}; known: {', '.join(table)}") from None

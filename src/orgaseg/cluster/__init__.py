@@ -11,6 +11,7 @@ from __future__ import annotations
 from orgaseg.cluster.base import Clusterer, ClustererFit, ClustererSpec
 from orgaseg.cluster.kmeans import KMEANS, MINIBATCH_KMEANS, KMeansModel, fit_kmeans
 from orgaseg.errors import OrgasegError
+from orgaseg.options import lookup
 
 #: The clusterers ``--clusterer`` offers, by name.
 CLUSTERERS: dict[str, ClustererSpec] = {spec.name: spec for spec in (KMEANS, MINIBATCH_KMEANS)}
@@ -18,12 +19,7 @@ CLUSTERERS: dict[str, ClustererSpec] = {spec.name: spec for spec in (KMEANS, MIN
 
 def get_clusterer(name: str | ClustererSpec) -> ClustererSpec:
     """The clusterer called ``name`` (a spec is returned unchanged); a clear error listing the known ones."""
-    if isinstance(name, ClustererSpec):
-        return name
-    try:
-        return CLUSTERERS[name]
-    except KeyError:
-        raise OrgasegError(f"unknown clusterer {name!r}; known clusterers: {', '.join(sorted(CLUSTERERS))}") from None
+    return name if isinstance(name, ClustererSpec) else lookup(CLUSTERERS, name, "clusterer")
 
 
 def register_clusterer(spec: ClustererSpec) -> ClustererSpec:

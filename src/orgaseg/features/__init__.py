@@ -7,7 +7,7 @@ A strategy that ``needs`` an encoder works with any encoder of that kind
 
 from __future__ import annotations
 
-from orgaseg.errors import OrgasegError
+from orgaseg.options import lookup
 from orgaseg.features.base import FeatureExtractor, FeatureSpec
 
 _BATCH = {"batch_size": "fields of view per forward pass (default 256)"}
@@ -68,12 +68,7 @@ FEATURES: dict[str, FeatureSpec] = {
 
 def get_features(name: str | FeatureSpec) -> FeatureSpec:
     """The strategy called ``name`` (a spec is returned unchanged); a clear error listing the known ones."""
-    if isinstance(name, FeatureSpec):
-        return name
-    try:
-        return FEATURES[name]
-    except KeyError:
-        raise OrgasegError(f"unknown dense features {name!r}; known: {', '.join(FEATURES)}") from None
+    return name if isinstance(name, FeatureSpec) else lookup(FEATURES, name, "dense features")
 
 
 __all__ = ["FEATURES", "FeatureExtractor", "FeatureSpec", "get_features"]

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping
 
 from orgaseg.errors import OrgasegError
 from orgaseg.methods import his4mae, maester
+from orgaseg.options import lookup
 
 
 def thousandth_sample(n_voxels: int, floor: int = 20_000, cap: int = 1_000_000) -> int:
@@ -112,12 +113,7 @@ METHODS: dict[str, Method] = {
 
 def get_method(name: str | Method) -> Method:
     """The method called ``name`` (a Method is returned unchanged); a clear error listing the known ones."""
-    if isinstance(name, Method):
-        return name
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise OrgasegError(f"unknown method {name!r}; known methods: {', '.join(METHODS)}") from None
+    return name if isinstance(name, Method) else lookup(METHODS, name, "method")
 
 
 def method_names() -> list[str]:

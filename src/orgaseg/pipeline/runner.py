@@ -34,7 +34,7 @@ from orgaseg.pipeline.blocks import Block, Region, default_block_shape, make_blo
 from orgaseg.pipeline.executors import Executor, SerialExecutor
 from orgaseg.pipeline.resume import RunState
 from orgaseg.pipeline.tasks import (
-    BlockJob, Normalizer, VolumeSource, block_halo, label_block, sample_block, sample_whole_block,
+    BlockJob, Normalizer, block_halo, label_block, sample_block, sample_whole_block,
 )
 from orgaseg.progress import ProgressCallback, report
 
