@@ -231,3 +231,25 @@ def test_the_cli_takes_a_pixel_size(small, tmp_path, capsys):
     assert read_provenance(tmp_path / "a.tif")["config"]["pixel_size_nm"] == 40.0
     assert main(["segment", str(path), "--voxel-size", "20", "20", "20", "--pixel-size", "-3", "-o", str(tmp_path / "b.tif"), "--quiet"]) == 2
     assert "pixel size must be a positive number" in capsys.readouterr().err
+
+
+def test_long_runs_are_priced_up_front_with_a_faster_strategy(checkpoints, caplog, monkeypatch):
+    from orgaseg.io import compute_normalization
+    from orgaseg.pipeline import cost
+    from orgaseg.pipeline.tasks import VolumeSource
+
+    method, model = checkpoints["mae"]
+    volume = load_dataset("phantom", shape=(2, 80, 80), voxel_size=(20.0, 20.0, 20.0), seed=4).evaluation[0].raw
+    stages = resolve_stages(method, model=model, features="cover-stride", device="cpu")
+    job = stages.job(VolumeSource(volume), compute_normalization(volume))
+    # cover-and-stride at m = 4: 25 offsets x 4 x 4 tiles of 20 px per 80 x 80 slice, two slices
+    assert cost.forward_passes(job.extractor, volume.shape) == 2 * 25 * 16
+    with caplog.at_level("INFO", logger="orgaseg.pipeline.cost"):
+        estimate = cost.estimate_cost(stages, job)
+    assert estimate["forward_passes"] == 2 * 2 * 25 * 16 and estimate["seconds_per_pass"] > 0  # two passes
+    assert "about 1,600 encoder forward passes" in caplog.text
+    monkeypatch.setattr(cost, "LONG_S", 0.0)  # as if the volume were large
+    with caplog.at_level("WARNING", logger="orgaseg.pipeline.cost"):
+        estimate = cost.estimate_cost(stages, job)
+    assert estimate["expand_stride_passes"] < estimate["forward_passes"]
+    assert "expand-stride (--features expand-stride) needs about" in caplog.text

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from orgaseg import __version__
 from orgaseg.errors import OrgasegError
-from orgaseg.progress import TqdmProgress
+from orgaseg.progress import TqdmLogHandler, TqdmProgress
 
 
 class _UsageError(OrgasegError):
@@ -434,7 +434,10 @@ def main(argv: list[str] | None = None) -> int:
         print(err, file=sys.stderr)
         return 2
     progress = TqdmProgress(disable=args.quiet)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="%(message)s")
+    handler = TqdmLogHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, handlers=[handler], force=True)
+    logging.captureWarnings(True)  # warnings too are written above the progress bars
     if not args.debug:
         warnings.simplefilter("default")
         warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"

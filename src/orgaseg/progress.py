@@ -9,6 +9,8 @@ callable that accepts those; the CLI passes a :class:`TqdmProgress`.
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Callable
 
 ProgressCallback = Callable[..., None]
@@ -53,3 +55,15 @@ class TqdmProgress:
         for bar in self._bars.values():
             bar.close()
         self._bars.clear()
+
+
+class TqdmLogHandler(logging.Handler):
+    """Writes log records above any open progress bars (``tqdm.write``), so a message never glues to a bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm.auto import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # logging must never raise
+            self.handleError(record)

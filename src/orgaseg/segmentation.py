@@ -15,6 +15,7 @@ from orgaseg.cluster import Clusterer, ClustererSpec, KMeansModel, clusterer_fro
 from orgaseg.errors import OrgasegError
 from orgaseg.io import compute_normalization, make_provenance, open_volume
 from orgaseg.io.volume import Volume, as_volume
+from orgaseg.pipeline.cost import estimate_cost
 from orgaseg.pipeline.executors import Executor, SerialExecutor
 from orgaseg.pipeline.outputs import open_outputs
 from orgaseg.pipeline.resume import run_key
@@ -217,6 +218,11 @@ def segment(
                            overwrite=overwrite, resume_key=resume_key, save_features=save_features,
                            n_features=job.extractor.n_features)
     job.features_out = outputs.features
+    try:
+        cost = estimate_cost(stages, job)  # said before the long part starts
+    except BaseException:
+        outputs.interrupted()
+        raise
     stats: dict = {}
     try:
         (fitted,) = cluster_volume(
@@ -248,6 +254,7 @@ def segment(
         centers_from=str(centers) if isinstance(centers, (str, Path)) else None,
         blocks={"shape": list(block_shape), **{n: stats[n] for n in ("blocks", "computed", "skipped") if n in stats}},
         executor=executor.describe(),
+        cost_estimate=cost,
         timings={n: v for n, v in stats.items() if n.endswith("_s")},
         features_saved=str(save_features) if save_features is not None else None,
         wall_time_s=round(time.time() - started, 3),

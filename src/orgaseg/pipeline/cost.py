@@ -1,0 +1,95 @@
+"""Costs said up front: how many encoder forward passes a run needs, and how long that takes here.
+
+A learned encoder's forward pass is the expensive part of segmentation
+(DESIGN.md, "Performance principles"). Before the first block, the runner
+counts the passes the dense-feature strategy needs over the whole volume
+(each voxel's features are computed twice: once for the clusterer's sample,
+once for its labels), times one batch of the encoder on this machine, and
+reports the expected time; when it is long, it says what expand-stride
+would cost instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+#: Above this many expected seconds the estimate is a warning, with a faster strategy when there is one.
+LONG_S = 600.0
+
+#: Fields of view timed by the probe (after one warm-up batch).
+PROBE_BATCH = 16
+
+
+def forward_passes(extractor, shape: tuple[int, int, int]) -> int | None:
+    """Forward passes ``extractor`` needs for a volume of ``shape`` (None for strategies without an encoder)."""
+    count = getattr(extractor, "n_fields_of_view", None)
+    return None if count is None else int(count(tuple(int(s) for s in shape)))
+
+
+def seconds_per_pass(extractor) -> float:
+    """Seconds per field of view of the extractor's encoder, timed on a small batch of noise."""
+    import torch
+
+    batch = torch.rand(min(PROBE_BATCH, extractor.batch_size), 1, extractor.fov, extractor.fov,
+                       generator=torch.Generator().manual_seed(0)).to(extractor.device)
+    with torch.inference_mode():
+        extractor.encoder(batch[:2])  # warm-up: first calls allocate
+        started = time.perf_counter()
+        extractor.encoder(batch)
+        elapsed = time.perf_counter() - started
+    return elapsed / len(batch)
+
+
+def estimate_cost(stages, job) -> dict | None:
+    """The forward passes and expected seconds of segmenting ``job``'s volume, logged; None without an encoder.
+
+    Parameters
+    ----------
+    stages : Stages
+        The run's stages (to price expand-stride as the alternative).
+    job : BlockJob
+        The volume's block job.
+
+    Returns
+    -------
+    dict or None
+        ``forward_passes``, ``seconds_per_pass``, ``expected_s`` and, when
+        the run is long and not already expand-stride, ``expand_stride_passes``.
+    """
+    shape = job.grid.shape if job.grid is not None else job.source.volume.shape
+    passes = forward_passes(job.extractor, shape)
+    if passes is None:
+        return None
+    passes *= 2  # the sampling pass and the labelling pass each compute the features
+    per_pass = seconds_per_pass(job.extractor)
+    cost = {"forward_passes": passes, "seconds_per_pass": round(per_pass, 6), "expected_s": round(passes * per_pass, 1)}
+    message = (f"{stages.features.name} features: about {passes:,} encoder forward passes over "
+               f"{int(np.prod(shape)):,} voxels (sampling, then labelling); at {1 / per_pass:,.0f} per second "
+               f"measured here, about {_duration(cost['expected_s'])}")
+    if cost["expected_s"] > LONG_S and stages.features.name != "expand-stride" and stages.encoder is not None:
+        from orgaseg.features import FEATURES
+
+        voxel_size = job.grid.working_voxel_size if job.grid is not None else job.source.volume.voxel_size
+        faster = FEATURES["expand-stride"].build(stages.encoder, voxel_size, {}, stages.device)
+        cost["expand_stride_passes"] = 2 * forward_passes(faster, shape)
+        message += (f"; expand-stride (--features expand-stride) needs about {cost['expand_stride_passes']:,} "
+                    f"(about {_duration(cost['expand_stride_passes'] * per_pass)})")
+    if cost["expected_s"] > LONG_S:
+        message += "; a coarser --pixel-size also divides the work"
+        logger.warning(message)
+    else:
+        logger.info(message)
+    return cost
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
