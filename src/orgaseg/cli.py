@@ -427,12 +427,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
     try:
+        parser = build_parser()
         args = parser.parse_args(argv)
     except _UsageError as err:
         print(err, file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C while starting up
+        print("orgaseg: interrupted", file=sys.stderr)
+        return 130
     progress = TqdmProgress(disable=args.quiet)
     handler = TqdmLogHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
