@@ -47,10 +47,11 @@ class Segmentation:
     provenance: dict
 
 
-def resolve_volume(data, *, key: str | None = None, voxel_size=None, level: int = 0, axes: str | None = None) -> Volume:
-    """A :class:`Volume` from a path, a Volume or an array."""
+def resolve_volume(data, *, key: str | None = None, voxel_size=None, level: int = 0, axes: str | None = None,
+                   strict_chunks: bool = False) -> Volume:
+    """A :class:`Volume` from a path (read by :func:`~orgaseg.io.open_volume`), a Volume or an array."""
     if isinstance(data, (str, Path)):
-        return open_volume(data, key=key, voxel_size=voxel_size, level=level, axes=axes)
+        return open_volume(data, key=key, voxel_size=voxel_size, level=level, axes=axes, strict_chunks=strict_chunks)
     if isinstance(data, Volume):
         return data if voxel_size is None else dataclasses.replace(data, voxel_size=tuple(voxel_size))
     return as_volume(data, voxel_size=voxel_size or (1.0, 1.0, 1.0))
@@ -105,6 +106,7 @@ def segment(
     key: str | None = None,
     level: int = 0,
     axes: str | None = None,
+    strict_chunks: bool = False,
     seed: int = 0,
     sample_size: int | None = None,
     block_shape: tuple[int, int, int] | None = None,
@@ -154,6 +156,9 @@ def segment(
         OME-Zarr resolution level (0 = full resolution).
     axes : str, optional
         Stored axis order when the metadata does not say (e.g. ``"xyz"``).
+    strict_chunks : bool
+        Refuse a Zarr/N5 input whose store lacks chunks (by default a warning:
+        a missing chunk reads as the fill value).
     seed : int
         Seed of the sample and the clustering.
     sample_size : int, optional
@@ -187,7 +192,7 @@ def segment(
     size, K, seed, sample size or block shape starts afresh, as does ``overwrite``.
     """
     started = time.time()
-    volume = resolve_volume(data, key=key, voxel_size=voxel_size, level=level, axes=axes)
+    volume = resolve_volume(data, key=key, voxel_size=voxel_size, level=level, axes=axes, strict_chunks=strict_chunks)
     reused = load_centers(centers, get_clusterer(clusterer) if clusterer is not None else None) if centers is not None else None
     if reused is not None and clusterer is None:
         clusterer = str(reused.to_dict().get("kind", "kmeans"))

@@ -17,7 +17,7 @@ import tensorstore
 import zarr
 
 from orgaseg.errors import OrgasegError
-from orgaseg.io.metadata import StoredArray, to_nanometres, voxel_size_from_attrs
+from orgaseg.io.metadata import MissingChunks, StoredArray, to_nanometres, voxel_size_from_attrs
 
 _ZARR_MARKERS = (".zarray", ".zgroup", "zarr.json")
 _LISTED = 20  # names shown when a key is missing
@@ -69,7 +69,8 @@ def read_zarr(path: Path, key: str | None, level: int) -> StoredArray:
         raise OrgasegError(f"{where}: level={level} given, but this is a single Zarr array")
     axes = "zyx"[3 - node.ndim :] if node.ndim in (2, 3) else None
     sizes = voxel_size_from_attrs(dict(node.attrs), axes) if axes else None
-    return StoredArray(node, "zarr", axes=axes, sizes=sizes, chunks=node.chunks, key=_relative(node))
+    return StoredArray(node, "zarr", axes=axes, sizes=sizes, chunks=node.chunks, key=_relative(node),
+                       missing_chunks=_zarr_missing_chunks(node))
 
 
 def _ome(attrs: Any) -> dict:
@@ -108,12 +109,14 @@ def _read_multiscale(group: zarr.Group, meta: dict, level: int, where: str) -> S
     note = None
     if any(u is None for a, u in zip(axes, units) if a in "zyx"):
         note = "OME-Zarr axes carry no unit; the scale is taken as nanometres"
+    # a scale that is not positive and finite is NaN: wrong metadata, which the reader refuses
     sizes = [
-        (to_nanometres(s, u) if u is not None else float(s)) if math.isfinite(s) and s > 0 else None
+        to_nanometres(s, u) if u is not None else (float(s) if math.isfinite(s) and s > 0 else math.nan)
         for s, u in zip(scale, units)
     ]
     return StoredArray(
-        array, "ome-zarr", axes=axes, sizes=sizes, chunks=array.chunks, key=_relative(array), note=note
+        array, "ome-zarr", axes=axes, sizes=sizes, chunks=array.chunks, key=_relative(array), note=note,
+        missing_chunks=_zarr_missing_chunks(array),
     )
 
 
@@ -129,6 +132,38 @@ def _ngff_axes(axes: Any, ndim: int) -> tuple[str, list[str | None]]:
         names.append(letter)
         units.append(axis.get("unit") if isinstance(axis, dict) else None)
     return "".join(names), units
+
+
+# --- missing chunks ---------------------------------------------------------
+
+
+def _stored_keys(folder: Path) -> set[str]:
+    """Every file below ``folder``, as a ``/``-separated path relative to it (chunk keys are such paths)."""
+    keys = set()
+    for parent, _, files in os.walk(folder):
+        prefix = Path(parent).relative_to(folder).as_posix()
+        keys.update(name if prefix == "." else f"{prefix}/{name}" for name in files)
+    return keys
+
+
+def _missing_chunks(shape, chunks, key_of, stored: set[str], fill_value: Any) -> MissingChunks:
+    """Count the chunks of a regular grid whose key is not among the ``stored`` keys."""
+    grid = tuple(math.ceil(s / c) for s, c in zip(shape, chunks))
+    count, first = 0, None
+    for index in np.ndindex(grid):
+        if key_of(index) not in stored:
+            count += 1
+            first = index if first is None else first
+    return MissingChunks(count, math.prod(grid), first, fill_value)
+
+
+def _zarr_missing_chunks(array: zarr.Array) -> MissingChunks:
+    """The missing chunks (shards, when sharded) of a Zarr array in a local folder store."""
+    folder = Path(str(array.store_path.store.root)) / array.path
+    return _missing_chunks(
+        array.shape, array.shards or array.chunks, array.metadata.encode_chunk_key, _stored_keys(folder),
+        np.asarray(array.fill_value).tolist(),  # a plain number in messages
+    )
 
 
 # --- N5 -------------------------------------------------------------------------
@@ -178,7 +213,11 @@ def read_n5(path: Path, key: str | None, level: int) -> StoredArray:
     sizes = _n5_sizes(attrs, group_attrs or _n5_attrs(target.parent), axes) if axes else None
     chunks = tuple(reversed(attrs.get("blockSize", ()))) or None
     relative = str(target.relative_to(path)) if target != path else None
-    return StoredArray(array, "n5", axes=axes, sizes=sizes, chunks=chunks, key=relative)
+    # N5 names a chunk by its grid index fastest axis first: "x/y/z"
+    missing = None if chunks is None else _missing_chunks(
+        array.shape, chunks, lambda index: "/".join(map(str, reversed(index))), _stored_keys(target), fill_value=0
+    )
+    return StoredArray(array, "n5", axes=axes, sizes=sizes, chunks=chunks, key=relative, missing_chunks=missing)
 
 
 def _n5_attrs(folder: Path) -> dict:

@@ -59,14 +59,21 @@ def nanometres_per_unit(unit: Any) -> float | None:
 
 
 def to_nanometres(value: Any, unit: Any) -> float | None:
-    """``value`` in ``unit`` as nanometres, or ``None`` if either is unusable."""
+    """``value`` in ``unit`` as nanometres.
+
+    ``None`` when the unit is not a length or the value is not a number (the
+    metadata says nothing usable); NaN when it is a length that is not
+    positive and finite (the metadata is wrong, which readers refuse).
+    """
     factor = nanometres_per_unit(unit)
     try:
         number = float(value)
     except (TypeError, ValueError):
         return None
-    if factor is None or not math.isfinite(number) or number <= 0:
+    if factor is None:
         return None
+    if not math.isfinite(number) or number <= 0:
+        return math.nan
     return number * factor
 
 
@@ -143,8 +150,9 @@ class StoredArray:
     """What a format reader found, before axes and voxel size are resolved.
 
     ``format`` names the format (kept in the volume's ``attrs``); ``axes`` is
-    the stored order the metadata names (``None``: unknown); ``sizes`` (nm)
-    and ``chunks`` hold one entry per stored axis.
+    the stored order the metadata names (``None``: unknown); ``sizes`` (nm;
+    ``None`` where the metadata says nothing, NaN where it gives a size that
+    is not positive) and ``chunks`` hold one entry per stored axis.
     """
 
     array: Any
@@ -154,3 +162,31 @@ class StoredArray:
     chunks: Sequence[int] | None = None
     key: str | None = None
     note: str | None = None  # caveat about ``sizes``, warned when they are used
+    missing_chunks: "MissingChunks | None" = None  # chunked containers only
+
+
+@dataclass
+class MissingChunks:
+    """The chunks of a Zarr or N5 array that its store does not hold.
+
+    Zarr and N5 define a missing chunk as one filled with ``fill_value``, so
+    a reader returns data for it without complaint: that is right where a
+    writer skipped chunks holding nothing but the fill value, and silent data
+    loss where a copy or a write stopped early.
+
+    Attributes
+    ----------
+    count : int
+        Chunks the store lacks.
+    total : int
+        Chunks of the array's grid.
+    first : tuple of int or None
+        Grid index (stored C order) of the first missing chunk.
+    fill_value : object
+        What a missing chunk reads as.
+    """
+
+    count: int
+    total: int
+    first: tuple[int, ...] | None
+    fill_value: Any

@@ -41,6 +41,7 @@ a :class:`VoxelSizeWarning`.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -55,6 +56,7 @@ from orgaseg.errors import OrgasegError
 from orgaseg.io import containers
 from orgaseg.io.metadata import StoredArray, check_voxel_size, to_nanometres, voxel_size_from_attrs
 from orgaseg.io.slices import IMAGE_SUFFIXES, SliceStack, image_files
+from orgaseg.io.tifflog import route_tifffile_log, tiff_errors
 from orgaseg.io.volume import AxesView, Volume
 
 _TIFF_SUFFIXES = (".tif", ".tiff")
@@ -65,8 +67,15 @@ _SUPPORTED = (
 )
 
 
+route_tifffile_log()
+
+
 class VoxelSizeWarning(UserWarning):
     """The voxel size of a volume is unknown or partly guessed."""
+
+
+class MissingChunksWarning(UserWarning):
+    """A Zarr or N5 store lacks chunks of the array, which read as the fill value."""
 
 
 def open_volume(
@@ -76,6 +85,7 @@ def open_volume(
     axes: str | None = None,
     level: int = 0,
     channel: int | None = None,
+    strict_chunks: bool = False,
 ) -> Volume:
     """Open a volume lazily in any supported format (see the module's FORMATS).
 
@@ -94,6 +104,10 @@ def open_volume(
         Resolution level of a multiscale OME-Zarr or N5 group (0 = full).
     channel : int, optional
         Channel to read when the data has a channel axis with several entries.
+    strict_chunks : bool
+        Refuse a Zarr or N5 array whose store lacks chunks. By default a
+        :class:`MissingChunksWarning` gives their number and the first one's
+        index: a missing chunk reads as the fill value.
 
     Returns
     -------
@@ -103,7 +117,10 @@ def open_volume(
     Raises
     ------
     OrgasegError
-        Missing path, unknown format, bad key, wrong dimensionality, ...
+        Missing path, unknown format, bad key, wrong dimensionality, a file
+        that holds less than its metadata declares (truncated TIFF, a gap in
+        a numbered slice sequence), voxel-size metadata that is not a positive
+        number, missing chunks with ``strict_chunks``, ...
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -111,7 +128,27 @@ def open_volume(
     if level < 0:
         raise OrgasegError(f"level must be 0 or more, got {level}")
     stored = _read_stored(path, key, level)
+    if stored.missing_chunks is not None and stored.missing_chunks.count:
+        _report_missing_chunks(stored, path, strict_chunks)
     return _to_volume(stored, path, voxel_size=voxel_size, axes=axes, channel=channel)
+
+
+def _report_missing_chunks(stored: StoredArray, path: Path, strict: bool) -> None:
+    missing = stored.missing_chunks
+    where = f"{path}/{stored.key}" if stored.key else str(path)
+    along = f" along {stored.axes}" if stored.axes else ""
+    found = (
+        f"{where}: {missing.count:,} of {missing.total:,} chunks are missing from the store "
+        f"(the first at chunk index {missing.first}{along}) and read as the fill value {missing.fill_value!r}"
+    )
+    if strict:
+        raise OrgasegError(f"{found}; strict_chunks (--strict-chunks) refuses such a volume")
+    warnings.warn(
+        f"{found}: right if the writer skipped chunks holding only that value, otherwise lost data that will "
+        "be segmented as real; pass strict_chunks=True (--strict-chunks) to refuse it",
+        MissingChunksWarning,
+        stacklevel=3,
+    )
 
 
 def _read_stored(path: Path, key: str | None, level: int) -> StoredArray:
@@ -221,6 +258,12 @@ def _voxel_size_from_metadata(
 ) -> tuple[float, float, float]:
     """Voxel size from the sizes the metadata gave per axis (warns where it guesses)."""
     how = "pass voxel_size=(z, y, x) in nm (--voxel-size on the command line)"
+    invalid = [axis for axis in "zyx" if axis in found and found[axis] is not None and math.isnan(found[axis])]
+    if invalid:
+        raise OrgasegError(
+            f"{path}: the metadata gives a voxel size for {', '.join(invalid)} that is not a positive number "
+            f"(0, negative or NaN); {how}"
+        )
     y, x = found.get("y"), found.get("x")
     if y is None or x is None:
         warnings.warn(
@@ -248,11 +291,17 @@ _TIFF_AXES = {"Z": "z", "Y": "y", "X": "x", "C": "c", "S": "c", "T": "t"}
 
 
 def _read_tiff(path: Path) -> StoredArray:
-    try:
-        tif = tifffile.TiffFile(path)
-        series = tif.series[0]
-    except Exception as exc:
-        raise OrgasegError(f"{path}: not a readable TIFF file ({exc})") from exc
+    with tiff_errors() as errors:
+        try:
+            tif = tifffile.TiffFile(path)
+        except Exception as exc:  # tifffile raises several kinds for a file that is not a TIFF
+            raise OrgasegError(f"{path}: not a readable TIFF file ({exc})") from exc
+        try:
+            series = tif.series[0]
+            _check_tiff(tif, series, path, errors)
+        except BaseException:
+            tif.close()
+            raise
     axes = _tiff_axes(series.axes)
     kind = "ome-tiff" if tif.is_ome else "tiff"
     sizes = _ome_sizes(tif, axes) if tif.is_ome else _imagej_sizes(tif, axes) if tif.is_imagej else None
@@ -267,6 +316,68 @@ def _read_tiff(path: Path) -> StoredArray:
     if tuple(array.shape) != tuple(series.shape):
         raise OrgasegError(f"{path}: unexpected TIFF layout {series.axes} {series.shape}")
     return StoredArray(array, kind, axes=axes, sizes=sizes, chunks=chunks)
+
+
+def _check_tiff(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, path: Path, errors: list[str]) -> None:
+    """Check that the first series holds all the data the file declares, or raise an :class:`OrgasegError`.
+
+    tifffile reads a damaged file as far as it can and only logs what it
+    skipped (a page chain that runs past the end, ImageJ or shaped metadata
+    that no longer fits): such a file would silently become a smaller volume.
+    """
+    declared = _declared_planes(tif)
+    planes = series.size // max(tif.pages.first.size, 1)
+    if declared is not None and planes != declared:
+        raise OrgasegError(
+            f"{path}: the metadata declares {declared} images, but the file holds {planes} (truncated TIFF?)"
+        )
+    if errors:
+        raise OrgasegError(f"{path}: damaged or truncated TIFF ({errors[0]})")
+    if not (tif.is_ome or tif.is_imagej or tif.is_shaped):
+        # a plain multi-page TIFF whose pages differ in size splits into several
+        # series; reading only the first would drop the others
+        first = tif.pages.first.shape
+        for index, page in enumerate(tif.pages):
+            if not page.is_reduced and page.shape != first:
+                raise OrgasegError(
+                    f"{path}: page {index} is {' x '.join(map(str, page.shape))}, but page 0 is "
+                    f"{' x '.join(map(str, first))}; a volume needs pages of one size"
+                )
+    if series.dataoffset is not None:  # contiguous: one range of bytes
+        end = series.dataoffset + series.nbytes
+        if end > tif.filehandle.size:
+            raise OrgasegError(
+                f"{path}: the image data ends at byte {end:,}, past the end of the file "
+                f"({tif.filehandle.size:,} bytes; truncated TIFF?)"
+            )
+        return
+    for index, page in enumerate(series.pages):
+        if page is None:
+            raise OrgasegError(f"{path}: image {index} of the series is missing")
+        end = max((o + n for o, n in zip(page.dataoffsets, page.databytecounts)), default=0)
+        if end > page.parent.filehandle.size:
+            raise OrgasegError(
+                f"{path}: the strips or tiles of image {index} end at byte {end:,}, past the end of "
+                f"{page.parent.filehandle.name} ({page.parent.filehandle.size:,} bytes; truncated TIFF?)"
+            )
+
+
+def _declared_planes(tif: tifffile.TiffFile) -> int | None:
+    """Number of 2D images (pages) the ImageJ or OME metadata declares, if it says."""
+    if tif.is_imagej:
+        images = (tif.imagej_metadata or {}).get("images")
+        return int(images) if images is not None else None
+    if tif.is_ome:
+        pixels = _ome_pixels(tif)
+        if pixels is None:
+            return None
+        samples = tif.pages.first.samplesperpixel
+        try:
+            counts = [int(pixels.get(f"Size{a}", 1)) for a in "ZCT"]
+        except ValueError:
+            return None
+        return counts[0] * counts[1] * counts[2] // max(samples, 1)
+    return None
 
 
 def _tiff_axes(codes: str) -> str:
@@ -296,12 +407,17 @@ def _imagej_sizes(tif: tifffile.TiffFile, axes: str) -> list[float | None] | Non
     return [sizes.get(a) for a in axes] if sizes else None
 
 
-def _ome_sizes(tif: tifffile.TiffFile, axes: str) -> list[float | None] | None:
+def _ome_pixels(tif: tifffile.TiffFile) -> ElementTree.Element | None:
+    """The ``Pixels`` element of the first OME image, or None when the XML is unreadable."""
     try:
         root = ElementTree.fromstring(tif.ome_metadata)
     except ElementTree.ParseError:
         return None
-    pixels = next((e for e in root.iter() if e.tag.endswith("Pixels")), None)
+    return next((e for e in root.iter() if e.tag.endswith("Pixels")), None)
+
+
+def _ome_sizes(tif: tifffile.TiffFile, axes: str) -> list[float | None] | None:
+    pixels = _ome_pixels(tif)
     if pixels is None:
         return None
     # OME's default unit is the micrometre

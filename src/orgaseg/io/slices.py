@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
+from functools import reduce
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,7 @@ import tifffile
 from PIL import Image
 
 from orgaseg.errors import OrgasegError
+from orgaseg.io.tifflog import tiff_errors
 from orgaseg.options import natural_sort_key
 
 #: Suffixes of 2D image files (lower case).
@@ -38,13 +42,45 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(files, key=lambda path: natural_sort_key(path.name))
 
 
+def check_sequence(files: Sequence[Path]) -> None:
+    """Refuse a numbered sequence of slices with a number missing or taken twice.
+
+    Applies when every name is one pattern around its last number
+    (``00.tif``, ``01.tif``, ... or ``sec_0010.png``, ``sec_0020.png``, ...);
+    the step is the largest that divides every difference, so a folder that
+    holds every tenth section is complete.
+    """
+    parts = [re.fullmatch(r"(.*?)(\d+)(\D*)", path.stem) for path in files]
+    if len(files) < 2 or not all(parts) or len({(m[1], m[3], p.suffix.lower()) for m, p in zip(parts, files)}) > 1:
+        return
+    numbers = [int(m[2]) for m in parts]
+    for before, after, a, b in zip(files, files[1:], numbers, numbers[1:]):
+        if a == b:
+            raise OrgasegError(f"{after}: slice number {b} is taken twice ({before.name} and {after.name})")
+    step = reduce(math.gcd, (b - a for a, b in zip(numbers, numbers[1:])))
+    for before, after, a, b in zip(files, files[1:], numbers, numbers[1:]):
+        if b - a > step:
+            raise OrgasegError(
+                f"{after.parent}: slice {a + step} of the numbered sequence is missing "
+                f"({before.name} is followed by {after.name}); a volume needs every slice"
+            )
+
+
 def image_header(path: Path) -> tuple[tuple[int, int], np.dtype]:
-    """Shape ``(y, x)`` and dtype of a 2D image, from its header only."""
+    """Shape ``(y, x)`` and dtype of a 2D image, from its header only.
+
+    A TIFF whose structure tifffile had to repair, or whose pixel data runs
+    past the end of the file, is refused.
+    """
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            with tifffile.TiffFile(path) as tif:
+            with tiff_errors() as errors, tifffile.TiffFile(path) as tif:
                 page = tif.pages.first
                 shape, dtype = tuple(s for s in page.shape if s != 1), np.dtype(page.dtype)
+                end = max((o + n for o, n in zip(page.dataoffsets, page.databytecounts)), default=0)
+                if errors or end > tif.filehandle.size:
+                    problem = errors[0] if errors else f"image data ends past the end of the file at byte {end:,}"
+                    raise OrgasegError(f"{path}: damaged or truncated TIFF ({problem})")
         else:
             with Image.open(path) as image:
                 if image.mode not in _PIL_DTYPES:
@@ -87,14 +123,16 @@ class SliceStack:
     Parameters
     ----------
     files : sequence of Path
-        The slices in z order. All must have the same shape and dtype; the
-        headers are checked when the stack is made.
+        The slices in z order. All must have the same shape and dtype, and a
+        numbered sequence must have no gap (:func:`check_sequence`); both are
+        checked, from the headers only, when the stack is made.
     """
 
     def __init__(self, files: Sequence[Path]) -> None:
         if not files:
             raise OrgasegError("a stack of slices needs at least one image file")
         self.files = [Path(f) for f in files]
+        check_sequence(self.files)
         (height, width), self.dtype = image_header(self.files[0])
         for path in self.files[1:]:
             shape, dtype = image_header(path)

@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from orgaseg.errors import OrgasegError
+
 Region = tuple[slice, slice, slice]
 
 
@@ -81,11 +83,26 @@ class Volume:
     def read(self, region: Region | None = None) -> np.ndarray:
         """Read a region (three slices, zyx) as a numpy array.
 
-        ``None`` reads the whole volume: only do that for small volumes.
+        ``None`` reads the whole volume: only do that for small volumes. A
+        volume opened from a file raises :class:`~orgaseg.errors.OrgasegError`
+        naming the file and the region when the data cannot be read (a
+        corrupt chunk, a truncated file).
         """
         if region is None:
             region = (slice(None),) * 3
-        block = np.asarray(self.array[tuple(region)])
+        try:
+            block = np.asarray(self.array[tuple(region)])
+        except (OrgasegError, MemoryError):
+            raise
+        except Exception as exc:
+            if "format" not in self.attrs:  # an in-memory array: a caller's bug, not a bad file
+                raise
+            # a corrupt chunk, strip or dataset: the codec's or library's error names neither file nor place
+            where = ", ".join(f"{s.start or 0}:{'' if s.stop is None else s.stop}" if isinstance(s, slice) else str(s)
+                              for s in region)
+            raise OrgasegError(
+                f"{self.path}: cannot read the region [{where}] (zyx): {type(exc).__name__}: {exc}"
+            ) from exc
         if self.transform is not None:
             block = self.transform(block)
         return block.astype(self.dtype, copy=False)
@@ -135,8 +152,6 @@ def as_volume(data, voxel_size=(1.0, 1.0, 1.0), path: str = "<array>") -> Volume
     if arr.ndim == 2:
         arr = arr[None]
     if arr.ndim != 3:
-        from orgaseg.errors import OrgasegError
-
         raise OrgasegError(f"expected a 2D or 3D array, got {arr.ndim} dimensions (shape {arr.shape})")
     return Volume(arr, voxel_size=voxel_size, path=path)
 

@@ -231,6 +231,9 @@ class OmeZarrLabelWriter(LabelWriter):
             fill_value=0,
             compressors=numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE),
             chunk_key_encoding={"name": "v2", "separator": "/"},  # NGFF 0.4 requires "/"
+            # every chunk is stored, even one of label 0 only: in orgaseg's output a
+            # missing chunk then always means lost data (open_volume warns about it)
+            config={"write_empty_chunks": True},
             overwrite=True,  # a level left by an interrupted finalize
         )
 
