@@ -98,8 +98,8 @@ class Volume:
             if "format" not in self.attrs:  # an in-memory array: a caller's bug, not a bad file
                 raise
             # a corrupt chunk, strip or dataset: the codec's or library's error names neither file nor place
-            where = ", ".join(f"{s.start or 0}:{'' if s.stop is None else s.stop}" if isinstance(s, slice) else str(s)
-                              for s in region)
+            where = ", ".join("{}:{}".format(*s.indices(n)[:2]) if isinstance(s, slice) else str(s)
+                              for s, n in zip(region, self.shape))
             raise OrgasegError(
                 f"{self.path}: cannot read the region [{where}] (zyx): {type(exc).__name__}: {exc}"
             ) from exc

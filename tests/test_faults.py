@@ -1,0 +1,192 @@
+"""Fault injection: broken inputs give exit 2 and one line naming the problem, never a smaller volume.
+
+Each case builds a tiny broken file in ``tmp_path`` and runs it through
+:func:`orgaseg.cli.main`, as ``info`` and as ``segment`` (which must leave
+nothing at its output path).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import tifffile
+import zarr
+from PIL import Image
+
+from orgaseg.cli import main
+from orgaseg.errors import OrgasegError
+from orgaseg.io import MissingChunksWarning, open_volume, write_labels
+
+SHAPE = (8, 32, 32)
+
+
+def _stack() -> np.ndarray:
+    return (np.arange(np.prod(SHAPE)) % 251).astype(np.uint8).reshape(SHAPE)
+
+
+def _truncate(path: Path, fraction: float = 0.5) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+    return path
+
+
+def truncated_imagej(tmp_path: Path) -> Path:
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, _stack(), imagej=True, resolution=(0.25, 0.25),
+                     metadata={"spacing": 50, "unit": "nm", "axes": "ZYX"})
+    return _truncate(path)
+
+
+def truncated_plain_tiff(tmp_path: Path) -> Path:
+    path = tmp_path / "plain.tif"
+    tifffile.imwrite(path, _stack())
+    return _truncate(path)
+
+
+def truncated_hdf5(tmp_path: Path) -> Path:
+    path = tmp_path / "volume.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("raw", data=_stack())  # contiguous: the second half of the file is the data
+    return _truncate(path)
+
+
+def _zarr(tmp_path: Path) -> Path:
+    path = tmp_path / "volume.zarr"
+    array = zarr.create_array(path, shape=SHAPE, chunks=(4, 16, 16), dtype="u1", zarr_format=2, fill_value=0)
+    array[:] = _stack()
+    array.attrs["resolution"] = [50, 4, 4]
+    return path
+
+
+def zarr_corrupt_chunk(tmp_path: Path) -> Path:
+    path = _zarr(tmp_path)
+    (path / "1.1.0").write_bytes(b"not a compressed chunk")
+    return path
+
+
+def zarr_missing_chunks(tmp_path: Path) -> Path:
+    path = _zarr(tmp_path)
+    for key in ("0.1.1", "1.0.1"):
+        (path / key).unlink()
+    return path
+
+
+def _slices(tmp_path: Path, names: list[str], shapes: dict[str, tuple[int, int]] | None = None) -> Path:
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for name in names:
+        shape = (shapes or {}).get(name, SHAPE[1:])
+        tifffile.imwrite(folder / name, np.zeros(shape, dtype=np.uint8))
+    return folder
+
+
+def slices_with_a_gap(tmp_path: Path) -> Path:
+    return _slices(tmp_path, ["00.tif", "01.tif", "03.tif"])
+
+
+def slices_of_two_sizes(tmp_path: Path) -> Path:
+    return _slices(tmp_path, ["00.tif", "01.tif", "02.tif"], {"02.tif": (16, 32)})
+
+
+def zero_voxel_size(tmp_path: Path) -> Path:
+    path = tmp_path / "zero.tif"
+    tifffile.imwrite(path, _stack(), imagej=True, resolution=(0.25, 0.25),
+                     metadata={"spacing": 0, "unit": "nm", "axes": "ZYX"})
+    return path
+
+
+def nan_voxel_size(tmp_path: Path) -> Path:
+    path = tmp_path / "nan.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("raw", data=_stack()).attrs["element_size_um"] = [0.05, np.nan, 0.004]
+    return path
+
+
+#: (builder, extra options, words the one line must contain)
+FAULTS = {
+    "truncated ImageJ stack": (truncated_imagej, [], r"stack\.tif: the metadata declares 8 images, but the file holds 1"),
+    "truncated plain TIFF": (truncated_plain_tiff, [], r"plain\.tif: damaged or truncated TIFF"),
+    "HDF5 truncated mid-dataset": (truncated_hdf5, [], r"volume\.h5: not a readable HDF5 file \(.*truncated file"),
+    "zarr with a corrupt chunk": (zarr_corrupt_chunk, [], r"volume\.zarr: cannot read the region \[0:8, 0:32, 0:32\]"),
+    "zarr with missing chunks, strict": (zarr_missing_chunks, ["--strict-chunks"],
+                                         r"volume\.zarr: 2 of 8 chunks are missing .* index \(0, 1, 1\).*--strict-chunks"),
+    "slice folder with a gap": (slices_with_a_gap, [], r"slice 2 of the numbered sequence is missing \(01\.tif is "
+                                                      r"followed by 03\.tif\)"),
+    "slices of two sizes": (slices_of_two_sizes, [], r"02\.tif: slice is 16 x 32 uint8, but 00\.tif is 32 x 32"),
+    "voxel size 0 in the metadata": (zero_voxel_size, [], r"zero\.tif: the metadata gives a voxel size for z that "
+                                                         r"is not a positive number.*--voxel-size"),
+    "voxel size NaN in the metadata": (nan_voxel_size, [], r"nan\.h5: the metadata gives a voxel size for y"),
+}
+
+
+def _one_error_line(capsys, command: str, pattern: str) -> None:
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith(f"orgaseg {command}: error: ")
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+@pytest.mark.parametrize("case", FAULTS)
+def test_a_broken_input_is_one_line_and_exit_2(tmp_path, capsys, case):
+    build, options, pattern = FAULTS[case]
+    path = build(tmp_path)
+    assert main(["info", str(path), "--quiet", *options]) == 2
+    _one_error_line(capsys, "info", pattern)
+    output = tmp_path / "out.ome.zarr"
+    assert main(["segment", str(path), "-o", str(output), "-k", "2", "--quiet", *options]) == 2
+    _one_error_line(capsys, "segment", pattern)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("out.ome.zarr")]
+
+
+def test_missing_chunks_warn_with_their_count_and_the_first_index(tmp_path, capsys):
+    path = zarr_missing_chunks(tmp_path)
+    with pytest.warns(MissingChunksWarning, match=r"2 of 8 chunks are missing .*index \(0, 1, 1\) along zyx.*"
+                                                  r"fill value 0"):
+        assert main(["info", str(path), "--quiet"]) == 0
+    assert "shape:       8 x 32 x 32" in capsys.readouterr().out
+    with pytest.raises(OrgasegError, match="strict_chunks"):
+        open_volume(path, strict_chunks=True)
+
+
+def test_a_complete_store_and_orgaseg_outputs_have_no_missing_chunks(tmp_path):
+    labels = np.zeros(SHAPE, dtype=np.uint8)  # label 0 only: zarr would skip such chunks by default
+    outputs = [_zarr(tmp_path), write_labels(tmp_path / "seg.ome.zarr", labels, voxel_size=(1, 1, 1), provenance={})]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MissingChunksWarning)
+        for path in outputs:
+            open_volume(path, voxel_size=(1, 1, 1))
+
+
+def test_tifffile_log_lines_go_to_debug(tmp_path, caplog):
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(OrgasegError):
+        open_volume(truncated_imagej(tmp_path))
+    assert not [r for r in caplog.records if r.name == "tifffile"]
+    relayed = [r for r in caplog.records if r.name == "orgaseg.io.tifffile"]
+    assert relayed and {r.levelno for r in relayed} == {logging.DEBUG}
+    assert any("invalid page offset" in r.getMessage() for r in relayed)
+
+
+def test_intact_files_still_open(tmp_path):
+    stack = _stack()
+    tifffile.imwrite(tmp_path / "ij.tif", stack, imagej=True, resolution=(0.25, 0.25),
+                     metadata={"spacing": 50, "unit": "nm", "axes": "ZYX"})
+    tifffile.imwrite(tmp_path / "ome.ome.tif", stack, ome=True, compression="zlib",
+                     metadata={"axes": "ZYX", "PhysicalSizeZ": 0.05, "PhysicalSizeY": 0.004, "PhysicalSizeX": 0.004})
+    for name in ("ij.tif", "ome.ome.tif"):
+        volume = open_volume(tmp_path / name)
+        assert volume.voxel_size == pytest.approx((50, 4, 4))
+        np.testing.assert_array_equal(volume.read(), stack)
+    # every tenth section is a complete sequence
+    folder = tmp_path / "tenth"
+    folder.mkdir()
+    for z in (0, 10, 20):
+        Image.fromarray(np.full((4, 5), z, dtype=np.uint8)).save(folder / f"sec_{z:04d}.png")
+    assert open_volume(folder, voxel_size=(1, 1, 1)).read()[:, 0, 0].tolist() == [0, 10, 20]
