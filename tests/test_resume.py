@@ -123,3 +123,23 @@ def test_a_changed_input_starts_afresh(raw_path, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         assert _run(raw, out).provenance["blocks"]["skipped"] == 0
     assert "run with other settings" in caplog.text
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_lives(raw_path, tmp_path):
+    out = tmp_path / "seg.ome.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        _run(raw_path, out, progress=StopAfter(8))
+    lock = tmp_path / "seg.ome.zarr.partial" / "lock.json"
+    assert not lock.exists()  # an interrupted run lets the next one in
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock.write_text(json.dumps({"pid": other.pid, "host": __import__("socket").gethostname()}))
+        with pytest.raises(orgaseg.OrgasegError, match=f"another orgaseg run \\(process {other.pid}\\) is writing"):
+            _run(raw_path, out)
+        assert (tmp_path / "seg.ome.zarr.partial").is_dir()  # the other run's work is left alone
+    finally:
+        other.kill()
+        other.wait()
+    # the holder died (as after SIGKILL): its lock is taken over and the run resumes
+    assert _run(raw_path, out).provenance["blocks"]["skipped"] > 0
+    assert out.exists() and not lock.exists()

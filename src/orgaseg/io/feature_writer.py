@@ -53,6 +53,7 @@ class FeatureWriter:
 
     def suspend(self) -> None:
         """Keep the partial array for a resumed run."""
+        self._partial.release()
 
     def abort(self) -> None:
         self._partial.discard()

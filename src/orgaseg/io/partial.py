@@ -7,6 +7,9 @@ half-written ``OUT``, and an existing ``OUT`` (replaced only with
 ``overwrite``) is removed only after the new one is in place. A partial
 output carries a *resume key*, a signature of everything its content depends
 on; a later run with the same key continues it, any other key discards it.
+A running run holds a lock in the folder (its process id and host), so a
+second run on the same output is refused with a message naming the first;
+the lock of a run that died (even by SIGKILL) is taken over.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +31,7 @@ from orgaseg.io.provenance import to_jsonable
 logger = logging.getLogger(__name__)
 
 _KEY_FILE = "resume-key"
+_LOCK_FILE = "lock.json"
 
 
 class PartialOutput:
@@ -60,6 +65,7 @@ class PartialOutput:
         self.overwrite = overwrite
         self.check_target()
         self.folder = path.with_name(path.name + ".partial")
+        _refuse_a_live_run(self.folder / _LOCK_FILE, path)
         self.target = self.folder / path.name
         self.state = self.folder / "run"
         self.resume_key = resume_key
@@ -77,6 +83,7 @@ class PartialOutput:
                                self.folder)
             remove(self.folder)
             self.state.mkdir(parents=True)
+        write_atomic(self.folder / _LOCK_FILE, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
 
     def check_target(self) -> None:
         """Refuse an existing output unless ``overwrite``."""
@@ -97,6 +104,37 @@ class PartialOutput:
     def discard(self) -> None:
         """Remove the partial output and its resume state."""
         remove(self.folder)
+
+    def release(self) -> None:
+        """Keep the partial output for a later run, and let that run in (remove the lock)."""
+        (self.folder / _LOCK_FILE).unlink(missing_ok=True)
+
+
+def _refuse_a_live_run(lock: Path, path: Path) -> None:
+    """Raise if another live process holds ``lock``; a lock left by a dead process is ignored (taken over)."""
+    try:
+        holder = json.loads(lock.read_text())
+        pid, host = int(holder["pid"]), str(holder["host"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no lock, or half-written by a killed run
+    if host == socket.gethostname():
+        if pid == os.getpid() or not _alive(pid):
+            return
+        where = f"process {pid}"
+    else:  # another machine of a cluster: its processes cannot be checked from here
+        where = f"process {pid} on {host} (if that run is gone, delete {lock})"
+    raise OrgasegError(f"another orgaseg run ({where}) is writing {path}: wait for it to finish or stop it; "
+                       "two runs on one output would mix their blocks")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def digest(value) -> str:

@@ -170,6 +170,8 @@ class LabelWriter:
         self._done = True
         self.flush()
         self._release()
+        if self._partial is not None:
+            self._partial.release()
 
     def __enter__(self) -> "LabelWriter":
         return self
