@@ -14,16 +14,21 @@ from matplotlib import colormaps
 from PIL import Image
 
 from orgaseg.errors import OrgasegError
+from orgaseg.cli import main
+from orgaseg.datasets import CLASS_MAPS
 from orgaseg.evaluation import (
     UNMATCHED,
+    ClassMap,
     ConfusionAccumulator,
     EvaluationReport,
     confusion_matrix,
     dice_matrix,
     evaluate,
     match_clusters,
+    parse_class_map,
     scores_from_confusion,
 )
+from orgaseg.evaluation.classmap import reference_classes
 from orgaseg.io.volume import as_volume
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -283,7 +288,8 @@ def test_background_by_name_or_id_and_both_modes():
 def test_report_dict_markdown_and_files(tmp_path):
     report = evaluate(PRED_A, REF_A, classes=["bg", "mito"])
     data = report.to_dict()
-    assert list(data) == ["k", "classes", "background", "n_voxels", "empty_classes", "merge", "strict", "confusion"]
+    assert list(data) == ["k", "classes", "background", "n_voxels", "empty_classes", "empty_clusters", "merge",
+                          "strict", "confusion"]
     assert data["k"] == 3 and data["n_voxels"] == 10 and data["background"] == ["bg"]
     assert data["confusion"] == [[4, 1], [0, 3], [2, 0]]
     for mode in ("merge", "strict"):
@@ -314,6 +320,137 @@ def test_report_dict_markdown_and_files(tmp_path):
 
 
 VNC_CLASSES = {255: 0, 0: 1, 32: 1, 64: 1, 96: 1, 128: 1, 191: 2, 159: 3}  # 223 (synapse) is ignored
+
+
+# --- clusters without counted voxels -------------------------------------------------
+
+
+def test_an_empty_cluster_is_never_mapped_and_is_reported_as_empty():
+    # Cluster 4 lies only on ignored voxels (255): a row of zeros. With K = 5 > C = 4 the
+    # assignment would otherwise hand it a class on a Dice tie of 0.
+    reference = np.array([[0, 0, 1, 1, 2, 2, 3, 3, 255, 255]])
+    pred = np.array([[0, 0, 1, 1, 2, 2, 3, 2, 4, 4]])
+    report = evaluate(pred, reference, classes=["cyto", "membrane", "mito", "nucleus"])
+    assert report.confusion[4].tolist() == [0, 0, 0, 0] and report.empty_clusters == [4]
+    for mode in ("merge", "strict"):
+        assert report.results[mode]["mapping"]["4"] is None
+    assert report.results["strict"]["mapping"] == {"0": "cyto", "1": "membrane", "2": "mito", "3": "nucleus",
+                                                   "4": None}
+    assert report.to_dict()["empty_clusters"] == [4]
+    assert "4 → empty" in report.to_markdown() and "Empty clusters (no counted voxel, mapped to no class): 4." in \
+        report.to_markdown()
+    # more classes than counted clusters: the empty one still takes none
+    confusion = np.array([[5, 0, 0], [0, 0, 0], [0, 4, 0], [0, 0, 0]])
+    for mode in ("merge", "strict"):
+        assert match_clusters(confusion, mode).tolist() == [0, UNMATCHED, 1, UNMATCHED]
+
+
+# --- class maps ------------------------------------------------------------------------
+
+GREY = np.array([[255, 255, 0, 64, 128, 191, 159, 223]])  # vnc grey levels; 223 = synapse, not scored
+GREY_PRED = np.array([[0, 0, 1, 1, 1, 2, 3, 3]])
+
+
+def test_grey_levels_without_a_class_map_are_refused_with_the_fix():
+    with pytest.raises(OrgasegError, match=r"not class ids 0..C-1 without gaps: it holds 7 values "
+                                           r"\(0, 64, 128, 159, 191, 223, 255\).*--class-map.*--dataset vnc"):
+        evaluate(GREY_PRED, GREY, ignore=())
+    with pytest.raises(OrgasegError, match="holds 6 values"):  # the default ignores 255: still gaps
+        evaluate(GREY_PRED, GREY)
+    with pytest.raises(OrgasegError, match=r"holds 2 values \(0, 2\)"):  # ids with a gap
+        evaluate(np.array([[0, 1]]), np.array([[0, 2]]))
+    # named classes may be absent from a crop: reported as empty, not refused
+    assert evaluate(np.array([[0, 1]]), np.array([[0, 2]]), classes=["a", "b", "c"]).empty_classes == ["b"]
+
+
+@pytest.mark.parametrize("spec", [
+    "255=intracellular,0..128=membrane,191=mitochondria,159=extracellular",
+    {"intracellular": [255], "membrane": [[0, 128]], "mitochondria": 191, "extracellular": [159]},
+    "json",
+])
+def test_a_class_map_scores_stored_values(tmp_path, spec):
+    if spec == "json":
+        spec = tmp_path / "classes.json"
+        spec.write_text(json.dumps({"intracellular": [255], "membrane": [[0, 128]], "mitochondria": [191],
+                                    "extracellular": [159]}))
+    report = evaluate(GREY_PRED, GREY, class_map=spec)
+    assert report.classes == ["intracellular", "membrane", "mitochondria", "extracellular"]
+    assert report.n_voxels == 7  # 223 is named by no class: not scored
+    assert report.confusion.tolist() == [[2, 0, 0, 0], [0, 3, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
+    assert report.results["merge"]["mapping"] == {"0": "intracellular", "1": "membrane", "2": "mitochondria",
+                                                  "3": "extracellular"}
+
+
+def test_a_dataset_class_map_is_the_loaders_own():
+    from orgaseg.datasets.shared import CDEEP3M_TABLE, VNC_GREY_LEVELS
+
+    vnc = CLASS_MAPS["vnc"]
+    values = np.arange(256)
+    expected = np.array([VNC_GREY_LEVELS.get(v, 255) for v in values])
+    np.testing.assert_array_equal(vnc.lookup(values), expected)
+    assert vnc.background == ("intracellular", "extracellular")
+    np.testing.assert_array_equal(CLASS_MAPS["cdeep3m-mito"].lookup(values), CDEEP3M_TABLE)
+    report = evaluate(GREY_PRED, GREY, class_map=vnc)
+    assert report.background == ["intracellular", "extracellular"] and report.n_voxels == 7
+
+
+def test_class_map_errors():
+    for text, message in (("1=a,0..3=b", "value 1 is named twice"), ("a=1", "'a=1' is not understood"),
+                          ("5..3=a", "range 5..3 is empty")):
+        with pytest.raises(OrgasegError, match=message):
+            parse_class_map(text)
+    with pytest.raises(OrgasegError, match="no such|cannot read the class map"):
+        parse_class_map("/nowhere/classes.json")
+    with pytest.raises(OrgasegError, match="not both"):
+        evaluate(GREY_PRED, GREY, class_map="255=a", classes=["a"])
+    with pytest.raises(OrgasegError, match=r"ignore values \[255\] are classes"):
+        evaluate(GREY_PRED, GREY, class_map="255=a", ignore=[255])
+    assert str(ClassMap.from_lookup(["a", "b"], np.array([0, 0, 255, 1]))) == "0..1=a,3=b"
+
+
+def test_reference_classes_marks_every_unscored_voxel():
+    values = np.array([0, 1, 7, 255])
+    assert reference_classes(values).tolist() == [0, 1, 7, 255]
+    assert reference_classes(values, ignore=[7]).tolist() == [0, 1, 255, 255]
+    assert reference_classes(values, class_map="1=a,7=b").tolist() == [255, 0, 1, 255]
+    assert reference_classes(values, mask=np.array([1, 0, 1, 1])).tolist() == [0, 255, 7, 255]
+
+
+def _vnc_like(tmp_path):
+    """A 3-slice prediction and a grey-level reference as folders of PNGs (as vnc ships them), and raw."""
+    rng = np.random.default_rng(0)
+    grey = np.array([255, 0, 191, 159, 223], dtype=np.uint8)[rng.integers(0, 5, (3, 16, 20))]
+    pred = np.searchsorted([0, 159, 191, 223, 255], grey).astype(np.uint8)  # 5 clusters, one per grey level
+    for name, volume in (("labels", grey), ("pred", pred)):
+        (tmp_path / name).mkdir()
+        for z, plane in enumerate(volume):
+            Image.fromarray(plane).save(tmp_path / name / f"{z:02d}.png")
+    tifffile.imwrite(tmp_path / "raw.tif", rng.normal(100, 10, grey.shape).astype(np.float32), photometric="minisblack")
+    return tmp_path / "pred", tmp_path / "labels", tmp_path / "raw.tif"
+
+
+def test_cli_refuses_grey_levels_and_scores_them_with_a_class_map(tmp_path, capsys):
+    pred, labels, raw = _vnc_like(tmp_path)
+    assert main(["evaluate", str(pred), "--reference", str(labels), "-o", str(tmp_path / "r0"), "--quiet"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "not class ids 0..C-1" in err[0] and "--dataset vnc" in err[0]
+    assert not (tmp_path / "r0").exists()
+    for options in (["--dataset", "vnc"],
+                    ["--class-map", "255=intracellular,0..128=membrane,191=mitochondria,159=extracellular"]):
+        out = tmp_path / options[0].strip("-")
+        assert main(["evaluate", str(pred), "--reference", str(labels), *options, "--raw", str(raw), "-o", str(out),
+                     "--quiet"]) == 0
+        report = json.loads((out / "report.json").read_text())
+        assert report["classes"] == ["intracellular", "membrane", "mitochondria", "extracellular"]
+        # cluster 3 lies only on synapses (223, not scored): empty, mapped to nothing
+        assert report["empty_clusters"] == [3] and report["merge"]["mapping"]["3"] is None
+        assert report["merge"]["mapping"] == {"0": "membrane", "1": "extracellular", "2": "mitochondria", "3": None,
+                                              "4": "intracellular"}
+        assert (out / "overlay.png").exists()
+    assert report["background"] == ["intracellular"]  # a user's map: the first class
+    assert main(["evaluate", str(pred), "--reference", str(labels), "--dataset", "betaseg", "-o",
+                 str(tmp_path / "r1"), "--quiet"]) == 2
+    assert "datasets with one: vnc, cdeep3m-mito" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not (DATA / "vnc").is_dir(), reason=f"real data not found at {DATA / 'vnc'}")

@@ -13,7 +13,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from orgaseg.errors import OrgasegError
-from orgaseg.viz import label_colors, overlay_figure, plot_confusion
+from orgaseg.viz import class_colors, label_colors, overlay_figure, plot_confusion
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -99,17 +99,73 @@ def test_overlay_panels_and_size(tmp_path):
     # The cluster panel shows the six clusters (vertical bands of equal width) in their palette colours.
     np.testing.assert_allclose(colour_shares(wide, clusters, label_colors(6)), 1 / 6, atol=0.03)
     np.testing.assert_allclose(colour_shares(small, panel_columns(small)[1], label_colors(6)), 1 / 6, atol=0.03)
-    # Mapped to classes, clusters 1 and 2 are both membrane (orange), 4 is ecs (red), 5 is
-    # unmatched (raw shows through): the colours of clusters 4 and 5 are gone.
-    np.testing.assert_allclose(colour_shares(wide, mapped, label_colors(6)), [1, 2, 1, 1, 0, 0] / np.array(6),
+    # Mapped to classes (class palette), clusters 1 and 2 are both membrane, 4 is ecs, 5 is
+    # unmatched (raw shows through), and the ignored top rows are left uncoloured.
+    np.testing.assert_allclose(colour_shares(wide, mapped, class_colors(4)), [1, 2, 1, 1] / np.array(6) * 110 / 120,
                                atol=0.03)
     # The reference panel shows the four class bands below the ignored top rows.
-    np.testing.assert_allclose(colour_shares(wide, classes, label_colors(4)), 0.25 * 110 / 120, atol=0.03)
+    np.testing.assert_allclose(colour_shares(wide, classes, class_colors(4)), 0.25 * 110 / 120, atol=0.03)
     assert colour_shares(wide, raw_panel, label_colors(6)).max() < 0.01  # the raw panel is grey
+    # Neither palette shows up in the other's panels: a cluster never reads as a class.
+    for panel in (mapped, classes):
+        assert colour_shares(wide, panel, label_colors(6)).max() < 0.01
+    assert colour_shares(wide, clusters, class_colors(4)).max() < 0.01
     # A tall, narrow slice stays within about 2000 px in both directions.
     tall_raw, tall_prediction = raw.T.repeat(4, axis=0), prediction.T.repeat(4, axis=0)
     tall = mpimg.imread(overlay_figure(tall_raw, tall_prediction, path=tmp_path / "t.png"))
     assert tall.shape[0] <= 2100 and tall.shape[1] <= 2000
+
+
+def _legend_colours(image: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """Pixels of each colour below the panels (where the legends are)."""
+    ink = (image[..., :3] < 0.98).any(axis=-1)
+    below = np.flatnonzero(ink.mean(axis=1) > 0.9)[-1] + 1  # the panels span the width; the legends do not
+    strip = image[below:, :, :3]
+    return np.isclose(strip[:, :, None, :], colours[None, None, :, :3], atol=0.02).all(axis=-1).sum(axis=(0, 1))
+
+
+def test_overlay_legends_one_per_palette(tmp_path):
+    raw, prediction, reference = _phantom()
+    only_clusters = mpimg.imread(overlay_figure(raw, prediction, path=tmp_path / "three.png"))
+    assert np.all(_legend_colours(only_clusters, label_colors(6)) > 20)  # a swatch per cluster
+    assert np.all(_legend_colours(only_clusters, class_colors(4)) == 0)  # and no class legend
+    both = mpimg.imread(overlay_figure(raw, prediction, reference, path=tmp_path / "five.png",
+                                       class_names=["cyto", "membrane", "mito", "ecs"],
+                                       mapping={0: "cyto", 1: "membrane", 2: "membrane", 3: "mito", 4: "ecs", 5: None}))
+    assert np.all(_legend_colours(both, label_colors(6)) > 20) and np.all(_legend_colours(both, class_colors(4)) > 20)
+
+
+def test_mapped_panel_leaves_unscored_voxels_uncoloured(tmp_path):
+    # The demo's case: a ring outside the cell (reference 255) falls in a cluster that is
+    # mapped to a class; the mapped panel must not paint the ring as that class.
+    raw, prediction, reference = _phantom()
+    prediction[:20] = 5  # cluster 5 covers the 10 ignored top rows and 10 scored ones
+    path = overlay_figure(raw, prediction, reference, path=tmp_path / "ring.png",
+                          class_names=["cyto", "membrane", "mito", "ecs"], mapping={5: "ecs"})
+    image = mpimg.imread(path)
+    _, _, _, mapped, _ = panel_columns(image)
+    ecs = colour_shares(image, mapped, class_colors(4))[3]
+    # rows 10..19, and cluster 5's own band (the last sixth of the columns) below them; not the ignored rows
+    assert ecs == pytest.approx(10 / 120 + 100 / 120 / 6, abs=0.02)
+
+
+def test_class_colors_are_not_cluster_colors():
+    clusters, classes = label_colors(20), class_colors(12)
+    assert classes.shape == (12, 4) and np.all(classes[:, 3] == 1)
+    np.testing.assert_array_equal(class_colors(5), classes[:5])
+    assert len(np.unique(classes.round(3), axis=0)) == 12
+    assert np.abs(clusters[:, None, :3] - classes[None, :, :3]).max(axis=-1).min() > 0.04
+
+
+def test_confusion_plot_labels_empty_clusters_and_uses_both_palettes(tmp_path):
+    confusion = np.array([[50, 0], [0, 40], [0, 0]])
+    image = mpimg.imread(plot_confusion(confusion, ["cyto", "mito"], mapping={"0": "cyto", "1": "mito", "2": None},
+                                        path=tmp_path / "c.png"))
+    # the tick labels sit on their palette colours, drawn at alpha 0.45 over white
+    for colours in (label_colors(3), class_colors(2)):
+        blended = 0.45 * colours[:, :3] + 0.55
+        found = np.isclose(image[:, :, None, :3], blended[None, None], atol=0.02).all(axis=-1).sum(axis=(0, 1))
+        assert np.all(found > 50)
 
 
 def test_overlay_errors(tmp_path):
@@ -137,5 +193,5 @@ def test_overlay_of_a_real_vnc_slice(tmp_path):
     _, clusters, _, classes = panel_columns(image)
     # intensity quartiles: four clusters of about a quarter of the slice each
     np.testing.assert_allclose(colour_shares(image, clusters, label_colors(4)), 0.25, atol=0.03)
-    other, mitochondria = colour_shares(image, classes, label_colors(2))
+    other, mitochondria = colour_shares(image, classes, class_colors(2))
     assert other + mitochondria > 0.97 and mitochondria == pytest.approx(mito.mean(), abs=0.02)

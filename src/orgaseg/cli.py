@@ -146,26 +146,41 @@ def cmd_train(args, progress) -> int:
 
 def cmd_evaluate(args, progress) -> int:
     from orgaseg.evaluation import evaluate
-    from orgaseg.io import open_volume
-    from orgaseg.labels import IGNORE_LABEL
+    from orgaseg.evaluation.classmap import reference_classes
+    from orgaseg.io import VoxelSizeWarning, open_volume
     from orgaseg.viz import overlay_figure
 
-    pred = open_volume(args.prediction, key=args.key)
-    reference = open_volume(args.reference, key=args.reference_key)
-    mask = open_volume(args.mask) if args.mask else None
-    ignore = tuple(args.ignore) if args.ignore else (IGNORE_LABEL,)
-    report = evaluate(pred, reference, classes=args.classes, background=args.background, mask=mask,
-                      ignore=ignore, mode=args.mode, progress=progress)
+    class_map = args.class_map
+    if args.dataset is not None:
+        from orgaseg.datasets import CLASS_MAPS
+
+        if class_map is not None:
+            raise OrgasegError("give --class-map or --dataset, not both")
+        if args.dataset not in CLASS_MAPS:
+            raise OrgasegError(f"no class map for dataset {args.dataset!r}; datasets with one: {', '.join(CLASS_MAPS)}")
+        class_map = CLASS_MAPS[args.dataset]
+    with warnings.catch_warnings():
+        # scores count voxels: the voxel size of label volumes plays no part
+        warnings.simplefilter("ignore", VoxelSizeWarning)
+        pred = open_volume(args.prediction, key=args.key)
+        reference = open_volume(args.reference, key=args.reference_key)
+        mask = open_volume(args.mask) if args.mask else None
+    report = evaluate(pred, reference, classes=args.classes, class_map=class_map, background=args.background,
+                      mask=mask, ignore=args.ignore, mode=args.mode, progress=progress)
     paths = report.save(args.output, overwrite=args.overwrite)
     if args.raw:
-        raw = open_volume(args.raw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", VoxelSizeWarning)
+            raw = open_volume(args.raw)
         z = raw.shape[0] // 2
         region = (slice(z, z + 1), slice(None), slice(None))
         mapping = None
         results = report.to_dict()
         if "merge" in results:
             mapping = {int(c): name for c, name in results["merge"]["mapping"].items()}
-        paths["overlay"] = overlay_figure(raw.read(region)[0], pred.read(region)[0], reference.read(region)[0],
+        classes = reference_classes(reference.read(region)[0], class_map=class_map, ignore=args.ignore,
+                                    mask=None if mask is None else mask.read(region)[0])
+        paths["overlay"] = overlay_figure(raw.read(region)[0], pred.read(region)[0], classes,
                                           path=Path(args.output) / "overlay.png", class_names=report.classes,
                                           mapping=mapping, title=f"z = {z}")
     print(report.to_markdown())
@@ -377,11 +392,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", parents=[common], help="score a segmentation against a reference")
     p.add_argument("prediction", help="predicted cluster labels (ids 0..K-1)")
-    p.add_argument("--reference", required=True, help="reference class labels (ids 0..C-1)")
+    p.add_argument("--reference", required=True,
+                   help="reference labels: class ids 0..C-1, or any values with --class-map / --dataset")
+    p.add_argument("--class-map", metavar="MAP",
+                   help="which reference values are which class: VALUE=NAME or LOW..HIGH=NAME items separated by "
+                        "commas (e.g. 255=intracellular,0..128=membrane,191=mitochondria,159=extracellular), or a "
+                        "JSON file {\"membrane\": [[0, 128]], ...}; values it does not name are not scored")
+    p.add_argument("--dataset", metavar="NAME",
+                   help="use the class map of a dataset's label files as they ship: vnc or cdeep3m-mito")
     p.add_argument("--mask", help="only voxels where this volume is non-zero are scored")
-    p.add_argument("--ignore", type=int, nargs="+", metavar="V", help="reference values not scored (default 255)")
+    p.add_argument("--ignore", type=int, nargs="+", metavar="V",
+                   help="reference values not scored (default 255; with a class map: the values it does not name)")
     p.add_argument("--classes", nargs="+", metavar="NAME", help="names of reference classes 0..C-1")
-    p.add_argument("--background", nargs="+", metavar="NAME", help="non-organelle classes (default: the first)")
+    p.add_argument("--background", nargs="+", metavar="NAME",
+                   help="non-organelle classes (default: the dataset's, else the first class)")
     p.add_argument("--mode", choices=("merge", "strict", "both"), default="both")
     p.add_argument("--raw", help="the raw volume, for an overlay figure")
     p.add_argument("--key", help="dataset inside the prediction's container")

@@ -16,8 +16,9 @@ from orgaseg.datasets.base import Dataset, EvaluationItem, default_data_root
 from orgaseg.datasets.betaseg import betaseg_reference, load_betaseg
 from orgaseg.datasets.cellmap import crop_reference, load_cellmap
 from orgaseg.datasets.phantom import load_phantom
-from orgaseg.datasets.shared import load_cdeep3m, load_vnc
+from orgaseg.datasets.shared import CDEEP3M_CLASS_MAP, VNC_CLASS_MAP, load_cdeep3m, load_vnc
 from orgaseg.errors import OrgasegError
+from orgaseg.evaluation.classmap import ClassMap
 
 #: Dataset name -> loader ``loader(data_root, **options) -> Dataset``.
 DATASETS: dict[str, Callable[..., Dataset]] = {
@@ -27,6 +28,10 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "cellmap": load_cellmap,
     "phantom": load_phantom,
 }
+
+#: Dataset name -> the class map of its label files as they ship, for datasets
+#: whose reference is one label volume (``orgaseg evaluate --dataset``).
+CLASS_MAPS: dict[str, ClassMap] = {"vnc": VNC_CLASS_MAP, "cdeep3m-mito": CDEEP3M_CLASS_MAP}
 
 
 def load_dataset(name: str, data_root: str | Path | None = None, **options) -> Dataset:
@@ -62,6 +67,7 @@ def load_dataset(name: str, data_root: str | Path | None = None, **options) -> D
 
 
 __all__ = [
+    "CLASS_MAPS",
     "DATASETS",
     "Dataset",
     "EvaluationItem",

@@ -26,18 +26,25 @@ from orgaseg.datasets.base import (
     require,
 )
 from orgaseg.errors import OrgasegError
+from orgaseg.evaluation.classmap import ClassMap
 from orgaseg.io import open_volume
 from orgaseg.io.volume import Volume
 
 VNC_CLASSES = ("intracellular", "membrane", "mitochondria", "extracellular")
+VNC_BACKGROUND = ("intracellular", "extracellular")
 VNC_VOXEL_SIZE = (50.0, 4.6, 4.6)
 #: vnc grey level -> class id; every other level (223 = synapse) is ignored.
 VNC_GREY_LEVELS = {255: 0, 0: 1, 32: 1, 64: 1, 96: 1, 128: 1, 191: 2, 159: 3}
 
 CDEEP3M_CLASSES = ("other", "mitochondria")
+CDEEP3M_BACKGROUND = ("other",)
 CDEEP3M_VOXEL_SIZE = (40.0, 5.9, 5.9)
 #: cdeep3m labels are 0 / 255 with a few anti-aliased values: threshold at > 127.
 CDEEP3M_TABLE = (np.arange(256) > 127).astype(np.uint8)
+
+#: The label files as they ship, read as classes (``orgaseg evaluate --dataset``).
+VNC_CLASS_MAP = ClassMap.from_lookup(VNC_CLASSES, lookup_table(VNC_GREY_LEVELS), VNC_BACKGROUND)
+CDEEP3M_CLASS_MAP = ClassMap.from_lookup(CDEEP3M_CLASSES, CDEEP3M_TABLE, CDEEP3M_BACKGROUND)
 
 _IMAGE_SUFFIXES = {".png", ".tif", ".tiff"}
 
@@ -68,7 +75,7 @@ def load_vnc(data_root: Path) -> Dataset:
     return Dataset(
         name="vnc",
         classes=VNC_CLASSES,
-        background=("intracellular", "extracellular"),
+        background=VNC_BACKGROUND,
         voxel_size=VNC_VOXEL_SIZE,
         train=[train],
         evaluation=[EvaluationItem("stack1", raw, reference)],
@@ -126,7 +133,7 @@ def load_cdeep3m(data_root: Path) -> Dataset:
     return Dataset(
         name="cdeep3m-mito",
         classes=CDEEP3M_CLASSES,
-        background=("other",),
+        background=CDEEP3M_BACKGROUND,
         voxel_size=CDEEP3M_VOXEL_SIZE,
         train=[train],
         evaluation=[_cdeep3m_item(root, "training"), _cdeep3m_item(root, "validation")],

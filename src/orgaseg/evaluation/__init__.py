@@ -10,9 +10,12 @@
    precision, mean Dice (all classes, organelles), accuracy and the mapping.
 
 :func:`evaluate` runs all four and returns an :class:`EvaluationReport`
-(JSON, Markdown, confusion PNG).
+(JSON, Markdown, confusion PNG). A reference that stores other values than
+class ids (grey levels, codes) is read through a :class:`ClassMap`
+(:func:`parse_class_map`).
 """
 
+from orgaseg.evaluation.classmap import ClassMap, parse_class_map
 from orgaseg.evaluation.confusion import ConfusionAccumulator, confusion_matrix
 from orgaseg.evaluation.matching import UNMATCHED, dice_matrix, match_clusters
 from orgaseg.evaluation.metrics import scores_from_confusion
@@ -20,11 +23,13 @@ from orgaseg.evaluation.report import EvaluationReport, evaluate
 
 __all__ = [
     "UNMATCHED",
+    "ClassMap",
     "ConfusionAccumulator",
     "EvaluationReport",
     "confusion_matrix",
     "dice_matrix",
     "evaluate",
     "match_clusters",
+    "parse_class_map",
     "scores_from_confusion",
 ]

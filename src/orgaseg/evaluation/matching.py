@@ -9,7 +9,9 @@ which class each cluster stands for:
   every left-over cluster joins the class it overlaps most.
 
 Classes without reference voxels take part in neither step, so they never
-take a cluster away from a class that is present.
+take a cluster away from a class that is present. Clusters without counted
+voxels (*empty* clusters) are left out of both steps too, so they never
+predict a class.
 """
 
 from __future__ import annotations
@@ -60,8 +62,9 @@ def match_clusters(confusion: np.ndarray, mode: str = "merge") -> np.ndarray:
         ``strict``: Hungarian assignment maximising total Dice over the
         classes that have reference voxels; unmatched clusters get
         :data:`UNMATCHED`. ``merge``: the same assignment, then each unmatched
-        cluster joins the class it overlaps most (a cluster with no counted
-        voxel stays unmatched: nothing says which class it belongs to).
+        cluster joins the class it overlaps most. In both modes a cluster
+        with no counted voxel (an *empty* cluster) stays unmatched: nothing
+        says which class it belongs to.
 
     Returns
     -------
@@ -72,9 +75,13 @@ def match_clusters(confusion: np.ndarray, mode: str = "merge") -> np.ndarray:
         raise OrgasegError(f"unknown matching mode {mode!r}; choose one of {', '.join(MODES)}")
     confusion = np.asarray(confusion)
     present = np.flatnonzero(confusion.sum(axis=0) > 0)
+    # a cluster without counted voxels (it lies only on ignored or masked-out
+    # voxels) has Dice 0 with every class: the assignment would hand it a
+    # class on a tie, though nothing says which class it is
+    counted = np.flatnonzero(confusion.sum(axis=1) > 0)
     mapping = np.full(confusion.shape[0], UNMATCHED, dtype=np.int64)
-    rows, cols = linear_sum_assignment(-dice_matrix(confusion)[:, present])
-    mapping[rows] = present[cols]
+    rows, cols = linear_sum_assignment(-dice_matrix(confusion)[np.ix_(counted, present)])
+    mapping[counted[rows]] = present[cols]
     if mode == "merge":
         leftover = (mapping == UNMATCHED) & (confusion.sum(axis=1) > 0)
         mapping[leftover] = np.argmax(confusion[leftover], axis=1)

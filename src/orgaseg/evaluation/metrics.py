@@ -8,7 +8,8 @@ the ``background`` set), and the cluster-to-class mapping itself.
 
 Conventions: a class with no reference voxel (an *empty* class) has every
 metric ``None`` and is left out of the means; a class that no cluster
-predicts has Dice, IoU, sensitivity and precision 0.0.
+predicts has Dice, IoU, sensitivity and precision 0.0; a cluster with no
+counted voxel (an *empty* cluster) is mapped to no class (``None``).
 """
 
 from __future__ import annotations

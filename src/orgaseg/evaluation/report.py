@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from orgaseg.errors import OrgasegError
+from orgaseg.evaluation.classmap import ClassMap, MappedLabels, parse_class_map
 from orgaseg.evaluation.confusion import confusion_matrix
 from orgaseg.evaluation.matching import MODES
 from orgaseg.evaluation.metrics import METRICS, resolve_background, resolve_classes, scores_from_confusion
@@ -22,6 +23,9 @@ REPORT_MODES = ("both",) + MODES
 
 #: The files :meth:`EvaluationReport.save` writes.
 REPORT_FILES = ("report.json", "report.md", "confusion.png")
+
+#: Reference values listed in the message that refuses them.
+_SHOWN_VALUES = 12
 
 
 def _check_mode(mode: str) -> tuple[str, ...]:
@@ -95,14 +99,20 @@ class EvaluationReport:
         """Classes without any counted reference voxel: not scored."""
         return [name for name, total in zip(self.classes, self.confusion.sum(axis=0)) if total == 0]
 
+    @property
+    def empty_clusters(self) -> list[int]:
+        """Clusters without any counted voxel (only on ignored or masked-out voxels): mapped to no class."""
+        return np.flatnonzero(self.confusion.sum(axis=1) == 0).tolist()
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict: K, classes, counts, the scores per mode and the confusion matrix."""
+        """JSON-ready dict: K, classes, counts, empty classes and clusters, the scores per mode, the confusion matrix."""
         out: dict[str, Any] = {
             "k": self.k,
             "classes": list(self.classes),
             "background": list(self.background),
             "n_voxels": self.n_voxels,
             "empty_classes": self.empty_classes,
+            "empty_clusters": self.empty_clusters,
         }
         out.update(self.results)
         out["confusion"] = self.confusion.tolist()
@@ -115,14 +125,17 @@ class EvaluationReport:
             "",
             f"Counted voxels: {self.n_voxels:,}. Classes: {', '.join(self.classes)} "
             f"(background: {', '.join(self.background)}). "
-            f"Empty classes (no reference voxel, not scored): {', '.join(self.empty_classes) or 'none'}.",
+            f"Empty classes (no reference voxel, not scored): {', '.join(self.empty_classes) or 'none'}. "
+            "Empty clusters (no counted voxel, mapped to no class): "
+            f"{', '.join(map(str, self.empty_clusters)) or 'none'}.",
         ]
+        empty = {str(k) for k in self.empty_clusters}
         for mode, scores in self.results.items():
             lines += ["", f"## {mode} matching", "", "| class | Dice | IoU | sensitivity | precision |"]
             lines.append("|---|---:|---:|---:|---:|")
             for name, metrics in scores["per_class"].items():
                 lines.append(f"| {name} | " + " | ".join(_number(metrics[m]) for m in METRICS) + " |")
-            mapping = ", ".join(f"{k} → {c or '—'}" for k, c in scores["mapping"].items())
+            mapping = ", ".join(f"{k} → {'empty' if k in empty else c or '—'}" for k, c in scores["mapping"].items())
             lines += [
                 "",
                 f"- mean Dice: {_number(scores['mean_dice'])}",
@@ -181,9 +194,10 @@ def evaluate(
     reference: Any,
     *,
     classes: Sequence[str] | None = None,
+    class_map: ClassMap | str | Path | Mapping[str, Any] | None = None,
     background: str | int | Sequence[str | int] | None = None,
     mask: Any | None = None,
-    ignore: Iterable[int] = (IGNORE_LABEL,),
+    ignore: Iterable[int] | None = None,
     mode: str = "both",
     n_clusters: int | None = None,
     block_shape: tuple[int, ...] | None = None,
@@ -196,19 +210,31 @@ def evaluate(
     pred : array-like, 2D or 3D
         Predicted cluster ids ``0 .. K-1`` (numpy array, Volume, zarr array).
     reference : array-like
-        Reference class ids ``0 .. C-1``, same shape.
+        Reference class ids ``0 .. C-1``, same shape; or any stored values
+        with a ``class_map``. Without ``class_map`` or ``classes`` the counted
+        values must be the ids ``0 .. C-1`` without a gap: a label image of
+        grey levels would otherwise be scored as one class per grey level.
     classes : sequence of str, optional
         Names of the classes; when given, ``C = len(classes)`` (so a class
         absent from the reference is reported as empty) and a counted
         reference id ``>= C`` is an error. Default ``class_<id>`` for ids up
         to the largest counted one.
+    class_map : ClassMap, str, Path or mapping, optional
+        Which stored reference values are which class (see
+        :func:`~orgaseg.evaluation.classmap.parse_class_map`): e.g.
+        ``"255=intracellular,0..128=membrane"``, a JSON file, or a dataset's
+        map (:data:`orgaseg.datasets.CLASS_MAPS`). It names the classes
+        (``classes`` must then be None) and, for a dataset, the background;
+        values it does not name are not scored.
     background : str, int or sequence of them, optional
         Non-organelle classes (names or ids), left out of the organelle mean.
-        Default: the first class.
+        Default: the class map's, else the first class.
     mask : array-like, optional
         Only voxels where ``mask`` is non-zero are scored.
-    ignore : iterable of int
-        Reference values that are not scored (default ``IGNORE_LABEL``).
+    ignore : iterable of int, optional
+        Reference values that are not scored. Default ``IGNORE_LABEL``
+        without a class map; with one, every value it does not name (and
+        ``ignore`` may not name a value the map names).
     mode : {"both", "merge", "strict"}
         Matching modes to report.
     n_clusters : int, optional
@@ -221,8 +247,29 @@ def evaluate(
     Returns
     -------
     EvaluationReport
+
+    Raises
+    ------
+    OrgasegError
+        Besides the errors of :func:`~orgaseg.evaluation.confusion_matrix`:
+        reference values that are not class ids ``0 .. C-1`` and no class map
+        or class names, ``classes`` together with a class map, ``ignore``
+        values that the class map names.
     """
     _check_mode(mode)
+    name = getattr(reference, "path", None) or "the reference"
+    if class_map is not None:
+        class_map = parse_class_map(class_map)
+        if classes is not None:
+            raise OrgasegError("the class map names the classes: pass classes= (--classes) or a class map, not both")
+        named = class_map.named(sorted(set(ignore or ())))
+        if named:
+            raise OrgasegError(f"ignore values {named} are classes of the class map {class_map}")
+        reference = MappedLabels(reference, class_map)
+        classes, ignore = class_map.classes, (IGNORE_LABEL,)
+        background = class_map.background if background is None else background
+    elif ignore is None:
+        ignore = (IGNORE_LABEL,)
     confusion = confusion_matrix(
         pred,
         reference,
@@ -233,4 +280,21 @@ def evaluate(
         block_shape=block_shape,
         progress=progress,
     )
+    if classes is None:
+        _check_class_ids(confusion, name)
     return EvaluationReport.from_confusion(confusion, classes=classes, background=background, mode=mode)
+
+
+def _check_class_ids(confusion: np.ndarray, name: str) -> None:
+    """Refuse counted reference values that are not the ids ``0 .. C-1`` without a gap."""
+    found = np.flatnonzero(confusion.sum(axis=0) > 0)
+    if found.size == confusion.shape[1]:
+        return
+    shown = ", ".join(map(str, found[:_SHOWN_VALUES])) + (", ..." if found.size > _SHOWN_VALUES else "")
+    raise OrgasegError(
+        f"{name}: the reference values are not class ids 0..C-1 without gaps: it holds {found.size} values "
+        f"({shown}), which would be scored as {confusion.shape[1]} classes; give a class map "
+        "(--class-map 255=intracellular,0..128=membrane,... or a JSON file; class_map= in Python), a dataset's "
+        "(--dataset vnc|cdeep3m-mito; orgaseg.datasets.CLASS_MAPS), or class names (--classes; classes=) when the "
+        "missing ids are classes absent here"
+    )

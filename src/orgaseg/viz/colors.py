@@ -1,7 +1,10 @@
-"""One label palette for every figure and label file.
+"""Two palettes: one for clusters, one for reference classes.
 
-Label id ``i`` has the same colour everywhere: in overlays, in the
-confusion-matrix plot and in the colour table of written OME-Zarr labels.
+Cluster id ``i`` has the same colour everywhere (:func:`label_colors`): in
+overlays, in the confusion-matrix plot and in the colour table of written
+OME-Zarr labels. Classes get another palette (:func:`class_colors`) that
+shares no colour with it, so a figure never lets a cluster read as the class
+that happens to have the same id.
 """
 
 from __future__ import annotations
@@ -13,8 +16,28 @@ from matplotlib.colors import hsv_to_rgb
 #: The 20 tab20 colours, the ten strong ones first, then their light twins.
 _BASE = np.array(colormaps["tab20"].colors[0::2] + colormaps["tab20"].colors[1::2])
 
+#: Okabe & Ito's colour-blind-safe colours without black (invisible over EM):
+#: orange, sky blue, bluish green, yellow, blue, vermillion, reddish purple.
+_CLASS_BASE = np.array([
+    (230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0), (204, 121, 167),
+]) / 255.0
+
 #: Golden-ratio hue steps keep consecutive extra colours far apart.
 _GOLDEN = 0.6180339887498949
+
+
+def _palette(base: np.ndarray, n: int, hue_offset: float, saturation: float) -> np.ndarray:
+    """``base`` then golden-ratio hues (starting at ``hue_offset``) as ``(n, 4)`` RGBA."""
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"need a non-negative number of colours, got {n}")
+    extra = np.arange(max(n - len(base), 0))
+    hsv = np.stack(
+        [(hue_offset + extra * _GOLDEN) % 1.0, np.full(extra.size, saturation), np.where(extra % 2 == 0, 0.9, 0.65)],
+        axis=-1,
+    )
+    rgb = np.concatenate([base, hsv_to_rgb(hsv).reshape(-1, 3)])[:n]
+    return np.concatenate([rgb, np.ones((n, 1))], axis=1)
 
 
 def label_colors(n: int) -> np.ndarray:
@@ -34,12 +57,24 @@ def label_colors(n: int) -> np.ndarray:
     numpy.ndarray
         ``(n, 4)`` float64 RGBA in ``[0, 1]``, alpha 1.
     """
-    n = int(n)
-    if n < 0:
-        raise ValueError(f"need a non-negative number of colours, got {n}")
-    extra = np.arange(max(n - len(_BASE), 0))
-    hsv = np.stack(
-        [(extra * _GOLDEN) % 1.0, np.full(extra.size, 0.65), np.where(extra % 2 == 0, 0.9, 0.65)], axis=-1
-    )
-    rgb = np.concatenate([_BASE, hsv_to_rgb(hsv).reshape(-1, 3)])[:n]
-    return np.concatenate([rgb, np.ones((n, 1))], axis=1)
+    return _palette(_BASE, n, 0.0, 0.65)
+
+
+def class_colors(n: int) -> np.ndarray:
+    """RGBA colours for reference class ids ``0 .. n-1``, none of them a cluster colour.
+
+    The first 7 are Okabe & Ito's colour-blind-safe palette (without black);
+    later ids get golden-ratio hues, offset and less saturated than those of
+    :func:`label_colors`. Prefix-stable like :func:`label_colors`.
+
+    Parameters
+    ----------
+    n : int
+        Number of classes (0 or more).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, 4)`` float64 RGBA in ``[0, 1]``, alpha 1.
+    """
+    return _palette(_CLASS_BASE, n, 0.31, 0.45)

@@ -9,6 +9,7 @@ import numpy as np
 
 from orgaseg.errors import OrgasegError
 from orgaseg.viz._figure import new_figure, save_png
+from orgaseg.viz.colors import class_colors, label_colors
 
 #: Above this many cells the per-cell annotations would be unreadable.
 MAX_ANNOTATED_CELLS = 400
@@ -37,7 +38,9 @@ def plot_confusion(
 
     Cell ``(k, c)`` is coloured by the fraction of class ``c``'s voxels that
     fell in cluster ``k`` (each column sums to 1) and annotated with the count
-    and that percentage.
+    and that percentage. Cluster tick labels sit on their cluster palette
+    colour, class tick labels on their class palette colour (as in the
+    overlays); a cluster without counted voxels is labelled ``empty``.
 
     Parameters
     ----------
@@ -47,7 +50,8 @@ def plot_confusion(
         Names of the C classes (default ``class_<id>``).
     mapping : mapping, optional
         Cluster id (int or str, as in a report's JSON) to class name or
-        ``None``; shown in the cluster tick labels as ``3 → mitochondria``.
+        ``None``; shown in the cluster tick labels as ``3 → mitochondria``
+        (``3 → empty`` for a cluster without counted voxels).
     path : str or Path
         PNG file to write.
     title : str, optional
@@ -83,10 +87,19 @@ def plot_confusion(
             )
     axes.set_xticks(range(n_classes), [f"{name}\n({_compact(int(t))})" for name, t in zip(names, column_totals[0])])
     mapped = {} if mapping is None else {int(k): v for k, v in mapping.items()}
+    empty = confusion.sum(axis=1) == 0
     axes.set_yticks(
         range(n_clusters),
-        [f"{k} → {mapped.get(k) or '—'}" if mapping is not None else str(k) for k in range(n_clusters)],
+        [
+            f"{k} → {'empty' if empty[k] else mapped.get(k) or '—'}" if mapping is not None
+            else f"{k} (empty)" if empty[k] else str(k)
+            for k in range(n_clusters)
+        ],
     )
+    for labels, colours in ((axes.get_yticklabels(), label_colors(n_clusters)),
+                            (axes.get_xticklabels(), class_colors(n_classes))):
+        for label, colour in zip(labels, colours):
+            label.set_bbox({"facecolor": colour, "alpha": 0.45, "edgecolor": "none", "boxstyle": "round,pad=0.2"})
     axes.set_xlabel("reference class (voxels)")
     axes.set_ylabel("cluster → matched class" if mapping is not None else "cluster")
     axes.set_title(title or f"confusion matrix, K = {n_clusters}")

@@ -21,7 +21,7 @@ from orgaseg.io import compute_normalization
 from orgaseg.io.volume import Volume
 from orgaseg.labels import IGNORE_LABEL
 from orgaseg.viz._figure import new_figure, save_png
-from orgaseg.viz.colors import label_colors
+from orgaseg.viz.colors import class_colors, label_colors
 
 
 def inspect_model(
@@ -162,11 +162,11 @@ def _plot_embedding(points: np.ndarray, clusters: np.ndarray, classes, class_nam
     if classes is not None:
         shown = classes != IGNORE_LABEL
         n_classes = int(classes[shown].max()) + 1 if shown.any() else 1
-        class_colors = label_colors(n_classes)
-        axes[1].scatter(points[shown, 0], points[shown, 1], s=2, c=class_colors[classes[shown]])
+        colours = class_colors(n_classes)
+        axes[1].scatter(points[shown, 0], points[shown, 1], s=2, c=colours[classes[shown]])
         axes[1].set_title("tokens coloured by reference class")
         names = list(class_names) if class_names is not None else [f"class {c}" for c in range(n_classes)]
-        axes[1].legend(handles=[Patch(color=class_colors[c], label=names[c]) for c in range(n_classes)],
+        axes[1].legend(handles=[Patch(color=colours[c], label=names[c]) for c in range(n_classes)],
                        fontsize=8, loc="best")
     for ax in axes:
         ax.set_xticks([])

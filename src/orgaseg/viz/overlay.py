@@ -1,4 +1,9 @@
-"""Side-by-side panels of one slice: raw, clusters, clusters over raw, classes."""
+"""Side-by-side panels of one slice: raw, clusters, clusters over raw, classes.
+
+Clusters are drawn in the cluster palette with a cluster legend, classes in
+the class palette with a class legend (:mod:`orgaseg.viz.colors`), so a
+cluster never reads as the class that has the same colour.
+"""
 
 from __future__ import annotations
 
@@ -11,13 +16,19 @@ from matplotlib.patches import Patch
 from orgaseg.errors import OrgasegError
 from orgaseg.labels import IGNORE_LABEL
 from orgaseg.viz._figure import new_figure, save_png
-from orgaseg.viz.colors import label_colors
+from orgaseg.viz.colors import class_colors, label_colors
 
 #: Opacity of the clusters drawn over the raw slice.
 OVERLAY_ALPHA = 0.45
 
 #: Widest figure in inches (x 100 dpi = 2000 px); panels shrink to fit.
 MAX_WIDTH = 20.0
+
+#: Inches below the panels for the legends (and above them for titles).
+LEGEND_HEIGHT = 1.2
+
+#: Legend entries shown at most per palette; the rest are summarised.
+MAX_LEGEND = 24
 
 
 def robust_grey(raw: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.ndarray:
@@ -44,12 +55,22 @@ def _label_slice(data: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def _colour(labels: np.ndarray, shown: np.ndarray) -> np.ndarray:
-    """RGBA image: each label in its palette colour where ``shown``, transparent elsewhere."""
-    palette = label_colors(int(labels.max()) + 1 if labels.size else 0)
+def _colour(labels: np.ndarray, shown: np.ndarray, palette) -> np.ndarray:
+    """RGBA image: each label in its ``palette(n)`` colour where ``shown``, transparent elsewhere."""
+    colours = palette(int(labels.max()) + 1 if labels.size else 0)
     image = np.zeros(labels.shape + (4,))
-    image[shown] = palette[labels[shown]]
+    image[shown] = colours[labels[shown]]
     return image
+
+
+def _legend_handles(ids: set[int], palette, name) -> list[Patch]:
+    """One patch per id (at most :data:`MAX_LEGEND`, then a note of how many more)."""
+    ids = sorted(ids)
+    colours = palette(ids[-1] + 1)
+    handles = [Patch(color=colours[i], label=name(i)) for i in ids[:MAX_LEGEND]]
+    if len(ids) > MAX_LEGEND:
+        handles.append(Patch(color="none", label=f"... {len(ids) - MAX_LEGEND} more"))
+    return handles
 
 
 def _class_ids(mapping: Mapping[int | str, str | int | None], class_names: Sequence[str] | None) -> dict[int, int]:
@@ -80,11 +101,14 @@ def overlay_figure(
     """Save a row of panels comparing a segmentation with the raw slice and the reference.
 
     Panels: the raw slice (grey, 1-99 percentile contrast); the clusters in
-    the palette of :func:`~orgaseg.viz.colors.label_colors` (so a cluster id
-    has the same colour in every figure); the clusters blended over the raw
-    slice; with ``mapping``, every cluster in the colour of its matched class
-    (unmatched clusters left uncoloured); with ``reference_slice``, the
-    reference classes, ignored voxels left uncoloured over the raw slice.
+    the cluster palette of :func:`~orgaseg.viz.colors.label_colors` (so a
+    cluster id has the same colour in every figure), with a cluster legend;
+    the clusters blended over the raw slice; with ``mapping``, every cluster
+    in the class palette (:func:`~orgaseg.viz.colors.class_colors`) colour of
+    its matched class (unmatched clusters, and with ``reference_slice`` the
+    unscored voxels, left uncoloured); with ``reference_slice``, the reference
+    classes, ignored voxels left uncoloured over the raw slice. The classes
+    have their own legend.
 
     Parameters
     ----------
@@ -117,12 +141,16 @@ def overlay_figure(
         raise OrgasegError(f"the raw slice must be 2D, got shape {raw.shape}")
     grey = robust_grey(raw)
     prediction = _label_slice(prediction_slice, "prediction", raw.shape)
-    clusters = _colour(prediction, np.ones(raw.shape, dtype=bool))
+    clusters = _colour(prediction, np.ones(raw.shape, dtype=bool), label_colors)
     panels = [
         ("raw", None, 1.0),
         ("clusters", clusters, 1.0),
         ("clusters over raw", clusters, OVERLAY_ALPHA),
     ]
+    scored = np.ones(raw.shape, dtype=bool)
+    if reference_slice is not None:
+        reference = _label_slice(reference_slice, "reference", raw.shape)
+        scored = reference != ignore_value
     shown_classes: set[int] = set()
     if mapping is not None:
         to_class = _class_ids(mapping, class_names)
@@ -130,18 +158,16 @@ def overlay_figure(
         for cluster, target in to_class.items():
             if cluster < lookup.size:
                 lookup[cluster] = target
-        mapped = lookup[prediction]
-        panels.append(("prediction mapped to classes", _colour(np.maximum(mapped, 0), mapped >= 0), 1.0))
+        mapped = np.where(scored, lookup[prediction], -1)
+        panels.append(("prediction mapped to classes", _colour(np.maximum(mapped, 0), mapped >= 0, class_colors), 1.0))
         shown_classes.update(np.unique(mapped[mapped >= 0]).tolist())
     if reference_slice is not None:
-        reference = _label_slice(reference_slice, "reference", raw.shape)
-        scored = reference != ignore_value
-        panels.append(("reference (ignored: raw)", _colour(np.where(scored, reference, 0), scored), 1.0))
+        panels.append(("reference (ignored: raw)", _colour(np.where(scored, reference, 0), scored, class_colors), 1.0))
         shown_classes.update(np.unique(reference[scored]).tolist())
 
     aspect = raw.shape[0] / raw.shape[1]
-    panel_width = min(4.0, MAX_WIDTH / len(panels), MAX_WIDTH / aspect)
-    figure = new_figure(panel_width * len(panels), panel_width * aspect + (1.2 if shown_classes else 0.6))
+    panel_width = min(4.0, MAX_WIDTH / len(panels), (MAX_WIDTH - LEGEND_HEIGHT) / aspect)
+    figure = new_figure(panel_width * len(panels), panel_width * aspect + LEGEND_HEIGHT)
     axes_row = figure.subplots(1, len(panels), squeeze=False)[0]
     for axes, (name, image, alpha) in zip(axes_row, panels):
         axes.imshow(grey, cmap="gray", vmin=0.0, vmax=1.0)
@@ -149,13 +175,16 @@ def overlay_figure(
             axes.imshow(image, alpha=alpha, interpolation="nearest")
         axes.set_title(name, fontsize=10)
         axes.set_axis_off()
+    cluster_handles = _legend_handles(set(np.unique(prediction).tolist()), label_colors, lambda k: f"cluster {k}")
+    legends = [("clusters", cluster_handles)]
     if shown_classes:
-        palette = label_colors(max(shown_classes) + 1)
         names = list(class_names) if class_names is not None else []
-        handles = [
-            Patch(color=palette[c], label=names[c] if c < len(names) else f"class {c}") for c in sorted(shown_classes)
-        ]
-        figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 8), fontsize=9)
+        legends.append(("classes", _legend_handles(
+            shown_classes, class_colors, lambda c: names[c] if c < len(names) else f"class {c}"
+        )))
+    for (name, handles), where in zip(legends, ("outside lower left", "outside lower right")):
+        figure.legend(handles=handles, title=name, loc=where, ncols=min(len(handles), 6), fontsize=8,
+                      title_fontsize=9)
     if title:
         figure.suptitle(title)
     return save_png(figure, path)
