@@ -13,9 +13,9 @@ import tifffile
 from matplotlib import colormaps
 from PIL import Image
 
-from orgaseg.errors import OrgasegError
 from orgaseg.cli import main
 from orgaseg.datasets import CLASS_MAPS
+from orgaseg.errors import OrgasegError
 from orgaseg.evaluation import (
     UNMATCHED,
     ClassMap,

@@ -116,11 +116,11 @@ FAULTS = {
     "zarr with a corrupt chunk": (zarr_corrupt_chunk, [], r"volume\.zarr: cannot read the region \[0:8, 0:32, 0:32\]"),
     "zarr with missing chunks, strict": (zarr_missing_chunks, ["--strict-chunks"],
                                          r"volume\.zarr: 2 of 8 chunks are missing .* index \(0, 1, 1\).*--strict-chunks"),
-    "slice folder with a gap": (slices_with_a_gap, [], r"slice 2 of the numbered sequence is missing \(01\.tif is "
-                                                      r"followed by 03\.tif\)"),
+    "slice folder with a gap": (slices_with_a_gap, [],
+                                r"slice 2 of the numbered sequence is missing \(01\.tif is followed by 03\.tif\)"),
     "slices of two sizes": (slices_of_two_sizes, [], r"02\.tif: slice is 16 x 32 uint8, but 00\.tif is 32 x 32"),
-    "voxel size 0 in the metadata": (zero_voxel_size, [], r"zero\.tif: the metadata gives a voxel size for z that "
-                                                         r"is not a positive number.*--voxel-size"),
+    "voxel size 0 in the metadata": (zero_voxel_size, [],
+                                     r"zero\.tif: the metadata gives a voxel size for z that is not a positive.*--voxel-size"),
     "voxel size NaN in the metadata": (nan_voxel_size, [], r"nan\.h5: the metadata gives a voxel size for y"),
 }
 

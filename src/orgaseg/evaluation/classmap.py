@@ -11,6 +11,7 @@ the one parser, for the command line's ``--class-map`` and the API's
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -57,7 +58,7 @@ class ClassMap:
         if len(self.classes) >= IGNORE_LABEL:
             raise OrgasegError(f"a class map holds at most {IGNORE_LABEL - 1} classes, got {len(self.classes)}")
         spans = sorted(self.ranges)
-        for (low, high, first), (next_low, next_high, second) in zip(spans, spans[1:]):
+        for (_, high, first), (next_low, _, second) in itertools.pairwise(spans):
             if next_low <= high:
                 raise OrgasegError(
                     f"class map: value {next_low} is named twice "
@@ -67,7 +68,7 @@ class ClassMap:
     @classmethod
     def from_lookup(
         cls, classes: Sequence[str], table: np.ndarray, background: Sequence[str] | None = None
-    ) -> "ClassMap":
+    ) -> ClassMap:
         """The map of a lookup table (``table[value]`` is a class id, :data:`IGNORE_LABEL` if not scored)."""
         table = np.asarray(table)
         edges = np.flatnonzero(np.diff(table)) + 1

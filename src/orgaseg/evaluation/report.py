@@ -75,7 +75,7 @@ class EvaluationReport:
         classes: Sequence[str] | None = None,
         background: str | int | Sequence[str | int] | None = None,
         mode: str = "both",
-    ) -> "EvaluationReport":
+    ) -> EvaluationReport:
         """Score a confusion matrix, e.g. one a block runner accumulated."""
         modes = _check_mode(mode)
         # scores_from_confusion validates the matrix, the names and the background.

@@ -146,26 +146,6 @@ def _is_list_of(value: Any, length: int) -> bool:
 
 
 @dataclass
-class StoredArray:
-    """What a format reader found, before axes and voxel size are resolved.
-
-    ``format`` names the format (kept in the volume's ``attrs``); ``axes`` is
-    the stored order the metadata names (``None``: unknown); ``sizes`` (nm;
-    ``None`` where the metadata says nothing, NaN where it gives a size that
-    is not positive) and ``chunks`` hold one entry per stored axis.
-    """
-
-    array: Any
-    format: str
-    axes: str | None = None
-    sizes: Sequence[float | None] | None = None
-    chunks: Sequence[int] | None = None
-    key: str | None = None
-    note: str | None = None  # caveat about ``sizes``, warned when they are used
-    missing_chunks: "MissingChunks | None" = None  # chunked containers only
-
-
-@dataclass
 class MissingChunks:
     """The chunks of a Zarr or N5 array that its store does not hold.
 
@@ -190,3 +170,23 @@ class MissingChunks:
     total: int
     first: tuple[int, ...] | None
     fill_value: Any
+
+
+@dataclass
+class StoredArray:
+    """What a format reader found, before axes and voxel size are resolved.
+
+    ``format`` names the format (kept in the volume's ``attrs``); ``axes`` is
+    the stored order the metadata names (``None``: unknown); ``sizes`` (nm;
+    ``None`` where the metadata says nothing, NaN where it gives a size that
+    is not positive) and ``chunks`` hold one entry per stored axis.
+    """
+
+    array: Any
+    format: str
+    axes: str | None = None
+    sizes: Sequence[float | None] | None = None
+    chunks: Sequence[int] | None = None
+    key: str | None = None
+    note: str | None = None  # caveat about ``sizes``, warned when they are used
+    missing_chunks: MissingChunks | None = None  # chunked containers only

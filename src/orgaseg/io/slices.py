@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Sequence
@@ -57,7 +58,7 @@ def check_sequence(files: Sequence[Path]) -> None:
     for before, after, a, b in zip(files, files[1:], numbers, numbers[1:]):
         if a == b:
             raise OrgasegError(f"{after}: slice number {b} is taken twice ({before.name} and {after.name})")
-    step = reduce(math.gcd, (b - a for a, b in zip(numbers, numbers[1:])))
+    step = reduce(math.gcd, (b - a for a, b in itertools.pairwise(numbers)))
     for before, after, a, b in zip(files, files[1:], numbers, numbers[1:]):
         if b - a > step:
             raise OrgasegError(
