@@ -253,3 +253,13 @@ def test_long_runs_are_priced_up_front_with_a_faster_strategy(checkpoints, caplo
         estimate = cost.estimate_cost(stages, job)
     assert estimate["expand_stride_passes"] < estimate["forward_passes"]
     assert "expand-stride (--features expand-stride) needs about" in caplog.text
+
+
+def test_interpolated_kmeans_scores_label_like_interpolated_features(small, tmp_path):
+    raw = small.evaluation[0].raw
+    scores = orgaseg.segment(raw, k=5, pixel_size=50, sample_size=5000)  # k scores interpolated per voxel
+    features = orgaseg.segment(raw, k=5, pixel_size=50, sample_size=5000, output=tmp_path / "f.tif",
+                               save_features=tmp_path / "f.zarr")  # every feature interpolated (and saved)
+    assert scores.model.to_dict()["centers"] == features.model.to_dict()["centers"]
+    # the same labels up to float rounding at near-ties between two centres
+    assert np.mean(scores.labels == open_volume(tmp_path / "f.tif").read()) > 0.999

@@ -471,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.captureWarnings(True)  # warnings too are written above the progress bars
     if not args.debug:
         warnings.simplefilter("default")
-        warnings.formatwarning = lambda message, category, *rest: f"warning: {message}\n"
+        warnings.formatwarning = lambda message, category, *rest: f"warning: {message}"  # the log handler ends the line
     try:
         return args.run(args, progress)
     except OrgasegError as err:

@@ -82,6 +82,17 @@ class KMeansModel:
         -------
         ndarray, shape (...), the smallest unsigned dtype that holds ``k`` ids
         """
+        return self.labels_from_scores(self.scores(features))
+
+    def scores(self, features: np.ndarray) -> np.ndarray:
+        """``2 x.c - |c|^2`` per centre (standardised units), shape ``(..., k)``: the largest is the nearest centre.
+
+        ``|x - c|^2 = |x|^2 - (2 x.c - |c|^2)``, and ``|x|^2`` is the same for every
+        centre. The scores are affine in the features, so scores interpolated
+        between voxels pick the centre nearest to the interpolated features:
+        the runner interpolates ``k`` scores instead of every feature when it
+        maps a working grid back to the input grid.
+        """
         features = np.asarray(features)
         if features.shape[-1] != self.n_features:
             raise OrgasegError(
@@ -89,14 +100,17 @@ class KMeansModel:
                 f"{self.n_features}: were the centres fitted with another method or configuration?"
             )
         flat = features.reshape(-1, self.n_features)
-        labels = np.empty(flat.shape[0], dtype=smallest_label_dtype(self.k))
+        out = np.empty((flat.shape[0], self.k), dtype=np.float32)
         centers = self.centers.astype(np.float32)
         center_sq = (centers * centers).sum(axis=1)
         for start in range(0, flat.shape[0], ASSIGN_CHUNK):
             x = self.standardize(flat[start : start + ASSIGN_CHUNK])
-            # |x - c|^2 = |x|^2 - 2 x.c + |c|^2; |x|^2 does not change the argmin
-            labels[start : start + ASSIGN_CHUNK] = np.argmin(center_sq - 2.0 * (x @ centers.T), axis=1)
-        return labels.reshape(features.shape[:-1])
+            out[start : start + ASSIGN_CHUNK] = 2.0 * (x @ centers.T) - center_sq
+        return out.reshape(features.shape[:-1] + (self.k,))
+
+    def labels_from_scores(self, scores: np.ndarray) -> np.ndarray:
+        """The id of the highest score, in the smallest unsigned dtype that holds ``k`` ids."""
+        return np.argmax(scores, axis=-1).astype(smallest_label_dtype(self.k))
 
     def to_dict(self) -> dict:
         """JSON-serialisable state (for provenance files)."""

@@ -111,9 +111,9 @@ class WorkingGrid:
         for axis, (s, n_in, r) in enumerate(zip(region, self.input_shape, self.factors)):
             sigma = (r - 1.0) / 2.0 if r > 1.0 else 0.0
             positions = (np.arange(s.start, s.stop) + 0.5) * r - 0.5
-            reach = int(TRUNCATE * sigma + 0.5) + 1
+            reach = int(TRUNCATE * sigma + 0.5) + 1 if sigma else 0
             low = max(0, int(math.floor(positions[0])) - reach)
-            high = min(n_in, int(math.floor(positions[-1])) + 2 + reach)
+            high = min(n_in, int(math.ceil(positions[-1])) + 1 + reach)
             windows.append(slice(low, high))
             plans.append((positions - low, sigma))
         data = np.asarray(read_input(tuple(windows)), dtype=np.float32)
@@ -132,7 +132,7 @@ class WorkingGrid:
         for s, r, n, h in zip(region, self.factors, self.shape, halo):
             first = (s.start + 0.5) / r - 0.5
             last = (s.stop - 1 + 0.5) / r - 0.5
-            out.append(slice(max(0, int(math.floor(first)) - h), min(n, int(math.floor(last)) + 2 + h)))
+            out.append(slice(max(0, int(math.floor(first)) - h), min(n, int(math.ceil(last)) + 1 + h)))
         return tuple(out)
 
     def to_input(self, features: np.ndarray, working_start: tuple[int, int, int], region: Region) -> np.ndarray:
@@ -145,6 +145,30 @@ class WorkingGrid:
         for axis, (s, r, start) in enumerate(zip(region, self.factors, working_start)):
             positions = (np.arange(s.start, s.stop) + 0.5) / r - 0.5 - start
             out = interpolate_axis(out, axis, positions)
+        return out
+
+    def to_points(self, features: np.ndarray, working_start: tuple[int, int, int], points: np.ndarray) -> np.ndarray:
+        """Working-grid features interpolated at input voxels ``points`` (absolute ``(n, 3)`` coordinates).
+
+        The same values as :meth:`to_input` at those voxels (up to rounding),
+        at the cost of the points alone: a clusterer's sample needs no
+        interpolated block.
+        """
+        features = np.asarray(features, dtype=np.float32)
+        corners = []
+        for axis, (r, start) in enumerate(zip(self.factors, working_start)):
+            n = features.shape[axis]
+            positions = np.clip((points[:, axis] + 0.5) / r - 0.5 - start, 0.0, n - 1)
+            below = np.floor(positions).astype(np.intp)
+            corners.append((below, np.minimum(below + 1, n - 1), (positions - below).astype(np.float32)))
+        out = np.zeros((len(points), features.shape[-1]), dtype=np.float32)
+        for pick in np.ndindex(2, 2, 2):  # the 8 corners of each point's cell; weight 0 where an axis is exact
+            weight = np.ones(len(points), dtype=np.float32)
+            index = []
+            for (below, above, frac), upper in zip(corners, pick):
+                weight *= frac if upper else 1.0 - frac
+                index.append(above if upper else below)
+            out += weight[:, None] * features[tuple(index)]
         return out
 
 
@@ -164,9 +188,12 @@ def interpolate_axis(data: np.ndarray, axis: int, positions: np.ndarray) -> np.n
     shape = [1] * data.ndim
     shape[axis] = -1
     weight = weight.reshape(shape)
+    out = np.take(data, above, axis=axis)
     low = np.take(data, below, axis=axis)
-    high = np.take(data, above, axis=axis)
-    return low + (high - low) * weight
+    out -= low  # in place: a block's features are large
+    out *= weight
+    out += low
+    return out
 
 
 class ResampledArray:

@@ -111,10 +111,15 @@ class BlockJob:
             raw = self.normalization.apply(self._read(block, block.read_region))
             features = self.extractor(raw, origin=tuple(r.start for r in block.read_region))
             return features[block.inner]
+        features, start = self.working_features(block)
+        return self.grid.to_input(features, start, block.region)
+
+    def working_features(self, block: Block) -> tuple[np.ndarray, tuple[int, int, int]]:
+        """With a working grid: the features of the working voxels ``block`` needs, and the first one's index."""
         working = self.grid.working_region(block.region, self.extractor.halo)
         raw = self.grid.read_working(lambda window: self._read(block, window).astype(np.float32), working)
-        features = self.extractor(self.normalization.apply(raw), origin=tuple(r.start for r in working))
-        return self.grid.to_input(features, tuple(r.start for r in working), block.region)
+        start = tuple(r.start for r in working)
+        return self.extractor(self.normalization.apply(raw), origin=start), start
 
     def raw(self, block: Block) -> np.ndarray:
         """Normalised intensities of the voxels ``block`` owns (for clusterers that read them)."""
@@ -149,8 +154,12 @@ def block_halo(extractor: FeatureExtractor, grid: WorkingGrid | None) -> tuple[i
 def sample_block(job: BlockJob, block: Block, local: np.ndarray) -> BlockResult:
     """Features at the voxels ``local`` (coordinates relative to the block's corner)."""
     started = time.perf_counter()
-    features = job.features(block)
-    rows = features[local[:, 0], local[:, 1], local[:, 2]]
+    if job.grid is None:
+        features = job.features(block)
+        rows = features[local[:, 0], local[:, 1], local[:, 2]]
+    else:  # interpolate at the sampled voxels only
+        features, start = job.working_features(block)
+        rows = job.grid.to_points(features, start, local + np.array([r.start for r in block.region]))
     return BlockResult(np.ascontiguousarray(rows, dtype=np.float32), time.perf_counter() - started)
 
 
@@ -164,6 +173,12 @@ def sample_whole_block(job: BlockJob, block: Block) -> BlockResult:
 def label_block(job: BlockJob, clusterers: Sequence, block: Block) -> BlockResult:
     """Labels of ``block`` under each clusterer; also saves its features when the job says so."""
     started = time.perf_counter()
+    if job.grid is not None and job.features_out is None and all(hasattr(c, "scores") for c in clusterers):
+        # scores affine in the features: interpolating K scores equals scoring the interpolated features
+        features, start = job.working_features(block)
+        labels = [clusterer.labels_from_scores(job.grid.to_input(clusterer.scores(features), start, block.region))
+                  for clusterer in clusterers]
+        return BlockResult(labels, time.perf_counter() - started)
     features = job.features(block)
     if job.features_out is not None:
         job.features_out.write(block.region, features)
