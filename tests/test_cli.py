@@ -140,3 +140,18 @@ def _touch(path):
 def _npy(path, array):
     np.save(path, array)
     return path
+
+
+def test_one_message_names_python_arguments_in_python_and_options_on_the_command_line(tmp_path, capsys):
+    import orgaseg
+
+    path = tmp_path / "channels.npy"
+    np.save(path, np.zeros((2, 3, 16, 16), np.uint8))
+    with pytest.raises(orgaseg.OrgasegError) as error:
+        orgaseg.open_volume(path, axes="zcyx")
+    assert "pass channel=N to choose one, or axes='zyx'" in str(error.value)
+    assert main(["info", str(path), "--axes", "zcyx"]) == 2
+    err = capsys.readouterr().err
+    assert "pass --channel N to choose one, or --axes ORDER" in err and "channel=N" not in err
+    assert main(["info", str(path), "--axes", "zcyx", "--channel", "2", "--voxel-size", "20", "5", "5"]) == 0
+    assert "2 x 16 x 16" in capsys.readouterr().out

@@ -48,7 +48,7 @@ def test_missing_root_names_path_and_flag(tmp_path, name):
     with pytest.raises(OrgasegError) as error:
         load_dataset(name, root)
     assert str(root) in str(error.value)
-    assert "--data-root" in str(error.value)
+    assert "data_root=PATH" in str(error.value) and "--data-root PATH" in error.value.for_command_line()
 
 
 def test_missing_dataset_folder_names_it(tmp_path):

@@ -114,13 +114,13 @@ def test_make_executor_choices_and_errors(monkeypatch):
     assert isinstance(make_executor(), SerialExecutor)
     assert isinstance(make_executor("threads", workers=3), ThreadExecutor)
     for workers in (0, -2):
-        with pytest.raises(OrgasegError, match="--workers must be a positive whole number"):
+        with pytest.raises(OrgasegError, match="workers=N must be a positive whole number"):
             make_executor(workers=workers)
-    with pytest.raises(OrgasegError, match="--threads-per-worker must be a positive"):
+    with pytest.raises(OrgasegError, match="threads_per_worker=N must be a positive"):
         make_executor("dask", threads_per_worker=0)
     with pytest.raises(OrgasegError, match="serial executor runs one block at a time"):
         make_executor("serial", workers=2)
-    with pytest.raises(OrgasegError, match="--scheduler needs the dask executor"):
+    with pytest.raises(OrgasegError, match="scheduler=ADDRESS needs the dask executor"):
         make_executor("threads", scheduler="tcp://127.0.0.1:1")
     monkeypatch.setattr(executors, "CONNECT_TIMEOUT_S", 1)
     with pytest.raises(OrgasegError, match="cannot reach the dask scheduler at 'tcp://127.0.0.1:1'"):
@@ -144,7 +144,7 @@ def test_the_command_line_refuses_bad_worker_counts(phantom_zarr, tmp_path, caps
 
     for workers in ("0", "-1"):
         assert main(["segment", str(phantom_zarr), "-o", str(tmp_path / "s.ome.zarr"), "--workers", workers]) == 2
-        assert "--workers must be a positive whole number" in capsys.readouterr().err
+        assert "--workers N must be a positive whole number" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
 

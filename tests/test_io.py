@@ -374,7 +374,7 @@ def test_existing_output_needs_overwrite(tmp_path):
     path = tmp_path / "seg.ome.zarr"
     first = np.zeros((2, 4, 4), np.uint8)
     write_labels(path, first, voxel_size=(1, 1, 1), provenance={"run": 1})
-    with pytest.raises(OrgasegError, match="exists; pass --overwrite"):
+    with pytest.raises(OrgasegError, match="exists; pass overwrite=True"):
         create_label_writer(path, (2, 4, 4), 2, voxel_size=(1, 1, 1))
     second = np.ones((2, 4, 4), np.uint8)
     write_labels(path, second, voxel_size=(1, 1, 1), provenance={"run": 2}, overwrite=True)

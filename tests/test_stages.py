@@ -149,7 +149,7 @@ def test_every_offered_combination_segments_a_phantom(encoder, features, cluster
 
 
 def test_features_that_need_an_encoder_say_so(small):
-    with pytest.raises(OrgasegError, match="expand-stride features need a trained encoder: pass --model"):
+    with pytest.raises(OrgasegError, match="expand-stride features need a trained encoder: pass model=CHECKPOINT"):
         orgaseg.segment(small.evaluation[0].raw, features="expand-stride")
 
 

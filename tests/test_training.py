@@ -104,7 +104,7 @@ def test_resume_continues_the_same_loss_curve(phantom_volume, tmp_path):
 def test_existing_checkpoint_needs_resume_or_overwrite(phantom_volume, tmp_path):
     ckpt = tmp_path / "c.pt"
     MAESTER.train([phantom_volume], ckpt, preset="tiny", steps=2, device="cpu")
-    with pytest.raises(OrgasegError, match="--resume"):
+    with pytest.raises(OrgasegError, match="pass resume=True to continue it or overwrite=True"):
         MAESTER.train([phantom_volume], ckpt, preset="tiny", steps=2, device="cpu")
     with pytest.raises(OrgasegError, match="already run"):
         MAESTER.train([phantom_volume], ckpt, resume=True, device="cpu")

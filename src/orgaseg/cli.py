@@ -65,7 +65,7 @@ def cmd_info(args, progress) -> int:
     from orgaseg.io import open_volume, sample_intensities
 
     volume = open_volume(args.path, key=args.key, voxel_size=_voxel_size(args.voxel_size), level=args.level,
-                         axes=args.axes, strict_chunks=args.strict_chunks)
+                         axes=args.axes, channel=args.channel, strict_chunks=args.strict_chunks)
     low, robust_low, robust_high, high = np.percentile(sample_intensities(volume), [0.0, 0.5, 99.5, 100.0])
     print(f"path:        {volume.path}" + (f" (key {volume.key})" if volume.key else ""))
     print(f"shape:       {' x '.join(map(str, volume.shape))} (axes {volume.axes})")
@@ -102,6 +102,7 @@ def cmd_segment(args, progress) -> int:
             key=args.key,
             level=args.level,
             axes=args.axes,
+            channel=args.channel,
             strict_chunks=args.strict_chunks,
             seed=args.seed,
             sample_size=args.sample_size,
@@ -193,7 +194,7 @@ def cmd_inspect(args, progress) -> int:
     from orgaseg.viz.inspect import inspect_model
 
     volume = open_volume(args.volume, key=args.key, voxel_size=_voxel_size(args.voxel_size), level=args.level,
-                         axes=args.axes, strict_chunks=args.strict_chunks)
+                         axes=args.axes, channel=args.channel, strict_chunks=args.strict_chunks)
     reference = open_volume(args.reference) if args.reference else None
     if reference is not None and reference.shape != volume.shape:
         raise OrgasegError(f"reference shape {reference.shape} differs from the volume's {volume.shape}")
@@ -312,6 +313,7 @@ def _add_volume_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", help="dataset inside a container (HDF5, zarr group, N5)")
     parser.add_argument("--level", type=int, default=0, help="OME-Zarr resolution level (default 0, full resolution)")
     parser.add_argument("--axes", help="stored axis order when the metadata does not say, e.g. xyz or zyx")
+    parser.add_argument("--channel", type=int, metavar="N", help="the channel to read from multichannel data")
     parser.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"),
                         help="voxel size in nm (overrides metadata)")
     parser.add_argument("--strict-chunks", action="store_true",
@@ -471,14 +473,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.captureWarnings(True)  # warnings too are written above the progress bars
     if not args.debug:
         warnings.simplefilter("default")
-        warnings.formatwarning = lambda message, category, *rest: f"warning: {message}"  # the log handler ends the line
+        # the log handler ends the line; orgaseg's warnings name command-line options here
+        warnings.formatwarning = lambda message, category, *rest: "warning: " + (
+            message.for_command_line() if hasattr(message, "for_command_line") else str(message))
     try:
         return args.run(args, progress)
     except OrgasegError as err:
         progress.close()
         if args.debug:
             raise
-        print(f"orgaseg {args.command}: error: {err}", file=sys.stderr)
+        print(f"orgaseg {args.command}: error: {err.for_command_line()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         progress.close()

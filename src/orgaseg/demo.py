@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from orgaseg.datasets import load_dataset
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, arg
 from orgaseg.evaluation import evaluate
 from orgaseg.io import open_volume, write_labels, write_tiff_image
 from orgaseg.progress import ProgressCallback
@@ -53,7 +53,7 @@ def run_demo(
     output_dir = Path(output_dir)
     labels_path = output_dir / "segmentation.ome.zarr"
     if labels_path.exists() and not overwrite:
-        raise OrgasegError(f"{labels_path} exists; pass --overwrite to replace the earlier demo's outputs")
+        raise OrgasegError(f"{labels_path} exists; pass {arg('overwrite')} to replace the earlier demo's outputs")
     output_dir.mkdir(parents=True, exist_ok=True)
     data = load_dataset("phantom", shape=shape, seed=seed)
     item = data.evaluation[0]

@@ -1,13 +1,70 @@
-"""Errors that orgaseg reports to its users.
+"""Errors and warnings that orgaseg reports to its users.
 
 Every problem with the user's input (a missing path, an unknown format, a
 volume of the wrong dimensionality, an empty mask, K larger than the sample)
 is raised as :class:`OrgasegError` with a message that names the problem. The
 command line turns it into one line on stderr and exit code 2.
+
+A message that tells the user what to pass names the argument with
+:func:`arg`: one message, two renderings. From Python it reads
+``voxel_size=(z, y, x)``; on the command line, ``--voxel-size Z Y X``.
 """
 
 from __future__ import annotations
 
+import re
 
-class OrgasegError(ValueError):
+#: Each argument a message may name: its Python form and its command-line form.
+ARGUMENTS: dict[str, tuple[str, str]] = {
+    "axes": ("axes='zyx'", "--axes ORDER"),
+    "channel": ("channel=N", "--channel N"),
+    "class_map": ("class_map=...", "--class-map MAP"),
+    "classes": ("classes=[...]", "--classes NAME ..."),
+    "data_root": ("data_root=PATH", "--data-root PATH"),
+    "executor": ("executor=...", "--executor NAME"),
+    "features": ("features=NAME", "--features NAME"),
+    "key": ("key=NAME", "--key NAME"),
+    "method": ("method=NAME", "--method NAME"),
+    "model": ("model=CHECKPOINT", "--model CHECKPOINT"),
+    "overwrite": ("overwrite=True", "--overwrite"),
+    "pixel_size": ("pixel_size=NM", "--pixel-size NM"),
+    "resume": ("resume=True", "--resume"),
+    "scheduler": ("scheduler=ADDRESS", "--scheduler ADDRESS"),
+    "steps": ("steps=N", "--steps N"),
+    "strict_chunks": ("strict_chunks=True", "--strict-chunks"),
+    "threads_per_worker": ("threads_per_worker=N", "--threads-per-worker N"),
+    "voxel_size": ("voxel_size=(z, y, x)", "--voxel-size Z Y X"),
+    "workers": ("workers=N", "--workers N"),
+}
+
+_TOKEN = re.compile("\x02([a-z_]+)\x03")
+
+
+def arg(name: str) -> str:
+    """A placeholder for the argument ``name`` in a message (see :data:`ARGUMENTS`)."""
+    if name not in ARGUMENTS:
+        raise KeyError(f"no renderings for argument {name!r}")
+    return f"\x02{name}\x03"
+
+
+def render(message: str, command_line: bool = False) -> str:
+    """``message`` with its argument placeholders in Python form, or in command-line form."""
+    return _TOKEN.sub(lambda match: ARGUMENTS[match.group(1)][int(command_line)], message)
+
+
+class _Rendered:
+    """Messages render their argument placeholders: Python form by ``str()``, CLI form by :meth:`for_command_line`."""
+
+    def __str__(self) -> str:
+        return render(super().__str__())
+
+    def for_command_line(self) -> str:
+        return render(super().__str__(), command_line=True)
+
+
+class OrgasegError(_Rendered, ValueError):
     """A problem with the user's input, reported without a traceback."""
+
+
+class OrgasegWarning(_Rendered, UserWarning):
+    """Something the user should know about the input or the run; the run goes on."""

@@ -48,10 +48,11 @@ class Segmentation:
 
 
 def resolve_volume(data, *, key: str | None = None, voxel_size=None, level: int = 0, axes: str | None = None,
-                   strict_chunks: bool = False) -> Volume:
+                   channel: int | None = None, strict_chunks: bool = False) -> Volume:
     """A :class:`Volume` from a path (read by :func:`~orgaseg.io.open_volume`), a Volume or an array."""
     if isinstance(data, (str, Path)):
-        return open_volume(data, key=key, voxel_size=voxel_size, level=level, axes=axes, strict_chunks=strict_chunks)
+        return open_volume(data, key=key, voxel_size=voxel_size, level=level, axes=axes, channel=channel,
+                           strict_chunks=strict_chunks)
     if isinstance(data, Volume):
         return data if voxel_size is None else dataclasses.replace(data, voxel_size=tuple(voxel_size))
     return as_volume(data, voxel_size=voxel_size or (1.0, 1.0, 1.0))
@@ -106,6 +107,7 @@ def segment(
     key: str | None = None,
     level: int = 0,
     axes: str | None = None,
+    channel: int | None = None,
     strict_chunks: bool = False,
     seed: int = 0,
     sample_size: int | None = None,
@@ -156,6 +158,8 @@ def segment(
         OME-Zarr resolution level (0 = full resolution).
     axes : str, optional
         Stored axis order when the metadata does not say (e.g. ``"xyz"``).
+    channel : int, optional
+        The channel to read from multichannel data.
     strict_chunks : bool
         Refuse a Zarr/N5 input whose store lacks chunks (by default a warning:
         a missing chunk reads as the fill value).
@@ -192,7 +196,8 @@ def segment(
     size, K, seed, sample size or block shape starts afresh, as does ``overwrite``.
     """
     started = time.time()
-    volume = resolve_volume(data, key=key, voxel_size=voxel_size, level=level, axes=axes, strict_chunks=strict_chunks)
+    volume = resolve_volume(data, key=key, voxel_size=voxel_size, level=level, axes=axes, channel=channel,
+                            strict_chunks=strict_chunks)
     reused = load_centers(centers, get_clusterer(clusterer) if clusterer is not None else None) if centers is not None else None
     if reused is not None and clusterer is None:
         clusterer = str(reused.to_dict().get("kind", "kmeans"))
@@ -204,7 +209,7 @@ def segment(
     if sample_size is None:
         sample_size = stages.sample_size(volume.size)
     normalization = compute_normalization(volume, seed=seed, invert=invert)
-    source = VolumeSource.from_arguments(data, volume, key=key, level=level, axes=axes)
+    source = VolumeSource.from_arguments(data, volume, key=key, level=level, axes=axes, channel=channel)
     job = stages.job(source, normalization)
     block_shape = resolve_block_shape(volume, job.extractor, block_shape)
     model_hash = _file_hash(model) if model is not None else None

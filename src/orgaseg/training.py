@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import torch
 
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, arg
 from orgaseg.models.checkpoint import save_checkpoint
 from orgaseg.models.device import resolve_device
 from orgaseg.progress import ProgressCallback, report
@@ -157,7 +157,7 @@ def run_training(
         return {round(total * i / snapshots) for i in range(1, snapshots + 1)} if snapshots > 0 else set()
 
     if start_step >= total:
-        raise OrgasegError(f"the checkpoint has already run its {total} steps; give more --steps to continue")
+        raise OrgasegError(f"the checkpoint has already run its {total} steps; give more {arg('steps')} to continue")
     started = time.perf_counter()
     loader = torch.utils.data.DataLoader(
         FieldOfViewBatches(sampler, config.batch_size, start_step, total), batch_size=None, num_workers=workers

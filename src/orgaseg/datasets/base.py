@@ -16,7 +16,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, arg
 from orgaseg.io.volume import Region, Volume
 from orgaseg.labels import IGNORE_LABEL
 
@@ -112,7 +112,7 @@ def default_data_root() -> Path:
 def missing(path: Path, what: str) -> OrgasegError:
     """The error for an expected file or folder that is not there."""
     return OrgasegError(
-        f"{what} not found: expected {path} (use --data-root / data_root= to point elsewhere)"
+        f"{what} not found: expected {path} (pass " + arg("data_root") + " to point elsewhere)"
     )
 
 

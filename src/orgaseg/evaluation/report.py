@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, arg
 from orgaseg.evaluation.classmap import ClassMap, MappedLabels, parse_class_map
 from orgaseg.evaluation.confusion import confusion_matrix
 from orgaseg.evaluation.matching import MODES
@@ -168,7 +168,7 @@ class EvaluationReport:
         directory = Path(directory)
         existing = [name for name in REPORT_FILES if (directory / name).exists()]
         if existing and not overwrite:
-            raise OrgasegError(f"{directory / existing[0]} exists; pass overwrite=True (--overwrite) to replace it")
+            raise OrgasegError(f"{directory / existing[0]} exists; pass {arg('overwrite')} to replace it")
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -261,7 +261,7 @@ def evaluate(
     if class_map is not None:
         class_map = parse_class_map(class_map)
         if classes is not None:
-            raise OrgasegError("the class map names the classes: pass classes= (--classes) or a class map, not both")
+            raise OrgasegError(f"the class map names the classes: pass {arg('classes')} or {arg('class_map')}, not both")
         named = class_map.named(sorted(set(ignore or ())))
         if named:
             raise OrgasegError(f"ignore values {named} are classes of the class map {class_map}")

@@ -16,7 +16,7 @@ import numpy as np
 import tensorstore
 import zarr
 
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, arg
 from orgaseg.io.metadata import MissingChunks, StoredArray, to_nanometres, voxel_size_from_attrs
 
 _ZARR_MARKERS = (".zarray", ".zgroup", "zarr.json")
@@ -63,7 +63,7 @@ def read_zarr(path: Path, key: str | None, level: int) -> StoredArray:
             where = f"{where}/{meta['labels'][0]}"
             continue
         raise OrgasegError(
-            f"{where}: a Zarr group without OME-Zarr multiscales; pass key= one of: {_zarr_arrays(node)}"
+            f"{where}: a Zarr group without OME-Zarr multiscales; pass {arg('key')}, one of: {_zarr_arrays(node)}"
         )
     if level:
         raise OrgasegError(f"{where}: level={level} given, but this is a single Zarr array")
@@ -196,7 +196,7 @@ def read_n5(path: Path, key: str | None, level: int) -> StoredArray:
         scale_level = target / f"s{level}"
         if "dimensions" not in _n5_attrs(scale_level):
             raise OrgasegError(
-                f"{target}: an N5 group, not a dataset; pass key= one of: {_n5_datasets(path)}"
+                f"{target}: an N5 group, not a dataset; pass {arg('key')}, one of: {_n5_datasets(path)}"
             )
         target, group_attrs, attrs = scale_level, attrs, _n5_attrs(scale_level)
     elif level:

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, arg
 from orgaseg.io.provenance import to_jsonable
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class PartialOutput:
     def check_target(self) -> None:
         """Refuse an existing output unless ``overwrite``."""
         if not self.overwrite and (self.path.exists() or self.path.is_symlink()):
-            raise OrgasegError(f"{self.path} exists; pass --overwrite to replace it")
+            raise OrgasegError(f"{self.path} exists; pass {arg('overwrite')} to replace it")
 
     def commit_key(self) -> None:
         """Record the key once the output under construction exists (it may then be resumed)."""

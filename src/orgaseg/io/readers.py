@@ -52,7 +52,7 @@ import numpy as np
 import tifffile
 import zarr
 
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.io import containers
 from orgaseg.io.metadata import StoredArray, check_voxel_size, to_nanometres, voxel_size_from_attrs
 from orgaseg.io.slices import IMAGE_SUFFIXES, SliceStack, image_files
@@ -70,11 +70,11 @@ _SUPPORTED = (
 route_tifffile_log()
 
 
-class VoxelSizeWarning(UserWarning):
+class VoxelSizeWarning(OrgasegWarning):
     """The voxel size of a volume is unknown or partly guessed."""
 
 
-class MissingChunksWarning(UserWarning):
+class MissingChunksWarning(OrgasegWarning):
     """A Zarr or N5 store lacks chunks of the array, which read as the fill value."""
 
 
@@ -142,10 +142,10 @@ def _report_missing_chunks(stored: StoredArray, path: Path, strict: bool) -> Non
         f"(the first at chunk index {missing.first}{along}) and read as the fill value {missing.fill_value!r}"
     )
     if strict:
-        raise OrgasegError(f"{found}; strict_chunks (--strict-chunks) refuses such a volume")
+        raise OrgasegError(f"{found}; {arg('strict_chunks')} refuses such a volume")
     warnings.warn(
         f"{found}: right if the writer skipped chunks holding only that value, otherwise lost data that will "
-        "be segmented as real; pass strict_chunks=True (--strict-chunks) to refuse it",
+        "be segmented as real; pass " + arg("strict_chunks") + " to refuse it",
         MissingChunksWarning,
         stacklevel=3,
     )
@@ -222,7 +222,7 @@ def _resolve_axes(shape: tuple[int, ...], axes: str | None, path: Path, channel:
             if len(keep) > 3 or ndim > 6:
                 raise OrgasegError(
                     f"{path}: {ndim}D data (shape {shape}) with more than one extra axis longer "
-                    "than 1; pass axes=... (e.g. 'czyx') and channel=... to choose a volume"
+                    f"than 1; pass {arg('axes')} (e.g. 'czyx') and {arg('channel')} to choose a volume"
                 )
             names, extra = iter("zyx"[3 - len(keep) :]), iter("tcqr")
             axes = "".join(next(names) if i in keep else next(extra) for i in range(ndim))
@@ -234,7 +234,7 @@ def _resolve_axes(shape: tuple[int, ...], axes: str | None, path: Path, channel:
         )
     if channel is not None and "c" not in axes:
         raise OrgasegError(
-            f"{path}: channel={channel} given, but the data has no channel axis (axes {axes!r})"
+            f"{path}: channel {channel} given, but the data has no channel axis (axes {axes!r})"
         )
     for letter, size in zip(axes, shape):
         if letter == "c" and channel is not None:
@@ -242,13 +242,13 @@ def _resolve_axes(shape: tuple[int, ...], axes: str | None, path: Path, channel:
                 raise OrgasegError(f"{path}: channel {channel} out of range; the data has {size} channels")
         elif letter == "c" and size > 1:
             raise OrgasegError(
-                f"{path}: data has {size} channels (axes {axes!r}, shape {shape}); pass channel=N "
-                "to choose one, or axes=... if that axis is really z"
+                f"{path}: data has {size} channels (axes {axes!r}, shape {shape}); pass {arg('channel')} "
+                f"to choose one, or {arg('axes')} if that axis is really z"
             )
         elif letter not in "zyxc" and size > 1:
             raise OrgasegError(
                 f"{path}: axis {letter!r} has {size} entries (axes {axes!r}, shape {shape}); "
-                "orgaseg reads one 3D volume: pass axes=... naming the z, y, x axes"
+                f"orgaseg reads one 3D volume: pass {arg('axes')} naming the z, y, x axes"
             )
     return axes
 
@@ -257,7 +257,7 @@ def _voxel_size_from_metadata(
     found: dict, nz: int, path: Path, note: str | None
 ) -> tuple[float, float, float]:
     """Voxel size from the sizes the metadata gave per axis (warns where it guesses)."""
-    how = "pass voxel_size=(z, y, x) in nm (--voxel-size on the command line)"
+    how = f"pass {arg('voxel_size')} in nm"
     invalid = [axis for axis in "zyx" if axis in found and found[axis] is not None and math.isnan(found[axis])]
     if invalid:
         raise OrgasegError(

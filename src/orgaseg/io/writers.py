@@ -39,7 +39,7 @@ import numpy as np
 import tifffile
 import zarr
 
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, arg
 from orgaseg.io.metadata import check_voxel_size
 from orgaseg.io.partial import PartialOutput, atomic_path, digest
 from orgaseg.io.provenance import to_jsonable, write_provenance
@@ -414,7 +414,7 @@ def write_tiff_image(path: str | Path, image: np.ndarray, *, voxel_size: Sequenc
     if image.ndim != 3:
         raise OrgasegError(f"{path}: expected a 3D (z, y, x) image, got shape {image.shape}")
     if not overwrite and (path.exists() or path.is_symlink()):
-        raise OrgasegError(f"{path} exists; pass --overwrite to replace it")
+        raise OrgasegError(f"{path} exists; pass {arg('overwrite')} to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temporary:
         tifffile.imwrite(temporary, image, **_imagej_metadata(check_voxel_size(voxel_size)))

@@ -16,7 +16,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, arg
 from orgaseg.io import compute_normalization, open_volume
 from orgaseg.io.volume import Volume
 from orgaseg.progress import ProgressCallback
@@ -110,7 +110,7 @@ def train_vit(
     volumes = _volumes(inputs, voxel_size, key)
     state: dict = {}
     if resume and model_options:
-        raise OrgasegError("model options cannot change on --resume: the checkpoint holds the model's config")
+        raise OrgasegError(f"model options cannot change on {arg('resume')}: the checkpoint holds the model's config")
     if resume:
         state = load_checkpoint(output, method=spec.name)
         if preset is not None and preset != state["preset"]:
@@ -122,7 +122,7 @@ def train_vit(
         pixel_size_nm = state.get("pixel_size_nm")
     else:
         if output.exists() and not overwrite:
-            raise OrgasegError(f"{output} exists; pass --resume to continue it or --overwrite to start afresh")
+            raise OrgasegError(f"{output} exists; pass {arg('resume')} to continue it or {arg('overwrite')} to start afresh")
         preset = preset or "cpu"
         if preset not in spec.train_presets:
             raise OrgasegError(

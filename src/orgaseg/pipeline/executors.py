@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, arg
 
 #: Items in flight per parallel slot (keeps every worker busy while results are written).
 WINDOW_PER_SLOT = 2
@@ -103,7 +103,7 @@ class ThreadExecutor(Executor):
     name = "threads"
 
     def __init__(self, threads: int) -> None:
-        self.slots = _positive(threads, "--workers")
+        self.slots = _positive(threads, "workers")
 
     def map(self, fn, shared, items):
         def finished(futures):
@@ -136,8 +136,8 @@ class DaskExecutor(Executor):
         """Start a ``LocalCluster`` of ``workers`` processes with ``threads_per_worker`` threads each."""
         from distributed import Client, LocalCluster
 
-        workers = _positive(workers, "--workers")
-        threads_per_worker = _positive(threads_per_worker, "--threads-per-worker")
+        workers = _positive(workers, "workers")
+        threads_per_worker = _positive(threads_per_worker, "threads_per_worker")
         # the scheduler and nannies run in this process and log every start and stop at INFO
         logging.getLogger("distributed").setLevel(logging.ERROR)
         cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
@@ -172,7 +172,7 @@ class DaskExecutor(Executor):
             except Exception as err:  # pickling failures come as several types
                 raise OrgasegError(
                     f"cannot send {type(value).__name__} to dask workers ({type(err).__name__}: {err}); "
-                    "give the input as a path so workers can open it, or use --executor threads"
+                    f"give the input as a path so workers can open it, or the threads executor ({arg('executor')})"
                 ) from None
             entry = (value, future)  # holding value keeps its id from being reused
             self._scattered[id(value)] = entry
@@ -223,17 +223,17 @@ def make_executor(
     -------
     Executor
     """
-    workers = _positive(workers, "--workers")
-    threads_per_worker = _positive(threads_per_worker, "--threads-per-worker")
+    workers = _positive(workers, "workers")
+    threads_per_worker = _positive(threads_per_worker, "threads_per_worker")
     if kind is None:
         kind = "dask" if scheduler is not None or workers > 1 else "serial"
     if kind not in EXECUTORS:
         raise OrgasegError(f"unknown executor {kind!r}; choose one of {', '.join(EXECUTORS)}")
     if scheduler is not None and kind != "dask":
-        raise OrgasegError(f"--scheduler needs the dask executor, not {kind!r}")
+        raise OrgasegError(f"{arg('scheduler')} needs the dask executor, not {kind!r}")
     if kind == "serial":
         if workers > 1:
-            raise OrgasegError(f"the serial executor runs one block at a time; --workers {workers} needs threads or dask")
+            raise OrgasegError(f"the serial executor runs one block at a time; {workers} workers need threads or dask ({arg('executor')})")
         return SerialExecutor()
     if kind == "threads":
         return ThreadExecutor(workers)
@@ -244,5 +244,5 @@ def make_executor(
 
 def _positive(value: int, option: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise OrgasegError(f"{option} must be a positive whole number, got {value!r}")
+        raise OrgasegError(f"{arg(option)} must be a positive whole number, got {value!r}")
     return value

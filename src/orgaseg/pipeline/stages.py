@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from orgaseg.cluster import ClustererSpec, get_clusterer
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, arg
 from orgaseg.features import FeatureSpec, get_features
 from orgaseg.methods.table import METHODS, Method, get_method
 from orgaseg.pipeline.resample import WorkingGrid
@@ -186,7 +186,7 @@ def resolve_stages(
     if feature_spec.needs is not None:
         if model is None:
             learned = [name for name, m in METHODS.items() if m.learns]
-            raise OrgasegError(f"{feature_spec.name} features need a trained encoder: pass --model, a checkpoint of "
+            raise OrgasegError(f"{feature_spec.name} features need a trained encoder: pass {arg('model')}, a checkpoint of "
                                f"{' / '.join(learned)} ('orgaseg train'); method {row.name!r} "
                                + ("trains one" if row.learns else "has none"))
         from orgaseg.models.device import resolve_device

@@ -54,12 +54,13 @@ class VolumeSource:
         self.reopen = reopen
 
     @classmethod
-    def from_arguments(cls, data, volume: Volume, *, key=None, level: int = 0, axes=None) -> "VolumeSource":
+    def from_arguments(cls, data, volume: Volume, *, key=None, level: int = 0, axes=None, channel=None) -> "VolumeSource":
         """The source of ``volume``, opened from ``data`` (a path, or an array / Volume)."""
         from pathlib import Path
 
         if isinstance(data, (str, Path)):
-            reopen = {"path": str(data), "key": key, "level": level, "axes": axes, "voxel_size": volume.voxel_size}
+            reopen = {"path": str(data), "key": key, "level": level, "axes": axes, "channel": channel,
+                      "voxel_size": volume.voxel_size}
             return cls(volume, reopen)
         return cls(volume)
 
