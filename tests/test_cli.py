@@ -89,6 +89,8 @@ def test_centers_reuse_gives_same_ids(phantom_files, tmp_path):
         (lambda t, raw, ref: ["segment", str(raw), "-o", str(t / "s.png")], ".png"),
         (lambda t, raw, ref: ["segment", str(_npy(t / "tiny.npy", np.arange(8, dtype=np.uint8).reshape(2, 2, 2))),
                               "-k", "20", "-o", str(t / "s.tif")], "K = 20"),
+        (lambda t, raw, ref: ["segment", str(raw), "-k", "100000", "-o", str(t / "s.ome.zarr")],
+         "K = 100000 needs a sample of at least 1,000,000 voxels (10 per cluster) but this run samples 147,456"),
         (lambda t, raw, ref: ["segment", str(raw), "--voxel-size", "0", "1", "1", "-o", str(t / "s.tif")], "voxel"),
         (lambda t, raw, ref: ["train", str(raw), "--method", "baseline", "-o", str(t / "m.pt")], "does not learn"),
         (lambda t, raw, ref: ["evaluate", str(raw), "--reference", str(ref), "--mask",

@@ -46,6 +46,10 @@ __all__ = [
 #: Bytes of float32 features one default block holds (features live one block at a time).
 FEATURE_BYTES = 512 * 1024**2
 
+#: Sampled voxels a clusterer needs per cluster: fewer cannot place K centres meaningfully
+#: (``-k 100000`` on a 200,000-voxel sample is a typo, not a segmentation).
+MIN_SAMPLE_PER_CLUSTER = 10
+
 
 class LabelSink(Protocol):
     def write(self, region: Region, block: np.ndarray) -> None:
@@ -163,10 +167,12 @@ def _fit(jobs, spec: ClustererSpec, ks, options, sample_size, seed, block_shape,
     total = sum(job.source.volume.size for job in jobs)
     for k in ks:
         if k > total:
-            raise OrgasegError(f"K = {k} is larger than the volume ({total} voxels)")
-        if spec.sample == "voxels" and k > sample_size:
-            raise OrgasegError(f"K = {k} is larger than the clusterer's sample ({sample_size} voxels): "
-                               "use a smaller K or a larger sample size")
+            raise OrgasegError(f"K = {k} is larger than the volume ({total:,} voxels)")
+        needed, sampled = MIN_SAMPLE_PER_CLUSTER * k, min(sample_size, total)
+        if spec.sample == "voxels" and sampled < needed:
+            raise OrgasegError(f"K = {k} needs a sample of at least {needed:,} voxels ({MIN_SAMPLE_PER_CLUSTER} per "
+                               f"cluster) but this run samples {sampled:,}: use a smaller K"
+                               + (" or a larger sample size" if sampled < total else ""))
     fits = [spec.start_fit(k, seed=seed, **(options or {})) for k in ks]
     for i, job in enumerate(jobs):
         n = max(1, round(sample_size * job.source.volume.size / total))
