@@ -263,3 +263,16 @@ def test_interpolated_kmeans_scores_label_like_interpolated_features(small, tmp_
     assert scores.model.to_dict()["centers"] == features.model.to_dict()["centers"]
     # the same labels up to float rounding at near-ties between two centres
     assert np.mean(scores.labels == open_volume(tmp_path / "f.tif").read()) > 0.999
+
+
+def test_a_method_default_pixel_size_only_coarsens(small):
+    import dataclasses
+
+    row = dataclasses.replace(orgaseg.methods.METHODS["baseline"], pixel_size_nm=30.0)
+    fine = small.evaluation[0].raw  # 20 nm voxels
+    coarse = dataclasses.replace(fine, voxel_size=(40.0, 40.0, 40.0))
+    grid = lambda **kw: orgaseg.segment(k=3, method=row, sample_size=3000, **kw).provenance["config"]["working_grid"]
+    assert grid(data=fine)["working_voxel_size"] == [30.0, 30.0, 30.0]
+    assert grid(data=coarse) is None  # already coarser than the default: its own grid
+    assert grid(data=coarse, pixel_size=30)["working_voxel_size"] == [30.0, 30.0, 30.0]  # asked for: as given
+    assert grid(data=fine, pixel_size="native") is None

@@ -131,6 +131,9 @@ def train_vit(
         config = model_preset(preset).with_overrides(model_options or {})
         train_config = spec.train_presets[preset]
         pixel_size_nm = resolve_pixel_size(pixel_size, spec.pixel_size_nm)
+        if pixel_size is None and pixel_size_nm is not None and \
+                all(min(v.voxel_size[1:]) >= pixel_size_nm for v in volumes):
+            pixel_size_nm = None  # the method's default only coarsens (as when segmenting)
     volumes = [resampled_volume(v, pixel_size_nm) for v in volumes]
     normalizations = [compute_normalization(v, seed=seed) for v in volumes]
     sampler = FieldOfViewSampler(volumes, normalizations, fov=config.img_size, seed=seed)

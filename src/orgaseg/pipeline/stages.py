@@ -94,6 +94,8 @@ class Stages:
         Where the encoder runs.
     checkpoint : str or None
         The checkpoint's path.
+    coarsen_only : bool
+        The pixel size is the method's default: inputs already coarser keep their own grid.
     """
 
     method: Method
@@ -105,10 +107,18 @@ class Stages:
     pixel_size_nm: float | None = None
     device: str = "cpu"
     checkpoint: str | None = None
+    coarsen_only: bool = False
 
     def grid(self, volume) -> WorkingGrid | None:
-        """The working grid of ``volume`` (None when the run works on its own grid)."""
+        """The working grid of ``volume`` (None when the run works on its own grid).
+
+        A pixel size that is the method's default only ever coarsens: data
+        already at or above it keeps its own grid (upsampling would add work,
+        not information). A pixel size the user gave is used as given.
+        """
         if self.pixel_size_nm is None:
+            return None
+        if self.coarsen_only and min(volume.voxel_size[1:]) >= self.pixel_size_nm:
             return None
         grid = WorkingGrid.for_pixel_size(volume.shape, volume.voxel_size, self.pixel_size_nm)
         return None if grid.is_identity else grid
@@ -210,5 +220,6 @@ def resolve_stages(
         pixel_size_nm = resolve_pixel_size(pixel_size, row.pixel_size_nm)
     return Stages(method=row, features=feature_spec, clusterer=clusterer_spec, feature_options=feature_options,
                   clusterer_options=clusterer_options, encoder=encoder, pixel_size_nm=pixel_size_nm,
-                  device=device_name, checkpoint=None if model is None else str(model))
+                  device=device_name, checkpoint=None if model is None else str(model),
+                  coarsen_only=pixel_size is None and encoder is None)
 
