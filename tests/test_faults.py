@@ -1,13 +1,20 @@
 """Fault injection: broken inputs give exit 2 and one line naming the problem, never a smaller volume.
 
-Each case builds a tiny broken file in ``tmp_path`` and runs it through
-:func:`orgaseg.cli.main`, as ``info`` and as ``segment`` (which must leave
-nothing at its output path).
+Each case of :data:`FAULTS` builds a tiny broken file in ``tmp_path`` and
+runs it through :func:`orgaseg.cli.main`, as ``info`` and as ``segment``
+(which must leave nothing at its output path). Each case of
+:data:`OUTPUT_FAULTS` makes the output unwritable (a read-only folder, a full
+disk) for an intact input: exit 2, one line naming the output and the cause,
+and nothing left but the finished work of a run that had some, which the
+same command resumes. ``benchmarks/fault_table.py`` runs both tables for the
+README.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import re
 import warnings
 from pathlib import Path
@@ -21,13 +28,21 @@ from PIL import Image
 
 from orgaseg.cli import main
 from orgaseg.errors import OrgasegError
-from orgaseg.io import MissingChunksWarning, open_volume, write_labels
+from orgaseg.io import MissingChunksWarning, open_volume, read_provenance, write_labels
+from orgaseg.io.writers import OmeZarrLabelWriter
 
 SHAPE = (8, 32, 32)
 
 
 def _stack() -> np.ndarray:
     return (np.arange(np.prod(SHAPE)) % 251).astype(np.uint8).reshape(SHAPE)
+
+
+def _intact(tmp_path: Path, name: str = "raw.tif") -> Path:
+    path = tmp_path / name
+    tifffile.imwrite(path, _stack(), imagej=True, resolution=(0.25, 0.25),
+                     metadata={"spacing": 50, "unit": "nm", "axes": "ZYX"})
+    return path
 
 
 def _truncate(path: Path, fraction: float = 0.5) -> Path:
@@ -45,6 +60,13 @@ def truncated_imagej(tmp_path: Path) -> Path:
 
 def truncated_plain_tiff(tmp_path: Path) -> Path:
     path = tmp_path / "plain.tif"
+    tifffile.imwrite(path, _stack())
+    return _truncate(path)
+
+
+def non_utf8_name(tmp_path: Path) -> Path:
+    # a name written on a Latin-1 system ("rawÿ.tif"): Python holds the byte 0xff as a surrogate
+    path = tmp_path / os.fsdecode(b"raw\xff.tif")
     tifffile.imwrite(path, _stack())
     return _truncate(path)
 
@@ -112,6 +134,7 @@ def nan_voxel_size(tmp_path: Path) -> Path:
 FAULTS = {
     "truncated ImageJ stack": (truncated_imagej, [], r"stack\.tif: the metadata declares 8 images, but the file holds 1"),
     "truncated plain TIFF": (truncated_plain_tiff, [], r"plain\.tif: damaged or truncated TIFF"),
+    "damaged TIFF with a non-UTF-8 name": (non_utf8_name, [], r"raw\\udcff\.tif: damaged or truncated TIFF"),
     "HDF5 truncated mid-dataset": (truncated_hdf5, [], r"volume\.h5: not a readable HDF5 file \(.*truncated file"),
     "zarr with a corrupt chunk": (zarr_corrupt_chunk, [], r"volume\.zarr: cannot read the region \[0:8, 0:32, 0:32\]"),
     "zarr with missing chunks, strict": (zarr_missing_chunks, ["--strict-chunks"],
@@ -123,6 +146,62 @@ FAULTS = {
                                      r"zero\.tif: the metadata gives a voxel size for z that is not a positive.*--voxel-size"),
     "voxel size NaN in the metadata": (nan_voxel_size, [], r"nan\.h5: the metadata gives a voxel size for y"),
 }
+
+
+def read_only_folder(tmp_path: Path, monkeypatch) -> Path:
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.access(folder, os.W_OK):  # root ignores the mode: refuse what the kernel would refuse anyone else
+        mkdir = os.mkdir
+
+        def refuse(path, *args, **kwargs):
+            if Path(path).parent == folder:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+            return mkdir(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "mkdir", refuse)
+    return folder / "seg.ome.zarr"
+
+
+def _disk_full(monkeypatch, method: str, after: int = 0) -> None:
+    """Make the label writer's ``method`` fail as on a full disk from its call number ``after + 1`` on."""
+    original, calls = getattr(OmeZarrLabelWriter, method), []
+
+    def fail(self, *args):
+        calls.append(args)
+        if len(calls) > after:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return original(self, *args)
+
+    monkeypatch.setattr(OmeZarrLabelWriter, method, fail)
+
+
+def disk_full_at_the_start(tmp_path: Path, monkeypatch) -> Path:
+    _disk_full(monkeypatch, "_create")
+    return tmp_path / "seg.ome.zarr"
+
+
+def disk_full_after_two_blocks(tmp_path: Path, monkeypatch) -> Path:
+    _disk_full(monkeypatch, "_write", after=2)
+    return tmp_path / "seg.ome.zarr"
+
+
+#: (set-up of an intact run's output path, words the one line must contain, whether finished work is kept)
+OUTPUT_FAULTS = {
+    "read-only output folder": (read_only_folder,
+                                r"seg\.ome\.zarr: cannot write the output: Permission denied \(.*read-only/seg\.ome\.zarr"
+                                r"\.partial\); write to a folder you may write to$", False),
+    "disk full when the output is created": (disk_full_at_the_start,
+                                             r"seg\.ome\.zarr: cannot write the output: no space left on the device; "
+                                             r"free some space or write elsewhere$", False),
+    "disk full after 2 of 8 blocks": (disk_full_after_two_blocks,
+                                      r"no space left on the device; free some space or write elsewhere; "
+                                      r"kept the finished work in .*seg\.ome\.zarr\.partial; rerun the same command", True),
+}
+
+#: The run of every output fault: 8 blocks, so a run can stop with finished blocks.
+SEGMENT_OPTIONS = ["-k", "2", "--block-shape", "4", "16", "16", "--quiet"]
 
 
 def _one_error_line(capsys, command: str, pattern: str) -> None:
@@ -143,6 +222,37 @@ def test_a_broken_input_is_one_line_and_exit_2(tmp_path, capsys, case):
     assert main(["segment", str(path), "-o", str(output), "-k", "2", "--quiet", *options]) == 2
     _one_error_line(capsys, "segment", pattern)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("out.ome.zarr")]
+
+
+@pytest.mark.parametrize("case", OUTPUT_FAULTS)
+def test_an_unwritable_output_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, case):
+    prepare, pattern, kept = OUTPUT_FAULTS[case]
+    raw = _intact(tmp_path)
+    output = prepare(tmp_path, monkeypatch)
+    args = ["segment", str(raw), "-o", str(output), *SEGMENT_OPTIONS]
+    assert main(args) == 2
+    _one_error_line(capsys, "segment", pattern)
+    partial = f"{output.name}.partial"
+    assert [p.name for p in output.parent.iterdir() if p.name.startswith(output.name)] == ([partial] if kept else [])
+    if kept:  # space freed: the same command resumes, to the labels of a run that never stopped
+        monkeypatch.undo()
+        assert main(args) == 0
+        assert read_provenance(output)["blocks"]["skipped"] == 2
+        assert main(["segment", str(raw), "-o", str(tmp_path / "whole.ome.zarr"), *SEGMENT_OPTIONS]) == 0
+        np.testing.assert_array_equal(open_volume(output).read(), open_volume(tmp_path / "whole.ome.zarr").read())
+
+
+def test_a_name_that_is_not_utf8_is_read_and_written_as_given(tmp_path, capsysbinary):
+    raw = _intact(tmp_path, os.fsdecode(b"raw\xff.tif"))
+    output = tmp_path / os.fsdecode(b"seg\xff.ome.zarr")
+    assert main(["info", str(raw), "--quiet"]) == 0
+    assert main(["segment", str(raw), "-o", str(output), "-k", "2", "--quiet"]) == 0
+    printed = capsysbinary.readouterr()
+    assert printed.err == b""
+    # stdout gives the names' own bytes back, so a script reading it finds the files
+    assert os.fsencode(raw) in printed.out and os.fsencode(output) in printed.out
+    assert open_volume(output).shape == SHAPE
+    assert read_provenance(output)["input"]["path"] == str(raw)
 
 
 def test_missing_chunks_warn_with_their_count_and_the_first_index(tmp_path, capsys):

@@ -457,6 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # a file name that is not UTF-8 reaches us with its bytes as surrogates: print it
+    # (stdout gives the bytes back, stderr shows them escaped) instead of failing on a strict stream
+    for stream, errors in ((sys.stdout, "surrogateescape"), (sys.stderr, "backslashreplace")):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors=errors)
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

@@ -12,7 +12,7 @@ import zarr
 from orgaseg.errors import OrgasegError
 from orgaseg.io.partial import PartialOutput, digest
 from orgaseg.io.provenance import to_jsonable
-from orgaseg.io.writers import check_chunks, check_shape
+from orgaseg.io.writers import check_chunks, check_shape, give_up, writing
 
 
 class FeatureWriter:
@@ -29,26 +29,34 @@ class FeatureWriter:
         self.shape = check_shape(shape) + (int(n_features),)
         self.chunks = check_chunks(chunks, self.shape[:3]) + (self.shape[3],)
         key = None if resume_key is None else digest({"content": resume_key, "shape": self.shape, "chunks": self.chunks})
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._partial = PartialOutput(path, overwrite, key)
-        if self._partial.resumed:
-            self._array = zarr.open_array(str(self._partial.target), mode="r+", zarr_format=2)
-        else:
-            self._array = zarr.create_array(
-                str(self._partial.target), shape=self.shape, chunks=self.chunks, dtype=np.float16,
-                fill_value=0, zarr_format=2, chunk_key_encoding={"name": "v2", "separator": "/"},
-                compressors=numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE),
-            )
-            self._partial.commit_key()
+        self._partial = None
+        try:
+            with writing(path):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._partial = PartialOutput(path, overwrite, key)
+                if self._partial.resumed:
+                    self._array = zarr.open_array(str(self._partial.target), mode="r+", zarr_format=2)
+                else:
+                    self._array = zarr.create_array(
+                        str(self._partial.target), shape=self.shape, chunks=self.chunks, dtype=np.float16,
+                        fill_value=0, zarr_format=2, chunk_key_encoding={"name": "v2", "separator": "/"},
+                        compressors=numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE),
+                    )
+                    self._partial.commit_key()
+        except BaseException:
+            give_up(self._partial)
+            raise
 
     def write(self, region: tuple[slice, slice, slice], features: np.ndarray) -> None:
         """Write ``features`` (shape ``region + (F,)``) as float16."""
-        self._array[tuple(region) + (slice(None),)] = np.asarray(features).astype(np.float16)
+        with writing(self.path):
+            self._array[tuple(region) + (slice(None),)] = np.asarray(features).astype(np.float16)
 
     def finalize(self, attrs: dict) -> Path:
         """Store ``attrs`` (axes, voxel size, feature configuration) and move the array into place."""
-        self._array.attrs.update(to_jsonable(attrs))
-        self._partial.move_into_place()
+        with writing(self.path):
+            self._array.attrs.update(to_jsonable(attrs))
+            self._partial.move_into_place()
         return self.path
 
     def suspend(self) -> None:

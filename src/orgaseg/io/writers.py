@@ -31,7 +31,9 @@ map; ImageJ holds at most 65,536 labels (uint16).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import errno
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numcodecs
@@ -50,6 +52,47 @@ from orgaseg.viz.colors import label_colors
 _ZARR_SUFFIXES = (".ome.zarr", ".zarr")
 _TIFF_SUFFIXES = (".tif", ".tiff")
 _DEFAULT_CHUNKS = (64, 256, 256)
+
+
+class OutputError(OrgasegError):
+    """An output could not be written: a full disk, a folder the user may not write to.
+
+    The cause lies outside the input, but it is the user's to fix, so the
+    command line reports it in one line with exit code 2 like bad input.
+    """
+
+    def keep(self, note: str) -> None:
+        """Add ``note`` (what was kept of the run) to the message, so the report stays one line."""
+        self.args = (f"{self.args[0]}; {note}",) + self.args[1:]
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Report an ``OSError`` while writing the output ``path`` as an :class:`OutputError` naming it and the cause."""
+    try:
+        yield
+    except OSError as err:
+        raise OutputError(f"{path}: cannot write the output: {_cause(err)}") from err
+
+
+def give_up(partial: PartialOutput | None) -> None:
+    """After a failed start: keep an earlier run's partial output for the next try, remove a new one."""
+    if partial is None:
+        return
+    if partial.resumed:
+        partial.release()
+    else:
+        partial.discard()
+
+
+def _cause(err: OSError) -> str:
+    """What went wrong, in words that say what to do."""
+    where = f" ({err.filename})" if err.filename else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on the device{where}; free some space or write elsewhere"
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{err.strerror or 'permission denied'}{where}; write to a folder you may write to"
+    return f"{err.strerror or err}{where}"
 
 
 class LabelWriter:
@@ -97,13 +140,18 @@ class LabelWriter:
             layout = {"writer": type(self).__name__, "shape": self.shape, "dtype": self.dtype.str,
                       "voxel_size": self.voxel_size, "label_names": self.label_names, **layout}
             key = digest({"content": self._resume_key, "layout": to_jsonable(layout)})
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._partial = PartialOutput(self.path, self._overwrite, key)
-        if self._partial.resumed:
-            self._reopen(self._partial.target)
-        else:
-            self._create(self._partial.target)
-            self._partial.commit_key()
+        try:
+            with writing(self.path):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._partial = PartialOutput(self.path, self._overwrite, key)
+                if self._partial.resumed:
+                    self._reopen(self._partial.target)
+                else:
+                    self._create(self._partial.target)
+                    self._partial.commit_key()
+        except BaseException:
+            give_up(self._partial)
+            raise
 
     @property
     def resumed(self) -> bool:
@@ -132,7 +180,8 @@ class LabelWriter:
             raise ValueError(
                 f"label ids must lie in 0..{self.n_labels - 1}, got {block.min()}..{block.max()}"
             )
-        self._write(tuple(region), block.astype(self.dtype, copy=False))
+        with writing(self.path):
+            self._write(tuple(region), block.astype(self.dtype, copy=False))
 
     def flush(self) -> None:
         """Make the blocks written so far durable (before the runner marks them done)."""
@@ -148,9 +197,10 @@ class LabelWriter:
         if self.label_names is not None:
             record.setdefault("label_names", self.label_names)
         try:
-            self._close(record)
-            self._release()
-            self._partial.move_into_place()
+            with writing(self.path):
+                self._close(record)
+                self._release()
+                self._partial.move_into_place()
         except BaseException:
             self.abort()
             raise
@@ -307,7 +357,8 @@ class TiffLabelWriter(LabelWriter):
 
     def flush(self) -> None:
         if self._map is not None:
-            self._map.flush()
+            with writing(self.path):
+                self._map.flush()
 
     def _close(self, record: dict) -> None:
         self.flush()

@@ -10,12 +10,13 @@ interrupted run finished, so the same call resumes it.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from orgaseg.io import create_label_writer
 from orgaseg.io.feature_writer import FeatureWriter, create_feature_writer
-from orgaseg.io.writers import LabelWriter
+from orgaseg.io.writers import LabelWriter, OutputError
 from orgaseg.labels import smallest_label_dtype
 from orgaseg.pipeline.blocks import aligned_chunks
 from orgaseg.pipeline.resume import RunState
@@ -55,10 +56,24 @@ class RunOutputs:
         return None
 
     def interrupted(self) -> None:
-        """Keep what an interrupted run finished, so the same call resumes it; discard an empty start."""
+        """Keep what an interrupted run finished, so the same call resumes it; discard an empty start.
+
+        Called while the exception that stopped the run is handled. Finished
+        work (the fitted clusterer, labelled blocks) is kept whatever stopped
+        the run: after Ctrl-C, a crash or a full disk the same call resumes.
+        When an output could not be written, the note on the kept work joins
+        that error's message, so the user still reads one line.
+        """
         if self.state is not None and self.state.has_progress():
             self.sink.suspend()
-            logger.warning("kept the finished work in %s; rerun the same command to resume", self.sink.partial)
+            if self.features is not None:
+                self.features.suspend()
+            note = f"kept the finished work in {self.sink.partial}; rerun the same command to resume"
+            error = sys.exc_info()[1]
+            if isinstance(error, OutputError):
+                error.keep(note)
+            else:
+                logger.warning(note)
             return
         if isinstance(self.sink, LabelWriter):
             self.sink.abort()
