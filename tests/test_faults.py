@@ -379,9 +379,6 @@ def test_a_signal_at_a_random_moment_on_dask_workers_then_a_rerun_gives_the_same
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="dask worker processes answer Ctrl-C with their own KeyboardInterrupt "
-                                       "tracebacks and distributed log lines; DaskExecutor.local should start "
-                                       "its workers ignoring SIGINT and leave the interrupt to the main process")
 def test_ctrl_c_on_dask_workers_prints_only_what_orgaseg_says(cell, tmp_path):
     output = tmp_path / "seg.ome.zarr"
     code, _, err = _segment_on_dask(cell[0], output, signal.SIGINT, after=4)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -140,8 +142,16 @@ class DaskExecutor(Executor):
         threads_per_worker = _positive(threads_per_worker, "threads_per_worker")
         # the scheduler and nannies run in this process and log every start and stop at INFO
         logging.getLogger("distributed").setLevel(logging.ERROR)
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
-                               dashboard_address=":0")  # any free port: two runs never clash on 8787
+        # worker processes inherit an ignored SIGINT (Python then installs no KeyboardInterrupt handler in them):
+        # Ctrl-C reaches this process alone, which stops the run and closes the cluster, instead of every
+        # worker printing its own traceback
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
+        try:
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker, processes=True,
+                                   dashboard_address=":0", silence_logs=logging.ERROR)  # any free port
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         return cls(Client(cluster), cluster)
 
     @classmethod
@@ -240,6 +250,10 @@ def make_executor(
     if scheduler is not None:
         return DaskExecutor.connect(scheduler)
     return DaskExecutor.local(workers, threads_per_worker)
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()  # signal handlers can only be set there
 
 
 def _positive(value: int, option: str) -> int:
