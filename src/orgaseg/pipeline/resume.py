@@ -28,6 +28,7 @@ import numpy as np
 from orgaseg.cluster.base import Clusterer, ClustererSpec
 from orgaseg.io.partial import digest, write_atomic
 from orgaseg.io.volume import Volume
+from orgaseg.io.writers import writing
 from orgaseg.pipeline.blocks import Block, make_blocks
 
 _CLUSTERER = "clusterer.json"
@@ -94,7 +95,8 @@ class RunState:
 
     def save_models(self, models: Sequence[Clusterer]) -> None:
         """Store the fitted clusterer, so a resumed run uses the same centres."""
-        write_atomic(self.folder / _CLUSTERER, json.dumps({"key": self.key, "models": [m.to_dict() for m in models]}))
+        with writing(self.folder):
+            write_atomic(self.folder / _CLUSTERER, json.dumps({"key": self.key, "models": [m.to_dict() for m in models]}))
 
     def use_models(self, models: Sequence[Clusterer]) -> None:
         """Set the clusterer states that every block signature includes."""
@@ -117,7 +119,8 @@ class RunState:
     def mark_done(self, block: Block, seconds: float) -> None:
         """Record ``block`` as finished (call after its labels are durable)."""
         record = {"signature": self.signature(block), "index": block.index, "seconds": round(seconds, 4)}
-        write_atomic(self._marker(block), json.dumps(record))
+        with writing(self.folder):  # a full disk is one line naming the output, not an unexpected error
+            write_atomic(self._marker(block), json.dumps(record))
         self.computed += 1
 
     def has_progress(self) -> bool:
