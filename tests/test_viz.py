@@ -154,7 +154,18 @@ def test_class_colors_are_not_cluster_colors():
     assert classes.shape == (12, 4) and np.all(classes[:, 3] == 1)
     np.testing.assert_array_equal(class_colors(5), classes[:5])
     assert len(np.unique(classes.round(3), axis=0)) == 12
-    assert np.abs(clusters[:, None, :3] - classes[None, :, :3]).max(axis=-1).min() > 0.04
+    # perceived difference (CIE76 in Lab): the seven named class colours never look like a cluster colour
+    distance = np.linalg.norm(_lab(classes[:7, :3])[:, None] - _lab(clusters[:, :3])[None], axis=-1)
+    assert distance.min() > 15
+
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    """sRGB in [0, 1] to CIE L*a*b* (D65)."""
+    linear = np.where(rgb > 0.04045, ((rgb + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    xyz = linear @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
+    f = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(f > 0.008856, np.cbrt(f), 7.787 * f + 16 / 116)
+    return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], axis=-1)
 
 
 def test_confusion_plot_labels_empty_clusters_and_uses_both_palettes(tmp_path):
