@@ -276,3 +276,14 @@ def test_a_method_default_pixel_size_only_coarsens(small):
     assert grid(data=coarse) is None  # already coarser than the default: its own grid
     assert grid(data=coarse, pixel_size=30)["working_voxel_size"] == [30.0, 30.0, 30.0]  # asked for: as given
     assert grid(data=fine, pixel_size="native") is None
+
+
+def test_the_baseline_works_at_10_nm_by_default_but_never_on_a_guessed_voxel_size(tmp_path):
+    raw = (np.random.default_rng(0).random((2, 64, 64)) * 255).astype(np.uint8)
+    grid = lambda data, **kw: orgaseg.segment(data, k=3, sample_size=3000, **kw).provenance["config"]["working_grid"]
+    assert grid(raw, voxel_size=(5, 5, 5))["working_voxel_size"] == [10.0, 10.0, 10.0]
+    assert grid(raw) is None  # an array without a voxel size: assumed 1 nm, not resampled
+    np.save(tmp_path / "raw.npy", raw)
+    with pytest.warns(UserWarning, match="voxel size unknown"):
+        assert grid(tmp_path / "raw.npy") is None
+    assert grid(raw, voxel_size=(5, 5, 5), pixel_size="native") is None

@@ -240,7 +240,7 @@ def cmd_methods(args, progress) -> int:
 
     print("methods (--method): encoder + dense features + clusterer, default working pixel size, training presets")
     for method in METHODS.values():
-        pixel = "native" if method.pixel_size_nm is None else f"{method.pixel_size_nm:g} nm"
+        pixel = "native" if method.pixel_size_nm is None else f"{method.pixel_size_nm:g} nm (finer inputs only)"
         presets = ", ".join(method.presets) or "-"
         print(f"  {method.name:<11} {method.encoder or '-'} + {method.features} + {method.clusterer}; "
               f"pixel size {pixel}; presets {presets}")

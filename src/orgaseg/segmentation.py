@@ -55,7 +55,10 @@ def resolve_volume(data, *, key: str | None = None, voxel_size=None, level: int 
                            strict_chunks=strict_chunks)
     if isinstance(data, Volume):
         return data if voxel_size is None else dataclasses.replace(data, voxel_size=tuple(voxel_size))
-    return as_volume(data, voxel_size=voxel_size or (1.0, 1.0, 1.0))
+    volume = as_volume(data, voxel_size=voxel_size or (1.0, 1.0, 1.0))
+    if voxel_size is None:
+        volume.attrs["voxel_size_assumed"] = True
+    return volume
 
 
 def load_centers(source, spec: ClustererSpec | None = None) -> Clusterer:

@@ -193,18 +193,19 @@ def _to_volume(stored: StoredArray, path: Path, *, voxel_size, axes, channel) ->
     fixed = {"c": channel} if channel is not None else None
     array = stored.array if order == "zyx" else AxesView(stored.array, order, fixed)
     nz = shape[order.index("z")] if "z" in order else 1
+    attrs = {"format": stored.format}
     if voxel_size is not None:
         size = check_voxel_size(voxel_size)
     else:
         found = dict(zip(order, stored.sizes)) if stored.sizes is not None else {}
         size = _voxel_size_from_metadata(found, nz, path, stored.note)
+        if found.get("y") is None or found.get("x") is None:
+            attrs["voxel_size_assumed"] = True  # nothing physical may be derived from it (a working pixel size)
     chunks = None
     if stored.chunks is not None:
         by_axis = dict(zip(order, stored.chunks))
         chunks = tuple(int(by_axis.get(a, 1)) for a in "zyx")
-    return Volume(
-        array, voxel_size=size, path=str(path), key=stored.key, chunks=chunks, attrs={"format": stored.format}
-    )
+    return Volume(array, voxel_size=size, path=str(path), key=stored.key, chunks=chunks, attrs=attrs)
 
 
 def _resolve_axes(shape: tuple[int, ...], axes: str | None, path: Path, channel: int | None) -> str:

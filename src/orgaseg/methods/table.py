@@ -94,8 +94,10 @@ class Method:
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
+        # 10 nm: on vnc (4.6 nm) and cdeep3m-mito (5.9 nm) the filter bank scores as at the native pixel
+        # size within 0.01-0.02 Dice at 9.2 and 11.8 nm on a quarter of the pixels (docs/pixel-size.md)
         Method("baseline", "classical floor: multi-scale filter bank at scales in nm + k-means",
-               encoder=None, features="filter-bank", paper="-"),
+               encoder=None, features="filter-bank", pixel_size_nm=10.0, paper="-"),
         Method("maester", "ViT masked autoencoder on 5 px patches in 80 px fields of view; cover-and-stride + k-means",
                encoder="mae", features="cover-stride", train_presets=maester.TRAIN_PRESETS,
                make_model=maester.make_model, paper="Xie et al., CVPR 2023"),

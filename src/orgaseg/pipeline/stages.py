@@ -114,12 +114,14 @@ class Stages:
 
         A pixel size that is the method's default only ever coarsens: data
         already at or above it keeps its own grid (upsampling would add work,
-        not information). A pixel size the user gave is used as given.
+        not information), and so does a volume whose voxel size is unknown
+        (assumed 1 nm). A pixel size the user gave is used as given.
         """
         if self.pixel_size_nm is None:
             return None
-        if self.coarsen_only and min(volume.voxel_size[1:]) >= self.pixel_size_nm:
-            return None
+        if self.coarsen_only and (min(volume.voxel_size[1:]) >= self.pixel_size_nm
+                                  or volume.attrs.get("voxel_size_assumed")):
+            return None  # a default never resamples a volume whose voxel size is a guess
         grid = WorkingGrid.for_pixel_size(volume.shape, volume.voxel_size, self.pixel_size_nm)
         return None if grid.is_identity else grid
 
