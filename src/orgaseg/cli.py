@@ -377,8 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, help="wall-clock budget; alone, it also sets the schedule length")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint at -o exactly")
     p.add_argument("--overwrite", action="store_true", help="start afresh, replacing the checkpoint at -o")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to train (auto: CUDA when available, with bfloat16 autocast)")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, batches and masks (default 0)")
     p.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default 0)")
     p.add_argument("--snapshots", type=int, default=0, metavar="N",
                    help="also keep N checkpoints along the schedule (NAME.step-S.pt), to score training progress")
@@ -408,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", nargs="+", metavar="NAME", help="names of reference classes 0..C-1")
     p.add_argument("--background", nargs="+", metavar="NAME",
                    help="non-organelle classes (default: the dataset's, else the first class)")
-    p.add_argument("--mode", choices=("merge", "strict", "both"), default="both")
+    p.add_argument("--mode", choices=("merge", "strict", "both"), default="both",
+                   help="cluster-to-class matching to report (default both)")
     p.add_argument("--raw", help="the raw volume, for an overlay figure")
     p.add_argument("--key", help="dataset inside the prediction's container")
     p.add_argument("--reference-key", help="dataset inside the reference's container")
@@ -423,8 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", help="reference classes, to colour the embedding by")
     p.add_argument("--classes", nargs="+", metavar="NAME", help="names of reference classes 0..C-1")
     p.add_argument("-k", type=int, default=6, help="clusters colouring the embedding (default 6)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampled fields of view and masks (default 0)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="where the model runs (default cpu)")
     p.add_argument("-o", "--output", required=True, help="folder for reconstructions.png and embedding.png")
     p.set_defaults(run=cmd_inspect)
 
@@ -436,9 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="evaluate this checkpoint instead of training one")
     p.add_argument("--steps", type=int, help="training steps (default: the preset's)")
     p.add_argument("--minutes", type=float, help="training budget in minutes")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where encoders train and run")
     p.add_argument("-k", default="4-10", help="K values: 4-10, 6 or 4,6,8 (default 4-10)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of training, samples and clusterings (default 0)")
     p.add_argument("--sample-size", type=int, help="voxels sampled to fit the clusterer (default: the method's)")
     p.add_argument("-o", "--output", required=True, help="results folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
