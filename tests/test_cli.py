@@ -157,3 +157,21 @@ def test_one_message_names_python_arguments_in_python_and_options_on_the_command
     assert "pass --channel N to choose one, or --axes ORDER" in err and "channel=N" not in err
     assert main(["info", str(path), "--axes", "zcyx", "--channel", "2", "--voxel-size", "20", "5", "5"]) == 0
     assert "2 x 16 x 16" in capsys.readouterr().out
+
+
+def test_every_option_has_help_text_and_stage_choices_come_from_the_tables(capsys):
+    from orgaseg.cli import build_parser
+    from orgaseg.cluster import CLUSTERERS
+    from orgaseg.features import FEATURES
+    from orgaseg.methods import METHODS
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    missing = [(name, action.option_strings or action.dest) for name, sub in commands.items()
+               for action in sub._actions if not action.help and action.dest != "help"]
+    assert missing == []
+    with pytest.raises(SystemExit):
+        main(["segment", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in (*METHODS, *FEATURES, *CLUSTERERS):
+        assert name in text
