@@ -159,7 +159,7 @@ def test_one_message_names_python_arguments_in_python_and_options_on_the_command
     assert "2 x 16 x 16" in capsys.readouterr().out
 
 
-def test_every_option_has_help_text_and_stage_choices_come_from_the_tables(capsys):
+def test_every_option_has_help_text_and_stage_choices_come_from_the_tables(capsys, monkeypatch):
     from orgaseg.cli import build_parser
     from orgaseg.cluster import CLUSTERERS
     from orgaseg.features import FEATURES
@@ -170,6 +170,7 @@ def test_every_option_has_help_text_and_stage_choices_come_from_the_tables(capsy
     missing = [(name, action.option_strings or action.dest) for name, sub in commands.items()
                for action in sub._actions if not action.help and action.dest != "help"]
     assert missing == []
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse would break names like sdae-recon at the hyphen
     with pytest.raises(SystemExit):
         main(["segment", "--help"])
     text = " ".join(capsys.readouterr().out.split())
