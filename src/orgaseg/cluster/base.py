@@ -22,7 +22,7 @@ labels its remaining blocks with exactly the same state.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Mapping, Protocol
+from typing import Callable, Literal, Mapping, Protocol
 
 import numpy as np
 
@@ -88,5 +88,3 @@ class ClustererSpec:
     sample: Literal["voxels", "blocks"] = "voxels"
     default_sample_size: int = 200_000
 
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "summary": self.summary, "sample": self.sample, "options": dict(self.options)}

@@ -14,7 +14,7 @@ filter bank), the voxel size it works at and its options.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Callable, Mapping, Protocol
 
 import numpy as np
 
@@ -60,5 +60,3 @@ class FeatureSpec:
     build: Callable[..., FeatureExtractor]
     options: Mapping[str, str] = field(default_factory=dict)
 
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "summary": self.summary, "needs": self.needs, "options": dict(self.options)}

@@ -84,10 +84,6 @@ class Method:
 
         return train_vit(self, inputs, output, **options)
 
-    def describe(self) -> dict:
-        return {"name": self.name, "summary": self.summary, "encoder": self.encoder, "features": self.features,
-                "clusterer": self.clusterer, "options": dict(self.options), "pixel_size_nm": self.pixel_size_nm,
-                "presets": list(self.presets), "paper": self.paper}
 
 
 #: The methods, by name. A new method is one row here.
