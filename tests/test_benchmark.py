@@ -38,7 +38,8 @@ def test_baseline_benchmark_writes_every_k_in_both_modes(phantom, tmp_path):
     assert environment["versions"]["numpy"] == np.__version__ and environment["versions"]["orgaseg"]
     assert saved["stages"] == {"method": "baseline", "encoder": None, "features": "filter-bank",
                                "feature_options": {}, "clusterer": "kmeans", "clusterer_options": {},
-                               "pixel_size_nm": None}
+                               "pixel_size_nm": 10.0}
+    assert saved["working_grids"] == [None]  # the default 10 nm leaves a 20 nm phantom on its own grid
     assert saved["training"]["steps"] == 0
     markdown = (tmp_path / "results.md").read_text()
     assert "merge mode" in markdown and "strict mode" in markdown

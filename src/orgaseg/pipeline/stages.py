@@ -140,7 +140,12 @@ class Stages:
         return self.clusterer.default_sample_size
 
     def config(self) -> dict:
-        """What the stages are (provenance, resume signatures, results)."""
+        """What the stages are (provenance, resume signatures, results).
+
+        ``pixel_size_nm`` is the requested working pixel size; whether a volume
+        was resampled to it (a method's default leaves coarser inputs alone) is
+        its working grid, recorded beside this.
+        """
         return {
             "method": self.method.name,
             "encoder": self.encoder.describe() if self.encoder is not None else None,
