@@ -13,6 +13,13 @@ depends on :attr:`ClustererSpec.sample`:
   together hold at least the sample size (clusterers that need
   neighbourhoods, such as superpixel graphs).
 
+A clusterer may also offer ``scores(features) -> (..., k)`` and
+``labels_from_scores(scores)``, with scores *affine* in the features (k-means:
+``2 x.c - |c|^2``). With a working pixel size the runner then interpolates the
+``k`` scores back to the input grid instead of every feature channel, which
+gives the same labels at a fraction of the cost; without them it interpolates
+the features.
+
 A fitted clusterer's state round-trips through JSON (:meth:`Clusterer.to_dict`
 and :attr:`ClustererSpec.from_dict`): it is stored in the provenance beside a
 segmentation, so ``--centers`` reuses it on another volume and a resumed run
