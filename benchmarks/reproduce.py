@@ -226,24 +226,9 @@ ES40 = "features=expand-stride,stride=40"
 
 #: Every committed result, in the order they run (a script after the runs it reads).
 RUNS: tuple[BenchmarkRun | ScriptRun, ...] = (
-    _cpu("vnc", "baseline", "native"),
-    _cpu("vnc", "baseline", 9.2),
-    _cpu("vnc", "baseline", 18.4),
-    _cpu("vnc", "maester", "native"),
-    _cpu("vnc", "maester", 9.2),
-    _cpu("vnc", "maester", 18.4),
-    _cpu("vnc", "his4mae", "native"),
-    _cpu("vnc", "his4mae", 9.2),
-    _cpu("vnc", "his4mae", 18.4),
-    _cpu("cdeep3m-mito", "baseline", "native"),
-    _cpu("cdeep3m-mito", "baseline", 11.8),
-    _cpu("cdeep3m-mito", "baseline", 23.6),
-    _cpu("cdeep3m-mito", "maester", "native"),
-    _cpu("cdeep3m-mito", "maester", 11.8),
-    _cpu("cdeep3m-mito", "maester", 23.6),
-    _cpu("cdeep3m-mito", "his4mae", "native"),
-    _cpu("cdeep3m-mito", "his4mae", 11.8),
-    _cpu("cdeep3m-mito", "his4mae", 23.6),
+    # every method at the native pixel size, twice and four times it (the same run order as before)
+    *(_cpu(dataset, method, size) for dataset, native in NATIVE_PIXEL_NM.items()
+      for method in ("baseline", "maester", "his4mae") for size in ("native", round(2 * native, 6), round(4 * native, 6))),
     # 1x-8x tiled vnc volumes (the slowest of two repeats of each), then serial against dask workers
     ScriptRun("scaling-vnc", ("{python}", "benchmarks/scaling.py", "--work", "{work}", "-o", "{output}",
                               "--repeats", "2")),
@@ -260,10 +245,7 @@ RUNS: tuple[BenchmarkRun | ScriptRun, ...] = (
                "--method", "his4mae", "--model", "{results}/vnc-his4mae-cpu-native/model.pt", "--options", ES40),
               output_file="linear-probe.txt", stdout=True,
               requires=("vnc-maester-cpu-native", "vnc-his4mae-cpu-native")),
-    _gpu("vnc", "maester"),
-    _gpu("vnc", "his4mae"),
-    _gpu("cdeep3m-mito", "maester"),
-    _gpu("cdeep3m-mito", "his4mae"),
+    *(_gpu(dataset, method) for dataset in NATIVE_PIXEL_NM for method in ("maester", "his4mae")),
 )
 
 
