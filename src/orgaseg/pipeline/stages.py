@@ -135,7 +135,7 @@ class Stages:
 
     def sample_size(self, n_voxels: int) -> int:
         """The default sample: the method's rule, else the clusterer's default."""
-        if self.method.sample_size is not None and self.clusterer.name == get_clusterer(self.method.clusterer).name:
+        if self.method.sample_size is not None and self.clusterer.name == self.method.clusterer:
             return self.method.sample_size(n_voxels)
         return self.clusterer.default_sample_size
 
