@@ -49,6 +49,9 @@ class Method:
     make_model : callable, optional
         ``make_model(config, preset, saved) -> (model, record)`` for training (see
         :func:`orgaseg.methods.vit_method.train_vit`).
+    trainer : callable, optional
+        ``trainer(method, inputs, output, **options) -> record``: how the method trains
+        (default :func:`orgaseg.methods.vit_method.train_vit`, the ViT loop).
     sample_size : callable, optional
         ``sample_size(n_voxels)``: voxels sampled to fit the clusterer; None: the clusterer's default.
     paper : str
@@ -66,6 +69,7 @@ class Method:
     make_model: Callable[..., Any] | None = None
     sample_size: Callable[[int], int] | None = None
     paper: str = ""
+    trainer: Callable[..., dict] | None = None
 
     @property
     def learns(self) -> bool:
@@ -77,9 +81,11 @@ class Method:
         return tuple(self.train_presets)
 
     def train(self, inputs, output, **options) -> dict:
-        """Train this method's encoder; see :func:`orgaseg.methods.vit_method.train_vit`."""
+        """Train this method's model; see :func:`orgaseg.methods.vit_method.train_vit` for the options."""
         if not self.learns:
             raise OrgasegError(f"method {self.name!r} does not learn: there is nothing to train")
+        if self.trainer is not None:
+            return self.trainer(self, inputs, output, **options)
         from orgaseg.methods.vit_method import train_vit
 
         return train_vit(self, inputs, output, **options)
