@@ -1,0 +1,558 @@
+"""Instances: connected components of each organelle class, blockwise, merged across block faces.
+
+:func:`make_instances` turns a class volume (the named labels of ``orgaseg name``, or any
+integer label volume) into an instance volume: every connected component of an instance
+class gets its own id, ``1 .. N``, and the class of every instance is recorded.
+
+How it scales. Each block is labelled on its own (:func:`skimage.measure.label`). The
+labels on the two sides of every face between neighbouring blocks are compared: two
+voxels facing each other across a face with the same class join their components
+(union-find over the face contacts, solved as the connected components of a sparse
+graph). A component cut by block borders therefore gets one id. Ids follow each
+component's first voxel in raster order (z, then y, then x), the order in which
+:func:`scipy.ndimage.label` and :func:`skimage.measure.label` number them, so the result
+equals the whole-volume labelling exactly, for any block shape. Only face planes and a
+few numbers per block component are kept between blocks; a last pass labels every block
+again (cheap, and deterministic) and writes it with its global ids.
+
+Connectivity is 6 (face neighbours, ``scipy.ndimage.label``'s default): two objects that
+touch only along an edge or at a corner are two instances.
+
+The optional clean-up (:mod:`orgaseg.organelles.cleanup`) runs before: a majority filter
+(local, with a halo), small-component removal and hole filling (each one more pass of
+the same blockwise components).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse
+from scipy.sparse.csgraph import connected_components
+from skimage.measure import label as label_components
+
+from orgaseg.errors import OrgasegError, arg
+from orgaseg.io import make_provenance, open_volume, provenance_path
+from orgaseg.io.volume import Volume, as_volume
+from orgaseg.io.writers import create_label_writer
+from orgaseg.organelles.cleanup import Cleanup, majority_filter
+from orgaseg.pipeline.blocks import Block, aligned_chunks, default_block_shape, make_blocks
+from orgaseg.pipeline.executors import Executor, SerialExecutor
+from orgaseg.pipeline.outputs import LABEL_CHUNKS
+from orgaseg.pipeline.runner import ArraySink
+from orgaseg.pipeline.tasks import VolumeSource
+from orgaseg.progress import ProgressCallback, report
+
+__all__ = ["Instances", "make_instances", "read_label_names"]
+
+#: Class names that are not organelles: no instances unless asked for by name.
+BACKGROUND_NAMES = ("unassigned", "background")
+
+#: Face neighbours only (6-connectivity in 3D).
+CONNECTIVITY = 1
+
+
+# --- class names -------------------------------------------------------------
+
+
+def read_label_names(volume: Volume) -> dict[int, str] | None:
+    """Names of the label values of a volume opened from a file, or None when it carries none.
+
+    Looks in the OME-Zarr ``image-label`` ``properties`` (``name``, else ``class``, per
+    ``label-value``) of the label image, then in the ``label_names`` of the output's
+    provenance record (``<path>.provenance.json``), which orgaseg writes for every format.
+    """
+    path = Path(volume.path) if volume.path else None
+    if path is None or not path.exists():
+        return None
+    if volume.attrs.get("format") == "ome-zarr" and volume.key:
+        names = _ome_zarr_names(path, volume.key)
+        if names:
+            return names
+    record = provenance_path(path)
+    if record.is_file():
+        try:
+            names = json.loads(record.read_text()).get("label_names")
+        except (OSError, ValueError, AttributeError):
+            names = None
+        if isinstance(names, list) and names:
+            return {i: str(n) for i, n in enumerate(names)}
+    return None
+
+
+def _ome_zarr_names(path: Path, key: str) -> dict[int, str] | None:
+    import zarr
+
+    parent = key.rsplit("/", 1)[0] if "/" in key else ""
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        attrs = dict((group[parent] if parent else group).attrs)
+    except Exception:  # not a group, or a layout we do not know: no names
+        return None
+    attrs = attrs.get("ome", attrs)
+    properties = attrs.get("image-label", {}).get("properties") or []
+    names = {}
+    for entry in properties:
+        value, name = entry.get("label-value"), entry.get("name", entry.get("class"))
+        if isinstance(value, int) and name is not None:
+            names[value] = str(name)
+    return names or None
+
+
+# --- codes: which class a voxel has, among the instance classes ------------------
+
+
+@dataclass(frozen=True)
+class _Classes:
+    """The instance classes: code ``k`` (1..) stands for class value ``values[k - 1]``; 0 for the rest.
+
+    ``values`` None: every non-zero value is an instance class and is its own code.
+    """
+
+    values: tuple[int, ...] | None
+
+    def codes(self, block: np.ndarray) -> np.ndarray:
+        block = np.asarray(block).astype(np.int64, copy=False)
+        if self.values is None:
+            return block
+        values = np.asarray(self.values, np.int64)
+        index = np.clip(np.searchsorted(values, block), 0, len(values) - 1)
+        return np.where(values[index] == block, index + 1, 0)
+
+    def value(self, codes: np.ndarray) -> np.ndarray:
+        codes = np.asarray(codes, np.int64)
+        if self.values is None:
+            return codes
+        return np.asarray(self.values, np.int64)[codes - 1]
+
+
+def _select_classes(names: dict[int, str] | None, classes: Sequence[str | int] | None) -> _Classes:
+    """The instance classes from the volume's names and the user's choice."""
+    if classes is None:
+        if names is None:
+            return _Classes(None)
+        chosen = sorted(v for v, n in names.items() if n.lower() not in BACKGROUND_NAMES)
+        if not chosen:
+            raise OrgasegError(f"every class is background ({', '.join(sorted(set(names.values())))}); "
+                               f"name the classes to count with {arg('classes')}")
+        return _Classes(tuple(chosen))
+    chosen = set()
+    by_name = {} if names is None else {n: v for v, n in names.items()}
+    for item in classes:
+        text = str(item)
+        if text in by_name:
+            chosen.add(by_name[text])
+        elif text.lstrip("-").isdigit() and (names is None or int(text) in names):
+            chosen.add(int(text))
+        else:
+            known = ", ".join(f"{n} ({v})" for v, n in sorted(names.items())) if names else "none (give class values)"
+            raise OrgasegError(f"no class {text!r} in the label volume; its classes: {known}")
+    if not chosen:
+        raise OrgasegError(f"{arg('classes')} names no class")
+    return _Classes(tuple(sorted(chosen)))
+
+
+# --- the block stages: the class codes of a block after the clean-up steps -----
+
+
+@dataclass
+class _Resolved:
+    """A finished components pass: a value for every block component (global label)."""
+
+    offsets: dict[int, int]  # block index -> first global label of that block's components
+    values: np.ndarray  # per global label
+
+    def lookup(self, block: Block, labels: np.ndarray, background=0) -> np.ndarray:
+        """The value of each voxel's component (``background`` where the label is 0)."""
+        start = self.offsets[block.index]
+        count = int(labels.max()) if labels.size else 0
+        table = np.concatenate([[background], self.values[start:start + count]]).astype(self.values.dtype)
+        return table[labels]
+
+
+@dataclass
+class _Stage:
+    """How a worker computes the instance-class codes of a block, clean-up steps included."""
+
+    source: VolumeSource
+    classes: _Classes
+    majority: tuple[int, int, int] | None = None
+    steps: list[tuple[str, _Resolved]] = field(default_factory=list)  # ("remove" | "fill", resolved pass)
+
+    def codes(self, block: Block) -> np.ndarray:
+        volume = self.source.volume
+        if self.majority is None:
+            codes = self.classes.codes(volume.read(block.region))
+        else:
+            read = _grow(block.region, self.majority, volume.shape)
+            raw = majority_filter(volume.read(read), self.majority)
+            inner = tuple(slice(r.start - g.start, r.stop - g.start) for r, g in zip(block.region, read))
+            codes = self.classes.codes(raw[inner])
+        for kind, resolved in self.steps:
+            if kind == "remove":
+                keep = resolved.lookup(block, _label(codes), background=True)
+                codes = np.where(keep, codes, 0)
+            else:  # fill: a background component's code when it is a hole, else 0
+                background = codes == 0
+                fill = resolved.lookup(block, _label(background))
+                codes = np.where(background, fill, codes)
+        return codes
+
+
+def _grow(region, radius, shape):
+    return tuple(slice(max(0, r.start - h), min(s, r.stop + h)) for r, h, s in zip(region, radius, shape))
+
+
+def _label(codes: np.ndarray) -> np.ndarray:
+    """Components of equal non-zero codes within a block (int32, 1..n in raster order of first voxels)."""
+    return label_components(codes, background=0, connectivity=CONNECTIVITY).astype(np.int32, copy=False)
+
+
+# --- one components pass ---------------------------------------------------------
+
+
+@dataclass
+class _BlockComponents:
+    """What one block tells the driver about its components."""
+
+    count: int
+    first: np.ndarray  # global raster index of each component's first voxel
+    size: np.ndarray
+    code: np.ndarray  # the component's code (objects), or 0 (background)
+    low: list  # per axis: local labels on the block's first plane
+    high: list  # per axis: local labels on the block's last plane
+    low_codes: list | None = None  # background pass: the codes on those planes
+    high_codes: list | None = None
+    border: np.ndarray | None = None  # background pass: touches the volume's border
+    neighbour_min: np.ndarray | None = None  # background pass: smallest / largest adjacent code
+    neighbour_max: np.ndarray | None = None
+
+
+def _components_of_block(stage: _Stage, kind: str, shape, block: Block) -> _BlockComponents:
+    codes = stage.codes(block)
+    labels = _label(codes if kind == "objects" else codes == 0)
+    count = int(labels.max())
+    flat = labels.ravel()
+    present, first_local = np.unique(flat, return_index=True)
+    keep = present > 0
+    first_local = first_local[keep]
+    local = np.unravel_index(first_local, labels.shape)
+    first = np.ravel_multi_index(tuple(c + r.start for c, r in zip(local, block.region)), shape)
+    size = np.bincount(flat, minlength=count + 1)[1:]
+    code = codes.ravel()[first_local] if kind == "objects" else np.zeros(count, np.int64)
+    low = [np.take(labels, 0, axis=a) for a in range(3)]
+    high = [np.take(labels, -1, axis=a) for a in range(3)]
+    result = _BlockComponents(count, first.astype(np.int64), size.astype(np.int64), code.astype(np.int64), low, high)
+    if kind == "background":
+        result.low_codes = [np.take(codes, 0, axis=a) for a in range(3)]
+        result.high_codes = [np.take(codes, -1, axis=a) for a in range(3)]
+        result.border = np.zeros(count + 1, bool)
+        for a in range(3):
+            if block.region[a].start == 0:
+                result.border[result.low[a]] = True
+            if block.region[a].stop == shape[a]:
+                result.border[result.high[a]] = True
+        result.border = result.border[1:]
+        lo = np.full(count + 1, np.iinfo(np.int64).max)
+        hi = np.zeros(count + 1, np.int64)
+        for a in range(3):
+            n = labels.shape[a]
+            for here, there in ((slice(0, n - 1), slice(1, n)), (slice(1, n), slice(0, n - 1))):
+                index_here = [slice(None)] * 3
+                index_there = [slice(None)] * 3
+                index_here[a], index_there[a] = here, there
+                l_here, c_there = labels[tuple(index_here)], codes[tuple(index_there)]
+                touch = (l_here > 0) & (c_there > 0)
+                np.minimum.at(lo, l_here[touch], c_there[touch])
+                np.maximum.at(hi, l_here[touch], c_there[touch])
+        result.neighbour_min, result.neighbour_max = lo[1:], hi[1:]
+    return result
+
+
+class _Merger:
+    """Collects block components and the contacts across block faces; solves the union-find."""
+
+    def __init__(self, blocks: list[Block], block_shape, kind: str) -> None:
+        self.kind = kind
+        self.grid = {b.index: tuple(r.start // s for r, s in zip(b.region, block_shape)) for b in blocks}
+        self.by_grid: dict[tuple, _BlockComponents] = {}
+        self.offsets: dict[int, int] = {}
+        self.total = 0
+        self.parts: list[_BlockComponents] = []
+        self.edges: list[np.ndarray] = []
+        self.touch: list[np.ndarray] = []  # background pass: (global label, adjacent code) pairs across faces
+
+    def add(self, block: Block, result: _BlockComponents) -> None:
+        self.offsets[block.index] = self.total
+        self.total += result.count
+        self.parts.append(result)
+        where = self.grid[block.index]
+        self.by_grid[where] = (block.index, result)
+        for axis in range(3):
+            before = tuple(g - (a == axis) for a, g in enumerate(where))
+            after = tuple(g + (a == axis) for a, g in enumerate(where))
+            if before in self.by_grid:
+                self._contact(self.by_grid[before], (block.index, result), axis)
+            if after in self.by_grid:
+                self._contact((block.index, result), self.by_grid[after], axis)
+
+    def _contact(self, lower, upper, axis: int) -> None:
+        (i_low, low), (i_up, up) = lower, upper
+        a, b = low.high[axis], up.low[axis]
+        both = (a > 0) & (b > 0)
+        pairs = np.unique((a[both].astype(np.int64) << 32) | b[both].astype(np.int64))
+        la, lb = (pairs >> 32).astype(np.int64), (pairs & 0xFFFFFFFF).astype(np.int64)
+        if self.kind == "objects":  # codes may differ across the face: only equal classes join
+            same = low.code[la - 1] == up.code[lb - 1]
+            la, lb = la[same], lb[same]
+        self.edges.append(np.stack([self.offsets[i_low] + la - 1, self.offsets[i_up] + lb - 1]))
+        if self.kind == "background":
+            for labels, codes, offset in ((a, up.low_codes[axis], self.offsets[i_low]),
+                                          (b, low.high_codes[axis], self.offsets[i_up])):
+                touch = (labels > 0) & (codes > 0)
+                self.touch.append(np.stack([offset + labels[touch].astype(np.int64) - 1, codes[touch]]))
+        # each face plane meets exactly one neighbour: drop it
+        low.high[axis] = up.low[axis] = None
+        if low.high_codes is not None:
+            low.high_codes[axis] = up.low_codes[axis] = None
+
+    def solve(self) -> dict:
+        """Per global label: its component; per component: first voxel, size, code, and (background) hole facts."""
+        n = self.total
+        edges = np.concatenate(self.edges, axis=1) if self.edges else np.zeros((2, 0), np.int64)
+        graph = scipy.sparse.coo_matrix((np.ones(edges.shape[1], np.int8), (edges[0], edges[1])), shape=(n, n))
+        n_components, component = connected_components(graph, directed=False)
+        cat = (lambda name: np.concatenate([getattr(p, name) for p in self.parts])) if self.parts else (
+            lambda name: np.zeros(0, np.int64))
+        first = np.full(n_components, np.iinfo(np.int64).max)
+        np.minimum.at(first, component, cat("first"))
+        size = np.bincount(component, weights=cat("size"), minlength=n_components).astype(np.int64)
+        code = np.zeros(n_components, np.int64)
+        code[component] = cat("code")
+        facts = {"component": component, "first": first, "size": size, "code": code}
+        if self.kind == "background":
+            border = np.zeros(n_components, bool)
+            np.logical_or.at(border, component, cat("border"))
+            lo = np.full(n_components, np.iinfo(np.int64).max)
+            hi = np.zeros(n_components, np.int64)
+            np.minimum.at(lo, component, cat("neighbour_min"))
+            np.maximum.at(hi, component, cat("neighbour_max"))
+            if self.touch:
+                touch = np.concatenate(self.touch, axis=1)
+                np.minimum.at(lo, component[touch[0]], touch[1])
+                np.maximum.at(hi, component[touch[0]], touch[1])
+            facts.update(border=border, neighbour_min=lo, neighbour_max=hi)
+        return facts
+
+
+def _components_pass(stage: _Stage, kind: str, blocks, block_shape, executor: Executor, progress,
+                     description: str) -> tuple[dict, dict[int, int]]:
+    shape = stage.source.volume.shape
+    merger = _Merger(blocks, block_shape, kind)
+    done, started, voxels = 0, time.perf_counter(), 0
+    items = ((block, (block,)) for block in blocks)
+    for block, result in executor.map(_components_of_block, (stage, kind, shape), items):
+        merger.add(block, result)
+        done, voxels = done + 1, voxels + block.size
+        report(progress, description, done, len(blocks),
+               voxels_per_s=round(voxels / max(time.perf_counter() - started, 1e-9)))
+    return merger.solve(), merger.offsets
+
+
+# --- the whole road ------------------------------------------------------------------
+
+
+@dataclass
+class Instances:
+    """The result of :func:`make_instances`.
+
+    Attributes
+    ----------
+    path : Path or None
+        The instance volume written (None: kept in ``labels``).
+    labels : ndarray or None
+        The instance ids, when no output path was given.
+    classes : list of str
+        Class of every instance: ``classes[i - 1]`` for id ``i``.
+    counts : dict
+        Instances per class name.
+    provenance : dict
+        The record written beside the output.
+    """
+
+    path: Path | None
+    labels: np.ndarray | None
+    classes: list[str]
+    counts: dict[str, int]
+    provenance: dict
+
+
+def make_instances(
+    named,
+    output: str | Path | None = None,
+    *,
+    classes: Sequence[str | int] | None = None,
+    min_size_nm3: float | None = None,
+    fill_holes: bool = False,
+    majority_nm: float | None = None,
+    voxel_size: Sequence[float] | None = None,
+    key: str | None = None,
+    block_shape: Sequence[int] | None = None,
+    executor: Executor | None = None,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+) -> Instances:
+    """Connected components of each instance class, blockwise, with optional clean-up.
+
+    Parameters
+    ----------
+    named : str, Path, Volume or ndarray
+        Class volume: the output of ``orgaseg name`` or any integer label volume
+        :func:`orgaseg.open_volume` reads (class names are read when it carries them).
+    output : str or Path, optional
+        Instance volume to write (``.ome.zarr`` with a pyramid, or ``.tif``); the class of
+        each instance goes to the OME-Zarr ``image-label`` ``properties`` (``name``) and to
+        the provenance record (``label_names``, index = id). None keeps the ids in
+        memory (``Instances.labels``).
+    classes : sequence of str or int, optional
+        Classes to count, by name or value. Default: every named class except
+        ``unassigned`` and ``background``; for a volume without names every non-zero value.
+    min_size_nm3, fill_holes, majority_nm
+        Clean-up, see :mod:`orgaseg.organelles.cleanup`.
+    voxel_size : sequence of 3 float, optional
+        ``(z, y, x)`` in nm; overrides the metadata (needed for the nm clean-up options when
+        the volume has none).
+    key : str, optional
+        Dataset inside a container.
+    block_shape : sequence of 3 int, optional
+        Blocks in voxels (default about 4 million voxels, aligned to the storage chunks).
+    executor : Executor, optional
+        Where blocks run (default: serially here).
+    overwrite : bool
+        Replace an existing output.
+    progress : callable, optional
+        ``progress(description, done, total, **figures)`` per block.
+
+    Returns
+    -------
+    Instances
+    """
+    cleanup = Cleanup(min_size_nm3=min_size_nm3, fill_holes=bool(fill_holes), majority_nm=majority_nm)
+    volume, source, names = _open_named(named, voxel_size, key)
+    if output is not None:
+        output = Path(output).expanduser()
+        if (output.exists() or output.is_symlink()) and not overwrite:
+            raise OrgasegError(f"{output} exists; pass {arg('overwrite')} to replace it")
+    if (cleanup.min_size_nm3 or cleanup.majority_nm) and volume.attrs.get("voxel_size_assumed"):
+        raise OrgasegError(f"{volume.path or 'the volume'}: no voxel size in its metadata, so sizes in nm mean "
+                           f"nothing; pass {arg('voxel_size')}")
+    selected = _select_classes(names, classes)
+    shape = volume.shape
+    if block_shape is None:
+        block_shape = default_block_shape(shape, volume.chunks)
+    elif len(block_shape) != 3 or min(block_shape) < 1:
+        raise OrgasegError(f"block shape must be three positive sizes (z, y, x), got {tuple(block_shape)}")
+    block_shape = tuple(min(int(b), s) for b, s in zip(block_shape, shape))
+    blocks = make_blocks(shape, block_shape)
+    executor = executor or SerialExecutor()
+    started = time.perf_counter()
+    stage = _Stage(source, selected, cleanup.majority_radius(volume.voxel_size))
+    min_voxels = cleanup.min_voxels(volume.voxel_size)
+    passes = 0
+    try:
+        if cleanup.fill_holes:
+            if min_voxels > 1:
+                facts, offsets = _components_pass(stage, "objects", blocks, block_shape, executor, progress,
+                                                  "instances: small objects")
+                keep = facts["size"] >= min_voxels
+                stage.steps.append(("remove", _Resolved(offsets, keep[facts["component"]])))
+                passes += 1
+            facts, offsets = _components_pass(stage, "background", blocks, block_shape, executor, progress,
+                                              "instances: holes")
+            hole = ~facts["border"] & (facts["neighbour_min"] == facts["neighbour_max"])
+            fill = np.where(hole, facts["neighbour_min"], 0)
+            stage.steps.append(("fill", _Resolved(offsets, fill[facts["component"]])))
+            passes += 1
+        facts, offsets = _components_pass(stage, "objects", blocks, block_shape, executor, progress,
+                                          "instances: components")
+        passes += 1
+        kept = np.flatnonzero(facts["size"] >= min_voxels)
+        kept = kept[np.argsort(facts["first"][kept], kind="stable")]
+        ids = np.zeros(len(facts["size"]), np.int64)
+        ids[kept] = np.arange(1, len(kept) + 1)
+        final = _Resolved(offsets, ids[facts["component"]])
+        values = selected.value(facts["code"][kept])
+        class_names = [names.get(int(v), str(int(v))) if names else str(int(v)) for v in values]
+        counts: dict[str, int] = {}  # in the order of the class values
+        for value in np.unique(values):
+            name = names.get(int(value), str(int(value))) if names else str(int(value))
+            counts[name] = int(np.count_nonzero(values == value))
+        record = make_provenance(
+            command="instances", input=volume.path or "<array>", key=volume.key, voxel_size=volume.voxel_size,
+            classes=[names.get(v, str(v)) if names else str(v) for v in selected.values] if selected.values else
+            "every non-zero value",
+            connectivity="6 (face neighbours)", cleanup=cleanup.describe(), min_voxels=min_voxels,
+            instances=len(kept), counts=counts, block_shape=block_shape, blocks=len(blocks), passes=passes + 1,
+            executor=executor.describe(),
+        )
+        labels, path = _write(stage, final, blocks, executor, output, shape, len(kept), volume.voxel_size,
+                              block_shape, class_names, record, overwrite, progress)
+    finally:
+        executor.forget()
+    record["seconds"] = round(time.perf_counter() - started, 3)
+    return Instances(path=path, labels=labels, classes=class_names, counts=counts, provenance=record)
+
+
+def _open_named(named, voxel_size, key) -> tuple[Volume, VolumeSource, dict[int, str] | None]:
+    if isinstance(named, (str, Path)):
+        volume = open_volume(named, key=key, voxel_size=voxel_size)
+        source = VolumeSource.from_arguments(named, volume, key=key)
+    else:
+        volume = as_volume(named, voxel_size=voxel_size or (1.0, 1.0, 1.0))
+        if voxel_size is None and not isinstance(named, Volume):
+            volume.attrs["voxel_size_assumed"] = True
+        source = VolumeSource(volume)
+    if not np.issubdtype(volume.dtype, np.integer) and volume.dtype != np.bool_:
+        raise OrgasegError(f"{volume.path or 'the volume'}: a label volume needs integer values, got {volume.dtype}")
+    return volume, source, read_label_names(volume)
+
+
+def _instance_block(stage: _Stage, final: _Resolved, dtype, block: Block) -> np.ndarray:
+    return final.lookup(block, _label(stage.codes(block))).astype(dtype, copy=False)
+
+
+def _write(stage, final, blocks, executor, output, shape, count, voxel_size, block_shape, class_names, record,
+           overwrite, progress):
+    names = ["background", *class_names]
+    if output is None:
+        sink = ArraySink(shape, _dtype(count))
+    else:
+        sink = create_label_writer(output, shape, count + 1, voxel_size=voxel_size, overwrite=overwrite,
+                                   chunks=aligned_chunks(block_shape, LABEL_CHUNKS), name="instances",
+                                   label_names=names)
+    try:
+        done = 0
+        items = ((block, (block,)) for block in blocks)
+        for block, ids in executor.map(_instance_block, (stage, final, np.dtype(_dtype(count))), items):
+            sink.write(block.region, ids)
+            done += 1
+            report(progress, "instances: writing", done, len(blocks))
+        if output is None:
+            return sink.array, None
+        return None, sink.finalize(record)
+    except BaseException:
+        if output is not None:
+            sink.abort()
+        raise
+
+
+def _dtype(count: int) -> np.dtype:
+    from orgaseg.labels import smallest_label_dtype
+
+    return smallest_label_dtype(count + 1)
+

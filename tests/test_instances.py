@@ -1,0 +1,228 @@
+"""Instances: blockwise connected components with ids merged across block faces, and the clean-up."""
+
+import json
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from skimage.measure import label
+from skimage.morphology import remove_small_objects
+
+from orgaseg.cli import main
+from orgaseg.errors import OrgasegError
+from orgaseg.io import open_volume, write_labels
+from orgaseg.organelles import make_instances, read_label_names
+from orgaseg.organelles.cleanup import majority_filter
+from orgaseg.pipeline.executors import ThreadExecutor
+from orgaseg.synthetic import make_cell
+
+NAMES = ["unassigned", "mitochondria", "granules"]
+
+#: Block shapes that cut objects every few voxels, along one axis only, or not at all.
+BLOCK_SHAPES = [None, (7, 13, 11), (1, 64, 64), (24, 1, 9), (4, 4, 4)]
+
+
+def balls(shape=(24, 64, 64), n=(6, 9), seed=0):
+    """Balls of two classes at random places, at least two voxels apart; returns labels and (class, centre) per ball."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, np.uint8)
+    grid = np.indices(shape)
+    drawn = []
+    for value, count in zip((1, 2), n):
+        placed = 0
+        while placed < count:
+            radius = rng.uniform(2.0, 4.5)
+            centre = rng.uniform(0, shape)  # may be cut by the volume's border
+            distance = np.sqrt(sum((g - c) ** 2 for g, c in zip(grid, centre)))
+            if (labels[distance < radius + 2] != 0).any() or not (distance < radius).any():
+                continue
+            labels[distance < radius] = value
+            drawn.append((value, tuple(np.argwhere(distance < radius)[0])))
+            placed += 1
+    return labels, drawn
+
+
+def smooth_classes(shape=(24, 64, 64), seed=1):
+    """Three classes in twisted blobs: many components, many cut by any block grid."""
+    field = ndi.gaussian_filter(np.random.default_rng(seed).random(shape), 2.0)
+    return np.digitize(field, [0.49, 0.51]).astype(np.uint8)
+
+
+def test_counts_equal_the_known_number_of_organelles(tmp_path):
+    labels, drawn = balls()
+    path = write_labels(tmp_path / "named.ome.zarr", labels, voxel_size=(10, 5, 5), provenance={}, label_names=NAMES)
+    result = make_instances(path, block_shape=(8, 20, 20))
+    assert result.counts == {"mitochondria": 6, "granules": 9}
+    for value, voxel in drawn:  # every ball is one instance of its class
+        assert result.classes[result.labels[voxel] - 1] == NAMES[value]
+    assert len(np.unique(result.labels)) == 1 + 15
+    only = make_instances(path, classes=["granules"], block_shape=(8, 20, 20))
+    assert only.counts == {"granules": 9}
+
+
+@pytest.mark.parametrize("block_shape", BLOCK_SHAPES)
+def test_blockwise_components_equal_whole_volume_components(block_shape):
+    classes = smooth_classes()
+    expected = label(classes, background=0, connectivity=1)
+    assert expected.max() > 20
+    result = make_instances(classes, block_shape=block_shape)
+    np.testing.assert_array_equal(result.labels, expected)  # ids too: numbered by first voxel in raster order
+    first = np.unique(expected, return_index=True)[1][1:]  # of ids 1, 2, ...
+    assert np.all(np.diff(first) > 0)
+
+
+def test_phantom_components_equal_scipy_labels():
+    phantom = make_cell((24, 96, 96), (20, 20, 20), seed=3)
+    granules = phantom.labels == 4
+    expected, count = ndi.label(granules)
+    assert count > 3
+    result = make_instances(phantom.labels, classes=[4], block_shape=(5, 17, 23))
+    np.testing.assert_array_equal(result.labels, expected)
+    assert result.counts == {"4": count}
+
+
+def test_connectivity_is_face_neighbours_only():
+    classes = np.zeros((4, 6, 6), np.uint8)
+    classes[1, 2, 2] = classes[1, 3, 3] = 1  # an edge contact across a block border
+    classes[2, 4, 4] = 1  # a corner contact with the voxel above
+    classes[0, 0, 0] = classes[0, 0, 1] = 1  # a face contact across a block border
+    result = make_instances(classes, block_shape=(2, 3, 3))
+    assert result.labels.max() == 4
+    assert result.labels[0, 0, 0] == result.labels[0, 0, 1]
+    assert len({result.labels[1, 2, 2], result.labels[1, 3, 3], result.labels[2, 4, 4]}) == 3
+    np.testing.assert_array_equal(result.labels, ndi.label(classes)[0])
+
+
+def test_two_classes_touching_stay_apart():
+    classes = np.zeros((2, 4, 8), np.uint8)
+    classes[:, :, :4], classes[:, :, 4:] = 1, 2
+    result = make_instances(classes, block_shape=(1, 2, 3))
+    assert result.labels.max() == 2 and result.classes == ["1", "2"]
+
+
+def test_threads_give_the_same_ids():
+    classes = smooth_classes(seed=4)
+    with ThreadExecutor(2) as executor:
+        threaded = make_instances(classes, block_shape=(6, 16, 16), executor=executor)
+    np.testing.assert_array_equal(threaded.labels, label(classes, background=0, connectivity=1))
+
+
+def test_fill_holes_equals_binary_fill_holes_across_blocks():
+    mask = np.zeros((20, 40, 40), bool)
+    grid = np.indices(mask.shape)
+    for centre, outer, inner in (((10, 12, 12), 8, 5), ((10, 28, 28), 7, 3)):
+        distance = np.sqrt(sum((g - c) ** 2 for g, c in zip(grid, centre)))
+        mask |= (distance < outer) & (distance >= inner)  # hollow balls, their holes cut by blocks
+    mask[0:3, 30:36, 2:8] = True
+    mask[1, 32:34, 4:6] = False  # a hole at the volume's border is not enclosed... unless it is inside
+    filled = ndi.binary_fill_holes(mask)
+    assert filled.sum() > mask.sum() + 500
+    for block_shape in [(20, 40, 40), (6, 9, 7)]:
+        result = make_instances(mask.astype(np.uint8), fill_holes=True, block_shape=block_shape)
+        np.testing.assert_array_equal(result.labels, label(filled, connectivity=1))
+
+
+def test_a_pocket_between_two_classes_is_not_a_hole_but_one_inside_one_class_is():
+    classes = np.zeros((5, 9, 12), np.uint8)
+    classes[1:4, 1:8, 1:6] = 1
+    classes[1:4, 1:8, 6:11] = 2
+    classes[2, 4, 5:7] = 0  # a pocket touching both classes
+    classes[2, 2, 3] = 0  # a pocket inside class 1
+    result = make_instances(classes, fill_holes=True, block_shape=(2, 4, 4))
+    assert result.labels[2, 2, 3] > 0 and result.classes[result.labels[2, 2, 3] - 1] == "1"
+    assert result.labels[2, 4, 5] == result.labels[2, 4, 6] == 0
+
+
+def test_small_components_removed_by_volume_in_nm3():
+    classes = smooth_classes(seed=5)
+    voxel_size = (8.0, 4.0, 4.0)  # 128 nm^3 per voxel
+    expected = np.zeros(classes.shape, bool)
+    for value in (1, 2):
+        expected |= remove_small_objects(classes == value, max_size=39, connectivity=1)  # keeps >= 40 voxels
+    result = make_instances(classes, min_size_nm3=40 * 128.0, voxel_size=voxel_size, block_shape=(5, 11, 9))
+    np.testing.assert_array_equal(result.labels > 0, expected)
+    np.testing.assert_array_equal(result.labels, label(np.where(expected, classes, 0), background=0, connectivity=1))
+    # removal runs before hole filling: a removed speck inside an object is filled
+    combined = make_instances(classes, min_size_nm3=40 * 128.0, voxel_size=voxel_size, fill_holes=True,
+                              block_shape=(5, 11, 9))
+    assert (combined.labels > 0).sum() >= expected.sum()
+
+
+def test_majority_filter_is_exact_blockwise_and_matches_brute_force():
+    classes = smooth_classes(seed=6)
+    radius = (1, 2, 2)
+    small = classes[:6, :8, :9]
+    filtered = majority_filter(small, radius)
+    for index in np.ndindex(small.shape):
+        box = small[tuple(slice(max(0, i - r), i + r + 1) for i, r in zip(index, radius))]
+        values, counts = np.unique(box, return_counts=True)
+        own = small[index]
+        expected = own if counts[values == own][0] == counts.max() else values[counts == counts.max()].min()
+        assert filtered[index] == expected
+    noisy = classes.copy()
+    speckle = np.random.default_rng(0).random(classes.shape) < 0.02
+    noisy[speckle] = np.random.default_rng(1).integers(0, 3, speckle.sum())
+    result = make_instances(noisy, majority_nm=8.0, voxel_size=(8.0, 4.0, 4.0), block_shape=(5, 9, 13))
+    whole = majority_filter(noisy, radius)
+    np.testing.assert_array_equal(result.labels, label(whole, background=0, connectivity=1))
+    assert result.labels.max() < label(noisy, background=0, connectivity=1).max() / 2  # the specks are gone
+
+
+def test_written_volume_has_pyramid_classes_and_provenance(tmp_path):
+    labels, _ = balls(shape=(8, 300, 260), n=(5, 5), seed=2)
+    named = write_labels(tmp_path / "named.ome.zarr", labels, voxel_size=(40, 5, 5), provenance={}, label_names=NAMES)
+    result = make_instances(named, tmp_path / "inst.ome.zarr", block_shape=(4, 128, 128))
+    stored = open_volume(result.path)
+    assert stored.read().max() == 10
+    assert stored.voxel_size == (40.0, 5.0, 5.0)
+    np.testing.assert_array_equal(stored.read(), make_instances(labels).labels)
+    attrs = json.loads((result.path / "labels" / "instances" / ".zattrs").read_text())
+    assert len(attrs["multiscales"][0]["datasets"]) >= 2  # a pyramid
+    names = read_label_names(stored)
+    assert names[0] == "background" and [names[i] for i in range(1, 11)] == result.classes
+    assert sorted(set(result.classes)) == ["granules", "mitochondria"]
+    record = json.loads((tmp_path / "inst.ome.zarr.provenance.json").read_text())
+    assert record["counts"] == {"mitochondria": 5, "granules": 5} and record["connectivity"].startswith("6")
+    tiff = make_instances(named, tmp_path / "inst.tif")
+    np.testing.assert_array_equal(open_volume(tiff.path).read(), stored.read())
+
+
+def test_bad_inputs_give_clear_errors(tmp_path):
+    labels, _ = balls(shape=(6, 20, 20), n=(1, 1))
+    named = write_labels(tmp_path / "named.ome.zarr", labels, voxel_size=(10, 5, 5), provenance={}, label_names=NAMES)
+    output = tmp_path / "out.ome.zarr"
+    make_instances(named, output)
+    before = open_volume(output).read()
+    with pytest.raises(OrgasegError, match="exists; pass overwrite=True"):
+        make_instances(named, output, classes=["granules"])
+    np.testing.assert_array_equal(open_volume(output).read(), before)  # untouched
+    make_instances(named, output, classes=["granules"], overwrite=True)
+    assert open_volume(output).read().max() == 1
+    with pytest.raises(OrgasegError, match="no class 'golgi'.*mitochondria \\(1\\)"):
+        make_instances(named, classes=["golgi"])
+    with pytest.raises(OrgasegError, match="integer values"):
+        make_instances(labels.astype(np.float32))
+    with pytest.raises(OrgasegError, match="voxel_size"):
+        make_instances(labels, min_size_nm3=100.0)
+    with pytest.raises(OrgasegError, match="min_size_nm3 must be a non-negative"):
+        make_instances(labels, min_size_nm3=-1.0, voxel_size=(1, 1, 1))
+    with pytest.raises(OrgasegError, match="no such file"):
+        make_instances(tmp_path / "missing.ome.zarr")
+    background = write_labels(tmp_path / "bg.ome.zarr", labels, voxel_size=(10, 5, 5), provenance={},
+                              label_names=["unassigned", "background", "unassigned"])
+    with pytest.raises(OrgasegError, match="every class is background"):
+        make_instances(background)
+
+
+def test_cli_instances(tmp_path, capsys):
+    labels, _ = balls(n=(3, 4))
+    named = write_labels(tmp_path / "named.ome.zarr", labels, voxel_size=(10, 5, 5), provenance={}, label_names=NAMES)
+    output = tmp_path / "inst.ome.zarr"
+    args = ["instances", str(named), "-o", str(output), "--min-size-nm3", "1000", "--fill-holes", "--quiet",
+            "--block-shape", "8", "32", "32"]
+    assert main(args) == 0
+    assert "7 instances (mitochondria 3, granules 4)" in capsys.readouterr().out
+    assert main(args) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert main(args + ["--overwrite", "--classes", "mitochondria"]) == 0
+    assert open_volume(output).read().max() == 3
