@@ -221,6 +221,22 @@ def cmd_benchmark(args, progress) -> int:
     return 0
 
 
+def cmd_name(args, progress) -> int:
+    from orgaseg.organelles import name_clusters
+
+    if args.names is not None and args.scribbles is None:
+        raise OrgasegError("--names goes with --scribbles (points carry their names in the 'name' column)")
+    result = name_clusters(args.segmentation, points=args.points, scribbles=args.scribbles, names=args.names,
+                           mapping=args.mapping, output=args.output, units=args.units, refine=args.refine,
+                           classifier=args.classifier, raw=args.raw, model=args.model, device=args.device,
+                           seed=args.seed, overwrite=args.overwrite, progress=progress)
+    refined = (f", refined by a {result.classifier.kind} classifier" if result.classifier is not None else "")
+    print(f"wrote {result.path} ({len(result.names) - 1} names{refined}); provenance in "
+          f"{result.path}.provenance.json")
+    print(f"cluster vote: {result.naming.summary(refined=result.classifier is not None)}")
+    return 0
+
+
 def cmd_demo(args, progress) -> int:
     from orgaseg.demo import run_demo
 
@@ -229,6 +245,54 @@ def cmd_demo(args, progress) -> int:
     print(f"demo finished in {time.time() - started:.0f} s; outputs in {args.output}:")
     for name, path in paths.items():
         print(f"  {name:<14} {path}")
+    return 0
+
+
+def cmd_instances(args, progress) -> int:
+    from orgaseg.organelles.instances import make_instances
+    from orgaseg.pipeline.executors import make_executor
+
+    executor = make_executor(args.executor, workers=args.workers, threads_per_worker=args.threads_per_worker,
+                             scheduler=args.scheduler)
+    try:
+        result = make_instances(args.named, args.output, classes=args.classes, min_size_nm3=args.min_size_nm3,
+                                fill_holes=args.fill_holes, majority_nm=args.majority,
+                                voxel_size=_voxel_size(args.voxel_size), key=args.key,
+                                block_shape=tuple(args.block_shape) if args.block_shape else None,
+                                executor=executor, overwrite=args.overwrite, progress=progress)
+    finally:
+        executor.close()
+    counts = ", ".join(f"{name} {count}" for name, count in result.counts.items()) or "none"
+    print(f"wrote {result.path}: {len(result.classes)} instances ({counts}), {result.provenance['seconds']:.1f} s; "
+          f"provenance in {result.path}.provenance.json")
+    return 0
+
+
+def cmd_measure(args, progress) -> int:
+    from orgaseg.organelles.measure import check_table_path, measure_instances, write_table
+    from orgaseg.pipeline.executors import make_executor
+
+    for path in (args.output, args.summary):
+        if path is not None:
+            check_table_path(path, overwrite=args.overwrite)  # before the long work
+    executor = make_executor(args.executor, workers=args.workers, threads_per_worker=args.threads_per_worker,
+                             scheduler=args.scheduler)
+    try:
+        result = measure_instances(args.instances, raw=args.raw, mask=args.mask, key=args.key,
+                                   voxel_size=_voxel_size(args.voxel_size),
+                                   block_shape=tuple(args.block_shape) if args.block_shape else None,
+                                   executor=executor, progress=progress)
+    finally:
+        executor.close()
+    written = [write_table(result.table, args.output, overwrite=args.overwrite)]
+    if args.summary:
+        written.append(write_table(result.summary, args.summary, overwrite=args.overwrite))
+    for row in zip(*result.summary.values()):
+        line = dict(zip(result.summary, row))
+        fraction = f", {100 * line['volume_fraction']:.2f}% of the cell" if "volume_fraction" in line else ""
+        print(f"{line['class']}: {line['count']} instances, median {line['median_volume_um3']:.4g} um^3, "
+              f"total {line['total_volume_um3']:.4g} um^3{fraction}")
+    print(f"wrote {', '.join(map(str, written))} ({result.provenance['seconds']:.1f} s)")
     return 0
 
 
@@ -445,6 +509,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="results folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
     p.set_defaults(run=cmd_benchmark)
+
+    p = sub.add_parser("instances", parents=[common],
+                       help="number the connected components of each organelle class (with optional clean-up)")
+    p.add_argument("named", help="class labels: the output of 'orgaseg name' or any integer label volume")
+    p.add_argument("-o", "--output", required=True, help="instance labels: .ome.zarr (with a pyramid) or .tif")
+    p.add_argument("--classes", nargs="+", metavar="NAME",
+                   help="classes to number, by name or value (default: every named class but unassigned/background; "
+                        "without names every non-zero value)")
+    p.add_argument("--min-size-nm3", type=float, metavar="V", help="remove components smaller than V nm^3")
+    p.add_argument("--fill-holes", action="store_true",
+                   help="fill background pockets enclosed by one class (after the small-component removal)")
+    p.add_argument("--majority", type=float, metavar="R",
+                   help="majority filter first: each voxel takes the most frequent class within R nm along each axis")
+    p.add_argument("--key", help="dataset inside a container")
+    p.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in nm (overrides metadata)")
+    p.add_argument("--block-shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="block shape in voxels")
+    _add_executor_options(p)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(run=cmd_instances)
+
+    p = sub.add_parser("measure", parents=[common], help="morphometrics of every instance in physical units")
+    p.add_argument("instances", help="instance labels: the output of 'orgaseg instances' or any integer label volume")
+    p.add_argument("-o", "--output", required=True, metavar="TABLE", help="per-instance table: .csv or .parquet (pyarrow)")
+    p.add_argument("--summary", metavar="SUMMARY", help="per-class summary table: .csv or .parquet")
+    p.add_argument("--raw", help="intensity volume of the same shape: mean and std intensity per instance")
+    p.add_argument("--mask", metavar="CELL", help="cell mask of the same shape: volume fraction of each class in the summary")
+    p.add_argument("--key", help="dataset inside the instances' container")
+    p.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in nm (overrides metadata)")
+    p.add_argument("--block-shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="block shape in voxels")
+    _add_executor_options(p)
+    p.add_argument("--overwrite", action="store_true", help="replace existing tables")
+    p.set_defaults(run=cmd_measure)
+
+    p = sub.add_parser("name", parents=[common], help="name a segmentation's clusters from a few clicks or scribbles")
+    p.add_argument("segmentation", metavar="SEG", help="output of 'orgaseg segment' (its provenance beside it)")
+    given = p.add_mutually_exclusive_group(required=True)
+    given.add_argument("--points", metavar="POINTS.csv", help="clicked points, a CSV with the header z,y,x,name")
+    given.add_argument("--scribbles", metavar="LABELS",
+                       help="sparse label volume of SEG's shape (0 = not annotated), names with --names")
+    given.add_argument("--mapping", metavar="FROM.provenance.json",
+                       help="reuse the mapping (and classifier) of an earlier named output on a segmentation made "
+                            "with the same clusterer (segment --centers)")
+    p.add_argument("--names", metavar="NAMES.csv", help="the scribbles' names: a CSV with the header value,name "
+                                                         "(default: the values themselves)")
+    p.add_argument("--units", choices=("voxels", "nm"), default="voxels",
+                   help="units of the points' z,y,x (default voxels; nm: from the volume's corner)")
+    p.add_argument("--refine", action="store_true",
+                   help="train a classifier on the annotated voxels' features and clusters and relabel every voxel")
+    p.add_argument("--classifier", choices=("logistic", "forest"), default="logistic",
+                   help="with --refine: logistic regression (default) or a random forest")
+    p.add_argument("--raw", help="with --refine: the segmented volume, when SEG's provenance no longer points to it")
+    p.add_argument("--model", help="with --refine: SEG's checkpoint, when its provenance no longer points to it")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where encoders run")
+    p.add_argument("--seed", type=int, default=0, help="seed of the training subsample and the forest (default 0)")
+    p.add_argument("-o", "--output", required=True, help="named labels: .ome.zarr / .zarr or .tif")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(run=cmd_name)
 
     p = sub.add_parser("methods", parents=[common], help="list the methods, encoders, dense features and clusterers")
     p.set_defaults(run=cmd_methods)

@@ -1,0 +1,292 @@
+"""Annotations that name organelles: clicked points or scribbled labels, as voxel coordinates.
+
+Two inputs, one result. A points CSV holds one click per row, ``z,y,x,name``,
+in voxels or (``units="nm"``) in nanometres from the volume's corner. A
+scribble volume is a sparse label volume of the segmentation's shape: 0 is
+unannotated, every other value a class, named by a table ``value,name``.
+Both become :class:`Annotations`: the annotated voxels' coordinates, the
+class names and which name each voxel carries.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from orgaseg.errors import OrgasegError
+from orgaseg.io.volume import Volume
+from orgaseg.pipeline.blocks import default_block_shape, make_blocks
+
+#: Columns of a points CSV.
+POINT_COLUMNS = ("z", "y", "x", "name")
+#: Columns of a scribbles' names table.
+NAME_COLUMNS = ("value", "name")
+#: Coordinate units of a points CSV.
+UNITS = ("voxels", "nm")
+#: The name of clusters (and voxels) no annotation names.
+UNASSIGNED = "unassigned"
+
+
+@dataclass(frozen=True)
+class Annotations:
+    """Annotated voxels and their names.
+
+    Attributes
+    ----------
+    coords : ndarray, int64, shape (n, 3)
+        Voxel coordinates ``(z, y, x)``.
+    labels : ndarray, int64, shape (n,)
+        Index into ``names`` of each voxel's name.
+    names : tuple of str
+        The class names, in the order they were first given.
+    source : str
+        Where they came from (for messages and the provenance).
+    """
+
+    coords: np.ndarray
+    labels: np.ndarray
+    names: tuple[str, ...]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def counts(self) -> dict[str, int]:
+        """Annotated voxels per name."""
+        per_name = np.bincount(self.labels, minlength=len(self.names))
+        return {name: int(n) for name, n in zip(self.names, per_name)}
+
+    def describe(self) -> dict:
+        """A JSON-able summary for the provenance."""
+        return {"source": self.source, "voxels": len(self), "per_name": self.counts()}
+
+
+def points_from_arrays(
+    coords,
+    names: Sequence[str],
+    *,
+    shape: Sequence[int],
+    voxel_size: Sequence[float] | None = None,
+    units: str = "voxels",
+    source: str = "points",
+) -> Annotations:
+    """Annotations from clicked points (e.g. a napari points layer) and their names.
+
+    Parameters
+    ----------
+    coords : array-like, shape (n, 3)
+        ``(z, y, x)`` per point, in ``units``; rounded to the nearest voxel.
+    names : sequence of str
+        The organelle name of each point.
+    shape : sequence of int
+        The volume's shape; points outside it are refused.
+    voxel_size : sequence of float, optional
+        ``(z, y, x)`` in nm; needed for ``units="nm"``.
+    units : {"voxels", "nm"}
+        Units of ``coords``.
+    source : str
+        Where the points came from, for messages.
+
+    Returns
+    -------
+    Annotations
+    """
+    if units not in UNITS:
+        raise OrgasegError(f"unknown units {units!r}; choose one of {', '.join(UNITS)}")
+    coords = np.asarray(coords, dtype=np.float64)
+    names = [str(n).strip() for n in names]
+    if coords.size == 0 or not names:
+        raise OrgasegError(f"{source}: no annotated points")
+    if coords.ndim != 2 or coords.shape[1] != 3:
+        raise OrgasegError(f"{source}: points must be (z, y, x) triples, got an array of shape {coords.shape}")
+    if len(names) != len(coords):
+        raise OrgasegError(f"{source}: {len(coords)} points but {len(names)} names")
+    if not np.all(np.isfinite(coords)):
+        raise OrgasegError(f"{source}: point {int(np.flatnonzero(~np.isfinite(coords).all(1))[0]) + 1} is not a number")
+    blank = [i + 1 for i, n in enumerate(names) if not n]
+    if blank:
+        raise OrgasegError(f"{source}: point(s) {_few(blank)} have no name")
+    if units == "nm":
+        if voxel_size is None:
+            raise OrgasegError(f"{source}: points in nm need the volume's voxel size")
+        coords = coords / np.asarray(voxel_size, dtype=np.float64)
+    voxels = np.rint(coords).astype(np.int64)
+    shape = np.asarray(shape, dtype=np.int64)
+    outside = np.flatnonzero(np.any((voxels < 0) | (voxels >= shape), axis=1))
+    if outside.size:
+        first = outside[0]
+        where = " x ".join(map(str, shape.tolist()))
+        raise OrgasegError(f"{source}: {outside.size} point(s) lie outside the volume ({where} voxels), e.g. point "
+                           f"{first + 1} at z, y, x = {', '.join(f'{v:g}' for v in coords[first])} {units}"
+                           + ("" if units == "nm" else "; are they in nanometres? then say units='nm' (--units nm)"))
+    order = list(dict.fromkeys(names))
+    index = {name: i for i, name in enumerate(order)}
+    labels = np.array([index[n] for n in names], dtype=np.int64)
+    return Annotations(coords=voxels, labels=labels, names=tuple(order), source=source)
+
+
+def read_points(
+    path: str | Path,
+    *,
+    shape: Sequence[int],
+    voxel_size: Sequence[float] | None = None,
+    units: str = "voxels",
+) -> Annotations:
+    """Read a points CSV with the header ``z,y,x,name`` (any column order).
+
+    Parameters
+    ----------
+    path : str or Path
+        The CSV file.
+    shape, voxel_size, units
+        As :func:`points_from_arrays`.
+
+    Returns
+    -------
+    Annotations
+    """
+    path = Path(path)
+    rows = _read_table(path, POINT_COLUMNS)
+    coords, names = [], []
+    for line, row in rows:
+        try:
+            coords.append([float(row[c]) for c in "zyx"])
+        except ValueError:
+            raise OrgasegError(f"{path}, line {line}: z, y, x must be numbers, got "
+                               f"{', '.join(row[c] for c in 'zyx')}") from None
+        names.append(row["name"])
+    return points_from_arrays(coords, names, shape=shape, voxel_size=voxel_size, units=units, source=str(path))
+
+
+def read_names_table(path: str | Path) -> dict[int, str]:
+    """Read a scribbles' names table, a CSV with the header ``value,name``; returns ``{value: name}``."""
+    path = Path(path)
+    table: dict[int, str] = {}
+    for line, row in _read_table(path, NAME_COLUMNS):
+        try:
+            value = int(row["value"])
+        except ValueError:
+            raise OrgasegError(f"{path}, line {line}: value must be an integer, got {row['value']!r}") from None
+        if value <= 0:
+            raise OrgasegError(f"{path}, line {line}: value {value}: 0 means 'not annotated'; name values 1 and up")
+        if value in table:
+            raise OrgasegError(f"{path}, line {line}: value {value} is named twice")
+        if not row["name"]:
+            raise OrgasegError(f"{path}, line {line}: value {value} has no name")
+        table[value] = row["name"]
+    return table
+
+
+def read_scribbles(
+    scribbles: Volume,
+    *,
+    shape: Sequence[int],
+    names: dict[int, str] | None = None,
+    block_voxels: int = 16 * 1024**2,
+) -> Annotations:
+    """The annotated voxels of a sparse scribble volume, read block by block.
+
+    Parameters
+    ----------
+    scribbles : Volume
+        Integer labels, 0 where nothing is annotated.
+    shape : sequence of int
+        The segmentation's shape, which the scribbles must have.
+    names : dict of int to str, optional
+        Name of each scribble value (:func:`read_names_table`); default: the values themselves.
+    block_voxels : int
+        Voxels read at a time.
+
+    Returns
+    -------
+    Annotations
+        Names in the table's order (values without a table: ascending).
+    """
+    source = scribbles.path or "the scribbles"
+    if tuple(scribbles.shape) != tuple(shape):
+        raise OrgasegError(f"{source}: scribbles of shape {tuple(scribbles.shape)} differ from the segmentation's "
+                           f"{tuple(shape)}")
+    if not np.issubdtype(scribbles.dtype, np.integer):
+        raise OrgasegError(f"{source}: scribbles must be integer labels, got {scribbles.dtype}")
+    coords, values = [], []
+    for block in make_blocks(tuple(shape), default_block_shape(tuple(shape), scribbles.chunks, voxels=block_voxels)):
+        data = np.asarray(scribbles.read(block.region))
+        where = np.nonzero(data)
+        if where[0].size:
+            values.append(data[where].astype(np.int64))
+            coords.append(np.stack(where, axis=1) + np.array([r.start for r in block.region]))
+    if not values:
+        raise OrgasegError(f"{source}: no annotated voxel (every value is 0)")
+    coords, values = np.concatenate(coords), np.concatenate(values)
+    found = np.unique(values)
+    if (found < 0).any():
+        raise OrgasegError(f"{source}: scribble values must be non-negative, found {int(found[0])}")
+    if names is None:
+        names = {int(v): str(int(v)) for v in found}
+    unnamed = [int(v) for v in found if int(v) not in names]
+    if unnamed:
+        raise OrgasegError(f"{source}: scribble value(s) {_few(unnamed)} are not in the names table "
+                           f"(it names {_few(sorted(names))})")
+    order = list(dict.fromkeys(names.values()))
+    index = {value: order.index(name) for value, name in names.items()}
+    labels = np.array([index[int(v)] for v in found], dtype=np.int64)[np.searchsorted(found, values)]
+    return Annotations(coords=coords.astype(np.int64), labels=labels, names=tuple(order), source=str(source))
+
+
+def values_at(volume: Volume, coords: np.ndarray, *, block_voxels: int = 16 * 1024**2) -> np.ndarray:
+    """The values of ``volume`` at voxel ``coords`` ``(n, 3)``, reading only the blocks that hold them."""
+    coords = np.asarray(coords, dtype=np.int64)
+    out = np.zeros(len(coords), dtype=volume.dtype)
+    blocks = make_blocks(tuple(volume.shape), default_block_shape(tuple(volume.shape), volume.chunks,
+                                                                  voxels=block_voxels))
+    for block in blocks:
+        starts = np.array([r.start for r in block.region])
+        stops = np.array([r.stop for r in block.region])
+        rows = np.flatnonzero(np.all((coords >= starts) & (coords < stops), axis=1))
+        if rows.size == 0:
+            continue
+        low, high = coords[rows].min(axis=0), coords[rows].max(axis=0) + 1  # the points' box only
+        data = np.asarray(volume.read(tuple(slice(int(a), int(b)) for a, b in zip(low, high))))
+        local = coords[rows] - low
+        out[rows] = data[local[:, 0], local[:, 1], local[:, 2]]
+    return out
+
+
+def _read_table(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    """Rows of a CSV with exactly ``columns`` (any order), as ``(line number, {column: text})``."""
+    if not path.is_file():
+        raise OrgasegError(f"{path}: no such file")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            body = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise OrgasegError(f"{path}: not a readable CSV file ({err})") from None
+    if header is None:
+        raise OrgasegError(f"{path}: empty file; expected the header {','.join(columns)}")
+    header = [cell.strip().lower() for cell in header]
+    unknown = [c for c in header if c not in columns]
+    missing = [c for c in columns if c not in header]
+    if unknown or missing or len(set(header)) != len(header):
+        said = (f"unknown column(s) {', '.join(map(repr, unknown))}" if unknown
+                else f"missing column(s) {', '.join(missing)}" if missing else "a column named twice")
+        raise OrgasegError(f"{path}: {said}; expected the header {','.join(columns)}")
+    rows = []
+    for line, row in body:
+        if len(row) != len(header):
+            raise OrgasegError(f"{path}, line {line}: {len(row)} fields, expected {len(header)} ({','.join(header)})")
+        rows.append((line, {c: cell.strip() for c, cell in zip(header, row)}))
+    if not rows:
+        raise OrgasegError(f"{path}: no annotations (only a header)")
+    return rows
+
+
+def _few(values: Sequence, limit: int = 5) -> str:
+    """``1, 2, 3`` or ``1, 2, 3, 4, 5 and 7 more``."""
+    shown = ", ".join(map(str, values[:limit]))
+    return shown if len(values) <= limit else f"{shown} and {len(values) - limit} more"

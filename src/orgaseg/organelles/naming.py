@@ -1,0 +1,392 @@
+"""Naming clusters: from cluster ids to organelle names with a handful of annotations.
+
+:func:`name_clusters` reads the cluster id under every annotated voxel (clicked
+points or scribbles, :mod:`orgaseg.organelles.annotations`), gives each
+cluster the name most of its annotations carry (a majority vote; clusters no
+annotation touches are ``unassigned``, clusters voted two names are reported
+as conflicts with their counts) and writes a named label volume block by
+block: id 0 is ``unassigned``, ids 1.. the names, listed in the OME-Zarr
+``image-label`` ``properties`` and in the provenance. The mapping stored in
+the provenance names another volume segmented with the same clusterer
+(``mapping=``). With ``refine=True`` the same annotations train a classifier
+on the segmentation's features (:mod:`orgaseg.organelles.refine`) that
+relabels every voxel instead.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+import numpy as np
+
+from orgaseg.errors import OrgasegError, arg
+from orgaseg.io import create_label_writer, make_provenance, open_volume
+from orgaseg.io.partial import digest
+from orgaseg.io.provenance import provenance_path, read_provenance
+from orgaseg.io.volume import Volume, as_volume
+from orgaseg.labels import smallest_label_dtype
+from orgaseg.organelles.annotations import (
+    UNASSIGNED, Annotations, read_names_table, read_points, read_scribbles, values_at,
+)
+from orgaseg.organelles.refine import (
+    MAX_TRAIN_PER_NAME, RefinedClassifier, balanced_subsample, features_at, label_with_classifier,
+    load_classifier, rebuild_segmentation, save_classifier, train_classifier,
+)
+from orgaseg.pipeline.blocks import aligned_chunks, default_block_shape, make_blocks
+from orgaseg.pipeline.runner import ArraySink
+from orgaseg.progress import ProgressCallback, report
+
+#: Voxels relabelled at a time when naming without refining.
+RELABEL_BLOCK_VOXELS = 16 * 1024**2
+#: Preferred storage chunks of the named volume (adjusted to tile the blocks).
+LABEL_CHUNKS = (64, 256, 256)
+
+
+@dataclass
+class ClusterNaming:
+    """Which name each cluster stands for.
+
+    Attributes
+    ----------
+    names : tuple of str
+        Named-volume ids: ``names[0]`` is ``unassigned``, then the annotated names.
+    cluster_ids : ndarray of int, shape (K,)
+        The named-volume id of each cluster.
+    votes : ndarray of int, shape (K, len(names) - 1)
+        Annotated voxels per (cluster, name).
+    """
+
+    names: tuple[str, ...]
+    cluster_ids: np.ndarray
+    votes: np.ndarray
+
+    @property
+    def k(self) -> int:
+        return len(self.cluster_ids)
+
+    def mapping(self) -> dict[int, str]:
+        """``{cluster id: name}``."""
+        return {c: self.names[i] for c, i in enumerate(self.cluster_ids)}
+
+    def conflicts(self) -> list[dict]:
+        """Clusters voted more than one name: the votes per name and the name chosen."""
+        out = []
+        for cluster, row in enumerate(self.votes):
+            if np.count_nonzero(row) > 1:
+                voted = {self.names[i + 1]: int(n) for i, n in enumerate(row) if n}
+                out.append({"cluster": cluster, "votes": voted, "chosen": self.names[self.cluster_ids[cluster]],
+                            "tie": int(np.sum(row == row.max())) > 1})
+        return out
+
+    def names_without_cluster(self) -> list[str]:
+        """Annotated names that no cluster carries (their clusters went to other names)."""
+        return [n for i, n in enumerate(self.names[1:], 1) if i not in set(self.cluster_ids.tolist())]
+
+    def to_dict(self) -> dict:
+        return {"names": list(self.names), "mapping": {str(c): n for c, n in self.mapping().items()},
+                "votes": self.votes.tolist(), "conflicts": self.conflicts(),
+                "names_without_cluster": self.names_without_cluster()}
+
+    @classmethod
+    def from_dict(cls, state: dict) -> "ClusterNaming":
+        try:
+            names = tuple(state["names"])
+            ids = [names.index(state["mapping"][str(c)]) for c in range(len(state["mapping"]))]
+            votes = np.asarray(state["votes"], dtype=np.int64)
+        except (KeyError, TypeError, ValueError) as err:
+            raise OrgasegError(f"the provenance's naming entry is incomplete ({err})") from None
+        return cls(names, np.asarray(ids, dtype=np.int64), votes)
+
+    def summary(self, refined: bool = False) -> str:
+        """``0 -> membrane, 1 -> unassigned, ...``, then conflicts and (unless ``refined``) names without a cluster."""
+        text = ", ".join(f"{c} -> {n}" for c, n in self.mapping().items())
+        for conflict in self.conflicts():
+            votes = ", ".join(f"{n} {v}" for n, v in conflict["votes"].items())
+            text += f"; conflict in cluster {conflict['cluster']}: {votes} (chose {conflict['chosen']}" + (
+                ", a tie: the name given first" if conflict["tie"] else "") + ")"
+        missing = self.names_without_cluster()
+        if missing and not refined:
+            text += f"; no cluster carries {', '.join(missing)} (try refining, or a larger K)"
+        return text
+
+
+def vote(clusters: np.ndarray, annotations: Annotations, k: int) -> ClusterNaming:
+    """Majority vote: each cluster takes the name most of its annotated voxels carry.
+
+    Parameters
+    ----------
+    clusters : ndarray of int, shape (n,)
+        The cluster id under each annotated voxel.
+    annotations : Annotations
+        The annotated voxels and their names.
+    k : int
+        Number of clusters.
+
+    Returns
+    -------
+    ClusterNaming
+        A tie goes to the name given first; a cluster without votes is ``unassigned``.
+    """
+    clusters = np.asarray(clusters, dtype=np.int64)
+    if clusters.size and (clusters.min() < 0 or clusters.max() >= k):
+        raise OrgasegError(f"the segmentation holds cluster id {int(clusters.max())} but its provenance says K = {k}")
+    votes = np.zeros((k, len(annotations.names)), dtype=np.int64)
+    np.add.at(votes, (clusters, annotations.labels), 1)
+    ids = np.where(votes.sum(axis=1) > 0, np.argmax(votes, axis=1) + 1, 0)
+    return ClusterNaming((UNASSIGNED, *annotations.names), ids.astype(np.int64), votes)
+
+
+@dataclass
+class NamedSegmentation:
+    """The result of :func:`name_clusters`.
+
+    Attributes
+    ----------
+    labels : ndarray or None
+        The named label volume when no output path was given.
+    path : Path or None
+        Where it was written.
+    naming : ClusterNaming
+        The cluster -> name mapping (the vote, or the reused one).
+    classifier : RefinedClassifier or None
+        The refining classifier, when one labelled the volume.
+    provenance : dict
+        The provenance record.
+    """
+
+    labels: np.ndarray | None
+    path: Path | None
+    naming: ClusterNaming
+    classifier: RefinedClassifier | None
+    provenance: dict
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.naming.names
+
+
+def name_clusters(
+    segmentation,
+    *,
+    points: str | Path | None = None,
+    scribbles=None,
+    names: str | Path | dict | None = None,
+    annotations: Annotations | None = None,
+    mapping: str | Path | None = None,
+    output: str | Path | None = None,
+    units: str = "voxels",
+    refine: bool = False,
+    classifier: str = "logistic",
+    raw=None,
+    model: str | Path | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    overwrite: bool = False,
+    executor=None,
+    progress: ProgressCallback | None = None,
+) -> NamedSegmentation:
+    """Name the clusters of a segmentation from a few annotations (or a stored mapping).
+
+    Parameters
+    ----------
+    segmentation : str, Path or Segmentation
+        A label volume written by :func:`orgaseg.segment` (its provenance is
+        read beside it), or the :class:`~orgaseg.segmentation.Segmentation` it returned.
+    points : str or Path, optional
+        CSV of clicks ``z,y,x,name`` (:func:`~orgaseg.organelles.annotations.read_points`).
+    scribbles : str, Path, Volume or ndarray, optional
+        Sparse label volume of the segmentation's shape, 0 = not annotated.
+    names : str, Path or dict, optional
+        The scribbles' names: a CSV ``value,name`` or ``{value: name}`` (default: the values).
+    annotations : Annotations, optional
+        Annotations already read (e.g. from a napari points layer).
+    mapping : str or Path, optional
+        Provenance of an earlier named output: reuse its mapping (and its
+        classifier, if it was refined) on this segmentation, which must come
+        from the same clusterer (``orgaseg segment --centers``).
+    output : str or Path, optional
+        Named label volume (``.ome.zarr`` or ``.tif``); None keeps it in memory.
+    units : {"voxels", "nm"}
+        Units of the points' coordinates (nm: from the volume's corner).
+    refine : bool
+        Train a classifier on the annotated voxels' features and cluster
+        assignment, and label every voxel with it.
+    classifier : {"logistic", "forest"}
+        The refining classifier.
+    raw : str, Path, Volume or ndarray, optional
+        The volume that was segmented, when refining and its provenance path
+        is gone (or it was an in-memory array).
+    model : str or Path, optional
+        The segmentation's checkpoint, when its provenance path is gone.
+    device : str
+        Where a learned encoder runs.
+    seed : int
+        Seed of the training subsample and the forest.
+    overwrite : bool
+        Replace an existing output.
+    executor : Executor, optional
+        Where refined blocks run (default: serially here).
+    progress : callable, optional
+        Progress callback.
+
+    Returns
+    -------
+    NamedSegmentation
+    """
+    started = time.time()
+    given = [n for n, v in (("points", points), ("scribbles", scribbles), ("annotations", annotations),
+                            ("mapping", mapping)) if v is not None]
+    if len(given) != 1:
+        raise OrgasegError("give exactly one of points (--points), scribbles (--scribbles) and mapping (--mapping)"
+                           + (f"; got {', '.join(given)}" if given else ""))
+    volume, record, seg_name = _open_segmentation(segmentation)
+    k = _record_field(record, "k", seg_name)
+    clusterer_state = _record_field(record, "clusterer", seg_name)
+    fitted_classifier: RefinedClassifier | None = None
+    segmentation_job = None
+    described: dict
+    if mapping is not None:
+        naming, fitted_classifier, described = _reuse_mapping(mapping, clusterer_state, refine)
+        if fitted_classifier is not None:
+            segmentation_job = rebuild_segmentation(record, raw=raw, model=model, device=device)
+            if digest(segmentation_job.config()) != digest(described["features"]):
+                raise OrgasegError(f"{seg_name} was segmented with other features than the classifier of {mapping} "
+                                   "was trained on: segment it with the same method, options and checkpoint")
+    else:
+        if annotations is None:
+            annotations = _read_annotations(points, scribbles, names, volume, units)
+        clusters = values_at(volume, annotations.coords)
+        naming = vote(clusters, annotations, int(k))
+        described = {"annotations": annotations.describe()}
+        if refine:
+            if len(annotations.names) < 2:
+                raise OrgasegError(f"{annotations.source}: refining needs annotations of at least two names, got "
+                                   f"only {annotations.names[0]!r}")
+            segmentation_job = rebuild_segmentation(record, raw=raw, model=model, device=device)
+            keep = balanced_subsample(annotations.labels, MAX_TRAIN_PER_NAME, seed)
+            report(progress, "features of the annotated voxels", 0, 1)
+            features = features_at(segmentation_job, annotations.coords[keep])
+            report(progress, "features of the annotated voxels", 1, 1)
+            fitted_classifier = train_classifier(features, clusters[keep], annotations.labels[keep] + 1,
+                                                 clusterer=segmentation_job.clusterer, n_labels=len(naming.names),
+                                                 kind=classifier, seed=seed)
+            described["features"] = segmentation_job.config()
+            described["trained_on"] = int(keep.size)
+    block_shape = (segmentation_job.block_shape if segmentation_job is not None
+                   else default_block_shape(tuple(volume.shape), volume.chunks, voxels=RELABEL_BLOCK_VOXELS))
+    n_labels = len(naming.names)
+    if output is None:
+        sink = ArraySink(tuple(volume.shape), smallest_label_dtype(n_labels))
+    else:  # created before the long part, so an existing output is refused at once
+        sink = create_label_writer(output, volume.shape, n_labels, voxel_size=volume.voxel_size, overwrite=overwrite,
+                                   chunks=aligned_chunks(block_shape, LABEL_CHUNKS), label_names=naming.names)
+    try:
+        if fitted_classifier is not None:
+            label_with_classifier(segmentation_job, fitted_classifier, sink, executor=executor, progress=progress)
+        else:
+            relabel(volume, naming.cluster_ids, sink, block_shape=block_shape, progress=progress)
+        classifier_state = None
+        if fitted_classifier is not None:
+            classifier_state = (save_classifier(fitted_classifier, output, overwrite=overwrite) if output is not None
+                                else fitted_classifier.to_dict())
+        provenance = make_provenance(
+            segmentation=seg_name,
+            segmentation_method=record.get("method"),
+            k=int(k),
+            clusterer_sha256=digest(clusterer_state),
+            names=list(naming.names),
+            naming={**naming.to_dict(), **described},
+            refined=fitted_classifier is not None,
+            classifier=classifier_state,
+            mapping_from=str(mapping) if mapping is not None else None,
+            wall_time_s=round(time.time() - started, 3),
+        )
+        path = sink.finalize(provenance) if output is not None else None
+    except BaseException:
+        if output is not None:
+            sink.abort()
+        raise
+    labels = sink.array if output is None else None
+    return NamedSegmentation(labels, path, naming, fitted_classifier, provenance)
+
+
+def relabel(volume: Volume, lookup: np.ndarray, sink, *, block_shape: tuple[int, int, int],
+            progress: ProgressCallback | None = None) -> None:
+    """Write ``lookup[cluster id]`` for every voxel of ``volume`` into ``sink``, block by block."""
+    lookup = np.asarray(lookup)
+    blocks = make_blocks(tuple(volume.shape), block_shape)
+    for done, block in enumerate(blocks, 1):
+        ids = np.asarray(volume.read(block.region))
+        if ids.size and ids.max() >= len(lookup):
+            raise OrgasegError(f"{volume.path or 'the segmentation'} holds cluster id {int(ids.max())}, but its "
+                               f"provenance says K = {len(lookup)}")
+        sink.write(block.region, lookup[ids])
+        report(progress, "naming blocks", done, len(blocks))
+
+
+def _open_segmentation(segmentation) -> tuple[Volume, dict, str]:
+    """The segmentation's labels, its provenance record and a name for messages."""
+    from orgaseg.segmentation import Segmentation
+
+    if isinstance(segmentation, Segmentation):
+        record = segmentation.provenance
+        if segmentation.labels is not None:
+            voxel_size = record.get("input", {}).get("voxel_size") or (1.0, 1.0, 1.0)
+            return as_volume(segmentation.labels, voxel_size=voxel_size), record, "the segmentation"
+        segmentation = segmentation.path
+    path = Path(segmentation)
+    if not path.exists():
+        raise OrgasegError(f"{path}: no such segmentation")
+    if not provenance_path(path).is_file():
+        raise OrgasegError(f"{path}: no provenance record beside it ({provenance_path(path).name}); name the output "
+                           "of 'orgaseg segment'")
+    record = read_provenance(path)
+    volume = open_volume(path)
+    if not np.issubdtype(volume.dtype, np.integer):
+        raise OrgasegError(f"{path}: a segmentation holds integer cluster ids, got {volume.dtype}")
+    return volume, record, str(path)
+
+
+def _record_field(record: dict, name: str, where: str):
+    if name not in record or record[name] is None:
+        raise OrgasegError(f"{where}: its provenance has no {name!r}; name the output of 'orgaseg segment'")
+    return record[name]
+
+
+def _read_annotations(points, scribbles, names, volume: Volume, units: str) -> Annotations:
+    if points is not None:
+        if names is not None:
+            raise OrgasegError("a names table goes with scribbles; points carry their names in the 'name' column")
+        return read_points(points, shape=volume.shape, voxel_size=volume.voxel_size, units=units)
+    table = names if isinstance(names, dict) or names is None else read_names_table(names)
+    if isinstance(scribbles, (str, Path)):
+        if not Path(scribbles).exists():
+            raise OrgasegError(f"{scribbles}: no such scribble volume")
+        scribbles = open_volume(scribbles)
+    elif not isinstance(scribbles, Volume):
+        scribbles = as_volume(np.asarray(scribbles), voxel_size=volume.voxel_size)
+    return read_scribbles(scribbles, shape=volume.shape, names=table)
+
+
+def _reuse_mapping(mapping, clusterer_state: dict, refine: bool) -> tuple[ClusterNaming, RefinedClassifier | None, dict]:
+    """The naming (and classifier) of an earlier named output, checked against this segmentation's clusterer."""
+    path = Path(mapping)
+    if not path.is_file():
+        raise OrgasegError(f"{path}: no such provenance file; give the .provenance.json beside a named output")
+    record = read_provenance(path)
+    if "naming" not in record or "clusterer_sha256" not in record:
+        raise OrgasegError(f"{path}: not the provenance of a named output ('orgaseg name'): it holds no mapping")
+    if record["clusterer_sha256"] != digest(clusterer_state):
+        raise OrgasegError(f"{path}: its mapping names the clusters of another clusterer; segment this volume with "
+                           f"the same clusterer ({arg('method')} as before and --centers SEG.provenance.json)")
+    naming = ClusterNaming.from_dict(record["naming"])
+    classifier = None
+    if record.get("classifier"):
+        classifier = load_classifier(record["classifier"], folder=path.parent)
+    elif refine:
+        raise OrgasegError(f"{path}: this mapping was not refined, so it holds no classifier to reuse; refine with "
+                           "annotations of this volume instead")
+    described = {"mapping_from": str(path), "features": record["naming"].get("features")}
+    return naming, classifier, described
+

@@ -1,0 +1,363 @@
+"""Refining named clusters with the same clicks: a light classifier on the segmentation's own features.
+
+The label-free features hold more than k-means reads out of them. With
+``--refine`` the annotated voxels train a scikit-learn classifier (logistic
+regression or a random forest) on the dense features the segmentation
+clustered, computed through the same stages (rebuilt from its provenance:
+method, encoder, features, options, working pixel size, normalisation,
+blocks), plus the cluster each voxel fell in (one-hot). The fitted
+:class:`RefinedClassifier` then labels every voxel block by block through the
+block runner, like a clusterer. Its state goes into the provenance (logistic
+regression: the coefficients; a forest: a file beside the output named there),
+so another volume segmented with the same clusterer gets the same treatment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from orgaseg.cluster import Clusterer, clusterer_from_dict
+from orgaseg.errors import OrgasegError, arg
+from orgaseg.io.normalize import Normalization
+from orgaseg.io.partial import atomic_path, digest
+from orgaseg.io.provenance import to_jsonable
+from orgaseg.labels import smallest_label_dtype
+from orgaseg.pipeline.runner import plan_blocks
+from orgaseg.pipeline.stages import Stages, resolve_stages
+from orgaseg.pipeline.tasks import BlockJob, VolumeSource, sample_block
+
+#: Classifiers ``--classifier`` offers.
+CLASSIFIERS = ("logistic", "forest")
+#: Rows classified at a time (bounds the design matrix in memory).
+PREDICT_CHUNK = 262_144
+#: Annotated voxels per name the classifier trains on at most (scribbles can annotate millions).
+MAX_TRAIN_PER_NAME = 20_000
+
+
+@dataclass
+class SegmentationJob:
+    """A segmentation's stages rebuilt from its provenance, ready to compute features again.
+
+    Attributes
+    ----------
+    job : BlockJob
+        The volume, normalisation, dense features and working grid the segmentation used.
+    clusterer : Clusterer
+        The fitted clusterer stored in the provenance.
+    block_shape : tuple of int
+        The segmentation's blocks (features near block borders depend on them).
+    stages : Stages
+        The resolved stages.
+    """
+
+    job: BlockJob
+    clusterer: Clusterer
+    block_shape: tuple[int, int, int]
+    stages: Stages
+
+    def config(self) -> dict:
+        """What the features are: compared before a classifier is applied to another volume."""
+        return to_jsonable({**self.stages.config(), "extractor": self.job.extractor.config()})
+
+
+def rebuild_segmentation(record: dict, *, raw=None, model: str | Path | None = None,
+                         device: str = "auto") -> SegmentationJob:
+    """The stages of a segmentation from its provenance record, bound to its input volume.
+
+    Parameters
+    ----------
+    record : dict
+        The provenance record written beside the segmentation.
+    raw : str, Path, Volume or ndarray, optional
+        The volume that was segmented (default: the input path the record names).
+    model : str or Path, optional
+        The encoder's checkpoint (default: the path the record names).
+    device : str
+        Where a learned encoder runs.
+
+    Returns
+    -------
+    SegmentationJob
+    """
+    from orgaseg.segmentation import resolve_volume
+
+    try:
+        config, state, source_info = record["config"], record["clusterer"], record["input"]
+        block_shape = tuple(int(b) for b in record["blocks"]["shape"])
+        normalization = Normalization.from_dict(record["normalization"])
+    except (KeyError, TypeError) as err:
+        raise OrgasegError(f"the segmentation's provenance lacks {err}; was it written by 'orgaseg segment'?") from None
+    data = raw if raw is not None else source_info.get("path")
+    if data is None:
+        raise OrgasegError("the segmentation was made from an in-memory array, its provenance names no input: "
+                           "pass raw= (--raw RAW), the volume that was segmented")
+    if isinstance(data, (str, Path)) and not Path(data).exists():
+        raise OrgasegError(f"{data}: the segmented volume is not there; pass raw= (--raw RAW) to say where it is")
+    key = source_info.get("key") if raw is None else None
+    volume = resolve_volume(data, key=key, voxel_size=source_info.get("voxel_size"))
+    if list(volume.shape) != list(source_info.get("shape", volume.shape)):
+        raise OrgasegError(f"{volume.path or 'the raw volume'} has shape {volume.shape}, but the segmentation was made "
+                           f"from a volume of shape {tuple(source_info['shape'])}")
+    if model is None and record.get("model"):
+        model = record["model"].get("path")
+    options = {**{f"features.{n}": v for n, v in config.get("feature_options", {}).items()},
+               **{f"clusterer.{n}": v for n, v in config.get("clusterer_options", {}).items()}}
+    if model is not None and not Path(model).exists():
+        raise OrgasegError(f"{model}: the segmentation's checkpoint is not there; pass {arg('model')}")
+    stages = resolve_stages(config["method"], model=model, features=config["features"], clusterer=config["clusterer"],
+                            options=options, device=device)
+    source = VolumeSource.from_arguments(data, volume, key=key)
+    # the working pixel size as the user asked for it is not recorded, only what it gave: find the
+    # setting that gives the same working grid and extractor (a method's default, a number, native)
+    wanted = digest({"grid": config.get("working_grid"), "extractor": config.get("extractor")})
+    for pixel_size_nm, coarsen_only in ((stages.pixel_size_nm, stages.coarsen_only),
+                                        (config.get("pixel_size_nm"), False), (None, False)):
+        candidate = dataclasses.replace(stages, pixel_size_nm=pixel_size_nm, coarsen_only=coarsen_only)
+        job = candidate.job(source, normalization)
+        found = {"grid": job.grid.describe() if job.grid is not None else None, "extractor": job.extractor.config()}
+        if digest(found) == wanted:
+            return SegmentationJob(job, clusterer_from_dict(state), block_shape, candidate)
+    raise OrgasegError("cannot rebuild the segmentation's features from its provenance: the working grid or the "
+                       "features differ (was it made with another version of orgaseg?)")
+
+
+def features_at(segmentation: SegmentationJob, coords: np.ndarray) -> np.ndarray:
+    """The dense features at voxel ``coords`` ``(n, 3)``, computed block by block as the segmentation did."""
+    coords = np.asarray(coords, dtype=np.int64)
+    job = segmentation.job
+    out = np.zeros((len(coords), job.extractor.n_features), dtype=np.float32)
+    for block in plan_blocks(job, segmentation.block_shape):
+        starts = np.array([r.start for r in block.region])
+        stops = np.array([r.stop for r in block.region])
+        rows = np.flatnonzero(np.all((coords >= starts) & (coords < stops), axis=1))
+        if rows.size:
+            out[rows] = sample_block(job, block, coords[rows] - starts).value
+    return out
+
+
+def balanced_subsample(labels: np.ndarray, per_label: int = MAX_TRAIN_PER_NAME, seed: int = 0) -> np.ndarray:
+    """Indices of at most ``per_label`` rows of each label, drawn with a seed (all rows of smaller labels)."""
+    rng = np.random.default_rng(seed)
+    keep = []
+    for value in np.unique(labels):
+        rows = np.flatnonzero(labels == value)
+        keep.append(rows if rows.size <= per_label else rng.choice(rows, per_label, replace=False))
+    return np.sort(np.concatenate(keep))
+
+
+@dataclass
+class RefinedClassifier:
+    """Features plus cluster assignment -> named class: labels blocks like a clusterer.
+
+    Attributes
+    ----------
+    clusterer : Clusterer
+        The segmentation's clusterer (its assignment is part of the input).
+    kind : {"logistic", "forest"}
+        The classifier.
+    mean, scale : ndarray, shape (n_features,)
+        Standardisation of the dense features.
+    classes : ndarray of int
+        The named-volume id each classifier output stands for.
+    n_labels : int
+        Ids in the named volume (``unassigned`` and every name).
+    model : dict or sklearn estimator
+        Logistic regression: ``{"coef": (c, d), "intercept": (c,)}``; forest: the fitted estimator.
+    """
+
+    clusterer: Clusterer
+    kind: str
+    mean: np.ndarray
+    scale: np.ndarray
+    classes: np.ndarray
+    n_labels: int
+    model: Any
+
+    @property
+    def k(self) -> int:
+        return self.n_labels
+
+    @property
+    def n_features(self) -> int:
+        return self.clusterer.n_features
+
+    @property
+    def needs_raw(self) -> bool:
+        return bool(self.clusterer.needs_raw)
+
+    @property
+    def working_grid(self) -> bool:
+        """Whether the clusterer labels the working grid (the runner then hands it working voxels)."""
+        return bool(getattr(self.clusterer, "working_grid", False))
+
+    def design(self, features: np.ndarray, clusters: np.ndarray) -> np.ndarray:
+        """The classifier's input: standardised features ``(n, F)`` and one-hot clusters ``(n, K)``."""
+        standard = (np.asarray(features, np.float32) - self.mean) / self.scale
+        one_hot = np.zeros((len(clusters), self.clusterer.k), dtype=np.float32)
+        one_hot[np.arange(len(clusters)), np.asarray(clusters, np.int64)] = 1.0
+        return np.concatenate([standard, one_hot], axis=1)
+
+    def classify(self, design: np.ndarray) -> np.ndarray:
+        """Named-volume ids of design rows."""
+        if self.kind == "forest":
+            return self.classes[self.model.predict(design)]
+        scores = design @ self.model["coef"].T + self.model["intercept"]
+        index = (scores[:, 0] > 0).astype(np.int64) if scores.shape[1] == 1 else np.argmax(scores, axis=1)
+        return self.classes[index]
+
+    def predict(self, features: np.ndarray, raw: np.ndarray | None = None, **context) -> np.ndarray:
+        """Named-volume ids of a block: ``features (..., F)`` -> ``(...)`` (``context`` goes to the clusterer)."""
+        clusters = np.asarray(self.clusterer.predict(features, raw, **context)).reshape(-1)
+        flat = features.reshape(-1, features.shape[-1])
+        out = np.empty(len(flat), dtype=smallest_label_dtype(self.n_labels))
+        for start in range(0, len(flat), PREDICT_CHUNK):
+            stop = start + PREDICT_CHUNK
+            out[start:stop] = self.classify(self.design(flat[start:stop], clusters[start:stop]))
+        return out.reshape(features.shape[:-1])
+
+    def to_dict(self) -> dict:
+        """JSON state (a forest's trees are not in it: :func:`save_classifier` writes them to a file)."""
+        state = {"kind": self.kind, "mean": self.mean, "scale": self.scale, "classes": self.classes,
+                 "n_labels": self.n_labels, "n_clusters": self.clusterer.k, "clusterer": self.clusterer.to_dict()}
+        if self.kind == "logistic":
+            state.update(coef=self.model["coef"], intercept=self.model["intercept"])
+        return to_jsonable(state)
+
+
+def train_classifier(
+    features: np.ndarray,
+    clusters: np.ndarray,
+    targets: np.ndarray,
+    *,
+    clusterer: Clusterer,
+    n_labels: int,
+    kind: str = "logistic",
+    seed: int = 0,
+) -> RefinedClassifier:
+    """Fit the refining classifier on annotated voxels.
+
+    Parameters
+    ----------
+    features : ndarray, shape (n, F)
+        Dense features of the annotated voxels.
+    clusters : ndarray, shape (n,)
+        Their cluster ids in the segmentation.
+    targets : ndarray, shape (n,)
+        Their named-volume ids.
+    clusterer : Clusterer
+        The segmentation's clusterer.
+    n_labels : int
+        Ids in the named volume.
+    kind : {"logistic", "forest"}
+        Logistic regression (L2, lbfgs) or a random forest of 100 trees.
+    seed : int
+        Seed of the forest.
+
+    Returns
+    -------
+    RefinedClassifier
+    """
+    if kind not in CLASSIFIERS:
+        raise OrgasegError(f"unknown classifier {kind!r}; choose one of {', '.join(CLASSIFIERS)}")
+    classes = np.unique(targets)
+    if classes.size < 2:
+        raise OrgasegError("refining needs annotations of at least two names: a classifier cannot learn one class")
+    mean, scale = _standardisation(clusterer, features)
+    shell = RefinedClassifier(clusterer, kind, mean, scale, classes.astype(np.int64), int(n_labels), None)
+    design = shell.design(features, clusters)
+    index = np.searchsorted(classes, targets)
+    if kind == "forest":
+        from sklearn.ensemble import RandomForestClassifier
+
+        model = RandomForestClassifier(n_estimators=100, n_jobs=1, random_state=seed).fit(design, index)
+    else:
+        from sklearn.linear_model import LogisticRegression
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a convergence note on a few clicks says nothing to the user
+            fitted = LogisticRegression(C=1.0, max_iter=2000).fit(design, index)
+        model = {"coef": fitted.coef_.astype(np.float32), "intercept": fitted.intercept_.astype(np.float32)}
+    return dataclasses.replace(shell, model=model)
+
+
+def _standardisation(clusterer: Clusterer, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The clusterer's feature statistics when it has them (a large sample), else the annotated voxels'."""
+    n = features.shape[1]
+    mean, scale = getattr(clusterer, "mean", None), getattr(clusterer, "scale", None)
+    if mean is None or scale is None or np.shape(mean) != (n,) or np.shape(scale) != (n,):
+        mean, scale = features.mean(axis=0), features.std(axis=0)
+    scale = np.where(np.asarray(scale) > 0, scale, 1.0)
+    return np.asarray(mean, np.float32), np.asarray(scale, np.float32)
+
+
+def forest_path(output: str | Path) -> Path:
+    """Where a forest is stored beside the named output ``output``."""
+    output = Path(output)
+    return output.with_name(output.name + ".forest.joblib")
+
+
+def save_classifier(classifier: RefinedClassifier, output: str | Path, *, overwrite: bool = False) -> dict:
+    """The classifier's provenance entry; a forest is written beside ``output`` (atomically) and named in it."""
+    state = classifier.to_dict()
+    if classifier.kind == "forest":
+        import joblib
+
+        from orgaseg.models.checkpoint import file_hash
+
+        path = forest_path(output)
+        if path.exists() and not overwrite:
+            raise OrgasegError(f"{path} exists; pass {arg('overwrite')} to replace it")
+        with atomic_path(path) as temporary:
+            joblib.dump(classifier.model, temporary)
+        state.update(path=path.name, sha256=file_hash(path))
+    return state
+
+
+def load_classifier(state: dict, *, folder: str | Path) -> RefinedClassifier:
+    """The classifier of a provenance entry (:func:`save_classifier`); a forest's file is looked up in ``folder``."""
+    try:
+        kind = state["kind"]
+        clusterer = clusterer_from_dict(state["clusterer"])
+        common = dict(clusterer=clusterer, kind=kind, mean=np.asarray(state["mean"], np.float32),
+                      scale=np.asarray(state["scale"], np.float32), classes=np.asarray(state["classes"], np.int64),
+                      n_labels=int(state["n_labels"]))
+        if kind == "logistic":
+            model = {"coef": np.asarray(state["coef"], np.float32), "intercept": np.asarray(state["intercept"], np.float32)}
+            return RefinedClassifier(**common, model=model)
+        if kind != "forest":
+            raise OrgasegError(f"unknown classifier {kind!r} in the provenance")
+        path = Path(folder) / state["path"]
+        expected = state["sha256"]
+    except (KeyError, TypeError, ValueError) as err:
+        raise OrgasegError(f"the provenance's classifier entry is incomplete ({err})") from None
+    import joblib
+
+    from orgaseg.models.checkpoint import file_hash
+
+    if not path.is_file():
+        raise OrgasegError(f"{path}: the forest the provenance names is not there (it is kept beside the named output)")
+    if file_hash(path) != expected:
+        raise OrgasegError(f"{path}: not the forest the provenance names (its SHA-256 differs)")
+    return RefinedClassifier(**common, model=joblib.load(path))
+
+
+def label_with_classifier(segmentation: SegmentationJob, classifier: RefinedClassifier, sink, *, executor=None,
+                          progress=None) -> None:
+    """Relabel every voxel of the segmentation's volume with ``classifier``, block by block, into ``sink``."""
+    from orgaseg.pipeline.runner import label_volume
+
+    label_volume(segmentation.job, [classifier], [sink], block_shape=segmentation.block_shape, executor=executor,
+                 progress=progress)
+
+
+__all__ = [
+    "CLASSIFIERS", "RefinedClassifier", "SegmentationJob", "balanced_subsample", "features_at",
+    "forest_path", "label_with_classifier", "load_classifier", "rebuild_segmentation", "save_classifier",
+    "train_classifier",
+]

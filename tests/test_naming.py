@@ -1,0 +1,209 @@
+"""Naming clusters from clicks or scribbles (``orgaseg name``): votes, outputs, mapping reuse, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import zarr
+
+from orgaseg.cli import main
+from orgaseg.errors import OrgasegError
+from orgaseg.evaluation import UNMATCHED, confusion_matrix, match_clusters
+from orgaseg.io import open_volume
+from orgaseg.io.volume import as_volume
+from orgaseg.io.writers import write_tiff_image
+from orgaseg.organelles import name_clusters, points_from_arrays, read_points, read_scribbles
+from orgaseg.organelles.annotations import UNASSIGNED, values_at
+from orgaseg.organelles.naming import vote
+from orgaseg.synthetic import CLASS_NAMES, make_cell
+
+VOXEL = (20.0, 20.0, 20.0)
+CLASSES = CLASS_NAMES[1:]  # the phantom's reference classes (its background, outside the cell, is not one)
+
+
+@pytest.fixture(scope="module")
+def cell():
+    return make_cell(shape=(12, 128, 128), voxel_size=VOXEL, seed=0)
+
+
+def clicks(labels: np.ndarray, per_class: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """``per_class`` voxels drawn at random from each reference class, with the class names."""
+    rng = np.random.default_rng(seed)
+    coords, names = [], []
+    for value, name in enumerate(CLASS_NAMES):
+        if value == 0:
+            continue
+        voxels = np.argwhere(labels == value)
+        coords.append(voxels[rng.choice(len(voxels), per_class, replace=False)])
+        names += [name] * per_class
+    return np.concatenate(coords), names
+
+
+@pytest.mark.parametrize("per_class, noise", [(1, 0.0), (2, 0.0), (3, 0.0), (3, 0.05)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_vote_from_a_few_clicks_recovers_the_merge_mapping(cell, per_class, noise, seed):
+    # a segmentation with known answers: the phantom's classes under shuffled cluster ids, a share of
+    # voxels given random ids (with 3 clicks a stray one is outvoted; one click may land on noise)
+    rng = np.random.default_rng(10 + seed)
+    k = len(CLASS_NAMES)
+    permutation = rng.permutation(k)
+    segmentation = permutation[cell.labels]
+    noisy = rng.random(segmentation.shape) < noise
+    segmentation[noisy] = rng.integers(0, k, noisy.sum())
+    reference = np.where(cell.labels > 0, cell.labels.astype(np.int64) - 1, 255)
+    confusion = confusion_matrix(segmentation, reference, n_classes=len(CLASSES))
+    merge, strict = match_clusters(confusion, "merge"), match_clusters(confusion, "strict")
+
+    coords, names = clicks(cell.labels, per_class, seed)
+    annotations = points_from_arrays(coords, names, shape=segmentation.shape)
+    naming = vote(values_at(as_volume(segmentation), annotations.coords), annotations, k)
+
+    # every cluster that stands for a class gets the merge mapping's name; the cluster of the
+    # phantom's outside (not a class: merge mode only gives it the class its noise overlaps most)
+    # got no click and stays unassigned
+    outside = int(permutation[0])
+    assert strict[outside] == UNMATCHED and np.count_nonzero(strict != UNMATCHED) == len(CLASSES)
+    named = [naming.names[i] for i in naming.cluster_ids]
+    assert [n for c, n in enumerate(named) if c != outside] == [CLASSES[m] for c, m in enumerate(merge) if c != outside]
+    assert named[outside] == UNASSIGNED
+
+
+def test_conflicts_are_reported_with_counts():
+    segmentation = as_volume(np.zeros((1, 4, 4), np.uint8))
+    annotations = points_from_arrays([[0, 0, 0], [0, 1, 1], [0, 2, 2], [0, 3, 3]],
+                                     ["mito", "membrane", "mito", "membrane"], shape=(1, 4, 4))
+    naming = vote(values_at(segmentation, annotations.coords), annotations, k=2)
+    assert naming.mapping() == {0: "mito", 1: UNASSIGNED}  # a tie goes to the name given first
+    assert naming.conflicts() == [{"cluster": 0, "votes": {"mito": 2, "membrane": 2}, "chosen": "mito", "tie": True}]
+    assert naming.names_without_cluster() == ["membrane"]
+    assert "conflict in cluster 0: mito 2, membrane 2" in naming.summary()
+
+
+@pytest.fixture(scope="module")
+def segmented(tmp_path_factory, cell):
+    """A k-means segmentation written by the command line, with points clicked on its reference."""
+    folder = tmp_path_factory.mktemp("naming")
+    write_tiff_image(folder / "cell.tif", cell.raw, voxel_size=VOXEL)
+    assert main(["segment", str(folder / "cell.tif"), "-k", "5", "-o", str(folder / "seg.ome.zarr"), "--quiet"]) == 0
+    coords, names = clicks(cell.labels, 3, seed=0)
+    lines = ["z,y,x,name"] + [f"{z},{y},{x},{n}" for (z, y, x), n in zip(coords, names)]
+    (folder / "points.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_name_writes_a_named_label_volume_and_its_mapping(segmented, capsys):
+    out = segmented / "named.ome.zarr"
+    assert main(["name", str(segmented / "seg.ome.zarr"), "--points", str(segmented / "points.csv"),
+                 "-o", str(out), "--quiet"]) == 0
+    assert "cluster vote: 0 -> " in capsys.readouterr().out
+    record = json.loads((segmented / "named.ome.zarr.provenance.json").read_text())
+    assert record["names"] == [UNASSIGNED, *CLASSES]
+    properties = zarr.open_group(str(out), mode="r")["labels/segmentation"].attrs["image-label"]["properties"]
+    assert [p["name"] for p in properties] == record["names"]
+    # every voxel carries the name of its cluster
+    seg = np.asarray(open_volume(segmented / "seg.ome.zarr").read((slice(None),) * 3))
+    named = np.asarray(open_volume(out).read((slice(None),) * 3))
+    lookup = np.array([record["names"].index(record["naming"]["mapping"][str(c)]) for c in range(5)])
+    np.testing.assert_array_equal(named, lookup[seg])
+    # the votes are those of the clicked points
+    annotations = read_points(segmented / "points.csv", shape=seg.shape)
+    expected = vote(values_at(as_volume(seg), annotations.coords), annotations, 5)
+    assert record["naming"]["votes"] == expected.votes.tolist()
+    assert record["naming"]["annotations"]["per_name"] == {n: 3 for n in CLASSES}
+
+
+def test_an_existing_output_is_kept_without_overwrite(segmented, capsys):
+    out = segmented / "kept.ome.zarr"
+    arguments = ["name", str(segmented / "seg.ome.zarr"), "--points", str(segmented / "points.csv"), "-o", str(out),
+                 "--quiet"]
+    assert main(arguments) == 0
+    before = (segmented / "kept.ome.zarr.provenance.json").read_text()
+    assert main(arguments) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert (segmented / "kept.ome.zarr.provenance.json").read_text() == before
+    assert main(arguments + ["--overwrite"]) == 0
+
+
+def test_the_mapping_names_a_second_volume_segmented_with_the_same_clusterer(segmented, tmp_path):
+    first = name_clusters(segmented / "seg.ome.zarr", points=segmented / "points.csv", output=tmp_path / "a.ome.zarr")
+    other = make_cell(shape=(12, 128, 128), voxel_size=VOXEL, seed=3)
+    write_tiff_image(tmp_path / "other.tif", other.raw, voxel_size=VOXEL)
+    assert main(["segment", str(tmp_path / "other.tif"), "-o", str(tmp_path / "other.ome.zarr"), "--quiet",
+                 "--centers", str(segmented / "seg.ome.zarr.provenance.json")]) == 0
+    second = name_clusters(tmp_path / "other.ome.zarr", mapping=tmp_path / "a.ome.zarr.provenance.json",
+                           output=tmp_path / "b.ome.zarr")
+    assert second.naming.mapping() == first.naming.mapping()
+    assert second.provenance["mapping_from"] == str(tmp_path / "a.ome.zarr.provenance.json")
+    seg = np.asarray(open_volume(tmp_path / "other.ome.zarr").read((slice(None),) * 3))
+    named = np.asarray(open_volume(tmp_path / "b.ome.zarr").read((slice(None),) * 3))
+    np.testing.assert_array_equal(named, first.naming.cluster_ids[seg])
+    # a segmentation with another clusterer: its ids mean other things
+    assert main(["segment", str(tmp_path / "other.tif"), "-k", "4", "-o", str(tmp_path / "k4.ome.zarr"), "--quiet"]) == 0
+    with pytest.raises(OrgasegError, match="clusters of another clusterer"):
+        name_clusters(tmp_path / "k4.ome.zarr", mapping=tmp_path / "a.ome.zarr.provenance.json")
+
+
+def test_scribbles_with_a_names_table(segmented, tmp_path):
+    seg = open_volume(segmented / "seg.ome.zarr")
+    scribbles = np.zeros(seg.shape, np.uint8)
+    scribbles[2, 10:14, 10:12] = 7
+    scribbles[5, 60, 60:63] = 3
+    (tmp_path / "names.csv").write_text("value,name\n7,resin\n3,cytoplasm\n9,nucleus\n")
+    result = name_clusters(segmented / "seg.ome.zarr", scribbles=scribbles, names=tmp_path / "names.csv")
+    assert result.names == (UNASSIGNED, "resin", "cytoplasm", "nucleus")
+    assert result.provenance["naming"]["annotations"]["per_name"] == {"resin": 8, "cytoplasm": 3, "nucleus": 0}
+    ids = np.asarray(seg.read((slice(None),) * 3))
+    assert result.naming.mapping()[int(ids[2, 10, 10])] == "resin"
+    np.testing.assert_array_equal(result.labels, result.naming.cluster_ids[ids])
+    (tmp_path / "short.csv").write_text("value,name\n7,resin\n")
+    with pytest.raises(OrgasegError, match=r"value\(s\) 3 are not in the names table"):
+        name_clusters(segmented / "seg.ome.zarr", scribbles=scribbles, names=tmp_path / "short.csv")
+    with pytest.raises(OrgasegError, match="no annotated voxel"):
+        read_scribbles(as_volume(np.zeros(seg.shape, np.uint8)), shape=seg.shape)
+    with pytest.raises(OrgasegError, match="differ from the segmentation's"):
+        read_scribbles(as_volume(scribbles[:4]), shape=seg.shape)
+
+
+def test_points_in_nanometres():
+    annotations = points_from_arrays([[40.0, 64.0, 18.0]], ["mito"], shape=(4, 8, 8), voxel_size=(20, 10, 10),
+                                     units="nm")
+    assert annotations.coords.tolist() == [[2, 6, 2]]  # nearest voxel centres
+    with pytest.raises(OrgasegError, match="outside the volume"):
+        points_from_arrays([[40.0, 64.0, 18.0]], ["mito"], shape=(4, 8, 8), units="voxels")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("z,y,x,label\n1,2,3,mito\n", "unknown column(s) 'label'"),
+    ("z,y,name\n1,2,mito\n", "missing column(s) x"),
+    ("z,y,x,name\n", "no annotations (only a header)"),
+    ("", "empty file"),
+    ("z,y,x,name\n1,2,300,mito\n", "1 point(s) lie outside the volume (12 x 128 x 128 voxels)"),
+    ("z,y,x,name\n1,2,-1,mito\n", "lie outside the volume"),
+    ("z,y,x,name\n1,two,3,mito\n", "line 2: z, y, x must be numbers"),
+    ("z,y,x,name\n1,2,3\n", "line 2: 3 fields, expected 4"),
+    ("z,y,x,name\n1,2,3, \n", "have no name"),
+])
+def test_bad_points_get_clear_errors(segmented, tmp_path, text, message):
+    (tmp_path / "points.csv").write_text(text)
+    with pytest.raises(OrgasegError) as error:
+        name_clusters(segmented / "seg.ome.zarr", points=tmp_path / "points.csv")
+    assert message in str(error.value)
+
+
+def test_bad_arguments_get_clear_errors(segmented, tmp_path, capsys):
+    seg = str(segmented / "seg.ome.zarr")
+    with pytest.raises(OrgasegError, match="exactly one of points"):
+        name_clusters(seg)
+    with pytest.raises(OrgasegError, match="no provenance record beside it"):
+        name_clusters(segmented / "cell.tif", points=segmented / "points.csv")
+    with pytest.raises(OrgasegError, match="no such file"):
+        name_clusters(seg, points=tmp_path / "missing.csv")
+    with pytest.raises(OrgasegError, match="not the provenance of a named output"):
+        name_clusters(seg, mapping=segmented / "seg.ome.zarr.provenance.json")
+    (tmp_path / "one.csv").write_text("z,y,x,name\n1,2,3,mito\n")
+    with pytest.raises(OrgasegError, match="at least two names"):
+        name_clusters(seg, points=tmp_path / "one.csv", refine=True)
+    assert main(["name", seg, "--points", str(tmp_path / "one.csv"), "--mapping", "x.json", "-o", "y.ome.zarr"]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
