@@ -66,7 +66,7 @@ class Cleanup:
         """Half-width of the majority box in voxels per axis, or None when the filter is off (or below a voxel)."""
         if not self.majority_nm:
             return None
-        radius = tuple(int(round(self.majority_nm / v)) for v in voxel_size)
+        radius = tuple(round(self.majority_nm / v) for v in voxel_size)
         return radius if any(radius) else None
 
     def describe(self) -> dict:

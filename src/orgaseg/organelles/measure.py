@@ -1,0 +1,477 @@
+"""Morphometrics of instances in physical units, computed blockwise: :func:`measure_instances`.
+
+One row per instance (``id``, ``class``, ``voxels``, ``volume_um3``, ``surface_area_um2``,
+``sphericity``, centroid and bounding box in nm, principal axis lengths and
+``aspect_ratio``; ``mean_intensity`` and ``std_intensity`` with a raw volume) and one row
+per class in a summary (``count``, total, median and mean volume, and with a cell mask the
+class's ``volume_fraction`` of the cell).
+
+Coordinates. Voxel ``(i, j, k)`` is centred at ``(i * vz, j * vy, k * vx)`` nm, the
+convention of OME-Zarr's scale transform and of napari, so a centroid lands on the
+instance in a viewer. The bounding box holds the centres of an instance's outermost voxels
+(``bbox_max - bbox_min + voxel size`` is its extent).
+
+Blockwise sums. Every block returns, per instance it holds, the voxel count, the mean
+position and the scatter matrix about it, the bounding box, the intensity mean and
+scatter, the voxels inside the cell mask, and its share of the surface area; the driver
+merges them (Chan's pairwise update for means and scatters, which stays exact in floating
+point wherever the instance lies). The principal axes are those of the solid ellipsoid
+with the instance's second moments (each voxel a solid box): a solid ellipsoid with
+semi-axes ``a >= b >= c`` gets axis lengths ``2a, 2b, 2c``.
+
+Surface area. Marching cubes on the binary mask overestimates a smooth surface by about
+8% (the mesh follows the voxel staircase), so the mesh is built on the instance mask
+smoothed by a Gaussian of ``SMOOTHING_VOXELS`` voxels along each axis, with every voxel of
+the instance kept at least 0.1 above the iso-level 0.5 and every other voxel 0.1 below it
+(so the mesh separates exactly the instance's voxels from the rest, and an instance one
+voxel thick keeps its surface). Each marching-cubes cell (the 8 voxels of a 2x2x2 cube)
+belongs to the block holding its lowest corner; a block reads its region plus one voxel
+on its far side and a halo of the Gaussian's reach, padded with background beyond the
+volume so objects at the border are closed, and meshes each instance on the cells it
+owns. Marching cubes builds every cell's triangles from that cell's 8 values alone, so
+the blocks' areas add up to the area of the whole-volume mesh, for any block shape. On
+voxelised ellipsoids with semi-axes of 10 voxels or more (isotropic or 2:1 anisotropic)
+the area is 0.5-1.5% above the analytic value; objects a few voxels across are off by up
+to about 10% either way, and strongly anisotropic stacks (vnc: 50 x 4.6 x 4.6 nm) come
+out about 7% high. ``sphericity`` is ``pi^(1/3) (6 V)^(2/3) / A`` with ``V`` the volume the
+same mesh encloses (summed blockwise by the divergence theorem), so it is at most 1 for
+any object, however small; ``volume_um3`` counts voxels.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage as ndi
+from skimage.measure import marching_cubes, mesh_surface_area
+
+from orgaseg.errors import OrgasegError, arg
+from orgaseg.io import open_volume
+from orgaseg.io.metadata import check_voxel_size
+from orgaseg.io.partial import atomic_path
+from orgaseg.io.volume import Volume, as_volume
+from orgaseg.io.writers import writing
+from orgaseg.organelles.instances import read_label_names
+from orgaseg.pipeline.blocks import Block, default_block_shape, make_blocks
+from orgaseg.pipeline.executors import Executor, SerialExecutor
+from orgaseg.pipeline.tasks import VolumeSource
+from orgaseg.progress import ProgressCallback, report
+
+__all__ = ["Morphometrics", "check_table_path", "measure_instances", "write_table"]
+
+#: Standard deviation (voxels, per axis) of the Gaussian smoothing the mask before marching cubes.
+SMOOTHING_VOXELS = 0.7
+
+#: The Gaussian is cut at this many standard deviations (its reach: round(0.7 * 3) = 2 voxels).
+_TRUNCATE = 3.0
+_REACH = int(_TRUNCATE * SMOOTHING_VOXELS + 0.5)
+
+#: How far the smoothed mask is kept from the iso-level on either side.
+_MARGIN = 0.1
+
+_NM3_PER_UM3 = 1e9
+_NM2_PER_UM2 = 1e6
+
+
+@dataclass
+class Morphometrics:
+    """The result of :func:`measure_instances`.
+
+    Attributes
+    ----------
+    table : dict of str to ndarray
+        One entry per column, one value per instance (sorted by id).
+    summary : dict of str to list
+        One entry per column, one value per class (and a last row ``all``).
+    provenance : dict
+        What was measured and how.
+    """
+
+    table: dict[str, np.ndarray]
+    summary: dict[str, list]
+    provenance: dict
+
+    def rows(self) -> list[dict]:
+        """The table as one dict per instance."""
+        names = list(self.table)
+        return [dict(zip(names, values)) for values in zip(*(self.table[n].tolist() for n in names))]
+
+
+# --- per block ---------------------------------------------------------------------
+
+
+@dataclass
+class _Sources:
+    instances: VolumeSource
+    raw: VolumeSource | None
+    mask: VolumeSource | None
+    voxel_size: tuple[float, float, float]
+
+
+def _measure_block(sources: _Sources, block: Block) -> dict:
+    """Partial sums of every instance in ``block`` (see the module docstring)."""
+    volume = sources.instances.volume
+    shape, spacing = volume.shape, np.asarray(sources.voxel_size)
+    # the voxels whose cells this block owns, in padded coordinates (-1 and N are the background beyond)
+    owned = [(r.start - (r.start == 0), r.stop + 1) for r in block.region]
+    read = tuple(slice(max(0, lo - _REACH), min(n, hi + _REACH)) for (lo, hi), n in zip(owned, shape))
+    data = volume.read(read)
+    pad = [(r.start - (lo - _REACH), (hi + _REACH) - r.stop) for r, (lo, hi) in zip(read, owned)]
+    padded = np.pad(data, pad)  # zeros: background beyond the volume
+    core = tuple(slice(r.start - (lo - _REACH), r.stop - (lo - _REACH)) for r, (lo, _) in zip(block.region, owned))
+    labels = padded[core]
+
+    ids, inverse = np.unique(labels.ravel(), return_inverse=True)
+    counts = np.bincount(inverse, minlength=len(ids)).astype(np.int64)
+    local = [np.arange(n, dtype=np.float64) for n in labels.shape]
+    grids = np.meshgrid(*local, indexing="ij")
+    sums = np.stack([np.bincount(inverse, weights=g.ravel(), minlength=len(ids)) for g in grids], axis=1)
+    mean = sums / counts[:, None]
+    scatter = np.empty((len(ids), 3, 3))
+    for a in range(3):
+        for b in range(a, 3):
+            s = np.bincount(inverse, weights=(grids[a] * grids[b]).ravel(), minlength=len(ids))
+            scatter[:, a, b] = scatter[:, b, a] = (s - counts * mean[:, a] * mean[:, b]) * spacing[a] * spacing[b]
+    origin = np.array([r.start for r in block.region], float)
+    objects = ndi.find_objects(inverse.reshape(labels.shape) + 1)
+    lo = np.array([[s.start for s in o] for o in objects]) + origin
+    hi = np.array([[s.stop - 1 for s in o] for o in objects]) + origin
+    result = {"id": ids, "count": counts, "mean": (mean + origin) * spacing, "scatter": scatter,
+              "bbox_min": lo, "bbox_max": hi}
+    if sources.raw is not None:
+        raw = sources.raw.volume.read(block.region).astype(np.float64).ravel()
+        intensity = np.bincount(inverse, weights=raw, minlength=len(ids)) / counts
+        result["intensity"] = intensity
+        result["intensity_scatter"] = np.bincount(inverse, weights=(raw - intensity[inverse]) ** 2, minlength=len(ids))
+    if sources.mask is not None:
+        inside = sources.mask.volume.read(block.region).ravel() != 0
+        result["in_mask"] = np.bincount(inverse, weights=inside, minlength=len(ids)).astype(np.int64)
+        result["mask_voxels"] = int(inside.sum())
+    surface = np.zeros((len(ids), 2))  # area (nm^2), signed volume enclosed (nm^3)
+    owned_labels = padded[tuple(slice(_REACH, n - _REACH) for n in padded.shape)]
+    owned_ids, owned_inverse = np.unique(owned_labels.ravel(), return_inverse=True)
+    owned_objects = ndi.find_objects(owned_inverse.reshape(owned_labels.shape) + 1)
+    position = {int(i): n for n, i in enumerate(ids)}
+    extra_ids, extra_surface = [], []
+    for value, box in zip(owned_ids, owned_objects):
+        if value == 0 or box is None:
+            continue
+        cells = tuple(slice(max(0, s.start - 1), min(n, s.stop + 1)) for s, n in zip(box, owned_labels.shape))
+        corner = np.array([c.start + lo for c, (lo, _) in zip(cells, owned)], float) * spacing
+        part = _owned_surface(padded, value, cells, spacing, corner)
+        if int(value) in position:
+            surface[position[int(value)]] += part
+        else:  # an instance that only reaches into this block's far voxel layer
+            extra_ids.append(value)
+            extra_surface.append(part)
+    result["surface"] = surface
+    result["extra_id"] = np.asarray(extra_ids, dtype=ids.dtype)
+    result["extra_surface"] = np.asarray(extra_surface, float).reshape(-1, 2)
+    keep = ids != 0
+    for name in ("id", "count", "mean", "scatter", "bbox_min", "bbox_max", "intensity", "intensity_scatter",
+                 "in_mask", "surface"):
+        if name in result:
+            result[name] = result[name][keep]
+    return result
+
+
+def _owned_surface(padded: np.ndarray, value, cells: tuple[slice, ...], spacing: np.ndarray,
+                   corner: np.ndarray) -> np.ndarray:
+    """Mesh area (nm^2) and signed enclosed volume (nm^3) of instance ``value`` on the cells spanned by ``cells``.
+
+    ``cells`` are owned coordinates, ``corner`` their first voxel's position in nm. The
+    signed volume (divergence theorem, origin at the volume's first voxel) of the
+    blocks' pieces adds up to the volume the whole mesh encloses.
+    """
+    if any(s.stop - s.start < 2 for s in cells):
+        return np.zeros(2)
+    # the smoothed field there needs the Gaussian's reach around it; padded has it
+    window = tuple(slice(s.start, s.stop + 2 * _REACH) for s in cells)
+    mask = padded[window] == value
+    smooth = ndi.gaussian_filter(mask.astype(np.float64), SMOOTHING_VOXELS, mode="constant", truncate=_TRUNCATE)
+    inner = tuple(slice(_REACH, -_REACH) for _ in range(3))
+    mask, smooth = mask[inner], smooth[inner]
+    if mask.all() or not mask.any():
+        return np.zeros(2)
+    field = np.where(mask, np.maximum(smooth, 0.5 + _MARGIN), np.minimum(smooth, 0.5 - _MARGIN))
+    vertices, faces, _, _ = marching_cubes(field, 0.5, spacing=tuple(spacing))
+    a, b, c = (vertices[faces[:, k]].astype(np.float64) for k in range(3))
+    vector_area = 0.5 * np.cross(b - a, c - a)
+    # about the crop's corner, then moved to the common origin (keeps the numbers small)
+    volume = np.einsum("ij,ij->", a, np.cross(b, c)) / 6.0 + corner @ vector_area.sum(axis=0) / 3.0
+    return np.array([float(mesh_surface_area(vertices, faces)), volume])
+
+
+# --- merging -------------------------------------------------------------------------
+
+
+def _merge(parts: list[dict], with_raw: bool, with_mask: bool) -> dict:
+    """Whole-instance statistics from the blocks' partial sums."""
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([p[name] for p in parts])
+
+    ids_all = cat("id")
+    ids, group = np.unique(ids_all, return_inverse=True)
+    n = len(ids)
+    counts_b = cat("count")
+    count = np.bincount(group, weights=counts_b, minlength=n)
+    mean_b = cat("mean")
+    mean = np.stack([np.bincount(group, weights=counts_b * mean_b[:, a], minlength=n) for a in range(3)], 1) / count[:, None]
+    delta = mean_b - mean[group]
+    scatter = np.zeros((n, 3, 3))
+    np.add.at(scatter, group, cat("scatter") + counts_b[:, None, None] * delta[:, :, None] * delta[:, None, :])
+    bbox_min = np.full((n, 3), np.inf)
+    bbox_max = np.full((n, 3), -np.inf)
+    np.minimum.at(bbox_min, group, cat("bbox_min"))
+    np.maximum.at(bbox_max, group, cat("bbox_max"))
+    surface = np.zeros((n, 2))
+    np.add.at(surface, group, cat("surface"))
+    extra_ids = cat("extra_id")
+    if extra_ids.size:
+        np.add.at(surface, np.searchsorted(ids, extra_ids), cat("extra_surface"))
+    merged = {"id": ids, "count": count.astype(np.int64), "mean": mean, "scatter": scatter,
+              "bbox_min": bbox_min, "bbox_max": bbox_max, "area": surface[:, 0], "mesh_volume": np.abs(surface[:, 1])}
+    if with_raw:
+        intensity_b = cat("intensity")
+        intensity = np.bincount(group, weights=counts_b * intensity_b, minlength=n) / count
+        d = intensity_b - intensity[group]
+        merged["intensity"] = intensity
+        merged["intensity_scatter"] = np.bincount(group, weights=cat("intensity_scatter") + counts_b * d * d,
+                                                  minlength=n)
+    if with_mask:
+        merged["in_mask"] = np.bincount(group, weights=cat("in_mask"), minlength=n).astype(np.int64)
+    return merged
+
+
+def _table(merged: dict, voxel_size, names: dict[int, str] | None, with_raw: bool) -> dict[str, np.ndarray]:
+    spacing = np.asarray(voxel_size)
+    count = merged["count"]
+    volume_nm3 = count * float(np.prod(spacing))
+    area_nm2 = merged["area"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # area and volume of the same mesh: at most 1, whatever the object's size
+        sphericity = np.where(area_nm2 > 0, np.pi ** (1 / 3) * (6 * merged["mesh_volume"]) ** (2 / 3) / area_nm2, np.nan)
+    # second moments of the union of solid voxels: centres' scatter plus each box's own variance
+    covariance = merged["scatter"] / count[:, None, None] + np.diag(spacing**2 / 12.0)
+    eigen = np.linalg.eigvalsh(covariance)[:, ::-1]
+    axes = 2.0 * np.sqrt(5.0 * np.clip(eigen, 0, None))
+    ids = merged["id"]
+    table = {
+        "id": ids.astype(np.int64),
+        "class": np.array([names.get(int(i), "") if names else "" for i in ids], dtype=object),
+        "voxels": count,
+        "volume_um3": volume_nm3 / _NM3_PER_UM3,
+        "surface_area_um2": area_nm2 / _NM2_PER_UM2,
+        "sphericity": sphericity,
+    }
+    for a, axis in enumerate("zyx"):
+        table[f"centroid_{axis}_nm"] = merged["mean"][:, a]
+    for a, axis in enumerate("zyx"):
+        table[f"bbox_min_{axis}_nm"] = merged["bbox_min"][:, a] * spacing[a]
+    for a, axis in enumerate("zyx"):
+        table[f"bbox_max_{axis}_nm"] = merged["bbox_max"][:, a] * spacing[a]
+    table["axis_major_length_nm"] = axes[:, 0]
+    table["axis_intermediate_length_nm"] = axes[:, 1]
+    table["axis_minor_length_nm"] = axes[:, 2]
+    table["aspect_ratio"] = axes[:, 0] / axes[:, 2]
+    if with_raw:
+        table["mean_intensity"] = merged["intensity"]
+        table["std_intensity"] = np.sqrt(merged["intensity_scatter"] / count)
+    return table
+
+
+def _summary(table: dict, merged: dict, mask_voxels: int | None, voxel_size) -> dict[str, list]:
+    voxel_um3 = float(np.prod(voxel_size)) / _NM3_PER_UM3
+    columns: dict[str, list] = {"class": [], "count": [], "total_volume_um3": [], "median_volume_um3": [],
+                                "mean_volume_um3": []}
+    if mask_voxels is not None:
+        columns["cell_volume_um3"] = []
+        columns["volume_fraction"] = []
+    classes = sorted(set(table["class"].tolist()))
+    groups = [(c, table["class"] == c) for c in classes if c] + [("all", np.ones(len(table["id"]), bool))]
+    for name, rows in groups:
+        volumes = table["volume_um3"][rows]
+        columns["class"].append(name)
+        columns["count"].append(int(rows.sum()))
+        columns["total_volume_um3"].append(float(volumes.sum()))
+        columns["median_volume_um3"].append(float(np.median(volumes)) if volumes.size else math.nan)
+        columns["mean_volume_um3"].append(float(volumes.mean()) if volumes.size else math.nan)
+        if mask_voxels is not None:
+            columns["cell_volume_um3"].append(mask_voxels * voxel_um3)
+            columns["volume_fraction"].append(float(merged["in_mask"][rows].sum() / mask_voxels))
+    return columns
+
+
+# --- the whole road ------------------------------------------------------------------
+
+
+def measure_instances(
+    instances,
+    *,
+    raw=None,
+    mask=None,
+    voxel_size: Sequence[float] | None = None,
+    key: str | None = None,
+    block_shape: Sequence[int] | None = None,
+    executor: Executor | None = None,
+    progress: ProgressCallback | None = None,
+) -> Morphometrics:
+    """Measure every instance of an instance volume in physical units, blockwise.
+
+    Parameters
+    ----------
+    instances : str, Path, Volume or ndarray
+        Instance ids (0: no instance), e.g. the output of :func:`~orgaseg.organelles.make_instances`,
+        or any integer label volume :func:`orgaseg.open_volume` reads. The class of each
+        instance comes from its OME-Zarr ``image-label`` properties or provenance record.
+    raw : str, Path, Volume or ndarray, optional
+        Intensities of the same shape: adds ``mean_intensity`` and ``std_intensity``.
+    mask : str, Path, Volume or ndarray, optional
+        Cell mask of the same shape (non-zero inside): adds each class's volume fraction of
+        the cell to the summary.
+    voxel_size : sequence of 3 float, optional
+        ``(z, y, x)`` in nm; overrides the metadata. Required when the volume carries none.
+    key : str, optional
+        Dataset inside the instances' container.
+    block_shape : sequence of 3 int, optional
+        Blocks in voxels (default about 4 million voxels, aligned to the storage chunks).
+    executor : Executor, optional
+        Where blocks run (default: serially here).
+    progress : callable, optional
+        ``progress(description, done, total, **figures)`` per block.
+
+    Returns
+    -------
+    Morphometrics
+    """
+    volume, source = _open(instances, "instances", key=key, voxel_size=voxel_size)
+    if not np.issubdtype(volume.dtype, np.integer):
+        raise OrgasegError(f"{volume.path or 'the instances'}: instance ids must be integers, got {volume.dtype}")
+    if volume.attrs.get("voxel_size_assumed"):
+        raise OrgasegError(f"{volume.path or 'the instances'}: no voxel size in the metadata, so nothing can be "
+                           f"measured in nm; pass {arg('voxel_size')}")
+    sources = _Sources(source, None, None, volume.voxel_size)
+    if raw is not None:
+        sources.raw = _open(raw, "raw", shape=volume.shape)[1]
+    if mask is not None:
+        sources.mask = _open(mask, "mask", shape=volume.shape)[1]
+    if block_shape is None:
+        block_shape = default_block_shape(volume.shape, volume.chunks)
+    elif len(block_shape) != 3 or min(block_shape) < 1:
+        raise OrgasegError(f"block shape must be three positive sizes (z, y, x), got {tuple(block_shape)}")
+    block_shape = tuple(min(int(b), s) for b, s in zip(block_shape, volume.shape))
+    blocks = make_blocks(volume.shape, block_shape)
+    executor = executor or SerialExecutor()
+    started = time.perf_counter()
+    parts, mask_voxels, done, voxels = [], 0, 0, 0
+    try:
+        items = ((block, (block,)) for block in blocks)
+        for block, part in executor.map(_measure_block, (sources,), items):
+            parts.append(part)
+            mask_voxels += part.get("mask_voxels", 0)
+            done, voxels = done + 1, voxels + block.size
+            report(progress, "measuring blocks", done, len(blocks),
+                   voxels_per_s=round(voxels / max(time.perf_counter() - started, 1e-9)))
+    finally:
+        executor.forget()
+    if mask is not None and mask_voxels == 0:
+        raise OrgasegError("the cell mask is empty: no voxel is non-zero")
+    merged = _merge(parts, raw is not None, mask is not None)
+    table = _table(merged, volume.voxel_size, read_label_names(volume), raw is not None)
+    summary = _summary(table, merged, mask_voxels if mask is not None else None, volume.voxel_size)
+    seconds = time.perf_counter() - started
+    provenance = {
+        "instances": volume.path or "<array>", "voxel_size": volume.voxel_size, "raw": _name(raw),
+        "mask": _name(mask), "count": len(table["id"]), "blocks": len(blocks), "block_shape": block_shape,
+        "seconds": round(seconds, 3), "voxels_per_s": round(volume.size / max(seconds, 1e-9)),
+        "surface": f"marching cubes on the mask smoothed by a Gaussian of {SMOOTHING_VOXELS} voxels",
+        "connectivity": "instances are label values (not re-split into components)",
+    }
+    return Morphometrics(table, summary, provenance)
+
+
+def _open(data, what: str, *, key=None, voxel_size=None, shape=None) -> tuple[Volume, VolumeSource]:
+    if isinstance(data, (str, Path)):
+        with warnings.catch_warnings():
+            if shape is not None:  # raw and mask: their voxel size plays no part
+                warnings.simplefilter("ignore")
+            volume = open_volume(data, key=key, voxel_size=voxel_size)
+        source = VolumeSource.from_arguments(data, volume, key=key)
+    else:
+        voxel_size = None if voxel_size is None else check_voxel_size(voxel_size)
+        volume = as_volume(data, voxel_size=voxel_size or (1.0, 1.0, 1.0))
+        if voxel_size is None and not isinstance(data, Volume):
+            volume.attrs["voxel_size_assumed"] = True
+        elif voxel_size is not None and isinstance(data, Volume):
+            volume = Volume(volume.array, voxel_size=voxel_size, path=volume.path, key=volume.key,
+                            chunks=volume.chunks, transform=volume.transform, dtype=volume.dtype, attrs=dict(volume.attrs))
+        source = VolumeSource(volume)
+    if shape is not None and volume.shape != shape:
+        raise OrgasegError(f"the {what} volume has shape {volume.shape}, the instances {shape}; they must match")
+    return volume, source
+
+
+def _name(data) -> str | None:
+    if data is None:
+        return None
+    return str(data) if isinstance(data, (str, Path)) else "<array>"
+
+
+# --- tables on disk ----------------------------------------------------------------------
+
+
+def check_table_path(path: str | Path, *, overwrite: bool = False) -> Path:
+    """``path`` as a Path if a table can be written there, else a clear error (checked before long work).
+
+    Raises
+    ------
+    OrgasegError
+        Another extension than ``.csv`` or ``.parquet``, ``.parquet`` without pyarrow, or
+        ``path`` exists and not ``overwrite``.
+    """
+    path = Path(path).expanduser()
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise OrgasegError(f"{path}: write tables as .csv or .parquet")
+    if suffix == ".parquet":
+        try:
+            import pyarrow.parquet  # noqa: F401
+        except ImportError:
+            raise OrgasegError(f"{path}: writing Parquet needs pyarrow (pip install pyarrow); write .csv instead") from None
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise OrgasegError(f"{path} exists; pass {arg('overwrite')} to replace it")
+    return path
+
+
+def write_table(columns: dict[str, Sequence], path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write columns to ``.csv`` (or ``.parquet`` when pyarrow is installed), atomically; see :func:`check_table_path`."""
+    path = check_table_path(path, overwrite=overwrite)
+    suffix = path.suffix.lower()
+    names = list(columns)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as temporary:
+            if suffix == ".parquet":
+                import pyarrow
+                import pyarrow.parquet
+
+                pyarrow.parquet.write_table(
+                    pyarrow.table({n: np.asarray(columns[n]).tolist() for n in names}), temporary)
+            else:
+                with open(temporary, "w", newline="") as handle:
+                    writer = csv.writer(handle)
+                    writer.writerow(names)
+                    writer.writerows(zip(*(_csv_values(columns[n]) for n in names)))
+    return path
+
+
+def _csv_values(values) -> list:
+    return [("" if math.isnan(v) else f"{v:.10g}") if isinstance(v, float) else v
+            for v in np.asarray(values, dtype=object).tolist()]

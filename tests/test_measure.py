@@ -1,0 +1,183 @@
+"""Morphometrics: known answers on voxelised ellipsoids, blockwise sums equal to whole-volume ones."""
+
+import csv
+import math
+
+import numpy as np
+import pytest
+
+from orgaseg.cli import main
+from orgaseg.errors import OrgasegError
+from orgaseg.io import write_labels, write_tiff_image
+from orgaseg.organelles import make_instances, measure_instances, write_table
+
+#: (centre nm, semi-axes nm along z, y, x); at 4-8 nm voxels every semi-axis spans 10 voxels or more.
+ELLIPSOIDS = [((150.0, 150.0, 150.0), (120.0, 80.0, 60.0)),
+              ((170.0, 300.0, 150.0), (100.0, 60.0, 90.0)),
+              ((130.0, 150.0, 360.0), (90.0, 45.0, 50.0))]
+
+
+def thomsen_area(a: float, b: float, c: float, p: float = 1.6075) -> float:
+    """Knud Thomsen's approximation of an ellipsoid's surface area (within about 1%)."""
+    return 4 * math.pi * (((a * b) ** p + (a * c) ** p + (b * c) ** p) / 3) ** (1 / p)
+
+
+def draw(shape, voxel_size, ellipsoids, dtype=np.uint16):
+    """Label ``i + 1`` for the voxels whose centres lie inside ellipsoid ``i``."""
+    labels = np.zeros(shape, dtype)
+    grid = np.meshgrid(*[np.arange(n) * v for n, v in zip(shape, voxel_size)], indexing="ij")
+    for i, (centre, axes) in enumerate(ellipsoids, 1):
+        labels[sum(((g - c) / a) ** 2 for g, c, a in zip(grid, centre, axes)) <= 1] = i
+    return labels
+
+
+@pytest.mark.parametrize("voxel_size", [(4.0, 4.0, 4.0), (8.0, 4.0, 4.0)])
+def test_ellipsoid_volume_area_axes_within_3_percent(voxel_size):
+    shape = tuple(int(440 / v) for v in voxel_size)
+    labels = draw(shape, voxel_size, ELLIPSOIDS)
+    table = measure_instances(labels, voxel_size=voxel_size).table
+    assert table["id"].tolist() == [1, 2, 3]
+    for row, (centre, (a, b, c)) in enumerate(ELLIPSOIDS):
+        volume = 4 / 3 * math.pi * a * b * c / 1e9
+        area = thomsen_area(a, b, c) / 1e6
+        assert table["volume_um3"][row] == pytest.approx(volume, rel=0.03)
+        assert table["surface_area_um2"][row] == pytest.approx(area, rel=0.03)
+        axes = [table[f"axis_{n}_length_nm"][row] for n in ("major", "intermediate", "minor")]
+        assert axes == pytest.approx(sorted([2 * a, 2 * b, 2 * c], reverse=True), rel=0.03)
+        assert table["aspect_ratio"][row] == pytest.approx(max(a, b, c) / min(a, b, c), rel=0.03)
+        sphericity = math.pi ** (1 / 3) * (6 * volume) ** (2 / 3) / area
+        assert table["sphericity"][row] == pytest.approx(sphericity, rel=0.03)
+        centroid = [table[f"centroid_{x}_nm"][row] for x in "zyx"]
+        assert centroid == pytest.approx(centre, abs=max(voxel_size) / 2)
+        for x, v, m, s in zip("zyx", voxel_size, centre, (a, b, c)):
+            assert m - s - v <= table[f"bbox_min_{x}_nm"][row] <= m - s + v
+            assert m + s - v <= table[f"bbox_max_{x}_nm"][row] <= m + s + v
+
+
+def test_a_ball_cut_by_the_volume_border_is_closed():
+    voxel_size = (5.0, 5.0, 5.0)
+    radius = 100.0
+    labels = draw((24, 50, 50), voxel_size, [((0.0, 120.0, 120.0), (radius,) * 3)])  # half a ball at z = 0
+    table = measure_instances(labels, voxel_size=voxel_size, block_shape=(7, 16, 16)).table
+    half_ball = (2 * math.pi * radius**2 + math.pi * radius**2) / 1e6  # dome and flat cut
+    assert table["surface_area_um2"][0] == pytest.approx(half_ball, rel=0.03)
+
+
+@pytest.mark.parametrize("block_shape", [(7, 13, 11), (1, 64, 64), (32, 5, 64), (3, 50, 7)])
+def test_blockwise_measures_equal_whole_volume_ones(block_shape):
+    voxel_size = (8.0, 4.0, 4.0)
+    labels = draw((32, 110, 110), voxel_size, ELLIPSOIDS)
+    labels[0:3, 0:4, 100:110] = 7  # an instance at the volume's corner, and one voxel alone
+    labels[20, 60, 5] = 9
+    raw = np.random.default_rng(0).integers(0, 256, labels.shape).astype(np.uint8)
+    mask = np.zeros(labels.shape, bool)
+    mask[:, 10:100, 10:100] = True
+    whole = measure_instances(labels, voxel_size=voxel_size, raw=raw, mask=mask, block_shape=labels.shape)
+    blocks = measure_instances(labels, voxel_size=voxel_size, raw=raw, mask=mask, block_shape=block_shape)
+    assert whole.table["id"].tolist() == [1, 2, 3, 7, 9]
+    for name, values in whole.table.items():
+        if values.dtype == object:
+            assert values.tolist() == blocks.table[name].tolist()
+        else:
+            np.testing.assert_allclose(blocks.table[name], values, rtol=1e-7, atol=1e-9, err_msg=name)
+    assert whole.summary["count"] == blocks.summary["count"] == [5]
+    np.testing.assert_allclose(blocks.summary["volume_fraction"], whole.summary["volume_fraction"], rtol=1e-12)
+    assert whole.table["surface_area_um2"][4] > 0  # a lone voxel still has a surface
+
+
+def test_intensity_and_volume_fraction_match_numpy():
+    voxel_size = (8.0, 4.0, 4.0)
+    labels = draw((32, 110, 110), voxel_size, ELLIPSOIDS)
+    raw = np.random.default_rng(1).normal(100, 20, labels.shape).astype(np.float32)
+    mask = np.zeros(labels.shape, bool)
+    mask[:, :, :70] = True
+    result = measure_instances(labels, voxel_size=voxel_size, raw=raw, mask=mask, block_shape=(9, 40, 40))
+    for row, i in enumerate(result.table["id"]):
+        values = raw[labels == i].astype(np.float64)
+        assert result.table["mean_intensity"][row] == pytest.approx(values.mean(), rel=1e-9)
+        assert result.table["std_intensity"][row] == pytest.approx(values.std(), rel=1e-9)
+        assert result.table["voxels"][row] == (labels == i).sum()
+    summary = result.summary
+    assert summary["class"] == ["all"] and summary["count"] == [3]
+    assert summary["volume_fraction"][0] == pytest.approx(((labels > 0) & mask).sum() / mask.sum())
+    assert summary["cell_volume_um3"][0] == pytest.approx(mask.sum() * 128 / 1e9)
+    volumes = (np.bincount(labels.ravel())[1:] * 128 / 1e9)
+    assert summary["median_volume_um3"][0] == pytest.approx(np.median(volumes))
+    assert summary["total_volume_um3"][0] == pytest.approx(volumes.sum())
+
+
+def test_classes_come_from_the_instance_volume(tmp_path):
+    voxel_size = (8.0, 4.0, 4.0)
+    classes = (draw((32, 110, 110), voxel_size, ELLIPSOIDS) > 0).astype(np.uint8)
+    classes[draw((32, 110, 110), voxel_size, ELLIPSOIDS) == 3] = 2
+    named = write_labels(tmp_path / "named.ome.zarr", classes, voxel_size=voxel_size, provenance={},
+                         label_names=["unassigned", "mitochondria", "granules"])
+    instances = make_instances(named, tmp_path / "inst.ome.zarr")
+    result = measure_instances(instances.path)
+    assert result.table["class"].tolist() == instances.classes
+    assert result.summary["class"] == ["granules", "mitochondria", "all"]
+    assert result.summary["count"] == [1, 2, 3]
+    tiff = make_instances(named, tmp_path / "inst.tif")  # classes from the provenance record
+    assert measure_instances(tiff.path).table["class"].tolist() == instances.classes
+
+
+def test_bad_inputs_give_clear_errors(tmp_path):
+    labels = draw((16, 40, 40), (8.0, 4.0, 4.0), ELLIPSOIDS[:1])
+    with pytest.raises(OrgasegError, match="no voxel size.*voxel_size"):
+        measure_instances(labels)
+    with pytest.raises(OrgasegError, match="must be integers"):
+        measure_instances(labels.astype(np.float32), voxel_size=(8, 4, 4))
+    with pytest.raises(OrgasegError, match="raw volume has shape"):
+        measure_instances(labels, voxel_size=(8, 4, 4), raw=np.zeros((16, 40, 41)))
+    with pytest.raises(OrgasegError, match="cell mask is empty"):
+        measure_instances(labels, voxel_size=(8, 4, 4), mask=np.zeros(labels.shape, bool))
+    with pytest.raises(OrgasegError, match="voxel_size must be 3 positive"):
+        measure_instances(labels, voxel_size=(8, 4))
+    table = {"id": np.array([1, 2]), "volume_um3": np.array([0.5, float("nan")])}
+    path = write_table(table, tmp_path / "t.csv")
+    with open(path) as handle:
+        assert list(csv.reader(handle)) == [["id", "volume_um3"], ["1", "0.5"], ["2", ""]]
+    with pytest.raises(OrgasegError, match="exists; pass overwrite=True"):
+        write_table(table, path)
+    with pytest.raises(OrgasegError, match=r"\.csv or \.parquet"):
+        write_table(table, tmp_path / "t.xlsx")
+
+
+def test_parquet_without_pyarrow_asks_for_csv(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_pyarrow(name, *args, **kwargs):
+        if name.startswith("pyarrow"):
+            raise ImportError("no pyarrow here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
+    with pytest.raises(OrgasegError, match="needs pyarrow.*write .csv"):
+        write_table({"id": [1]}, tmp_path / "t.parquet")
+    assert not (tmp_path / "t.parquet").exists()
+
+
+def test_cli_measure(tmp_path, capsys):
+    voxel_size = (8.0, 4.0, 4.0)
+    labels = draw((32, 110, 110), voxel_size, ELLIPSOIDS).astype(np.uint8)
+    instances = write_tiff_image(tmp_path / "inst.tif", labels, voxel_size=voxel_size)
+    raw = write_tiff_image(tmp_path / "raw.tif", (labels * 50).astype(np.uint8), voxel_size=voxel_size)
+    mask = write_tiff_image(tmp_path / "cell.tif", np.ones_like(labels), voxel_size=voxel_size)
+    table, summary = tmp_path / "table.csv", tmp_path / "summary.csv"
+    args = ["measure", str(instances), "--raw", str(raw), "--mask", str(mask), "-o", str(table),
+            "--summary", str(summary), "--quiet", "--block-shape", "16", "64", "64"]
+    assert main(args) == 0
+    assert "all: 3 instances" in capsys.readouterr().out
+    with open(table) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["id"]) for r in rows] == [1, 2, 3]
+    assert [float(r["mean_intensity"]) for r in rows] == [50.0, 100.0, 150.0]
+    assert float(rows[0]["volume_um3"]) == pytest.approx(4 / 3 * math.pi * 120 * 80 * 60 / 1e9, rel=0.03)
+    with open(summary) as handle:
+        assert next(csv.DictReader(handle))["class"] == "all"
+    assert main(args) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["measure", str(instances), "-o", str(tmp_path / "t.json"), "--quiet"]) == 2
+    assert ".csv or .parquet" in capsys.readouterr().err
