@@ -10,7 +10,8 @@ from __future__ import annotations
 from orgaseg.options import lookup
 from orgaseg.features.base import FeatureExtractor, FeatureSpec
 
-_BATCH = {"batch_size": "fields of view per forward pass (default 256)"}
+_TOKEN_OPTIONS = {"batch_size": "fields of view per forward pass (default 256)",
+                  "planes": "planes whose features are averaged, for near-isotropic data: xy (default) or e.g. xy,xz,yz"}
 
 
 def _build_filter_bank(encoder, voxel_size, options: dict, device: str):
@@ -46,6 +47,17 @@ def _build_expand_stride(encoder, voxel_size, options: dict, device: str):
                         **_token_geometry(encoder, options, device))
 
 
+def _in_planes(build):
+    """``build`` with its 2D strategy run on the planes of the ``planes`` option (:mod:`orgaseg.features.planes`)."""
+
+    def build_in_planes(encoder, voxel_size, options: dict, device: str):
+        from orgaseg.features.planes import fuse_planes
+
+        return fuse_planes(build(encoder, voxel_size, options, device), options.get("planes"), voxel_size)
+
+    return build_in_planes
+
+
 #: The dense-feature strategies, by name.
 FEATURES: dict[str, FeatureSpec] = {
     spec.name: spec
@@ -55,13 +67,13 @@ FEATURES: dict[str, FeatureSpec] = {
                     options={"scales_nm": "Gaussian scales in nm (default [10, 20, 40, 80, 160])",
                              "in_plane": "filter each slice in 2D (default: when z is over 2x coarser)"}),
         FeatureSpec("cover-stride", "every pixel gets the token centred on it (MAESTER); 1/keep^2 forward passes per pixel",
-                    needs="tokens-2d", build=_build_cover_stride,
-                    options={"keep": "central tokens kept per side of a field of view (default 4)", **_BATCH}),
+                    needs="tokens-2d", build=_in_planes(_build_cover_stride),
+                    options={"keep": "central tokens kept per side of a field of view (default 4)", **_TOKEN_OPTIONS}),
         FeatureSpec("stride-only", "non-overlapping fields of view, each token fills its patch (ablation)",
-                    needs="tokens-2d", build=_build_stride_only, options=dict(_BATCH)),
+                    needs="tokens-2d", build=_in_planes(_build_stride_only), options=dict(_TOKEN_OPTIONS)),
         FeatureSpec("expand-stride", "token grids of strided fields of view upsampled and blended (HiS4MAE)",
-                    needs="tokens-2d", build=_build_expand_stride,
-                    options={"stride": "pixels between fields of view (default half the field of view)", **_BATCH}),
+                    needs="tokens-2d", build=_in_planes(_build_expand_stride),
+                    options={"stride": "pixels between fields of view (default half the field of view)", **_TOKEN_OPTIONS}),
     )
 }
 

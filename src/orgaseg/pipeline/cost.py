@@ -75,7 +75,8 @@ def estimate_cost(stages, job) -> dict | None:
         from orgaseg.features import FEATURES
 
         voxel_size = job.grid.working_voxel_size if job.grid is not None else job.source.volume.voxel_size
-        faster = FEATURES["expand-stride"].build(stages.encoder, voxel_size, {}, stages.device)
+        planes = {k: v for k, v in stages.feature_options.items() if k == "planes"}  # priced on the same planes
+        faster = FEATURES["expand-stride"].build(stages.encoder, voxel_size, planes, stages.device)
         cost["expand_stride_passes"] = 2 * forward_passes(faster, shape)
         message += (f"; expand-stride (--features expand-stride) needs about {cost['expand_stride_passes']:,} "
                     f"(about {_duration(cost['expand_stride_passes'] * per_pass)})")
