@@ -108,7 +108,8 @@ def checkpoints(tmp_path_factory):
     data = load_dataset("phantom", shape=(4, 96, 96), voxel_size=(20.0, 20.0, 20.0), seed=1)
     folder = tmp_path_factory.mktemp("encoders")
     paths = {}
-    for method, encoder in (("maester", "mae"), ("his4mae", "distilled-mae")):
+    for method, encoder in (("maester", "mae"), ("his4mae", "distilled-mae"), ("han-vae", "patch-vae-3d"),
+                            ("han-vae-2d", "patch-vae-2d")):
         paths[encoder] = (method, folder / f"{method}.pt")
         orgaseg.train(method, data.train, paths[encoder][1], preset="tiny", steps=3, device="cpu")
     return paths

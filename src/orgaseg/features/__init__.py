@@ -47,6 +47,24 @@ def _build_expand_stride(encoder, voxel_size, options: dict, device: str):
                         **_token_geometry(encoder, options, device))
 
 
+def _build_voxel_latents(encoder, voxel_size, options: dict, device: str):
+    from orgaseg.features.voxel_latents import DEFAULT_STRIDE, VoxelLatents
+
+    return VoxelLatents(encoder.encode, latent=encoder.n_features, voxel_size=voxel_size, ndim=encoder.ndim,
+                        patch=encoder.patch, radius=float(options.get("radius", encoder.radius)),
+                        stride=int(options.get("stride", DEFAULT_STRIDE)), subspace=options.get("subspace", "semantic"),
+                        semantic=encoder.semantic, batch_size=int(options.get("batch_size", 1024)), device=device)
+
+
+_VOXEL_LATENT_OPTIONS = {
+    "stride": "latents every STRIDE working pixels in-plane (z: the same nm), interpolated between (default 2; 1: "
+              "one patch per voxel)",
+    "radius": "patch half-extent in working pixels (default: the checkpoint's, 4)",
+    "subspace": "'semantic' (the first 8 latent dimensions, default) or 'all'",
+    "batch_size": "patches per forward pass (default 1024)",
+}
+
+
 def _in_planes(build):
     """``build`` with its 2D strategy run on the planes of the ``planes`` option (:mod:`orgaseg.features.planes`)."""
 
@@ -74,6 +92,10 @@ FEATURES: dict[str, FeatureSpec] = {
         FeatureSpec("expand-stride", "token grids of strided fields of view upsampled and blended (HiS4MAE)",
                     needs="tokens-2d", build=_in_planes(_build_expand_stride),
                     options={"stride": "pixels between fields of view (default half the field of view)", **_TOKEN_OPTIONS}),
+        FeatureSpec("voxel-latents", "latent mean of the 16^3 patch centred on each voxel (Han et al.), on a strided grid",
+                    needs="voxels-3d", build=_build_voxel_latents, options=dict(_VOXEL_LATENT_OPTIONS)),
+        FeatureSpec("voxel-latents-2d", "latent mean of the 16^2 patch centred on each pixel, section by section",
+                    needs="voxels-2d", build=_build_voxel_latents, options=dict(_VOXEL_LATENT_OPTIONS)),
     )
 }
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from orgaseg.errors import OrgasegError
-from orgaseg.methods import his4mae, maester
+from orgaseg.methods import han_vae, his4mae, maester
 from orgaseg.options import lookup
 
 
@@ -111,6 +111,15 @@ METHODS: dict[str, Method] = {
                encoder="distilled-mae", features="expand-stride", train_presets=his4mae.TRAIN_PRESETS,
                make_model=functools.partial(his4mae.make_model, codebook_size=0), sample_size=thousandth_sample,
                paper="HiS4MAE ablation"),
+        # 16 nm: the paper bins BetaSeg to 16 nm; per-voxel inference is the cost, so the grid stays coarse
+        Method("han-vae", "3D conv VAE of 16^3 patches, metric-learned semantic latents; voxel latents + MiniBatch k-means",
+               encoder="patch-vae-3d", features="voxel-latents", clusterer="minibatch-kmeans", pixel_size_nm=16.0,
+               train_presets=han_vae.TRAIN_PRESETS, make_model=han_vae.make_model, trainer=han_vae.train_3d,
+               paper="Han et al., CVPRW 2022"),
+        Method("han-vae-2d", "Han et al.'s VAE in 2D (16^2 patches per section); voxel latents + MiniBatch k-means",
+               encoder="patch-vae-2d", features="voxel-latents-2d", clusterer="minibatch-kmeans", pixel_size_nm=16.0,
+               train_presets=han_vae.TRAIN_PRESETS, make_model=han_vae.make_model, trainer=han_vae.train_2d,
+               paper="Han et al., CVPRW 2022 (2D variant)"),
     )
 }
 

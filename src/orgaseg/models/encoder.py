@@ -86,6 +86,18 @@ def _build_distilled_mae(record: dict):
     return DistilledMAE(MAEConfig.from_dict(record["model_config"]), DistillConfig.from_dict(record["distill_config"]))
 
 
+def _build_patch_vae(record: dict):
+    from orgaseg.models.vae3d import build_model
+
+    return build_model(record)
+
+
+def _make_voxel_encoder(*args):
+    from orgaseg.models.vae3d import make_encoder
+
+    return make_encoder(*args)
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
     """A row of the encoder table.
@@ -100,12 +112,16 @@ class EncoderSpec:
         What the encoder maps (see :class:`Encoder`).
     build_model : callable
         ``build_model(record) -> torch.nn.Module``: the untrained model of a checkpoint record's configuration.
+    make_encoder : callable, optional
+        ``make_encoder(model, name, kind, pixel_size_nm, record) -> Encoder``: wraps the loaded model
+        (default: a :class:`TokenEncoder` from the ViT config keys).
     """
 
     name: str
     summary: str
     kind: str
     build_model: Callable[[dict], Any]
+    make_encoder: Callable[..., Any] | None = None
 
 
 #: The encoders, by the name checkpoints record.
@@ -116,6 +132,10 @@ ENCODERS: dict[str, EncoderSpec] = {
                     "tokens-2d", _build_mae),
         EncoderSpec("distilled-mae", "masked autoencoder with an EMA teacher (+ codebook): the teacher's tokens",
                     "tokens-2d", _build_distilled_mae),
+        EncoderSpec("patch-vae-3d", "3D convolutional VAE of 16^3 patches (Han et al.): per-voxel latent means",
+                    "voxels-3d", _build_patch_vae, _make_voxel_encoder),
+        EncoderSpec("patch-vae-2d", "2D convolutional VAE of 16^2 patches (Han et al., 2D variant): per-pixel latent means",
+                    "voxels-2d", _build_patch_vae, _make_voxel_encoder),
     )
 }
 
@@ -131,7 +151,7 @@ def checkpoint_encoder(record: dict) -> EncoderSpec:
     return ENCODERS[name]
 
 
-def load_encoder(checkpoint: str | Path, device: str = "cpu") -> TokenEncoder:
+def load_encoder(checkpoint: str | Path, device: str = "cpu") -> Encoder:
     """The trained encoder of a checkpoint, in evaluation mode on ``device``.
 
     Parameters
@@ -143,7 +163,8 @@ def load_encoder(checkpoint: str | Path, device: str = "cpu") -> TokenEncoder:
 
     Returns
     -------
-    TokenEncoder
+    Encoder
+        A :class:`TokenEncoder`, or what the encoder row's ``make_encoder`` makes.
     """
     from orgaseg.models.checkpoint import load_checkpoint
     from orgaseg.models.device import resolve_device
@@ -156,6 +177,8 @@ def load_encoder(checkpoint: str | Path, device: str = "cpu") -> TokenEncoder:
     config = record["model_config"]
     pixel_size = record.get("pixel_size_nm")
     info = {k: v for k, v in record.items() if k not in ("state_dict", "optimizer")}
+    if spec.make_encoder is not None:
+        return spec.make_encoder(model, spec.name, spec.kind, None if pixel_size is None else float(pixel_size), info)
     return TokenEncoder(model=model, name=spec.name, fov=int(config["img_size"]), patch=int(config["patch_size"]),
                         n_features=int(config["embed_dim"]), pixel_size_nm=None if pixel_size is None else float(pixel_size),
                         record=info, kind=spec.kind)

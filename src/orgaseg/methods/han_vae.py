@@ -1,0 +1,355 @@
+"""Han et al. (CVPRW 2022): training a patch VAE with multi-similarity metric learning (3D and 2D variants).
+
+The model is :class:`orgaseg.models.vae3d.PatchVAE`; this module draws its
+training batches and trains it with the shared loop
+(:func:`orgaseg.training.run_training`, so checkpoints, resume, snapshots and
+progress are those of the other learned methods).
+
+Sampling (:class:`PatchPairSampler`), all geometry in nanometres
+----------------------------------------------------------------
+The patch grid is defined in physical units so that anisotropic stacks are
+sampled correctly: the unit ``u`` is the working in-plane pixel size. An
+anchor is a random centre and a half-extent ``r ~ U[2, 6]`` units; its patch
+holds ``16`` samples per axis at offsets ``linspace(-r u, r u, 16)`` nm,
+read from the normalised volume by (tri)linear interpolation. Each anchor
+gets 4 positives: the same grid rotated by a random rotation (uniform on
+SO(3) in 3D, a random angle in 2D), bent by a smooth random displacement
+field (elastic jitter: a 4-point-per-axis grid of Gaussian displacements of
+``elastic`` units, interpolated) and shifted by a uniform point of a ball
+of radius 2 units. Every patch is then flipped at random along each axis,
+standardised to zero mean and unit variance, scaled by ``2^U(-1, 1)``,
+shifted by ``U(-0.25, 0.25)`` and given Gaussian noise.
+
+On vnc at 16 nm working pixels (50 nm sections) a 3D patch at ``r = 4``
+spans 128 nm in every direction: about 2.6 sections, so its 16 samples along
+z interpolate between 3-4 sections. The 2D variant samples one section
+(``16^2`` patches rotated in plane).
+
+Presets (:data:`TRAIN_PRESETS`; model sizes :data:`orgaseg.models.vae3d.MODEL_PRESETS`)
+--------------------------------------------------------------------------------------
+- ``paper``: the paper's network, Adam lr 1e-4 constant (no warm-up, no
+  decay), batch 32 anchors (160 patches), 100,000 steps (the paper gives no
+  step count: our reading of its budget). The paper's optimiser is Adam
+  with amsgrad; the shared loop runs AdamW without amsgrad at weight decay 0
+  (Adam), see docs/han-vae.md.
+- ``cpu``: channels 16-32-64, hidden 128 (1/8 of the paper's widths),
+  batch 16 anchors (80 patches), peak lr 5e-4 with a 100-step warm-up and
+  cosine decay, 1,600 steps: about 30 minutes on one CPU thread in 3D
+  (1.1 s a step, 0.16 s of it sampling), 3 minutes in 2D.
+- ``tiny``: channels 4-8-8, 16-D latent, batch 8 anchors, 100 steps (seconds in 2D, half a minute in 3D).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from orgaseg.errors import OrgasegError, arg
+from orgaseg.progress import ProgressCallback
+from orgaseg.train_config import TrainConfig
+
+#: Adam (AdamW at weight decay 0), no gradient clipping.
+_ADAM = dict(weight_decay=0.0, betas=(0.9, 0.999), grad_clip=0.0)
+
+TRAIN_PRESETS: dict[str, TrainConfig] = {
+    "paper": TrainConfig(batch_size=32, lr=1e-4, min_lr=1e-4, warmup_steps=0, steps=100_000,
+                         checkpoint_every=5_000, **_ADAM),
+    "cpu": TrainConfig(batch_size=16, lr=5e-4, min_lr=1e-5, warmup_steps=100, steps=1_600,
+                       checkpoint_every=250, **_ADAM),
+    "tiny": TrainConfig(batch_size=8, lr=1e-3, min_lr=1e-4, warmup_steps=10, steps=100,
+                        checkpoint_every=50, **_ADAM),
+}
+
+#: The checkpoint's encoder row per dimensionality.
+ENCODER_NAMES = {3: "patch-vae-3d", 2: "patch-vae-2d"}
+
+
+@dataclass(frozen=True)
+class PatchSampling:
+    """How anchors and positives are drawn (lengths in working in-plane pixels).
+
+    Attributes
+    ----------
+    radius_range : tuple of float
+        Range of the patch half-extent ``r`` (uniform).
+    positives : int
+        Transformed copies per anchor.
+    jitter : float
+        Radius of the ball the positives' centres are shifted within.
+    elastic : float
+        Standard deviation of the elastic displacement at the control points.
+    noise : float
+        Standard deviation of the Gaussian noise added to standardised patches.
+    inference_radius : float
+        The half-extent used at inference (the middle of ``radius_range``).
+    """
+
+    radius_range: tuple[float, float] = (2.0, 6.0)
+    positives: int = 4
+    jitter: float = 2.0
+    elastic: float = 0.5
+    noise: float = 0.1
+    inference_radius: float = 4.0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> PatchSampling:
+        values = dict(values)
+        values["radius_range"] = tuple(values.get("radius_range", (2.0, 6.0)))
+        return cls(**values)
+
+
+def random_rotation(rng: np.random.Generator, ndim: int) -> np.ndarray:
+    """A rotation matrix drawn uniformly from SO(ndim) (QR of a Gaussian matrix, signs fixed)."""
+    q, r = np.linalg.qr(rng.standard_normal((ndim, ndim)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+def patch_offsets(radius_nm: float, patch: int, ndim: int) -> np.ndarray:
+    """The sample offsets of a patch in nm, ``(patch^ndim, ndim)``: ``linspace(-radius, radius, patch)`` per axis."""
+    axis = np.linspace(-radius_nm, radius_nm, patch)
+    return np.stack(np.meshgrid(*(axis,) * ndim, indexing="ij"), axis=-1).reshape(-1, ndim)
+
+
+class PatchPairSampler:
+    """Training batches of anchors and positives from normalised volumes.
+
+    Parameters
+    ----------
+    volumes : sequence of Volume
+        Training volumes at the working pixel size.
+    normalizations : sequence
+        One normalisation (``apply(block) -> float32``) per volume.
+    ndim : int
+        3: cubes; 2: squares in xy sections.
+    patch : int
+        Samples per axis.
+    sampling : PatchSampling
+        Radii, positives, jitter, noise.
+    seed : int
+        Base seed of the per-step streams (batch ``step`` depends only on ``(seed, step)``).
+    """
+
+    def __init__(self, volumes: Sequence, normalizations: Sequence, *, ndim: int = 3, patch: int = 16,
+                 sampling: PatchSampling = PatchSampling(), seed: int = 0) -> None:
+        from orgaseg.sampling import IN_MEMORY_BYTES
+
+        if not volumes:
+            raise OrgasegError("no training volumes given")
+        self.volumes, self.normalizations = list(volumes), list(normalizations)
+        self.ndim, self.patch, self.sampling, self.seed = int(ndim), int(patch), sampling, int(seed)
+        sizes = np.array([v.size for v in self.volumes], dtype=np.float64)
+        self._weights = sizes / sizes.sum()
+        in_memory = sum(v.nbytes for v in self.volumes) <= IN_MEMORY_BYTES
+        self._cache = [n.apply(v.read()) if in_memory else None for v, n in zip(self.volumes, self.normalizations)]
+
+    def batch(self, step: int, batch_size: int):
+        """The batch of step ``step``: a float32 tensor ``(batch_size, 1 + positives, 1, patch, ...)``."""
+        import torch
+
+        from orgaseg.models.vae3d import standardize_patches
+
+        rng = np.random.default_rng([self.seed, step])
+        group = 1 + self.sampling.positives
+        rows = [self._row(int(rng.choice(len(self.volumes), p=self._weights)), rng) for _ in range(batch_size)]
+        patches = torch.from_numpy(np.stack(rows).astype(np.float32))  # (B, group, p, ...)
+        patches = patches.flatten(0, 1)
+        flips = torch.from_numpy(rng.random((len(patches), self.ndim)) < 0.5)
+        for axis in range(self.ndim):
+            chosen = flips[:, axis].nonzero().flatten()
+            if chosen.numel():
+                patches[chosen] = patches[chosen].flip(axis + 1)
+        patches = standardize_patches(patches)
+        n = len(patches)
+        shape = (n,) + (1,) * self.ndim
+        scale = torch.from_numpy(2.0 ** rng.uniform(-1.0, 1.0, n)).float().view(shape)
+        shift = torch.from_numpy(rng.uniform(-0.25, 0.25, n)).float().view(shape)
+        noise = torch.from_numpy(rng.standard_normal(patches.shape)).float() * self.sampling.noise
+        patches = patches * scale + shift + noise
+        return patches.view(batch_size, group, 1, *(self.patch,) * self.ndim)
+
+    def _row(self, index: int, rng: np.random.Generator) -> np.ndarray:
+        """An anchor and its positives from volume ``index``: ``(1 + positives, patch, ...)``."""
+        volume = self.volumes[index]
+        spacing = np.asarray(volume.voxel_size[-self.ndim:], dtype=np.float64)
+        unit = float(min(volume.voxel_size[1:]))
+        s = self.sampling
+        radius = rng.uniform(*s.radius_range) * unit
+        reach = radius * np.sqrt(self.ndim) + (s.jitter + 3 * s.elastic) * unit
+        extent = np.asarray(volume.shape[-self.ndim:]) * spacing
+        low = np.where(extent > 2 * reach, reach, 0.0)
+        centre = rng.uniform(low, extent - low)
+        section = int(rng.integers(volume.shape[0])) if self.ndim == 2 else None
+        offsets = patch_offsets(radius, self.patch, self.ndim)
+        grids = [offsets]
+        for _ in range(s.positives):
+            rotated = offsets @ random_rotation(rng, self.ndim).T
+            shift = rng.standard_normal(self.ndim)
+            shift *= s.jitter * unit * rng.uniform() ** (1.0 / self.ndim) / np.linalg.norm(shift)
+            grids.append(rotated + self._elastic_field(rng, unit) + shift)
+        points = (centre + np.stack(grids)) / spacing - 0.5  # continuous voxel indices
+        return self._interpolate(index, points, section).reshape(len(grids), *(self.patch,) * self.ndim)
+
+    def _elastic_field(self, rng: np.random.Generator, unit: float) -> np.ndarray:
+        """A smooth displacement in nm per sample ``(patch^ndim, ndim)``: 4 control points per axis, interpolated."""
+        import torch
+        import torch.nn.functional as F
+
+        control = rng.standard_normal((1, self.ndim) + (4,) * self.ndim) * self.sampling.elastic * unit
+        mode = "trilinear" if self.ndim == 3 else "bilinear"
+        field = F.interpolate(torch.from_numpy(control), size=(self.patch,) * self.ndim, mode=mode, align_corners=True)
+        return field[0].reshape(self.ndim, -1).T.numpy()
+
+    def _interpolate(self, index: int, points: np.ndarray, section: int | None) -> np.ndarray:
+        """Linear interpolation of the normalised volume at ``points`` (edges clamped)."""
+        from scipy import ndimage as ndi
+
+        volume = self.volumes[index]
+        flat = points.reshape(-1, self.ndim)
+        shape = np.asarray(volume.shape[-self.ndim:])
+        start = np.clip(np.floor(flat.min(0)).astype(int) - 1, 0, shape - 1)
+        stop = np.clip(np.ceil(flat.max(0)).astype(int) + 2, start + 1, shape)
+        region = tuple(slice(int(a), int(b)) for a, b in zip(start, stop))
+        if section is not None:
+            region = (slice(section, section + 1),) + region
+        cached = self._cache[index]
+        block = cached[region] if cached is not None else self.normalizations[index].apply(volume.read(region))
+        if section is not None:
+            block = block[0]
+        return ndi.map_coordinates(block, (flat - start).T, order=1, mode="nearest")
+
+
+def make_model(config, preset: str, saved: dict | None = None):
+    """A :class:`~orgaseg.models.vae3d.PatchVAE` for training and its checkpoint entries."""
+    from orgaseg.models.vae3d import PatchVAE
+
+    return PatchVAE(config), {"encoder": ENCODER_NAMES[config.ndim]}
+
+
+def train_han_vae(
+    spec,
+    inputs: Sequence,
+    output: str | Path,
+    *,
+    ndim: int = 3,
+    preset: str | None = None,
+    steps: int | None = None,
+    minutes: float | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    device: str = "auto",
+    seed: int = 0,
+    workers: int = 0,
+    snapshots: int = 0,
+    model_options: Mapping[str, Any] | None = None,
+    pixel_size: float | str | None = None,
+    voxel_size=None,
+    key: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> dict:
+    """Train Han et al.'s patch VAE on volumes; write a checkpoint.
+
+    Parameters as :func:`orgaseg.methods.vit_method.train_vit` (``preset``,
+    ``steps``, ``minutes``, ``resume``, ``overwrite``, ``device``, ``seed``,
+    ``workers``, ``snapshots``, ``pixel_size``, ``voxel_size``, ``key``,
+    ``progress``), plus:
+
+    ndim : int
+        3 (``han-vae``) or 2 (``han-vae-2d``); fixed by the method row.
+    model_options : mapping, optional
+        Fields of :class:`~orgaseg.models.vae3d.VAEConfig` to replace (e.g.
+        ``{"metric_weight": 0}`` for the ablation without metric learning).
+
+    Returns
+    -------
+    dict
+        The final checkpoint record.
+    """
+    import torch
+
+    from orgaseg.io import compute_normalization
+    from orgaseg.methods.vit_method import _volumes
+    from orgaseg.models.checkpoint import load_checkpoint
+    from orgaseg.models.vae3d import VAEConfig, model_preset
+    from orgaseg.pipeline.resample import resampled_volume
+    from orgaseg.pipeline.stages import resolve_pixel_size
+    from orgaseg.training import run_training
+
+    output = Path(output)
+    volumes = _volumes(inputs, voxel_size, key)
+    state: dict = {}
+    if resume and model_options:
+        raise OrgasegError(f"model options cannot change on {arg('resume')}: the checkpoint holds the model's config")
+    if resume:
+        state = load_checkpoint(output, method=spec.name)
+        if preset is not None and preset != state["preset"]:
+            raise OrgasegError(f"{output} was trained with preset {state['preset']!r}, not {preset!r}")
+        preset = state["preset"]
+        config = VAEConfig.from_dict(state["model_config"])
+        train_config = TrainConfig.from_dict(state["train_config"])
+        sampling = PatchSampling.from_dict(state["sampling"])
+        seed = state["seed"]
+        pixel_size_nm = state.get("pixel_size_nm")
+    else:
+        if output.exists() and not overwrite:
+            raise OrgasegError(f"{output} exists; pass {arg('resume')} to continue it or {arg('overwrite')} to start afresh")
+        preset = preset or "cpu"
+        if preset not in spec.train_presets:
+            raise OrgasegError(f"unknown preset {preset!r} for {spec.name}; choose one of {', '.join(spec.train_presets)}")
+        base = model_preset(preset, ndim)
+        try:
+            config = dataclasses.replace(base, **dict(model_options or {}))
+        except TypeError as err:
+            raise OrgasegError(f"unknown patch-VAE model option: {err}") from None
+        if config.ndim != ndim:
+            raise OrgasegError(f"method {spec.name!r} trains a {ndim}D model; ndim cannot be overridden")
+        train_config = spec.train_presets[preset]
+        sampling = PatchSampling()
+        pixel_size_nm = resolve_pixel_size(pixel_size, spec.pixel_size_nm)
+        if pixel_size is None and pixel_size_nm is not None and \
+                all(min(v.voxel_size[1:]) >= pixel_size_nm for v in volumes):
+            pixel_size_nm = None  # the method's default only coarsens (as when segmenting)
+    volumes = [resampled_volume(v, pixel_size_nm) for v in volumes]
+    if any(min(v.shape[-ndim:]) < 2 for v in volumes):
+        raise OrgasegError(f"a {ndim}D patch needs training volumes at least 2 voxels along each of its axes; got "
+                           + ", ".join(str(v.shape) for v in volumes))
+    normalizations = [compute_normalization(v, seed=seed) for v in volumes]
+    sampler = PatchPairSampler(volumes, normalizations, ndim=ndim, patch=config.patch, sampling=sampling, seed=seed)
+    torch.manual_seed(seed)
+    model, model_record = make_model(config, preset, state if resume else None)
+    if resume:
+        model.load_state_dict(state["state_dict"])
+    record = {
+        "method": spec.name,
+        "preset": preset,
+        "pixel_size_nm": pixel_size_nm,
+        "model_config": config.to_dict(),
+        **model_record,
+        "sampling": sampling.to_dict(),
+        "normalizations": [n.to_dict() for n in normalizations],
+        "training_volumes": [{"path": v.path, "key": v.key, "shape": list(v.shape), "voxel_size": list(v.voxel_size),
+                              **({"resampled_from": v.attrs["resampled_from"]} if "resampled_from" in v.attrs else {})}
+                             for v in volumes],
+        "n_parameters": model.n_parameters(),
+    }
+    total = steps if steps is not None else (state.get("total_steps") if resume else None)
+    return run_training(model, sampler, config=train_config, output=output, record=record,
+                        start_step=state.get("step", 0), total_steps=total, minutes=minutes,
+                        losses=state.get("losses"), optimizer_state=state.get("optimizer"),
+                        elapsed=state.get("train_seconds", 0.0), device=device, seed=seed, workers=workers,
+                        progress=progress, snapshots=snapshots)
+
+
+#: The trainers of the method rows.
+train_3d = functools.partial(train_han_vae, ndim=3)
+train_2d = functools.partial(train_han_vae, ndim=2)
