@@ -94,7 +94,7 @@ def rebuild_segmentation(record: dict, *, raw=None, model: str | Path | None = N
     except (KeyError, TypeError) as err:
         raise OrgasegError(f"the segmentation's provenance lacks {err}; was it written by 'orgaseg segment'?") from None
     data = raw if raw is not None else source_info.get("path")
-    if data is None:
+    if data is None or (isinstance(data, str) and data.startswith("<")):  # "<array>": no path to reopen
         raise OrgasegError("the segmentation was made from an in-memory array, its provenance names no input: "
                            "pass raw= (--raw RAW), the volume that was segmented")
     if isinstance(data, (str, Path)) and not Path(data).exists():

@@ -1,0 +1,154 @@
+"""Refining named clusters with the same clicks (``orgaseg name --refine``) on a phantom with known answers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+import orgaseg
+from orgaseg.cli import main
+from orgaseg.errors import OrgasegError
+from orgaseg.io import open_volume
+from orgaseg.io.writers import write_tiff_image
+from orgaseg.organelles import name_clusters, points_from_arrays
+from orgaseg.organelles.refine import (
+    features_at, forest_path, load_classifier, rebuild_segmentation, train_classifier,
+)
+from orgaseg.synthetic import CLASS_NAMES, make_cell
+
+VOXEL = (20.0, 20.0, 20.0)
+SHAPE = (10, 112, 112)
+CLASSES = CLASS_NAMES[1:]
+
+
+def clicks(labels: np.ndarray, per_class: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    coords, names = [], []
+    for value, name in enumerate(CLASS_NAMES):
+        if value == 0:
+            continue
+        voxels = np.argwhere(labels == value)
+        coords.append(voxels[rng.choice(len(voxels), per_class, replace=False)])
+        names += [name] * per_class
+    return np.concatenate(coords), names
+
+
+def dice_by_name(named: np.ndarray, names, labels: np.ndarray) -> dict[str, float]:
+    """Dice of each phantom class against the voxels named after it (nothing is matched)."""
+    inside = labels > 0  # the phantom's outside is not a class
+    out = {}
+    for value, name in enumerate(CLASS_NAMES):
+        if value == 0:
+            continue
+        predicted = (named == names.index(name)) & inside if name in names else np.zeros_like(inside)
+        truth = labels == value
+        out[name] = 2 * np.sum(predicted & truth) / (predicted.sum() + truth.sum())
+    return out
+
+
+@pytest.fixture(scope="module")
+def merged(tmp_path_factory):
+    """K = 3 k-means on a phantom of 5 classes: k-means must merge classes."""
+    folder = tmp_path_factory.mktemp("refine")
+    cell = make_cell(shape=SHAPE, voxel_size=VOXEL, seed=0)
+    write_tiff_image(folder / "cell.tif", cell.raw, voxel_size=VOXEL)
+    result = orgaseg.segment(folder / "cell.tif", k=3, output=folder / "seg.ome.zarr")
+    return folder, cell, result
+
+
+def test_refine_separates_the_classes_kmeans_merged(merged):
+    folder, cell, segmentation = merged
+    coords, names = clicks(cell.labels, 10)
+    annotations = points_from_arrays(coords, names, shape=SHAPE)
+    named = name_clusters(folder / "seg.ome.zarr", annotations=annotations)
+    refined = name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True)
+    before = dice_by_name(named.labels, named.names, cell.labels)
+    after = dice_by_name(refined.labels, refined.names, cell.labels)
+    assert len(named.naming.names_without_cluster()) >= 2  # 3 clusters cannot carry 5 names
+    assert np.mean(list(after.values())) > np.mean(list(before.values())) + 0.3
+    for name in named.naming.names_without_cluster():  # the merged classes come back
+        assert after[name] > 0.5, (name, after)
+    # labelled every voxel through the block runner with the stored classifier
+    assert refined.provenance["refined"] and refined.provenance["classifier"]["kind"] == "logistic"
+    assert refined.provenance["naming"]["trained_on"] == len(coords)
+
+
+def test_features_at_clicks_are_the_segmentations_features(merged):
+    folder, cell, segmentation = merged
+    rebuilt = rebuild_segmentation(segmentation.provenance)
+    assert rebuilt.config()["features"] == segmentation.provenance["config"]["features"]
+    coords = np.array([[0, 0, 0], [4, 50, 60], [9, 111, 111]])
+    expected = orgaseg.compute_features(folder / "cell.tif")[tuple(coords.T)]
+    np.testing.assert_allclose(features_at(rebuilt, coords), expected, rtol=1e-5, atol=1e-5)
+    # the clusterer read back labels those voxels as the segmentation did
+    seg = np.asarray(open_volume(folder / "seg.ome.zarr").read((slice(None),) * 3))
+    np.testing.assert_array_equal(rebuilt.clusterer.predict(features_at(rebuilt, coords)), seg[tuple(coords.T)])
+
+
+@pytest.fixture(scope="module")
+def second(merged):
+    """Another phantom, segmented with the first one's clusterer."""
+    folder, _, _ = merged
+    other = make_cell(shape=SHAPE, voxel_size=VOXEL, seed=4)
+    write_tiff_image(folder / "other.tif", other.raw, voxel_size=VOXEL)
+    assert main(["segment", str(folder / "other.tif"), "-o", str(folder / "other.ome.zarr"), "--quiet",
+                 "--centers", str(folder / "seg.ome.zarr.provenance.json")]) == 0
+    return other, orgaseg.compute_features(folder / "other.tif")
+
+
+@pytest.mark.parametrize("kind", ["logistic", "forest"])
+def test_a_refined_mapping_treats_another_volume_the_same(merged, second, tmp_path, kind):
+    folder, cell, _ = merged
+    other, features = second
+    coords, names = clicks(cell.labels, 10)
+    lines = ["z,y,x,name"] + [f"{z},{y},{x},{n}" for (z, y, x), n in zip(coords, names)]
+    (tmp_path / "points.csv").write_text("\n".join(lines) + "\n")
+    assert main(["name", str(folder / "seg.ome.zarr"), "--points", str(tmp_path / "points.csv"), "--refine",
+                 "--classifier", kind, "-o", str(tmp_path / "a.ome.zarr"), "--quiet"]) == 0
+    record = json.loads((tmp_path / "a.ome.zarr.provenance.json").read_text())
+    assert forest_path(tmp_path / "a.ome.zarr").exists() == (kind == "forest")
+    reused = name_clusters(folder / "other.ome.zarr", mapping=tmp_path / "a.ome.zarr.provenance.json",
+                           output=tmp_path / "b.ome.zarr")
+    assert reused.classifier is not None and reused.classifier.kind == kind
+    named = np.asarray(open_volume(tmp_path / "b.ome.zarr").read((slice(None),) * 3))
+    # the stored classifier, applied directly to the second volume's features, gives the same labels
+    classifier = load_classifier(record["classifier"], folder=tmp_path)
+    np.testing.assert_array_equal(named, classifier.predict(features))
+    scores = dice_by_name(named, list(record["names"]), other.labels)
+    assert np.mean(list(scores.values())) > 0.6, scores
+
+
+def test_a_forest_file_that_changed_is_refused(merged, tmp_path):
+    folder, cell, _ = merged
+    coords, names = clicks(cell.labels, 3)
+    name_clusters(folder / "seg.ome.zarr", annotations=points_from_arrays(coords, names, shape=SHAPE), refine=True,
+                  classifier="forest", output=tmp_path / "a.ome.zarr")
+    record = json.loads((tmp_path / "a.ome.zarr.provenance.json").read_text())
+    forest_path(tmp_path / "a.ome.zarr").write_bytes(b"not a forest")
+    with pytest.raises(OrgasegError, match="SHA-256 differs"):
+        load_classifier(record["classifier"], folder=tmp_path)
+    forest_path(tmp_path / "a.ome.zarr").unlink()
+    with pytest.raises(OrgasegError, match="is not there"):
+        name_clusters(folder / "seg.ome.zarr", mapping=tmp_path / "a.ome.zarr.provenance.json")
+
+
+def test_refine_needs_the_segmented_volume(merged, tmp_path):
+    folder, cell, segmentation = merged
+    # the same segmentation as made from an in-memory array: its provenance names no input path
+    labels = np.asarray(open_volume(folder / "seg.ome.zarr").read((slice(None),) * 3))
+    record = {**segmentation.provenance, "input": {**segmentation.provenance["input"], "path": "<array>"}}
+    in_memory = dataclasses.replace(segmentation, labels=labels, path=None, provenance=record)
+    coords, names = clicks(cell.labels, 2)
+    annotations = points_from_arrays(coords, names, shape=SHAPE)
+    with pytest.raises(OrgasegError, match="in-memory array"):
+        name_clusters(in_memory, annotations=annotations, refine=True)
+    refined = name_clusters(in_memory, annotations=annotations, refine=True, raw=cell.raw)
+    assert refined.labels.shape == SHAPE
+    with pytest.raises(OrgasegError, match="has shape"):
+        name_clusters(in_memory, annotations=annotations, refine=True, raw=cell.raw[:4])
+    with pytest.raises(OrgasegError, match="unknown classifier"):
+        train_classifier(np.zeros((2, 3)), np.zeros(2, int), np.array([1, 2]), clusterer=segmentation.model,
+                         n_labels=3, kind="svm")
