@@ -222,6 +222,19 @@ def _gpu(dataset: str, method: str) -> BenchmarkRun:
                         steps=GPU_STEPS[method], device="cuda", **EXPAND_STRIDE_40)
 
 
+def _han(dataset: str, method: str) -> BenchmarkRun:
+    """A cpu-section run of Han et al.'s VAE (``cpu`` preset, :data:`CPU_STEPS`) at the paper's 16 nm.
+
+    Voxel latents at :data:`HAN_STRIDE` (the 3D variant encodes 16^3 patches at ~370 per second on one
+    thread: one patch per 16 voxels, not 4, keeps a run near half an hour).
+    """
+    return BenchmarkRun(f"{dataset}-{method}-cpu-16nm", "cpu", dataset, method, 16.0, preset="cpu", steps=CPU_STEPS,
+                        options={"stride": HAN_STRIDE[method]})
+
+
+#: In-plane stride of the voxel latents in the Han et al. runs (working pixels).
+HAN_STRIDE = {"han-vae": 4, "han-vae-2d": 2}
+
 ES40 = "features=expand-stride,stride=40"
 
 #: Every committed result, in the order they run (a script after the runs it reads).
@@ -246,6 +259,8 @@ RUNS: tuple[BenchmarkRun | ScriptRun, ...] = (
               output_file="linear-probe.txt", stdout=True,
               requires=("vnc-maester-cpu-native", "vnc-his4mae-cpu-native")),
     *(_gpu(dataset, method) for dataset in NATIVE_PIXEL_NM for method in ("maester", "his4mae")),
+    # Han et al.'s VAE, 2D and 3D, at 16 nm
+    *(_han(dataset, method) for dataset in NATIVE_PIXEL_NM for method in ("han-vae-2d", "han-vae")),
 )
 
 

@@ -320,9 +320,6 @@ def train_han_vae(
                 all(min(v.voxel_size[1:]) >= pixel_size_nm for v in volumes):
             pixel_size_nm = None  # the method's default only coarsens (as when segmenting)
     volumes = [resampled_volume(v, pixel_size_nm) for v in volumes]
-    if any(min(v.shape[-ndim:]) < 2 for v in volumes):
-        raise OrgasegError(f"a {ndim}D patch needs training volumes at least 2 voxels along each of its axes; got "
-                           + ", ".join(str(v.shape) for v in volumes))
     normalizations = [compute_normalization(v, seed=seed) for v in volumes]
     sampler = PatchPairSampler(volumes, normalizations, ndim=ndim, patch=config.patch, sampling=sampling, seed=seed)
     torch.manual_seed(seed)
