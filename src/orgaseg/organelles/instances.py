@@ -38,6 +38,7 @@ from skimage.measure import label as label_components
 
 from orgaseg.errors import OrgasegError, arg
 from orgaseg.io import make_provenance, open_volume, provenance_path
+from orgaseg.io.metadata import check_voxel_size
 from orgaseg.io.volume import Volume, as_volume
 from orgaseg.io.writers import create_label_writer
 from orgaseg.organelles.cleanup import Cleanup, majority_filter
@@ -280,7 +281,7 @@ class _Merger:
     def __init__(self, blocks: list[Block], block_shape, kind: str) -> None:
         self.kind = kind
         self.grid = {b.index: tuple(r.start // s for r, s in zip(b.region, block_shape)) for b in blocks}
-        self.by_grid: dict[tuple, _BlockComponents] = {}
+        self.by_grid: dict[tuple, tuple[int, _BlockComponents]] = {}  # grid position -> (block index, result)
         self.offsets: dict[int, int] = {}
         self.total = 0
         self.parts: list[_BlockComponents] = []
@@ -513,6 +514,7 @@ def _open_named(named, voxel_size, key) -> tuple[Volume, VolumeSource, dict[int,
         volume = open_volume(named, key=key, voxel_size=voxel_size)
         source = VolumeSource.from_arguments(named, volume, key=key)
     else:
+        voxel_size = None if voxel_size is None else check_voxel_size(voxel_size)
         volume = as_volume(named, voxel_size=voxel_size or (1.0, 1.0, 1.0))
         if voxel_size is None and not isinstance(named, Volume):
             volume.attrs["voxel_size_assumed"] = True
