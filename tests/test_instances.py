@@ -1,6 +1,7 @@
 """Instances: blockwise connected components with ids merged across block faces, and the clean-up."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,8 @@ from orgaseg.pipeline.executors import ThreadExecutor
 from orgaseg.synthetic import make_cell
 
 NAMES = ["unassigned", "mitochondria", "granules"]
+
+VNC_MITOCHONDRIA = Path(__file__).resolve().parents[2] / "shared" / "data" / "vnc" / "stack1" / "mitochondria"
 
 #: Block shapes that cut objects every few voxels, along one axis only, or not at all.
 BLOCK_SHAPES = [None, (7, 13, 11), (1, 64, 64), (24, 1, 9), (4, 4, 4)]
@@ -226,3 +229,15 @@ def test_cli_instances(tmp_path, capsys):
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert main(args + ["--overwrite", "--classes", "mitochondria"]) == 0
     assert open_volume(output).read().max() == 3
+
+
+@pytest.mark.skipif(not VNC_MITOCHONDRIA.is_dir(), reason="needs ../shared/data/vnc (the project's shared data)")
+def test_vnc_mitochondria_equal_scipy_labels_blockwise():
+    from PIL import Image
+
+    slices = [np.asarray(Image.open(path)) for path in sorted(VNC_MITOCHONDRIA.glob("*.png"))]
+    mask = np.stack([s if s.dtype == bool else s > 127 for s in slices])[:, :512, :512]  # 1-bit and 8-bit PNGs
+    expected, count = ndi.label(mask)
+    assert count > 10
+    result = make_instances(mask.astype(np.uint8), block_shape=(6, 200, 160))
+    np.testing.assert_array_equal(result.labels, expected)

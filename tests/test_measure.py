@@ -10,6 +10,7 @@ from orgaseg.cli import main
 from orgaseg.errors import OrgasegError
 from orgaseg.io import write_labels, write_tiff_image
 from orgaseg.organelles import make_instances, measure_instances, write_table
+from orgaseg.pipeline.executors import ThreadExecutor
 
 #: (centre nm, semi-axes nm along z, y, x); at 4-8 nm voxels every semi-axis spans 10 voxels or more.
 ELLIPSOIDS = [((150.0, 150.0, 150.0), (120.0, 80.0, 60.0)),
@@ -83,6 +84,17 @@ def test_blockwise_measures_equal_whole_volume_ones(block_shape):
     assert whole.summary["count"] == blocks.summary["count"] == [5]
     np.testing.assert_allclose(blocks.summary["volume_fraction"], whole.summary["volume_fraction"], rtol=1e-12)
     assert whole.table["surface_area_um2"][4] > 0  # a lone voxel still has a surface
+
+
+def test_threads_give_the_same_table():
+    voxel_size = (8.0, 4.0, 4.0)
+    labels = draw((32, 110, 110), voxel_size, ELLIPSOIDS)
+    serial = measure_instances(labels, voxel_size=voxel_size, block_shape=(8, 40, 40))
+    with ThreadExecutor(2) as executor:
+        threaded = measure_instances(labels, voxel_size=voxel_size, block_shape=(8, 40, 40), executor=executor)
+    for name, values in serial.table.items():
+        if values.dtype != object:
+            np.testing.assert_allclose(threaded.table[name], values, rtol=1e-9, err_msg=name)
 
 
 def test_intensity_and_volume_fraction_match_numpy():
