@@ -12,8 +12,11 @@ smooth in ``n``). For every ``n``:
   clusters take those names, unassigned clusters predict nothing; Dice per class by name;
 - *refine*: the clicks' dense features, computed through the segmentation's own stages (rebuilt from
   its provenance), plus their cluster (one-hot) train the classifier of ``orgaseg name --refine``
-  (logistic regression for every ``n``; a random forest at ``--forest-clicks``), which labels every
-  voxel of the scoring volume from its features, block by block as ``orgaseg name --refine`` does.
+  (logistic regression for every ``n``; a random forest at ``--forest-clicks``); class frequencies
+  are estimated on unannotated voxels of the click volume (the default ``--prior estimated``; the
+  logistic regression is also scored under the clicks' own frequencies, ``--prior clicks``). It
+  labels every voxel of the scoring volume from its features, block by block as ``orgaseg name
+  --refine`` does.
 
 The label-free reference points are k-means' merge-mode (Hungarian, then majority) Dice on the
 scoring volume for each K. Results: ``results.json`` and ``results.md`` in ``--output``.
@@ -24,6 +27,7 @@ Usage: OMP_NUM_THREADS=1 python benchmarks/clicks.py --dataset vnc -o benchmarks
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -38,7 +42,7 @@ from orgaseg.evaluation.matching import class_confusion
 from orgaseg.labels import IGNORE_LABEL
 from orgaseg.organelles.annotations import points_from_arrays
 from orgaseg.organelles.naming import vote
-from orgaseg.organelles.refine import features_at, rebuild_segmentation, train_classifier
+from orgaseg.organelles.refine import features_at, rebuild_segmentation, sample_unannotated, train_classifier
 from orgaseg.pipeline.runner import plan_blocks
 
 #: Dataset -> (click volume, scoring volume): (evaluation item index, first slice, slices), and the
@@ -129,6 +133,11 @@ def run(args) -> dict:
     blocks = plan_blocks(score_job.job, score_job.block_shape)
     score_features = [score_job.job.features(block) for block in blocks]
     print(f"features of {len(all_coords)} clicks and {len(blocks)} scoring blocks: {time.time() - t:.0f} s", flush=True)
+    # the unannotated voxels --refine estimates class frequencies on (of the click volume, per seed)
+    unannotated = {}
+    for seed in draws:
+        coords = sample_unannotated(click_job, seed=seed)
+        unannotated[seed] = (features_at(click_job, coords), click_seg.labels[tuple(coords.T)])
     names = ["unassigned", *classes]
     for classifier in ("logistic", "forest"):
         counts = args.clicks if classifier == "logistic" else args.forest_clicks
@@ -145,14 +154,20 @@ def run(args) -> dict:
                 coords = all_coords[rows]
                 fitted = train_classifier(all_features[rows], click_seg.labels[tuple(coords.T)], np.array(targets),
                                           clusterer=click_job.clusterer, n_labels=len(names), kind=classifier,
-                                          seed=seed)
-                predicted = np.zeros(score_raw.shape, np.uint8)
-                for block, features in zip(blocks, score_features):
-                    predicted[block.region] = fitted.predict(features)
-                scores = named_dice(predicted, score_ref, names, classes, background)
-                results["refine"].setdefault(classifier, {}).setdefault(str(n), []).append({"seed": seed, **scores})
-                print(f"refine {classifier} n={n} seed={seed}: mean Dice {scores['mean_dice']:.3f} "
-                      f"({time.time() - t:.0f} s)", flush=True)
+                                          unannotated=unannotated[seed], seed=seed)
+                variants = {classifier: fitted}
+                if classifier == "logistic":  # the same classifier under the clicks' class frequencies (--prior clicks)
+                    variants["logistic, click priors"] = dataclasses.replace(fitted, priors=fitted.train_priors)
+                for variant, model in variants.items():
+                    predicted = np.zeros(score_raw.shape, np.uint8)
+                    for block, features in zip(blocks, score_features):
+                        predicted[block.region] = model.predict(features)
+                    scores = named_dice(predicted, score_ref, names, classes, background)
+                    scores["priors"] = model.priors.tolist()
+                    results["refine"].setdefault(variant, {}).setdefault(str(n), []).append({"seed": seed, **scores})
+                    print(f"refine {variant} n={n} seed={seed}: mean Dice {scores['mean_dice']:.3f}, "
+                          f"mitochondria {scores['per_class']['mitochondria']:.3f} ({time.time() - t:.0f} s)",
+                          flush=True)
     return {
         "dataset": args.dataset,
         "classes": classes,

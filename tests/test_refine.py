@@ -15,7 +15,7 @@ from orgaseg.io import open_volume
 from orgaseg.io.writers import write_tiff_image
 from orgaseg.organelles import name_clusters, points_from_arrays
 from orgaseg.organelles.refine import (
-    features_at, forest_path, load_classifier, rebuild_segmentation, train_classifier,
+    estimate_priors, features_at, forest_path, load_classifier, rebuild_segmentation, train_classifier,
 )
 from orgaseg.synthetic import CLASS_NAMES, make_cell
 
@@ -25,11 +25,10 @@ CLASSES = CLASS_NAMES[1:]
 
 
 def clicks(labels: np.ndarray, per_class: int, seed: int = 0):
+    """``per_class`` random clicks on each phantom class and on the outside of the cell (named "background")."""
     rng = np.random.default_rng(seed)
     coords, names = [], []
     for value, name in enumerate(CLASS_NAMES):
-        if value == 0:
-            continue
         voxels = np.argwhere(labels == value)
         coords.append(voxels[rng.choice(len(voxels), per_class, replace=False)])
         names += [name] * per_class
@@ -67,7 +66,7 @@ def test_refine_separates_the_classes_kmeans_merged(merged):
     refined = name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True)
     before = dice_by_name(named.labels, named.names, cell.labels)
     after = dice_by_name(refined.labels, refined.names, cell.labels)
-    assert len(named.naming.names_without_cluster()) >= 2  # 3 clusters cannot carry 5 names
+    assert len(named.naming.names_without_cluster()) >= 2  # 3 clusters cannot carry 6 names
     assert np.mean(list(after.values())) > np.mean(list(before.values())) + 0.3
     for name in named.naming.names_without_cluster():  # the merged classes come back
         assert after[name] > 0.5, (name, after)
@@ -152,3 +151,32 @@ def test_refine_needs_the_segmented_volume(merged, tmp_path):
     with pytest.raises(OrgasegError, match="unknown classifier"):
         train_classifier(np.zeros((2, 3)), np.zeros(2, int), np.array([1, 2]), clusterer=segmentation.model,
                          n_labels=3, kind="svm")
+
+
+def test_class_frequencies_are_estimated_without_labels():
+    # two classes seen through a known likelihood; posteriors under equal training frequencies
+    rng = np.random.default_rng(0)
+    truth = rng.random(20_000) < 0.15  # 15% of class 1
+    x = np.where(truth, rng.normal(2.0, 1.0, truth.size), rng.normal(0.0, 1.0, truth.size))
+    likelihood = np.stack([np.exp(-x**2 / 2), np.exp(-(x - 2.0) ** 2 / 2)], axis=1)
+    posteriors = likelihood / likelihood.sum(axis=1, keepdims=True)
+    estimated = estimate_priors(posteriors, np.array([0.5, 0.5]))
+    assert abs(estimated[1] - 0.15) < 0.02 and abs(estimated.sum() - 1) < 1e-9
+
+
+def test_refine_predicts_under_the_estimated_frequencies(merged):
+    folder, cell, _ = merged
+    coords, names = clicks(cell.labels, 10)
+    annotations = points_from_arrays(coords, names, shape=SHAPE)
+    estimated = name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True)
+    as_clicked = name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True, prior="clicks")
+    state = estimated.provenance["classifier"]
+    np.testing.assert_allclose(as_clicked.classifier.priors, [1 / 6] * 6)  # 10 clicks of each of 6 names
+    # the estimate, made without labels, follows the classes' shares of the volume
+    shares = np.bincount(cell.labels.ravel(), minlength=6) / cell.labels.size
+    assert estimated.names[1:] == CLASS_NAMES
+    np.testing.assert_allclose(state["priors"], shares, atol=0.08)
+    assert np.max(np.abs(np.array(state["train_priors"]) - shares)) > 0.2  # the clicks' own are far off
+    assert load_classifier(state, folder=folder).priors.tolist() == pytest.approx(state["priors"])
+    with pytest.raises(OrgasegError, match="unknown prior"):
+        name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True, prior="uniform")

@@ -228,7 +228,8 @@ def cmd_name(args, progress) -> int:
         raise OrgasegError("--names goes with --scribbles (points carry their names in the 'name' column)")
     result = name_clusters(args.segmentation, points=args.points, scribbles=args.scribbles, names=args.names,
                            mapping=args.mapping, output=args.output, units=args.units, refine=args.refine,
-                           classifier=args.classifier, raw=args.raw, model=args.model, device=args.device,
+                           classifier=args.classifier, prior=args.prior, raw=args.raw, model=args.model,
+                           device=args.device,
                            seed=args.seed, overwrite=args.overwrite, progress=progress)
     refined = (f", refined by a {result.classifier.kind} classifier" if result.classifier is not None else "")
     print(f"wrote {result.path} ({len(result.names) - 1} names{refined}); provenance in "
@@ -559,6 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train a classifier on the annotated voxels' features and clusters and relabel every voxel")
     p.add_argument("--classifier", choices=("logistic", "forest"), default="logistic",
                    help="with --refine: logistic regression (default) or a random forest")
+    p.add_argument("--prior", choices=("estimated", "clicks"), default="estimated",
+                   help="with --refine: class frequencies to predict under: estimated on unannotated voxels "
+                        "(default; clicks come in equal numbers per class) or those of the annotations")
     p.add_argument("--raw", help="with --refine: the segmented volume, when SEG's provenance no longer points to it")
     p.add_argument("--model", help="with --refine: SEG's checkpoint, when its provenance no longer points to it")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where encoders run")

@@ -30,8 +30,8 @@ from orgaseg.organelles.annotations import (
     UNASSIGNED, Annotations, read_names_table, read_points, read_scribbles, values_at,
 )
 from orgaseg.organelles.refine import (
-    MAX_TRAIN_PER_NAME, RefinedClassifier, balanced_subsample, features_at, label_with_classifier,
-    load_classifier, rebuild_segmentation, save_classifier, train_classifier,
+    MAX_TRAIN_PER_NAME, PRIORS, RefinedClassifier, balanced_subsample, features_at, label_with_classifier,
+    load_classifier, rebuild_segmentation, sample_unannotated, save_classifier, train_classifier,
 )
 from orgaseg.pipeline.blocks import aligned_chunks, default_block_shape, make_blocks
 from orgaseg.pipeline.runner import ArraySink
@@ -178,6 +178,7 @@ def name_clusters(
     units: str = "voxels",
     refine: bool = False,
     classifier: str = "logistic",
+    prior: str = "estimated",
     raw=None,
     model: str | Path | None = None,
     device: str = "auto",
@@ -214,6 +215,10 @@ def name_clusters(
         assignment, and label every voxel with it.
     classifier : {"logistic", "forest"}
         The refining classifier.
+    prior : {"estimated", "clicks"}
+        Class frequencies the refining classifier predicts under: estimated on
+        unannotated voxels of this volume (a seeded sample of a few blocks), or
+        those of the annotations (fit for scribbles drawn in proportion).
     raw : str, Path, Volume or ndarray, optional
         The volume that was segmented, when refining and its provenance path
         is gone (or it was an in-memory array).
@@ -260,6 +265,8 @@ def name_clusters(
         naming = vote(clusters, annotations, int(k))
         described = {"annotations": annotations.describe()}
         if refine:
+            if prior not in PRIORS:
+                raise OrgasegError(f"unknown prior {prior!r}; choose one of {', '.join(PRIORS)}")
             if len(annotations.names) < 2:
                 raise OrgasegError(f"{annotations.source}: refining needs annotations of at least two names, got "
                                    f"only {annotations.names[0]!r}")
@@ -268,9 +275,15 @@ def name_clusters(
             report(progress, "features of the annotated voxels", 0, 1)
             features = features_at(segmentation_job, annotations.coords[keep])
             report(progress, "features of the annotated voxels", 1, 1)
+            unannotated = None
+            if prior == "estimated":
+                coords = sample_unannotated(segmentation_job, seed=seed)
+                report(progress, "features of unannotated voxels (class frequencies)", 0, 1)
+                unannotated = (features_at(segmentation_job, coords), values_at(volume, coords))
+                report(progress, "features of unannotated voxels (class frequencies)", 1, 1)
             fitted_classifier = train_classifier(features, clusters[keep], annotations.labels[keep] + 1,
                                                  clusterer=segmentation_job.clusterer, n_labels=len(naming.names),
-                                                 kind=classifier, seed=seed)
+                                                 kind=classifier, unannotated=unannotated, seed=seed)
             described["features"] = segmentation_job.config()
             described["trained_on"] = int(keep.size)
     block_shape = (segmentation_job.block_shape if segmentation_job is not None

@@ -5,9 +5,11 @@ The label-free features hold more than k-means reads out of them. With
 regression or a random forest) on the dense features the segmentation
 clustered, computed through the same stages (rebuilt from its provenance:
 method, encoder, features, options, working pixel size, normalisation,
-blocks), plus the cluster each voxel fell in (one-hot). The fitted
-:class:`RefinedClassifier` then labels every voxel block by block through the
-block runner, like a clusterer. Its state goes into the provenance (logistic
+blocks), plus the cluster each voxel fell in (one-hot). Clicks come in equal
+numbers per class, not in the classes' proportions, so the class frequencies
+are then re-estimated on unannotated voxels (:func:`estimate_priors`) and the
+classifier predicts under them. The fitted :class:`RefinedClassifier` labels
+every voxel block by block through the block runner, like a clusterer. Its state goes into the provenance (logistic
 regression: the coefficients; a forest: a file beside the output named there),
 so another volume segmented with the same clusterer gets the same treatment.
 """
@@ -38,6 +40,11 @@ CLASSIFIERS = ("logistic", "forest")
 PREDICT_CHUNK = 262_144
 #: Annotated voxels per name the classifier trains on at most (scribbles can annotate millions).
 MAX_TRAIN_PER_NAME = 20_000
+#: How the class priors are set: re-estimated on unannotated voxels, or as the clicks give them.
+PRIORS = ("estimated", "clicks")
+#: Unannotated voxels (and blocks holding them, at most) the class priors are estimated on.
+PRIOR_SAMPLE = 20_000
+PRIOR_BLOCKS = 8
 
 
 @dataclass
@@ -141,6 +148,54 @@ def features_at(segmentation: SegmentationJob, coords: np.ndarray) -> np.ndarray
     return out
 
 
+def sample_unannotated(segmentation: SegmentationJob, n: int = PRIOR_SAMPLE, *, max_blocks: int = PRIOR_BLOCKS,
+                       seed: int = 0) -> np.ndarray:
+    """``n`` voxel coordinates drawn uniformly from a seeded choice of at most ``max_blocks`` blocks.
+
+    A few blocks bound the cost (their features are computed once more) while the
+    class frequencies they hold stand for the volume's.
+    """
+    rng = np.random.default_rng(seed)
+    blocks = plan_blocks(segmentation.job, segmentation.block_shape)
+    chosen = [blocks[i] for i in rng.permutation(len(blocks))[:max_blocks]]
+    sizes = np.array([b.size for b in chosen], dtype=np.float64)
+    counts = rng.multinomial(n, sizes / sizes.sum())
+    coords = [np.stack([rng.integers(r.start, r.stop, count) for r in block.region], axis=1)
+              for block, count in zip(chosen, counts)]
+    return np.concatenate(coords).astype(np.int64)
+
+
+def estimate_priors(posteriors: np.ndarray, train_priors: np.ndarray, *, iterations: int = 200,
+                    tolerance: float = 1e-6) -> np.ndarray:
+    """Class frequencies of unannotated voxels, by expectation-maximisation (Saerens et al., 2002).
+
+    Clicks are drawn per class, not in proportion to the classes, so a classifier trained on them
+    takes rare classes (mitochondria) for as frequent as common ones. Each step reweights the
+    posteriors by the current frequencies over the training ones and takes their mean as the new
+    frequencies; no reference is involved.
+
+    Parameters
+    ----------
+    posteriors : ndarray, shape (n, c)
+        The classifier's class probabilities on unannotated voxels (under the training frequencies).
+    train_priors : ndarray, shape (c,)
+        The class frequencies of the training voxels.
+
+    Returns
+    -------
+    ndarray, shape (c,)
+    """
+    priors = np.asarray(train_priors, np.float64).copy()
+    for _ in range(iterations):
+        weighted = posteriors * (priors / train_priors)
+        weighted /= np.maximum(weighted.sum(axis=1, keepdims=True), 1e-300)
+        updated = weighted.mean(axis=0)
+        if np.max(np.abs(updated - priors)) < tolerance:
+            return updated
+        priors = updated
+    return priors
+
+
 def balanced_subsample(labels: np.ndarray, per_label: int = MAX_TRAIN_PER_NAME, seed: int = 0) -> np.ndarray:
     """Indices of at most ``per_label`` rows of each label, drawn with a seed (all rows of smaller labels)."""
     rng = np.random.default_rng(seed)
@@ -169,6 +224,10 @@ class RefinedClassifier:
         Ids in the named volume (``unassigned`` and every name).
     model : dict or sklearn estimator
         Logistic regression: ``{"coef": (c, d), "intercept": (c,)}``; forest: the fitted estimator.
+    train_priors : ndarray, shape (c,)
+        Class frequencies of the voxels it was trained on.
+    priors : ndarray, shape (c,)
+        Class frequencies it predicts under (:func:`estimate_priors`, or ``train_priors``).
     """
 
     clusterer: Clusterer
@@ -178,6 +237,8 @@ class RefinedClassifier:
     classes: np.ndarray
     n_labels: int
     model: Any
+    train_priors: np.ndarray | None = None
+    priors: np.ndarray | None = None
 
     @property
     def k(self) -> int:
@@ -203,13 +264,27 @@ class RefinedClassifier:
         one_hot[np.arange(len(clusters)), np.asarray(clusters, np.int64)] = 1.0
         return np.concatenate([standard, one_hot], axis=1)
 
-    def classify(self, design: np.ndarray) -> np.ndarray:
-        """Named-volume ids of design rows."""
+    def log_posteriors(self, design: np.ndarray) -> np.ndarray:
+        """Log class probabilities ``(n, c)`` of design rows under the training frequencies (up to a constant per row)."""
         if self.kind == "forest":
-            return self.classes[self.model.predict(design)]
+            return np.log(np.maximum(self.model.predict_proba(design), 1e-12))
         scores = design @ self.model["coef"].T + self.model["intercept"]
-        index = (scores[:, 0] > 0).astype(np.int64) if scores.shape[1] == 1 else np.argmax(scores, axis=1)
-        return self.classes[index]
+        if scores.shape[1] == 1:  # two classes: one score, the log odds of the second
+            scores = np.concatenate([np.zeros_like(scores), scores], axis=1)
+        return scores
+
+    def posteriors(self, design: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(n, c)`` under the training frequencies."""
+        logs = self.log_posteriors(design)
+        weights = np.exp(logs - logs.max(axis=1, keepdims=True))
+        return weights / weights.sum(axis=1, keepdims=True)
+
+    def classify(self, design: np.ndarray) -> np.ndarray:
+        """Named-volume ids of design rows: the most probable class under ``priors``."""
+        logs = self.log_posteriors(design)
+        if self.priors is not None and self.train_priors is not None:
+            logs = logs + np.log(np.maximum(self.priors, 1e-12) / self.train_priors)
+        return self.classes[np.argmax(logs, axis=1)]
 
     def predict(self, features: np.ndarray, raw: np.ndarray | None = None, **context) -> np.ndarray:
         """Named-volume ids of a block: ``features (..., F)`` -> ``(...)`` (``context`` goes to the clusterer)."""
@@ -224,7 +299,8 @@ class RefinedClassifier:
     def to_dict(self) -> dict:
         """JSON state (a forest's trees are not in it: :func:`save_classifier` writes them to a file)."""
         state = {"kind": self.kind, "mean": self.mean, "scale": self.scale, "classes": self.classes,
-                 "n_labels": self.n_labels, "n_clusters": self.clusterer.k, "clusterer": self.clusterer.to_dict()}
+                 "n_labels": self.n_labels, "n_clusters": self.clusterer.k, "clusterer": self.clusterer.to_dict(),
+                 "train_priors": self.train_priors, "priors": self.priors}
         if self.kind == "logistic":
             state.update(coef=self.model["coef"], intercept=self.model["intercept"])
         return to_jsonable(state)
@@ -238,6 +314,7 @@ def train_classifier(
     clusterer: Clusterer,
     n_labels: int,
     kind: str = "logistic",
+    unannotated: tuple[np.ndarray, np.ndarray] | None = None,
     seed: int = 0,
 ) -> RefinedClassifier:
     """Fit the refining classifier on annotated voxels.
@@ -256,6 +333,10 @@ def train_classifier(
         Ids in the named volume.
     kind : {"logistic", "forest"}
         Logistic regression (L2, lbfgs) or a random forest of 100 trees.
+    unannotated : (features, clusters), optional
+        Features ``(m, F)`` and cluster ids ``(m,)`` of unannotated voxels: the class
+        frequencies are estimated on them (:func:`estimate_priors`). Without them the
+        classifier predicts under the frequencies of the annotations.
     seed : int
         Seed of the forest.
 
@@ -283,7 +364,12 @@ def train_classifier(
             warnings.simplefilter("ignore")  # a convergence note on a few clicks says nothing to the user
             fitted = LogisticRegression(C=1.0, max_iter=2000).fit(design, index)
         model = {"coef": fitted.coef_.astype(np.float32), "intercept": fitted.intercept_.astype(np.float32)}
-    return dataclasses.replace(shell, model=model)
+    train_priors = np.bincount(index, minlength=classes.size) / index.size
+    fitted = dataclasses.replace(shell, model=model, train_priors=train_priors, priors=train_priors)
+    if unannotated is not None:
+        posteriors = fitted.posteriors(fitted.design(*unannotated))
+        fitted = dataclasses.replace(fitted, priors=estimate_priors(posteriors, train_priors))
+    return fitted
 
 
 def _standardisation(clusterer: Clusterer, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -326,7 +412,8 @@ def load_classifier(state: dict, *, folder: str | Path) -> RefinedClassifier:
         clusterer = clusterer_from_dict(state["clusterer"])
         common = dict(clusterer=clusterer, kind=kind, mean=np.asarray(state["mean"], np.float32),
                       scale=np.asarray(state["scale"], np.float32), classes=np.asarray(state["classes"], np.int64),
-                      n_labels=int(state["n_labels"]))
+                      n_labels=int(state["n_labels"]), train_priors=_optional_array(state.get("train_priors")),
+                      priors=_optional_array(state.get("priors")))
         if kind == "logistic":
             model = {"coef": np.asarray(state["coef"], np.float32), "intercept": np.asarray(state["intercept"], np.float32)}
             return RefinedClassifier(**common, model=model)
@@ -347,6 +434,10 @@ def load_classifier(state: dict, *, folder: str | Path) -> RefinedClassifier:
     return RefinedClassifier(**common, model=joblib.load(path))
 
 
+def _optional_array(value) -> np.ndarray | None:
+    return None if value is None else np.asarray(value, np.float64)
+
+
 def label_with_classifier(segmentation: SegmentationJob, classifier: RefinedClassifier, sink, *, executor=None,
                           progress=None) -> None:
     """Relabel every voxel of the segmentation's volume with ``classifier``, block by block, into ``sink``."""
@@ -357,7 +448,7 @@ def label_with_classifier(segmentation: SegmentationJob, classifier: RefinedClas
 
 
 __all__ = [
-    "CLASSIFIERS", "RefinedClassifier", "SegmentationJob", "balanced_subsample", "features_at",
-    "forest_path", "label_with_classifier", "load_classifier", "rebuild_segmentation", "save_classifier",
-    "train_classifier",
+    "CLASSIFIERS", "PRIORS", "RefinedClassifier", "SegmentationJob", "balanced_subsample", "estimate_priors",
+    "features_at", "forest_path", "label_with_classifier", "load_classifier", "rebuild_segmentation",
+    "sample_unannotated", "save_classifier", "train_classifier",
 ]
