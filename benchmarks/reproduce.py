@@ -261,6 +261,15 @@ RUNS: tuple[BenchmarkRun | ScriptRun, ...] = (
     *(_gpu(dataset, method) for dataset in NATIVE_PIXEL_NM for method in ("maester", "his4mae")),
     # Han et al.'s VAE, 2D and 3D, at 16 nm
     *(_han(dataset, method) for dataset in NATIVE_PIXEL_NM for method in ("han-vae-2d", "han-vae")),
+    # their stride cost (latents at strides 1, 2, 4 on a crop) and the paper's Fig. 3 (t-SNE of two subspaces)
+    *(ScriptRun(f"{method}-stride-vnc",
+                ("{python}", "benchmarks/han_vae_speed.py", f"{{results}}/vnc-{method}-cpu-16nm/model.pt", "-o",
+                 "{output}", "--dataset", "vnc", "--crop", "10", "256", "256"),
+                requires=(f"vnc-{method}-cpu-16nm",)) for method in ("han-vae-2d", "han-vae")),
+    *(ScriptRun(f"{method}-embedding-vnc",
+                ("{python}", "benchmarks/han_vae_embedding.py", f"{{results}}/vnc-{method}-cpu-16nm/model.pt", "-o",
+                 f"docs/figures/{method}-embedding-vnc.png", "--results", "{output}", "--dataset", "vnc"),
+                requires=(f"vnc-{method}-cpu-16nm",)) for method in ("han-vae-2d", "han-vae")),
 )
 
 

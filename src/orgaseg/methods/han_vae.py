@@ -190,6 +190,34 @@ class PatchPairSampler:
         low = np.where(extent > 2 * reach, reach, 0.0)
         centre = rng.uniform(low, extent - low)
         section = int(rng.integers(volume.shape[0])) if self.ndim == 2 else None
+        return self.patch_group(index, centre, radius, rng, section=section)
+
+    def patch_group(self, index: int, centre: np.ndarray, radius: float, rng: np.random.Generator, *,
+                    section: int | None = None) -> np.ndarray:
+        """An anchor at ``centre`` and its positives, before flips and intensity augmentation.
+
+        Parameters
+        ----------
+        index : int
+            The volume.
+        centre : ndarray
+            Position in nm of the anchor's centre along the patch axes (z, y, x in 3D; y, x in 2D),
+            voxel ``i`` covering ``[i v, (i + 1) v)``.
+        radius : float
+            Half-extent in nm.
+        rng : numpy Generator
+            Source of the rotations, elastic fields and shifts.
+        section : int, optional
+            The z section (2D patches only).
+
+        Returns
+        -------
+        ndarray, shape (1 + positives, patch, ...)
+        """
+        volume = self.volumes[index]
+        spacing = np.asarray(volume.voxel_size[-self.ndim:], dtype=np.float64)
+        unit = float(min(volume.voxel_size[1:]))
+        s = self.sampling
         offsets = patch_offsets(radius, self.patch, self.ndim)
         grids = [offsets]
         for _ in range(s.positives):
