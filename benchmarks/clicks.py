@@ -12,9 +12,9 @@ smooth in ``n``). For every ``n``:
   clusters take those names, unassigned clusters predict nothing; Dice per class by name;
 - *refine*: the clicks' dense features, computed through the segmentation's own stages (rebuilt from
   its provenance), plus their cluster (one-hot) train the classifier of ``orgaseg name --refine``
-  (logistic regression for every ``n``; a random forest at ``--forest-clicks``); class frequencies
-  are estimated on unannotated voxels of the click volume (the default ``--prior estimated``; the
-  logistic regression is also scored under the clicks' own frequencies, ``--prior clicks``). It
+  (logistic regression for every ``n``; a random forest at ``--forest-clicks``), scored under class
+  frequencies estimated on unannotated voxels of the click volume (``--prior estimated``, logistic
+  regression's default) and under the clicks' own (``--prior clicks``, the forest's default). It
   labels every voxel of the scoring volume from its features, block by block as ``orgaseg name
   --refine`` does.
 
@@ -42,7 +42,12 @@ from orgaseg.evaluation.matching import class_confusion
 from orgaseg.labels import IGNORE_LABEL
 from orgaseg.organelles.annotations import points_from_arrays
 from orgaseg.organelles.naming import vote
-from orgaseg.organelles.refine import features_at, rebuild_segmentation, sample_unannotated, train_classifier
+from orgaseg.organelles.refine import (
+    features_at,
+    rebuild_segmentation,
+    sample_unannotated,
+    train_classifier,
+)
 from orgaseg.pipeline.runner import plan_blocks
 
 #: Dataset -> (click volume, scoring volume): (evaluation item index, first slice, slices), and the
@@ -155,9 +160,9 @@ def run(args) -> dict:
                 fitted = train_classifier(all_features[rows], click_seg.labels[tuple(coords.T)], np.array(targets),
                                           clusterer=click_job.clusterer, n_labels=len(names), kind=classifier,
                                           unannotated=unannotated[seed], seed=seed)
-                variants = {classifier: fitted}
-                if classifier == "logistic":  # the same classifier under the clicks' class frequencies (--prior clicks)
-                    variants["logistic, click priors"] = dataclasses.replace(fitted, priors=fitted.train_priors)
+                # the same classifier under the estimated and under the clicks' class frequencies (--prior)
+                variants = {f"{classifier}, estimated priors": fitted,
+                            f"{classifier}, click priors": dataclasses.replace(fitted, priors=fitted.train_priors)}
                 for variant, model in variants.items():
                     predicted = np.zeros(score_raw.shape, np.uint8)
                     for block, features in zip(blocks, score_features):

@@ -14,7 +14,12 @@ from orgaseg.evaluation import UNMATCHED, confusion_matrix, match_clusters
 from orgaseg.io import open_volume
 from orgaseg.io.volume import as_volume
 from orgaseg.io.writers import write_tiff_image
-from orgaseg.organelles import name_clusters, points_from_arrays, read_points, read_scribbles
+from orgaseg.organelles import (
+    name_clusters,
+    points_from_arrays,
+    read_points,
+    read_scribbles,
+)
 from orgaseg.organelles.annotations import UNASSIGNED, values_at
 from orgaseg.organelles.naming import vote
 from orgaseg.synthetic import CLASS_NAMES, make_cell
@@ -25,7 +30,7 @@ CLASSES = CLASS_NAMES[1:]  # the phantom's reference classes (its background, ou
 
 @pytest.fixture(scope="module")
 def cell():
-    return make_cell(shape=(10, 112, 112), voxel_size=VOXEL, seed=0)
+    return make_cell(shape=(8, 96, 96), voxel_size=VOXEL, seed=0)
 
 
 def clicks(labels: np.ndarray, per_class: int, seed: int) -> tuple[np.ndarray, list[str]]:
@@ -128,7 +133,7 @@ def test_an_existing_output_is_kept_without_overwrite(segmented, capsys):
 
 def test_the_mapping_names_a_second_volume_segmented_with_the_same_clusterer(segmented, tmp_path):
     first = name_clusters(segmented / "seg.ome.zarr", points=segmented / "points.csv", output=tmp_path / "a.ome.zarr")
-    other = make_cell(shape=(10, 112, 112), voxel_size=VOXEL, seed=3)
+    other = make_cell(shape=(8, 96, 96), voxel_size=VOXEL, seed=3)
     write_tiff_image(tmp_path / "other.tif", other.raw, voxel_size=VOXEL)
     assert main(["segment", str(tmp_path / "other.tif"), "-o", str(tmp_path / "other.ome.zarr"), "--quiet",
                  "--centers", str(segmented / "seg.ome.zarr.provenance.json")]) == 0
@@ -179,7 +184,7 @@ def test_points_in_nanometres():
     ("z,y,name\n1,2,mito\n", "missing column(s) x"),
     ("z,y,x,name\n", "no annotations (only a header)"),
     ("", "empty file"),
-    ("z,y,x,name\n1,2,300,mito\n", "1 point(s) lie outside the volume (10 x 112 x 112 voxels)"),
+    ("z,y,x,name\n1,2,300,mito\n", "1 point(s) lie outside the volume (8 x 96 x 96 voxels)"),
     ("z,y,x,name\n1,2,-1,mito\n", "lie outside the volume"),
     ("z,y,x,name\n1,two,3,mito\n", "line 2: z, y, x must be numbers"),
     ("z,y,x,name\n1,2,3\n", "line 2: 3 fields, expected 4"),

@@ -15,12 +15,17 @@ from orgaseg.io import open_volume
 from orgaseg.io.writers import write_tiff_image
 from orgaseg.organelles import name_clusters, points_from_arrays
 from orgaseg.organelles.refine import (
-    estimate_priors, features_at, forest_path, load_classifier, rebuild_segmentation, train_classifier,
+    estimate_priors,
+    features_at,
+    forest_path,
+    load_classifier,
+    rebuild_segmentation,
+    train_classifier,
 )
 from orgaseg.synthetic import CLASS_NAMES, make_cell
 
 VOXEL = (20.0, 20.0, 20.0)
-SHAPE = (10, 112, 112)
+SHAPE = (8, 96, 96)
 CLASSES = CLASS_NAMES[1:]
 
 
@@ -59,7 +64,7 @@ def merged(tmp_path_factory):
 
 
 def test_refine_separates_the_classes_kmeans_merged(merged):
-    folder, cell, segmentation = merged
+    folder, cell, _ = merged
     coords, names = clicks(cell.labels, 10)
     annotations = points_from_arrays(coords, names, shape=SHAPE)
     named = name_clusters(folder / "seg.ome.zarr", annotations=annotations)
@@ -76,10 +81,10 @@ def test_refine_separates_the_classes_kmeans_merged(merged):
 
 
 def test_features_at_clicks_are_the_segmentations_features(merged):
-    folder, cell, segmentation = merged
+    folder, _, segmentation = merged
     rebuilt = rebuild_segmentation(segmentation.provenance)
     assert rebuilt.config()["features"] == segmentation.provenance["config"]["features"]
-    coords = np.array([[0, 0, 0], [4, 50, 60], [9, 111, 111]])
+    coords = np.array([[0, 0, 0], [4, 50, 60], [7, 95, 95]])
     expected = orgaseg.compute_features(folder / "cell.tif")[tuple(coords.T)]
     np.testing.assert_allclose(features_at(rebuilt, coords), expected, rtol=1e-5, atol=1e-5)
     # the clusterer read back labels those voxels as the segmentation did
@@ -109,6 +114,9 @@ def test_a_refined_mapping_treats_another_volume_the_same(merged, second, tmp_pa
                  "--classifier", kind, "-o", str(tmp_path / "a.ome.zarr"), "--quiet"]) == 0
     record = json.loads((tmp_path / "a.ome.zarr.provenance.json").read_text())
     assert forest_path(tmp_path / "a.ome.zarr").exists() == (kind == "forest")
+    # by default logistic regression predicts under estimated class frequencies, a forest under the clicks'
+    state = record["classifier"]
+    assert np.allclose(state["priors"], state["train_priors"]) == (kind == "forest")
     reused = name_clusters(folder / "other.ome.zarr", mapping=tmp_path / "a.ome.zarr.provenance.json",
                            output=tmp_path / "b.ome.zarr")
     assert reused.classifier is not None and reused.classifier.kind == kind
@@ -168,7 +176,7 @@ def test_refine_predicts_under_the_estimated_frequencies(merged):
     folder, cell, _ = merged
     coords, names = clicks(cell.labels, 10)
     annotations = points_from_arrays(coords, names, shape=SHAPE)
-    estimated = name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True)
+    estimated = name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True)  # logistic: estimated
     as_clicked = name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True, prior="clicks")
     state = estimated.provenance["classifier"]
     np.testing.assert_allclose(as_clicked.classifier.priors, [1 / 6] * 6)  # 10 clicks of each of 6 names

@@ -560,9 +560,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train a classifier on the annotated voxels' features and clusters and relabel every voxel")
     p.add_argument("--classifier", choices=("logistic", "forest"), default="logistic",
                    help="with --refine: logistic regression (default) or a random forest")
-    p.add_argument("--prior", choices=("estimated", "clicks"), default="estimated",
+    p.add_argument("--prior", choices=("estimated", "clicks"),
                    help="with --refine: class frequencies to predict under: estimated on unannotated voxels "
-                        "(default; clicks come in equal numbers per class) or those of the annotations")
+                        "(default for logistic: clicks come in equal numbers per class) or those of the "
+                        "annotations (default for forest)")
     p.add_argument("--raw", help="with --refine: the segmented volume, when SEG's provenance no longer points to it")
     p.add_argument("--model", help="with --refine: SEG's checkpoint, when its provenance no longer points to it")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where encoders run")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 
 from orgaseg.errors import OrgasegError, arg
@@ -27,11 +28,27 @@ from orgaseg.io.provenance import provenance_path, read_provenance
 from orgaseg.io.volume import Volume, as_volume
 from orgaseg.labels import smallest_label_dtype
 from orgaseg.organelles.annotations import (
-    UNASSIGNED, Annotations, read_names_table, read_points, read_scribbles, values_at,
+    UNASSIGNED,
+    Annotations,
+    read_names_table,
+    read_points,
+    read_scribbles,
+    values_at,
 )
 from orgaseg.organelles.refine import (
-    MAX_TRAIN_PER_NAME, PRIORS, RefinedClassifier, balanced_subsample, features_at, label_with_classifier,
-    load_classifier, rebuild_segmentation, sample_unannotated, save_classifier, train_classifier,
+    MAX_TRAIN_PER_NAME,
+    PRIORS,
+    RefinedClassifier,
+    balanced_subsample,
+    default_prior,
+    features_at,
+    forest_path,
+    label_with_classifier,
+    load_classifier,
+    rebuild_segmentation,
+    sample_unannotated,
+    save_classifier,
+    train_classifier,
 )
 from orgaseg.pipeline.blocks import aligned_chunks, default_block_shape, make_blocks
 from orgaseg.pipeline.runner import ArraySink
@@ -89,7 +106,7 @@ class ClusterNaming:
                 "names_without_cluster": self.names_without_cluster()}
 
     @classmethod
-    def from_dict(cls, state: dict) -> "ClusterNaming":
+    def from_dict(cls, state: dict) -> ClusterNaming:
         try:
             names = tuple(state["names"])
             ids = [names.index(state["mapping"][str(c)]) for c in range(len(state["mapping"]))]
@@ -178,7 +195,7 @@ def name_clusters(
     units: str = "voxels",
     refine: bool = False,
     classifier: str = "logistic",
-    prior: str = "estimated",
+    prior: str | None = None,
     raw=None,
     model: str | Path | None = None,
     device: str = "auto",
@@ -215,10 +232,12 @@ def name_clusters(
         assignment, and label every voxel with it.
     classifier : {"logistic", "forest"}
         The refining classifier.
-    prior : {"estimated", "clicks"}
+    prior : {"estimated", "clicks"}, optional
         Class frequencies the refining classifier predicts under: estimated on
         unannotated voxels of this volume (a seeded sample of a few blocks), or
-        those of the annotations (fit for scribbles drawn in proportion).
+        those of the annotations. Default: ``estimated`` for logistic regression,
+        ``clicks`` for a forest (its vote fractions are not calibrated
+        probabilities, and the estimate built on them can drive a class to zero).
     raw : str, Path, Volume or ndarray, optional
         The volume that was segmented, when refining and its provenance path
         is gone (or it was an in-memory array).
@@ -265,36 +284,30 @@ def name_clusters(
         naming = vote(clusters, annotations, int(k))
         described = {"annotations": annotations.describe()}
         if refine:
+            prior = default_prior(classifier) if prior is None else prior
             if prior not in PRIORS:
                 raise OrgasegError(f"unknown prior {prior!r}; choose one of {', '.join(PRIORS)}")
             if len(annotations.names) < 2:
                 raise OrgasegError(f"{annotations.source}: refining needs annotations of at least two names, got "
                                    f"only {annotations.names[0]!r}")
             segmentation_job = rebuild_segmentation(record, raw=raw, model=model, device=device)
-            keep = balanced_subsample(annotations.labels, MAX_TRAIN_PER_NAME, seed)
-            report(progress, "features of the annotated voxels", 0, 1)
-            features = features_at(segmentation_job, annotations.coords[keep])
-            report(progress, "features of the annotated voxels", 1, 1)
-            unannotated = None
-            if prior == "estimated":
-                coords = sample_unannotated(segmentation_job, seed=seed)
-                report(progress, "features of unannotated voxels (class frequencies)", 0, 1)
-                unannotated = (features_at(segmentation_job, coords), values_at(volume, coords))
-                report(progress, "features of unannotated voxels (class frequencies)", 1, 1)
-            fitted_classifier = train_classifier(features, clusters[keep], annotations.labels[keep] + 1,
-                                                 clusterer=segmentation_job.clusterer, n_labels=len(naming.names),
-                                                 kind=classifier, unannotated=unannotated, seed=seed)
             described["features"] = segmentation_job.config()
-            described["trained_on"] = int(keep.size)
     block_shape = (segmentation_job.block_shape if segmentation_job is not None
                    else default_block_shape(tuple(volume.shape), volume.chunks, voxels=RELABEL_BLOCK_VOXELS))
     n_labels = len(naming.names)
     if output is None:
         sink = ArraySink(tuple(volume.shape), smallest_label_dtype(n_labels))
     else:  # created before the long part, so an existing output is refused at once
+        forest = (classifier if refine and mapping is None else getattr(fitted_classifier, "kind", None)) == "forest"
+        if forest and forest_path(output).exists() and not overwrite:
+            raise OrgasegError(f"{forest_path(output)} exists; pass {arg('overwrite')} to replace it")
         sink = create_label_writer(output, volume.shape, n_labels, voxel_size=volume.voxel_size, overwrite=overwrite,
                                    chunks=aligned_chunks(block_shape, LABEL_CHUNKS), label_names=naming.names)
     try:
+        if refine and mapping is None:
+            fitted_classifier, described["trained_on"] = _train(segmentation_job, annotations, clusters, volume,
+                                                                n_labels, kind=classifier, prior=prior, seed=seed,
+                                                                progress=progress)
         if fitted_classifier is not None:
             label_with_classifier(segmentation_job, fitted_classifier, sink, executor=executor, progress=progress)
         else:
@@ -336,6 +349,26 @@ def relabel(volume: Volume, lookup: np.ndarray, sink, *, block_shape: tuple[int,
                                f"provenance says K = {len(lookup)}")
         sink.write(block.region, lookup[ids])
         report(progress, "naming blocks", done, len(blocks))
+
+
+def _train(segmentation_job, annotations: Annotations, clusters: np.ndarray, volume: Volume, n_labels: int, *,
+           kind: str, prior: str, seed: int, progress) -> tuple[RefinedClassifier, int]:
+    """The refining classifier and the number of annotated voxels it trained on.
+
+    The features of the annotated voxels and (``prior="estimated"``) of a sample of
+    unannotated ones are computed in one pass over the blocks that hold them.
+    """
+    keep = balanced_subsample(annotations.labels, MAX_TRAIN_PER_NAME, seed)
+    coords = annotations.coords[keep]
+    sampled = sample_unannotated(segmentation_job, seed=seed) if prior == "estimated" else coords[:0]
+    report(progress, "features of the annotated voxels", 0, 1)
+    features = features_at(segmentation_job, np.concatenate([coords, sampled]))
+    report(progress, "features of the annotated voxels", 1, 1)
+    unannotated = (features[len(coords):], values_at(volume, sampled)) if len(sampled) else None
+    fitted = train_classifier(features[:len(coords)], clusters[keep], annotations.labels[keep] + 1,
+                              clusterer=segmentation_job.clusterer, n_labels=n_labels, kind=kind,
+                              unannotated=unannotated, seed=seed)
+    return fitted, int(keep.size)
 
 
 def _open_segmentation(segmentation) -> tuple[Volume, dict, str]:

@@ -8,7 +8,8 @@ method, encoder, features, options, working pixel size, normalisation,
 blocks), plus the cluster each voxel fell in (one-hot). Clicks come in equal
 numbers per class, not in the classes' proportions, so the class frequencies
 are then re-estimated on unannotated voxels (:func:`estimate_priors`) and the
-classifier predicts under them. The fitted :class:`RefinedClassifier` labels
+classifier predicts under them (logistic regression; a forest's vote fractions
+are too coarse for the estimate, so by default it keeps the clicks'). The fitted :class:`RefinedClassifier` labels
 every voxel block by block through the block runner, like a clusterer. Its state goes into the provenance (logistic
 regression: the coefficients; a forest: a file beside the output named there),
 so another volume segmented with the same clusterer gets the same treatment.
@@ -146,6 +147,17 @@ def features_at(segmentation: SegmentationJob, coords: np.ndarray) -> np.ndarray
         if rows.size:
             out[rows] = sample_block(job, block, coords[rows] - starts).value
     return out
+
+
+def default_prior(kind: str) -> str:
+    """The class frequencies a classifier predicts under by default (see :data:`PRIORS`).
+
+    Logistic regression gives probabilities that the frequencies can be
+    estimated from; a forest's vote fractions are too coarse for that (on
+    the phantom and on vnc the estimate drove a class to zero), so a forest
+    keeps the clicks' frequencies.
+    """
+    return "estimated" if kind == "logistic" else "clicks"
 
 
 def sample_unannotated(segmentation: SegmentationJob, n: int = PRIOR_SAMPLE, *, max_blocks: int = PRIOR_BLOCKS,
@@ -448,7 +460,8 @@ def label_with_classifier(segmentation: SegmentationJob, classifier: RefinedClas
 
 
 __all__ = [
-    "CLASSIFIERS", "PRIORS", "RefinedClassifier", "SegmentationJob", "balanced_subsample", "estimate_priors",
+    "CLASSIFIERS", "PRIORS", "RefinedClassifier", "SegmentationJob", "balanced_subsample", "default_prior",
+    "estimate_priors",
     "features_at", "forest_path", "label_with_classifier", "load_classifier", "rebuild_segmentation",
     "sample_unannotated", "save_classifier", "train_classifier",
 ]
