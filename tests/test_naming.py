@@ -162,6 +162,12 @@ def test_scribbles_with_a_names_table(segmented, tmp_path):
     ids = np.asarray(seg.read((slice(None),) * 3))
     assert result.naming.mapping()[int(ids[2, 10, 10])] == "resin"
     np.testing.assert_array_equal(result.labels, result.naming.cluster_ids[ids])
+    # the same from the command line, the scribbles in a file
+    write_tiff_image(tmp_path / "scribbles.tif", scribbles, voxel_size=VOXEL)
+    assert main(["name", str(segmented / "seg.ome.zarr"), "--scribbles", str(tmp_path / "scribbles.tif"), "--names",
+                 str(tmp_path / "names.csv"), "-o", str(tmp_path / "s.ome.zarr"), "--quiet"]) == 0
+    record = json.loads((tmp_path / "s.ome.zarr.provenance.json").read_text())
+    assert record["naming"]["mapping"] == {str(c): n for c, n in result.naming.mapping().items()}
     (tmp_path / "short.csv").write_text("value,name\n7,resin\n")
     with pytest.raises(OrgasegError, match=r"value\(s\) 3 are not in the names table"):
         name_clusters(segmented / "seg.ome.zarr", scribbles=scribbles, names=tmp_path / "short.csv")
