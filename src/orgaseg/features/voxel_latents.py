@@ -192,18 +192,21 @@ class VoxelLatents:
         shape = (1,) * (3 - self.ndim) + self.window
         windows = np.lib.stride_tricks.sliding_window_view(padded, shape)
         windows = windows[:: self._strides[0], :: self._strides[1], :: self._strides[2]][: counts[0], : counts[1], : counts[2]]
-        grid_latents = self._encode_windows(windows.reshape(-1, *self.window), counts)
+        grid_latents = self._encode_windows(windows, counts)
         return self._to_voxels(grid_latents, [w for w, _ in plans])
 
     def _encode_windows(self, windows: np.ndarray, counts: list[int]) -> torch.Tensor:
-        """Latents ``(Gz, Gy, Gx, F)`` of every window ``(N, *window)``."""
-        total = len(windows)
+        """Latents ``(Gz, Gy, Gx, F)`` of the windows of a strided view ``(Gz, Gy, Gx, wz, wy, wx)``."""
+        total = int(np.prod(counts))
         out = torch.empty(total, self.n_features, device=self.device)
         n_batches = -(-total // self.batch_size)
         with torch.inference_mode():
             for batch in range(n_batches):
                 chunk = slice(batch * self.batch_size, min(total, (batch + 1) * self.batch_size))
-                values = torch.from_numpy(np.ascontiguousarray(windows[chunk])).to(self.device)
+                # gather one batch of windows from the view (reshaping the whole view would copy every window)
+                index = np.unravel_index(np.arange(chunk.start, chunk.stop), counts)
+                gathered = windows[index].reshape(-1, *self.window)
+                values = torch.from_numpy(gathered).to(self.device)
                 patches = self._patches(values)
                 latents = self.encoder(standardize_patches(patches).unsqueeze(1))
                 if latents.shape != (len(values), self.latent):
