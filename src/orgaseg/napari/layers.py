@@ -1,0 +1,149 @@
+"""orgaseg's label volumes as napari layers, and back: colours, names, scale and provenance.
+
+Three kinds of label volume come out of orgaseg, and each is shown its own way:
+
+``clusters``
+    ``orgaseg segment``: cluster ids ``0 .. K-1``, every id a real cluster (0 too),
+    coloured with the cluster palette (:func:`orgaseg.viz.label_colors`), as in the
+    OME-Zarr ``image-label`` colours orgaseg writes.
+``named``
+    ``orgaseg name``: one id per organelle name, 0 ``unassigned`` (transparent).
+``instances``
+    ``orgaseg instances``: one id per organelle, 0 background (transparent), napari's
+    random label colours; the class of each instance is a feature of the layer.
+
+Names travel as the layer's ``features`` table (``index`` = label value, napari shows
+the row under the cursor in the status bar); the provenance record is
+``metadata["orgaseg"]`` and the volume's path ``metadata["path"]``. The layer's
+``scale`` is the voxel size in nm.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from orgaseg.viz.colors import label_colors
+
+KINDS = ("clusters", "named", "instances")
+
+#: The features column holding each label value's name, per kind.
+NAME_COLUMN = {"clusters": "cluster", "named": "name", "instances": "class"}
+
+
+def kind_of(record: Mapping | None, names: Mapping[int, str] | None) -> str:
+    """Which kind of label volume a provenance record (and the names stored with it) describes."""
+    record = record or {}
+    if record.get("kind") in KINDS:  # a layer saved from napari says what it was
+        return record["kind"]
+    if record.get("command") == "instances":
+        return "instances"
+    if record.get("names") or (names and "k" not in record):
+        return "named"
+    return "clusters"
+
+
+def colormap(kind: str, n_labels: int, colors: Mapping[int, Sequence[float]] | None = None):
+    """The layer colormap: stored ``colors`` (RGBA in 0..1) or orgaseg's palette; None for instances.
+
+    Cluster 0 is a cluster and stays visible; a named volume's 0 (``unassigned``) is transparent.
+    """
+    from napari.utils.colormaps import DirectLabelColormap
+
+    if kind == "instances":
+        return None  # napari's own random colours tell neighbouring instances apart
+    if not colors:
+        colors = {i: rgba for i, rgba in enumerate(label_colors(n_labels))}
+    table = {None: np.zeros(4), **{int(v): np.asarray(rgba, dtype=float) for v, rgba in colors.items()}}
+    if kind == "named":
+        table[0] = np.zeros(4)
+        return DirectLabelColormap(color_dict=table)
+    return DirectLabelColormap(color_dict=table, background_value=-1)
+
+
+def features(kind: str, names: Mapping[int, str] | None, n_labels: int) -> dict | None:
+    """The layer's features table: the name of every label value (``index``)."""
+    if kind == "clusters" and not names:
+        names = {i: f"cluster {i}" for i in range(n_labels)}
+    if not names:
+        return None
+    values = sorted(int(v) for v in names)
+    return {"index": values, NAME_COLUMN[kind]: [str(names[v]) for v in values]}
+
+
+def names_of(layer) -> dict[int, str] | None:
+    """``{label value: name}`` from a labels layer's features (any kind), or from its provenance's ``names``."""
+    table = layer.features
+    for column in NAME_COLUMN.values():
+        if len(table) and column in table and "index" in table:
+            return {int(v): str(n) for v, n in zip(table["index"], table[column])}
+    names = (layer.metadata.get("orgaseg") or {}).get("names")
+    return {i: str(n) for i, n in enumerate(names)} if names else None
+
+
+def labels_layer(data, *, kind: str, voxel_size: Sequence[float], name: str, names: Mapping[int, str] | None = None,
+                 colors: Mapping[int, Sequence[float]] | None = None, record: Mapping | None = None,
+                 path: str | None = None, n_labels: int | None = None) -> tuple:
+    """A napari layer data tuple ``(data, kwargs, "labels")`` for an orgaseg label volume.
+
+    Parameters
+    ----------
+    data : array-like, shape (z, y, x)
+        The label ids (a numpy or dask array).
+    kind : {"clusters", "named", "instances"}
+        What the ids mean (see the module notes).
+    voxel_size : sequence of 3 float
+        ``(z, y, x)`` in nm: the layer's scale.
+    name : str
+        Layer name.
+    names : mapping, optional
+        Name of each label value.
+    colors : mapping, optional
+        RGBA (0..1) of each label value, e.g. the OME-Zarr ``image-label`` colours.
+    record : mapping, optional
+        The provenance record (layer metadata ``orgaseg``).
+    path : str, optional
+        Where the volume was read from (layer metadata ``path``).
+    n_labels : int, optional
+        Number of label values (default: from ``names``, else the provenance's ``k``).
+    """
+    if n_labels is None:
+        n_labels = max(names) + 1 if names else int((record or {}).get("k") or 0)
+    kwargs = {
+        "name": name,
+        "scale": tuple(float(v) for v in voxel_size),
+        "units": ("nm", "nm", "nm"),
+        "metadata": {"orgaseg": dict(record or {}), "path": path, "kind": kind},
+        "opacity": 0.6,
+    }
+    cmap = colormap(kind, n_labels, colors)
+    if cmap is not None:
+        kwargs["colormap"] = cmap
+    table = features(kind, names, n_labels)
+    if table is not None:
+        kwargs["features"] = table
+    return data, kwargs, "labels"
+
+
+def voxel_size_of(layer) -> tuple[float, float, float]:
+    """A layer's voxel size in nm ``(z, y, x)``: its scale along its last three axes."""
+    return tuple(float(v) for v in layer.scale[-3:])
+
+
+def layer_volume(layer):
+    """The full-resolution ``(z, y, x)`` array of an image or labels layer (the first level of a pyramid)."""
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    if data.ndim != 3:
+        from orgaseg.errors import OrgasegError
+
+        raise OrgasegError(f"layer {layer.name!r} holds {data.ndim}D data; orgaseg works on 3D (z, y, x) volumes "
+                           "(a single image: add it as a stack of one slice)")
+    return data
+
+
+def to_voxels(points_layer, labels_layer) -> np.ndarray:
+    """Points of ``points_layer`` as ``(z, y, x)`` voxel indices of ``labels_layer`` (both scaled and translated)."""
+    world = np.asarray(points_layer.data, dtype=float)[:, -3:] * np.asarray(points_layer.scale[-3:]) \
+        + np.asarray(points_layer.translate[-3:])
+    return (world - np.asarray(labels_layer.translate[-3:])) / np.asarray(labels_layer.scale[-3:])

@@ -1,0 +1,96 @@
+"""The napari reader of orgaseg outputs: segmentations, named labels and instance volumes.
+
+A path is claimed when it is an orgaseg output, i.e. its provenance record sits beside
+it (``<path>.provenance.json``) or, for OME-Zarr, in the root's ``orgaseg`` attribute.
+Other files are left to other readers. The labels are read lazily (a dask array over
+:func:`orgaseg.open_volume`), so a volume larger than memory opens at once; names come
+from the OME-Zarr ``image-label`` properties or the provenance
+(:func:`orgaseg.organelles.read_label_names`), colours from the ``image-label`` colours.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from orgaseg.io import open_volume, provenance_path
+from orgaseg.napari.layers import kind_of, labels_layer
+
+SUFFIXES = (".ome.zarr", ".zarr", ".tif", ".tiff")
+
+
+def napari_get_reader(path):
+    """The reader of ``path`` when it is an orgaseg output, else None (npe2 ``get_reader``)."""
+    if isinstance(path, (list, tuple)):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    path = Path(str(path).rstrip("/"))
+    if not path.name.lower().endswith(SUFFIXES) or provenance(path) is None:
+        return None
+    return read_orgaseg
+
+
+def provenance(path: Path) -> dict | None:
+    """The provenance record of an orgaseg output (beside it, or inside an OME-Zarr root), else None."""
+    beside = provenance_path(path)
+    if beside.is_file():
+        try:
+            return json.loads(beside.read_text())
+        except (OSError, ValueError):
+            return None
+    if path.is_dir():
+        attrs = path / ".zattrs"
+        try:
+            record = json.loads(attrs.read_text()).get("orgaseg") if attrs.is_file() else None
+        except (OSError, ValueError, AttributeError):
+            return None
+        return record if isinstance(record, dict) else None
+    return None
+
+
+def read_orgaseg(path) -> list[tuple]:
+    """The labels layer of an orgaseg output: ``[(dask array, kwargs, "labels")]``."""
+    import dask.array as da
+
+    from orgaseg.organelles.instances import read_label_names
+
+    if isinstance(path, (list, tuple)):
+        path = path[0]
+    path = Path(str(path).rstrip("/"))
+    volume = open_volume(path)
+    record = provenance(path) or {}
+    names = read_label_names(volume)
+    kind = kind_of(record, names)
+    chunks = volume.chunks or tuple(min(s, c) for s, c in zip(volume.shape, (16, 512, 512)))
+    data = da.from_array(volume, chunks=chunks, asarray=True, fancy=False)
+    n_labels = len(names) if names else None
+    return [labels_layer(data, kind=kind, voxel_size=volume.voxel_size, name=_layer_name(path, kind), names=names,
+                         colors=_stored_colors(path, volume), record=record, path=str(path), n_labels=n_labels)]
+
+
+def _layer_name(path: Path, kind: str) -> str:
+    stem = path.name
+    for suffix in SUFFIXES:
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    return f"{stem} ({kind})"
+
+
+def _stored_colors(path: Path, volume) -> dict[int, np.ndarray] | None:
+    """The OME-Zarr ``image-label`` colours of the label image (RGBA 0..1), or None."""
+    if volume.attrs.get("format") != "ome-zarr" or not volume.key or "/" not in volume.key:
+        return None
+    import zarr
+
+    try:
+        attrs = dict(zarr.open_group(str(path), mode="r")[volume.key.rsplit("/", 1)[0]].attrs)
+    except Exception:  # another layout: orgaseg's palette instead
+        return None
+    entries = attrs.get("ome", attrs).get("image-label", {}).get("colors") or []
+    colors = {int(e["label-value"]): np.asarray(e["rgba"], dtype=float) / 255.0
+              for e in entries if isinstance(e.get("label-value"), int) and len(e.get("rgba", ())) == 4}
+    return colors or None

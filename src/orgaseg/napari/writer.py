@@ -1,0 +1,59 @@
+"""The napari writer of labels layers: OME-Zarr or TIFF with names, voxel size and provenance.
+
+A labels layer saved with it (File > Save Selected Layers, or ``viewer.layers.save``)
+is written with :func:`orgaseg.io.write_labels`: the names of the layer's features
+table (``name``, ``class`` or ``cluster`` per ``index``) become the OME-Zarr
+``image-label`` properties and the provenance's ``names``, the layer's scale the voxel
+size in nm, and the layer's provenance (``metadata["orgaseg"]``) is kept in the new
+record as ``source``. The file reads back in napari (:mod:`orgaseg.napari.reader`) and
+in the command line (``orgaseg instances``, ``orgaseg measure``) with its names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from orgaseg.errors import OrgasegError
+from orgaseg.io import make_provenance, write_labels
+
+
+def write_named_labels(path: str, data, attributes: dict) -> list[str]:
+    """Write one labels layer (npe2 single-layer writer); returns the written path.
+
+    Parameters
+    ----------
+    path : str
+        ``.ome.zarr``, ``.zarr``, ``.tif`` or ``.tiff``; an existing file is refused.
+    data : array-like, shape (z, y, x) or (y, x)
+        The labels.
+    attributes : dict
+        The layer's attributes (``name``, ``scale``, ``features``, ``metadata``).
+    """
+    labels = np.asarray(data)
+    scale = tuple(float(v) for v in attributes.get("scale", (1.0,) * labels.ndim))
+    voxel_size = scale[-3:] if len(scale) >= 3 else (1.0, *scale[-2:])
+    metadata = attributes.get("metadata") or {}
+    names = _names(attributes.get("features"), metadata)
+    label_names = None
+    if names:
+        if min(names) < 0:
+            raise OrgasegError(f"label names need non-negative label values, got {min(names)}")
+        n_labels = max(max(names), int(labels.max()) if labels.size else 0) + 1
+        label_names = [names.get(v, "background" if v == 0 else str(v)) for v in range(n_labels)]
+    record = make_provenance(command="napari-save", kind=metadata.get("kind"), layer=attributes.get("name"),
+                             names=label_names, source=metadata.get("orgaseg") or None,
+                             source_path=metadata.get("path"))
+    written = write_labels(Path(path), labels, voxel_size=voxel_size, provenance=record, label_names=label_names)
+    return [str(written)]
+
+
+def _names(table, metadata: dict) -> dict[int, str] | None:
+    """``{label value: name}`` from a features table (dict or DataFrame) or the provenance's ``names``."""
+    if table is not None and len(table) and "index" in table:
+        for column in ("name", "class", "cluster"):
+            if column in table:
+                return {int(v): str(n) for v, n in zip(list(table["index"]), list(table[column]))}
+    names = (metadata.get("orgaseg") or {}).get("names")
+    return {i: str(n) for i, n in enumerate(names)} if names else None

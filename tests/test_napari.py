@@ -1,0 +1,244 @@
+"""The napari plugin, headless: reader, writer and the three widgets end to end on a tiny phantom.
+
+Skipped when napari (the ``orgaseg[napari]`` extra) is not installed. Without a display Qt
+runs offscreen, where there is no OpenGL: the tests that show an image layer then skip;
+run them under a virtual display (``xvfb-run -a python -m pytest tests/test_napari.py``).
+"""
+
+import csv
+import os
+
+import numpy as np
+import pytest
+
+if not os.environ.get("DISPLAY"):
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+napari = pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+import orgaseg  # noqa: E402
+from orgaseg.errors import OrgasegError  # noqa: E402
+from orgaseg.napari.layers import names_of  # noqa: E402
+from orgaseg.napari.measure_widget import MeasureWidget  # noqa: E402
+from orgaseg.napari.naming_widget import NAME_FEATURE, NamingWidget  # noqa: E402
+from orgaseg.napari.reader import napari_get_reader  # noqa: E402
+from orgaseg.napari.segment_widget import SegmentWidget  # noqa: E402
+from orgaseg.napari.writer import write_named_labels  # noqa: E402
+from orgaseg.synthetic import CLASS_NAMES, make_cell  # noqa: E402
+from orgaseg.viz.colors import label_colors  # noqa: E402
+
+VOXEL = (20.0, 20.0, 20.0)
+WAIT_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def cell():
+    return make_cell((8, 48, 48), voxel_size=VOXEL, seed=0)
+
+
+@pytest.fixture(scope="module")
+def segmented(cell, tmp_path_factory):
+    path = tmp_path_factory.mktemp("napari") / "seg.ome.zarr"
+    orgaseg.segment(cell.raw, voxel_size=VOXEL, k=4, sample_size=3000, output=path)
+    return path, np.asarray(orgaseg.open_volume(path).read())
+
+
+def _clicks(cell, per_class=3, seed=0):
+    """A few (z, y, x) voxels of each of three phantom classes, with their names."""
+    rng = np.random.default_rng(seed)
+    coords, names = [], []
+    for class_id in (1, 2, 5):  # cytoplasm, nucleus, membrane
+        voxels = np.argwhere(cell.labels == class_id)
+        for row in rng.choice(len(voxels), per_class, replace=False):
+            coords.append(voxels[row])
+            names.append(CLASS_NAMES[class_id])
+    return np.array(coords), names
+
+
+@pytest.fixture
+def gl(qapp):
+    """Skip unless OpenGL works here (napari draws image layers with it)."""
+    from napari._vispy.utils.gl import get_gl_extensions
+
+    try:
+        get_gl_extensions()
+    except Exception as err:  # offscreen Qt has no OpenGL context
+        pytest.skip(f"no OpenGL context ({type(err).__name__}); run under xvfb-run to test image layers")
+
+
+def _finish(qtbot, widget):
+    qtbot.waitUntil(lambda: not widget.tasks.busy, timeout=WAIT_MS)
+
+
+def test_reader_opens_a_segmentation_with_its_colours_scale_and_provenance(segmented, make_napari_viewer):
+    path, labels = segmented
+    assert napari_get_reader(str(path)) is not None
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(path), plugin="orgaseg")
+    assert isinstance(layer, napari.layers.Labels)
+    np.testing.assert_array_equal(np.asarray(layer.data), labels)
+    assert tuple(layer.scale) == VOXEL
+    assert layer.metadata["kind"] == "clusters" and layer.metadata["orgaseg"]["k"] == 4
+    # cluster 0 is a cluster: drawn in the palette's first colour, not transparent like napari's background
+    np.testing.assert_allclose(layer.colormap.map(np.array([0, 3]))[:, :3], label_colors(4)[[0, 3], :3], atol=0.01)
+    assert layer.colormap.map(np.array([0]))[0, 3] == 1.0
+    assert names_of(layer) == {i: f"cluster {i}" for i in range(4)}
+
+
+def test_reader_leaves_other_files_alone(tmp_path):
+    import tifffile
+
+    plain = tmp_path / "plain.tif"
+    tifffile.imwrite(plain, np.zeros((2, 4, 4), np.uint8))
+    assert napari_get_reader(str(plain)) is None
+    assert napari_get_reader(str(tmp_path / "image.png")) is None
+
+
+def test_named_labels_and_instances_open_with_their_names(cell, segmented, tmp_path, make_napari_viewer):
+    from orgaseg.organelles import make_instances, name_clusters, points_from_arrays
+
+    path, _ = segmented
+    coords, names = _clicks(cell)
+    named = name_clusters(path, annotations=points_from_arrays(coords, names, shape=cell.raw.shape),
+                          output=tmp_path / "named.ome.zarr")
+    instances = make_instances(named.path, tmp_path / "instances.ome.zarr")
+    viewer = make_napari_viewer()
+    (named_layer,) = viewer.open(str(named.path), plugin="orgaseg")
+    assert named_layer.metadata["kind"] == "named"
+    assert names_of(named_layer) == dict(enumerate(named.names))
+    assert named_layer.colormap.map(np.array([0]))[0, 3] == 0  # unassigned stays transparent
+    (instance_layer,) = viewer.open(str(instances.path), plugin="orgaseg")
+    assert instance_layer.metadata["kind"] == "instances"
+    classes = names_of(instance_layer)
+    assert [classes[i] for i in range(1, len(instances.classes) + 1)] == instances.classes
+
+
+def test_writer_keeps_names_scale_and_provenance(tmp_path, make_napari_viewer):
+    viewer = make_napari_viewer()
+    labels = np.zeros((3, 10, 12), np.uint8)
+    labels[1, 2:5, 3:7] = 2
+    layer = viewer.add_labels(labels, scale=(30, 8, 8), name="mine",
+                              features={"index": [0, 1, 2], "name": ["unassigned", "nucleus", "mitochondria"]},
+                              metadata={"orgaseg": {"method": "baseline", "k": 6}, "kind": "named"})
+    (written,) = write_named_labels(str(tmp_path / "mine.ome.zarr"), layer.data, layer.as_layer_data_tuple()[1])
+    (back,) = viewer.open(written, plugin="orgaseg")
+    np.testing.assert_array_equal(np.asarray(back.data), labels)
+    assert tuple(back.scale) == (30, 8, 8)
+    assert names_of(back) == {0: "unassigned", 1: "nucleus", 2: "mitochondria"}
+    assert back.metadata["orgaseg"]["source"] == {"method": "baseline", "k": 6}
+    with pytest.raises(OrgasegError, match="exists"):
+        write_named_labels(written, layer.data, layer.as_layer_data_tuple()[1])
+
+
+def _segment_widget(viewer, cell):
+    image = viewer.add_image(cell.raw, scale=VOXEL, name="cell")
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.reset_choices()
+    widget.image.value = image
+    widget.method.value = "baseline"
+    widget.k.value = 4
+    return widget
+
+
+def test_segment_widget_adds_the_clusters_of_segment(cell, gl, make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    widget = _segment_widget(viewer, cell)
+    messages = []
+    widget.tasks.progressed.connect(messages.append)
+    widget.run_button.clicked()
+    _finish(qtbot, widget)
+    layer = viewer.layers[-1]
+    assert isinstance(layer, napari.layers.Labels) and layer.name == "cell baseline K=4"
+    expected = orgaseg.segment(cell.raw, voxel_size=VOXEL, k=4).labels  # same defaults, same seed
+    np.testing.assert_array_equal(layer.data, expected)
+    assert layer.metadata["orgaseg"]["k"] == 4 and tuple(layer.scale) == VOXEL
+    assert any("blocks" in m for m in messages) and widget.status.value.startswith("done")
+    assert viewer.status.startswith("orgaseg: done")
+
+
+def test_segment_widget_cancel_stops_the_run(cell, gl, make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    widget = _segment_widget(viewer, cell)
+    widget.run()
+    widget.cancel_button.clicked()
+    _finish(qtbot, widget)
+    assert [layer.name for layer in viewer.layers] == ["cell"]
+    assert widget.status.value.startswith("cancelled") and widget.run_button.enabled
+
+
+def test_segment_widget_reports_bad_fields(cell, gl, make_napari_viewer):
+    viewer = make_napari_viewer()
+    widget = _segment_widget(viewer, cell)
+    widget.voxel_size.value = "20 abc"
+    widget.run()
+    assert not widget.tasks.busy and "voxel size: expected numbers" in widget.status.value
+
+
+def test_naming_widget_names_clicked_clusters(cell, segmented, make_napari_viewer, qtbot):
+    from orgaseg.organelles import name_clusters, points_from_arrays
+
+    path, labels = segmented
+    viewer = make_napari_viewer()
+    (clusters,) = viewer.open(str(path), plugin="orgaseg")
+    widget = NamingWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.reset_choices()
+    widget.clusters.value = clusters
+    points = widget.add_points_layer()
+    coords, names = _clicks(cell)
+    for coord, name in zip(coords, names):  # as clicks: type the name, click
+        widget.organelle.value = name
+        points.add(coord)  # napari turns a click into the layer's data coordinates: voxels at this scale
+    assert list(points.features[NAME_FEATURE]) == names
+    widget.run_button.clicked()
+    _finish(qtbot, widget)
+    assert widget.status.value.startswith("done"), widget.status.value
+    named = viewer.layers[-1]
+    assert named.metadata["kind"] == "named" and named.name == "seg (clusters) named"
+    expected = name_clusters(path, annotations=points_from_arrays(coords, names, shape=labels.shape))
+    np.testing.assert_array_equal(named.data, expected.labels)
+    assert names_of(named) == dict(enumerate(expected.names))
+    assert widget.summary.value == expected.naming.summary()
+
+
+def test_naming_widget_needs_clicks(segmented, make_napari_viewer):
+    path, _ = segmented
+    viewer = make_napari_viewer()
+    (clusters,) = viewer.open(str(path), plugin="orgaseg")
+    widget = NamingWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.reset_choices()
+    widget.clusters.value = clusters
+    widget.add_points_layer()
+    widget.run()
+    assert not widget.tasks.busy and "has no points" in widget.status.value
+
+
+def test_measure_widget_fills_the_table_and_highlights_the_selected_instance(tmp_path, make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    instances = np.zeros((10, 20, 30), np.uint16)
+    instances[1:5, 2:6, 3:9] = 1    # 4 x 4 x 6 voxels
+    instances[6:9, 10:18, 20:28] = 2  # 3 x 8 x 8 voxels
+    layer = viewer.add_labels(instances, scale=(40, 10, 10), name="boxes",
+                              features={"index": [1, 2], "class": ["granules", "mitochondria"]})
+    widget = MeasureWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.reset_choices()
+    widget.instances.value = layer
+    widget.run_button.clicked()
+    _finish(qtbot, widget)
+    shown = widget.table.value
+    assert list(shown["columns"][:3]) == ["id", "class", "voxels"] and len(shown["data"]) == 2
+    volumes = widget.morphometrics.table["volume_um3"]
+    np.testing.assert_allclose(volumes, [96 * 4000 / 1e9, 192 * 4000 / 1e9])
+    assert list(widget.morphometrics.table["class"]) == ["granules", "mitochondria"]
+    assert [row[:2] for row in widget.summary.value["data"]] == [["granules", 1], ["mitochondria", 1], ["all", 2]]
+    widget.table.native.selectRow(1)
+    assert layer.selected_label == 2 and layer.show_selected_label
+    # the view moves to the second box's centroid: z voxels 6..8 -> 7 * 40 nm
+    assert viewer.dims.point[0] == pytest.approx(7 * 40.0)
+    saved = widget.save(tmp_path / "boxes.csv")
+    rows = list(csv.DictReader(saved.open()))
+    assert [row["class"] for row in rows] == ["granules", "mitochondria"]
+    assert widget.save(tmp_path / "boxes.csv") is None and "exists" in widget.status.value
