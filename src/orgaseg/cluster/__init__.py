@@ -9,12 +9,13 @@ so that a saved state of its kind can be read back by name.
 from __future__ import annotations
 
 from orgaseg.cluster.base import Clusterer, ClustererFit, ClustererSpec
+from orgaseg.cluster.graph_clusterers import GRAPH_CLUSTERERS
 from orgaseg.cluster.kmeans import KMEANS, MINIBATCH_KMEANS, KMeansModel, fit_kmeans
 from orgaseg.errors import OrgasegError
 from orgaseg.options import lookup
 
 #: The clusterers ``--clusterer`` offers, by name.
-CLUSTERERS: dict[str, ClustererSpec] = {spec.name: spec for spec in (KMEANS, MINIBATCH_KMEANS)}
+CLUSTERERS: dict[str, ClustererSpec] = {spec.name: spec for spec in (KMEANS, MINIBATCH_KMEANS, *GRAPH_CLUSTERERS)}
 
 
 def get_clusterer(name: str | ClustererSpec) -> ClustererSpec:

@@ -13,6 +13,14 @@ depends on :attr:`ClustererSpec.sample`:
   together hold at least the sample size (clusterers that need
   neighbourhoods, such as superpixel graphs).
 
+A clusterer whose spec sets ``working_grid`` (superpixel graphs) sees the
+working grid itself: each piece of its sample is ``(features, raw,
+voxel_size)`` of the working voxels nearest to a whole block, with their
+voxel size in nm, and it labels those voxels
+(``predict(features, raw, voxel_size=...)``); the runner gives each input
+voxel the label of its nearest working voxel. Its fitted clusterer has
+``working_grid = True``.
+
 A clusterer may also offer ``scores(features) -> (..., k)`` and
 ``labels_from_scores(scores)``, with scores *affine* in the features (k-means:
 ``2 x.c - |c|^2``). With a working pixel size the runner then interpolates the
@@ -85,6 +93,8 @@ class ClustererSpec:
         What :meth:`ClustererFit.add` receives.
     default_sample_size : int
         Voxels in the sample unless the method or the user says otherwise.
+    working_grid : bool
+        Fit and label on the working grid (with ``sample = "blocks"``; see the module notes).
     """
 
     name: str
@@ -94,4 +104,5 @@ class ClustererSpec:
     options: Mapping[str, str] = field(default_factory=dict)
     sample: Literal["voxels", "blocks"] = "voxels"
     default_sample_size: int = 200_000
+    working_grid: bool = False
 

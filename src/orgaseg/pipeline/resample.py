@@ -135,6 +135,22 @@ class WorkingGrid:
             out.append(slice(max(0, int(math.floor(first)) - h), min(n, int(math.ceil(last)) + 1 + h)))
         return tuple(out)
 
+    def nearest(self, region: Region) -> tuple[Region, tuple[np.ndarray, ...]]:
+        """The working voxels nearest to the input voxels of ``region``, and which one each input voxel takes.
+
+        Input voxel ``i`` takes the working voxel whose cell holds its centre,
+        ``floor((i + 1/2) / r)``. Returns the working region those voxels span
+        and, per axis, the index (relative to that region) each input voxel
+        takes: labels computed on the working grid come back to the input
+        grid as ``labels[np.ix_(*indices)]``.
+        """
+        out, indices = [], []
+        for s, r, n in zip(region, self.factors, self.shape):
+            j = np.minimum(n - 1, np.floor((np.arange(s.start, s.stop) + 0.5) / r).astype(np.intp))
+            out.append(slice(int(j[0]), int(j[-1]) + 1))
+            indices.append(j - j[0])
+        return tuple(out), tuple(indices)
+
     def to_input(self, features: np.ndarray, working_start: tuple[int, int, int], region: Region) -> np.ndarray:
         """Working-grid features (starting at ``working_start``) interpolated onto the input ``region``.
 

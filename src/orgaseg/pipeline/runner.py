@@ -200,7 +200,7 @@ def _sample_pieces(job: BlockJob, spec: ClustererSpec, n: int, seed: int, block_
             chosen.append(blocks[index])
             voxels += blocks[index].size
         meter = _Meter(progress, "sampling blocks", len(chosen))
-        results = executor.map(sample_whole_block, (job,), ((b.index, (b,)) for b in chosen))
+        results = executor.map(sample_whole_block, (job,), ((b.index, (b, spec.working_grid)) for b in chosen))
         for _, result in _in_order(results, [b.index for b in chosen], meter, {b.index: b.size for b in chosen}):
             yield result.value
         return

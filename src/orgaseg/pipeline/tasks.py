@@ -122,6 +122,25 @@ class BlockJob:
         start = tuple(r.start for r in working)
         return self.extractor(self.normalization.apply(raw), origin=start), start
 
+    def working_block(self, block: Block) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float], tuple | None]:
+        """Features and normalised intensities of the working voxels nearest to ``block``'s input voxels.
+
+        For clusterers that work on the working grid (superpixel graphs).
+        Returns ``(features (z, y, x, F), raw (z, y, x), working voxel size in
+        nm, indices)``, where ``indices`` maps the block's input voxels to
+        these working voxels (:meth:`WorkingGrid.nearest`; None without a grid).
+        """
+        if self.grid is None:
+            return self.features(block), self.raw(block), tuple(self.source.volume.voxel_size), None
+        owned, indices = self.grid.nearest(block.region)
+        window = tuple(slice(max(0, s.start - h), min(n, s.stop + h))
+                       for s, h, n in zip(owned, self.extractor.halo, self.grid.shape))
+        raw = self.normalization.apply(
+            self.grid.read_working(lambda w: self._read(block, w).astype(np.float32), window))
+        features = self.extractor(raw, origin=tuple(w.start for w in window))
+        crop = tuple(slice(o.start - w.start, o.stop - w.start) for o, w in zip(owned, window))
+        return features[crop], raw[crop], tuple(self.grid.working_voxel_size), indices
+
     def raw(self, block: Block) -> np.ndarray:
         """Normalised intensities of the voxels ``block`` owns (for clusterers that read them)."""
         return self.normalization.apply(self._read(block, block.region))
@@ -164,16 +183,31 @@ def sample_block(job: BlockJob, block: Block, local: np.ndarray) -> BlockResult:
     return BlockResult(np.ascontiguousarray(rows, dtype=np.float32), time.perf_counter() - started)
 
 
-def sample_whole_block(job: BlockJob, block: Block) -> BlockResult:
-    """Features and normalised intensities of every voxel of ``block`` (clusterers fitted on whole blocks)."""
+def sample_whole_block(job: BlockJob, block: Block, working_grid: bool = False) -> BlockResult:
+    """Features and normalised intensities of every voxel of ``block`` (clusterers fitted on whole blocks).
+
+    With ``working_grid``: of the working voxels nearest to the block, with the working voxel size.
+    """
     started = time.perf_counter()
-    value = (np.ascontiguousarray(job.features(block), dtype=np.float32), job.raw(block))
+    if working_grid:
+        features, raw, voxel_size, _ = job.working_block(block)
+        value = (np.ascontiguousarray(features, dtype=np.float32), raw, voxel_size)
+    else:
+        value = (np.ascontiguousarray(job.features(block), dtype=np.float32), job.raw(block))
     return BlockResult(value, time.perf_counter() - started)
 
 
 def label_block(job: BlockJob, clusterers: Sequence, block: Block) -> BlockResult:
     """Labels of ``block`` under each clusterer; also saves its features when the job says so."""
     started = time.perf_counter()
+    if getattr(clusterers[0], "working_grid", False):  # one run's clusterers are all of one kind
+        if job.features_out is not None:
+            job.features_out.write(block.region, job.features(block))
+        features, raw, voxel_size, indices = job.working_block(block)
+        labels = [clusterer.predict(features, raw, voxel_size=voxel_size) for clusterer in clusterers]
+        if indices is not None:
+            labels = [label[np.ix_(*indices)] for label in labels]
+        return BlockResult(labels, time.perf_counter() - started)
     if job.grid is not None and job.features_out is None and all(hasattr(c, "scores") for c in clusterers):
         # scores affine in the features: interpolating K scores equals scoring the interpolated features
         features, start = job.working_features(block)

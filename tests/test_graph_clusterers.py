@@ -1,0 +1,203 @@
+"""Superpixel graphs and the graph clusterers (SCCS, CS²C, superpixel k-means, classical spectral)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import orgaseg
+from orgaseg.cluster import CLUSTERERS, clusterer_from_dict
+from orgaseg.cluster.graph import Graph, affinity, laplacian, normalized_adjacency
+from orgaseg.cluster.spectral_nets import (IncrementalCentroids, SpectralConfig, embed, graph_operators,
+                                           sharpened_target, student_t, train_spectral)
+from orgaseg.cluster.superpixels import pool_superpixels, region_slices, slic_superpixels, touching_pairs
+from orgaseg.errors import OrgasegError
+
+GRAPH_KINDS = ("superpixel-kmeans", "spectral", "sccs", "cs2c", "cs2c-spa")
+
+
+def test_pooling_equals_a_naive_loop_and_gives_single_pixel_superpixels_std_zero():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 6, size=(9, 11))
+    labels[0, 0] = 6  # a one-pixel superpixel
+    labels[labels == 6] = 6
+    labels[1:, :][labels[1:, :] == 6] = 5
+    features = rng.normal(size=(9, 11, 3)).astype(np.float32)
+    pooled = pool_superpixels(features, labels)
+    assert pooled.shape == (7, 6)
+    for i in range(7):
+        values = features[labels == i]
+        np.testing.assert_allclose(pooled[i, :3], values.mean(axis=0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(pooled[i, 3:], values.std(axis=0), rtol=1e-4, atol=1e-6)
+    assert np.all(pooled[6, 3:] == 0) and np.isfinite(pooled).all()
+
+
+def test_touching_pairs_are_the_4_connected_neighbours_once():
+    labels = np.array([[0, 0, 1],
+                       [2, 2, 1],
+                       [2, 3, 3]])
+    assert touching_pairs(labels).tolist() == [[0, 1], [0, 2], [1, 2], [1, 3], [2, 3]]
+
+
+def test_slic_covers_the_image_with_consecutive_ids_of_about_the_requested_size():
+    from scipy import ndimage as ndi
+
+    image = ndi.gaussian_filter(np.random.default_rng(1).random((120, 100)), 2)  # EM is smoother than white noise
+    image = (image - image.min()) / (image.max() - image.min())
+    labels = slic_superpixels(image, superpixel_px=100)
+    ids = np.unique(labels)
+    assert ids[0] == 0 and np.array_equal(ids, np.arange(len(ids)))
+    assert 60 <= len(ids) <= 180  # 120 requested
+
+
+def test_regions_have_a_fixed_physical_side():
+    assert len(region_slices((1024, 1024), 16.0, region_nm=560 * 16.0)) == 4  # 1024 px / 560 px -> 2 x 2
+    assert len(region_slices((1024, 1024), 32.0, region_nm=560 * 16.0)) == 16  # 280 px regions
+    assert len(region_slices((300, 300), 16.0, region_nm=560 * 16.0)) == 1
+    windows = region_slices((100, 50), 1.0, region_nm=40.0)
+    covered = np.zeros((100, 50), int)
+    for ys, xs in windows:
+        covered[ys, xs] += 1
+    assert np.all(covered == 1)
+
+
+def _random_graph(n=40, d=6, seed=0, touching=True):
+    x = np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+    pairs = np.stack([np.arange(n - 1), np.arange(1, n)], axis=1) if touching else None
+    return x, affinity(x, touching=pairs)
+
+
+def test_affinity_and_laplacian_properties():
+    x, a = _random_graph()
+    assert np.allclose(a, a.T) and np.all(a >= 0) and np.all(np.diag(a) == 0)
+    rbf = np.exp(-((x[:, None] - x[None]) ** 2).mean(axis=2) / 2.0)
+    np.fill_diagonal(rbf, 0)
+    kept = (a > 0) & ~np.eye(len(a), dtype=bool)
+    assert np.all(rbf[kept & (rbf < rbf.max() / 4)] <= a[kept & (rbf < rbf.max() / 4)] + 1e-6)  # only adjacency edges
+    lap = laplacian(a).astype(np.float64)
+    assert np.allclose(lap, lap.T, atol=1e-6)
+    eigenvalues = np.linalg.eigvalsh(lap)
+    assert eigenvalues.min() > -1e-5 and eigenvalues.max() < 2 + 1e-5  # PSD, spectrum in [0, 2]
+    degree = a.sum(axis=1)
+    assert np.allclose(lap @ np.sqrt(degree), 0, atol=1e-4)  # D^1/2 1 is in the null space
+    a_hat = normalized_adjacency(a).astype(np.float64)
+    looped = degree + 1
+    assert np.allclose((a_hat * np.sqrt(looped)[None, :]).sum(axis=1), np.sqrt(looped), atol=1e-4)
+    t_hat, t_lap = graph_operators(torch.from_numpy(a))
+    assert np.allclose(t_hat.numpy(), a_hat, atol=1e-5) and np.allclose(t_lap.numpy(), lap, atol=1e-5)
+
+
+def test_adjacency_edges_link_touching_superpixels_only():
+    x, without = _random_graph(touching=False)
+    _, with_edges = _random_graph(touching=True)
+    added = (with_edges > without + 1e-7)
+    i, j = np.nonzero(added)
+    assert len(i) > 0 and np.all(np.abs(i - j) == 1)
+
+
+def _subspace_angle(a: np.ndarray, b: np.ndarray) -> float:
+    qa, _ = np.linalg.qr(a)
+    qb, _ = np.linalg.qr(b)
+    cosines = np.linalg.svd(qa.T @ qb, compute_uv=False)
+    return float(np.degrees(np.arccos(np.clip(cosines.min(), -1, 1))))
+
+
+def test_the_neural_embedding_approaches_the_low_eigenvectors_of_the_laplacian():
+    # twelve tight groups of four nodes: L has twelve eigenvalues near 0, then a gap, so the target subspace is sharp
+    rng = np.random.default_rng(3)
+    x = (np.repeat(rng.normal(scale=3.0, size=(12, 24)), 4, axis=0) + rng.normal(scale=0.3, size=(48, 24)))
+    x = x.astype(np.float32)
+    a = affinity(x)
+    trained = train_spectral([Graph(x, a)], k=3, config=SpectralConfig(steps=600, warmup=600), seed=0)
+    with torch.no_grad():
+        z = embed(trained.nets, torch.from_numpy(x), graph_operators(torch.from_numpy(a))[0]).numpy()
+    vectors = np.linalg.eigh(laplacian(a).astype(np.float64))[1][:, :12]
+    assert _subspace_angle(rng.normal(size=z.shape), vectors) > 60
+    assert _subspace_angle(z, vectors) < 5
+    assert trained.losses[-1] < 0.01 * trained.losses[0]
+
+
+def test_incremental_centroid_targets_do_not_depend_on_the_graph_order():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0], [10, 0], [0, 10]], float)
+    graphs = [centres[rng.integers(0, 3, 50)] + rng.normal(scale=0.5, size=(50, 2)) for _ in range(24)]
+    results = []
+    for order in (range(24), range(23, -1, -1), rng.permutation(24)):
+        targets = IncrementalCentroids(centres + 1.0, np.ones(3), period=8)
+        labels = {i: targets.assign(graphs[i]) for i in order}
+        results.append([labels[i] for i in range(24)])
+        np.testing.assert_allclose(targets.centroids, centres, atol=0.3)
+    for other in results[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(results[0], other))
+
+
+def test_the_dec_target_carries_no_gradient():
+    x = torch.randn(20, 4)
+    centroids = torch.randn(3, 4, requires_grad=True)
+    q = student_t(x, centroids)
+    assert q.requires_grad and torch.allclose(q.sum(dim=1), torch.ones(20))
+    r = sharpened_target(q)
+    assert not r.requires_grad and torch.allclose(r.sum(dim=1), torch.ones(20))
+
+
+def _repeating_phantom():
+    """Dark disks on a bright textured background, the same layout in each quarter of every slice."""
+    rng = np.random.default_rng(5)
+    tile = np.full((64, 64), 0.75)
+    yy, xx = np.mgrid[:64, :64]
+    for cy, cx in ((16, 16), (44, 20), (24, 46), (50, 50)):
+        tile[(yy - cy) ** 2 + (xx - cx) ** 2 < 64] = 0.2
+    image = np.tile(tile, (2, 2, 2)) + rng.normal(scale=0.04, size=(2, 128, 128))
+    return np.clip(image, 0, 1).astype(np.float32), np.tile(tile < 0.5, (2, 2, 2))
+
+
+@pytest.mark.parametrize("kind", GRAPH_KINDS)
+def test_each_region_gives_the_same_structure_the_same_id(kind, tmp_path):
+    image, disks = _repeating_phantom()
+    options = {"region_nm": 640.0, "superpixel_px": 16, "preset": "tiny"} if kind in ("sccs", "cs2c", "cs2c-spa") \
+        else {"region_nm": 640.0, "superpixel_px": 16}
+    seg = orgaseg.segment(image, method="baseline", clusterer=kind, k=2, voxel_size=(10.0, 10.0, 10.0),
+                          options=options, output=tmp_path / "labels.tif", block_shape=(1, 128, 128))
+    labels = orgaseg.open_volume(tmp_path / "labels.tif").read()
+    assert labels.shape == image.shape
+    ids = {}
+    for z in range(2):
+        for ys in (slice(0, 64), slice(64, 128)):  # 640 nm regions at 10 nm: the four 64 px quarters
+            for xs in (slice(0, 64), slice(64, 128)):
+                region, inside = labels[z, ys, xs], disks[z, ys, xs]
+                ids.setdefault("disk", set()).add(int(np.bincount(region[inside]).argmax()))
+                ids.setdefault("background", set()).add(int(np.bincount(region[~inside]).argmax()))
+    assert len(ids["disk"]) == 1 and len(ids["background"]) == 1 and ids["disk"] != ids["background"]
+    reused = clusterer_from_dict(json.loads(json.dumps(seg.model.to_dict())))  # the state is plain JSON
+    again = orgaseg.segment(image, method="baseline", k=2, voxel_size=(10.0, 10.0, 10.0), centers=reused,
+                            block_shape=(1, 128, 128))
+    assert np.array_equal(np.asarray(again.labels), labels) and reused.kind == kind
+
+
+def test_graph_clusterers_label_the_input_grid_at_a_working_pixel_size():
+    image, disks = _repeating_phantom()
+    seg = orgaseg.segment(image, method="baseline", clusterer="superpixel-kmeans", k=2, voxel_size=(5.0, 5.0, 5.0),
+                          pixel_size=10.0, options={"region_nm": 640.0, "superpixel_px": 16})
+    labels = np.asarray(seg.labels)
+    assert labels.shape == image.shape
+    agreement = max(np.mean((labels == 1) == disks), np.mean((labels == 0) == disks))
+    assert agreement > 0.9
+
+
+def test_graph_clusterers_say_what_is_wrong():
+    image, _ = _repeating_phantom()
+    with pytest.raises(OrgasegError, match="no option"):
+        orgaseg.segment(image, clusterer="sccs", k=2, voxel_size=(10, 10, 10), options={"clusterer.bogus": 1})
+    with pytest.raises(OrgasegError, match="superpixels"):
+        orgaseg.segment(image[:, :16, :16], clusterer="superpixel-kmeans", k=9, voxel_size=(10, 10, 10),
+                        options={"superpixel_px": 400})
+    with pytest.raises(OrgasegError, match="preset"):
+        orgaseg.segment(image, clusterer="sccs", k=2, voxel_size=(10, 10, 10), options={"preset": "huge"})
+
+
+def test_every_graph_clusterer_is_in_the_table():
+    for kind in GRAPH_KINDS:
+        assert CLUSTERERS[kind].working_grid and CLUSTERERS[kind].sample == "blocks"
