@@ -156,6 +156,7 @@ class BenchmarkRun:
             self, dataset="phantom", dataset_options=TINY_PHANTOM, pixel_size=pixel_size, device="cpu",
             preset=None if self.preset is None else "tiny", steps=None if self.steps is None else TINY_STEPS,
             ks=TINY_KS, sample_size=TINY_SAMPLE_SIZE,
+            options={**self.options, "preset": "tiny"} if "preset" in self.options else self.options,
         )
 
 
@@ -232,6 +233,23 @@ def _han(dataset: str, method: str) -> BenchmarkRun:
                         options={"stride": HAN_STRIDE[method]})
 
 
+def _graph(dataset: str, clusterer: str, **options) -> BenchmarkRun:
+    """A cpu-section run of a superpixel-graph clusterer on filter-bank features at twice the native pixel size.
+
+    Fitted on whole blocks holding :data:`GRAPH_SAMPLE_SIZE` input voxels (8 of vnc's 20 slices); SCCS and
+    CS²C with their ``cpu`` preset; CS²C also at the paper's K = 14.
+    """
+    neural = clusterer in ("sccs", "cs2c", "cs2c-spa")
+    ablation = "".join(f"-{key}{value:g}" for key, value in options.items())
+    return BenchmarkRun(f"{dataset}-{clusterer}{ablation}-filter-bank-{2 * NATIVE_PIXEL_NM[dataset]:g}nm", "cpu",
+                        dataset, "baseline", round(2 * NATIVE_PIXEL_NM[dataset], 6), clusterer=clusterer,
+                        options={**({"preset": "cpu"} if neural else {}), **options},
+                        ks=KS + ((14,) if clusterer.startswith("cs2c") else ()), sample_size=GRAPH_SAMPLE_SIZE)
+
+
+#: Input voxels of whole blocks the graph clusterers are fitted on.
+GRAPH_SAMPLE_SIZE = 8_000_000
+
 #: In-plane stride of the voxel latents in the Han et al. runs (working pixels).
 HAN_STRIDE = {"han-vae": 4, "han-vae-2d": 2}
 
@@ -259,6 +277,11 @@ RUNS: tuple[BenchmarkRun | ScriptRun, ...] = (
               output_file="linear-probe.txt", stdout=True,
               requires=("vnc-maester-cpu-native", "vnc-his4mae-cpu-native")),
     *(_gpu(dataset, method) for dataset in NATIVE_PIXEL_NM for method in ("maester", "his4mae")),
+    # superpixel graphs on filter-bank features: SCCS, CS²C and the two baselines, then the ablations
+    *(_graph(dataset, clusterer) for dataset in NATIVE_PIXEL_NM
+      for clusterer in ("sccs", "cs2c", "cs2c-spa", "superpixel-kmeans", "spectral")),
+    *(_graph("vnc", clusterer, adjacency=0.0) for clusterer in ("sccs", "spectral")),
+    _graph("vnc", "sccs", trace_weight=1.0),
     # Han et al.'s VAE, 2D and 3D, at 16 nm
     *(_han(dataset, method) for dataset in NATIVE_PIXEL_NM for method in ("han-vae-2d", "han-vae")),
     # their stride cost (latents at strides 1, 2, 4 on a crop) and the paper's Fig. 3 (t-SNE of two subspaces)
