@@ -13,13 +13,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import Container, FileEdit, Label, PushButton, Table, create_widget
+from magicgui.widgets import Container, FileEdit, PushButton, Table, create_widget
 
 from orgaseg.errors import OrgasegError
 from orgaseg.io import write_labels
 from orgaseg.io.volume import Volume
 from orgaseg.napari.layers import layer_volume, names_of, voxel_size_of
-from orgaseg.napari.tasks import TaskRunner
+from orgaseg.napari.tasks import TaskRunner, text_label
 
 
 class MeasureWidget(Container):
@@ -33,7 +33,7 @@ class MeasureWidget(Container):
         self.image = create_widget(annotation=Image, label="intensities", options={"nullable": True})
         self.run_button = PushButton(text="Measure")
         self.cancel_button = PushButton(text="Cancel")
-        self.status = Label(value="")
+        self.status = text_label()
         self.table = Table()
         self.summary = Table()
         self.output = FileEdit(label="table file", mode="w", filter="*.csv *.parquet")

@@ -12,12 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, Label, LineEdit, PushButton, create_widget
+from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit, PushButton, create_widget
 
 from orgaseg.errors import OrgasegError
 from orgaseg.io.volume import Volume
 from orgaseg.napari.layers import labels_layer, layer_volume, to_voxels, voxel_size_of
-from orgaseg.napari.tasks import TaskRunner
+from orgaseg.napari.tasks import TaskRunner, text_label
 
 #: The points layer's feature holding each click's organelle name.
 NAME_FEATURE = "name"
@@ -45,8 +45,8 @@ class NamingWidget(Container):
         self.classifier = ComboBox(label="classifier", choices=["logistic", "forest"], value="logistic")
         self.run_button = PushButton(text="Name clusters")
         self.cancel_button = PushButton(text="Cancel")
-        self.status = Label(value="")
-        self.summary = Label(value="")
+        self.status = text_label()
+        self.summary = text_label()
         super().__init__(widgets=[self.clusters, self.points, self.new_points, self.organelle, self.refine, self.image,
                                   self.classifier, self.run_button, self.cancel_button, self.status, self.summary])
         self.tasks = TaskRunner(napari_viewer, self.status, self.run_button, self.cancel_button)
@@ -60,7 +60,9 @@ class NamingWidget(Container):
 
         labels = self.clusters.value
         scale = labels.scale[-3:] if labels is not None else (1.0, 1.0, 1.0)
-        layer = self.viewer.add_points(np.empty((0, 3)), ndim=3, name="clicks", scale=scale, size=4 * min(scale),
+        units = labels.units[-3:] if labels is not None else None
+        layer = self.viewer.add_points(np.empty((0, 3)), ndim=3, name="clicks", scale=scale, units=units,
+                                       size=4 * min(scale),
                                        features=pd.DataFrame({NAME_FEATURE: pd.Series([], dtype=object)}),
                                        face_color="white", border_color="black")
         layer.feature_defaults = {NAME_FEATURE: self.organelle.value}

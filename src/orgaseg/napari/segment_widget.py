@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, LineEdit, PushButton, SpinBox, create_widget
+from magicgui.widgets import ComboBox, Container, FileEdit, LineEdit, PushButton, SpinBox, create_widget
 
 from orgaseg.errors import OrgasegError
 from orgaseg.io.volume import Volume
 from orgaseg.napari.layers import labels_layer, layer_volume, voxel_size_of
-from orgaseg.napari.tasks import TaskRunner
+from orgaseg.napari.tasks import TaskRunner, text_label
 
 
 class SegmentWidget(Container):
@@ -38,7 +38,7 @@ class SegmentWidget(Container):
                                 "e.g. keep=8 planes=xy,xz,yz")
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel")
-        self.status = Label(value="")
+        self.status = text_label()
         super().__init__(widgets=[self.image, self.method, self.k, self.model, self.voxel_size, self.pixel_size,
                                   self.stage_options, self.run_button, self.cancel_button, self.status])
         self.tasks = TaskRunner(napari_viewer, self.status, self.run_button, self.cancel_button)

@@ -1,6 +1,6 @@
 """Long orgaseg calls from a napari widget: a thread worker, progress in the status bar, a cancel button.
 
-The call runs in a napari thread worker so the viewer stays responsive. orgaseg's
+The call runs in a thread worker (superqt's, as napari's) so the viewer stays responsive. orgaseg's
 progress callback (:mod:`orgaseg.progress`, called after every block) is relayed to the
 GUI thread through a Qt signal and shown in the viewer's status bar and in the widget.
 Cancelling sets a flag that the next progress call turns into :class:`Cancelled`
@@ -15,6 +15,15 @@ import threading
 from typing import Any, Callable
 
 from qtpy.QtCore import QObject, Signal
+
+
+def text_label():
+    """A magicgui label that wraps long text (status lines, vote summaries) instead of widening the dock."""
+    from magicgui.widgets import Label
+
+    label = Label(value="")
+    label.native.setWordWrap(True)
+    return label
 
 
 class Cancelled(Exception):
@@ -52,7 +61,8 @@ class TaskRunner(QObject):
 
     def start(self, call: Callable[[Callable], Any], done: Callable[[Any], None], description: str) -> None:
         """Run ``call(progress)`` in a thread; ``done(result)`` in the GUI thread when it returns."""
-        from napari.qt.threading import create_worker
+        # superqt's worker, which napari's wraps: napari's wrapper breaks on errors under PySide6
+        from superqt.utils import create_worker
 
         if self.busy:
             return
