@@ -14,7 +14,7 @@ k-means seeds, and records per run:
 Usage: python benchmarks/planes.py [--shape 64 128 128] [--voxel-size 20] [--steps 1500] [--k 8]
            [--eval-seeds 0 2] [--kmeans-seeds 0] [-o benchmarks/results/planes-phantom]
 Writes ``results.json`` (with the environment record) and ``results.md`` (the tables) to the output
-folder; the tiny checkpoint is kept there as ``model.pt`` (ignored by git) and reused when present.
+folder (``--render`` rewrites ``results.md`` from ``results.json`` alone); the tiny checkpoint is kept there as ``model.pt`` (ignored by git) and reused when present.
 """
 
 from __future__ import annotations
@@ -61,8 +61,9 @@ def run(item, classes, background, checkpoint, features: str, options: dict, k: 
 
 def render(record: dict) -> str:
     """The runs as markdown: one row per strategy and planes, means (and ranges) over volumes and seeds."""
-    rows = ["| features | planes | mean Dice | mitochondria | nucleus | granules | flicker, clusters | "
-            "flicker, classes | s per run |", "|---|---|---|---|---|---|---|---|---|"]
+    classes = list(runs_classes(record))
+    rows = ["| features | planes | mean Dice | " + " | ".join(classes) + " | flicker, clusters | flicker, classes | "
+            "s per run |", "|---|---|---|" + "---|" * len(classes) + "---|---|---|"]
     runs = record["runs"]
 
     def cell(values, digits=3):
@@ -76,12 +77,17 @@ def render(record: dict) -> str:
                 continue
             rows.append("| " + " | ".join([
                 features, planes, cell([r["mean_dice"] for r in group]),
-                *(cell([r["dice"][name] for r in group]) for name in ("mitochondria", "nucleus", "granules")),
+                *(cell([r["dice"][name] for r in group]) for name in classes),
                 cell([100 * r["flicker_clusters"] for r in group], 2) + " %",
                 cell([100 * r["flicker_classes"] for r in group], 2) + " %",
                 f"{np.mean([r['seconds'] for r in group]):.0f}"]) + " |")
     floor = ", ".join(f"{name} {100 * value:.2f} %" for name, value in record["reference_flicker"].items())
     return "\n".join(rows) + f"\n\nReference classes' own flicker (the floor): {floor}.\n"
+
+
+def runs_classes(record: dict) -> dict:
+    """The classes scored in the runs, in their order."""
+    return dict.fromkeys(name for r in record["runs"] for name in r["dice"])
 
 
 def main(argv=None) -> None:
@@ -93,7 +99,13 @@ def main(argv=None) -> None:
     parser.add_argument("--eval-seeds", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--kmeans-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("-o", "--output", type=Path, default=Path("benchmarks/results/planes-phantom"))
+    parser.add_argument("--render", action="store_true", help="only rewrite results.md from results.json")
     args = parser.parse_args(argv)
+    if args.render:
+        record = json.loads((args.output / "results.json").read_text())
+        (args.output / "results.md").write_text(render(record))
+        print(render(record))
+        return
     args.output.mkdir(parents=True, exist_ok=True)
     voxel_size = (args.voxel_size,) * 3
     datasets = [load_dataset("phantom", shape=tuple(args.shape), voxel_size=voxel_size, seed=s) for s in args.eval_seeds]
