@@ -100,6 +100,13 @@ METHODS: dict[str, Method] = {
         # size within 0.01-0.02 Dice at 9.2 and 11.8 nm on a quarter of the pixels (docs/pixel-size.md)
         Method("baseline", "classical floor: multi-scale filter bank at scales in nm + k-means",
                encoder=None, features="filter-bank", pixel_size_nm=10.0, paper="-"),
+        # the graph clusterers fit on the volume they segment, like k-means; any encoder's features via --model
+        Method("sccs", "SCCS: SLIC superpixel graphs, neural spectral embedding + clustering head; filter-bank "
+               "features unless --model/--features say otherwise", encoder=None, features="filter-bank",
+               clusterer="sccs", pixel_size_nm=10.0, paper="Jiang, Sun, Wang, Pei (SCCS)"),
+        Method("cs2c", "CS²C: SCCS's spectral branch with a spatial (DEC) branch; --clusterer cs2c-spa for the "
+               "spatial assignment", encoder=None, features="filter-bank", clusterer="cs2c", pixel_size_nm=10.0,
+               paper="Jiang & Pei (CS²C)"),
         Method("maester", "ViT masked autoencoder on 5 px patches in 80 px fields of view; cover-and-stride + k-means",
                encoder="mae", features="cover-stride", train_presets=maester.TRAIN_PRESETS,
                make_model=maester.make_model, paper="Xie et al., CVPR 2023"),
