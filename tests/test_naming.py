@@ -213,6 +213,8 @@ def test_bad_arguments_get_clear_errors(segmented, tmp_path, capsys):
         name_clusters(seg, points=tmp_path / "missing.csv")
     with pytest.raises(OrgasegError, match="not the provenance of a named output"):
         name_clusters(seg, mapping=segmented / "seg.ome.zarr.provenance.json")
+    with pytest.raises(OrgasegError, match="unknown classifier 'svm'"):
+        name_clusters(seg, points=segmented / "points.csv", refine=True, classifier="svm")
     (tmp_path / "one.csv").write_text("z,y,x,name\n1,2,3,mito\n")
     with pytest.raises(OrgasegError, match="at least two names"):
         name_clusters(seg, points=tmp_path / "one.csv", refine=True)

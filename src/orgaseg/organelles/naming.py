@@ -36,6 +36,7 @@ from orgaseg.organelles.annotations import (
     values_at,
 )
 from orgaseg.organelles.refine import (
+    CLASSIFIERS,
     MAX_TRAIN_PER_NAME,
     PRIORS,
     RefinedClassifier,
@@ -285,6 +286,8 @@ def name_clusters(
         described = {"annotations": annotations.describe()}
         if refine:
             prior = default_prior(classifier) if prior is None else prior
+            if classifier not in CLASSIFIERS:
+                raise OrgasegError(f"unknown classifier {classifier!r}; choose one of {', '.join(CLASSIFIERS)}")
             if prior not in PRIORS:
                 raise OrgasegError(f"unknown prior {prior!r}; choose one of {', '.join(PRIORS)}")
             if len(annotations.names) < 2:
