@@ -111,7 +111,8 @@ def test_a_refined_mapping_treats_another_volume_the_same(merged, second, tmp_pa
     lines = ["z,y,x,name"] + [f"{z},{y},{x},{n}" for (z, y, x), n in zip(coords, names)]
     (tmp_path / "points.csv").write_text("\n".join(lines) + "\n")
     assert main(["name", str(folder / "seg.ome.zarr"), "--points", str(tmp_path / "points.csv"), "--refine",
-                 "--classifier", kind, "-o", str(tmp_path / "a.ome.zarr"), "--quiet"]) == 0
+                 "--classifier", kind, "-o", str(tmp_path / "a.ome.zarr"), "--quiet",
+                 "--executor", "threads", "--workers", "2"]) == 0
     record = json.loads((tmp_path / "a.ome.zarr.provenance.json").read_text())
     assert forest_path(tmp_path / "a.ome.zarr").exists() == (kind == "forest")
     # by default logistic regression predicts under estimated class frequencies, a forest under the clicks'

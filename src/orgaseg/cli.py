@@ -226,11 +226,18 @@ def cmd_name(args, progress) -> int:
 
     if args.names is not None and args.scribbles is None:
         raise OrgasegError("--names goes with --scribbles (points carry their names in the 'name' column)")
-    result = name_clusters(args.segmentation, points=args.points, scribbles=args.scribbles, names=args.names,
-                           mapping=args.mapping, output=args.output, units=args.units, refine=args.refine,
-                           classifier=args.classifier, prior=args.prior, raw=args.raw, model=args.model,
-                           device=args.device,
-                           seed=args.seed, overwrite=args.overwrite, progress=progress)
+    from orgaseg.pipeline.executors import make_executor
+
+    executor = make_executor(args.executor, workers=args.workers, threads_per_worker=args.threads_per_worker,
+                             scheduler=args.scheduler)
+    try:
+        result = name_clusters(args.segmentation, points=args.points, scribbles=args.scribbles, names=args.names,
+                               mapping=args.mapping, output=args.output, units=args.units, refine=args.refine,
+                               classifier=args.classifier, prior=args.prior, raw=args.raw, model=args.model,
+                               device=args.device, seed=args.seed, overwrite=args.overwrite, executor=executor,
+                               progress=progress)
+    finally:
+        executor.close()
     refined = (f", refined by a {result.classifier.kind} classifier" if result.classifier is not None else "")
     print(f"wrote {result.path} ({len(result.names) - 1} names{refined}); provenance in "
           f"{result.path}.provenance.json")
@@ -568,6 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="with --refine: SEG's checkpoint, when its provenance no longer points to it")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where encoders run")
     p.add_argument("--seed", type=int, default=0, help="seed of the training subsample and the forest (default 0)")
+    _add_executor_options(p)
     p.add_argument("-o", "--output", required=True, help="named labels: .ome.zarr / .zarr or .tif")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(run=cmd_name)
