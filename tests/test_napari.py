@@ -242,3 +242,34 @@ def test_measure_widget_fills_the_table_and_highlights_the_selected_instance(tmp
     rows = list(csv.DictReader(saved.open()))
     assert [row["class"] for row in rows] == ["granules", "mitochondria"]
     assert widget.save(tmp_path / "boxes.csv") is None and "exists" in widget.status.value
+
+
+def test_naming_widget_refines_with_the_segmented_image(cell, gl, make_napari_viewer, qtbot):
+    from orgaseg.io.volume import Volume
+    from orgaseg.organelles import name_clusters, points_from_arrays
+    from orgaseg.segmentation import Segmentation
+
+    viewer = make_napari_viewer()
+    segment = _segment_widget(viewer, cell)
+    segment.run()
+    _finish(qtbot, segment)
+    clusters = viewer.layers[-1]
+    widget = NamingWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.reset_choices()
+    widget.clusters.value = clusters
+    points = widget.add_points_layer()
+    coords, names = _clicks(cell)
+    for coord, name in zip(coords, names):
+        widget.organelle.value = name
+        points.add(coord)
+    widget.refine.value, widget.image.value = True, viewer.layers["cell"]
+    widget.run()
+    _finish(qtbot, widget)
+    assert widget.status.value.startswith("done"), widget.status.value
+    named = viewer.layers[-1]
+    assert named.metadata["orgaseg"]["refined"] is True
+    expected = name_clusters(Segmentation(np.asarray(clusters.data), None, None, clusters.metadata["orgaseg"]),
+                             annotations=points_from_arrays(coords, names, shape=cell.raw.shape), refine=True,
+                             raw=Volume(cell.raw, voxel_size=VOXEL))
+    np.testing.assert_array_equal(named.data, expected.labels)
