@@ -362,7 +362,8 @@ def _add_stage_options(parser: argparse.ArgumentParser) -> None:
                         help="a stage option, e.g. stride=20, scales_nm=[10,20,40], n_init=5 (repeatable; "
                              "'orgaseg methods' lists them; features.NAME / clusterer.NAME when ambiguous)")
     parser.add_argument("--keep", type=int, help="shortcut for --option keep=M (cover-stride: central tokens kept per side)")
-    parser.add_argument("--stride", type=int, help="shortcut for --option stride=S (expand-stride: pixels between fields of view)")
+    parser.add_argument("--stride", type=int, help="shortcut for --option stride=S (expand-stride: pixels between fields of view; "
+                        "voxel-latents: pixels between encoded patches)")
     parser.add_argument("--scales-nm", type=float, nargs="+", help="shortcut for --option scales_nm=[...] (filter-bank scales in nm)")
     parser.add_argument("--pixel-size", metavar="NM|native",
                         help="working pixel size in nm (features computed there, labels on the input grid); "
