@@ -31,12 +31,14 @@ Presets (:data:`TRAIN_PRESETS`; model sizes :data:`orgaseg.models.vae3d.MODEL_PR
   decay), batch 32 anchors (160 patches), 100,000 steps (the paper gives no
   step count: our reading of its budget). The paper's optimiser is Adam
   with amsgrad; the shared loop runs AdamW without amsgrad at weight decay 0
-  (Adam), see docs/han-vae.md.
+  (Adam), a deviation the README lists.
 - ``cpu``: channels 16-32-64, hidden 128 (1/8 of the paper's widths),
   batch 16 anchors (80 patches), peak lr 5e-4 with a 100-step warm-up and
   cosine decay, 1,600 steps: about 30 minutes on one CPU thread in 3D
   (1.1 s a step, 0.16 s of it sampling), 3 minutes in 2D.
 - ``tiny``: channels 4-8-8, 16-D latent, batch 8 anchors, 100 steps (seconds in 2D, half a minute in 3D).
+
+The method table imports this module for its presets, so torch and scipy are imported where they are used.
 """
 
 from __future__ import annotations
