@@ -51,6 +51,16 @@ def test_paper_architecture_widths():
     assert VAEConfig(ndim=2).bottleneck == 2048
 
 
+def test_the_paper_preset_trains_with_adam_and_amsgrad(tmp_path):
+    from orgaseg.methods.han_vae import TRAIN_PRESETS
+    from orgaseg.training import make_optimizer
+
+    config = TRAIN_PRESETS["paper"]
+    assert config.amsgrad and config.weight_decay == 0 and config.lr == 1e-4
+    optimizer = make_optimizer(PatchVAE(VAEConfig(ndim=2, channels=(4, 8, 8), hidden=16, latent=16)), config)
+    assert all(group["amsgrad"] for group in optimizer.param_groups)
+
+
 def test_kl_is_summed_per_latent_dimension_and_averaged_over_the_batch():
     mean, std = torch.randn(6, 16), torch.rand(6, 16) + 0.1
     reference = torch.distributions.kl_divergence(torch.distributions.Normal(mean, std),

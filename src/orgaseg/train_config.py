@@ -27,6 +27,8 @@ class TrainConfig:
         AdamW betas.
     checkpoint_every : int
         Steps between checkpoints (one is always written at the end).
+    amsgrad : bool
+        AdamW's AMSGrad variant (Han et al.'s optimiser).
     """
 
     batch_size: int = 64
@@ -38,6 +40,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     betas: tuple[float, float] = (0.9, 0.95)
     checkpoint_every: int = 500
+    amsgrad: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)

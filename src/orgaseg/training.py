@@ -45,6 +45,12 @@ def learning_rate(step: int, total: int, config: TrainConfig) -> float:
     return config.min_lr + 0.5 * (config.lr - config.min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with the preset's learning rate, betas, weight decay (not on biases and norms) and amsgrad."""
+    return torch.optim.AdamW(_parameter_groups(model, config.weight_decay), lr=config.lr, betas=config.betas,
+                             amsgrad=config.amsgrad)
+
+
 def run_training(
     model: torch.nn.Module,
     sampler: FieldOfViewSampler,
@@ -119,7 +125,7 @@ def run_training(
     device = resolve_device(device)
     model.to(device)
     model.train()
-    optimizer = torch.optim.AdamW(_parameter_groups(model, config.weight_decay), lr=config.lr, betas=config.betas)
+    optimizer = make_optimizer(model, config)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     losses = list(losses or [])
