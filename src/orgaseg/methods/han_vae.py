@@ -51,7 +51,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from orgaseg.errors import OrgasegError, arg
+from orgaseg.errors import OrgasegError
 from orgaseg.progress import ProgressCallback
 from orgaseg.train_config import TrainConfig
 
@@ -308,8 +308,7 @@ def train_han_vae(
     import torch
 
     from orgaseg.io import compute_normalization
-    from orgaseg.methods.vit_method import _volumes
-    from orgaseg.models.checkpoint import load_checkpoint
+    from orgaseg.methods.vit_method import _volumes, start_or_resume
     from orgaseg.models.vae3d import VAEConfig, model_preset
     from orgaseg.pipeline.resample import resampled_volume
     from orgaseg.pipeline.stages import resolve_pixel_size
@@ -317,25 +316,15 @@ def train_han_vae(
 
     output = Path(output)
     volumes = _volumes(inputs, voxel_size, key)
-    state: dict = {}
-    if resume and model_options:
-        raise OrgasegError(f"model options cannot change on {arg('resume')}: the checkpoint holds the model's config")
+    state, preset = start_or_resume(spec, output, preset, resume=resume, overwrite=overwrite,
+                                    model_options=model_options)
     if resume:
-        state = load_checkpoint(output, method=spec.name)
-        if preset is not None and preset != state["preset"]:
-            raise OrgasegError(f"{output} was trained with preset {state['preset']!r}, not {preset!r}")
-        preset = state["preset"]
         config = VAEConfig.from_dict(state["model_config"])
         train_config = TrainConfig.from_dict(state["train_config"])
         sampling = PatchSampling.from_dict(state["sampling"])
         seed = state["seed"]
         pixel_size_nm = state.get("pixel_size_nm")
     else:
-        if output.exists() and not overwrite:
-            raise OrgasegError(f"{output} exists; pass {arg('resume')} to continue it or {arg('overwrite')} to start afresh")
-        preset = preset or "cpu"
-        if preset not in spec.train_presets:
-            raise OrgasegError(f"unknown preset {preset!r} for {spec.name}; choose one of {', '.join(spec.train_presets)}")
         base = model_preset(preset, ndim)
         try:
             config = dataclasses.replace(base, **dict(model_options or {}))

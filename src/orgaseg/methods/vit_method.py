@@ -30,6 +30,30 @@ def _volumes(inputs: Sequence, voxel_size=None, key=None) -> list[Volume]:
     return volumes
 
 
+def start_or_resume(spec, output: Path, preset: str | None, *, resume: bool, overwrite: bool,
+                    model_options) -> tuple[dict, str]:
+    """The checkpoint state to resume (empty for a new run) and the preset, after the checks every trainer makes.
+
+    Resuming keeps the checkpoint's preset and refuses model options; a new run refuses an existing
+    ``output`` unless ``overwrite`` and an unknown preset (default ``cpu``).
+    """
+    from orgaseg.models.checkpoint import load_checkpoint
+
+    if resume:
+        if model_options:
+            raise OrgasegError(f"model options cannot change on {arg('resume')}: the checkpoint holds the model's config")
+        state = load_checkpoint(output, method=spec.name)
+        if preset is not None and preset != state["preset"]:
+            raise OrgasegError(f"{output} was trained with preset {state['preset']!r}, not {preset!r}")
+        return state, state["preset"]
+    if output.exists() and not overwrite:
+        raise OrgasegError(f"{output} exists; pass {arg('resume')} to continue it or {arg('overwrite')} to start afresh")
+    preset = preset or "cpu"
+    if preset not in spec.train_presets:
+        raise OrgasegError(f"unknown preset {preset!r} for {spec.name}; choose one of {', '.join(spec.train_presets)}")
+    return {}, preset
+
+
 def train_vit(
     spec,
     inputs: Sequence,
@@ -99,7 +123,6 @@ def train_vit(
     """
     import torch
 
-    from orgaseg.models.checkpoint import load_checkpoint
     from orgaseg.models.mae import MAEConfig, model_preset
     from orgaseg.sampling import FieldOfViewSampler
     from orgaseg.pipeline.resample import resampled_volume
@@ -108,26 +131,14 @@ def train_vit(
 
     output = Path(output)
     volumes = _volumes(inputs, voxel_size, key)
-    state: dict = {}
-    if resume and model_options:
-        raise OrgasegError(f"model options cannot change on {arg('resume')}: the checkpoint holds the model's config")
+    state, preset = start_or_resume(spec, output, preset, resume=resume, overwrite=overwrite,
+                                    model_options=model_options)
     if resume:
-        state = load_checkpoint(output, method=spec.name)
-        if preset is not None and preset != state["preset"]:
-            raise OrgasegError(f"{output} was trained with preset {state['preset']!r}, not {preset!r}")
-        preset = state["preset"]
         config = MAEConfig.from_dict(state["model_config"])
         train_config = TrainConfig.from_dict(state["train_config"])
         seed = state["seed"]
         pixel_size_nm = state.get("pixel_size_nm")
     else:
-        if output.exists() and not overwrite:
-            raise OrgasegError(f"{output} exists; pass {arg('resume')} to continue it or {arg('overwrite')} to start afresh")
-        preset = preset or "cpu"
-        if preset not in spec.train_presets:
-            raise OrgasegError(
-                f"unknown preset {preset!r} for {spec.name}; choose one of {', '.join(spec.train_presets)}"
-            )
         config = model_preset(preset).with_overrides(model_options or {})
         train_config = spec.train_presets[preset]
         pixel_size_nm = resolve_pixel_size(pixel_size, spec.pixel_size_nm)
