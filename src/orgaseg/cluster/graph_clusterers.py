@@ -113,7 +113,8 @@ class GraphFit:
             self.regions.append(RegionSuperpixels(region.z, region.window, np.empty((0, 0), np.int32),
                                                   region.features, region.touching))
 
-    def finish(self):
+    def finish(self, progress=None):
+        """The fitted clusterer; ``progress`` (optional) reports the networks' training steps (sccs, cs2c)."""
         nodes = sum(r.n for r in self.regions)
         if nodes < self.k:
             raise OrgasegError(f"{self.kind} with K = {self.k} needs at least {self.k} superpixels, but the sample "
@@ -126,7 +127,7 @@ class GraphFit:
                                graph_options=self.graph_options, mean=mean.astype(np.float32), scale=scale,
                                seed=self.seed, options=self.options)
         graphs = [self.graph_options.graph(r, model.mean, model.scale) for r in self.regions if r.n >= 2]
-        _FITTERS[self.kind](model, graphs, (pooled - mean) / scale)
+        _FITTERS[self.kind](model, graphs, (pooled - mean) / scale, progress=progress)
         return model
 
 
@@ -202,7 +203,7 @@ def _kmeans_centers(x: np.ndarray, k: int, seed: int, weights: np.ndarray | None
     return KMeans(n_clusters=k, n_init=3, random_state=seed).fit(x, sample_weight=weights).cluster_centers_
 
 
-def _fit_superpixel_kmeans(model: GraphClusterer, graphs: list[Graph], pooled: np.ndarray) -> None:
+def _fit_superpixel_kmeans(model: GraphClusterer, graphs: list[Graph], pooled: np.ndarray, progress=None) -> None:
     model.state = {"centers": _kmeans_centers(pooled, model.k, model.seed).tolist()}
 
 
@@ -234,7 +235,7 @@ def _cluster_means(graph: Graph, labels: np.ndarray, k: int) -> tuple[np.ndarray
     return sums / np.maximum(counts, 1)[:, None], counts
 
 
-def _fit_spectral(model: GraphClusterer, graphs: list[Graph], pooled: np.ndarray) -> None:
+def _fit_spectral(model: GraphClusterer, graphs: list[Graph], pooled: np.ndarray, progress=None) -> None:
     means, weights = [], []
     for i, graph in enumerate(graphs):
         m, c = _cluster_means(graph, spectral_partition(graph, model.k, model.seed + i), model.k)
@@ -275,11 +276,11 @@ def _neural_config(model: GraphClusterer):
                           gamma2=1.0 if spatial else 0.1)
 
 
-def _fit_neural(model: GraphClusterer, graphs: list[Graph], pooled: np.ndarray) -> None:
+def _fit_neural(model: GraphClusterer, graphs: list[Graph], pooled: np.ndarray, progress=None) -> None:
     from orgaseg.cluster.spectral_nets import nets_to_dict, train_spectral
 
     config = _neural_config(model)
-    trained = train_spectral(graphs, model.k, config, seed=model.seed)
+    trained = train_spectral(graphs, model.k, config, seed=model.seed, progress=progress)
     model._nets = trained.nets.eval()
     model.state = {"nets": nets_to_dict(trained.nets), "config": config.to_dict(),
                    "final_loss": float(np.mean(trained.losses[-20:]))}
