@@ -41,8 +41,8 @@ def _table_choice(table: str, learned_only: bool = False):
             from orgaseg.cluster import CLUSTERERS as entries
         if name not in entries:
             raise argparse.ArgumentTypeError(f"unknown {table} {name!r}; choose one of {', '.join(entries)}")
-        if learned_only and not entries[name].learns:
-            learned = [n for n, m in entries.items() if m.learns]
+        if learned_only and not entries[name].trains:
+            learned = [n for n, m in entries.items() if m.trains]
             raise argparse.ArgumentTypeError(f"method {name!r} does not learn, there is nothing to train; "
                                              f"methods that learn: {', '.join(learned)}")
         return name
@@ -83,20 +83,21 @@ def cmd_segment(args, progress) -> int:
     from orgaseg.segmentation import segment
 
     started = time.time()
+    stage_arguments = dict(method=args.method, model=args.model, centers=args.centers, features=args.features,
+                           clusterer=args.clusterer, options=_stage_options(args), pixel_size=args.pixel_size)
+    if args.model is not None:
+        from orgaseg.methods.graph_method import is_graph_checkpoint, segment_arguments
+
+        if is_graph_checkpoint(args.model):  # a trained sccs/cs2c: its clusterer, features and pixel size
+            stage_arguments = segment_arguments(args.model, **stage_arguments)
     executor = make_executor(args.executor, workers=args.workers, threads_per_worker=args.threads_per_worker,
                              scheduler=args.scheduler)
     try:
         result = segment(
             args.path,
-            method=args.method,
             k=args.k,
             output=args.output,
-            model=args.model,
-            centers=args.centers,
-            features=args.features,
-            clusterer=args.clusterer,
-            options=_stage_options(args),
-            pixel_size=args.pixel_size,
+            **stage_arguments,
             invert=args.invert,
             voxel_size=_voxel_size(args.voxel_size),
             key=args.key,
@@ -133,15 +134,21 @@ def cmd_train(args, progress) -> int:
         raise OrgasegError(f"--minutes must be positive, got {args.minutes}")
     if args.snapshots < 0:
         raise OrgasegError(f"--snapshots must be >= 0, got {args.snapshots}")
+    clusterer_arguments = {name: value for name, value in (("k", args.k), ("encoder", args.encoder),
+                                                           ("features", args.features), ("graphs", args.graphs))
+                           if value is not None}
+    if clusterer_arguments and spec.learns:
+        given = ", ".join("-k" if name == "k" else f"--{name}" for name in clusterer_arguments)
+        raise OrgasegError(f"{given}: for methods that train a clusterer (sccs, cs2c); {spec.name} trains an encoder")
     record = spec.train(args.paths, args.output, preset=args.preset, steps=args.steps, minutes=args.minutes,
                         resume=args.resume, overwrite=args.overwrite, device=args.device, seed=args.seed,
                         workers=args.workers, snapshots=args.snapshots, voxel_size=_voxel_size(args.voxel_size),
                         key=args.key, progress=progress, pixel_size=args.pixel_size,
-                        model_options=parse_assignments(args.model_option, "--model-option"))
-    losses = record["losses"]
+                        model_options=parse_assignments(args.model_option, "--model-option"), **clusterer_arguments)
+    losses = record.get("losses")
+    loss = f"loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else f"final loss {record['final_loss']:.4f}"
     print(f"wrote {args.output}: {args.method} preset {record['preset']}, step {record['step']} of "
-          f"{record['total_steps']}, loss {losses[0]:.4f} -> {losses[-1]:.4f}, {record['train_seconds']:.0f} s "
-          f"on {record['device']}")
+          f"{record['total_steps']}, {loss}, {record['train_seconds']:.0f} s on {record['device']}")
     return 0
 
 
@@ -421,7 +428,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stage_options(p)
     p.add_argument("-k", type=int, default=6, help="number of clusters (default 6)")
     p.add_argument("-o", "--output", required=True, help="output labels: .ome.zarr / .zarr or .tif")
-    p.add_argument("--model", help="checkpoint of a method that learns")
+    p.add_argument("--model", help="checkpoint of a method that learns, or a trained sccs / cs2c clusterer "
+                                   "(orgaseg train --method sccs: labels with it, no fitting on this volume)")
     p.add_argument("--centers", "--reuse-clusterer", dest="centers", metavar="FILE",
                    help="reuse the clusterer of an earlier run: its .provenance.json (any clusterer) or a .npy of "
                         "k-means centres; the same structures get the same ids")
@@ -439,11 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace an existing output and start afresh (a rerun without it resumes)")
     p.set_defaults(run=cmd_segment)
 
-    p = sub.add_parser("train", parents=[common], help="train the encoder of a method that learns")
+    p = sub.add_parser("train", parents=[common],
+                       help="train the encoder of a method that learns, or the sccs / cs2c clusterer")
     p.add_argument("paths", nargs="+", metavar="PATH", help="training volumes")
     p.add_argument("--method", required=True, type=_table_choice("method", learned_only=True),
-                   metavar="NAME", help="method whose encoder to train: "
-                   + ", ".join(name for name, m in _methods().items() if m.learns))
+                   metavar="NAME", help="method whose encoder (or clusterer) to train: "
+                   + ", ".join(name for name, m in _methods().items() if m.trains))
     p.add_argument("-o", "--output", required=True, help="checkpoint file")
     p.add_argument("--preset", help="training preset: paper, cpu (default) or tiny")
     p.add_argument("--steps", type=int, help="schedule length in steps (default: the preset's)")
@@ -461,7 +470,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "(in-plane for anisotropic stacks); 'native' keeps theirs (default: the method's)")
     p.add_argument("--model-option", action="append", default=[], metavar="NAME=VALUE",
                    help="replace a field of the preset's model config, e.g. norm_pix_loss=false or "
-                        "mask_ratio=0.75 (repeatable; ViT methods)")
+                        "mask_ratio=0.75 (repeatable; ViT methods); sccs, cs2c: a feature or graph option, "
+                        "e.g. region_nm=8960, superpixel_px=100, scales_nm=[10,20,40]")
+    p.add_argument("-k", type=int, help="sccs, cs2c: clusters (default the papers': sccs 8, cs2c 14)")
+    p.add_argument("--encoder", metavar="CKPT",
+                   help="sccs, cs2c: a trained encoder (e.g. his4mae) whose frozen features the graphs are built "
+                        "on (default: the filter bank)")
+    p.add_argument("--features", type=_table_choice("features"), metavar="NAME",
+                   help="sccs, cs2c: dense features (default filter-bank; expand-stride with --encoder)")
+    p.add_argument("--graphs", type=int, metavar="N",
+                   help="sccs, cs2c: augmented region graphs in the seeded training pool (default 64)")
     p.add_argument("--key", help="dataset inside a container")
     p.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in nm")
     p.set_defaults(run=cmd_train)

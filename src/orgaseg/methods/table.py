@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from orgaseg.errors import OrgasegError
-from orgaseg.methods import han_vae, his4mae, maester
+from orgaseg.methods import graph_method, han_vae, his4mae, maester
 from orgaseg.options import lookup
 
 
@@ -45,13 +45,14 @@ class Method:
     pixel_size_nm : float or None
         Default working pixel size in nm for training and segmentation (None: the input's own).
     train_presets : mapping of str to TrainConfig
-        Optimisation per preset (empty for methods that do not learn).
+        Optimisation per preset (empty for methods that do not learn; sccs and cs2c: training steps per preset).
     make_model : callable, optional
         ``make_model(config, preset, saved) -> (model, record)`` for training (see
         :func:`orgaseg.methods.vit_method.train_vit`).
     trainer : callable, optional
         ``trainer(method, inputs, output, **options) -> record``: how the method trains
-        (default :func:`orgaseg.methods.vit_method.train_vit`, the ViT loop).
+        (default :func:`orgaseg.methods.vit_method.train_vit`, the ViT loop). A method without an
+        encoder but with a trainer trains its clusterer (sccs, cs2c).
     sample_size : callable, optional
         ``sample_size(n_voxels)``: voxels sampled to fit the clusterer; None: the clusterer's default.
     paper : str
@@ -77,12 +78,17 @@ class Method:
         return self.encoder is not None
 
     @property
+    def trains(self) -> bool:
+        """Whether ``orgaseg train`` has something to train: an encoder, or a clusterer with a trainer (sccs, cs2c)."""
+        return self.learns or self.trainer is not None
+
+    @property
     def presets(self) -> tuple[str, ...]:
         return tuple(self.train_presets)
 
     def train(self, inputs, output, **options) -> dict:
         """Train this method's model; see :func:`orgaseg.methods.vit_method.train_vit` for the options."""
-        if not self.learns:
+        if not self.trains:
             raise OrgasegError(f"method {self.name!r} does not learn: there is nothing to train")
         if self.trainer is not None:
             return self.trainer(self, inputs, output, **options)
@@ -100,12 +106,17 @@ METHODS: dict[str, Method] = {
         # size within 0.01-0.02 Dice at 9.2 and 11.8 nm on a quarter of the pixels (docs/pixel-size.md)
         Method("baseline", "classical floor: multi-scale filter bank at scales in nm + k-means",
                encoder=None, features="filter-bank", pixel_size_nm=10.0, paper="-"),
-        # the graph clusterers fit on the volume they segment, like k-means; any encoder's features via --model
+        # the graph clusterers fit on the volume they segment, like k-means, or train once on other volumes
+        # ('orgaseg train --method sccs', K as the papers); any encoder's features via --model (train: --encoder)
         Method("sccs", "SCCS: SLIC superpixel graphs, neural spectral embedding + clustering head; filter-bank "
                "features unless --model/--features say otherwise", encoder=None, features="filter-bank",
-               clusterer="sccs", pixel_size_nm=10.0, paper="Jiang, Sun, Wang, Pei (SCCS)"),
+               clusterer="sccs", pixel_size_nm=10.0, train_presets=graph_method.TRAIN_PRESETS,
+               trainer=functools.partial(graph_method.train_graph_clusterer, default_k=8),
+               paper="Jiang, Sun, Wang, Pei (SCCS)"),
         Method("cs2c", "CS²C: SCCS's spectral branch with a spatial (DEC) branch; --clusterer cs2c-spa for the "
                "spatial assignment", encoder=None, features="filter-bank", clusterer="cs2c", pixel_size_nm=10.0,
+               train_presets=graph_method.TRAIN_PRESETS,
+               trainer=functools.partial(graph_method.train_graph_clusterer, default_k=14),
                paper="Jiang & Pei (CS²C)"),
         Method("maester", "ViT masked autoencoder on 5 px patches in 80 px fields of view; cover-and-stride + k-means",
                encoder="mae", features="cover-stride", train_presets=maester.TRAIN_PRESETS,
