@@ -2,7 +2,8 @@
 
 For one dataset, a *click volume* and a *scoring volume* (declared below: the clicks are drawn only
 from the click volume's reference, the scores only from the scoring volume's) are segmented with
-the baseline (filter bank + k-means) for every K in ``--k``: k-means is fitted on the click volume
+``--method`` (default the baseline, filter bank + k-means; ``--model`` for a learned one) for every K in
+``--k``: k-means is fitted on the click volume
 and reused on the scoring volume (``orgaseg segment --centers``), so cluster ids mean the same in
 both. For each seed, up to ``max(--clicks)`` voxels per class are drawn at random from the click
 volume's reference; the first ``n`` of them are the ``n`` clicks (nested sets, so curves are
@@ -12,7 +13,8 @@ smooth in ``n``). For every ``n``:
   clusters take those names, unassigned clusters predict nothing; Dice per class by name;
 - *refine*: the clicks' dense features, computed through the segmentation's own stages (rebuilt from
   its provenance), plus their cluster (one-hot) train the classifier of ``orgaseg name --refine``
-  (logistic regression for every ``n``; a random forest at ``--forest-clicks``), scored under class
+  (logistic regression for every ``n``; a random forest at ``--forest-clicks``), once for each
+  ``--context`` (superpixel sizes whose feature means and spreads are appended, or ``none``), scored under class
   frequencies estimated on unannotated voxels of the click volume (``--prior estimated``, logistic
   regression's default) and under the clicks' own (``--prior clicks``, the forest's default). It
   labels every voxel of the scoring volume from its features, block by block as ``orgaseg name
@@ -37,6 +39,7 @@ import numpy as np
 import orgaseg
 from orgaseg.datasets import load_dataset
 from orgaseg.environment import environment_record
+from orgaseg.features.context import DEFAULT_CONTEXT_PX, parse_context
 from orgaseg.evaluation import UNMATCHED, confusion_matrix, evaluate
 from orgaseg.evaluation.matching import class_confusion
 from orgaseg.labels import IGNORE_LABEL
@@ -101,8 +104,9 @@ def run(args) -> dict:
     click_raw, click_ref, click_name = read_split(dataset, split["click"])
     score_raw, score_ref, score_name = read_split(dataset, split["score"])
     voxel_size = dataset.voxel_size
-    common = dict(method="baseline", pixel_size=split["pixel_size"], voxel_size=voxel_size, seed=0,
-                  block_shape=(1,) + click_raw.shape[1:])
+    pixel_size = args.pixel_size if args.pixel_size is not None else split["pixel_size"]
+    common = dict(method=args.method, model=args.model, pixel_size=pixel_size, voxel_size=voxel_size, seed=0,
+                  device=args.device, block_shape=(1,) + click_raw.shape[1:])
     per_k = {}
     for k in args.k:
         t = time.time()
@@ -126,59 +130,66 @@ def run(args) -> dict:
                 predicted = naming.cluster_ids[score_labels]
                 scores = named_dice(predicted, score_ref, naming.names, classes, background)
                 results["naming"].setdefault(str(k), {}).setdefault(str(n), []).append({"seed": seed, **scores})
-    # refining: features of every scoring voxel once, as the block runner computes them for --refine
+    # refining: features of every scoring voxel once per context, as the block runner computes them for --refine
     k = args.refine_k
     click_seg, score_seg = per_k[k]["click_seg"], per_k[k]["score_seg"]
-    click_job = rebuild_segmentation(click_seg.provenance, raw=click_raw, device="cpu")
-    score_job = rebuild_segmentation(score_seg.provenance, raw=score_raw, device="cpu")
-    t = time.time()
-    all_coords = np.concatenate([np.concatenate(per_class) for per_class in draws.values()])
-    all_features = features_at(click_job, all_coords)
-    offsets = np.cumsum([0] + [sum(len(c) for c in per_class) for per_class in draws.values()])
-    blocks = plan_blocks(score_job.job, score_job.block_shape)
-    score_features = [score_job.job.features(block) for block in blocks]
-    print(f"features of {len(all_coords)} clicks and {len(blocks)} scoring blocks: {time.time() - t:.0f} s", flush=True)
-    # the unannotated voxels --refine estimates class frequencies on (of the click volume, per seed)
-    unannotated = {}
-    for seed in draws:
-        coords = sample_unannotated(click_job, seed=seed)
-        unannotated[seed] = (features_at(click_job, coords), click_seg.labels[tuple(coords.T)])
     names = ["unassigned", *classes]
-    for classifier in ("logistic", "forest"):
-        counts = args.clicks if classifier == "logistic" else args.forest_clicks
-        for n in counts:
-            for i, (seed, per_class) in enumerate(draws.items()):
-                t = time.time()
-                rows, targets = [], []
-                start = offsets[i]
-                for c, chosen in enumerate(per_class):
-                    rows.append(np.arange(start, start + min(n, len(chosen))))
-                    targets += [c + 1] * min(n, len(chosen))
-                    start += len(chosen)
-                rows = np.concatenate(rows)
-                coords = all_coords[rows]
-                fitted = train_classifier(all_features[rows], click_seg.labels[tuple(coords.T)], np.array(targets),
-                                          clusterer=click_job.clusterer, n_labels=len(names), kind=classifier,
-                                          unannotated=unannotated[seed], seed=seed)
-                # the same classifier under the estimated and under the clicks' class frequencies (--prior)
-                variants = {f"{classifier}, estimated priors": fitted,
-                            f"{classifier}, click priors": dataclasses.replace(fitted, priors=fitted.train_priors)}
-                for variant, model in variants.items():
-                    predicted = np.zeros(score_raw.shape, np.uint8)
-                    for block, features in zip(blocks, score_features):
-                        predicted[block.region] = model.predict(features)
-                    scores = named_dice(predicted, score_ref, names, classes, background)
-                    scores["priors"] = model.priors.tolist()
-                    results["refine"].setdefault(variant, {}).setdefault(str(n), []).append({"seed": seed, **scores})
-                    print(f"refine {variant} n={n} seed={seed}: mean Dice {scores['mean_dice']:.3f}, "
-                          f"mitochondria {scores['per_class']['mitochondria']:.3f} ({time.time() - t:.0f} s)",
-                          flush=True)
+    all_coords = np.concatenate([np.concatenate(per_class) for per_class in draws.values()])
+    offsets = np.cumsum([0] + [sum(len(c) for c in per_class) for per_class in draws.values()])
+    for context in args.context:
+        label = "no context" if not parse_context(context) else f"context {context}"
+        click_job = rebuild_segmentation(click_seg.provenance, raw=click_raw, device=args.device, context=context)
+        score_job = rebuild_segmentation(score_seg.provenance, raw=score_raw, device=args.device, context=context)
+        t = time.time()
+        all_features = features_at(click_job, all_coords)
+        blocks = plan_blocks(score_job.job, score_job.block_shape)
+        score_features = [score_job.job.features(block) for block in blocks]
+        print(f"{label}: features of {len(all_coords)} clicks and {len(blocks)} scoring blocks: "
+              f"{time.time() - t:.0f} s", flush=True)
+        # the unannotated voxels --refine estimates class frequencies on (of the click volume, per seed)
+        unannotated = {}
+        for seed in draws:
+            coords = sample_unannotated(click_job, seed=seed)
+            unannotated[seed] = (features_at(click_job, coords), click_seg.labels[tuple(coords.T)])
+        for classifier in ("logistic", "forest"):
+            counts = args.clicks if classifier == "logistic" else args.forest_clicks
+            for n in counts:
+                for i, (seed, per_class) in enumerate(draws.items()):
+                    t = time.time()
+                    rows, targets = [], []
+                    start = offsets[i]
+                    for c, chosen in enumerate(per_class):
+                        rows.append(np.arange(start, start + min(n, len(chosen))))
+                        targets += [c + 1] * min(n, len(chosen))
+                        start += len(chosen)
+                    rows = np.concatenate(rows)
+                    coords = all_coords[rows]
+                    fitted = train_classifier(all_features[rows], click_seg.labels[tuple(coords.T)],
+                                              np.array(targets), clusterer=click_job.clusterer, n_labels=len(names),
+                                              kind=classifier, unannotated=unannotated[seed],
+                                              context=click_job.context, seed=seed)
+                    # the same classifier under the estimated and under the clicks' class frequencies (--prior)
+                    variants = {f"{classifier}, {label}, estimated priors": fitted,
+                                f"{classifier}, {label}, click priors": dataclasses.replace(
+                                    fitted, priors=fitted.train_priors)}
+                    for variant, model in variants.items():
+                        predicted = np.zeros(score_raw.shape, np.uint8)
+                        for block, features in zip(blocks, score_features):
+                            predicted[block.region] = model.predict(features)
+                        scores = named_dice(predicted, score_ref, names, classes, background)
+                        scores["priors"] = model.priors.tolist()
+                        results["refine"].setdefault(variant, {}).setdefault(str(n), []).append(
+                            {"seed": seed, **scores})
+                        print(f"refine {variant} n={n} seed={seed}: mean Dice {scores['mean_dice']:.3f}, "
+                              f"mitochondria {scores['per_class']['mitochondria']:.3f} ({time.time() - t:.0f} s)",
+                              flush=True)
     return {
         "dataset": args.dataset,
         "classes": classes,
         "background": background,
-        "method": "baseline",
-        "pixel_size_nm": split["pixel_size"],
+        "method": args.method,
+        "model": args.model,
+        "pixel_size_nm": pixel_size,
         "voxel_size_nm": list(voxel_size),
         "click_split": click_name,
         "score_split": score_name,
@@ -229,7 +240,7 @@ def to_markdown(record: dict) -> str:
     summary = record["summary"]
     env = record["environment"]
     lines = [f"# Clicks against Dice: {record['dataset']}", "",
-             f"Baseline (filter bank + k-means) at {record['pixel_size_nm']:g} nm; clicks drawn from "
+             f"Method {record['method']} (k-means) at {record['pixel_size_nm']:g} nm; clicks drawn from "
              f"{record['click_split']}, scored on {record['score_split']}; seeds {record['seeds']}; mean (std) over "
              f"seeds. Commit {env.get('git', {}).get('commit', '?')[:10]}; {env.get('machine', {}).get('cpu', 'CPU')}, "
              f"{record['wall_s']:.0f} s.", ""]
@@ -246,7 +257,8 @@ def to_markdown(record: dict) -> str:
         lines.append(f"| {n} | " + " | ".join(f"{m:.3f} ({s:.3f})" for m, s in cells) + " |")
     lines.append("| 90% of merge-optimal reached at | " + " | ".join(
         str(v) if v is not None else "not reached" for v in summary["naming_90_percent"].values()) + " |")
-    lines += ["", f"## Refine (K = {record['refine_k']}; features + cluster one-hot)", "",
+    lines += ["", f"## Refine (K = {record['refine_k']}; features, with or without superpixel context, + cluster one-hot)",
+              "",
               "| classifier | clicks per class | " + " | ".join(classes) + " | mean Dice |",
               "|---" * (len(classes) + 3) + "|"]
     for classifier, per_n in record["refine"].items():
@@ -271,6 +283,12 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, nargs="+", default=[1, 3, 10, 30, 50, 100, 200])
     parser.add_argument("--forest-clicks", type=int, nargs="+", default=[10, 50, 200])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--context", nargs="+", default=[",".join(map(str, DEFAULT_CONTEXT_PX)), "none"],
+                        help="superpixel context sizes of the refining classifier's features, one run each")
+    parser.add_argument("--method", default="baseline", help="the segmentation method (default baseline)")
+    parser.add_argument("--model", help="its checkpoint, for a learned method")
+    parser.add_argument("--pixel-size", type=float, help="working pixel size in nm (default: the split's)")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("-o", "--output", required=True)
     args = parser.parse_args()
     if args.refine_k not in args.k:

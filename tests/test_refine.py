@@ -15,6 +15,7 @@ from orgaseg.io import open_volume
 from orgaseg.io.writers import write_tiff_image
 from orgaseg.organelles import name_clusters, points_from_arrays
 from orgaseg.organelles.refine import (
+    DEFAULT_CONTEXT_PX,
     estimate_priors,
     features_at,
     forest_path,
@@ -100,7 +101,11 @@ def second(merged):
     write_tiff_image(folder / "other.tif", other.raw, voxel_size=VOXEL)
     assert main(["segment", str(folder / "other.tif"), "-o", str(folder / "other.ome.zarr"), "--quiet",
                  "--centers", str(folder / "seg.ome.zarr.provenance.json")]) == 0
-    return other, orgaseg.compute_features(folder / "other.tif")
+    # the features the default refining classifier reads: the segmentation's, with their superpixel context
+    record = json.loads((folder / "other.ome.zarr.provenance.json").read_text())
+    rebuilt = rebuild_segmentation(record, context=DEFAULT_CONTEXT_PX)
+    everywhere = np.argwhere(np.ones(SHAPE, dtype=bool))
+    return other, features_at(rebuilt, everywhere).reshape(SHAPE + (-1,))
 
 
 @pytest.mark.parametrize("kind", ["logistic", "forest"])
@@ -189,3 +194,20 @@ def test_refine_predicts_under_the_estimated_frequencies(merged):
     assert load_classifier(state, folder=folder).priors.tolist() == pytest.approx(state["priors"])
     with pytest.raises(OrgasegError, match="unknown prior"):
         name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True, prior="uniform")
+
+
+def test_the_classifier_reads_the_superpixel_context_it_records(merged, tmp_path):
+    folder, cell, segmentation = merged
+    coords, names = clicks(cell.labels, 10)
+    annotations = points_from_arrays(coords, names, shape=SHAPE)
+    own = len(segmentation.provenance["clusterer"]["mean"])
+    with_context = name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True)
+    alone = name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True, context="none",
+                          output=tmp_path / "alone.ome.zarr")
+    assert with_context.provenance["classifier"]["context"] == list(DEFAULT_CONTEXT_PX)
+    assert np.shape(with_context.provenance["classifier"]["coef"])[1] == 5 * own + 3  # + one-hot of K = 3
+    assert alone.provenance["classifier"]["context"] == []
+    assert np.shape(alone.provenance["classifier"]["coef"])[1] == own + 3
+    # a classifier without context is reused without it
+    reused = name_clusters(folder / "seg.ome.zarr", mapping=tmp_path / "alone.ome.zarr.provenance.json")
+    np.testing.assert_array_equal(reused.labels, open_volume(tmp_path / "alone.ome.zarr").read((slice(None),) * 3))

@@ -240,9 +240,9 @@ def cmd_name(args, progress) -> int:
     try:
         result = name_clusters(args.segmentation, points=args.points, scribbles=args.scribbles, names=args.names,
                                mapping=args.mapping, output=args.output, units=args.units, refine=args.refine,
-                               classifier=args.classifier, prior=args.prior, raw=args.raw, model=args.model,
-                               device=args.device, seed=args.seed, overwrite=args.overwrite, executor=executor,
-                               progress=progress)
+                               classifier=args.classifier, prior=args.prior, context=args.context, raw=args.raw,
+                               model=args.model, device=args.device, seed=args.seed, overwrite=args.overwrite,
+                               executor=executor, progress=progress)
     finally:
         executor.close()
     refined = (f", refined by a {result.classifier.kind} classifier" if result.classifier is not None else "")
@@ -590,6 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --refine: class frequencies to predict under: estimated on unannotated voxels "
                         "(default for logistic: clicks come in equal numbers per class) or those of the "
                         "annotations (default for forest)")
+    p.add_argument("--context", metavar="SIZES", default="100,400",
+                   help="with --refine: superpixel sizes in working pixels whose feature means and spreads the "
+                        "classifier reads beside each voxel's features (default 100,400; none: the voxel's alone)")
     p.add_argument("--raw", help="with --refine: the segmented volume, when SEG's provenance no longer points to it")
     p.add_argument("--model", help="with --refine: SEG's checkpoint, when its provenance no longer points to it")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where encoders run")

@@ -37,6 +37,7 @@ from orgaseg.organelles.annotations import (
 )
 from orgaseg.organelles.refine import (
     CLASSIFIERS,
+    DEFAULT_CONTEXT_PX,
     MAX_TRAIN_PER_NAME,
     PRIORS,
     RefinedClassifier,
@@ -197,6 +198,7 @@ def name_clusters(
     refine: bool = False,
     classifier: str = "logistic",
     prior: str | None = None,
+    context=DEFAULT_CONTEXT_PX,
     raw=None,
     model: str | Path | None = None,
     device: str = "auto",
@@ -239,6 +241,12 @@ def name_clusters(
         those of the annotations. Default: ``estimated`` for logistic regression,
         ``clicks`` for a forest (its vote fractions are not calibrated
         probabilities, and the estimate built on them can drive a class to zero).
+    context : str or sequence of int
+        Superpixel sizes (working pixels) whose feature means and spreads the
+        refining classifier reads beside each voxel's features
+        (:class:`~orgaseg.features.context.SuperpixelContext`; default
+        ``(100, 400)``; ``"none"``: the voxel's features alone). A reused
+        classifier (``mapping``) brings its own.
     raw : str, Path, Volume or ndarray, optional
         The volume that was segmented, when refining and its provenance path
         is gone (or it was an in-memory array).
@@ -274,7 +282,8 @@ def name_clusters(
     if mapping is not None:
         naming, fitted_classifier, described = _reuse_mapping(mapping, clusterer_state, refine)
         if fitted_classifier is not None:
-            segmentation_job = rebuild_segmentation(record, raw=raw, model=model, device=device)
+            segmentation_job = rebuild_segmentation(record, raw=raw, model=model, device=device,
+                                                    context=fitted_classifier.context)
             if digest(segmentation_job.config()) != digest(described["features"]):
                 raise OrgasegError(f"{seg_name} was segmented with other features than the classifier of {mapping} "
                                    "was trained on: segment it with the same method, options and checkpoint")
@@ -293,7 +302,7 @@ def name_clusters(
             if len(annotations.names) < 2:
                 raise OrgasegError(f"{annotations.source}: refining needs annotations of at least two names, got "
                                    f"only {annotations.names[0]!r}")
-            segmentation_job = rebuild_segmentation(record, raw=raw, model=model, device=device)
+            segmentation_job = rebuild_segmentation(record, raw=raw, model=model, device=device, context=context)
             described["features"] = segmentation_job.config()
     block_shape = (segmentation_job.block_shape if segmentation_job is not None
                    else default_block_shape(tuple(volume.shape), volume.chunks, voxels=RELABEL_BLOCK_VOXELS))
@@ -370,7 +379,7 @@ def _train(segmentation_job, annotations: Annotations, clusters: np.ndarray, vol
     unannotated = (features[len(coords):], values_at(volume, sampled)) if len(sampled) else None
     fitted = train_classifier(features[:len(coords)], clusters[keep], annotations.labels[keep] + 1,
                               clusterer=segmentation_job.clusterer, n_labels=n_labels, kind=kind,
-                              unannotated=unannotated, seed=seed)
+                              unannotated=unannotated, context=segmentation_job.context, seed=seed)
     return fitted, int(keep.size)
 
 

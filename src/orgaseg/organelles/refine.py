@@ -27,6 +27,7 @@ import numpy as np
 
 from orgaseg.cluster import Clusterer, clusterer_from_dict
 from orgaseg.errors import OrgasegError, arg
+from orgaseg.features.context import DEFAULT_CONTEXT_PX, SuperpixelContext, parse_context
 from orgaseg.io.normalize import Normalization
 from orgaseg.io.partial import atomic_path, digest
 from orgaseg.io.provenance import to_jsonable
@@ -43,6 +44,8 @@ PREDICT_CHUNK = 262_144
 MAX_TRAIN_PER_NAME = 20_000
 #: How the class priors are set: re-estimated on unannotated voxels, or as the clicks give them.
 PRIORS = ("estimated", "clicks")
+#: Inverse L2 strength of the logistic regression (docs/organelles.md: 0.1 and cross-validated values measured).
+LOGISTIC_C = 1.0
 #: Unannotated voxels (and blocks holding them, at most) the class priors are estimated on.
 PRIOR_SAMPLE = 20_000
 PRIOR_BLOCKS = 8
@@ -69,13 +72,18 @@ class SegmentationJob:
     block_shape: tuple[int, int, int]
     stages: Stages
 
+    @property
+    def context(self) -> tuple[int, ...]:
+        """Superpixel sizes of the features' context (empty: the segmentation's features alone)."""
+        return self.job.extractor.sizes if isinstance(self.job.extractor, SuperpixelContext) else ()
+
     def config(self) -> dict:
         """What the features are: compared before a classifier is applied to another volume."""
         return to_jsonable({**self.stages.config(), "extractor": self.job.extractor.config()})
 
 
 def rebuild_segmentation(record: dict, *, raw=None, model: str | Path | None = None,
-                         device: str = "auto") -> SegmentationJob:
+                         device: str = "auto", context=()) -> SegmentationJob:
     """The stages of a segmentation from its provenance record, bound to its input volume.
 
     Parameters
@@ -88,12 +96,18 @@ def rebuild_segmentation(record: dict, *, raw=None, model: str | Path | None = N
         The encoder's checkpoint (default: the path the record names).
     device : str
         Where a learned encoder runs.
+    context : str or sequence of int
+        Superpixel sizes (working pixels) whose feature means and spreads are
+        appended to the segmentation's features
+        (:class:`~orgaseg.features.context.SuperpixelContext`); empty: none.
 
     Returns
     -------
     SegmentationJob
     """
     from orgaseg.segmentation import resolve_volume
+
+    context = parse_context(context)
 
     try:
         config, state, source_info = record["config"], record["clusterer"], record["input"]
@@ -130,6 +144,8 @@ def rebuild_segmentation(record: dict, *, raw=None, model: str | Path | None = N
         job = candidate.job(source, normalization)
         found = {"grid": job.grid.describe() if job.grid is not None else None, "extractor": job.extractor.config()}
         if digest(found) == wanted:
+            if context:
+                job = dataclasses.replace(job, extractor=SuperpixelContext(job.extractor, context))
             return SegmentationJob(job, clusterer_from_dict(state), block_shape, candidate)
     raise OrgasegError("cannot rebuild the segmentation's features from its provenance: the working grid or the "
                        "features differ (was it made with another version of orgaseg?)")
@@ -240,6 +256,10 @@ class RefinedClassifier:
         Class frequencies of the voxels it was trained on.
     priors : ndarray, shape (c,)
         Class frequencies it predicts under (:func:`estimate_priors`, or ``train_priors``).
+    context : tuple of int
+        Superpixel sizes of the features' context
+        (:class:`~orgaseg.features.context.SuperpixelContext`); the first
+        ``clusterer.n_features`` channels are the segmentation's own features.
     """
 
     clusterer: Clusterer
@@ -251,6 +271,7 @@ class RefinedClassifier:
     model: Any
     train_priors: np.ndarray | None = None
     priors: np.ndarray | None = None
+    context: tuple[int, ...] = ()
 
     @property
     def k(self) -> int:
@@ -258,7 +279,8 @@ class RefinedClassifier:
 
     @property
     def n_features(self) -> int:
-        return self.clusterer.n_features
+        """Feature channels it reads: the segmentation's, then ``[mean || std]`` per context size."""
+        return self.clusterer.n_features * (1 + 2 * len(self.context))
 
     @property
     def needs_raw(self) -> bool:
@@ -298,9 +320,10 @@ class RefinedClassifier:
             logs = logs + np.log(np.maximum(self.priors, 1e-12) / self.train_priors)
         return self.classes[np.argmax(logs, axis=1)]
 
-    def predict(self, features: np.ndarray, raw: np.ndarray | None = None, **context) -> np.ndarray:
-        """Named-volume ids of a block: ``features (..., F)`` -> ``(...)`` (``context`` goes to the clusterer)."""
-        clusters = np.asarray(self.clusterer.predict(features, raw, **context)).reshape(-1)
+    def predict(self, features: np.ndarray, raw: np.ndarray | None = None, **block_info) -> np.ndarray:
+        """Named-volume ids of a block: ``features (..., F)`` -> ``(...)`` (``block_info`` goes to the clusterer)."""
+        own = features[..., :self.clusterer.n_features]
+        clusters = np.asarray(self.clusterer.predict(own, raw, **block_info)).reshape(-1)
         flat = features.reshape(-1, features.shape[-1])
         out = np.empty(len(flat), dtype=smallest_label_dtype(self.n_labels))
         for start in range(0, len(flat), PREDICT_CHUNK):
@@ -312,7 +335,7 @@ class RefinedClassifier:
         """JSON state (a forest's trees are not in it: :func:`save_classifier` writes them to a file)."""
         state = {"kind": self.kind, "mean": self.mean, "scale": self.scale, "classes": self.classes,
                  "n_labels": self.n_labels, "n_clusters": self.clusterer.k, "clusterer": self.clusterer.to_dict(),
-                 "train_priors": self.train_priors, "priors": self.priors}
+                 "train_priors": self.train_priors, "priors": self.priors, "context": list(self.context)}
         if self.kind == "logistic":
             state.update(coef=self.model["coef"], intercept=self.model["intercept"])
         return to_jsonable(state)
@@ -327,6 +350,7 @@ def train_classifier(
     n_labels: int,
     kind: str = "logistic",
     unannotated: tuple[np.ndarray, np.ndarray] | None = None,
+    context=(),
     seed: int = 0,
 ) -> RefinedClassifier:
     """Fit the refining classifier on annotated voxels.
@@ -334,7 +358,7 @@ def train_classifier(
     Parameters
     ----------
     features : ndarray, shape (n, F)
-        Dense features of the annotated voxels.
+        Dense features of the annotated voxels (with their superpixel context, if any).
     clusters : ndarray, shape (n,)
         Their cluster ids in the segmentation.
     targets : ndarray, shape (n,)
@@ -349,6 +373,8 @@ def train_classifier(
         Features ``(m, F)`` and cluster ids ``(m,)`` of unannotated voxels: the class
         frequencies are estimated on them (:func:`estimate_priors`). Without them the
         classifier predicts under the frequencies of the annotations.
+    context : str or sequence of int
+        The superpixel sizes of the features' context (see :func:`rebuild_segmentation`).
     seed : int
         Seed of the forest.
 
@@ -361,8 +387,14 @@ def train_classifier(
     classes = np.unique(targets)
     if classes.size < 2:
         raise OrgasegError("refining needs annotations of at least two names: a classifier cannot learn one class")
-    mean, scale = _standardisation(clusterer, features)
-    shell = RefinedClassifier(clusterer, kind, mean, scale, classes.astype(np.int64), int(n_labels), None)
+    context = parse_context(context)
+    expected = clusterer.n_features * (1 + 2 * len(context))
+    if features.shape[1] != expected:
+        raise OrgasegError(f"the annotated voxels have {features.shape[1]} features, but the clusterer's "
+                           f"{clusterer.n_features} with a context of {len(context)} superpixel sizes make {expected}")
+    mean, scale = _standardisation(clusterer, features if unannotated is None else unannotated[0])
+    shell = RefinedClassifier(clusterer, kind, mean, scale, classes.astype(np.int64), int(n_labels), None,
+                              context=context)
     design = shell.design(features, clusters)
     index = np.searchsorted(classes, targets)
     if kind == "forest":
@@ -374,7 +406,7 @@ def train_classifier(
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a convergence note on a few clicks says nothing to the user
-            fitted = LogisticRegression(C=1.0, max_iter=2000).fit(design, index)
+            fitted = LogisticRegression(C=LOGISTIC_C, max_iter=2000).fit(design, index)
         model = {"coef": fitted.coef_.astype(np.float32), "intercept": fitted.intercept_.astype(np.float32)}
     train_priors = np.bincount(index, minlength=classes.size) / index.size
     fitted = dataclasses.replace(shell, model=model, train_priors=train_priors, priors=train_priors)
@@ -385,11 +417,18 @@ def train_classifier(
 
 
 def _standardisation(clusterer: Clusterer, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The clusterer's feature statistics when it has them (a large sample), else the annotated voxels'."""
-    n = features.shape[1]
-    mean, scale = getattr(clusterer, "mean", None), getattr(clusterer, "scale", None)
-    if mean is None or scale is None or np.shape(mean) != (n,) or np.shape(scale) != (n,):
-        mean, scale = features.mean(axis=0), features.std(axis=0)
+    """Statistics of every feature channel.
+
+    The segmentation's own channels take the clusterer's statistics when it has
+    them (a large sample); the rest (superpixel context), and every channel of a
+    clusterer without them, take those of ``features`` (the unannotated sample
+    when there is one, else the annotated voxels).
+    """
+    mean, scale = features.mean(axis=0), features.std(axis=0)
+    own = clusterer.n_features
+    kept_mean, kept_scale = getattr(clusterer, "mean", None), getattr(clusterer, "scale", None)
+    if kept_mean is not None and kept_scale is not None and np.shape(kept_mean) == np.shape(kept_scale) == (own,):
+        mean[:own], scale[:own] = kept_mean, kept_scale
     scale = np.where(np.asarray(scale) > 0, scale, 1.0)
     return np.asarray(mean, np.float32), np.asarray(scale, np.float32)
 
@@ -425,7 +464,7 @@ def load_classifier(state: dict, *, folder: str | Path) -> RefinedClassifier:
         common = dict(clusterer=clusterer, kind=kind, mean=np.asarray(state["mean"], np.float32),
                       scale=np.asarray(state["scale"], np.float32), classes=np.asarray(state["classes"], np.int64),
                       n_labels=int(state["n_labels"]), train_priors=_optional_array(state.get("train_priors")),
-                      priors=_optional_array(state.get("priors")))
+                      priors=_optional_array(state.get("priors")), context=parse_context(state.get("context")))
         if kind == "logistic":
             model = {"coef": np.asarray(state["coef"], np.float32), "intercept": np.asarray(state["intercept"], np.float32)}
             return RefinedClassifier(**common, model=model)
@@ -460,7 +499,7 @@ def label_with_classifier(segmentation: SegmentationJob, classifier: RefinedClas
 
 
 __all__ = [
-    "CLASSIFIERS", "PRIORS", "RefinedClassifier", "SegmentationJob", "balanced_subsample", "default_prior",
+    "CLASSIFIERS", "DEFAULT_CONTEXT_PX", "LOGISTIC_C", "PRIORS", "RefinedClassifier", "SegmentationJob", "balanced_subsample", "default_prior",
     "estimate_priors",
     "features_at", "forest_path", "label_with_classifier", "load_classifier", "rebuild_segmentation",
     "sample_unannotated", "save_classifier", "train_classifier",

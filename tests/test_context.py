@@ -1,0 +1,85 @@
+"""Superpixel context features (:mod:`orgaseg.features.context`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from orgaseg.cluster.superpixels import slic_superpixels
+from orgaseg.errors import OrgasegError
+from orgaseg.features.context import SuperpixelContext, parse_context
+
+
+class Ramp:
+    """A toy extractor: two channels, the intensity and the x coordinate, with a halo of 1."""
+
+    halo = (0, 1, 1)
+    n_features = 2
+
+    def __call__(self, block, *, origin=(0, 0, 0)):
+        x = np.broadcast_to(np.arange(block.shape[2], dtype=np.float32) + origin[2], block.shape)
+        return np.stack([block, x], axis=-1).astype(np.float32)
+
+    def config(self):
+        return {"name": "ramp"}
+
+
+def two_halves(shape=(2, 40, 60)) -> np.ndarray:
+    """Dark left, bright right, with a little texture so SLIC has something to cut."""
+    rng = np.random.default_rng(0)
+    image = np.zeros(shape, np.float32)
+    image[:, :, shape[2] // 2:] = 0.8
+    return np.clip(image + rng.normal(0, 0.02, shape), 0, 1).astype(np.float32)
+
+
+def test_context_appends_each_sizes_superpixel_mean_and_std():
+    block = two_halves()
+    context = SuperpixelContext(Ramp(), (25, 100))
+    out = context(block)
+    assert out.shape == block.shape + (10,) and context.n_features == 10
+    np.testing.assert_array_equal(out[..., :2], Ramp()(block))
+    for z in range(block.shape[0]):
+        for i, size in enumerate((25, 100)):
+            labels = slic_superpixels(block[z], superpixel_px=size)
+            mean, std = out[z, ..., 2 + 4 * i:4 + 4 * i], out[z, ..., 4 + 4 * i:6 + 4 * i]
+            for label in np.unique(labels)[:5]:
+                inside = labels == label
+                features = Ramp()(block[z:z + 1])[0][inside]
+                np.testing.assert_allclose(mean[inside], np.broadcast_to(features.mean(0), mean[inside].shape),
+                                           rtol=1e-4, atol=1e-4)
+                np.testing.assert_allclose(std[inside], np.broadcast_to(features.std(0), std[inside].shape),
+                                           rtol=1e-3, atol=1e-3)
+
+
+def test_superpixels_follow_the_edge():
+    block = two_halves()
+    out = SuperpixelContext(Ramp(), (100,))(block)
+    intensity_mean = out[..., 2]
+    # no superpixel straddles the dark/bright edge, so its mean intensity is that of its own half
+    assert intensity_mean[:, :, :28].max() < 0.2 and intensity_mean[:, :, 32:].min() > 0.6
+
+
+def test_context_widens_the_halo_and_describes_itself():
+    context = SuperpixelContext(Ramp(), "400, 100")
+    assert context.sizes == (100, 400)
+    assert context.halo == (0, 1 + 40, 1 + 40)
+    assert context.config()["superpixel_context"]["sizes_px"] == [100, 400]
+    assert context.config()["extractor"] == {"name": "ramp"}
+
+
+@pytest.mark.parametrize("text, sizes", [("100,400", (100, 400)), ("none", ()), (None, ()), ("", ()), ((64,), (64,))])
+def test_parse_context(text, sizes):
+    assert parse_context(text) == sizes
+
+
+@pytest.mark.parametrize("text", ["big", "2", "100.5", "-100"])
+def test_bad_context_sizes_are_named(text):
+    with pytest.raises(OrgasegError, match="superpixel context"):
+        parse_context(text)
+
+
+def test_context_needs_a_3d_block_and_a_size():
+    with pytest.raises(OrgasegError, match="3D block"):
+        SuperpixelContext(Ramp(), (100,))(np.zeros((8, 8), np.float32))
+    with pytest.raises(OrgasegError, match="at least one"):
+        SuperpixelContext(Ramp(), "none")
