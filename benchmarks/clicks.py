@@ -105,8 +105,10 @@ def run(args) -> dict:
     score_raw, score_ref, score_name = read_split(dataset, split["score"])
     voxel_size = dataset.voxel_size
     pixel_size = args.pixel_size if args.pixel_size is not None else split["pixel_size"]
-    common = dict(method=args.method, model=args.model, pixel_size=pixel_size, voxel_size=voxel_size, seed=0,
-                  device=args.device, block_shape=(1,) + click_raw.shape[1:])
+    options = dict(option.split("=", 1) for option in args.option)
+    common = dict(method=args.method, model=args.model, features=args.features, options=options or None,
+                  pixel_size=pixel_size, voxel_size=voxel_size, seed=0, device=args.device,
+                  block_shape=(1,) + click_raw.shape[1:])
     per_k = {}
     for k in args.k:
         t = time.time()
@@ -189,6 +191,8 @@ def run(args) -> dict:
         "background": background,
         "method": args.method,
         "model": args.model,
+        "features": args.features,
+        "options": options,
         "pixel_size_nm": pixel_size,
         "voxel_size_nm": list(voxel_size),
         "click_split": click_name,
@@ -287,6 +291,8 @@ def main() -> None:
                         help="superpixel context sizes of the refining classifier's features, one run each")
     parser.add_argument("--method", default="baseline", help="the segmentation method (default baseline)")
     parser.add_argument("--model", help="its checkpoint, for a learned method")
+    parser.add_argument("--features", help="dense features (default: the method's)")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="a stage option")
     parser.add_argument("--pixel-size", type=float, help="working pixel size in nm (default: the split's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("-o", "--output", required=True)
