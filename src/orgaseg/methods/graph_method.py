@@ -246,7 +246,8 @@ def train_graph_clusterer(
     overwrite : bool
         Replace an existing checkpoint.
     device : str
-        ``auto`` or ``cpu`` (the graph networks train on the CPU; the encoder runs there too).
+        Where the encoder computes features: ``auto``, ``cpu`` or ``cuda`` (the graph networks of a few
+        thousand nodes train on the CPU).
     voxel_size, key
         How to read the inputs (see :func:`orgaseg.open_volume`).
     progress : callable, optional
@@ -267,8 +268,7 @@ def train_graph_clusterer(
     from orgaseg.segmentation import resolve_volume
 
     started = time.perf_counter()
-    _refuse_unsupported(spec.name, resume=resume, minutes=minutes, workers=workers, snapshots=snapshots,
-                        device=device)
+    _refuse_unsupported(spec.name, resume=resume, minutes=minutes, workers=workers, snapshots=snapshots)
     output = Path(output)
     if output.exists() and not overwrite:
         raise OrgasegError(f"{output} exists; pass {arg('overwrite')} to replace it")
@@ -283,10 +283,9 @@ def train_graph_clusterer(
     if steps is not None and int(steps) < 2:
         raise OrgasegError(f"{spec.name} needs at least 2 training steps, got {steps}")
     options = dict(model_options or {})
-    for name in ("preset", "steps"):
-        if name in options:
-            raise OrgasegError(f"give the {name} as {arg(name) if name == 'steps' else 'the preset argument'}, "
-                               "not as a model option")
+    if "preset" in options or "steps" in options:
+        raise OrgasegError("the preset and the steps have arguments of their own (--preset, --steps; preset=, "
+                           "steps=), not model options")
     volumes = [resolve_volume(v, key=key, voxel_size=voxel_size) for v in inputs]
     if not volumes:
         raise OrgasegError("give at least one training volume")
@@ -300,7 +299,7 @@ def train_graph_clusterer(
         raise OrgasegError(f"{features} features use no encoder; drop the encoder or choose features that use one, "
                            f"e.g. {ENCODER_FEATURES}")
     stages = resolve_stages(spec, model=encoder, features=features, options=options, pixel_size=pixel_size,
-                            device="cpu")
+                            device=device)
     clusterer_options = {**stages.clusterer_options, "preset": preset, **({"steps": int(steps)} if steps else {})}
     fit = stages.clusterer.start_fit(k, seed=seed, **clusterer_options)
     jobs = [stages.job(VolumeSource(v), compute_normalization(v, seed=seed)) for v in volumes]
@@ -312,7 +311,7 @@ def train_graph_clusterer(
     sampled = time.perf_counter()
     clusterer = fit.finish(progress)
     state = clusterer.to_dict()
-    coarsened = stages.coarsen_only and all(job.grid is None for job in jobs)
+    own_grids = stages.coarsen_only and all(job.grid is None for job in jobs)  # the default left them alone
     record = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -325,7 +324,7 @@ def train_graph_clusterer(
                      "extractor": jobs[0].extractor.config()},
         "encoder": None if encoder is None else {"path": str(Path(encoder).resolve()),
                                                  "sha256": _file_hash(encoder), **stages.encoder.describe()},
-        "pixel_size_nm": None if coarsened else stages.pixel_size_nm,
+        "pixel_size_nm": None if own_grids else stages.pixel_size_nm,
         "training_volumes": [{"path": v.path, "key": v.key, "shape": list(v.shape), "voxel_size": list(v.voxel_size),
                               "working_voxel_size": list(job.grid.working_voxel_size if job.grid is not None
                                                          else v.voxel_size)}
@@ -340,6 +339,7 @@ def train_graph_clusterer(
         "sampling_seconds": round(sampled - started, 2),
         "train_seconds": round(time.perf_counter() - started, 2),
         "device": "cpu",
+        "encoder_device": stages.device if encoder is not None else None,
     }
     output.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(output, json.dumps(record))
@@ -437,7 +437,7 @@ def segment_arguments(checkpoint: str | Path, *, method: str, centers=None, feat
             "options": {**record["features"]["options"], **dict(options or {})} or None, "pixel_size": pixel_size}
 
 
-def _refuse_unsupported(name: str, *, resume: bool, minutes, workers: int, snapshots: int, device: str) -> None:
+def _refuse_unsupported(name: str, *, resume: bool, minutes, workers: int, snapshots: int) -> None:
     """The options of the encoder trainers that this one does not have, each with the reason."""
     if resume:
         raise OrgasegError(f"{name} training cannot resume: the graph networks train in minutes from a pool drawn "
@@ -449,9 +449,6 @@ def _refuse_unsupported(name: str, *, resume: bool, minutes, workers: int, snaps
     if workers:
         raise OrgasegError(f"{name} draws its region graphs in this process; {arg('workers')} is for the encoder "
                            "trainers")
-    if device not in ("auto", "cpu"):
-        raise OrgasegError(f"{name}'s graph networks train on the CPU (graphs of a few thousand nodes); "
-                           f"device {device!r} is not supported")
 
 
 def _refuse_evaluation_volumes(volumes: Sequence) -> None:
