@@ -233,16 +233,17 @@ def _han(dataset: str, method: str) -> BenchmarkRun:
                         options={"stride": HAN_STRIDE[method]})
 
 
-def _graph(dataset: str, clusterer: str, **options) -> BenchmarkRun:
-    """A cpu-section run of a superpixel-graph clusterer on filter-bank features at twice the native pixel size.
+def _graph(dataset: str, clusterer: str, scale: int = 2, **options) -> BenchmarkRun:
+    """A cpu-section run of a superpixel-graph clusterer on filter-bank features at ``scale`` x the native pixel size.
 
     Fitted on whole blocks holding :data:`GRAPH_SAMPLE_SIZE` input voxels (8 of vnc's 20 slices); SCCS and
     CS²C with their ``cpu`` preset; CS²C also at the paper's K = 14.
     """
     neural = clusterer in ("sccs", "cs2c", "cs2c-spa")
     ablation = "".join(f"-{key}{value:g}" for key, value in options.items())
-    return BenchmarkRun(f"{dataset}-{clusterer}{ablation}-filter-bank-{2 * NATIVE_PIXEL_NM[dataset]:g}nm", "cpu",
-                        dataset, "baseline", round(2 * NATIVE_PIXEL_NM[dataset], 6), clusterer=clusterer,
+    pixel = round(scale * NATIVE_PIXEL_NM[dataset], 6)
+    return BenchmarkRun(f"{dataset}-{clusterer}{ablation}-filter-bank-{pixel:g}nm", "cpu",
+                        dataset, "baseline", pixel, clusterer=clusterer,
                         options={**({"preset": "cpu"} if neural else {}), **options},
                         ks=KS + ((14,) if clusterer.startswith("cs2c") else ()), sample_size=GRAPH_SAMPLE_SIZE)
 
@@ -282,6 +283,10 @@ RUNS: tuple[BenchmarkRun | ScriptRun, ...] = (
       for clusterer in ("sccs", "cs2c", "cs2c-spa", "superpixel-kmeans", "spectral")),
     *(_graph("vnc", clusterer, adjacency=0.0) for clusterer in ("sccs", "spectral")),
     _graph("vnc", "sccs", trace_weight=1.0),
+    # the papers' three graph convolutions (the default is one hop), and 4x the native pixel size (100-px
+    # superpixels four times the area), where the graph clusterers score best on a few vnc sections
+    *(_graph("vnc", clusterer, hops=3.0) for clusterer in ("sccs", "cs2c")),
+    *(_graph("vnc", clusterer, scale=4) for clusterer in ("sccs", "cs2c", "spectral", "superpixel-kmeans")),
     # Han et al.'s VAE, 2D and 3D, at 16 nm
     *(_han(dataset, method) for dataset in NATIVE_PIXEL_NM for method in ("han-vae-2d", "han-vae")),
     # their stride cost (latents at strides 1, 2, 4 on a crop) and the paper's Fig. 3 (t-SNE of two subspaces)

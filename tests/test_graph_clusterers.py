@@ -105,15 +105,17 @@ def _subspace_angle(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip(cosines.min(), -1, 1))))
 
 
-def test_the_neural_embedding_approaches_the_low_eigenvectors_of_the_laplacian():
+@pytest.mark.parametrize("hops", [1, 3])
+def test_the_neural_embedding_approaches_the_low_eigenvectors_of_the_laplacian(hops):
     # twelve tight groups of four nodes: L has twelve eigenvalues near 0, then a gap, so the target subspace is sharp
     rng = np.random.default_rng(3)
     x = (np.repeat(rng.normal(scale=3.0, size=(12, 24)), 4, axis=0) + rng.normal(scale=0.3, size=(48, 24)))
     x = x.astype(np.float32)
     a = affinity(x)
-    trained = train_spectral([Graph(x, a)], k=3, config=SpectralConfig(steps=600, warmup=600), seed=0)
+    config = SpectralConfig(steps=600, warmup=600, hops=hops)
+    trained = train_spectral([Graph(x, a)], k=3, config=config, seed=0)
     with torch.no_grad():
-        z = embed(trained.nets, torch.from_numpy(x), graph_operators(torch.from_numpy(a))[0]).numpy()
+        z = embed(trained.nets, torch.from_numpy(x), graph_operators(torch.from_numpy(a))[0], hops).numpy()
     vectors = np.linalg.eigh(laplacian(a).astype(np.float64))[1][:, :12]
     assert _subspace_angle(rng.normal(size=z.shape), vectors) > 60
     assert _subspace_angle(z, vectors) < 5
@@ -201,3 +203,34 @@ def test_graph_clusterers_say_what_is_wrong():
 def test_every_graph_clusterer_is_in_the_table():
     for kind in GRAPH_KINDS:
         assert CLUSTERERS[kind].working_grid and CLUSTERERS[kind].sample == "blocks"
+
+
+def test_hops_sets_how_many_graph_convolutions_the_embedding_applies():
+    from orgaseg.cluster.spectral_nets import build_networks
+
+    x, a = _random_graph(n=30, d=5)
+    nets = build_networks(5, 3, spatial=False)
+    x, a_hat = torch.from_numpy(x), graph_operators(torch.from_numpy(a))[0]
+    with torch.no_grad():
+        w = nets["embed"][0].weight.T @ nets["embed"][1].weight.T @ nets["embed"][2].weight.T  # linear: one map
+        for hops in range(4):
+            expected = torch.linalg.matrix_power(a_hat, hops) @ x @ w
+            assert torch.allclose(embed(nets, x, a_hat, hops), expected, atol=1e-5)
+        other = graph_operators(torch.from_numpy(_random_graph(n=30, d=5, seed=1)[1]))[0]
+        assert torch.allclose(embed(nets, x, other, 0), embed(nets, x, a_hat, 0))  # 0 hops: the edges do not matter
+        assert not torch.allclose(embed(nets, x, other, 1), embed(nets, x, a_hat, 1))
+
+
+def test_hops_is_an_option_kept_with_the_fitted_networks():
+    image, disks = _repeating_phantom()
+    options = {"region_nm": 640.0, "superpixel_px": 16, "preset": "tiny", "hops": 1}
+    seg = orgaseg.segment(image, clusterer="sccs", k=2, voxel_size=(10.0, 10.0, 10.0), options=options,
+                          block_shape=(1, 128, 128))
+    assert seg.model.state["config"]["hops"] == 1
+    labels = np.asarray(seg.labels)
+    assert max(np.mean((labels == 1) == disks), np.mean((labels == 0) == disks)) > 0.9
+    reused = clusterer_from_dict(json.loads(json.dumps(seg.model.to_dict())))
+    again = orgaseg.segment(image, k=2, voxel_size=(10.0, 10.0, 10.0), centers=reused, block_shape=(1, 128, 128))
+    assert np.array_equal(np.asarray(again.labels), labels)
+    with pytest.raises(OrgasegError, match="hops"):
+        orgaseg.segment(image, clusterer="sccs", k=2, voxel_size=(10, 10, 10), options={"hops": 4})

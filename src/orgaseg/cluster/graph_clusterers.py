@@ -51,6 +51,8 @@ _NEURAL_OPTIONS = {
     "preset": "training length: paper (6000 steps), cpu (600, default) or tiny (300)",
     "steps": "training steps, one graph each (overrides the preset)",
     "trace_weight": "weight of the trace term preferring low-frequency bases (default 0)",
+    "hops": "graph convolutions among the embedding's three linear layers, 0 = a linear map of the node features "
+            "(default 1; the papers: 3)",
 }
 
 
@@ -272,8 +274,11 @@ def _neural_config(model: GraphClusterer):
     steps = int(model.options.get("steps", PRESET_STEPS[preset] * (5 / 6 if spatial else 1)))
     if steps < 2:
         raise OrgasegError(f"{model.kind} needs at least 2 training steps, got {steps}")
+    hops = int(model.options.get("hops", SpectralConfig.hops))
+    if not 0 <= hops <= 3:
+        raise OrgasegError(f"{model.kind}: hops is the number of graph convolutions, 0 to 3; got {hops}")
     return SpectralConfig(steps=steps, spatial=spatial, trace_weight=float(model.options.get("trace_weight", 0.0)),
-                          gamma2=1.0 if spatial else 0.1)
+                          hops=hops, gamma2=1.0 if spatial else 0.1)
 
 
 def _fit_neural(model: GraphClusterer, graphs: list[Graph], pooled: np.ndarray, progress=None) -> None:
@@ -289,7 +294,9 @@ def _fit_neural(model: GraphClusterer, graphs: list[Graph], pooled: np.ndarray, 
 def _assign_neural(model: GraphClusterer, graph: Graph) -> np.ndarray:
     from orgaseg.cluster.spectral_nets import predict_graph
 
-    return predict_graph(model.nets, graph, spatial=model.kind == "cs2c-spa")
+    # the hops the networks were trained with (states saved before the option existed: the papers' 3)
+    hops = int(model.state.get("config", {}).get("hops", 3))
+    return predict_graph(model.nets, graph, spatial=model.kind == "cs2c-spa", hops=hops)
 
 
 _FITTERS = {"superpixel-kmeans": _fit_superpixel_kmeans, "spectral": _fit_spectral, "sccs": _fit_neural,

@@ -2,10 +2,17 @@
 
 SCCS (Jiang, Sun, Wang, Pei) and CS²C (Jiang & Pei), as this project reads the papers:
 
-- **Spectral embedding** (both): three linear graph convolutions
-  ``Z <- Â Z W`` (``2q -> 96 -> 48 -> u = 12``, no activations), so the
-  embedding of a node is a fixed function of its graph's features: the same
-  weights embed every region, which is what makes ids agree across regions.
+- **Spectral embedding** (both): three linear layers ``2q -> 96 -> 48 ->
+  u = 12`` (no activations), so the embedding of a node is a fixed function
+  of its graph's features: the same weights embed every region, which is
+  what makes ids agree across regions. The papers make all three graph
+  convolutions (``Z <- Â Z W``); here ``hops`` of them are (default **1**, a
+  deviation): on a region's feature graph, which links most pairs of nodes
+  (``kappa = 2``), each hop averages a node with much of the region, and
+  three hops smooth small classes (mitochondria on vnc) away; one hop keeps
+  the preference for low-frequency directions that 0 hops lack (with 0,
+  nothing in ``L_spe`` favours any orthonormal projection of the features
+  over another). Measured in ``docs/graph-clusterers.md``.
   ``L_spe = ||Z^T Z / n - I||^2 + mu ||offdiag(Z^T L Z / n)||^2``, plus an
   optional ``trace_weight * tr(Z^T L Z / n)`` that prefers low-frequency
   bases. ``Z^T Z / n`` (not ``Z^T Z``) keeps per-node values of order 1 on
@@ -54,6 +61,7 @@ class SpectralConfig:
     lr: float = 0.01
     mu: float = 1.0
     trace_weight: float = 0.0
+    hops: int = 1  # the papers: 3 (see the module notes)
     gamma1: float = 1.0
     gamma2: float = 0.1
     eta: float = 0.1
@@ -105,11 +113,14 @@ def graph_operators(a):
     return a_hat, eye - a * inv[:, None] * inv[None, :]
 
 
-def embed(nets, x, a_hat):
-    """``Z`` of a graph: three linear graph convolutions."""
+def embed(nets, x, a_hat, hops: int):
+    """``Z`` of a graph: three linear layers, the last ``hops`` of them graph convolutions (0: a linear map of ``x``)."""
+    layers = nets["embed"]
     z = x
-    for layer in nets["embed"]:
-        z = a_hat @ layer(z)
+    for i, layer in enumerate(layers):
+        z = layer(z)
+        if i >= len(layers) - hops:
+            z = a_hat @ z
     return z
 
 
@@ -251,7 +262,7 @@ def train_spectral(graphs: list[Graph], k: int, config: SpectralConfig, *, seed:
     anchor = int(np.argmax([g.n for g in graphs]))
     with torch.no_grad():  # start with Z^T Z / n near I: at Z = 0 the orthonormality term has no gradient
         x, a = tensors[anchor]
-        z = embed(nets, x, graph_operators(a)[0])
+        z = embed(nets, x, graph_operators(a)[0], config.hops)
         nets["embed"][-1].weight /= z.pow(2).mean().sqrt().clamp_min(1e-12)
     targets: IncrementalCentroids | None = None
     result = TrainedSpectral(nets)
@@ -266,7 +277,7 @@ def train_spectral(graphs: list[Graph], k: int, config: SpectralConfig, *, seed:
                 group["lr"] = config.low_lr
         x, a = tensors[order[step]]
         a_hat, lap = graph_operators(a)
-        z = embed(nets, x, a_hat)
+        z = embed(nets, x, a_hat, config.hops)
         loss = spectral_loss(z, lap, config.mu, config.trace_weight)
         if targets is not None:
             target = torch.from_numpy(np.eye(k, dtype=np.float32)[targets.assign(z.detach().numpy())])
@@ -291,7 +302,7 @@ def _initial_centroids(nets, anchor, graphs: list[Graph], k: int, config: Spectr
     torch = _torch()
     x, a = anchor
     with torch.no_grad():
-        z = embed(nets, x, graph_operators(a)[0]).numpy()
+        z = embed(nets, x, graph_operators(a)[0], config.hops).numpy()
     centroids, labels = _kmeans(z, k, seed)
     if len(centroids) < k:  # fewer nodes than clusters on the anchor: spare centroids far away never win
         centroids = np.concatenate([centroids, np.full((k - len(centroids), z.shape[1]), 1e6, np.float32)])
@@ -313,7 +324,7 @@ def _initial_centroids(nets, anchor, graphs: list[Graph], k: int, config: Spectr
     return IncrementalCentroids(permuted, permuted_counts), spatial.astype(np.float32)
 
 
-def predict_graph(nets, graph: Graph, *, spatial: bool = False, tau: float = 1.0) -> np.ndarray:
+def predict_graph(nets, graph: Graph, *, hops: int, spatial: bool = False, tau: float = 1.0) -> np.ndarray:
     """Cluster ids of a graph's nodes: ``argmax P`` (spectral) or ``argmax Q`` (CS²C's spatial branch)."""
     torch = _torch()
     with torch.no_grad():
@@ -321,7 +332,7 @@ def predict_graph(nets, graph: Graph, *, spatial: bool = False, tau: float = 1.0
         if spatial:
             q = student_t(x, nets["centroids"][0], tau)
             return q.argmax(dim=1).numpy()
-        z = embed(nets, x, graph_operators(torch.from_numpy(graph.a))[0])
+        z = embed(nets, x, graph_operators(torch.from_numpy(graph.a))[0], hops)
         return soft_assign(nets, z).argmax(dim=1).numpy()
 
 
