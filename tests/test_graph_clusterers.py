@@ -10,7 +10,7 @@ import torch
 
 import orgaseg
 from orgaseg.cluster import CLUSTERERS, clusterer_from_dict
-from orgaseg.cluster.graph import Graph, affinity, laplacian, normalized_adjacency
+from orgaseg.cluster.graph import DEFAULT_KAPPA, Graph, affinity, laplacian, normalized_adjacency
 from orgaseg.cluster.spectral_nets import (IncrementalCentroids, SpectralConfig, embed, graph_operators,
                                            sharpened_target, student_t, train_spectral)
 from orgaseg.cluster.superpixels import pool_superpixels, region_slices, slic_superpixels, touching_pairs
@@ -73,7 +73,7 @@ def _random_graph(n=40, d=6, seed=0, touching=True):
 def test_affinity_and_laplacian_properties():
     x, a = _random_graph()
     assert np.allclose(a, a.T) and np.all(a >= 0) and np.all(np.diag(a) == 0)
-    rbf = np.exp(-((x[:, None] - x[None]) ** 2).mean(axis=2) / 2.0)
+    rbf = np.exp(-((x[:, None] - x[None]) ** 2).mean(axis=2) / DEFAULT_KAPPA)
     np.fill_diagonal(rbf, 0)
     kept = (a > 0) & ~np.eye(len(a), dtype=bool)
     assert np.all(rbf[kept & (rbf < rbf.max() / 4)] <= a[kept & (rbf < rbf.max() / 4)] + 1e-6)  # only adjacency edges
@@ -234,3 +234,14 @@ def test_hops_is_an_option_kept_with_the_fitted_networks():
     assert np.array_equal(np.asarray(again.labels), labels)
     with pytest.raises(OrgasegError, match="hops"):
         orgaseg.segment(image, clusterer="sccs", k=2, voxel_size=(10, 10, 10), options={"hops": 4})
+
+
+def test_the_default_kappa_links_a_node_to_its_similar_nodes_not_to_every_node():
+    # unrelated standardised nodes (channel-averaged squared distance about 2): the papers' kappa = 2 on this
+    # distance keeps them linked (e^-1 > 1/alpha), the default drops them (e^-4 < 1/alpha)
+    x = np.random.default_rng(0).normal(size=(200, 24)).astype(np.float32)
+    x = np.concatenate([x, x[:20] + 0.05])  # twenty near-duplicates: strong edges that set max(A)
+    linked_default = np.median((affinity(x) > 0).sum(axis=1))
+    linked_papers = np.median((affinity(x, kappa=2.0) > 0).sum(axis=1))
+    assert linked_papers > 0.9 * len(x)
+    assert linked_default < 0.1 * len(x)

@@ -6,8 +6,13 @@ features, sparsified as ``A <- max(A - max(A) / alpha, 0)``.
 - ``d_ij`` is the squared distance *averaged over the feature dimensions*
   (``||F_i - F_j||^2 / D``), so that ``kappa`` means the same for 24 filter
   bank channels and 768 ViT channels: with the plain sum, every affinity of
-  a wide feature vector underflows to 0 at ``kappa = 2``. Two unrelated
-  standardised nodes are then at ``d`` about 2.
+  a wide feature vector underflows to 0 at the papers' ``kappa = 2``. Two
+  unrelated standardised nodes are then at ``d`` about 2.
+- ``kappa`` is **0.5**, not the papers' 2 (a deviation): on averaged
+  distances, 2 keeps two unrelated nodes above the threshold (e^-1 > 1/4),
+  so a vnc region's graph links most pairs of nodes and holds no structure
+  the features lack; at 0.5 (e^-4 < 1/4) a node keeps tens of neighbours,
+  and SCCS on vnc scores higher at every K (``docs/graph-clusterers.md``).
 - ``max(A)`` is taken **off the diagonal**: the diagonal is exp(0) = 1 for any
   graph, which would make the threshold a constant instead of relative to
   the graph's strongest edge. The diagonal of ``A`` is then set to 0 (self
@@ -30,8 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: RBF width on dimension-averaged squared distances.
-DEFAULT_KAPPA = 2.0
+#: RBF width on dimension-averaged squared distances (the papers: 2, see the module notes).
+DEFAULT_KAPPA = 0.5
 #: Sparsification: edges weaker than max / alpha are dropped.
 DEFAULT_ALPHA = 4.0
 
