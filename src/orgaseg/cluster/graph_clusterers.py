@@ -215,17 +215,24 @@ def _assign_superpixel_kmeans(model: GraphClusterer, graph: Graph) -> np.ndarray
 
 def spectral_partition(graph: Graph, k: int, seed: int) -> np.ndarray:
     """Classical spectral clustering of one graph (normalised Laplacian, ARPACK, rows normalised, k-means)."""
-    from scipy.sparse.linalg import eigsh
+    from scipy.linalg import eigh
+    from scipy.sparse.linalg import ArpackNoConvergence, eigsh
     from sklearn.cluster import KMeans
 
     k = min(k, graph.n)
     lap = laplacian(graph.a).astype(np.float64)
-    if graph.n <= k + 1:
-        vectors = np.linalg.eigh(lap)[1][:, :k]
-    else:  # the smallest eigenvalues of L are the largest of 2I - L (eigenvalues of L lie in [0, 2])
+    vectors = None
+    if graph.n > k + 1:  # the smallest eigenvalues of L are the largest of 2I - L (eigenvalues of L lie in [0, 2])
         shifted = 2.0 * np.eye(graph.n) - lap
         v0 = np.random.default_rng(seed).standard_normal(graph.n)
-        vectors = eigsh(shifted, k=k, which="LA", v0=v0)[1]
+        try:
+            vectors = eigsh(shifted, k=k, which="LA", v0=v0)[1]
+        except ArpackNoConvergence:
+            # a graph of many disconnected pieces (a sparse affinity without adjacency edges) has a
+            # multiple eigenvalue 0 that ARPACK may not resolve; the dense solver always does
+            vectors = None
+    if vectors is None:
+        vectors = eigh(lap, subset_by_index=[0, k - 1])[1]
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     return KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(vectors)
 
