@@ -162,3 +162,22 @@ def test_a_learned_encoder_gives_the_same_labels_on_dask_workers(dask_executor, 
             for executor in (SerialExecutor(), dask_executor)]
     np.testing.assert_array_equal(runs[0].labels, runs[1].labels)
     assert runs[1].provenance["executor"]["kind"] == "dask"
+
+
+@pytest.mark.parametrize("clusterer", ["kmeans", "minibatch-kmeans"])
+def test_the_fit_does_not_depend_on_the_thread_count(phantom_zarr, clusterer):
+    """Parallel reductions add in a thread-dependent order: fits run on one thread, so serial (all cores) and
+    dask workers (one thread each) agree."""
+    import sklearn.cluster  # noqa: F401  (loaded before the limits below, which reach only loaded libraries)
+    from threadpoolctl import threadpool_limits
+
+    volume = open_volume(phantom_zarr, voxel_size=(20, 20, 20))
+    bank = FilterBank(voxel_size=(20.0, 20.0, 20.0), scales_nm=(20.0, 40.0))
+    centers = []
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads):
+            (model,) = cluster_volume(BlockJob(VolumeSource(volume), Scale(), bank), get_clusterer(clusterer),
+                                      [ArraySink(volume.shape, np.uint8)], ks=[6], sample_size=30_000,
+                                      block_shape=(2, 32, 32), options={"init_size": 20_000} if "mini" in clusterer else None)
+        centers.append(model.centers)
+    np.testing.assert_array_equal(*centers)

@@ -35,6 +35,7 @@ from orgaseg.cluster.superpixels import (DEFAULT_COMPACTNESS, DEFAULT_REGION_NM,
                                          RegionSuperpixels, block_superpixels, paint)
 from orgaseg.errors import OrgasegError
 from orgaseg.labels import smallest_label_dtype
+from orgaseg.threads import one_thread
 
 #: Training length per preset (SCCS; CS²C trains 5/6 of it, as the papers: 6000 and 3000 + 2000 steps).
 PRESET_STEPS = {"paper": 6000, "cpu": 600, "tiny": 300}
@@ -158,8 +159,10 @@ class GraphClusterer:
             raise OrgasegError(f"this {self.kind} clusterer was fitted on {self.n_features} feature channels, "
                                f"the block has {features.shape[-1]}")
         regions = self.graph_options.regions(features, raw, voxel_size)
-        node_labels = [self.assign(self.graph_options.graph(r, self.mean, self.scale)) if r.n else
-                       np.zeros(0, np.int64) for r in regions]
+        # eigensolver, k-means and networks on one thread: the same labels under every executor
+        with one_thread(torch=_ASSIGNERS[self.kind] is _assign_neural):
+            node_labels = [self.assign(self.graph_options.graph(r, self.mean, self.scale)) if r.n else
+                           np.zeros(0, np.int64) for r in regions]
         return paint(regions, node_labels, raw.shape, smallest_label_dtype(self.k))
 
     def assign(self, graph: Graph) -> np.ndarray:

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from orgaseg.cluster.graph import Graph
+from orgaseg.threads import one_thread
 
 #: Widths of the three graph convolutions (the last is ``u``).
 EMBEDDING_WIDTHS = (96, 48, 12)
@@ -248,6 +249,11 @@ def train_spectral(graphs: list[Graph], k: int, config: SpectralConfig, *, seed:
     -------
     TrainedSpectral
     """
+    with one_thread(torch=True):
+        return _train_spectral(graphs, k, config, seed, progress)
+
+
+def _train_spectral(graphs: list[Graph], k: int, config: SpectralConfig, seed: int, progress) -> TrainedSpectral:
     from scipy.optimize import linear_sum_assignment
 
     from orgaseg.progress import report

@@ -35,6 +35,7 @@ from orgaseg.labels import smallest_label_dtype
 from orgaseg.pipeline.runner import plan_blocks
 from orgaseg.pipeline.stages import Stages, resolve_stages
 from orgaseg.pipeline.tasks import BlockJob, VolumeSource, sample_block
+from orgaseg.threads import one_thread
 
 #: Classifiers ``--classifier`` offers.
 CLASSIFIERS = ("logistic", "forest")
@@ -404,7 +405,7 @@ def train_classifier(
     else:
         from sklearn.linear_model import LogisticRegression
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), one_thread():  # one thread: the same classifier on every machine
             warnings.simplefilter("ignore")  # a convergence note on a few clicks says nothing to the user
             fitted = LogisticRegression(C=LOGISTIC_C, max_iter=2000).fit(design, index)
         model = {"coef": fitted.coef_.astype(np.float32), "intercept": fitted.intercept_.astype(np.float32)}

@@ -37,6 +37,7 @@ from orgaseg.pipeline.tasks import (
     BlockJob, Normalizer, block_halo, label_block, sample_block, sample_whole_block,
 )
 from orgaseg.progress import ProgressCallback, report
+from orgaseg.threads import one_thread
 
 __all__ = [
     "ArraySink", "BlockJob", "FeatureExtractor", "LabelSink", "Normalizer", "Tee", "cluster_volume",
@@ -177,11 +178,13 @@ def _fit(jobs, spec: ClustererSpec, ks, options, sample_size, seed, block_shape,
     for i, job in enumerate(jobs):
         n = max(1, round(sample_size * job.source.volume.size / total))
         for piece in _sample_pieces(job, spec, n, seed + i, block_shape, executor, progress):
-            for fit in fits:
-                fit.add(*piece)
+            with one_thread():  # a streamed fit updates here
+                for fit in fits:
+                    fit.add(*piece)
     fitted = []
     for i, fit in enumerate(fits, 1):
-        fitted.append(fit.finish())
+        with one_thread():
+            fitted.append(fit.finish())
         report(progress, f"fitting {spec.name}", i, len(fits))
     return fitted
 
