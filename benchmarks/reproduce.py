@@ -266,6 +266,9 @@ RUNS: tuple[BenchmarkRun | ScriptRun, ...] = (
                               "--repeats", "2")),
     ScriptRun("workers-vnc", ("{python}", "benchmarks/workers.py", "--work", "{work}", "-o", "{output}"),
               requires=("scaling-vnc",)),
+    # eight blocks: on an idle machine a four-block volume leaves the dask workers' start-up costs visible
+    ScriptRun("workers-vnc-8x", ("{python}", "benchmarks/workers.py", "--work", "{work}", "-o", "{output}",
+                                 "--size", "8"), requires=("scaling-vnc",)),
     ScriptRun("throughput-vnc-maester-cpu",
               ("{python}", "benchmarks/throughput.py", "{results}/vnc-maester-cpu-native/model.pt",
                "-o", "{output}", "--dataset", "vnc", "--crop", "1", "384", "384", "--device", "cpu"),
