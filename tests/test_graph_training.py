@@ -76,6 +76,9 @@ def test_a_trained_sccs_labels_a_new_volume_without_fitting_on_it(trained):
     assert saved["k"] == 3 and saved["seed"] == 1 and saved["step"] == saved["total_steps"] == 300
     assert saved["training_volumes"][0]["voxel_size"] == list(VOXEL) and saved["encoder"] is None
     assert len(saved["sampling"]["regions"]) == 8
+    # one loss per step, as the encoders' checkpoints keep them; training lowered it
+    assert len(saved["losses"]) == 300 and saved["losses"] == saved["clusterer"]["state"]["losses"]
+    assert np.mean(saved["losses"][-20:]) < 0.5 * np.mean(saved["losses"][:20])
     again = orgaseg.segment(image, voxel_size=VOXEL, **segment_arguments(checkpoint, method="sccs"))
     assert np.array_equal(np.asarray(again.labels), labels)
 
@@ -89,7 +92,7 @@ def test_training_reports_every_region_graph_and_the_training_steps(trained):
     assert [done for done, _ in steps] == sorted(done for done, _ in steps) and len(steps) >= 6
 
 
-def test_train_and_segment_on_the_command_line_give_the_same_clusterer_and_labels(trained, tmp_path):
+def test_train_and_segment_on_the_command_line_give_the_same_clusterer_and_labels(trained, tmp_path, capsys):
     checkpoint, record, _ = trained
     train, _ = _disks(1)
     image, inside = _disks(2)
@@ -102,6 +105,8 @@ def test_train_and_segment_on_the_command_line_give_the_same_clusterer_and_label
     assert main(["train", str(tmp_path / "train.tif"), "-o", str(tmp_path / "sccs.json"), *common, *options,
                  *voxel]) == 0
     assert json.loads((tmp_path / "sccs.json").read_text())["clusterer"] == record["clusterer"]  # seeded
+    losses = record["losses"]
+    assert f"loss {losses[0]:.4f} -> {losses[-1]:.4f}" in capsys.readouterr().out
     assert main(["train", str(tmp_path / "train.tif"), "-o", str(tmp_path / "sccs.json"), *common, *options,
                  *voxel]) == 2  # exists, no --overwrite
     assert main(["segment", str(tmp_path / "new.tif"), "--quiet", "--method", "sccs", "--model",

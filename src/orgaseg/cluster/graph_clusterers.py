@@ -298,7 +298,8 @@ def _fit_neural(model: GraphClusterer, graphs: list[Graph], pooled: np.ndarray, 
     trained = train_spectral(graphs, model.k, config, seed=model.seed, progress=progress)
     model._nets = trained.nets.eval()
     model.state = {"nets": nets_to_dict(trained.nets), "config": config.to_dict(),
-                   "final_loss": float(np.mean(trained.losses[-20:]))}
+                   "final_loss": float(np.mean(trained.losses[-20:])),
+                   "losses": [float(f"{loss:.4g}") for loss in trained.losses]}
 
 
 def _assign_neural(model: GraphClusterer, graph: Graph) -> np.ndarray:

@@ -336,6 +336,7 @@ def train_graph_clusterer(
         "step": int(state["state"]["config"]["steps"]),
         "total_steps": int(state["state"]["config"]["steps"]),
         "final_loss": float(state["state"]["final_loss"]),
+        "losses": list(state["state"]["losses"]),
         "sampling_seconds": round(sampled - started, 2),
         "train_seconds": round(time.perf_counter() - started, 2),
         "device": "cpu",
