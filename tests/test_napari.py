@@ -1,12 +1,15 @@
 """The napari plugin, headless: reader, writer and the three widgets end to end on a tiny phantom.
 
-Skipped when napari (the ``orgaseg[napari]`` extra) is not installed. Without a display Qt
+Skipped when napari (the ``orgaseg[napari]`` extra, part of the README's test command) is not
+installed, or when Qt cannot start (tried in a child process first). Without a display Qt
 runs offscreen, where there is no OpenGL: the tests that show an image layer then skip;
 run them under a virtual display (``xvfb-run -a python -m pytest tests/test_napari.py``).
 """
 
 import csv
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -15,6 +18,24 @@ if not os.environ.get("DISPLAY"):
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 napari = pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
+
+
+def _qt_failure() -> str | None:
+    """Why a Qt application cannot start here (None if it can), asked of a child process.
+
+    A Qt that cannot load its platform plugin aborts the process, which would end the whole test session.
+    """
+    done = subprocess.run([sys.executable, "-c", "from qtpy.QtWidgets import QApplication; QApplication([])"],
+                          capture_output=True, text=True, timeout=300)
+    if done.returncode == 0:
+        return None
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit status {done.returncode}"
+
+
+_QT_FAILURE = _qt_failure()
+if _QT_FAILURE is not None:
+    pytest.skip(f"Qt cannot start here: {_QT_FAILURE}", allow_module_level=True)
 
 import orgaseg  # noqa: E402
 from orgaseg.errors import OrgasegError  # noqa: E402
