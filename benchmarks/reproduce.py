@@ -292,6 +292,11 @@ RUNS: tuple[BenchmarkRun | ScriptRun, ...] = (
     *(_graph("vnc", clusterer, scale=4) for clusterer in ("sccs", "cs2c", "spectral", "superpixel-kmeans")),
     # kappa 0.5 set explicitly (measured before it became the default; the papers' 2 was the default then)
     *(_graph("vnc", "sccs", scale=scale, kappa=0.5) for scale in (4, 2)),
+    # pixel k-means on filter-bank features plus their means and spreads over ~100-px superpixels
+    # (the features' context option), at twice and four times the native pixel size
+    *(BenchmarkRun(f"{dataset}-baseline-context100-{scale * native:g}nm", "cpu", dataset, "baseline",
+                   round(scale * native, 6), options={"context": "100"})
+      for dataset, native in NATIVE_PIXEL_NM.items() for scale in (2, 4)),
     # Han et al.'s VAE, 2D and 3D, at 16 nm
     *(_han(dataset, method) for dataset in NATIVE_PIXEL_NM for method in ("han-vae-2d", "han-vae")),
     # their stride cost (latents at strides 1, 2, 4 on a crop) and the paper's Fig. 3 (t-SNE of two subspaces)

@@ -83,3 +83,33 @@ def test_context_needs_a_3d_block_and_a_size():
         SuperpixelContext(Ramp(), (100,))(np.zeros((8, 8), np.float32))
     with pytest.raises(OrgasegError, match="at least one"):
         SuperpixelContext(Ramp(), "none")
+
+
+def test_the_context_option_of_any_features_extends_what_the_clusterer_reads(tmp_path):
+    import orgaseg
+    from orgaseg.synthetic import make_cell
+
+    voxel = (20.0, 20.0, 20.0)
+    cell = make_cell((4, 64, 64), voxel_size=voxel, seed=0)
+    plain = orgaseg.segment(cell.raw, voxel_size=voxel, k=4, sample_size=3000)
+    seg = orgaseg.segment(cell.raw, voxel_size=voxel, k=4, sample_size=3000, options={"context": "25,100"},
+                          output=tmp_path / "ctx.ome.zarr")
+    assert seg.model.centers.shape[1] == 5 * plain.model.centers.shape[1]  # features, then two [mean || std]
+    assert seg.provenance["config"]["feature_options"] == {"context": "25,100"}
+    labels = orgaseg.open_volume(tmp_path / "ctx.ome.zarr").read()
+    assert labels.shape == cell.raw.shape and len(np.unique(labels)) == 4
+    # another volume labelled with the same clusterer rebuilds the same context features
+    other = make_cell((4, 64, 64), voxel_size=voxel, seed=1)
+    reused = orgaseg.segment(other.raw, voxel_size=voxel, centers=tmp_path / "ctx.ome.zarr.provenance.json",
+                             options={"context": "25,100"})
+    np.testing.assert_array_equal(reused.model.centers, seg.model.centers)
+    with pytest.raises(OrgasegError, match="superpixel context sizes are numbers"):
+        orgaseg.segment(cell.raw, voxel_size=voxel, k=4, sample_size=3000, options={"context": "big"})
+    with pytest.raises(OrgasegError, match="whole number of at least 4"):
+        orgaseg.segment(cell.raw, voxel_size=voxel, k=4, sample_size=3000, options={"context": 2})
+
+
+def test_parse_context_takes_a_single_number():
+    assert parse_context(100) == (100,) and parse_context(100.0) == (100,)
+    with pytest.raises(OrgasegError, match="numbers of pixels"):
+        parse_context(object())

@@ -7,6 +7,8 @@ A strategy that ``needs`` an encoder works with any encoder of that kind
 
 from __future__ import annotations
 
+import dataclasses
+
 from orgaseg.options import lookup
 from orgaseg.features.base import FeatureExtractor, FeatureSpec
 
@@ -76,9 +78,25 @@ def _in_planes(build):
     return build_in_planes
 
 
+def _with_context(spec: FeatureSpec) -> FeatureSpec:
+    """``spec`` with the ``context`` option: superpixel means and spreads appended to its features."""
+
+    def build_with_context(encoder, voxel_size, options: dict, device: str):
+        from orgaseg.features.context import SuperpixelContext, parse_context
+
+        extractor = spec.build(encoder, voxel_size, options, device)
+        sizes = parse_context(options.get("context"))
+        return SuperpixelContext(extractor, sizes) if sizes else extractor
+
+    return dataclasses.replace(spec, build=build_with_context, options={**spec.options, "context": _CONTEXT_HELP})
+
+
+_CONTEXT_HELP = ("superpixel sizes in working pixels, e.g. 100 or 100,400: [mean || std] of the features over each "
+                 "voxel's SLIC superpixel of each size are appended (default none)")
+
 #: The dense-feature strategies, by name.
 FEATURES: dict[str, FeatureSpec] = {
-    spec.name: spec
+    spec.name: _with_context(spec)
     for spec in (
         FeatureSpec("filter-bank", "Gaussian, gradient, LoG, local std and Hessian eigenvalues at scales in nm",
                     needs=None, build=_build_filter_bank,

@@ -13,8 +13,10 @@ has ``5 q`` features.
 
 The superpixels follow intensity edges, so the pooled values average over
 one structure rather than across a membrane (what a Gaussian of the same area
-would do). Measured use: the refining classifier of ``orgaseg name --refine``
-(see ``docs/organelles.md``).
+would do). Two uses: the refining classifier of ``orgaseg name --refine``
+(default ``100,400``; ``docs/organelles.md``), and the ``context`` option of
+every dense-feature strategy (``--option context=100``; none by default), which
+the clusterer then reads (``docs/results.md``).
 
 Blockwise: the superpixels are cut on the block with its halo, which includes
 a margin of twice a large superpixel's side, so a superpixel near the border
@@ -49,13 +51,18 @@ def parse_context(value: str | Sequence[float] | None) -> tuple[int, ...]:
     """
     if value is None:
         return ()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
     if isinstance(value, str):
         text = value.strip().lower()
         if text in ("", "none", "0"):
             return ()
         parts = [p for p in text.replace(" ", "").split(",") if p]
     else:
-        parts = list(value)
+        try:
+            parts = list(value)
+        except TypeError:
+            raise OrgasegError(f"superpixel context sizes are numbers of pixels like 100,400; got {value!r}") from None
     sizes = []
     for part in parts:
         try:
