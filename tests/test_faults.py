@@ -289,7 +289,10 @@ def test_tifffile_log_lines_go_to_debug(tmp_path, caplog, capfd):
     # tifffile's records too: ask the logger itself
     assert logging.getLogger("tifffile").propagate is False
     terminal = capfd.readouterr()
-    assert "invalid page offset" not in terminal.out + terminal.err
+    # an earlier CLI test may leave its root handler: the relayed debug lines may print, tifffile's own never
+    raw = [line for line in (terminal.out + terminal.err).splitlines()
+           if "invalid page offset" in line and "tifffile error:" not in line]
+    assert not raw
     relayed = [r for r in caplog.records if r.name == "orgaseg.io.tifffile"]
     assert relayed and {r.levelno for r in relayed} == {logging.DEBUG}
     assert any("invalid page offset" in r.getMessage() for r in relayed)
