@@ -21,7 +21,7 @@ def test_one_thread_restores_torch_threads_after_an_error():
 
     before = torch.get_num_threads()
     try:
-        with one_thread(torch=True):
+        with one_thread(load_torch=True):
             raise ValueError("inside")
     except ValueError:
         pass

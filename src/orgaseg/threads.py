@@ -23,19 +23,19 @@ from collections.abc import Iterator
 
 
 @contextlib.contextmanager
-def one_thread(*, torch: bool = False) -> Iterator[None]:
+def one_thread(*, load_torch: bool = False) -> Iterator[None]:
     """Limit OpenMP and BLAS thread pools, and torch's, to one thread inside the ``with`` block.
 
     Parameters
     ----------
-    torch : bool
+    load_torch : bool
         Import torch first (for code that would import it inside the block);
         otherwise torch is limited only if something imported it already.
     """
     import sklearn.cluster  # noqa: F401  (loads scikit-learn's OpenMP runtime: a limit reaches only loaded ones)
     from threadpoolctl import threadpool_limits
 
-    if torch:
+    if load_torch:
         import torch  # noqa: F401
     torch = sys.modules.get("torch")
     before = torch.get_num_threads() if torch is not None else None

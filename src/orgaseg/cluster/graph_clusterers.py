@@ -160,7 +160,7 @@ class GraphClusterer:
                                f"the block has {features.shape[-1]}")
         regions = self.graph_options.regions(features, raw, voxel_size)
         # eigensolver, k-means and networks on one thread: the same labels under every executor
-        with one_thread(torch=_ASSIGNERS[self.kind] is _assign_neural):
+        with one_thread(load_torch=_ASSIGNERS[self.kind] is _assign_neural):
             node_labels = [self.assign(self.graph_options.graph(r, self.mean, self.scale)) if r.n else
                            np.zeros(0, np.int64) for r in regions]
         return paint(regions, node_labels, raw.shape, smallest_label_dtype(self.k))
@@ -232,8 +232,8 @@ def spectral_partition(graph: Graph, k: int, seed: int) -> np.ndarray:
             vectors = eigsh(shifted, k=k, which="LA", v0=v0)[1]
         except ArpackNoConvergence:
             # a graph of many disconnected pieces (a sparse affinity without adjacency edges) has a
-            # multiple eigenvalue 0 that ARPACK may not resolve; the dense solver always does
-            vectors = None
+            # multiple eigenvalue 0 that ARPACK may not resolve; the dense solver below always does
+            pass
     if vectors is None:
         vectors = eigh(lap, subset_by_index=[0, k - 1])[1]
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)

@@ -249,7 +249,7 @@ def train_spectral(graphs: list[Graph], k: int, config: SpectralConfig, *, seed:
     -------
     TrainedSpectral
     """
-    with one_thread(torch=True):
+    with one_thread(load_torch=True):
         return _train_spectral(graphs, k, config, seed, progress)
 
 

@@ -78,6 +78,9 @@ def _in_planes(build):
     return build_in_planes
 
 
+_CONTEXT_HELP = ("superpixel sizes in working pixels, e.g. 100 or 100,400: [mean || std] of the features over each "
+                 "voxel's SLIC superpixel of each size are appended (default none)")
+
 def _with_context(spec: FeatureSpec) -> FeatureSpec:
     """``spec`` with the ``context`` option: superpixel means and spreads appended to its features."""
 
@@ -90,9 +93,6 @@ def _with_context(spec: FeatureSpec) -> FeatureSpec:
 
     return dataclasses.replace(spec, build=build_with_context, options={**spec.options, "context": _CONTEXT_HELP})
 
-
-_CONTEXT_HELP = ("superpixel sizes in working pixels, e.g. 100 or 100,400: [mean || std] of the features over each "
-                 "voxel's SLIC superpixel of each size are appended (default none)")
 
 #: The dense-feature strategies, by name.
 FEATURES: dict[str, FeatureSpec] = {
