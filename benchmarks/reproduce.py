@@ -99,7 +99,9 @@ class BenchmarkRun:
     ``features``, ``clusterer`` and ``options`` are passed only when set, so a
     run uses the method's own stage unless it says otherwise; ``pixel_size``
     (nm, or ``"native"``) is always passed, so a change of a method's default
-    pixel size cannot change what a run measures.
+    pixel size cannot change what a run measures. ``model`` (a checkpoint,
+    ``{results}`` standing for the results folder) evaluates an encoder that
+    another run trained, named in ``requires``, instead of training one.
     """
 
     name: str
@@ -118,11 +120,15 @@ class BenchmarkRun:
     sample_size: int = SAMPLE_SIZE
     #: Options of :func:`orgaseg.load_dataset` (the phantom's shape with ``--tiny``).
     dataset_options: dict = field(default_factory=dict)
+    model: str | None = None
+    requires: tuple[str, ...] = ()
 
-    def arguments(self) -> dict:
+    def arguments(self, results: Path | str = "{results}") -> dict:
         """Keyword arguments of ``run_benchmark`` besides the dataset and the output folder."""
         arguments = {"ks": list(self.ks), "seed": self.seed, "sample_size": self.sample_size,
                      "device": self.device, "pixel_size": self.pixel_size}
+        if self.model is not None:
+            arguments["model"] = self.model.format(results=results)
         for name in ("preset", "steps", "features", "clusterer"):
             if getattr(self, name) is not None:
                 arguments[name] = getattr(self, name)
@@ -144,7 +150,7 @@ class BenchmarkRun:
         from orgaseg.benchmark import run_benchmark
 
         dataset = _load_dataset(self.dataset, data_root, tuple(sorted(self.dataset_options.items())))
-        run_benchmark(dataset, self.method, results / self.name, **self.arguments())
+        run_benchmark(dataset, self.method, results / self.name, **self.arguments(results))
 
     def tiny(self) -> BenchmarkRun:
         """The same run on :data:`TINY_PHANTOM` with the ``tiny`` preset, on the CPU, in seconds."""
@@ -233,19 +239,29 @@ def _han(dataset: str, method: str) -> BenchmarkRun:
                         options={"stride": HAN_STRIDE[method]})
 
 
-def _graph(dataset: str, clusterer: str, scale: int = 2, **options) -> BenchmarkRun:
-    """A cpu-section run of a superpixel-graph clusterer on filter-bank features at ``scale`` x the native pixel size.
+def _graph(dataset: str, clusterer: str, scale: int = 2, encoder: str | None = None, **options) -> BenchmarkRun:
+    """A cpu-section run of a superpixel-graph clusterer at ``scale`` x the native pixel size.
 
-    Fitted on whole blocks holding :data:`GRAPH_SAMPLE_SIZE` input voxels (8 of vnc's 20 slices); SCCS and
-    CS²C with their ``cpu`` preset; CS²C also at the paper's K = 14.
+    On filter-bank features, or with ``encoder`` (``maester``, ``his4mae``) on the expand-stride features
+    of the checkpoint that the ``cpu`` run of that method trained at the same pixel size (no training
+    here, so every clusterer reads the same encoder). Fitted on whole blocks holding
+    :data:`GRAPH_SAMPLE_SIZE` input voxels (8 of vnc's 20 slices); SCCS and CS²C with their ``cpu``
+    preset; CS²C also at the paper's K = 14.
     """
     neural = clusterer in ("sccs", "cs2c", "cs2c-spa")
     ablation = "".join(f"-{key}{value:g}" for key, value in options.items())
     pixel = round(scale * NATIVE_PIXEL_NM[dataset], 6)
-    return BenchmarkRun(f"{dataset}-{clusterer}{ablation}-filter-bank-{pixel:g}nm", "cpu",
-                        dataset, "baseline", pixel, clusterer=clusterer,
-                        options={**({"preset": "cpu"} if neural else {}), **options},
-                        ks=KS + ((14,) if clusterer.startswith("cs2c") else ()), sample_size=GRAPH_SAMPLE_SIZE)
+    options = {**({"preset": "cpu"} if neural else {}), **options}
+    common = {"clusterer": clusterer, "ks": KS + ((14,) if clusterer.startswith("cs2c") else ()),
+              "sample_size": GRAPH_SAMPLE_SIZE}
+    if encoder is None:
+        return BenchmarkRun(f"{dataset}-{clusterer}{ablation}-filter-bank-{pixel:g}nm", "cpu", dataset, "baseline",
+                            pixel, options=options, **common)
+    trained = f"{dataset}-{encoder}-cpu-{pixel:g}nm"
+    return BenchmarkRun(f"{dataset}-{clusterer}{ablation}-{encoder}-{pixel:g}nm", "cpu", dataset, encoder, pixel,
+                        model=f"{{results}}/{trained}/model.pt", requires=(trained,),
+                        features=EXPAND_STRIDE_40["features"], options={**EXPAND_STRIDE_40["options"], **options},
+                        **common)
 
 
 #: Input voxels of whole blocks the graph clusterers are fitted on.
@@ -283,6 +299,9 @@ RUNS: tuple[BenchmarkRun | ScriptRun, ...] = (
     *(_gpu(dataset, method) for dataset in NATIVE_PIXEL_NM for method in ("maester", "his4mae")),
     # superpixel graphs on filter-bank features: SCCS, CS²C and the two baselines, then the ablations
     *(_graph(dataset, clusterer) for dataset in NATIVE_PIXEL_NM
+      for clusterer in ("sccs", "cs2c", "cs2c-spa", "superpixel-kmeans", "spectral")),
+    # the same clusterers on the features of the his4mae encoder trained at the same pixel size
+    *(_graph(dataset, clusterer, encoder="his4mae") for dataset in NATIVE_PIXEL_NM
       for clusterer in ("sccs", "cs2c", "cs2c-spa", "superpixel-kmeans", "spectral")),
     *(_graph("vnc", clusterer, adjacency=0.0) for clusterer in ("sccs", "spectral")),
     _graph("vnc", "sccs", trace_weight=1.0),

@@ -53,6 +53,15 @@ def test_select_adds_what_a_script_reads():
     assert all(run.section == "gpu" for run in reproduce.select(reproduce.RUNS, "gpu", None)[0])
 
 
+def test_a_run_on_another_runs_encoder_requires_it():
+    runs, asked = reproduce.select(reproduce.RUNS, "cpu", ["cdeep3m-mito-sccs-his4mae-11.8nm"])
+    assert [run.name for run in runs] == ["cdeep3m-mito-his4mae-cpu-11.8nm", "cdeep3m-mito-sccs-his4mae-11.8nm"]
+    graph = runs[1]
+    assert graph.method == "his4mae" and graph.clusterer == "sccs" and graph.steps is None
+    assert graph.arguments(Path("/r"))["model"] == "/r/cdeep3m-mito-his4mae-cpu-11.8nm/model.pt"
+    assert "{results}/cdeep3m-mito-his4mae-cpu-11.8nm/model.pt" in graph.describe()
+
+
 def test_tiny_plan_end_to_end(tmp_path):
     results, docs = tmp_path / "results", tmp_path / "results.md"
     common = ("--tiny", "--section", "all", "--results", str(results), "--docs", str(docs))
@@ -65,18 +74,24 @@ def test_tiny_plan_end_to_end(tmp_path):
 
     output = _reproduce(*common)
     page = docs.read_text()
+    by_name = {run.name: run for run in benchmarks}
     for run in benchmarks:
         tiny = run.tiny()
         record = json.loads((results / run.name / "results.json").read_text())
         assert record["dataset"] == "phantom" and record["method"] == run.method
         assert record["ks"] == list(tiny.ks) and record["seed"] == tiny.seed
         assert record["sample_size"] == tiny.sample_size
-        assert record["preset"] == tiny.preset
-        assert record["training"]["steps"] == (tiny.steps or 0)
+        # a run on another run's encoder reports that run's training
+        trained = tiny if run.model is None else by_name[run.requires[0]].tiny()
+        assert record["preset"] == trained.preset
+        assert record["training"]["steps"] == (trained.steps or 0)
+        if run.model is not None:
+            assert record["training"]["checkpoint"] == str(results / run.requires[0] / "model.pt")
         assert record["pixel_size_nm"] == (None if tiny.pixel_size == "native" else tiny.pixel_size)
         if run.features is not None:
             assert record["stages"]["features"] == run.features
-            assert record["stages"]["feature_options"] == run.options
+            stages = record["stages"]  # each option reaches the stage it belongs to
+            assert {**stages["feature_options"], **stages["clusterer_options"]} == tiny.options
         environment = record["environment"]
         assert {"git", "versions", "machine"} <= set(environment)
         assert environment["versions"]["orgaseg"] and environment["machine"]["cores"]
