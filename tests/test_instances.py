@@ -96,6 +96,71 @@ def test_connectivity_is_face_neighbours_only():
     np.testing.assert_array_equal(result.labels, ndi.label(classes)[0])
 
 
+@pytest.mark.parametrize("connectivity, rank", [(18, 2), (26, 3)])
+def test_edge_and_corner_contacts_join_across_block_borders(connectivity, rank):
+    classes = np.zeros((4, 6, 6), np.uint8)
+    classes[1, 2, 2] = classes[1, 3, 3] = 1  # an edge contact across a block border
+    classes[2, 4, 4] = 1  # a corner contact with (1, 3, 3), across a block corner
+    classes[0, 0, 0] = classes[0, 0, 1] = 1  # a face contact across a block border
+    result = make_instances(classes, block_shape=(2, 3, 3), connectivity=connectivity)
+    assert result.labels[1, 2, 2] == result.labels[1, 3, 3]
+    assert (result.labels[2, 4, 4] == result.labels[1, 3, 3]) == (connectivity == 26)
+    np.testing.assert_array_equal(result.labels, label(classes, background=0, connectivity=rank))
+
+
+@pytest.mark.parametrize("connectivity, rank", [(6, 1), (18, 2), (26, 3)])
+@pytest.mark.parametrize("block_shape", BLOCK_SHAPES[1:] + [(3, 5, 2)])
+def test_blockwise_equals_whole_for_every_connectivity(connectivity, rank, block_shape):
+    # scattered voxels of two classes: most contacts are along edges and at corners
+    classes = (np.random.default_rng(7).random((12, 20, 20)) * 9).astype(np.uint8)
+    classes[classes > 2] = 0
+    expected = label(classes, background=0, connectivity=rank)
+    assert expected.max() > 100
+    result = make_instances(classes, block_shape=block_shape, connectivity=connectivity)
+    np.testing.assert_array_equal(result.labels, expected)
+    assert result.provenance["connectivity"] == connectivity
+
+
+def test_small_components_and_holes_follow_the_connectivity():
+    mask = np.zeros((9, 12, 12), bool)
+    mask[2, 2, 2] = mask[3, 3, 3] = mask[4, 4, 4] = True  # three voxels, one object only at 26
+    mask[1:8, 6:11, 6:11] = True
+    mask[4, 8, 8] = False  # a hole: enclosed through faces
+    for connectivity, rank in ((6, 1), (26, 3)):
+        expected = label(remove_small_objects(ndi.binary_fill_holes(mask), max_size=1, connectivity=rank),
+                         connectivity=rank)
+        result = make_instances(mask.astype(np.uint8), min_size_nm3=2, fill_holes=True, voxel_size=(1, 1, 1),
+                                block_shape=(3, 4, 5), connectivity=connectivity)
+        np.testing.assert_array_equal(result.labels, expected)
+    assert result.labels.max() == 2 and result.labels[4, 8, 8] > 0
+
+
+def test_the_merger_keeps_no_plane_once_every_neighbour_arrived():
+    from orgaseg.organelles.instances import _components_pass, _Merger, _Stage, _Classes
+    from orgaseg.pipeline.blocks import make_blocks
+    from orgaseg.pipeline.executors import SerialExecutor
+    from orgaseg.pipeline.tasks import VolumeSource
+    from orgaseg.io.volume import as_volume
+
+    classes = smooth_classes(shape=(8, 16, 16))
+    blocks = make_blocks(classes.shape, (3, 5, 6))
+    kept = []
+    add = _Merger.add
+
+    def watch(self, block, result):
+        add(self, block, result)
+        kept.append(sum(part.low is not None for part in self.parts))
+
+    stage = _Stage(VolumeSource(as_volume(classes)), _Classes(None), rank=3)
+    _Merger.add = watch
+    try:
+        _components_pass(stage, "objects", blocks, (3, 5, 6), SerialExecutor(), None, "test")
+    finally:
+        _Merger.add = add
+    assert kept[-1] == 0  # the last block met everything
+    assert max(kept) < len(blocks)  # planes were dropped along the way
+
+
 def test_two_classes_touching_stay_apart():
     classes = np.zeros((2, 4, 8), np.uint8)
     classes[:, :, :4], classes[:, :, 4:] = 1, 2
@@ -185,7 +250,7 @@ def test_written_volume_has_pyramid_classes_and_provenance(tmp_path):
     assert names[0] == "background" and [names[i] for i in range(1, 11)] == result.classes
     assert sorted(set(result.classes)) == ["granules", "mitochondria"]
     record = json.loads((tmp_path / "inst.ome.zarr.provenance.json").read_text())
-    assert record["counts"] == {"mitochondria": 5, "granules": 5} and record["connectivity"].startswith("6")
+    assert record["counts"] == {"mitochondria": 5, "granules": 5} and record["connectivity"] == 6
     tiff = make_instances(named, tmp_path / "inst.tif")
     np.testing.assert_array_equal(open_volume(tiff.path).read(), stored.read())
 
@@ -227,8 +292,13 @@ def test_cli_instances(tmp_path, capsys):
     assert "7 instances (mitochondria 3, granules 4)" in capsys.readouterr().out
     assert main(args) == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err
-    assert main(args + ["--overwrite", "--classes", "mitochondria"]) == 0
+    assert main(args + ["--overwrite", "--classes", "mitochondria", "--connectivity", "26"]) == 0
     assert open_volume(output).read().max() == 3
+    assert json.loads(Path(f"{output}.provenance.json").read_text())["connectivity"] == 26
+    assert main(args + ["--overwrite", "--connectivity", "8"]) == 2
+    assert "invalid choice: 8" in capsys.readouterr().err
+    with pytest.raises(OrgasegError, match="connectivity must be 6, 18 or 26"):
+        make_instances(labels, connectivity=8)
 
 
 @pytest.mark.skipif(not VNC_MITOCHONDRIA.is_dir(), reason="needs ../shared/data/vnc (the project's shared data)")

@@ -271,7 +271,7 @@ def cmd_instances(args, progress) -> int:
                              scheduler=args.scheduler)
     try:
         result = make_instances(args.named, args.output, classes=args.classes, min_size_nm3=args.min_size_nm3,
-                                fill_holes=args.fill_holes, majority_nm=args.majority,
+                                fill_holes=args.fill_holes, majority_nm=args.majority, connectivity=args.connectivity,
                                 voxel_size=_voxel_size(args.voxel_size), key=args.key,
                                 block_shape=tuple(args.block_shape) if args.block_shape else None,
                                 executor=executor, overwrite=args.overwrite, progress=progress)
@@ -549,6 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fill background pockets enclosed by one class (after the small-component removal)")
     p.add_argument("--majority", type=float, metavar="R",
                    help="majority filter first: each voxel takes the most frequent class within R nm along each axis")
+    p.add_argument("--connectivity", type=int, choices=(6, 18, 26), default=6,
+                   help="voxels of a class are neighbours when they share a face (6, default), "
+                        "a face or an edge (18), or also a corner (26)")
     p.add_argument("--key", help="dataset inside a container")
     p.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in nm (overrides metadata)")
     p.add_argument("--block-shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="block shape in voxels")

@@ -19,7 +19,8 @@ runs them blockwise):
    this equals :func:`scipy.ndimage.binary_fill_holes` of its mask; a background pocket
    between two classes stays background.
 
-Connectivity is 6 (face neighbours) throughout, as for the instances.
+Objects are connected as the instances are (6, 18 or 26 neighbours, ``connectivity`` of
+:func:`orgaseg.organelles.make_instances`); the background of step 3 always through faces (6).
 """
 
 from __future__ import annotations

@@ -5,18 +5,23 @@ integer label volume) into an instance volume: every connected component of an i
 class gets its own id, ``1 .. N``, and the class of every instance is recorded.
 
 How it scales. Each block is labelled on its own (:func:`skimage.measure.label`). The
-labels on the two sides of every face between neighbouring blocks are compared: two
-voxels facing each other across a face with the same class join their components
-(union-find over the face contacts, solved as the connected components of a sparse
-graph). A component cut by block borders therefore gets one id. Ids follow each
-component's first voxel in raster order (z, then y, then x), the order in which
-:func:`scipy.ndimage.label` and :func:`skimage.measure.label` number them, so the result
-equals the whole-volume labelling exactly, for any block shape. Only face planes and a
-few numbers per block component are kept between blocks; a last pass labels every block
-again (cheap, and deterministic) and writes it with its global ids.
+labels on the two sides of every border between neighbouring blocks are compared: two
+neighbouring voxels in different blocks with the same class join their components
+(union-find over the contacts, solved as the connected components of a sparse graph). A
+component cut by block borders therefore gets one id. Ids follow each component's first
+voxel in raster order (z, then y, then x), the order in which :func:`scipy.ndimage.label`
+and :func:`skimage.measure.label` number them, so the result equals the whole-volume
+labelling exactly, for any block shape. Only the boundary planes of blocks whose
+neighbours have not all arrived, and a few numbers per block component, are kept between
+blocks; a last pass labels every block again (cheap, and deterministic) and writes it with
+its global ids.
 
-Connectivity is 6 (face neighbours, ``scipy.ndimage.label``'s default): two objects that
-touch only along an edge or at a corner are two instances.
+Connectivity is 6 by default (face neighbours, ``scipy.ndimage.label``'s default): two
+objects that touch only along an edge or at a corner are two instances. With 18 (faces
+and edges) or 26 (faces, edges and corners) the contacts come from every block that shares
+a face, an edge (18, 26) or a corner (26) with another; hole filling always treats the
+background as 6-connected (a hole is enclosed through faces, as
+:func:`scipy.ndimage.binary_fill_holes` does).
 
 The optional clean-up (:mod:`orgaseg.organelles.cleanup`) runs before: a majority filter
 (local, with a halo), small-component removal and hole filling (each one more pass of
@@ -25,6 +30,7 @@ the same blockwise components).
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Sequence
@@ -54,8 +60,11 @@ __all__ = ["Instances", "make_instances", "read_label_names"]
 #: Class names that are not organelles: no instances unless asked for by name.
 BACKGROUND_NAMES = ("unassigned", "background")
 
-#: Face neighbours only (6-connectivity in 3D).
-CONNECTIVITY = 1
+#: Neighbourhoods a user can ask for (voxels sharing a face; a face or an edge; a face, an edge or a corner),
+#: as the number of offsets that may be non-zero (scikit-image's ``connectivity``).
+CONNECTIVITIES = {6: 1, 18: 2, 26: 3}
+#: Of the background, in hole filling.
+BACKGROUND_CONNECTIVITY = 1
 
 
 # --- class names -------------------------------------------------------------
@@ -183,6 +192,7 @@ class _Stage:
     source: VolumeSource
     classes: _Classes
     majority: tuple[int, int, int] | None = None
+    rank: int = 1  # the objects' connectivity (1, 2, 3: 6-, 18-, 26-neighbours)
     steps: list[tuple[str, _Resolved]] = field(default_factory=list)  # ("remove" | "fill", resolved pass)
 
     def codes(self, block: Block) -> np.ndarray:
@@ -196,11 +206,11 @@ class _Stage:
             codes = self.classes.codes(raw[inner])
         for kind, resolved in self.steps:
             if kind == "remove":
-                keep = resolved.lookup(block, _label(codes), background=True)
+                keep = resolved.lookup(block, _label(codes, self.rank), background=True)
                 codes = np.where(keep, codes, 0)
             else:  # fill: a background component's code when it is a hole, else 0
                 background = codes == 0
-                fill = resolved.lookup(block, _label(background))
+                fill = resolved.lookup(block, _label(background, BACKGROUND_CONNECTIVITY))
                 codes = np.where(background, fill, codes)
         return codes
 
@@ -209,12 +219,39 @@ def _grow(region, radius, shape):
     return tuple(slice(max(0, r.start - h), min(s, r.stop + h)) for r, h, s in zip(region, radius, shape))
 
 
-def _label(codes: np.ndarray) -> np.ndarray:
+def _label(codes: np.ndarray, rank: int) -> np.ndarray:
     """Components of equal non-zero codes within a block (int32, 1..n in raster order of first voxels)."""
-    return label_components(codes, background=0, connectivity=CONNECTIVITY).astype(np.int32, copy=False)
+    return label_components(codes, background=0, connectivity=rank).astype(np.int32, copy=False)
+
+
+def _rank(kind: str, stage: _Stage) -> int:
+    return stage.rank if kind == "objects" else BACKGROUND_CONNECTIVITY
 
 
 # --- one components pass ---------------------------------------------------------
+
+
+def _minus(step: tuple) -> tuple:
+    return tuple(-x for x in step)
+
+
+def _facing(low: list, high: list, step: tuple) -> np.ndarray:
+    """A block's voxels next to its neighbour at grid offset ``step``, from its boundary planes.
+
+    Along each axis where ``step`` is +1 its last plane, -1 its first, 0 the whole extent: a plane
+    for a face, a line for an edge, one voxel for a corner (axes kept in order).
+    """
+    axes = [a for a in range(3) if step[a]]
+    plane = (high if step[axes[0]] > 0 else low)[axes[0]]
+    index = tuple(slice(None) if step[a] == 0 else (-1 if step[a] > 0 else 0) for a in range(3) if a != axes[0])
+    return plane[index]
+
+
+def _shifted(a: np.ndarray, b: np.ndarray, shift: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """``a[x]`` and ``b[x + shift]`` for every ``x`` where both exist."""
+    a_index = tuple(slice(max(0, -x), n - max(0, x)) for x, n in zip(shift, a.shape))
+    b_index = tuple(slice(max(0, x), n - max(0, -x)) for x, n in zip(shift, b.shape))
+    return a[a_index], b[b_index]
 
 
 @dataclass
@@ -236,7 +273,7 @@ class _BlockComponents:
 
 def _components_of_block(stage: _Stage, kind: str, shape, block: Block) -> _BlockComponents:
     codes = stage.codes(block)
-    labels = _label(codes if kind == "objects" else codes == 0)
+    labels = _label(codes if kind == "objects" else codes == 0, _rank(kind, stage))
     count = int(labels.max())
     flat = labels.ravel()
     present, first_local = np.unique(flat, return_index=True)
@@ -276,11 +313,21 @@ def _components_of_block(stage: _Stage, kind: str, shape, block: Block) -> _Bloc
 
 
 class _Merger:
-    """Collects block components and the contacts across block faces; solves the union-find."""
+    """Collects block components and the contacts across block borders; solves the union-find.
 
-    def __init__(self, blocks: list[Block], block_shape, kind: str) -> None:
-        self.kind = kind
+    A block meets every block whose grid position differs by an offset ``d`` in {-1, 0, 1}^3 with
+    at most ``rank`` non-zero entries (faces; edges for rank 2; corners for rank 3). Its boundary
+    planes are dropped once all those neighbours have arrived.
+    """
+
+    def __init__(self, blocks: list[Block], block_shape, kind: str, rank: int) -> None:
+        self.kind, self.rank = kind, rank
         self.grid = {b.index: tuple(r.start // s for r, s in zip(b.region, block_shape)) for b in blocks}
+        extent = tuple(max(g[a] for g in self.grid.values()) + 1 for a in range(3))
+        self.steps = [step for step in itertools.product((-1, 0, 1), repeat=3) if 0 < np.count_nonzero(step) <= rank]
+        self.waiting = {}  # block index -> neighbours not yet arrived
+        for index, where in self.grid.items():
+            self.waiting[index] = sum(all(0 <= g + x < n for g, x, n in zip(where, d, extent)) for d in self.steps)
         self.by_grid: dict[tuple, tuple[int, _BlockComponents]] = {}  # grid position -> (block index, result)
         self.offsets: dict[int, int] = {}
         self.total = 0
@@ -294,33 +341,43 @@ class _Merger:
         self.parts.append(result)
         where = self.grid[block.index]
         self.by_grid[where] = (block.index, result)
-        for axis in range(3):
-            before = tuple(g - (a == axis) for a, g in enumerate(where))
-            after = tuple(g + (a == axis) for a, g in enumerate(where))
-            if before in self.by_grid:
-                self._contact(self.by_grid[before], (block.index, result), axis)
-            if after in self.by_grid:
-                self._contact((block.index, result), self.by_grid[after], axis)
+        for step in self.steps:
+            there = tuple(g + x for g, x in zip(where, step))
+            if there in self.by_grid:
+                other = self.by_grid[there]
+                self._contact((block.index, result), other, step)
+                for index, part in ((block.index, result), other):
+                    self.waiting[index] -= 1
+                    if self.waiting[index] == 0:  # every neighbour met: its planes are not needed again
+                        part.low = part.high = part.low_codes = part.high_codes = None
+        if self.waiting[block.index] == 0:
+            result.low = result.high = result.low_codes = result.high_codes = None
 
-    def _contact(self, lower, upper, axis: int) -> None:
-        (i_low, low), (i_up, up) = lower, upper
-        a, b = low.high[axis], up.low[axis]
-        both = (a > 0) & (b > 0)
-        pairs = np.unique((a[both].astype(np.int64) << 32) | b[both].astype(np.int64))
+    def _contact(self, here, there, step) -> None:
+        """Join the components of two neighbouring blocks, ``there`` lying at grid offset ``step`` from ``here``."""
+        (i_here, a_part), (i_there, b_part) = here, there
+        a_labels, b_labels = _facing(a_part.low, a_part.high, step), _facing(b_part.low, b_part.high, _minus(step))
+        moved = 3 - a_labels.ndim  # offsets already spent on crossing the border
+        pairs = []
+        for shift in itertools.product((-1, 0, 1), repeat=a_labels.ndim):  # neighbours along the border
+            if moved + np.count_nonzero(shift) > self.rank:
+                continue
+            a, b = _shifted(a_labels, b_labels, shift)
+            both = (a > 0) & (b > 0)
+            pairs.append((a[both].astype(np.int64) << 32) | b[both].astype(np.int64))
+        pairs = np.unique(np.concatenate(pairs))
         la, lb = (pairs >> 32).astype(np.int64), (pairs & 0xFFFFFFFF).astype(np.int64)
-        if self.kind == "objects":  # codes may differ across the face: only equal classes join
-            same = low.code[la - 1] == up.code[lb - 1]
+        if self.kind == "objects":  # codes may differ across the border: only equal classes join
+            same = a_part.code[la - 1] == b_part.code[lb - 1]
             la, lb = la[same], lb[same]
-        self.edges.append(np.stack([self.offsets[i_low] + la - 1, self.offsets[i_up] + lb - 1]))
-        if self.kind == "background":
-            for labels, codes, offset in ((a, up.low_codes[axis], self.offsets[i_low]),
-                                          (b, low.high_codes[axis], self.offsets[i_up])):
+        self.edges.append(np.stack([self.offsets[i_here] + la - 1, self.offsets[i_there] + lb - 1]))
+        if self.kind == "background":  # rank 1: a face; which object codes each side's components touch
+            a_codes = _facing(a_part.low_codes, a_part.high_codes, step)
+            b_codes = _facing(b_part.low_codes, b_part.high_codes, _minus(step))
+            for labels, codes, offset in ((a_labels, b_codes, self.offsets[i_here]),
+                                          (b_labels, a_codes, self.offsets[i_there])):
                 touch = (labels > 0) & (codes > 0)
                 self.touch.append(np.stack([offset + labels[touch].astype(np.int64) - 1, codes[touch]]))
-        # each face plane meets exactly one neighbour: drop it
-        low.high[axis] = up.low[axis] = None
-        if low.high_codes is not None:
-            low.high_codes[axis] = up.low_codes[axis] = None
 
     def solve(self) -> dict:
         """Per global label: its component; per component: first voxel, size, code, and (background) hole facts."""
@@ -354,7 +411,7 @@ class _Merger:
 def _components_pass(stage: _Stage, kind: str, blocks, block_shape, executor: Executor, progress,
                      description: str) -> tuple[dict, dict[int, int]]:
     shape = stage.source.volume.shape
-    merger = _Merger(blocks, block_shape, kind)
+    merger = _Merger(blocks, block_shape, kind, _rank(kind, stage))
     done, started, voxels = 0, time.perf_counter(), 0
     items = ((block, (block,)) for block in blocks)
     for block, result in executor.map(_components_of_block, (stage, kind, shape), items):
@@ -401,6 +458,7 @@ def make_instances(
     min_size_nm3: float | None = None,
     fill_holes: bool = False,
     majority_nm: float | None = None,
+    connectivity: int = 6,
     voxel_size: Sequence[float] | None = None,
     key: str | None = None,
     block_shape: Sequence[int] | None = None,
@@ -425,6 +483,9 @@ def make_instances(
         ``unassigned`` and ``background``; for a volume without names every non-zero value.
     min_size_nm3, fill_holes, majority_nm
         Clean-up, see :mod:`orgaseg.organelles.cleanup`.
+    connectivity : {6, 18, 26}
+        Which voxels of a class are neighbours: sharing a face (6, default), a face or an edge (18),
+        or a face, an edge or a corner (26). Also what small-component removal counts as one object.
     voxel_size : sequence of 3 float, optional
         ``(z, y, x)`` in nm; overrides the metadata (needed for the nm clean-up options when
         the volume has none).
@@ -444,6 +505,8 @@ def make_instances(
     Instances
     """
     cleanup = Cleanup(min_size_nm3=min_size_nm3, fill_holes=bool(fill_holes), majority_nm=majority_nm)
+    if connectivity not in CONNECTIVITIES:
+        raise OrgasegError(f"connectivity must be 6, 18 or 26 (neighbours of a voxel), got {connectivity!r}")
     volume, source, names = _open_named(named, voxel_size, key)
     if output is not None:
         output = Path(output).expanduser()
@@ -462,7 +525,7 @@ def make_instances(
     blocks = make_blocks(shape, block_shape)
     executor = executor or SerialExecutor()
     started = time.perf_counter()
-    stage = _Stage(source, selected, cleanup.majority_radius(volume.voxel_size))
+    stage = _Stage(source, selected, cleanup.majority_radius(volume.voxel_size), rank=CONNECTIVITIES[connectivity])
     min_voxels = cleanup.min_voxels(volume.voxel_size)
     passes = 0
     try:
@@ -497,7 +560,7 @@ def make_instances(
             command="instances", input=volume.path or "<array>", key=volume.key, voxel_size=volume.voxel_size,
             classes=[names.get(v, str(v)) if names else str(v) for v in selected.values] if selected.values else
             "every non-zero value",
-            connectivity="6 (face neighbours)", cleanup=cleanup.describe(), min_voxels=min_voxels,
+            connectivity=connectivity, cleanup=cleanup.describe(), min_voxels=min_voxels,
             instances=len(kept), counts=counts, block_shape=block_shape, blocks=len(blocks), passes=passes + 1,
             executor=executor.describe(),
         )
@@ -525,7 +588,7 @@ def _open_named(named, voxel_size, key) -> tuple[Volume, VolumeSource, dict[int,
 
 
 def _instance_block(stage: _Stage, final: _Resolved, dtype, block: Block) -> np.ndarray:
-    return final.lookup(block, _label(stage.codes(block))).astype(dtype, copy=False)
+    return final.lookup(block, _label(stage.codes(block), stage.rank)).astype(dtype, copy=False)
 
 
 def _write(stage, final, blocks, executor, output, shape, count, voxel_size, block_shape, class_names, record,
