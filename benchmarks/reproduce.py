@@ -166,7 +166,7 @@ class BenchmarkRun:
         )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_dataset(name: str, data_root: Path | None, options: tuple):
     """A dataset, loaded once for all the runs on it (a phantom is drawn once, not once per run)."""
     import orgaseg

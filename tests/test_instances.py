@@ -136,11 +136,11 @@ def test_small_components_and_holes_follow_the_connectivity():
 
 
 def test_the_merger_keeps_no_plane_once_every_neighbour_arrived():
-    from orgaseg.organelles.instances import _components_pass, _Merger, _Stage, _Classes
+    from orgaseg.io.volume import as_volume
+    from orgaseg.organelles.instances import _Classes, _components_pass, _Merger, _Stage
     from orgaseg.pipeline.blocks import make_blocks
     from orgaseg.pipeline.executors import SerialExecutor
     from orgaseg.pipeline.tasks import VolumeSource
-    from orgaseg.io.volume import as_volume
 
     classes = smooth_classes(shape=(8, 16, 16))
     blocks = make_blocks(classes.shape, (3, 5, 6))
@@ -311,3 +311,76 @@ def test_vnc_mitochondria_equal_scipy_labels_blockwise():
     assert count > 10
     result = make_instances(mask.astype(np.uint8), block_shape=(6, 200, 160))
     np.testing.assert_array_equal(result.labels, expected)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after(blocks_written: int, seen: list):
+    def progress(description, done, total, **figures):
+        seen.append((description, done))
+        if description == "instances: writing" and done == blocks_written:
+            raise _Stop
+    return progress
+
+
+def test_an_interrupted_run_resumes_without_the_components_passes(tmp_path):
+    classes = smooth_classes(seed=8)
+    output = tmp_path / "instances.ome.zarr"
+    settings = dict(min_size_nm3=40.0, fill_holes=True, voxel_size=(1, 1, 1), block_shape=(8, 32, 32),
+                    connectivity=26)
+    expected = make_instances(classes, **settings)
+    first: list = []
+    with pytest.raises(_Stop):
+        make_instances(classes, output, progress=_stop_after(3, first), **settings)
+    assert not output.exists() and output.with_name(output.name + ".partial").is_dir()
+    assert ("instances: holes", 1) in first  # the clean-up ran, so the stored plan holds its steps
+
+    again: list = []
+    result = make_instances(classes, output, progress=lambda d, done, total, **f: again.append((d, done)), **settings)
+    assert {description for description, _ in again} == {"instances: writing"}  # the plan was stored
+    assert again[0] == ("instances: writing", 4)  # the three written blocks were kept
+    assert result.provenance["blocks_resumed"] == {"computed": 9, "skipped": 3}
+    np.testing.assert_array_equal(open_volume(output).read(), expected.labels)
+    assert result.counts == expected.counts and result.classes == expected.classes
+    assert not output.with_name(output.name + ".partial").exists()
+
+
+def test_a_rerun_with_other_settings_starts_afresh(tmp_path):
+    classes = smooth_classes(seed=9)
+    output = tmp_path / "instances.tif"
+    with pytest.raises(_Stop):
+        make_instances(classes, output, block_shape=(8, 32, 32), progress=_stop_after(2, []))
+    seen: list = []
+    result = make_instances(classes, output, block_shape=(8, 32, 32), connectivity=18,
+                            progress=lambda d, done, total, **f: seen.append(d))
+    assert "instances: components" in seen
+    np.testing.assert_array_equal(open_volume(output).read(), label(classes, background=0, connectivity=2))
+    assert result.provenance["blocks_resumed"]["skipped"] == 0
+
+
+def test_sigkill_while_writing_then_rerun_is_identical(tmp_path):
+    import subprocess
+    import sys
+
+    classes = smooth_classes(seed=10)
+    np.save(tmp_path / "classes.npy", classes)
+    output = tmp_path / "instances.ome.zarr"
+    script = f"""
+import os, signal
+import numpy as np
+from orgaseg.organelles import make_instances
+
+def progress(description, done, total, **figures):
+    if description == "instances: writing" and done == 3:
+        os.kill(os.getpid(), signal.SIGKILL)  # no clean-up of any kind
+
+make_instances(np.load({str(tmp_path / "classes.npy")!r}), {str(output)!r}, block_shape=(8, 32, 32), progress=progress)
+"""
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    assert not output.exists()
+    result = make_instances(classes, output, block_shape=(8, 32, 32))
+    assert result.provenance["blocks_resumed"] == {"computed": 9, "skipped": 3}
+    np.testing.assert_array_equal(open_volume(output).read(), label(classes, background=0, connectivity=1))

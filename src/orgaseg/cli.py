@@ -278,8 +278,10 @@ def cmd_instances(args, progress) -> int:
     finally:
         executor.close()
     counts = ", ".join(f"{name} {count}" for name, count in result.counts.items()) or "none"
-    print(f"wrote {result.path}: {len(result.classes)} instances ({counts}), {result.provenance['seconds']:.1f} s; "
-          f"provenance in {result.path}.provenance.json")
+    skipped = result.provenance.get("blocks_resumed", {}).get("skipped")
+    resumed = f", resumed: {skipped} of {result.provenance['blocks']} blocks were done" if skipped else ""
+    print(f"wrote {result.path}: {len(result.classes)} instances ({counts}), {result.provenance['seconds']:.1f} s"
+          f"{resumed}; provenance in {result.path}.provenance.json")
     return 0
 
 

@@ -110,6 +110,18 @@ class PartialOutput:
         (self.folder / _LOCK_FILE).unlink(missing_ok=True)
 
 
+def partial_state(path: str | Path) -> Path | None:
+    """The resume-state folder of a partial output of ``path`` left by an earlier run, or None.
+
+    What that run stored there can be read before the output is reopened (e.g. the number of
+    labels its writer needs); trust it only through a key of its own: the partial output's key
+    also covers the writer's layout, unknown at that point.
+    """
+    path = Path(path).expanduser()
+    state = path.with_name(path.name + ".partial") / "run"
+    return state if state.is_dir() else None
+
+
 def _refuse_a_live_run(lock: Path, path: Path) -> None:
     """Raise if another live process holds ``lock``; a lock left by a dead process is ignored (taken over)."""
     try:

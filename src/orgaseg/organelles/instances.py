@@ -45,13 +45,13 @@ from skimage.measure import label as label_components
 from orgaseg.errors import OrgasegError, arg
 from orgaseg.io import make_provenance, open_volume, provenance_path
 from orgaseg.io.metadata import check_voxel_size
+from orgaseg.io.partial import partial_state
 from orgaseg.io.volume import Volume, as_volume
-from orgaseg.io.writers import create_label_writer
 from orgaseg.organelles.cleanup import Cleanup, majority_filter
-from orgaseg.pipeline.blocks import Block, aligned_chunks, default_block_shape, make_blocks
+from orgaseg.pipeline.blocks import Block, default_block_shape, make_blocks
 from orgaseg.pipeline.executors import Executor, SerialExecutor
-from orgaseg.pipeline.outputs import LABEL_CHUNKS
-from orgaseg.pipeline.runner import ArraySink
+from orgaseg.pipeline.outputs import open_outputs
+from orgaseg.pipeline.resume import RunState, run_key
 from orgaseg.pipeline.tasks import VolumeSource
 from orgaseg.progress import ProgressCallback, report
 
@@ -527,49 +527,101 @@ def make_instances(
     started = time.perf_counter()
     stage = _Stage(source, selected, cleanup.majority_radius(volume.voxel_size), rank=CONNECTIVITIES[connectivity])
     min_voxels = cleanup.min_voxels(volume.voxel_size)
-    passes = 0
+    resume_key = None
+    if output is not None:  # what the ids depend on: a rerun with the same key resumes
+        resume_key = run_key(volume, command="instances", classes=selected.values, cleanup=cleanup.describe(),
+                             min_voxels=min_voxels, connectivity=connectivity, block_shape=block_shape)
     try:
-        if cleanup.fill_holes:
-            if min_voxels > 1:
-                facts, offsets = _components_pass(stage, "objects", blocks, block_shape, executor, progress,
-                                                  "instances: small objects")
-                keep = facts["size"] >= min_voxels
-                stage.steps.append(("remove", _Resolved(offsets, keep[facts["component"]])))
-                passes += 1
-            facts, offsets = _components_pass(stage, "background", blocks, block_shape, executor, progress,
-                                              "instances: holes")
-            hole = ~facts["border"] & (facts["neighbour_min"] == facts["neighbour_max"])
-            fill = np.where(hole, facts["neighbour_min"], 0)
-            stage.steps.append(("fill", _Resolved(offsets, fill[facts["component"]])))
-            passes += 1
-        facts, offsets = _components_pass(stage, "objects", blocks, block_shape, executor, progress,
-                                          "instances: components")
-        passes += 1
-        kept = np.flatnonzero(facts["size"] >= min_voxels)
-        kept = kept[np.argsort(facts["first"][kept], kind="stable")]
-        ids = np.zeros(len(facts["size"]), np.int64)
-        ids[kept] = np.arange(1, len(kept) + 1)
-        final = _Resolved(offsets, ids[facts["component"]])
-        values = selected.value(facts["code"][kept])
-        class_names = [names.get(int(v), str(int(v))) if names else str(int(v)) for v in values]
+        plan = _stored_plan(output, resume_key, overwrite)
+        if plan is None:
+            plan = _plan(stage, cleanup, min_voxels, blocks, block_shape, executor, progress)
+        stage.steps = plan.steps
+        class_names = [names.get(int(v), str(int(v))) if names else str(int(v)) for v in plan.values]
         counts: dict[str, int] = {}  # in the order of the class values
-        for value in np.unique(values):
+        for value in np.unique(plan.values):
             name = names.get(int(value), str(int(value))) if names else str(int(value))
-            counts[name] = int(np.count_nonzero(values == value))
+            counts[name] = int(np.count_nonzero(plan.values == value))
         record = make_provenance(
             command="instances", input=volume.path or "<array>", key=volume.key, voxel_size=volume.voxel_size,
             classes=[names.get(v, str(v)) if names else str(v) for v in selected.values] if selected.values else
             "every non-zero value",
             connectivity=connectivity, cleanup=cleanup.describe(), min_voxels=min_voxels,
-            instances=len(kept), counts=counts, block_shape=block_shape, blocks=len(blocks), passes=passes + 1,
-            executor=executor.describe(),
+            instances=len(plan.values), counts=counts, block_shape=block_shape, blocks=len(blocks),
+            passes=plan.passes + 1, executor=executor.describe(),
         )
-        labels, path = _write(stage, final, blocks, executor, output, shape, len(kept), volume.voxel_size,
-                              block_shape, class_names, record, overwrite, progress)
+        labels, path = _write(stage, plan, blocks, executor, output, shape, volume.voxel_size, block_shape,
+                              class_names, record, overwrite, resume_key, progress)
     finally:
         executor.forget()
     record["seconds"] = round(time.perf_counter() - started, 3)
     return Instances(path=path, labels=labels, classes=class_names, counts=counts, provenance=record)
+
+
+@dataclass
+class _Plan:
+    """What the components passes found: the clean-up steps' tables and every block component's final id."""
+
+    steps: list[tuple[str, _Resolved]]
+    final: _Resolved
+    values: np.ndarray  # class value of each instance, by id - 1
+    passes: int  # components passes run
+
+    def arrays(self) -> tuple[dict[str, np.ndarray], dict]:
+        """The plan as arrays and a JSON-able record (for the resume state)."""
+        arrays = {"values": self.values}
+        for i, (_, resolved) in enumerate([*self.steps, ("final", self.final)]):
+            arrays[f"blocks_{i}"] = np.array(sorted(resolved.offsets), np.int64)
+            arrays[f"offsets_{i}"] = np.array([resolved.offsets[b] for b in sorted(resolved.offsets)], np.int64)
+            arrays[f"table_{i}"] = resolved.values
+        return arrays, {"steps": [kind for kind, _ in self.steps], "passes": self.passes}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], info: dict) -> _Plan:
+        resolved = [
+            _Resolved(dict(zip(arrays[f"blocks_{i}"].tolist(), arrays[f"offsets_{i}"].tolist())), arrays[f"table_{i}"])
+            for i in range(len(info["steps"]) + 1)
+        ]
+        return cls(list(zip(info["steps"], resolved[:-1])), resolved[-1], arrays["values"], info["passes"])
+
+
+def _plan(stage: _Stage, cleanup: Cleanup, min_voxels: int, blocks, block_shape, executor, progress) -> _Plan:
+    """Run the components passes: the clean-up's (small objects, holes), then the instances'."""
+    passes = 0
+    if cleanup.fill_holes:
+        if min_voxels > 1:
+            facts, offsets = _components_pass(stage, "objects", blocks, block_shape, executor, progress,
+                                              "instances: small objects")
+            keep = facts["size"] >= min_voxels
+            stage.steps.append(("remove", _Resolved(offsets, keep[facts["component"]])))
+            passes += 1
+        facts, offsets = _components_pass(stage, "background", blocks, block_shape, executor, progress,
+                                          "instances: holes")
+        hole = ~facts["border"] & (facts["neighbour_min"] == facts["neighbour_max"])
+        fill = np.where(hole, facts["neighbour_min"], 0)
+        stage.steps.append(("fill", _Resolved(offsets, fill[facts["component"]])))
+        passes += 1
+    facts, offsets = _components_pass(stage, "objects", blocks, block_shape, executor, progress,
+                                      "instances: components")
+    passes += 1
+    kept = np.flatnonzero(facts["size"] >= min_voxels)
+    kept = kept[np.argsort(facts["first"][kept], kind="stable")]
+    ids = np.zeros(len(facts["size"]), np.int64)
+    ids[kept] = np.arange(1, len(kept) + 1)
+    values = stage.classes.value(facts["code"][kept]) if len(kept) else np.zeros(0, np.int64)
+    return _Plan(list(stage.steps), _Resolved(offsets, ids[facts["component"]]), values, passes)
+
+
+def _stored_plan(output: Path | None, resume_key: str | None, overwrite: bool) -> _Plan | None:
+    """The plan an interrupted run with the same key stored beside its partial output, or None."""
+    if output is None or overwrite:
+        return None
+    folder = partial_state(output)
+    stored = None if folder is None else RunState(folder, resume_key).load_arrays(_PLAN)
+    return None if stored is None else _Plan.from_arrays(*stored[:2])
+
+
+#: Name of the stored plan in the resume state.
+_PLAN = "instances-plan"
 
 
 def _open_named(named, voxel_size, key) -> tuple[Volume, VolumeSource, dict[int, str] | None]:
@@ -587,33 +639,43 @@ def _open_named(named, voxel_size, key) -> tuple[Volume, VolumeSource, dict[int,
     return volume, source, read_label_names(volume)
 
 
-def _instance_block(stage: _Stage, final: _Resolved, dtype, block: Block) -> np.ndarray:
-    return final.lookup(block, _label(stage.codes(block), stage.rank)).astype(dtype, copy=False)
+def _instance_block(stage: _Stage, final: _Resolved, dtype, block: Block) -> tuple[np.ndarray, float]:
+    started = time.perf_counter()
+    ids = final.lookup(block, _label(stage.codes(block), stage.rank)).astype(dtype, copy=False)
+    return ids, time.perf_counter() - started
 
 
-def _write(stage, final, blocks, executor, output, shape, count, voxel_size, block_shape, class_names, record,
-           overwrite, progress):
-    names = ["background", *class_names]
-    if output is None:
-        sink = ArraySink(shape, _dtype(count))
-    else:
-        sink = create_label_writer(output, shape, count + 1, voxel_size=voxel_size, overwrite=overwrite,
-                                   chunks=aligned_chunks(block_shape, LABEL_CHUNKS), name="instances",
-                                   label_names=names)
+def _write(stage, plan: _Plan, blocks, executor, output, shape, voxel_size, block_shape, class_names, record,
+           overwrite, resume_key, progress):
+    """The last pass: label every block again and write it with its final ids (resumable with an output)."""
+    count = len(plan.values)
+    outputs = open_outputs(output, shape, count + 1, voxel_size=voxel_size, block_shape=block_shape,
+                           overwrite=overwrite, resume_key=resume_key, name="instances",
+                           label_names=["background", *class_names])
+    state = outputs.state
     try:
-        done = 0
-        items = ((block, (block,)) for block in blocks)
-        for block, ids in executor.map(_instance_block, (stage, final, np.dtype(_dtype(count))), items):
-            sink.write(block.region, ids)
+        todo = blocks
+        if state is not None:
+            state.use_digest(state.save_arrays(_PLAN, *plan.arrays()))
+            todo = [block for block in blocks if not state.is_done(block)]
+            state.skipped = len(blocks) - len(todo)
+        items = ((block, (block,)) for block in todo)
+        done = len(blocks) - len(todo)
+        for block, (ids, seconds) in executor.map(_instance_block, (stage, plan.final, _dtype(count)), items):
+            outputs.sink.write(block.region, ids)
+            if state is not None:
+                outputs.sink.flush()  # the ids are durable before the block is marked done
+                state.mark_done(block, seconds)
             done += 1
             report(progress, "instances: writing", done, len(blocks))
-        if output is None:
-            return sink.array, None
-        return None, sink.finalize(record)
     except BaseException:
-        if output is not None:
-            sink.abort()
+        outputs.interrupted()
         raise
+    if state is not None:
+        record["blocks_resumed"] = state.counts()
+    if output is None:
+        return outputs.sink.array, None
+    return None, outputs.finalize(record, {})
 
 
 def _dtype(count: int) -> np.dtype:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +93,8 @@ def open_outputs(
     resume_key: str | None = None,
     save_features: str | Path | None = None,
     n_features: int = 0,
+    name: str = "segmentation",
+    label_names: Sequence[str] | None = None,
 ) -> RunOutputs:
     """Create or reopen a run's outputs; their chunks tile ``block_shape``.
 
@@ -110,6 +113,8 @@ def open_outputs(
         left with the same key are resumed. Only used with an ``output``.
     save_features : str or Path, optional
         Zarr array for every voxel's features (``n_features`` of them).
+    name, label_names
+        Of the label image (see :func:`orgaseg.io.writers.create_label_writer`).
 
     Returns
     -------
@@ -120,7 +125,8 @@ def open_outputs(
         sink, state, resume_key = ArraySink(shape, smallest_label_dtype(n_labels)), None, None
     else:
         sink = create_label_writer(output, shape, n_labels, voxel_size=voxel_size, overwrite=overwrite,
-                                   chunks=aligned_chunks(block_shape, LABEL_CHUNKS), resume_key=resume_key)
+                                   chunks=aligned_chunks(block_shape, LABEL_CHUNKS), resume_key=resume_key,
+                                   name=name, label_names=label_names)
         state = RunState(sink.state_dir, resume_key) if resume_key is not None else None
     if save_features is not None:
         try:

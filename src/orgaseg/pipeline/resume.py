@@ -18,10 +18,11 @@ killed at any instant, even with SIGKILL, resumes to the same output.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -100,11 +101,39 @@ class RunState:
 
     def use_models(self, models: Sequence[Clusterer]) -> None:
         """Set the clusterer states that every block signature includes."""
-        self._models_digest = digest([m.to_dict() for m in models])
+        self.use_digest(digest([m.to_dict() for m in models]))
+
+    def use_digest(self, value: str) -> None:
+        """Set the digest of what labels the blocks (a clusterer, tables), which every block signature includes."""
+        self._models_digest = value
+
+    def save_arrays(self, name: str, arrays: dict[str, np.ndarray], info: dict) -> str:
+        """Store arrays (and a JSON-able ``info``) that a resumed run needs again; returns their digest."""
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        data = buffer.getvalue()
+        value = hashlib.sha256(data).hexdigest()
+        with writing(self.folder):
+            write_atomic(self.folder / f"{name}.npz", data)
+            # written last: the arrays count only once this names them
+            write_atomic(self.folder / f"{name}.json", json.dumps({"key": self.key, "sha256": value, "info": info}))
+        return value
+
+    def load_arrays(self, name: str) -> tuple[dict[str, np.ndarray], dict, str] | None:
+        """The arrays, info and digest :meth:`save_arrays` stored under this key, or None."""
+        try:
+            record = json.loads((self.folder / f"{name}.json").read_text())
+            data = (self.folder / f"{name}.npz").read_bytes()
+        except (OSError, ValueError):
+            return None
+        if record.get("key") != self.key or hashlib.sha256(data).hexdigest() != record.get("sha256"):
+            return None
+        with np.load(io.BytesIO(data)) as stored:
+            return {name: stored[name] for name in stored.files}, record["info"], record["sha256"]
 
     def signature(self, block: Block) -> str:
         if self._models_digest is None:
-            raise RuntimeError("call use_models before asking for block signatures")
+            raise RuntimeError("call use_models or use_digest before asking for block signatures")
         regions = [[r.start, r.stop] for r in block.region]
         return digest({"run": self.key, "models": self._models_digest, "index": block.index, "region": regions})
 
@@ -124,8 +153,8 @@ class RunState:
         self.computed += 1
 
     def has_progress(self) -> bool:
-        """Whether there is anything worth resuming (a fitted clusterer or a finished block)."""
-        return (self.folder / _CLUSTERER).is_file() or any(self.done_dir.iterdir())
+        """Whether there is anything worth resuming (a fitted clusterer, stored arrays or a finished block)."""
+        return any(path != self.done_dir for path in self.folder.iterdir()) or any(self.done_dir.iterdir())
 
     def counts(self) -> dict:
         return {"computed": self.computed, "skipped": self.skipped}
