@@ -607,7 +607,7 @@ def _plan(stage: _Stage, cleanup: Cleanup, min_voxels: int, blocks, block_shape,
     kept = kept[np.argsort(facts["first"][kept], kind="stable")]
     ids = np.zeros(len(facts["size"]), np.int64)
     ids[kept] = np.arange(1, len(kept) + 1)
-    values = stage.classes.value(facts["code"][kept]) if len(kept) else np.zeros(0, np.int64)
+    values = stage.classes.value(facts["code"][kept])
     return _Plan(list(stage.steps), _Resolved(offsets, ids[facts["component"]]), values, passes)
 
 
