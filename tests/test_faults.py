@@ -360,7 +360,7 @@ def _segment_on_dask(raw: Path, output: Path, signum: int | None = None, after: 
 
 def _finished(output: Path) -> int:
     done = output.with_name(f"{output.name}.partial") / "run" / "done"
-    return len(list(done.glob("*.json"))) if done.is_dir() else 0
+    return len(list(done.glob("[0-9]*.json"))) if done.is_dir() else 0
 
 
 @pytest.mark.slow  # three dask start-ups: about a minute on a loaded 2-core machine
