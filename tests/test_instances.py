@@ -135,7 +135,7 @@ def test_small_components_and_holes_follow_the_connectivity():
     assert result.labels.max() == 2 and result.labels[4, 8, 8] > 0
 
 
-def test_the_merger_keeps_no_plane_once_every_neighbour_arrived():
+def test_the_merger_keeps_no_plane_once_every_neighbour_arrived(monkeypatch):
     from orgaseg.io.volume import as_volume
     from orgaseg.organelles.instances import _Classes, _components_pass, _Merger, _Stage
     from orgaseg.pipeline.blocks import make_blocks
@@ -152,11 +152,8 @@ def test_the_merger_keeps_no_plane_once_every_neighbour_arrived():
         kept.append(sum(part.low is not None for part in self.parts))
 
     stage = _Stage(VolumeSource(as_volume(classes)), _Classes(None), rank=3)
-    _Merger.add = watch
-    try:
-        _components_pass(stage, "objects", blocks, (3, 5, 6), SerialExecutor(), None, "test")
-    finally:
-        _Merger.add = add
+    monkeypatch.setattr(_Merger, "add", watch)
+    _components_pass(stage, "objects", blocks, (3, 5, 6), SerialExecutor(), None, "test")
     assert kept[-1] == 0  # the last block met everything
     assert max(kept) < len(blocks)  # planes were dropped along the way
 

@@ -530,7 +530,7 @@ def make_instances(
     resume_key = None
     if output is not None:  # what the ids depend on: a rerun with the same key resumes
         resume_key = run_key(volume, command="instances", classes=selected.values, cleanup=cleanup.describe(),
-                             min_voxels=min_voxels, connectivity=connectivity, block_shape=block_shape)
+                             connectivity=connectivity, block_shape=block_shape)
     try:
         plan = _stored_plan(output, resume_key, overwrite)
         if plan is None:
@@ -570,8 +570,9 @@ class _Plan:
         """The plan as arrays and a JSON-able record (for the resume state)."""
         arrays = {"values": self.values}
         for i, (_, resolved) in enumerate([*self.steps, ("final", self.final)]):
-            arrays[f"blocks_{i}"] = np.array(sorted(resolved.offsets), np.int64)
-            arrays[f"offsets_{i}"] = np.array([resolved.offsets[b] for b in sorted(resolved.offsets)], np.int64)
+            blocks = sorted(resolved.offsets)
+            arrays[f"blocks_{i}"] = np.array(blocks, np.int64)
+            arrays[f"offsets_{i}"] = np.array([resolved.offsets[b] for b in blocks], np.int64)
             arrays[f"table_{i}"] = resolved.values
         return arrays, {"steps": [kind for kind, _ in self.steps], "passes": self.passes}
 

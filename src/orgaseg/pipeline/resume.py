@@ -80,7 +80,7 @@ class RunState:
         self.key = key
         self.done_dir = self.folder / "done"
         self.done_dir.mkdir(parents=True, exist_ok=True)
-        self._models_digest: str | None = None
+        self._state_digest: str | None = None
         self.computed = 0
         self.skipped = 0
 
@@ -105,7 +105,7 @@ class RunState:
 
     def use_digest(self, value: str) -> None:
         """Set the digest of what labels the blocks (a clusterer, tables), which every block signature includes."""
-        self._models_digest = value
+        self._state_digest = value
 
     def save_arrays(self, name: str, arrays: dict[str, np.ndarray], info: dict) -> str:
         """Store arrays (and a JSON-able ``info``) that a resumed run needs again; returns their digest."""
@@ -132,10 +132,10 @@ class RunState:
             return {name: stored[name] for name in stored.files}, record["info"], record["sha256"]
 
     def signature(self, block: Block) -> str:
-        if self._models_digest is None:
+        if self._state_digest is None:
             raise RuntimeError("call use_models or use_digest before asking for block signatures")
         regions = [[r.start, r.stop] for r in block.region]
-        return digest({"run": self.key, "models": self._models_digest, "index": block.index, "region": regions})
+        return digest({"run": self.key, "models": self._state_digest, "index": block.index, "region": regions})
 
     def is_done(self, block: Block) -> bool:
         """Whether an earlier run finished ``block`` with the same signature."""
