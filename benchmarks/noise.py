@@ -4,9 +4,10 @@ Noise of standard deviation 1%..8% of the intensity range (255 for vnc's uint8) 
 ``--slices`` sections of the evaluation stack (seeded; clipped to the range), each method segments the
 noisy sections at ``-k`` clusters and is scored in merge mode against the reference. Methods: the
 baseline (filter bank + pixel k-means) and the graph clusterers named by ``--clusterer`` on the same
-features (default cs2c); a learned method's features with ``--model his4mae.pt`` (expand-stride).
+features (default cs2c); each ``--model CKPT`` adds pixel k-means on that checkpoint's method (maester,
+his4mae) with expand-stride features at the checkpoint's own pixel size.
 
-    python benchmarks/noise.py -o benchmarks/results/noise-vnc
+    python benchmarks/noise.py -o benchmarks/results/noise-vnc --model maester.pt
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 
 import orgaseg
 from orgaseg.environment import environment_record
+from orgaseg.models.checkpoint import file_hash, load_checkpoint
 
 LEVELS = (0.0, 0.01, 0.02, 0.04, 0.08)
 
@@ -34,7 +36,8 @@ def main(argv=None) -> int:
     parser.add_argument("-k", type=int, default=8)
     parser.add_argument("--pixel-size", type=float, default=9.2)
     parser.add_argument("--clusterer", action="append", default=None)
-    parser.add_argument("--model", default=None, help="a his4mae checkpoint: also its expand-stride features")
+    parser.add_argument("--model", action="append", default=[],
+                        help="a trained checkpoint (repeatable): also its method's expand-stride features + k-means")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     clusterers = args.clusterer or ["cs2c"]
@@ -46,8 +49,7 @@ def main(argv=None) -> int:
     reference = item.reference.read(region)
     top = float(np.iinfo(clean.dtype).max) if clean.dtype.kind in "ui" else float(clean.max())
     runs = [("baseline", "kmeans", None)] + [("baseline", c, None) for c in clusterers]
-    if args.model:
-        runs.append(("his4mae", "kmeans", args.model))
+    runs += [(load_checkpoint(model)["method"], "kmeans", model) for model in args.model]
     results = []
     for level in LEVELS:
         rng = np.random.default_rng(args.seed)
@@ -56,22 +58,26 @@ def main(argv=None) -> int:
             started = time.perf_counter()
             options = {"preset": "cpu"} if clusterer in ("sccs", "cs2c", "cs2c-spa") else None
             extra = {"model": model, "features": "expand-stride", "options": {"stride": 40}} if model else {}
+            # a learned method works at its checkpoint's pixel size (None), the filter bank at --pixel-size
+            pixel_size = None if model else args.pixel_size
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 seg = orgaseg.segment(noisy, method=method, k=args.k, clusterer=clusterer, voxel_size=item.raw.voxel_size,
-                                      pixel_size=args.pixel_size, seed=args.seed, device="cpu",
+                                      pixel_size=pixel_size, seed=args.seed, device="cpu",
                                       **({"options": options} if options else {}), **extra)
             report = orgaseg.evaluate(np.asarray(seg.labels), reference, classes=data.classes,
                                       background=data.background, mode="merge")
             merge = report.results["merge"]
-            row = {"noise": level, "method": method, "clusterer": clusterer,
+            row = {"noise": level, "method": method, "clusterer": clusterer, "model": model,
+                   "pixel_size_nm": seg.provenance["config"]["working_grid"]["working_voxel_size"][-1],
                    "mean_dice": round(merge["mean_dice"], 4),
                    "dice": {c: round(v["dice"], 4) for c, v in merge["per_class"].items()},
                    "seconds": round(time.perf_counter() - started, 1)}
             results.append(row)
             print(json.dumps(row), flush=True)
     record = {"dataset": data.name, "volume": item.name, "slices": list(args.slices), "k": args.k,
-              "pixel_size_nm": args.pixel_size, "levels": list(LEVELS), "seed": args.seed, "results": results,
+              "pixel_size_nm": args.pixel_size, "levels": list(LEVELS), "seed": args.seed,
+              "models": {model: file_hash(model) for model in args.model}, "results": results,
               "environment": environment_record()}
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "results.json").write_text(json.dumps(record, indent=2))
@@ -91,7 +97,7 @@ def plot(record: dict, path: Path) -> None:
     for method, clusterer in names:
         rows = [r for r in record["results"] if (r["method"], r["clusterer"]) == (method, clusterer)]
         x = [100 * r["noise"] for r in rows]
-        label = f"{method} + {clusterer}"
+        label = f"{method} + {clusterer}" + (f" ({rows[0]['pixel_size_nm']:g} nm)" if rows[0].get("model") else "")
         axes[0].plot(x, [r["mean_dice"] for r in rows], marker="o", label=label)
         axes[1].plot(x, [r["dice"].get("mitochondria", np.nan) for r in rows], marker="o", label=label)
     axes[0].set_ylabel("mean Dice (merge)")
@@ -101,7 +107,7 @@ def plot(record: dict, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{record['dataset']} sections {record['slices'][0]}-{record['slices'][1] - 1}, K = {record['k']}, "
-                 f"{record['pixel_size_nm']:g} nm")
+                 f"filter bank at {record['pixel_size_nm']:g} nm")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
