@@ -69,7 +69,7 @@ def main(argv=None) -> int:
                                       background=data.background, mode="merge")
             merge = report.results["merge"]
             row = {"noise": level, "method": method, "clusterer": clusterer, "model": model,
-                   "pixel_size_nm": seg.provenance["config"]["working_grid"]["working_voxel_size"][-1],
+                   "pixel_size_nm": working_pixel_size(seg.provenance, item.raw.voxel_size),
                    "mean_dice": round(merge["mean_dice"], 4),
                    "dice": {c: round(v["dice"], 4) for c, v in merge["per_class"].items()},
                    "seconds": round(time.perf_counter() - started, 1)}
@@ -83,6 +83,12 @@ def main(argv=None) -> int:
     (args.output / "results.json").write_text(json.dumps(record, indent=2))
     plot(record, args.output / "noise.png")
     return 0
+
+
+def working_pixel_size(provenance: dict, voxel_size) -> float:
+    """The in-plane pixel size (nm) a segmentation worked at: its working grid's, else the input's."""
+    grid = provenance["config"].get("working_grid")
+    return float((grid["working_voxel_size"] if grid else voxel_size)[-1])
 
 
 def plot(record: dict, path: Path) -> None:
