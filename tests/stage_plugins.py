@@ -46,7 +46,7 @@ class IntensityBinsFit:
         self.values.append(raw.ravel()[:: self.stride])
         self.blocks += 1
 
-    def finish(self) -> IntensityBins:
+    def finish(self, progress=None) -> IntensityBins:
         values = np.concatenate(self.values)
         return IntensityBins(np.quantile(values, np.arange(1, self.k) / self.k), self.n_features)
 

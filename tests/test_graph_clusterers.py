@@ -179,6 +179,19 @@ def test_each_region_gives_the_same_structure_the_same_id(kind, tmp_path):
     assert np.array_equal(np.asarray(again.labels), labels) and reused.kind == kind
 
 
+def test_segment_reports_the_graph_networks_training_steps():
+    image, _ = _repeating_phantom()
+    calls = []
+    orgaseg.segment(image, method="baseline", clusterer="sccs", k=2, voxel_size=(10.0, 10.0, 10.0),
+                    options={"region_nm": 640.0, "superpixel_px": 16, "steps": 60},
+                    progress=lambda description, done, total, **figures: calls.append((description, done, total)))
+    training = [(done, total) for description, done, total in calls if description == "training the graph clusterer"]
+    assert len(training) >= 2 and training[-1] == (60, 60)  # along the way, not only at the end
+    assert all(total == 60 for _, total in training) and [done for done, _ in training] == sorted({d for d, _ in training})
+    fitting = [i for i, call in enumerate(calls) if call[0] == "fitting sccs"]
+    assert fitting and calls.index(("training the graph clusterer", 60, 60)) < fitting[0]
+
+
 def test_graph_clusterers_label_the_input_grid_at_a_working_pixel_size():
     image, disks = _repeating_phantom()
     seg = orgaseg.segment(image, method="baseline", clusterer="superpixel-kmeans", k=2, voxel_size=(5.0, 5.0, 5.0),

@@ -41,6 +41,8 @@ from typing import Callable, Literal, Mapping, Protocol
 
 import numpy as np
 
+from orgaseg.progress import ProgressCallback
+
 
 class Clusterer(Protocol):
     """A fitted clusterer."""
@@ -68,8 +70,12 @@ class ClustererFit(Protocol):
         """One piece of the sample (see the module notes for its shape)."""
         ...
 
-    def finish(self) -> Clusterer:
-        """The fitted clusterer (a clear :class:`~orgaseg.errors.OrgasegError` if the sample cannot support it)."""
+    def finish(self, progress: ProgressCallback | None = None) -> Clusterer:
+        """The fitted clusterer (a clear :class:`~orgaseg.errors.OrgasegError` if the sample cannot support it).
+
+        ``progress`` receives the steps of a long fit (a graph clusterer's network training); a quick fit
+        may ignore it.
+        """
         ...
 
 

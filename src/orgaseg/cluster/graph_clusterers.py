@@ -35,6 +35,7 @@ from orgaseg.cluster.superpixels import (DEFAULT_COMPACTNESS, DEFAULT_REGION_NM,
                                          RegionSuperpixels, block_superpixels, paint)
 from orgaseg.errors import OrgasegError
 from orgaseg.labels import smallest_label_dtype
+from orgaseg.progress import ProgressCallback
 from orgaseg.threads import one_thread
 
 #: Training length per preset (SCCS; CS²C trains 5/6 of it, as the papers: 6000 and 3000 + 2000 steps).
@@ -116,7 +117,7 @@ class GraphFit:
             self.regions.append(RegionSuperpixels(region.z, region.window, np.empty((0, 0), np.int32),
                                                   region.features, region.touching))
 
-    def finish(self, progress=None):
+    def finish(self, progress: ProgressCallback | None = None) -> GraphClusterer:
         """The fitted clusterer; ``progress`` (optional) reports the networks' training steps (sccs, cs2c)."""
         nodes = sum(r.n for r in self.regions)
         if nodes < self.k:

@@ -215,7 +215,7 @@ class KMeansFit:
     def add(self, features: np.ndarray, raw: np.ndarray | None = None) -> None:
         self.pieces.append(np.asarray(features, dtype=np.float32))
 
-    def finish(self) -> KMeansModel:
+    def finish(self, progress=None) -> KMeansModel:
         if not self.pieces:
             raise OrgasegError("k-means got an empty sample")
         sample = np.concatenate(self.pieces)
@@ -269,7 +269,7 @@ class MiniBatchKMeansFit:
         self.model.fit(standardized)  # initialisation and first passes on the buffered voxels
         self._first = standardized[: min(len(standardized), 100_000)]
 
-    def finish(self) -> KMeansModel:
+    def finish(self, progress=None) -> KMeansModel:
         if self.model is None:
             if not self.buffer:
                 raise OrgasegError("minibatch-kmeans got an empty sample")

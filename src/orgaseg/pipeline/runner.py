@@ -184,7 +184,7 @@ def _fit(jobs, spec: ClustererSpec, ks, options, sample_size, seed, block_shape,
     fitted = []
     for i, fit in enumerate(fits, 1):
         with one_thread():
-            fitted.append(fit.finish())
+            fitted.append(fit.finish(progress))
         report(progress, f"fitting {spec.name}", i, len(fits))
     return fitted
 
