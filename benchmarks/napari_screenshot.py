@@ -49,6 +49,7 @@ def main(argv=None) -> None:
 
     from orgaseg.datasets import load_dataset
     from orgaseg.napari.layers import labels_layer
+    from orgaseg.napari.measure_widget import viewer_camera
     from orgaseg.napari.naming_widget import NAME_FEATURE
     from orgaseg.napari.writer import write_named_labels
     from orgaseg.organelles import make_instances
@@ -103,7 +104,7 @@ def main(argv=None) -> None:
     clusters.visible = False
     named.opacity = 0.3
     instance_layer.opacity = 0.9
-    viewer.camera.zoom *= 3  # around the selected instance, which the widget centred
+    viewer_camera(viewer).zoom *= 3  # around the selected instance, which the widget centred
     viewer.layers.selection.active = instance_layer
     from qtpy.QtWidgets import QApplication
 

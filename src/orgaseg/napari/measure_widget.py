@@ -98,7 +98,7 @@ class MeasureWidget(Container):
         # the layer's scale is the voxel size in nm, so a centroid in nm is a world position
         centre = np.asarray(centroid) + np.asarray(layer.translate[-3:])
         self.viewer.dims.set_point(range(self.viewer.dims.ndim - 3, self.viewer.dims.ndim), centre)
-        self.viewer.camera.center = tuple(centre)
+        viewer_camera(self.viewer).center = tuple(centre)
         self.tasks.show(f"instance {instance_id}" + (f" ({table['class'][row]})" if table["class"][row] else ""))
 
     def save(self, path) -> Path | None:
@@ -128,3 +128,8 @@ class MeasureWidget(Container):
 def _cells(values) -> list:
     """A column for the table: floats rounded for reading, the rest as they are."""
     return [round(v, 4) if isinstance(v, float) else v for v in np.asarray(values, dtype=object).tolist()]
+
+
+def viewer_camera(viewer):
+    """The viewer's camera: ``viewer.scene.camera`` from napari 0.9 on (``viewer.camera`` is deprecated there)."""
+    return getattr(viewer, "scene", viewer).camera
