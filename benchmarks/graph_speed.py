@@ -92,8 +92,8 @@ def main(argv=None) -> int:
     cover = get_features("cover-stride").build(encoder, voxel_size, {}, "cpu")
     t_pixel_features, pixel_features = fastest(lambda: cover(raw), 1)
     sample = pixel_features.reshape(-1, pixel_features.shape[-1])
-    kmeans = orgaseg.cluster.fit_kmeans(sample[np.random.default_rng(0).choice(len(sample), min(len(sample), 20_000), replace=False)],
-                                        8, seed=0)
+    chosen = np.random.default_rng(0).choice(len(sample), min(len(sample), 20_000), replace=False)
+    kmeans = orgaseg.cluster.fit_kmeans(sample[chosen], 8, seed=0)
     t_pixel_cluster, _ = fastest(lambda: kmeans.predict(pixel_features), args.repeats)
     maester_total = t_pixel_features + t_pixel_cluster
     record = {

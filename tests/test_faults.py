@@ -37,6 +37,8 @@ from orgaseg.io import MissingChunksWarning, open_volume, read_provenance, write
 from orgaseg.io.writers import OmeZarrLabelWriter
 from orgaseg.synthetic import make_cell
 
+from partial_outputs import block_markers
+
 SHAPE = (8, 32, 32)
 
 
@@ -347,7 +349,7 @@ def _segment_on_dask(raw: Path, output: Path, signum: int | None = None, after: 
                                start_new_session=True)
     try:
         if signum is not None:
-            while _finished(output) < after and process.poll() is None:
+            while len(block_markers(output)) < after and process.poll() is None:
                 time.sleep(0.005)
             os.killpg(process.pid, signum)
         out, err = process.communicate(timeout=600)  # a hang fails instead of blocking the suite
@@ -358,11 +360,6 @@ def _segment_on_dask(raw: Path, output: Path, signum: int | None = None, after: 
     return process.returncode, out, err
 
 
-def _finished(output: Path) -> int:
-    done = output.with_name(f"{output.name}.partial") / "run" / "done"
-    return len(list(done.glob("[0-9]*.json"))) if done.is_dir() else 0
-
-
 @pytest.mark.slow  # three dask start-ups: about a minute on a loaded 2-core machine
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_a_signal_at_a_random_moment_on_dask_workers_then_a_rerun_gives_the_same_labels(cell, tmp_path, signum):
@@ -370,7 +367,7 @@ def test_a_signal_at_a_random_moment_on_dask_workers_then_a_rerun_gives_the_same
     output = tmp_path / "seg.ome.zarr"
     after = int(np.random.default_rng(int(signum)).integers(1, CELL_BLOCKS // 2))  # seeded: a failure reruns alike
     code, _, err = _segment_on_dask(raw, output, signum, after)
-    finished = _finished(output)
+    finished = len(block_markers(output))
     assert not output.exists() and after <= finished < CELL_BLOCKS, f"signalled too late: {finished} blocks done"
     if signum == signal.SIGINT:
         lines = err.splitlines()

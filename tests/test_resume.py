@@ -19,6 +19,8 @@ from orgaseg.io import open_volume, read_provenance
 from orgaseg.segmentation import segment
 from orgaseg.synthetic import make_cell
 
+from partial_outputs import block_markers
+
 OPTIONS = {"scales_nm": (20.0, 40.0)}
 SHAPE, BLOCK, N_BLOCKS = (12, 64, 64), (2, 32, 32), 24
 
@@ -53,17 +55,12 @@ def _run(raw_path, out, k=4, **kw):
     return segment(raw_path, k=k, output=out, options=OPTIONS, sample_size=3000, block_shape=BLOCK, **kw)
 
 
-def _markers(out: Path) -> int:
-    # block markers only: a kill between a marker's temporary file and its rename leaves a `.tmp-*.json`
-    return len(list((out.parent / f"{out.name}.partial" / "run" / "done").glob("[0-9]*.json")))
-
-
 @pytest.mark.parametrize("name", ["seg.ome.zarr", "seg.tif"])
 def test_interrupted_run_resumes_with_the_same_centres_and_only_missing_blocks(raw_path, uninterrupted, tmp_path, name, caplog):
     out = tmp_path / name
     with caplog.at_level(logging.WARNING), pytest.raises(KeyboardInterrupt):
         _run(raw_path, out, progress=StopAfter(10))
-    assert not out.exists() and _markers(out) == 10
+    assert not out.exists() and len(block_markers(out)) == 10
     assert "rerun the same command to resume" in caplog.text
     result = _run(raw_path, out)
     assert result.provenance["blocks"] == {"shape": list(BLOCK), "blocks": N_BLOCKS, "computed": N_BLOCKS - 10, "skipped": 10}
@@ -84,7 +81,7 @@ def test_changed_k_overwrite_or_a_stale_marker_recompute(raw_path, uninterrupted
 
     assert _run(raw_path, overwritten, overwrite=True).provenance["blocks"]["skipped"] == 0  # afresh
 
-    marker = next((tmp_path / "stale.ome.zarr.partial" / "run" / "done").glob("[0-9]*.json"))
+    marker = block_markers(stale)[0]
     marker.write_text(json.dumps({"signature": "of another run"}))
     assert _run(raw_path, stale).provenance["blocks"]["skipped"] == 7  # its block was recomputed
     np.testing.assert_array_equal(open_volume(stale).read(), uninterrupted[4])
@@ -98,11 +95,11 @@ def test_sigkill_mid_run_then_rerun_is_identical_and_computes_only_unfinished_bl
     process = subprocess.Popen([sys.executable, "-m", "orgaseg.cli", *args], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while _markers(out) < 4 and process.poll() is None and time.monotonic() < deadline:
+    while len(block_markers(out)) < 4 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    finished = _markers(out)
+    finished = len(block_markers(out))
     assert not out.exists() and 4 <= finished < N_BLOCKS, f"killed too late or too early: {finished} blocks marked"
 
     assert main(args) == 0

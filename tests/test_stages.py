@@ -23,6 +23,7 @@ from orgaseg.pipeline.resample import WorkingGrid
 from orgaseg.pipeline.stages import resolve_stages, split_options
 
 sys.path.insert(0, str(Path(__file__).parent))
+from partial_outputs import block_markers  # noqa: E402
 from stage_plugins import INTENSITY_BINS  # noqa: E402
 
 TESTS = Path(__file__).parent
@@ -83,15 +84,12 @@ def test_an_outside_clusterer_resumes_after_sigkill_to_identical_labels(small, t
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(orgaseg.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
     process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    done = out.with_name(out.name + ".partial") / "run" / "done"
     deadline = time.monotonic() + 120
-    # block markers only: a kill between a marker's temporary file and its rename leaves a `.tmp-*.json`
-    while (len(list(done.glob("[0-9]*.json"))) if done.is_dir() else 0) < 8 and process.poll() is None \
-            and time.monotonic() < deadline:
+    while len(block_markers(out)) < 8 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    finished = len(list(done.glob("[0-9]*.json")))
+    finished = len(block_markers(out))
     assert not out.exists() and 8 <= finished < 64, f"killed too late or too early: {finished} blocks marked"
     result = orgaseg.segment(raw_path, voxel_size=(20, 20, 20), k=3, clusterer=INTENSITY_BINS,
                              block_shape=(1, 16, 16), sample_size=3000, options={"scales_nm": [20.0, 40.0]}, output=out)
