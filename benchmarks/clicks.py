@@ -13,10 +13,11 @@ smooth in ``n``). For every ``n``:
   clusters take those names, unassigned clusters predict nothing; Dice per class by name;
 - *refine*: the clicks' dense features, computed through the segmentation's own stages (rebuilt from
   its provenance), plus their cluster (one-hot) train the classifier of ``orgaseg name --refine``
-  (logistic regression for every ``n``; a random forest at ``--forest-clicks``), once for each
+  (each of ``--classifiers``: logistic regression and the network for every ``n``, a random forest at
+  ``--forest-clicks``), once for each
   ``--context`` (superpixel sizes whose feature means and spreads are appended, or ``none``), scored under class
   frequencies estimated on unannotated voxels of the click volume (``--prior estimated``, logistic
-  regression's default) and under the clicks' own (``--prior clicks``, the forest's default). It
+  regression's and the network's default) and under the clicks' own (``--prior clicks``, the forest's default). It
   labels every voxel of the scoring volume from its features, block by block as ``orgaseg name
   --refine`` does.
 
@@ -46,6 +47,7 @@ from orgaseg.labels import IGNORE_LABEL
 from orgaseg.organelles.annotations import points_from_arrays
 from orgaseg.organelles.naming import vote
 from orgaseg.organelles.refine import (
+    CLASSIFIERS,
     features_at,
     rebuild_segmentation,
     sample_unannotated,
@@ -153,8 +155,8 @@ def run(args) -> dict:
         for seed in draws:
             coords = sample_unannotated(click_job, seed=seed)
             unannotated[seed] = (features_at(click_job, coords), click_seg.labels[tuple(coords.T)])
-        for classifier in ("logistic", "forest"):
-            counts = args.clicks if classifier == "logistic" else args.forest_clicks
+        for classifier in args.classifiers:
+            counts = args.forest_clicks if classifier == "forest" else args.clicks
             for n in counts:
                 for i, (seed, per_class) in enumerate(draws.items()):
                     t = time.time()
@@ -198,6 +200,7 @@ def run(args) -> dict:
         "click_split": click_name,
         "score_split": score_name,
         "clicks_per_class": args.clicks,
+        "classifiers": args.classifiers,
         "forest_clicks_per_class": args.forest_clicks,
         "seeds": args.seeds,
         "refine_k": k,
@@ -285,6 +288,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, nargs="+", default=[6, 8, 10])
     parser.add_argument("--refine-k", type=int, default=10)
     parser.add_argument("--clicks", type=int, nargs="+", default=[1, 3, 10, 30, 50, 100, 200])
+    parser.add_argument("--classifiers", nargs="+", choices=CLASSIFIERS, default=list(CLASSIFIERS),
+                        help="refining classifiers to measure (default: all)")
     parser.add_argument("--forest-clicks", type=int, nargs="+", default=[10, 50, 200])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--context", nargs="+", default=[",".join(map(str, DEFAULT_CONTEXT_PX)), "none"],

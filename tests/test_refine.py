@@ -81,6 +81,29 @@ def test_refine_separates_the_classes_kmeans_merged(merged):
     assert refined.provenance["naming"]["trained_on"] == len(coords)
 
 
+def test_the_network_separates_the_merged_classes_as_scikit_learn_fits_it(merged):
+    from sklearn.neural_network import MLPClassifier
+
+    from orgaseg.organelles.refine import MLP_ALPHA, MLP_HIDDEN
+
+    folder, cell, segmentation = merged
+    coords, names = clicks(cell.labels, 10)
+    annotations = points_from_arrays(coords, names, shape=SHAPE)
+    refined = name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True, classifier="mlp",
+                            context="none")
+    scores = dice_by_name(refined.labels, refined.names, cell.labels)
+    assert min(scores.values()) > 0.5, scores
+    # the stored weights, run forward in numpy, give scikit-learn's probabilities for the same fit
+    classifier = refined.classifier
+    features = features_at(rebuild_segmentation(segmentation.provenance), coords)
+    clusters = classifier.clusterer.predict(features)
+    design = classifier.design(features, clusters)
+    targets = np.searchsorted(classifier.classes, [refined.names.index(n) for n in names])
+    reference = MLPClassifier((MLP_HIDDEN,), alpha=MLP_ALPHA, solver="lbfgs", max_iter=2000,
+                              random_state=0).fit(design, targets)
+    np.testing.assert_allclose(classifier.posteriors(design), reference.predict_proba(design), atol=1e-4)
+
+
 def test_features_at_clicks_are_the_segmentations_features(merged):
     folder, _, segmentation = merged
     rebuilt = rebuild_segmentation(segmentation.provenance)
@@ -108,7 +131,7 @@ def second(merged):
     return other, features_at(rebuilt, everywhere).reshape(SHAPE + (-1,))
 
 
-@pytest.mark.parametrize("kind", ["logistic", "forest"])
+@pytest.mark.parametrize("kind", ["logistic", "mlp", "forest"])
 def test_a_refined_mapping_treats_another_volume_the_same(merged, second, tmp_path, kind):
     folder, cell, _ = merged
     other, features = second
@@ -120,7 +143,8 @@ def test_a_refined_mapping_treats_another_volume_the_same(merged, second, tmp_pa
                  "--executor", "threads", "--workers", "2"]) == 0
     record = json.loads((tmp_path / "a.ome.zarr.provenance.json").read_text())
     assert forest_path(tmp_path / "a.ome.zarr").exists() == (kind == "forest")
-    # by default logistic regression predicts under estimated class frequencies, a forest under the clicks'
+    # by default logistic regression and the network predict under estimated class frequencies, a forest under
+    # the clicks'
     state = record["classifier"]
     assert np.allclose(state["priors"], state["train_priors"]) == (kind == "forest")
     reused = name_clusters(folder / "other.ome.zarr", mapping=tmp_path / "a.ome.zarr.provenance.json",

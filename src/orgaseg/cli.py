@@ -589,11 +589,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="units of the points' z,y,x (default voxels; nm: from the volume's corner)")
     p.add_argument("--refine", action="store_true",
                    help="train a classifier on the annotated voxels' features and clusters and relabel every voxel")
-    p.add_argument("--classifier", choices=("logistic", "forest"), default="logistic",
-                   help="with --refine: logistic regression (default) or a random forest")
+    p.add_argument("--classifier", choices=("logistic", "mlp", "forest"), default="logistic",
+                   help="with --refine: logistic regression (default), a small neural network (one hidden layer) "
+                        "or a random forest")
     p.add_argument("--prior", choices=("estimated", "clicks"),
                    help="with --refine: class frequencies to predict under: estimated on unannotated voxels "
-                        "(default for logistic: clicks come in equal numbers per class) or those of the "
+                        "(default for logistic and mlp: clicks come in equal numbers per class) or those of the "
                         "annotations (default for forest)")
     p.add_argument("--context", metavar="SIZES", default="100,400",
                    help="with --refine: superpixel sizes in working pixels whose feature means and spreads the "
@@ -601,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw", help="with --refine: the segmented volume, when SEG's provenance no longer points to it")
     p.add_argument("--model", help="with --refine: SEG's checkpoint, when its provenance no longer points to it")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where encoders run")
-    p.add_argument("--seed", type=int, default=0, help="seed of the training subsample and the forest (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the training subsample, the network and the forest (default 0)")
     _add_executor_options(p)
     p.add_argument("-o", "--output", required=True, help="named labels: .ome.zarr / .zarr or .tif")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")

@@ -42,7 +42,7 @@ class NamingWidget(Container):
                              tooltip="the name the next clicks get (changing it does not rename earlier clicks)")
         self.refine = CheckBox(text="refine with a classifier on the features", value=False)
         self.image = create_widget(annotation=Image, label="image (refine)", options={"nullable": True})
-        self.classifier = ComboBox(label="classifier", choices=["logistic", "forest"], value="logistic")
+        self.classifier = ComboBox(label="classifier", choices=["logistic", "mlp", "forest"], value="logistic")
         self.run_button = PushButton(text="Name clusters")
         self.cancel_button = PushButton(text="Cancel")
         self.status = text_label()

@@ -233,13 +233,14 @@ def name_clusters(
     refine : bool
         Train a classifier on the annotated voxels' features and cluster
         assignment, and label every voxel with it.
-    classifier : {"logistic", "forest"}
-        The refining classifier.
+    classifier : {"logistic", "mlp", "forest"}
+        The refining classifier: logistic regression, a network with one hidden
+        layer (:func:`~orgaseg.organelles.refine.train_classifier`), or a random forest.
     prior : {"estimated", "clicks"}, optional
         Class frequencies the refining classifier predicts under: estimated on
         unannotated voxels of this volume (a seeded sample of a few blocks), or
-        those of the annotations. Default: ``estimated`` for logistic regression,
-        ``clicks`` for a forest (its vote fractions are not calibrated
+        those of the annotations. Default: ``estimated`` for logistic regression
+        and the network, ``clicks`` for a forest (its vote fractions are not calibrated
         probabilities, and the estimate built on them can drive a class to zero).
     context : str or sequence of int
         Superpixel sizes (working pixels) whose feature means and spreads the
@@ -255,7 +256,7 @@ def name_clusters(
     device : str
         Where a learned encoder runs.
     seed : int
-        Seed of the training subsample and the forest.
+        Seed of the training subsample, the network and the forest.
     overwrite : bool
         Replace an existing output.
     executor : Executor, optional

@@ -2,16 +2,16 @@
 
 The label-free features hold more than k-means reads out of them. With
 ``--refine`` the annotated voxels train a scikit-learn classifier (logistic
-regression or a random forest) on the dense features the segmentation
+regression, a small neural network or a random forest) on the dense features the segmentation
 clustered, computed through the same stages (rebuilt from its provenance:
 method, encoder, features, options, working pixel size, normalisation,
 blocks), plus the cluster each voxel fell in (one-hot). Clicks come in equal
 numbers per class, not in the classes' proportions, so the class frequencies
 are then re-estimated on unannotated voxels (:func:`estimate_priors`) and the
-classifier predicts under them (logistic regression; a forest's vote fractions
+classifier predicts under them (logistic regression and the network; a forest's vote fractions
 are too coarse for the estimate, so by default it keeps the clicks'). The fitted :class:`RefinedClassifier` labels
 every voxel block by block through the block runner, like a clusterer. Its state goes into the provenance (logistic
-regression: the coefficients; a forest: a file beside the output named there),
+regression and the network: their weights; a forest: a file beside the output named there),
 so another volume segmented with the same clusterer gets the same treatment.
 """
 
@@ -38,7 +38,7 @@ from orgaseg.pipeline.tasks import BlockJob, VolumeSource, sample_block
 from orgaseg.threads import one_thread
 
 #: Classifiers ``--classifier`` offers.
-CLASSIFIERS = ("logistic", "forest")
+CLASSIFIERS = ("logistic", "mlp", "forest")
 #: Rows classified at a time (bounds the design matrix in memory).
 PREDICT_CHUNK = 262_144
 #: Annotated voxels per name the classifier trains on at most (scribbles can annotate millions).
@@ -47,6 +47,10 @@ MAX_TRAIN_PER_NAME = 20_000
 PRIORS = ("estimated", "clicks")
 #: Inverse L2 strength of the logistic regression (docs/organelles.md: 0.1 and cross-validated values measured).
 LOGISTIC_C = 1.0
+#: The network's hidden ReLU units and L2 penalty (scikit-learn's ``alpha``; docs/organelles.md: 1 and 3 measured,
+#: 10 and more collapse with few clicks).
+MLP_HIDDEN = 64
+MLP_ALPHA = 1.0
 #: Unannotated voxels (and blocks holding them, at most) the class priors are estimated on.
 PRIOR_SAMPLE = 20_000
 PRIOR_BLOCKS = 8
@@ -169,12 +173,12 @@ def features_at(segmentation: SegmentationJob, coords: np.ndarray) -> np.ndarray
 def default_prior(kind: str) -> str:
     """The class frequencies a classifier predicts under by default (see :data:`PRIORS`).
 
-    Logistic regression gives probabilities that the frequencies can be
-    estimated from; a forest's vote fractions are too coarse for that (on
-    the phantom and on vnc the estimate drove a class to zero), so a forest
-    keeps the clicks' frequencies.
+    Logistic regression and the network, trained on the log loss, give
+    probabilities that the frequencies can be estimated from; a forest's vote
+    fractions are too coarse for that (on the phantom and on vnc the estimate
+    drove a class to zero), so a forest keeps the clicks' frequencies.
     """
-    return "estimated" if kind == "logistic" else "clicks"
+    return "clicks" if kind == "forest" else "estimated"
 
 
 def sample_unannotated(segmentation: SegmentationJob, n: int = PRIOR_SAMPLE, *, max_blocks: int = PRIOR_BLOCKS,
@@ -243,7 +247,7 @@ class RefinedClassifier:
     ----------
     clusterer : Clusterer
         The segmentation's clusterer (its assignment is part of the input).
-    kind : {"logistic", "forest"}
+    kind : {"logistic", "mlp", "forest"}
         The classifier.
     mean, scale : ndarray, shape (n_features,)
         Standardisation of the dense features.
@@ -252,7 +256,9 @@ class RefinedClassifier:
     n_labels : int
         Ids in the named volume (``unassigned`` and every name).
     model : dict or sklearn estimator
-        Logistic regression: ``{"coef": (c, d), "intercept": (c,)}``; forest: the fitted estimator.
+        Logistic regression: ``{"coef": (c, d), "intercept": (c,)}``; the network:
+        ``{"weights": [(d, h), (h, c)], "biases": [(h,), (c,)]}`` (one hidden ReLU
+        layer); forest: the fitted estimator.
     train_priors : ndarray, shape (c,)
         Class frequencies of the voxels it was trained on.
     priors : ndarray, shape (c,)
@@ -303,7 +309,11 @@ class RefinedClassifier:
         """Log class probabilities ``(n, c)`` of design rows under the training frequencies (up to a constant per row)."""
         if self.kind == "forest":
             return np.log(np.maximum(self.model.predict_proba(design), 1e-12))
-        scores = design @ self.model["coef"].T + self.model["intercept"]
+        if self.kind == "mlp":
+            (hidden_weights, output_weights), (hidden_bias, output_bias) = self.model["weights"], self.model["biases"]
+            scores = np.maximum(design @ hidden_weights + hidden_bias, 0.0) @ output_weights + output_bias
+        else:
+            scores = design @ self.model["coef"].T + self.model["intercept"]
         if scores.shape[1] == 1:  # two classes: one score, the log odds of the second
             scores = np.concatenate([np.zeros_like(scores), scores], axis=1)
         return scores
@@ -339,6 +349,8 @@ class RefinedClassifier:
                  "train_priors": self.train_priors, "priors": self.priors, "context": list(self.context)}
         if self.kind == "logistic":
             state.update(coef=self.model["coef"], intercept=self.model["intercept"])
+        elif self.kind == "mlp":
+            state.update(weights=self.model["weights"], biases=self.model["biases"])
         return to_jsonable(state)
 
 
@@ -368,8 +380,10 @@ def train_classifier(
         The segmentation's clusterer.
     n_labels : int
         Ids in the named volume.
-    kind : {"logistic", "forest"}
-        Logistic regression (L2, lbfgs) or a random forest of 100 trees.
+    kind : {"logistic", "mlp", "forest"}
+        Logistic regression (L2, lbfgs), a network with one hidden layer of
+        :data:`MLP_HIDDEN` ReLU units (L2 :data:`MLP_ALPHA`, lbfgs), or a random
+        forest of 100 trees.
     unannotated : (features, clusters), optional
         Features ``(m, F)`` and cluster ids ``(m,)`` of unannotated voxels: the class
         frequencies are estimated on them (:func:`estimate_priors`). Without them the
@@ -377,7 +391,7 @@ def train_classifier(
     context : str or sequence of int
         The superpixel sizes of the features' context (see :func:`rebuild_segmentation`).
     seed : int
-        Seed of the forest.
+        Seed of the network's initial weights and of the forest.
 
     Returns
     -------
@@ -402,6 +416,15 @@ def train_classifier(
         from sklearn.ensemble import RandomForestClassifier
 
         model = RandomForestClassifier(n_estimators=100, n_jobs=1, random_state=seed).fit(design, index)
+    elif kind == "mlp":
+        from sklearn.neural_network import MLPClassifier
+
+        with warnings.catch_warnings(), one_thread():
+            warnings.simplefilter("ignore")
+            network = MLPClassifier((MLP_HIDDEN,), alpha=MLP_ALPHA, solver="lbfgs", max_iter=2000,
+                                    random_state=seed).fit(design, index)
+        model = {"weights": [w.astype(np.float32) for w in network.coefs_],
+                 "biases": [b.astype(np.float32) for b in network.intercepts_]}
     else:
         from sklearn.linear_model import LogisticRegression
 
@@ -469,6 +492,12 @@ def load_classifier(state: dict, *, folder: str | Path) -> RefinedClassifier:
         if kind == "logistic":
             model = {"coef": np.asarray(state["coef"], np.float32), "intercept": np.asarray(state["intercept"], np.float32)}
             return RefinedClassifier(**common, model=model)
+        if kind == "mlp":
+            model = {"weights": [np.asarray(w, np.float32) for w in state["weights"]],
+                     "biases": [np.asarray(b, np.float32) for b in state["biases"]]}
+            if len(model["weights"]) != 2 or len(model["biases"]) != 2:
+                raise ValueError("the network needs two weight matrices and two bias vectors")
+            return RefinedClassifier(**common, model=model)
         if kind != "forest":
             raise OrgasegError(f"unknown classifier {kind!r} in the provenance")
         path = Path(folder) / state["path"]
@@ -500,7 +529,7 @@ def label_with_classifier(segmentation: SegmentationJob, classifier: RefinedClas
 
 
 __all__ = [
-    "CLASSIFIERS", "DEFAULT_CONTEXT_PX", "LOGISTIC_C", "PRIORS", "RefinedClassifier", "SegmentationJob", "balanced_subsample", "default_prior",
+    "CLASSIFIERS", "DEFAULT_CONTEXT_PX", "LOGISTIC_C", "MLP_ALPHA", "MLP_HIDDEN", "PRIORS", "RefinedClassifier", "SegmentationJob", "balanced_subsample", "default_prior",
     "estimate_priors",
     "features_at", "forest_path", "label_with_classifier", "load_classifier", "rebuild_segmentation",
     "sample_unannotated", "save_classifier", "train_classifier",
