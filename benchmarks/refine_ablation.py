@@ -9,13 +9,17 @@ full-resolution scores). For every combination of
 - features: the baseline's filter bank (``orgaseg.compute_features``), with or without the superpixel
   context of each ``--context`` (:class:`orgaseg.features.context.SuperpixelContext`), plus the
   one-hot of K = 8 k-means fitted on the click slices, as ``--refine`` adds the cluster;
-- classifier: logistic regression at each ``--C``, and a random forest (``--forest``);
+- classifier: logistic regression at each ``--C``, the network of ``--refine --classifier mlp`` (``--mlp``), a
+  random forest (``--forest``), and linear discriminant analysis with a shrunk covariance (``--lda``);
 - class frequencies predicted under: the clicks' (uniform), those estimated on 20,000 unannotated
   voxels (:func:`orgaseg.organelles.refine.estimate_priors`, ``--prior estimated``), and, as an
   upper reference no user has, the click slices' true frequencies;
 
 ``n`` clicks per class (``--clicks``) are drawn at random from the click slices' reference for each
-seed, the classifier labels the scoring slices, and the mean over seeds is reported.
+seed, the classifier labels the scoring slices, and the mean over seeds is reported. ``--dense N`` adds an
+upper reference no click budget reaches: N voxels per class of the click slices' reference (all of a
+smaller class), as if every class had been painted, which shows how much a read-out of these features
+can give at all.
 
 Usage: OMP_NUM_THREADS=1 python benchmarks/refine_ablation.py --dataset vnc -o benchmarks/results/refine-ablation-vnc
 """
@@ -31,14 +35,16 @@ import numpy as np
 from skimage.transform import rescale
 from sklearn.cluster import KMeans
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
+from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 
 import orgaseg
 from orgaseg.datasets import load_dataset
 from orgaseg.environment import environment_record
 from orgaseg.features.context import SuperpixelContext, parse_context
-from orgaseg.organelles.refine import estimate_priors
+from orgaseg.organelles.refine import MLP_ALPHA, MLP_HIDDEN, estimate_priors
 
 from clicks import SPLITS
 
@@ -114,10 +120,15 @@ def run(args) -> dict:
     valid = (click_reference >= 0) & (click_reference < n_classes)
     true_frequencies = np.bincount(click_reference[valid], minlength=n_classes) / valid.sum()
     classifiers = {f"logistic C={c:g}": (lambda c=c: LogisticRegression(C=c, max_iter=3000)) for c in args.C}
+    if args.mlp:
+        classifiers["mlp"] = lambda: MLPClassifier((MLP_HIDDEN,), alpha=MLP_ALPHA, solver="lbfgs", max_iter=2000,
+                                                   random_state=0)
     if args.forest:
         classifiers["forest"] = lambda: RandomForestClassifier(100, n_jobs=1, random_state=0)
+    if args.lda:
+        classifiers["lda"] = lambda: LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
     rows = []
-    for n in args.clicks:
+    for n in args.clicks + ([f"dense {args.dense}"] if args.dense else []):
         for context in ["none", *args.context]:
             design = {name: np.concatenate([stack["features"][context].reshape(len(stack["one_hot"]), -1),
                                             stack["one_hot"]], axis=1) for name, stack in stacks.items()}
@@ -127,12 +138,13 @@ def run(args) -> dict:
                 per_seed = {"clicks": [], "estimated": [], "true": []}
                 for seed in args.seeds:
                     rng = np.random.default_rng(seed)
-                    chosen = [rng.choice(np.flatnonzero(click_reference.reshape(-1) == c), n, replace=False)
-                              for c in range(n_classes)]
-                    targets = np.repeat(np.arange(n_classes), n)
+                    per_class = [np.flatnonzero(click_reference.reshape(-1) == c) for c in range(n_classes)]
+                    counts = [n if isinstance(n, int) else min(args.dense, len(v)) for v in per_class]
+                    chosen = [rng.choice(v, m, replace=False) for v, m in zip(per_class, counts)]
+                    targets = np.repeat(np.arange(n_classes), counts)
                     model = make().fit(click_design[np.concatenate(chosen)], targets)
                     posteriors = model.predict_proba(score_design)
-                    train = np.full(n_classes, 1.0 / n_classes)
+                    train = np.bincount(targets, minlength=n_classes) / len(targets)
                     unannotated = rng.choice(len(click_design), UNANNOTATED, replace=False)
                     estimated = estimate_priors(model.predict_proba(click_design[unannotated]), train)
                     for prior, frequencies in (("clicks", train), ("estimated", estimated), ("true", true_frequencies)):
@@ -171,6 +183,9 @@ def main() -> None:
     parser.add_argument("--context", nargs="+", default=["100,400"], help="superpixel sizes, one variant each")
     parser.add_argument("--C", type=float, nargs="+", default=[1.0, 0.1], help="logistic regression's C values")
     parser.add_argument("--forest", action="store_true", help="also a random forest of 100 trees")
+    parser.add_argument("--mlp", action="store_true", help="also the network of --classifier mlp")
+    parser.add_argument("--lda", action="store_true", help="also linear discriminant analysis (shrunk covariance)")
+    parser.add_argument("--dense", type=int, help="also N labelled voxels per class: the read-out's upper reference")
     parser.add_argument("--clicks", type=int, nargs="+", default=[10, 50, 200])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("-o", "--output", required=True)
