@@ -60,8 +60,16 @@ def test_dirty_tracks_modified_files_not_untracked_ones(tmp_path):
     assert state["dirty"] is False and state["branch"] == "work"
     (tmp_path / "results.json").write_text("{}")  # a fresh result is not a change to the code
     assert git_state(tmp_path)["dirty"] is False
+    # nor is a committed result rewritten (by this run or one beside it in the same checkout)
+    committed = tmp_path / "benchmarks" / "results" / "run"
+    committed.mkdir(parents=True)
+    (committed / "results.json").write_text("{}")
+    git("add", "benchmarks")
+    git("commit", "-q", "-m", "a result")
+    (committed / "results.json").write_text('{"new": 1}')
+    assert git_state(tmp_path / "benchmarks")["dirty"] is False
     (tmp_path / "code.py").write_text("x = 2\n")
-    assert git_state(tmp_path)["dirty"] is True
+    assert git_state(tmp_path / "benchmarks")["dirty"] is True
 
 
 def test_versions():

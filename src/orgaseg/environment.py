@@ -22,6 +22,9 @@ from pathlib import Path
 #: Distributions whose versions a result records (``python`` is the interpreter's).
 VERSIONED = ("torch", "numpy", "scipy", "scikit-learn", "scikit-image", "zarr", "dask")
 
+#: Where benchmarks write their results: rewriting a committed result there is output, not a change to the code.
+RESULTS_FOLDER = "benchmarks/results"
+
 #: Seconds a git command may take; a slow or hanging git must not hold up a benchmark.
 GIT_TIMEOUT_S = 5.0
 
@@ -66,7 +69,9 @@ def git_state(path: str | Path) -> dict:
     -------
     dict
         ``commit`` (40 hex digits), ``dirty`` (True when tracked files differ
-        from the commit; untracked files such as fresh results do not count)
+        from the commit; untracked files and the results under
+        :data:`RESULTS_FOLDER`, which a run beside this one may have rewritten,
+        do not count)
         and ``branch`` (None on a detached head). All None outside a checkout
         or without git.
     """
@@ -76,7 +81,8 @@ def git_state(path: str | Path) -> dict:
     commit = _git(folder, "rev-parse", "HEAD")
     if commit is None:
         return {"commit": None, "dirty": None, "branch": None}
-    status = _git(folder, "status", "--porcelain", "--untracked-files=no")
+    status = _git(folder, "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                  f":(top,exclude){RESULTS_FOLDER}")
     branch = _git(folder, "rev-parse", "--abbrev-ref", "HEAD")
     return {
         "commit": commit,
