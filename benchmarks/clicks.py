@@ -15,7 +15,8 @@ smooth in ``n``). For every ``n``:
   its provenance), plus their cluster (one-hot) train the classifier of ``orgaseg name --refine``
   (each of ``--classifiers``: logistic regression and the network for every ``n``, a random forest at
   ``--forest-clicks``), once for each
-  ``--context`` (superpixel sizes whose feature means and spreads are appended, or ``none``), scored under class
+  ``--context`` (superpixel sizes whose feature means and spreads are appended, or ``none``; with ``--z-context``
+  all of it also averaged over the adjacent slices), scored under class
   frequencies estimated on unannotated voxels of the click volume (``--prior estimated``, logistic
   regression's and the network's default) and under the clicks' own (``--prior clicks``, the forest's default). It
   labels every voxel of the scoring volume from its features, block by block as ``orgaseg name
@@ -142,8 +143,11 @@ def run(args) -> dict:
     offsets = np.cumsum([0] + [sum(len(c) for c in per_class) for per_class in draws.values()])
     for context in args.context:
         label = "no context" if not parse_context(context) else f"context {context}"
-        click_job = rebuild_segmentation(click_seg.provenance, raw=click_raw, device=args.device, context=context)
-        score_job = rebuild_segmentation(score_seg.provenance, raw=score_raw, device=args.device, context=context)
+        label += " + adjacent slices" if args.z_context else ""
+        click_job = rebuild_segmentation(click_seg.provenance, raw=click_raw, device=args.device, context=context,
+                                         z_context=args.z_context)
+        score_job = rebuild_segmentation(score_seg.provenance, raw=score_raw, device=args.device, context=context,
+                                         z_context=args.z_context)
         t = time.time()
         all_features = features_at(click_job, all_coords)
         blocks = plan_blocks(score_job.job, score_job.block_shape)
@@ -171,7 +175,7 @@ def run(args) -> dict:
                     fitted = train_classifier(all_features[rows], click_seg.labels[tuple(coords.T)],
                                               np.array(targets), clusterer=click_job.clusterer, n_labels=len(names),
                                               kind=classifier, unannotated=unannotated[seed],
-                                              context=click_job.context, seed=seed)
+                                              context=click_job.context, z_context=click_job.z_context, seed=seed)
                     # the same classifier under the estimated and under the clicks' class frequencies (--prior)
                     variants = {f"{classifier}, {label}, estimated priors": fitted,
                                 f"{classifier}, {label}, click priors": dataclasses.replace(
@@ -202,6 +206,7 @@ def run(args) -> dict:
         "clicks_per_class": args.clicks,
         "classifiers": args.classifiers,
         "forest_clicks_per_class": args.forest_clicks,
+        "z_context": args.z_context,
         "seeds": args.seeds,
         "refine_k": k,
         "label_free": {str(k): entry["label_free"] for k, entry in per_k.items()},
@@ -294,6 +299,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--context", nargs="+", default=[",".join(map(str, DEFAULT_CONTEXT_PX)), "none"],
                         help="superpixel context sizes of the refining classifier's features, one run each")
+    parser.add_argument("--z-context", action="store_true",
+                        help="the classifiers also read the features' mean on the adjacent slices (--z-context)")
     parser.add_argument("--method", default="baseline", help="the segmentation method (default baseline)")
     parser.add_argument("--model", help="its checkpoint, for a learned method")
     parser.add_argument("--features", help="dense features (default: the method's)")

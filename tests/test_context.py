@@ -7,7 +7,7 @@ import pytest
 
 from orgaseg.cluster.superpixels import slic_superpixels
 from orgaseg.errors import OrgasegError
-from orgaseg.features.context import SuperpixelContext, parse_context
+from orgaseg.features.context import SliceNeighbours, SuperpixelContext, parse_context
 
 
 class Ramp:
@@ -113,3 +113,24 @@ def test_parse_context_takes_a_single_number():
     assert parse_context(100) == (100,) and parse_context(100.0) == (100,)
     with pytest.raises(OrgasegError, match="numbers of pixels"):
         parse_context(object())
+
+
+def test_slice_neighbours_append_the_mean_of_the_adjacent_slices():
+    rng = np.random.default_rng(1)
+    volume = rng.random((5, 12, 14), dtype=np.float32)
+    extended = SliceNeighbours(Ramp())
+    assert extended.halo == (1, 1, 1) and extended.n_features == 4
+    out = extended(volume)
+    own = Ramp()(volume)
+    np.testing.assert_array_equal(out[..., :2], own)
+    np.testing.assert_allclose(out[2, ..., 2:], (own[1] + own[3]) / 2)
+    # on the volume's first and last slice the missing neighbour is the slice itself
+    np.testing.assert_allclose(out[0, ..., 2:], (own[0] + own[1]) / 2)
+    np.testing.assert_allclose(out[4, ..., 2:], (own[3] + own[4]) / 2)
+    # block by block with the halo of one slice, the features equal the whole volume's
+    for start, stop in ((0, 2), (2, 3), (3, 5)):
+        read = slice(max(0, start - 1), min(5, stop + 1))
+        block = extended(volume[read])
+        np.testing.assert_allclose(block[start - read.start:stop - read.start], out[start:stop])
+    assert extended.config() == {"slice_neighbours": True, "extractor": {"name": "ramp"}}
+    assert SliceNeighbours(SuperpixelContext(Ramp(), (25,))).sizes == (25,)

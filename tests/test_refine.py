@@ -235,3 +235,27 @@ def test_the_classifier_reads_the_superpixel_context_it_records(merged, tmp_path
     # a classifier without context is reused without it
     reused = name_clusters(folder / "seg.ome.zarr", mapping=tmp_path / "alone.ome.zarr.provenance.json")
     np.testing.assert_array_equal(reused.labels, open_volume(tmp_path / "alone.ome.zarr").read((slice(None),) * 3))
+
+
+def test_the_classifier_reads_the_adjacent_slices_when_asked(merged, tmp_path):
+    folder, cell, segmentation = merged
+    coords, names = clicks(cell.labels, 10)
+    annotations = points_from_arrays(coords, names, shape=SHAPE)
+    refined = name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True, z_context=True,
+                            output=tmp_path / "z.ome.zarr")
+    own = len(segmentation.provenance["clusterer"]["mean"])
+    state = refined.provenance["classifier"]
+    assert state["z_context"] is True and np.shape(state["coef"])[1] == 2 * 5 * own + 3
+    # the features: the superpixel context's, then their mean on the slices above and below
+    everywhere = np.argwhere(np.ones(SHAPE, dtype=bool))
+    plain = features_at(rebuild_segmentation(segmentation.provenance, context=DEFAULT_CONTEXT_PX), everywhere)
+    with_slices = features_at(rebuild_segmentation(segmentation.provenance, context=DEFAULT_CONTEXT_PX,
+                                                   z_context=True), everywhere)
+    plain, with_slices = plain.reshape(SHAPE + (-1,)), with_slices.reshape(SHAPE + (-1,))
+    q = plain.shape[-1]
+    np.testing.assert_allclose(with_slices[..., :q], plain, atol=1e-5)
+    np.testing.assert_allclose(with_slices[3, ..., q:], (plain[2] + plain[4]) / 2, atol=1e-5)
+    # a reused classifier brings its adjacent slices along
+    reused = name_clusters(folder / "seg.ome.zarr", mapping=tmp_path / "z.ome.zarr.provenance.json")
+    assert reused.classifier.z_context
+    np.testing.assert_array_equal(reused.labels, open_volume(tmp_path / "z.ome.zarr").read((slice(None),) * 3))

@@ -240,7 +240,8 @@ def cmd_name(args, progress) -> int:
     try:
         result = name_clusters(args.segmentation, points=args.points, scribbles=args.scribbles, names=args.names,
                                mapping=args.mapping, output=args.output, units=args.units, refine=args.refine,
-                               classifier=args.classifier, prior=args.prior, context=args.context, raw=args.raw,
+                               classifier=args.classifier, prior=args.prior, context=args.context,
+                               z_context=args.z_context, raw=args.raw,
                                model=args.model, device=args.device, seed=args.seed, overwrite=args.overwrite,
                                executor=executor, progress=progress)
     finally:
@@ -599,6 +600,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", metavar="SIZES", default="100,400",
                    help="with --refine: superpixel sizes in working pixels whose feature means and spreads the "
                         "classifier reads beside each voxel's features (default 100,400; none: the voxel's alone)")
+    p.add_argument("--z-context", action="store_true",
+                   help="with --refine: the classifier also reads the mean of those features on the slices above and "
+                        "below (organelles run on through several sections)")
     p.add_argument("--raw", help="with --refine: the segmented volume, when SEG's provenance no longer points to it")
     p.add_argument("--model", help="with --refine: SEG's checkpoint, when its provenance no longer points to it")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where encoders run")

@@ -18,6 +18,12 @@ would do). Two uses: the refining classifier of ``orgaseg name --refine``
 every dense-feature strategy (``--option context=100``; none by default), which
 the clusterer then reads (``docs/results.md``).
 
+:class:`SliceNeighbours` wraps an extractor (usually a :class:`SuperpixelContext`)
+and appends, for every voxel, the mean of its features on the slices above and
+below: organelles run on through several sections of an ssTEM or FIB-SEM
+stack, while the in-plane filters and superpixels see one section. It is the
+``--z-context`` switch of ``orgaseg name --refine``.
+
 Blockwise: the superpixels are cut on the block with its halo, which includes
 a margin of twice a large superpixel's side, so a superpixel near the border
 of the block's own voxels is cut with its surroundings. SLIC depends on the
@@ -127,4 +133,41 @@ class SuperpixelContext:
                 "extractor": self.extractor.config()}
 
 
-__all__ = ["DEFAULT_CONTEXT_PX", "SuperpixelContext", "parse_context"]
+class SliceNeighbours:
+    """A dense-feature extractor whose features are extended by their mean on the adjacent z slices.
+
+    For a voxel on slice ``z`` it appends ``(f[z - 1] + f[z + 1]) / 2`` of the
+    wrapped extractor's features ``f`` at the same ``(y, x)``. The halo grows by
+    one slice, so inside the volume the neighbours are the true ones whatever
+    the block plan; on the first and last slice of the volume the missing
+    neighbour is the slice itself.
+
+    Parameters
+    ----------
+    extractor : FeatureExtractor
+        The wrapped strategy.
+    """
+
+    def __init__(self, extractor: FeatureExtractor) -> None:
+        self.extractor = extractor
+        inner = tuple(int(h) for h in extractor.halo)
+        self.halo = (inner[0] + 1, inner[1], inner[2])
+        self.n_features = 2 * int(extractor.n_features)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Superpixel sizes of the wrapped context (empty when it has none)."""
+        return tuple(getattr(self.extractor, "sizes", ()))
+
+    def __call__(self, block: np.ndarray, *, origin: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+        """``(z, y, x)`` normalised intensities -> ``(z, y, x, n_features)``: features, then their neighbours' mean."""
+        features = np.asarray(self.extractor(block, origin=origin), dtype=np.float32)
+        padded = np.concatenate([features[:1], features, features[-1:]], axis=0)
+        return np.concatenate([features, 0.5 * (padded[:-2] + padded[2:])], axis=-1)
+
+    def config(self) -> dict:
+        """The wrapped extractor's description, marked as extended by the adjacent slices."""
+        return {"slice_neighbours": True, "extractor": self.extractor.config()}
+
+
+__all__ = ["DEFAULT_CONTEXT_PX", "SliceNeighbours", "SuperpixelContext", "parse_context"]

@@ -199,6 +199,7 @@ def name_clusters(
     classifier: str = "logistic",
     prior: str | None = None,
     context=DEFAULT_CONTEXT_PX,
+    z_context: bool = False,
     raw=None,
     model: str | Path | None = None,
     device: str = "auto",
@@ -248,6 +249,10 @@ def name_clusters(
         (:class:`~orgaseg.features.context.SuperpixelContext`; default
         ``(100, 400)``; ``"none"``: the voxel's features alone). A reused
         classifier (``mapping``) brings its own.
+    z_context : bool
+        The refining classifier also reads the mean of those features on the
+        adjacent z slices (:class:`~orgaseg.features.context.SliceNeighbours`;
+        organelles run on through several sections). A reused classifier brings its own.
     raw : str, Path, Volume or ndarray, optional
         The volume that was segmented, when refining and its provenance path
         is gone (or it was an in-memory array).
@@ -284,7 +289,8 @@ def name_clusters(
         naming, fitted_classifier, described = _reuse_mapping(mapping, clusterer_state, refine)
         if fitted_classifier is not None:
             segmentation_job = rebuild_segmentation(record, raw=raw, model=model, device=device,
-                                                    context=fitted_classifier.context)
+                                                    context=fitted_classifier.context,
+                                                    z_context=fitted_classifier.z_context)
             if digest(segmentation_job.config()) != digest(described["features"]):
                 raise OrgasegError(f"{seg_name} was segmented with other features than the classifier of {mapping} "
                                    "was trained on: segment it with the same method, options and checkpoint")
@@ -303,7 +309,8 @@ def name_clusters(
             if len(annotations.names) < 2:
                 raise OrgasegError(f"{annotations.source}: refining needs annotations of at least two names, got "
                                    f"only {annotations.names[0]!r}")
-            segmentation_job = rebuild_segmentation(record, raw=raw, model=model, device=device, context=context)
+            segmentation_job = rebuild_segmentation(record, raw=raw, model=model, device=device, context=context,
+                                                    z_context=z_context)
             described["features"] = segmentation_job.config()
     block_shape = (segmentation_job.block_shape if segmentation_job is not None
                    else default_block_shape(tuple(volume.shape), volume.chunks, voxels=RELABEL_BLOCK_VOXELS))
@@ -380,7 +387,8 @@ def _train(segmentation_job, annotations: Annotations, clusters: np.ndarray, vol
     unannotated = (features[len(coords):], values_at(volume, sampled)) if len(sampled) else None
     fitted = train_classifier(features[:len(coords)], clusters[keep], annotations.labels[keep] + 1,
                               clusterer=segmentation_job.clusterer, n_labels=n_labels, kind=kind,
-                              unannotated=unannotated, context=segmentation_job.context, seed=seed)
+                              unannotated=unannotated, context=segmentation_job.context,
+                              z_context=segmentation_job.z_context, seed=seed)
     return fitted, int(keep.size)
 
 

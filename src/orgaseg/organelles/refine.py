@@ -27,7 +27,7 @@ import numpy as np
 
 from orgaseg.cluster import Clusterer, clusterer_from_dict
 from orgaseg.errors import OrgasegError, arg
-from orgaseg.features.context import DEFAULT_CONTEXT_PX, SuperpixelContext, parse_context
+from orgaseg.features.context import DEFAULT_CONTEXT_PX, SliceNeighbours, SuperpixelContext, parse_context
 from orgaseg.io.normalize import Normalization
 from orgaseg.io.partial import atomic_path, digest
 from orgaseg.io.provenance import to_jsonable
@@ -80,7 +80,13 @@ class SegmentationJob:
     @property
     def context(self) -> tuple[int, ...]:
         """Superpixel sizes of the features' context (empty: the segmentation's features alone)."""
-        return self.job.extractor.sizes if isinstance(self.job.extractor, SuperpixelContext) else ()
+        extractor = self.job.extractor
+        return tuple(extractor.sizes) if isinstance(extractor, (SuperpixelContext, SliceNeighbours)) else ()
+
+    @property
+    def z_context(self) -> bool:
+        """Whether the features carry their mean on the adjacent slices (:class:`SliceNeighbours`)."""
+        return isinstance(self.job.extractor, SliceNeighbours)
 
     def config(self) -> dict:
         """What the features are: compared before a classifier is applied to another volume."""
@@ -88,7 +94,7 @@ class SegmentationJob:
 
 
 def rebuild_segmentation(record: dict, *, raw=None, model: str | Path | None = None,
-                         device: str = "auto", context=()) -> SegmentationJob:
+                         device: str = "auto", context=(), z_context: bool = False) -> SegmentationJob:
     """The stages of a segmentation from its provenance record, bound to its input volume.
 
     Parameters
@@ -105,6 +111,9 @@ def rebuild_segmentation(record: dict, *, raw=None, model: str | Path | None = N
         Superpixel sizes (working pixels) whose feature means and spreads are
         appended to the segmentation's features
         (:class:`~orgaseg.features.context.SuperpixelContext`); empty: none.
+    z_context : bool
+        Append the mean of those features on the adjacent z slices
+        (:class:`~orgaseg.features.context.SliceNeighbours`).
 
     Returns
     -------
@@ -151,6 +160,8 @@ def rebuild_segmentation(record: dict, *, raw=None, model: str | Path | None = N
         if digest(found) == wanted:
             if context:
                 job = dataclasses.replace(job, extractor=SuperpixelContext(job.extractor, context))
+            if z_context:
+                job = dataclasses.replace(job, extractor=SliceNeighbours(job.extractor))
             return SegmentationJob(job, clusterer_from_dict(state), block_shape, candidate)
     raise OrgasegError("cannot rebuild the segmentation's features from its provenance: the working grid or the "
                        "features differ (was it made with another version of orgaseg?)")
@@ -267,6 +278,9 @@ class RefinedClassifier:
         Superpixel sizes of the features' context
         (:class:`~orgaseg.features.context.SuperpixelContext`); the first
         ``clusterer.n_features`` channels are the segmentation's own features.
+    z_context : bool
+        Whether those features are followed by their mean on the adjacent z
+        slices (:class:`~orgaseg.features.context.SliceNeighbours`).
     """
 
     clusterer: Clusterer
@@ -279,6 +293,7 @@ class RefinedClassifier:
     train_priors: np.ndarray | None = None
     priors: np.ndarray | None = None
     context: tuple[int, ...] = ()
+    z_context: bool = False
 
     @property
     def k(self) -> int:
@@ -286,8 +301,8 @@ class RefinedClassifier:
 
     @property
     def n_features(self) -> int:
-        """Feature channels it reads: the segmentation's, then ``[mean || std]`` per context size."""
-        return self.clusterer.n_features * (1 + 2 * len(self.context))
+        """Feature channels it reads: the segmentation's, ``[mean || std]`` per context size, all of them twice with ``z_context``."""
+        return context_channels(self.clusterer.n_features, self.context, self.z_context)
 
     @property
     def needs_raw(self) -> bool:
@@ -346,7 +361,8 @@ class RefinedClassifier:
         """JSON state (a forest's trees are not in it: :func:`save_classifier` writes them to a file)."""
         state = {"kind": self.kind, "mean": self.mean, "scale": self.scale, "classes": self.classes,
                  "n_labels": self.n_labels, "n_clusters": self.clusterer.k, "clusterer": self.clusterer.to_dict(),
-                 "train_priors": self.train_priors, "priors": self.priors, "context": list(self.context)}
+                 "train_priors": self.train_priors, "priors": self.priors, "context": list(self.context),
+                 "z_context": self.z_context}
         if self.kind == "logistic":
             state.update(coef=self.model["coef"], intercept=self.model["intercept"])
         elif self.kind == "mlp":
@@ -364,6 +380,7 @@ def train_classifier(
     kind: str = "logistic",
     unannotated: tuple[np.ndarray, np.ndarray] | None = None,
     context=(),
+    z_context: bool = False,
     seed: int = 0,
 ) -> RefinedClassifier:
     """Fit the refining classifier on annotated voxels.
@@ -390,6 +407,8 @@ def train_classifier(
         classifier predicts under the frequencies of the annotations.
     context : str or sequence of int
         The superpixel sizes of the features' context (see :func:`rebuild_segmentation`).
+    z_context : bool
+        Whether the features carry their mean on the adjacent slices (see :func:`rebuild_segmentation`).
     seed : int
         Seed of the network's initial weights and of the forest.
 
@@ -403,13 +422,14 @@ def train_classifier(
     if classes.size < 2:
         raise OrgasegError("refining needs annotations of at least two names: a classifier cannot learn one class")
     context = parse_context(context)
-    expected = clusterer.n_features * (1 + 2 * len(context))
+    expected = context_channels(clusterer.n_features, context, z_context)
     if features.shape[1] != expected:
         raise OrgasegError(f"the annotated voxels have {features.shape[1]} features, but the clusterer's "
-                           f"{clusterer.n_features} with a context of {len(context)} superpixel sizes make {expected}")
+                           f"{clusterer.n_features} with a context of {len(context)} superpixel sizes"
+                           f"{' and the adjacent slices' if z_context else ''} make {expected}")
     mean, scale = _standardisation(clusterer, features if unannotated is None else unannotated[0])
     shell = RefinedClassifier(clusterer, kind, mean, scale, classes.astype(np.int64), int(n_labels), None,
-                              context=context)
+                              context=context, z_context=bool(z_context))
     design = shell.design(features, clusters)
     index = np.searchsorted(classes, targets)
     if kind == "forest":
@@ -438,6 +458,11 @@ def train_classifier(
         posteriors = fitted.posteriors(fitted.design(*unannotated))
         fitted = dataclasses.replace(fitted, priors=estimate_priors(posteriors, train_priors))
     return fitted
+
+
+def context_channels(own: int, context: tuple[int, ...], z_context: bool) -> int:
+    """Channels of ``own`` features with a superpixel context of ``len(context)`` sizes and, optionally, the adjacent slices."""
+    return own * (1 + 2 * len(context)) * (2 if z_context else 1)
 
 
 def _standardisation(clusterer: Clusterer, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -488,7 +513,8 @@ def load_classifier(state: dict, *, folder: str | Path) -> RefinedClassifier:
         common = dict(clusterer=clusterer, kind=kind, mean=np.asarray(state["mean"], np.float32),
                       scale=np.asarray(state["scale"], np.float32), classes=np.asarray(state["classes"], np.int64),
                       n_labels=int(state["n_labels"]), train_priors=_optional_array(state.get("train_priors")),
-                      priors=_optional_array(state.get("priors")), context=parse_context(state.get("context")))
+                      priors=_optional_array(state.get("priors")), context=parse_context(state.get("context")),
+                      z_context=bool(state.get("z_context", False)))
         if kind == "logistic":
             model = {"coef": np.asarray(state["coef"], np.float32), "intercept": np.asarray(state["intercept"], np.float32)}
             return RefinedClassifier(**common, model=model)
