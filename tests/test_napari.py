@@ -284,13 +284,14 @@ def test_naming_widget_refines_with_the_segmented_image(cell, gl, make_napari_vi
     for coord, name in zip(coords, names):
         widget.organelle.value = name
         points.add(coord)
-    widget.refine.value, widget.image.value = True, viewer.layers["cell"]
+    widget.refine.value, widget.image.value, widget.z_context.value = True, viewer.layers["cell"], True
     widget.run()
     _finish(qtbot, widget)
     assert widget.status.value.startswith("done"), widget.status.value
     named = viewer.layers[-1]
     assert named.metadata["orgaseg"]["refined"] is True
+    assert named.metadata["orgaseg"]["classifier"]["z_context"] is True
     expected = name_clusters(Segmentation(np.asarray(clusters.data), None, None, clusters.metadata["orgaseg"]),
                              annotations=points_from_arrays(coords, names, shape=cell.raw.shape), refine=True,
-                             raw=Volume(cell.raw, voxel_size=VOXEL))
+                             z_context=True, raw=Volume(cell.raw, voxel_size=VOXEL))
     np.testing.assert_array_equal(named.data, expected.labels)

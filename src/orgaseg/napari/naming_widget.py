@@ -43,12 +43,13 @@ class NamingWidget(Container):
         self.refine = CheckBox(text="refine with a classifier on the features", value=False)
         self.image = create_widget(annotation=Image, label="image (refine)", options={"nullable": True})
         self.classifier = ComboBox(label="classifier", choices=["logistic", "mlp", "forest"], value="logistic")
+        self.z_context = CheckBox(text="also read the slices above and below", value=False)
         self.run_button = PushButton(text="Name clusters")
         self.cancel_button = PushButton(text="Cancel")
         self.status = text_label()
         self.summary = text_label()
         super().__init__(widgets=[self.clusters, self.points, self.new_points, self.organelle, self.refine, self.image,
-                                  self.classifier, self.run_button, self.cancel_button, self.status, self.summary])
+                                  self.classifier, self.z_context, self.run_button, self.cancel_button, self.status, self.summary])
         self.tasks = TaskRunner(napari_viewer, self.status, self.run_button, self.cancel_button)
         self.new_points.changed.connect(self.add_points_layer)
         self.organelle.changed.connect(self._name_changed)
@@ -110,7 +111,8 @@ class NamingWidget(Container):
 
         try:
             arguments = dict(segmentation=self.segmentation(), annotations=self.annotations(),
-                             refine=bool(self.refine.value), classifier=self.classifier.value)
+                             refine=bool(self.refine.value), classifier=self.classifier.value,
+                             z_context=bool(self.z_context.value))
             if self.refine.value and self.image.value is not None:
                 image = self.image.value
                 arguments["raw"] = Volume(layer_volume(image), voxel_size=voxel_size_of(image),
