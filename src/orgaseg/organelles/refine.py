@@ -47,8 +47,8 @@ MAX_TRAIN_PER_NAME = 20_000
 PRIORS = ("estimated", "clicks")
 #: Inverse L2 strength of the logistic regression (docs/organelles.md: 0.1 and cross-validated values measured).
 LOGISTIC_C = 1.0
-#: The network's hidden ReLU units and L2 penalty (scikit-learn's ``alpha``; docs/organelles.md: 1 and 3 measured,
-#: 10 and more collapse with few clicks).
+#: The network's hidden ReLU units and L2 penalty (scikit-learn's ``alpha``; docs/organelles.md: 0.1 to 100
+#: measured, 10 and more collapse with few clicks).
 MLP_HIDDEN = 64
 MLP_ALPHA = 1.0
 #: Unannotated voxels (and blocks holding them, at most) the class priors are estimated on.
