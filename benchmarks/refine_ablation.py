@@ -7,7 +7,8 @@ by nearest neighbour, and the scores are Dice on that grid (so they are close to
 full-resolution scores). For every combination of
 
 - features: the baseline's filter bank (``orgaseg.compute_features``), with or without the superpixel
-  context of each ``--context`` (:class:`orgaseg.features.context.SuperpixelContext`), plus the
+  context of each ``--context`` (:class:`orgaseg.features.context.SuperpixelContext`), each also with its
+  mean on the adjacent slices with ``--z-context`` (:class:`orgaseg.features.context.SliceNeighbours`), plus the
   one-hot of K = 8 k-means fitted on the click slices, as ``--refine`` adds the cluster;
 - classifier: logistic regression at each ``--C``, the network of ``--refine --classifier mlp`` (``--mlp``), a
   random forest (``--forest``), and linear discriminant analysis with a shrunk covariance (``--lda``);
@@ -43,7 +44,7 @@ from sklearn.preprocessing import StandardScaler
 import orgaseg
 from orgaseg.datasets import load_dataset
 from orgaseg.environment import environment_record
-from orgaseg.features.context import SuperpixelContext, parse_context
+from orgaseg.features.context import SliceNeighbours, SuperpixelContext, parse_context
 from orgaseg.organelles.refine import MLP_ALPHA, MLP_HIDDEN, estimate_priors
 
 from clicks import SPLITS
@@ -107,6 +108,9 @@ def run(args) -> dict:
         with_context = {"none": features}
         for context in args.context:
             with_context[context] = SuperpixelContext(_Precomputed(features), parse_context(context))(normalised)
+        if args.z_context:  # every variant once more with the mean over the adjacent slices
+            with_context.update({f"{label} + z": SliceNeighbours(_Precomputed(values))(normalised)
+                                 for label, values in with_context.items()})
         stacks[name] = {"reference": reference, "features": with_context}
         print(f"{name}: {raw.shape}, {features.shape[-1]} channels ({time.time() - started:.0f} s)", flush=True)
     # the one-hot cluster of K-means fitted on the click slices, as --refine adds it
@@ -129,7 +133,7 @@ def run(args) -> dict:
         classifiers["lda"] = lambda: LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
     rows = []
     for n in args.clicks + ([f"dense {args.dense}"] if args.dense else []):
-        for context in ["none", *args.context]:
+        for context in stacks["click"]["features"]:
             design = {name: np.concatenate([stack["features"][context].reshape(len(stack["one_hot"]), -1),
                                             stack["one_hot"]], axis=1) for name, stack in stacks.items()}
             scaler = StandardScaler().fit(design["click"][::97])
@@ -185,6 +189,8 @@ def main() -> None:
     parser.add_argument("--forest", action="store_true", help="also a random forest of 100 trees")
     parser.add_argument("--mlp", action="store_true", help="also the network of --classifier mlp")
     parser.add_argument("--lda", action="store_true", help="also linear discriminant analysis (shrunk covariance)")
+    parser.add_argument("--z-context", action="store_true",
+                        help="each feature variant also with its mean on the adjacent slices (--z-context)")
     parser.add_argument("--dense", type=int, help="also N labelled voxels per class: the read-out's upper reference")
     parser.add_argument("--clicks", type=int, nargs="+", default=[10, 50, 200])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
