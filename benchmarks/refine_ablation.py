@@ -38,14 +38,13 @@ from sklearn.cluster import KMeans
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
-from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 
 import orgaseg
 from orgaseg.datasets import load_dataset
 from orgaseg.environment import environment_record
 from orgaseg.features.context import SliceNeighbours, SuperpixelContext, parse_context
-from orgaseg.organelles.refine import MLP_ALPHA, MLP_HIDDEN, estimate_priors
+from orgaseg.organelles.refine import estimate_priors, make_network
 
 from clicks import SPLITS
 
@@ -125,8 +124,7 @@ def run(args) -> dict:
     true_frequencies = np.bincount(click_reference[valid], minlength=n_classes) / valid.sum()
     classifiers = {f"logistic C={c:g}": (lambda c=c: LogisticRegression(C=c, max_iter=3000)) for c in args.C}
     if args.mlp:
-        classifiers["mlp"] = lambda: MLPClassifier((MLP_HIDDEN,), alpha=MLP_ALPHA, solver="lbfgs", max_iter=2000,
-                                                   random_state=0)
+        classifiers["mlp"] = make_network
     if args.forest:
         classifiers["forest"] = lambda: RandomForestClassifier(100, n_jobs=1, random_state=0)
     if args.lda:

@@ -82,9 +82,7 @@ def test_refine_separates_the_classes_kmeans_merged(merged):
 
 
 def test_the_network_separates_the_merged_classes_as_scikit_learn_fits_it(merged):
-    from sklearn.neural_network import MLPClassifier
-
-    from orgaseg.organelles.refine import MLP_ALPHA, MLP_HIDDEN
+    from orgaseg.organelles.refine import make_network
 
     folder, cell, segmentation = merged
     coords, names = clicks(cell.labels, 10)
@@ -99,8 +97,7 @@ def test_the_network_separates_the_merged_classes_as_scikit_learn_fits_it(merged
     clusters = classifier.clusterer.predict(features)
     design = classifier.design(features, clusters)
     targets = np.searchsorted(classifier.classes, [refined.names.index(n) for n in names])
-    reference = MLPClassifier((MLP_HIDDEN,), alpha=MLP_ALPHA, solver="lbfgs", max_iter=2000,
-                              random_state=0).fit(design, targets)
+    reference = make_network(seed=0).fit(design, targets)
     np.testing.assert_allclose(classifier.posteriors(design), reference.predict_proba(design), atol=1e-4)
 
 

@@ -34,6 +34,8 @@ class NamingWidget(Container):
     def __init__(self, napari_viewer) -> None:
         from napari.layers import Image, Labels, Points
 
+        from orgaseg.organelles.refine import CLASSIFIERS
+
         self.viewer = napari_viewer
         self.clusters = create_widget(annotation=Labels, label="clusters")
         self.points = create_widget(annotation=Points, label="clicks")
@@ -42,7 +44,7 @@ class NamingWidget(Container):
                              tooltip="the name the next clicks get (changing it does not rename earlier clicks)")
         self.refine = CheckBox(text="refine with a classifier on the features", value=False)
         self.image = create_widget(annotation=Image, label="image (refine)", options={"nullable": True})
-        self.classifier = ComboBox(label="classifier", choices=["logistic", "mlp", "forest"], value="logistic")
+        self.classifier = ComboBox(label="classifier", choices=list(CLASSIFIERS), value=CLASSIFIERS[0])
         self.z_context = CheckBox(text="also read the slices above and below", value=False)
         self.run_button = PushButton(text="Name clusters")
         self.cancel_button = PushButton(text="Cancel")

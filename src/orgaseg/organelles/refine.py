@@ -437,12 +437,9 @@ def train_classifier(
 
         model = RandomForestClassifier(n_estimators=100, n_jobs=1, random_state=seed).fit(design, index)
     elif kind == "mlp":
-        from sklearn.neural_network import MLPClassifier
-
         with warnings.catch_warnings(), one_thread():
             warnings.simplefilter("ignore")
-            network = MLPClassifier((MLP_HIDDEN,), alpha=MLP_ALPHA, solver="lbfgs", max_iter=2000,
-                                    random_state=seed).fit(design, index)
+            network = make_network(seed).fit(design, index)
         model = {"weights": [w.astype(np.float32) for w in network.coefs_],
                  "biases": [b.astype(np.float32) for b in network.intercepts_]}
     else:
@@ -458,6 +455,14 @@ def train_classifier(
         posteriors = fitted.posteriors(fitted.design(*unannotated))
         fitted = dataclasses.replace(fitted, priors=estimate_priors(posteriors, train_priors))
     return fitted
+
+
+def make_network(seed: int = 0):
+    """The unfitted network of ``--classifier mlp``: scikit-learn's ``MLPClassifier`` with :data:`MLP_HIDDEN` ReLU
+    units, L2 :data:`MLP_ALPHA`, lbfgs, initial weights drawn with ``seed``."""
+    from sklearn.neural_network import MLPClassifier
+
+    return MLPClassifier((MLP_HIDDEN,), alpha=MLP_ALPHA, solver="lbfgs", max_iter=2000, random_state=seed)
 
 
 def context_channels(own: int, context: tuple[int, ...], z_context: bool) -> int:
@@ -557,6 +562,6 @@ def label_with_classifier(segmentation: SegmentationJob, classifier: RefinedClas
 __all__ = [
     "CLASSIFIERS", "DEFAULT_CONTEXT_PX", "LOGISTIC_C", "MLP_ALPHA", "MLP_HIDDEN", "PRIORS", "RefinedClassifier", "SegmentationJob", "balanced_subsample", "default_prior",
     "estimate_priors",
-    "features_at", "forest_path", "label_with_classifier", "load_classifier", "rebuild_segmentation",
+    "features_at", "forest_path", "label_with_classifier", "load_classifier", "make_network", "rebuild_segmentation",
     "sample_unannotated", "save_classifier", "train_classifier",
 ]
