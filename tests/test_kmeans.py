@@ -51,6 +51,7 @@ def test_predict_keeps_leading_shape():
     [
         (np.zeros((5, 2), np.float32) + np.arange(5)[:, None], 6, "larger than the sample"),
         (np.ones((50, 2), np.float32), 3, "distinct"),
+        (0.5 + 1e-8 * np.random.default_rng(0).standard_normal((50, 2)).astype(np.float32), 3, "distinct"),
         (np.array([[np.nan, 1.0]] * 10, np.float32), 2, "NaN"),
         (np.ones((10, 2), np.float32), 0, "at least 1"),
     ],

@@ -101,3 +101,14 @@ def test_saved_features_are_the_blocks_features_in_float16(textured, tmp_path):
     # float16 storage: the saved value is the block's feature rounded to 11 significant bits
     np.testing.assert_array_equal(array[block.region], expected.astype(np.float16))
     assert not (tmp_path / "features.zarr.partial").exists()
+
+
+@pytest.mark.parametrize("clusterer", ["kmeans", "superpixel-kmeans"])
+def test_a_constant_volume_is_a_clear_error_after_resampling(clusterer):
+    """Resampling 8 nm to 10 nm leaves float rounding noise on a constant volume; it must not pass as K clusters."""
+    from orgaseg.errors import OrgasegError
+    from orgaseg.segmentation import segment
+
+    constant = np.full((4, 32, 32), 117, np.uint8)
+    with pytest.raises(OrgasegError, match="nearly constant"):
+        segment(constant, k=4, clusterer=clusterer, voxel_size=(40.0, 8.0, 8.0), pixel_size=10.0)

@@ -41,7 +41,11 @@ from typing import Callable, Literal, Mapping, Protocol
 
 import numpy as np
 
+from orgaseg.errors import OrgasegError
 from orgaseg.progress import ProgressCallback
+
+#: A feature whose standard deviation is at most this fraction of the sample's RMS counts as constant.
+CONSTANT_TOLERANCE = 1e-6
 
 
 class Clusterer(Protocol):
@@ -112,3 +116,31 @@ class ClustererSpec:
     default_sample_size: int = 200_000
     working_grid: bool = False
 
+
+
+def standardize_sample(sample: np.ndarray, k: int, *, unit: str = "feature vectors") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, scale and standardised sample ``(n, q)`` of a clusterer's fit, checked to hold ``k`` distinct rows.
+
+    A constant feature keeps scale 1 (it stays constant instead of dividing by zero). "Constant" is
+    relative to the sample's magnitude: resampling a constant volume leaves float32 rounding noise (a
+    standard deviation of about 1e-8 of the values), which standardising would blow up into ``k``
+    spurious clusters. Rows are compared after rounding to 1e-6 standard deviations for the same reason.
+
+    Raises
+    ------
+    OrgasegError
+        When fewer than ``k`` distinct rows remain (``unit`` names the rows in the message).
+    """
+    sample = np.asarray(sample, dtype=np.float32)
+    mean = sample.mean(axis=0)
+    scale = sample.std(axis=0)
+    magnitude = float(np.sqrt(np.mean(np.square(sample, dtype=np.float64))))
+    scale[scale <= CONSTANT_TOLERANCE * magnitude] = 1.0
+    standardized = (sample - mean) / scale
+    distinct = np.unique(np.round(standardized, 6), axis=0).shape[0]
+    if distinct < k:
+        raise OrgasegError(
+            f"the sample has only {distinct} distinct {unit}, fewer than K = {k}: "
+            "is the volume (or the masked region) nearly constant?"
+        )
+    return mean, scale, standardized

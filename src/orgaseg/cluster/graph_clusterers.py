@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from orgaseg.cluster.base import ClustererSpec
+from orgaseg.cluster.base import ClustererSpec, standardize_sample
 from orgaseg.cluster.graph import DEFAULT_ALPHA, DEFAULT_KAPPA, Graph, affinity, laplacian
 from orgaseg.cluster.superpixels import (DEFAULT_COMPACTNESS, DEFAULT_REGION_NM, DEFAULT_SUPERPIXEL_PX,
                                          RegionSuperpixels, block_superpixels, paint)
@@ -124,14 +124,12 @@ class GraphFit:
             raise OrgasegError(f"{self.kind} with K = {self.k} needs at least {self.k} superpixels, but the sample "
                                f"holds {nodes}: use a smaller K, smaller superpixels or a larger sample")
         pooled = np.concatenate([r.features for r in self.regions])
-        mean = pooled.mean(axis=0)
-        scale = pooled.std(axis=0)
-        scale = np.where(scale > 1e-12, scale, 1.0).astype(np.float32)
+        mean, scale, standardized = standardize_sample(pooled, self.k, unit="superpixel features")
         model = GraphClusterer(kind=self.kind, k=self.k, n_features=pooled.shape[1] // 2,
                                graph_options=self.graph_options, mean=mean.astype(np.float32), scale=scale,
                                seed=self.seed, options=self.options)
         graphs = [self.graph_options.graph(r, model.mean, model.scale) for r in self.regions if r.n >= 2]
-        _FITTERS[self.kind](model, graphs, (pooled - mean) / scale, progress=progress)
+        _FITTERS[self.kind](model, graphs, standardized, progress=progress)
         return model
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from orgaseg.cluster.base import ClustererSpec
+from orgaseg.cluster.base import ClustererSpec, standardize_sample
 from orgaseg.errors import OrgasegError
 from orgaseg.labels import smallest_label_dtype
 
@@ -178,16 +178,7 @@ def _standardized_sample(sample: np.ndarray, k: int):
         raise OrgasegError(f"K = {k} is larger than the sample ({sample.shape[0]} voxels): use a smaller K")
     if not np.isfinite(sample).all():
         raise OrgasegError("the feature sample contains NaN or infinite values")
-    mean = sample.mean(axis=0)
-    scale = sample.std(axis=0)
-    scale[scale < 1e-12] = 1.0  # constant features stay constant (0) instead of dividing by zero
-    standardized = (sample - mean) / scale
-    distinct = np.unique(standardized, axis=0).shape[0]
-    if distinct < k:
-        raise OrgasegError(
-            f"the sample has only {distinct} distinct feature vectors, fewer than K = {k}: "
-            "is the volume (or the masked region) nearly constant?"
-        )
+    mean, scale, standardized = standardize_sample(sample, k)
     return sample, mean, scale, standardized
 
 
