@@ -220,3 +220,21 @@ def test_bad_arguments_get_clear_errors(segmented, tmp_path, capsys):
         name_clusters(seg, points=tmp_path / "one.csv", refine=True)
     assert main(["name", seg, "--points", str(tmp_path / "one.csv"), "--mapping", "x.json", "-o", "y.ome.zarr"]) == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--classifier", "mlp"], "--classifier takes effect only with --refine"),
+    (["--z-context", "--context", "none"], "--context and --z-context take effect only with --refine"),
+    (["--raw", "cell.tif"], "--raw takes effect only with --refine"),
+])
+def test_refine_options_without_refine_are_refused_not_ignored(segmented, tmp_path, capsys, extra, message):
+    out = tmp_path / "named.ome.zarr"
+    assert main(["name", str(segmented / "seg.ome.zarr"), "--points", str(segmented / "points.csv"), "-o", str(out),
+                 *extra]) == 2
+    assert message in capsys.readouterr().err and not out.exists()
+
+
+def test_training_options_cannot_apply_to_a_reused_mapping(segmented, tmp_path, capsys):
+    assert main(["name", str(segmented / "seg.ome.zarr"), "--mapping", "from.provenance.json", "--refine",
+                 "--classifier", "forest", "-o", str(tmp_path / "named.ome.zarr")]) == 2
+    assert "--classifier cannot apply to --mapping" in capsys.readouterr().err

@@ -233,6 +233,21 @@ def cmd_name(args, progress) -> int:
 
     if args.names is not None and args.scribbles is None:
         raise OrgasegError("--names goes with --scribbles (points carry their names in the 'name' column)")
+    # options that would otherwise be ignored without a word
+    training = [flag for flag, given in (("--classifier", args.classifier is not None), ("--prior", args.prior is not None),
+                                         ("--context", args.context is not None), ("--z-context", args.z_context))
+                if given]
+    if training and not args.refine:
+        raise OrgasegError(f"{' and '.join(training)} {'takes' if len(training) == 1 else 'take'} effect only with --refine")
+    if training and args.mapping is not None:
+        raise OrgasegError(f"{' and '.join(training)} cannot apply to --mapping: the reused classifier brings its own "
+                           "settings (see its provenance)")
+    inputs = [flag for flag, value in (("--raw", args.raw), ("--model", args.model)) if value is not None]
+    if inputs and not args.refine:
+        raise OrgasegError(f"{' and '.join(inputs)} {'takes' if len(inputs) == 1 else 'take'} effect only with --refine "
+                           "(naming alone reads the labels only)")
+    chosen = {name: value for name, value in (("classifier", args.classifier), ("context", args.context))
+              if value is not None}
     from orgaseg.pipeline.executors import make_executor
 
     executor = make_executor(args.executor, workers=args.workers, threads_per_worker=args.threads_per_worker,
@@ -240,8 +255,7 @@ def cmd_name(args, progress) -> int:
     try:
         result = name_clusters(args.segmentation, points=args.points, scribbles=args.scribbles, names=args.names,
                                mapping=args.mapping, output=args.output, units=args.units, refine=args.refine,
-                               classifier=args.classifier, prior=args.prior, context=args.context,
-                               z_context=args.z_context, raw=args.raw,
+                               prior=args.prior, z_context=args.z_context, raw=args.raw, **chosen,
                                model=args.model, device=args.device, seed=args.seed, overwrite=args.overwrite,
                                executor=executor, progress=progress)
     finally:
@@ -590,14 +604,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="units of the points' z,y,x (default voxels; nm: from the volume's corner)")
     p.add_argument("--refine", action="store_true",
                    help="train a classifier on the annotated voxels' features and clusters and relabel every voxel")
-    p.add_argument("--classifier", choices=("logistic", "mlp", "forest"), default="logistic",
+    p.add_argument("--classifier", choices=("logistic", "mlp", "forest"),
                    help="with --refine: logistic regression (default), a small neural network (one hidden layer) "
                         "or a random forest")
     p.add_argument("--prior", choices=("estimated", "clicks"),
                    help="with --refine: class frequencies to predict under: estimated on unannotated voxels "
                         "(default for logistic and mlp: clicks come in equal numbers per class) or those of the "
                         "annotations (default for forest)")
-    p.add_argument("--context", metavar="SIZES", default="100,400",
+    p.add_argument("--context", metavar="SIZES",
                    help="with --refine: superpixel sizes in working pixels whose feature means and spreads the "
                         "classifier reads beside each voxel's features (default 100,400; none: the voxel's alone)")
     p.add_argument("--z-context", action="store_true",
