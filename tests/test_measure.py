@@ -2,6 +2,7 @@
 
 import csv
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -131,6 +132,22 @@ def test_classes_come_from_the_instance_volume(tmp_path):
     assert result.summary["count"] == [1, 2, 3]
     tiff = make_instances(named, tmp_path / "inst.tif")  # classes from the provenance record
     assert measure_instances(tiff.path).table["class"].tolist() == instances.classes
+
+
+@pytest.mark.parametrize("record", [{"clusterer": {"kind": "kmeans"}}, {"naming": {}}])
+def test_measuring_class_labels_warns_that_they_are_not_instances(tmp_path, record):
+    from orgaseg.errors import OrgasegWarning
+
+    voxel_size = (8.0, 4.0, 4.0)
+    classes = (draw((32, 110, 110), voxel_size, ELLIPSOIDS) > 0).astype(np.uint8)
+    labels = write_labels(tmp_path / "seg.ome.zarr", classes, voxel_size=voxel_size, provenance=record)
+    with pytest.warns(OrgasegWarning, match="orgaseg instances"):
+        result = measure_instances(labels)
+    assert result.table["id"].tolist() == [1]  # still measured, as one object
+    instances = make_instances(labels, tmp_path / "inst.ome.zarr")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OrgasegWarning)
+        assert len(measure_instances(instances.path).table["id"]) == 3
 
 
 def test_bad_inputs_give_clear_errors(tmp_path):

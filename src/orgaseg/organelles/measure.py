@@ -41,6 +41,7 @@ any object, however small; ``volume_um3`` counts voxels.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import time
 import warnings
@@ -52,10 +53,11 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.measure import marching_cubes, mesh_surface_area
 
-from orgaseg.errors import OrgasegError, arg
+from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.io import open_volume
 from orgaseg.io.metadata import check_voxel_size
 from orgaseg.io.partial import atomic_path
+from orgaseg.io.provenance import provenance_path
 from orgaseg.io.volume import Volume, as_volume
 from orgaseg.io.writers import writing
 from orgaseg.organelles.instances import read_label_names
@@ -357,6 +359,7 @@ def measure_instances(
     if volume.attrs.get("voxel_size_assumed"):
         raise OrgasegError(f"{volume.path or 'the instances'}: no voxel size in the metadata, so nothing can be "
                            f"measured in nm; pass {arg('voxel_size')}")
+    _warn_if_class_labels(volume)
     sources = _Sources(source, None, None, volume.voxel_size)
     if raw is not None:
         sources.raw = _open(raw, "raw", shape=volume.shape)[1]
@@ -395,6 +398,24 @@ def measure_instances(
         "connectivity": "instances are label values (not re-split into components)",
     }
     return Morphometrics(table, summary, provenance)
+
+
+def _warn_if_class_labels(volume: Volume) -> None:
+    """Warn when the volume is a segmentation or named labels, whose ids are classes, not objects."""
+    record = provenance_path(volume.path) if volume.path else None
+    if record is None or not record.is_file():
+        return
+    try:
+        fields = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return
+    if not isinstance(fields, dict):
+        return
+    made_by = ("orgaseg segment" if "clusterer" in fields else "orgaseg name" if "naming" in fields else None)
+    if made_by is not None:
+        warnings.warn(OrgasegWarning(
+            f"{volume.path} is the output of {made_by}: its ids are clusters or classes, so each is measured as "
+            "one object; number the organelles first with 'orgaseg instances'"), stacklevel=3)
 
 
 def _open(data, what: str, *, key=None, voxel_size=None, shape=None) -> tuple[Volume, VolumeSource]:
