@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import numbers
 import re
 from typing import Any
 
@@ -50,6 +51,52 @@ def parse_assignments(items: list[str], option: str) -> dict[str, Any]:
         except ValueError:
             values[name] = text
     return values
+
+
+def _whole(value: Any, minimum: int) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value  # not NaN
+
+
+#: What the value of each stage option must be: a description for the error and a test.
+#: Options not listed (``context``, ``planes``, ``preset``, ``subspace``) are checked by their stage.
+OPTION_VALUES: dict[str, tuple[str, Any]] = {
+    **{name: ("a whole number >= 1", lambda v: _whole(v, 1))
+       for name in ("n_init", "max_iter", "init_size", "batch_size", "keep", "stride", "radius", "steps")},
+    "hops": ("a whole number >= 0", lambda v: _whole(v, 0)),
+    **{name: ("a positive number", lambda v: _number(v) and 0 < v < float("inf"))
+       for name in ("region_nm", "superpixel_px", "compactness", "kappa", "alpha")},
+    **{name: ("a number >= 0", lambda v: _number(v) and 0 <= v < float("inf")) for name in ("adjacency", "trace_weight")},
+    "scales_nm": ("a list of positive numbers of nm, e.g. [10,20,40]",
+                  lambda v: isinstance(v, (list, tuple)) and len(v) > 0
+                  and all(_number(s) and 0 < s < float("inf") for s in v)),
+    "in_plane": ("true or false", lambda v: isinstance(v, bool) or v is None),
+}
+
+
+def check_option_value(name: str, value: Any) -> Any:
+    """``value`` if it suits stage option ``name`` (see :data:`OPTION_VALUES`), else a clear error.
+
+    A single number given for ``scales_nm`` becomes a one-element list.
+
+    Examples
+    --------
+    >>> check_option_value("scales_nm", 20)
+    [20]
+    >>> check_option_value("n_init", "abc")
+    Traceback (most recent call last):
+    ...
+    orgaseg.errors.OrgasegError: option n_init must be a whole number >= 1, got 'abc'
+    """
+    if name == "scales_nm" and _number(value):
+        value = [value]
+    rule = OPTION_VALUES.get(name)
+    if rule is not None and not rule[1](value):
+        raise OrgasegError(f"option {name} must be {rule[0]}, got {value!r}")
+    return value
 
 
 def natural_sort_key(name: str) -> tuple:

@@ -22,6 +22,7 @@ from orgaseg.cluster import ClustererSpec, get_clusterer
 from orgaseg.errors import OrgasegError, arg
 from orgaseg.features import FeatureSpec, get_features
 from orgaseg.methods.table import METHODS, Method, get_method
+from orgaseg.options import check_option_value
 from orgaseg.pipeline.resample import WorkingGrid
 from orgaseg.pipeline.tasks import BlockJob, VolumeSource
 
@@ -51,6 +52,7 @@ def split_options(options: Mapping[str, Any] | None, features: FeatureSpec, clus
     clusterer_options: dict = {}
     for name, value in (options or {}).items():
         stage, dot, bare = name.partition(".")
+        value = check_option_value(bare if dot else name, value)
         if dot:
             if stage not in ("features", "clusterer"):
                 raise OrgasegError(f"option {name!r}: the prefix must be 'features.' or 'clusterer.'")
