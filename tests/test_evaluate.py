@@ -490,3 +490,18 @@ def _merge_mean_dice_by_search(confusion: np.ndarray) -> float:
         merged[target] += confusion[k]
     true_positive = np.diag(merged)
     return float(np.mean(2 * true_positive / (merged.sum(axis=1) + totals)))
+
+
+def test_cli_refuses_an_existing_report_before_scoring(tmp_path, capsys, monkeypatch):
+    pred, labels, _ = _vnc_like(tmp_path)
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "report.json").write_text("{}")
+    import orgaseg.evaluation
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("scored although the report would be refused")
+
+    monkeypatch.setattr(orgaseg.evaluation, "evaluate", must_not_run)
+    assert main(["evaluate", str(pred), "--reference", str(labels), "--dataset", "vnc", "-o", str(out), "--quiet"]) == 2
+    assert "report.json exists" in capsys.readouterr().err and (out / "report.json").read_text() == "{}"

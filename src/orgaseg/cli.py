@@ -155,6 +155,7 @@ def cmd_train(args, progress) -> int:
 def cmd_evaluate(args, progress) -> int:
     from orgaseg.evaluation import evaluate
     from orgaseg.evaluation.classmap import reference_classes
+    from orgaseg.evaluation.report import check_report_folder
     from orgaseg.io import VoxelSizeWarning, open_volume
     from orgaseg.viz import overlay_figure
 
@@ -167,6 +168,7 @@ def cmd_evaluate(args, progress) -> int:
         if args.dataset not in CLASS_MAPS:
             raise OrgasegError(f"no class map for dataset {args.dataset!r}; datasets with one: {', '.join(CLASS_MAPS)}")
         class_map = CLASS_MAPS[args.dataset]
+    check_report_folder(args.output, overwrite=args.overwrite)  # before the long work
     with warnings.catch_warnings():
         # scores count voxels: the voxel size of label volumes plays no part
         warnings.simplefilter("ignore", VoxelSizeWarning)

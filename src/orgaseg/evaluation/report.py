@@ -45,6 +45,13 @@ def _number(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
 
 
+def check_report_folder(directory: str | Path, *, overwrite: bool = False) -> None:
+    """Refuse a folder that already holds a report, unless ``overwrite`` (checked before the long work too)."""
+    existing = [name for name in REPORT_FILES if (Path(directory) / name).exists()]
+    if existing and not overwrite:
+        raise OrgasegError(f"{Path(directory) / existing[0]} exists; pass {arg('overwrite')} to replace it")
+
+
 @dataclass
 class EvaluationReport:
     """Scores of one segmentation against a reference.
@@ -166,9 +173,7 @@ class EvaluationReport:
         from orgaseg.viz.confusion_plot import plot_confusion
 
         directory = Path(directory)
-        existing = [name for name in REPORT_FILES if (directory / name).exists()]
-        if existing and not overwrite:
-            raise OrgasegError(f"{directory / existing[0]} exists; pass {arg('overwrite')} to replace it")
+        check_report_folder(directory, overwrite=overwrite)
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as error:
