@@ -250,6 +250,25 @@ def test_an_unwritable_output_is_one_line_and_exit_2(tmp_path, capsys, monkeypat
         np.testing.assert_array_equal(open_volume(output).read(), open_volume(tmp_path / "whole.ome.zarr").read())
 
 
+def test_no_command_replaces_its_own_input_even_with_overwrite(tmp_path, capsys):
+    raw = _intact(tmp_path)
+    before = raw.read_bytes()
+    assert main(["segment", str(raw), "-o", str(raw), "--overwrite", *SEGMENT_OPTIONS]) == 2
+    _one_error_line(capsys, "segment", "is also an input of this run")
+    assert raw.read_bytes() == before
+    seg = tmp_path / "seg.ome.zarr"
+    assert main(["segment", str(raw), "-o", str(seg), *SEGMENT_OPTIONS]) == 0
+    labels = open_volume(seg).read()
+    (tmp_path / "points.csv").write_text("z,y,x,name\n0,2,2,a\n1,10,10,b\n")
+    for args in (["name", str(seg), "--points", str(tmp_path / "points.csv"), "-o", str(seg)],
+                 ["name", str(seg), "--points", str(tmp_path / "points.csv"), "--refine", "-o", str(raw)],
+                 ["instances", str(seg), "-o", str(seg)]):
+        assert main([*args, "--overwrite", "--quiet"]) == 2
+        _one_error_line(capsys, args[0], "is also an input of this run")
+    assert raw.read_bytes() == before
+    np.testing.assert_array_equal(open_volume(seg).read(), labels)
+
+
 def test_a_name_that_is_not_utf8_is_read_and_written_as_given(tmp_path, capsysbinary):
     raw = _intact(tmp_path, os.fsdecode(b"raw\xff.tif"))
     output = tmp_path / os.fsdecode(b"seg\xff.ome.zarr")

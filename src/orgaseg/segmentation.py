@@ -14,6 +14,7 @@ import numpy as np
 from orgaseg.cluster import Clusterer, ClustererSpec, KMeansModel, clusterer_from_dict, get_clusterer
 from orgaseg.errors import OrgasegError
 from orgaseg.io import compute_normalization, make_provenance, open_volume
+from orgaseg.io.partial import refuse_replacing_an_input
 from orgaseg.io.volume import Volume, as_volume
 from orgaseg.pipeline.cost import estimate_cost
 from orgaseg.pipeline.executors import Executor, SerialExecutor
@@ -226,6 +227,8 @@ def segment(
                              centers=reused.to_dict() if reused is not None else None,
                              normalization=normalization.to_dict(), block_shape=block_shape,
                              save_features=str(save_features) if save_features else None)
+    refuse_replacing_an_input(output, volume)
+    refuse_replacing_an_input(save_features, volume)
     # created before any work, so an existing output is refused at once
     outputs = open_outputs(output, volume.shape, n_labels, voxel_size=volume.voxel_size, block_shape=block_shape,
                            overwrite=overwrite, resume_key=resume_key, save_features=save_features,

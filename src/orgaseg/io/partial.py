@@ -34,6 +34,22 @@ _KEY_FILE = "resume-key"
 _LOCK_FILE = "lock.json"
 
 
+def refuse_replacing_an_input(output, *inputs) -> None:
+    """Refuse an ``output`` path that is one of the run's ``inputs``, ``overwrite`` or not.
+
+    Replacing the volume being read is never what the user meant (``segment cell.tif -o cell.tif
+    --overwrite`` would put labels where the only copy of the raw data was). ``inputs`` may hold
+    paths, :class:`~orgaseg.io.volume.Volume` objects (their ``path``) or anything else (ignored).
+    """
+    if output is None:
+        return
+    target = Path(output).expanduser().resolve()
+    for item in inputs:
+        path = getattr(item, "path", item)
+        if isinstance(path, (str, os.PathLike)) and Path(path).expanduser().resolve() == target:
+            raise OrgasegError(f"{output} is also an input of this run; write the output to another path")
+
+
 class PartialOutput:
     """The folder ``<path>.partial/`` where an output is built, and its life cycle.
 

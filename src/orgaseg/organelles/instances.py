@@ -45,7 +45,7 @@ from skimage.measure import label as label_components
 from orgaseg.errors import OrgasegError, arg
 from orgaseg.io import make_provenance, open_volume, provenance_path
 from orgaseg.io.metadata import check_voxel_size
-from orgaseg.io.partial import partial_state
+from orgaseg.io.partial import partial_state, refuse_replacing_an_input
 from orgaseg.io.volume import Volume, as_volume
 from orgaseg.organelles.cleanup import Cleanup, majority_filter
 from orgaseg.pipeline.blocks import Block, default_block_shape, make_blocks
@@ -510,6 +510,7 @@ def make_instances(
     volume, source, names = _open_named(named, voxel_size, key)
     if output is not None:
         output = Path(output).expanduser()
+        refuse_replacing_an_input(output, volume)
         if (output.exists() or output.is_symlink()) and not overwrite:
             raise OrgasegError(f"{output} exists; pass {arg('overwrite')} to replace it")
     if (cleanup.min_size_nm3 or cleanup.majority_nm) and volume.attrs.get("voxel_size_assumed"):

@@ -23,7 +23,7 @@ import numpy as np
 
 from orgaseg.errors import OrgasegError, arg
 from orgaseg.io import create_label_writer, make_provenance, open_volume
-from orgaseg.io.partial import digest
+from orgaseg.io.partial import digest, refuse_replacing_an_input
 from orgaseg.io.provenance import provenance_path, read_provenance
 from orgaseg.io.volume import Volume, as_volume
 from orgaseg.labels import smallest_label_dtype
@@ -318,6 +318,8 @@ def name_clusters(
     if output is None:
         sink = ArraySink(tuple(volume.shape), smallest_label_dtype(n_labels))
     else:  # created before the long part, so an existing output is refused at once
+        refuse_replacing_an_input(output, volume, scribbles, raw,
+                                  segmentation_job.job.source.volume if segmentation_job is not None else None)
         forest = (classifier if refine and mapping is None else getattr(fitted_classifier, "kind", None)) == "forest"
         if forest and forest_path(output).exists() and not overwrite:
             raise OrgasegError(f"{forest_path(output)} exists; pass {arg('overwrite')} to replace it")
