@@ -250,6 +250,10 @@ def test_written_volume_has_pyramid_classes_and_provenance(tmp_path):
     assert record["counts"] == {"mitochondria": 5, "granules": 5} and record["connectivity"] == 6
     tiff = make_instances(named, tmp_path / "inst.tif")
     np.testing.assert_array_equal(open_volume(tiff.path).read(), stored.read())
+    from orgaseg.errors import OrgasegWarning
+
+    with pytest.warns(OrgasegWarning, match="already the output of orgaseg instances"):
+        make_instances(result.path)  # instances of instances: each object would become a class
 
 
 def test_bad_inputs_give_clear_errors(tmp_path):

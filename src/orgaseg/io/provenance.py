@@ -87,3 +87,24 @@ def read_provenance(path: str | Path) -> dict:
         raise OrgasegError(f"{target}: no provenance record") from None
     except ValueError as exc:
         raise OrgasegError(f"{target}: not a valid JSON provenance record ({exc})") from exc
+
+
+def producing_command(path: str | Path | None) -> str | None:
+    """The orgaseg command that wrote the label volume at ``path`` (``"segment"``, ``"name"`` or
+    ``"instances"``), read from its provenance record; None when there is no record or another writer's."""
+    if path is None:
+        return None
+    target = provenance_path(path)
+    try:
+        fields = json.loads(target.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(fields, dict):
+        return None
+    if "clusterer" in fields:
+        return "segment"
+    if "naming" in fields:
+        return "name"
+    if "instances" in fields and "connectivity" in fields:
+        return "instances"
+    return None

@@ -33,6 +33,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +43,9 @@ import scipy.sparse
 from scipy.sparse.csgraph import connected_components
 from skimage.measure import label as label_components
 
-from orgaseg.errors import OrgasegError, arg
+from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.io import make_provenance, open_volume, provenance_path
+from orgaseg.io.provenance import producing_command
 from orgaseg.io.metadata import check_voxel_size
 from orgaseg.io.partial import partial_state, refuse_replacing_an_input
 from orgaseg.io.volume import Volume, as_volume
@@ -508,6 +510,10 @@ def make_instances(
     if connectivity not in CONNECTIVITIES:
         raise OrgasegError(f"connectivity must be 6, 18 or 26 (neighbours of a voxel), got {connectivity!r}")
     volume, source, names = _open_named(named, voxel_size, key)
+    if producing_command(volume.path) == "instances":
+        warnings.warn(OrgasegWarning(
+            f"{volume.path} is already the output of orgaseg instances: its ids are objects, so each becomes a "
+            "class here; give the named labels (orgaseg name) or the segmentation instead"), stacklevel=2)
     if output is not None:
         output = Path(output).expanduser()
         refuse_replacing_an_input(output, volume)

@@ -41,7 +41,6 @@ any object, however small; ``volume_um3`` counts voxels.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import time
 import warnings
@@ -57,7 +56,7 @@ from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.io import open_volume
 from orgaseg.io.metadata import check_voxel_size
 from orgaseg.io.partial import atomic_path
-from orgaseg.io.provenance import provenance_path
+from orgaseg.io.provenance import producing_command
 from orgaseg.io.volume import Volume, as_volume
 from orgaseg.io.writers import writing
 from orgaseg.organelles.instances import read_label_names
@@ -402,20 +401,11 @@ def measure_instances(
 
 def _warn_if_class_labels(volume: Volume) -> None:
     """Warn when the volume is a segmentation or named labels, whose ids are classes, not objects."""
-    record = provenance_path(volume.path) if volume.path else None
-    if record is None or not record.is_file():
-        return
-    try:
-        fields = json.loads(record.read_text())
-    except (OSError, ValueError):
-        return
-    if not isinstance(fields, dict):
-        return
-    made_by = ("orgaseg segment" if "clusterer" in fields else "orgaseg name" if "naming" in fields else None)
-    if made_by is not None:
+    command = producing_command(volume.path)
+    if command in ("segment", "name"):
         warnings.warn(OrgasegWarning(
-            f"{volume.path} is the output of {made_by}: its ids are clusters or classes, so each is measured as "
-            "one object; number the organelles first with 'orgaseg instances'"), stacklevel=3)
+            f"{volume.path} is the output of orgaseg {command}: its ids are clusters or classes, so each is "
+            "measured as one object; number the organelles first with 'orgaseg instances'"), stacklevel=3)
 
 
 def _open(data, what: str, *, key=None, voxel_size=None, shape=None) -> tuple[Volume, VolumeSource]:
