@@ -312,6 +312,11 @@ def test_input_errors_are_clear(tmp_path):
         open_volume(tmp_path / "4d.npy")
     with pytest.raises(OrgasegError, match="axes 'zy' do not fit"):
         open_volume(tmp_path / "4d.npy", axes="zy")
+    np.save(tmp_path / "v.npy", np.zeros((2, 4, 4)))
+    tifffile.imwrite(tmp_path / "v.tif", np.zeros((2, 4, 4), np.uint8))
+    for single in ("v.npy", "v.tif"):  # a level of a format without a pyramid is refused, not ignored
+        with pytest.raises(OrgasegError, match="level=1 given, but this format holds one resolution"):
+            open_volume(tmp_path / single, level=1)
 
 
 # --- writers -------------------------------------------------------------------------

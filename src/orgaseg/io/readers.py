@@ -160,11 +160,14 @@ def _read_stored(path: Path, key: str | None, level: int) -> StoredArray:
             return containers.read_zarr(path, key, level)
         files = image_files(path)
         if files:
+            _refuse_level(level, path)
             return _refuse_key(StoredArray(SliceStack(files), "slices", axes="zyx"), key, path)
         raise OrgasegError(
             f"{path}: unknown format (a folder with no 2D images and no Zarr/N5 metadata); "
             f"supported: {_SUPPORTED}"
         )
+    if path.exists():
+        _refuse_level(level, path)  # every file format below holds one resolution
     if suffix in _TIFF_SUFFIXES:
         return _refuse_key(_read_tiff(path), key, path)
     if suffix in IMAGE_SUFFIXES:
@@ -184,6 +187,12 @@ def _refuse_key(stored: StoredArray, key: str | None, path: Path) -> StoredArray
     if key is not None:
         raise OrgasegError(f"{path}: key {key!r} given, but this format holds a single volume")
     return stored
+
+
+def _refuse_level(level: int, path: Path) -> None:
+    if level:
+        raise OrgasegError(f"{path}: level={level} given, but this format holds one resolution "
+                           "(levels are those of a multiscale OME-Zarr or N5 pyramid)")
 
 
 def _to_volume(stored: StoredArray, path: Path, *, voxel_size, axes, channel) -> Volume:
