@@ -14,7 +14,7 @@ import tifffile
 import zarr
 from PIL import Image
 
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, OrgasegWarning
 from orgaseg.io import (
     AxesView,
     MissingChunksWarning,
@@ -546,7 +546,8 @@ def test_inverted_constant_volume_flips_the_step():
 
 def test_constant_volume_normalizes_to_a_step_without_nan():
     data = np.full((3, 8, 8), 7, np.uint16)
-    norm = compute_normalization(data)
+    with pytest.warns(OrgasegWarning, match="nearly\\) constant"):
+        norm = compute_normalization(data)
     assert norm.low == norm.high == 7
     out = norm.apply(np.array([5, 7, 9], np.uint16))
     assert out.tolist() == [0.0, 0.5, 1.0] and out.dtype == np.float32

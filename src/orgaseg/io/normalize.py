@@ -7,12 +7,13 @@ checkpoints, so a second volume is normalised exactly like the training data.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, OrgasegWarning
 from orgaseg.io.volume import Volume, as_volume
 
 # Volumes up to this many times ``sample_size`` voxels are read whole.
@@ -102,6 +103,11 @@ def compute_normalization(
         raise OrgasegError(f"percentiles must satisfy 0 <= low <= high <= 100, got {tuple(percentiles)}")
     sample = sample_intensities(volume, sample_size=sample_size, seed=seed, mask=mask)
     low, high = np.percentile(sample.astype(np.float64), [low_pct, high_pct])
+    if low == high and low_pct < high_pct:
+        warnings.warn(OrgasegWarning(
+            f"{volume.path or 'the volume'}: the sampled intensities from the {low_pct:g}th to the {high_pct:g}th "
+            f"percentile are all {low:g}: the volume is (nearly) constant, so there is almost no contrast to "
+            "learn or cluster"), stacklevel=2)
     return Normalization(low=float(low), high=float(high), invert=bool(invert))
 
 
