@@ -78,6 +78,12 @@ def test_cli_train_resume_segment_inspect(phantom, checkpoint, tmp_path):
     palette = label_colors(5)[:, :3]
     shown = [np.isclose(embedding[..., :3], colour, atol=0.05).all(axis=-1).mean() for colour in palette]
     assert min(shown[:4]) > 0.002 and shown[4] == 0
+    before = (figures / "embedding.png").read_bytes()
+    assert main(["inspect", str(checkpoint), str(raw), "-o", str(figures), "-k", "3"] + common) == 2  # kept
+    assert (figures / "embedding.png").read_bytes() == before
+    assert main(["inspect", str(checkpoint), str(raw), "-o", str(figures), "-k", "3", "--overwrite"] + common) == 0
+    assert (figures / "embedding.png").read_bytes() != before
+    assert sorted(p.name for p in figures.iterdir()) == ["embedding.png", "reconstructions.png"]  # no temporaries
     assert main(["segment", str(raw), "--method", "maester", "-o", str(tmp_path / "x.tif")] + common) == 2
 
 

@@ -208,7 +208,7 @@ def cmd_inspect(args, progress) -> int:
     if reference is not None and reference.shape != volume.shape:
         raise OrgasegError(f"reference shape {reference.shape} differs from the volume's {volume.shape}")
     paths = inspect_model(args.checkpoint, volume, args.output, reference=reference, class_names=args.classes,
-                          k=args.k, seed=args.seed, device=args.device)
+                          k=args.k, seed=args.seed, device=args.device, overwrite=args.overwrite)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
@@ -538,6 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled fields of view and masks (default 0)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="where the model runs (default cpu)")
     p.add_argument("-o", "--output", required=True, help="folder for reconstructions.png and embedding.png")
+    p.add_argument("--overwrite", action="store_true", help="replace the figures of an earlier run")
     p.set_defaults(run=cmd_inspect)
 
     p = sub.add_parser("benchmark", parents=[common], help="run a method on a named dataset for every K")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from orgaseg.io.partial import atomic_path
+
 #: Pixels per inch of saved figures; figure sizes are chosen for at most ~2000 px.
 DPI = 100
 
@@ -16,9 +18,9 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def save_png(figure: Figure, path: str | Path) -> Path:
-    """Write ``figure`` as PNG to ``path`` (parents created) and return the path."""
+    """Write ``figure`` as PNG to ``path`` (parents created; a temporary name moved into place) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # format is explicit so that temporary names without a suffix work.
-    figure.savefig(path, format="png", dpi=DPI)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=DPI)
     return path

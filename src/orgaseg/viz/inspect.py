@@ -16,12 +16,15 @@ from typing import Sequence
 import numpy as np
 
 from orgaseg.cluster.kmeans import fit_kmeans
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, arg
 from orgaseg.io import compute_normalization
 from orgaseg.io.volume import Volume
 from orgaseg.labels import IGNORE_LABEL
 from orgaseg.viz._figure import new_figure, save_png
 from orgaseg.viz.colors import class_colors, label_colors
+
+#: The figures :func:`inspect_model` writes.
+FIGURES = ("reconstructions.png", "embedding.png")
 
 
 def inspect_model(
@@ -37,6 +40,7 @@ def inspect_model(
     k: int = 6,
     seed: int = 0,
     device: str = "cpu",
+    overwrite: bool = False,
 ) -> dict[str, Path]:
     """Write the reconstruction and embedding figures of a checkpoint on a volume.
 
@@ -64,6 +68,8 @@ def inspect_model(
         Seed of every random choice.
     device : str
         Where the model runs.
+    overwrite : bool
+        Replace figures an earlier run left in ``output_dir``; otherwise they are an error.
 
     Returns
     -------
@@ -73,11 +79,14 @@ def inspect_model(
 
     from orgaseg.models.encoder import load_encoder
 
+    output_dir = Path(output_dir)
+    existing = [name for name in FIGURES if (output_dir / name).exists()]
+    if existing and not overwrite:  # before the model runs
+        raise OrgasegError(f"{output_dir / existing[0]} exists; pass {arg('overwrite')} to replace it")
     encoder = load_encoder(checkpoint, device)
     if not hasattr(encoder.model, "reconstruct"):
         raise OrgasegError(f"{checkpoint}: inspect draws masked reconstructions; its {encoder.name} encoder has none")
     model, fov, patch = encoder.model, encoder.fov, encoder.patch
-    output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     normalization = compute_normalization(volume, seed=seed)
     rng = np.random.default_rng(seed)
@@ -88,7 +97,7 @@ def inspect_model(
     with torch.inference_mode():
         recon = [model.reconstruct(batch[:n_fovs], ratio, generator) for ratio in mask_ratios]
         tokens = torch.cat([model.encode(batch[i : i + 64]) for i in range(0, len(batch), 64)]).float().numpy()
-    paths = {"reconstructions": _plot_reconstructions(fovs[:n_fovs], recon, mask_ratios, output_dir / "reconstructions.png")}
+    paths = {"reconstructions": _plot_reconstructions(fovs[:n_fovs], recon, mask_ratios, output_dir / FIGURES[0])}
 
     grid = tokens.shape[1]
     features = tokens.reshape(-1, tokens.shape[-1])
@@ -103,7 +112,7 @@ def inspect_model(
         classes = np.array([reference.read((slice(a, a + 1), slice(b, b + 1), slice(c, c + 1))).item()
                             for a, b, c in zip(z, y0 + centres[i], x0 + centres[j])])
     paths["embedding"] = _plot_embedding(_embed_2d(features, seed), clusters, classes, class_names,
-                                         output_dir / "embedding.png")
+                                         output_dir / FIGURES[1])
     return paths
 
 
