@@ -544,6 +544,18 @@ def test_inverted_constant_volume_flips_the_step():
     assert norm.apply(np.array([5, 7, 9])).tolist() == [1.0, 0.5, 0.0]
 
 
+def test_nan_and_infinite_intensities_are_named_and_left_out_of_the_range():
+    data = np.linspace(0, 1, 3 * 8 * 8, dtype=np.float32).reshape(3, 8, 8)
+    data[0, 0, :3] = [np.nan, np.inf, -np.inf]
+    with pytest.warns(OrgasegWarning, match="3 of 192 sampled intensities are NaN or infinite"):
+        norm = compute_normalization(data, percentiles=(0, 100))
+    finite = data[np.isfinite(data)]
+    assert (norm.low, norm.high) == (float(finite.min()), float(finite.max()))
+    assert norm.apply(data[0, 0, :3]).tolist() == [0.0, 1.0, 0.0]  # NaN as the darkest value
+    with pytest.raises(OrgasegError, match="every sampled intensity is NaN or infinite"):
+        compute_normalization(np.full((2, 4, 4), np.nan, np.float32))
+
+
 def test_constant_volume_normalizes_to_a_step_without_nan():
     data = np.full((3, 8, 8), 7, np.uint16)
     with pytest.warns(OrgasegWarning, match="nearly\\) constant"):

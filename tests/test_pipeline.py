@@ -112,3 +112,18 @@ def test_a_constant_volume_is_a_clear_error_after_resampling(clusterer):
     constant = np.full((4, 32, 32), 117, np.uint8)
     with pytest.raises(OrgasegError, match="nearly constant"):
         segment(constant, k=4, clusterer=clusterer, voxel_size=(40.0, 8.0, 8.0), pixel_size=10.0)
+
+
+def test_a_volume_with_a_nan_voxel_is_segmented_after_a_warning():
+    """One NaN voxel used to turn every feature of its neighbourhood, and so the whole sample, into NaN."""
+    from orgaseg.errors import OrgasegWarning
+    from orgaseg.segmentation import segment
+
+    from scipy import ndimage as ndi
+
+    raw = ndi.gaussian_filter(np.random.default_rng(0).random((4, 40, 40)).astype(np.float32), (0, 2, 2))
+    raw[1, 10, 10] = np.nan
+    for pixel_size in ("native", 10.0):  # with and without a working grid
+        with pytest.warns(OrgasegWarning, match="NaN or infinite"):
+            result = segment(raw, k=3, voxel_size=(40.0, 8.0, 8.0), pixel_size=pixel_size)
+        assert result.labels.shape == raw.shape and len(np.unique(result.labels)) == 3

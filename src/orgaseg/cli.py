@@ -63,10 +63,12 @@ def cmd_info(args, progress) -> int:
     import numpy as np
 
     from orgaseg.io import open_volume, sample_intensities
+    from orgaseg.io.normalize import finite_percentiles
 
     volume = open_volume(args.path, key=args.key, voxel_size=_voxel_size(args.voxel_size), level=args.level,
                          axes=args.axes, channel=args.channel, strict_chunks=args.strict_chunks)
-    low, robust_low, robust_high, high = np.percentile(sample_intensities(volume), [0.0, 0.5, 99.5, 100.0])
+    low, robust_low, robust_high, high = finite_percentiles(sample_intensities(volume), [0.0, 0.5, 99.5, 100.0],
+                                                            volume.path)
     print(f"path:        {volume.path}" + (f" (key {volume.key})" if volume.key else ""))
     print(f"shape:       {' x '.join(map(str, volume.shape))} (axes {volume.axes})")
     print(f"dtype:       {volume.dtype}")

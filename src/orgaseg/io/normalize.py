@@ -30,6 +30,7 @@ class Normalization:
 
     When ``low == high`` (a constant sample) there is no scale to divide by:
     values below ``low`` map to 0, above to 1, and equal to 0.5 (a step).
+    NaN (no data, e.g. outside an aligned stack) maps to 0, like the darkest voxels.
     """
 
     low: float
@@ -44,6 +45,7 @@ class Normalization:
             np.clip(out, 0.0, 1.0, out=out)
         else:
             out = np.where(values > self.low, 1.0, np.where(values < self.low, 0.0, 0.5)).astype(np.float32)
+        out[np.isnan(out)] = 0.0  # after the clip, which keeps NaN
         if self.invert:
             out = np.float32(1.0) - out
         return out
@@ -102,13 +104,28 @@ def compute_normalization(
     if not 0 <= low_pct <= high_pct <= 100:
         raise OrgasegError(f"percentiles must satisfy 0 <= low <= high <= 100, got {tuple(percentiles)}")
     sample = sample_intensities(volume, sample_size=sample_size, seed=seed, mask=mask)
-    low, high = np.percentile(sample.astype(np.float64), [low_pct, high_pct])
+    low, high = finite_percentiles(sample, [low_pct, high_pct], volume.path)
     if low == high and low_pct < high_pct:
         warnings.warn(OrgasegWarning(
             f"{volume.path or 'the volume'}: the sampled intensities from the {low_pct:g}th to the {high_pct:g}th "
             f"percentile are all {low:g}: the volume is (nearly) constant, so there is almost no contrast to "
             "learn or cluster"), stacklevel=2)
     return Normalization(low=float(low), high=float(high), invert=bool(invert))
+
+
+def finite_percentiles(sample: np.ndarray, percentiles: Sequence[float], name=None) -> np.ndarray:
+    """Percentiles of the finite values of an intensity sample; warns about NaN and infinities, refuses none finite."""
+    sample = np.asarray(sample, dtype=np.float64)
+    finite = np.isfinite(sample)
+    if not finite.all():
+        where = name or "the volume"
+        if not finite.any():
+            raise OrgasegError(f"{where}: every sampled intensity is NaN or infinite")
+        warnings.warn(OrgasegWarning(
+            f"{where}: {np.count_nonzero(~finite):,} of {sample.size:,} sampled intensities are NaN or infinite; "
+            "the intensity range is that of the finite ones, NaN is read as the darkest value"), stacklevel=3)
+        sample = sample[finite]
+    return np.percentile(sample, percentiles)
 
 
 def sample_intensities(volume, *, sample_size: int = 1_000_000, seed: int = 0, mask=None) -> np.ndarray:

@@ -206,9 +206,10 @@ def interpolate_axis(data: np.ndarray, axis: int, positions: np.ndarray) -> np.n
     weight = weight.reshape(shape)
     out = np.take(data, above, axis=axis)
     low = np.take(data, below, axis=axis)
-    out -= low  # in place: a block's features are large
-    out *= weight
-    out += low
+    with np.errstate(invalid="ignore"):  # infinite intensities give NaN, which the normalisation reads as 0
+        out -= low  # in place: a block's features are large
+        out *= weight
+        out += low
     return out
 
 
