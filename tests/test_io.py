@@ -31,6 +31,7 @@ from orgaseg.io import (
     write_tiff_image,
 )
 from orgaseg.io.partial import atomic_path, write_atomic
+from orgaseg.io.volume import as_volume
 from orgaseg.viz import label_colors
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -317,6 +318,14 @@ def test_input_errors_are_clear(tmp_path):
     for single in ("v.npy", "v.tif"):  # a level of a format without a pyramid is refused, not ignored
         with pytest.raises(OrgasegError, match="level=1 given, but this format holds one resolution"):
             open_volume(tmp_path / single, level=1)
+    np.save(tmp_path / "empty.npy", np.zeros((0, 5, 5)))
+    with pytest.raises(OrgasegError, match=r"empty\.npy is empty \(shape \(0, 5, 5\)\)"):
+        open_volume(tmp_path / "empty.npy")
+    np.save(tmp_path / "complex.npy", np.zeros((2, 5, 5), complex))
+    with pytest.raises(OrgasegError, match="expected intensities or labels .* got values of type complex128"):
+        open_volume(tmp_path / "complex.npy")
+    with pytest.raises(OrgasegError, match="the array is empty"):
+        as_volume(np.zeros((3, 0, 4)))
 
 
 # --- writers -------------------------------------------------------------------------

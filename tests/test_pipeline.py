@@ -127,3 +127,16 @@ def test_a_volume_with_a_nan_voxel_is_segmented_after_a_warning():
         with pytest.warns(OrgasegWarning, match="NaN or infinite"):
             result = segment(raw, k=3, voxel_size=(40.0, 8.0, 8.0), pixel_size=pixel_size)
         assert result.labels.shape == raw.shape and len(np.unique(result.labels)) == 3
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"k": 2.5}, "K must be a whole number, got 2.5"),
+    ({"k": "3"}, "K must be a whole number, got '3'"),
+    ({"k": 3, "voxel_size": (1.0, 1.0)}, "voxel_size must be 3 positive numbers"),
+])
+def test_segment_refuses_bad_arguments_before_any_work(arguments, message):
+    from orgaseg.errors import OrgasegError
+    from orgaseg.segmentation import segment
+
+    with pytest.raises(OrgasegError, match=message):
+        segment(np.random.default_rng(0).random((2, 16, 16)), **arguments)

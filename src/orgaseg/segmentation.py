@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 from orgaseg.cluster import Clusterer, ClustererSpec, KMeansModel, clusterer_from_dict, get_clusterer
 from orgaseg.errors import OrgasegError
 from orgaseg.io import compute_normalization, make_provenance, open_volume
+from orgaseg.io.metadata import check_voxel_size
 from orgaseg.io.partial import refuse_replacing_an_input
 from orgaseg.io.volume import Volume, as_volume
 from orgaseg.pipeline.cost import estimate_cost
@@ -54,8 +56,10 @@ def resolve_volume(data, *, key: str | None = None, voxel_size=None, level: int 
     if isinstance(data, (str, Path)):
         return open_volume(data, key=key, voxel_size=voxel_size, level=level, axes=axes, channel=channel,
                            strict_chunks=strict_chunks)
+    if voxel_size is not None:
+        voxel_size = check_voxel_size(voxel_size)
     if isinstance(data, Volume):
-        return data if voxel_size is None else dataclasses.replace(data, voxel_size=tuple(voxel_size))
+        return data if voxel_size is None else dataclasses.replace(data, voxel_size=voxel_size)
     volume = as_volume(data, voxel_size=voxel_size or (1.0, 1.0, 1.0))
     if voxel_size is None:
         volume.attrs["voxel_size_assumed"] = True
@@ -207,9 +211,15 @@ def segment(
         clusterer = str(reused.to_dict().get("kind", "kmeans"))
     stages = resolve_stages(method, model=model, features=features, clusterer=clusterer, options=options,
                             pixel_size=pixel_size, device=device)
-    n_labels = reused.k if reused is not None else int(k)
-    if reused is None and n_labels < 1:
-        raise OrgasegError(f"K must be at least 1, got {k}")
+    if reused is None:
+        try:
+            n_labels = operator.index(k)  # an int or a numpy integer, not 2.5 or "3"
+        except TypeError:
+            raise OrgasegError(f"K must be a whole number, got {k!r}") from None
+        if n_labels < 1:
+            raise OrgasegError(f"K must be at least 1, got {k}")
+    else:
+        n_labels = reused.k
     if sample_size is None:
         sample_size = stages.sample_size(volume.size)
     normalization = compute_normalization(volume, seed=seed, invert=invert)

@@ -57,7 +57,7 @@ from orgaseg.io import containers
 from orgaseg.io.metadata import StoredArray, check_voxel_size, to_nanometres, voxel_size_from_attrs
 from orgaseg.io.slices import IMAGE_SUFFIXES, SliceStack, image_files
 from orgaseg.io.tifflog import route_tifffile_log, tiff_errors
-from orgaseg.io.volume import AxesView, Volume
+from orgaseg.io.volume import AxesView, Volume, check_volume_data
 
 _TIFF_SUFFIXES = (".tif", ".tiff")
 _HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
@@ -214,6 +214,7 @@ def _to_volume(stored: StoredArray, path: Path, *, voxel_size, axes, channel) ->
     if stored.chunks is not None:
         by_axis = dict(zip(order, stored.chunks))
         chunks = tuple(int(by_axis.get(a, 1)) for a in "zyx")
+    check_volume_data(shape, stored.array.dtype, str(path))
     return Volume(array, voxel_size=size, path=str(path), key=stored.key, chunks=chunks, attrs=attrs)
 
 

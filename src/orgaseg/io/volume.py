@@ -153,7 +153,17 @@ def as_volume(data, voxel_size=(1.0, 1.0, 1.0), path: str = "<array>") -> Volume
         arr = arr[None]
     if arr.ndim != 3:
         raise OrgasegError(f"expected a 2D or 3D array, got {arr.ndim} dimensions (shape {arr.shape})")
+    check_volume_data(arr.shape, arr.dtype, "the array")
     return Volume(arr, voxel_size=voxel_size, path=path)
+
+
+def check_volume_data(shape, dtype, name: str) -> None:
+    """Refuse data no command can read as a volume: an empty array, or values that are not numbers."""
+    if np.dtype(dtype).kind not in "biuf":
+        raise OrgasegError(f"{name}: expected intensities or labels (booleans, integers or floats), "
+                           f"got values of type {np.dtype(dtype)}")
+    if 0 in tuple(shape):
+        raise OrgasegError(f"{name} is empty (shape {tuple(shape)})")
 
 
 class AxesView:
