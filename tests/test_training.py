@@ -147,3 +147,25 @@ def test_a_failed_checkpoint_save_keeps_the_previous_checkpoint(tmp_path, monkey
         save_checkpoint(path, {"method": "maester", "step": 2})
     assert load_checkpoint(path, method="maester")["step"] == 1
     assert list(tmp_path.iterdir()) == [path]
+
+
+@pytest.mark.parametrize("method, arguments, message", [
+    ("maester", {"steps": 0}, "steps must be a whole number >= 1, got 0"),
+    ("han-vae-2d", {"steps": 2.5}, "steps must be a whole number >= 1, got 2.5"),
+    ("maester", {"minutes": -1}, "minutes must be a positive number"),
+    ("sccs", {"k": 2.5}, "K must be a whole number"),
+])
+def test_training_arguments_are_checked_before_any_work(tmp_path, method, arguments, message):
+    import orgaseg
+
+    with pytest.raises(OrgasegError, match=message):
+        orgaseg.train(method, [np.zeros((2, 8, 8), np.float32)], tmp_path / "model.pt", preset="tiny", **arguments)
+    assert not (tmp_path / "model.pt").exists()
+
+
+def test_an_array_trains_like_a_volume(tmp_path):
+    import orgaseg
+
+    raw = make_cell((4, 64, 64), voxel_size=(20.0, 20.0, 20.0), seed=0).raw
+    record = orgaseg.train("maester", [raw], tmp_path / "model.pt", preset="tiny", steps=2, voxel_size=(20, 20, 20))
+    assert record["step"] == 2 and (tmp_path / "model.pt").exists()

@@ -130,12 +130,6 @@ def cmd_train(args, progress) -> int:
     from orgaseg.options import parse_assignments
 
     spec = get_method(args.method)
-    if args.steps is not None and args.steps < 1:
-        raise OrgasegError(f"--steps must be positive, got {args.steps}")
-    if args.minutes is not None and args.minutes <= 0:
-        raise OrgasegError(f"--minutes must be positive, got {args.minutes}")
-    if args.snapshots < 0:
-        raise OrgasegError(f"--snapshots must be >= 0, got {args.snapshots}")
     clusterer_arguments = {name: value for name, value in (("k", args.k), ("encoder", args.encoder),
                                                            ("features", args.features), ("graphs", args.graphs))
                            if value is not None}

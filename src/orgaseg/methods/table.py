@@ -11,6 +11,8 @@ did not try are one option away.
 from __future__ import annotations
 
 import functools
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -90,12 +92,26 @@ class Method:
         """Train this method's model; see :func:`orgaseg.methods.vit_method.train_vit` for the options."""
         if not self.trains:
             raise OrgasegError(f"method {self.name!r} does not learn: there is nothing to train")
+        _check_training_arguments(options)
         if self.trainer is not None:
             return self.trainer(self, inputs, output, **options)
         from orgaseg.methods.vit_method import train_vit
 
         return train_vit(self, inputs, output, **options)
 
+
+
+def _check_training_arguments(options: dict) -> None:
+    """The counts and budgets every trainer takes, checked before any work (CLI and Python alike)."""
+    for name, minimum in (("steps", 1), ("snapshots", 0), ("k", 1), ("graphs", 1)):
+        value = options.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+            raise OrgasegError(f"{'K' if name == 'k' else name} must be a whole number >= {minimum}, got {value!r}")
+    minutes = options.get("minutes")
+    if minutes is not None and not (isinstance(minutes, numbers.Real) and 0 < minutes < math.inf):
+        raise OrgasegError(f"minutes must be a positive number, got {minutes!r}")
 
 
 #: The methods, by name. A new method is one row here.

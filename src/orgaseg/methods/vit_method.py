@@ -17,14 +17,16 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from orgaseg.errors import OrgasegError, arg
-from orgaseg.io import compute_normalization, open_volume
+from orgaseg.io import compute_normalization
 from orgaseg.io.volume import Volume
 from orgaseg.progress import ProgressCallback
 from orgaseg.train_config import TrainConfig
 
 
 def _volumes(inputs: Sequence, voxel_size=None, key=None) -> list[Volume]:
-    volumes = [v if isinstance(v, Volume) else open_volume(v, key=key, voxel_size=voxel_size) for v in inputs]
+    from orgaseg.segmentation import resolve_volume  # paths, volumes and arrays alike
+
+    volumes = [resolve_volume(v, key=key, voxel_size=voxel_size) for v in inputs]
     if not volumes:
         raise OrgasegError("give at least one training volume")
     return volumes
@@ -80,7 +82,7 @@ def train_vit(
     ----------
     spec : Method
         The method's row (:class:`orgaseg.methods.table.Method`): name, training presets, model factory.
-    inputs : sequence of path or Volume
+    inputs : sequence of path, Volume or array
         Training volumes.
     output : str or Path
         Checkpoint file.
