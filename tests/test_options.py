@@ -57,6 +57,7 @@ def test_good_option_values_pass_through():
     assert check_option_value("n_init", 5) == 5
     assert check_option_value("stride", np.int64(40)) == 40
     assert check_option_value("hops", 0) == 0
+    assert check_option_value("hops", 3.0) == 3.0  # a whole number written as a float, as plans hold it
     assert check_option_value("scales_nm", 20) == [20]
     assert check_option_value("scales_nm", (10.0, 20.0)) == (10.0, 20.0)
     assert check_option_value("in_plane", None) is None

@@ -54,7 +54,9 @@ def parse_assignments(items: list[str], option: str) -> dict[str, Any]:
 
 
 def _whole(value: Any, minimum: int) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
+    # 3.0 counts (plans and provenance records may hold it), 2.5 does not
+    whole = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
+    return whole and not isinstance(value, bool) and value >= minimum
 
 
 def _number(value: Any) -> bool:
