@@ -213,6 +213,8 @@ def test_bad_arguments_get_clear_errors(segmented, tmp_path, capsys):
         name_clusters(seg, points=tmp_path / "missing.csv")
     with pytest.raises(OrgasegError, match="not the provenance of a named output"):
         name_clusters(seg, mapping=segmented / "seg.ome.zarr.provenance.json")
+    with pytest.raises(OrgasegError, match="classifier=NAME takes effect only with refine=True"):
+        name_clusters(seg, points=segmented / "points.csv", classifier="mlp")
     with pytest.raises(OrgasegError, match="unknown classifier 'svm'"):
         name_clusters(seg, points=segmented / "points.csv", refine=True, classifier="svm")
     (tmp_path / "one.csv").write_text("z,y,x,name\n1,2,3,mito\n")
@@ -223,9 +225,9 @@ def test_bad_arguments_get_clear_errors(segmented, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--classifier", "mlp"], "--classifier takes effect only with --refine"),
-    (["--z-context", "--context", "none"], "--context and --z-context take effect only with --refine"),
-    (["--raw", "cell.tif"], "--raw takes effect only with --refine"),
+    (["--classifier", "mlp"], "--classifier NAME takes effect only with --refine"),
+    (["--z-context", "--context", "none"], "--context SIZES and --z-context take effect only with --refine"),
+    (["--raw", "cell.tif"], "--raw VOLUME takes effect only with --refine"),
 ])
 def test_refine_options_without_refine_are_refused_not_ignored(segmented, tmp_path, capsys, extra, message):
     out = tmp_path / "named.ome.zarr"
@@ -237,4 +239,4 @@ def test_refine_options_without_refine_are_refused_not_ignored(segmented, tmp_pa
 def test_training_options_cannot_apply_to_a_reused_mapping(segmented, tmp_path, capsys):
     assert main(["name", str(segmented / "seg.ome.zarr"), "--mapping", "from.provenance.json", "--refine",
                  "--classifier", "forest", "-o", str(tmp_path / "named.ome.zarr")]) == 2
-    assert "--classifier cannot apply to --mapping" in capsys.readouterr().err
+    assert "--classifier NAME cannot apply to --mapping PATH" in capsys.readouterr().err

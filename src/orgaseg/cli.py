@@ -231,21 +231,6 @@ def cmd_name(args, progress) -> int:
 
     if args.names is not None and args.scribbles is None:
         raise OrgasegError("--names goes with --scribbles (points carry their names in the 'name' column)")
-    # options that would otherwise be ignored without a word
-    training = [flag for flag, given in (("--classifier", args.classifier is not None), ("--prior", args.prior is not None),
-                                         ("--context", args.context is not None), ("--z-context", args.z_context))
-                if given]
-    if training and not args.refine:
-        raise OrgasegError(f"{' and '.join(training)} {'takes' if len(training) == 1 else 'take'} effect only with --refine")
-    if training and args.mapping is not None:
-        raise OrgasegError(f"{' and '.join(training)} cannot apply to --mapping: the reused classifier brings its own "
-                           "settings (see its provenance)")
-    inputs = [flag for flag, value in (("--raw", args.raw), ("--model", args.model)) if value is not None]
-    if inputs and not args.refine:
-        raise OrgasegError(f"{' and '.join(inputs)} {'takes' if len(inputs) == 1 else 'take'} effect only with --refine "
-                           "(naming alone reads the labels only)")
-    chosen = {name: value for name, value in (("classifier", args.classifier), ("context", args.context))
-              if value is not None}
     from orgaseg.pipeline.executors import make_executor
 
     executor = make_executor(args.executor, workers=args.workers, threads_per_worker=args.threads_per_worker,
@@ -253,7 +238,8 @@ def cmd_name(args, progress) -> int:
     try:
         result = name_clusters(args.segmentation, points=args.points, scribbles=args.scribbles, names=args.names,
                                mapping=args.mapping, output=args.output, units=args.units, refine=args.refine,
-                               prior=args.prior, z_context=args.z_context, raw=args.raw, **chosen,
+                               classifier=args.classifier, prior=args.prior, context=args.context,
+                               z_context=args.z_context, raw=args.raw,
                                model=args.model, device=args.device, seed=args.seed, overwrite=args.overwrite,
                                executor=executor, progress=progress)
     finally:

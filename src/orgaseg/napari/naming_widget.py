@@ -113,8 +113,9 @@ class NamingWidget(Container):
 
         try:
             arguments = dict(segmentation=self.segmentation(), annotations=self.annotations(),
-                             refine=bool(self.refine.value), classifier=self.classifier.value,
-                             z_context=bool(self.z_context.value))
+                             refine=bool(self.refine.value))
+            if self.refine.value:  # the classifier's settings mean nothing without it (and are refused)
+                arguments.update(classifier=self.classifier.value, z_context=bool(self.z_context.value))
             if self.refine.value and self.image.value is not None:
                 image = self.image.value
                 arguments["raw"] = Volume(layer_volume(image), voxel_size=voxel_size_of(image),

@@ -196,9 +196,9 @@ def name_clusters(
     output: str | Path | None = None,
     units: str = "voxels",
     refine: bool = False,
-    classifier: str = "logistic",
+    classifier: str | None = None,
     prior: str | None = None,
-    context=DEFAULT_CONTEXT_PX,
+    context=None,
     z_context: bool = False,
     raw=None,
     model: str | Path | None = None,
@@ -234,16 +234,19 @@ def name_clusters(
     refine : bool
         Train a classifier on the annotated voxels' features and cluster
         assignment, and label every voxel with it.
-    classifier : {"logistic", "mlp", "forest"}
-        The refining classifier: logistic regression, a network with one hidden
+    classifier : {"logistic", "mlp", "forest"}, optional
+        The refining classifier: logistic regression (default), a network with one hidden
         layer (:func:`~orgaseg.organelles.refine.train_classifier`), or a random forest.
+        This and ``prior``, ``context``, ``z_context``, ``raw`` and ``model`` are
+        refused without ``refine``; all but ``raw`` and ``model`` with ``mapping``,
+        whose classifier brings its own.
     prior : {"estimated", "clicks"}, optional
         Class frequencies the refining classifier predicts under: estimated on
         unannotated voxels of this volume (a seeded sample of a few blocks), or
         those of the annotations. Default: ``estimated`` for logistic regression
         and the network, ``clicks`` for a forest (its vote fractions are not calibrated
         probabilities, and the estimate built on them can drive a class to zero).
-    context : str or sequence of int
+    context : str or sequence of int, optional
         Superpixel sizes (working pixels) whose feature means and spreads the
         refining classifier reads beside each voxel's features
         (:class:`~orgaseg.features.context.SuperpixelContext`; default
@@ -279,6 +282,10 @@ def name_clusters(
     if len(given) != 1:
         raise OrgasegError("give exactly one of points (--points), scribbles (--scribbles) and mapping (--mapping)"
                            + (f"; got {', '.join(given)}" if given else ""))
+    _refuse_unused_refine_options(refine, mapping, classifier=classifier, prior=prior, context=context,
+                                  z_context=z_context, raw=raw, model=model)
+    classifier = "logistic" if classifier is None else classifier
+    context = DEFAULT_CONTEXT_PX if context is None else context
     volume, record, seg_name = _open_segmentation(segmentation)
     k = _record_field(record, "k", seg_name)
     clusterer_state = _record_field(record, "clusterer", seg_name)
@@ -436,6 +443,23 @@ def _read_annotations(points, scribbles, names, volume: Volume, units: str) -> A
     elif not isinstance(scribbles, Volume):
         scribbles = as_volume(np.asarray(scribbles), voxel_size=volume.voxel_size)
     return read_scribbles(scribbles, shape=volume.shape, names=table)
+
+
+def _refuse_unused_refine_options(refine: bool, mapping, **given) -> None:
+    """Options that would otherwise be ignored without a word: the refine's without ``refine``, its training
+    options with a reused ``mapping`` (whose classifier brings its own)."""
+    used = [name for name, value in given.items() if value is not None and value is not False]
+    training = [name for name in used if name not in ("raw", "model")]
+
+    def listed(names):
+        return " and ".join(arg(name) for name in names)
+
+    if used and not refine:
+        verb = "takes" if len(used) == 1 else "take"
+        raise OrgasegError(f"{listed(used)} {verb} effect only with {arg('refine')} (naming alone reads the labels only)")
+    if training and mapping is not None:
+        raise OrgasegError(f"{listed(training)} cannot apply to {arg('mapping')}: the reused classifier brings its "
+                           "own settings (see its provenance)")
 
 
 def _reuse_mapping(mapping, clusterer_state: dict, refine: bool) -> tuple[ClusterNaming, RefinedClassifier | None, dict]:
