@@ -133,10 +133,13 @@ def test_a_volume_with_a_nan_voxel_is_segmented_after_a_warning():
     ({"k": 2.5}, "K must be a whole number, got 2.5"),
     ({"k": "3"}, "K must be a whole number, got '3'"),
     ({"k": 3, "voxel_size": (1.0, 1.0)}, "voxel_size must be 3 positive numbers"),
+    ({"k": 3, "output": "same.zarr", "save_features": "same.zarr"}, "the features need a path of their own"),
 ])
-def test_segment_refuses_bad_arguments_before_any_work(arguments, message):
+def test_segment_refuses_bad_arguments_before_any_work(arguments, message, tmp_path, monkeypatch):
     from orgaseg.errors import OrgasegError
     from orgaseg.segmentation import segment
 
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(OrgasegError, match=message):
         segment(np.random.default_rng(0).random((2, 16, 16)), **arguments)
+    assert list(tmp_path.iterdir()) == []  # nothing written, no partial output left

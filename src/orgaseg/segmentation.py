@@ -239,6 +239,8 @@ def segment(
                              save_features=str(save_features) if save_features else None)
     refuse_replacing_an_input(output, volume)
     refuse_replacing_an_input(save_features, volume)
+    if output is not None and save_features is not None and Path(output).resolve() == Path(save_features).resolve():
+        raise OrgasegError(f"{save_features}: the features need a path of their own, not the labels' output")
     # created before any work, so an existing output is refused at once
     outputs = open_outputs(output, volume.shape, n_labels, voxel_size=volume.voxel_size, block_shape=block_shape,
                            overwrite=overwrite, resume_key=resume_key, save_features=save_features,
