@@ -3,11 +3,18 @@
 import numpy as np
 import pytest
 
+from orgaseg.cluster import get_clusterer
 from orgaseg.features.filterbank import FilterBank
 from orgaseg.io.volume import Volume
 from orgaseg.pipeline.blocks import default_block_shape, make_blocks
-from orgaseg.cluster import get_clusterer
-from orgaseg.pipeline.runner import ArraySink, BlockJob, cluster_volume, fit_clusterers, plan_blocks, sample_coordinates
+from orgaseg.pipeline.runner import (
+    ArraySink,
+    BlockJob,
+    cluster_volume,
+    fit_clusterers,
+    plan_blocks,
+    sample_coordinates,
+)
 from orgaseg.pipeline.tasks import VolumeSource
 
 KMEANS = get_clusterer("kmeans")
@@ -116,10 +123,10 @@ def test_a_constant_volume_is_a_clear_error_after_resampling(clusterer):
 
 def test_a_volume_with_a_nan_voxel_is_segmented_after_a_warning():
     """One NaN voxel used to turn every feature of its neighbourhood, and so the whole sample, into NaN."""
+    from scipy import ndimage as ndi
+
     from orgaseg.errors import OrgasegWarning
     from orgaseg.segmentation import segment
-
-    from scipy import ndimage as ndi
 
     raw = ndi.gaussian_filter(np.random.default_rng(0).random((4, 40, 40)).astype(np.float32), (0, 2, 2))
     raw[1, 10, 10] = np.nan

@@ -60,8 +60,6 @@ def _voxel_size(values):
 
 
 def cmd_info(args, progress) -> int:
-    import numpy as np
-
     from orgaseg.io import open_volume, sample_intensities
     from orgaseg.io.normalize import finite_percentiles
 

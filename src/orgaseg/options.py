@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import numbers
 import re
 from typing import Any
@@ -60,7 +61,7 @@ def _whole(value: Any, minimum: int) -> bool:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value == value  # not NaN
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(value)
 
 
 #: What the value of each stage option must be: a description for the error and a test.

@@ -45,9 +45,9 @@ from skimage.measure import label as label_components
 
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.io import make_provenance, open_volume, provenance_path
-from orgaseg.io.provenance import producing_command
 from orgaseg.io.metadata import check_voxel_size
 from orgaseg.io.partial import partial_state, refuse_replacing_an_input
+from orgaseg.io.provenance import producing_command
 from orgaseg.io.volume import Volume, as_volume
 from orgaseg.organelles.cleanup import Cleanup, majority_filter
 from orgaseg.pipeline.blocks import Block, default_block_shape, make_blocks
