@@ -16,7 +16,7 @@ from orgaseg.cluster import Clusterer, ClustererSpec, KMeansModel, clusterer_fro
 from orgaseg.errors import OrgasegError
 from orgaseg.io import compute_normalization, make_provenance, open_volume
 from orgaseg.io.metadata import check_voxel_size
-from orgaseg.io.partial import refuse_replacing_an_input
+from orgaseg.io.partial import refuse_replacing_an_input, same_path
 from orgaseg.io.volume import Volume, as_volume
 from orgaseg.pipeline.cost import estimate_cost
 from orgaseg.pipeline.executors import Executor, SerialExecutor
@@ -239,7 +239,7 @@ def segment(
                              save_features=str(save_features) if save_features else None)
     refuse_replacing_an_input(output, volume)
     refuse_replacing_an_input(save_features, volume)
-    if output is not None and save_features is not None and Path(output).resolve() == Path(save_features).resolve():
+    if output is not None and save_features is not None and same_path(output, save_features):
         raise OrgasegError(f"{save_features}: the features need a path of their own, not the labels' output")
     # created before any work, so an existing output is refused at once
     outputs = open_outputs(output, volume.shape, n_labels, voxel_size=volume.voxel_size, block_shape=block_shape,

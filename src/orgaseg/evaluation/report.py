@@ -14,7 +14,7 @@ from orgaseg.evaluation.classmap import ClassMap, MappedLabels, parse_class_map
 from orgaseg.evaluation.confusion import confusion_matrix
 from orgaseg.evaluation.matching import MODES
 from orgaseg.evaluation.metrics import METRICS, resolve_background, resolve_classes, scores_from_confusion
-from orgaseg.io.partial import atomic_path
+from orgaseg.io.partial import atomic_path, refuse_existing
 from orgaseg.labels import IGNORE_LABEL
 from orgaseg.progress import ProgressCallback
 
@@ -47,9 +47,7 @@ def _number(value: float | None) -> str:
 
 def check_report_folder(directory: str | Path, *, overwrite: bool = False) -> None:
     """Refuse a folder that already holds a report, unless ``overwrite`` (checked before the long work too)."""
-    existing = [name for name in REPORT_FILES if (Path(directory) / name).exists()]
-    if existing and not overwrite:
-        raise OrgasegError(f"{Path(directory) / existing[0]} exists; pass {arg('overwrite')} to replace it")
+    refuse_existing(*(Path(directory) / name for name in REPORT_FILES), overwrite=overwrite)
 
 
 @dataclass

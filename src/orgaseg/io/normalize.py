@@ -39,13 +39,15 @@ class Normalization:
 
     def apply(self, block: np.ndarray) -> np.ndarray:
         """Normalise a block of any numeric dtype to float32 in ``[0, 1]``."""
+        floating = np.asarray(block).dtype.kind == "f"  # only float data can hold NaN
         values = np.asarray(block, dtype=np.float32)
         if self.high > self.low:
             out = (values - np.float32(self.low)) / np.float32(self.high - self.low)
             np.clip(out, 0.0, 1.0, out=out)
         else:
             out = np.where(values > self.low, 1.0, np.where(values < self.low, 0.0, 0.5)).astype(np.float32)
-        out[np.isnan(out)] = 0.0  # after the clip, which keeps NaN
+        if floating:
+            out[np.isnan(out)] = 0.0  # after the clip, which keeps NaN
         if self.invert:
             out = np.float32(1.0) - out
         return out

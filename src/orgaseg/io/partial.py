@@ -34,6 +34,20 @@ _KEY_FILE = "resume-key"
 _LOCK_FILE = "lock.json"
 
 
+def refuse_existing(*paths, overwrite: bool = False) -> None:
+    """Refuse to write where a file (or a link) already is, unless ``overwrite``: the first one found is named."""
+    if overwrite:
+        return
+    for path in map(Path, paths):
+        if path.exists() or path.is_symlink():
+            raise OrgasegError(f"{path} exists; pass {arg('overwrite')} to replace it")
+
+
+def same_path(first, second) -> bool:
+    """Whether two paths name the same file (user folders expanded, links and ``..`` resolved)."""
+    return Path(first).expanduser().resolve() == Path(second).expanduser().resolve()
+
+
 def refuse_replacing_an_input(output, *inputs) -> None:
     """Refuse an ``output`` path that is one of the run's ``inputs``, ``overwrite`` or not.
 
@@ -43,10 +57,9 @@ def refuse_replacing_an_input(output, *inputs) -> None:
     """
     if output is None:
         return
-    target = Path(output).expanduser().resolve()
     for item in inputs:
         path = getattr(item, "path", item)
-        if isinstance(path, (str, os.PathLike)) and Path(path).expanduser().resolve() == target:
+        if isinstance(path, (str, os.PathLike)) and same_path(path, output):
             raise OrgasegError(f"{output} is also an input of this run; write the output to another path")
 
 
@@ -103,8 +116,7 @@ class PartialOutput:
 
     def check_target(self) -> None:
         """Refuse an existing output unless ``overwrite``."""
-        if not self.overwrite and (self.path.exists() or self.path.is_symlink()):
-            raise OrgasegError(f"{self.path} exists; pass {arg('overwrite')} to replace it")
+        refuse_existing(self.path, overwrite=self.overwrite)
 
     def commit_key(self) -> None:
         """Record the key once the output under construction exists (it may then be resumed)."""

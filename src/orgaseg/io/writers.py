@@ -41,9 +41,9 @@ import numpy as np
 import tifffile
 import zarr
 
-from orgaseg.errors import OrgasegError, arg
+from orgaseg.errors import OrgasegError
 from orgaseg.io.metadata import check_voxel_size
-from orgaseg.io.partial import PartialOutput, atomic_path, digest
+from orgaseg.io.partial import PartialOutput, atomic_path, digest, refuse_existing
 from orgaseg.io.provenance import to_jsonable, write_provenance
 from orgaseg.io.pyramid import downsampled_shape, plan_levels, write_level
 from orgaseg.labels import smallest_label_dtype
@@ -464,8 +464,7 @@ def write_tiff_image(path: str | Path, image: np.ndarray, *, voxel_size: Sequenc
     image = np.asarray(image)
     if image.ndim != 3:
         raise OrgasegError(f"{path}: expected a 3D (z, y, x) image, got shape {image.shape}")
-    if not overwrite and (path.exists() or path.is_symlink()):
-        raise OrgasegError(f"{path} exists; pass {arg('overwrite')} to replace it")
+    refuse_existing(path, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temporary:
         tifffile.imwrite(temporary, image, **_imagej_metadata(check_voxel_size(voxel_size)))

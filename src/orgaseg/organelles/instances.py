@@ -46,7 +46,7 @@ from skimage.measure import label as label_components
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.io import make_provenance, open_volume, provenance_path
 from orgaseg.io.metadata import check_voxel_size
-from orgaseg.io.partial import partial_state, refuse_replacing_an_input
+from orgaseg.io.partial import partial_state, refuse_existing, refuse_replacing_an_input
 from orgaseg.io.provenance import producing_command
 from orgaseg.io.volume import Volume, as_volume
 from orgaseg.organelles.cleanup import Cleanup, majority_filter
@@ -517,8 +517,7 @@ def make_instances(
     if output is not None:
         output = Path(output).expanduser()
         refuse_replacing_an_input(output, volume)
-        if (output.exists() or output.is_symlink()) and not overwrite:
-            raise OrgasegError(f"{output} exists; pass {arg('overwrite')} to replace it")
+        refuse_existing(output, overwrite=overwrite)
     if (cleanup.min_size_nm3 or cleanup.majority_nm) and volume.attrs.get("voxel_size_assumed"):
         raise OrgasegError(f"{volume.path or 'the volume'}: no voxel size in its metadata, so sizes in nm mean "
                            f"nothing; pass {arg('voxel_size')}")

@@ -55,7 +55,7 @@ from skimage.measure import marching_cubes, mesh_surface_area
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.io import open_volume
 from orgaseg.io.metadata import check_voxel_size
-from orgaseg.io.partial import atomic_path
+from orgaseg.io.partial import atomic_path, refuse_existing
 from orgaseg.io.provenance import producing_command
 from orgaseg.io.volume import Volume, as_volume
 from orgaseg.io.writers import writing
@@ -456,8 +456,7 @@ def check_table_path(path: str | Path, *, overwrite: bool = False) -> Path:
             import pyarrow.parquet  # noqa: F401
         except ImportError:
             raise OrgasegError(f"{path}: writing Parquet needs pyarrow (pip install pyarrow); write .csv instead") from None
-    if (path.exists() or path.is_symlink()) and not overwrite:
-        raise OrgasegError(f"{path} exists; pass {arg('overwrite')} to replace it")
+    refuse_existing(path, overwrite=overwrite)
     return path
 
 

@@ -16,8 +16,9 @@ from typing import Sequence
 import numpy as np
 
 from orgaseg.cluster.kmeans import fit_kmeans
-from orgaseg.errors import OrgasegError, arg
+from orgaseg.errors import OrgasegError
 from orgaseg.io import compute_normalization
+from orgaseg.io.partial import refuse_existing
 from orgaseg.io.volume import Volume
 from orgaseg.labels import IGNORE_LABEL
 from orgaseg.viz._figure import new_figure, save_png
@@ -80,9 +81,7 @@ def inspect_model(
     from orgaseg.models.encoder import load_encoder
 
     output_dir = Path(output_dir)
-    existing = [name for name in FIGURES if (output_dir / name).exists()]
-    if existing and not overwrite:  # before the model runs
-        raise OrgasegError(f"{output_dir / existing[0]} exists; pass {arg('overwrite')} to replace it")
+    refuse_existing(*(output_dir / name for name in FIGURES), overwrite=overwrite)  # before the model runs
     encoder = load_encoder(checkpoint, device)
     if not hasattr(encoder.model, "reconstruct"):
         raise OrgasegError(f"{checkpoint}: inspect draws masked reconstructions; its {encoder.name} encoder has none")
