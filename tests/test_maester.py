@@ -56,7 +56,7 @@ def test_stride_only_is_selectable_and_differs(phantom, checkpoint):
     assert np.mean(stride.labels == cover.labels) < 0.99
 
 
-def test_cli_train_resume_segment_inspect(phantom, checkpoint, tmp_path):
+def test_cli_train_resume_segment_inspect(phantom, checkpoint, tmp_path, capsys):
     raw = tmp_path / "raw.npy"
     np.save(raw, phantom.train[0].read())
     ckpt = tmp_path / "cli.pt"
@@ -84,6 +84,9 @@ def test_cli_train_resume_segment_inspect(phantom, checkpoint, tmp_path):
     assert main(["inspect", str(checkpoint), str(raw), "-o", str(figures), "-k", "3", "--overwrite"] + common) == 0
     assert (figures / "embedding.png").read_bytes() != before
     assert sorted(p.name for p in figures.iterdir()) == ["embedding.png", "reconstructions.png"]  # no temporaries
+    for bad_k in ("0", "6000"):  # 6000 is more than the 5000 tokens the embedding draws
+        assert main(["inspect", str(checkpoint), str(raw), "-o", str(figures), "-k", bad_k, "--overwrite"] + common) == 2
+        assert f"K = {bad_k}: the embedding's k-means needs" in capsys.readouterr().err
     assert main(["segment", str(raw), "--method", "maester", "-o", str(tmp_path / "x.tif")] + common) == 2
 
 

@@ -210,3 +210,8 @@ def test_cli_measure(tmp_path, capsys):
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert main(["measure", str(instances), "-o", str(tmp_path / "t.json"), "--quiet"]) == 2
     assert ".csv or .parquet" in capsys.readouterr().err
+    # a missing input is named before the existing table is
+    assert main(["measure", str(tmp_path / "gone.tif"), "-o", str(table), "--quiet"]) == 2
+    assert "gone.tif: no such file or directory" in capsys.readouterr().err
+    assert main(args[:3] + [str(tmp_path / "gone-raw.tif")] + args[4:]) == 2
+    assert "gone-raw.tif: no such file or directory" in capsys.readouterr().err

@@ -283,9 +283,13 @@ def cmd_instances(args, progress) -> int:
 
 
 def cmd_measure(args, progress) -> int:
+    from orgaseg.io.readers import existing_path
     from orgaseg.organelles.measure import check_table_path, measure_instances, write_table
     from orgaseg.pipeline.executors import make_executor
 
+    for path in (args.instances, args.raw, args.mask):
+        if path is not None:
+            existing_path(path)  # a missing input is the first thing to say
     for path in (args.output, args.summary):
         if path is not None:
             check_table_path(path, overwrite=args.overwrite)  # before the long work

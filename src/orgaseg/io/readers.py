@@ -122,15 +122,21 @@ def open_volume(
         a numbered slice sequence), voxel-size metadata that is not a positive
         number, missing chunks with ``strict_chunks``, ...
     """
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise OrgasegError(f"{path}: no such file or directory")
+    path = existing_path(path)
     if level < 0:
         raise OrgasegError(f"level must be 0 or more, got {level}")
     stored = _read_stored(path, key, level)
     if stored.missing_chunks is not None and stored.missing_chunks.count:
         _report_missing_chunks(stored, path, strict_chunks)
     return _to_volume(stored, path, voxel_size=voxel_size, axes=axes, channel=channel)
+
+
+def existing_path(path: str | Path) -> Path:
+    """``path`` with ``~`` expanded; an :class:`OrgasegError` naming it if nothing is there."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise OrgasegError(f"{path}: no such file or directory")
+    return path
 
 
 def _report_missing_chunks(stored: StoredArray, path: Path, strict: bool) -> None:

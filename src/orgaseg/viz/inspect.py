@@ -81,6 +81,8 @@ def inspect_model(
     from orgaseg.models.encoder import load_encoder
 
     output_dir = Path(output_dir)
+    if not 1 <= k <= n_tokens:
+        raise OrgasegError(f"K = {k}: the embedding's k-means needs 1 <= K <= the {n_tokens} tokens it draws")
     refuse_existing(*(output_dir / name for name in FIGURES), overwrite=overwrite)  # before the model runs
     encoder = load_encoder(checkpoint, device)
     if not hasattr(encoder.model, "reconstruct"):
@@ -103,7 +105,7 @@ def inspect_model(
     centres = patch * np.arange(grid) + patch // 2
     take = rng.choice(len(features), size=min(n_tokens, len(features)), replace=False)
     features = features[take]
-    clusters = fit_kmeans(features, min(k, len(features)), seed=seed).predict(features)
+    clusters = fit_kmeans(features, k, seed=seed).predict(features)
     classes = None
     if reference is not None:
         f, i, j = np.unravel_index(take, (len(fovs), grid, grid))
