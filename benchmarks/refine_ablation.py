@@ -98,8 +98,9 @@ def run(args) -> dict:
     n_classes = len(classes)
     voxel_size = (dataset.voxel_size[0], args.pixel_size, args.pixel_size)
     stacks = {}
-    for name in ("click", "score"):
-        raw, reference = working_split(dataset, SPLITS[args.dataset][name], args.pixel_size)
+    splits = {"click": SPLITS[args.dataset]["click"], "score": args.score or SPLITS[args.dataset]["score"]}
+    for name, split in splits.items():
+        raw, reference = working_split(dataset, split, args.pixel_size)
         features = np.asarray(orgaseg.compute_features(raw, method="baseline", voxel_size=voxel_size,
                                                        pixel_size="native"), np.float32)
         low, high = np.percentile(raw, [0.5, 99.5])
@@ -160,7 +161,7 @@ def run(args) -> dict:
                 print(f"n={n} context={context} {label}: " + ", ".join(
                     f"{r['prior']} {r['mean_dice']:.3f}" for r in rows[-3:]), flush=True)
     return {"dataset": args.dataset, "classes": classes, "pixel_size_nm": args.pixel_size,
-            "click_split": SPLITS[args.dataset]["click"], "score_split": SPLITS[args.dataset]["score"],
+            "click_split": splits["click"], "score_split": splits["score"],
             "k": K, "seeds": args.seeds, "rows": rows, "wall_s": round(time.time() - started, 1),
             "environment": environment_record(Path(__file__).resolve().parents[1])}
 
@@ -169,13 +170,22 @@ def to_markdown(record: dict) -> str:
     env = record["environment"]
     organelle = "mitochondria"
     lines = [f"# Refine ablation: {record['dataset']} at {record['pixel_size_nm']:g} nm (working-grid Dice)", "",
-             f"Seeds {record['seeds']}; commit {env.get('git', {}).get('commit', '?')[:10]}; "
+             f"Clicks from evaluation item, first slice, count {tuple(record['click_split'])}; scored on "
+             f"{tuple(record['score_split'])}. Seeds {record['seeds']}; commit {env.get('git', {}).get('commit', '?')[:10]}; "
              f"{env.get('machine', {}).get('cpu', 'CPU')}; {record['wall_s']:.0f} s.", "",
              "| clicks | context | classifier | prior | mean Dice | mitochondria |", "|---|---|---|---|---|---|"]
     for row in record["rows"]:
         lines.append(f"| {row['clicks']} | {row['context']} | {row['classifier']} | {row['prior']} | "
                      f"{row['mean_dice']:.3f} | {row['per_class'].get(organelle, float('nan')):.3f} |")
     return "\n".join(lines) + "\n"
+
+
+def _split(text: str) -> tuple[int, int, int]:
+    try:
+        item, first, count = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ITEM,FIRST,COUNT (three integers), got {text!r}") from None
+    return item, first, count
 
 
 def main() -> None:
@@ -191,6 +201,10 @@ def main() -> None:
                         help="each feature variant also with its mean on the adjacent slices (--z-context)")
     parser.add_argument("--dense", type=int, help="also N labelled voxels per class: the read-out's upper reference")
     parser.add_argument("--clicks", type=int, nargs="+", default=[10, 50, 200])
+    parser.add_argument("--score", type=_split, metavar="ITEM,FIRST,COUNT",
+                        help="score on these slices of evaluation item ITEM instead of the split's "
+                             "(e.g. 0,12,4: the click volume's slices 12-15, to separate the features' limit "
+                             "from the difference between two volumes)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("-o", "--output", required=True)
     args = parser.parse_args()
