@@ -363,6 +363,26 @@ def test_grey_levels_without_a_class_map_are_refused_with_the_fix():
     assert evaluate(np.array([[0, 1]]), np.array([[0, 2]]), classes=["a", "b", "c"]).empty_classes == ["b"]
 
 
+def test_a_binary_mask_stored_as_0_255_is_refused_not_scored_as_one_class(tmp_path, capsys):
+    # 255 is not scored by default, so a 0/255 mitochondria mask would leave one class: Dice 1 for anything
+    mask = np.zeros((2, 8, 8), np.uint8)
+    mask[:, 2:5, 2:5] = 255
+    pred = (np.arange(mask.size).reshape(mask.shape) % 3).astype(np.uint8)  # unrelated to the mask
+    with pytest.raises(OrgasegError, match=r"only one class is scored.*0/255.*\(255\).*--class-map 0=other"):
+        evaluate(pred, mask)
+    with pytest.raises(OrgasegError, match="only one class is scored"):
+        evaluate(pred, mask, class_map="255=mitochondria")
+    report = evaluate(pred, mask, class_map="0=other,255=mitochondria")
+    assert report.classes == ["other", "mitochondria"] and report.to_dict()["merge"]["mean_dice"] < 0.7
+    np.save(tmp_path / "pred.npy", pred)
+    np.save(tmp_path / "mask.npy", mask)
+    command = ["evaluate", str(tmp_path / "pred.npy"), "--reference", str(tmp_path / "mask.npy"), "--quiet"]
+    assert main(command + ["-o", str(tmp_path / "r1")]) == 2
+    assert "only one class is scored" in capsys.readouterr().err
+    assert not (tmp_path / "r1" / "report.json").exists()
+    assert main(command + ["--class-map", "0=other,255=mitochondria", "-o", str(tmp_path / "r2")]) == 0
+
+
 @pytest.mark.parametrize("spec", [
     "255=intracellular,0..128=membrane,191=mitochondria,159=extracellular",
     {"intracellular": [255], "membrane": [[0, 128]], "mitochondria": 191, "extracellular": [159]},
