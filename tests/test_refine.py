@@ -256,3 +256,33 @@ def test_the_classifier_reads_the_adjacent_slices_when_asked(merged, tmp_path):
     reused = name_clusters(folder / "seg.ome.zarr", mapping=tmp_path / "z.ome.zarr.provenance.json")
     assert reused.classifier.z_context
     np.testing.assert_array_equal(reused.labels, open_volume(tmp_path / "z.ome.zarr").read((slice(None),) * 3))
+
+
+def test_a_logistic_refine_on_a_working_grid_labels_like_the_interpolated_features(tmp_path):
+    # at a working pixel size coarser than the input's, logistic regression's scores (and the k-means scores
+    # its cluster one-hot needs) are interpolated onto the input grid instead of every feature channel
+    voxel_size, shape = (20.0, 10.0, 10.0), (4, 128, 128)
+    cell = make_cell(shape=shape, voxel_size=voxel_size, seed=0)
+    write_tiff_image(tmp_path / "cell.tif", cell.raw, voxel_size=voxel_size)
+    segmentation = orgaseg.segment(tmp_path / "cell.tif", k=3, pixel_size=20, output=tmp_path / "seg.ome.zarr")
+    assert segmentation.provenance["config"]["working_grid"]["factors"] == [1.0, 2.0, 2.0]
+    coords, names = clicks(cell.labels, 10)
+    annotations = points_from_arrays(coords, names, shape=shape)
+    refined = name_clusters(tmp_path / "seg.ome.zarr", annotations=annotations, refine=True,
+                            output=tmp_path / "refined.ome.zarr")
+    assert refined.classifier.affine_scores
+    labels = np.asarray(open_volume(tmp_path / "refined.ome.zarr").read((slice(None),) * 3))
+    everywhere = np.argwhere(np.ones(shape, dtype=bool))
+    features = features_at(rebuild_segmentation(segmentation.provenance, context=DEFAULT_CONTEXT_PX), everywhere)
+    direct = refined.classifier.predict(features.reshape(shape + (-1,)))
+    assert np.mean(labels == direct) > 0.999  # the same up to float rounding at near-ties
+    assert min(dice_by_name(labels, list(refined.names), cell.labels).values()) > 0.3
+    # the scores' algebra with the cluster's part made to matter (on the phantom its weights are small)
+    coef = np.array(refined.classifier.model["coef"])
+    coef[:, -3:] = 20 * np.random.default_rng(0).standard_normal((len(coef), 3))
+    loud = dataclasses.replace(refined.classifier, model={**refined.classifier.model, "coef": coef})
+    sample = features[::5]
+    assert np.mean(loud.labels_from_scores(loud.scores(sample)) == loud.predict(sample)) > 0.999
+    # the network is not affine in the features: it reads the interpolated features themselves
+    network = name_clusters(tmp_path / "seg.ome.zarr", annotations=annotations, refine=True, classifier="mlp")
+    assert not network.classifier.affine_scores

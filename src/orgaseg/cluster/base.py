@@ -21,12 +21,14 @@ voxel size in nm, and it labels those voxels
 voxel the label of its nearest working voxel. Its fitted clusterer has
 ``working_grid = True``.
 
-A clusterer may also offer ``scores(features) -> (..., k)`` and
-``labels_from_scores(scores)``, with scores *affine* in the features (k-means:
-``2 x.c - |c|^2``). With a working pixel size the runner then interpolates the
-``k`` scores back to the input grid instead of every feature channel, which
-gives the same labels at a fraction of the cost; without them it interpolates
-the features.
+A clusterer may also set ``affine_scores = True`` and offer
+``scores(features) -> (..., S)`` and ``labels_from_scores(scores)``, with
+scores *affine* in the features (k-means: ``2 x.c - |c|^2``, S = k; the
+logistic read-out of ``orgaseg name --refine``). With a working pixel size
+the runner then interpolates the S scores back to the input grid instead of
+every feature channel, which gives the same labels (up to rounding at
+near-ties) at a fraction of the cost; without them it interpolates the
+features.
 
 A fitted clusterer's state round-trips through JSON (:meth:`Clusterer.to_dict`
 and :attr:`ClustererSpec.from_dict`): it is stored in the provenance beside a

@@ -57,6 +57,7 @@ class KMeansModel:
     seed: int = 0
     kind: str = "kmeans"
     needs_raw: bool = field(default=False, init=False, repr=False)
+    affine_scores: bool = field(default=True, init=False, repr=False)
 
     @property
     def k(self) -> int:

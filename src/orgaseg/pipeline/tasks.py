@@ -208,8 +208,8 @@ def label_block(job: BlockJob, clusterers: Sequence, block: Block) -> BlockResul
         if indices is not None:
             labels = [label[np.ix_(*indices)] for label in labels]
         return BlockResult(labels, time.perf_counter() - started)
-    if job.grid is not None and job.features_out is None and all(hasattr(c, "scores") for c in clusterers):
-        # scores affine in the features: interpolating K scores equals scoring the interpolated features
+    if job.grid is not None and job.features_out is None and all(getattr(c, "affine_scores", False) for c in clusterers):
+        # scores affine in the features: interpolating them equals scoring the interpolated features
         features, start = job.working_features(block)
         labels = [clusterer.labels_from_scores(job.grid.to_input(clusterer.scores(features), start, block.region))
                   for clusterer in clusterers]
