@@ -285,20 +285,22 @@ def evaluate(
     )
     if classes is None:
         _check_class_ids(confusion, name)
-    _check_two_classes(confusion.shape[1], name, ignore)
+    _check_two_classes(confusion.shape[1], name, ignore, by_map=class_map is not None)
     return EvaluationReport.from_confusion(confusion, classes=classes, background=background, mode=mode)
 
 
-def _check_two_classes(n_classes: int, name: str, ignore: Iterable[int]) -> None:
+def _check_two_classes(n_classes: int, name: str, ignore: Iterable[int], *, by_map: bool) -> None:
     """Refuse a single scored class: every prediction would score Dice 1 against it."""
     if n_classes >= 2:
         return
-    ignored = ", ".join(map(str, sorted(set(ignore))))
-    raise OrgasegError(
-        f"{name}: only one class is scored, so any prediction would score Dice 1 against it; a binary mask "
-        f"stored as 0/255, with 255 among the values not scored ({ignored})? Give a class map: --class-map "
-        "0=other,255=mitochondria (class_map= in Python)"
-    )
+    if by_map:
+        fix = "the class map names one class: name the rest too, e.g. --class-map 0=other,255=mitochondria"
+    else:
+        ignored = ", ".join(map(str, sorted(set(ignore))))
+        fix = (f"a binary mask stored as 0/255, with 255 among the values not scored ({ignored})? Give a class "
+               "map: --class-map 0=other,255=mitochondria")
+    raise OrgasegError(f"{name}: only one class is scored, so any prediction would score Dice 1 against it; "
+                       f"{fix} (class_map= in Python)")
 
 
 def _check_class_ids(confusion: np.ndarray, name: str) -> None:
