@@ -32,6 +32,8 @@ from orgaseg.organelles import name_clusters, points_from_arrays
 from orgaseg.organelles.refine import label_with_classifier, rebuild_segmentation
 from orgaseg.pipeline.runner import ArraySink
 
+from clicks import draw_clicks
+
 #: The stack each dataset is labelled on: (evaluation item, its input path under the data root).
 STACKS = {"cdeep3m-mito": (1, "cdeep3m-mito/validation/images"), "vnc": (0, "vnc/stack1/raw")}
 
@@ -53,12 +55,8 @@ def run(args) -> dict:
     index, relative = STACKS[args.dataset]
     item = dataset.evaluation[index]
     reference = np.asarray(item.reference.read((slice(None),) * 3))
-    rng = np.random.default_rng(0)
-    coords, names = [], []
-    for c, name in enumerate(dataset.classes):
-        voxels = np.flatnonzero(reference == c)
-        coords.append(np.column_stack(np.unravel_index(rng.choice(voxels, args.clicks, replace=False), reference.shape)))
-        names += [name] * args.clicks
+    coords = draw_clicks(reference, len(dataset.classes), args.clicks, seed=0)
+    names = [name for name, drawn in zip(dataset.classes, coords) for _ in drawn]
     with tempfile.TemporaryDirectory() as folder:
         segmentation = orgaseg.segment(Path(args.data_root) / relative, k=args.k, voxel_size=dataset.voxel_size,
                                        output=Path(folder) / "seg.ome.zarr", seed=0)
@@ -97,20 +95,20 @@ def to_markdown(record: dict) -> str:
     return "\n".join([
         f"# Refine labelling speed: {record['dataset']} ({record['stack']}, {' x '.join(map(str, record['shape']))})",
         "",
-        f"Baseline at its default working grid {record['working_grid'].get('working_voxel_size')} nm, K = "
-        f"{record['k']}; {record['clicks_per_class']} random clicks per class; logistic regression, context "
-        f"{record['context']}. Commit {env.get('git', {}).get('commit', '?')[:10]}; "
-        f"{env.get('machine', {}).get('cpu', 'CPU')}, {env.get('machine', {}).get('cores', '?')} cores.",
+        (f"Baseline at its default working grid {record['working_grid'].get('working_voxel_size')} nm, K = "
+         f"{record['k']}; {record['clicks_per_class']} random clicks per class; logistic regression, context "
+         f"{record['context']}. Commit {env.get('git', {}).get('commit', '?')[:10]}; "
+         f"{env.get('machine', {}).get('cpu', 'CPU')}, {env.get('machine', {}).get('cores', '?')} cores."),
         "",
         "| labelling pass | wall s (each repeat) | fastest |",
         "|---|---|---|",
-        f"| interpolate {record['feature_channels']} feature channels | {record['labelling_s']['features']} | "
-        f"{best['features']:.1f} |",
-        f"| interpolate {record['scores_interpolated']} scores | {record['labelling_s']['scores']} | "
-        f"{best['scores']:.1f} |",
+        (f"| interpolate {record['feature_channels']} feature channels | {record['labelling_s']['features']} | "
+         f"{best['features']:.1f} |"),
+        (f"| interpolate {record['scores_interpolated']} scores | {record['labelling_s']['scores']} | "
+         f"{best['scores']:.1f} |"),
         "",
-        f"Same label at {100 * record['agreement']:.4f}% of the voxels ({record['differing_voxels']} differ). "
-        f"`name_clusters(..., refine=True)` in memory, training included: {record['name_refine_s']:.1f} s.",
+        (f"Same label at {100 * record['agreement']:.4f}% of the voxels ({record['differing_voxels']} differ). "
+         f"`name_clusters(..., refine=True)` in memory, training included: {record['name_refine_s']:.1f} s."),
     ]) + "\n"
 
 
