@@ -546,7 +546,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("named", help="class labels: the output of 'orgaseg name' or any integer label volume")
     p.add_argument("-o", "--output", required=True, help="instance labels: .ome.zarr (with a pyramid) or .tif")
     p.add_argument("--classes", nargs="+", metavar="NAME",
-                   help="classes to number, by name or value (default: every named class but unassigned/background; "
+                   help="classes to number, by name or value (default: every named class but unassigned, background and other; "
                         "without names every non-zero value)")
     p.add_argument("--min-size-nm3", type=float, metavar="V", help="remove components smaller than V nm^3")
     p.add_argument("--fill-holes", action="store_true",

@@ -59,8 +59,9 @@ from orgaseg.progress import ProgressCallback, report
 
 __all__ = ["Instances", "make_instances", "read_label_names"]
 
-#: Class names that are not organelles: no instances unless asked for by name.
-BACKGROUND_NAMES = ("unassigned", "background")
+#: Class names that are not organelles: no instances unless asked for by name. "other" is the rest of the
+#: cell in two-class references (CDeep3M's), and what a user names the clusters of no interest.
+BACKGROUND_NAMES = ("unassigned", "background", "other")
 
 #: Neighbourhoods a user can ask for (voxels sharing a face; a face or an edge; a face, an edge or a corner),
 #: as the number of offsets that may be non-zero (scikit-image's ``connectivity``).
