@@ -169,6 +169,18 @@ def test_a_forest_file_that_changed_is_refused(merged, tmp_path):
         name_clusters(folder / "seg.ome.zarr", mapping=tmp_path / "a.ome.zarr.provenance.json")
 
 
+def test_refine_finds_an_input_given_by_a_relative_path_from_another_folder(merged, tmp_path, monkeypatch):
+    folder, cell, _ = merged
+    monkeypatch.chdir(folder)
+    assert main(["segment", "cell.tif", "-k", "3", "-o", str(tmp_path / "seg.ome.zarr"), "--quiet"]) == 0
+    record = json.loads((tmp_path / "seg.ome.zarr.provenance.json").read_text())
+    assert record["input"]["path"] == str(folder.resolve() / "cell.tif")
+    coords, names = clicks(cell.labels, 3)
+    monkeypatch.chdir(tmp_path)  # the relative path no longer leads to the input
+    refined = name_clusters("seg.ome.zarr", annotations=points_from_arrays(coords, names, shape=SHAPE), refine=True)
+    assert refined.provenance["refined"]
+
+
 def test_refine_needs_the_segmented_volume(merged, tmp_path):
     folder, cell, segmentation = merged
     # the same segmentation as made from an in-memory array: its provenance names no input path

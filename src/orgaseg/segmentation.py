@@ -277,9 +277,10 @@ def segment(
         k=fitted.k,
         clusterer=fitted.to_dict(),
         normalization=normalization.to_dict(),
-        input={"path": volume.path, "key": volume.key, "shape": list(volume.shape), "voxel_size": list(volume.voxel_size)},
-        model={"path": str(model), "sha256": model_hash} if model is not None else None,
-        centers_from=str(centers) if isinstance(centers, (str, Path)) else None,
+        input={"path": _absolute(volume.path), "key": volume.key, "shape": list(volume.shape),
+               "voxel_size": list(volume.voxel_size)},
+        model={"path": _absolute(model), "sha256": model_hash} if model is not None else None,
+        centers_from=_absolute(centers) if isinstance(centers, (str, Path)) else None,
         blocks={"shape": list(block_shape), **{n: stats[n] for n in ("blocks", "computed", "skipped") if n in stats}},
         executor=executor.describe(),
         cost_estimate=cost,
@@ -288,9 +289,17 @@ def segment(
         wall_time_s=round(time.time() - started, 3),
     )
     path = outputs.finalize(record, {"axes": "zyxc", "voxel_size": list(volume.voxel_size), "method": stages.method.name,
-                                     "features": job.extractor.config(), "input": volume.path})
+                                     "features": job.extractor.config(), "input": _absolute(volume.path)})
     labels = outputs.sink.array if path is None else None
     return Segmentation(labels=labels, path=path, model=fitted, provenance=record)
+
+
+def _absolute(path: str | Path | None) -> str | None:
+    """``path`` made absolute, so that the provenance still finds it from another working directory
+    (``"<array>"`` and other placeholders in angle brackets stay as they are)."""
+    if path is None or str(path).startswith("<"):
+        return path
+    return str(Path(path).resolve())
 
 
 def _file_hash(path: str | Path) -> str:
