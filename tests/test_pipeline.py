@@ -140,6 +140,9 @@ def test_a_volume_with_a_nan_voxel_is_segmented_after_a_warning():
     ({"k": 2.5}, "K must be a whole number, got 2.5"),
     ({"k": "3"}, "K must be a whole number, got '3'"),
     ({"k": 3, "voxel_size": (1.0, 1.0)}, "voxel_size must be 3 positive numbers"),
+    ({"k": 3, "voxel_size": (0.05, 0.0046, 0.0046)}, r"voxel sizes are in nanometres .*give 50, 4.6, 4.6\)"),
+    ({"k": 3, "voxel_size": (0.5, 0.5, 0.5), "pixel_size": 10.0},
+     "the volume's y axis \\(16 voxels of 0.5 nm, 8 nm in all\\) is less than one pixel"),
     ({"k": 3, "output": "same.zarr", "save_features": "same.zarr"}, "the features need a path of their own"),
 ])
 def test_segment_refuses_bad_arguments_before_any_work(arguments, message, tmp_path, monkeypatch):

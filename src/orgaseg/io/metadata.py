@@ -84,6 +84,10 @@ def sizes_in_nanometres(values: Sequence[Any], units: Sequence[Any] | Any) -> li
     return [to_nanometres(v, u) for v, u in zip(values, units)]
 
 
+#: The smallest voxel size a user can give, in nm (one angstrom).
+MIN_VOXEL_NM = 0.1
+
+
 def check_voxel_size(voxel_size: Any) -> tuple[float, float, float]:
     """A voxel size given by the user as ``(z, y, x)`` nm floats (one number: isotropic)."""
     try:
@@ -94,6 +98,10 @@ def check_voxel_size(voxel_size: Any) -> tuple[float, float, float]:
         values = np.repeat(values, 3)
     if values.shape != (3,) or not np.all(np.isfinite(values)) or np.any(values <= 0):
         raise OrgasegError(f"voxel_size must be 3 positive numbers (z, y, x) in nm, got {voxel_size!r}")
+    if np.any(values < MIN_VOXEL_NM):  # no electron microscope samples finer; micrometres typed as nm
+        in_nm = ", ".join(f"{v * 1000:g}" for v in values)
+        raise OrgasegError(f"voxel_size {tuple(values.tolist())} nm goes below {MIN_VOXEL_NM} nm, smaller than an atom: "
+                           f"voxel sizes are in nanometres (if these were micrometres, give {in_nm})")
     return (float(values[0]), float(values[1]), float(values[2]))
 
 

@@ -70,6 +70,14 @@ class WorkingGrid:
         z, y, x = (float(v) for v in voxel_size)
         anisotropic = z > anisotropy_ratio * max(y, x)
         working = (z if anisotropic else float(pixel_size_nm), float(pixel_size_nm), float(pixel_size_nm))
+        for axis, n, v, w in zip("yx", shape[1:], (y, x), working[1:]):
+            # a whole section inside one working pixel: voxel sizes in another unit, not an image to segment
+            # (z may be thinner than a pixel: a few sections of an isotropic stack)
+            if n > 1 and n * v < w:
+                raise OrgasegError(
+                    f"at a working pixel size of {w:g} nm the volume's {axis} axis ({n} voxels of {v:g} nm, "
+                    f"{n * v:g} nm in all) is less than one pixel: voxel sizes are in nanometres"
+                    f"{' (was ' + format(v, 'g') + ' a size in um?)' if v < 0.1 else ''}")
         return cls(tuple(int(s) for s in shape), (z, y, x), working)
 
     @property
