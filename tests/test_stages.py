@@ -157,6 +157,19 @@ def test_features_that_need_an_encoder_say_so(small):
         orgaseg.segment(small.evaluation[0].raw, features="expand-stride")
 
 
+@pytest.mark.parametrize("features, methods", [("cover-stride", "maester / his4mae / sdae-recon"),
+                                               ("voxel-latents", "han-vae"), ("voxel-latents-2d", "han-vae-2d")])
+def test_the_missing_encoder_message_names_only_the_methods_whose_encoder_fits(features, methods):
+    with pytest.raises(OrgasegError) as raised:
+        resolve_stages("baseline", features=features)
+    assert f"a checkpoint of {methods} ('orgaseg train'); method 'baseline' has none" in str(raised.value)
+
+
+def test_the_missing_encoder_message_says_when_the_method_trains_an_encoder_the_features_cannot_read():
+    with pytest.raises(OrgasegError, match="method 'han-vae' trains a voxels-3d encoder, which cover-stride cannot read"):
+        resolve_stages("han-vae", features="cover-stride")
+
+
 def test_options_go_to_the_stage_that_declares_them():
     stages = resolve_stages("baseline", clusterer="minibatch-kmeans")
     assert split_options({"scales_nm": [10], "init_size": 9}, stages.features, stages.clusterer) == \

@@ -203,13 +203,15 @@ def resolve_stages(
     encoder = None
     device_name = "cpu"
     if feature_spec.needs is not None:
-        if model is None:
-            learned = [name for name, m in METHODS.items() if m.learns]
-            raise OrgasegError(f"{feature_spec.name} features need a trained encoder: pass {arg('model')}, a checkpoint of "
-                               f"{' / '.join(learned)} ('orgaseg train'); method {row.name!r} "
-                               + ("trains one" if row.learns else "has none"))
         from orgaseg.models.device import resolve_device
-        from orgaseg.models.encoder import load_encoder
+        from orgaseg.models.encoder import ENCODERS, load_encoder
+
+        if model is None:
+            fitting = [name for name, m in METHODS.items() if m.learns and ENCODERS[m.encoder].kind == feature_spec.needs]
+            own = ("has none" if not row.learns else "trains one" if row.name in fitting
+                   else f"trains a {ENCODERS[row.encoder].kind} encoder, which {feature_spec.name} cannot read")
+            raise OrgasegError(f"{feature_spec.name} features need a trained encoder: pass {arg('model')}, a checkpoint of "
+                               f"{' / '.join(fitting)} ('orgaseg train'); method {row.name!r} {own}")
 
         device_name = resolve_device(device).type
         encoder = load_encoder(model, device_name)
