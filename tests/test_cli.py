@@ -125,6 +125,17 @@ def test_console_script_exit_code_and_message(tmp_path):
     assert "absent.zarr" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_reader_that_stops_early_is_not_an_error():
+    # `orgaseg methods | head -1`: the command's print meets a closed pipe
+    script = ("import sys, orgaseg.cli as cli\n"
+              "def closed(*args):\n    raise BrokenPipeError(32, 'Broken pipe')\n"
+              "cli.cmd_methods = closed\nsys.exit(cli.main(['methods']))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert (result.returncode, result.stderr) == (0, "")
+    listing = subprocess.run([sys.executable, "-m", "orgaseg", "methods"], capture_output=True, text=True)
+    assert listing.returncode == 0 and "baseline" in listing.stdout
+
+
 def test_demo_writes_its_outputs(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "-o", str(out), "--shape", "24", "96", "96", "--quiet"]) == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 import warnings
@@ -662,6 +663,10 @@ def main(argv: list[str] | None = None) -> int:
         progress.close()
         print(f"orgaseg {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout stopped (`orgaseg methods | head`): what it read is what it asked
+        progress.close()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 0
     except Exception as err:  # an unexpected failure: say so plainly, traceback with --debug
         progress.close()
         if args.debug:
