@@ -254,6 +254,11 @@ def test_errors_name_the_problem():
         confusion_matrix(PRED_A, REF_A, mask=np.zeros_like(REF_A))
     with pytest.raises(OrgasegError, match="no voxel was counted"):
         evaluate(PRED_A, np.full_like(REF_A, 255))
+    # with a class map, 255 is a class; the message names the map, not the map's internal ignore value
+    with pytest.raises(OrgasegError, match=r"mask is empty or the reference holds no value the class map names "
+                                           r"\(.*255.*mitochondria") as raised:
+        evaluate(PRED_A, np.full_like(REF_A, 255), class_map="0=other,255=mitochondria", mask=np.zeros_like(REF_A))
+    assert "ignore values" not in str(raised.value)
     with pytest.raises(OrgasegError, match="negative"):
         confusion_matrix(PRED_A - 1, REF_A)
     with pytest.raises(OrgasegError, match="integer labels"):

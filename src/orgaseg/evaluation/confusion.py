@@ -135,11 +135,15 @@ class ConfusionAccumulator:
     def result(self) -> np.ndarray:
         """The ``(K, C)`` int64 confusion matrix; an error if nothing was counted."""
         if self.n_voxels == 0:
-            raise OrgasegError(
+            raise NothingCounted(
                 "no voxel was counted: the mask is empty or every reference voxel is ignored "
                 f"(ignore values {self.ignore.tolist()})"
             )
         return self._matrix.copy()
+
+
+class NothingCounted(OrgasegError):
+    """No voxel was left to count: an empty mask, or a reference of ignored values only."""
 
 
 def _shape(data: Any, name: str) -> tuple[int, ...]:

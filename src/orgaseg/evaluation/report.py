@@ -11,7 +11,7 @@ import numpy as np
 
 from orgaseg.errors import OrgasegError, arg
 from orgaseg.evaluation.classmap import ClassMap, MappedLabels, parse_class_map
-from orgaseg.evaluation.confusion import confusion_matrix
+from orgaseg.evaluation.confusion import NothingCounted, confusion_matrix
 from orgaseg.evaluation.matching import MODES
 from orgaseg.evaluation.metrics import METRICS, resolve_background, resolve_classes, scores_from_confusion
 from orgaseg.io.partial import atomic_path, refuse_existing
@@ -273,16 +273,23 @@ def evaluate(
         background = class_map.background if background is None else background
     elif ignore is None:
         ignore = (IGNORE_LABEL,)
-    confusion = confusion_matrix(
-        pred,
-        reference,
-        n_clusters=n_clusters,
-        n_classes=None if classes is None else len(classes),
-        mask=mask,
-        ignore=ignore,
-        block_shape=block_shape,
-        progress=progress,
-    )
+    try:
+        confusion = confusion_matrix(
+            pred,
+            reference,
+            n_clusters=n_clusters,
+            n_classes=None if classes is None else len(classes),
+            mask=mask,
+            ignore=ignore,
+            block_shape=block_shape,
+            progress=progress,
+        )
+    except NothingCounted:
+        if class_map is None:
+            raise
+        # the ignored value is the class map's internal one: say what the user can change
+        raise OrgasegError(f"no voxel was counted: the mask is empty or {name} holds no value the class map "
+                           f"names ({class_map})") from None
     if classes is None:
         _check_class_ids(confusion, name)
     _check_two_classes(confusion.shape[1], name, ignore, by_map=class_map is not None)
