@@ -405,7 +405,9 @@ def _warn_if_class_labels(volume: Volume) -> None:
     if command in ("segment", "name"):
         warnings.warn(OrgasegWarning(
             f"{volume.path} is the output of orgaseg {command}: its ids are clusters or classes, so each is "
-            "measured as one object; number the organelles first with 'orgaseg instances'"), stacklevel=3)
+            f"measured as one object, and id 0 ({'a cluster' if command == 'segment' else 'unassigned'}) is "
+            "taken for background and not measured; number the organelles first with 'orgaseg instances'"),
+            stacklevel=3)
 
 
 def _open(data, what: str, *, key=None, voxel_size=None, shape=None) -> tuple[Volume, VolumeSource]:
