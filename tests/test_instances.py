@@ -10,7 +10,7 @@ from skimage.measure import label
 from skimage.morphology import remove_small_objects
 
 from orgaseg.cli import main
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, OrgasegWarning
 from orgaseg.io import open_volume, write_labels
 from orgaseg.organelles import make_instances, read_label_names
 from orgaseg.organelles.cleanup import majority_filter
@@ -250,8 +250,6 @@ def test_written_volume_has_pyramid_classes_and_provenance(tmp_path):
     assert record["counts"] == {"mitochondria": 5, "granules": 5} and record["connectivity"] == 6
     tiff = make_instances(named, tmp_path / "inst.tif")
     np.testing.assert_array_equal(open_volume(tiff.path).read(), stored.read())
-    from orgaseg.errors import OrgasegWarning
-
     with pytest.warns(OrgasegWarning, match="already the output of orgaseg instances"):
         make_instances(result.path)  # instances of instances: each object would become a class
 
@@ -289,6 +287,10 @@ def test_classes_named_other_or_background_are_counted_only_when_asked(tmp_path)
                          label_names=["unassigned", "mitochondria", "Other"])
     assert make_instances(named).counts == {"mitochondria": 3}
     assert make_instances(named, classes=["Other"]).counts == {"Other": 4}
+    none = write_labels(tmp_path / "none.ome.zarr", np.where(labels == 2, 0, labels), voxel_size=(10, 5, 5),
+                        provenance={}, label_names=["unassigned", "mitochondria", "granules"])
+    with pytest.warns(OrgasegWarning, match="no instance of granules: no voxel of .*none.ome.zarr carries that class"):
+        assert make_instances(none).counts == {"mitochondria": 3, "granules": 0}
 
 
 def test_cli_instances(tmp_path, capsys):

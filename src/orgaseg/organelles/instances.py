@@ -544,10 +544,15 @@ def make_instances(
             plan = _plan(stage, cleanup, min_voxels, blocks, block_shape, executor, progress)
         stage.steps = plan.steps
         class_names = [names.get(int(v), str(int(v))) if names else str(int(v)) for v in plan.values]
-        counts: dict[str, int] = {}  # in the order of the class values
-        for value in np.unique(plan.values):
+        counts: dict[str, int] = {}  # in the order of the class values; a chosen class without voxels counts 0
+        for value in np.unique(np.concatenate([plan.values, selected.values or ()]).astype(np.int64)):
             name = names.get(int(value), str(int(value))) if names else str(int(value))
             counts[name] = int(np.count_nonzero(plan.values == value))
+        if empty := [name for name, count in counts.items() if not count]:
+            warnings.warn(OrgasegWarning(
+                f"no instance of {', '.join(empty)}: no voxel of {volume.path or 'the labels'} carries "
+                f"{'that class' if len(empty) == 1 else 'those classes'}"
+                f"{' after the clean-up' if cleanup.min_size_nm3 or cleanup.majority_nm else ''}"), stacklevel=2)
         record = make_provenance(
             command="instances", input=volume.path or "<array>", key=volume.key, voxel_size=volume.voxel_size,
             classes=[names.get(v, str(v)) if names else str(v) for v in selected.values] if selected.values else
