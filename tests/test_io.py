@@ -121,6 +121,45 @@ def test_folder_with_odd_slice_names_the_file(tmp_path):
         open_volume(tmp_path)
 
 
+def test_folder_mixing_1_bit_and_8_bit_pngs_reads_uint8_with_white_255(tmp_path):
+    mask = np.zeros((3, 6, 7), bool)
+    mask[:, 1:4, 2:5] = True
+    mask[1, 0, 0] = True
+    Image.fromarray(mask[0]).save(tmp_path / "00.png")
+    Image.fromarray(mask[1].astype(np.uint8) * 255).save(tmp_path / "01.png")
+    Image.fromarray(mask[2]).save(tmp_path / "02.png")
+    assert [Image.open(tmp_path / f"0{z}.png").mode for z in range(3)] == ["1", "L", "1"]
+    vol = open_volume(tmp_path, voxel_size=1)
+    data = vol.read()
+    assert vol.dtype == data.dtype == np.uint8
+    np.testing.assert_array_equal(data, np.where(mask, 255, 0))
+    np.testing.assert_array_equal(vol.read((slice(2, 3), slice(1, 3), slice(None))), data[2:3, 1:3])
+
+
+def test_folder_of_1_bit_pngs_stays_bool(tmp_path):
+    mask = np.eye(5, dtype=bool)
+    for z in range(2):
+        Image.fromarray(mask).save(tmp_path / f"{z}.png")
+    data = open_volume(tmp_path, voxel_size=1).read()
+    assert data.dtype == np.bool_
+    np.testing.assert_array_equal(data, [mask, mask])
+
+
+@pytest.mark.parametrize(
+    "dtypes, message",
+    [
+        ((np.uint8, np.uint16), r"1\.png: slice is 4 x 4 uint16, but 0\.png is 4 x 4 uint8; all slices must have"),
+        ((np.bool_, np.uint16), r"1\.png: slice is 4 x 4 uint16, but 0\.png is 4 x 4 bool; all slices must have"),
+        ((np.bool_, np.uint8, np.uint16), r"2\.png: slice is 4 x 4 uint16, but 0\.png is 4 x 4 bool"),
+    ],
+)
+def test_folder_mixing_other_dtypes_is_refused(tmp_path, dtypes, message):
+    for z, dtype in enumerate(dtypes):
+        Image.fromarray(np.zeros((4, 4), dtype)).save(tmp_path / f"{z}.png")
+    with pytest.raises(OrgasegError, match=message):
+        open_volume(tmp_path, voxel_size=1)
+
+
 def test_palette_png_with_grey_palette_gives_grey_values(tmp_path):
     grey = np.array([[0, 100], [200, 255]], dtype=np.uint8)
     image = Image.fromarray(grey).convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
@@ -584,6 +623,20 @@ def test_vnc_stack1_raw_folder():
     block = vol.read((slice(19, 20), slice(0, 64), slice(0, 64)))
     last = tifffile.imread(DATA / "vnc" / "stack1" / "raw" / "19.tif")
     np.testing.assert_array_equal(block[0], last[:64, :64])
+
+
+@pytest.mark.skipif(not (DATA / "vnc" / "stack1" / "mitochondria").is_dir(), reason="../shared/data/vnc not present")
+def test_vnc_mask_folders_mixing_1_bit_and_8_bit_pngs():
+    folder = DATA / "vnc" / "stack1" / "mitochondria"  # 01, 07 and 18 are 1-bit, the others 8-bit
+    vol = open_volume(folder, voxel_size=(50, 4.6, 4.6))
+    assert vol.shape == (20, 1024, 1024) and vol.dtype == np.uint8
+    block = vol.read((slice(0, 2), slice(None), slice(None)))
+    assert Image.open(folder / "01.png").mode == "1"
+    one_bit = np.asarray(Image.open(folder / "01.png"))
+    np.testing.assert_array_equal(block[1], np.where(one_bit, 255, 0))
+    np.testing.assert_array_equal(block[0], np.asarray(Image.open(folder / "00.png")))
+    assert open_volume(DATA / "vnc" / "stack1" / "synapses", voxel_size=(50, 4.6, 4.6)).dtype == np.uint8
+    assert open_volume(DATA / "vnc" / "stack1" / "membranes", voxel_size=(50, 4.6, 4.6)).dtype == np.bool_
 
 
 # --- pyramids and resumable writers ----------------------------------------------------

@@ -185,8 +185,49 @@ def test_points_in_nanometres():
         points_from_arrays([[40.0, 64.0, 18.0]], ["mito"], shape=(4, 8, 8), units="voxels")
 
 
+def test_points_saved_by_napari_are_read_as_z_y_x_with_their_name_feature(segmented, cell, tmp_path, capsys):
+    pytest.importorskip("napari")
+    import npe2
+    from napari.layers import Points
+
+    npe2.PluginManager.instance().discover()  # napari's own writers, as a viewer registers them
+    coords, names = clicks(cell.labels, 3, seed=0)  # the clicks of segmented / "points.csv"
+    layer = Points(coords.astype(float), features={"name": names, "confidence": np.linspace(0, 1, len(names))})
+    assert layer.save(str(tmp_path / "napari.csv"), plugin="napari") == [str(tmp_path / "napari.csv")]
+    assert (tmp_path / "napari.csv").read_text().splitlines()[0] == "index,axis-0,axis-1,axis-2,name,confidence"
+    shape = open_volume(segmented / "seg.ome.zarr").shape
+    saved, written = read_points(tmp_path / "napari.csv", shape=shape), read_points(segmented / "points.csv", shape=shape)
+    np.testing.assert_array_equal(saved.coords, written.coords)
+    np.testing.assert_array_equal(saved.labels, written.labels)
+    assert saved.names == written.names == CLASSES
+    assert main(["name", str(segmented / "seg.ome.zarr"), "--points", str(tmp_path / "napari.csv"),
+                 "-o", str(tmp_path / "named.ome.zarr"), "--quiet"]) == 0
+    record = json.loads((tmp_path / "named.ome.zarr.provenance.json").read_text())
+    assert record["naming"]["annotations"]["per_name"] == {n: 3 for n in CLASSES}
+    layer.features.drop(columns="name", inplace=True)
+    layer.save(str(tmp_path / "unnamed.csv"), plugin="napari")
+    with pytest.raises(OrgasegError, match=r"napari points without a 'name' column.*layer.features\['name'\]"):
+        read_points(tmp_path / "unnamed.csv", shape=shape)
+
+
+def test_points_in_napari_layout_written_by_hand(tmp_path):
+    (tmp_path / "clicks.csv").write_text('name,axis-2,axis-1,axis-0,index\nmito,3,2.4,1,0\n"er, rough",0,1,2.6,1\n')
+    annotations = read_points(tmp_path / "clicks.csv", shape=(4, 8, 8))
+    assert annotations.coords.tolist() == [[1, 2, 3], [3, 1, 0]]
+    assert annotations.names == ("mito", "er, rough") and annotations.labels.tolist() == [0, 1]
+    (tmp_path / "nm.csv").write_text("axis-0,axis-1,axis-2,name\n40,64,18,mito\n")
+    in_nm = read_points(tmp_path / "nm.csv", shape=(4, 8, 8), voxel_size=(20, 10, 10), units="nm")
+    assert in_nm.coords.tolist() == [[2, 6, 2]]
+
+
 @pytest.mark.parametrize("text, message", [
-    ("z,y,x,label\n1,2,3,mito\n", "unknown column(s) 'label'"),
+    ("z,y,x,label\n1,2,3,mito\n", "unknown column(s) 'label'; expected the header z,y,x,name (or napari's "
+                                  "index,axis-0,axis-1,axis-2,name)"),
+    ("z,y,x,name,name\n1,2,3,mito,er\n", "column(s) 'name' named twice"),
+    ("index,axis-0,axis-1,axis-2\n0,1,2,3\n", "napari points without a 'name' column"),
+    ("index,axis-0,axis-1,name\n0,2,3,mito\n", "napari points with the coordinate column(s) axis-0, axis-1;"),
+    ("axis-0,axis-1,axis-2,axis-3,name\n0,1,2,3,mito\n", "coordinate column(s) axis-0, axis-1, axis-2, axis-3;"),
+    ("index,axis-0,axis-1,axis-2,name\n0,1,two,3,mito\n", "line 2: axis-0, axis-1, axis-2 must be numbers"),
     ("z,y,name\n1,2,mito\n", "missing column(s) x"),
     ("z,y,x,name\n", "no annotations (only a header)"),
     ("", "empty file"),

@@ -580,7 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("name", parents=[common], help="name a segmentation's clusters from a few clicks or scribbles")
     p.add_argument("segmentation", metavar="SEG", help="output of 'orgaseg segment' (its provenance beside it)")
     given = p.add_mutually_exclusive_group(required=True)
-    given.add_argument("--points", metavar="POINTS.csv", help="clicked points, a CSV with the header z,y,x,name")
+    given.add_argument("--points", metavar="POINTS.csv",
+                       help="clicked points, a CSV with the header z,y,x,name or a napari points layer saved as CSV "
+                            "(axis-0,axis-1,axis-2 as z,y,x, and a name feature)")
     given.add_argument("--scribbles", metavar="LABELS",
                        help="sparse label volume of SEG's shape (0 = not annotated), names with --names")
     given.add_argument("--mapping", metavar="FROM.provenance.json",

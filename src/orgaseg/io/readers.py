@@ -11,7 +11,8 @@ FORMATS (how each format is recognised and where its voxel size comes from):
 - **2D image** (``.png``/``.jpg``/``.jpeg``): a volume with one slice; no voxel size.
 - **Folder of slices** (a directory of ``.tif``/``.tiff``/``.png``/``.jpg``
   files, sorted naturally: ``2.png`` before ``10.png``): read slice by
-  slice; all slices must share shape and dtype; no voxel size.
+  slice; all slices must share shape and dtype (1-bit slices among 8-bit
+  ones read as uint8 0/255); no voxel size.
 - **Zarr v2/v3** (a directory with ``.zarray``/``.zgroup``/``zarr.json``, or
   named ``*.zarr``): an array, or a group plus ``key``. Voxel size from
   array attributes (``transform``, ``pixelResolution``, ``resolution``).

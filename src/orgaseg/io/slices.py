@@ -32,6 +32,9 @@ _PIL_DTYPES = {
     "F": np.float32,
 }
 
+#: The dtypes of 1-bit and 8-bit slices, which may share a stack (read as uint8 0/255).
+_ONE_BIT_AND_8_BIT = {np.dtype(np.bool_), np.dtype(np.uint8)}
+
 
 def image_files(folder: Path) -> list[Path]:
     """The 2D image files of ``folder`` in natural order (hidden files skipped)."""
@@ -126,7 +129,11 @@ class SliceStack:
     files : sequence of Path
         The slices in z order. All must have the same shape and dtype, and a
         numbered sequence must have no gap (:func:`check_sequence`); both are
-        checked, from the headers only, when the stack is made.
+        checked, from the headers only, when the stack is made. One exception
+        to the dtype rule: 1-bit slices (bool) may sit among 8-bit ones, as
+        they do in some folders of binary masks; they are then read as uint8
+        with white as 255, the value Pillow gives white when it converts mode
+        ``"1"`` to ``"L"``. A stack of 1-bit slices only stays bool.
     """
 
     def __init__(self, files: Sequence[Path]) -> None:
@@ -134,15 +141,18 @@ class SliceStack:
             raise OrgasegError("a stack of slices needs at least one image file")
         self.files = [Path(f) for f in files]
         check_sequence(self.files)
-        (height, width), self.dtype = image_header(self.files[0])
+        (height, width), first = image_header(self.files[0])
+        self.dtype = first
         for path in self.files[1:]:
             shape, dtype = image_header(path)
-            if shape != (height, width) or dtype != self.dtype:
+            if shape != (height, width) or not (dtype == first or {dtype, first} == _ONE_BIT_AND_8_BIT):
                 raise OrgasegError(
                     f"{path}: slice is {shape[0]} x {shape[1]} {dtype}, but "
-                    f"{self.files[0].name} is {height} x {width} {self.dtype}; "
+                    f"{self.files[0].name} is {height} x {width} {first}; "
                     "all slices must have the same shape and dtype"
                 )
+            if dtype != first:  # one of them is 1-bit, the other 8-bit
+                self.dtype = np.dtype(np.uint8)
         self.shape = (len(self.files), height, width)
 
     ndim = 3
@@ -162,4 +172,6 @@ class SliceStack:
         data = read_image(path)
         if data.shape != self.shape[1:]:
             raise OrgasegError(f"{path}: slice changed shape to {data.shape} since it was opened")
+        if data.dtype == np.bool_ and self.dtype == np.uint8:
+            return np.where(data, np.uint8(255), np.uint8(0))  # a 1-bit slice among 8-bit ones
         return data.astype(self.dtype, copy=False)

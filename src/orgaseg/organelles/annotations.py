@@ -1,9 +1,11 @@
 """Annotations that name organelles: clicked points or scribbled labels, as voxel coordinates.
 
-Two inputs, one result. A points CSV holds one click per row, ``z,y,x,name``,
-in voxels or (``units="nm"``) in nanometres from the volume's corner. A
-scribble volume is a sparse label volume of the segmentation's shape: 0 is
-unannotated, every other value a class, named by a table ``value,name``.
+Two inputs, one result. A points CSV holds one click per row, ``z,y,x,name``
+or napari's layout (``index,axis-0,axis-1,axis-2`` and the layer's features,
+one of them ``name``), in voxels or (``units="nm"``) in nanometres from the
+volume's corner. A scribble volume is a sparse label volume of the
+segmentation's shape: 0 is unannotated, every other value a class, named by a
+table ``value,name``.
 Both become :class:`Annotations`: the annotated voxels' coordinates, the
 class names and which name each voxel carries.
 """
@@ -11,6 +13,7 @@ class names and which name each voxel carries.
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +26,17 @@ from orgaseg.pipeline.blocks import default_block_shape, make_blocks
 
 #: Columns of a points CSV.
 POINT_COLUMNS = ("z", "y", "x", "name")
+#: The z, y, x columns of a 3D points layer that napari saved as CSV
+#: (``index,axis-0,axis-1,axis-2``, then one column per feature of the layer).
+NAPARI_POINT_AXES = ("axis-0", "axis-1", "axis-2")
 #: Columns of a scribbles' names table.
 NAME_COLUMNS = ("value", "name")
 #: Coordinate units of a points CSV.
 UNITS = ("voxels", "nm")
 #: The name of clusters (and voxels) no annotation names.
 UNASSIGNED = "unassigned"
+
+_NAPARI_AXIS = re.compile(r"axis-\d+")
 
 
 @dataclass(frozen=True)
@@ -136,28 +144,50 @@ def read_points(
     voxel_size: Sequence[float] | None = None,
     units: str = "voxels",
 ) -> Annotations:
-    """Read a points CSV with the header ``z,y,x,name`` (any column order).
+    """Read a points CSV: the header ``z,y,x,name`` or napari's points layout.
 
     Parameters
     ----------
     path : str or Path
-        The CSV file.
+        The CSV file. Either exactly the columns ``z,y,x,name``, in any order,
+        or a points layer as napari saves it (File > Save Selected Layers...,
+        or ``layer.save("clicks.csv")`` in a running napari):
+        ``index,axis-0,axis-1,axis-2``, then one column per feature of the
+        layer. There ``axis-0, axis-1, axis-2`` are z, y, x, the name is the
+        ``name`` feature, and ``index`` and the other features are ignored.
+        napari writes the layer's data coordinates: voxels of the
+        segmentation when the points layer has its scale and no translation
+        (the New clicks layer of orgaseg's naming widget, or napari's new
+        points layer made with the segmentation layer selected).
     shape, voxel_size, units
         As :func:`points_from_arrays`.
 
     Returns
     -------
     Annotations
+
+    Raises
+    ------
+    OrgasegError
+        Other columns; napari points that are not 3D or have no ``name``
+        column; a coordinate that is not a number; and as
+        :func:`points_from_arrays`.
     """
     path = Path(path)
-    rows = _read_table(path, POINT_COLUMNS)
+    header, body = _read_csv(path, POINT_COLUMNS)
+    if any(_NAPARI_AXIS.fullmatch(column) for column in header):
+        _check_napari_header(path, header)
+        axes = NAPARI_POINT_AXES
+    else:
+        _check_header(path, header, POINT_COLUMNS, also=f" (or napari's index,{','.join(NAPARI_POINT_AXES)},name)")
+        axes = ("z", "y", "x")
     coords, names = [], []
-    for line, row in rows:
+    for line, row in _rows(path, header, body):
         try:
-            coords.append([float(row[c]) for c in "zyx"])
+            coords.append([float(row[c]) for c in axes])
         except ValueError:
-            raise OrgasegError(f"{path}, line {line}: z, y, x must be numbers, got "
-                               f"{', '.join(row[c] for c in 'zyx')}") from None
+            raise OrgasegError(f"{path}, line {line}: {', '.join(axes)} must be numbers, got "
+                               f"{', '.join(row[c] for c in axes)}") from None
         names.append(row["name"])
     return points_from_arrays(coords, names, shape=shape, voxel_size=voxel_size, units=units, source=str(path))
 
@@ -258,6 +288,16 @@ def values_at(volume: Volume, coords: np.ndarray, *, block_voxels: int = 16 * 10
 
 def _read_table(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
     """Rows of a CSV with exactly ``columns`` (any order), as ``(line number, {column: text})``."""
+    header, body = _read_csv(path, columns)
+    _check_header(path, header, columns)
+    return _rows(path, header, body)
+
+
+def _read_csv(path: Path, columns: tuple[str, ...]) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """The header of a CSV (stripped, lower case) and its non-blank rows with their line numbers.
+
+    ``columns``, the header expected, is named if the file is empty.
+    """
     if not path.is_file():
         raise OrgasegError(f"{path}: no such file")
     try:
@@ -270,12 +310,38 @@ def _read_table(path: Path, columns: tuple[str, ...]) -> list[tuple[int, dict[st
     if header is None:
         raise OrgasegError(f"{path}: empty file; expected the header {','.join(columns)}")
     header = [cell.strip().lower() for cell in header]
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:
+        raise OrgasegError(f"{path}: column(s) {', '.join(map(repr, twice))} named twice")
+    return header, body
+
+
+def _check_header(path: Path, header: list[str], columns: tuple[str, ...], also: str = "") -> None:
+    """Refuse a header that is not exactly ``columns`` (any order); ``also`` follows the header expected."""
     unknown = [c for c in header if c not in columns]
     missing = [c for c in columns if c not in header]
-    if unknown or missing or len(set(header)) != len(header):
+    if unknown or missing:
         said = (f"unknown column(s) {', '.join(map(repr, unknown))}" if unknown
-                else f"missing column(s) {', '.join(missing)}" if missing else "a column named twice")
-        raise OrgasegError(f"{path}: {said}; expected the header {','.join(columns)}")
+                else f"missing column(s) {', '.join(missing)}")
+        raise OrgasegError(f"{path}: {said}; expected the header {','.join(columns)}{also}")
+
+
+def _check_napari_header(path: Path, header: list[str]) -> None:
+    """Refuse a napari points CSV whose points are not 3D or that has no ``name`` column."""
+    axes = [c for c in header if _NAPARI_AXIS.fullmatch(c)]
+    if set(axes) != set(NAPARI_POINT_AXES):
+        raise OrgasegError(f"{path}: napari points with the coordinate column(s) {', '.join(axes)}; orgaseg reads "
+                           f"3D points, {', '.join(NAPARI_POINT_AXES)} as z, y, x: add the points layer over the "
+                           "3D segmentation")
+    if "name" not in header:
+        raise OrgasegError(f"{path}: napari points without a 'name' column, the organelle each point marks: give "
+                           "the points layer a 'name' feature and save it again (orgaseg's naming widget makes a "
+                           "clicks layer with it; for another layer, in napari's console: "
+                           "layer.features['name'] = ['mitochondria', ...], one name per point)")
+
+
+def _rows(path: Path, header: list[str], body: list[tuple[int, list[str]]]) -> list[tuple[int, dict[str, str]]]:
+    """``body`` as ``(line number, {column: text})``; refuses a row with another number of fields, or no row."""
     rows = []
     for line, row in body:
         if len(row) != len(header):

@@ -216,7 +216,8 @@ def name_clusters(
         A label volume written by :func:`orgaseg.segment` (its provenance is
         read beside it), or the :class:`~orgaseg.segmentation.Segmentation` it returned.
     points : str or Path, optional
-        CSV of clicks ``z,y,x,name`` (:func:`~orgaseg.organelles.annotations.read_points`).
+        CSV of clicks ``z,y,x,name`` or a napari points layer saved as CSV
+        (:func:`~orgaseg.organelles.annotations.read_points`).
     scribbles : str, Path, Volume or ndarray, optional
         Sparse label volume of the segmentation's shape, 0 = not annotated.
     names : str, Path or dict, optional
