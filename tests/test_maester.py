@@ -90,6 +90,32 @@ def test_cli_train_resume_segment_inspect(phantom, checkpoint, tmp_path, capsys)
     assert main(["segment", str(raw), "--method", "maester", "-o", str(tmp_path / "x.tif")] + common) == 2
 
 
+def test_inspect_colours_by_reference_classes_and_refuses_grey_levels_without_a_class_map(phantom, checkpoint,
+                                                                                          tmp_path, capsys):
+    item = phantom.evaluation[0]
+    raw, classes = tmp_path / "raw.npy", tmp_path / "classes.npy"
+    np.save(raw, item.raw.read())
+    np.save(classes, item.reference.read())
+    grey = tmp_path / "grey.npy"
+    np.save(grey, item.reference.read().astype(np.uint8) * 40 + 15)  # a label file storing grey levels
+    common = ["--voxel-size", "20", "20", "20", "--quiet", "-k", "3"]
+    assert main(["inspect", str(checkpoint), str(raw), "--reference", str(grey), "-o", str(tmp_path / "a")] + common) == 2
+    assert "are not class ids 0..C-1; give a class map" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()  # refused before the model ran or a figure was written
+    n = len(phantom.classes)
+    spec = ",".join(f"{40 * c + 15}={name}" for c, name in enumerate(phantom.classes))
+    figures = {}
+    for name, extra in (("ids", ["--reference", str(classes), "--classes", *phantom.classes]),
+                        ("map", ["--reference", str(grey), "--class-map", spec])):
+        assert main(["inspect", str(checkpoint), str(raw), "-o", str(tmp_path / name)] + extra + common) == 0
+        figures[name] = mpimg.imread(tmp_path / name / "embedding.png")
+    assert figures["ids"].shape[:2] == (500, 1100)  # two panels: clusters, reference classes
+    np.testing.assert_array_equal(figures["ids"], figures["map"])  # the class map gives the same classes
+    assert main(["inspect", str(checkpoint), str(raw), "--reference", str(classes), "--classes", *phantom.classes[:n - 1],
+                 "-o", str(tmp_path / "b")] + common) == 2
+    assert f"of the {n - 1} names given" in capsys.readouterr().err
+
+
 def _check_reconstructions(image: np.ndarray, ratios: tuple[float, ...]) -> None:
     """4 fields of view in rows; columns: the input, then per ratio the masked input and its reconstruction."""
     assert image.shape[:2] == (4 * 170, (1 + 2 * len(ratios)) * 160)

@@ -147,6 +147,19 @@ def cmd_train(args, progress) -> int:
     return 0
 
 
+def _class_map(args):
+    """The class map of --class-map or --dataset (None without either)."""
+    if args.dataset is None:
+        return args.class_map
+    from orgaseg.datasets import CLASS_MAPS
+
+    if args.class_map is not None:
+        raise OrgasegError("give --class-map or --dataset, not both")
+    if args.dataset not in CLASS_MAPS:
+        raise OrgasegError(f"no class map for dataset {args.dataset!r}; datasets with one: {', '.join(CLASS_MAPS)}")
+    return CLASS_MAPS[args.dataset]
+
+
 def cmd_evaluate(args, progress) -> int:
     from orgaseg.evaluation import evaluate
     from orgaseg.evaluation.classmap import reference_classes
@@ -154,15 +167,7 @@ def cmd_evaluate(args, progress) -> int:
     from orgaseg.io import VoxelSizeWarning, open_volume
     from orgaseg.viz import overlay_figure
 
-    class_map = args.class_map
-    if args.dataset is not None:
-        from orgaseg.datasets import CLASS_MAPS
-
-        if class_map is not None:
-            raise OrgasegError("give --class-map or --dataset, not both")
-        if args.dataset not in CLASS_MAPS:
-            raise OrgasegError(f"no class map for dataset {args.dataset!r}; datasets with one: {', '.join(CLASS_MAPS)}")
-        class_map = CLASS_MAPS[args.dataset]
+    class_map = _class_map(args)
     check_report_folder(args.output, overwrite=args.overwrite)  # before the long work
     with warnings.catch_warnings():
         # scores count voxels: the voxel size of label volumes plays no part
@@ -203,6 +208,7 @@ def cmd_inspect(args, progress) -> int:
     if reference is not None and reference.shape != volume.shape:
         raise OrgasegError(f"reference shape {reference.shape} differs from the volume's {volume.shape}")
     paths = inspect_model(args.checkpoint, volume, args.output, reference=reference, class_names=args.classes,
+                          class_map=_class_map(args),
                           k=args.k, seed=args.seed, device=args.device, overwrite=args.overwrite)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
@@ -411,6 +417,15 @@ def _methods() -> dict:
     return METHODS
 
 
+def _add_class_map_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--class-map", metavar="MAP",
+                   help="which reference values are which class: VALUE=NAME or LOW..HIGH=NAME items separated by "
+                        "commas (e.g. 255=intracellular,0..128=membrane,191=mitochondria,159=extracellular), or a "
+                        "JSON file {\"membrane\": [[0, 128]], ...}; values it does not name are left out")
+    p.add_argument("--dataset", metavar="NAME",
+                   help="use the class map of a dataset's label files as they ship: vnc or cdeep3m-mito")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="orgaseg",
@@ -492,12 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prediction", help="predicted cluster labels (ids 0..K-1)")
     p.add_argument("--reference", required=True,
                    help="reference labels: class ids 0..C-1, or any values with --class-map / --dataset")
-    p.add_argument("--class-map", metavar="MAP",
-                   help="which reference values are which class: VALUE=NAME or LOW..HIGH=NAME items separated by "
-                        "commas (e.g. 255=intracellular,0..128=membrane,191=mitochondria,159=extracellular), or a "
-                        "JSON file {\"membrane\": [[0, 128]], ...}; values it does not name are not scored")
-    p.add_argument("--dataset", metavar="NAME",
-                   help="use the class map of a dataset's label files as they ship: vnc or cdeep3m-mito")
+    _add_class_map_options(p)
     p.add_argument("--mask", help="only voxels where this volume is non-zero are scored")
     p.add_argument("--ignore", type=int, nargs="+", metavar="V",
                    help="reference values not scored (default 255; with a class map: the values it does not name)")
@@ -517,7 +527,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a trained checkpoint (orgaseg train)")
     p.add_argument("volume", help="volume to draw fields of view from")
     _add_volume_options(p)
-    p.add_argument("--reference", help="reference classes, to colour the embedding by")
+    p.add_argument("--reference", help="reference classes, to colour the embedding by: class ids 0..C-1, or any "
+                                       "values with --class-map / --dataset")
+    _add_class_map_options(p)
     p.add_argument("--classes", nargs="+", metavar="NAME", help="names of reference classes 0..C-1")
     p.add_argument("-k", type=int, default=6, help="clusters colouring the embedding (default 6)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled fields of view and masks (default 0)")

@@ -16,7 +16,8 @@ from typing import Sequence
 import numpy as np
 
 from orgaseg.cluster.kmeans import fit_kmeans
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, arg
+from orgaseg.evaluation.classmap import parse_class_map, reference_classes
 from orgaseg.io import compute_normalization
 from orgaseg.io.partial import refuse_existing
 from orgaseg.io.volume import Volume
@@ -35,6 +36,7 @@ def inspect_model(
     *,
     reference: Volume | None = None,
     class_names: Sequence[str] | None = None,
+    class_map=None,
     mask_ratios: Sequence[float] = (0.25, 0.5, 0.75),
     n_fovs: int = 4,
     n_tokens: int = 5_000,
@@ -57,6 +59,12 @@ def inspect_model(
         Class ids (IGNORE_LABEL not shown) to colour the embedding by.
     class_names : sequence of str, optional
         Names of the reference classes.
+    class_map : ClassMap, str, path or mapping, optional
+        Which reference values are which class, as for
+        :func:`orgaseg.evaluation.evaluate` (values it does not name are not
+        shown); the classes are then its names. Without it the reference
+        values must be class ids ``0 .. C-1`` (below ``len(class_names)``
+        when names are given).
     mask_ratios : sequence of float
         Masking ratios of the reconstruction figure.
     n_fovs : int
@@ -81,6 +89,11 @@ def inspect_model(
     from orgaseg.models.encoder import load_encoder
 
     output_dir = Path(output_dir)
+    if class_map is not None:
+        class_map = parse_class_map(class_map)
+        if class_names is not None:
+            raise OrgasegError(f"the class map names the classes: pass {arg('classes')} or {arg('class_map')}, not both")
+        class_names = class_map.classes
     if not 1 <= k <= n_tokens:
         raise OrgasegError(f"K = {k}: the embedding's k-means needs 1 <= K <= the {n_tokens} tokens it draws")
     refuse_existing(*(output_dir / name for name in FIGURES), overwrite=overwrite)  # before the model runs
@@ -88,11 +101,21 @@ def inspect_model(
     if not hasattr(encoder.model, "reconstruct"):
         raise OrgasegError(f"{checkpoint}: inspect draws masked reconstructions; its {encoder.name} encoder has none")
     model, fov, patch = encoder.model, encoder.fov, encoder.patch
-    output_dir.mkdir(parents=True, exist_ok=True)
     normalization = compute_normalization(volume, seed=seed)
     rng = np.random.default_rng(seed)
     n_needed = max(n_fovs, -(-n_tokens // model.n_tokens))
     fovs, corners = _fields_of_view(volume, normalization, fov, n_needed, rng)
+    grid = fov // patch
+    if reference is not None:  # every token's class, read and checked before the model runs
+        f, i, j = np.unravel_index(np.arange(len(fovs) * grid * grid), (len(fovs), grid, grid))
+        z, y0, x0 = corners[f].T
+        centres = patch * np.arange(grid) + patch // 2
+        values = np.array([reference.read((slice(a, a + 1), slice(b, b + 1), slice(c, c + 1))).item()
+                           for a, b, c in zip(z, y0 + centres[i], x0 + centres[j])])
+        token_classes = reference_classes(values, class_map=class_map)
+        if class_map is None:
+            _check_class_ids(token_classes, class_names, getattr(reference, "path", None) or "the reference")
+    output_dir.mkdir(parents=True, exist_ok=True)
     batch = torch.from_numpy(fovs)[:, None]
     generator = torch.Generator().manual_seed(seed)
     with torch.inference_mode():
@@ -100,21 +123,29 @@ def inspect_model(
         tokens = torch.cat([model.encode(batch[i : i + 64]) for i in range(0, len(batch), 64)]).float().numpy()
     paths = {"reconstructions": _plot_reconstructions(fovs[:n_fovs], recon, mask_ratios, output_dir / FIGURES[0])}
 
-    grid = tokens.shape[1]
     features = tokens.reshape(-1, tokens.shape[-1])
-    centres = patch * np.arange(grid) + patch // 2
     take = rng.choice(len(features), size=min(n_tokens, len(features)), replace=False)
     features = features[take]
     clusters = fit_kmeans(features, k, seed=seed).predict(features)
-    classes = None
-    if reference is not None:
-        f, i, j = np.unravel_index(take, (len(fovs), grid, grid))
-        z, y0, x0 = corners[f].T
-        classes = np.array([reference.read((slice(a, a + 1), slice(b, b + 1), slice(c, c + 1))).item()
-                            for a, b, c in zip(z, y0 + centres[i], x0 + centres[j])])
+    classes = None if reference is None else token_classes[take]
     paths["embedding"] = _plot_embedding(_embed_2d(features, seed), clusters, classes, class_names,
                                          output_dir / FIGURES[1])
     return paths
+
+
+def _check_class_ids(classes: np.ndarray, class_names: Sequence[str] | None, name: str) -> None:
+    """Refuse reference values that are not class ids: grey levels or a 0/255 mask need a class map."""
+    found = np.unique(classes[classes != IGNORE_LABEL])
+    if not found.size:
+        return
+    limit = len(class_names) if class_names is not None else int(found.max()) + 1
+    if found.max() < limit and (class_names is not None or found.size == limit):
+        return
+    shown = ", ".join(map(str, found[:8])) + (", ..." if found.size > 8 else "")
+    raise OrgasegError(f"{name}: the reference values at the drawn tokens ({shown}) are not class ids 0..C-1"
+                       f"{'' if class_names is None else f' of the {len(class_names)} names given'}; give a class map "
+                       f"as for evaluate ({arg('class_map')}: 255=intracellular,0..128=membrane,...), or a dataset's "
+                       "(--dataset vnc|cdeep3m-mito; orgaseg.datasets.CLASS_MAPS)")
 
 
 def _fields_of_view(volume: Volume, normalization, fov: int, n: int, rng: np.random.Generator):
