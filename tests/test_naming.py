@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -175,6 +176,19 @@ def test_scribbles_with_a_names_table(segmented, tmp_path):
         read_scribbles(as_volume(np.zeros(seg.shape, np.uint8)), shape=seg.shape)
     with pytest.raises(OrgasegError, match="differ from the segmentation's"):
         read_scribbles(as_volume(scribbles[:4]), shape=seg.shape)
+    # an ImageJ TIFF says its first axis is channels: scribbles are read as z, y, x on SEG's grid, without a
+    # warning that the file has no voxel size
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "imagej.tif", scribbles, imagej=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        from_imagej = name_clusters(segmented / "seg.ome.zarr", scribbles=tmp_path / "imagej.tif",
+                                    names=tmp_path / "names.csv")
+    np.testing.assert_array_equal(from_imagej.labels, result.labels)
+    tifffile.imwrite(tmp_path / "plane.tif", scribbles[2])
+    with pytest.raises(OrgasegError, match=r"scribbles are a 3D label volume of the segmentation's shape"):
+        name_clusters(segmented / "seg.ome.zarr", scribbles=tmp_path / "plane.tif", names=tmp_path / "names.csv")
 
 
 def test_points_in_nanometres():

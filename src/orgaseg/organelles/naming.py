@@ -440,7 +440,13 @@ def _read_annotations(points, scribbles, names, volume: Volume, units: str) -> A
     if isinstance(scribbles, (str, Path)):
         if not Path(scribbles).exists():
             raise OrgasegError(f"{scribbles}: no such scribble volume")
-        scribbles = open_volume(scribbles)
+        # on SEG's grid by definition: its voxel size, and three axes whatever a TIFF's metadata calls them
+        # (an ImageJ TIFF of a 3D array says channels)
+        try:
+            scribbles = open_volume(scribbles, axes="zyx", voxel_size=volume.voxel_size)
+        except OrgasegError as err:
+            raise OrgasegError(f"scribbles are a 3D label volume of the segmentation's shape {volume.shape} "
+                               f"(z, y, x), and this one cannot be read as such: {err}") from None
     elif not isinstance(scribbles, Volume):
         scribbles = as_volume(np.asarray(scribbles), voxel_size=volume.voxel_size)
     return read_scribbles(scribbles, shape=volume.shape, names=table)
