@@ -146,6 +146,7 @@ def test_demo_writes_its_outputs(tmp_path, capsys):
         assert (out / name).exists(), name
     report = json.loads((out / "report" / "report.json").read_text())
     assert report["merge"]["mean_dice"] > 0.4
+    assert f"mean Dice {report['merge']['mean_dice']:.3f} against the phantom's reference (" in printed
     assert main(["demo", "-o", str(out), "--shape", "24", "96", "96", "--quiet"]) == 2
 
 

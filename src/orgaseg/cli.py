@@ -7,6 +7,7 @@ problem; ``--debug`` shows the traceback), 1 on an unexpected failure.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -261,7 +262,11 @@ def cmd_demo(args, progress) -> int:
 
     started = time.time()
     paths = run_demo(args.output, shape=tuple(args.shape), overwrite=args.overwrite, progress=progress)
-    print(f"demo finished in {time.time() - started:.0f} s; outputs in {args.output}:")
+    merge = json.loads(Path(paths["report json"]).read_text())["merge"]
+    dice = ", ".join(f"{name} {scores['dice']:.2f}" if scores["dice"] is not None else f"{name} absent"
+                     for name, scores in merge["per_class"].items())
+    print(f"demo finished in {time.time() - started:.0f} s: mean Dice {merge['mean_dice']:.3f} against the phantom's "
+          f"reference ({dice}; merge mode, see report/report.md); outputs in {args.output}:")
     for name, path in paths.items():
         print(f"  {name:<14} {path}")
     return 0
