@@ -157,6 +157,15 @@ def test_features_that_need_an_encoder_say_so(small):
         orgaseg.segment(small.evaluation[0].raw, features="expand-stride")
 
 
+@pytest.mark.parametrize("method", ["baseline", "sccs"])
+def test_a_checkpoint_that_the_features_would_not_read_is_refused(method, tmp_path):
+    checkpoint = tmp_path / "encoder.pt"
+    checkpoint.write_bytes(b"not read")
+    with pytest.raises(OrgasegError, match="encoder.pt: filter-bank features read no encoder, so the checkpoint "
+                                           "would be ignored; pass features=NAME"):
+        resolve_stages(method, model=checkpoint)
+
+
 @pytest.mark.parametrize("features, methods", [("cover-stride", "maester / his4mae / sdae-recon"),
                                                ("voxel-latents", "han-vae"), ("voxel-latents-2d", "han-vae-2d")])
 def test_the_missing_encoder_message_names_only_the_methods_whose_encoder_fits(features, methods):

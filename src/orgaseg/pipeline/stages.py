@@ -228,6 +228,10 @@ def resolve_stages(
                           f"{'native' if pixel_size_nm is None else f'{pixel_size_nm:g} nm'} shows it other structures "
                           "than it learned", stacklevel=2)
     else:
+        if model is not None:  # it would be hashed into the provenance, yet read by nothing
+            raise OrgasegError(f"{model}: {feature_spec.name} features read no encoder, so the checkpoint would be "
+                               f"ignored; pass {arg('features')} with features that read it (cover-stride, "
+                               "voxel-latents, ...: see 'orgaseg methods'), or leave it out")
         pixel_size_nm = resolve_pixel_size(pixel_size, row.pixel_size_nm)
     return Stages(method=row, features=feature_spec, clusterer=clusterer_spec, feature_options=feature_options,
                   clusterer_options=clusterer_options, encoder=encoder, pixel_size_nm=pixel_size_nm,
