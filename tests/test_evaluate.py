@@ -530,3 +530,37 @@ def test_cli_refuses_an_existing_report_before_scoring(tmp_path, capsys, monkeyp
     monkeypatch.setattr(orgaseg.evaluation, "evaluate", must_not_run)
     assert main(["evaluate", str(pred), "--reference", str(labels), "--dataset", "vnc", "-o", str(out), "--quiet"]) == 2
     assert "report.json exists" in capsys.readouterr().err and (out / "report.json").read_text() == "{}"
+
+
+def test_a_named_volume_is_scored_by_its_names(tmp_path, capsys):
+    # ids: 0 unassigned, 1 mito, 2 other; by name, not by the best match
+    reference = np.array([[0, 0, 0, 0, 1, 1, 1, 1]])  # 0 other, 1 mito
+    named = np.array([[2, 2, 1, 0, 1, 1, 0, 2]])
+    report = evaluate(named, reference, classes=["other", "mito"], mode="names",
+                      label_names=["unassigned", "mito", "other"])
+    scores = report.to_dict()["names"]
+    # other: predicted at voxels 0, 1, 7; true at 0-3 -> tp 2, fp 1, fn 2; mito: predicted 2, 4, 5; true 4-7 -> 2, 1, 2
+    assert scores["per_class"]["other"]["dice"] == pytest.approx(4 / 7)
+    assert scores["per_class"]["mito"]["dice"] == pytest.approx(4 / 7)
+    assert scores["mapping"] == {"0": None, "1": "mito", "2": "other"}
+    assert "## by name (no matching)" in report.to_markdown()
+    with pytest.raises(OrgasegError, match="none of the prediction's names \\(a, b\\) is a reference class"):
+        evaluate(named[:, :4] % 2, reference[:, :4], classes=["other", "mito"], mode="names", label_names=["a", "b"])
+    with pytest.raises(OrgasegError, match="holds id 2, but only 2 names"):
+        evaluate(named, reference, classes=["other", "mito"], mode="names", label_names=["unassigned", "mito"])
+    with pytest.raises(OrgasegError, match="label_names go with mode='names'"):
+        evaluate(named, reference, classes=["other", "mito"], mode="names")
+    # from the command line: the names written with the labels
+    from orgaseg.io import write_labels
+
+    path = write_labels(tmp_path / "named.ome.zarr", named[None], voxel_size=(1, 1, 1), provenance={},
+                        label_names=["unassigned", "mito", "other"])
+    np.save(tmp_path / "ref.npy", reference[None])
+    assert main(["evaluate", str(path), "--reference", str(tmp_path / "ref.npy"), "--class-map", "0=other,1=mito",
+                 "--mode", "names", "-o", str(tmp_path / "r"), "--quiet"]) == 0
+    stored = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert stored["names"]["per_class"]["mito"]["dice"] == pytest.approx(4 / 7)
+    np.save(tmp_path / "plain.npy", named[None])
+    assert main(["evaluate", str(tmp_path / "plain.npy"), "--reference", str(tmp_path / "ref.npy"), "--class-map",
+                 "0=other,1=mito", "--mode", "names", "-o", str(tmp_path / "s"), "--quiet"]) == 2
+    assert "carries none (orgaseg name writes them)" in capsys.readouterr().err

@@ -176,8 +176,17 @@ def cmd_evaluate(args, progress) -> int:
         pred = open_volume(args.prediction, key=args.key)
         reference = open_volume(args.reference, key=args.reference_key)
         mask = open_volume(args.mask) if args.mask else None
+    label_names = None
+    if args.mode == "names":
+        from orgaseg.organelles import read_label_names
+
+        named = read_label_names(pred)
+        if named is None:
+            raise OrgasegError(f"{args.prediction}: --mode names scores a named volume by its names, and this one "
+                               "carries none (orgaseg name writes them)")
+        label_names = [named.get(value, "") for value in range(max(named) + 1)]
     report = evaluate(pred, reference, classes=args.classes, class_map=class_map, background=args.background,
-                      mask=mask, ignore=args.ignore, mode=args.mode, progress=progress)
+                      mask=mask, ignore=args.ignore, mode=args.mode, label_names=label_names, progress=progress)
     paths = report.save(args.output, overwrite=args.overwrite)
     if args.raw:
         with warnings.catch_warnings():
@@ -187,8 +196,9 @@ def cmd_evaluate(args, progress) -> int:
         region = (slice(z, z + 1), slice(None), slice(None))
         mapping = None
         results = report.to_dict()
-        if "merge" in results:
-            mapping = {int(c): name for c, name in results["merge"]["mapping"].items()}
+        shown = next((mode for mode in ("names", "merge") if mode in results), None)
+        if shown is not None:
+            mapping = {int(c): name for c, name in results[shown]["mapping"].items()}
         classes = reference_classes(reference.read(region)[0], class_map=class_map, ignore=args.ignore,
                                     mask=None if mask is None else mask.read(region)[0])
         paths["overlay"] = overlay_figure(raw.read(region)[0], pred.read(region)[0], classes,
@@ -519,8 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", nargs="+", metavar="NAME", help="names of reference classes 0..C-1")
     p.add_argument("--background", nargs="+", metavar="NAME",
                    help="non-organelle classes (default: the dataset's, else the first class)")
-    p.add_argument("--mode", choices=("merge", "strict", "both"), default="both",
-                   help="cluster-to-class matching to report (default both)")
+    p.add_argument("--mode", choices=("merge", "strict", "both", "names"), default="both",
+                   help="cluster-to-class matching to report (default both), or names: a named volume (orgaseg name) "
+                        "scored by its names, without matching")
     p.add_argument("--raw", help="the raw volume, for an overlay figure")
     p.add_argument("--key", help="dataset inside the prediction's container")
     p.add_argument("--reference-key", help="dataset inside the reference's container")

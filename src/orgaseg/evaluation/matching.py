@@ -16,6 +16,8 @@ predict a class.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
@@ -23,6 +25,8 @@ from orgaseg.errors import OrgasegError
 
 #: Matching modes; ``"both"`` is accepted where a function reports both.
 MODES = ("merge", "strict")
+#: Scoring a named volume by its names, without matching.
+BY_NAME = "names"
 
 #: Value in a mapping array for a cluster that predicts no class.
 UNMATCHED = -1
@@ -85,6 +89,35 @@ def match_clusters(confusion: np.ndarray, mode: str = "merge") -> np.ndarray:
     if mode == "merge":
         leftover = (mapping == UNMATCHED) & (confusion.sum(axis=1) > 0)
         mapping[leftover] = np.argmax(confusion[leftover], axis=1)
+    return mapping
+
+
+def match_by_name(label_names: Sequence[str], classes: Sequence[str], n_labels: int) -> np.ndarray:
+    """The class of each predicted id by its name: a named volume (``orgaseg name``) scored without matching.
+
+    Parameters
+    ----------
+    label_names : sequence of str
+        Name of each predicted id ``0 .. len - 1``.
+    classes : sequence of str
+        Names of the reference classes.
+    n_labels : int
+        Predicted ids counted (rows of the confusion matrix).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_labels,)`` int64: the class with the id's name, or :data:`UNMATCHED` (a name that is no class,
+        e.g. ``unassigned``: its voxels predict nothing).
+    """
+    if n_labels > len(label_names):
+        raise OrgasegError(f"the prediction holds id {n_labels - 1}, but only {len(label_names)} names "
+                           f"({', '.join(label_names)}); scoring by name needs a name for every id")
+    index = {name: c for c, name in enumerate(classes)}
+    mapping = np.array([index.get(name, UNMATCHED) for name in label_names[:n_labels]], dtype=np.int64)
+    if n_labels and (mapping == UNMATCHED).all():
+        raise OrgasegError(f"none of the prediction's names ({', '.join(label_names)}) is a reference class "
+                           f"({', '.join(classes)}); name the clusters with the reference's class names")
     return mapping
 
 

@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from orgaseg.errors import OrgasegError
-from orgaseg.evaluation.matching import MODES, UNMATCHED, class_confusion, match_clusters
+from orgaseg.evaluation.matching import BY_NAME, MODES, UNMATCHED, class_confusion, match_by_name, match_clusters
 
 METRICS = ("dice", "iou", "sensitivity", "precision")
 
@@ -70,8 +70,14 @@ def _ratio(numerator: int, denominator: int) -> float:
     return float(numerator / denominator) if denominator > 0 else 0.0
 
 
-def _mode_scores(confusion: np.ndarray, classes: list[str], background: list[str], mode: str) -> dict:
-    mapping = match_clusters(confusion, mode)
+def _mode_scores(confusion: np.ndarray, classes: list[str], background: list[str], mode: str,
+                 label_names: Sequence[str] | None = None) -> dict:
+    if mode == BY_NAME:
+        if label_names is None:
+            raise OrgasegError("scoring by name needs the prediction's label names (a named volume: orgaseg name)")
+        mapping = match_by_name(label_names, classes, confusion.shape[0])
+    else:
+        mapping = match_clusters(confusion, mode)
     merged = class_confusion(confusion, mapping)
     reference_total = confusion.sum(axis=0)
     predicted_total = merged.sum(axis=1)
@@ -107,8 +113,9 @@ def scores_from_confusion(
     *,
     background: str | int | Sequence[str | int] | None = None,
     mode: str = "merge",
+    label_names: Sequence[str] | None = None,
 ) -> dict:
-    """Score a confusion matrix under one matching mode (or both).
+    """Score a confusion matrix under one matching mode (or both), or by name.
 
     Parameters
     ----------
@@ -119,8 +126,12 @@ def scores_from_confusion(
     background : str, int or sequence of them, optional
         The non-organelle classes (names or ids), left out of
         ``mean_dice_organelles``. Default: the first class.
-    mode : {"merge", "strict", "both"}
-        Matching mode (see :func:`~orgaseg.evaluation.matching.match_clusters`).
+    mode : {"merge", "strict", "both", "names"}
+        Matching mode (see :func:`~orgaseg.evaluation.matching.match_clusters`), or ``names``: no
+        matching, each predicted id is the class of its name in ``label_names``
+        (:func:`~orgaseg.evaluation.matching.match_by_name`).
+    label_names : sequence of str, optional
+        Name of each predicted id, for ``mode="names"``.
 
     Returns
     -------
@@ -132,11 +143,11 @@ def scores_from_confusion(
         ``mean_dice_organelles`` is ``None`` when no organelle class has
         reference voxels. For ``both``: ``{"merge": {...}, "strict": {...}}``.
     """
-    if mode not in MODES + ("both",):
-        raise OrgasegError(f"unknown evaluation mode {mode!r}; choose merge, strict or both")
+    if mode not in MODES + ("both", BY_NAME):
+        raise OrgasegError(f"unknown evaluation mode {mode!r}; choose merge, strict, both or names")
     confusion = _check_confusion(confusion)
     names = resolve_classes(classes, confusion.shape[1])
     background_names = resolve_background(background, names)
     if mode == "both":
         return {m: _mode_scores(confusion, names, background_names, m) for m in MODES}
-    return _mode_scores(confusion, names, background_names, mode)
+    return _mode_scores(confusion, names, background_names, mode, label_names)

@@ -12,14 +12,14 @@ import numpy as np
 from orgaseg.errors import OrgasegError, arg
 from orgaseg.evaluation.classmap import ClassMap, MappedLabels, parse_class_map
 from orgaseg.evaluation.confusion import NothingCounted, confusion_matrix
-from orgaseg.evaluation.matching import MODES
+from orgaseg.evaluation.matching import BY_NAME, MODES
 from orgaseg.evaluation.metrics import METRICS, resolve_background, resolve_classes, scores_from_confusion
 from orgaseg.io.partial import atomic_path, refuse_existing
 from orgaseg.labels import IGNORE_LABEL
 from orgaseg.progress import ProgressCallback
 
-#: Report modes: one matching mode or both.
-REPORT_MODES = ("both",) + MODES
+#: Report modes: one matching mode, both, or a named volume scored by its names.
+REPORT_MODES = ("both",) + MODES + (BY_NAME,)
 
 #: The files :meth:`EvaluationReport.save` writes.
 REPORT_FILES = ("report.json", "report.md", "confusion.png")
@@ -30,7 +30,7 @@ _SHOWN_VALUES = 12
 
 def _check_mode(mode: str) -> tuple[str, ...]:
     if mode not in REPORT_MODES:
-        raise OrgasegError(f"unknown evaluation mode {mode!r}; choose merge, strict or both")
+        raise OrgasegError(f"unknown evaluation mode {mode!r}; choose merge, strict, both or names")
     return MODES if mode == "both" else (mode,)
 
 
@@ -80,11 +80,13 @@ class EvaluationReport:
         classes: Sequence[str] | None = None,
         background: str | int | Sequence[str | int] | None = None,
         mode: str = "both",
+        label_names: Sequence[str] | None = None,
     ) -> EvaluationReport:
-        """Score a confusion matrix, e.g. one a block runner accumulated."""
+        """Score a confusion matrix, e.g. one a block runner accumulated (``label_names``: for mode ``names``)."""
         modes = _check_mode(mode)
         # scores_from_confusion validates the matrix, the names and the background.
-        results = {m: scores_from_confusion(confusion, classes, background=background, mode=m) for m in modes}
+        results = {m: scores_from_confusion(confusion, classes, background=background, mode=m, label_names=label_names)
+                   for m in modes}
         confusion = np.asarray(confusion).astype(np.int64)
         names = resolve_classes(classes, confusion.shape[1])
         return cls(confusion, names, resolve_background(background, names), results)
@@ -136,7 +138,8 @@ class EvaluationReport:
         ]
         empty = {str(k) for k in self.empty_clusters}
         for mode, scores in self.results.items():
-            lines += ["", f"## {mode} matching", "", "| class | Dice | IoU | sensitivity | precision |"]
+            title = "by name (no matching)" if mode == BY_NAME else f"{mode} matching"
+            lines += ["", f"## {title}", "", "| class | Dice | IoU | sensitivity | precision |"]
             lines.append("|---|---:|---:|---:|---:|")
             for name, metrics in scores["per_class"].items():
                 lines.append(f"| {name} | " + " | ".join(_number(metrics[m]) for m in METRICS) + " |")
@@ -202,6 +205,7 @@ def evaluate(
     mask: Any | None = None,
     ignore: Iterable[int] | None = None,
     mode: str = "both",
+    label_names: Sequence[str] | None = None,
     n_clusters: int | None = None,
     block_shape: tuple[int, ...] | None = None,
     progress: ProgressCallback | None = None,
@@ -238,8 +242,14 @@ def evaluate(
         Reference values that are not scored. Default ``IGNORE_LABEL``
         without a class map; with one, every value it does not name (and
         ``ignore`` may not name a value the map names).
-    mode : {"both", "merge", "strict"}
-        Matching modes to report.
+    mode : {"both", "merge", "strict", "names"}
+        Matching modes to report, or ``names``: a named volume (``orgaseg
+        name``) scored by its names, each id counting as the class of its
+        name and ids whose name is no class (``unassigned``) predicting
+        nothing; the score of the naming itself, with no matching.
+    label_names : sequence of str, optional
+        The name of each predicted id, for ``mode="names"``
+        (:func:`orgaseg.organelles.read_label_names` reads a named volume's).
     n_clusters : int, optional
         K, when the prediction may not use every cluster id.
     block_shape : tuple of int, optional
@@ -260,6 +270,8 @@ def evaluate(
         values that the class map names.
     """
     _check_mode(mode)
+    if (mode == BY_NAME) != (label_names is not None):
+        raise OrgasegError("label_names go with mode='names' (a named volume scored by its names), and only with it")
     name = getattr(reference, "path", None) or "the reference"
     if class_map is not None:
         class_map = parse_class_map(class_map)
@@ -293,7 +305,8 @@ def evaluate(
     if classes is None:
         _check_class_ids(confusion, name)
     _check_two_classes(confusion.shape[1], name, ignore, by_map=class_map is not None)
-    return EvaluationReport.from_confusion(confusion, classes=classes, background=background, mode=mode)
+    return EvaluationReport.from_confusion(confusion, classes=classes, background=background, mode=mode,
+                                           label_names=label_names)
 
 
 def _check_two_classes(n_classes: int, name: str, ignore: Iterable[int], *, by_map: bool) -> None:
