@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from orgaseg.errors import OrgasegError
 from orgaseg.features.filterbank import FilterBank
@@ -66,3 +67,20 @@ def test_blockwise_features_with_halo_equal_whole_volume():
     for block in make_blocks(volume.shape, (5, 20, 17), bank.halo):
         part = bank(volume[block.read_region])[block.inner]
         np.testing.assert_allclose(part, whole[block.region], rtol=1e-4, atol=1e-5)
+
+
+def test_a_single_slice_is_filtered_in_its_plane_with_zero_z_derivatives():
+    # a 2D image (one slice) reflected along z is constant there: the slice of a three-fold copy, without the
+    # truncation error of second-derivative kernels along z, which do not sum to exactly zero
+    image = ndi.gaussian_filter(np.random.default_rng(0).random((48, 48)), 2).astype(np.float32)
+    bank = FilterBank(voxel_size=(1.0, 1.0, 1.0), scales_nm=(2.0, 4.0))
+    flat, stacked = bank(image[None])[0], bank(np.repeat(image[None], 3, axis=0))[1]
+    for i, name in enumerate(bank.names):
+        if name.split("@")[0] in ("gaussian", "gradient", "std"):
+            np.testing.assert_allclose(flat[..., i], stacked[..., i], atol=1e-5, err_msg=name)
+    for scale in (2.0, 4.0):
+        laplacian = sum(ndi.gaussian_filter(image, scale, order=order, mode="reflect") for order in ((2, 0), (0, 2)))
+        np.testing.assert_allclose(flat[..., bank.names.index(f"log@{scale:g}nm")], laplacian * scale ** 2, atol=1e-5)
+        # eigenvalues of a Hessian whose z row is 0: one of the three is 0 wherever the in-plane two are non-zero
+        eigen = flat[..., [bank.names.index(f"hessian{j}@{scale:g}nm") for j in range(3)]]
+        assert np.abs(eigen).min(axis=-1).max() < 1e-6

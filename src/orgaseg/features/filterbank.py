@@ -164,8 +164,15 @@ class FilterBank:
     def _features_at(self, block: np.ndarray, scale: float, sigma):
         axes = self._axes(sigma)
         spacing = np.asarray(self.voxel_size, dtype=np.float64)
+        # one slice (a 2D image, the whole volume): reflected along z it is constant there, so z smoothing is the
+        # identity and every z derivative 0; computing them costs kernels of up to hundreds of taps for nothing
+        flat = block.shape[0] == 1
+        if flat:
+            sigma = (0.0, sigma[1], sigma[2])
 
         def derivative(order: tuple[int, int, int]) -> np.ndarray:
+            if flat and order[0]:
+                return np.zeros_like(block)
             d = ndi.gaussian_filter(block, sigma, order=order, mode="reflect", truncate=TRUNCATE)
             # per nanometre, scale-normalised: (scale / spacing) per derivative order
             factor = np.prod([(scale / spacing[a]) ** order[a] for a in range(3)])
