@@ -282,7 +282,7 @@ def test_bad_inputs_give_clear_errors(tmp_path):
 
 
 def test_classes_named_other_or_background_are_counted_only_when_asked(tmp_path):
-    labels, drawn = balls(n=(3, 4))
+    labels, _ = balls(n=(3, 4))
     named = write_labels(tmp_path / "named.ome.zarr", labels, voxel_size=(10, 5, 5), provenance={},
                          label_names=["unassigned", "mitochondria", "Other"])
     assert make_instances(named).counts == {"mitochondria": 3}

@@ -235,8 +235,8 @@ def test_points_in_napari_layout_written_by_hand(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("z,y,x,label\n1,2,3,mito\n", "unknown column(s) 'label'; expected the header z,y,x,name (or napari's "
-                                  "index,axis-0,axis-1,axis-2,name)"),
+    ("z,y,x,label\n1,2,3,mito\n", ("unknown column(s) 'label'; expected the header z,y,x,name (or napari's "
+                                   "index,axis-0,axis-1,axis-2,name)")),
     ("z,y,x,name,name\n1,2,3,mito,er\n", "column(s) 'name' named twice"),
     ("index,axis-0,axis-1,axis-2\n0,1,2,3\n", "napari points without a 'name' column"),
     ("index,axis-0,axis-1,name\n0,2,3,mito\n", "napari points with the coordinate column(s) axis-0, axis-1;"),
