@@ -10,7 +10,7 @@ import pytest
 import zarr
 
 from orgaseg.cli import main
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, OrgasegWarning
 from orgaseg.evaluation import UNMATCHED, confusion_matrix, match_clusters
 from orgaseg.io import open_volume
 from orgaseg.io.volume import as_volume
@@ -197,6 +197,18 @@ def test_points_in_nanometres():
     assert annotations.coords.tolist() == [[2, 6, 2]]  # nearest voxel centres
     with pytest.raises(OrgasegError, match="outside the volume"):
         points_from_arrays([[40.0, 64.0, 18.0]], ["mito"], shape=(4, 8, 8), units="voxels")
+    with pytest.raises(OrgasegError, match="e.g. point 1 at z, y, x = 400, 64, 18 nm"):  # as given, in nm
+        points_from_arrays([[400.0, 64.0, 18.0]], ["mito"], shape=(4, 8, 8), voxel_size=(20, 10, 10), units="nm")
+    # voxel indices given as nm: every point crowds into the corner as many nm wide as the volume has voxels
+    voxels = [[3.0, 7.0, 2.0], [1.0, 5.0, 6.0]]
+    with pytest.warns(OrgasegWarning, match="are they voxel indices\\? then leave out units='nm'"):
+        in_corner = points_from_arrays(voxels, ["a", "b"], shape=(4, 8, 8), voxel_size=(20, 10, 10), units="nm")
+    assert in_corner.coords.tolist() == [[0, 1, 0], [0, 0, 1]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # points spread over the volume, or an axis of 1 nm voxels, say nothing
+        points_from_arrays([[3.0, 70.0, 2.0], [1.0, 5.0, 6.0]], ["a", "b"], shape=(4, 8, 8), voxel_size=(20, 10, 10),
+                           units="nm")
+        points_from_arrays(voxels, ["a", "b"], shape=(4, 8, 8), voxel_size=(1, 1, 1), units="nm")
 
 
 def test_points_saved_by_napari_are_read_as_z_y_x_with_their_name_feature(segmented, cell, tmp_path, capsys):

@@ -39,6 +39,7 @@ ARGUMENTS: dict[str, tuple[str, str]] = {
     "steps": ("steps=N", "--steps N"),
     "strict_chunks": ("strict_chunks=True", "--strict-chunks"),
     "threads_per_worker": ("threads_per_worker=N", "--threads-per-worker N"),
+    "units": ("units='nm'", "--units nm"),
     "voxel_size": ("voxel_size=(z, y, x)", "--voxel-size Z Y X"),
     "workers": ("workers=N", "--workers N"),
     "z_context": ("z_context=True", "--z-context"),

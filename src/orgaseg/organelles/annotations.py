@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import csv
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.io.volume import Volume
 from orgaseg.pipeline.blocks import default_block_shape, make_blocks
 
@@ -118,18 +119,26 @@ def points_from_arrays(
     blank = [i + 1 for i, n in enumerate(names) if not n]
     if blank:
         raise OrgasegError(f"{source}: point(s) {_few(blank)} have no name")
+    given = coords
+    shape = np.asarray(shape, dtype=np.int64)
     if units == "nm":
         if voxel_size is None:
             raise OrgasegError(f"{source}: points in nm need the volume's voxel size")
         coords = coords / np.asarray(voxel_size, dtype=np.float64)
+        # voxel indices read as nm crowd into the corner of the volume, within the voxel counts along every axis
+        coarse = np.asarray(voxel_size, dtype=np.float64) >= 2
+        if coarse.any() and np.all((given[:, coarse] >= 0) & (given[:, coarse] < shape[coarse])):
+            warnings.warn(OrgasegWarning(
+                f"{source}: every point, read in nm, lies in the volume's first "
+                f"{' x '.join(map(str, shape.tolist()))} nm, a corner as many nm wide as the volume has voxels: "
+                f"are they voxel indices? then leave out {arg('units')}"), stacklevel=2)
     voxels = np.rint(coords).astype(np.int64)
-    shape = np.asarray(shape, dtype=np.int64)
     outside = np.flatnonzero(np.any((voxels < 0) | (voxels >= shape), axis=1))
     if outside.size:
         first = outside[0]
         where = " x ".join(map(str, shape.tolist()))
         raise OrgasegError(f"{source}: {outside.size} point(s) lie outside the volume ({where} voxels), e.g. point "
-                           f"{first + 1} at z, y, x = {', '.join(f'{v:g}' for v in coords[first])} {units}"
+                           f"{first + 1} at z, y, x = {', '.join(f'{v:g}' for v in given[first])} {units}"
                            + ("" if units == "nm" else "; are they in nanometres? then say units='nm' (--units nm)"))
     order = list(dict.fromkeys(names))
     index = {name: i for i, name in enumerate(order)}
