@@ -365,8 +365,8 @@ class _Meter:
         self.done = already
         self.voxels = 0
         self.started = time.perf_counter()
-        if already:
-            report(progress, description, already, total)
+        # at the start too: a bar drawn only when the first block ends shows a pass of one block as instantaneous
+        report(progress, description, already, total)
 
     def step(self, voxels: int) -> None:
         self.done += 1
