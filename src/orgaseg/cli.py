@@ -378,6 +378,16 @@ def _stage_options(args) -> dict | None:
     return options or None
 
 
+def _default_sample_sizes() -> str:
+    """Each clusterer's default sample, from the table: clusterers that share one are listed together."""
+    from orgaseg.cluster import CLUSTERERS
+
+    by_size: dict[int, list[str]] = {}
+    for name, spec in CLUSTERERS.items():
+        by_size.setdefault(spec.default_sample_size, []).append(name)
+    return ", ".join(f"{' / '.join(names)} {size}" for size, names in by_size.items())
+
+
 def _add_stage_options(parser: argparse.ArgumentParser) -> None:
     """Stage choices, read from the tables: shared by segment and benchmark."""
     from orgaseg.cluster import CLUSTERERS
@@ -472,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where encoders run")
     p.add_argument("--seed", type=int, default=0, help="seed of sampling and clustering (default 0)")
     p.add_argument("--sample-size", type=int,
-                   help="voxels sampled to fit the clusterer (default: k-means 200000, minibatch-kmeans 2000000; "
+                   help=f"voxels sampled to fit the clusterer (default: {_default_sample_sizes()}; "
                         "his4mae and sdae-recon: a thousandth of the voxels, 20000 to 1000000)")
     p.add_argument("--block-shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="block shape in voxels")
     _add_executor_options(p)
