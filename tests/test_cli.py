@@ -192,6 +192,6 @@ def test_every_option_has_help_text_and_stage_choices_come_from_the_tables(capsy
     text = " ".join(capsys.readouterr().out.split())
     for name in (*METHODS, *FEATURES, *CLUSTERERS):
         assert name in text
-    sample = text.split("--sample-size SAMPLE_SIZE", 1)[1].split("--block-shape", 1)[0]
+    sample = text.rsplit("--sample-size SAMPLE_SIZE", 1)[1].split("--block-shape", 1)[0]  # the help, not the usage
     for name, spec in CLUSTERERS.items():  # each clusterer's default sample, read from its table entry
         assert name in sample and str(spec.default_sample_size) in sample
