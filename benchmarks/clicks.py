@@ -287,6 +287,13 @@ def to_markdown(record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_results(output: Path, record: dict, markdown: str) -> None:
+    """``results.json`` and ``results.md`` into the folder ``output``, and the markdown on stdout."""
+    (output / "results.json").write_text(json.dumps(record, indent=2) + "\n")
+    (output / "results.md").write_text(markdown)
+    print(markdown)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, choices=sorted(SPLITS))
@@ -315,9 +322,7 @@ def main() -> None:
     output.mkdir(parents=True, exist_ok=True)
     record = run(args)
     record["summary"] = summarise(record)
-    (output / "results.json").write_text(json.dumps(record, indent=2) + "\n")
-    (output / "results.md").write_text(to_markdown(record))
-    print(to_markdown(record))
+    write_results(output, record, to_markdown(record))
 
 
 if __name__ == "__main__":

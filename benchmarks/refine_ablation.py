@@ -28,7 +28,6 @@ Usage: OMP_NUM_THREADS=1 python benchmarks/refine_ablation.py --dataset vnc -o b
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -46,7 +45,7 @@ from orgaseg.environment import environment_record
 from orgaseg.features.context import SliceNeighbours, SuperpixelContext, parse_context
 from orgaseg.organelles.refine import estimate_priors, make_network
 
-from clicks import SPLITS
+from clicks import SPLITS, write_results
 
 K = 8
 UNANNOTATED = 20_000
@@ -213,9 +212,7 @@ def main() -> None:
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     record = run(args)
-    (output / "results.json").write_text(json.dumps(record, indent=2) + "\n")
-    (output / "results.md").write_text(to_markdown(record))
-    print(to_markdown(record))
+    write_results(output, record, to_markdown(record))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ Usage: OMP_NUM_THREADS=1 python benchmarks/refine_speed.py --dataset cdeep3m-mit
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from orgaseg.organelles import name_clusters, points_from_arrays
 from orgaseg.organelles.refine import label_with_classifier, rebuild_segmentation
 from orgaseg.pipeline.runner import ArraySink
 
-from clicks import draw_clicks
+from clicks import draw_clicks, write_results
 
 #: The stack each dataset is labelled on: (evaluation item, its input path under the data root).
 STACKS = {"cdeep3m-mito": (1, "cdeep3m-mito/validation/images"), "vnc": (0, "vnc/stack1/raw")}
@@ -124,9 +123,7 @@ def main() -> None:
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     record = run(args)
-    (output / "results.json").write_text(json.dumps(record, indent=2) + "\n")
-    (output / "results.md").write_text(to_markdown(record))
-    print(to_markdown(record))
+    write_results(output, record, to_markdown(record))
 
 
 if __name__ == "__main__":
