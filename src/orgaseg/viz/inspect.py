@@ -105,13 +105,8 @@ def inspect_model(
     rng = np.random.default_rng(seed)
     n_needed = max(n_fovs, -(-n_tokens // model.n_tokens))
     fovs, corners = _fields_of_view(volume, normalization, fov, n_needed, rng)
-    grid = fov // patch
     if reference is not None:  # every token's class, read and checked before the model runs
-        f, i, j = np.unravel_index(np.arange(len(fovs) * grid * grid), (len(fovs), grid, grid))
-        z, y0, x0 = corners[f].T
-        centres = patch * np.arange(grid) + patch // 2
-        values = np.array([reference.read((slice(a, a + 1), slice(b, b + 1), slice(c, c + 1))).item()
-                           for a, b, c in zip(z, y0 + centres[i], x0 + centres[j])])
+        values = np.stack([_token_values(reference, corner, fov, patch) for corner in corners]).ravel()
         token_classes = reference_classes(values, class_map=class_map)
         if class_map is None:
             _check_class_ids(token_classes, class_names, getattr(reference, "path", None) or "the reference")
@@ -131,6 +126,16 @@ def inspect_model(
     paths["embedding"] = _plot_embedding(_embed_2d(features, seed), clusters, classes, class_names,
                                          output_dir / FIGURES[1])
     return paths
+
+
+def _token_values(reference: Volume, corner, fov: int, patch: int) -> np.ndarray:
+    """The reference value at each token centre of the field of view at ``corner``, ``(fov // patch,) * 2``: one read
+    per field of view (a centre beyond the volume's edge, where the field of view was padded, takes the edge's)."""
+    z, y0, x0 = (int(c) for c in corner)
+    window = reference.read((slice(z, z + 1), slice(y0, min(y0 + fov, reference.shape[1])),
+                             slice(x0, min(x0 + fov, reference.shape[2]))))[0]
+    centres = patch * np.arange(fov // patch) + patch // 2
+    return window[np.ix_(np.minimum(centres, window.shape[0] - 1), np.minimum(centres, window.shape[1] - 1))]
 
 
 def _check_class_ids(classes: np.ndarray, class_names: Sequence[str] | None, name: str) -> None:
