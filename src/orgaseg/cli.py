@@ -452,6 +452,8 @@ def _add_class_map_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from orgaseg.evaluation.matching import EVALUATION_MODES
+
     parser = _Parser(
         prog="orgaseg",
         description="Label-free organelle segmentation of volume EM: self-supervised features + clustering.",
@@ -539,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", nargs="+", metavar="NAME", help="names of reference classes 0..C-1")
     p.add_argument("--background", nargs="+", metavar="NAME",
                    help="non-organelle classes (default: the dataset's, else the first class)")
-    p.add_argument("--mode", choices=("merge", "strict", "both", "names"), default="both",
+    p.add_argument("--mode", choices=EVALUATION_MODES, default="both",
                    help="cluster-to-class matching to report (default both), or names: a named volume (orgaseg name) "
                         "scored by its names, without matching")
     p.add_argument("--raw", help="the raw volume, for an overlay figure")

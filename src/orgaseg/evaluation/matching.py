@@ -27,6 +27,8 @@ from orgaseg.errors import OrgasegError
 MODES = ("merge", "strict")
 #: Scoring a named volume by its names, without matching.
 BY_NAME = "names"
+#: What an evaluation may report: one matching mode, both, or the names.
+EVALUATION_MODES = ("both",) + MODES + (BY_NAME,)
 
 #: Value in a mapping array for a cluster that predicts no class.
 UNMATCHED = -1

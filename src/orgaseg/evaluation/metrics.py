@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from orgaseg.errors import OrgasegError
-from orgaseg.evaluation.matching import BY_NAME, MODES, UNMATCHED, class_confusion, match_by_name, match_clusters
+from orgaseg.evaluation.matching import BY_NAME, EVALUATION_MODES, MODES, UNMATCHED, class_confusion, match_by_name, match_clusters
 
 METRICS = ("dice", "iou", "sensitivity", "precision")
 
@@ -143,8 +143,8 @@ def scores_from_confusion(
         ``mean_dice_organelles`` is ``None`` when no organelle class has
         reference voxels. For ``both``: ``{"merge": {...}, "strict": {...}}``.
     """
-    if mode not in MODES + ("both", BY_NAME):
-        raise OrgasegError(f"unknown evaluation mode {mode!r}; choose merge, strict, both or names")
+    if mode not in EVALUATION_MODES:
+        raise OrgasegError(f"unknown evaluation mode {mode!r}; choose one of {', '.join(EVALUATION_MODES)}")
     confusion = _check_confusion(confusion)
     names = resolve_classes(classes, confusion.shape[1])
     background_names = resolve_background(background, names)

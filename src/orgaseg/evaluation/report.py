@@ -12,14 +12,12 @@ import numpy as np
 from orgaseg.errors import OrgasegError, arg
 from orgaseg.evaluation.classmap import ClassMap, MappedLabels, parse_class_map
 from orgaseg.evaluation.confusion import NothingCounted, confusion_matrix
-from orgaseg.evaluation.matching import BY_NAME, MODES
+from orgaseg.evaluation.matching import BY_NAME, EVALUATION_MODES, MODES
 from orgaseg.evaluation.metrics import METRICS, resolve_background, resolve_classes, scores_from_confusion
 from orgaseg.io.partial import atomic_path, refuse_existing
 from orgaseg.labels import IGNORE_LABEL
 from orgaseg.progress import ProgressCallback
 
-#: Report modes: one matching mode, both, or a named volume scored by its names.
-REPORT_MODES = ("both",) + MODES + (BY_NAME,)
 
 #: The files :meth:`EvaluationReport.save` writes.
 REPORT_FILES = ("report.json", "report.md", "confusion.png")
@@ -29,8 +27,8 @@ _SHOWN_VALUES = 12
 
 
 def _check_mode(mode: str) -> tuple[str, ...]:
-    if mode not in REPORT_MODES:
-        raise OrgasegError(f"unknown evaluation mode {mode!r}; choose merge, strict, both or names")
+    if mode not in EVALUATION_MODES:
+        raise OrgasegError(f"unknown evaluation mode {mode!r}; choose one of {', '.join(EVALUATION_MODES)}")
     return MODES if mode == "both" else (mode,)
 
 
