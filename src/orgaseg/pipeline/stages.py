@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 from orgaseg.cluster import ClustererSpec, get_clusterer
 from orgaseg.errors import OrgasegError, arg
-from orgaseg.features import FeatureSpec, get_features
+from orgaseg.features import FEATURES, FeatureSpec, get_features
 from orgaseg.methods.table import METHODS, Method, get_method
 from orgaseg.options import check_option_value
 from orgaseg.pipeline.resample import WorkingGrid
@@ -229,9 +229,10 @@ def resolve_stages(
                           "than it learned", stacklevel=2)
     else:
         if model is not None:  # it would be hashed into the provenance, yet read by nothing
+            reading = ", ".join(name for name, spec in FEATURES.items() if spec.needs is not None)
             raise OrgasegError(f"{model}: {feature_spec.name} features read no encoder, so the checkpoint would be "
-                               f"ignored; pass {arg('features')} with features that read it (cover-stride, "
-                               "voxel-latents, ...: see 'orgaseg methods'), or leave it out")
+                               f"ignored; pass {arg('features')} with features that read one ({reading}), or leave "
+                               "it out")
         pixel_size_nm = resolve_pixel_size(pixel_size, row.pixel_size_nm)
     return Stages(method=row, features=feature_spec, clusterer=clusterer_spec, feature_options=feature_options,
                   clusterer_options=clusterer_options, encoder=encoder, pixel_size_nm=pixel_size_nm,
