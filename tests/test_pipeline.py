@@ -153,3 +153,65 @@ def test_segment_refuses_bad_arguments_before_any_work(arguments, message, tmp_p
     with pytest.raises(OrgasegError, match=message):
         segment(np.random.default_rng(0).random((2, 16, 16)), **arguments)
     assert list(tmp_path.iterdir()) == []  # nothing written, no partial output left
+
+
+class CountingExtractor:
+    """An extractor that records the windows (origin, shape) it featurises."""
+
+    def __init__(self, inner):
+        self.inner, self.windows = inner, []
+        self.halo, self.n_features = inner.halo, inner.n_features
+
+    def __call__(self, block, *, origin=(0, 0, 0)):
+        self.windows.append((tuple(origin), block.shape))
+        return self.inner(block, origin=origin)
+
+    def config(self):
+        return self.inner.config()
+
+
+@pytest.mark.parametrize("pixel_size, threads", [(None, 0), (20.0, 0), (20.0, 2)])
+def test_a_volume_whose_features_fit_is_featurised_once(textured, monkeypatch, pixel_size, threads):
+    from orgaseg.pipeline import runner
+    from orgaseg.pipeline.executors import SerialExecutor, ThreadExecutor
+    from orgaseg.pipeline.resample import WorkingGrid
+
+    grid = None if pixel_size is None else WorkingGrid.for_pixel_size(textured.shape, textured.voxel_size, pixel_size)
+    bank = FilterBank(voxel_size=textured.voxel_size if grid is None else grid.working_voxel_size,
+                      scales_nm=(10.0, 20.0))
+    labels, windows = [], []
+    for budget in (runner.FEATURE_CACHE_BYTES, 0):
+        monkeypatch.setattr(runner, "FEATURE_CACHE_BYTES", budget)
+        counting, sink = CountingExtractor(bank), ArraySink(textured.shape, np.uint8)
+        job = _job(textured, counting, grid)
+        cluster_volume(job, KMEANS, [sink], ks=[3], sample_size=5000, block_shape=(2, 24, 48),
+                       executor=ThreadExecutor(threads) if threads else SerialExecutor())
+        labels.append(sink.array)
+        windows.append(counting.windows)
+        assert job.cache is None  # freed after the run
+    np.testing.assert_array_equal(labels[0], labels[1])
+    assert len(set(windows[0])) == len(windows[0]) == len(set(windows[1]))  # every window featurised once
+    # without the cache, each of the 6 blocks is featurised in both passes (blocks with the same window too)
+    assert len(windows[1]) == 2 * 6
+
+
+def test_feature_cache_keeps_what_fits_read_only_and_stays_in_its_process():
+    import dataclasses
+    import pickle
+
+    from orgaseg.pipeline.tasks import FeatureCache, reusing_features
+
+    cache = FeatureCache(max_bytes=100)
+    small, large = np.zeros(10, np.float32), np.zeros(100, np.float32)  # 40 and 400 bytes
+    assert cache.get("a", lambda: small) is small and not small.flags.writeable
+    assert cache.get("a", lambda: pytest.fail("computed again")) is small and cache.hits == 1
+    assert cache.get("b", lambda: large) is large and large.flags.writeable  # over the budget: not kept
+    assert cache.used == 40
+    arrived = pickle.loads(pickle.dumps(cache))
+    assert arrived.used == 0 and arrived.max_bytes == 0  # a worker keeps nothing
+    job = _job(Volume(np.zeros((2, 8, 8), np.uint8), voxel_size=(1.0, 1.0, 1.0)),
+               FilterBank(voxel_size=(1.0, 1.0, 1.0), scales_nm=(1.0,)))
+    with reusing_features([job], 1000):
+        assert job.cache is not None
+        assert dataclasses.replace(job, extractor=job.extractor).cache is None  # other features: no stale entries
+    assert job.cache is None

@@ -298,3 +298,28 @@ def test_a_logistic_refine_on_a_working_grid_labels_like_the_interpolated_featur
     # the network is not affine in the features: it reads the interpolated features themselves
     network = name_clusters(tmp_path / "seg.ome.zarr", annotations=annotations, refine=True, classifier="mlp")
     assert not network.classifier.affine_scores
+
+
+def test_the_labelling_pass_reuses_the_training_passs_features(merged, monkeypatch):
+    import contextlib
+
+    from orgaseg.organelles import naming
+
+    folder, cell, _ = merged
+    annotations = points_from_arrays(*clicks(cell.labels, 10), shape=SHAPE)
+    caches = []
+    reusing = naming.reusing_features
+
+    @contextlib.contextmanager
+    def recording(jobs, max_bytes):
+        with reusing(jobs, max_bytes) as made:
+            caches.extend(made)
+            yield made
+
+    monkeypatch.setattr(naming, "reusing_features", recording)
+    reused = name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True)
+    assert caches[0].hits > 0 and caches[0].used > 0
+    monkeypatch.setattr(naming, "FEATURE_CACHE_BYTES", 0)
+    computed = name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True)
+    assert caches[1].hits == 0
+    np.testing.assert_array_equal(reused.labels, computed.labels)

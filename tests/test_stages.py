@@ -274,6 +274,10 @@ def test_long_runs_are_priced_up_front_with_a_faster_strategy(checkpoints, caplo
         estimate = cost.estimate_cost(stages, job)
     assert estimate["forward_passes"] == 2 * 2 * 25 * 16 and estimate["seconds_per_pass"] > 0  # two passes
     assert "about 1,600 encoder forward passes" in caplog.text
+    # features kept between the passes are not computed again: all of them, or half
+    feature_bytes = 4 * job.extractor.n_features * volume.size
+    assert cost.estimate_cost(stages, job, reuse_bytes=feature_bytes)["forward_passes"] == 2 * 25 * 16
+    assert cost.estimate_cost(stages, job, reuse_bytes=feature_bytes // 2)["forward_passes"] == 3 * 25 * 16
     monkeypatch.setattr(cost, "LONG_S", 0.0)  # as if the volume were large
     with caplog.at_level("WARNING", logger="orgaseg.pipeline.cost"):
         estimate = cost.estimate_cost(stages, job)

@@ -29,9 +29,14 @@ from orgaseg.io.partial import write_atomic
 from orgaseg.io.volume import Volume
 from orgaseg.methods.table import get_method
 from orgaseg.pipeline.blocks import Region
-from orgaseg.pipeline.runner import Tee, fit_clusterers, label_volume
+from orgaseg.pipeline.runner import (
+    FEATURE_CACHE_BYTES,
+    Tee,
+    fit_clusterers,
+    label_volume,
+)
 from orgaseg.pipeline.stages import resolve_stages
-from orgaseg.pipeline.tasks import VolumeSource
+from orgaseg.pipeline.tasks import VolumeSource, reusing_features
 from orgaseg.progress import ProgressCallback
 from orgaseg.viz import overlay_figure, plot_confusion
 
@@ -163,18 +168,19 @@ def run_benchmark(
     n_voxels = sum(item.raw.size for item in items)
     if sample_size is None:
         sample_size = stages.sample_size(n_voxels)
-    clusterers = fit_clusterers(jobs, stages.clusterer, ks, options=stages.clusterer_options,
-                                sample_size=sample_size, seed=seed, progress=progress)
-    fitted_s = time.perf_counter() - started
     n_classes = len(data.classes)
     confusions = [ConfusionAccumulator(n_clusters=k, n_classes=n_classes) for k in ks]
     overlays = {}
-    for item, job in zip(items, jobs):
-        z = item.raw.shape[0] // 2
-        slices = [SliceSink(item.raw.shape, z) for _ in ks]
-        sinks = [Tee(s, ConfusionSink(item.reference, c)) for s, c in zip(slices, confusions)]
-        label_volume(job, clusterers, sinks, progress=progress)
-        overlays[item.name] = (z, slices)
+    with reusing_features(jobs, FEATURE_CACHE_BYTES):  # the labelling reads the sampling pass's features
+        clusterers = fit_clusterers(jobs, stages.clusterer, ks, options=stages.clusterer_options,
+                                    sample_size=sample_size, seed=seed, progress=progress)
+        fitted_s = time.perf_counter() - started
+        for item, job in zip(items, jobs):
+            z = item.raw.shape[0] // 2
+            slices = [SliceSink(item.raw.shape, z) for _ in ks]
+            sinks = [Tee(s, ConfusionSink(item.reference, c)) for s, c in zip(slices, confusions)]
+            label_volume(job, clusterers, sinks, progress=progress)
+            overlays[item.name] = (z, slices)
     wall = time.perf_counter() - started
 
     results = {}

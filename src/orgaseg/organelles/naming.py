@@ -53,7 +53,8 @@ from orgaseg.organelles.refine import (
     train_classifier,
 )
 from orgaseg.pipeline.blocks import aligned_chunks, default_block_shape, make_blocks
-from orgaseg.pipeline.runner import ArraySink
+from orgaseg.pipeline.runner import FEATURE_CACHE_BYTES, ArraySink
+from orgaseg.pipeline.tasks import reusing_features
 from orgaseg.progress import ProgressCallback, report
 
 #: Voxels relabelled at a time when naming without refining.
@@ -334,12 +335,15 @@ def name_clusters(
         sink = create_label_writer(output, volume.shape, n_labels, voxel_size=volume.voxel_size, overwrite=overwrite,
                                    chunks=aligned_chunks(block_shape, LABEL_CHUNKS), label_names=naming.names)
     try:
-        if refine and mapping is None:
-            fitted_classifier, described["trained_on"] = _train(segmentation_job, annotations, clusters, volume,
-                                                                n_labels, kind=classifier, prior=prior, seed=seed,
-                                                                progress=progress)
-        if fitted_classifier is not None:
-            label_with_classifier(segmentation_job, fitted_classifier, sink, executor=executor, progress=progress)
+        if segmentation_job is not None:  # a classifier is trained here (the clicks) or reused (a mapping)
+            training = fitted_classifier is None
+            # the training pass's features are kept for the labelling pass (blocks holding clicks are not featurised twice)
+            with reusing_features([segmentation_job.job], FEATURE_CACHE_BYTES if training else 0):
+                if training:
+                    fitted_classifier, described["trained_on"] = _train(
+                        segmentation_job, annotations, clusters, volume, n_labels, kind=classifier, prior=prior,
+                        seed=seed, progress=progress)
+                label_with_classifier(segmentation_job, fitted_classifier, sink, executor=executor, progress=progress)
         else:
             relabel(volume, naming.cluster_ids, sink, block_shape=block_shape, progress=progress)
         classifier_state = None

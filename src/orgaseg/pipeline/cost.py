@@ -3,8 +3,9 @@
 A learned encoder's forward pass is the expensive part of segmentation
 (DESIGN.md, "Performance principles"). Before the first block, the runner
 counts the passes the dense-feature strategy needs over the whole volume
-(each voxel's features are computed twice: once for the clusterer's sample,
-once for its labels), times one batch of the encoder on this machine, and
+(each voxel's features are computed for the clusterer's sample and again for
+its labels, except those the run keeps in memory between the two passes),
+times one batch of the encoder on this machine, and
 reports the expected time; when it is long, it says what expand-stride
 would cost instead.
 """
@@ -45,7 +46,7 @@ def seconds_per_pass(extractor) -> float:
     return elapsed / len(batch)
 
 
-def estimate_cost(stages, job) -> dict | None:
+def estimate_cost(stages, job, *, reuse_bytes: int = 0) -> dict | None:
     """The forward passes and expected seconds of segmenting ``job``'s volume, logged; None without an encoder.
 
     Parameters
@@ -54,6 +55,10 @@ def estimate_cost(stages, job) -> dict | None:
         The run's stages (to price expand-stride as the alternative).
     job : BlockJob
         The volume's block job.
+    reuse_bytes : int
+        Bytes of features the run keeps from its sampling pass for its
+        labelling pass (:data:`orgaseg.pipeline.runner.FEATURE_CACHE_BYTES`;
+        0 when the labelling pass computes every block again).
 
     Returns
     -------
@@ -62,14 +67,15 @@ def estimate_cost(stages, job) -> dict | None:
         the run is long and not already expand-stride, ``expand_stride_passes``.
     """
     shape = job.grid.shape if job.grid is not None else job.source.volume.shape
-    passes = forward_passes(job.extractor, shape)
-    if passes is None:
+    once = forward_passes(job.extractor, shape)
+    if once is None:
         return None
-    passes *= 2  # the sampling pass and the labelling pass each compute the features
+    kept = min(1.0, reuse_bytes / (4 * job.extractor.n_features * int(np.prod(shape))))
+    passes = once + round(once * (1 - kept))  # the labelling pass computes again what was not kept
     per_pass = seconds_per_pass(job.extractor)
     cost = {"forward_passes": passes, "seconds_per_pass": round(per_pass, 6), "expected_s": round(passes * per_pass, 1)}
     message = (f"{stages.features.name} features: about {passes:,} encoder forward passes over "
-               f"{int(np.prod(shape)):,} voxels (sampling, then labelling); at {1 / per_pass:,.0f} per second "
+               f"{int(np.prod(shape)):,} voxels (sampling, then labelling{_reuse(kept)}); at {1 / per_pass:,.0f} per second "
                f"measured here, about {_duration(cost['expected_s'])}")
     if cost["expected_s"] > LONG_S and stages.features.name != "expand-stride" and stages.encoder is not None:
         from orgaseg.features import FEATURES
@@ -77,7 +83,7 @@ def estimate_cost(stages, job) -> dict | None:
         voxel_size = job.grid.working_voxel_size if job.grid is not None else job.source.volume.voxel_size
         planes = {k: v for k, v in stages.feature_options.items() if k == "planes"}  # priced on the same planes
         faster = FEATURES["expand-stride"].build(stages.encoder, voxel_size, planes, stages.device)
-        cost["expand_stride_passes"] = 2 * forward_passes(faster, shape)
+        cost["expand_stride_passes"] = round(passes / once * forward_passes(faster, shape))
         message += (f"; expand-stride (--features expand-stride) needs about {cost['expand_stride_passes']:,} "
                     f"(about {_duration(cost['expand_stride_passes'] * per_pass)})")
     if cost["expected_s"] > LONG_S:
@@ -86,6 +92,12 @@ def estimate_cost(stages, job) -> dict | None:
     else:
         logger.info(message)
     return cost
+
+
+def _reuse(kept: float) -> str:
+    if kept >= 1:
+        return ", which reuses the features kept in memory"
+    return f", which reuses the {kept:.0%} of the features kept in memory" if kept >= 0.01 else ""
 
 
 def _duration(seconds: float) -> str:

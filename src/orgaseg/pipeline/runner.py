@@ -10,13 +10,19 @@ ids mean the same in each). Pieces reach the clusterer in a fixed order
 whatever executor computed them, so a run is reproducible. The second pass
 computes every block's features again, labels them with each fitted
 clusterer and hands the labels to one sink per clusterer (a label writer, an
-in-memory array, a confusion-matrix accumulator). No whole-volume feature
-array ever exists. Both passes run their blocks on an executor
+in-memory array, a confusion-matrix accumulator). Beyond the cache below, no
+whole-volume feature array ever exists. Both passes run their blocks on an executor
 (:mod:`orgaseg.pipeline.executors`: serial, threads or dask), which only
 changes where a block is computed; sinks are fed in this process as blocks
 finish. With a :class:`~orgaseg.pipeline.resume.RunState`, a run stores its
 clusterer, marks each finished block and skips blocks an earlier run of the
 same settings finished.
+
+The second pass need not compute every block's features again: up to
+``FEATURE_CACHE_BYTES`` of the first pass's features are kept in memory
+(:func:`~orgaseg.pipeline.tasks.reusing_features`) and read back, so a volume
+whose features fit there (the demo, a crop) is featurised once. Blocks beyond
+that budget, and blocks computed on dask workers, are computed again.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from orgaseg.pipeline.blocks import Block, Region, default_block_shape, make_blo
 from orgaseg.pipeline.executors import Executor, SerialExecutor
 from orgaseg.pipeline.resume import RunState
 from orgaseg.pipeline.tasks import (
-    BlockJob, Normalizer, block_halo, label_block, sample_block, sample_whole_block,
+    BlockJob, Normalizer, block_halo, label_block, reusing_features, sample_block, sample_whole_block,
 )
 from orgaseg.progress import ProgressCallback, report
 from orgaseg.threads import one_thread
@@ -46,6 +52,9 @@ __all__ = [
 
 #: Bytes of float32 features one default block holds (features live one block at a time).
 FEATURE_BYTES = 512 * 1024**2
+
+#: Bytes of features a run keeps from its sampling pass for its labelling pass (see the module's docstring).
+FEATURE_CACHE_BYTES = 2 * FEATURE_BYTES
 
 #: Sampled voxels a clusterer needs per cluster: fewer cannot place K centres meaningfully
 #: (``-k 100000`` on a 200,000-voxel sample is a typo, not a segmentation).
@@ -340,15 +349,16 @@ def cluster_volume(
     try:
         if clusterers is None and state is not None:
             clusterers = state.load_models(spec)
-        if clusterers is None:
+        with reusing_features([job], FEATURE_CACHE_BYTES if clusterers is None else 0):
+            if clusterers is None:
+                started = time.perf_counter()
+                clusterers = _fit([job], spec, ks, options, sample_size, seed, block_shape, executor, progress)
+                stats["sampling_s"] = round(time.perf_counter() - started, 3)
+                if state is not None:
+                    state.save_models(clusterers)
             started = time.perf_counter()
-            clusterers = _fit([job], spec, ks, options, sample_size, seed, block_shape, executor, progress)
-            stats["sampling_s"] = round(time.perf_counter() - started, 3)
-            if state is not None:
-                state.save_models(clusterers)
-        started = time.perf_counter()
-        _label(job, clusterers, sinks, block_shape, executor, state, progress)
-        stats["labelling_s"] = round(time.perf_counter() - started, 3)
+            _label(job, clusterers, sinks, block_shape, executor, state, progress)
+            stats["labelling_s"] = round(time.perf_counter() - started, 3)
     finally:
         executor.forget()  # the job (with its encoder) was sent once for both passes
     stats["blocks"] = len(plan_blocks(job, block_shape))

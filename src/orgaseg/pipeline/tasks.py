@@ -15,10 +15,13 @@ arguments that reopen it, because the open file handles behind a volume
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
-from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -80,6 +83,70 @@ class VolumeSource:
         return dict(self.__dict__)
 
 
+class FeatureCache:
+    """Feature arrays kept between the passes of one run, up to ``max_bytes``.
+
+    A run computes each block's features in its sampling (or training) pass and
+    again in its labelling pass; on a volume whose features fit in memory the
+    second computation can be skipped. Entries are keyed by the window the
+    features were computed from and live on one :class:`BlockJob`, whose
+    normalisation and extractor are fixed, so an entry is never stale. Arrays
+    beyond the budget are not kept (they are computed again). Stored arrays are
+    read-only: a consumer that changed one in place would change the next pass.
+    A cache does not travel to other processes: a pickled cache arrives empty
+    and keeps nothing (each dask worker would otherwise hold its own copy).
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = int(max_bytes)
+        self.used = 0
+        self.hits = 0
+        self._entries: dict = {}
+        self._running: dict = {}  # keys being computed, with the event their threads set when done
+        self._lock = threading.Lock()
+
+    def get(self, key, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """The array stored under ``key``, or ``compute()`` (kept when it fits the budget).
+
+        A key being computed in another thread (blocks whose halos make the
+        same window) is waited for rather than computed twice.
+        """
+        if self.max_bytes <= 0:
+            return compute()
+        with self._lock:
+            found = self._lookup(key)
+            if found is not None:
+                return found
+            running = self._running.get(key)
+            if running is None:
+                self._running[key] = threading.Event()
+        if running is not None:
+            running.wait()
+            with self._lock:
+                found = self._lookup(key)
+            return found if found is not None else compute()  # it did not fit (or failed): compute it here
+        try:
+            value = compute()
+            with self._lock:
+                if self.used + value.nbytes <= self.max_bytes:
+                    value.flags.writeable = False
+                    self._entries[key] = value
+                    self.used += value.nbytes
+            return value
+        finally:
+            with self._lock:
+                self._running.pop(key).set()
+
+    def _lookup(self, key) -> np.ndarray | None:
+        found = self._entries.get(key)
+        if found is not None:
+            self.hits += 1
+        return found
+
+    def __reduce__(self):
+        return FeatureCache, (0,)
+
+
 @dataclass
 class BlockJob:
     """What every block of one run shares; sent to each worker once.
@@ -97,6 +164,10 @@ class BlockJob:
     features_out : object, optional
         A writer with ``write(region, features)`` (``--save-features``), used
         by :func:`label_block`.
+    cache : FeatureCache or None
+        Set by :func:`reusing_features` for the passes of one run (not an
+        argument: a job made from this one with :func:`dataclasses.replace`,
+        e.g. with other features, starts without it).
     """
 
     source: VolumeSource
@@ -104,23 +175,30 @@ class BlockJob:
     extractor: FeatureExtractor
     grid: WorkingGrid | None = None
     features_out: Any = None
+    cache: FeatureCache | None = field(default=None, init=False, repr=False, compare=False)
 
     def features(self, block: Block) -> np.ndarray:
         """Features of the voxels ``block`` owns ``(z, y, x, F)``, computed with their context."""
         # strategies whose sampling grid is anchored to the volume (cover-and-stride) need the block's position
         if self.grid is None:
-            raw = self.normalization.apply(self._read(block, block.read_region))
-            features = self.extractor(raw, origin=tuple(r.start for r in block.read_region))
-            return features[block.inner]
+            def compute() -> np.ndarray:
+                raw = self.normalization.apply(self._read(block, block.read_region))
+                return self.extractor(raw, origin=tuple(r.start for r in block.read_region))
+
+            return self._extract("input", block.read_region, compute)[block.inner]
         features, start = self.working_features(block)
         return self.grid.to_input(features, start, block.region)
 
     def working_features(self, block: Block) -> tuple[np.ndarray, tuple[int, int, int]]:
         """With a working grid: the features of the working voxels ``block`` needs, and the first one's index."""
         working = self.grid.working_region(block.region, self.extractor.halo)
-        raw = self.grid.read_working(lambda window: self._read(block, window).astype(np.float32), working)
         start = tuple(r.start for r in working)
-        return self.extractor(self.normalization.apply(raw), origin=start), start
+
+        def compute() -> np.ndarray:
+            raw = self.grid.read_working(lambda window: self._read(block, window).astype(np.float32), working)
+            return self.extractor(self.normalization.apply(raw), origin=start)
+
+        return self._extract("working", working, compute), start
 
     def working_block(self, block: Block) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float], tuple | None]:
         """Features and normalised intensities of the working voxels nearest to ``block``'s input voxels.
@@ -137,9 +215,15 @@ class BlockJob:
                        for s, h, n in zip(owned, self.extractor.halo, self.grid.shape))
         raw = self.normalization.apply(
             self.grid.read_working(lambda w: self._read(block, w).astype(np.float32), window))
-        features = self.extractor(raw, origin=tuple(w.start for w in window))
+        features = self._extract("working", window, lambda: self.extractor(raw, origin=tuple(w.start for w in window)))
         crop = tuple(slice(o.start - w.start, o.stop - w.start) for o, w in zip(owned, window))
         return features[crop], raw[crop], tuple(self.grid.working_voxel_size), indices
+
+    def _extract(self, grid: str, window: Region, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """``compute()``, the extractor's features of ``window`` on ``grid``, through the run's cache if any."""
+        if self.cache is None:
+            return compute()
+        return self.cache.get((grid, tuple((r.start, r.stop) for r in window)), compute)
 
     def raw(self, block: Block) -> np.ndarray:
         """Normalised intensities of the voxels ``block`` owns (for clusterers that read them)."""
@@ -154,6 +238,19 @@ class BlockJob:
                 f"cannot read block {block.index} ({describe_region(region)}, with halo) of "
                 f"{volume.path or 'the input'}: {type(err).__name__}: {err}"
             ) from None
+
+
+@contextmanager
+def reusing_features(jobs: Sequence[BlockJob], max_bytes: int) -> Iterator[list[FeatureCache]]:
+    """Keep up to ``max_bytes`` of features (split evenly over ``jobs``) for the passes run inside, then free them."""
+    caches = [FeatureCache(max_bytes // max(1, len(jobs))) for _ in jobs]
+    for job, cache in zip(jobs, caches):
+        job.cache = cache
+    try:
+        yield caches
+    finally:
+        for job in jobs:
+            job.cache = None
 
 
 @dataclass
