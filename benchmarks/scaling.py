@@ -1,9 +1,12 @@
-"""Scaling: segment 1x, 2x, 4x, 8x volumes; wall time should grow linearly, peak memory stay flat.
+"""Scaling: segment 1x to 32x volumes; wall time should grow linearly, peak memory stay bounded.
+
+Peak memory grows while the features a run keeps between its passes fit their
+budget (``FEATURE_CACHE_BYTES``, reached between 16x and 32x), then stays flat.
 
 The volumes are tiles of the real vnc data (ssTEM, 50 x 4.6 x 4.6 nm): eight
 distinct 8 x 512 x 512 crops (four quadrants of slices 0-7 of stack1 and of
-stack2), stacked along z, the Nx volume holding the first N of them, written
-as chunked Zarr. Every run is ``orgaseg segment`` with the baseline filter
+stack2), stacked along z, the Nx volume holding the first N of them (cycling
+through the eight beyond 8x), written as chunked Zarr. Every run is ``orgaseg segment`` with the baseline filter
 bank (no trained model needed), K = 6 and the same block shape, in its own
 process under ``/usr/bin/time -v``, which reports its peak resident memory.
 
@@ -33,7 +36,7 @@ DATA = Path(os.environ.get("ORGASEG_DATA_ROOT", ROOT.parent / "shared" / "data")
 VOXEL_SIZE = ("50", "4.6", "4.6")
 TILE = (8, 512, 512)
 BLOCK = ("8", "512", "512")
-SIZES = (1, 2, 4, 8)
+SIZES = (1, 2, 4, 8, 16, 32)
 
 
 def tiles() -> list[np.ndarray]:
@@ -59,7 +62,7 @@ def prepare(work: Path, sizes=SIZES) -> dict[int, Path]:
     crops = tiles()
     work.mkdir(parents=True, exist_ok=True)
     for n, path in paths.items():
-        data = np.concatenate(crops[:n], axis=0)
+        data = np.concatenate([crops[i % len(crops)] for i in range(n)], axis=0)
         array = zarr.create_array(str(path), shape=data.shape, chunks=TILE, dtype=data.dtype, zarr_format=2,
                                   overwrite=True)
         array[:] = data

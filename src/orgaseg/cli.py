@@ -385,7 +385,7 @@ def _default_sample_sizes() -> str:
     by_size: dict[int, list[str]] = {}
     for name, spec in CLUSTERERS.items():
         by_size.setdefault(spec.default_sample_size, []).append(name)
-    return ", ".join(f"{' / '.join(names)} {size}" for size, names in by_size.items())
+    return ", ".join(f"{' / '.join(names)} {size:,}" for size, names in by_size.items())
 
 
 def _add_stage_options(parser: argparse.ArgumentParser) -> None:
@@ -485,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of sampling and clustering (default 0)")
     p.add_argument("--sample-size", type=int,
                    help=f"voxels sampled to fit the clusterer (default: {_default_sample_sizes()}; "
-                        "his4mae and sdae-recon: a thousandth of the voxels, 20000 to 1000000)")
+                        "his4mae and sdae-recon: a thousandth of the voxels, 20,000 to 1,000,000)")
     p.add_argument("--block-shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="block shape in voxels")
     _add_executor_options(p)
     p.add_argument("--save-features", metavar="PATH.zarr", help="also write every voxel's features (float16 Zarr)")
