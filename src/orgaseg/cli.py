@@ -80,6 +80,22 @@ def cmd_info(args, progress) -> int:
     return 0
 
 
+def cmd_crop(args, progress) -> int:
+    from orgaseg.io import open_volume
+    from orgaseg.io.crop import crop_volume, output_format, parse_region
+
+    output_format(args.output)  # an unknown suffix is refused before the source is opened
+    volume = open_volume(args.path, key=args.key, voxel_size=_voxel_size(args.voxel_size), level=args.level,
+                         axes=args.axes, channel=args.channel, strict_chunks=args.strict_chunks)
+    region = parse_region(args.region, volume.shape)
+    path = crop_volume(volume, region, args.output, overwrite=args.overwrite, progress=progress)
+    shape = " x ".join(str(r.stop - r.start) for r in region)
+    print(f"wrote {path}: {shape} voxels from {volume.path}, region "
+          + " ".join(f"{r.start}:{r.stop}" for r in region)
+          + f" (z y x), voxel size {' x '.join(f'{v:g}' for v in volume.voxel_size)} nm")
+    return 0
+
+
 def cmd_segment(args, progress) -> int:
     from orgaseg.pipeline.executors import make_executor
     from orgaseg.segmentation import segment
@@ -424,7 +440,7 @@ def _add_executor_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_volume_options(parser: argparse.ArgumentParser) -> None:
-    """How to read the input volume: shared by info, segment and inspect."""
+    """How to read the input volume: shared by info, crop, segment and inspect."""
     parser.add_argument("--key", help="dataset inside a container (HDF5, zarr group, N5)")
     parser.add_argument("--level", type=int, default=0, help="OME-Zarr resolution level (default 0, full resolution)")
     parser.add_argument("--axes", help="stored axis order when the metadata does not say, e.g. xyz or zyx")
@@ -468,6 +484,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="a file, a folder of slices, or a zarr/n5/hdf5 container")
     _add_volume_options(p)
     p.set_defaults(run=cmd_info)
+
+    p = sub.add_parser("crop", parents=[common],
+                       help="copy a region of a volume into a file of its own (to try a method on it, or crop its reference)")
+    p.add_argument("path", help="a file, a folder of slices, or a zarr/n5/hdf5 container")
+    p.add_argument("--region", required=True, nargs=3, metavar=("Z0:Z1", "Y0:Y1", "X0:X1"),
+                   help="voxel ranges, start included, stop not (as Python slices); ':' is a whole axis")
+    p.add_argument("-o", "--output", required=True, help="output image: .ome.zarr / .zarr or .tif")
+    _add_volume_options(p)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(run=cmd_crop)
 
     p = sub.add_parser("segment", parents=[common], help="segment a volume into K clusters")
     p.add_argument("path", help="a file, a folder of slices, or a zarr/n5/hdf5 container")

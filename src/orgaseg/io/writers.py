@@ -347,7 +347,7 @@ class TiffLabelWriter(LabelWriter):
         self._start({})
 
     def _create(self, target: Path) -> None:
-        self._map = tifffile.memmap(target, shape=self.shape, dtype=self.dtype, **_imagej_metadata(self.voxel_size))
+        self._map = tifffile.memmap(target, shape=self.shape, dtype=self.dtype, **imagej_metadata(self.voxel_size))
 
     def _reopen(self, target: Path) -> None:
         self._map = tifffile.memmap(target, mode="r+")
@@ -467,11 +467,11 @@ def write_tiff_image(path: str | Path, image: np.ndarray, *, voxel_size: Sequenc
     refuse_existing(path, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temporary:
-        tifffile.imwrite(temporary, image, **_imagej_metadata(check_voxel_size(voxel_size)))
+        tifffile.imwrite(temporary, image, **imagej_metadata(check_voxel_size(voxel_size)))
     return path
 
 
-def _imagej_metadata(voxel_size: tuple[float, float, float]) -> dict:
+def imagej_metadata(voxel_size: tuple[float, float, float]) -> dict:
     """tifffile keywords that make Fiji show the voxel size in nm."""
     z, y, x = voxel_size
     return {"imagej": True, "resolution": (1.0 / x, 1.0 / y), "metadata": {"spacing": z, "unit": "nm", "axes": "ZYX"}}
