@@ -194,4 +194,4 @@ def test_every_option_has_help_text_and_stage_choices_come_from_the_tables(capsy
         assert name in text
     sample = text.rsplit("--sample-size SAMPLE_SIZE", 1)[1].split("--block-shape", 1)[0]  # the help, not the usage
     for name, spec in CLUSTERERS.items():  # each clusterer's default sample, read from its table entry
-        assert name in sample and str(spec.default_sample_size) in sample
+        assert name in sample and f"{spec.default_sample_size:,}" in sample
