@@ -11,6 +11,7 @@ beside the output names the source and the region.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -104,18 +105,23 @@ def crop_volume(volume: Volume, region: Region, output: str | Path, *, overwrite
     started = time.time()
     output = Path(output).expanduser()
     kind = output_format(output)
+    if not (len(region) == 3 and all(isinstance(r, slice) and isinstance(r.start, int) and isinstance(r.stop, int)
+                                     and 0 <= r.start < r.stop <= n and r.step in (None, 1)
+                                     for r, n in zip(region, volume.shape))):
+        raise OrgasegError(f"the region must be three slices START:STOP inside the volume's shape {volume.shape} "
+                           f"(parse_region makes one), got {region}")
     refuse_replacing_an_input(output, volume)
     refuse_existing(output, overwrite=overwrite)
     shape = tuple(r.stop - r.start for r in region)
     origin = tuple(r.start for r in region)
     output.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output.with_name(f".tmp-crop-{output.name}")
+    temporary = output.with_name(f".tmp-crop-{os.getpid()}-{output.name}")  # the pid keeps two runs apart
     remove(temporary)
     try:
         if kind == "tiff":
             _write_tiff(volume, origin, shape, temporary, progress)
         else:
-            _write_ome_zarr(volume, origin, shape, temporary, progress)
+            _write_ome_zarr(volume, origin, shape, temporary, output.name, progress)
         move_into_place(temporary, output)
     finally:
         remove(temporary)  # left only when the copy failed
@@ -151,7 +157,7 @@ def _write_tiff(volume: Volume, origin, shape, target: Path, progress) -> None:
     tifffile.imwrite(target, data=planes(), shape=shape, dtype=volume.dtype, **imagej_metadata(volume.voxel_size))
 
 
-def _write_ome_zarr(volume: Volume, origin, shape, target: Path, progress) -> None:
+def _write_ome_zarr(volume: Volume, origin, shape, target: Path, name: str, progress) -> None:
     blocks = make_blocks(shape, default_block_shape(shape, voxels=COPY_BLOCK_VOXELS))
     root = zarr.open_group(str(target), mode="w", zarr_format=2)
     chunks = tuple(min(c, s) for c, s in zip(blocks[0].shape, shape))
@@ -163,7 +169,7 @@ def _write_ome_zarr(volume: Volume, origin, shape, target: Path, progress) -> No
         report(progress, "cropping", done, len(blocks))
     root.attrs["multiscales"] = [{
         "version": "0.4",
-        "name": target.name.removeprefix(".tmp-crop-"),
+        "name": name,
         "axes": [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"],
         "datasets": [{"path": "0", "coordinateTransformations": [
             {"type": "scale", "scale": list(volume.voxel_size)},
