@@ -215,3 +215,13 @@ def test_feature_cache_keeps_what_fits_read_only_and_stays_in_its_process():
         assert job.cache is not None
         assert dataclasses.replace(job, extractor=job.extractor).cache is None  # other features: no stale entries
     assert job.cache is None
+
+
+def test_features_are_kept_only_for_a_sampling_pass_in_this_process():
+    from orgaseg.pipeline import runner
+    from orgaseg.pipeline.executors import DaskExecutor, SerialExecutor, ThreadExecutor
+
+    assert runner.kept_feature_bytes(SerialExecutor(), fitting=True) == runner.FEATURE_CACHE_BYTES
+    assert runner.kept_feature_bytes(ThreadExecutor(2), fitting=True) == runner.FEATURE_CACHE_BYTES
+    assert runner.kept_feature_bytes(SerialExecutor(), fitting=False) == 0  # a reused clusterer: one pass only
+    assert runner.kept_feature_bytes(DaskExecutor(client=None), fitting=True) == 0  # workers would not share them

@@ -22,7 +22,7 @@ from orgaseg.pipeline.cost import estimate_cost
 from orgaseg.pipeline.executors import Executor, SerialExecutor
 from orgaseg.pipeline.outputs import open_outputs
 from orgaseg.pipeline.resume import run_key
-from orgaseg.pipeline.runner import FEATURE_CACHE_BYTES, cluster_volume, resolve_block_shape
+from orgaseg.pipeline.runner import cluster_volume, kept_feature_bytes, resolve_block_shape
 from orgaseg.pipeline.stages import resolve_stages
 from orgaseg.pipeline.tasks import VolumeSource
 from orgaseg.progress import ProgressCallback
@@ -247,9 +247,8 @@ def segment(
                            n_features=job.extractor.n_features)
     job.features_out = outputs.features
     try:
-        # said before the long part starts; a fitted clusterer's sample pass keeps features unless on dask workers
-        reuse = FEATURE_CACHE_BYTES if reused is None and executor.name != "dask" else 0
-        cost = estimate_cost(stages, job, reuse_bytes=reuse)
+        # said before the long part starts
+        cost = estimate_cost(stages, job, reuse_bytes=kept_feature_bytes(executor, fitting=reused is None))
     except BaseException:
         outputs.interrupted()
         raise

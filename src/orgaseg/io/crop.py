@@ -29,7 +29,7 @@ from orgaseg.io.partial import (
 )
 from orgaseg.io.provenance import make_provenance, write_provenance
 from orgaseg.io.volume import Region, Volume
-from orgaseg.io.writers import imagej_metadata
+from orgaseg.io.writers import NGFF_AXES, NGFF_CHUNK_KEYS, imagej_metadata
 from orgaseg.pipeline.blocks import default_block_shape, make_blocks
 from orgaseg.progress import ProgressCallback, report
 
@@ -63,11 +63,15 @@ def parse_region(items: Sequence[str], shape: Sequence[int]) -> Region:
         except ValueError:
             raise OrgasegError(f"region {axis} {item!r}: expected START:STOP in voxels, e.g. 0:64 (or : for "
                                "the whole axis)") from None
-        if not 0 <= start < stop <= size:
-            raise OrgasegError(f"region {axis} {start}:{stop} is not inside the volume's {axis} axis (0:{size}); "
-                               "START must be below STOP, both within the axis")
-        region.append(slice(start, stop))
+        region.append(_inside(axis, start, stop, size))
     return tuple(region)
+
+
+def _inside(axis: str, start: int, stop: int, size: int) -> slice:
+    if not 0 <= start < stop <= size:
+        raise OrgasegError(f"region {axis} {start}:{stop} is not inside the volume's {axis} axis (0:{size}); "
+                           "START must be below STOP, both within the axis")
+    return slice(start, stop)
 
 
 def output_format(path: str | Path) -> str:
@@ -106,10 +110,9 @@ def crop_volume(volume: Volume, region: Region, output: str | Path, *, overwrite
     output = Path(output).expanduser()
     kind = output_format(output)
     if not (len(region) == 3 and all(isinstance(r, slice) and isinstance(r.start, int) and isinstance(r.stop, int)
-                                     and 0 <= r.start < r.stop <= n and r.step in (None, 1)
-                                     for r, n in zip(region, volume.shape))):
-        raise OrgasegError(f"the region must be three slices START:STOP inside the volume's shape {volume.shape} "
-                           f"(parse_region makes one), got {region}")
+                                     and r.step in (None, 1) for r in region)):
+        raise OrgasegError(f"the region must be three slices START:STOP (parse_region makes one), got {region}")
+    region = tuple(_inside(axis, r.start, r.stop, n) for axis, r, n in zip("zyx", region, volume.shape))
     refuse_replacing_an_input(output, volume)
     refuse_existing(output, overwrite=overwrite)
     shape = tuple(r.stop - r.start for r in region)
@@ -162,7 +165,7 @@ def _write_ome_zarr(volume: Volume, origin, shape, target: Path, name: str, prog
     root = zarr.open_group(str(target), mode="w", zarr_format=2)
     chunks = tuple(min(c, s) for c, s in zip(blocks[0].shape, shape))
     array = root.create_array("0", shape=shape, chunks=chunks, dtype=volume.dtype,
-                              chunk_key_encoding={"name": "v2", "separator": "/"})  # NGFF 0.4 requires "/"
+                              chunk_key_encoding=NGFF_CHUNK_KEYS)
     report(progress, "cropping", 0, len(blocks))
     for done, block in enumerate(blocks, 1):
         array[block.region] = np.asarray(volume.read(_source_region(block.region, origin)))
@@ -170,7 +173,7 @@ def _write_ome_zarr(volume: Volume, origin, shape, target: Path, name: str, prog
     root.attrs["multiscales"] = [{
         "version": "0.4",
         "name": name,
-        "axes": [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"],
+        "axes": [dict(axis) for axis in NGFF_AXES],
         "datasets": [{"path": "0", "coordinateTransformations": [
             {"type": "scale", "scale": list(volume.voxel_size)},
             {"type": "translation", "translation": _origin_nm(origin, volume.voxel_size)},

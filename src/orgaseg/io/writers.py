@@ -247,6 +247,13 @@ class LabelWriter:
         """Drop open handles before the partial output is moved or removed."""
 
 
+#: NGFF 0.4 axes of every OME-Zarr orgaseg writes.
+NGFF_AXES = tuple({"name": a, "type": "space", "unit": "nanometer"} for a in "zyx")
+
+#: Zarr v2 chunk keys as NGFF 0.4 requires them ("/" between indices).
+NGFF_CHUNK_KEYS = {"name": "v2", "separator": "/"}
+
+
 class OmeZarrLabelWriter(LabelWriter):
     """OME-Zarr (NGFF 0.4, Zarr v2) label image with a pyramid; layout in the module docstring."""
 
@@ -282,7 +289,7 @@ class OmeZarrLabelWriter(LabelWriter):
             dtype=self.dtype,
             fill_value=0,
             compressors=numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.BITSHUFFLE),
-            chunk_key_encoding={"name": "v2", "separator": "/"},  # NGFF 0.4 requires "/"
+            chunk_key_encoding=NGFF_CHUNK_KEYS,
             # every chunk is stored, even one of label 0 only: in orgaseg's output a
             # missing chunk then always means lost data (open_volume warns about it)
             config={"write_empty_chunks": True},
@@ -290,7 +297,7 @@ class OmeZarrLabelWriter(LabelWriter):
         )
 
     def _ngff_attrs(self, steps: Sequence[tuple[int, int, int]]) -> dict:
-        axes = [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"]
+        axes = [dict(axis) for axis in NGFF_AXES]
         datasets = [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": list(self.voxel_size)}]}]
         factor = np.ones(3)
         for level, step in enumerate(steps, 1):

@@ -53,7 +53,8 @@ from orgaseg.organelles.refine import (
     train_classifier,
 )
 from orgaseg.pipeline.blocks import aligned_chunks, default_block_shape, make_blocks
-from orgaseg.pipeline.runner import FEATURE_CACHE_BYTES, ArraySink
+from orgaseg.pipeline.executors import SerialExecutor
+from orgaseg.pipeline.runner import ArraySink, kept_feature_bytes
 from orgaseg.pipeline.tasks import reusing_features
 from orgaseg.progress import ProgressCallback, report
 
@@ -338,7 +339,8 @@ def name_clusters(
         if segmentation_job is not None:  # a classifier is trained here (the clicks) or reused (a mapping)
             training = fitted_classifier is None
             # the training pass's features are kept for the labelling pass (blocks holding clicks are not featurised twice)
-            with reusing_features([segmentation_job.job], FEATURE_CACHE_BYTES if training else 0):
+            kept = kept_feature_bytes(executor or SerialExecutor(), fitting=training)
+            with reusing_features([segmentation_job.job], kept):
                 if training:
                     fitted_classifier, described["trained_on"] = _train(
                         segmentation_job, annotations, clusters, volume, n_labels, kind=classifier, prior=prior,

@@ -38,6 +38,8 @@ class Executor:
 
     name = "executor"
     slots = 1
+    #: Blocks run in this process, so they share its memory (the features a run keeps between its passes).
+    in_process = True
 
     def map(self, fn: Callable, shared: Sequence[Any], items: Iterable[tuple[Any, tuple]]) -> Iterator[tuple[Any, Any]]:
         """Yield ``(key, fn(*shared, *args))`` for each ``(key, args)`` in ``items``, as they finish."""
@@ -127,6 +129,7 @@ class DaskExecutor(Executor):
     """
 
     name = "dask"
+    in_process = False
 
     def __init__(self, client, cluster=None) -> None:
         self.client = client

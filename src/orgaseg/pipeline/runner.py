@@ -47,7 +47,7 @@ from orgaseg.threads import one_thread
 
 __all__ = [
     "ArraySink", "BlockJob", "FeatureExtractor", "LabelSink", "Normalizer", "Tee", "cluster_volume",
-    "fit_clusterers", "label_volume", "plan_blocks", "resolve_block_shape", "sample_coordinates",
+    "fit_clusterers", "kept_feature_bytes", "label_volume", "plan_blocks", "resolve_block_shape", "sample_coordinates",
 ]
 
 #: Bytes of float32 features one default block holds (features live one block at a time).
@@ -55,6 +55,11 @@ FEATURE_BYTES = 512 * 1024**2
 
 #: Bytes of features a run keeps from its sampling pass for its labelling pass (see the module's docstring).
 FEATURE_CACHE_BYTES = 2 * FEATURE_BYTES
+
+
+def kept_feature_bytes(executor: Executor, fitting: bool) -> int:
+    """Bytes of features a run keeps between its passes: none without a sampling pass or on other processes."""
+    return FEATURE_CACHE_BYTES if fitting and executor.in_process else 0
 
 #: Sampled voxels a clusterer needs per cluster: fewer cannot place K centres meaningfully
 #: (``-k 100000`` on a 200,000-voxel sample is a typo, not a segmentation).
@@ -349,7 +354,7 @@ def cluster_volume(
     try:
         if clusterers is None and state is not None:
             clusterers = state.load_models(spec)
-        with reusing_features([job], FEATURE_CACHE_BYTES if clusterers is None else 0):
+        with reusing_features([job], kept_feature_bytes(executor, fitting=clusterers is None)):
             if clusterers is None:
                 started = time.perf_counter()
                 clusterers = _fit([job], spec, ks, options, sample_size, seed, block_shape, executor, progress)
