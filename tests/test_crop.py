@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -87,3 +88,95 @@ def test_crop_command_refuses_an_unknown_format_and_its_own_input(source, tmp_pa
     assert "unknown output format" in capsys.readouterr().err
     assert main(["crop", str(path), "--region", ":", ":", ":", "-o", str(path), "--overwrite", "--quiet"]) == 2
     assert "source.tif" in capsys.readouterr().err and not list(tmp_path.glob(".tmp-crop-*"))
+
+
+def test_a_crop_of_a_crop_is_placed_in_the_first_volume(source, tmp_path, capsys):
+    data, path = source
+    first = crop_volume(open_volume(path), parse_region(["2:8", "10:30", "5:45"], data.shape), tmp_path / "a.ome.zarr")
+    assert open_volume(first).origin == (80.0, 50.0, 30.0)
+    second = crop_volume(open_volume(first), parse_region(["1:3", "4:9", ":"], (6, 20, 40)), tmp_path / "b.ome.zarr")
+    assert open_volume(second).origin == (120.0, 70.0, 30.0)
+    np.testing.assert_array_equal(open_volume(second).read(), data[3:5, 14:19, 5:45])
+    assert main(["info", str(second)]) == 0
+    assert "origin:      120 x 70 x 30 nm" in capsys.readouterr().out
+
+
+@pytest.fixture
+def placed_cell(tmp_path):
+    """A phantom cell cropped out of a larger volume: an OME-Zarr whose first voxel lies at an origin."""
+    from orgaseg.synthetic import make_cell
+
+    cell = make_cell((6, 48, 48), voxel_size=(30.0, 20.0, 20.0), seed=0)
+    full = np.zeros((10, 64, 64), np.float32)
+    full[2:8, 10:58, 5:53] = cell.raw
+    whole = write_tiff_image(tmp_path / "whole.tif", full, voxel_size=(30.0, 20.0, 20.0))
+    crop = crop_volume(open_volume(whole), parse_region(["2:8", "10:58", "5:53"], full.shape), tmp_path / "cell.ome.zarr")
+    return cell, crop, (60.0, 200.0, 100.0)
+
+
+def test_outputs_of_a_crop_lie_where_the_crop_does(placed_cell, tmp_path):
+    import orgaseg
+    from orgaseg.organelles import make_instances, measure_instances, name_clusters
+
+    _, crop, origin = placed_cell
+    segmented = orgaseg.segment(crop, k=3, output=tmp_path / "seg.ome.zarr")
+    labels = open_volume(segmented.path)
+    assert labels.origin == origin
+    # every level of the pyramid is shifted by the origin (napari draws each level over the crop)
+    attrs = zarr.open_group(str(segmented.path / "labels" / "segmentation"), mode="r").attrs
+    for level in range(len(attrs["multiscales"][0]["datasets"])):
+        seen = open_volume(segmented.path, level=level)
+        step = np.array(seen.voxel_size) / (30.0, 20.0, 20.0)
+        np.testing.assert_allclose(seen.origin, np.array(origin) + (step - 1) / 2 * (30.0, 20.0, 20.0))
+    # clicks in nm read off the full volume name the crop's voxels: one voxel of clusters 1 and 2
+    clicks, names = [], []
+    for value in (1, 2):
+        z, y, x = np.argwhere(labels.read() == value)[0]
+        clicks.append([origin[0] + 30 * z, origin[1] + 20 * y, origin[2] + 20 * x])
+        names.append(f"n{value}")
+    named = name_clusters(segmented.path, points=_points_csv(tmp_path, clicks, names),
+                          units="nm", output=tmp_path / "named.ome.zarr")
+    assert open_volume(named.path).origin == origin
+    assert set(named.names) >= {"n1", "n2"}
+    instances = make_instances(named.path, tmp_path / "instances.ome.zarr")
+    assert open_volume(instances.path).origin == origin
+    placed = measure_instances(instances.path).table
+    at_zero = measure_instances(np.asarray(open_volume(instances.path).read()), voxel_size=(30.0, 20.0, 20.0)).table
+    assert len(placed["id"]) == len(at_zero["id"]) > 0
+    for a, axis in enumerate("zyx"):
+        for column in (f"centroid_{axis}_nm", f"bbox_min_{axis}_nm", f"bbox_max_{axis}_nm"):
+            np.testing.assert_allclose(placed[column], at_zero[column] + origin[a])
+
+
+def _points_csv(folder, clicks, names):
+    path = folder / "clicks.csv"
+    path.write_text("z,y,x,name\n" + "".join(f"{z},{y},{x},{n}\n" for (z, y, x), n in zip(clicks, names)))
+    return path
+
+
+def test_points_in_nm_outside_a_placed_volume_name_its_origin(placed_cell, tmp_path):
+    import orgaseg
+    from orgaseg.organelles import name_clusters
+
+    _, crop, _ = placed_cell
+    segmented = orgaseg.segment(crop, k=3, output=tmp_path / "seg.ome.zarr")
+    with pytest.raises(OrgasegError, match=r"outside the volume.*first voxel lies at z, y, x = 60, 200, 100 nm"):
+        name_clusters(segmented.path, points=_points_csv(tmp_path, [[0, 20, 20]], ["n"]), units="nm")
+
+
+def test_scores_warn_when_the_prediction_and_reference_lie_apart(source, tmp_path):
+    from orgaseg.errors import OrgasegWarning
+    from orgaseg.evaluation import evaluate
+
+    data, _ = source
+    labels = (data > 30000).astype(np.uint8)
+    labelled = write_tiff_image(tmp_path / "labels.tif", labels, voxel_size=VOXEL)
+    volume = open_volume(labelled)
+    here = crop_volume(volume, parse_region(["1:5", ":20", ":"], data.shape), tmp_path / "here.ome.zarr")
+    there = crop_volume(volume, parse_region(["4:8", ":20", ":"], data.shape), tmp_path / "there.ome.zarr")
+    also_here = crop_volume(volume, parse_region(["1:5", ":20", ":"], data.shape), tmp_path / "again.ome.zarr")
+    with pytest.warns(OrgasegWarning, match="cover different regions"):
+        evaluate(open_volume(here), open_volume(there), classes=["other", "bright"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OrgasegWarning)
+        evaluate(open_volume(here), open_volume(also_here), classes=["other", "bright"])

@@ -228,6 +228,35 @@ def test_ome_zarr_levels_change_shape_and_voxel_size(tmp_path, volume, version):
         open_volume(path, level=2)
 
 
+def test_ome_zarr_translation_is_the_volume_origin_in_nm(tmp_path, volume):
+    path = tmp_path / "placed.ome.zarr"
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    group.create_array("0", data=volume, chunks=(2, 8, 8))
+    axes = [{"name": a, "type": "space", "unit": "micrometer"} for a in "zyx"]
+    # the dataset's scale and translation, then a multiscale-wide scale and translation (NGFF order)
+    dataset = {"path": "0", "coordinateTransformations": [
+        {"type": "scale", "scale": [0.05, 0.004, 0.005]}, {"type": "translation", "translation": [0.1, 0.2, 0.3]}]}
+    group.attrs["multiscales"] = [{"version": "0.4", "axes": axes, "datasets": [dataset], "coordinateTransformations": [
+        {"type": "scale", "scale": [1.0, 2.0, 1.0]}, {"type": "translation", "translation": [0.0, 0.0, 1.0]}]}]
+    placed = no_warning_open(path)
+    assert placed.voxel_size == pytest.approx((50, 8, 5))
+    assert placed.origin == pytest.approx((100, 400, 1300))
+    # an orgaseg label output written with that origin reads it back, at every level
+    labels = write_labels(tmp_path / "seg.ome.zarr", np.zeros((4, 300, 260), np.uint8), voxel_size=(10, 10, 10),
+                          provenance={}, origin=placed.origin)
+    assert open_volume(labels).origin == pytest.approx((100, 400, 1300))
+    assert open_volume(labels, level=2).origin == pytest.approx((115, 415, 1315))
+    # formats that place nothing start at zero
+    assert as_volume(volume).origin == (0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("origin", [(1.0, 2.0), (0.0, float("nan"), 0.0), "here"])
+def test_a_bad_origin_is_refused(tmp_path, origin):
+    with pytest.raises(OrgasegError, match="origin must be 3 finite numbers"):
+        write_labels(tmp_path / "seg.ome.zarr", np.zeros((2, 4, 4), np.uint8), voxel_size=10, provenance={},
+                     origin=origin)
+
+
 def test_n5_with_resolution_attrs_presents_zyx(tmp_path, volume):
     path = tmp_path / "c.n5"
     store = tensorstore.open({

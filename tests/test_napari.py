@@ -138,13 +138,13 @@ def test_writer_keeps_names_scale_and_provenance(tmp_path, make_napari_viewer):
     viewer = make_napari_viewer()
     labels = np.zeros((3, 10, 12), np.uint8)
     labels[1, 2:5, 3:7] = 2
-    layer = viewer.add_labels(labels, scale=(30, 8, 8), name="mine",
+    layer = viewer.add_labels(labels, scale=(30, 8, 8), translate=(90, 16, 0), name="mine",
                               features={"index": [0, 1, 2], "name": ["unassigned", "nucleus", "mitochondria"]},
                               metadata={"orgaseg": {"method": "baseline", "k": 6}, "kind": "named"})
     (written,) = write_named_labels(str(tmp_path / "mine.ome.zarr"), layer.data, layer.as_layer_data_tuple()[1])
     (back,) = viewer.open(written, plugin="orgaseg")
     np.testing.assert_array_equal(np.asarray(back.data), labels)
-    assert tuple(back.scale) == (30, 8, 8)
+    assert tuple(back.scale) == (30, 8, 8) and tuple(back.translate) == (90, 16, 0)
     assert names_of(back) == {0: "unassigned", 1: "nucleus", 2: "mitochondria"}
     assert back.metadata["orgaseg"]["source"] == {"method": "baseline", "k": 6}
     with pytest.raises(OrgasegError, match="exists"):

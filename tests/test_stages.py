@@ -234,6 +234,17 @@ def test_anisotropic_stacks_are_resampled_in_plane_only():
         WorkingGrid.for_pixel_size((1, 2, 2), (1, 1, 1), 0)
 
 
+def test_a_resampled_volume_lies_where_its_first_pixel_does():
+    from orgaseg.io import Volume
+    from orgaseg.pipeline.resample import resampled_volume
+
+    volume = Volume(np.zeros((20, 64, 64), np.float32), voxel_size=(50.0, 4.6, 4.6), origin=(100.0, 10.0, 0.0))
+    working = resampled_volume(volume, 18.4)
+    # working pixel 0 covers input voxels 0-3: its centre is input voxel 1.5's, 6.9 nm past voxel 0's
+    assert working.voxel_size == (50.0, 18.4, 18.4)
+    assert working.origin == pytest.approx((100.0, 16.9, 6.9))
+
+
 def test_a_checkpoint_records_its_pixel_size_and_warns_when_used_at_another(checkpoints, tmp_path, small):
     data = load_dataset("phantom", shape=(4, 96, 96), voxel_size=(10.0, 10.0, 10.0), seed=1)
     path = tmp_path / "at20.pt"

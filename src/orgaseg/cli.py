@@ -74,6 +74,8 @@ def cmd_info(args, progress) -> int:
     print(f"dtype:       {volume.dtype}")
     print(f"voxel size:  {' x '.join(f'{v:g}' for v in volume.voxel_size)} nm (z y x)"
           + ("  [anisotropic: in-plane features]" if volume.is_anisotropic() else ""))
+    if any(volume.origin):
+        print(f"origin:      {' x '.join(f'{v:g}' for v in volume.origin)} nm (z y x; where the first voxel lies)")
     print(f"chunks:      {' x '.join(map(str, volume.chunks)) if volume.chunks else 'not chunked'}")
     print(f"size:        {volume.size:,} voxels, {volume.nbytes / 2**20:,.1f} MiB")
     print(f"intensity:   {low:g} .. {high:g} (0.5-99.5 percentile {robust_low:g} .. {robust_high:g}; sampled)")

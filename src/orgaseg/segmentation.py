@@ -242,7 +242,8 @@ def segment(
     if output is not None and save_features is not None and same_path(output, save_features):
         raise OrgasegError(f"{save_features}: the features need a path of their own, not the labels' output")
     # created before any work, so an existing output is refused at once
-    outputs = open_outputs(output, volume.shape, n_labels, voxel_size=volume.voxel_size, block_shape=block_shape,
+    outputs = open_outputs(output, volume.shape, n_labels, voxel_size=volume.voxel_size, origin=volume.origin,
+                           block_shape=block_shape,
                            overwrite=overwrite, resume_key=resume_key, save_features=save_features,
                            n_features=job.extractor.n_features)
     job.features_out = outputs.features

@@ -10,11 +10,12 @@ caller that already holds blocks (the segmentation runner) feeds them to a
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Iterable
 
 import numpy as np
 
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, OrgasegWarning
 from orgaseg.labels import IGNORE_LABEL
 from orgaseg.pipeline.blocks import default_block_shape, make_blocks
 from orgaseg.progress import ProgressCallback, report
@@ -146,6 +147,23 @@ class NothingCounted(OrgasegError):
     """No voxel was left to count: an empty mask, or a reference of ignored values only."""
 
 
+def _warn_if_placed_apart(pred: Any, reference: Any) -> None:
+    """Warn when both volumes say where they lie (an origin) and the places differ by half a voxel or more.
+
+    Volumes of the same shape cut from different regions score as if they
+    overlaid; a volume without an origin (a TIFF) says nothing and is trusted.
+    """
+    places = [np.asarray(getattr(v, "origin", (0.0, 0.0, 0.0)), float) for v in (pred, reference)]
+    if not all(p.any() for p in places):
+        return
+    step = np.asarray(getattr(pred, "voxel_size", (1.0, 1.0, 1.0)), float)
+    if np.any(np.abs(places[0] - places[1]) >= step / 2):
+        where = [", ".join(f"{v:g}" for v in p) for p in places]
+        warnings.warn(OrgasegWarning(
+            f"the prediction's first voxel lies at z, y, x = {where[0]} nm, the reference's at {where[1]} nm: "
+            "they cover different regions, and the scores compare voxels that do not overlay"), stacklevel=3)
+
+
 def _shape(data: Any, name: str) -> tuple[int, ...]:
     shape = tuple(int(n) for n in (data.shape if hasattr(data, "shape") else np.shape(data)))
     if len(shape) not in (2, 3):
@@ -221,6 +239,7 @@ def confusion_matrix(
     for name, data in (("reference", reference), ("mask", mask)):
         if data is not None and _shape(data, f"the {name}") != shape:
             raise OrgasegError(f"the prediction has shape {shape} but the {name} has shape {_shape(data, name)}")
+    _warn_if_placed_apart(pred, reference)
     chunks = _storage_chunks(pred)
     pred, reference = _as_3d(pred), _as_3d(reference)
     mask = None if mask is None else _as_3d(mask)

@@ -17,7 +17,13 @@ import tensorstore
 import zarr
 
 from orgaseg.errors import OrgasegError, arg
-from orgaseg.io.metadata import MissingChunks, StoredArray, to_nanometres, voxel_size_from_attrs
+from orgaseg.io.metadata import (
+    MissingChunks,
+    StoredArray,
+    nanometres_per_unit,
+    to_nanometres,
+    voxel_size_from_attrs,
+)
 
 _ZARR_MARKERS = (".zarray", ".zgroup", "zarr.json")
 _LISTED = 20  # names shown when a key is missing
@@ -101,11 +107,19 @@ def _read_multiscale(group: zarr.Group, meta: dict, level: int, where: str) -> S
     dataset = datasets[level]
     array = group[dataset["path"]]
     axes, units = _ngff_axes(multiscale.get("axes"), array.ndim)
-    scale = np.ones(array.ndim)
+    # NGFF applies the dataset's scale and translation, then the multiscale-wide ones
+    scale, shift = np.ones(array.ndim), np.zeros(array.ndim)
     for transforms in (dataset.get("coordinateTransformations"), multiscale.get("coordinateTransformations")):
         for transform in transforms or []:
-            if transform.get("type") == "scale" and len(transform.get("scale", ())) == array.ndim:
-                scale = scale * np.asarray(transform["scale"], dtype=float)
+            kind = transform.get("type")
+            values = transform.get(kind) if kind in ("scale", "translation") else None
+            if values is None or len(values) != array.ndim:
+                continue
+            values = np.asarray(values, dtype=float)
+            if kind == "scale":
+                scale, shift = scale * values, shift * values
+            else:
+                shift = shift + values
     note = None
     if any(u is None for a, u in zip(axes, units) if a in "zyx"):
         note = "OME-Zarr axes carry no unit; the scale is taken as nanometres"
@@ -114,9 +128,12 @@ def _read_multiscale(group: zarr.Group, meta: dict, level: int, where: str) -> S
         to_nanometres(s, u) if u is not None else (float(s) if math.isfinite(s) and s > 0 else math.nan)
         for s, u in zip(scale, units)
     ]
+    # a translation in an unknown unit, or not finite, places nothing
+    factors = [nanometres_per_unit(u) if u is not None else 1.0 for u in units]
+    origin = [float(t) * f if f is not None and math.isfinite(t) else 0.0 for t, f in zip(shift, factors)]
     return StoredArray(
         array, "ome-zarr", axes=axes, sizes=sizes, chunks=array.chunks, key=_relative(array), note=note,
-        missing_chunks=_zarr_missing_chunks(array),
+        missing_chunks=_zarr_missing_chunks(array), origin=origin,
     )
 
 

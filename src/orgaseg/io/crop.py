@@ -95,7 +95,8 @@ def crop_volume(volume: Volume, region: Region, output: str | Path, *, overwrite
         ``(z, y, x)`` voxel ranges, e.g. from :func:`parse_region`.
     output : str or Path
         ``.tif`` / ``.tiff`` (ImageJ, voxel size in nm) or ``.ome.zarr`` / ``.zarr``
-        (OME-Zarr NGFF 0.4 image, one level, the region's corner as a translation in nm).
+        (OME-Zarr NGFF 0.4 image, one level, the region's corner as a translation in nm, added
+        to the source's own :attr:`~orgaseg.io.Volume.origin`).
     overwrite : bool
         Replace an existing output (never the source).
     progress : callable, optional
@@ -116,37 +117,42 @@ def crop_volume(volume: Volume, region: Region, output: str | Path, *, overwrite
     refuse_replacing_an_input(output, volume)
     refuse_existing(output, overwrite=overwrite)
     shape = tuple(r.stop - r.start for r in region)
-    origin = tuple(r.start for r in region)
+    corner = tuple(r.start for r in region)
+    position = _position_nm(volume, corner)
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = output.with_name(f".tmp-crop-{os.getpid()}-{output.name}")  # the pid keeps two runs apart
     remove(temporary)
     try:
         if kind == "tiff":
-            _write_tiff(volume, origin, shape, temporary, progress)
+            _write_tiff(volume, corner, shape, temporary, progress)
         else:
-            _write_ome_zarr(volume, origin, shape, temporary, output.name, progress)
+            _write_ome_zarr(volume, corner, position, shape, temporary, output.name, progress)
         move_into_place(temporary, output)
     finally:
         remove(temporary)  # left only when the copy failed
     write_provenance(output, make_provenance(
         command="crop", source=str(volume.path), source_key=volume.key,
-        region={"start": list(origin), "stop": [r.stop for r in region]},
-        origin_nm=_origin_nm(origin, volume.voxel_size), shape=list(shape),
+        region={"start": list(corner), "stop": [r.stop for r in region]},
+        origin_nm=position, shape=list(shape),
         voxel_size_nm=list(volume.voxel_size), dtype=str(volume.dtype), wall_time_s=round(time.time() - started, 3),
     ))
     return output
 
 
-def _origin_nm(origin: tuple[int, int, int], voxel_size: tuple[float, float, float]) -> list[float]:
-    """The region's first voxel in nm from the volume's (rounded: 100 x 4.6 should read 460, not 459.99...)."""
-    return [round(float(o * v), 6) for o, v in zip(origin, voxel_size)]
+def _position_nm(volume: Volume, corner: tuple[int, int, int]) -> list[float]:
+    """Where the region's first voxel lies, in nm: the source's origin plus the corner's offset.
+
+    Rounded, so that 100 x 4.6 reads 460, not 459.99...; a crop of a crop
+    is placed in the first source's coordinates.
+    """
+    return [round(o + float(c * v), 6) for o, c, v in zip(volume.origin, corner, volume.voxel_size)]
 
 
-def _source_region(block_region: Region, origin: tuple[int, int, int]) -> Region:
-    return tuple(slice(r.start + o, r.stop + o) for r, o in zip(block_region, origin))
+def _source_region(block_region: Region, corner: tuple[int, int, int]) -> Region:
+    return tuple(slice(r.start + c, r.stop + c) for r, c in zip(block_region, corner))
 
 
-def _write_tiff(volume: Volume, origin, shape, target: Path, progress) -> None:
+def _write_tiff(volume: Volume, corner, shape, target: Path, progress) -> None:
     # a TIFF is written plane after plane, so its blocks are runs of whole planes in z order
     planes_per_block = max(1, COPY_BLOCK_VOXELS // (shape[1] * shape[2]))
     blocks = make_blocks(shape, (planes_per_block, shape[1], shape[2]))
@@ -154,13 +160,13 @@ def _write_tiff(volume: Volume, origin, shape, target: Path, progress) -> None:
     def planes():
         report(progress, "cropping", 0, len(blocks))
         for done, block in enumerate(blocks, 1):
-            yield from np.asarray(volume.read(_source_region(block.region, origin)))
+            yield from np.asarray(volume.read(_source_region(block.region, corner)))
             report(progress, "cropping", done, len(blocks))
 
     tifffile.imwrite(target, data=planes(), shape=shape, dtype=volume.dtype, **imagej_metadata(volume.voxel_size))
 
 
-def _write_ome_zarr(volume: Volume, origin, shape, target: Path, name: str, progress) -> None:
+def _write_ome_zarr(volume: Volume, corner, position, shape, target: Path, name: str, progress) -> None:
     blocks = make_blocks(shape, default_block_shape(shape, voxels=COPY_BLOCK_VOXELS))
     root = zarr.open_group(str(target), mode="w", zarr_format=2)
     chunks = tuple(min(c, s) for c, s in zip(blocks[0].shape, shape))
@@ -168,7 +174,7 @@ def _write_ome_zarr(volume: Volume, origin, shape, target: Path, name: str, prog
                               chunk_key_encoding=NGFF_CHUNK_KEYS)
     report(progress, "cropping", 0, len(blocks))
     for done, block in enumerate(blocks, 1):
-        array[block.region] = np.asarray(volume.read(_source_region(block.region, origin)))
+        array[block.region] = np.asarray(volume.read(_source_region(block.region, corner)))
         report(progress, "cropping", done, len(blocks))
     root.attrs["multiscales"] = [{
         "version": "0.4",
@@ -176,7 +182,7 @@ def _write_ome_zarr(volume: Volume, origin, shape, target: Path, name: str, prog
         "axes": [dict(axis) for axis in NGFF_AXES],
         "datasets": [{"path": "0", "coordinateTransformations": [
             {"type": "scale", "scale": list(volume.voxel_size)},
-            {"type": "translation", "translation": _origin_nm(origin, volume.voxel_size)},
+            {"type": "translation", "translation": position},
         ]}],
     }]
 

@@ -105,6 +105,19 @@ def check_voxel_size(voxel_size: Any) -> tuple[float, float, float]:
     return (float(values[0]), float(values[1]), float(values[2]))
 
 
+def check_origin(origin: Any) -> tuple[float, float, float]:
+    """A volume's origin ``(z, y, x)`` in nm as three finite floats; ``None`` is zero."""
+    if origin is None:
+        return (0.0, 0.0, 0.0)
+    try:
+        values = np.asarray(origin, dtype=float).ravel()
+    except (TypeError, ValueError):
+        values = np.empty(0)
+    if values.shape != (3,) or not np.all(np.isfinite(values)):
+        raise OrgasegError(f"origin must be 3 finite numbers (z, y, x) in nm, got {origin!r}")
+    return (float(values[0]), float(values[1]), float(values[2]))
+
+
 def voxel_size_from_attrs(
     attrs: Mapping[str, Any], axes: str, *, fastest_first: bool = False
 ) -> list[float | None] | None:
@@ -187,7 +200,8 @@ class StoredArray:
     ``format`` names the format (kept in the volume's ``attrs``); ``axes`` is
     the stored order the metadata names (``None``: unknown); ``sizes`` (nm;
     ``None`` where the metadata says nothing, NaN where it gives a size that
-    is not positive) and ``chunks`` hold one entry per stored axis.
+    is not positive), ``chunks`` and ``origin`` (nm; ``None``: the format
+    places nothing) hold one entry per stored axis.
     """
 
     array: Any
@@ -198,3 +212,4 @@ class StoredArray:
     key: str | None = None
     note: str | None = None  # caveat about ``sizes``, warned when they are used
     missing_chunks: MissingChunks | None = None  # chunked containers only
+    origin: Sequence[float] | None = None  # nm per stored axis: where the first voxel's centre lies

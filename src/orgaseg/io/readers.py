@@ -19,8 +19,9 @@ FORMATS (how each format is recognised and where its voxel size comes from):
 - **OME-Zarr** NGFF 0.4 (``multiscales`` in ``.zattrs``) and 0.5
   (``multiscales`` under ``"ome"`` in ``zarr.json``): resolution ``level``
   (0 = full); voxel size from that level's ``scale`` transform (times a
-  multiscale-wide one) with the axes' units. A group holding only
-  ``labels`` (as orgaseg writes) opens its first label image.
+  multiscale-wide one) with the axes' units; the volume's ``origin`` from
+  its ``translation`` transforms (zero for every other format). A group
+  holding only ``labels`` (as orgaseg writes) opens its first label image.
 - **N5** (a directory named ``*.n5`` or holding ``attributes.json``; dataset
   via ``key``, e.g. ``recon-1/em/fibsem-uint8/s0``) through ``tensorstore``.
   N5 lists dimensions fastest first (x y z); the volume is presented in C
@@ -221,8 +222,13 @@ def _to_volume(stored: StoredArray, path: Path, *, voxel_size, axes, channel) ->
     if stored.chunks is not None:
         by_axis = dict(zip(order, stored.chunks))
         chunks = tuple(int(by_axis.get(a, 1)) for a in "zyx")
+    origin = (0.0, 0.0, 0.0)
+    if stored.origin is not None:
+        by_axis = dict(zip(order, stored.origin))
+        origin = tuple(float(by_axis.get(a, 0.0)) for a in "zyx")
     check_volume_data(shape, stored.array.dtype, str(path))
-    return Volume(array, voxel_size=size, path=str(path), key=stored.key, chunks=chunks, attrs=attrs)
+    return Volume(array, voxel_size=size, path=str(path), key=stored.key, chunks=chunks, attrs=attrs,
+                  origin=origin)
 
 
 def _resolve_axes(shape: tuple[int, ...], axes: str | None, path: Path, channel: int | None) -> str:

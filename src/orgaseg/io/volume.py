@@ -14,6 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from orgaseg.errors import OrgasegError
+from orgaseg.io.metadata import check_origin
 
 Region = tuple[slice, slice, slice]
 
@@ -40,6 +41,14 @@ class Volume:
         stored values to class ids). Must preserve the block's shape.
     dtype : numpy dtype, optional
         dtype of the transformed blocks; defaults to the array's dtype.
+    attrs : dict, optional
+        What the reader found out about the data (format, ...).
+    origin : tuple of float
+        Position of the first voxel's centre in nanometres, ``(z, y, x)``, in
+        the coordinates of a larger volume this one was cut from (an OME-Zarr
+        translation, e.g. written by ``orgaseg crop``); zero where the format
+        does not say. Outputs computed from the volume carry it, so a viewer
+        draws them in place.
     """
 
     array: Any
@@ -50,11 +59,13 @@ class Volume:
     transform: Callable[[np.ndarray], np.ndarray] | None = None
     dtype: np.dtype | None = None
     attrs: dict = field(default_factory=dict)
+    origin: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def __post_init__(self) -> None:
         if len(self.array.shape) != 3:
             raise ValueError(f"a Volume needs a 3D array, got shape {tuple(self.array.shape)}")
         self.voxel_size = tuple(float(v) for v in self.voxel_size)
+        self.origin = check_origin(self.origin)
         if self.dtype is None:
             self.dtype = np.dtype(self.array.dtype)
         else:
@@ -127,6 +138,7 @@ class Volume:
             transform=combined,
             dtype=dtype if dtype is not None else self.dtype,
             attrs=dict(self.attrs),
+            origin=self.origin,
         )
 
     def is_anisotropic(self, ratio: float = 2.0) -> bool:

@@ -42,7 +42,7 @@ import tifffile
 import zarr
 
 from orgaseg.errors import OrgasegError
-from orgaseg.io.metadata import check_voxel_size
+from orgaseg.io.metadata import check_origin, check_voxel_size
 from orgaseg.io.partial import PartialOutput, atomic_path, digest, refuse_existing
 from orgaseg.io.provenance import to_jsonable, write_provenance
 from orgaseg.io.pyramid import downsampled_shape, plan_levels, write_level
@@ -258,11 +258,12 @@ class OmeZarrLabelWriter(LabelWriter):
     """OME-Zarr (NGFF 0.4, Zarr v2) label image with a pyramid; layout in the module docstring."""
 
     def __init__(self, path, shape, n_labels, voxel_size, overwrite, label_names, resume_key=None, *,
-                 chunks, name) -> None:
+                 chunks, name, origin=None) -> None:
         super().__init__(path, shape, n_labels, voxel_size, overwrite, label_names, resume_key)
         if not name or "/" in name or name.startswith("."):
             raise OrgasegError(f"invalid label name {name!r}: use a plain name such as 'segmentation'")
         self.name = name
+        self.origin = check_origin(origin)
         self.chunks = check_chunks(chunks, self.shape)
         self._start({"chunks": self.chunks, "name": name})
 
@@ -298,16 +299,20 @@ class OmeZarrLabelWriter(LabelWriter):
 
     def _ngff_attrs(self, steps: Sequence[tuple[int, int, int]]) -> dict:
         axes = [dict(axis) for axis in NGFF_AXES]
-        datasets = [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": list(self.voxel_size)}]}]
+        full = [{"type": "scale", "scale": list(self.voxel_size)}]
+        if any(self.origin):
+            full.append({"type": "translation", "translation": list(self.origin)})
+        datasets = [{"path": "0", "coordinateTransformations": full}]
         factor = np.ones(3)
         for level, step in enumerate(steps, 1):
             factor = factor * step
+            # a coarse voxel's centre lies between the centres of the voxels it covers
+            shift = [float(o + v * (f - 1) / 2) for o, v, f in zip(self.origin, self.voxel_size, factor)]
             datasets.append({
                 "path": str(level),
                 "coordinateTransformations": [
                     {"type": "scale", "scale": [float(v * f) for v, f in zip(self.voxel_size, factor)]},
-                    # a coarse voxel's centre lies between the centres of the voxels it covers
-                    {"type": "translation", "translation": [float(v * (f - 1) / 2) for v, f in zip(self.voxel_size, factor)]},
+                    {"type": "translation", "translation": shift},
                 ],
             })
         image_label = {
@@ -385,6 +390,7 @@ def create_label_writer(
     name: str = "segmentation",
     label_names: Sequence[str] | None = None,
     resume_key: str | None = None,
+    origin: Sequence[float] | None = None,
 ) -> LabelWriter:
     """Start (or resume) writing a label volume; the format follows the extension of ``path``.
 
@@ -412,6 +418,11 @@ def create_label_writer(
         ``<path>.partial`` was left by a run with the same key (and the same
         shape, labels, chunks), it is reopened (``writer.resumed``) and the
         blocks written so far are kept; otherwise it is discarded.
+    origin : sequence of 3 floats, optional
+        Position of the first voxel's centre in nanometres ``(z, y, x)``, the
+        input's :attr:`~orgaseg.io.Volume.origin`: an OME-Zarr translation, so
+        labels of a cropped region overlay it in a viewer. An ImageJ TIFF has
+        no place for it and starts at zero.
 
     Returns
     -------
@@ -429,7 +440,8 @@ def create_label_writer(
     lower = path.name.lower()
     if lower.endswith(_ZARR_SUFFIXES):
         return OmeZarrLabelWriter(
-            path, shape, n_labels, voxel_size, overwrite, label_names, resume_key, chunks=chunks, name=name
+            path, shape, n_labels, voxel_size, overwrite, label_names, resume_key, chunks=chunks, name=name,
+            origin=origin,
         )
     if lower.endswith(_TIFF_SUFFIXES):
         return TiffLabelWriter(path, shape, n_labels, voxel_size, overwrite, label_names, resume_key)
@@ -446,8 +458,12 @@ def write_labels(
     provenance: dict,
     overwrite: bool = False,
     label_names: Sequence[str] | None = None,
+    origin: Sequence[float] | None = None,
 ) -> Path:
-    """Write a label array (2D or 3D, ids ``0 .. n - 1``) in one go; return the path."""
+    """Write a label array (2D or 3D, ids ``0 .. n - 1``) in one go; return the path.
+
+    ``origin`` as in :func:`create_label_writer`.
+    """
     labels = np.asarray(labels)
     if labels.ndim == 2:
         labels = labels[np.newaxis]
@@ -459,7 +475,8 @@ def write_labels(
         raise OrgasegError(f"labels must be non-negative, found {labels.min()}")
     n_labels = max(int(labels.max()) + 1, len(label_names or ()))
     with create_label_writer(
-        path, labels.shape, n_labels, voxel_size=voxel_size, overwrite=overwrite, label_names=label_names
+        path, labels.shape, n_labels, voxel_size=voxel_size, overwrite=overwrite, label_names=label_names,
+        origin=origin,
     ) as writer:
         writer.write((slice(None),) * 3, labels)
         return writer.finalize(provenance)

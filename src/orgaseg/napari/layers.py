@@ -84,7 +84,8 @@ def names_of(layer) -> dict[int, str] | None:
 
 def labels_layer(data, *, kind: str, voxel_size: Sequence[float], name: str, names: Mapping[int, str] | None = None,
                  colors: Mapping[int, Sequence[float]] | None = None, record: Mapping | None = None,
-                 path: str | None = None, n_labels: int | None = None) -> tuple:
+                 path: str | None = None, n_labels: int | None = None,
+                 origin: Sequence[float] = (0.0, 0.0, 0.0)) -> tuple:
     """A napari layer data tuple ``(data, kwargs, "labels")`` for an orgaseg label volume.
 
     Parameters
@@ -107,12 +108,15 @@ def labels_layer(data, *, kind: str, voxel_size: Sequence[float], name: str, nam
         Where the volume was read from (layer metadata ``path``).
     n_labels : int, optional
         Number of label values (default: from ``names``, else the provenance's ``k``).
+    origin : sequence of 3 float
+        ``(z, y, x)`` in nm where the first voxel lies: the layer's translation.
     """
     if n_labels is None:
         n_labels = max(names) + 1 if names else int((record or {}).get("k") or 0)
     kwargs = {
         "name": name,
         "scale": tuple(float(v) for v in voxel_size),
+        "translate": tuple(float(v) for v in origin),
         "units": ("nm", "nm", "nm"),
         "metadata": {"orgaseg": dict(record or {}), "path": path, "kind": kind},
         "opacity": 0.6,
@@ -129,6 +133,12 @@ def labels_layer(data, *, kind: str, voxel_size: Sequence[float], name: str, nam
 def voxel_size_of(layer) -> tuple[float, float, float]:
     """A layer's voxel size in nm ``(z, y, x)``: its scale along its last three axes."""
     return tuple(float(v) for v in layer.scale[-3:])
+
+
+def origin_of(layer) -> tuple[float, float, float]:
+    """Where a layer's first voxel lies in nm ``(z, y, x)``: its translation along its last three axes."""
+    translate = tuple(float(v) for v in layer.translate[-3:])
+    return (0.0,) * (3 - len(translate)) + translate
 
 
 def layer_volume(layer):

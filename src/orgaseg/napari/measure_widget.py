@@ -18,7 +18,7 @@ from magicgui.widgets import Container, FileEdit, PushButton, Table, create_widg
 from orgaseg.errors import OrgasegError
 from orgaseg.io import write_labels
 from orgaseg.io.volume import Volume
-from orgaseg.napari.layers import layer_volume, names_of, voxel_size_of
+from orgaseg.napari.layers import layer_volume, names_of, origin_of, voxel_size_of
 from orgaseg.napari.tasks import TaskRunner, text_label
 
 
@@ -57,22 +57,23 @@ class MeasureWidget(Container):
             return
         path = layer.metadata.get("path")
         image = self.image.value
-        raw = None if image is None else Volume(layer_volume(image), voxel_size=voxel_size_of(image))
+        raw = None if image is None else Volume(layer_volume(image), voxel_size=voxel_size_of(image),
+                                                origin=origin_of(image))
 
         def call(progress):
             if path and Path(path).exists():  # read from a file: measured from it, blockwise, with its classes
                 return measure_instances(path, raw=raw, progress=progress)
             names = names_of(layer)
             if not names:
-                return measure_instances(Volume(layer_volume(layer), voxel_size=voxel_size_of(layer)), raw=raw,
-                                         progress=progress)
+                return measure_instances(Volume(layer_volume(layer), voxel_size=voxel_size_of(layer),
+                                                origin=origin_of(layer)), raw=raw, progress=progress)
             # a layer made here: written with its classes first, so the table and the per-class summary
             # come from the same road as 'orgaseg measure' on a file
             with tempfile.TemporaryDirectory() as folder:
                 labels = np.asarray(layer_volume(layer))
                 n_labels = max(max(names), int(labels.max())) + 1
                 written = write_labels(Path(folder) / "instances.ome.zarr", labels, voxel_size=voxel_size_of(layer),
-                                       provenance={"layer": layer.name},
+                                       origin=origin_of(layer), provenance={"layer": layer.name},
                                        label_names=[names.get(v, "") for v in range(n_labels)])
                 return measure_instances(written, raw=raw, progress=progress)
 

@@ -16,7 +16,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit, PushButton
 
 from orgaseg.errors import OrgasegError
 from orgaseg.io.volume import Volume
-from orgaseg.napari.layers import labels_layer, layer_volume, to_voxels, voxel_size_of
+from orgaseg.napari.layers import labels_layer, layer_volume, origin_of, to_voxels, voxel_size_of
 from orgaseg.napari.tasks import TaskRunner, text_label
 
 #: The points layer's feature holding each click's organelle name.
@@ -58,13 +58,18 @@ class NamingWidget(Container):
         self.run_button.changed.connect(self.run)
 
     def add_points_layer(self):
-        """A points layer for clicks on the chosen clusters (same scale), in add mode, selected."""
+        """A points layer for clicks on the chosen clusters (same scale and translation), in add mode, selected.
+
+        Its data coordinates are then the clusters' voxels, also in the CSV napari saves from it.
+        """
         import pandas as pd
 
         labels = self.clusters.value
         scale = labels.scale[-3:] if labels is not None else (1.0, 1.0, 1.0)
         units = labels.units[-3:] if labels is not None else None
+        translate = origin_of(labels) if labels is not None else (0.0, 0.0, 0.0)
         layer = self.viewer.add_points(np.empty((0, 3)), ndim=3, name="clicks", scale=scale, units=units,
+                                       translate=translate,
                                        size=4 * min(scale),
                                        features=pd.DataFrame({NAME_FEATURE: pd.Series([], dtype=object)}),
                                        face_color="white", border_color="black")
@@ -119,7 +124,7 @@ class NamingWidget(Container):
             if self.refine.value and self.image.value is not None:
                 image = self.image.value
                 arguments["raw"] = Volume(layer_volume(image), voxel_size=voxel_size_of(image),
-                                          path=f"<napari layer {image.name}>")
+                                          path=f"<napari layer {image.name}>", origin=origin_of(image))
         except OrgasegError as err:
             self.tasks.show(f"failed: {err}")
             return
@@ -130,7 +135,8 @@ class NamingWidget(Container):
 
             names = dict(enumerate(named.names))
             self.viewer.add_layer(Layer.create(*labels_layer(
-                named.labels, kind="named", voxel_size=voxel_size_of(clusters), name=f"{clusters.name} named",
+                named.labels, kind="named", voxel_size=voxel_size_of(clusters), origin=origin_of(clusters),
+                name=f"{clusters.name} named",
                 names=names, record=named.provenance)))
             self.summary.value = named.naming.summary(refined=named.classifier is not None)
             self.tasks.show(f"done: {len(named.names) - 1} names")

@@ -67,7 +67,8 @@ def read_orgaseg(path) -> list[tuple]:
     chunks = volume.chunks or tuple(min(s, c) for s, c in zip(volume.shape, (16, 512, 512)))
     data = da.from_array(volume, chunks=chunks, asarray=True, fancy=False)
     n_labels = len(names) if names else None
-    return [labels_layer(data, kind=kind, voxel_size=volume.voxel_size, name=_layer_name(path, kind), names=names,
+    return [labels_layer(data, kind=kind, voxel_size=volume.voxel_size, origin=volume.origin,
+                         name=_layer_name(path, kind), names=names,
                          colors=_stored_colors(path, volume), record=record, path=str(path), n_labels=n_labels)]
 
 

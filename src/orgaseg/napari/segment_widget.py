@@ -8,7 +8,7 @@ from magicgui.widgets import ComboBox, Container, FileEdit, LineEdit, PushButton
 
 from orgaseg.errors import OrgasegError
 from orgaseg.io.volume import Volume
-from orgaseg.napari.layers import labels_layer, layer_volume, voxel_size_of
+from orgaseg.napari.layers import labels_layer, layer_volume, origin_of, voxel_size_of
 from orgaseg.napari.tasks import TaskRunner, text_label
 
 
@@ -56,7 +56,8 @@ class SegmentWidget(Container):
         model = None if model is None or str(model) in ("", ".") else Path(model)
         pixel_size = self.pixel_size.value.strip() or None
         # read block by block as segment goes: a dask-backed layer larger than memory works too
-        data = Volume(layer_volume(layer), voxel_size=voxel_size, path=f"<napari layer {layer.name}>")
+        data = Volume(layer_volume(layer), voxel_size=voxel_size, path=f"<napari layer {layer.name}>",
+                      origin=origin_of(layer))
         return dict(data=data, method=self.method.value,
                     k=int(self.k.value), model=model, pixel_size=pixel_size,
                     options=parse_assignments(self.stage_options.value.split(), "options") or None)
@@ -80,7 +81,8 @@ class SegmentWidget(Container):
 
             name = f"{image_name} {arguments['method']} K={arguments['k']}"
             self.viewer.add_layer(Layer.create(*labels_layer(
-                result.labels, kind="clusters", voxel_size=arguments["data"].voxel_size, name=name,
+                result.labels, kind="clusters", voxel_size=arguments["data"].voxel_size,
+                origin=arguments["data"].origin, name=name,
                 record=result.provenance, n_labels=int(result.provenance["k"]))))
             self.tasks.show(f"done: {name}")
 

@@ -34,6 +34,8 @@ def write_named_labels(path: str, data, attributes: dict) -> list[str]:
     labels = np.asarray(data)
     scale = tuple(float(v) for v in attributes.get("scale", (1.0,) * labels.ndim))
     voxel_size = scale[-3:] if len(scale) >= 3 else (1.0, *scale[-2:])
+    translate = tuple(float(v) for v in attributes.get("translate", (0.0,) * labels.ndim))
+    origin = translate[-3:] if len(translate) >= 3 else (0.0, *translate[-2:])
     metadata = attributes.get("metadata") or {}
     names = _names(attributes.get("features"), metadata)
     label_names = None
@@ -45,7 +47,8 @@ def write_named_labels(path: str, data, attributes: dict) -> list[str]:
     record = make_provenance(command="napari-save", kind=metadata.get("kind"), layer=attributes.get("name"),
                              names=label_names, source=metadata.get("orgaseg") or None,
                              source_path=metadata.get("path"))
-    written = write_labels(Path(path), labels, voxel_size=voxel_size, provenance=record, label_names=label_names)
+    written = write_labels(Path(path), labels, voxel_size=voxel_size, origin=origin, provenance=record,
+                           label_names=label_names)
     return [str(written)]
 
 

@@ -82,6 +82,7 @@ def points_from_arrays(
     voxel_size: Sequence[float] | None = None,
     units: str = "voxels",
     source: str = "points",
+    origin: Sequence[float] = (0.0, 0.0, 0.0),
 ) -> Annotations:
     """Annotations from clicked points (e.g. a napari points layer) and their names.
 
@@ -99,6 +100,10 @@ def points_from_arrays(
         Units of ``coords``.
     source : str
         Where the points came from, for messages.
+    origin : sequence of float
+        ``(z, y, x)`` in nm where the volume's first voxel lies (its
+        :attr:`~orgaseg.io.Volume.origin`): points in nm are taken in the same
+        coordinates, so nm read off the full volume fit a crop of it.
 
     Returns
     -------
@@ -124,10 +129,11 @@ def points_from_arrays(
     if units == "nm":
         if voxel_size is None:
             raise OrgasegError(f"{source}: points in nm need the volume's voxel size")
-        coords = coords / np.asarray(voxel_size, dtype=np.float64)
+        local = coords - np.asarray(origin, dtype=np.float64)
+        coords = local / np.asarray(voxel_size, dtype=np.float64)
         # voxel indices read as nm crowd into the corner of the volume, within the voxel counts along every axis
         coarse = np.asarray(voxel_size, dtype=np.float64) >= 2
-        if coarse.any() and np.all((given[:, coarse] >= 0) & (given[:, coarse] < shape[coarse])):
+        if coarse.any() and np.all((local[:, coarse] >= 0) & (local[:, coarse] < shape[coarse])):
             warnings.warn(OrgasegWarning(
                 f"{source}: every point, read in nm, lies in the volume's first "
                 f"{' x '.join(map(str, shape.tolist()))} nm, a corner as many nm wide as the volume has voxels: "
@@ -139,11 +145,19 @@ def points_from_arrays(
         where = " x ".join(map(str, shape.tolist()))
         raise OrgasegError(f"{source}: {outside.size} point(s) lie outside the volume ({where} voxels), e.g. point "
                            f"{first + 1} at z, y, x = {', '.join(f'{v:g}' for v in given[first])} {units}"
-                           + ("" if units == "nm" else "; are they in nanometres? then say units='nm' (--units nm)"))
+                           + (_nm_hint(origin) if units == "nm"
+                              else "; are they in nanometres? then say units='nm' (--units nm)"))
     order = list(dict.fromkeys(names))
     index = {name: i for i, name in enumerate(order)}
     labels = np.array([index[n] for n in names], dtype=np.int64)
     return Annotations(coords=voxels, labels=labels, names=tuple(order), source=source)
+
+
+def _nm_hint(origin: Sequence[float]) -> str:
+    """Where a volume with an origin starts, for a message about points in nm."""
+    if not any(origin):
+        return ""
+    return f" (the volume's first voxel lies at z, y, x = {', '.join(f'{v:g}' for v in origin)} nm)"
 
 
 def read_points(
@@ -152,6 +166,7 @@ def read_points(
     shape: Sequence[int],
     voxel_size: Sequence[float] | None = None,
     units: str = "voxels",
+    origin: Sequence[float] = (0.0, 0.0, 0.0),
 ) -> Annotations:
     """Read a points CSV: the header ``z,y,x,name`` or napari's points layout.
 
@@ -166,9 +181,10 @@ def read_points(
         ``name`` feature, and ``index`` and the other features are ignored.
         napari writes the layer's data coordinates: voxels of the
         segmentation when the points layer has its scale and no translation
-        (the New clicks layer of orgaseg's naming widget, or napari's new
-        points layer made with the segmentation layer selected).
-    shape, voxel_size, units
+        (the New clicks layer of orgaseg's naming widget takes the
+        segmentation's scale and translation; so does napari's new points
+        layer made with the segmentation layer selected).
+    shape, voxel_size, units, origin
         As :func:`points_from_arrays`.
 
     Returns
@@ -198,7 +214,8 @@ def read_points(
             raise OrgasegError(f"{path}, line {line}: {', '.join(axes)} must be numbers, got "
                                f"{', '.join(row[c] for c in axes)}") from None
         names.append(row["name"])
-    return points_from_arrays(coords, names, shape=shape, voxel_size=voxel_size, units=units, source=str(path))
+    return points_from_arrays(coords, names, shape=shape, voxel_size=voxel_size, units=units, source=str(path),
+                              origin=origin)
 
 
 def read_names_table(path: str | Path) -> dict[int, str]:

@@ -561,7 +561,7 @@ def make_instances(
             instances=len(plan.values), counts=counts, block_shape=block_shape, blocks=len(blocks),
             passes=plan.passes + 1, executor=executor.describe(),
         )
-        labels, path = _write(stage, plan, blocks, executor, output, shape, volume.voxel_size, block_shape,
+        labels, path = _write(stage, plan, blocks, executor, output, volume, block_shape,
                               class_names, record, overwrite, resume_key, progress)
     finally:
         executor.forget()
@@ -658,12 +658,15 @@ def _instance_block(stage: _Stage, final: _Resolved, dtype, block: Block) -> tup
     return ids, time.perf_counter() - started
 
 
-def _write(stage, plan: _Plan, blocks, executor, output, shape, voxel_size, block_shape, class_names, record,
+def _write(stage, plan: _Plan, blocks, executor, output, grid: Volume, block_shape, class_names, record,
            overwrite, resume_key, progress):
-    """The last pass: label every block again and write it with its final ids (resumable with an output)."""
+    """The last pass: label every block again and write it with its final ids (resumable with an output).
+
+    The instances lie on ``grid``'s voxels (the named volume's shape, voxel size and origin).
+    """
     count = len(plan.values)
-    outputs = open_outputs(output, shape, count + 1, voxel_size=voxel_size, block_shape=block_shape,
-                           overwrite=overwrite, resume_key=resume_key, name="instances",
+    outputs = open_outputs(output, grid.shape, count + 1, voxel_size=grid.voxel_size, origin=grid.origin,
+                           block_shape=block_shape, overwrite=overwrite, resume_key=resume_key, name="instances",
                            label_names=["background", *class_names])
     state = outputs.state
     try:

@@ -6,9 +6,10 @@ One row per instance (``id``, ``class``, ``voxels``, ``volume_um3``, ``surface_a
 per class in a summary (``count``, total, median and mean volume, and with a cell mask the
 class's ``volume_fraction`` of the cell).
 
-Coordinates. Voxel ``(i, j, k)`` is centred at ``(i * vz, j * vy, k * vx)`` nm, the
-convention of OME-Zarr's scale transform and of napari, so a centroid lands on the
-instance in a viewer. The bounding box holds the centres of an instance's outermost voxels
+Coordinates. Voxel ``(i, j, k)`` is centred at ``origin + (i * vz, j * vy, k * vx)`` nm,
+the convention of OME-Zarr's scale and translation transforms and of napari, so a centroid
+lands on the instance in a viewer; the origin is zero unless the instance volume carries
+one (instances of a region cut with ``orgaseg crop`` are placed in the full volume). The bounding box holds the centres of an instance's outermost voxels
 (``bbox_max - bbox_min + voxel size`` is its extent).
 
 Blockwise sums. Every block returns, per instance it holds, the voxel count, the mean
@@ -45,7 +46,7 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -251,8 +252,8 @@ def _merge(parts: list[dict], with_raw: bool, with_mask: bool) -> dict:
     return merged
 
 
-def _table(merged: dict, voxel_size, names: dict[int, str] | None, with_raw: bool) -> dict[str, np.ndarray]:
-    spacing = np.asarray(voxel_size)
+def _table(merged: dict, voxel_size, origin, names: dict[int, str] | None, with_raw: bool) -> dict[str, np.ndarray]:
+    spacing, origin = np.asarray(voxel_size), np.asarray(origin)
     count = merged["count"]
     volume_nm3 = count * float(np.prod(spacing))
     area_nm2 = merged["area"]
@@ -273,11 +274,11 @@ def _table(merged: dict, voxel_size, names: dict[int, str] | None, with_raw: boo
         "sphericity": sphericity,
     }
     for a, axis in enumerate("zyx"):
-        table[f"centroid_{axis}_nm"] = merged["mean"][:, a]
+        table[f"centroid_{axis}_nm"] = merged["mean"][:, a] + origin[a]
     for a, axis in enumerate("zyx"):
-        table[f"bbox_min_{axis}_nm"] = merged["bbox_min"][:, a] * spacing[a]
+        table[f"bbox_min_{axis}_nm"] = merged["bbox_min"][:, a] * spacing[a] + origin[a]
     for a, axis in enumerate("zyx"):
-        table[f"bbox_max_{axis}_nm"] = merged["bbox_max"][:, a] * spacing[a]
+        table[f"bbox_max_{axis}_nm"] = merged["bbox_max"][:, a] * spacing[a] + origin[a]
     table["axis_major_length_nm"] = axes[:, 0]
     table["axis_intermediate_length_nm"] = axes[:, 1]
     table["axis_minor_length_nm"] = axes[:, 2]
@@ -386,7 +387,7 @@ def measure_instances(
     if mask is not None and mask_voxels == 0:
         raise OrgasegError("the cell mask is empty: no voxel is non-zero")
     merged = _merge(parts, raw is not None, mask is not None)
-    table = _table(merged, volume.voxel_size, read_label_names(volume), raw is not None)
+    table = _table(merged, volume.voxel_size, volume.origin, read_label_names(volume), raw is not None)
     summary = _summary(table, merged, mask_voxels if mask is not None else None, volume.voxel_size)
     seconds = time.perf_counter() - started
     provenance = {
@@ -423,8 +424,7 @@ def _open(data, what: str, *, key=None, voxel_size=None, shape=None) -> tuple[Vo
         if voxel_size is None and not isinstance(data, Volume):
             volume.attrs["voxel_size_assumed"] = True
         elif voxel_size is not None and isinstance(data, Volume):
-            volume = Volume(volume.array, voxel_size=voxel_size, path=volume.path, key=volume.key,
-                            chunks=volume.chunks, transform=volume.transform, dtype=volume.dtype, attrs=dict(volume.attrs))
+            volume = replace(volume, voxel_size=voxel_size, attrs=dict(volume.attrs))
         source = VolumeSource(volume)
     if shape is not None and volume.shape != shape:
         raise OrgasegError(f"the {what} volume has shape {volume.shape}, the instances {shape}; they must match")

@@ -333,7 +333,8 @@ def name_clusters(
         forest = (classifier if refine and mapping is None else getattr(fitted_classifier, "kind", None)) == "forest"
         if forest and forest_path(output).exists() and not overwrite:
             raise OrgasegError(f"{forest_path(output)} exists; pass {arg('overwrite')} to replace it")
-        sink = create_label_writer(output, volume.shape, n_labels, voxel_size=volume.voxel_size, overwrite=overwrite,
+        sink = create_label_writer(output, volume.shape, n_labels, voxel_size=volume.voxel_size, origin=volume.origin,
+                                   overwrite=overwrite,
                                    chunks=aligned_chunks(block_shape, LABEL_CHUNKS), label_names=naming.names)
     try:
         if segmentation_job is not None:  # a classifier is trained here (the clicks) or reused (a mapping)
@@ -441,7 +442,8 @@ def _read_annotations(points, scribbles, names, volume: Volume, units: str) -> A
     if points is not None:
         if names is not None:
             raise OrgasegError("a names table goes with scribbles; points carry their names in the 'name' column")
-        return read_points(points, shape=volume.shape, voxel_size=volume.voxel_size, units=units)
+        return read_points(points, shape=volume.shape, voxel_size=volume.voxel_size, units=units,
+                           origin=volume.origin)
     table = names if isinstance(names, dict) or names is None else read_names_table(names)
     if isinstance(scribbles, (str, Path)):
         if not Path(scribbles).exists():

@@ -89,6 +89,7 @@ def open_outputs(
     *,
     voxel_size: tuple[float, float, float],
     block_shape: tuple[int, int, int],
+    origin: tuple[float, float, float] | None = None,
     overwrite: bool = False,
     resume_key: str | None = None,
     save_features: str | Path | None = None,
@@ -102,8 +103,8 @@ def open_outputs(
     ----------
     output : str, Path or None
         Label output (``.ome.zarr`` or ``.tif``); None keeps the labels in memory.
-    shape, n_labels, voxel_size
-        Of the label volume.
+    shape, n_labels, voxel_size, origin
+        Of the label volume (origin: where its first voxel lies, nm).
     block_shape : tuple of int
         The runner's blocks: no two blocks share a storage chunk.
     overwrite : bool
@@ -124,7 +125,7 @@ def open_outputs(
     if output is None:
         sink, state, resume_key = ArraySink(shape, smallest_label_dtype(n_labels)), None, None
     else:
-        sink = create_label_writer(output, shape, n_labels, voxel_size=voxel_size, overwrite=overwrite,
+        sink = create_label_writer(output, shape, n_labels, voxel_size=voxel_size, origin=origin, overwrite=overwrite,
                                    chunks=aligned_chunks(block_shape, LABEL_CHUNKS), resume_key=resume_key,
                                    name=name, label_names=label_names)
         state = RunState(sink.state_dir, resume_key) if resume_key is not None else None

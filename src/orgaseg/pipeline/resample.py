@@ -256,5 +256,7 @@ def resampled_volume(volume, pixel_size_nm: float | None):
     grid = WorkingGrid.for_pixel_size(volume.shape, volume.voxel_size, pixel_size_nm)
     if grid.is_identity:
         return volume
+    # working pixel 0 lies at input coordinate c(0) = (r - 1) / 2 (the module's geometry)
+    origin = tuple(o + (r - 1) / 2 * v for o, r, v in zip(volume.origin, grid.factors, volume.voxel_size))
     return Volume(array=ResampledArray(volume, grid), voxel_size=grid.working_voxel_size, path=volume.path,
-                  key=volume.key, attrs={**volume.attrs, "resampled_from": list(volume.voxel_size)})
+                  key=volume.key, attrs={**volume.attrs, "resampled_from": list(volume.voxel_size)}, origin=origin)
