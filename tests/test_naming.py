@@ -295,6 +295,7 @@ def test_bad_arguments_get_clear_errors(segmented, tmp_path, capsys):
     (["--classifier", "mlp"], "--classifier NAME takes effect only with --refine"),
     (["--z-context", "--context", "none"], "--context SIZES and --z-context take effect only with --refine"),
     (["--raw", "cell.tif"], "--raw VOLUME takes effect only with --refine"),
+    (["--feature-memory", "0"], "--feature-memory SIZE takes effect only with --refine"),
 ])
 def test_refine_options_without_refine_are_refused_not_ignored(segmented, tmp_path, capsys, extra, message):
     out = tmp_path / "named.ome.zarr"

@@ -171,8 +171,7 @@ class CountingExtractor:
 
 
 @pytest.mark.parametrize("pixel_size, threads", [(None, 0), (20.0, 0), (20.0, 2)])
-def test_a_volume_whose_features_fit_is_featurised_once(textured, monkeypatch, pixel_size, threads):
-    from orgaseg.pipeline import runner
+def test_a_volume_whose_features_fit_is_featurised_once(textured, pixel_size, threads):
     from orgaseg.pipeline.executors import SerialExecutor, ThreadExecutor
     from orgaseg.pipeline.resample import WorkingGrid
 
@@ -180,12 +179,11 @@ def test_a_volume_whose_features_fit_is_featurised_once(textured, monkeypatch, p
     bank = FilterBank(voxel_size=textured.voxel_size if grid is None else grid.working_voxel_size,
                       scales_nm=(10.0, 20.0))
     labels, windows = [], []
-    for budget in (runner.FEATURE_CACHE_BYTES, 0):
-        monkeypatch.setattr(runner, "FEATURE_CACHE_BYTES", budget)
+    for budget in (None, 0):  # the default budget; none kept
         counting, sink = CountingExtractor(bank), ArraySink(textured.shape, np.uint8)
         job = _job(textured, counting, grid)
         cluster_volume(job, KMEANS, [sink], ks=[3], sample_size=5000, block_shape=(2, 24, 48),
-                       executor=ThreadExecutor(threads) if threads else SerialExecutor())
+                       executor=ThreadExecutor(threads) if threads else SerialExecutor(), feature_memory=budget)
         labels.append(sink.array)
         windows.append(counting.windows)
         assert job.cache is None  # freed after the run
@@ -193,6 +191,28 @@ def test_a_volume_whose_features_fit_is_featurised_once(textured, monkeypatch, p
     assert len(set(windows[0])) == len(windows[0]) == len(set(windows[1]))  # every window featurised once
     # without the cache, each of the 6 blocks is featurised in both passes (blocks with the same window too)
     assert len(windows[1]) == 2 * 6
+
+
+def test_segment_takes_a_feature_memory_budget(textured, tmp_path, capsys):
+    from orgaseg.cli import main
+    from orgaseg.errors import OrgasegError
+    from orgaseg.io import read_provenance
+    from orgaseg.segmentation import segment
+
+    kept = segment(textured, k=3, sample_size=5000)
+    none = segment(textured, k=3, sample_size=5000, feature_memory=0)
+    np.testing.assert_array_equal(kept.labels, none.labels)
+    assert kept.provenance["feature_memory_bytes"] == 2**30 and none.provenance["feature_memory_bytes"] == 0
+    for bad in (-1, 2.5, "1G"):
+        with pytest.raises(OrgasegError, match="feature_memory=BYTES must be a number of bytes"):
+            segment(textured, k=3, feature_memory=bad)
+    path = tmp_path / "raw.npy"
+    np.save(path, textured.read())
+    assert main(["segment", str(path), "-k", "3", "--voxel-size", "20", "20", "20", "--feature-memory", "1.5M",
+                 "-o", str(tmp_path / "s.tif"), "--quiet"]) == 0
+    assert read_provenance(tmp_path / "s.tif")["feature_memory_bytes"] == 1572864
+    assert main(["segment", str(path), "--feature-memory", "lots", "-o", str(tmp_path / "t.tif"), "--quiet"]) == 2
+    assert "expected a size such as 512M, 2G or 0, got 'lots'" in capsys.readouterr().err
 
 
 def test_feature_cache_keeps_what_fits_read_only_and_stays_in_its_process():

@@ -304,7 +304,6 @@ def test_the_labelling_pass_reuses_the_training_passs_features(merged, monkeypat
     import contextlib
 
     from orgaseg.organelles import naming
-    from orgaseg.pipeline import runner
 
     folder, cell, _ = merged
     annotations = points_from_arrays(*clicks(cell.labels, 10), shape=SHAPE)
@@ -320,7 +319,6 @@ def test_the_labelling_pass_reuses_the_training_passs_features(merged, monkeypat
     monkeypatch.setattr(naming, "reusing_features", recording)
     reused = name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True)
     assert caches[0].hits > 0 and caches[0].used > 0
-    monkeypatch.setattr(runner, "FEATURE_CACHE_BYTES", 0)
-    computed = name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True)
-    assert caches[1].hits == 0
+    computed = name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True, feature_memory=0)
+    assert caches[1].hits == 0 and caches[1].max_bytes == 0
     np.testing.assert_array_equal(reused.labels, computed.labels)

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import time
 import warnings
@@ -132,6 +133,7 @@ def cmd_segment(args, progress) -> int:
             overwrite=args.overwrite,
             executor=executor,
             save_features=args.save_features,
+            feature_memory=args.feature_memory,
             progress=progress,
         )
     finally:
@@ -275,7 +277,7 @@ def cmd_name(args, progress) -> int:
                                classifier=args.classifier, prior=args.prior, context=args.context,
                                z_context=args.z_context, raw=args.raw,
                                model=args.model, device=args.device, seed=args.seed, overwrite=args.overwrite,
-                               executor=executor, progress=progress)
+                               executor=executor, feature_memory=args.feature_memory, progress=progress)
     finally:
         executor.close()
     refined = (f", refined by a {result.classifier.kind} classifier" if result.classifier is not None else "")
@@ -441,6 +443,28 @@ def _add_executor_options(parser: argparse.ArgumentParser) -> None:
                         help="join a running dask scheduler, e.g. tcp://host:8786 (dask-jobqueue: SLURM, LSF, ...)")
 
 
+def _add_feature_memory_option(parser: argparse.ArgumentParser, what: str) -> None:
+    from orgaseg.pipeline.runner import FEATURE_CACHE_BYTES
+
+    parser.add_argument("--feature-memory", type=_bytes, metavar="SIZE",
+                        help=f"{what}, at most SIZE (e.g. 256M, 2G, 0 for none; default "
+                             f"{FEATURE_CACHE_BYTES // 2**30}G); dask workers keep none")
+
+
+#: Binary size suffixes of --feature-memory (1K = 1024 bytes).
+_SIZE_SUFFIXES = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "KIB": 2**10, "M": 2**20, "MB": 2**20, "MIB": 2**20,
+                  "G": 2**30, "GB": 2**30, "GIB": 2**30, "T": 2**40, "TB": 2**40, "TIB": 2**40}
+
+
+def _bytes(text: str) -> int:
+    """A memory size such as ``512M``, ``1.5G`` or ``0`` as bytes (suffixes are powers of 1024)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text)
+    factor = _SIZE_SUFFIXES.get(match.group(2).upper()) if match else None
+    if factor is None:
+        raise argparse.ArgumentTypeError(f"expected a size such as 512M, 2G or 0, got {text!r}")
+    return int(float(match.group(1)) * factor)
+
+
 def _add_volume_options(parser: argparse.ArgumentParser) -> None:
     """How to read the input volume: shared by info, crop, segment and inspect."""
     parser.add_argument("--key", help="dataset inside a container (HDF5, zarr group, N5)")
@@ -516,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "his4mae and sdae-recon: a thousandth of the voxels, 20,000 to 1,000,000)")
     p.add_argument("--block-shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="block shape in voxels")
     _add_executor_options(p)
+    _add_feature_memory_option(p, "the sampling pass's features kept for the labelling pass")
     p.add_argument("--save-features", metavar="PATH.zarr", help="also write every voxel's features (float16 Zarr)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output and start afresh (a rerun without it resumes)")
@@ -680,6 +705,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where encoders run")
     p.add_argument("--seed", type=int, default=0, help="seed of the training subsample, the network and the forest (default 0)")
     _add_executor_options(p)
+    _add_feature_memory_option(p, "with --refine: the training pass's features kept for the labelling pass")
     p.add_argument("-o", "--output", required=True, help="named labels: .ome.zarr / .zarr or .tif")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(run=cmd_name)

@@ -24,6 +24,7 @@ ARGUMENTS: dict[str, tuple[str, str]] = {
     "context": ("context=SIZES", "--context SIZES"),
     "data_root": ("data_root=PATH", "--data-root PATH"),
     "executor": ("executor=...", "--executor NAME"),
+    "feature_memory": ("feature_memory=BYTES", "--feature-memory SIZE"),
     "features": ("features=NAME", "--features NAME"),
     "key": ("key=NAME", "--key NAME"),
     "mapping": ("mapping=PATH", "--mapping PATH"),

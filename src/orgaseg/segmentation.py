@@ -22,7 +22,7 @@ from orgaseg.pipeline.cost import estimate_cost
 from orgaseg.pipeline.executors import Executor, SerialExecutor
 from orgaseg.pipeline.outputs import open_outputs
 from orgaseg.pipeline.resume import run_key
-from orgaseg.pipeline.runner import cluster_volume, kept_feature_bytes, resolve_block_shape
+from orgaseg.pipeline.runner import check_feature_memory, cluster_volume, kept_feature_bytes, resolve_block_shape
 from orgaseg.pipeline.stages import resolve_stages
 from orgaseg.pipeline.tasks import VolumeSource
 from orgaseg.progress import ProgressCallback
@@ -124,6 +124,7 @@ def segment(
     overwrite: bool = False,
     executor: Executor | None = None,
     save_features: str | Path | None = None,
+    feature_memory: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> Segmentation:
     """Segment a volume into ``k`` clusters with a named method.
@@ -187,7 +188,13 @@ def segment(
         default serially in this process.
     save_features : str or Path, optional
         Also write every voxel's features to this chunked float16 Zarr array
-        ``(z, y, x, F)``; by default no feature array exists, in memory or on disk.
+        ``(z, y, x, F)``; by default no feature array is written.
+    feature_memory : int, optional
+        Bytes of features kept in memory from the sampling pass for the
+        labelling pass, which then does not compute them again (default
+        :data:`orgaseg.pipeline.runner.FEATURE_CACHE_BYTES`, 1 GiB; 0 keeps
+        none, for a machine short of memory: every block is then computed
+        twice). Dask workers keep none whatever the budget.
     progress : callable, optional
         Progress callback ``(description, done, total, **figures)``.
 
@@ -204,6 +211,8 @@ def segment(
     size, K, seed, sample size or block shape starts afresh, as does ``overwrite``.
     """
     started = time.time()
+    if feature_memory is not None:
+        feature_memory = check_feature_memory(feature_memory)
     volume = resolve_volume(data, key=key, voxel_size=voxel_size, level=level, axes=axes, channel=channel,
                             strict_chunks=strict_chunks)
     reused = load_centers(centers, get_clusterer(clusterer) if clusterer is not None else None) if centers is not None else None
@@ -249,7 +258,8 @@ def segment(
     job.features_out = outputs.features
     try:
         # said before the long part starts
-        cost = estimate_cost(stages, job, reuse_bytes=kept_feature_bytes(executor, fitting=reused is None))
+        kept = kept_feature_bytes(executor, reused is None, feature_memory)
+        cost = estimate_cost(stages, job, reuse_bytes=kept)
     except BaseException:
         outputs.interrupted()
         raise
@@ -268,6 +278,7 @@ def segment(
             executor=executor,
             state=outputs.state,
             stats=stats,
+            feature_memory=feature_memory,
             progress=progress,
         )
     except BaseException:
@@ -280,11 +291,12 @@ def segment(
         clusterer=fitted.to_dict(),
         normalization=normalization.to_dict(),
         input={"path": _absolute(volume.path), "key": volume.key, "shape": list(volume.shape),
-               "voxel_size": list(volume.voxel_size)},
+               "voxel_size": list(volume.voxel_size), "origin": list(volume.origin)},
         model={"path": _absolute(model), "sha256": model_hash} if model is not None else None,
         centers_from=_absolute(centers) if isinstance(centers, (str, Path)) else None,
         blocks={"shape": list(block_shape), **{n: stats[n] for n in ("blocks", "computed", "skipped") if n in stats}},
         executor=executor.describe(),
+        feature_memory_bytes=kept,
         cost_estimate=cost,
         timings={n: v for n, v in stats.items() if n.endswith("_s")},
         features_saved=str(save_features) if save_features is not None else None,

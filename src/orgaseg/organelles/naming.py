@@ -54,7 +54,7 @@ from orgaseg.organelles.refine import (
 )
 from orgaseg.pipeline.blocks import aligned_chunks, default_block_shape, make_blocks
 from orgaseg.pipeline.executors import SerialExecutor
-from orgaseg.pipeline.runner import ArraySink, kept_feature_bytes
+from orgaseg.pipeline.runner import ArraySink, check_feature_memory, kept_feature_bytes
 from orgaseg.pipeline.tasks import reusing_features
 from orgaseg.progress import ProgressCallback, report
 
@@ -208,6 +208,7 @@ def name_clusters(
     seed: int = 0,
     overwrite: bool = False,
     executor=None,
+    feature_memory: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> NamedSegmentation:
     """Name the clusters of a segmentation from a few annotations (or a stored mapping).
@@ -272,6 +273,10 @@ def name_clusters(
         Replace an existing output.
     executor : Executor, optional
         Where refined blocks run (default: serially here).
+    feature_memory : int, optional
+        With ``refine``: bytes of the training pass's features kept in memory
+        for the labelling pass (default
+        :data:`orgaseg.pipeline.runner.FEATURE_CACHE_BYTES`; 0 keeps none).
     progress : callable, optional
         Progress callback.
 
@@ -280,13 +285,15 @@ def name_clusters(
     NamedSegmentation
     """
     started = time.time()
+    if feature_memory is not None:
+        feature_memory = check_feature_memory(feature_memory)
     given = [n for n, v in (("points", points), ("scribbles", scribbles), ("annotations", annotations),
                             ("mapping", mapping)) if v is not None]
     if len(given) != 1:
         raise OrgasegError("give exactly one of points (--points), scribbles (--scribbles) and mapping (--mapping)"
                            + (f"; got {', '.join(given)}" if given else ""))
     _refuse_unused_refine_options(refine, mapping, classifier=classifier, prior=prior, context=context,
-                                  z_context=z_context, raw=raw, model=model)
+                                  z_context=z_context, raw=raw, model=model, feature_memory=feature_memory)
     classifier = "logistic" if classifier is None else classifier
     context = DEFAULT_CONTEXT_PX if context is None else context
     volume, record, seg_name = _open_segmentation(segmentation)
@@ -340,7 +347,7 @@ def name_clusters(
         if segmentation_job is not None:  # a classifier is trained here (the clicks) or reused (a mapping)
             training = fitted_classifier is None
             # the training pass's features are kept for the labelling pass (blocks holding clicks are not featurised twice)
-            kept = kept_feature_bytes(executor or SerialExecutor(), fitting=training)
+            kept = kept_feature_bytes(executor or SerialExecutor(), training, feature_memory)
             with reusing_features([segmentation_job.job], kept):
                 if training:
                     fitted_classifier, described["trained_on"] = _train(
@@ -464,7 +471,7 @@ def _refuse_unused_refine_options(refine: bool, mapping, **given) -> None:
     """Options that would otherwise be ignored without a word: the refine's without ``refine``, its training
     options with a reused ``mapping`` (whose classifier brings its own)."""
     used = [name for name, value in given.items() if value is not None and value is not False]
-    training = [name for name in used if name not in ("raw", "model")]
+    training = [name for name in used if name not in ("raw", "model", "feature_memory")]
 
     def listed(names):
         return " and ".join(arg(name) for name in names)

@@ -19,7 +19,7 @@ clusterer, marks each finished block and skips blocks an earlier run of the
 same settings finished.
 
 The second pass need not compute every block's features again: up to
-``FEATURE_CACHE_BYTES`` of the first pass's features are kept in memory
+``FEATURE_CACHE_BYTES`` (or a run's ``feature_memory``) of the first pass's features are kept in memory
 (:func:`~orgaseg.pipeline.tasks.reusing_features`) and read back, so a volume
 whose features fit there (the demo, a crop) is featurised once. Blocks beyond
 that budget, and blocks computed on dask workers, are computed again.
@@ -33,7 +33,7 @@ from typing import Iterable, Iterator, Protocol, Sequence
 import numpy as np
 
 from orgaseg.cluster.base import Clusterer, ClustererSpec
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, arg
 from orgaseg.features.base import FeatureExtractor
 from orgaseg.io.volume import Volume
 from orgaseg.pipeline.blocks import Block, Region, default_block_shape, make_blocks
@@ -57,9 +57,21 @@ FEATURE_BYTES = 512 * 1024**2
 FEATURE_CACHE_BYTES = 2 * FEATURE_BYTES
 
 
-def kept_feature_bytes(executor: Executor, fitting: bool) -> int:
-    """Bytes of features a run keeps between its passes: none without a sampling pass or on other processes."""
-    return FEATURE_CACHE_BYTES if fitting and executor.in_process else 0
+def kept_feature_bytes(executor: Executor, fitting: bool, feature_memory: int | None = None) -> int:
+    """Bytes of features a run keeps between its passes: none without a sampling pass or on other processes.
+
+    ``feature_memory`` is the budget in bytes (default :data:`FEATURE_CACHE_BYTES`; 0 keeps none).
+    """
+    budget = FEATURE_CACHE_BYTES if feature_memory is None else check_feature_memory(feature_memory)
+    return budget if fitting and executor.in_process else 0
+
+
+def check_feature_memory(value) -> int:
+    """A feature-memory budget as a whole number of bytes, 0 or more, or a clear error."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise OrgasegError(f"{arg('feature_memory')} must be a number of bytes, 0 or more (0 keeps no features), "
+                           f"got {value!r}")
+    return int(value)
 
 #: Sampled voxels a clusterer needs per cluster: fewer cannot place K centres meaningfully
 #: (``-k 100000`` on a 200,000-voxel sample is a typo, not a segmentation).
@@ -319,6 +331,7 @@ def cluster_volume(
     executor: Executor | None = None,
     state: RunState | None = None,
     stats: dict | None = None,
+    feature_memory: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> list[Clusterer]:
     """Fit a clusterer for each K on a sample of one volume (or reuse given ones), then label every block.
@@ -341,6 +354,9 @@ def cluster_volume(
     stats : dict, optional
         Filled with seconds per phase (``sampling_s`` (sampling and fitting),
         ``labelling_s``) and block counts (``blocks``; with ``state`` ``computed`` and ``skipped``).
+    feature_memory : int, optional
+        Bytes of the sampling pass's features kept for the labelling pass
+        (:func:`kept_feature_bytes`; default :data:`FEATURE_CACHE_BYTES`).
 
     Returns
     -------
@@ -354,7 +370,7 @@ def cluster_volume(
     try:
         if clusterers is None and state is not None:
             clusterers = state.load_models(spec)
-        with reusing_features([job], kept_feature_bytes(executor, fitting=clusterers is None)):
+        with reusing_features([job], kept_feature_bytes(executor, clusterers is None, feature_memory)):
             if clusterers is None:
                 started = time.perf_counter()
                 clusterers = _fit([job], spec, ks, options, sample_size, seed, block_shape, executor, progress)
