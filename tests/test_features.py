@@ -84,3 +84,15 @@ def test_a_single_slice_is_filtered_in_its_plane_with_zero_z_derivatives():
         # eigenvalues of a Hessian whose z row is 0: one of the three is 0 wherever the in-plane two are non-zero
         eigen = flat[..., [bank.names.index(f"hessian{j}@{scale:g}nm") for j in range(3)]]
         assert np.abs(eigen).min(axis=-1).max() < 1e-6
+
+
+@pytest.mark.parametrize("voxel_size", [(10.0, 10.0, 10.0), (50.0, 5.0, 5.0)])
+def test_features_of_a_kept_part_equal_the_whole_blocks_cropped(voxel_size):
+    block = np.random.default_rng(4).random((30, 40, 36)).astype(np.float32)
+    bank = FilterBank(voxel_size, scales_nm=(10.0, 40.0))
+    keep = (slice(5, 12), slice(20, 40), slice(0, 36))
+    part = bank(block, keep=keep)
+    assert part.shape == (7, 20, 36, bank.n_features)
+    np.testing.assert_array_equal(part, bank(block)[keep])  # the same passes in the same order: identical
+    with pytest.raises(OrgasegError, match="is empty"):
+        bank(block, keep=(slice(3, 3), slice(None), slice(None)))

@@ -47,6 +47,27 @@ def test_default_block_shape_prefers_whole_planes_and_chunks():
     assert default_block_shape((100, 512, 512), chunks=(3, 512, 512), voxels=4 * 512 * 512) == (3, 512, 512)
 
 
+def test_blocks_are_shaped_for_the_fewest_voxels_computed_with_their_halo():
+    from orgaseg.pipeline.blocks import _window_sum, halo_block_shape
+
+    def computed(shape, block, halo):
+        return np.prod([_window_sum(n, b, h) for n, b, h in zip(shape, block, halo)])
+
+    # no context along z (in-plane features of an anisotropic stack): whole planes, as before
+    assert halo_block_shape((20, 1024, 1024), (0, 150, 150), voxels=4 * 1024 * 1024) == (4, 1024, 1024)
+    # wide context along every axis: as deep as the volume, narrow in y and x, not slabs of a few planes
+    shape, halo, voxels = (256, 1024, 1024), (86, 86, 86), 3_834_792
+    block = halo_block_shape(shape, halo, voxels)
+    assert np.prod(block) <= voxels and block[0] == 256
+    slabs = default_block_shape(shape, voxels=voxels)
+    assert computed(shape, block, halo) < computed(shape, slabs, halo) / 8
+    assert computed(shape, block, halo) / np.prod(shape) < 6
+    # storage chunks are respected, and a block never exceeds the volume
+    assert halo_block_shape((40, 300, 300), (5, 5, 5), 100_000, chunks=(8, 64, 64)) in {
+        (z, y, x) for z in range(8, 41, 8) for y in (64, 128, 192, 256, 300) for x in (64, 128, 192, 256, 300)}
+    assert halo_block_shape((1, 50, 60), (0, 9, 9), voxels=10**9) == (1, 50, 60)
+
+
 def test_sample_coordinates_are_seeded_distinct_and_inside():
     a = sample_coordinates((5, 6, 7), 50, seed=3)
     b = sample_coordinates((5, 6, 7), 50, seed=3)
@@ -170,6 +191,16 @@ class CountingExtractor:
         return self.inner.config()
 
 
+class CountingPartExtractor(CountingExtractor):
+    """The same, for an extractor that computes a part of a window (records window and part)."""
+
+    keeps_region = True
+
+    def __call__(self, block, *, origin=(0, 0, 0), keep=None):
+        self.windows.append((tuple(origin), block.shape, tuple((s.start, s.stop) for s in keep)))
+        return self.inner(block, origin=origin, keep=keep)
+
+
 @pytest.mark.parametrize("pixel_size, threads", [(None, 0), (20.0, 0), (20.0, 2)])
 def test_a_volume_whose_features_fit_is_featurised_once(textured, pixel_size, threads):
     from orgaseg.pipeline.executors import SerialExecutor, ThreadExecutor
@@ -191,6 +222,29 @@ def test_a_volume_whose_features_fit_is_featurised_once(textured, pixel_size, th
     assert len(set(windows[0])) == len(windows[0]) == len(set(windows[1]))  # every window featurised once
     # without the cache, each of the 6 blocks is featurised in both passes (blocks with the same window too)
     assert len(windows[1]) == 2 * 6
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_an_extractor_that_computes_parts_computes_each_block_once(textured, threads):
+    from orgaseg.pipeline.executors import SerialExecutor, ThreadExecutor
+
+    bank = FilterBank(voxel_size=textured.voxel_size, scales_nm=(10.0, 20.0))
+    labels, calls = [], []
+    for budget in (None, 0):
+        counting, sink = CountingPartExtractor(bank), ArraySink(textured.shape, np.uint8)
+        cluster_volume(_job(textured, counting), KMEANS, [sink], ks=[3], sample_size=5000, block_shape=(2, 24, 48),
+                       executor=ThreadExecutor(threads) if threads else SerialExecutor(), feature_memory=budget)
+        labels.append(sink.array)
+        calls.append(counting.windows)
+    np.testing.assert_array_equal(labels[0], labels[1])
+    # 6 blocks over 2 windows (the halo spans the 6 slices): each block's own part once, or once per pass
+    assert len(calls[0]) == len(set(calls[0])) == 6 and len({c[:2] for c in calls[0]}) == 2
+    assert len(calls[1]) == 12 and set(calls[1]) == set(calls[0])
+    # the parts are the blocks' own regions: the same labels as whole windows cropped
+    whole = ArraySink(textured.shape, np.uint8)
+    cluster_volume(_job(textured, CountingExtractor(bank)), KMEANS, [whole], ks=[3], sample_size=5000,
+                   block_shape=(2, 24, 48))
+    np.testing.assert_array_equal(labels[0], whole.array)
 
 
 def test_segment_takes_a_feature_memory_budget(textured, tmp_path, capsys):

@@ -234,7 +234,7 @@ def segment(
     normalization = compute_normalization(volume, seed=seed, invert=invert)
     source = VolumeSource.from_arguments(data, volume, key=key, level=level, axes=axes, channel=channel)
     job = stages.job(source, normalization)
-    block_shape = resolve_block_shape(volume, job.extractor, block_shape)
+    block_shape = resolve_block_shape(job, block_shape)
     model_hash = _file_hash(model) if model is not None else None
     executor = executor or SerialExecutor()
     config = {**stages.config(), "extractor": job.extractor.config(),

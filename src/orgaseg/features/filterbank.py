@@ -123,7 +123,11 @@ class FilterBank:
             "features": self.names,
         }
 
-    def __call__(self, block: np.ndarray, *, origin: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+    #: Computes the features of a part of a block only (``keep``), with the whole block as context.
+    keeps_region = True
+
+    def __call__(self, block: np.ndarray, *, origin: tuple[int, int, int] = (0, 0, 0),
+                 keep: tuple[slice, slice, slice] | None = None) -> np.ndarray:
         """Features of a normalised float block.
 
         Parameters
@@ -132,18 +136,27 @@ class FilterBank:
             Intensities (normalised, float32).
         origin : tuple of int
             Position of the block in the volume; filters do not depend on it.
+        keep : tuple of slice, optional
+            The part of ``block`` whose features are returned (default all of
+            it); the rest is context. The same values as the whole block's
+            features cropped to ``keep``, at a fraction of the memory and time
+            when the context is wide: each Gaussian runs one axis at a time and
+            the result is cropped along that axis before the next.
 
         Returns
         -------
-        ndarray, shape (z, y, x, n_features), float32
+        ndarray, shape (z, y, x, n_features) of ``block[keep]``, float32
         """
         block = np.asarray(block, dtype=np.float32)
         if block.ndim != 3:
             raise OrgasegError(f"the filter bank needs a 3D block, got shape {block.shape}")
-        out = np.empty(block.shape + (self.n_features,), dtype=np.float32)
+        keep = tuple(slice(*s.indices(n)[:2]) for s, n in zip(keep or (slice(None),) * 3, block.shape))
+        if any(s.stop <= s.start for s in keep):
+            raise OrgasegError(f"the part of the block to keep, {keep}, is empty (block shape {block.shape})")
+        out = np.empty(tuple(s.stop - s.start for s in keep) + (self.n_features,), dtype=np.float32)
         i = 0
         for scale, sigma in zip(self._scales_kept(), self._sigmas):
-            for feature in self._features_at(block, scale, sigma):
+            for feature in self._features_at(block, scale, sigma, keep):
                 out[..., i] = feature
                 i += 1
         return out
@@ -161,7 +174,7 @@ class FilterBank:
     def _n_hessian(self, sigma) -> int:
         return len(self._axes(sigma))
 
-    def _features_at(self, block: np.ndarray, scale: float, sigma):
+    def _features_at(self, block: np.ndarray, scale: float, sigma, keep):
         axes = self._axes(sigma)
         spacing = np.asarray(self.voxel_size, dtype=np.float64)
         # one slice (a 2D image, the whole volume): reflected along z it is constant there, so z smoothing is the
@@ -170,10 +183,13 @@ class FilterBank:
         if flat:
             sigma = (0.0, sigma[1], sigma[2])
 
+        def gaussian(data: np.ndarray, order: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+            return _gaussian_kept(data, sigma, order, keep)
+
         def derivative(order: tuple[int, int, int]) -> np.ndarray:
             if flat and order[0]:
-                return np.zeros_like(block)
-            d = ndi.gaussian_filter(block, sigma, order=order, mode="reflect", truncate=TRUNCATE)
+                return np.zeros(tuple(s.stop - s.start for s in keep), dtype=np.float32)
+            d = gaussian(block, order)
             # per nanometre, scale-normalised: (scale / spacing) per derivative order
             factor = np.prod([(scale / spacing[a]) ** order[a] for a in range(3)])
             return d * np.float32(factor)
@@ -185,16 +201,34 @@ class FilterBank:
                 order[b] += 1
             return tuple(order)
 
-        smooth = ndi.gaussian_filter(block, sigma, mode="reflect", truncate=TRUNCATE)
+        smooth = gaussian(block)
         yield smooth
         grads = [derivative(unit(a)) for a in axes]
         yield np.sqrt(sum(g * g for g in grads))
         del grads
         hess = {(a, b): derivative(unit(a, b)) for i, a in enumerate(axes) for b in axes[i:]}
         yield sum(hess[(a, a)] for a in axes)
-        mean_sq = ndi.gaussian_filter(block * block, sigma, mode="reflect", truncate=TRUNCATE)
+        mean_sq = gaussian(block * block)
         yield np.sqrt(np.maximum(mean_sq - smooth * smooth, 0.0))
         yield from _sorted_eigenvalues(hess, axes)
+
+
+def _gaussian_kept(data: np.ndarray, sigma, order, keep) -> np.ndarray:
+    """``ndi.gaussian_filter(data, sigma, order=order)`` (reflected edges) cropped to ``keep``.
+
+    The same one-dimensional passes in the same axis order as scipy's
+    ``gaussian_filter``, so the values are identical; each pass is cropped to
+    ``keep`` along its axis before the next one runs on the smaller array.
+    """
+    out = data
+    for axis in range(3):
+        if sigma[axis] > 0:
+            out = ndi.gaussian_filter1d(out, sigma[axis], axis=axis, order=order[axis], mode="reflect",
+                                        truncate=TRUNCATE, output=np.float32)
+        crop = [slice(None)] * 3
+        crop[axis] = keep[axis]
+        out = out[tuple(crop)]
+    return np.ascontiguousarray(out)
 
 
 def _sorted_eigenvalues(hess: dict, axes: list[int]):

@@ -35,8 +35,7 @@ import numpy as np
 from orgaseg.cluster.base import Clusterer, ClustererSpec
 from orgaseg.errors import OrgasegError, arg
 from orgaseg.features.base import FeatureExtractor
-from orgaseg.io.volume import Volume
-from orgaseg.pipeline.blocks import Block, Region, default_block_shape, make_blocks
+from orgaseg.pipeline.blocks import Block, Region, halo_block_shape, make_blocks
 from orgaseg.pipeline.executors import Executor, SerialExecutor
 from orgaseg.pipeline.resume import RunState
 from orgaseg.pipeline.tasks import (
@@ -119,15 +118,18 @@ def sample_coordinates(shape: tuple[int, int, int], n: int, seed: int = 0) -> np
     return np.stack(np.unravel_index(flat, shape), axis=1)
 
 
-def resolve_block_shape(volume: Volume, extractor: FeatureExtractor, block_shape: tuple[int, int, int] | None = None) -> tuple[int, int, int]:
-    """The block shape to use: ``block_shape`` clipped to the volume, or a default.
+def resolve_block_shape(job: BlockJob, block_shape: tuple[int, int, int] | None = None) -> tuple[int, int, int]:
+    """The block shape to use: ``block_shape`` clipped to the job's volume, or a default.
 
-    The default block holds about ``FEATURE_BYTES`` of float32 features and
-    is aligned to the input's storage chunks.
+    The default block holds at most ``FEATURE_BYTES`` of float32 features,
+    is aligned to the input's storage chunks, and is shaped so that its
+    blocks compute the fewest voxels with the context (halo) the features
+    need (:func:`~orgaseg.pipeline.blocks.halo_block_shape`).
     """
+    volume = job.source.volume
     if block_shape is None:
-        voxels = max(1, FEATURE_BYTES // (4 * extractor.n_features))
-        return default_block_shape(volume.shape, volume.chunks, voxels=voxels)
+        voxels = max(1, FEATURE_BYTES // (4 * job.extractor.n_features))
+        return halo_block_shape(volume.shape, block_halo(job.extractor, job.grid), voxels, volume.chunks)
     if len(block_shape) != 3 or min(block_shape) < 1:
         raise OrgasegError(f"block shape must be three positive sizes (z, y, x), got {tuple(block_shape)}")
     return tuple(min(int(b), s) for b, s in zip(block_shape, volume.shape))
@@ -136,8 +138,7 @@ def resolve_block_shape(volume: Volume, extractor: FeatureExtractor, block_shape
 def plan_blocks(job: BlockJob, block_shape: tuple[int, int, int] | None = None) -> list[Block]:
     """The blocks of a job's volume, with the context its features need (see :func:`resolve_block_shape`)."""
     volume = job.source.volume
-    return make_blocks(volume.shape, resolve_block_shape(volume, job.extractor, block_shape),
-                       block_halo(job.extractor, job.grid))
+    return make_blocks(volume.shape, resolve_block_shape(job, block_shape), block_halo(job.extractor, job.grid))
 
 
 def fit_clusterers(

@@ -89,7 +89,8 @@ class FeatureCache:
     A run computes each block's features in its sampling (or training) pass and
     again in its labelling pass; on a volume whose features fit in memory the
     second computation can be skipped. Entries are keyed by the window the
-    features were computed from and live on one :class:`BlockJob`, whose
+    features were computed from (and the part of it they cover, see
+    :meth:`BlockJob._extract`) and live on one :class:`BlockJob`, whose
     normalisation and extractor are fixed, so an entry is never stale. Arrays
     beyond the budget are not kept (they are computed again). Stored arrays are
     read-only: a consumer that changed one in place would change the next pass.
@@ -181,24 +182,18 @@ class BlockJob:
         """Features of the voxels ``block`` owns ``(z, y, x, F)``, computed with their context."""
         # strategies whose sampling grid is anchored to the volume (cover-and-stride) need the block's position
         if self.grid is None:
-            def compute() -> np.ndarray:
-                raw = self.normalization.apply(self._read(block, block.read_region))
-                return self.extractor(raw, origin=tuple(r.start for r in block.read_region))
-
-            return self._extract("input", block.read_region, compute)[block.inner]
+            return self._extract("input", block.read_region, block.region,
+                                 lambda: self.normalization.apply(self._read(block, block.read_region)))
         features, start = self.working_features(block)
         return self.grid.to_input(features, start, block.region)
 
     def working_features(self, block: Block) -> tuple[np.ndarray, tuple[int, int, int]]:
         """With a working grid: the features of the working voxels ``block`` needs, and the first one's index."""
-        working = self.grid.working_region(block.region, self.extractor.halo)
-        start = tuple(r.start for r in working)
-
-        def compute() -> np.ndarray:
-            raw = self.grid.read_working(lambda window: self._read(block, window).astype(np.float32), working)
-            return self.extractor(self.normalization.apply(raw), origin=start)
-
-        return self._extract("working", working, compute), start
+        window = self.grid.working_region(block.region, self.extractor.halo)
+        needed = self.grid.working_region(block.region)
+        features = self._extract("working", window, needed, lambda: self.normalization.apply(
+            self.grid.read_working(lambda w: self._read(block, w).astype(np.float32), window)))
+        return features, tuple(r.start for r in needed)
 
     def working_block(self, block: Block) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float], tuple | None]:
         """Features and normalised intensities of the working voxels nearest to ``block``'s input voxels.
@@ -215,15 +210,34 @@ class BlockJob:
                        for s, h, n in zip(owned, self.extractor.halo, self.grid.shape))
         raw = self.normalization.apply(
             self.grid.read_working(lambda w: self._read(block, w).astype(np.float32), window))
-        features = self._extract("working", window, lambda: self.extractor(raw, origin=tuple(w.start for w in window)))
-        crop = tuple(slice(o.start - w.start, o.stop - w.start) for o, w in zip(owned, window))
-        return features[crop], raw[crop], tuple(self.grid.working_voxel_size), indices
+        features = self._extract("working", window, owned, lambda: raw)
+        return features, raw[_within(owned, window)], tuple(self.grid.working_voxel_size), indices
 
-    def _extract(self, grid: str, window: Region, compute: Callable[[], np.ndarray]) -> np.ndarray:
-        """``compute()``, the extractor's features of ``window`` on ``grid``, through the run's cache if any."""
-        if self.cache is None:
-            return compute()
-        return self.cache.get((grid, tuple((r.start, r.stop) for r in window)), compute)
+    def _extract(self, grid: str, window: Region, part: Region, read: Callable[[], np.ndarray]) -> np.ndarray:
+        """The extractor's features of ``part`` with ``window`` as context (both absolute, on ``grid``).
+
+        ``read()`` gives the window's normalised intensities. An extractor that
+        says ``keeps_region`` computes the part only (the filter bank: far less
+        memory and time when the context is wide); any other one computes the
+        whole window, of which the part is a view. Through the run's cache if
+        any: keyed by the window and the part, or by the window alone when the
+        whole window is computed (blocks whose halos make the same window then
+        share one computation).
+        """
+        origin = tuple(w.start for w in window)
+        local = _within(part, window)
+        span = tuple((r.start, r.stop) for r in window)
+        if getattr(self.extractor, "keeps_region", False):
+            def compute_part() -> np.ndarray:
+                return self.extractor(read(), origin=origin, keep=local)
+
+            key = (grid, span, tuple((r.start, r.stop) for r in part))
+            return compute_part() if self.cache is None else self.cache.get(key, compute_part)
+
+        def compute_window() -> np.ndarray:
+            return self.extractor(read(), origin=origin)
+
+        return (compute_window() if self.cache is None else self.cache.get((grid, span), compute_window))[local]
 
     def raw(self, block: Block) -> np.ndarray:
         """Normalised intensities of the voxels ``block`` owns (for clusterers that read them)."""
@@ -238,6 +252,11 @@ class BlockJob:
                 f"cannot read block {block.index} ({describe_region(region)}, with halo) of "
                 f"{volume.path or 'the input'}: {type(err).__name__}: {err}"
             ) from None
+
+
+def _within(part: Region, window: Region) -> Region:
+    """``part`` (absolute) relative to ``window``'s first voxel."""
+    return tuple(slice(p.start - w.start, p.stop - w.start) for p, w in zip(part, window))
 
 
 @contextmanager
@@ -262,10 +281,15 @@ class BlockResult:
 
 
 def block_halo(extractor: FeatureExtractor, grid: WorkingGrid | None) -> tuple[int, int, int]:
-    """Input voxels of context a block reads each side (with a grid: the extractor's halo in input voxels)."""
+    """Input voxels of context a block reads each side (with a grid: the extractor's halo in input voxels).
+
+    Along an axis the grid resamples, the halo grows by the interpolation's
+    and the anti-aliasing's reach; along one it keeps (the z of an anisotropic
+    stack) the working voxels are the input's and it stays the extractor's.
+    """
     if grid is None:
         return tuple(extractor.halo)
-    return tuple(int(np.ceil((h + 2) * r)) + 2 for h, r in zip(extractor.halo, grid.factors))
+    return tuple(h if r == 1.0 else int(np.ceil((h + 2) * r)) + 2 for h, r in zip(extractor.halo, grid.factors))
 
 
 def sample_block(job: BlockJob, block: Block, local: np.ndarray) -> BlockResult:

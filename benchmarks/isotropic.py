@@ -1,0 +1,145 @@
+"""Isotropic volumes: time and peak memory of ``orgaseg segment`` at two commits, same volume, same labels.
+
+The filter bank's widest scale (160 nm) needs 65 voxels of context on every side at 10 nm. On an
+isotropic volume that context runs along z too, so blocks of a few whole planes each compute a
+window a hundred planes deep. This script measures what a change of the blocks (their shape, and
+which part of a window the features are computed for) does there: it segments the same isotropic
+volume with the package's code at the working tree and at another commit (checked out as a git
+worktree under ``--work``), alternating, each run in its own process under ``/usr/bin/time -v``
+(peak resident memory), and checks that both give the same labels at every voxel.
+
+The volume is the synthetic cell of ``orgaseg.synthetic.make_cell`` (isotropic, 10 nm; no real
+isotropic stack is in ``../shared/data``), written as chunked Zarr. Every run is ``orgaseg
+segment`` with the baseline filter bank, K = 6, default block shape, serial.
+
+Usage::
+
+    python benchmarks/isotropic.py --work /tmp/orgaseg-isotropic --compare 87dfe23 \\
+        -o benchmarks/results/isotropic-blocks [--shape 128 256 256] [--repeats 1]
+
+Writes ``results.json`` (every run, both commits, the environment) and ``results.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scaling import environment, machine
+
+ROOT = Path(__file__).resolve().parents[1]
+VOXEL_NM = 10.0
+
+
+def prepare(work: Path, shape: tuple[int, int, int]) -> Path:
+    """The synthetic cell as a Zarr array (reused when it exists)."""
+    import zarr
+
+    from orgaseg.synthetic import make_cell
+
+    path = work / f"cell-{'x'.join(map(str, shape))}.zarr"
+    if not path.exists():
+        raw = np.asarray(make_cell(shape, voxel_size=(VOXEL_NM,) * 3, seed=0).raw)
+        array = zarr.create_array(str(path), shape=raw.shape, chunks=(64, 128, 128), dtype=raw.dtype, zarr_format=2)
+        array[:] = raw
+    return path
+
+
+def checkout(work: Path, revision: str) -> tuple[Path, str]:
+    """A worktree of ``revision`` under ``work`` (made once) and its full commit hash."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", revision], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    tree = work / f"tree-{commit[:12]}"
+    if not tree.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), commit], check=True,
+                       capture_output=True)
+    return tree / "src", commit
+
+
+def run_segment(source: Path, raw: Path, output: Path) -> dict:
+    """One ``orgaseg segment`` with the package at ``source``: wall time, peak RSS, blocks, timings."""
+    command = ["/usr/bin/time", "-v", sys.executable, "-m", "orgaseg.cli", "segment", str(raw), "-k", "6",
+               "--voxel-size", *(str(VOXEL_NM),) * 3, "-o", str(output), "--overwrite", "--quiet"]
+    env = dict(os.environ, PYTHONPATH=str(source))
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
+    record = json.loads(Path(f"{output}.provenance.json").read_text())
+    return {"wall_s": round(wall, 2), "peak_rss_mib": round(rss_kib / 1024, 1), "timings": record["timings"],
+            "blocks": record["blocks"]}
+
+
+def same_labels(first: Path, second: Path) -> bool:
+    from orgaseg import open_volume
+
+    return bool(np.array_equal(open_volume(first).read(), open_volume(second).read()))
+
+
+def to_markdown(record: dict) -> str:
+    shape = " x ".join(map(str, record["shape"]))
+    lines = [(f"Synthetic isotropic cell {shape} voxels at {VOXEL_NM:g} nm ({int(np.prod(record['shape'])):,} "
+              f"voxels), baseline, K = 6, serial; fastest of {record['repeats']} run(s) each."), "",
+             "| code | commit | blocks | block shape | wall (s) | sampling (s) | labelling (s) | peak RSS (MiB) |",
+             "|---|---|---|---|---|---|---|---|"]
+    best = {}
+    for run in record["runs"]:
+        if run["code"] not in best or run["wall_s"] < best[run["code"]]["wall_s"]:
+            best[run["code"]] = run
+    for code, run in best.items():
+        lines.append(f"| {code} | {record['commits'][code][:7]} | {run['blocks']['blocks']} | "
+                     f"{' x '.join(map(str, run['blocks']['shape']))} | {run['wall_s']:.1f} | "
+                     f"{run['timings']['sampling_s']:.1f} | {run['timings']['labelling_s']:.1f} | "
+                     f"{run['peak_rss_mib']:.0f} |")
+    if {"before", "after"} <= best.keys():
+        wall = best["after"]["wall_s"] / best["before"]["wall_s"]
+        memory = best["after"]["peak_rss_mib"] / best["before"]["peak_rss_mib"]
+        lines += ["", (f"after / before: wall {wall:.2f}, peak memory {memory:.2f}; identical labels: "
+                       f"{record['identical_labels']}.")]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", type=Path, required=True, help="folder for the volume, the worktree and outputs")
+    parser.add_argument("--compare", required=True, help="the commit to compare with (e.g. the one before a change)")
+    parser.add_argument("--shape", type=int, nargs=3, default=[128, 256, 256], metavar=("Z", "Y", "X"))
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("-o", "--output", type=Path, required=True, help="results folder")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "src"))
+    args.work.mkdir(parents=True, exist_ok=True)
+    raw = prepare(args.work, tuple(args.shape))
+    before, before_commit = checkout(args.work, args.compare)
+    sources = {"before": before, "after": ROOT / "src"}
+    record = {"shape": args.shape, "repeats": args.repeats, "machine": machine(), "environment": environment(),
+              "commits": {"before": before_commit, "after": environment()["git"]["commit"]}, "runs": []}
+    for repeat in range(args.repeats):
+        for code, source in sources.items():
+            run = run_segment(source, raw, args.work / f"labels-{code}.ome.zarr")
+            run.update(code=code, repeat=repeat)
+            record["runs"].append(run)
+            print(f"{code} repeat {repeat}: {run['wall_s']} s, {run['peak_rss_mib']} MiB, {run['blocks']}, "
+                  f"{run['timings']}", flush=True)
+    record["identical_labels"] = same_labels(args.work / "labels-before.ome.zarr", args.work / "labels-after.ome.zarr")
+    record["machine"]["load_average_at_end"] = list(os.getloadavg())
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "results.json").write_text(json.dumps(record, indent=2) + "\n")
+    (args.output / "results.md").write_text(to_markdown(record))
+    print(to_markdown(record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
