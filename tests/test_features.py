@@ -96,3 +96,15 @@ def test_features_of_a_kept_part_equal_the_whole_blocks_cropped(voxel_size):
     np.testing.assert_array_equal(part, bank(block)[keep])  # the same passes in the same order: identical
     with pytest.raises(OrgasegError, match="is empty"):
         bank(block, keep=(slice(3, 3), slice(None), slice(None)))
+
+
+def test_features_are_scipys_gaussian_derivatives():
+    # the bank shares the one-axis passes its derivatives begin with: the values must stay scipy's own
+    block = np.random.default_rng(5).random((20, 30, 26)).astype(np.float32)
+    bank = FilterBank((10.0, 10.0, 10.0), scales_nm=(20.0,))
+    features = dict(zip(bank.names, np.moveaxis(bank(block), -1, 0)))
+    sigma = (2.0, 2.0, 2.0)
+    np.testing.assert_array_equal(features["gaussian@20nm"], ndi.gaussian_filter(block, sigma, mode="reflect"))
+    log = sum(ndi.gaussian_filter(block, sigma, order=tuple(2 * (a == b) for b in range(3)), mode="reflect")
+              * np.float32(2.0**2) for a in range(3))
+    np.testing.assert_array_equal(features["log@20nm"], log)
