@@ -20,7 +20,14 @@ import numpy as np
 
 
 class FeatureExtractor(Protocol):
-    """A dense-feature strategy: normalised block in, per-voxel features out."""
+    """A dense-feature strategy: normalised block in, per-voxel features out.
+
+    An extractor may also set ``keeps_region = True`` and take ``keep`` (a
+    region of the block, three slices) in ``__call__``: it then returns the
+    features of ``block[keep]`` only, with the rest of the block as context,
+    which the runner asks for whenever a block's halo is context only (the
+    filter bank does; it saves the memory and time of the halo's features).
+    """
 
     halo: tuple[int, int, int]
     n_features: int

@@ -180,7 +180,6 @@ class BlockJob:
 
     def features(self, block: Block) -> np.ndarray:
         """Features of the voxels ``block`` owns ``(z, y, x, F)``, computed with their context."""
-        # strategies whose sampling grid is anchored to the volume (cover-and-stride) need the block's position
         if self.grid is None:
             return self._extract("input", block.read_region, block.region,
                                  lambda: self.normalization.apply(self._read(block, block.read_region)))
@@ -224,7 +223,7 @@ class BlockJob:
         whole window is computed (blocks whose halos make the same window then
         share one computation).
         """
-        origin = tuple(w.start for w in window)
+        origin = tuple(w.start for w in window)  # strategies anchored to the volume (cover-and-stride) need it
         local = _within(part, window)
         span = tuple((r.start, r.stop) for r in window)
         if getattr(self.extractor, "keeps_region", False):
