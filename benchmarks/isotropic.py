@@ -5,7 +5,7 @@ isotropic volume that context runs along z too, so blocks of a few whole planes 
 window a hundred planes deep. This script measures what a change of the blocks (their shape, and
 which part of a window the features are computed for) does there: it segments the same isotropic
 volume with the package's code at the working tree and at another commit (checked out as a git
-worktree under ``--work``), alternating, each run in its own process under ``/usr/bin/time -v``
+worktree under ``--work`` for the runs), alternating, each run in its own process under ``/usr/bin/time -v``
 (peak resident memory), and checks that both give the same labels at every voxel.
 
 The volume is the synthetic cell of ``orgaseg.synthetic.make_cell`` (isotropic, 10 nm; no real
@@ -55,11 +55,12 @@ def prepare(work: Path, shape: tuple[int, int, int]) -> Path:
 
 
 def checkout(work: Path, revision: str) -> tuple[Path, str]:
-    """A worktree of ``revision`` under ``work`` (made once) and its full commit hash."""
+    """A worktree of ``revision`` under ``work`` and its full commit hash (removed when the runs end)."""
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", revision], capture_output=True, text=True,
                             check=True).stdout.strip()
     tree = work / f"tree-{commit[:12]}"
     if not tree.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], check=True)  # entries whose folder is gone
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), commit], check=True,
                        capture_output=True)
     return tree / "src", commit
@@ -125,13 +126,17 @@ def main(argv=None) -> int:
     sources = {"before": before, "after": ROOT / "src"}
     record = {"shape": args.shape, "repeats": args.repeats, "machine": machine(), "environment": environment(),
               "commits": {"before": before_commit, "after": environment()["git"]["commit"]}, "runs": []}
-    for repeat in range(args.repeats):
-        for code, source in sources.items():
-            run = run_segment(source, raw, args.work / f"labels-{code}.ome.zarr")
-            run.update(code=code, repeat=repeat)
-            record["runs"].append(run)
-            print(f"{code} repeat {repeat}: {run['wall_s']} s, {run['peak_rss_mib']} MiB, {run['blocks']}, "
-                  f"{run['timings']}", flush=True)
+    try:
+        for repeat in range(args.repeats):
+            for code, source in sources.items():
+                run = run_segment(source, raw, args.work / f"labels-{code}.ome.zarr")
+                run.update(code=code, repeat=repeat)
+                record["runs"].append(run)
+                print(f"{code} repeat {repeat}: {run['wall_s']} s, {run['peak_rss_mib']} MiB, {run['blocks']}, "
+                      f"{run['timings']}", flush=True)
+    finally:  # the repository keeps no worktree of ours
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before.parent)],
+                       capture_output=True, check=False)
     record["identical_labels"] = same_labels(args.work / "labels-before.ome.zarr", args.work / "labels-after.ome.zarr")
     record["machine"]["load_average_at_end"] = list(os.getloadavg())
     args.output.mkdir(parents=True, exist_ok=True)

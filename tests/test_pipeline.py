@@ -224,16 +224,20 @@ def test_a_volume_whose_features_fit_is_featurised_once(textured, pixel_size, th
     assert len(windows[1]) == 2 * 6
 
 
-@pytest.mark.parametrize("threads", [0, 2])
-def test_an_extractor_that_computes_parts_computes_each_block_once(textured, threads):
+@pytest.mark.parametrize("pixel_size, threads", [(None, 0), (None, 2), (20.0, 0)])
+def test_an_extractor_that_computes_parts_computes_each_block_once(textured, pixel_size, threads):
     from orgaseg.pipeline.executors import SerialExecutor, ThreadExecutor
+    from orgaseg.pipeline.resample import WorkingGrid
 
-    bank = FilterBank(voxel_size=textured.voxel_size, scales_nm=(10.0, 20.0))
+    grid = None if pixel_size is None else WorkingGrid.for_pixel_size(textured.shape, textured.voxel_size, pixel_size)
+    bank = FilterBank(voxel_size=textured.voxel_size if grid is None else grid.working_voxel_size,
+                      scales_nm=(10.0, 20.0) if grid is None else (20.0, 40.0))
     labels, calls = [], []
     for budget in (None, 0):
         counting, sink = CountingPartExtractor(bank), ArraySink(textured.shape, np.uint8)
-        cluster_volume(_job(textured, counting), KMEANS, [sink], ks=[3], sample_size=5000, block_shape=(2, 24, 48),
-                       executor=ThreadExecutor(threads) if threads else SerialExecutor(), feature_memory=budget)
+        cluster_volume(_job(textured, counting, grid), KMEANS, [sink], ks=[3], sample_size=5000,
+                       block_shape=(2, 24, 48), executor=ThreadExecutor(threads) if threads else SerialExecutor(),
+                       feature_memory=budget)
         labels.append(sink.array)
         calls.append(counting.windows)
     np.testing.assert_array_equal(labels[0], labels[1])
@@ -242,7 +246,7 @@ def test_an_extractor_that_computes_parts_computes_each_block_once(textured, thr
     assert len(calls[1]) == 12 and set(calls[1]) == set(calls[0])
     # the parts are the blocks' own regions: the same labels as whole windows cropped
     whole = ArraySink(textured.shape, np.uint8)
-    cluster_volume(_job(textured, CountingExtractor(bank)), KMEANS, [whole], ks=[3], sample_size=5000,
+    cluster_volume(_job(textured, CountingExtractor(bank), grid), KMEANS, [whole], ks=[3], sample_size=5000,
                    block_shape=(2, 24, 48))
     np.testing.assert_array_equal(labels[0], whole.array)
 
