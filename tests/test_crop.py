@@ -148,6 +148,16 @@ def test_outputs_of_a_crop_lie_where_the_crop_does(placed_cell, tmp_path):
             np.testing.assert_allclose(placed[column], at_zero[column] + origin[a])
 
 
+def test_a_tiff_output_of_a_crop_says_it_loses_the_place(placed_cell, tmp_path):
+    import orgaseg
+    from orgaseg.errors import OrgasegWarning
+
+    _, crop, _ = placed_cell
+    with pytest.warns(OrgasegWarning, match=r"lies at z, y, x = 60, 200, 100 nm .* write .ome.zarr to keep"):
+        orgaseg.segment(crop, k=3, output=tmp_path / "seg.tif")
+    assert open_volume(tmp_path / "seg.tif").origin == (0.0, 0.0, 0.0)
+
+
 def _points_csv(folder, clicks, names):
     path = folder / "clicks.csv"
     path.write_text("z,y,x,name\n" + "".join(f"{z},{y},{x},{n}\n" for (z, y, x), n in zip(clicks, names)))

@@ -32,6 +32,7 @@ map; ImageJ holds at most 65,536 labels (uint16).
 from __future__ import annotations
 
 import errno
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,7 +42,7 @@ import numpy as np
 import tifffile
 import zarr
 
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, OrgasegWarning
 from orgaseg.io.metadata import check_origin, check_voxel_size
 from orgaseg.io.partial import PartialOutput, atomic_path, digest, refuse_existing
 from orgaseg.io.provenance import to_jsonable, write_provenance
@@ -444,6 +445,11 @@ def create_label_writer(
             origin=origin,
         )
     if lower.endswith(_TIFF_SUFFIXES):
+        if any(check_origin(origin)):
+            where = ", ".join(f"{v:g}" for v in check_origin(origin))
+            warnings.warn(OrgasegWarning(
+                f"{path}: the input lies at z, y, x = {where} nm (a crop of a larger volume), and a TIFF has no place "
+                "for that: the labels will start at 0; write .ome.zarr to keep their place"), stacklevel=2)
         return TiffLabelWriter(path, shape, n_labels, voxel_size, overwrite, label_names, resume_key)
     raise OrgasegError(
         f"{path}: cannot write labels with this extension; use .ome.zarr, .zarr, .tif or .tiff"
