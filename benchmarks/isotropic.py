@@ -25,16 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scaling import environment, machine
+from scaling import environment, machine, timed_segment
 
 ROOT = Path(__file__).resolve().parents[1]
 VOXEL_NM = 10.0
@@ -67,19 +65,8 @@ def checkout(work: Path, revision: str) -> tuple[Path, str]:
 
 
 def run_segment(source: Path, raw: Path, output: Path) -> dict:
-    """One ``orgaseg segment`` with the package at ``source``: wall time, peak RSS, blocks, timings."""
-    command = ["/usr/bin/time", "-v", sys.executable, "-m", "orgaseg.cli", "segment", str(raw), "-k", "6",
-               "--voxel-size", *(str(VOXEL_NM),) * 3, "-o", str(output), "--overwrite", "--quiet"]
-    env = dict(os.environ, PYTHONPATH=str(source))
-    started = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
-    record = json.loads(Path(f"{output}.provenance.json").read_text())
-    return {"wall_s": round(wall, 2), "peak_rss_mib": round(rss_kib / 1024, 1), "timings": record["timings"],
-            "blocks": record["blocks"]}
+    """One ``orgaseg segment`` of the cell with the package at ``source`` (default blocks)."""
+    return timed_segment([str(raw), "-k", "6", "--voxel-size", *(str(VOXEL_NM),) * 3], output, source)
 
 
 def same_labels(first: Path, second: Path) -> bool:

@@ -70,13 +70,19 @@ def prepare(work: Path, sizes=SIZES) -> dict[int, Path]:
 
 
 def run_segment(raw: Path, output: Path, *extra: str) -> dict:
-    """One ``orgaseg segment`` in its own process; wall time, peak RSS and the provenance record."""
-    command = ["/usr/bin/time", "-v", sys.executable, "-m", "orgaseg.cli", "segment", str(raw), "-k", "6",
-               "--voxel-size", *VOXEL_SIZE, "--block-shape", *BLOCK, "-o", str(output), "--overwrite", "--quiet",
-               *extra]
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    """One ``orgaseg segment`` of a tiled volume in its own process; wall time, peak RSS and the provenance record."""
+    return timed_segment([str(raw), "-k", "6", "--voxel-size", *VOXEL_SIZE, "--block-shape", *BLOCK, *extra],
+                         output)
+
+
+def timed_segment(arguments: list[str], output: Path, source: Path = ROOT / "src") -> dict:
+    """``orgaseg segment ARGUMENTS -o OUTPUT`` with the package at ``source``, in its own process under
+    ``/usr/bin/time -v``: wall time, peak resident memory, and what the provenance says of blocks and timings."""
+    command = ["/usr/bin/time", "-v", sys.executable, "-m", "orgaseg.cli", "segment", *arguments,
+               "-o", str(output), "--overwrite", "--quiet"]
+    env = dict(os.environ, PYTHONPATH=str(source))
     started = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
