@@ -451,18 +451,12 @@ def _add_feature_memory_option(parser: argparse.ArgumentParser, what: str) -> No
                              f"{FEATURE_CACHE_BYTES // 2**30}G); dask workers keep none")
 
 
-#: Binary size suffixes of --feature-memory (1K = 1024 bytes).
-_SIZE_SUFFIXES = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "KIB": 2**10, "M": 2**20, "MB": 2**20, "MIB": 2**20,
-                  "G": 2**30, "GB": 2**30, "GIB": 2**30, "T": 2**40, "TB": 2**40, "TIB": 2**40}
-
-
 def _bytes(text: str) -> int:
-    """A memory size such as ``512M``, ``1.5G`` or ``0`` as bytes (suffixes are powers of 1024)."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", text)
-    factor = _SIZE_SUFFIXES.get(match.group(2).upper()) if match else None
-    if factor is None:
+    """A memory size such as ``512M``, ``1.5GiB`` or ``0`` as bytes (K, M, G, T are powers of 1024)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(I?B)?\s*", text.upper())
+    if match is None or (match.group(3) == "IB" and not match.group(2)):
         raise argparse.ArgumentTypeError(f"expected a size such as 512M, 2G or 0, got {text!r}")
-    return int(float(match.group(1)) * factor)
+    return int(float(match.group(1)) * 1024 ** " KMGT".index(match.group(2) or " "))
 
 
 def _add_volume_options(parser: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from orgaseg.errors import OrgasegError, OrgasegWarning
+from orgaseg.io.metadata import describe_origin
 from orgaseg.labels import IGNORE_LABEL
 from orgaseg.pipeline.blocks import default_block_shape, make_blocks
 from orgaseg.progress import ProgressCallback, report
@@ -158,10 +159,10 @@ def _warn_if_placed_apart(pred: Any, reference: Any) -> None:
         return
     step = np.asarray(getattr(pred, "voxel_size", (1.0, 1.0, 1.0)), float)
     if np.any(np.abs(places[0] - places[1]) >= step / 2):
-        where = [", ".join(f"{v:g}" for v in p) for p in places]
         warnings.warn(OrgasegWarning(
-            f"the prediction's first voxel lies at z, y, x = {where[0]} nm, the reference's at {where[1]} nm: "
-            "they cover different regions, and the scores compare voxels that do not overlay"), stacklevel=3)
+            f"the prediction's first voxel lies at {describe_origin(places[0])}, the reference's at "
+            f"{describe_origin(places[1])}: they cover different regions, and the scores compare voxels that do not "
+            "overlay"), stacklevel=3)
 
 
 def _shape(data: Any, name: str) -> tuple[int, ...]:

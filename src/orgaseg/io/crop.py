@@ -29,15 +29,21 @@ from orgaseg.io.partial import (
 )
 from orgaseg.io.provenance import make_provenance, write_provenance
 from orgaseg.io.volume import Region, Volume
-from orgaseg.io.writers import NGFF_AXES, NGFF_CHUNK_KEYS, imagej_metadata
+from orgaseg.io.writers import (
+    NGFF_AXES,
+    NGFF_CHUNK_KEYS,
+    TIFF_SUFFIXES,
+    ZARR_SUFFIXES,
+    imagej_metadata,
+)
 from orgaseg.pipeline.blocks import default_block_shape, make_blocks
 from orgaseg.progress import ProgressCallback, report
 
 #: Voxels copied per block (whole planes where they fit).
 COPY_BLOCK_VOXELS = 32 * 1024**2
 
-#: Output suffixes, by format.
-SUFFIXES = {"tiff": (".tif", ".tiff"), "ome-zarr": (".zarr",)}
+#: Output suffixes, by format (those of the label writers).
+SUFFIXES = {"tiff": TIFF_SUFFIXES, "ome-zarr": ZARR_SUFFIXES}
 
 
 def parse_region(items: Sequence[str], shape: Sequence[int]) -> Region:

@@ -118,6 +118,11 @@ def check_origin(origin: Any) -> tuple[float, float, float]:
     return (float(values[0]), float(values[1]), float(values[2]))
 
 
+def describe_origin(origin: Sequence[float]) -> str:
+    """``"z, y, x = 60, 200, 100 nm"``: where a volume lies, for messages."""
+    return "z, y, x = " + ", ".join(f"{v:g}" for v in origin) + " nm"
+
+
 def voxel_size_from_attrs(
     attrs: Mapping[str, Any], axes: str, *, fastest_first: bool = False
 ) -> list[float | None] | None:

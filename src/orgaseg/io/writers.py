@@ -43,15 +43,16 @@ import tifffile
 import zarr
 
 from orgaseg.errors import OrgasegError, OrgasegWarning
-from orgaseg.io.metadata import check_origin, check_voxel_size
+from orgaseg.io.metadata import check_origin, check_voxel_size, describe_origin
 from orgaseg.io.partial import PartialOutput, atomic_path, digest, refuse_existing
 from orgaseg.io.provenance import to_jsonable, write_provenance
 from orgaseg.io.pyramid import downsampled_shape, plan_levels, write_level
 from orgaseg.labels import smallest_label_dtype
 from orgaseg.viz.colors import label_colors
 
-_ZARR_SUFFIXES = (".ome.zarr", ".zarr")
-_TIFF_SUFFIXES = (".tif", ".tiff")
+#: Label outputs by suffix: OME-Zarr and ImageJ TIFF.
+ZARR_SUFFIXES = (".ome.zarr", ".zarr")
+TIFF_SUFFIXES = (".tif", ".tiff")
 _DEFAULT_CHUNKS = (64, 256, 256)
 
 
@@ -439,17 +440,17 @@ def create_label_writer(
     """
     path = Path(path).expanduser()
     lower = path.name.lower()
-    if lower.endswith(_ZARR_SUFFIXES):
+    if lower.endswith(ZARR_SUFFIXES):
         return OmeZarrLabelWriter(
             path, shape, n_labels, voxel_size, overwrite, label_names, resume_key, chunks=chunks, name=name,
             origin=origin,
         )
-    if lower.endswith(_TIFF_SUFFIXES):
+    if lower.endswith(TIFF_SUFFIXES):
         if any(check_origin(origin)):
-            where = ", ".join(f"{v:g}" for v in check_origin(origin))
             warnings.warn(OrgasegWarning(
-                f"{path}: the input lies at z, y, x = {where} nm (a crop of a larger volume), and a TIFF has no place "
-                "for that: the labels will start at 0; write .ome.zarr to keep their place"), stacklevel=2)
+                f"{path}: the input lies at {describe_origin(check_origin(origin))} (a crop of a larger volume), and "
+                "a TIFF has no place for that: the labels will start at 0; write .ome.zarr to keep their place"),
+                stacklevel=2)
         return TiffLabelWriter(path, shape, n_labels, voxel_size, overwrite, label_names, resume_key)
     raise OrgasegError(
         f"{path}: cannot write labels with this extension; use .ome.zarr, .zarr, .tif or .tiff"

@@ -32,10 +32,8 @@ def write_named_labels(path: str, data, attributes: dict) -> list[str]:
         The layer's attributes (``name``, ``scale``, ``features``, ``metadata``).
     """
     labels = np.asarray(data)
-    scale = tuple(float(v) for v in attributes.get("scale", (1.0,) * labels.ndim))
-    voxel_size = scale[-3:] if len(scale) >= 3 else (1.0, *scale[-2:])
-    translate = tuple(float(v) for v in attributes.get("translate", (0.0,) * labels.ndim))
-    origin = translate[-3:] if len(translate) >= 3 else (0.0, *translate[-2:])
+    voxel_size = _zyx(attributes.get("scale", (1.0,) * labels.ndim), missing_z=1.0)
+    origin = _zyx(attributes.get("translate", (0.0,) * labels.ndim), missing_z=0.0)
     metadata = attributes.get("metadata") or {}
     names = _names(attributes.get("features"), metadata)
     label_names = None
@@ -60,3 +58,9 @@ def _names(table, metadata: dict) -> dict[int, str] | None:
                 return {int(v): str(n) for v, n in zip(list(table["index"]), list(table[column]))}
     names = (metadata.get("orgaseg") or {}).get("names")
     return {i: str(n) for i, n in enumerate(names)} if names else None
+
+
+def _zyx(values, *, missing_z: float) -> tuple[float, ...]:
+    """A layer's per-axis values (scale, translate) for z, y, x: its last three, or ``missing_z`` and its two."""
+    values = tuple(float(v) for v in values)
+    return values[-3:] if len(values) >= 3 else (missing_z, *values[-2:])

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg
+from orgaseg.io.metadata import describe_origin
 from orgaseg.io.volume import Volume
 from orgaseg.pipeline.blocks import default_block_shape, make_blocks
 
@@ -157,7 +158,7 @@ def _nm_hint(origin: Sequence[float]) -> str:
     """Where a volume with an origin starts, for a message about points in nm."""
     if not any(origin):
         return ""
-    return f" (the volume's first voxel lies at z, y, x = {', '.join(f'{v:g}' for v in origin)} nm)"
+    return f" (the volume's first voxel lies at {describe_origin(origin)})"
 
 
 def read_points(

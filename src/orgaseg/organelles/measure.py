@@ -9,8 +9,9 @@ class's ``volume_fraction`` of the cell).
 Coordinates. Voxel ``(i, j, k)`` is centred at ``origin + (i * vz, j * vy, k * vx)`` nm,
 the convention of OME-Zarr's scale and translation transforms and of napari, so a centroid
 lands on the instance in a viewer; the origin is zero unless the instance volume carries
-one (instances of a region cut with ``orgaseg crop`` are placed in the full volume). The bounding box holds the centres of an instance's outermost voxels
-(``bbox_max - bbox_min + voxel size`` is its extent).
+one (instances of a region cut with ``orgaseg crop`` are placed in the full volume). The
+bounding box holds the centres of an instance's outermost voxels (``bbox_max - bbox_min +
+voxel size`` is its extent).
 
 Blockwise sums. Every block returns, per instance it holds, the voxel count, the mean
 position and the scatter matrix about it, the bounding box, the intensity mean and
