@@ -10,12 +10,17 @@ worktree under ``--work`` for the runs), alternating, each run in its own proces
 
 The volume is the synthetic cell of ``orgaseg.synthetic.make_cell`` (isotropic, 10 nm; no real
 isotropic stack is in ``../shared/data``), written as chunked Zarr. Every run is ``orgaseg
-segment`` with the baseline filter bank, K = 6, default block shape, serial.
+segment`` with K = 6, default block shape, serial: the baseline filter bank, or with ``--learned
+METHOD`` a learned method whose encoder is first trained on the cell by the working tree's code
+(``orgaseg train --preset cpu --steps N --seed 0``: a few steps, enough to time its forward passes,
+not to segment well), with ``--features`` and ``--option`` passed to ``segment``.
 
 Usage::
 
     python benchmarks/isotropic.py --work /tmp/orgaseg-isotropic --compare 87dfe23 \\
         -o benchmarks/results/isotropic-blocks [--shape 128 256 256] [--repeats 1]
+    python benchmarks/isotropic.py --work /tmp/orgaseg-isotropic --compare HEAD~1 --shape 64 192 192 \\
+        --learned maester --features expand-stride --option planes=xy,xz,yz -o OUT
 
 Writes ``results.json`` (every run, both commits, the environment) and ``results.md``.
 """
@@ -64,23 +69,37 @@ def checkout(work: Path, revision: str) -> tuple[Path, str]:
     return tree / "src", commit
 
 
-def run_segment(source: Path, raw: Path, output: Path) -> dict:
-    """One ``orgaseg segment`` of the cell with the package at ``source`` (default blocks)."""
-    return timed_segment([str(raw), "-k", "6", "--voxel-size", *(str(VOXEL_NM),) * 3], output, source)
+def train_encoder(work: Path, raw: Path, method: str, steps: int) -> Path:
+    """A ``cpu``-preset checkpoint of ``method`` trained ``steps`` steps on the cell (reused when it exists)."""
+    checkpoint = work / f"{method}-cpu-{steps}.pt"
+    if not checkpoint.exists():
+        command = [sys.executable, "-m", "orgaseg.cli", "train", str(raw), "--voxel-size", *(str(VOXEL_NM),) * 3,
+                   "--method", method, "--preset", "cpu", "--steps", str(steps), "--seed", "0",
+                   "-o", str(checkpoint), "--quiet"]
+        subprocess.run(command, env=dict(os.environ, PYTHONPATH=str(ROOT / "src")), check=True)
+    return checkpoint
 
 
-def same_labels(first: Path, second: Path) -> bool:
+def run_segment(source: Path, raw: Path, output: Path, method: list[str]) -> dict:
+    """One ``orgaseg segment`` of the cell with the package at ``source`` (default blocks); ``method``: its options."""
+    return timed_segment([str(raw), "-k", "6", "--voxel-size", *(str(VOXEL_NM),) * 3, *method], output, source)
+
+
+def label_agreement(first: Path, second: Path) -> float:
+    """The fraction of voxels with the same label in both outputs."""
     from orgaseg import open_volume
 
-    return bool(np.array_equal(open_volume(first).read(), open_volume(second).read()))
+    return float(np.mean(open_volume(first).read() == open_volume(second).read()))
 
 
 def to_markdown(record: dict) -> str:
     shape = " x ".join(map(str, record["shape"]))
+    method = " ".join(record["method"]) or "baseline"
     lines = [(f"Synthetic isotropic cell {shape} voxels at {VOXEL_NM:g} nm ({int(np.prod(record['shape'])):,} "
-              f"voxels), baseline, K = 6, serial; fastest of {record['repeats']} run(s) each."), "",
-             "| code | commit | blocks | block shape | wall (s) | sampling (s) | labelling (s) | peak RSS (MiB) |",
-             "|---|---|---|---|---|---|---|---|"]
+              f"voxels), {method}, K = 6, serial; fastest of {record['repeats']} run(s) each."), "",
+             ("| code | commit | blocks | block shape | wall (s) | sampling (s) | labelling (s) | peak RSS (MiB) "
+              "| estimated forward passes |"),
+             "|---|---|---|---|---|---|---|---|---|"]
     best = {}
     for run in record["runs"]:
         if run["code"] not in best or run["wall_s"] < best[run["code"]]["wall_s"]:
@@ -89,13 +108,18 @@ def to_markdown(record: dict) -> str:
         lines.append(f"| {code} | {record['commits'][code][:7]} | {run['blocks']['blocks']} | "
                      f"{' x '.join(map(str, run['blocks']['shape']))} | {run['wall_s']:.1f} | "
                      f"{run['timings']['sampling_s']:.1f} | {run['timings']['labelling_s']:.1f} | "
-                     f"{run['peak_rss_mib']:.0f} |")
+                     f"{run['peak_rss_mib']:.0f} | {_passes(run)} |")
     if {"before", "after"} <= best.keys():
         wall = best["after"]["wall_s"] / best["before"]["wall_s"]
         memory = best["after"]["peak_rss_mib"] / best["before"]["peak_rss_mib"]
-        lines += ["", (f"after / before: wall {wall:.2f}, peak memory {memory:.2f}; identical labels: "
-                       f"{record['identical_labels']}.")]
+        lines += ["", (f"after / before: wall {wall:.2f}, peak memory {memory:.2f}; the same label at "
+                       f"{record['label_agreement']:.2%} of the voxels.")]
     return "\n".join(lines) + "\n"
+
+
+def _passes(run: dict) -> str:
+    estimate = run.get("cost_estimate")
+    return f"{estimate['forward_passes']:,}" if estimate else "-"
 
 
 def main(argv=None) -> int:
@@ -104,19 +128,28 @@ def main(argv=None) -> int:
     parser.add_argument("--compare", required=True, help="the commit to compare with (e.g. the one before a change)")
     parser.add_argument("--shape", type=int, nargs=3, default=[128, 256, 256], metavar=("Z", "Y", "X"))
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--learned", metavar="METHOD", help="a learned method (its cpu preset) instead of the baseline")
+    parser.add_argument("--train-steps", type=int, default=20, help="training steps of --learned's encoder")
+    parser.add_argument("--features", help="segment's --features")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE", help="segment's --option")
     parser.add_argument("-o", "--output", type=Path, required=True, help="results folder")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
     args.work.mkdir(parents=True, exist_ok=True)
     raw = prepare(args.work, tuple(args.shape))
+    method = []
+    if args.learned:
+        method = ["--method", args.learned, "--model", str(train_encoder(args.work, raw, args.learned, args.train_steps))]
+    method += ["--features", args.features] if args.features else []
+    method += [part for option in args.option for part in ("--option", option)]
     before, before_commit = checkout(args.work, args.compare)
     sources = {"before": before, "after": ROOT / "src"}
-    record = {"shape": args.shape, "repeats": args.repeats, "machine": machine(), "environment": environment(),
+    record = {"shape": args.shape, "repeats": args.repeats, "method": method, "machine": machine(), "environment": environment(),
               "commits": {"before": before_commit, "after": environment()["git"]["commit"]}, "runs": []}
     try:
         for repeat in range(args.repeats):
             for code, source in sources.items():
-                run = run_segment(source, raw, args.work / f"labels-{code}.ome.zarr")
+                run = run_segment(source, raw, args.work / f"labels-{code}.ome.zarr", method)
                 run.update(code=code, repeat=repeat)
                 record["runs"].append(run)
                 print(f"{code} repeat {repeat}: {run['wall_s']} s, {run['peak_rss_mib']} MiB, {run['blocks']}, "
@@ -124,7 +157,7 @@ def main(argv=None) -> int:
     finally:  # the repository keeps no worktree of ours
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before.parent)],
                        capture_output=True, check=False)
-    record["identical_labels"] = same_labels(args.work / "labels-before.ome.zarr", args.work / "labels-after.ome.zarr")
+    record["label_agreement"] = label_agreement(args.work / "labels-before.ome.zarr", args.work / "labels-after.ome.zarr")
     record["machine"]["load_average_at_end"] = list(os.getloadavg())
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "results.json").write_text(json.dumps(record, indent=2) + "\n")

@@ -90,7 +90,7 @@ def timed_segment(arguments: list[str], output: Path, source: Path = ROOT / "src
     record = json.loads(Path(f"{output}.provenance.json").read_text())
     return {"wall_s": round(wall, 2), "peak_rss_mib": round(rss_kib / 1024, 1), "timings": record["timings"],
             "blocks": record["blocks"], "executor": record["executor"], "voxels": int(np.prod(record["input"]["shape"])),
-            "command": " ".join(command[2:])}
+            "cost_estimate": record.get("cost_estimate"), "command": " ".join(command[2:])}
 
 
 def environment() -> dict:

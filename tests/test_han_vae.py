@@ -211,6 +211,30 @@ def test_blockwise_latents_equal_whole_volume_latents(ndim, stride):
     np.testing.assert_allclose(inner, whole[z0:z1, y0:y1, x0:x1], atol=1e-5)
 
 
+@pytest.mark.parametrize("ndim,stride", [(3, 2), (2, 3)])
+def test_a_kept_part_encodes_only_its_own_grid_points(ndim, stride):
+    model = _model(ndim=ndim).eval()
+    volume = np.random.default_rng(1).random((8, 30, 26)).astype(np.float32)
+    extractor = VoxelLatents(model.encode, latent=16, voxel_size=(30.0, 10.0, 10.0), ndim=ndim, stride=stride)
+    whole = extractor(volume)
+    halo = extractor.halo
+    for part in [(slice(2, 5), slice(9, 21), slice(5, 17)), (slice(0, 8), slice(0, 4), slice(20, 26))]:
+        window = tuple(slice(max(0, p.start - h), min(n, p.stop + h)) for p, h, n in zip(part, halo, volume.shape))
+        keep = tuple(slice(p.start - w.start, p.stop - w.start) for p, w in zip(part, window))
+        encoded = []
+
+        def counting(patches, encoded=encoded):
+            encoded.append(len(patches))
+            return model.encode(patches)
+
+        extractor.encoder = counting
+        features = extractor(volume[window], origin=tuple(w.start for w in window), keep=keep)
+        np.testing.assert_allclose(features, whole[part], atol=1e-5)
+        # the grid points the part interpolates from, not those of its whole window
+        points = [len(range(p.start // s * s, -(-(p.stop - 1) // s) * s + 1, s)) for p, s in zip(part, extractor.strides)]
+        assert sum(encoded) == np.prod(points)
+
+
 def test_anisotropic_patches_are_cubes_in_nanometres():
     # vnc at 16 nm working pixels: 50 nm sections; r = 4 -> 64 nm half-extent = 1.28 sections
     model = _model().eval()

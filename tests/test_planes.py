@@ -108,6 +108,30 @@ def test_blocks_with_their_origin_equal_the_whole_volume(strategy, block_shape):
     assert not np.allclose(fusion(volume[tile], origin=(8, 0, 0)), whole[tile], atol=1e-3)
 
 
+@pytest.mark.parametrize("strategy", [
+    lambda stub: CoverStride(stub, n_features=1, fov=20, patch=5, keep=2),
+    lambda stub: StrideOnly(stub, n_features=1, fov=20, patch=5),
+    lambda stub: ExpandStride(stub, n_features=1, fov=20, patch=5, stride=10),
+    lambda stub: PlaneFusion(ExpandStride(stub, n_features=1, fov=20, patch=5, stride=10), ["xy", "xz", "yz"]),
+])
+@pytest.mark.parametrize("block_shape", [(5, 7, 9), (13, 6, 19)])
+def test_kept_parts_encode_only_their_own_fields_of_view(strategy, block_shape):
+    volume = np.random.default_rng(2).random((23, 29, 31), dtype=np.float32)
+    whole = strategy(CentreStub(5))(volume)
+    stub = CentreStub(5)
+    extractor = strategy(stub)
+    assert extractor.keeps_region
+    stitched = np.full_like(whole, np.nan)
+    own = window = 0
+    for block in make_blocks(volume.shape, block_shape, extractor.halo):
+        read = block.read_region
+        stitched[block.region] = extractor(volume[read], origin=tuple(r.start for r in read), keep=block.inner)
+        own += extractor.n_fields_of_view(block.shape, tuple(r.start for r in block.region))
+        window += extractor.n_fields_of_view(tuple(r.stop - r.start for r in read), tuple(r.start for r in read))
+    np.testing.assert_array_equal(stitched, whole)
+    assert stub.fovs == own < window  # the halo's own fields of view are not encoded
+
+
 def test_fields_of_view_are_counted_over_the_planes():
     extractor = _cover(CentreStub(5))
     fusion = PlaneFusion(extractor, ["xy", "xz", "yz"])

@@ -20,6 +20,7 @@ from orgaseg.features import FEATURES
 from orgaseg.io import open_volume, read_provenance
 from orgaseg.models.encoder import ENCODERS
 from orgaseg.pipeline.resample import WorkingGrid
+from orgaseg.pipeline.runner import plan_blocks
 from orgaseg.pipeline.stages import resolve_stages, split_options
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -280,18 +281,27 @@ def test_long_runs_are_priced_up_front_with_a_faster_strategy(checkpoints, caplo
     stages = resolve_stages(method, model=model, features="cover-stride", device="cpu")
     job = stages.job(VolumeSource(volume), compute_normalization(volume))
     # cover-and-stride at m = 4: 25 offsets x 4 x 4 tiles of 20 px per 80 x 80 slice, two slices
-    assert cost.forward_passes(job.extractor, volume.shape) == 2 * 25 * 16
+    whole = [tuple(slice(0, n) for n in volume.shape)]
+    assert cost.forward_passes(job.extractor, whole) == 2 * 25 * 16
+    blocks = plan_blocks(job)
+    assert len(blocks) == 1
     with caplog.at_level("INFO", logger="orgaseg.pipeline.cost"):
-        estimate = cost.estimate_cost(stages, job)
+        estimate = cost.estimate_cost(stages, job, blocks)
     assert estimate["forward_passes"] == 2 * 2 * 25 * 16 and estimate["seconds_per_pass"] > 0  # two passes
     assert "about 1,600 encoder forward passes" in caplog.text
     # features kept between the passes are not computed again: all of them, or half
     feature_bytes = 4 * job.extractor.n_features * volume.size
-    assert cost.estimate_cost(stages, job, reuse_bytes=feature_bytes)["forward_passes"] == 2 * 25 * 16
-    assert cost.estimate_cost(stages, job, reuse_bytes=feature_bytes // 2)["forward_passes"] == 3 * 25 * 16
+    assert cost.estimate_cost(stages, job, blocks, reuse_bytes=feature_bytes)["forward_passes"] == 2 * 25 * 16
+    assert cost.estimate_cost(stages, job, blocks, reuse_bytes=feature_bytes // 2)["forward_passes"] == 3 * 25 * 16
+    # four blocks of 40 x 40: each encodes the tiles of its own pixels (2 tiles a side), not its window's
+    quarters = plan_blocks(job, (1, 40, 40))
+    assert [job.computed_region(b) for b in quarters] == [b.region for b in quarters]
+    assert cost.estimate_cost(stages, job, quarters)["forward_passes"] == 2 * 2 * 25 * 16
+    windows = [b.read_region for b in quarters]
+    assert cost.forward_passes(job.extractor, windows) > cost.forward_passes(job.extractor, whole)
     monkeypatch.setattr(cost, "LONG_S", 0.0)  # as if the volume were large
     with caplog.at_level("WARNING", logger="orgaseg.pipeline.cost"):
-        estimate = cost.estimate_cost(stages, job)
+        estimate = cost.estimate_cost(stages, job, blocks)
     assert estimate["expand_stride_passes"] < estimate["forward_passes"]
     assert "expand-stride (--features expand-stride) needs about" in caplog.text
 

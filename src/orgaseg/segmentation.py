@@ -22,7 +22,8 @@ from orgaseg.pipeline.cost import estimate_cost
 from orgaseg.pipeline.executors import Executor, SerialExecutor
 from orgaseg.pipeline.outputs import open_outputs
 from orgaseg.pipeline.resume import run_key
-from orgaseg.pipeline.runner import check_feature_memory, cluster_volume, kept_feature_bytes, resolve_block_shape
+from orgaseg.pipeline.runner import (check_feature_memory, cluster_volume, kept_feature_bytes, plan_blocks,
+                                    resolve_block_shape)
 from orgaseg.pipeline.stages import resolve_stages
 from orgaseg.pipeline.tasks import VolumeSource
 from orgaseg.progress import ProgressCallback
@@ -259,7 +260,7 @@ def segment(
     try:
         # said before the long part starts
         kept = kept_feature_bytes(executor, reused is None, feature_memory)
-        cost = estimate_cost(stages, job, reuse_bytes=kept)
+        cost = estimate_cost(stages, job, plan_blocks(job, block_shape), reuse_bytes=kept)
     except BaseException:
         outputs.interrupted()
         raise

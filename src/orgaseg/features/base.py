@@ -14,9 +14,11 @@ filter bank), the voxel size it works at and its options.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Protocol
+from typing import Callable, Mapping, Protocol, Sequence
 
 import numpy as np
+
+from orgaseg.errors import OrgasegError
 
 
 class FeatureExtractor(Protocol):
@@ -26,7 +28,10 @@ class FeatureExtractor(Protocol):
     region of the block, three slices) in ``__call__``: it then returns the
     features of ``block[keep]`` only, with the rest of the block as context,
     which the runner asks for whenever a block's halo is context only (the
-    filter bank does; it saves the memory and time of the halo's features).
+    filter bank and the encoder strategies do; it saves the memory and time of
+    the halo's features, and for an encoder the forward passes that serve only
+    the halo). :func:`resolve_keep` reads ``keep``; :func:`reflected_span`
+    gives the input a strategy anchored to the volume needs around it.
     """
 
     halo: tuple[int, int, int]
@@ -39,6 +44,53 @@ class FeatureExtractor(Protocol):
     def config(self) -> dict:
         """A JSON-serialisable description (provenance and resume signatures)."""
         ...
+
+
+Region = tuple[slice, slice, slice]
+
+
+def resolve_keep(keep: Region | None, shape: tuple[int, ...]) -> Region:
+    """``keep`` as three slices with explicit bounds within ``shape`` (None: the whole block).
+
+    Raises
+    ------
+    OrgasegError
+        When the region is empty.
+    """
+    keep = tuple(slice(*s.indices(n)[:2]) for s, n in zip(keep or (slice(None),) * 3, shape))
+    if len(keep) != 3 or any(s.stop <= s.start for s in keep):
+        raise OrgasegError(f"the part of the block to keep, {keep}, is empty (block shape {tuple(shape)})")
+    return keep
+
+
+def reflected_span(block: np.ndarray, starts: Sequence[int], spans: Sequence[tuple[int, int]]) -> np.ndarray:
+    """The values of ``block`` over absolute ``spans``, reflected about its edges where a span leaves it.
+
+    Parameters
+    ----------
+    block : ndarray
+        The block; its first voxel lies at absolute ``starts``.
+    starts : sequence of int
+        Absolute index of ``block``'s first voxel along the axes ``spans`` names.
+    spans : sequence of (int, int)
+        Absolute ``(start, stop)`` for each of ``block``'s last ``len(spans)``
+        axes (the others are kept whole).
+
+    Returns
+    -------
+    ndarray
+        ``block`` cut to the spans; where a span reaches past the block, padded
+        by reflection about the edge voxel (numpy ``"reflect"``, repeated when
+        the block is narrower than the padding). A view when no padding is
+        needed. For a block that is the whole volume along an axis this is
+        the volume's reflection; for a window with its full halo, the spans
+        of the part it serves stay inside it and read real context.
+    """
+    lead = block.ndim - len(spans)
+    pads = [(max(0, int(b) - a), max(0, z - int(b) - n)) for (a, z), b, n in zip(spans, starts, block.shape[lead:])]
+    padded = np.pad(block, [(0, 0)] * lead + pads, mode="reflect") if any(p != (0, 0) for p in pads) else block
+    cut = tuple(slice(a - int(b) + p, z - int(b) + p) for (a, z), b, (p, _) in zip(spans, starts, pads))
+    return padded[(slice(None),) * lead + cut]
 
 
 @dataclass(frozen=True)

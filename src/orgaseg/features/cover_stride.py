@@ -65,6 +65,7 @@ import numpy as np
 import torch
 
 from orgaseg.errors import OrgasegError
+from orgaseg.features.base import Region, reflected_span, resolve_keep
 from orgaseg.models.device import resolve_device
 from orgaseg.progress import ProgressCallback, report
 
@@ -114,6 +115,9 @@ class CoverStride:
     the block's absolute corner so that blockwise results equal whole-slice
     results.
     """
+
+    #: Computes a part of a block with the rest as context (``keep``; see FeatureExtractor).
+    keeps_region = True
 
     def __init__(
         self,
@@ -226,7 +230,8 @@ class CoverStride:
 
     # -- features ----------------------------------------------------------------------
 
-    def __call__(self, block: np.ndarray, *, origin: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+    def __call__(self, block: np.ndarray, *, origin: tuple[int, int, int] = (0, 0, 0),
+                 keep: Region | None = None) -> np.ndarray:
         """Per-pixel token features of a normalised block.
 
         Parameters
@@ -237,17 +242,27 @@ class CoverStride:
             Absolute ``(z, y, x)`` index of ``block[0, 0, 0]`` in the volume;
             the tiling is anchored at absolute 0 so that a pixel's feature
             does not depend on how the volume was cut into blocks.
+        keep : tuple of slice, optional
+            The part of ``block`` whose features are returned (default all of
+            it); the rest is context. Only the fields of view that serve the
+            part are encoded, and they read the context where the block holds
+            it: the same values as the whole block's features cropped to
+            ``keep`` when the context is at least :attr:`halo` wide or ends at
+            the volume's edge.
 
         Returns
         -------
-        ndarray, shape (z, y, x, n_features), float32
+        ndarray, shape (z, y, x, n_features) of ``block[keep]``, float32
             A view into a buffer at most one tiling period larger per axis.
         """
         block = check_block(block, origin, "cover-and-stride")
-        depth, height, width = block.shape
-        ty, qy, pad_y = self._axis_plan(height, int(origin[1]))
-        tx, qx, pad_x = self._axis_plan(width, int(origin[2]))
-        padded = np.pad(block, ((0, 0), pad_y, pad_x), mode="reflect")
+        keep = resolve_keep(keep, block.shape)
+        depth, height, width = (s.stop - s.start for s in keep)
+        part = tuple(int(o) + s.start for o, s in zip(origin, keep))
+        ty, qy, pad_y = self._axis_plan(height, part[1])
+        tx, qx, pad_x = self._axis_plan(width, part[2])
+        padded = reflected_span(block[keep[0]], origin[1:], ((part[1] - pad_y[0], part[1] + height + pad_y[1]),
+                                                              (part[2] - pad_x[0], part[2] + width + pad_x[1])))
         # every F x F window of every slice, as a view: fancy indexing gathers one batch
         # (numpy's gather is ~30x faster than torch's indexing of an unfolded view on CPU)
         windows = np.lib.stride_tricks.sliding_window_view(padded, (self.fov, self.fov), axis=(1, 2))

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from orgaseg.errors import OrgasegError
+from orgaseg.features.base import Region, reflected_span, resolve_keep
 from orgaseg.features.cover_stride import Encoder, check_block, check_geometry, encode_checked
 from orgaseg.models.device import resolve_device
 from orgaseg.progress import ProgressCallback, report
@@ -92,6 +93,9 @@ class ExpandStride:
     progress : callable, optional
         ``progress(description, done, total)`` after every batch.
     """
+
+    #: Computes a part of a block with the rest as context (``keep``; see FeatureExtractor).
+    keeps_region = True
 
     def __init__(
         self,
@@ -156,7 +160,8 @@ class ExpandStride:
         return {"kind": "expand_stride", "fov": self.fov, "patch": self.patch, "stride": self.stride,
                 "n_features": self.n_features}
 
-    def __call__(self, block: np.ndarray, *, origin: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+    def __call__(self, block: np.ndarray, *, origin: tuple[int, int, int] = (0, 0, 0),
+                 keep: Region | None = None) -> np.ndarray:
         """Per-pixel features of a normalised block.
 
         Parameters
@@ -166,19 +171,25 @@ class ExpandStride:
         origin : tuple of int
             Absolute ``(z, y, x)`` index of ``block[0, 0, 0]`` (the tiling is
             anchored at absolute 0).
+        keep : tuple of slice, optional
+            The part of ``block`` whose features are returned (default all of
+            it); only the fields of view overlapping it are encoded, reading
+            the rest of the block as context (as for cover-and-stride).
 
         Returns
         -------
-        ndarray, shape (z, y, x, n_features), float32
+        ndarray, shape (z, y, x, n_features) of ``block[keep]``, float32
         """
         block = check_block(block, origin, "expand-stride")
-        depth, height, width = block.shape
+        keep = resolve_keep(keep, block.shape)
+        depth, height, width = (s.stop - s.start for s in keep)
+        part = tuple(int(o) + s.start for o, s in zip(origin, keep))
         fov, stride = self.fov, self.stride
-        _, ty, before_y = self._axis_plan(height, int(origin[1]))
-        _, tx, before_x = self._axis_plan(width, int(origin[2]))
+        _, ty, before_y = self._axis_plan(height, part[1])
+        _, tx, before_x = self._axis_plan(width, part[2])
         padded_h, padded_w = (ty - 1) * stride + fov, (tx - 1) * stride + fov
-        padded = np.pad(block, ((0, 0), (before_y, padded_h - before_y - height),
-                                (before_x, padded_w - before_x - width)), mode="reflect")
+        padded = reflected_span(block[keep[0]], origin[1:], ((part[1] - before_y, part[1] - before_y + padded_h),
+                                                              (part[2] - before_x, part[2] - before_x + padded_w)))
         windows = np.lib.stride_tricks.sliding_window_view(padded, (fov, fov), axis=(1, 2))
 
         # the summed weights are the same for every slice

@@ -19,6 +19,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from orgaseg.errors import OrgasegError
+from orgaseg.features.base import resolve_keep
 
 #: Default scales in nanometres: from a few voxels of a typical FIB-SEM/ssTEM
 #: stack up to the width of a mitochondrion.
@@ -150,9 +151,7 @@ class FilterBank:
         block = np.asarray(block, dtype=np.float32)
         if block.ndim != 3:
             raise OrgasegError(f"the filter bank needs a 3D block, got shape {block.shape}")
-        keep = tuple(slice(*s.indices(n)[:2]) for s, n in zip(keep or (slice(None),) * 3, block.shape))
-        if any(s.stop <= s.start for s in keep):
-            raise OrgasegError(f"the part of the block to keep, {keep}, is empty (block shape {block.shape})")
+        keep = resolve_keep(keep, block.shape)
         out = np.empty(tuple(s.stop - s.start for s in keep) + (self.n_features,), dtype=np.float32)
         i = 0
         for scale, sigma in zip(self._scales_kept(), self._sigmas):

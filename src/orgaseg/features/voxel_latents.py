@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from orgaseg.errors import OrgasegError
+from orgaseg.features.base import Region, reflected_span, resolve_keep
 from orgaseg.features.cover_stride import check_block
 from orgaseg.models.device import resolve_device
 from orgaseg.models.vae3d import standardize_patches
@@ -121,6 +122,9 @@ class VoxelLatents:
         ``progress(description, done, total)`` after every batch.
     """
 
+    #: Computes a part of a block with the rest as context (``keep``; see FeatureExtractor).
+    keeps_region = True
+
     def __init__(self, encoder, *, latent: int, voxel_size, ndim: int = 3, patch: int = 16, radius: float = 4.0,
                  stride: int = DEFAULT_STRIDE, subspace: str = "semantic", semantic: int = 8,
                  batch_size: int = 1024, device: str = "cpu", progress: ProgressCallback | None = None) -> None:
@@ -178,17 +182,22 @@ class VoxelLatents:
                 "stride": self.stride, "strides": list(self._strides), "subspace": self.subspace,
                 "n_features": self.n_features, "window": list(self.window)}
 
-    def __call__(self, block: np.ndarray, *, origin: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
-        """Per-voxel latents of a normalised block ``(z, y, x)`` at absolute ``origin``: ``(z, y, x, F)`` float32."""
+    def __call__(self, block: np.ndarray, *, origin: tuple[int, int, int] = (0, 0, 0),
+                 keep: Region | None = None) -> np.ndarray:
+        """Per-voxel latents of a normalised block ``(z, y, x)`` at absolute ``origin``: ``(z, y, x, F)`` float32.
+
+        ``keep`` (three slices, default the whole block) is the part whose
+        latents are returned: only the grid points it interpolates from are
+        encoded, their patches read from the rest of the block (the context).
+        """
         block = check_block(block, origin, "voxel-latents")
-        plans = [grid_interpolation(length, int(o), s) for length, o, s in zip(block.shape, origin, self._strides)]
+        keep = resolve_keep(keep, block.shape)
+        part = tuple(int(o) + k.start for o, k in zip(origin, keep))
+        plans = [grid_interpolation(k.stop - k.start, p, s) for k, p, s in zip(keep, part, self._strides)]
         counts = [w.shape[1] for w, _ in plans]
-        pads = []
-        for (weights, first), o, length, s, w in zip(plans, origin, block.shape, self._strides, self._reach):
-            start = first - int(o) - w  # relative to the block; <= 0
-            stop = first - int(o) + (weights.shape[1] - 1) * s + w + 1
-            pads.append((-start, max(0, stop - length)))
-        padded = np.pad(block, pads, mode="reflect") if any(p != (0, 0) for p in pads) else block
+        spans = [(first - w, first + (weights.shape[1] - 1) * s + w + 1)
+                 for (weights, first), s, w in zip(plans, self._strides, self._reach)]
+        padded = reflected_span(block, origin, spans)
         shape = (1,) * (3 - self.ndim) + self.window
         windows = np.lib.stride_tricks.sliding_window_view(padded, shape)
         windows = windows[:: self._strides[0], :: self._strides[1], :: self._strides[2]][: counts[0], : counts[1], : counts[2]]

@@ -2,9 +2,11 @@
 
 A learned encoder's forward pass is the expensive part of segmentation
 (DESIGN.md, "Performance principles"). Before the first block, the runner
-counts the passes the dense-feature strategy needs over the whole volume
-(each voxel's features are computed for the clusterer's sample and again for
-its labels, except those the run keeps in memory between the two passes),
+counts the passes the dense-feature strategy needs for the run's blocks (a
+block encodes the fields of view that serve its own voxels, reading its halo
+as context; each voxel's features are computed for the clusterer's sample and
+again for its labels, except those the run keeps in memory between the two
+passes),
 times one batch of the encoder on this machine, and
 reports the expected time; when it is long, it says what expand-stride
 would cost instead.
@@ -26,10 +28,17 @@ LONG_S = 600.0
 PROBE_BATCH = 16
 
 
-def forward_passes(extractor, shape: tuple[int, int, int]) -> int | None:
-    """Forward passes ``extractor`` needs for a volume of ``shape`` (None for strategies without an encoder)."""
+def forward_passes(extractor, regions) -> int | None:
+    """Forward passes ``extractor`` needs to compute ``regions`` (three slices each; None without an encoder).
+
+    Strategies anchored to the volume count the fields of view that serve a
+    region, so the sum over a run's blocks includes those that two blocks
+    sharing a border both encode.
+    """
     count = getattr(extractor, "n_fields_of_view", None)
-    return None if count is None else int(count(tuple(int(s) for s in shape)))
+    if count is None:
+        return None
+    return sum(int(count(tuple(r.stop - r.start for r in region), tuple(r.start for r in region))) for region in regions)
 
 
 def seconds_per_pass(extractor) -> float:
@@ -46,7 +55,7 @@ def seconds_per_pass(extractor) -> float:
     return elapsed / len(batch)
 
 
-def estimate_cost(stages, job, *, reuse_bytes: int = 0) -> dict | None:
+def estimate_cost(stages, job, blocks, *, reuse_bytes: int = 0) -> dict | None:
     """The forward passes and expected seconds of segmenting ``job``'s volume, logged; None without an encoder.
 
     Parameters
@@ -55,10 +64,13 @@ def estimate_cost(stages, job, *, reuse_bytes: int = 0) -> dict | None:
         The run's stages (to price expand-stride as the alternative).
     job : BlockJob
         The volume's block job.
+    blocks : list of Block
+        The run's blocks (:func:`~orgaseg.pipeline.runner.plan_blocks`): what
+        each one computes (:meth:`~orgaseg.pipeline.tasks.BlockJob.computed_region`)
+        is what is counted.
     reuse_bytes : int
         Bytes of features the run keeps from its sampling pass for its
-        labelling pass (:data:`orgaseg.pipeline.runner.FEATURE_CACHE_BYTES`;
-        0 when the labelling pass computes every block again).
+        labelling pass (0 when the labelling pass computes every block again).
 
     Returns
     -------
@@ -67,7 +79,8 @@ def estimate_cost(stages, job, *, reuse_bytes: int = 0) -> dict | None:
         the run is long and not already expand-stride, ``expand_stride_passes``.
     """
     shape = job.grid.shape if job.grid is not None else job.source.volume.shape
-    once = forward_passes(job.extractor, shape)
+    regions = [job.computed_region(block) for block in blocks]
+    once = forward_passes(job.extractor, regions)
     if once is None:
         return None
     kept = min(1.0, reuse_bytes / (4 * job.extractor.n_features * int(np.prod(shape))))
@@ -83,7 +96,7 @@ def estimate_cost(stages, job, *, reuse_bytes: int = 0) -> dict | None:
         voxel_size = job.grid.working_voxel_size if job.grid is not None else job.source.volume.voxel_size
         planes = {k: v for k, v in stages.feature_options.items() if k == "planes"}  # priced on the same planes
         faster = FEATURES["expand-stride"].build(stages.encoder, voxel_size, planes, stages.device)
-        cost["expand_stride_passes"] = round(passes / once * forward_passes(faster, shape))
+        cost["expand_stride_passes"] = round(passes / once * forward_passes(faster, regions))
         message += (f"; expand-stride (--features expand-stride) needs about {cost['expand_stride_passes']:,} "
                     f"(about {_duration(cost['expand_stride_passes'] * per_pass)})")
     if cost["expected_s"] > LONG_S:

@@ -194,6 +194,20 @@ class BlockJob:
             self.grid.read_working(lambda w: self._read(block, w).astype(np.float32), window)))
         return features, tuple(r.start for r in needed)
 
+    def computed_region(self, block: Block) -> Region:
+        """What the extractor computes for ``block`` (absolute, on its grid): the part it needs, or its whole window.
+
+        An extractor that ``keeps_region`` computes only the voxels the block
+        needs; any other one computes them with their context. What the cost
+        estimate counts (:func:`orgaseg.pipeline.cost.estimate_cost`).
+        """
+        if self.grid is None:
+            window, part = block.read_region, block.region
+        else:
+            window = self.grid.working_region(block.region, self.extractor.halo)
+            part = self.grid.working_region(block.region)
+        return part if getattr(self.extractor, "keeps_region", False) else window
+
     def working_block(self, block: Block) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float], tuple | None]:
         """Features and normalised intensities of the working voxels nearest to ``block``'s input voxels.
 
