@@ -6,6 +6,7 @@ import torch
 
 from orgaseg.errors import OrgasegError
 from orgaseg.features.cover_stride import CoverStride
+from orgaseg.features import expand_stride
 from orgaseg.features.expand_stride import ExpandStride, blend_weight
 from orgaseg.pipeline.blocks import make_blocks
 
@@ -92,6 +93,19 @@ def test_one_forward_pass_per_stride_squared_pixels():
     assert stub.fovs == strategy.n_fields_of_view(image.shape) == 12 * 12
     assert strategy.forwards_per_pixel == 1 / 1600
     assert ExpandStride(stub, n_features=2, stride=80).n_fields_of_view((1, 400, 400)) == 25
+
+
+def test_a_batch_is_upsampled_a_few_fields_of_view_at_a_time(monkeypatch):
+    # an upsampled field of view is F x F x D floats: a whole batch at once would hold 0.8 GB at D = 128
+    image = coordinate_image(150, 170, depth=2)
+    expected = ExpandStride(CoordinateStub(5, 170), n_features=2, fov=80, patch=5, stride=40)(image)
+    strategy = ExpandStride(CoordinateStub(5, 170), n_features=2, fov=80, patch=5, stride=40, batch_size=64)
+    upsampled = []
+    expand = strategy._expanded_tokens
+    monkeypatch.setattr(strategy, "_expanded_tokens", lambda tokens: upsampled.append(len(tokens)) or expand(tokens))
+    monkeypatch.setattr(expand_stride, "EXPANDED_ROWS", 5)
+    np.testing.assert_array_equal(strategy(image), expected)
+    assert max(upsampled) == 5 and sum(upsampled) == strategy.n_fields_of_view(image.shape)
 
 
 def test_half_field_stride_weights_sum_to_one():

@@ -51,6 +51,11 @@ from orgaseg.models.device import resolve_device
 from orgaseg.progress import ProgressCallback, report
 
 
+#: Fields of view upsampled to pixels at a time: each is ``F x F x D`` floats (3.3 MB at F = 80, D = 128), so a
+#: whole encoder batch of 256 would hold 0.8 GB; a few at a time keep the matrix products as fast.
+EXPANDED_ROWS = 16
+
+
 def blend_weight(fov: int) -> np.ndarray:
     """The 1D blending weight of a field of view: ``sin^2(pi (i + 1/2) / fov)``, ``i = 0 .. fov - 1``."""
     return np.sin(np.pi * (np.arange(fov) + 0.5) / fov) ** 2
@@ -208,11 +213,13 @@ class ExpandStride:
                 flat = np.arange(batch * self.batch_size, min(total, (batch + 1) * self.batch_size))
                 zi, jy, jx = np.unravel_index(flat, (depth, ty, tx))
                 fovs = torch.from_numpy(windows[zi, jy * stride, jx * stride]).to(self.device)
-                expanded = self._expanded_tokens(fovs.unsqueeze(1))  # (B, F, F, D), weighted
+                tokens = encode_checked(self.encoder, fovs.unsqueeze(1), self.fov, self.patch, self.n_features)
                 for row, (z, y0, x0) in enumerate(zip(zi, jy * stride, jx * stride)):
+                    if row % EXPANDED_ROWS == 0:  # a few fields of view at a time: one is F x F x D floats
+                        expanded = self._expanded_tokens(tokens[row : row + EXPANDED_ROWS])
                     if accumulator is None:
                         accumulator = torch.zeros(padded_h, padded_w, self.n_features, device=self.device)
-                    accumulator[y0 : y0 + fov, x0 : x0 + fov] += expanded[row]
+                    accumulator[y0 : y0 + fov, x0 : x0 + fov] += expanded[row % EXPANDED_ROWS]
                     if flat[row] % per_slice == per_slice - 1:  # the slice's last field of view
                         inner = accumulator[before_y : before_y + height, before_x : before_x + width]
                         out[z] = (inner / norm).cpu().numpy()
@@ -220,9 +227,8 @@ class ExpandStride:
                 report(self.progress, "expand-stride features", batch + 1, n_batches)
         return out
 
-    def _expanded_tokens(self, fovs: torch.Tensor) -> torch.Tensor:
-        """Encode a batch; upsample its token grids to pixels and weight them: ``(B, F, F, D)`` float32."""
-        tokens = encode_checked(self.encoder, fovs, self.fov, self.patch, self.n_features)
+    def _expanded_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token grids ``(B, G, G, D)`` upsampled to pixels and weighted: ``(B, F, F, D)`` float32."""
         # bilinear upsampling and the separable blending weight as two matrix products
         rows = torch.einsum("yi,bijd->byjd", self._expansion, tokens.float())
         return torch.einsum("byjd,xj->byxd", rows, self._expansion)
