@@ -306,6 +306,18 @@ def test_long_runs_are_priced_up_front_with_a_faster_strategy(checkpoints, caplo
     assert "expand-stride (--features expand-stride) needs about" in caplog.text
 
 
+def test_the_command_line_says_what_a_learned_run_will_cost(checkpoints, tmp_path, capsys):
+    method, model = checkpoints["mae"]
+    path = tmp_path / "cell.npy"
+    np.save(path, load_dataset("phantom", shape=(2, 80, 80), voxel_size=(20.0, 20.0, 20.0), seed=4).evaluation[0].raw.read())
+    command = ["segment", str(path), "--voxel-size", "20", "20", "20", "--method", method, "--model", str(model),
+               "-k", "3", "--keep", "16"]
+    assert main(command + ["-o", str(tmp_path / "a.tif")]) == 0
+    assert "encoder forward passes over 12,800 voxels" in capsys.readouterr().err
+    assert main(command + ["-o", str(tmp_path / "b.tif"), "--quiet"]) == 0
+    assert "forward passes" not in capsys.readouterr().err
+
+
 def test_interpolated_kmeans_scores_label_like_interpolated_features(small, tmp_path):
     raw = small.evaluation[0].raw
     scores = orgaseg.segment(raw, k=5, pixel_size=50, sample_size=5000)  # k scores interpolated per voxel

@@ -736,6 +736,8 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("%(message)s"))
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, handlers=[handler], force=True)
     logging.captureWarnings(True)  # warnings too are written above the progress bars
+    # what a learned encoder's run will cost is said up front (README, `segment`), unless --quiet
+    logging.getLogger("orgaseg.pipeline.cost").setLevel(logging.NOTSET if args.quiet or args.debug else logging.INFO)
     if not args.debug:
         warnings.simplefilter("default")
         # the log handler ends the line; orgaseg's warnings name command-line options here
