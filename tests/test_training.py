@@ -101,6 +101,23 @@ def test_resume_continues_the_same_loss_curve(phantom_volume, tmp_path):
     np.testing.assert_allclose(resumed["losses"], straight["losses"], rtol=1e-5)
 
 
+@pytest.mark.parametrize("seconds_per_step, steps", [(2.0, 30), (6.0, 10)])
+def test_a_minutes_budget_sets_a_schedule_that_completes(phantom_volume, tmp_path, monkeypatch, seconds_per_step,
+                                                         steps):
+    # a clock that advances by the step's time at each training step: at 2 s a step, 20 steps are timed and
+    # the minute fits 30; at 6 s a step, 20 would not fit in the minute: the schedule is fixed at once (10 fit)
+    from orgaseg import training
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(training.time, "perf_counter", lambda: clock["now"])
+
+    def tick(description, done, total, **figures):  # reported after a step: the clock the next step ends at
+        clock["now"] = (done + 1) * seconds_per_step
+
+    record = MAESTER.train([phantom_volume], tmp_path / "m.pt", preset="tiny", minutes=1, device="cpu", progress=tick)
+    assert record["step"] == record["total_steps"] == steps  # the cosine ran to its end within the budget
+
+
 def test_existing_checkpoint_needs_resume_or_overwrite(phantom_volume, tmp_path):
     ckpt = tmp_path / "c.pt"
     MAESTER.train([phantom_volume], ckpt, preset="tiny", steps=2, device="cpu")

@@ -6,8 +6,9 @@ with gradient clipping; mixed precision (bfloat16 autocast) on CUDA, full
 precision with all CPU threads otherwise.
 
 Budgets: ``steps`` fixes the schedule length; a ``minutes`` budget alone
-measures the speed over the first steps and sets the schedule length to what
-fits (capped by the preset's steps), so the cosine decay completes in time.
+measures the speed over the first steps (:data:`TIMING_STEPS`, or fewer when
+they would not fit in the budget) and sets the schedule length to what fits
+(capped by the preset's steps), so the cosine decay completes in time.
 
 Resuming is exact: batches and masks are drawn from streams seeded by
 ``(seed, step)`` (see :mod:`orgaseg.sampling`), and the checkpoint holds the
@@ -188,9 +189,12 @@ def run_training(
             completed = step + 1
             spent = time.perf_counter() - started
             rate = (completed - start_step) * config.batch_size / max(spent, 1e-9)
-            if estimate and completed - start_step == TIMING_STEPS:
-                fits = start_step + int((completed - start_step) / spent * minutes * 60.0)
+            timed = completed - start_step
+            # the speed fixes the schedule after TIMING_STEPS steps, or as soon as they would not fit in the budget
+            if estimate and (timed == TIMING_STEPS or spent / timed * TIMING_STEPS > minutes * 60.0):
+                fits = start_step + int(timed / spent * minutes * 60.0)
                 total = max(completed + 1, min(config.steps, fits))
+                estimate = False
             if completed % config.checkpoint_every == 0 or completed >= total or completed in snapshot_steps():
                 state = checkpoint(completed)
             report(progress, "training", completed, total, loss=losses[-1], fovs_per_s=round(rate, 1), **figures())
