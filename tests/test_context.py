@@ -134,3 +134,39 @@ def test_slice_neighbours_append_the_mean_of_the_adjacent_slices():
         np.testing.assert_allclose(block[start - read.start:stop - read.start], out[start:stop])
     assert extended.config() == {"slice_neighbours": True, "extractor": {"name": "ramp"}}
     assert SliceNeighbours(SuperpixelContext(Ramp(), (25,))).sizes == (25,)
+
+
+class KeptRamp(Ramp):
+    """:class:`Ramp` that computes a kept part only, and records the parts it was asked for."""
+
+    keeps_region = True
+
+    def __init__(self):
+        self.parts = []
+
+    def __call__(self, block, *, origin=(0, 0, 0), keep=None):
+        keep = keep or (slice(None),) * 3
+        self.parts.append(tuple(s.indices(n)[:2] for s, n in zip(keep, block.shape)))
+        return super().__call__(block, origin=origin)[keep]
+
+
+@pytest.mark.parametrize("wrap", [lambda ramp: SuperpixelContext(ramp, (25, 100)),
+                                  lambda ramp: SliceNeighbours(SuperpixelContext(ramp, (25,)))])
+@pytest.mark.parametrize("keep", [(slice(1, 3), slice(10, 20), slice(25, 40)),
+                                  (slice(0, 1), slice(0, 5), slice(55, 60)),
+                                  (slice(0, 4), slice(0, 40), slice(0, 60))])
+def test_a_kept_part_equals_the_whole_blocks_features_cropped(wrap, keep):
+    volume = two_halves((4, 40, 60)) + np.random.default_rng(3).random((4, 40, 60), dtype=np.float32) * 0.1
+    whole = wrap(Ramp())(volume)
+    ramp = KeptRamp()
+    extractor = wrap(ramp)
+    assert extractor.keeps_region
+    np.testing.assert_array_equal(extractor(volume, keep=keep), whole[keep])
+    # the wrapped extractor computes the box the part's superpixels span (and, for the adjacent-slice
+    # mean, the slices either side), not the whole block, unless the part is the whole block
+    (z0, z1), (y0, y1), (x0, x1) = ramp.parts[-1]
+    neighbours = isinstance(extractor, SliceNeighbours)
+    assert (z0, z1) == (max(0, keep[0].start - neighbours), min(4, keep[0].stop + neighbours))
+    assert y0 <= keep[1].start and y1 >= keep[1].stop and x0 <= keep[2].start and x1 >= keep[2].stop
+    if keep[2].stop - keep[2].start < 60:
+        assert (y1 - y0) * (x1 - x0) < 40 * 60

@@ -29,7 +29,13 @@ a margin of twice a large superpixel's side, so a superpixel near the border
 of the block's own voxels is cut with its surroundings. SLIC depends on the
 whole image it is given, so features near block borders are not identical to
 whole-volume features (they are for a given block plan: training and
-labelling in ``orgaseg name --refine`` use the segmentation's blocks).
+labelling in ``orgaseg name --refine`` use the segmentation's blocks). Both
+wrappers compute a block's own part (``keep``) with the rest as context:
+superpixels are cut on the kept slices only (on the whole window's planes,
+as before), and the wrapped extractor computes only the box that the
+superpixels touching the part span (and the slice either side, for the
+adjacent slices' mean), so the halo's slices cost nothing beyond their
+intensities; the values are those of the whole window's features, cropped.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import numpy as np
 
 from orgaseg.cluster.superpixels import DEFAULT_COMPACTNESS, pool_superpixels, slic_superpixels
 from orgaseg.errors import OrgasegError
-from orgaseg.features.base import FeatureExtractor
+from orgaseg.features.base import FeatureExtractor, Region, resolve_keep
 
 #: Superpixel sizes (working pixels) the refining classifier uses by default.
 DEFAULT_CONTEXT_PX = (100, 400)
@@ -111,20 +117,37 @@ class SuperpixelContext:
         """Channels of the wrapped extractor (the first ones of every feature vector)."""
         return int(self.extractor.n_features)
 
-    def __call__(self, block: np.ndarray, *, origin: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
-        """``(z, y, x)`` normalised intensities -> ``(z, y, x, n_features)``: features, then each size's mean and std."""
+    #: Computes a part of a block with the rest as context (``keep``; see FeatureExtractor).
+    keeps_region = True
+
+    def __call__(self, block: np.ndarray, *, origin: tuple[int, int, int] = (0, 0, 0),
+                 keep: Region | None = None) -> np.ndarray:
+        """``(z, y, x)`` normalised intensities -> ``(z, y, x, n_features)``: features, then each size's mean and std.
+
+        ``keep`` (three slices, default the whole block) is the part whose
+        features are returned. Its slices' superpixels are cut on the whole
+        block's planes, as without it, and the wrapped extractor computes only
+        the box those touching the part span: the same values as the whole
+        block's, cropped.
+        """
         block = np.asarray(block, dtype=np.float32)
         if block.ndim != 3 or min(block.shape) < 1:
             raise OrgasegError(f"superpixel context needs a non-empty 3D block (z, y, x), got shape {block.shape}")
-        features = np.asarray(self.extractor(block, origin=origin), dtype=np.float32)
+        keep = resolve_keep(keep, block.shape)
+        labels = [[slic_superpixels(block[z], superpixel_px=size, compactness=self.compactness) for size in self.sizes]
+                  for z in range(keep[0].start, keep[0].stop)]
+        box = (keep[0],) + _box_of_touching(labels, keep[1:])
+        features = compute_part(self.extractor, block, origin, box)
         q = features.shape[-1]
-        out = np.empty(block.shape + (self.n_features,), dtype=np.float32)
-        out[..., :q] = features
-        for z in range(block.shape[0]):
-            for i, size in enumerate(self.sizes):
-                labels = slic_superpixels(block[z], superpixel_px=size, compactness=self.compactness)
+        inner = tuple(slice(k.start - b.start, k.stop - b.start) for k, b in zip(keep, box))
+        out = np.empty(tuple(k.stop - k.start for k in keep) + (self.n_features,), dtype=np.float32)
+        out[..., :q] = features[inner]
+        for z, planes in enumerate(labels):
+            for i, plane in enumerate(planes):
+                # the superpixels that touch the part lie whole in the box; numbered 0.. there
+                ids = np.unique(plane[box[1:]], return_inverse=True)[1].reshape(features.shape[1:3])
                 start = q * (1 + 2 * i)
-                out[z, :, :, start:start + 2 * q] = pool_superpixels(features[z], labels)[labels]
+                out[z, :, :, start:start + 2 * q] = pool_superpixels(features[z], ids)[ids[inner[1:]]]
         return out
 
     def config(self) -> dict:
@@ -159,15 +182,51 @@ class SliceNeighbours:
         """Superpixel sizes of the wrapped context (empty when it has none)."""
         return tuple(getattr(self.extractor, "sizes", ()))
 
-    def __call__(self, block: np.ndarray, *, origin: tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
-        """``(z, y, x)`` normalised intensities -> ``(z, y, x, n_features)``: features, then their neighbours' mean."""
-        features = np.asarray(self.extractor(block, origin=origin), dtype=np.float32)
-        padded = np.concatenate([features[:1], features, features[-1:]], axis=0)
-        return np.concatenate([features, 0.5 * (padded[:-2] + padded[2:])], axis=-1)
+    #: Computes a part of a block with the rest as context (``keep``; see FeatureExtractor).
+    keeps_region = True
+
+    def __call__(self, block: np.ndarray, *, origin: tuple[int, int, int] = (0, 0, 0),
+                 keep: Region | None = None) -> np.ndarray:
+        """``(z, y, x)`` normalised intensities -> ``(z, y, x, n_features)``: features, then their neighbours' mean.
+
+        ``keep`` (three slices, default the whole block) is the part whose
+        features are returned; the wrapped extractor computes the part and
+        the slice on either side of it within the block.
+        """
+        keep = resolve_keep(keep, np.shape(block))
+        depth = np.shape(block)[0]
+        below, above = max(0, keep[0].start - 1), min(depth, keep[0].stop + 1)
+        features = compute_part(self.extractor, block, origin, (slice(below, above),) + keep[1:])
+        # on the block's first and last slice the missing neighbour is the slice itself
+        padded = np.concatenate([features[:1]] * (below == keep[0].start) + [features]
+                                + [features[-1:]] * (above == keep[0].stop), axis=0)
+        own = padded[1:-1]
+        return np.concatenate([own, 0.5 * (padded[:-2] + padded[2:])], axis=-1)
 
     def config(self) -> dict:
         """The wrapped extractor's description, marked as extended by the adjacent slices."""
         return {"slice_neighbours": True, "extractor": self.extractor.config()}
+
+
+def compute_part(extractor: FeatureExtractor, block: np.ndarray, origin: tuple[int, int, int],
+                 part: Region) -> np.ndarray:
+    """``extractor``'s features of ``block[part]`` with the rest of ``block`` as context, as float32."""
+    if getattr(extractor, "keeps_region", False):
+        return np.asarray(extractor(block, origin=origin, keep=part), dtype=np.float32)
+    return np.asarray(extractor(block, origin=origin), dtype=np.float32)[part]
+
+
+def _box_of_touching(labels: list[list[np.ndarray]], part: tuple[slice, slice]) -> tuple[slice, slice]:
+    """The ``(y, x)`` box of every superpixel (of every slice and size) with a pixel in ``part``."""
+    rows = np.zeros(labels[0][0].shape[0], dtype=bool)
+    columns = np.zeros(labels[0][0].shape[1], dtype=bool)
+    for planes in labels:
+        for plane in planes:
+            touching = np.isin(plane, np.unique(plane[part]))
+            rows |= touching.any(axis=1)
+            columns |= touching.any(axis=0)
+    (y,), (x,) = np.nonzero(rows), np.nonzero(columns)
+    return slice(int(y[0]), int(y[-1]) + 1), slice(int(x[0]), int(x[-1]) + 1)
 
 
 __all__ = ["DEFAULT_CONTEXT_PX", "SliceNeighbours", "SuperpixelContext", "parse_context"]
