@@ -12,7 +12,7 @@ import zarr
 from orgaseg.cli import main
 from orgaseg.errors import OrgasegError
 from orgaseg.io import crop as crop_module
-from orgaseg.io import open_volume, read_provenance, write_tiff_image
+from orgaseg.io import VoxelSizeWarning, open_volume, read_provenance, write_tiff_image
 from orgaseg.io.crop import crop_volume, parse_region
 
 VOXEL = (40.0, 5.0, 6.0)
@@ -190,3 +190,17 @@ def test_scores_warn_when_the_prediction_and_reference_lie_apart(source, tmp_pat
     with warnings.catch_warnings():
         warnings.simplefilter("error", OrgasegWarning)
         evaluate(open_volume(here), open_volume(also_here), classes=["other", "bright"])
+    # read through a class map (as --dataset and --class-map do), the reference keeps its place
+    with pytest.warns(OrgasegWarning, match="cover different regions"):
+        evaluate(open_volume(here), open_volume(there), class_map="0=other,1=bright")
+    # a reference from a stack of another resolution; one whose voxel size is unknown says nothing
+    other = write_tiff_image(tmp_path / "other.tif", labels[1:5, :20], voxel_size=(VOXEL[0], 2 * VOXEL[1], 2 * VOXEL[2]))
+    with pytest.warns(OrgasegWarning, match="different stacks or resolutions"):
+        evaluate(open_volume(here), open_volume(other), class_map="0=other,1=bright")
+    np.save(tmp_path / "plain.npy", labels[1:5, :20])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VoxelSizeWarning)
+        plain = open_volume(tmp_path / "plain.npy")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OrgasegWarning)
+        evaluate(open_volume(here), plain, class_map="0=other,1=bright")

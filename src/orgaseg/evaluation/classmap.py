@@ -117,6 +117,21 @@ class MappedLabels:
         self.shape = tuple(int(n) for n in self.labels.shape)
         self.dtype = np.dtype(np.uint8)
 
+    @property
+    def origin(self) -> tuple[float, float, float]:
+        """The stored reference's origin (nm), where it says one: mapping values does not move it."""
+        return tuple(getattr(self.labels, "origin", (0.0, 0.0, 0.0)))
+
+    @property
+    def voxel_size(self) -> tuple[float, float, float] | None:
+        """The stored reference's voxel size (nm), where it has one."""
+        return getattr(self.labels, "voxel_size", None)
+
+    @property
+    def attrs(self) -> dict:
+        """What the reader found out about the stored reference (e.g. that its voxel size was assumed)."""
+        return dict(getattr(self.labels, "attrs", {}))
+
     def __getitem__(self, region) -> np.ndarray:
         return self.class_map.lookup(self.labels[region])
 

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from orgaseg.errors import OrgasegError, OrgasegWarning
-from orgaseg.io.metadata import describe_origin
+from orgaseg.io.metadata import describe_origin, known_voxel_size
 from orgaseg.labels import IGNORE_LABEL
 from orgaseg.pipeline.blocks import default_block_shape, make_blocks
 from orgaseg.progress import ProgressCallback, report
@@ -149,11 +149,19 @@ class NothingCounted(OrgasegError):
 
 
 def _warn_if_placed_apart(pred: Any, reference: Any) -> None:
-    """Warn when both volumes say where they lie (an origin) and the places differ by half a voxel or more.
+    """Warn when both volumes say where they lie (an origin) and the places differ by half a voxel or more,
+    or when both know their voxel sizes and these differ by more than 1%.
 
-    Volumes of the same shape cut from different regions score as if they
-    overlaid; a volume without an origin (a TIFF) says nothing and is trusted.
+    Volumes of the same shape cut from different regions, or from stacks of
+    different resolutions, score as if they overlaid; a volume without an
+    origin (a TIFF) or whose voxel size was assumed says nothing and is trusted.
     """
+    sizes = [known_voxel_size(v) for v in (pred, reference)]
+    if None not in sizes and not np.allclose(sizes[0], sizes[1], rtol=0.01):
+        warnings.warn(OrgasegWarning(
+            f"the prediction's voxels are {_describe_size(sizes[0])} nm, the reference's {_describe_size(sizes[1])} nm: "
+            "they come from different stacks or resolutions, and the scores compare voxels that do not overlay"),
+            stacklevel=3)
     places = [np.asarray(getattr(v, "origin", (0.0, 0.0, 0.0)), float) for v in (pred, reference)]
     if not all(p.any() for p in places):
         return
@@ -163,6 +171,10 @@ def _warn_if_placed_apart(pred: Any, reference: Any) -> None:
             f"the prediction's first voxel lies at {describe_origin(places[0])}, the reference's at "
             f"{describe_origin(places[1])}: they cover different regions, and the scores compare voxels that do not "
             "overlay"), stacklevel=3)
+
+
+def _describe_size(size) -> str:
+    return " x ".join(f"{v:g}" for v in size)
 
 
 def _shape(data: Any, name: str) -> tuple[int, ...]:

@@ -218,3 +218,11 @@ class StoredArray:
     note: str | None = None  # caveat about ``sizes``, warned when they are used
     missing_chunks: MissingChunks | None = None  # chunked containers only
     origin: Sequence[float] | None = None  # nm per stored axis: where the first voxel's centre lies
+
+
+def known_voxel_size(data) -> tuple[float, float, float] | None:
+    """``data``'s voxel size in nm, or None when it has none or its reader assumed one (no metadata)."""
+    size = getattr(data, "voxel_size", None)
+    if size is None or getattr(data, "attrs", {}).get("voxel_size_assumed"):
+        return None
+    return tuple(float(v) for v in size)
