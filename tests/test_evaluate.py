@@ -379,6 +379,9 @@ def test_a_binary_mask_stored_as_0_255_is_refused_not_scored_as_one_class(tmp_pa
         evaluate(pred, mask, class_map="255=mitochondria")
     report = evaluate(pred, mask, class_map="0=other,255=mitochondria")
     assert report.classes == ["other", "mitochondria"] and report.to_dict()["merge"]["mean_dice"] < 0.7
+    # a map whose second class names a value the reference never holds (a typo, or the wrong --dataset)
+    with pytest.raises(OrgasegError, match=r"only one class \(a\) has reference voxels.*others \(b\).*right --dataset"):
+        evaluate(pred, mask, class_map="255=a,300=b")
     np.save(tmp_path / "pred.npy", pred)
     np.save(tmp_path / "mask.npy", mask)
     command = ["evaluate", str(tmp_path / "pred.npy"), "--reference", str(tmp_path / "mask.npy"), "--quiet"]

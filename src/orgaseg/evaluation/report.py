@@ -302,15 +302,26 @@ def evaluate(
                            f"names ({class_map})") from None
     if classes is None:
         _check_class_ids(confusion, name)
-    _check_two_classes(confusion.shape[1], name, ignore, by_map=class_map is not None)
+    _check_two_classes(confusion, name, ignore, by_map=class_map is not None, classes=classes,
+                       matched=mode != BY_NAME)
     return EvaluationReport.from_confusion(confusion, classes=classes, background=background, mode=mode,
                                            label_names=label_names)
 
 
-def _check_two_classes(n_classes: int, name: str, ignore: Iterable[int], *, by_map: bool) -> None:
-    """Refuse a single scored class: every prediction would score Dice 1 against it."""
-    if n_classes >= 2:
+def _check_two_classes(confusion: np.ndarray, name: str, ignore: Iterable[int], *, by_map: bool,
+                       classes: Sequence[str] | None, matched: bool) -> None:
+    """Refuse fewer than two scored classes, or, where clusters are matched to classes, fewer than two with
+    reference voxels: every prediction would score Dice 1 against one (scored by names it would not)."""
+    present = np.flatnonzero(confusion.sum(axis=0) > 0)
+    if present.size >= 2 or (confusion.shape[1] >= 2 and not matched):
         return
+    if confusion.shape[1] >= 2:
+        names = list(classes) if classes is not None else [str(c) for c in range(confusion.shape[1])]
+        empty = ", ".join(n for c, n in enumerate(names) if c not in present)
+        fix = (f"the others ({empty}) have no reference voxel: does the class map name values that {name} holds "
+               "(is it the right --dataset)?" if by_map else f"the others ({empty}) have no reference voxel")
+        raise OrgasegError(f"{name}: only one class ({names[present[0]]}) has reference voxels, so any prediction "
+                           f"would score Dice 1 against it; {fix}")
     if by_map:
         fix = "the class map names one class: name the rest too, e.g. --class-map 0=other,255=mitochondria"
     else:
