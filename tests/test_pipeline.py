@@ -303,3 +303,18 @@ def test_features_are_kept_only_for_a_sampling_pass_in_this_process():
     assert runner.kept_feature_bytes(ThreadExecutor(2), fitting=True) == runner.FEATURE_CACHE_BYTES
     assert runner.kept_feature_bytes(SerialExecutor(), fitting=False) == 0  # a reused clusterer: one pass only
     assert runner.kept_feature_bytes(DaskExecutor(client=None), fitting=True) == 0  # workers would not share them
+
+
+def test_blocks_much_smaller_than_their_context_are_warned_about(textured):
+    from orgaseg.errors import OrgasegWarning
+    from orgaseg.pipeline.runner import resolve_block_shape
+
+    job = _job(textured, FilterBank(voxel_size=textured.voxel_size, scales_nm=(10.0, 40.0)))
+    with pytest.warns(OrgasegWarning, match=r"blocks of 1 x 4 x 4 read .* context each side: the blocks compute about"):
+        assert resolve_block_shape(job, (1, 4, 4)) == (1, 4, 4)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OrgasegWarning)
+        resolve_block_shape(job, None)
+        resolve_block_shape(job, textured.shape)

@@ -17,6 +17,7 @@ import re
 #: Each argument a message may name: its Python form and its command-line form.
 ARGUMENTS: dict[str, tuple[str, str]] = {
     "axes": ("axes='zyx'", "--axes ORDER"),
+    "block_shape": ("block_shape=(z, y, x)", "--block-shape Z Y X"),
     "channel": ("channel=N", "--channel N"),
     "class_map": ("class_map=...", "--class-map MAP"),
     "classes": ("classes=[...]", "--classes NAME ..."),

@@ -108,6 +108,12 @@ def halo_block_shape(
     return tuple(int(sizes[i]) for sizes, i in zip(sides, best))
 
 
+def window_overhead(shape: tuple[int, int, int], block_shape: tuple[int, int, int], halo: tuple[int, int, int]) -> float:
+    """Voxels the blocks of ``block_shape`` compute with their ``halo``, per voxel of the volume (1: no overhead)."""
+    computed = np.prod([_window_sum(int(s), int(b), int(h)) for s, b, h in zip(shape, block_shape, halo)], dtype=float)
+    return float(computed / np.prod(shape, dtype=float))
+
+
 def _candidate_sides(n: int, chunk: int) -> list[int]:
     """Block sides to try along an axis of ``n`` voxels: ``n`` split into 1, 2, 3, ... equal parts, in chunks.
 

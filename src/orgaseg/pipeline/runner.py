@@ -28,14 +28,15 @@ that budget, and blocks computed on dask workers, are computed again.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
 from orgaseg.cluster.base import Clusterer, ClustererSpec
-from orgaseg.errors import OrgasegError, arg
+from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.features.base import FeatureExtractor
-from orgaseg.pipeline.blocks import Block, Region, halo_block_shape, make_blocks
+from orgaseg.pipeline.blocks import Block, Region, halo_block_shape, make_blocks, window_overhead
 from orgaseg.pipeline.executors import Executor, SerialExecutor
 from orgaseg.pipeline.resume import RunState
 from orgaseg.pipeline.tasks import (
@@ -127,12 +128,21 @@ def resolve_block_shape(job: BlockJob, block_shape: tuple[int, int, int] | None 
     need (:func:`~orgaseg.pipeline.blocks.halo_block_shape`).
     """
     volume = job.source.volume
+    halo = block_halo(job.extractor, job.grid)
+    voxels = max(1, FEATURE_BYTES // (4 * job.extractor.n_features))
+    default = halo_block_shape(volume.shape, halo, voxels, volume.chunks)
     if block_shape is None:
-        voxels = max(1, FEATURE_BYTES // (4 * job.extractor.n_features))
-        return halo_block_shape(volume.shape, block_halo(job.extractor, job.grid), voxels, volume.chunks)
+        return default
     if len(block_shape) != 3 or min(block_shape) < 1:
         raise OrgasegError(f"block shape must be three positive sizes (z, y, x), got {tuple(block_shape)}")
-    return tuple(min(int(b), s) for b, s in zip(block_shape, volume.shape))
+    block_shape = tuple(min(int(b), s) for b, s in zip(block_shape, volume.shape))
+    given, best = window_overhead(volume.shape, block_shape, halo), window_overhead(volume.shape, default, halo)
+    if given > max(2.0, 4 * best):
+        warnings.warn(OrgasegWarning(
+            f"blocks of {' x '.join(map(str, block_shape))} read {' x '.join(map(str, halo))} voxels of context each "
+            f"side: the blocks compute about {given:.0f} times the volume's voxels ({best:.1f} with the default blocks of "
+            f"{' x '.join(map(str, default))}); a larger {arg('block_shape')}, or none, is faster"), stacklevel=2)
+    return block_shape
 
 
 def plan_blocks(job: BlockJob, block_shape: tuple[int, int, int] | None = None) -> list[Block]:
@@ -235,14 +245,17 @@ def _sample_pieces(job: BlockJob, spec: ClustererSpec, n: int, seed: int, block_
             yield result.value
         return
     coords = sample_coordinates(volume.shape, n, seed)
+    # the blocks tile the volume in C order (make_blocks): a voxel's block index is its grid cell's flat index
+    extent = np.array(blocks[0].shape)
+    cells = np.ravel_multi_index(tuple((coords // extent).T), tuple(-(-np.array(volume.shape) // extent)))
+    by_block = np.argsort(cells, kind="stable")  # stable: each block's coordinates stay sorted
+    bounds = np.searchsorted(cells[by_block], np.arange(len(blocks) + 1))
     todo = []
     for index in order:  # blocks in a seeded order: a streamed fit sees the volume's regions in random order
         block = blocks[index]
-        starts = np.array([r.start for r in block.region])
-        stops = np.array([r.stop for r in block.region])
-        rows = np.all((coords >= starts) & (coords < stops), axis=1)
-        if rows.any():
-            todo.append((block, coords[rows] - starts))
+        rows = by_block[bounds[index]:bounds[index + 1]]
+        if rows.size:
+            todo.append((block, coords[rows] - np.array([r.start for r in block.region])))
     meter = _Meter(progress, "sampling features", len(todo))
     results = executor.map(sample_block, (job,), ((block.index, (block, local)) for block, local in todo))
     for _, result in _in_order(results, [block.index for block, _ in todo], meter,
