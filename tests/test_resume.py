@@ -79,7 +79,14 @@ def test_changed_k_overwrite_or_a_stale_marker_recompute(raw_path, uninterrupted
     assert result.provenance["blocks"]["skipped"] == 0 and result.provenance["blocks"]["computed"] == N_BLOCKS
     np.testing.assert_array_equal(open_volume(changed_k).read(), uninterrupted[5])
 
-    assert _run(raw_path, overwritten, overwrite=True).provenance["blocks"]["skipped"] == 0  # afresh
+    # --overwrite replaces a finished output; an interrupted --overwrite run resumes when rerun the same way
+    finished = _run(raw_path, overwritten, overwrite=True)
+    assert finished.provenance["blocks"]["skipped"] == 8
+    with pytest.raises(KeyboardInterrupt):
+        _run(raw_path, overwritten, progress=StopAfter(5), overwrite=True)
+    again = _run(raw_path, overwritten, overwrite=True)
+    assert again.provenance["blocks"]["skipped"] == 5
+    np.testing.assert_array_equal(open_volume(overwritten).read(), uninterrupted[4])
 
     marker = block_markers(stale)[0]
     marker.write_text(json.dumps({"signature": "of another run"}))

@@ -537,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_feature_memory_option(p, "the sampling pass's features kept for the labelling pass")
     p.add_argument("--save-features", metavar="PATH.zarr", help="also write every voxel's features (float16 Zarr)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing output and start afresh (a rerun without it resumes)")
+                   help="replace an existing output once the new one is complete (an interrupted run resumes either way)")
     p.set_defaults(run=cmd_segment)
 
     p = sub.add_parser("train", parents=[common],

@@ -183,7 +183,7 @@ def segment(
     device : {"auto", "cpu", "cuda"}
         Where learned encoders run.
     overwrite : bool
-        Replace an existing output, and start afresh instead of resuming.
+        Replace an existing output once the new one is complete (an interrupted run resumes either way).
     executor : Executor, optional
         Where blocks run (:func:`orgaseg.pipeline.executors.make_executor`);
         default serially in this process.
@@ -209,7 +209,7 @@ def segment(
     run is interrupted (an error, Ctrl-C, even SIGKILL), rerunning the same
     call resumes it: the stored clusterer is reused and only unfinished blocks
     are computed; any change to the input, checkpoint, stages, options, pixel
-    size, K, seed, sample size or block shape starts afresh, as does ``overwrite``.
+    size, K, seed, sample size or block shape starts afresh (``overwrite`` does not).
     """
     started = time.time()
     if feature_memory is not None:

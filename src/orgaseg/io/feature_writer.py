@@ -89,7 +89,7 @@ def create_feature_writer(
     chunks : sequence of 3 ints, optional
         Spatial chunks (default ``(64, 256, 256)`` clipped to the shape).
     overwrite : bool
-        Replace an existing array; also starts afresh.
+        Replace an existing array once the new one is complete (a partial one with the same key is resumed).
     resume_key : str, optional
         Signature of the content; a partial array left with the same key is reused.
     """

@@ -71,8 +71,10 @@ class PartialOutput:
     path : Path
         Final output path.
     overwrite : bool
-        Replace an existing output (at :meth:`move_into_place`); also discards
-        any partial output, so the run starts afresh.
+        Replace an existing output (at :meth:`move_into_place`). A partial
+        output of the same run (the same ``resume_key``) is resumed either way:
+        an interrupted ``--overwrite`` run continues when rerun; one of other
+        settings is discarded.
     resume_key : str or None
         Signature of the output's content. A partial output left with the same
         key is reused (``resumed`` is true); None never resumes.
@@ -101,7 +103,6 @@ class PartialOutput:
         key_file = self.folder / _KEY_FILE
         self.resumed = (
             resume_key is not None
-            and not overwrite
             and key_file.is_file()
             and key_file.read_text() == resume_key
             and self.target.exists()

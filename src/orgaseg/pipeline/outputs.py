@@ -108,7 +108,7 @@ def open_outputs(
     block_shape : tuple of int
         The runner's blocks: no two blocks share a storage chunk.
     overwrite : bool
-        Replace existing outputs and start afresh.
+        Replace existing outputs once the new ones are complete (an interrupted run resumes either way).
     resume_key : str, optional
         The run key (:func:`orgaseg.pipeline.resume.run_key`): partial outputs
         left with the same key are resumed. Only used with an ``output``.
