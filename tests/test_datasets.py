@@ -538,3 +538,29 @@ def test_cdeep3m_image_label_mismatch_is_reported(tmp_path):
     tifffile.imwrite(root / "testset" / "images.080.tif", np.zeros((4, 4), np.uint8))
     with pytest.raises(OrgasegError, match=r"images without labels: \[21\], labels without images: \[22\]"):
         load_dataset("cdeep3m-mito", tmp_path)
+
+
+def test_a_reference_unlike_the_datasets_labels_is_warned_about(tmp_path, capsys):
+    import warnings
+
+    from orgaseg.cli import main
+    from orgaseg.datasets import check_reference_values
+    from orgaseg.errors import OrgasegWarning
+    from orgaseg.io.volume import Volume
+
+    binary = np.zeros((3, 20, 20), np.uint8)
+    binary[:, 5:10, 5:10] = 255
+    grey = np.tile(np.array([0, 32, 64, 96, 128, 159, 191, 223, 255, 255], np.uint8), (3, 20, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OrgasegWarning)
+        check_reference_values(Volume(binary), "cdeep3m-mito")
+        check_reference_values(Volume(grey), "vnc")
+        check_reference_values(Volume(grey), "phantom")  # no label values declared: nothing to check
+    with pytest.warns(OrgasegWarning, match=r"70% of its middle slice holds values cdeep3m-mito's labels never hold "
+                                            r"\(32, 64, 96, 128, 159, 191, 223; they hold 0, 255\)"):
+        check_reference_values(Volume(grey), "cdeep3m-mito")
+    np.save(tmp_path / "grey.npy", grey)
+    np.save(tmp_path / "pred.npy", (grey > 100).astype(np.uint8))
+    assert main(["evaluate", str(tmp_path / "pred.npy"), "--reference", str(tmp_path / "grey.npy"),
+                 "--dataset", "cdeep3m-mito", "-o", str(tmp_path / "report"), "--quiet"]) == 0
+    assert "is it the right dataset?" in capsys.readouterr().err

@@ -196,6 +196,10 @@ def cmd_evaluate(args, progress) -> int:
         pred = open_volume(args.prediction, key=args.key)
         reference = open_volume(args.reference, key=args.reference_key)
         mask = open_volume(args.mask) if args.mask else None
+    if args.dataset is not None:
+        from orgaseg.datasets import check_reference_values
+
+        check_reference_values(reference, args.dataset)
     label_names = None
     if args.mode == "names":
         from orgaseg.organelles import read_label_names
@@ -238,6 +242,10 @@ def cmd_inspect(args, progress) -> int:
     reference = open_volume(args.reference) if args.reference else None
     if reference is not None and reference.shape != volume.shape:
         raise OrgasegError(f"reference shape {reference.shape} differs from the volume's {volume.shape}")
+    if reference is not None and args.dataset is not None:
+        from orgaseg.datasets import check_reference_values
+
+        check_reference_values(reference, args.dataset)
     paths = inspect_model(args.checkpoint, volume, args.output, reference=reference, class_names=args.classes,
                           class_map=_class_map(args),
                           k=args.k, seed=args.seed, device=args.device, overwrite=args.overwrite)

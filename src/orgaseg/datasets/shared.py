@@ -42,6 +42,11 @@ CDEEP3M_VOXEL_SIZE = (40.0, 5.9, 5.9)
 #: cdeep3m labels are 0 / 255 with a few anti-aliased values: threshold at > 127.
 CDEEP3M_TABLE = (np.arange(256) > 127).astype(np.uint8)
 
+#: The values the label files hold as they ship (vnc: synapses, 223, are not scored; cdeep3m: a few
+#: anti-aliased pixels besides 0 and 255).
+VNC_LABEL_VALUES = (*sorted(VNC_GREY_LEVELS), 223)
+CDEEP3M_LABEL_VALUES = (0, 255)
+
 #: The label files as they ship, read as classes (``orgaseg evaluate --dataset``).
 VNC_CLASS_MAP = ClassMap.from_lookup(VNC_CLASSES, lookup_table(VNC_GREY_LEVELS), VNC_BACKGROUND)
 CDEEP3M_CLASS_MAP = ClassMap.from_lookup(CDEEP3M_CLASSES, CDEEP3M_TABLE, CDEEP3M_BACKGROUND)
