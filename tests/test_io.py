@@ -728,3 +728,24 @@ def test_a_writer_resumes_its_partial_output_only_for_the_same_key(tmp_path):
     with pytest.warns(MissingChunksWarning, match="1 of 2 chunks"):  # slice 0 was never written
         np.testing.assert_array_equal(open_volume(path).read()[:, 0, 0], [0, 1])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seg.ome.zarr", "seg.ome.zarr.provenance.json"]
+
+
+@pytest.mark.parametrize("suffix", [".ome.zarr", ".tif"])
+def test_outputs_of_a_volume_without_voxel_size_carry_none(tmp_path, suffix, capsys):
+    # segment assumes 1 nm for an input without metadata; its outputs must not pass that guess on as fact
+    from orgaseg.cli import main
+
+    np.save(tmp_path / "v.npy", np.random.default_rng(0).integers(0, 255, (3, 40, 40), dtype=np.uint8))
+    for name, extra in (("guess", []), ("known", ["--voxel-size", "30", "6", "6"])):
+        assert main(["segment", str(tmp_path / "v.npy"), "-k", "2", "-o", str(tmp_path / f"{name}{suffix}"),
+                     "--quiet", *extra]) == 0
+    with pytest.warns(VoxelSizeWarning, match="voxel size unknown"):
+        guessed = open_volume(tmp_path / f"guess{suffix}")
+    assert guessed.attrs.get("voxel_size_assumed")
+    known = open_volume(tmp_path / f"known{suffix}")
+    assert known.voxel_size == (30.0, 6.0, 6.0) and not known.attrs.get("voxel_size_assumed")
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / f"guess{suffix}")]) == 0
+    assert "voxel size:  unknown" in capsys.readouterr().out
+    assert main(["measure", str(tmp_path / f"guess{suffix}"), "-o", str(tmp_path / f"m{suffix}.csv")]) == 2
+    assert "no voxel size in the metadata" in capsys.readouterr().err

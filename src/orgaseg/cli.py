@@ -73,8 +73,11 @@ def cmd_info(args, progress) -> int:
     print(f"path:        {volume.path}" + (f" (key {volume.key})" if volume.key else ""))
     print(f"shape:       {' x '.join(map(str, volume.shape))} (axes {volume.axes})")
     print(f"dtype:       {volume.dtype}")
-    print(f"voxel size:  {' x '.join(f'{v:g}' for v in volume.voxel_size)} nm (z y x)"
-          + ("  [anisotropic: in-plane features]" if volume.is_anisotropic() else ""))
+    if volume.attrs.get("voxel_size_assumed"):
+        print("voxel size:  unknown (no metadata; taken as 1 x 1 x 1 nm: pass --voxel-size Z Y X)")
+    else:
+        print(f"voxel size:  {' x '.join(f'{v:g}' for v in volume.voxel_size)} nm (z y x)"
+              + ("  [anisotropic: in-plane features]" if volume.is_anisotropic() else ""))
     if any(volume.origin):
         print(f"origin:      {' x '.join(f'{v:g}' for v in volume.origin)} nm (z y x; where the first voxel lies)")
     print(f"chunks:      {' x '.join(map(str, volume.chunks)) if volume.chunks else 'not chunked'}")
@@ -95,7 +98,8 @@ def cmd_crop(args, progress) -> int:
     shape = " x ".join(str(r.stop - r.start) for r in region)
     print(f"wrote {path}: {shape} voxels from {volume.path}, region "
           + " ".join(f"{r.start}:{r.stop}" for r in region)
-          + f" (z y x), voxel size {' x '.join(f'{v:g}' for v in volume.voxel_size)} nm")
+          + " (z y x), voxel size " + ("unknown" if volume.attrs.get("voxel_size_assumed")
+                                         else f"{' x '.join(f'{v:g}' for v in volume.voxel_size)} nm"))
     return 0
 
 

@@ -18,6 +18,7 @@ import zarr
 
 from orgaseg.errors import OrgasegError, arg
 from orgaseg.io.metadata import (
+    VOXEL_SIZE_UNKNOWN,
     MissingChunks,
     StoredArray,
     nanometres_per_unit,
@@ -121,6 +122,10 @@ def _read_multiscale(group: zarr.Group, meta: dict, level: int, where: str) -> S
             else:
                 shift = shift + values
     note = None
+    if (multiscale.get("metadata") or {}).get(VOXEL_SIZE_UNKNOWN):
+        # written by orgaseg from a volume without a voxel size: the scale is in voxels
+        return StoredArray(array, "ome-zarr", axes=axes, sizes=[None] * array.ndim, chunks=array.chunks,
+                           key=_relative(array), missing_chunks=_zarr_missing_chunks(array))
     if any(u is None for a, u in zip(axes, units) if a in "zyx"):
         note = "OME-Zarr axes carry no unit; the scale is taken as nanometres"
     # a scale that is not positive and finite is NaN: wrong metadata, which the reader refuses

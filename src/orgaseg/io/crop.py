@@ -27,14 +27,15 @@ from orgaseg.io.partial import (
     refuse_replacing_an_input,
     remove,
 )
+from orgaseg.io.metadata import known_voxel_size
 from orgaseg.io.provenance import make_provenance, write_provenance
 from orgaseg.io.volume import Region, Volume
 from orgaseg.io.writers import (
-    NGFF_AXES,
     NGFF_CHUNK_KEYS,
     TIFF_SUFFIXES,
     ZARR_SUFFIXES,
     imagej_metadata,
+    ngff_multiscale,
 )
 from orgaseg.pipeline.blocks import default_block_shape, make_blocks
 from orgaseg.progress import ProgressCallback, report
@@ -140,7 +141,8 @@ def crop_volume(volume: Volume, region: Region, output: str | Path, *, overwrite
         command="crop", source=str(volume.path), source_key=volume.key,
         region={"start": list(corner), "stop": [r.stop for r in region]},
         origin_nm=position, shape=list(shape),
-        voxel_size_nm=list(volume.voxel_size), dtype=str(volume.dtype), wall_time_s=round(time.time() - started, 3),
+        voxel_size_nm=known_voxel_size(volume) and list(volume.voxel_size), dtype=str(volume.dtype),
+        wall_time_s=round(time.time() - started, 3),
     ))
     return output
 
@@ -169,7 +171,8 @@ def _write_tiff(volume: Volume, corner, shape, target: Path, progress) -> None:
             yield from np.asarray(volume.read(_source_region(block.region, corner)))
             report(progress, "cropping", done, len(blocks))
 
-    tifffile.imwrite(target, data=planes(), shape=shape, dtype=volume.dtype, **imagej_metadata(volume.voxel_size))
+    tifffile.imwrite(target, data=planes(), shape=shape, dtype=volume.dtype,
+                     **imagej_metadata(known_voxel_size(volume)))
 
 
 def _write_ome_zarr(volume: Volume, corner, position, shape, target: Path, name: str, progress) -> None:
@@ -182,15 +185,10 @@ def _write_ome_zarr(volume: Volume, corner, position, shape, target: Path, name:
     for done, block in enumerate(blocks, 1):
         array[block.region] = np.asarray(volume.read(_source_region(block.region, corner)))
         report(progress, "cropping", done, len(blocks))
-    root.attrs["multiscales"] = [{
-        "version": "0.4",
-        "name": name,
-        "axes": [dict(axis) for axis in NGFF_AXES],
-        "datasets": [{"path": "0", "coordinateTransformations": [
-            {"type": "scale", "scale": list(volume.voxel_size)},
-            {"type": "translation", "translation": position},
-        ]}],
-    }]
+    root.attrs["multiscales"] = [ngff_multiscale(name, [{"path": "0", "coordinateTransformations": [
+        {"type": "scale", "scale": list(volume.voxel_size)},
+        {"type": "translation", "translation": position},
+    ]}], known_voxel_size(volume) is not None)]
 
 
 __all__ = ["COPY_BLOCK_VOXELS", "crop_volume", "output_format", "parse_region"]

@@ -226,3 +226,8 @@ def known_voxel_size(data) -> tuple[float, float, float] | None:
     if size is None or getattr(data, "attrs", {}).get("voxel_size_assumed"):
         return None
     return tuple(float(v) for v in size)
+
+
+#: Key of an OME-Zarr multiscale's ``metadata`` that says its scale is in voxels: the volume it was
+#: computed from had no voxel size, and it is read back as unknown (nothing is measured in nm from a guess).
+VOXEL_SIZE_UNKNOWN = "orgaseg_voxel_size_unknown"

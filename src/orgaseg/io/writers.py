@@ -43,7 +43,7 @@ import tifffile
 import zarr
 
 from orgaseg.errors import OrgasegError, OrgasegWarning
-from orgaseg.io.metadata import check_origin, check_voxel_size, describe_origin
+from orgaseg.io.metadata import VOXEL_SIZE_UNKNOWN, check_origin, check_voxel_size, describe_origin
 from orgaseg.io.partial import PartialOutput, atomic_path, digest, refuse_existing
 from orgaseg.io.provenance import to_jsonable, write_provenance
 from orgaseg.io.pyramid import downsampled_shape, plan_levels, write_level
@@ -126,7 +126,9 @@ class LabelWriter:
         if self.n_labels < 1:
             raise OrgasegError(f"need at least one label, got n_labels={n_labels}")
         self.dtype = smallest_label_dtype(self.n_labels)
-        self.voxel_size = check_voxel_size(voxel_size)
+        # None: the input's voxel size was unknown; the output says so instead of carrying a guess
+        self.voxel_size_known = voxel_size is not None
+        self.voxel_size = check_voxel_size(voxel_size) if self.voxel_size_known else (1.0, 1.0, 1.0)
         self.label_names = list(label_names) if label_names is not None else None
         if self.label_names is not None and len(self.label_names) > self.n_labels:
             raise OrgasegError(f"{len(self.label_names)} label names for {self.n_labels} labels")
@@ -140,7 +142,8 @@ class LabelWriter:
         key = None
         if self._resume_key is not None:
             layout = {"writer": type(self).__name__, "shape": self.shape, "dtype": self.dtype.str,
-                      "voxel_size": self.voxel_size, "label_names": self.label_names, **layout}
+                      "voxel_size": self.voxel_size if self.voxel_size_known else None,
+                      "label_names": self.label_names, **layout}
             key = digest({"content": self._resume_key, "layout": to_jsonable(layout)})
         try:
             with writing(self.path):
@@ -252,6 +255,19 @@ class LabelWriter:
 #: NGFF 0.4 axes of every OME-Zarr orgaseg writes.
 NGFF_AXES = tuple({"name": a, "type": "space", "unit": "nanometer"} for a in "zyx")
 
+def ngff_multiscale(name: str, datasets: list[dict], voxel_size_known: bool = True) -> dict:
+    """An NGFF 0.4 multiscale of ``datasets`` in nm; with an unknown voxel size, in voxels and marked so.
+
+    The mark (:data:`~orgaseg.io.metadata.VOXEL_SIZE_UNKNOWN`) makes orgaseg read the volume back as one
+    without a voxel size, so nothing is measured in nm from the 1 nm a reader assumed for its input.
+    """
+    axes = [dict(axis) if voxel_size_known else {"name": axis["name"], "type": "space"} for axis in NGFF_AXES]
+    multiscale = {"version": "0.4", "name": name, "axes": axes, "datasets": datasets}
+    if not voxel_size_known:
+        multiscale["metadata"] = {VOXEL_SIZE_UNKNOWN: True}
+    return multiscale
+
+
 #: Zarr v2 chunk keys as NGFF 0.4 requires them ("/" between indices).
 NGFF_CHUNK_KEYS = {"name": "v2", "separator": "/"}
 
@@ -300,7 +316,6 @@ class OmeZarrLabelWriter(LabelWriter):
         )
 
     def _ngff_attrs(self, steps: Sequence[tuple[int, int, int]]) -> dict:
-        axes = [dict(axis) for axis in NGFF_AXES]
         full = [{"type": "scale", "scale": list(self.voxel_size)}]
         if any(self.origin):
             full.append({"type": "translation", "translation": list(self.origin)})
@@ -329,8 +344,7 @@ class OmeZarrLabelWriter(LabelWriter):
             image_label["properties"] = [
                 {"label-value": i, "name": str(n)} for i, n in enumerate(self.label_names)
             ]
-        multiscale = {"version": "0.4", "name": self.name, "axes": axes, "datasets": datasets}
-        return {"multiscales": [multiscale], "image-label": image_label}
+        return {"multiscales": [ngff_multiscale(self.name, datasets, self.voxel_size_known)], "image-label": image_label}
 
     def _write(self, region, block) -> None:
         self._array[region] = block
@@ -361,7 +375,8 @@ class TiffLabelWriter(LabelWriter):
         self._start({})
 
     def _create(self, target: Path) -> None:
-        self._map = tifffile.memmap(target, shape=self.shape, dtype=self.dtype, **imagej_metadata(self.voxel_size))
+        self._map = tifffile.memmap(target, shape=self.shape, dtype=self.dtype,
+                                    **imagej_metadata(self.voxel_size if self.voxel_size_known else None))
 
     def _reopen(self, target: Path) -> None:
         self._map = tifffile.memmap(target, mode="r+")
@@ -404,8 +419,10 @@ def create_label_writer(
         ``(z, y, x)``.
     n_labels : int
         Number of label ids; picks the dtype (uint8 / uint16 / uint32).
-    voxel_size : sequence of 3 floats
-        ``(z, y, x)`` in nanometres.
+    voxel_size : sequence of 3 floats or None
+        ``(z, y, x)`` in nanometres; None when the input's is unknown (the
+        output then carries none: ImageJ without calibration, OME-Zarr scales
+        in voxels marked unknown, so it is read back as unknown).
     chunks : sequence of 3 ints, optional
         OME-Zarr chunks; default ``(min(z, 64), min(y, 256), min(x, 256))``.
     overwrite : bool
@@ -502,8 +519,10 @@ def write_tiff_image(path: str | Path, image: np.ndarray, *, voxel_size: Sequenc
     return path
 
 
-def imagej_metadata(voxel_size: tuple[float, float, float]) -> dict:
-    """tifffile keywords that make Fiji show the voxel size in nm."""
+def imagej_metadata(voxel_size: tuple[float, float, float] | None) -> dict:
+    """tifffile keywords that make Fiji show the voxel size in nm (None: no calibration, the size is unknown)."""
+    if voxel_size is None:
+        return {"imagej": True, "metadata": {"axes": "ZYX"}}
     z, y, x = voxel_size
     return {"imagej": True, "resolution": (1.0 / x, 1.0 / y), "metadata": {"spacing": z, "unit": "nm", "axes": "ZYX"}}
 

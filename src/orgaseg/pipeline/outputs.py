@@ -87,7 +87,7 @@ def open_outputs(
     shape: tuple[int, int, int],
     n_labels: int,
     *,
-    voxel_size: tuple[float, float, float],
+    voxel_size: tuple[float, float, float] | None,
     block_shape: tuple[int, int, int],
     origin: tuple[float, float, float] | None = None,
     overwrite: bool = False,
@@ -104,7 +104,8 @@ def open_outputs(
     output : str, Path or None
         Label output (``.ome.zarr`` or ``.tif``); None keeps the labels in memory.
     shape, n_labels, voxel_size, origin
-        Of the label volume (origin: where its first voxel lies, nm).
+        Of the label volume (origin: where its first voxel lies, nm; voxel size None: unknown, see
+        :func:`~orgaseg.io.writers.create_label_writer`).
     block_shape : tuple of int
         The runner's blocks: no two blocks share a storage chunk.
     overwrite : bool
