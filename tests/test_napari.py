@@ -113,6 +113,15 @@ def test_reader_leaves_other_files_alone(tmp_path):
     tifffile.imwrite(plain, np.zeros((2, 4, 4), np.uint8))
     assert napari_get_reader(str(plain)) is None
     assert napari_get_reader(str(tmp_path / "image.png")) is None
+    # a crop has a provenance record too, but it is an image: napari's image readers open it
+    from orgaseg.io import open_volume
+    from orgaseg.io.crop import crop_volume, parse_region
+
+    tifffile.imwrite(tmp_path / "raw.tif", np.arange(2 * 8 * 8, dtype=np.uint8).reshape(2, 8, 8))
+    for name in ("crop.ome.zarr", "crop.tif"):
+        crop = crop_volume(open_volume(tmp_path / "raw.tif", voxel_size=(10, 5, 5)),
+                           parse_region(["0:2", "2:6", ":"], (2, 8, 8)), tmp_path / name)
+        assert napari_get_reader(str(crop)) is None
 
 
 def test_named_labels_and_instances_open_with_their_names(cell, segmented, tmp_path, make_napari_viewer):

@@ -99,12 +99,18 @@ def producing_command(path: str | Path | None) -> str | None:
         fields = json.loads(target.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(fields, dict):
+    return label_command(fields)
+
+
+def label_command(record) -> str | None:
+    """Which command wrote a provenance ``record`` of a label volume (``"segment"``, ``"name"``,
+    ``"instances"``); None for any other record (a crop's, which is an image)."""
+    if not isinstance(record, dict):
         return None
-    if "clusterer" in fields:
+    if "clusterer" in record:
         return "segment"
-    if "naming" in fields:
+    if "naming" in record:
         return "name"
-    if "instances" in fields and "connectivity" in fields:
+    if "instances" in record and "connectivity" in record:
         return "instances"
     return None
