@@ -308,3 +308,14 @@ def test_training_options_cannot_apply_to_a_reused_mapping(segmented, tmp_path, 
     assert main(["name", str(segmented / "seg.ome.zarr"), "--mapping", "from.provenance.json", "--refine",
                  "--classifier", "forest", "-o", str(tmp_path / "named.ome.zarr")]) == 2
     assert "--classifier NAME cannot apply to --mapping PATH" in capsys.readouterr().err
+
+
+def test_annotations_for_a_volume_of_another_shape_are_refused(segmented, cell):
+    from orgaseg.organelles import name_clusters, points_from_arrays
+
+    segmentation = segmented / "seg.ome.zarr"
+    clicks = points_from_arrays([[1, 5, 5], [1, 60, 60]], ["a", "b"], shape=(8, 64, 64))  # made for another volume
+    with pytest.raises(OrgasegError, match=r"read for a volume of 8 x 64 x 64 voxels, but .* has 8 x 96 x 96"):
+        name_clusters(segmentation, annotations=clicks)
+    fitting = points_from_arrays([[1, 5, 5], [1, 70, 70]], ["a", "b"], shape=cell.raw.shape)
+    assert set(name_clusters(segmentation, annotations=fitting).naming.names) == {"unassigned", "a", "b"}

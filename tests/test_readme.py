@@ -93,7 +93,7 @@ def test_example_files_read_back(tmp_path):
 def test_python_examples_run(tmp_path, monkeypatch):
     write_example_files(tmp_path)
     monkeypatch.chdir(tmp_path)
-    namespace: dict = {"__name__": "__readme__"}
+    namespace: dict = {"__name__": "__main__"}  # as a script saved from the README runs
     logging.getLogger("distributed").setLevel(logging.ERROR)  # the dask example's cluster logs every start and stop
     for number, body in enumerate(code_blocks("python"), start=1):
         try:
@@ -106,6 +106,7 @@ def test_python_examples_run(tmp_path, monkeypatch):
     np.testing.assert_array_equal(namespace["again"].labels,
                                   namespace["orgaseg"].open_volume("cell_labels.ome.zarr").read())
     assert (tmp_path / "report" / "report.json").exists()
+    assert (tmp_path / "cell_labels_dask.ome.zarr").exists()  # the dask example, under its __main__ guard
 
 
 def _parse_error(argv: list[str]) -> str | None:

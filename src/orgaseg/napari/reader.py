@@ -1,9 +1,9 @@
 """The napari reader of orgaseg outputs: segmentations, named labels and instance volumes.
 
-A path is claimed when it is an orgaseg label output (of ``segment``, ``name`` or
-``instances``), i.e. such a provenance record sits beside it (``<path>.provenance.json``)
-or, for OME-Zarr, in the root's ``orgaseg`` attribute. Other files (a ``crop``, which is
-an image) are left to other readers. The labels are read lazily (a dask array over
+A path is claimed when it is an orgaseg label output, i.e. its provenance record sits
+beside it (``<path>.provenance.json``) or, for OME-Zarr, in the root's ``orgaseg``
+attribute, and does not come from a command that writes images (``crop``). Other files
+are left to other readers. The labels are read lazily (a dask array over
 :func:`orgaseg.open_volume`), so a volume larger than memory opens at once; names come
 from the OME-Zarr ``image-label`` properties or the provenance
 (:func:`orgaseg.organelles.read_label_names`), colours from the ``image-label`` colours.
@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from orgaseg.io import open_volume, provenance_path
-from orgaseg.io.provenance import label_command
 from orgaseg.napari.layers import kind_of, labels_layer
 
 SUFFIXES = (".ome.zarr", ".zarr", ".tif", ".tiff")
+
+#: Commands whose outputs are images, not labels (their provenance sits beside them all the same).
+IMAGE_COMMANDS = ("crop",)
 
 
 def napari_get_reader(path):
@@ -30,8 +32,11 @@ def napari_get_reader(path):
             return None
         path = path[0]
     path = Path(str(path).rstrip("/"))
+    if not path.name.lower().endswith(SUFFIXES):
+        return None
+    record = provenance(path)
     # only label volumes: a crop (an image, with a provenance record too) is left to the image readers
-    if not path.name.lower().endswith(SUFFIXES) or label_command(provenance(path)) is None:
+    if record is None or record.get("command") in IMAGE_COMMANDS:
         return None
     return read_orgaseg
 

@@ -55,15 +55,30 @@ class Annotations:
         The class names, in the order they were first given.
     source : str
         Where they came from (for messages and the provenance).
+    shape : tuple of int or None
+        The shape of the volume they were read against (None when unknown):
+        a segmentation of another shape is refused.
     """
 
     coords: np.ndarray
     labels: np.ndarray
     names: tuple[str, ...]
     source: str
+    shape: tuple[int, int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def check_fits(self, shape: tuple[int, ...], what: str) -> None:
+        """Refuse annotations made for a volume of another shape than ``what``'s, or lying outside it."""
+        shape = tuple(int(n) for n in shape)
+        if self.shape is not None and tuple(self.shape) != shape:
+            raise OrgasegError(f"{self.source}: the annotations were read for a volume of {_shape(self.shape)} voxels, "
+                               f"but {what} has {_shape(shape)}: make them with the segmentation's shape (points_from_arrays(..., shape=))")
+        outside = np.flatnonzero(((self.coords < 0) | (self.coords >= np.asarray(shape))).any(axis=1))
+        if outside.size:
+            raise OrgasegError(f"{self.source}: point {int(outside[0]) + 1} lies outside {what} "
+                               f"({_shape(shape)} voxels)")
 
     def counts(self) -> dict[str, int]:
         """Annotated voxels per name."""
@@ -151,7 +166,8 @@ def points_from_arrays(
     order = list(dict.fromkeys(names))
     index = {name: i for i, name in enumerate(order)}
     labels = np.array([index[n] for n in names], dtype=np.int64)
-    return Annotations(coords=voxels, labels=labels, names=tuple(order), source=source)
+    return Annotations(coords=voxels, labels=labels, names=tuple(order), source=source,
+                       shape=tuple(int(n) for n in shape))
 
 
 def _nm_hint(origin: Sequence[float]) -> str:
@@ -291,7 +307,8 @@ def read_scribbles(
     order = list(dict.fromkeys(names.values()))
     index = {value: order.index(name) for value, name in names.items()}
     labels = np.array([index[int(v)] for v in found], dtype=np.int64)[np.searchsorted(found, values)]
-    return Annotations(coords=coords.astype(np.int64), labels=labels, names=tuple(order), source=str(source))
+    return Annotations(coords=coords.astype(np.int64), labels=labels, names=tuple(order), source=str(source),
+                       shape=tuple(int(n) for n in shape))
 
 
 def values_at(volume: Volume, coords: np.ndarray, *, block_voxels: int = 16 * 1024**2) -> np.ndarray:
@@ -383,3 +400,7 @@ def _few(values: Sequence, limit: int = 5) -> str:
     """``1, 2, 3`` or ``1, 2, 3, 4, 5 and 7 more``."""
     shown = ", ".join(map(str, values[:limit]))
     return shown if len(values) <= limit else f"{shown} and {len(values) - limit} more"
+
+
+def _shape(shape) -> str:
+    return " x ".join(str(int(n)) for n in shape)

@@ -315,6 +315,7 @@ def name_clusters(
     else:
         if annotations is None:
             annotations = _read_annotations(points, scribbles, names, volume, units)
+        annotations.check_fits(volume.shape, seg_name)
         clusters = values_at(volume, annotations.coords)
         naming = vote(clusters, annotations, int(k))
         described = {"annotations": annotations.describe()}
