@@ -71,12 +71,19 @@ def test_existing_output_is_refused_then_replaced_with_overwrite(phantom_files, 
     assert tifffile.imread(out).max() == 3
 
 
-def test_centers_reuse_gives_same_ids(phantom_files, tmp_path):
+def test_centers_reuse_gives_same_ids(phantom_files, tmp_path, capsys):
     raw, _ = phantom_files
     first, second = tmp_path / "a.tif", tmp_path / "b.tif"
     assert main(["segment", str(raw), "-k", "5", "-o", str(first), "--quiet"]) == 0
     assert main(["segment", str(raw), "-o", str(second), "--centers", f"{first}.provenance.json", "--quiet"]) == 0
     np.testing.assert_array_equal(tifffile.imread(first), tifffile.imread(second))
+    # the reused clusterer fixes K: the same K is accepted, another one refused (it used to be ignored)
+    assert main(["segment", str(raw), "-k", "5", "-o", str(tmp_path / "c.tif"), "--centers",
+                 f"{first}.provenance.json", "--quiet"]) == 0
+    assert main(["segment", str(raw), "-k", "4", "-o", str(tmp_path / "d.tif"), "--centers",
+                 f"{first}.provenance.json", "--quiet"]) == 2
+    assert "K = 4 was asked for, but the reused clusterer" in capsys.readouterr().err
+    assert not (tmp_path / "d.tif").exists()
 
 
 @pytest.mark.parametrize(

@@ -530,7 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("segment", parents=[common], help="segment a volume into K clusters")
     p.add_argument("path", help="a file, a folder of slices, or a zarr/n5/hdf5 container")
     _add_stage_options(p)
-    p.add_argument("-k", type=int, default=6, help="number of clusters (default 6)")
+    p.add_argument("-k", type=int, help="number of clusters (default 6; with --centers or a trained sccs/cs2c "
+                                        "--model, theirs)")
     p.add_argument("-o", "--output", required=True, help="output labels: .ome.zarr / .zarr or .tif")
     p.add_argument("--model", help="checkpoint of a method that learns, or a trained sccs / cs2c clusterer "
                                    "(orgaseg train --method sccs: labels with it, no fitting on this volume)")

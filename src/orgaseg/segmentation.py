@@ -67,6 +67,14 @@ def resolve_volume(data, *, key: str | None = None, voxel_size=None, level: int 
     return volume
 
 
+#: Clusters when neither K nor a clusterer to reuse is given.
+DEFAULT_K = 6
+
+
+def _describe_centers(centers) -> str:
+    return str(centers) if isinstance(centers, (str, Path)) else "given in Python"
+
+
 def load_centers(source, spec: ClustererSpec | None = None) -> Clusterer:
     """A fitted clusterer to reuse: a provenance JSON of an earlier segmentation, or a ``.npy`` of k-means centres.
 
@@ -103,7 +111,7 @@ def segment(
     data,
     *,
     method: str = "baseline",
-    k: int = 6,
+    k: int | None = None,
     output: str | Path | None = None,
     model: str | Path | None = None,
     centers=None,
@@ -136,8 +144,9 @@ def segment(
         The volume (any format :func:`orgaseg.open_volume` reads) or an array.
     method : str
         A row of the method table (``orgaseg methods``; :data:`orgaseg.methods.METHODS`).
-    k : int
-        Number of clusters (ignored when ``centers`` is given).
+    k : int, optional
+        Number of clusters (default 6). With ``centers`` the reused clusterer
+        fixes it: a different ``k`` is refused.
     output : str or Path, optional
         Where to write the labels (``.ome.zarr``/``.zarr`` or ``.tif``); when
         None the labels are returned in memory.
@@ -221,14 +230,19 @@ def segment(
         clusterer = str(reused.to_dict().get("kind", "kmeans"))
     stages = resolve_stages(method, model=model, features=features, clusterer=clusterer, options=options,
                             pixel_size=pixel_size, device=device)
-    if reused is None:
+    if k is not None:
         try:
-            n_labels = operator.index(k)  # an int or a numpy integer, not 2.5 or "3"
+            k = operator.index(k)  # an int or a numpy integer, not 2.5 or "3"
         except TypeError:
             raise OrgasegError(f"K must be a whole number, got {k!r}") from None
-        if n_labels < 1:
+        if k < 1:
             raise OrgasegError(f"K must be at least 1, got {k}")
+    if reused is None:
+        n_labels = DEFAULT_K if k is None else k
     else:
+        if k is not None and k != reused.k:
+            raise OrgasegError(f"K = {k} was asked for, but the reused clusterer ({_describe_centers(centers)}) has "
+                               f"K = {reused.k}: leave K out (the clusterer fixes it)")
         n_labels = reused.k
     if sample_size is None:
         sample_size = stages.sample_size(volume.size)
