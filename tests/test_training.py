@@ -186,3 +186,25 @@ def test_an_array_trains_like_a_volume(tmp_path):
     raw = make_cell((4, 64, 64), voxel_size=(20.0, 20.0, 20.0), seed=0).raw
     record = orgaseg.train("maester", [raw], tmp_path / "model.pt", preset="tiny", steps=2, voxel_size=(20, 20, 20))
     assert record["step"] == 2 and (tmp_path / "model.pt").exists()
+
+
+def test_a_resume_trains_on_the_volumes_at_the_voxel_size_the_checkpoint_recorded(tmp_path):
+    import warnings
+
+    from orgaseg.io import VoxelSizeWarning
+
+    cell = make_cell((4, 96, 96), voxel_size=(20.0, 20.0, 20.0), seed=0)
+    raw = tmp_path / "raw.npy"  # a format without voxel size: 1 nm is assumed unless given
+    np.save(raw, np.asarray(cell.raw))
+    ckpt = tmp_path / "m.pt"
+    first = MAESTER.train([raw], ckpt, preset="tiny", steps=4, voxel_size=(20, 20, 20), device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VoxelSizeWarning)
+        resumed = MAESTER.train([raw], ckpt, resume=True, steps=6, device="cpu")  # as the README's resume line
+        assert resumed["step"] == 6 and resumed["training_volumes"] == first["training_volumes"]
+        assert resumed["training_volumes"][0]["voxel_size"] == [20.0, 20.0, 20.0]  # not an assumed 1 nm
+        with pytest.raises(OrgasegError, match=r"trained on .*raw.npy at 20 x 20 x 20 nm.*reads it at 10 x 10 x 10 nm"):
+            MAESTER.train([raw], ckpt, resume=True, steps=8, voxel_size=(10, 10, 10), device="cpu")
+        np.save(tmp_path / "other.npy", np.asarray(cell.raw))
+        with pytest.raises(OrgasegError, match="a resume trains on the same volumes"):
+            MAESTER.train([tmp_path / "other.npy"], ckpt, resume=True, steps=8, device="cpu")

@@ -160,11 +160,17 @@ def cmd_train(args, progress) -> int:
     if clusterer_arguments and spec.learns:
         given = ", ".join("-k" if name == "k" else f"--{name}" for name in clusterer_arguments)
         raise OrgasegError(f"{given}: for methods that train a clusterer (sccs, cs2c); {spec.name} trains an encoder")
-    record = spec.train(args.paths, args.output, preset=args.preset, steps=args.steps, minutes=args.minutes,
-                        resume=args.resume, overwrite=args.overwrite, device=args.device, seed=args.seed,
-                        workers=args.workers, snapshots=args.snapshots, voxel_size=_voxel_size(args.voxel_size),
-                        key=args.key, progress=progress, pixel_size=args.pixel_size,
-                        model_options=parse_assignments(args.model_option, "--model-option"), **clusterer_arguments)
+    with warnings.catch_warnings():
+        if args.resume:  # a volume without voxel-size metadata takes the one the checkpoint was trained at
+            from orgaseg.io import VoxelSizeWarning
+
+            warnings.simplefilter("ignore", VoxelSizeWarning)
+        record = spec.train(args.paths, args.output, preset=args.preset, steps=args.steps, minutes=args.minutes,
+                            resume=args.resume, overwrite=args.overwrite, device=args.device, seed=args.seed,
+                            workers=args.workers, snapshots=args.snapshots, voxel_size=_voxel_size(args.voxel_size),
+                            key=args.key, progress=progress, pixel_size=args.pixel_size,
+                            model_options=parse_assignments(args.model_option, "--model-option"),
+                            **clusterer_arguments)
     losses = record.get("losses")
     loss = f"loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else f"final loss {record['final_loss']:.4f}"
     print(f"wrote {args.output}: {args.method} preset {record['preset']}, step {record['step']} of "

@@ -316,8 +316,8 @@ def train_han_vae(
 
     output = Path(output)
     volumes = _volumes(inputs, voxel_size, key)
-    state, preset = start_or_resume(spec, output, preset, resume=resume, overwrite=overwrite,
-                                    model_options=model_options)
+    state, preset, volumes = start_or_resume(spec, output, preset, volumes, resume=resume, overwrite=overwrite,
+                                             model_options=model_options)
     if resume:
         config = VAEConfig.from_dict(state["model_config"])
         train_config = TrainConfig.from_dict(state["train_config"])

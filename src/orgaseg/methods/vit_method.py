@@ -16,6 +16,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from orgaseg.errors import OrgasegError, arg
 from orgaseg.io import compute_normalization
 from orgaseg.io.volume import Volume
@@ -32,12 +34,14 @@ def _volumes(inputs: Sequence, voxel_size=None, key=None) -> list[Volume]:
     return volumes
 
 
-def start_or_resume(spec, output: Path, preset: str | None, *, resume: bool, overwrite: bool,
-                    model_options) -> tuple[dict, str]:
-    """The checkpoint state to resume (empty for a new run) and the preset, after the checks every trainer makes.
+def start_or_resume(spec, output: Path, preset: str | None, volumes: list[Volume], *, resume: bool, overwrite: bool,
+                    model_options) -> tuple[dict, str, list[Volume]]:
+    """The checkpoint state to resume (empty for a new run), the preset and the training volumes, after the checks
+    every trainer makes.
 
-    Resuming keeps the checkpoint's preset and refuses model options; a new run refuses an existing
-    ``output`` unless ``overwrite`` and an unknown preset (default ``cpu``).
+    Resuming keeps the checkpoint's preset, refuses model options and trains on the volumes the checkpoint
+    was trained on, at their voxel sizes (:func:`resumed_volumes`); a new run refuses an existing ``output``
+    unless ``overwrite`` and an unknown preset (default ``cpu``).
     """
     from orgaseg.models.checkpoint import load_checkpoint
 
@@ -47,13 +51,43 @@ def start_or_resume(spec, output: Path, preset: str | None, *, resume: bool, ove
         state = load_checkpoint(output, method=spec.name)
         if preset is not None and preset != state["preset"]:
             raise OrgasegError(f"{output} was trained with preset {state['preset']!r}, not {preset!r}")
-        return state, state["preset"]
+        return state, state["preset"], resumed_volumes(volumes, state.get("training_volumes"), output)
     if output.exists() and not overwrite:
         raise OrgasegError(f"{output} exists; pass {arg('resume')} to continue it or {arg('overwrite')} to start afresh")
     preset = preset or "cpu"
     if preset not in spec.train_presets:
         raise OrgasegError(f"unknown preset {preset!r} for {spec.name}; choose one of {', '.join(spec.train_presets)}")
-    return {}, preset
+    return {}, preset, volumes
+
+
+def resumed_volumes(volumes: list[Volume], recorded: list[dict] | None, output: Path) -> list[Volume]:
+    """``volumes`` as the checkpoint at ``output`` was trained on them (``recorded``: its ``training_volumes``).
+
+    A volume read without a voxel size (assumed 1 nm) takes the one it was trained at; one read at another
+    voxel size, or other volumes, are refused: a resume continues the same run.
+    """
+    if recorded is None:
+        return volumes
+    if [(_where(v.path), v.key) for v in volumes] != [(_where(r["path"]), r.get("key")) for r in recorded]:
+        trained = ", ".join(str(r["path"]) for r in recorded)
+        raise OrgasegError(f"{output} was trained on {trained}: a resume trains on the same volumes")
+    out = []
+    for volume, record in zip(volumes, recorded):
+        trained_at = tuple(float(v) for v in record.get("resampled_from", record["voxel_size"]))
+        if volume.attrs.get("voxel_size_assumed"):
+            attrs = {k: v for k, v in volume.attrs.items() if k != "voxel_size_assumed"}
+            volume = dataclasses.replace(volume, voxel_size=trained_at, attrs=attrs)
+        elif not np.allclose(volume.voxel_size, trained_at):
+            raise OrgasegError(
+                f"{output} was trained on {volume.path} at {' x '.join(f'{v:g}' for v in trained_at)} nm, and this "
+                f"resume reads it at {' x '.join(f'{v:g}' for v in volume.voxel_size)} nm: give the same "
+                f"{arg('voxel_size')}, or none (the checkpoint's is used)")
+        out.append(volume)
+    return out
+
+
+def _where(path) -> str:
+    return str(Path(str(path)).resolve()) if path else ""
 
 
 def train_vit(
@@ -133,8 +167,8 @@ def train_vit(
 
     output = Path(output)
     volumes = _volumes(inputs, voxel_size, key)
-    state, preset = start_or_resume(spec, output, preset, resume=resume, overwrite=overwrite,
-                                    model_options=model_options)
+    state, preset, volumes = start_or_resume(spec, output, preset, volumes, resume=resume, overwrite=overwrite,
+                                             model_options=model_options)
     if resume:
         config = MAEConfig.from_dict(state["model_config"])
         train_config = TrainConfig.from_dict(state["train_config"])
