@@ -271,6 +271,21 @@ def test_the_cli_takes_a_pixel_size(small, tmp_path, capsys):
     assert "pixel size must be a positive number" in capsys.readouterr().err
 
 
+def test_a_working_pixel_finer_than_the_input_is_warned_about():
+    import warnings
+
+    from orgaseg.errors import OrgasegWarning
+    from orgaseg.io.volume import Volume
+
+    volume = Volume(np.zeros((2, 40, 40), np.float32), voxel_size=(30.0, 4.6, 4.6))
+    with pytest.warns(OrgasegWarning, match=r"2 nm, is 2.3x finer than the input's 4.6 nm.*5.3x the voxels"):
+        assert resolve_stages("baseline", pixel_size=2.0).grid(volume) is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OrgasegWarning)
+        resolve_stages("baseline", pixel_size=4.0).grid(volume)  # a little finer: not worth a word
+        resolve_stages("baseline", pixel_size=10.0).grid(volume)
+
+
 def test_long_runs_are_priced_up_front_with_a_faster_strategy(checkpoints, caplog, monkeypatch):
     from orgaseg.io import compute_normalization
     from orgaseg.pipeline import cost

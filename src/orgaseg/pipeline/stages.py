@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from orgaseg.cluster import ClustererSpec, get_clusterer
-from orgaseg.errors import OrgasegError, arg
+from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.features import FEATURES, FeatureSpec, get_features
 from orgaseg.methods.table import METHODS, Method, get_method
 from orgaseg.options import check_option_value
@@ -76,6 +76,10 @@ def _names(options: Mapping) -> str:
     return ", ".join(options) if options else "none"
 
 
+#: A working pixel this many times finer than the input's in-plane voxel is warned about (upsampling).
+UPSAMPLING_WARNING = 1.25
+
+
 @dataclass
 class Stages:
     """The resolved stages of a run.
@@ -125,6 +129,13 @@ class Stages:
                                   or volume.attrs.get("voxel_size_assumed")):
             return None  # a default never resamples a volume whose voxel size is a guess
         grid = WorkingGrid.for_pixel_size(volume.shape, volume.voxel_size, self.pixel_size_nm)
+        finer = min(volume.voxel_size[1:]) / self.pixel_size_nm
+        if finer > UPSAMPLING_WARNING and not volume.attrs.get("voxel_size_assumed"):
+            warnings.warn(OrgasegWarning(
+                f"the working pixel size, {self.pixel_size_nm:g} nm, is {finer:.1f}x finer than the input's "
+                f"{min(volume.voxel_size[1:]):g} nm: the features are computed on an upsampled grid of "
+                f"{math.prod(grid.shape) / volume.size:.1f}x the voxels, which adds time, not information "
+                "(the pixel size 'native' keeps the input's grid)"), stacklevel=2)
         return None if grid.is_identity else grid
 
     def job(self, source: VolumeSource, normalization, *, features_out=None) -> BlockJob:
