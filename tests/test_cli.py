@@ -154,6 +154,9 @@ def test_demo_writes_its_outputs(tmp_path, capsys):
     report = json.loads((out / "report" / "report.json").read_text())
     assert report["merge"]["mean_dice"] > 0.4
     assert f"mean Dice {report['merge']['mean_dice']:.3f} against the phantom's reference (" in printed
+    # clusters that lie only on unscored voxels (outside the cell) are said to, on the same line
+    outside = report["empty_clusters"]
+    assert (f"{', '.join(map(str, outside))} lie" in printed) == bool(outside)
     assert main(["demo", "-o", str(out), "--shape", "24", "96", "96", "--quiet"]) == 2
 
 

@@ -310,13 +310,18 @@ def cmd_demo(args, progress) -> int:
 
     started = time.time()
     paths = run_demo(args.output, shape=tuple(args.shape), overwrite=args.overwrite, progress=progress)
-    merge = json.loads(Path(paths["report json"]).read_text())["merge"]
+    report = json.loads(Path(paths["report json"]).read_text())
+    merge = report["merge"]
     dice = ", ".join(f"{name} {scores['dice']:.2f}" if scores["dice"] is not None else f"{name} absent"
                      for name, scores in merge["per_class"].items())
+    outside = report.get("empty_clusters") or []
+    unscored = (f"; cluster{'s' if len(outside) > 1 else ''} {', '.join(map(str, outside))} lie{'' if len(outside) > 1 else 's'} "
+                "outside the cell, which is not scored") if outside else ""
     print(f"demo finished in {time.time() - started:.0f} s: mean Dice {merge['mean_dice']:.3f} against the phantom's "
-          f"reference ({dice}; merge mode, see report/report.md); outputs in {args.output}:")
+          f"reference ({dice}; merge mode, see report/report.md{unscored}); outputs in {args.output}:")
+    width = max(len(name) for name in paths)
     for name, path in paths.items():
-        print(f"  {name:<14} {path}")
+        print(f"  {name:<{width}}  {path}")
     return 0
 
 

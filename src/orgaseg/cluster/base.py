@@ -142,7 +142,8 @@ def standardize_sample(sample: np.ndarray, k: int, *, unit: str = "feature vecto
     distinct = np.unique(np.round(standardized, 6), axis=0).shape[0]
     if distinct < k:
         raise OrgasegError(
-            f"the sample has only {distinct} distinct {unit}, fewer than K = {k}: use a smaller K, or check "
+            f"the sample has only {distinct} distinct {unit if distinct != 1 else unit.rstrip('s')}, fewer than "
+            f"K = {k}: use a smaller K, or check "
             "whether the volume (or the masked region) is nearly constant"
         )
     return mean, scale, standardized

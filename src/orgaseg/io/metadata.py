@@ -99,9 +99,11 @@ def check_voxel_size(voxel_size: Any) -> tuple[float, float, float]:
     if values.shape != (3,) or not np.all(np.isfinite(values)) or np.any(values <= 0):
         raise OrgasegError(f"voxel_size must be 3 positive numbers (z, y, x) in nm, got {voxel_size!r}")
     if np.any(values < MIN_VOXEL_NM):  # no electron microscope samples finer; micrometres typed as nm
-        in_nm = ", ".join(f"{v * 1000:g}" for v in values)
+        hint = ""
+        if np.all(values < 1):  # every axis in micrometres; a mix of units says nothing this simple
+            hint = f" (if these were micrometres, give {', '.join(f'{v * 1000:g}' for v in values)})"
         raise OrgasegError(f"voxel_size {tuple(values.tolist())} nm goes below {MIN_VOXEL_NM} nm, smaller than an atom: "
-                           f"voxel sizes are in nanometres (if these were micrometres, give {in_nm})")
+                           f"voxel sizes are in nanometres{hint}")
     return (float(values[0]), float(values[1]), float(values[2]))
 
 

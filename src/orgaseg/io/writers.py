@@ -324,11 +324,12 @@ class OmeZarrLabelWriter(LabelWriter):
         for level, step in enumerate(steps, 1):
             factor = factor * step
             # a coarse voxel's centre lies between the centres of the voxels it covers
-            shift = [float(o + v * (f - 1) / 2) for o, v, f in zip(self.origin, self.voxel_size, factor)]
+            # (rounded to 1e-6 nm: 6.8999999999999995 is 6.9 to any reader)
+            shift = [round(float(o + v * (f - 1) / 2), 6) for o, v, f in zip(self.origin, self.voxel_size, factor)]
             datasets.append({
                 "path": str(level),
                 "coordinateTransformations": [
-                    {"type": "scale", "scale": [float(v * f) for v, f in zip(self.voxel_size, factor)]},
+                    {"type": "scale", "scale": [round(float(v * f), 6) for v, f in zip(self.voxel_size, factor)]},
                     {"type": "translation", "translation": shift},
                 ],
             })

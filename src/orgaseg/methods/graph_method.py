@@ -410,7 +410,7 @@ def segment_arguments(checkpoint: str | Path, *, method: str, centers=None, feat
     trained = record["method"]
     kind = record["clusterer"].get("kind")
     if method != trained:
-        raise OrgasegError(f"{checkpoint} is a checkpoint of method {trained!r}, not {method!r}")
+        raise OrgasegError(f"{checkpoint} is a checkpoint of method {trained!r}, not {method!r}: pass --method {trained}")
     if centers is not None:
         raise OrgasegError(f"{checkpoint} holds its trained clusterer: give it or a provenance to reuse, not both")
     if features is not None and features != record["features"]["name"]:

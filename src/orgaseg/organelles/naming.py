@@ -491,6 +491,9 @@ def _reuse_mapping(mapping, clusterer_state: dict, refine: bool) -> tuple[Cluste
     path = Path(mapping)
     if not path.is_file():
         raise OrgasegError(f"{path}: no such provenance file; give the .provenance.json beside a named output")
+    if not path.name.endswith(".provenance.json"):
+        raise OrgasegError(f"{path} is not a provenance record: give the OUT.provenance.json written beside an "
+                           "earlier 'orgaseg name' output")
     record = read_provenance(path)
     if "naming" not in record or "clusterer_sha256" not in record:
         raise OrgasegError(f"{path}: not the provenance of a named output ('orgaseg name'): it holds no mapping")

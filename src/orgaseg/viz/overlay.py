@@ -162,7 +162,8 @@ def overlay_figure(
         panels.append(("prediction mapped to classes", _colour(np.maximum(mapped, 0), mapped >= 0, class_colors), 1.0))
         shown_classes.update(np.unique(mapped[mapped >= 0]).tolist())
     if reference_slice is not None:
-        panels.append(("reference (ignored: raw)", _colour(np.where(scored, reference, 0), scored, class_colors), 1.0))
+        panels.append(("reference (unscored voxels grey)", _colour(np.where(scored, reference, 0), scored, class_colors),
+                       1.0))
         shown_classes.update(np.unique(reference[scored]).tolist())
 
     aspect = raw.shape[0] / raw.shape[1]
