@@ -749,3 +749,12 @@ def test_outputs_of_a_volume_without_voxel_size_carry_none(tmp_path, suffix, cap
     assert "voxel size:  unknown" in capsys.readouterr().out
     assert main(["measure", str(tmp_path / f"guess{suffix}"), "-o", str(tmp_path / f"m{suffix}.csv")]) == 2
     assert "no voxel size in the metadata" in capsys.readouterr().err
+
+
+def test_a_voxel_size_that_overrides_the_files_own_is_warned_about(tmp_path):
+    path = write_tiff_image(tmp_path / "stack.tif", np.zeros((3, 8, 8), np.uint8), voxel_size=(50, 4.6, 4.6))
+    with pytest.warns(OrgasegWarning, match=r"4.6 x 4.6 x 50 nm, overrides the file's own, 50 x 4.6 x 4.6 nm.*order"):
+        assert open_volume(path, voxel_size=(4.6, 4.6, 50)).voxel_size == (4.6, 4.6, 50.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OrgasegWarning)
+        assert open_volume(path, voxel_size=(50, 4.6, 4.6)).voxel_size == (50.0, 4.6, 4.6)

@@ -213,6 +213,13 @@ def _to_volume(stored: StoredArray, path: Path, *, voxel_size, axes, channel) ->
     attrs = {"format": stored.format}
     if voxel_size is not None:
         size = check_voxel_size(voxel_size)
+        found = dict(zip(order, stored.sizes)) if stored.sizes is not None else {}
+        stored_size = tuple(found.get(a) for a in "zyx")
+        if None not in stored_size and all(math.isfinite(v) for v in stored_size) \
+                and not np.allclose(size, stored_size, rtol=0.01):
+            warnings.warn(OrgasegWarning(
+                f"{path}: the voxel size given, {' x '.join(f'{v:g}' for v in size)} nm, overrides the file's own, "
+                f"{' x '.join(f'{v:g}' for v in stored_size)} nm (z, y, x): is the order right?"), stacklevel=4)
     else:
         found = dict(zip(order, stored.sizes)) if stored.sizes is not None else {}
         size = _voxel_size_from_metadata(found, nz, path, stored.note)
