@@ -319,3 +319,14 @@ def test_annotations_for_a_volume_of_another_shape_are_refused(segmented, cell):
         name_clusters(segmentation, annotations=clicks)
     fitting = points_from_arrays([[1, 5, 5], [1, 70, 70]], ["a", "b"], shape=cell.raw.shape)
     assert set(name_clusters(segmentation, annotations=fitting).naming.names) == {"unassigned", "a", "b"}
+
+
+def test_naming_a_crop_of_an_image_says_to_segment_it_first(cell, tmp_path):
+    from orgaseg.io import write_tiff_image
+    from orgaseg.io.crop import crop_volume, parse_region
+    from orgaseg.organelles import name_clusters
+
+    raw = write_tiff_image(tmp_path / "raw.tif", cell.raw, voxel_size=VOXEL)
+    crop = crop_volume(open_volume(raw), parse_region(["0:4", ":", ":"], cell.raw.shape), tmp_path / "crop.ome.zarr")
+    with pytest.raises(OrgasegError, match=r"is a crop of an image \('orgaseg crop'\), not a segmentation"):
+        name_clusters(crop, points=tmp_path / "points.csv")

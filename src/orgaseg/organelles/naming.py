@@ -435,6 +435,9 @@ def _open_segmentation(segmentation) -> tuple[Volume, dict, str]:
         raise OrgasegError(f"{path}: no provenance record beside it ({provenance_path(path).name}); name the output "
                            "of 'orgaseg segment'")
     record = read_provenance(path)
+    if record.get("command") == "crop":
+        raise OrgasegError(f"{path} is a crop of an image ('orgaseg crop'), not a segmentation: segment it first "
+                           "('orgaseg segment') and name the segmentation's clusters")
     volume = open_volume(path)
     if not np.issubdtype(volume.dtype, np.integer):
         raise OrgasegError(f"{path}: a segmentation holds integer cluster ids, got {volume.dtype}")
