@@ -192,7 +192,7 @@ def run_training(
             timed = completed - start_step
             # the speed fixes the schedule after TIMING_STEPS steps, or as soon as they would not fit in the budget
             if estimate and (timed == TIMING_STEPS or spent / timed * TIMING_STEPS > minutes * 60.0):
-                fits = start_step + int(timed / spent * minutes * 60.0)
+                fits = start_step + int(timed / max(spent, 1e-9) * minutes * 60.0)
                 total = max(completed + 1, min(config.steps, fits))
                 estimate = False
             if completed % config.checkpoint_every == 0 or completed >= total or completed in snapshot_steps():

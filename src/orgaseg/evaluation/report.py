@@ -315,7 +315,7 @@ def _check_two_classes(confusion: np.ndarray, name: str, ignore: Iterable[int], 
     present = np.flatnonzero(confusion.sum(axis=0) > 0)
     if present.size >= 2 or (confusion.shape[1] >= 2 and not matched):
         return
-    if confusion.shape[1] >= 2:
+    if confusion.shape[1] >= 2 and present.size:
         names = list(classes) if classes is not None else [str(c) for c in range(confusion.shape[1])]
         empty = ", ".join(n for c, n in enumerate(names) if c not in present)
         fix = (f"the others ({empty}) have no reference voxel: does the class map name values that {name} holds "
