@@ -128,7 +128,8 @@ def test_kept_parts_encode_only_their_own_fields_of_view(strategy, block_shape):
         stitched[block.region] = extractor(volume[read], origin=tuple(r.start for r in read), keep=block.inner)
         own += extractor.n_fields_of_view(block.shape, tuple(r.start for r in block.region))
         window += extractor.n_fields_of_view(tuple(r.stop - r.start for r in read), tuple(r.start for r in read))
-    np.testing.assert_array_equal(stitched, whole)
+    # (expand-stride upsamples its fields of view in groups that depend on the batch: float rounding)
+    np.testing.assert_allclose(stitched, whole, rtol=1e-6, atol=1e-7)
     assert stub.fovs == own < window  # the halo's own fields of view are not encoded
 
 
