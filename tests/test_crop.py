@@ -11,8 +11,8 @@ import zarr
 
 from orgaseg.cli import main
 from orgaseg.errors import OrgasegError
-from orgaseg.io import crop as crop_module
 from orgaseg.io import VoxelSizeWarning, open_volume, read_provenance, write_tiff_image
+from orgaseg.io import crop as crop_module
 from orgaseg.io.crop import crop_volume, parse_region
 
 VOXEL = (40.0, 5.0, 6.0)

@@ -19,8 +19,14 @@ from orgaseg.datasets.base import Dataset, EvaluationItem, default_data_root
 from orgaseg.datasets.betaseg import betaseg_reference, load_betaseg
 from orgaseg.datasets.cellmap import crop_reference, load_cellmap
 from orgaseg.datasets.phantom import load_phantom
-from orgaseg.datasets.shared import (CDEEP3M_CLASS_MAP, CDEEP3M_LABEL_VALUES, VNC_CLASS_MAP, VNC_LABEL_VALUES,
-                                     load_cdeep3m, load_vnc)
+from orgaseg.datasets.shared import (
+    CDEEP3M_CLASS_MAP,
+    CDEEP3M_LABEL_VALUES,
+    VNC_CLASS_MAP,
+    VNC_LABEL_VALUES,
+    load_cdeep3m,
+    load_vnc,
+)
 from orgaseg.errors import OrgasegError, OrgasegWarning
 from orgaseg.evaluation.classmap import ClassMap
 
@@ -103,9 +109,9 @@ def load_dataset(name: str, data_root: str | Path | None = None, **options) -> D
 __all__ = [
     "CLASS_MAPS",
     "DATASETS",
+    "LABEL_VALUES",
     "Dataset",
     "EvaluationItem",
-    "LABEL_VALUES",
     "betaseg_reference",
     "check_reference_values",
     "crop_reference",

@@ -21,13 +21,13 @@ import tifffile
 import zarr
 
 from orgaseg.errors import OrgasegError
+from orgaseg.io.metadata import known_voxel_size
 from orgaseg.io.partial import (
     move_into_place,
     refuse_existing,
     refuse_replacing_an_input,
     remove,
 )
-from orgaseg.io.metadata import known_voxel_size
 from orgaseg.io.provenance import make_provenance, write_provenance
 from orgaseg.io.volume import Region, Volume
 from orgaseg.io.writers import (

@@ -43,7 +43,12 @@ import tifffile
 import zarr
 
 from orgaseg.errors import OrgasegError, OrgasegWarning
-from orgaseg.io.metadata import VOXEL_SIZE_UNKNOWN, check_origin, check_voxel_size, describe_origin
+from orgaseg.io.metadata import (
+    VOXEL_SIZE_UNKNOWN,
+    check_origin,
+    check_voxel_size,
+    describe_origin,
+)
 from orgaseg.io.partial import PartialOutput, atomic_path, digest, refuse_existing
 from orgaseg.io.provenance import to_jsonable, write_provenance
 from orgaseg.io.pyramid import downsampled_shape, plan_levels, write_level
