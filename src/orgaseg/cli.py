@@ -64,6 +64,7 @@ def _voxel_size(values):
 
 def cmd_info(args, progress) -> int:
     from orgaseg.io import open_volume, sample_intensities
+    from orgaseg.io.metadata import format_sizes
     from orgaseg.io.normalize import finite_percentiles
 
     volume = open_volume(args.path, key=args.key, voxel_size=_voxel_size(args.voxel_size), level=args.level,
@@ -76,10 +77,10 @@ def cmd_info(args, progress) -> int:
     if volume.attrs.get("voxel_size_assumed"):
         print("voxel size:  unknown (no metadata; taken as 1 x 1 x 1 nm: pass --voxel-size Z Y X)")
     else:
-        print(f"voxel size:  {' x '.join(f'{v:g}' for v in volume.voxel_size)} nm (z y x)"
+        print(f"voxel size:  {format_sizes(volume.voxel_size)} nm (z y x)"
               + ("  [anisotropic: in-plane features]" if volume.is_anisotropic() else ""))
     if any(volume.origin):
-        print(f"origin:      {' x '.join(f'{v:g}' for v in volume.origin)} nm (z y x; where the first voxel lies)")
+        print(f"origin:      {format_sizes(volume.origin)} nm (z y x; where the first voxel lies)")
     print(f"chunks:      {' x '.join(map(str, volume.chunks)) if volume.chunks else 'not chunked'}")
     print(f"size:        {volume.size:,} voxels, {volume.nbytes / 2**20:,.1f} MiB")
     print(f"intensity:   {low:g} .. {high:g} (0.5-99.5 percentile {robust_low:g} .. {robust_high:g}; sampled)")
@@ -89,6 +90,7 @@ def cmd_info(args, progress) -> int:
 def cmd_crop(args, progress) -> int:
     from orgaseg.io import open_volume
     from orgaseg.io.crop import crop_volume, output_format, parse_region
+    from orgaseg.io.metadata import format_sizes
 
     output_format(args.output)  # an unknown suffix is refused before the source is opened
     volume = open_volume(args.path, key=args.key, voxel_size=_voxel_size(args.voxel_size), level=args.level,
@@ -99,7 +101,7 @@ def cmd_crop(args, progress) -> int:
     print(f"wrote {path}: {shape} voxels from {volume.path}, region "
           + " ".join(f"{r.start}:{r.stop}" for r in region)
           + " (z y x), voxel size " + ("unknown" if volume.attrs.get("voxel_size_assumed")
-                                         else f"{' x '.join(f'{v:g}' for v in volume.voxel_size)} nm"))
+                                         else f"{format_sizes(volume.voxel_size)} nm"))
     return 0
 
 

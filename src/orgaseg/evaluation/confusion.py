@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from orgaseg.errors import OrgasegError, OrgasegWarning
-from orgaseg.io.metadata import describe_origin, known_voxel_size
+from orgaseg.io.metadata import describe_origin, format_sizes, known_voxel_size
 from orgaseg.labels import IGNORE_LABEL
 from orgaseg.pipeline.blocks import default_block_shape, make_blocks
 from orgaseg.progress import ProgressCallback, report
@@ -159,7 +159,7 @@ def _warn_if_placed_apart(pred: Any, reference: Any) -> None:
     sizes = [known_voxel_size(v) for v in (pred, reference)]
     if None not in sizes and not np.allclose(sizes[0], sizes[1], rtol=0.01):
         warnings.warn(OrgasegWarning(
-            f"the prediction's voxels are {_describe_size(sizes[0])} nm, the reference's {_describe_size(sizes[1])} nm: "
+            f"the prediction's voxels are {format_sizes(sizes[0])} nm, the reference's {format_sizes(sizes[1])} nm: "
             "they come from different stacks or resolutions, and the scores compare voxels that do not overlay"),
             stacklevel=3)
     places = [np.asarray(getattr(v, "origin", (0.0, 0.0, 0.0)), float) for v in (pred, reference)]
@@ -171,10 +171,6 @@ def _warn_if_placed_apart(pred: Any, reference: Any) -> None:
             f"the prediction's first voxel lies at {describe_origin(places[0])}, the reference's at "
             f"{describe_origin(places[1])}: they cover different regions, and the scores compare voxels that do not "
             "overlay"), stacklevel=3)
-
-
-def _describe_size(size) -> str:
-    return " x ".join(f"{v:g}" for v in size)
 
 
 def _shape(data: Any, name: str) -> tuple[int, ...]:

@@ -120,6 +120,11 @@ def check_origin(origin: Any) -> tuple[float, float, float]:
     return (float(values[0]), float(values[1]), float(values[2]))
 
 
+def format_sizes(values: Sequence[float]) -> str:
+    """``"50 x 4.6 x 4.6"``: a voxel size (or any z, y, x triple) for messages."""
+    return " x ".join(f"{float(v):g}" for v in values)
+
+
 def describe_origin(origin: Sequence[float]) -> str:
     """``"z, y, x = 60, 200, 100 nm"``: where a volume lies, for messages."""
     return "z, y, x = " + ", ".join(f"{v:g}" for v in origin) + " nm"

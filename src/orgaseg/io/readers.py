@@ -56,7 +56,7 @@ import zarr
 
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.io import containers
-from orgaseg.io.metadata import StoredArray, check_voxel_size, to_nanometres, voxel_size_from_attrs
+from orgaseg.io.metadata import StoredArray, check_voxel_size, format_sizes, to_nanometres, voxel_size_from_attrs
 from orgaseg.io.slices import IMAGE_SUFFIXES, SliceStack, image_files
 from orgaseg.io.tifflog import route_tifffile_log, tiff_errors
 from orgaseg.io.volume import AxesView, Volume, check_volume_data
@@ -218,8 +218,8 @@ def _to_volume(stored: StoredArray, path: Path, *, voxel_size, axes, channel) ->
         if None not in stored_size and all(math.isfinite(v) for v in stored_size) \
                 and not np.allclose(size, stored_size, rtol=0.01):
             warnings.warn(OrgasegWarning(
-                f"{path}: the voxel size given, {' x '.join(f'{v:g}' for v in size)} nm, overrides the file's own, "
-                f"{' x '.join(f'{v:g}' for v in stored_size)} nm (z, y, x): is the order right?"), stacklevel=4)
+                f"{path}: the voxel size given, {format_sizes(size)} nm, overrides the file's own, "
+                f"{format_sizes(stored_size)} nm (z, y, x): is the order right?"), stacklevel=4)
     else:
         found = dict(zip(order, stored.sizes)) if stored.sizes is not None else {}
         size = _voxel_size_from_metadata(found, nz, path, stored.note)

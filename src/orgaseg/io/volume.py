@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 
 from orgaseg.errors import OrgasegError
-from orgaseg.io.metadata import check_origin
+from orgaseg.io.metadata import check_origin, format_sizes
 
 Region = tuple[slice, slice, slice]
 
@@ -149,7 +149,7 @@ class Volume:
     def describe(self) -> str:
         """One line: path, shape, dtype, voxel size."""
         shape = " x ".join(str(s) for s in self.shape)
-        vs = " x ".join(f"{v:g}" for v in self.voxel_size)
+        vs = format_sizes(self.voxel_size)
         return f"{self.path}: {shape} (zyx) {self.dtype}, voxel {vs} nm"
 
 

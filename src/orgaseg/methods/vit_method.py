@@ -20,6 +20,7 @@ import numpy as np
 
 from orgaseg.errors import OrgasegError, arg
 from orgaseg.io import compute_normalization
+from orgaseg.io.metadata import format_sizes
 from orgaseg.io.volume import Volume
 from orgaseg.progress import ProgressCallback
 from orgaseg.train_config import TrainConfig
@@ -79,8 +80,8 @@ def resumed_volumes(volumes: list[Volume], recorded: list[dict] | None, output: 
             volume = dataclasses.replace(volume, voxel_size=trained_at, attrs=attrs)
         elif not np.allclose(volume.voxel_size, trained_at):
             raise OrgasegError(
-                f"{output} was trained on {volume.path} at {' x '.join(f'{v:g}' for v in trained_at)} nm, and this "
-                f"resume reads it at {' x '.join(f'{v:g}' for v in volume.voxel_size)} nm: give the same "
+                f"{output} was trained on {volume.path} at {format_sizes(trained_at)} nm, and this "
+                f"resume reads it at {format_sizes(volume.voxel_size)} nm: give the same "
                 f"{arg('voxel_size')}, or none (the checkpoint's is used)")
         out.append(volume)
     return out
