@@ -93,6 +93,17 @@ def reflected_span(block: np.ndarray, starts: Sequence[int], spans: Sequence[tup
     return padded[(slice(None),) * lead + cut]
 
 
+def compute_part(extractor: FeatureExtractor, block: np.ndarray, origin: tuple[int, int, int],
+                 part: Region) -> np.ndarray:
+    """``extractor``'s features of ``block[part]`` with the rest of ``block`` as context, as float32.
+
+    Only the part when the extractor ``keeps_region``, else the whole block, cropped.
+    """
+    if getattr(extractor, "keeps_region", False):
+        return np.asarray(extractor(block, origin=origin, keep=part), dtype=np.float32)
+    return np.asarray(extractor(block, origin=origin), dtype=np.float32)[part]
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """A dense-feature strategy as the method table and the command line see it.

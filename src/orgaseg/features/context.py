@@ -47,7 +47,7 @@ import numpy as np
 
 from orgaseg.cluster.superpixels import DEFAULT_COMPACTNESS, pool_superpixels, slic_superpixels
 from orgaseg.errors import OrgasegError
-from orgaseg.features.base import FeatureExtractor, Region, resolve_keep
+from orgaseg.features.base import FeatureExtractor, Region, compute_part, resolve_keep
 
 #: Superpixel sizes (working pixels) the refining classifier uses by default.
 DEFAULT_CONTEXT_PX = (100, 400)
@@ -206,14 +206,6 @@ class SliceNeighbours:
     def config(self) -> dict:
         """The wrapped extractor's description, marked as extended by the adjacent slices."""
         return {"slice_neighbours": True, "extractor": self.extractor.config()}
-
-
-def compute_part(extractor: FeatureExtractor, block: np.ndarray, origin: tuple[int, int, int],
-                 part: Region) -> np.ndarray:
-    """``extractor``'s features of ``block[part]`` with the rest of ``block`` as context, as float32."""
-    if getattr(extractor, "keeps_region", False):
-        return np.asarray(extractor(block, origin=origin, keep=part), dtype=np.float32)
-    return np.asarray(extractor(block, origin=origin), dtype=np.float32)[part]
 
 
 def _box_of_touching(labels: list[list[np.ndarray]], part: tuple[slice, slice]) -> tuple[slice, slice]:

@@ -48,7 +48,7 @@ from typing import Sequence
 import numpy as np
 
 from orgaseg.errors import OrgasegError
-from orgaseg.features.base import FeatureExtractor, Region, resolve_keep
+from orgaseg.features.base import FeatureExtractor, Region, compute_part, resolve_keep
 
 #: Each plane's permutation of the block's axes ``(z, y, x)``: ``(slice axis, rows, columns)``.
 PLANES: dict[str, tuple[int, int, int]] = {"xy": (0, 1, 2), "xz": (1, 0, 2), "yz": (2, 0, 1)}
@@ -162,10 +162,8 @@ class PlaneFusion:
         """A JSON-serialisable description (provenance and resume signatures)."""
         return {"kind": "planes", "planes": list(self.planes), "fusion": "mean", "extractor": self.extractor.config()}
 
-    @property
-    def keeps_region(self) -> bool:
-        """Whether a part of a block can be computed alone (``keep``): when the 2D strategy can."""
-        return bool(getattr(self.extractor, "keeps_region", False))
+    #: Computes a part of a block with the rest as context (``keep``; see FeatureExtractor).
+    keeps_region = True
 
     def __call__(self, block: np.ndarray, *, origin: tuple[int, int, int] = (0, 0, 0),
                  keep: Region | None = None) -> np.ndarray:
@@ -178,9 +176,9 @@ class PlaneFusion:
         origin : tuple of int
             Absolute ``(z, y, x)`` index of ``block[0, 0, 0]``.
         keep : tuple of slice, optional
-            The part of ``block`` whose features are returned (only when the 2D
-            strategy :attr:`keeps_region`): each plane's strategy then encodes
-            the part's slices only, with the rest of the block as context.
+            The part of ``block`` whose features are returned (default all of
+            it): a 2D strategy that keeps regions encodes the part's slices
+            only, with the rest of the block as context.
 
         Returns
         -------
@@ -189,17 +187,12 @@ class PlaneFusion:
         block = np.asarray(block, dtype=np.float32)
         if block.ndim != 3 or min(block.shape) < 1:
             raise OrgasegError(f"plane fusion needs a non-empty 3D block (z, y, x), got shape {block.shape}")
-        if keep is not None and not self.keeps_region:
-            raise OrgasegError(f"{type(self.extractor).__name__} computes whole blocks: plane fusion cannot keep a part")
         keep = resolve_keep(keep, block.shape)
         fused = None
         for plane in self.planes:
             order = PLANES[plane]
             image = np.ascontiguousarray(block.transpose(order))
-            if self.keeps_region:
-                features = self.extractor(image, origin=_permute(origin, order), keep=_permute(keep, order))
-            else:
-                features = self.extractor(image, origin=_permute(origin, order))
+            features = compute_part(self.extractor, image, _permute(origin, order), _permute(keep, order))
             features = features.transpose(tuple(np.argsort(order)) + (3,))
             if fused is None:
                 fused = np.array(features, dtype=np.float32, order="C")

@@ -141,7 +141,7 @@ def crop_volume(volume: Volume, region: Region, output: str | Path, *, overwrite
         command="crop", source=str(volume.path), source_key=volume.key,
         region={"start": list(corner), "stop": [r.stop for r in region]},
         origin_nm=position, shape=list(shape),
-        voxel_size_nm=known_voxel_size(volume) and list(volume.voxel_size), dtype=str(volume.dtype),
+        voxel_size_nm=known_voxel_size(volume), dtype=str(volume.dtype),
         wall_time_s=round(time.time() - started, 3),
     ))
     return output
