@@ -239,3 +239,25 @@ def test_segment_refuses_planes_on_an_anisotropic_stack(isotropic, tmp_path):
         orgaseg.segment(raw, method="maester", model=checkpoint, k=4, voxel_size=(60, 20, 20), device="cpu",
                         options={"planes": "xy,xz,yz"}, output=tmp_path / "seg.ome.zarr")
     assert not list(tmp_path.iterdir())
+
+
+def test_default_blocks_of_an_encoder_that_keeps_parts_encode_the_fewest_fields_of_view(monkeypatch):
+    from orgaseg.pipeline import runner
+    from orgaseg.pipeline.blocks import halo_block_shape
+    from orgaseg.pipeline.cost import forward_passes
+
+    shape, voxels = (10, 18, 20), 400
+    extractor = PlaneFusion(ExpandStride(CentreStub(2), n_features=1, fov=8, patch=2, stride=4), ["xy", "xz", "yz"])
+    job = types.SimpleNamespace(source=types.SimpleNamespace(volume=types.SimpleNamespace(shape=shape, chunks=None)),
+                                extractor=extractor, grid=None)
+
+    def encoded(block_shape):
+        return forward_passes(extractor, [b.region for b in make_blocks(shape, block_shape, extractor.halo)])
+
+    fitting = [(z, y, x) for z in range(1, 11) for y in range(1, 19) for x in range(1, 21) if z * y * x <= voxels]
+    fewest = min(encoded(b) for b in fitting)
+    monkeypatch.setattr(runner, "FEATURE_BYTES", 4 * voxels)  # the runner's budget: ``voxels`` of one feature
+    chosen = runner.resolve_block_shape(job)
+    by_windows = halo_block_shape(shape, extractor.halo, voxels)
+    assert np.prod(chosen) <= voxels
+    assert encoded(chosen) <= 1.02 * fewest < encoded(by_windows)

@@ -48,6 +48,29 @@ class FeatureExtractor(Protocol):
 
 Region = tuple[slice, slice, slice]
 
+#: ``count(length, origin) -> int``: an encoder's fields of view along one axis for a block spanning
+#: ``length`` voxels from absolute ``origin``.
+AxisCount = Callable[[int, int], int]
+
+
+def slice_count(length: int, origin: int) -> int:
+    """Along the axis a 2D strategy does not encode across: one field of view per slice."""
+    return length
+
+
+def count_fields_of_view(terms: Sequence[tuple[AxisCount, AxisCount, AxisCount]],
+                         shape: Sequence[int], origin: Sequence[int] = (0, 0, 0)) -> int:
+    """Fields of view a block of ``shape`` at ``origin`` encodes: the sum over ``terms`` of their axes' product.
+
+    A strategy anchored to the volume places its fields of view on a grid,
+    so the count for a box is a product of per-axis counts; plane fusion
+    adds one such product per plane. Strategies give their terms
+    (``fields_of_view_axes()``) so that the runner can also price block
+    shapes axis by axis (:func:`orgaseg.pipeline.blocks.halo_block_shape`).
+    """
+    return sum(int(np.prod([count(int(n), int(o)) for count, n, o in zip(term, shape, origin)], dtype=np.int64))
+               for term in terms)
+
 
 def resolve_keep(keep: Region | None, shape: tuple[int, ...]) -> Region:
     """``keep`` as three slices with explicit bounds within ``shape`` (None: the whole block).

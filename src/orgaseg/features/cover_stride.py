@@ -65,7 +65,14 @@ import numpy as np
 import torch
 
 from orgaseg.errors import OrgasegError
-from orgaseg.features.base import Region, reflected_span, resolve_keep
+from orgaseg.features.base import (
+    AxisCount,
+    Region,
+    count_fields_of_view,
+    reflected_span,
+    resolve_keep,
+    slice_count,
+)
 from orgaseg.models.device import resolve_device
 from orgaseg.progress import ProgressCallback, report
 
@@ -211,11 +218,17 @@ class CoverStride:
         after = (count - 1) * period + self._offsets - 1 + self.fov - before - length
         return count, q, (before, after)
 
+    def _axis_fields_of_view(self, length: int, origin: int) -> int:
+        """Fields of view along y or x for a block spanning ``length`` pixels from ``origin``: ``T`` times the offsets."""
+        return self._axis_plan(length, origin)[0] * self._offsets
+
+    def fields_of_view_axes(self) -> list[tuple[AxisCount, AxisCount, AxisCount]]:
+        """Per-axis counts whose product is :meth:`n_fields_of_view` (one per slice along z)."""
+        return [(slice_count, self._axis_fields_of_view, self._axis_fields_of_view)]
+
     def n_fields_of_view(self, shape: tuple[int, int, int], origin: tuple[int, int, int] = (0, 0, 0)) -> int:
         """Forward passes (fields of view) needed for a block of ``shape`` at ``origin``."""
-        ty, _, _ = self._axis_plan(int(shape[1]), int(origin[1]))
-        tx, _, _ = self._axis_plan(int(shape[2]), int(origin[2]))
-        return int(shape[0]) * ty * tx * self._offsets**2
+        return count_fields_of_view(self.fields_of_view_axes(), shape, origin)
 
     def config(self) -> dict:
         """A JSON-serialisable description (for provenance and signatures)."""

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from orgaseg.errors import OrgasegError
-from orgaseg.features.base import Region, reflected_span, resolve_keep
+from orgaseg.features.base import AxisCount, Region, count_fields_of_view, reflected_span, resolve_keep, slice_count
 from orgaseg.features.cover_stride import Encoder, check_block, check_geometry, encode_checked
 from orgaseg.models.device import resolve_device
 from orgaseg.progress import ProgressCallback, report
@@ -154,11 +154,17 @@ class ExpandStride:
         last = (origin + length + shift - 1) // self.stride
         return first, last - first + 1, origin - (first * self.stride - shift)
 
+    def _axis_fields_of_view(self, length: int, origin: int) -> int:
+        """Fields of view along y or x for a block spanning ``length`` pixels from ``origin``."""
+        return self._axis_plan(length, origin)[1]
+
+    def fields_of_view_axes(self) -> list[tuple[AxisCount, AxisCount, AxisCount]]:
+        """Per-axis counts whose product is :meth:`n_fields_of_view` (one per slice along z)."""
+        return [(slice_count, self._axis_fields_of_view, self._axis_fields_of_view)]
+
     def n_fields_of_view(self, shape: tuple[int, int, int], origin: tuple[int, int, int] = (0, 0, 0)) -> int:
         """Forward passes needed for a block of ``shape`` at ``origin``."""
-        _, ty, _ = self._axis_plan(int(shape[1]), int(origin[1]))
-        _, tx, _ = self._axis_plan(int(shape[2]), int(origin[2]))
-        return int(shape[0]) * ty * tx
+        return count_fields_of_view(self.fields_of_view_axes(), shape, origin)
 
     def config(self) -> dict:
         """A JSON-serialisable description (for provenance and signatures)."""

@@ -48,7 +48,14 @@ from typing import Sequence
 import numpy as np
 
 from orgaseg.errors import OrgasegError
-from orgaseg.features.base import FeatureExtractor, Region, compute_part, resolve_keep
+from orgaseg.features.base import (
+    AxisCount,
+    FeatureExtractor,
+    Region,
+    compute_part,
+    count_fields_of_view,
+    resolve_keep,
+)
 
 #: Each plane's permutation of the block's axes ``(z, y, x)``: ``(slice axis, rows, columns)``.
 PLANES: dict[str, tuple[int, int, int]] = {"xy": (0, 1, 2), "xz": (1, 0, 2), "yz": (2, 0, 1)}
@@ -153,10 +160,18 @@ class PlaneFusion:
     def device(self):
         return self.extractor.device
 
+    def fields_of_view_axes(self) -> list[tuple[AxisCount, AxisCount, AxisCount]]:
+        """Per-axis counts of every plane's fields of view, in the volume's axis order (one term per plane's)."""
+        terms = []
+        for plane in self.planes:
+            order = PLANES[plane]  # the plane's axis i is the volume's axis order[i]
+            for term in self.extractor.fields_of_view_axes():
+                terms.append(tuple(term[order.index(axis)] for axis in range(3)))
+        return terms
+
     def n_fields_of_view(self, shape: tuple[int, int, int], origin: tuple[int, int, int] = (0, 0, 0)) -> int:
         """Encoder forward passes for a block of ``shape`` at ``origin``: the sum over the planes."""
-        return sum(int(self.extractor.n_fields_of_view(_permute(shape, PLANES[plane]), _permute(origin, PLANES[plane])))
-                   for plane in self.planes)
+        return count_fields_of_view(self.fields_of_view_axes(), shape, origin)
 
     def config(self) -> dict:
         """A JSON-serialisable description (provenance and resume signatures)."""

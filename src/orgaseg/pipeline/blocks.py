@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +11,9 @@ import numpy as np
 from orgaseg.errors import OrgasegError
 
 Region = tuple[slice, slice, slice]
+
+#: ``cost(start, stop) -> float``: what a block spanning ``[start, stop)`` along one axis costs on that axis.
+SpanCost = Callable[[int, int], float]
 
 #: Voxels of one block's own region when the caller gives no block shape.
 DEFAULT_BLOCK_VOXELS = 4 * 1024 * 1024
@@ -76,36 +80,89 @@ def halo_block_shape(
     halo: tuple[int, int, int],
     voxels: int,
     chunks: tuple[int, int, int] | None = None,
+    costs: Sequence[tuple[SpanCost, SpanCost, SpanCost]] | None = None,
 ) -> tuple[int, int, int]:
-    """A block shape of at most ``voxels`` voxels whose blocks compute the fewest voxels with their halo.
+    """A block shape of at most ``voxels`` voxels whose blocks compute the least.
 
-    Every block computes its region grown by ``halo`` (clipped to the volume),
-    so the shape chosen minimises the sum of those windows over the blocks
-    (ties: fewer blocks, then longer x and y sides). Features that need no
-    context along z (in-plane filters of an anisotropic stack) get whole
-    planes, as :func:`default_block_shape` gives them; features whose context
-    is wide along every axis (the filter bank's 160 nm scale on an isotropic
-    volume) get blocks as deep as the volume and narrow in y and x, instead of
-    slabs of a few planes that each compute a window a hundred planes deep.
-    Sides are multiples of the storage ``chunks`` when given (a chunk wider
-    than the volume: the volume's side).
+    By default what a block computes is its region grown by ``halo``
+    (clipped to the volume), so the shape chosen minimises the sum of those
+    windows over the blocks (ties: fewer blocks, then longer x and y sides).
+    Features that need no context along z (in-plane filters of an
+    anisotropic stack) get whole planes, as :func:`default_block_shape` gives
+    them; features whose context is wide along every axis (the filter bank's
+    160 nm scale on an isotropic volume) get blocks as deep as the volume and
+    narrow in y and x, instead of slabs of a few planes that each compute a
+    window a hundred planes deep. Sides are multiples of the storage
+    ``chunks`` when given (a chunk wider than the volume: the volume's side).
+
+    ``costs`` prices a block otherwise: the sum over its terms of the product
+    over the axes of ``cost(start, stop)`` of the block's own span along the
+    axis (an encoder that encodes only the fields of view serving a block's
+    own voxels, which lie on a grid anchored to the volume: the fields of
+    view of two blocks' shared border are paid twice, those of the halo
+    never). The shape chosen minimises that sum over the blocks, then the
+    windows as above.
     """
-    sides = [_candidate_sides(s, c) for s, c in zip(shape, chunks or (1, 1, 1))]
-    # the blocks form a grid, so the sum of their windows is the product of the per-axis sums
-    windows = [np.array([_window_sum(s, b, h) for b in sizes], dtype=np.float64)
-               for s, sizes, h in zip(shape, sides, halo)]
-    counts = [np.array([-(-s // b) for b in sizes], dtype=np.float64) for s, sizes in zip(shape, sides)]
+    chunks = chunks or (1, 1, 1)
+    windows = [tuple(_window_cost(n, h) for n, h in zip(shape, halo))]
+    best = _cheapest_shape(shape, [_candidate_sides(n, c) for n, c in zip(shape, chunks)], voxels, windows, costs)
+    # the fields of view of a span depend on how it meets the encoder's grid, so a side a little off the
+    # split of the axis into equal parts can serve its voxels with fewer: search around the best shape
+    for _ in range(REFINE_ROUNDS if costs is not None else 0):
+        sides = [_sides_near(b, n, c) for b, n, c in zip(best, shape, chunks)]
+        refined = _cheapest_shape(shape, sides, voxels, windows, costs)
+        if refined == best:
+            break
+        best = refined
+    return best
+
+
+#: Rounds of the search around the best block shape when blocks are priced by ``costs``.
+REFINE_ROUNDS = 3
+
+#: Costs within this fraction of the least count as equal (the windows decide among them).
+COST_TOLERANCE = 0.02
+
+
+def _cheapest_shape(shape, sides, voxels, windows, costs) -> tuple[int, int, int]:
+    """The shape among the ``sides`` per axis (longest first) of at most ``voxels`` voxels that costs the least.
+
+    Costs within :data:`COST_TOLERANCE` of the least tie; ties go to the fewest
+    window voxels, then the fewest blocks, then the longest x and y sides.
+    """
     grid = np.meshgrid(*[np.arange(len(sizes)) for sizes in sides], indexing="ij")
+
+    def total(terms) -> np.ndarray:
+        """The sum over the blocks of each candidate shape: per-axis sums multiplied, terms added."""
+        out = 0.0
+        for term in terms:  # the blocks form a grid, so a term's sum is the product of its per-axis sums
+            per_axis = [np.array([sum(cost(start, min(n, start + b)) for start in range(0, n, b)) for b in sizes],
+                                 dtype=np.float64) for cost, n, sizes in zip(term, shape, sides)]
+            out = out + np.prod([p[g] for p, g in zip(per_axis, grid)], axis=0)
+        return out
+
+    window = total(windows)
     size = np.prod([np.asarray(sizes, dtype=np.float64)[g] for sizes, g in zip(sides, grid)], axis=0)
-    cost = np.prod([w[g] for w, g in zip(windows, grid)], axis=0)
-    n_blocks = np.prod([c[g] for c, g in zip(counts, grid)], axis=0)
     fits = size <= voxels
     if not fits.any():  # even the smallest block is larger: take it
         fits = size == size.min()
-    order = np.lexsort((grid[1].ravel(), grid[2].ravel(), n_blocks.ravel(),
-                        np.where(fits, cost, np.inf).ravel()))
+    if costs is None:
+        cost = np.where(fits, window, np.inf)
+    else:
+        cost = np.where(fits, total(costs), np.inf)
+        cost = np.where(cost <= cost.min() * (1 + COST_TOLERANCE), cost.min(), cost)
+    counts = [np.array([-(-n // b) for b in sizes], dtype=np.float64) for n, sizes in zip(shape, sides)]
+    n_blocks = np.prod([c[g] for c, g in zip(counts, grid)], axis=0)
+    order = np.lexsort((grid[1].ravel(), grid[2].ravel(), n_blocks.ravel(), window.ravel(), cost.ravel()))
     best = np.unravel_index(order[0], size.shape)
     return tuple(int(sizes[i]) for sizes, i in zip(sides, best))
+
+
+def _sides_near(side: int, n: int, chunk: int) -> list[int]:
+    """Block sides within a factor 0.6 to 1.6 of ``side`` along an axis of ``n``, in whole chunks, longest first."""
+    chunk = max(1, min(int(chunk), n))
+    low, high = max(1, int(0.6 * side) // chunk), min(-(-n // chunk), -(-int(1.6 * side) // chunk))
+    return sorted({min(n, k * chunk) for k in range(low, high + 1)} | {side}, reverse=True)
 
 
 def window_overhead(shape: tuple[int, int, int], block_shape: tuple[int, int, int], halo: tuple[int, int, int]) -> float:
@@ -125,9 +182,15 @@ def _candidate_sides(n: int, chunk: int) -> list[int]:
     return sorted(sides, reverse=True)
 
 
+def _window_cost(n: int, halo: int) -> SpanCost:
+    """Voxels a block spanning ``(start, stop)`` computes along an axis of ``n``: the span grown by ``halo``."""
+    return lambda start, stop: min(n, stop + halo) - max(0, start - halo)
+
+
 def _window_sum(n: int, side: int, halo: int) -> int:
     """Voxels computed along an axis of ``n`` cut into blocks of ``side``, each grown by ``halo`` within the axis."""
-    return sum(min(n, start + side + halo) - max(0, start - halo) for start in range(0, n, side))
+    cost = _window_cost(n, halo)
+    return sum(cost(start, min(n, start + side)) for start in range(0, n, side))
 
 
 def make_blocks(

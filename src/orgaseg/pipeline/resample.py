@@ -136,12 +136,14 @@ class WorkingGrid:
 
     def working_region(self, region: Region, halo: tuple[int, int, int] = (0, 0, 0)) -> Region:
         """The working voxels whose features an input ``region`` interpolates, grown by ``halo`` working voxels."""
-        out = []
-        for s, r, n, h in zip(region, self.factors, self.shape, halo):
-            first = (s.start + 0.5) / r - 0.5
-            last = (s.stop - 1 + 0.5) / r - 0.5
-            out.append(slice(max(0, int(math.floor(first)) - h), min(n, int(math.ceil(last)) + 1 + h)))
-        return tuple(out)
+        return tuple(slice(*self.working_span(axis, s.start, s.stop, h)) for axis, (s, h) in enumerate(zip(region, halo)))
+
+    def working_span(self, axis: int, start: int, stop: int, halo: int = 0) -> tuple[int, int]:
+        """:meth:`working_region` along one axis: the working ``(start, stop)`` of input voxels ``[start, stop)``."""
+        r, n = self.factors[axis], self.shape[axis]
+        first = (start + 0.5) / r - 0.5
+        last = (stop - 1 + 0.5) / r - 0.5
+        return max(0, int(math.floor(first)) - halo), min(n, int(math.ceil(last)) + 1 + halo)
 
     def nearest(self, region: Region) -> tuple[Region, tuple[np.ndarray, ...]]:
         """The working voxels nearest to the input voxels of ``region``, and which one each input voxel takes.

@@ -36,7 +36,7 @@ import numpy as np
 from orgaseg.cluster.base import Clusterer, ClustererSpec
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.features.base import FeatureExtractor
-from orgaseg.pipeline.blocks import Block, Region, halo_block_shape, make_blocks, window_overhead
+from orgaseg.pipeline.blocks import Block, Region, SpanCost, halo_block_shape, make_blocks, window_overhead
 from orgaseg.pipeline.executors import Executor, SerialExecutor
 from orgaseg.pipeline.resume import RunState
 from orgaseg.pipeline.tasks import (
@@ -125,12 +125,14 @@ def resolve_block_shape(job: BlockJob, block_shape: tuple[int, int, int] | None 
     The default block holds at most ``FEATURE_BYTES`` of float32 features,
     is aligned to the input's storage chunks, and is shaped so that its
     blocks compute the fewest voxels with the context (halo) the features
-    need (:func:`~orgaseg.pipeline.blocks.halo_block_shape`).
+    need (:func:`~orgaseg.pipeline.blocks.halo_block_shape`), or, for an
+    encoder that computes only a block's own part, encode the fewest fields
+    of view (:func:`encoder_span_costs`).
     """
     volume = job.source.volume
     halo = block_halo(job.extractor, job.grid)
     voxels = max(1, FEATURE_BYTES // (4 * job.extractor.n_features))
-    default = halo_block_shape(volume.shape, halo, voxels, volume.chunks)
+    default = halo_block_shape(volume.shape, halo, voxels, volume.chunks, costs=encoder_span_costs(job))
     if block_shape is None:
         return default
     if len(block_shape) != 3 or min(block_shape) < 1:
@@ -143,6 +145,30 @@ def resolve_block_shape(job: BlockJob, block_shape: tuple[int, int, int] | None 
             f"side: the blocks compute about {given:.0f} times the volume's voxels ({best:.1f} with the default blocks of "
             f"{' x '.join(map(str, default))}); a larger {arg('block_shape')}, or none, is faster"), stacklevel=2)
     return block_shape
+
+
+def encoder_span_costs(job: BlockJob) -> list[tuple[SpanCost, SpanCost, SpanCost]] | None:
+    """The fields of view a block of ``job`` encodes, per axis of the input (see :func:`halo_block_shape`).
+
+    For an extractor that encodes only the fields of view serving a block's
+    own voxels (``keeps_region`` and ``fields_of_view_axes``); None for any
+    other, whose blocks are priced by their windows. With a working grid a
+    block's span is the working voxels it interpolates from.
+    """
+    extractor = job.extractor
+    if not (getattr(extractor, "keeps_region", False) and hasattr(extractor, "fields_of_view_axes")):
+        return None
+
+    def on_input(count, axis: int) -> SpanCost:
+        if job.grid is None:
+            return lambda start, stop: count(stop - start, start)
+
+        def cost(start: int, stop: int) -> int:
+            first, last = job.grid.working_span(axis, start, stop)
+            return count(last - first, first)
+        return cost
+
+    return [tuple(on_input(count, axis) for axis, count in enumerate(term)) for term in extractor.fields_of_view_axes()]
 
 
 def plan_blocks(job: BlockJob, block_shape: tuple[int, int, int] | None = None) -> list[Block]:
