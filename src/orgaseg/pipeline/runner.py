@@ -123,7 +123,8 @@ def resolve_block_shape(job: BlockJob, block_shape: tuple[int, int, int] | None 
     """The block shape to use: ``block_shape`` clipped to the job's volume, or a default.
 
     The default block holds at most ``FEATURE_BYTES`` of float32 features,
-    is aligned to the input's storage chunks, and is shaped so that its
+    is aligned to the input's storage chunks (for an encoder, along the
+    axes where its context is under half a chunk), and is shaped so that its
     blocks compute the fewest voxels with the context (halo) the features
     need (:func:`~orgaseg.pipeline.blocks.halo_block_shape`), or, for an
     encoder that computes only a block's own part, encode the fewest fields
@@ -132,7 +133,12 @@ def resolve_block_shape(job: BlockJob, block_shape: tuple[int, int, int] | None 
     volume = job.source.volume
     halo = block_halo(job.extractor, job.grid)
     voxels = max(1, FEATURE_BYTES // (4 * job.extractor.n_features))
-    default = halo_block_shape(volume.shape, halo, voxels, volume.chunks, costs=encoder_span_costs(job))
+    costs, chunks = encoder_span_costs(job), volume.chunks
+    if costs is not None and chunks is not None:
+        # where a block's window reaches half a chunk past it, it reads partial chunks however the block is
+        # aligned: there the side is free to meet the encoder's grid (along an axis without context it is not)
+        chunks = tuple(1 if h >= c / 2 else c for h, c in zip(halo, chunks))
+    default = halo_block_shape(volume.shape, halo, voxels, chunks, costs=costs)
     if block_shape is None:
         return default
     if len(block_shape) != 3 or min(block_shape) < 1:
