@@ -375,8 +375,10 @@ def test_a_binary_mask_stored_as_0_255_is_refused_not_scored_as_one_class(tmp_pa
     pred = (np.arange(mask.size).reshape(mask.shape) % 3).astype(np.uint8)  # unrelated to the mask
     with pytest.raises(OrgasegError, match=r"only one class is scored.*0/255.*\(255\).*--class-map 0=other"):
         evaluate(pred, mask)
+    blocks_read = []
     with pytest.raises(OrgasegError, match="only one class is scored.*the class map names one class"):
-        evaluate(pred, mask, class_map="255=mitochondria")
+        evaluate(pred, mask, class_map="255=mitochondria", progress=lambda *step: blocks_read.append(step))
+    assert blocks_read == []  # refused before reading the volumes
     report = evaluate(pred, mask, class_map="0=other,255=mitochondria")
     assert report.classes == ["other", "mitochondria"] and report.to_dict()["merge"]["mean_dice"] < 0.7
     # a map whose second class names a value the reference never holds (a typo, or the wrong --dataset)

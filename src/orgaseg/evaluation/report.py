@@ -283,6 +283,8 @@ def evaluate(
         background = class_map.background if background is None else background
     elif ignore is None:
         ignore = (IGNORE_LABEL,)
+    if classes is not None and len(classes) < 2:  # refused before reading a voxel
+        raise _one_class_scored(name, ignore, by_map=class_map is not None)
     try:
         confusion = confusion_matrix(
             pred,
@@ -322,14 +324,19 @@ def _check_two_classes(confusion: np.ndarray, name: str, ignore: Iterable[int], 
                "(is it the right --dataset)?" if by_map else f"the others ({empty}) have no reference voxel")
         raise OrgasegError(f"{name}: only one class ({names[present[0]]}) has reference voxels, so any prediction "
                            f"would score Dice 1 against it; {fix}")
+    raise _one_class_scored(name, ignore, by_map=by_map)
+
+
+def _one_class_scored(name: str, ignore: Iterable[int], *, by_map: bool) -> OrgasegError:
+    """The error for a reference of which only one class is scored, with what to change."""
     if by_map:
         fix = "the class map names one class: name the rest too, e.g. --class-map 0=other,255=mitochondria"
     else:
         ignored = ", ".join(map(str, sorted(set(ignore))))
         fix = (f"a binary mask stored as 0/255, with 255 among the values not scored ({ignored})? Give a class "
                "map: --class-map 0=other,255=mitochondria")
-    raise OrgasegError(f"{name}: only one class is scored, so any prediction would score Dice 1 against it; "
-                       f"{fix} (class_map= in Python)")
+    return OrgasegError(f"{name}: only one class is scored, so any prediction would score Dice 1 against it; "
+                        f"{fix} (class_map= in Python)")
 
 
 def _check_class_ids(confusion: np.ndarray, name: str) -> None:
