@@ -143,6 +143,21 @@ def test_a_reader_that_stops_early_is_not_an_error():
     assert listing.returncode == 0 and "baseline" in listing.stdout
 
 
+def test_an_interrupted_command_says_what_it_kept_next_to_interrupted_not_around_a_bar():
+    script = ("import logging, sys, orgaseg.cli as cli\n"
+              "def stopped(args, progress):\n"
+              "    progress('labelling', 3, 8)\n"
+              "    logging.getLogger('orgaseg.pipeline.outputs').warning('kept the finished work in x.partial')\n"
+              "    raise KeyboardInterrupt\n"
+              "cli.cmd_info = stopped\nsys.exit(cli.main(['info', 'x.zarr']))\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, check=False)  # bytes: keeps \r
+    err = result.stderr.decode()
+    shown = [line.rsplit("\r", 1)[-1] for line in err.split("\n")]  # what a terminal shows
+    assert result.returncode == 130
+    assert [line for line in shown if line.strip()] == ["kept the finished work in x.partial",
+                                                        "orgaseg info: interrupted"], err
+
+
 def test_demo_writes_its_outputs(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "-o", str(out), "--shape", "24", "96", "96", "--quiet"]) == 0

@@ -772,13 +772,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args, progress)
     except OrgasegError as err:
-        progress.close()
+        progress.close(leave=False)
         if args.debug:
             raise
         print(f"orgaseg {args.command}: error: {err.for_command_line()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        progress.close()
+        progress.close(leave=False)
         print(f"orgaseg {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader of stdout stopped (`orgaseg methods | head`): what it read is what it asked

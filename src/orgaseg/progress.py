@@ -51,8 +51,11 @@ class TqdmProgress:
             bar.close()
             del self._bars[description]
 
-    def close(self) -> None:
+    def close(self, leave: bool = True) -> None:
+        """Close the open bars; ``leave=False`` erases them (a run stopped by an error or Ctrl-C, whose
+        last messages then read together instead of around a bar's final redraw)."""
         for bar in self._bars.values():
+            bar.leave = leave and bar.leave
             bar.close()
         self._bars.clear()
 
