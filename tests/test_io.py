@@ -182,6 +182,10 @@ def test_zarr_array_and_group_key(tmp_path, volume, zarr_format):
     np.testing.assert_array_equal(vol.read((slice(1, 5), slice(None), slice(2, 3))), volume[1:5, :, 2:3])
     # the array path itself opens too
     np.testing.assert_array_equal(open_volume(tmp_path / "c.zarr" / "raw" / "s0").read(), volume)
+    # N5 viewer metadata lists x y z in any container (N5 data copied to Zarr keeps it)
+    del array.attrs["resolution"]
+    array.attrs["pixelResolution"] = {"dimensions": [6.0, 5.0, 40.0], "unit": "nm"}
+    assert no_warning_open(tmp_path / "c.zarr", key="raw/s0").voxel_size == (40.0, 5.0, 6.0)
 
 
 def test_zarr_bad_key_lists_arrays(tmp_path, volume):

@@ -140,14 +140,15 @@ def voxel_size_from_attrs(
     - ``transform``: ``{"axes": [...], "scale": [...], "units": [...]}``
       (CellMap / OpenOrganelle; axes are named, so their order is explicit);
     - ``pixelResolution``: ``{"dimensions": [...], "unit": "nm"}`` or a bare
-      list (N5 viewer / Saalfeld lab; dimensions in N5 order, fastest axis first);
-    - ``resolution``: list in nm (N5 viewer: fastest axis first; HDF5: stored order);
+      list (N5 viewer / Saalfeld lab): fastest axis first (x y z) in any
+      container, as N5 lists dimensions; N5 data copied to Zarr keeps it so;
+    - ``resolution``: list in nm (N5 viewer: fastest axis first; Zarr and
+      HDF5: stored order, slowest first, as CREMI's);
     - ``element_size_um``: list in micrometres in stored order (ilastik / Fiji HDF5).
 
     ``axes`` names the stored axes in C order (slowest first). With
-    ``fastest_first`` (N5), the unnamed lists (``pixelResolution``,
-    ``resolution``) are reversed to match. Returns ``None`` when no
-    convention applies.
+    ``fastest_first`` (N5), ``resolution`` is reversed to match too.
+    Returns ``None`` when no convention applies.
     """
     ndim = len(axes)
     transform = attrs.get("transform")
@@ -162,10 +163,11 @@ def voxel_size_from_attrs(
     if isinstance(resolution, Mapping):
         unit = resolution.get("unit", "nm")
         resolution = resolution.get("dimensions")
+    reverse = fastest_first or resolution is not None
     if resolution is None:
         resolution = attrs.get("resolution")
     if resolution is not None and _is_list_of(resolution, ndim):
-        values = list(reversed(resolution)) if fastest_first else list(resolution)
+        values = list(reversed(resolution)) if reverse else list(resolution)
         return sizes_in_nanometres(values, unit)
     element_size = attrs.get("element_size_um")
     if element_size is not None and _is_list_of(element_size, ndim):
