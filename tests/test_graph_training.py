@@ -79,8 +79,9 @@ def test_a_trained_sccs_labels_a_new_volume_without_fitting_on_it(trained):
     # one loss per step, as the encoders' checkpoints keep them; training lowered it
     assert len(saved["losses"]) == 300 and saved["losses"] == saved["clusterer"]["state"]["losses"]
     assert np.mean(saved["losses"][-20:]) < 0.5 * np.mean(saved["losses"][:20])
-    again = orgaseg.segment(image, voxel_size=VOXEL, **segment_arguments(checkpoint, method="sccs"))
-    assert np.array_equal(np.asarray(again.labels), labels)
+    # segment reads the checkpoint as such when it is given as the model (the napari widget's way)
+    again = orgaseg.segment(image, voxel_size=VOXEL, method="sccs", model=checkpoint)
+    assert np.array_equal(np.asarray(again.labels), labels) and again.provenance["centers_from"] == str(checkpoint)
 
 
 def test_training_reports_every_region_graph_and_the_training_steps(trained):

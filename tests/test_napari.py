@@ -304,3 +304,25 @@ def test_naming_widget_refines_with_the_segmented_image(cell, gl, make_napari_vi
                              annotations=points_from_arrays(coords, names, shape=cell.raw.shape), refine=True,
                              z_context=True, raw=Volume(cell.raw, voxel_size=VOXEL))
     np.testing.assert_array_equal(named.data, expected.labels)
+
+
+def test_segment_widget_labels_with_a_trained_graph_clusterer_at_its_own_k(cell, qapp, tmp_path):
+    import json
+
+    from napari.components import ViewerModel
+
+    from orgaseg.methods.graph_method import FORMAT
+
+    viewer = ViewerModel()  # no OpenGL needed: the fields only
+    image = viewer.add_image(cell.raw, scale=VOXEL, name="cell")
+    widget = SegmentWidget(viewer)
+    widget.image.choices = [image]  # (not docked in a window, so the choices are set here)
+    widget.image.value = image
+    widget.k.value = 4
+    checkpoint = tmp_path / "cs2c.json"
+    checkpoint.write_text(json.dumps({"format": FORMAT, "method": "cs2c"}))
+    widget.model.value = checkpoint
+    assert widget.arguments()["k"] is None and widget.arguments()["model"] == checkpoint
+    assert "*.json" in widget.model.filter
+    widget.model.value = tmp_path / "encoder.pt"
+    assert widget.arguments()["k"] == 4

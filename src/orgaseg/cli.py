@@ -110,13 +110,6 @@ def cmd_segment(args, progress) -> int:
     from orgaseg.segmentation import segment
 
     started = time.time()
-    stage_arguments = dict(method=args.method, model=args.model, centers=args.centers, features=args.features,
-                           clusterer=args.clusterer, options=_stage_options(args), pixel_size=args.pixel_size)
-    if args.model is not None:
-        from orgaseg.methods.graph_method import is_graph_checkpoint, segment_arguments
-
-        if is_graph_checkpoint(args.model):  # a trained sccs/cs2c: its clusterer, features and pixel size
-            stage_arguments = segment_arguments(args.model, **stage_arguments)
     executor = make_executor(args.executor, workers=args.workers, threads_per_worker=args.threads_per_worker,
                              scheduler=args.scheduler)
     try:
@@ -124,7 +117,13 @@ def cmd_segment(args, progress) -> int:
             args.path,
             k=args.k,
             output=args.output,
-            **stage_arguments,
+            method=args.method,
+            model=args.model,
+            centers=args.centers,
+            features=args.features,
+            clusterer=args.clusterer,
+            options=_stage_options(args),
+            pixel_size=args.pixel_size,
             invert=args.invert,
             voxel_size=_voxel_size(args.voxel_size),
             key=args.key,

@@ -151,7 +151,10 @@ def segment(
         Where to write the labels (``.ome.zarr``/``.zarr`` or ``.tif``); when
         None the labels are returned in memory.
     model : str or Path, optional
-        Checkpoint of the method's encoder (``orgaseg train``).
+        Checkpoint of the method's encoder (``orgaseg train``), or of a trained
+        graph clusterer (sccs, cs2c): its clusterer labels the volume as it was
+        trained, on its features, encoder and pixel size
+        (:func:`~orgaseg.methods.graph_method.segment_arguments`).
     centers : path or Clusterer, optional
         Reuse the clusterer of an earlier segmentation (its provenance JSON, or
         a ``.npy`` of k-means centres), so a second volume gets the same label ids.
@@ -225,6 +228,14 @@ def segment(
         feature_memory = check_feature_memory(feature_memory)
     volume = resolve_volume(data, key=key, voxel_size=voxel_size, level=level, axes=axes, channel=channel,
                             strict_chunks=strict_chunks)
+    if model is not None:
+        from orgaseg.methods.graph_method import is_graph_checkpoint, segment_arguments
+
+        if is_graph_checkpoint(model):
+            arguments = segment_arguments(model, method=method, centers=centers, features=features,
+                                          clusterer=clusterer, options=options, pixel_size=pixel_size)
+            method, model, centers, features, clusterer, options, pixel_size = (arguments[name] for name in (
+                "method", "model", "centers", "features", "clusterer", "options", "pixel_size"))
     reused = load_centers(centers, get_clusterer(clusterer) if clusterer is not None else None) if centers is not None else None
     if reused is not None and clusterer is None:
         clusterer = str(reused.to_dict().get("kind", "kmeans"))

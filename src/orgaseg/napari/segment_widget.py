@@ -16,7 +16,8 @@ class SegmentWidget(Container):
     """Segment an image layer with any orgaseg method; the clusters come back as a labels layer.
 
     Fields: the image layer, the method (a row of ``orgaseg methods``), K, the model
-    checkpoint (learned methods), the voxel size in nm (empty: the layer's scale), the
+    checkpoint (learned methods: an encoder's ``.pt``, or a trained sccs or cs2c
+    ``.json``, which labels with its own K), the voxel size in nm (empty: the layer's scale), the
     working pixel size (empty: the method's default; ``native`` or a number of nm) and
     stage options (``NAME=VALUE`` separated by spaces, e.g. ``keep=8 planes=xy,xz,yz``).
     """
@@ -30,7 +31,7 @@ class SegmentWidget(Container):
         self.image = create_widget(annotation=Image, label="image")
         self.method = ComboBox(label="method", choices=list(METHODS), value="baseline")
         self.k = SpinBox(label="K", value=8, min=1, max=1000)
-        self.model = FileEdit(label="model", mode="r", filter="*.pt", nullable=True)
+        self.model = FileEdit(label="model", mode="r", filter="*.pt *.json", nullable=True)
         self.voxel_size = LineEdit(label="voxel size (nm)", tooltip="z y x in nm; empty: the layer's scale")
         self.pixel_size = LineEdit(label="pixel size (nm)", tooltip="working pixel size: empty for the method's "
                                    "default, 'native', or a number of nm")
@@ -58,8 +59,11 @@ class SegmentWidget(Container):
         # read block by block as segment goes: a dask-backed layer larger than memory works too
         data = Volume(layer_volume(layer), voxel_size=voxel_size, path=f"<napari layer {layer.name}>",
                       origin=origin_of(layer))
+        from orgaseg.methods.graph_method import is_graph_checkpoint
+
+        trained = model is not None and is_graph_checkpoint(model)  # a trained sccs/cs2c labels with its own K
         return dict(data=data, method=self.method.value,
-                    k=int(self.k.value), model=model, pixel_size=pixel_size,
+                    k=None if trained else int(self.k.value), model=model, pixel_size=pixel_size,
                     options=parse_assignments(self.stage_options.value.split(), "options") or None)
 
     def run(self) -> None:
@@ -79,7 +83,7 @@ class SegmentWidget(Container):
         def done(result) -> None:
             from napari.layers import Layer
 
-            name = f"{image_name} {arguments['method']} K={arguments['k']}"
+            name = f"{image_name} {arguments['method']} K={result.provenance['k']}"
             self.viewer.add_layer(Layer.create(*labels_layer(
                 result.labels, kind="clusters", voxel_size=arguments["data"].voxel_size,
                 origin=arguments["data"].origin, name=name,
