@@ -762,3 +762,25 @@ def test_a_voxel_size_that_overrides_the_files_own_is_warned_about(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", OrgasegWarning)
         assert open_volume(path, voxel_size=(50, 4.6, 4.6)).voxel_size == (50.0, 4.6, 4.6)
+
+
+def test_a_volume_indexes_like_a_numpy_array_reading_only_that_part():
+    stored = np.arange(2 * 3 * 4).reshape(2, 3, 4)
+    reads = []
+
+    class Recorded:
+        shape, dtype = stored.shape, stored.dtype
+
+        def __getitem__(self, region):
+            reads.append(region)
+            return stored[region]
+
+    volume = Volume(Recorded())
+    for index in (np.s_[:], np.s_[...], np.s_[0], np.s_[-1, 1:], np.s_[..., 2], np.s_[0, ..., 1], np.s_[:, 1, ::2],
+                  np.s_[1, 2, 3], np.int64(1)):
+        np.testing.assert_array_equal(volume[index], stored[index])
+    assert reads[-2] == (slice(1, 2), slice(2, 3), slice(3, 4))  # one voxel read, not the volume
+    for bad, message in ((np.s_[5], "out of range for axis z of size 2"), (np.s_[0, 0, 0, 0], "3 axes"),
+                         (np.s_[[0, 1]], "integers, slices and '...'"), (np.s_[..., ...], "one '...'")):
+        with pytest.raises(IndexError, match=message):
+            volume[bad]

@@ -8,6 +8,7 @@ block is read by slicing and nothing loads a large volume whole.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -118,8 +119,39 @@ class Volume:
             block = self.transform(block)
         return block.astype(self.dtype, copy=False)
 
-    def __getitem__(self, region) -> np.ndarray:
-        return self.read(region)
+    def __getitem__(self, index) -> np.ndarray:
+        """``volume[z, y, x]`` with integers, slices and ``...`` as numpy takes them: only that part is read."""
+        region, squeeze = self._basic_region(index)
+        block = self.read(region)
+        return block[tuple(0 if axis in squeeze else slice(None) for axis in range(3))]
+
+    def _basic_region(self, index) -> tuple[Region, set[int]]:
+        """Three slices for a numpy basic index, and the axes an integer removes."""
+        items = list(index) if isinstance(index, tuple) else [index]
+        if sum(item is Ellipsis for item in items) > 1:
+            raise IndexError("a Volume index may hold one '...'")
+        at = next((i for i, item in enumerate(items) if item is Ellipsis), None)
+        if at is not None:
+            items[at:at + 1] = [slice(None)] * (3 - len(items) + 1)
+        if len(items) > 3:
+            raise IndexError(f"a Volume has 3 axes (z, y, x); the index {index!r} has {len(items)}")
+        items += [slice(None)] * (3 - len(items))
+        region, squeeze = [], set()
+        for axis, (item, n) in enumerate(zip(items, self.shape)):
+            if isinstance(item, slice):
+                region.append(item)
+                continue
+            try:
+                position = operator.index(item)
+            except TypeError:
+                raise IndexError(f"a Volume takes integers, slices and '...' (read a region, then index the array "
+                                 f"for more), got {item!r}") from None
+            if not -n <= position < n:
+                raise IndexError(f"index {position} is out of range for axis {'zyx'[axis]} of size {n}")
+            position %= n
+            region.append(slice(position, position + 1))
+            squeeze.add(axis)
+        return tuple(region), squeeze
 
     def __array__(self, dtype=None, copy=None):
         data = self.read()
@@ -231,3 +263,18 @@ class AxesView:
                 kept.insert(0, "z")
         order = [kept.index(a) for a in "zyx" if a in kept]
         return np.ascontiguousarray(block.transpose(order))
+
+
+def volume_record(volume: Volume) -> dict[str, Any]:
+    """What a checkpoint records of a volume it was trained on: where it is, its shape and voxel size.
+
+    ``voxel_size_assumed`` marks a voxel size the file did not give (1 nm
+    assumed), ``resampled_from`` the input voxel size of a volume resampled to
+    the training pixel size.
+    """
+    record = {"path": volume.path, "key": volume.key, "shape": list(volume.shape), "voxel_size": list(volume.voxel_size)}
+    if volume.attrs.get("voxel_size_assumed"):
+        record["voxel_size_assumed"] = True
+    if "resampled_from" in volume.attrs:
+        record["resampled_from"] = volume.attrs["resampled_from"]
+    return record
