@@ -248,7 +248,7 @@ def test_bad_options_are_clear_errors():
         VoxelLatents(model.encode, latent=16, voxel_size=(10, 10, 10))(np.zeros((4, 4)))
 
 
-def test_cli_train_resume_and_segment_both_variants(phantom, tmp_path):
+def test_cli_train_resume_and_segment_both_variants(phantom, tmp_path, capsys):
     raw = tmp_path / "raw.npy"
     np.save(raw, phantom.train[0].read()[:6, :64, :64])
     common = ["--voxel-size", "20", "20", "20", "--quiet"]
@@ -270,3 +270,6 @@ def test_cli_train_resume_and_segment_both_variants(phantom, tmp_path):
     # a 2D checkpoint does not fit the 3D method
     assert main(["segment", str(raw), "--method", "han-vae", "--model", str(tmp_path / "han-vae-2d.pt"), "-k", "3",
                  "-o", str(tmp_path / "bad.tif")] + common) == 2
+    # inspect draws a ViT's reconstructions: a clear refusal, not a crash
+    assert main(["inspect", str(tmp_path / "han-vae.pt"), str(raw), "-o", str(tmp_path / "figures")] + common) == 2
+    assert "inspect draws a ViT's masked reconstructions" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """MAESTER end to end: a tiny model trained on a phantom segments it, cover-and-stride and stride-only."""
 
 import json
+import warnings
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -107,7 +108,12 @@ def test_inspect_colours_by_reference_classes_and_refuses_grey_levels_without_a_
     figures = {}
     for name, extra in (("ids", ["--reference", str(classes), "--classes", *phantom.classes]),
                         ("map", ["--reference", str(grey), "--class-map", spec])):
-        assert main(["inspect", str(checkpoint), str(raw), "-o", str(tmp_path / name)] + extra + common) == 0
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert main(["inspect", str(checkpoint), str(raw), "-o", str(tmp_path / name)] + extra + common) == 0
+        # the reference (a .npy without a voxel size) only labels tokens: no warning asks for its voxel size
+        said = capsys.readouterr().err + " ".join(str(w.message) for w in caught)
+        assert "voxel size unknown" not in said, said
         figures[name] = mpimg.imread(tmp_path / name / "embedding.png")
     assert figures["ids"].shape[:2] == (500, 1100)  # two panels: clusters, reference classes
     np.testing.assert_array_equal(figures["ids"], figures["map"])  # the class map gives the same classes
@@ -151,3 +157,23 @@ def test_model_options_change_the_preset_and_travel_in_the_checkpoint(phantom, t
     assert main(["train", str(raw), "-o", str(ckpt), "--method", "maester", "--resume", "--model-option",
                  "mask_ratio=0.5", "--voxel-size", "20", "20", "20", "--quiet"]) == 2
     assert "cannot change on --resume" in capsys.readouterr().err
+
+
+def test_a_native_pixel_checkpoint_warns_on_a_volume_of_other_pixels(phantom, checkpoint):
+    from orgaseg.io.volume import Volume
+    from orgaseg.models.checkpoint import load_checkpoint
+    from orgaseg.pipeline.stages import resolve_stages
+
+    record = load_checkpoint(checkpoint)
+    assert record["pixel_size_nm"] is None  # trained on the phantom's own pixels
+    trained = record["training_volumes"][0]["voxel_size"]
+    stages = resolve_stages("maester", model=checkpoint)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stages.grid(Volume(np.zeros((2, 32, 32), np.float32), voxel_size=trained))  # its own pixels: quiet
+        assumed = Volume(np.zeros((2, 32, 32), np.float32), voxel_size=(1, 1, 1), attrs={"voxel_size_assumed": True})
+        stages.grid(assumed)  # unknown pixels: nothing to compare
+    wider = [trained[0], 2.2 * trained[1], 2.2 * trained[2]]
+    with pytest.warns(UserWarning, match=rf"trained on {trained[2]:g} nm pixels .* cover 2.2x the width .* "
+                                         rf"a pixel size of {trained[2]:g} nm \(pixel_size=NM\)"):
+        stages.grid(Volume(np.zeros((2, 32, 32), np.float32), voxel_size=wider))

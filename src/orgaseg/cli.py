@@ -250,7 +250,13 @@ def cmd_inspect(args, progress) -> int:
 
     volume = open_volume(args.volume, key=args.key, voxel_size=_voxel_size(args.voxel_size), level=args.level,
                          axes=args.axes, channel=args.channel, strict_chunks=args.strict_chunks)
-    reference = open_volume(args.reference) if args.reference else None
+    reference = None
+    if args.reference:
+        from orgaseg.io import VoxelSizeWarning
+
+        with warnings.catch_warnings():  # the reference only labels the volume's tokens: its voxel size is not read
+            warnings.simplefilter("ignore", VoxelSizeWarning)
+            reference = open_volume(args.reference)
     if reference is not None and reference.shape != volume.shape:
         raise OrgasegError(f"reference shape {reference.shape} differs from the volume's {volume.shape}")
     if reference is not None and args.dataset is not None:

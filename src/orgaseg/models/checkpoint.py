@@ -55,6 +55,11 @@ def load_checkpoint(path: str | Path, *, method: str | None = None) -> dict[str,
         # our own format holds only tensors and plain containers
         record = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for a file that is not a checkpoint
+        from orgaseg.methods.graph_method import is_graph_checkpoint
+
+        if is_graph_checkpoint(path):
+            raise OrgasegError(f"{path} is a trained graph clusterer (sccs, cs2c), not an encoder checkpoint "
+                               "(.pt of orgaseg train --method maester, his4mae, han-vae, ...)") from None
         raise OrgasegError(f"{path}: not a readable orgaseg checkpoint ({type(err).__name__})") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise OrgasegError(f"{path}: not an orgaseg checkpoint")

@@ -98,8 +98,9 @@ def inspect_model(
         raise OrgasegError(f"K = {k}: the embedding's k-means needs 1 <= K <= the {n_tokens} tokens it draws")
     refuse_existing(*(output_dir / name for name in FIGURES), overwrite=overwrite)  # before the model runs
     encoder = load_encoder(checkpoint, device)
-    if not hasattr(encoder.model, "reconstruct"):
-        raise OrgasegError(f"{checkpoint}: inspect draws masked reconstructions; its {encoder.name} encoder has none")
+    if not (hasattr(encoder.model, "reconstruct") and hasattr(encoder, "fov")):
+        raise OrgasegError(f"{checkpoint}: inspect draws a ViT's masked reconstructions of its fields of view "
+                           f"(maester, his4mae); its {encoder.name} encoder has none")
     model, fov, patch = encoder.model, encoder.fov, encoder.patch
     normalization = compute_normalization(volume, seed=seed)
     rng = np.random.default_rng(seed)
