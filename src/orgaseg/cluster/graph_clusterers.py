@@ -315,11 +315,21 @@ _ASSIGNERS = {"superpixel-kmeans": _assign_superpixel_kmeans, "spectral": _assig
               "cs2c": _assign_neural, "cs2c-spa": _assign_neural}
 
 
+#: The two ways of labelling one trained CS²C (its spectral head, its spatial centroids): a state saved as
+#: either reads back as the other.
+CS2C_HEADS = {"cs2c", "cs2c-spa"}
+
+
 def _spec(name: str, summary: str, neural: bool) -> ClustererSpec:
+    def from_dict(state: dict) -> GraphClusterer:
+        if {state.get("kind"), name} == CS2C_HEADS:
+            state = {**state, "kind": name}
+        return GraphClusterer.from_dict(state)
+
     return ClustererSpec(
         name=name, summary=summary,
         start_fit=lambda k, *, seed=0, **options: GraphFit(name, k, seed, options),
-        from_dict=GraphClusterer.from_dict,
+        from_dict=from_dict,
         options={**_GRAPH_OPTIONS, **(_NEURAL_OPTIONS if neural else {})},
         sample="blocks", default_sample_size=50_000_000, working_grid=True,
     )

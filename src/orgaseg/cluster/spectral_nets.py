@@ -298,8 +298,7 @@ def _train_spectral(graphs: list[Graph], k: int, config: SpectralConfig, seed: i
         loss.backward()
         optimizer.step()
         result.losses.append(float(loss.detach()))
-        if (step + 1) % 50 == 0 or step + 1 == config.steps:
-            report(progress, "training the graph clusterer", step + 1, config.steps)
+        report(progress, "training the graph clusterer", step + 1, config.steps)
     return result
 
 

@@ -51,8 +51,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from orgaseg.cluster.graph_clusterers import PRESET_STEPS
+from orgaseg.cluster.graph_clusterers import CS2C_HEADS, PRESET_STEPS
 from orgaseg.errors import OrgasegError, arg
+from orgaseg.io.volume import volume_record
 from orgaseg.progress import ProgressCallback, report
 
 #: Steps per preset (SCCS; CS²C trains 5/6 of them), as the in-segment fit.
@@ -325,9 +326,8 @@ def train_graph_clusterer(
         "encoder": None if encoder is None else {"path": str(Path(encoder).resolve()),
                                                  "sha256": _file_hash(encoder), **stages.encoder.describe()},
         "pixel_size_nm": None if own_grids else stages.pixel_size_nm,
-        "training_volumes": [{"path": v.path, "key": v.key, "shape": list(v.shape), "voxel_size": list(v.voxel_size),
-                              "working_voxel_size": list(job.grid.working_voxel_size if job.grid is not None
-                                                         else v.voxel_size)}
+        "training_volumes": [{**volume_record(v), "working_voxel_size": list(
+                                  job.grid.working_voxel_size if job.grid is not None else v.voxel_size)}
                              for v, job in zip(volumes, jobs)],
         "normalizations": [job.normalization.to_dict() for job in jobs],
         "sampling": {"graphs": len(draws), "region_nm": sampler.region_nm, "augmentation": "mirror + quarter turns",
@@ -415,7 +415,7 @@ def segment_arguments(checkpoint: str | Path, *, method: str, centers=None, feat
         raise OrgasegError(f"{checkpoint} holds its trained clusterer: give it or a provenance to reuse, not both")
     if features is not None and features != record["features"]["name"]:
         raise OrgasegError(f"{checkpoint} was trained on {record['features']['name']} features, not {features}")
-    if clusterer is not None and clusterer != kind:
+    if clusterer is not None and clusterer != kind and {clusterer, kind} != CS2C_HEADS:
         raise OrgasegError(f"{checkpoint} holds a {kind} clusterer, not {clusterer}")
     encoder = record.get("encoder")
     if encoder is not None:
@@ -434,7 +434,7 @@ def segment_arguments(checkpoint: str | Path, *, method: str, centers=None, feat
         warnings.warn(f"{checkpoint} was trained at {at}; segmenting at {pixel_size} shows it other structures "
                       "than it learned", stacklevel=2)
     return {"method": trained, "model": None if encoder is None else encoder["path"], "centers": str(checkpoint),
-            "features": record["features"]["name"], "clusterer": kind,
+            "features": record["features"]["name"], "clusterer": clusterer or kind,
             "options": {**record["features"]["options"], **dict(options or {})} or None, "pixel_size": pixel_size}
 
 
