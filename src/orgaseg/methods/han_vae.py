@@ -52,6 +52,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from orgaseg.errors import OrgasegError
+from orgaseg.io.volume import volume_record
 from orgaseg.progress import ProgressCallback
 from orgaseg.train_config import TrainConfig
 
@@ -353,9 +354,7 @@ def train_han_vae(
         **model_record,
         "sampling": sampling.to_dict(),
         "normalizations": [n.to_dict() for n in normalizations],
-        "training_volumes": [{"path": v.path, "key": v.key, "shape": list(v.shape), "voxel_size": list(v.voxel_size),
-                              **({"resampled_from": v.attrs["resampled_from"]} if "resampled_from" in v.attrs else {})}
-                             for v in volumes],
+        "training_volumes": [volume_record(v) for v in volumes],
         "n_parameters": model.n_parameters(),
     }
     total = steps if steps is not None else (state.get("total_steps") if resume else None)

@@ -21,7 +21,7 @@ import numpy as np
 from orgaseg.errors import OrgasegError, arg
 from orgaseg.io import compute_normalization
 from orgaseg.io.metadata import format_sizes
-from orgaseg.io.volume import Volume
+from orgaseg.io.volume import Volume, volume_record
 from orgaseg.progress import ProgressCallback
 from orgaseg.train_config import TrainConfig
 
@@ -161,9 +161,9 @@ def train_vit(
     import torch
 
     from orgaseg.models.mae import MAEConfig, model_preset
-    from orgaseg.sampling import FieldOfViewSampler
     from orgaseg.pipeline.resample import resampled_volume
     from orgaseg.pipeline.stages import resolve_pixel_size
+    from orgaseg.sampling import FieldOfViewSampler
     from orgaseg.training import run_training
 
     output = Path(output)
@@ -200,9 +200,7 @@ def train_vit(
         "model_config": config.to_dict(),
         **model_record,
         "normalizations": [n.to_dict() for n in normalizations],
-        "training_volumes": [{"path": v.path, "key": v.key, "shape": list(v.shape), "voxel_size": list(v.voxel_size),
-                              **({"resampled_from": v.attrs["resampled_from"]} if "resampled_from" in v.attrs else {})}
-                             for v in volumes],
+        "training_volumes": [volume_record(v) for v in volumes],
         "n_parameters": model.n_parameters(),
     }
     total = steps if steps is not None else (state.get("total_steps") if resume else None)

@@ -79,6 +79,9 @@ def _names(options: Mapping) -> str:
 #: A working pixel this many times finer than the input's in-plane voxel is warned about (upsampling).
 UPSAMPLING_WARNING = 1.25
 
+#: An input pixel this many times wider or narrower than a native-pixel checkpoint's training pixels is warned about.
+NATIVE_PIXEL_WARNING = 1.25
+
 
 @dataclass
 class Stages:
@@ -124,6 +127,7 @@ class Stages:
         (assumed 1 nm). A pixel size the user gave is used as given.
         """
         if self.pixel_size_nm is None:
+            self._check_native_pixel(volume)
             return None
         if self.coarsen_only and (min(volume.voxel_size[1:]) >= self.pixel_size_nm
                                   or volume.attrs.get("voxel_size_assumed")):
@@ -137,6 +141,27 @@ class Stages:
                 f"{math.prod(grid.shape) / volume.size:.1f}x the voxels, which adds time, not information "
                 "(the pixel size 'native' keeps the input's grid)"), stacklevel=2)
         return None if grid.is_identity else grid
+
+    def _check_native_pixel(self, volume) -> None:
+        """Warn when an encoder trained on its volumes' own pixels reads a volume of other pixels at theirs.
+
+        Its fields of view then cover another width in nm than the ones it
+        learned from (a checkpoint trained at a pixel size resamples any
+        volume to it, so only native-pixel checkpoints can meet this).
+        """
+        if self.encoder is None or self.encoder.pixel_size_nm is not None or volume.attrs.get("voxel_size_assumed"):
+            return
+        trained = sorted(min(v["voxel_size"][1:]) for v in self.encoder.record.get("training_volumes") or ()
+                         if not v.get("voxel_size_assumed"))
+        if not trained:
+            return
+        here, there = min(volume.voxel_size[1:]), trained[len(trained) // 2]
+        if max(here / there, there / here) > NATIVE_PIXEL_WARNING:
+            warnings.warn(OrgasegWarning(
+                f"{self.checkpoint} was trained on {there:g} nm pixels (its volumes' own) and reads this volume's "
+                f"{here:g} nm pixels as they are: its fields of view cover {here / there:.2g}x the width it learned "
+                f"from; a pixel size of {there:g} nm ({arg('pixel_size')}) resamples this volume to its training "
+                "pixels"), stacklevel=3)
 
     def job(self, source: VolumeSource, normalization, *, features_out=None) -> BlockJob:
         """The block job of one volume: its features at the working voxel size, its grid."""
