@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 import orgaseg
@@ -319,6 +320,30 @@ def test_long_runs_are_priced_up_front_with_a_faster_strategy(checkpoints, caplo
         estimate = cost.estimate_cost(stages, job, blocks)
     assert estimate["expand_stride_passes"] < estimate["forward_passes"]
     assert "expand-stride (--features expand-stride) needs about" in caplog.text
+
+
+@pytest.mark.parametrize("encoder", ["patch-vae-3d", "patch-vae-2d"])
+def test_voxel_latents_are_priced_by_the_patches_they_encode(checkpoints, encoder, caplog):
+    from orgaseg.io import compute_normalization
+    from orgaseg.pipeline import cost
+    from orgaseg.pipeline.tasks import VolumeSource
+
+    method, model = checkpoints[encoder]
+    volume = load_dataset("phantom", shape=(4, 48, 48), voxel_size=(20.0, 20.0, 20.0), seed=4).evaluation[0].raw
+    stages = resolve_stages(method, model=model, options={"stride": 4}, pixel_size="native", device="cpu")
+    job = stages.job(VolumeSource(volume), compute_normalization(volume))
+    counts = []
+    job.extractor.encoder = lambda patches: counts.append(len(patches)) or torch.zeros(len(patches), job.extractor.latent)
+    job.extractor(np.zeros(volume.shape, np.float32))
+    whole = [tuple(slice(0, n) for n in volume.shape)]
+    assert cost.forward_passes(job.extractor, whole) == sum(counts)  # the patches it encodes, counted
+    # grid points at stride 4 from 0 to 48 (13 a side); along z every slice in 2D, every 4th (and the last) in 3D
+    assert sum(counts) == (2 if encoder == "patch-vae-3d" else 4) * 13 * 13
+    job = stages.job(VolumeSource(volume), compute_normalization(volume))
+    with caplog.at_level("INFO", logger="orgaseg.pipeline.cost"):
+        estimate = cost.estimate_cost(stages, job, plan_blocks(job))
+    assert estimate["forward_passes"] == 2 * sum(counts) and estimate["seconds_per_pass"] > 0
+    assert "voxel-latents" in caplog.text and "encoder forward passes" in caplog.text
 
 
 def test_the_command_line_says_what_a_learned_run_will_cost(checkpoints, tmp_path, capsys):

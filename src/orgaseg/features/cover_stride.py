@@ -218,6 +218,11 @@ class CoverStride:
         after = (count - 1) * period + self._offsets - 1 + self.fov - before - length
         return count, q, (before, after)
 
+    @property
+    def field_of_view_shape(self) -> tuple[int, int, int]:
+        """The shape of one encoder input, ``(1, F, F)``."""
+        return (1, self.fov, self.fov)
+
     def _axis_fields_of_view(self, length: int, origin: int) -> int:
         """Fields of view along y or x for a block spanning ``length`` pixels from ``origin``: ``T`` times the offsets."""
         return self._axis_plan(length, origin)[0] * self._offsets

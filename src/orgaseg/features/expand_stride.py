@@ -154,6 +154,11 @@ class ExpandStride:
         last = (origin + length + shift - 1) // self.stride
         return first, last - first + 1, origin - (first * self.stride - shift)
 
+    @property
+    def field_of_view_shape(self) -> tuple[int, int, int]:
+        """The shape of one encoder input, ``(1, F, F)``."""
+        return (1, self.fov, self.fov)
+
     def _axis_fields_of_view(self, length: int, origin: int) -> int:
         """Fields of view along y or x for a block spanning ``length`` pixels from ``origin``."""
         return self._axis_plan(length, origin)[1]

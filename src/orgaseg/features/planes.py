@@ -153,6 +153,10 @@ class PlaneFusion:
         return self.extractor.fov
 
     @property
+    def field_of_view_shape(self) -> tuple[int, ...]:
+        return self.extractor.field_of_view_shape
+
+    @property
     def batch_size(self) -> int:
         return self.extractor.batch_size
 

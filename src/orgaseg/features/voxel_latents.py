@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from orgaseg.errors import OrgasegError
-from orgaseg.features.base import Region, reflected_span, resolve_keep
+from orgaseg.features.base import AxisCount, Region, count_fields_of_view, reflected_span, resolve_keep
 from orgaseg.features.cover_stride import check_block
 from orgaseg.models.device import resolve_device
 from orgaseg.models.vae3d import standardize_patches
@@ -70,15 +70,21 @@ def interpolation_matrix(half_extent: float, samples: int) -> np.ndarray:
     return np.clip(1.0 - np.abs(positions[:, None] - offsets[None, :]), 0.0, None).astype(np.float32)
 
 
+def grid_points(length: int, origin: int, stride: int) -> tuple[int, int]:
+    """The first (absolute) and the number of the stride-``stride`` grid points voxels ``origin .. origin + length - 1``
+    interpolate from."""
+    first = (origin // stride) * stride
+    last = -(-(origin + length - 1) // stride) * stride
+    return first, (last - first) // stride + 1
+
+
 def grid_interpolation(length: int, origin: int, stride: int) -> tuple[np.ndarray, int]:
     """Linear interpolation from a stride-``stride`` grid to the voxels ``origin .. origin + length - 1``.
 
     Returns the ``(length, G)`` weight matrix from the ``G`` grid points
     ``first, first + stride, ...`` to the voxels, and ``first`` (absolute).
     """
-    first = (origin // stride) * stride
-    last = -(-(origin + length - 1) // stride) * stride
-    count = (last - first) // stride + 1
+    first, count = grid_points(length, origin, stride)
     position = (origin + np.arange(length) - first) / stride
     lower = np.minimum(np.floor(position).astype(int), count - 1)
     frac = position - lower
@@ -176,6 +182,19 @@ class VoxelLatents:
     def window(self) -> tuple[int, ...]:
         """Voxels each patch reads per axis (``2 w + 1``; 3 axes in 3D, y and x in 2D)."""
         return tuple(m.shape[1] for m in self._matrices)
+
+    @property
+    def field_of_view_shape(self) -> tuple[int, ...]:
+        """The shape of one encoder input: ``(1, n, n, n)`` in 3D, ``(1, n, n)`` in 2D."""
+        return (1,) + (self.patch,) * self.ndim
+
+    def fields_of_view_axes(self) -> list[tuple[AxisCount, AxisCount, AxisCount]]:
+        """Per-axis counts of the grid points (one patch each) whose product is :meth:`n_fields_of_view`."""
+        return [tuple((lambda length, origin, s=s: grid_points(length, origin, s)[1]) for s in self._strides)]
+
+    def n_fields_of_view(self, shape: tuple[int, int, int], origin: tuple[int, int, int] = (0, 0, 0)) -> int:
+        """Patches encoded for a block of ``shape`` at ``origin``: the grid points its voxels interpolate from."""
+        return count_fields_of_view(self.fields_of_view_axes(), shape, origin)
 
     def config(self) -> dict:
         return {"kind": "voxel_latents", "ndim": self.ndim, "patch": self.patch, "radius": self.radius,
