@@ -346,6 +346,20 @@ def test_voxel_latents_are_priced_by_the_patches_they_encode(checkpoints, encode
     assert "voxel-latents" in caplog.text and "encoder forward passes" in caplog.text
 
 
+@pytest.mark.parametrize("options", [None, {"keep": 16, "planes": "xy,xz,yz"}], ids=["xy", "planes"])
+def test_a_pass_of_one_block_moves_its_bar_with_the_encoder_batches(checkpoints, options):
+    method, model = checkpoints["mae"]
+    volume = load_dataset("phantom", shape=(8, 64, 64), voxel_size=(20.0, 20.0, 20.0), seed=4).evaluation[0].raw
+    calls = []
+    result = orgaseg.segment(volume, method=method, model=model, k=3, options=options, sample_size=2000,
+                             progress=lambda description, done, total, **figures: calls.append((description, done, total)))
+    assert result.provenance["blocks"]["blocks"] == 1
+    sampling = [done for description, done, total in calls if description == "sampling features"]
+    inside = [done for done in sampling if 0 < done < 1]
+    assert len(inside) >= 2 and inside == sorted(inside) and sampling[0] == 0 and sampling[-1] == 1
+    assert not any("features" in description and description != "sampling features" for description, *_ in calls)
+
+
 def test_the_command_line_says_what_a_learned_run_will_cost(checkpoints, tmp_path, capsys):
     method, model = checkpoints["mae"]
     path = tmp_path / "cell.npy"

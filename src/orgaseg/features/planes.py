@@ -43,6 +43,7 @@ size; beyond that the fusion is refused.
 from __future__ import annotations
 
 import warnings
+from functools import partial
 from typing import Sequence
 
 import numpy as np
@@ -184,6 +185,9 @@ class PlaneFusion:
     #: Computes a part of a block with the rest as context (``keep``; see FeatureExtractor).
     keeps_region = True
 
+    #: ``progress(description, done, total)`` after every batch of every plane, counted over the planes.
+    progress = None
+
     def __call__(self, block: np.ndarray, *, origin: tuple[int, int, int] = (0, 0, 0),
                  keep: Region | None = None) -> np.ndarray:
         """The mean over the planes of the 2D strategy's features.
@@ -208,10 +212,17 @@ class PlaneFusion:
             raise OrgasegError(f"plane fusion needs a non-empty 3D block (z, y, x), got shape {block.shape}")
         keep = resolve_keep(keep, block.shape)
         fused = None
-        for plane in self.planes:
+        inner = getattr(self.extractor, "progress", None)
+        for index, plane in enumerate(self.planes):
             order = PLANES[plane]
             image = np.ascontiguousarray(block.transpose(order))
-            features = compute_part(self.extractor, image, _permute(origin, order), _permute(keep, order))
+            if self.progress is not None:  # one count over the planes, not one per plane
+                self.extractor.progress = partial(_plane_progress, self.progress, index, len(self.planes))
+            try:
+                features = compute_part(self.extractor, image, _permute(origin, order), _permute(keep, order))
+            finally:
+                if self.progress is not None:
+                    self.extractor.progress = inner
             features = features.transpose(tuple(np.argsort(order)) + (3,))
             if fused is None:
                 fused = np.array(features, dtype=np.float32, order="C")
@@ -240,6 +251,11 @@ def fuse_planes(extractor: FeatureExtractor, planes: str | Sequence[str] | None,
         return extractor
     check_isotropy(planes, voxel_size)
     return PlaneFusion(extractor, planes)
+
+
+def _plane_progress(progress, index: int, planes: int, description: str, done: int, total: int, **figures) -> None:
+    """A 2D strategy's batches of plane ``index`` of ``planes``, reported as a count over all the planes."""
+    progress("plane fusion features", index * total + done, planes * total, **figures)
 
 
 def _permute(values: Sequence, order: Sequence[int]) -> tuple:

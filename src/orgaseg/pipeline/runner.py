@@ -27,6 +27,7 @@ that budget, and blocks computed on dask workers, are computed again.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from typing import Iterable, Iterator, Protocol, Sequence
@@ -273,8 +274,9 @@ def _sample_pieces(job: BlockJob, spec: ClustererSpec, n: int, seed: int, block_
             voxels += blocks[index].size
         meter = _Meter(progress, "sampling blocks", len(chosen))
         results = executor.map(sample_whole_block, (job,), ((b.index, (b, spec.working_grid)) for b in chosen))
-        for _, result in _in_order(results, [b.index for b in chosen], meter, {b.index: b.size for b in chosen}):
-            yield result.value
+        with _batches_move(meter, job, executor):
+            for _, result in _in_order(results, [b.index for b in chosen], meter, {b.index: b.size for b in chosen}):
+                yield result.value
         return
     coords = sample_coordinates(volume.shape, n, seed)
     # the blocks tile the volume in C order (make_blocks): a voxel's block index is its grid cell's flat index
@@ -290,9 +292,30 @@ def _sample_pieces(job: BlockJob, spec: ClustererSpec, n: int, seed: int, block_
             todo.append((block, coords[rows] - np.array([r.start for r in block.region])))
     meter = _Meter(progress, "sampling features", len(todo))
     results = executor.map(sample_block, (job,), ((block.index, (block, local)) for block, local in todo))
-    for _, result in _in_order(results, [block.index for block, _ in todo], meter,
-                               {block.index: block.size for block, _ in todo}):
-        yield (result.value,)
+    with _batches_move(meter, job, executor):
+        for _, result in _in_order(results, [block.index for block, _ in todo], meter,
+                                   {block.index: block.size for block, _ in todo}):
+            yield (result.value,)
+
+
+@contextlib.contextmanager
+def _batches_move(meter: "_Meter", job: BlockJob, executor: Executor) -> Iterator[None]:
+    """While a pass runs in this process, the encoder's batches move ``meter`` inside each block.
+
+    A pass of one long block (a crop that fits one block, with a learned
+    encoder) otherwise shows 0 of 1 until it ends. Workers elsewhere (dask)
+    or several blocks at once (threads) report whole blocks only.
+    """
+    extractor = job.extractor
+    if meter.progress is None or not isinstance(executor, SerialExecutor) or not hasattr(extractor, "progress"):
+        yield
+        return
+    previous = extractor.progress
+    extractor.progress = lambda description, done, total, **figures: meter.within(done / max(total, 1))
+    try:
+        yield
+    finally:
+        extractor.progress = previous
 
 
 def _in_order(results: Iterable, keys: Sequence, meter: "_Meter", sizes: dict) -> Iterator:
@@ -351,16 +374,17 @@ def _label(job: BlockJob, clusterers, sinks, block_shape, executor, state, progr
     meter = _Meter(progress, "labelling blocks", len(blocks), already=len(blocks) - len(blocks_todo))
     clusterers = tuple(clusterers)
     items = ((block, (block,)) for block in blocks_todo)
-    for block, result in executor.map(label_block, (job, clusterers), items):
-        for labels, sink in zip(result.value, sinks):
-            sink.write(block.region, labels)
-        if state is not None:
-            for sink in sinks:
-                flush = getattr(sink, "flush", None)  # a writer: make the labels durable before the marker
-                if flush is not None:
-                    flush()
-            state.mark_done(block, result.seconds)
-        meter.step(block.size)
+    with _batches_move(meter, job, executor):
+        for block, result in executor.map(label_block, (job, clusterers), items):
+            for labels, sink in zip(result.value, sinks):
+                sink.write(block.region, labels)
+            if state is not None:
+                for sink in sinks:
+                    flush = getattr(sink, "flush", None)  # a writer: make the labels durable before the marker
+                    if flush is not None:
+                        flush()
+                state.mark_done(block, result.seconds)
+            meter.step(block.size)
 
 
 def cluster_volume(
@@ -444,6 +468,11 @@ class _Meter:
         self.started = time.perf_counter()
         # at the start too: a bar drawn only when the first block ends shows a pass of one block as instantaneous
         report(progress, description, already, total)
+
+    def within(self, fraction: float) -> None:
+        """Progress inside the block being computed: the bar moves between whole blocks."""
+        # short of the next whole block, so that the bar is not closed before the block's own step
+        report(self.progress, self.description, round(self.done + min(max(fraction, 0.0), 0.99), 2), self.total)
 
     def step(self, voxels: int) -> None:
         self.done += 1
