@@ -40,7 +40,7 @@ def test_baseline_benchmark_writes_every_k_in_both_modes(phantom, tmp_path):
                                "feature_options": {}, "clusterer": "kmeans", "clusterer_options": {},
                                "pixel_size_nm": 10.0}
     assert saved["working_grids"] == [None]  # the default 10 nm leaves a 20 nm phantom on its own grid
-    assert saved["training"]["steps"] == 0
+    assert saved["training"]["steps"] == 0 and saved["segmentation"]["cost_estimate"] is None
     markdown = (tmp_path / "results.md").read_text()
     assert "merge mode" in markdown and "strict mode" in markdown
     assert len(panel_columns(mpimg.imread(tmp_path / "figures" / "overlay_k6.png"))) == 5
@@ -59,6 +59,9 @@ def test_learned_method_is_trained_then_scored(phantom, tmp_path):
                           model=tmp_path / "model.pt", options={"keep": 16}, device="cpu")
     assert again["training"]["sha256"] == record["training"]["sha256"]
     assert again["results"]["4"] == record["results"]["4"]
+    # priced up front as segment prices it, one estimate per evaluation volume (the baseline has none)
+    estimates = again["segmentation"]["cost_estimate"]
+    assert len(estimates) == len(phantom.evaluation) and all(e["forward_passes"] > 0 for e in estimates)
 
 
 def test_k_ranges():

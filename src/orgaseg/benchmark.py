@@ -29,11 +29,13 @@ from orgaseg.io.partial import write_atomic
 from orgaseg.io.volume import Volume
 from orgaseg.methods.table import get_method
 from orgaseg.pipeline.blocks import Region
+from orgaseg.pipeline.cost import estimate_cost
 from orgaseg.pipeline.runner import (
     FEATURE_CACHE_BYTES,
     Tee,
     fit_clusterers,
     label_volume,
+    plan_blocks,
 )
 from orgaseg.pipeline.stages import resolve_stages
 from orgaseg.pipeline.tasks import VolumeSource, reusing_features
@@ -171,6 +173,9 @@ def run_benchmark(
     n_classes = len(data.classes)
     confusions = [ConfusionAccumulator(n_clusters=k, n_classes=n_classes) for k in ks]
     overlays = {}
+    # said before the long part starts, as segment says it (each volume's share of the features kept)
+    estimates = [estimate_cost(stages, job, plan_blocks(job), reuse_bytes=FEATURE_CACHE_BYTES // len(jobs))
+                 for job in jobs]
     with reusing_features(jobs, FEATURE_CACHE_BYTES):  # the labelling reads the sampling pass's features
         clusterers = fit_clusterers(jobs, stages.clusterer, ks, options=stages.clusterer_options,
                                     sample_size=sample_size, seed=seed, progress=progress)
@@ -225,7 +230,8 @@ def run_benchmark(
         "training": training,
         "segmentation": {"wall_s": round(wall, 2), "fit_s": round(fitted_s, 2), "voxels": n_voxels,
                          "voxels_per_s": round(n_voxels / wall, 1),
-                         "note": f"features computed once per block for all {len(ks)} K"},
+                         "note": f"features computed once per block for all {len(ks)} K",
+                         "cost_estimate": None if estimates[0] is None else estimates},
         "peak_memory_mb": round(peak_memory_mb(), 1),
         "environment": environment_record(),
         "orgaseg_version": __version__,
