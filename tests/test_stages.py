@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 import orgaseg
 from orgaseg.benchmark import run_benchmark

@@ -46,7 +46,13 @@ import numpy as np
 import torch
 
 from orgaseg.errors import OrgasegError
-from orgaseg.features.base import AxisCount, Region, count_fields_of_view, reflected_span, resolve_keep
+from orgaseg.features.base import (
+    AxisCount,
+    Region,
+    count_fields_of_view,
+    reflected_span,
+    resolve_keep,
+)
 from orgaseg.features.cover_stride import check_block
 from orgaseg.models.device import resolve_device
 from orgaseg.models.vae3d import standardize_patches

@@ -299,7 +299,7 @@ def _sample_pieces(job: BlockJob, spec: ClustererSpec, n: int, seed: int, block_
 
 
 @contextlib.contextmanager
-def _batches_move(meter: "_Meter", job: BlockJob, executor: Executor) -> Iterator[None]:
+def _batches_move(meter: _Meter, job: BlockJob, executor: Executor) -> Iterator[None]:
     """While a pass runs in this process, the encoder's batches move ``meter`` inside each block.
 
     A pass of one long block (a crop that fits one block, with a learned
@@ -318,7 +318,7 @@ def _batches_move(meter: "_Meter", job: BlockJob, executor: Executor) -> Iterato
         extractor.progress = previous
 
 
-def _in_order(results: Iterable, keys: Sequence, meter: "_Meter", sizes: dict) -> Iterator:
+def _in_order(results: Iterable, keys: Sequence, meter: _Meter, sizes: dict) -> Iterator:
     """``(key, result)`` pairs in the order of ``keys``, whatever order they finish in."""
     waiting: dict = {}
     position = 0
