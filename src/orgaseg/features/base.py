@@ -58,18 +58,47 @@ def slice_count(length: int, origin: int) -> int:
     return length
 
 
-def count_fields_of_view(terms: Sequence[tuple[AxisCount, AxisCount, AxisCount]],
-                         shape: Sequence[int], origin: Sequence[int] = (0, 0, 0)) -> int:
-    """Fields of view a block of ``shape`` at ``origin`` encodes: the sum over ``terms`` of their axes' product.
+class EncodesFieldsOfView:
+    """An encoder strategy anchored to the volume: what it encodes for a block, counted.
 
-    A strategy anchored to the volume places its fields of view on a grid,
-    so the count for a box is a product of per-axis counts; plane fusion
-    adds one such product per plane. Strategies give their terms
-    (``fields_of_view_axes()``) so that the runner can also price block
-    shapes axis by axis (:func:`orgaseg.pipeline.blocks.halo_block_shape`).
+    Its fields of view lie on a grid anchored to the volume, so the count for
+    a box is a product of per-axis counts (plane fusion adds one product per
+    plane). A subclass gives those counts (:meth:`fields_of_view_axes`), which
+    the runner also uses to price block shapes axis by axis
+    (:func:`orgaseg.pipeline.blocks.halo_block_shape`), and the cost estimate
+    the total (:meth:`n_fields_of_view`).
     """
-    return sum(int(np.prod([count(int(n), int(o)) for count, n, o in zip(term, shape, origin)], dtype=np.int64))
-               for term in terms)
+
+    def fields_of_view_axes(self) -> list[tuple[AxisCount, AxisCount, AxisCount]]:
+        """Terms of per-axis counts ``(z, y, x)``: a block encodes the sum over the terms of their product."""
+        raise NotImplementedError
+
+    def n_fields_of_view(self, shape: Sequence[int], origin: Sequence[int] = (0, 0, 0)) -> int:
+        """Fields of view (encoder forward passes) a block of ``shape`` at ``origin`` encodes."""
+        return sum(int(np.prod([count(int(n), int(o)) for count, n, o in zip(term, shape, origin)], dtype=np.int64))
+                   for term in self.fields_of_view_axes())
+
+
+class EncodesSquaresPerSlice(EncodesFieldsOfView):
+    """A 2D strategy: square fields of view of ``fov`` pixels, each slice along z encoded on its own.
+
+    A subclass gives ``_axis_fields_of_view(length, origin)``, its count along
+    y and along x.
+    """
+
+    fov: int
+
+    @property
+    def field_of_view_shape(self) -> tuple[int, int, int]:
+        """The shape of one encoder input, ``(1, F, F)``."""
+        return (1, self.fov, self.fov)
+
+    def fields_of_view_axes(self) -> list[tuple[AxisCount, AxisCount, AxisCount]]:
+        """One product: the slices along z, the subclass's counts along y and x."""
+        return [(slice_count, self._axis_fields_of_view, self._axis_fields_of_view)]
+
+    def _axis_fields_of_view(self, length: int, origin: int) -> int:
+        raise NotImplementedError
 
 
 def resolve_keep(keep: Region | None, shape: tuple[int, ...]) -> Region:

@@ -66,12 +66,10 @@ import torch
 
 from orgaseg.errors import OrgasegError
 from orgaseg.features.base import (
-    AxisCount,
+    EncodesSquaresPerSlice,
     Region,
-    count_fields_of_view,
     reflected_span,
     resolve_keep,
-    slice_count,
 )
 from orgaseg.models.device import resolve_device
 from orgaseg.progress import ProgressCallback, report
@@ -82,7 +80,7 @@ Encoder = Callable[[torch.Tensor], torch.Tensor]
 MODES = ("cover", "stride")
 
 
-class CoverStride:
+class CoverStride(EncodesSquaresPerSlice):
     """Dense per-pixel features from a 2D token encoder (MAESTER inference).
 
     Parameters
@@ -218,22 +216,10 @@ class CoverStride:
         after = (count - 1) * period + self._offsets - 1 + self.fov - before - length
         return count, q, (before, after)
 
-    @property
-    def field_of_view_shape(self) -> tuple[int, int, int]:
-        """The shape of one encoder input, ``(1, F, F)``."""
-        return (1, self.fov, self.fov)
-
     def _axis_fields_of_view(self, length: int, origin: int) -> int:
         """Fields of view along y or x for a block spanning ``length`` pixels from ``origin``: ``T`` times the offsets."""
         return self._axis_plan(length, origin)[0] * self._offsets
 
-    def fields_of_view_axes(self) -> list[tuple[AxisCount, AxisCount, AxisCount]]:
-        """Per-axis counts whose product is :meth:`n_fields_of_view` (one per slice along z)."""
-        return [(slice_count, self._axis_fields_of_view, self._axis_fields_of_view)]
-
-    def n_fields_of_view(self, shape: tuple[int, int, int], origin: tuple[int, int, int] = (0, 0, 0)) -> int:
-        """Forward passes (fields of view) needed for a block of ``shape`` at ``origin``."""
-        return count_fields_of_view(self.fields_of_view_axes(), shape, origin)
 
     def config(self) -> dict:
         """A JSON-serialisable description (for provenance and signatures)."""

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from orgaseg.errors import OrgasegError
-from orgaseg.features.base import AxisCount, Region, count_fields_of_view, reflected_span, resolve_keep, slice_count
+from orgaseg.features.base import EncodesSquaresPerSlice, Region, reflected_span, resolve_keep
 from orgaseg.features.cover_stride import Encoder, check_block, check_geometry, encode_checked
 from orgaseg.models.device import resolve_device
 from orgaseg.progress import ProgressCallback, report
@@ -74,7 +74,7 @@ def expansion_matrix(fov: int, patch: int) -> torch.Tensor:
     return upsampled[0].T.float().contiguous()
 
 
-class ExpandStride:
+class ExpandStride(EncodesSquaresPerSlice):
     """Dense per-pixel features from a 2D token encoder by bilinear expansion of strided fields of view.
 
     Parameters
@@ -154,22 +154,10 @@ class ExpandStride:
         last = (origin + length + shift - 1) // self.stride
         return first, last - first + 1, origin - (first * self.stride - shift)
 
-    @property
-    def field_of_view_shape(self) -> tuple[int, int, int]:
-        """The shape of one encoder input, ``(1, F, F)``."""
-        return (1, self.fov, self.fov)
-
     def _axis_fields_of_view(self, length: int, origin: int) -> int:
         """Fields of view along y or x for a block spanning ``length`` pixels from ``origin``."""
         return self._axis_plan(length, origin)[1]
 
-    def fields_of_view_axes(self) -> list[tuple[AxisCount, AxisCount, AxisCount]]:
-        """Per-axis counts whose product is :meth:`n_fields_of_view` (one per slice along z)."""
-        return [(slice_count, self._axis_fields_of_view, self._axis_fields_of_view)]
-
-    def n_fields_of_view(self, shape: tuple[int, int, int], origin: tuple[int, int, int] = (0, 0, 0)) -> int:
-        """Forward passes needed for a block of ``shape`` at ``origin``."""
-        return count_fields_of_view(self.fields_of_view_axes(), shape, origin)
 
     def config(self) -> dict:
         """A JSON-serialisable description (for provenance and signatures)."""

@@ -51,10 +51,10 @@ import numpy as np
 from orgaseg.errors import OrgasegError
 from orgaseg.features.base import (
     AxisCount,
+    EncodesFieldsOfView,
     FeatureExtractor,
     Region,
     compute_part,
-    count_fields_of_view,
     resolve_keep,
 )
 
@@ -113,7 +113,7 @@ def check_isotropy(planes: Sequence[str], voxel_size: Sequence[float]) -> None:
                           "structures stretched by that much on that plane", stacklevel=3)
 
 
-class PlaneFusion:
+class PlaneFusion(EncodesFieldsOfView):
     """A 2D dense-feature strategy run on several orthogonal planes, its features averaged.
 
     Parameters
@@ -174,9 +174,6 @@ class PlaneFusion:
                 terms.append(tuple(term[order.index(axis)] for axis in range(3)))
         return terms
 
-    def n_fields_of_view(self, shape: tuple[int, int, int], origin: tuple[int, int, int] = (0, 0, 0)) -> int:
-        """Encoder forward passes for a block of ``shape`` at ``origin``: the sum over the planes."""
-        return count_fields_of_view(self.fields_of_view_axes(), shape, origin)
 
     def config(self) -> dict:
         """A JSON-serialisable description (provenance and resume signatures)."""

@@ -48,8 +48,8 @@ import torch
 from orgaseg.errors import OrgasegError
 from orgaseg.features.base import (
     AxisCount,
+    EncodesFieldsOfView,
     Region,
-    count_fields_of_view,
     reflected_span,
     resolve_keep,
 )
@@ -102,7 +102,7 @@ def grid_interpolation(length: int, origin: int, stride: int) -> tuple[np.ndarra
     return weights, first
 
 
-class VoxelLatents:
+class VoxelLatents(EncodesFieldsOfView):
     """Dense per-voxel latents of a 2D or 3D patch encoder (Han et al.'s inference).
 
     Parameters
@@ -198,9 +198,6 @@ class VoxelLatents:
         """Per-axis counts of the grid points (one patch each) whose product is :meth:`n_fields_of_view`."""
         return [tuple((lambda length, origin, s=s: grid_points(length, origin, s)[1]) for s in self._strides)]
 
-    def n_fields_of_view(self, shape: tuple[int, int, int], origin: tuple[int, int, int] = (0, 0, 0)) -> int:
-        """Patches encoded for a block of ``shape`` at ``origin``: the grid points its voxels interpolate from."""
-        return count_fields_of_view(self.fields_of_view_axes(), shape, origin)
 
     def config(self) -> dict:
         return {"kind": "voxel_latents", "ndim": self.ndim, "patch": self.patch, "radius": self.radius,
