@@ -136,8 +136,8 @@ def _cheapest_shape(shape, sides, voxels, windows, costs) -> tuple[int, int, int
         """The sum over the blocks of each candidate shape: per-axis sums multiplied, terms added."""
         out = 0.0
         for term in terms:  # the blocks form a grid, so a term's sum is the product of its per-axis sums
-            per_axis = [np.array([sum(cost(start, min(n, start + b)) for start in range(0, n, b)) for b in sizes],
-                                 dtype=np.float64) for cost, n, sizes in zip(term, shape, sides)]
+            per_axis = [np.array([_axis_sum(cost, n, b) for b in sizes], dtype=np.float64)
+                        for cost, n, sizes in zip(term, shape, sides)]
             out = out + np.prod([p[g] for p, g in zip(per_axis, grid)], axis=0)
         return out
 
@@ -187,10 +187,14 @@ def _window_cost(n: int, halo: int) -> SpanCost:
     return lambda start, stop: min(n, stop + halo) - max(0, start - halo)
 
 
+def _axis_sum(cost: SpanCost, n: int, side: int) -> float:
+    """``cost`` summed over the blocks of ``side`` that cut an axis of ``n``."""
+    return sum(cost(start, min(n, start + side)) for start in range(0, n, side))
+
+
 def _window_sum(n: int, side: int, halo: int) -> int:
     """Voxels computed along an axis of ``n`` cut into blocks of ``side``, each grown by ``halo`` within the axis."""
-    cost = _window_cost(n, halo)
-    return sum(cost(start, min(n, start + side)) for start in range(0, n, side))
+    return _axis_sum(_window_cost(n, halo), n, side)
 
 
 def make_blocks(
