@@ -377,8 +377,8 @@ def segment_arguments(checkpoint: str | Path, *, method: str, centers=None, feat
                       pixel_size: float | str | None = None, model=None) -> dict:
     """The stage arguments of :func:`orgaseg.segment` that label a volume with a trained graph clusterer.
 
-    ``orgaseg segment --model CKPT`` calls this when ``CKPT`` is such a checkpoint; from Python,
-    ``orgaseg.segment(volume, **segment_arguments(CKPT, method="sccs"), output=...)``. The
+    :func:`orgaseg.segment` calls this when its ``model`` is such a checkpoint
+    (``orgaseg.segment(volume, method="sccs", model=CKPT)``, ``orgaseg segment --model CKPT``). The
     clusterer is reused as it was trained (``centers=CKPT``: no fitting on the new volume), on the
     checkpoint's features, encoder and working pixel size.
 
