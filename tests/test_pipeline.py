@@ -1,5 +1,7 @@
 """Blocks, the feature sample and blockwise assignment."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -48,10 +50,12 @@ def test_default_block_shape_prefers_whole_planes_and_chunks():
 
 
 def test_blocks_are_shaped_for_the_fewest_voxels_computed_with_their_halo():
-    from orgaseg.pipeline.blocks import _window_sum, halo_block_shape
+    from orgaseg.pipeline.blocks import block_overhead, halo_block_shape
 
     def computed(shape, block, halo):
-        return np.prod([_window_sum(n, b, h) for n, b, h in zip(shape, block, halo)])
+        voxels = sum(int(np.prod([r.stop - r.start for r in b.read_region])) for b in make_blocks(shape, block, halo))
+        assert voxels == pytest.approx(block_overhead(shape, block, halo) * np.prod(shape))
+        return voxels
 
     # no context along z (in-plane features of an anisotropic stack): whole planes, as before
     assert halo_block_shape((20, 1024, 1024), (0, 150, 150), voxels=4 * 1024 * 1024) == (4, 1024, 1024)
@@ -318,3 +322,17 @@ def test_blocks_much_smaller_than_their_context_are_warned_about(textured):
         warnings.simplefilter("error", OrgasegWarning)
         resolve_block_shape(job, None)
         resolve_block_shape(job, textured.shape)
+
+
+def test_a_given_block_shape_that_computes_far_more_than_the_default_is_warned_about():
+    from orgaseg.errors import OrgasegWarning
+    from orgaseg.pipeline.runner import resolve_block_shape
+
+    extractor = FilterBank(scales_nm=(40.0,), voxel_size=(10.0, 10.0, 10.0))
+    job = _job(Volume(np.zeros((40, 64, 64), np.float32)), extractor)
+    with pytest.warns(OrgasegWarning, match=r"blocks of 2 x 4 x 4 read .* voxels of context each side: the blocks "
+                                            r"compute about \d+ times the volume's voxels"):
+        assert resolve_block_shape(job, (2, 4, 4)) == (2, 4, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_block_shape(job, (40, 64, 64)) == (40, 64, 64)

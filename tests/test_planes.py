@@ -267,3 +267,21 @@ def test_default_blocks_of_an_encoder_that_keeps_parts_encode_the_fewest_fields_
     assert runner.resolve_block_shape(job) == chosen
     job.extractor = extractor.extractor
     assert job.extractor.halo[0] == 0 and runner.resolve_block_shape(job)[0] in {4, 8, 10}
+
+
+def test_a_given_block_shape_of_an_encoder_is_judged_by_the_fields_of_view_it_encodes(monkeypatch):
+    from orgaseg.errors import OrgasegWarning
+    from orgaseg.pipeline import runner
+
+    shape = (10, 18, 20)
+    extractor = PlaneFusion(ExpandStride(CentreStub(2), n_features=1, fov=8, patch=2, stride=4), ["xy", "xz", "yz"])
+    job = types.SimpleNamespace(source=types.SimpleNamespace(volume=types.SimpleNamespace(shape=shape, chunks=None)),
+                                extractor=extractor, grid=None)
+    monkeypatch.setattr(runner, "FEATURE_BYTES", 4 * 400)
+    # columns of 2 x 2 voxels: their windows are 40 times the volume, but they encode under 5 times its fields of view
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert runner.resolve_block_shape(job, (10, 2, 2)) == (10, 2, 2)
+    with pytest.warns(OrgasegWarning, match=r"blocks of 2 x 2 x 2 encode about 8 times the fields of view that one "
+                                            r"pass over the volume would \(1\.7 with the default blocks"):
+        runner.resolve_block_shape(job, (2, 2, 2))

@@ -133,13 +133,7 @@ def _cheapest_shape(shape, sides, voxels, windows, costs) -> tuple[int, int, int
     grid = np.meshgrid(*[np.arange(len(sizes)) for sizes in sides], indexing="ij")
 
     def total(terms) -> np.ndarray:
-        """The sum over the blocks of each candidate shape: per-axis sums multiplied, terms added."""
-        out = 0.0
-        for term in terms:  # the blocks form a grid, so a term's sum is the product of its per-axis sums
-            per_axis = [np.array([_axis_sum(cost, n, b) for b in sizes], dtype=np.float64)
-                        for cost, n, sizes in zip(term, shape, sides)]
-            out = out + np.prod([p[g] for p, g in zip(per_axis, grid)], axis=0)
-        return out
+        return _blocks_sum(terms, shape, sides, grid)
 
     window = total(windows)
     size = np.prod([np.asarray(sizes, dtype=np.float64)[g] for sizes, g in zip(sides, grid)], axis=0)
@@ -158,6 +152,16 @@ def _cheapest_shape(shape, sides, voxels, windows, costs) -> tuple[int, int, int
     return tuple(int(sizes[i]) for sizes, i in zip(sides, best))
 
 
+def _blocks_sum(terms, shape, sides, grid) -> np.ndarray:
+    """The sum of ``terms`` over the blocks of each candidate shape (``sides`` per axis, indexed by ``grid``)."""
+    out = 0.0
+    for term in terms:  # the blocks form a grid, so a term's sum is the product of its per-axis sums
+        per_axis = [np.array([_axis_sum(cost, n, b) for b in sizes], dtype=np.float64)
+                    for cost, n, sizes in zip(term, shape, sides)]
+        out = out + np.prod([p[g] for p, g in zip(per_axis, grid)], axis=0)
+    return out
+
+
 def _sides_near(side: int, n: int, chunk: int) -> list[int]:
     """Block sides within a factor 0.6 to 1.6 of ``side`` along an axis of ``n``, in whole chunks, longest first."""
     chunk = max(1, min(int(chunk), n))
@@ -165,10 +169,24 @@ def _sides_near(side: int, n: int, chunk: int) -> list[int]:
     return sorted({min(n, k * chunk) for k in range(low, high + 1)} | {side}, reverse=True)
 
 
-def window_overhead(shape: tuple[int, int, int], block_shape: tuple[int, int, int], halo: tuple[int, int, int]) -> float:
-    """Voxels the blocks of ``block_shape`` compute with their ``halo``, per voxel of the volume (1: no overhead)."""
-    computed = np.prod([_window_sum(int(s), int(b), int(h)) for s, b, h in zip(shape, block_shape, halo)], dtype=float)
-    return float(computed / np.prod(shape, dtype=float))
+def block_overhead(
+    shape: tuple[int, int, int],
+    block_shape: tuple[int, int, int],
+    halo: tuple[int, int, int],
+    costs: Sequence[tuple[SpanCost, SpanCost, SpanCost]] | None = None,
+) -> float:
+    """What the blocks of ``block_shape`` compute, per what one block of the whole volume would (1: no overhead).
+
+    Priced as in :func:`halo_block_shape`: the voxels of the blocks' windows
+    (the region grown by ``halo``), or ``costs`` (the fields of view an
+    encoder encodes) when given.
+    """
+    terms = costs if costs is not None else [tuple(_window_cost(n, h) for n, h in zip(shape, halo))]
+    one = np.zeros((1, 1, 1), dtype=int)
+    grid = (one, one, one)
+    given = _blocks_sum(terms, shape, [[int(b)] for b in block_shape], grid)
+    whole = _blocks_sum(terms, shape, [[int(n)] for n in shape], grid)
+    return float(given.item() / max(whole.item(), 1e-12))
 
 
 def _candidate_sides(n: int, chunk: int) -> list[int]:
@@ -190,11 +208,6 @@ def _window_cost(n: int, halo: int) -> SpanCost:
 def _axis_sum(cost: SpanCost, n: int, side: int) -> float:
     """``cost`` summed over the blocks of ``side`` that cut an axis of ``n``."""
     return sum(cost(start, min(n, start + side)) for start in range(0, n, side))
-
-
-def _window_sum(n: int, side: int, halo: int) -> int:
-    """Voxels computed along an axis of ``n`` cut into blocks of ``side``, each grown by ``halo`` within the axis."""
-    return _axis_sum(_window_cost(n, halo), n, side)
 
 
 def make_blocks(

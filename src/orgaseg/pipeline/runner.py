@@ -37,7 +37,7 @@ import numpy as np
 from orgaseg.cluster.base import Clusterer, ClustererSpec
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.features.base import FeatureExtractor
-from orgaseg.pipeline.blocks import Block, Region, SpanCost, halo_block_shape, make_blocks, window_overhead
+from orgaseg.pipeline.blocks import Block, Region, SpanCost, block_overhead, halo_block_shape, make_blocks
 from orgaseg.pipeline.executors import Executor, SerialExecutor
 from orgaseg.pipeline.resume import RunState
 from orgaseg.pipeline.tasks import (
@@ -145,11 +145,15 @@ def resolve_block_shape(job: BlockJob, block_shape: tuple[int, int, int] | None 
     if len(block_shape) != 3 or min(block_shape) < 1:
         raise OrgasegError(f"block shape must be three positive sizes (z, y, x), got {tuple(block_shape)}")
     block_shape = tuple(min(int(b), s) for b, s in zip(block_shape, volume.shape))
-    given, best = window_overhead(volume.shape, block_shape, halo), window_overhead(volume.shape, default, halo)
+    given, best = (block_overhead(volume.shape, shape, halo, costs) for shape in (block_shape, default))
     if given > max(2.0, 4 * best):
+        if costs is None:
+            what = (f"read {' x '.join(map(str, halo))} voxels of context each side: the blocks compute about "
+                    f"{given:.0f} times the volume's voxels")
+        else:  # an encoder pays for the fields of view its blocks' borders share, not for the halo
+            what = f"encode about {given:.0f} times the fields of view that one pass over the volume would"
         warnings.warn(OrgasegWarning(
-            f"blocks of {' x '.join(map(str, block_shape))} read {' x '.join(map(str, halo))} voxels of context each "
-            f"side: the blocks compute about {given:.0f} times the volume's voxels ({best:.1f} with the default blocks of "
+            f"blocks of {' x '.join(map(str, block_shape))} {what} ({best:.1f} with the default blocks of "
             f"{' x '.join(map(str, default))}); a larger {arg('block_shape')}, or none, is faster"), stacklevel=2)
     return block_shape
 
