@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import scipy.sparse
 import torch
 
 import orgaseg
@@ -71,28 +72,64 @@ def _random_graph(n=40, d=6, seed=0, touching=True):
 
 
 def test_affinity_and_laplacian_properties():
-    x, a = _random_graph()
+    x, sparse = _random_graph()
+    a = sparse.toarray()
     assert np.allclose(a, a.T) and np.all(a >= 0) and np.all(np.diag(a) == 0)
     rbf = np.exp(-((x[:, None] - x[None]) ** 2).mean(axis=2) / DEFAULT_KAPPA)
     np.fill_diagonal(rbf, 0)
     kept = (a > 0) & ~np.eye(len(a), dtype=bool)
     assert np.all(rbf[kept & (rbf < rbf.max() / 4)] <= a[kept & (rbf < rbf.max() / 4)] + 1e-6)  # only adjacency edges
-    lap = laplacian(a).astype(np.float64)
+    lap = laplacian(sparse).toarray().astype(np.float64)
     assert np.allclose(lap, lap.T, atol=1e-6)
     eigenvalues = np.linalg.eigvalsh(lap)
     assert eigenvalues.min() > -1e-5 and eigenvalues.max() < 2 + 1e-5  # PSD, spectrum in [0, 2]
     degree = a.sum(axis=1)
     assert np.allclose(lap @ np.sqrt(degree), 0, atol=1e-4)  # D^1/2 1 is in the null space
-    a_hat = normalized_adjacency(a).astype(np.float64)
+    a_hat = normalized_adjacency(sparse).toarray().astype(np.float64)
     looped = degree + 1
     assert np.allclose((a_hat * np.sqrt(looped)[None, :]).sum(axis=1), np.sqrt(looped), atol=1e-4)
-    t_hat, t_lap = graph_operators(torch.from_numpy(a))
-    assert np.allclose(t_hat.numpy(), a_hat, atol=1e-5) and np.allclose(t_lap.numpy(), lap, atol=1e-5)
+    t_hat, t_lap = graph_operators(sparse)
+    assert np.allclose(t_hat.to_dense().numpy(), a_hat, atol=1e-5)
+    assert np.allclose(t_lap.to_dense().numpy(), lap, atol=1e-5)
 
+
+
+def test_the_affinity_is_computed_in_bands_and_equals_the_dense_formula(monkeypatch):
+    from orgaseg.cluster import graph
+
+    n, d = 300, 6
+    x = np.random.default_rng(4).normal(size=(n, d)).astype(np.float32)
+    x[150:160] = x[:10] + 0.01  # the strongest edges lie in a later band than their first node's
+    pairs = np.stack([np.arange(n - 1), np.arange(1, n)], axis=1)
+    xd = x.astype(np.float64)
+    rbf = np.exp(-((xd[:, None] - xd[None]) ** 2).mean(axis=2) / DEFAULT_KAPPA)
+    np.fill_diagonal(rbf, 0.0)
+    expected = np.maximum(rbf - rbf.max() / 4, 0.0)
+    i, j = pairs.T
+    expected[i, j] = expected[j, i] = np.maximum(expected[i, j], rbf[i, j])
+    bands = []
+    distances = graph.pairwise_sq_distances
+    monkeypatch.setattr(graph, "pairwise_sq_distances", lambda x, rows: bands.append(rows) or distances(x, rows))
+    monkeypatch.setattr(graph, "AFFINITY_CHUNK_PAIRS", 40 * n)
+    a = affinity(x, touching=pairs)
+    assert len(bands) == 8 and all(band.stop - band.start <= 40 for band in bands)  # never n x n at once
+    assert isinstance(a, scipy.sparse.csr_matrix) and a.dtype == np.float32
+    np.testing.assert_allclose(a.toarray(), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_the_smoothness_loss_equals_its_dense_form():
+    from orgaseg.cluster.spectral_nets import smoothness_loss, sparse_tensor
+
+    _, a = _random_graph(n=50, d=4)
+    p = torch.softmax(torch.from_numpy(np.random.default_rng(2).normal(size=(50, 5)).astype(np.float32)), dim=1)
+    unit = torch.nn.functional.normalize(p, dim=1)
+    dense = ((torch.from_numpy(a.toarray()) - 0.1) * (1.0 - unit @ unit.T)).mean() \
+        + 0.5 * torch.abs(p.abs().sum(dim=1).mean() - 1.0)
+    assert torch.allclose(smoothness_loss(p, sparse_tensor(a), 0.1, 0.5), dense, rtol=1e-5)
 
 def test_adjacency_edges_link_touching_superpixels_only():
-    x, without = _random_graph(touching=False)
-    _, with_edges = _random_graph(touching=True)
+    without = _random_graph(touching=False)[1].toarray()
+    with_edges = _random_graph(touching=True)[1].toarray()
     added = (with_edges > without + 1e-7)
     i, j = np.nonzero(added)
     assert len(i) > 0 and np.all(np.abs(i - j) == 1)
@@ -115,8 +152,8 @@ def test_the_neural_embedding_approaches_the_low_eigenvectors_of_the_laplacian(h
     config = SpectralConfig(steps=600, warmup=600, hops=hops)
     trained = train_spectral([Graph(x, a)], k=3, config=config, seed=0)
     with torch.no_grad():
-        z = embed(trained.nets, torch.from_numpy(x), graph_operators(torch.from_numpy(a))[0], hops).numpy()
-    vectors = np.linalg.eigh(laplacian(a).astype(np.float64))[1][:, :12]
+        z = embed(trained.nets, torch.from_numpy(x), graph_operators(a)[0], hops).numpy()
+    vectors = np.linalg.eigh(laplacian(a).toarray().astype(np.float64))[1][:, :12]
     assert _subspace_angle(rng.normal(size=z.shape), vectors) > 60
     assert _subspace_angle(z, vectors) < 5
     assert trained.losses[-1] < 0.01 * trained.losses[0]
@@ -223,13 +260,13 @@ def test_hops_sets_how_many_graph_convolutions_the_embedding_applies():
 
     x, a = _random_graph(n=30, d=5)
     nets = build_networks(5, 3, spatial=False)
-    x, a_hat = torch.from_numpy(x), graph_operators(torch.from_numpy(a))[0]
+    x, a_hat = torch.from_numpy(x), graph_operators(a)[0]
     with torch.no_grad():
         w = nets["embed"][0].weight.T @ nets["embed"][1].weight.T @ nets["embed"][2].weight.T  # linear: one map
         for hops in range(4):
-            expected = torch.linalg.matrix_power(a_hat, hops) @ x @ w
+            expected = torch.linalg.matrix_power(a_hat.to_dense(), hops) @ x @ w
             assert torch.allclose(embed(nets, x, a_hat, hops), expected, atol=1e-5)
-        other = graph_operators(torch.from_numpy(_random_graph(n=30, d=5, seed=1)[1]))[0]
+        other = graph_operators(_random_graph(n=30, d=5, seed=1)[1])[0]
         assert torch.allclose(embed(nets, x, other, 0), embed(nets, x, a_hat, 0))  # 0 hops: the edges do not matter
         assert not torch.allclose(embed(nets, x, other, 1), embed(nets, x, a_hat, 1))
 
@@ -254,8 +291,8 @@ def test_the_default_kappa_links_a_node_to_its_similar_nodes_not_to_every_node()
     # distance keeps them linked (e^-1 > 1/alpha), the default drops them (e^-4 < 1/alpha)
     x = np.random.default_rng(0).normal(size=(200, 24)).astype(np.float32)
     x = np.concatenate([x, x[:20] + 0.05])  # twenty near-duplicates: strong edges that set max(A)
-    linked_default = np.median((affinity(x) > 0).sum(axis=1))
-    linked_papers = np.median((affinity(x, kappa=2.0) > 0).sum(axis=1))
+    linked_default = np.median((affinity(x).toarray() > 0).sum(axis=1))
+    linked_papers = np.median((affinity(x, kappa=2.0).toarray() > 0).sum(axis=1))
     assert linked_papers > 0.9 * len(x)
     assert linked_default < 0.1 * len(x)
 

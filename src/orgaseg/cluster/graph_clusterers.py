@@ -217,6 +217,7 @@ def _assign_superpixel_kmeans(model: GraphClusterer, graph: Graph) -> np.ndarray
 
 def spectral_partition(graph: Graph, k: int, seed: int) -> np.ndarray:
     """Classical spectral clustering of one graph (normalised Laplacian, ARPACK, rows normalised, k-means)."""
+    import scipy.sparse
     from scipy.linalg import eigh
     from scipy.sparse.linalg import ArpackNoConvergence, eigsh
     from sklearn.cluster import KMeans
@@ -225,7 +226,7 @@ def spectral_partition(graph: Graph, k: int, seed: int) -> np.ndarray:
     lap = laplacian(graph.a).astype(np.float64)
     vectors = None
     if graph.n > k + 1:  # the smallest eigenvalues of L are the largest of 2I - L (eigenvalues of L lie in [0, 2])
-        shifted = 2.0 * np.eye(graph.n) - lap
+        shifted = 2.0 * scipy.sparse.identity(graph.n, format="csr") - lap
         v0 = np.random.default_rng(seed).standard_normal(graph.n)
         try:
             vectors = eigsh(shifted, k=k, which="LA", v0=v0)[1]
@@ -234,7 +235,7 @@ def spectral_partition(graph: Graph, k: int, seed: int) -> np.ndarray:
             # multiple eigenvalue 0 that ARPACK may not resolve; the dense solver below always does
             pass
     if vectors is None:
-        vectors = eigh(lap, subset_by_index=[0, k - 1])[1]
+        vectors = eigh(lap.toarray(), subset_by_index=[0, k - 1])[1]
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     return KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(vectors)
 

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from orgaseg.cluster.graph import Graph
+from orgaseg.cluster.graph import Graph, laplacian, normalized_adjacency
 from orgaseg.threads import one_thread
 
 #: Widths of the three graph convolutions (the last is ``u``).
@@ -102,16 +102,19 @@ def build_networks(n_in: int, k: int, spatial: bool):
     return nn.ModuleDict(modules)
 
 
-def graph_operators(a):
-    """``(Â, L)`` of an affinity tensor (see :mod:`orgaseg.cluster.graph`; recomputed per step to save memory)."""
+def sparse_tensor(a):
+    """A scipy sparse matrix as a coalesced torch COO tensor of float32."""
     torch = _torch()
-    eye = torch.eye(len(a), dtype=a.dtype)
-    looped = a + eye
-    inv = looped.sum(dim=1).rsqrt()
-    a_hat = looped * inv[:, None] * inv[None, :]
-    degree = a.sum(dim=1)
-    inv = torch.where(degree > 0, degree.clamp_min(1e-30).rsqrt(), torch.zeros_like(degree))
-    return a_hat, eye - a * inv[:, None] * inv[None, :]
+    coo = a.tocoo()
+    indices = torch.from_numpy(np.stack([coo.row, coo.col]).astype(np.int64))
+    values = torch.from_numpy(coo.data.astype(np.float32))
+    # built from a valid scipy matrix: the invariant checks would only cost time
+    return torch.sparse_coo_tensor(indices, values, coo.shape, check_invariants=False).coalesce()
+
+
+def graph_operators(a):
+    """``(Â, L)`` of a sparse affinity (a scipy sparse matrix), as sparse tensors (see :mod:`orgaseg.cluster.graph`)."""
+    return sparse_tensor(normalized_adjacency(a)), sparse_tensor(laplacian(a))
 
 
 def embed(nets, x, a_hat, hops: int):
@@ -121,7 +124,7 @@ def embed(nets, x, a_hat, hops: int):
     for i, layer in enumerate(layers):
         z = layer(z)
         if i >= len(layers) - hops:
-            z = a_hat @ z
+            z = _torch().sparse.mm(a_hat, z)
     return z
 
 
@@ -149,17 +152,27 @@ def spectral_loss(z, lap, mu: float, trace_weight: float):
     n, u = z.shape
     gram = z.T @ z / n
     orth = ((gram - torch.eye(u, dtype=z.dtype)) ** 2).sum()
-    m = z.T @ lap @ z / n
+    m = z.T @ _torch().sparse.mm(lap, z) / n
     off = ((m - torch.diag(torch.diagonal(m))) ** 2).sum()
     return orth + mu * off + trace_weight * torch.trace(m)
 
 
 def smoothness_loss(p, a, eta: float, nu: float):
-    """``L_smo``: affine nodes get similar assignments; a balance term on the assignments' mass."""
+    """``L_smo``: affine nodes get similar assignments; a balance term on the assignments' mass.
+
+    The mean over all node pairs of ``(a_ij - eta) (1 - cos_ij)``, summed
+    over the edges of the sparse ``a`` plus the closed form of
+    ``sum_ij cos_ij = |sum_i u_i|^2`` (``u`` the unit rows of ``p``), so no
+    ``n x n`` matrix is formed.
+    """
     torch = _torch()
+    n = p.shape[0]
     unit = torch.nn.functional.normalize(p, dim=1)
-    cos = unit @ unit.T
-    return ((a - eta) * (1.0 - cos)).mean() + nu * torch.abs(p.abs().sum(dim=1).mean() - 1.0)
+    rows, cols = a.indices()
+    values = a.values()
+    on_edges = (values * (1.0 - (unit[rows] * unit[cols]).sum(dim=1))).sum()
+    everywhere = n * n - unit.sum(dim=0).pow(2).sum()
+    return (on_edges - eta * everywhere) / (n * n) + nu * torch.abs(p.abs().sum(dim=1).mean() - 1.0)
 
 
 def kl(target, q):
@@ -261,28 +274,29 @@ def _train_spectral(graphs: list[Graph], k: int, config: SpectralConfig, seed: i
     torch = _torch()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    tensors = [(torch.from_numpy(g.x), torch.from_numpy(g.a)) for g in graphs]
+    features = [torch.from_numpy(g.x) for g in graphs]
     nets = build_networks(graphs[0].x.shape[1], k, config.spatial)
     optimizer = torch.optim.Adam(nets.parameters(), lr=config.lr)
     order = rng.integers(0, len(graphs), size=config.steps)
     anchor = int(np.argmax([g.n for g in graphs]))
     with torch.no_grad():  # start with Z^T Z / n near I: at Z = 0 the orthonormality term has no gradient
-        x, a = tensors[anchor]
-        z = embed(nets, x, graph_operators(a)[0], config.hops)
+        z = embed(nets, features[anchor], graph_operators(graphs[anchor].a)[0], config.hops)
         nets["embed"][-1].weight /= z.pow(2).mean().sqrt().clamp_min(1e-12)
     targets: IncrementalCentroids | None = None
     result = TrainedSpectral(nets)
     for step in range(config.steps):
         if step == config.warmup_steps:
-            targets, spatial = _initial_centroids(nets, tensors[anchor], graphs, k, config, seed, linear_sum_assignment)
+            targets, spatial = _initial_centroids(nets, anchor, graphs, k, config, seed, linear_sum_assignment)
             if spatial is not None:
                 with torch.no_grad():
                     nets["centroids"][0].copy_(torch.from_numpy(spatial))
         if config.spatial and step == int(config.low_lr_from * config.steps):
             for group in optimizer.param_groups:
                 group["lr"] = config.low_lr
-        x, a = tensors[order[step]]
-        a_hat, lap = graph_operators(a)
+        # a step's sparse operators are built from the graph's affinity (scipy, 8 bytes per edge) and
+        # dropped after it: the pool holds only the affinities
+        graph = graphs[order[step]]
+        x, a, (a_hat, lap) = features[order[step]], sparse_tensor(graph.a), graph_operators(graph.a)
         z = embed(nets, x, a_hat, config.hops)
         loss = spectral_loss(z, lap, config.mu, config.trace_weight)
         if targets is not None:
@@ -305,9 +319,9 @@ def _train_spectral(graphs: list[Graph], k: int, config: SpectralConfig, seed: i
 def _initial_centroids(nets, anchor, graphs: list[Graph], k: int, config: SpectralConfig, seed: int, assign):
     """k-means of the anchor graph's embedding; for CS²C also of the nodes' features, numbered alike."""
     torch = _torch()
-    x, a = anchor
+    x = torch.from_numpy(graphs[anchor].x)
     with torch.no_grad():
-        z = embed(nets, x, graph_operators(a)[0], config.hops).numpy()
+        z = embed(nets, x, graph_operators(graphs[anchor].a)[0], config.hops).numpy()
     centroids, labels = _kmeans(z, k, seed)
     if len(centroids) < k:  # fewer nodes than clusters on the anchor: spare centroids far away never win
         centroids = np.concatenate([centroids, np.full((k - len(centroids), z.shape[1]), 1e6, np.float32)])
@@ -337,7 +351,7 @@ def predict_graph(nets, graph: Graph, *, hops: int, spatial: bool = False, tau: 
         if spatial:
             q = student_t(x, nets["centroids"][0], tau)
             return q.argmax(dim=1).numpy()
-        z = embed(nets, x, graph_operators(torch.from_numpy(graph.a))[0], hops)
+        z = embed(nets, x, graph_operators(graph.a)[0], hops)
         return soft_assign(nets, z).argmax(dim=1).numpy()
 
 
