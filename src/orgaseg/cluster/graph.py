@@ -121,18 +121,24 @@ def affinity(x: np.ndarray, *, kappa: float = DEFAULT_KAPPA, alpha: float = DEFA
 
 def normalized_adjacency(a) -> scipy.sparse.csr_matrix:
     """``D^-1/2 (A + I) D^-1/2`` (graph convolution with self loops), sparse."""
-    a = scipy.sparse.csr_matrix(a, dtype=np.float64)
-    looped = a + scipy.sparse.identity(a.shape[0], format="csr")
-    inv = scipy.sparse.diags(1.0 / np.sqrt(np.asarray(looped.sum(axis=1)).ravel()))
-    return (inv @ looped @ inv).astype(np.float32).tocsr()
+    looped = scipy.sparse.csr_matrix(a, dtype=np.float64) + scipy.sparse.identity(a.shape[0], format="csr")
+    return _scaled(looped, 1.0 / np.sqrt(np.asarray(looped.sum(axis=1)).ravel()))
 
 
 def laplacian(a) -> scipy.sparse.csr_matrix:
     """Symmetric normalised Laplacian ``I - D^-1/2 A D^-1/2`` (isolated nodes: a 1 on the diagonal), sparse."""
     a = scipy.sparse.csr_matrix(a, dtype=np.float64)
     degree = np.asarray(a.sum(axis=1)).ravel()
-    inv = scipy.sparse.diags(np.where(degree > 0, 1.0 / np.sqrt(np.where(degree > 0, degree, 1.0)), 0.0))
-    return (scipy.sparse.identity(a.shape[0], format="csr") - inv @ a @ inv).astype(np.float32).tocsr()
+    inv = np.where(degree > 0, 1.0 / np.sqrt(np.where(degree > 0, degree, 1.0)), 0.0)
+    return (scipy.sparse.identity(a.shape[0], format="csr", dtype=np.float32) - _scaled(a, inv)).tocsr()
+
+
+def _scaled(a: scipy.sparse.csr_matrix, inv: np.ndarray) -> scipy.sparse.csr_matrix:
+    """``diag(inv) a diag(inv)`` as float32, entry by entry (no sparse matrix product)."""
+    rows = np.repeat(np.arange(a.shape[0]), np.diff(a.indptr))
+    out = a.astype(np.float64, copy=True)
+    out.data *= inv[rows] * inv[out.indices]
+    return out.astype(np.float32)
 
 
 @dataclass

@@ -40,6 +40,8 @@ are initialised in a spectral space that already means something.
 
 from __future__ import annotations
 
+import functools
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -103,18 +105,47 @@ def build_networks(n_in: int, k: int, spatial: bool):
 
 
 def sparse_tensor(a):
-    """A scipy sparse matrix as a coalesced torch COO tensor of float32."""
+    """A scipy sparse matrix as a torch CSR tensor of float32."""
     torch = _torch()
-    coo = a.tocoo()
-    indices = torch.from_numpy(np.stack([coo.row, coo.col]).astype(np.int64))
-    values = torch.from_numpy(coo.data.astype(np.float32))
-    # built from a valid scipy matrix: the invariant checks would only cost time
-    return torch.sparse_coo_tensor(indices, values, coo.shape, check_invariants=False).coalesce()
+    a = a.tocsr()
+    a.sort_indices()
+    with warnings.catch_warnings():  # torch calls its CSR support beta; the product used here is long-standing
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+        # built from a valid scipy matrix: the invariant checks would only cost time
+        return torch.sparse_csr_tensor(torch.from_numpy(a.indptr.astype(np.int64)),
+                                       torch.from_numpy(a.indices.astype(np.int64)),
+                                       torch.from_numpy(a.data.astype(np.float32)), a.shape, check_invariants=False)
 
 
 def graph_operators(a):
     """``(Â, L)`` of a sparse affinity (a scipy sparse matrix), as sparse tensors (see :mod:`orgaseg.cluster.graph`)."""
     return sparse_tensor(normalized_adjacency(a)), sparse_tensor(laplacian(a))
+
+
+def symmetric_product(a, z):
+    """``a @ z`` for a symmetric sparse ``a``, differentiable in ``z``.
+
+    The gradient is ``a @ grad`` too (``a`` is its own transpose), which
+    spares autograd the transposed copy of ``a`` it would otherwise build.
+    """
+    return _symmetric_product_function().apply(a, z)
+
+
+@functools.cache
+def _symmetric_product_function():
+    torch = _torch()
+
+    class SymmetricProduct(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, a, z):
+            ctx.a = a
+            return a @ z
+
+        @staticmethod
+        def backward(ctx, grad):
+            return None, ctx.a @ grad
+
+    return SymmetricProduct
 
 
 def embed(nets, x, a_hat, hops: int):
@@ -124,7 +155,7 @@ def embed(nets, x, a_hat, hops: int):
     for i, layer in enumerate(layers):
         z = layer(z)
         if i >= len(layers) - hops:
-            z = _torch().sparse.mm(a_hat, z)
+            z = symmetric_product(a_hat, z)
     return z
 
 
@@ -152,7 +183,7 @@ def spectral_loss(z, lap, mu: float, trace_weight: float):
     n, u = z.shape
     gram = z.T @ z / n
     orth = ((gram - torch.eye(u, dtype=z.dtype)) ** 2).sum()
-    m = z.T @ _torch().sparse.mm(lap, z) / n
+    m = z.T @ symmetric_product(lap, z) / n
     off = ((m - torch.diag(torch.diagonal(m))) ** 2).sum()
     return orth + mu * off + trace_weight * torch.trace(m)
 
@@ -160,17 +191,15 @@ def spectral_loss(z, lap, mu: float, trace_weight: float):
 def smoothness_loss(p, a, eta: float, nu: float):
     """``L_smo``: affine nodes get similar assignments; a balance term on the assignments' mass.
 
-    The mean over all node pairs of ``(a_ij - eta) (1 - cos_ij)``, summed
-    over the edges of the sparse ``a`` plus the closed form of
-    ``sum_ij cos_ij = |sum_i u_i|^2`` (``u`` the unit rows of ``p``), so no
-    ``n x n`` matrix is formed.
+    The mean over all node pairs of ``(a_ij - eta) (1 - cos_ij)``, from
+    closed forms that form no ``n x n`` matrix (``U`` the unit rows of
+    ``p``, ``a`` sparse): ``sum_ij a_ij cos_ij = sum(U * (a U))`` and
+    ``sum_ij cos_ij = |sum_i U_i|^2``.
     """
     torch = _torch()
     n = p.shape[0]
     unit = torch.nn.functional.normalize(p, dim=1)
-    rows, cols = a.indices()
-    values = a.values()
-    on_edges = (values * (1.0 - (unit[rows] * unit[cols]).sum(dim=1))).sum()
+    on_edges = a.values().sum() - (unit * symmetric_product(a, unit)).sum()
     everywhere = n * n - unit.sum(dim=0).pow(2).sum()
     return (on_edges - eta * everywhere) / (n * n) + nu * torch.abs(p.abs().sum(dim=1).mean() - 1.0)
 
