@@ -106,6 +106,19 @@ def test_reader_opens_a_segmentation_with_its_colours_scale_and_provenance(segme
     assert names_of(layer) == {i: f"cluster {i}" for i in range(4)}
 
 
+
+def test_reader_opens_a_pyramid_as_a_multiscale_layer(tmp_path, make_napari_viewer):
+    from orgaseg.io.writers import write_labels
+
+    labels = np.random.default_rng(0).integers(0, 3, (2, 600, 600)).astype(np.uint8)
+    path = write_labels(tmp_path / "seg.ome.zarr", labels, voxel_size=(10, 5, 5), provenance={"command": "segment", "k": 3})
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(path), plugin="orgaseg")
+    assert layer.multiscale and [level.shape for level in layer.data] == [
+        orgaseg.open_volume(path, level=i).shape for i in range(len(layer.data))]
+    assert len(layer.data) >= 3 and tuple(layer.scale) == (10, 5, 5)
+    np.testing.assert_array_equal(np.asarray(layer.data[0]), labels)
+
 def test_reader_leaves_other_files_alone(tmp_path):
     import tifffile
 

@@ -4,7 +4,8 @@ A path is claimed when it is an orgaseg label output, i.e. its provenance record
 beside it (``<path>.provenance.json``) or, for OME-Zarr, in the root's ``orgaseg``
 attribute, and does not come from a command that writes images (``crop``). Other files
 are left to other readers. The labels are read lazily (a dask array over
-:func:`orgaseg.open_volume`), so a volume larger than memory opens at once; names come
+:func:`orgaseg.open_volume`), with the coarser levels of an OME-Zarr pyramid as a multiscale
+layer, so a volume larger than memory opens at once and shows quickly zoomed out; names come
 from the OME-Zarr ``image-label`` properties or the provenance
 (:func:`orgaseg.organelles.read_label_names`), colours from the ``image-label`` colours.
 """
@@ -72,12 +73,26 @@ def read_orgaseg(path) -> list[tuple]:
     record = provenance(path) or {}
     names = read_label_names(volume)
     kind = kind_of(record, names)
-    chunks = volume.chunks or tuple(min(s, c) for s, c in zip(volume.shape, (16, 512, 512)))
-    data = da.from_array(volume, chunks=chunks, asarray=True, fancy=False)
+    data = [da.from_array(level, chunks=level.chunks or tuple(min(s, c) for s, c in zip(level.shape, (16, 512, 512))),
+                          asarray=True, fancy=False) for level in _levels(path, volume)]
     n_labels = len(names) if names else None
-    return [labels_layer(data, kind=kind, voxel_size=volume.voxel_size, origin=volume.origin,
+    return [labels_layer(data if len(data) > 1 else data[0], kind=kind, voxel_size=volume.voxel_size, origin=volume.origin,
                          name=_layer_name(path, kind), names=names,
                          colors=_stored_colors(path, volume), record=record, path=str(path), n_labels=n_labels)]
+
+
+def _levels(path: Path, volume) -> list:
+    """The volume and the coarser levels of its OME-Zarr pyramid (napari shows the level that suits the zoom)."""
+    from orgaseg.errors import OrgasegError
+
+    levels = [volume]
+    while volume.attrs.get("format") == "ome-zarr":
+        try:
+            levels.append(open_volume(path, key=volume.key.rsplit("/", 1)[0] if volume.key else None,
+                                      level=len(levels)))
+        except OrgasegError:  # no further level
+            break
+    return levels
 
 
 def _layer_name(path: Path, kind: str) -> str:
