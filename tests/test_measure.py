@@ -216,3 +216,21 @@ def test_cli_measure(tmp_path, capsys):
     assert "gone.tif: no such file or directory" in capsys.readouterr().err
     assert main(args[:3] + [str(tmp_path / "gone-raw.tif")] + args[4:]) == 2
     assert "gone-raw.tif: no such file or directory" in capsys.readouterr().err
+
+
+def test_raw_and_mask_are_read_on_the_instances_grid_whatever_their_tiff_metadata_says(tmp_path):
+    import tifffile
+
+    voxel_size = (8.0, 4.0, 4.0)
+    labels = draw((16, 40, 40), voxel_size, ELLIPSOIDS[:1])
+    half = np.zeros(labels.shape, np.uint8)
+    half[:8] = 1
+    # ImageJ's way of storing a 3D array without axes: the reader takes its first axis for channels
+    tifffile.imwrite(tmp_path / "mask.tif", half, imagej=True)
+    tifffile.imwrite(tmp_path / "raw.tif", (labels * 100).astype(np.uint8), imagej=True)
+    result = measure_instances(labels, voxel_size=voxel_size, raw=tmp_path / "raw.tif", mask=tmp_path / "mask.tif")
+    assert result.table["mean_intensity"][0] == pytest.approx(100.0)
+    assert result.summary["volume_fraction"][0] == pytest.approx(np.count_nonzero(labels[:8]) / half.sum())
+    tifffile.imwrite(tmp_path / "stack4d.tif", np.zeros((2, 16, 40, 40), np.uint8))
+    with pytest.raises(OrgasegError, match=r"the mask volume must be a 3D volume of the instances' shape"):
+        measure_instances(labels, voxel_size=voxel_size, mask=tmp_path / "stack4d.tif")

@@ -414,11 +414,20 @@ def _warn_if_class_labels(volume: Volume) -> None:
 
 def _open(data, what: str, *, key=None, voxel_size=None, shape=None) -> tuple[Volume, VolumeSource]:
     if isinstance(data, (str, Path)):
+        # raw and mask lie on the instances' grid: three axes whatever a TIFF's metadata calls them (an ImageJ
+        # TIFF of a 3D array says channels), and their voxel size plays no part
+        axes = "zyx" if shape is not None else None
         with warnings.catch_warnings():
-            if shape is not None:  # raw and mask: their voxel size plays no part
+            if shape is not None:
                 warnings.simplefilter("ignore")
-            volume = open_volume(data, key=key, voxel_size=voxel_size)
-        source = VolumeSource.from_arguments(data, volume, key=key)
+            try:
+                volume = open_volume(data, key=key, voxel_size=voxel_size, axes=axes)
+            except OrgasegError as err:
+                if shape is None:
+                    raise
+                raise OrgasegError(f"the {what} volume must be a 3D volume of the instances' shape {shape} "
+                                   f"(z, y, x), and this one cannot be read as such: {err}") from None
+        source = VolumeSource.from_arguments(data, volume, key=key, axes=axes)
     else:
         voxel_size = None if voxel_size is None else check_voxel_size(voxel_size)
         volume = as_volume(data, voxel_size=voxel_size or (1.0, 1.0, 1.0))
