@@ -5,9 +5,10 @@ pixels by default), so the node count grows with the square of the working pixel
 per vnc section at 16 nm, 2,200 at 9.2 nm, 9,400 at the native 4.6 nm. This script trains ``sccs`` on
 vnc's ``stack2`` (the training stack) at each ``--pixel-size`` with the package at the working tree and
 at ``--compare`` (a git worktree under ``--work``), each run in its own process under ``/usr/bin/time -v``
-(wall time, peak resident memory), with the same seed, so both draw the same region graphs; it records
-the seconds spent drawing the graphs and training, the nodes per graph, and how far apart the two
-commits' training losses are (the same graphs and the same seed: equal up to floating point).
+(wall time, peak resident memory), with the same seed, so both draw the same regions; it records the
+seconds spent drawing the regions (features and superpixels), then building the graphs (affinities)
+and training, the nodes per graph, and how far apart the two commits' training losses are (the same
+graphs and the same seed: equal up to floating point).
 
 Usage::
 
@@ -64,19 +65,19 @@ def timed_train(source: Path, output: Path, pixel_size: str, graphs: int, steps:
 def to_markdown(record: dict) -> str:
     lines = [(f"`orgaseg train --method {record['method']} --preset tiny --steps {record['steps']} --graphs "
               f"{record['graphs']}` on vnc stack2 (voxel size {' x '.join(VOXEL_SIZE)} nm), one run each."), "",
-             ("| pixel size | code | commit | nodes per graph | wall (s) | drawing graphs (s) | training (s) "
-              "| s per step | peak RSS (MiB) |"),
-             "|---|---|---|---|---|---|---|---|---|"]
+             ("| pixel size | code | commit | nodes per graph | wall (s) | drawing the regions (s) "
+              "| graphs and training (s) | peak RSS (MiB) |"),
+             "|---|---|---|---|---|---|---|---|"]
     for pixel_size, runs in record["runs"].items():
         for code, run in runs.items():
             lines.append(f"| {pixel_size} | {code} | {record['commits'][code][:7]} | {run['nodes_per_graph']:,} | "
                          f"{run['wall_s']:.1f} | {run['sampling_s']:.1f} | {run['training_s']:.1f} | "
-                         f"{run['training_s'] / record['steps']:.2f} | {run['peak_rss_mib']:.0f} |")
+                         f"{run['peak_rss_mib']:.0f} |")
     lines.append("")
     for pixel_size, runs in record["runs"].items():
         if {"before", "after"} <= runs.keys():
             before, after = runs["before"], runs["after"]
-            lines.append(f"- {pixel_size}: after / before: wall {after['wall_s'] / before['wall_s']:.2f}, training "
+            lines.append(f"- {pixel_size}: after / before: wall {after['wall_s'] / before['wall_s']:.2f}, graphs and training "
                          f"{after['training_s'] / max(before['training_s'], 1e-9):.2f}, peak memory "
                          f"{after['peak_rss_mib'] / before['peak_rss_mib']:.2f}; largest relative difference of the "
                          f"training losses {record['loss_difference'][pixel_size]:.1e}.")
