@@ -233,6 +233,18 @@ def test_majority_filter_is_exact_blockwise_and_matches_brute_force():
     assert result.labels.max() < label(noisy, background=0, connectivity=1).max() / 2  # the specks are gone
 
 
+
+def test_a_majority_box_wider_than_the_volume_counts_it_whole_and_is_warned_about():
+    classes = smooth_classes(seed=6)[:6, :8, :9]
+    # any half-width of at least the array's side counts the whole axis, without allocating it
+    np.testing.assert_array_equal(majority_filter(classes, (10**9, 10**9, 10**9)), majority_filter(classes, (6, 8, 9)))
+    values, counts = np.unique(classes, return_counts=True)
+    assert np.sort(counts)[-1] > np.sort(counts)[-2]  # one class is the most frequent: every voxel takes it
+    assert np.all(majority_filter(classes, (6, 8, 9)) == values[counts.argmax()])
+    with pytest.warns(OrgasegWarning, match="the majority box .* is wider than the volume in y and x"):
+        result = make_instances(classes, majority_nm=1e9, voxel_size=(8.0, 4.0, 4.0))
+    assert result.labels.max() <= 1
+
 def test_written_volume_has_pyramid_classes_and_provenance(tmp_path):
     labels, _ = balls(shape=(8, 300, 260), n=(5, 5), seed=2)
     named = write_labels(tmp_path / "named.ome.zarr", labels, voxel_size=(40, 5, 5), provenance={}, label_names=NAMES)

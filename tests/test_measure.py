@@ -216,6 +216,11 @@ def test_cli_measure(tmp_path, capsys):
     assert "gone.tif: no such file or directory" in capsys.readouterr().err
     assert main(args[:3] + [str(tmp_path / "gone-raw.tif")] + args[4:]) == 2
     assert "gone-raw.tif: no such file or directory" in capsys.readouterr().err
+    # one path for both tables: refused before any work, nothing written, with or without --overwrite
+    same = tmp_path / "same.csv"
+    for extra in ([], ["--overwrite"]):
+        assert main(["measure", str(instances), "-o", str(same), "--summary", str(same), "--quiet", *extra]) == 2
+        assert "the summary needs a path of its own" in capsys.readouterr().err and not same.exists()
 
 
 def test_raw_and_mask_are_read_on_the_instances_grid_whatever_their_tiff_metadata_says(tmp_path):

@@ -362,6 +362,8 @@ def cmd_measure(args, progress) -> int:
     for path in (args.instances, args.raw, args.mask):
         if path is not None:
             existing_path(path)  # a missing input is the first thing to say
+    if args.summary is not None and Path(args.summary).resolve() == Path(args.output).resolve():
+        raise OrgasegError(f"{args.summary}: the summary needs a path of its own, not the table's (-o)")
     for path in (args.output, args.summary):
         if path is not None:
             check_table_path(path, overwrite=args.overwrite)  # before the long work

@@ -28,6 +28,7 @@ ARGUMENTS: dict[str, tuple[str, str]] = {
     "feature_memory": ("feature_memory=BYTES", "--feature-memory SIZE"),
     "features": ("features=NAME", "--features NAME"),
     "key": ("key=NAME", "--key NAME"),
+    "majority_nm": ("majority_nm=R", "--majority R"),
     "mapping": ("mapping=PATH", "--mapping PATH"),
     "method": ("method=NAME", "--method NAME"),
     "model": ("model=CHECKPOINT", "--model CHECKPOINT"),

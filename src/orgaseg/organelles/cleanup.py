@@ -114,9 +114,10 @@ def _box_count(mask: np.ndarray, radius: tuple[int, int, int]) -> np.ndarray:
     """Number of true voxels in the box of half-width ``radius`` around each voxel (outside counts 0)."""
     count = mask.astype(np.int32)
     for axis, r in enumerate(radius):
+        n = count.shape[axis]
+        r = min(int(r), n)  # a box wider than the array counts it whole along the axis, as a box of n does
         if r == 0:
             continue
-        n = count.shape[axis]
         pad = [(0, 0)] * 3
         pad[axis] = (r + 1, r)
         cumulative = np.cumsum(np.pad(count, pad), axis=axis)

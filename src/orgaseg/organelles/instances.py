@@ -532,7 +532,13 @@ def make_instances(
     blocks = make_blocks(shape, block_shape)
     executor = executor or SerialExecutor()
     started = time.perf_counter()
-    stage = _Stage(source, selected, cleanup.majority_radius(volume.voxel_size), rank=CONNECTIVITIES[connectivity])
+    radius = cleanup.majority_radius(volume.voxel_size)
+    if radius is not None and all(r >= n for r, n in zip(radius[1:], shape[1:])):
+        warnings.warn(OrgasegWarning(
+            f"the majority box ({cleanup.majority_nm:g} nm each side) is wider than the volume in y and x "
+            f"({' x '.join(f'{n * v:g}' for n, v in zip(shape[1:], volume.voxel_size[1:]))} nm), so each slab of "
+            f"voxels takes its most frequent class; {arg('majority_nm')} is the box's half-width in nm"), stacklevel=2)
+    stage = _Stage(source, selected, radius, rank=CONNECTIVITIES[connectivity])
     min_voxels = cleanup.min_voxels(volume.voxel_size)
     resume_key = None
     if output is not None:  # what the ids depend on: a rerun with the same key resumes
