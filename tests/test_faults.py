@@ -262,6 +262,8 @@ def test_no_command_replaces_its_own_input_even_with_overwrite(tmp_path, capsys)
     (tmp_path / "points.csv").write_text("z,y,x,name\n0,2,2,a\n1,10,10,b\n")
     for args in (["name", str(seg), "--points", str(tmp_path / "points.csv"), "-o", str(seg)],
                  ["name", str(seg), "--points", str(tmp_path / "points.csv"), "--refine", "-o", str(raw)],
+                 # without --refine, name does not read the raw volume, but the segmentation's provenance names it
+                 ["name", str(seg), "--points", str(tmp_path / "points.csv"), "-o", str(raw)],
                  ["instances", str(seg), "-o", str(seg)]):
         assert main([*args, "--overwrite", "--quiet"]) == 2
         _one_error_line(capsys, args[0], "is also an input of this run")
