@@ -239,3 +239,22 @@ def test_raw_and_mask_are_read_on_the_instances_grid_whatever_their_tiff_metadat
     tifffile.imwrite(tmp_path / "stack4d.tif", np.zeros((2, 16, 40, 40), np.uint8))
     with pytest.raises(OrgasegError, match=r"the mask volume must be a 3D volume of the instances' shape"):
         measure_instances(labels, voxel_size=voxel_size, mask=tmp_path / "stack4d.tif")
+
+
+def test_a_raw_volume_or_mask_from_another_place_is_warned_about():
+    from orgaseg.errors import OrgasegWarning
+    from orgaseg.io.volume import Volume
+
+    voxel_size = (8.0, 4.0, 4.0)
+    labels = draw((16, 40, 40), voxel_size, ELLIPSOIDS[:1])
+    instances = Volume(labels, voxel_size=voxel_size, origin=(160.0, 0.0, 0.0))
+    here = Volume(labels * 100, voxel_size=voxel_size, origin=(160.0, 0.0, 0.0))
+    elsewhere = Volume(labels * 100, voxel_size=voxel_size, origin=(480.0, 0.0, 0.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OrgasegWarning)
+        measure_instances(instances, raw=here, mask=here)
+    with pytest.warns(OrgasegWarning, match=r"the instances' first voxel lies at z, y, x = 160, 0, 0 nm, the raw "
+                                            r"volume's at z, y, x = 480, 0, 0 nm: .* intensities are read from voxels"):
+        measure_instances(instances, raw=elsewhere)
+    with pytest.warns(OrgasegWarning, match=r"the mask's at z, y, x = 480, 0, 0 nm: .* volume fractions count voxels"):
+        measure_instances(instances, mask=elsewhere)

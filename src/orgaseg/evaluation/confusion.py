@@ -10,13 +10,12 @@ caller that already holds blocks (the segmentation runner) feeds them to a
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Iterable
 
 import numpy as np
 
-from orgaseg.errors import OrgasegError, OrgasegWarning
-from orgaseg.io.metadata import describe_origin, format_sizes, known_voxel_size
+from orgaseg.errors import OrgasegError
+from orgaseg.io.metadata import warn_if_placed_apart
 from orgaseg.labels import IGNORE_LABEL
 from orgaseg.pipeline.blocks import default_block_shape, make_blocks
 from orgaseg.progress import ProgressCallback, report
@@ -148,31 +147,6 @@ class NothingCounted(OrgasegError):
     """No voxel was left to count: an empty mask, or a reference of ignored values only."""
 
 
-def _warn_if_placed_apart(pred: Any, reference: Any) -> None:
-    """Warn when both volumes say where they lie (an origin) and the places differ by half a voxel or more,
-    or when both know their voxel sizes and these differ by more than 1%.
-
-    Volumes of the same shape cut from different regions, or from stacks of
-    different resolutions, score as if they overlaid; a volume without an
-    origin (a TIFF) or whose voxel size was assumed says nothing and is trusted.
-    """
-    sizes = [known_voxel_size(v) for v in (pred, reference)]
-    if None not in sizes and not np.allclose(sizes[0], sizes[1], rtol=0.01):
-        warnings.warn(OrgasegWarning(
-            f"the prediction's voxels are {format_sizes(sizes[0])} nm, the reference's {format_sizes(sizes[1])} nm: "
-            "they come from different stacks or resolutions, and the scores compare voxels that do not overlay"),
-            stacklevel=3)
-    places = [np.asarray(getattr(v, "origin", (0.0, 0.0, 0.0)), float) for v in (pred, reference)]
-    if not all(p.any() for p in places):
-        return
-    step = np.asarray(getattr(pred, "voxel_size", (1.0, 1.0, 1.0)), float)
-    if np.any(np.abs(places[0] - places[1]) >= step / 2):
-        warnings.warn(OrgasegWarning(
-            f"the prediction's first voxel lies at {describe_origin(places[0])}, the reference's at "
-            f"{describe_origin(places[1])}: they cover different regions, and the scores compare voxels that do not "
-            "overlay"), stacklevel=3)
-
-
 def _shape(data: Any, name: str) -> tuple[int, ...]:
     shape = tuple(int(n) for n in (data.shape if hasattr(data, "shape") else np.shape(data)))
     if len(shape) not in (2, 3):
@@ -248,7 +222,8 @@ def confusion_matrix(
     for name, data in (("reference", reference), ("mask", mask)):
         if data is not None and _shape(data, f"the {name}") != shape:
             raise OrgasegError(f"the prediction has shape {shape} but the {name} has shape {_shape(data, name)}")
-    _warn_if_placed_apart(pred, reference)
+    warn_if_placed_apart(pred, reference, ("the prediction's", "the reference's"),
+                         "the scores compare voxels that do not overlay")
     chunks = _storage_chunks(pred)
     pred, reference = _as_3d(pred), _as_3d(reference)
     mask = None if mask is None else _as_3d(mask)

@@ -130,6 +130,48 @@ def describe_origin(origin: Sequence[float]) -> str:
     return "z, y, x = " + ", ".join(f"{v:g}" for v in origin) + " nm"
 
 
+def warn_if_placed_apart(first: Any, second: Any, names: tuple[str, str], consequence: str,
+                         stacklevel: int = 2) -> None:
+    """Warn when two volumes that should overlay say they do not.
+
+    That is, when both say where they lie (an origin) and the places differ
+    by half a voxel or more, or when both know their voxel sizes and these
+    differ by more than 1%. Volumes of the same shape cut from different
+    regions, or from stacks of different resolutions, would be compared
+    voxel by voxel as if they overlaid; a volume without an origin (a TIFF)
+    or whose voxel size was assumed says nothing and is trusted.
+
+    Parameters
+    ----------
+    first, second : Volume or array
+        The two volumes.
+    names : tuple of str
+        How messages call them, possessive (``("the prediction's", "the reference's")``).
+    consequence : str
+        What goes wrong when they do not overlay, for the message.
+    stacklevel : int
+        Of the warnings, counted from the caller of this function (2: the caller's caller).
+    """
+    import warnings
+
+    from orgaseg.errors import OrgasegWarning
+
+    sizes = [known_voxel_size(v) for v in (first, second)]
+    if None not in sizes and not np.allclose(sizes[0], sizes[1], rtol=0.01):
+        warnings.warn(OrgasegWarning(
+            f"{names[0]} voxels are {format_sizes(sizes[0])} nm, {names[1]} {format_sizes(sizes[1])} nm: "
+            f"they come from different stacks or resolutions, and {consequence}"), stacklevel=stacklevel + 1)
+    places = [np.asarray(getattr(v, "origin", (0.0, 0.0, 0.0)), float) for v in (first, second)]
+    if not all(p.any() for p in places):
+        return
+    step = np.asarray(getattr(first, "voxel_size", (1.0, 1.0, 1.0)), float)
+    if np.any(np.abs(places[0] - places[1]) >= step / 2):
+        warnings.warn(OrgasegWarning(
+            f"{names[0]} first voxel lies at {describe_origin(places[0])}, {names[1]} at "
+            f"{describe_origin(places[1])}: they cover different regions, and {consequence}"),
+            stacklevel=stacklevel + 1)
+
+
 def voxel_size_from_attrs(
     attrs: Mapping[str, Any], axes: str, *, fastest_first: bool = False
 ) -> list[float | None] | None:

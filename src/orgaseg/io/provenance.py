@@ -92,7 +92,7 @@ def read_provenance(path: str | Path) -> dict:
 def producing_command(path: str | Path | None) -> str | None:
     """The orgaseg command that wrote the label volume at ``path`` (``"segment"``, ``"name"`` or
     ``"instances"``), read from its provenance record; None when there is no record or another writer's."""
-    if path is None:
+    if not path:  # an in-memory volume (its path is empty): no record
         return None
     target = provenance_path(path)
     try:

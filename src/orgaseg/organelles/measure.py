@@ -56,7 +56,7 @@ from skimage.measure import marching_cubes, mesh_surface_area
 
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.io import open_volume
-from orgaseg.io.metadata import check_voxel_size
+from orgaseg.io.metadata import check_voxel_size, warn_if_placed_apart
 from orgaseg.io.partial import atomic_path, refuse_existing
 from orgaseg.io.provenance import producing_command
 from orgaseg.io.volume import Volume, as_volume
@@ -364,8 +364,12 @@ def measure_instances(
     sources = _Sources(source, None, None, volume.voxel_size)
     if raw is not None:
         sources.raw = _open(raw, "raw", shape=volume.shape)[1]
+        warn_if_placed_apart(volume, sources.raw.volume, ("the instances'", "the raw volume's"),
+                             "the intensities are read from voxels that do not overlay the instances")
     if mask is not None:
         sources.mask = _open(mask, "mask", shape=volume.shape)[1]
+        warn_if_placed_apart(volume, sources.mask.volume, ("the instances'", "the mask's"),
+                             "the volume fractions count voxels that do not overlay the instances")
     if block_shape is None:
         block_shape = default_block_shape(volume.shape, volume.chunks)
     elif len(block_shape) != 3 or min(block_shape) < 1:
