@@ -262,12 +262,27 @@ def test_points_in_napari_layout_written_by_hand(tmp_path):
     ("z,y,x,name\n1,two,3,mito\n", "line 2: z, y, x must be numbers"),
     ("z,y,x,name\n1,2,3\n", "line 2: 3 fields, expected 4"),
     ("z,y,x,name\n1,2,3, \n", "have no name"),
+    ("z,y,x,name\n1,2,3,Unassigned\n", "'Unassigned' is a name orgaseg keeps for the clusters no annotation names"),
+    ("z,y,x,name\n1,2,3,all\n", "'all' is a name orgaseg keeps for the total row of measure's summary"),
 ])
 def test_bad_points_get_clear_errors(segmented, tmp_path, text, message):
     (tmp_path / "points.csv").write_text(text)
     with pytest.raises(OrgasegError) as error:
         name_clusters(segmented / "seg.ome.zarr", points=tmp_path / "points.csv")
     assert message in str(error.value)
+
+
+def test_points_outside_suggest_nanometres_only_where_that_can_be_the_reason(segmented, tmp_path, capsys):
+    seg = str(segmented / "seg.ome.zarr")
+    (tmp_path / "large.csv").write_text("z,y,x,name\n1,2,300,mito\n")
+    (tmp_path / "negative.csv").write_text("z,y,x,name\n1,2,-1,mito\n")
+    with pytest.raises(OrgasegError, match=r"are they in nanometres\? then say units='nm'"):
+        name_clusters(seg, points=tmp_path / "large.csv")
+    with pytest.raises(OrgasegError) as error:
+        name_clusters(seg, points=tmp_path / "negative.csv")
+    assert str(error.value).endswith("e.g. point 1 at z, y, x = 1, 2, -1 voxels")
+    assert main(["name", seg, "--points", str(tmp_path / "large.csv"), "-o", str(tmp_path / "n.ome.zarr")]) == 2
+    assert "then say --units nm" in capsys.readouterr().err
 
 
 def test_bad_arguments_get_clear_errors(segmented, tmp_path, capsys):
@@ -296,6 +311,8 @@ def test_bad_arguments_get_clear_errors(segmented, tmp_path, capsys):
     (["--z-context", "--context", "none"], "--context SIZES and --z-context take effect only with --refine"),
     (["--raw", "cell.tif"], "--raw VOLUME takes effect only with --refine"),
     (["--feature-memory", "0"], "--feature-memory SIZE takes effect only with --refine"),
+    (["--device", "cpu"], "--device NAME takes effect only with --refine"),
+    (["--workers", "2"], "--workers, --threads-per-worker, --executor and --scheduler take effect only with --refine"),
 ])
 def test_refine_options_without_refine_are_refused_not_ignored(segmented, tmp_path, capsys, extra, message):
     out = tmp_path / "named.ome.zarr"

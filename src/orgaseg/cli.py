@@ -294,8 +294,12 @@ def cmd_name(args, progress) -> int:
         raise OrgasegError("--names goes with --scribbles (points carry their names in the 'name' column)")
     from orgaseg.pipeline.executors import make_executor
 
+    asked = (args.executor, args.scheduler, args.workers, args.threads_per_worker) != (None, None, 1, 1)
+    if asked and not args.refine:
+        raise OrgasegError("--workers, --threads-per-worker, --executor and --scheduler take effect only with "
+                           "--refine (naming alone relabels the clusters in one pass here)")
     executor = make_executor(args.executor, workers=args.workers, threads_per_worker=args.threads_per_worker,
-                             scheduler=args.scheduler)
+                             scheduler=args.scheduler) if asked else None
     try:
         result = name_clusters(args.segmentation, points=args.points, scribbles=args.scribbles, names=args.names,
                                mapping=args.mapping, output=args.output, units=args.units, refine=args.refine,
@@ -304,7 +308,8 @@ def cmd_name(args, progress) -> int:
                                model=args.model, device=args.device, seed=args.seed, overwrite=args.overwrite,
                                executor=executor, feature_memory=args.feature_memory, progress=progress)
     finally:
-        executor.close()
+        if executor is not None:
+            executor.close()
     refined = (f", refined by a {result.classifier.kind} classifier" if result.classifier is not None else "")
     print(f"wrote {result.path} ({len(result.names) - 1} names{refined}); provenance in "
           f"{result.path}.provenance.json")
@@ -729,7 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "below (organelles run on through several sections)")
     p.add_argument("--raw", help="with --refine: the segmented volume, when SEG's provenance no longer points to it")
     p.add_argument("--model", help="with --refine: SEG's checkpoint, when its provenance no longer points to it")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where encoders run")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="with --refine: where encoders run (default auto)")
     p.add_argument("--seed", type=int, default=0, help="seed of the training subsample, the network and the forest (default 0)")
     _add_executor_options(p)
     _add_feature_memory_option(p, "with --refine: the training pass's features kept for the labelling pass")

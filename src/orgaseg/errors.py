@@ -24,6 +24,7 @@ ARGUMENTS: dict[str, tuple[str, str]] = {
     "classifier": ("classifier=NAME", "--classifier NAME"),
     "context": ("context=SIZES", "--context SIZES"),
     "data_root": ("data_root=PATH", "--data-root PATH"),
+    "device": ("device=NAME", "--device NAME"),
     "executor": ("executor=...", "--executor NAME"),
     "feature_memory": ("feature_memory=BYTES", "--feature-memory SIZE"),
     "features": ("features=NAME", "--features NAME"),

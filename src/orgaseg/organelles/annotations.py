@@ -37,6 +37,8 @@ NAME_COLUMNS = ("value", "name")
 UNITS = ("voxels", "nm")
 #: The name of clusters (and voxels) no annotation names.
 UNASSIGNED = "unassigned"
+#: Names no annotation may give: what they mean to orgaseg, for the message that refuses them.
+RESERVED_NAMES = {UNASSIGNED: "the clusters no annotation names", "all": "the total row of measure's summary"}
 
 _NAPARI_AXIS = re.compile(r"axis-\d+")
 
@@ -65,6 +67,13 @@ class Annotations:
     names: tuple[str, ...]
     source: str
     shape: tuple[int, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        for name in self.names:
+            meaning = RESERVED_NAMES.get(name.strip().lower())
+            if meaning is not None:
+                raise OrgasegError(f"{self.source}: {name!r} is a name orgaseg keeps for {meaning}; call the class "
+                                   "something else")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -162,7 +171,9 @@ def points_from_arrays(
         raise OrgasegError(f"{source}: {outside.size} point(s) lie outside the volume ({where} voxels), e.g. point "
                            f"{first + 1} at z, y, x = {', '.join(f'{v:g}' for v in given[first])} {units}"
                            + (_nm_hint(origin) if units == "nm"
-                              else "; are they in nanometres? then say units='nm' (--units nm)"))
+                              # voxel indices cannot be negative however they were meant; nm can be too large
+                              else "" if (voxels[outside] < 0).any()
+                              else f"; are they in nanometres? then say {arg('units')}"))
     order = list(dict.fromkeys(names))
     index = {name: i for i, name in enumerate(order)}
     labels = np.array([index[n] for n in names], dtype=np.int64)

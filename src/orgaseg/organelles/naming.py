@@ -205,7 +205,7 @@ def name_clusters(
     z_context: bool = False,
     raw=None,
     model: str | Path | None = None,
-    device: str = "auto",
+    device: str | None = None,
     seed: int = 0,
     overwrite: bool = False,
     executor=None,
@@ -266,14 +266,14 @@ def name_clusters(
         is gone (or it was an in-memory array).
     model : str or Path, optional
         The segmentation's checkpoint, when its provenance path is gone.
-    device : str
-        Where a learned encoder runs.
+    device : {"auto", "cpu", "cuda"}, optional
+        With ``refine``: where a learned encoder runs (default ``auto``).
     seed : int
         Seed of the training subsample, the network and the forest.
     overwrite : bool
         Replace an existing output.
     executor : Executor, optional
-        Where refined blocks run (default: serially here).
+        With ``refine``: where the refined blocks run (default: serially here).
     feature_memory : int, optional
         With ``refine``: bytes of the training pass's features kept in memory
         for the labelling pass (default
@@ -294,7 +294,9 @@ def name_clusters(
         raise OrgasegError("give exactly one of points (--points), scribbles (--scribbles) and mapping (--mapping)"
                            + (f"; got {', '.join(given)}" if given else ""))
     _refuse_unused_refine_options(refine, mapping, classifier=classifier, prior=prior, context=context,
-                                  z_context=z_context, raw=raw, model=model, feature_memory=feature_memory)
+                                  z_context=z_context, raw=raw, model=model, device=device, executor=executor,
+                                  feature_memory=feature_memory)
+    device = "auto" if device is None else device
     classifier = "logistic" if classifier is None else classifier
     context = DEFAULT_CONTEXT_PX if context is None else context
     volume, record, seg_name = _open_segmentation(segmentation)
@@ -478,7 +480,7 @@ def _refuse_unused_refine_options(refine: bool, mapping, **given) -> None:
     """Options that would otherwise be ignored without a word: the refine's without ``refine``, its training
     options with a reused ``mapping`` (whose classifier brings its own)."""
     used = [name for name, value in given.items() if value is not None and value is not False]
-    training = [name for name in used if name not in ("raw", "model", "feature_memory")]
+    training = [name for name in used if name not in ("raw", "model", "device", "executor", "feature_memory")]
 
     def listed(names):
         return " and ".join(arg(name) for name in names)
