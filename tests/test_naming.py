@@ -246,6 +246,14 @@ def test_points_in_napari_layout_written_by_hand(tmp_path):
     assert in_nm.coords.tolist() == [[2, 6, 2]]
 
 
+def test_points_of_a_2d_image_need_no_z_column(tmp_path):
+    (tmp_path / "clicks.csv").write_text("x,y,name\n3,2,mito\n7,5,er\n")
+    annotations = read_points(tmp_path / "clicks.csv", shape=(1, 8, 8))
+    assert annotations.coords.tolist() == [[0, 2, 3], [0, 5, 7]] and annotations.names == ("mito", "er")
+    with pytest.raises(OrgasegError, match="points without a z column fit a segmentation of one slice; this one has 4"):
+        read_points(tmp_path / "clicks.csv", shape=(4, 8, 8))
+
+
 @pytest.mark.parametrize("text, message", [
     ("z,y,x,label\n1,2,3,mito\n", ("unknown column(s) 'label'; expected the header z,y,x,name (or napari's "
                                    "index,axis-0,axis-1,axis-2,name)")),

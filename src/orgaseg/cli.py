@@ -716,7 +716,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--names", metavar="NAMES.csv", help="the scribbles' names: a CSV with the header value,name "
                                                          "(default: the values themselves)")
     p.add_argument("--units", choices=("voxels", "nm"), default="voxels",
-                   help="units of the points' z,y,x (default voxels; nm: from the volume's corner)")
+                   help="units of the points' z,y,x (default voxels; nm: in the coordinates napari shows, those of the "
+                        "full volume for a crop, whose translation is subtracted)")
     p.add_argument("--refine", action="store_true",
                    help="train a classifier on the annotated voxels' features and clusters and relabel every voxel")
     p.add_argument("--classifier", choices=("logistic", "mlp", "forest"),

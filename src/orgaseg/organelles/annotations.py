@@ -2,8 +2,9 @@
 
 Two inputs, one result. A points CSV holds one click per row, ``z,y,x,name``
 or napari's layout (``index,axis-0,axis-1,axis-2`` and the layer's features,
-one of them ``name``), in voxels or (``units="nm"``) in nanometres from the
-volume's corner. A scribble volume is a sparse label volume of the
+one of them ``name``), in voxels or (``units="nm"``) in nanometres in the
+coordinates napari shows (those of the full volume for a crop: the origin
+is subtracted). A scribble volume is a sparse label volume of the
 segmentation's shape: 0 is unannotated, every other value a class, named by a
 table ``value,name``.
 Both become :class:`Annotations`: the annotated voxels' coordinates, the
@@ -201,8 +202,8 @@ def read_points(
     Parameters
     ----------
     path : str or Path
-        The CSV file. Either exactly the columns ``z,y,x,name``, in any order,
-        or a points layer as napari saves it (File > Save Selected Layers...,
+        The CSV file. Either exactly the columns ``z,y,x,name``, in any order
+        (``y,x,name`` for a segmentation of one slice, a 2D image), or a points layer as napari saves it (File > Save Selected Layers...,
         or ``layer.save("clicks.csv")`` in a running napari):
         ``index,axis-0,axis-1,axis-2``, then one column per feature of the
         layer. There ``axis-0, axis-1, axis-2`` are z, y, x, the name is the
@@ -231,13 +232,18 @@ def read_points(
     if any(_NAPARI_AXIS.fullmatch(column) for column in header):
         _check_napari_header(path, header)
         axes = NAPARI_POINT_AXES
+    elif sorted(header) == ["name", "x", "y"]:  # points of a 2D image: its one slice is z = 0
+        if int(shape[0]) != 1:
+            raise OrgasegError(f"{path}: points without a z column fit a segmentation of one slice; this one has "
+                               f"{int(shape[0])}: add the column z")
+        axes = ("y", "x")
     else:
         _check_header(path, header, POINT_COLUMNS, also=f" (or napari's index,{','.join(NAPARI_POINT_AXES)},name)")
         axes = ("z", "y", "x")
     coords, names = [], []
     for line, row in _rows(path, header, body):
         try:
-            coords.append([float(row[c]) for c in axes])
+            coords.append([0.0] * (3 - len(axes)) + [float(row[c]) for c in axes])
         except ValueError:
             raise OrgasegError(f"{path}, line {line}: {', '.join(axes)} must be numbers, got "
                                f"{', '.join(row[c] for c in axes)}") from None
