@@ -220,3 +220,12 @@ def test_every_option_has_help_text_and_stage_choices_come_from_the_tables(capsy
     sample = text.rsplit("--sample-size SAMPLE_SIZE", 1)[1].split("--block-shape", 1)[0]  # the help, not the usage
     for name, spec in CLUSTERERS.items():  # each clusterer's default sample, read from its table entry
         assert name in sample and f"{spec.default_sample_size:,}" in sample
+
+
+def test_a_block_shape_warning_is_said_once_per_run(phantom_files, tmp_path):
+    raw, _ = phantom_files
+    done = subprocess.run([sys.executable, "-m", "orgaseg.cli", "segment", str(raw), "-k", "2", "--block-shape", "2",
+                           "16", "16", "--sample-size", "3000", "-o", str(tmp_path / "seg.ome.zarr"), "--quiet"],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("warning: blocks of 2 x 16 x 16") == 1, done.stderr

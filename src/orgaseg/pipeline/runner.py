@@ -120,8 +120,13 @@ def sample_coordinates(shape: tuple[int, int, int], n: int, seed: int = 0) -> np
     return np.stack(np.unravel_index(flat, shape), axis=1)
 
 
-def resolve_block_shape(job: BlockJob, block_shape: tuple[int, int, int] | None = None) -> tuple[int, int, int]:
+def resolve_block_shape(job: BlockJob, block_shape: tuple[int, int, int] | None = None, *,
+                        warn: bool = True) -> tuple[int, int, int]:
     """The block shape to use: ``block_shape`` clipped to the job's volume, or a default.
+
+    With ``warn``, a given ``block_shape`` whose blocks compute far more than
+    the default's is warned about (once per run: :func:`plan_blocks`, called
+    at every pass, does not warn).
 
     The default block holds at most ``FEATURE_BYTES`` of float32 features,
     is aligned to the input's storage chunks (for an encoder, along the
@@ -139,12 +144,14 @@ def resolve_block_shape(job: BlockJob, block_shape: tuple[int, int, int] | None 
         # where a block's window reaches half a chunk past it, it reads partial chunks however the block is
         # aligned: there the side is free to meet the encoder's grid (along an axis without context it is not)
         chunks = tuple(1 if h >= c / 2 else c for h, c in zip(halo, chunks))
-    default = halo_block_shape(volume.shape, halo, voxels, chunks, costs=costs)
     if block_shape is None:
-        return default
+        return halo_block_shape(volume.shape, halo, voxels, chunks, costs=costs)
     if len(block_shape) != 3 or min(block_shape) < 1:
         raise OrgasegError(f"block shape must be three positive sizes (z, y, x), got {tuple(block_shape)}")
     block_shape = tuple(min(int(b), s) for b, s in zip(block_shape, volume.shape))
+    if not warn:
+        return block_shape
+    default = halo_block_shape(volume.shape, halo, voxels, chunks, costs=costs)
     given, best = (block_overhead(volume.shape, shape, halo, costs) for shape in (block_shape, default))
     if given > max(2.0, 4 * best):
         if costs is None:
@@ -185,7 +192,8 @@ def encoder_span_costs(job: BlockJob) -> list[tuple[SpanCost, SpanCost, SpanCost
 def plan_blocks(job: BlockJob, block_shape: tuple[int, int, int] | None = None) -> list[Block]:
     """The blocks of a job's volume, with the context its features need (see :func:`resolve_block_shape`)."""
     volume = job.source.volume
-    return make_blocks(volume.shape, resolve_block_shape(job, block_shape), block_halo(job.extractor, job.grid))
+    return make_blocks(volume.shape, resolve_block_shape(job, block_shape, warn=False),
+                       block_halo(job.extractor, job.grid))
 
 
 def fit_clusterers(
