@@ -432,6 +432,7 @@ def test_ome_zarr_labels_layout_and_round_trip(tmp_path):
     assert multiscale["datasets"][0]["coordinateTransformations"][0]["scale"] == [50, 4.6, 4.6]
     colors = [tuple(c["rgba"]) for c in attrs["image-label"]["colors"]]
     assert len(set(colors)) == 5 and attrs["image-label"]["properties"][2] == {"label-value": 2, "name": "c"}
+    assert all(c[3] == 255 for c in colors)
     array_meta = json.loads((path / "labels" / "segmentation" / "0" / ".zarray").read_text())
     assert array_meta["dimension_separator"] == "/" and array_meta["compressor"]["cname"] == "zstd"
     assert json.loads((path / ".zattrs").read_text())["orgaseg"]["k"] == 5
@@ -784,3 +785,11 @@ def test_a_volume_indexes_like_a_numpy_array_reading_only_that_part():
                          (np.s_[[0, 1]], "integers, slices and '...'"), (np.s_[..., ...], "one '...'")):
         with pytest.raises(IndexError, match=message):
             volume[bad]
+
+
+@pytest.mark.parametrize("names", [["unassigned", "mitochondria", "er"], ["background", "mitochondria", "granules"]])
+def test_unnamed_voxels_and_background_are_stored_transparent(tmp_path, names):
+    path = write_labels(tmp_path / "named.ome.zarr", np.arange(3, dtype=np.uint8).reshape(1, 1, 3), voxel_size=(1, 1, 1),
+                        provenance={}, label_names=names)
+    attrs = json.loads((path / "labels" / "segmentation" / ".zattrs").read_text())
+    assert [c["rgba"][3] for c in attrs["image-label"]["colors"]] == [0, 255, 255]

@@ -61,6 +61,10 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 _DEFAULT_CHUNKS = (64, 256, 256)
 
 
+#: Label names stored with a transparent colour: the unnamed voxels of ``name``, the background of ``instances``.
+TRANSPARENT_NAMES = ("unassigned", "background")
+
+
 class OutputError(OrgasegError):
     """An output could not be written: a full disk, a folder the user may not write to.
 
@@ -338,12 +342,13 @@ class OmeZarrLabelWriter(LabelWriter):
                     {"type": "translation", "translation": shift},
                 ],
             })
+        colors = label_colors(self.n_labels)
+        for i, name in enumerate(self.label_names or ()):
+            if name in TRANSPARENT_NAMES:  # what no one named, or no object: see-through in any NGFF viewer
+                colors[i, 3] = 0.0
         image_label = {
             "version": "0.4",
-            "colors": [
-                {"label-value": i, "rgba": [int(round(255 * c)) for c in rgba]}
-                for i, rgba in enumerate(label_colors(self.n_labels))
-            ],
+            "colors": [{"label-value": i, "rgba": [int(round(255 * c)) for c in rgba]} for i, rgba in enumerate(colors)],
             "source": {"image": "../../"},
         }
         if self.label_names is not None:
