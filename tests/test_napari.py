@@ -169,8 +169,24 @@ def test_writer_keeps_names_scale_and_provenance(tmp_path, make_napari_viewer):
     assert tuple(back.scale) == (30, 8, 8) and tuple(back.translate) == (90, 16, 0)
     assert names_of(back) == {0: "unassigned", 1: "nucleus", 2: "mitochondria"}
     assert back.metadata["orgaseg"]["source"] == {"method": "baseline", "k": 6}
-    with pytest.raises(OrgasegError, match="exists"):
+    with pytest.raises(OrgasegError, match="exists, and orgaseg's writer never replaces a file"):
         write_named_labels(written, layer.data, layer.as_layer_data_tuple()[1])
+
+
+def test_saving_over_a_file_from_napari_says_why_it_is_refused(tmp_path, make_napari_viewer, monkeypatch):
+    from napari.utils import notifications
+
+    shown = []
+    monkeypatch.setattr(notifications, "show_error", shown.append)
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(np.ones((2, 4, 4), np.uint8), name="mine")
+    path = tmp_path / "mine.ome.zarr"
+    assert layer.save(str(path), plugin="orgaseg") == [str(path)]
+    before = sorted(p.name for p in path.rglob("*"))
+    with pytest.warns(UserWarning, match="not a valid writer"):  # napari's own words
+        assert layer.save(str(path), plugin="orgaseg") == []
+    assert len(shown) == 1 and "could not save mine.ome.zarr" in shown[0] and "never replaces a file" in shown[0]
+    assert sorted(p.name for p in path.rglob("*")) == before
 
 
 def _segment_widget(viewer, cell):

@@ -31,6 +31,20 @@ def write_named_labels(path: str, data, attributes: dict) -> list[str]:
     attributes : dict
         The layer's attributes (``name``, ``scale``, ``features``, ``metadata``).
     """
+    try:
+        return _write(path, data, attributes)
+    except OrgasegError as err:
+        # napari takes a writer's ValueError for "not a valid writer" and says only that: say why here
+        from napari.utils.notifications import show_error
+
+        show_error(f"orgaseg could not save {Path(path).name}: {err}")
+        raise
+
+
+def _write(path: str, data, attributes: dict) -> list[str]:
+    if Path(path).exists():
+        raise OrgasegError(f"{path} exists, and orgaseg's writer never replaces a file: save under another name, or "
+                           "remove it first")
     labels = np.asarray(data)
     voxel_size = _zyx(attributes.get("scale", (1.0,) * labels.ndim), missing_z=1.0)
     origin = _zyx(attributes.get("translate", (0.0,) * labels.ndim), missing_z=0.0)
