@@ -148,3 +148,21 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_lives(raw_pa
     # the holder died (as after SIGKILL): its lock is taken over and the run resumes
     assert _run(raw_path, out).provenance["blocks"]["skipped"] > 0
     assert out.exists() and not lock.exists()
+
+
+def test_a_run_stopped_before_it_recorded_its_settings_is_not_said_to_have_had_other_ones(tmp_path, caplog):
+    from orgaseg.io.partial import PartialOutput
+
+    out = tmp_path / "seg.ome.zarr"
+    PartialOutput(out, overwrite=False, resume_key="key").release()  # stopped before commit_key
+    with caplog.at_level(logging.WARNING):
+        again = PartialOutput(out, overwrite=False, resume_key="key")
+    assert not again.resumed and "stopped before it had written anything to resume" in caplog.text
+    assert "other settings" not in caplog.text
+    again.target.mkdir()
+    again.commit_key()
+    again.release()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert not PartialOutput(out, overwrite=False, resume_key="another key").resumed
+    assert "run with other settings" in caplog.text

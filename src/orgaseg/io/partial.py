@@ -109,8 +109,12 @@ class PartialOutput:
         )
         if not self.resumed:
             if self.folder.exists() and not overwrite:
-                logger.warning("%s was left by a run with other settings (or without resume): starting afresh",
-                               self.folder)
+                if key_file.is_file() or resume_key is None:
+                    logger.warning("%s was left by a run with other settings (or without resume): starting afresh",
+                                   self.folder)
+                else:  # killed before it recorded what it was doing: nothing of it can be trusted
+                    logger.warning("%s was left by a run stopped before it had written anything to resume: "
+                                   "starting afresh", self.folder)
             remove(self.folder)
             self.state.mkdir(parents=True)
         write_atomic(self.folder / _LOCK_FILE, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
