@@ -234,3 +234,12 @@ def test_an_evaluation_volume_is_refused_as_training_input(tmp_path, monkeypatch
     with pytest.raises(OrgasegError, match="evaluation volume of the vnc dataset"):
         orgaseg.train("sccs", [SHARED_DATA / "vnc" / "stack1" / "raw"], tmp_path / "a.json", k=2)
     assert not (tmp_path / "a.json").exists()
+    # a crop of it (and a crop of that crop) is one too: the crops' provenance names where they come from
+    from orgaseg.io.crop import crop_volume
+
+    stack = orgaseg.open_volume(SHARED_DATA / "vnc" / "stack1" / "raw", voxel_size=(50, 4.6, 4.6))
+    crop = crop_volume(stack, (slice(0, 2), slice(0, 256), slice(0, 256)), tmp_path / "crop.tif")
+    again = crop_volume(orgaseg.open_volume(crop), (slice(0, 1), slice(0, 128), slice(0, 128)), tmp_path / "again.tif")
+    for path in (crop, again):
+        with pytest.raises(OrgasegError, match=rf"{path.name} \(a crop of .*\) is an evaluation volume of the vnc"):
+            orgaseg.train("sccs", [path], tmp_path / "a.json", k=2)

@@ -460,6 +460,12 @@ def _refuse_evaluation_volumes(volumes: Sequence) -> None:
     for volume in volumes:
         if volume.path and not str(volume.path).startswith("<") and Path(volume.path).exists():
             given[Path(volume.path).resolve()] = volume.path
+            source = volume.path
+            for _ in range(8):  # a crop of an evaluation volume is one too, and a crop of that crop
+                source = _cropped_from(source)
+                if source is None:
+                    break
+                given[Path(source).resolve()] = f"{volume.path} (a crop of {source})"
     root = default_data_root()
     if not given or not root.is_dir():
         return
@@ -477,6 +483,18 @@ def _refuse_evaluation_volumes(volumes: Sequence) -> None:
                     train = ", ".join(str(v.path) for v in dataset.train)
                     raise OrgasegError(f"{shown} is an evaluation volume of the {name} dataset ({item.name}); "
                                        f"train on its training volumes instead: {train}")
+
+
+def _cropped_from(path) -> str | None:
+    """The volume ``orgaseg crop`` cut ``path`` from, by its provenance record; None for anything else."""
+    from orgaseg.io.provenance import read_provenance
+
+    try:
+        record = read_provenance(path)
+    except (OrgasegError, OSError, ValueError):
+        return None
+    source = record.get("source") if isinstance(record, dict) and record.get("command") == "crop" else None
+    return source if isinstance(source, str) and Path(source).exists() else None
 
 
 def _plain(options: Mapping[str, Any]) -> dict:
