@@ -86,10 +86,10 @@ def _levels(path: Path, volume) -> list:
     from orgaseg.errors import OrgasegError
 
     levels = [volume]
+    group = volume.key.rsplit("/", 1)[0] if volume.key and "/" in volume.key else None  # labels/NAME of labels/NAME/0
     while volume.attrs.get("format") == "ome-zarr":
         try:
-            levels.append(open_volume(path, key=volume.key.rsplit("/", 1)[0] if volume.key else None,
-                                      level=len(levels)))
+            levels.append(open_volume(path, key=group, level=len(levels)))
         except OrgasegError:  # no further level
             break
     return levels

@@ -203,7 +203,8 @@ def read_points(
     ----------
     path : str or Path
         The CSV file. Either exactly the columns ``z,y,x,name``, in any order
-        (``y,x,name`` for a segmentation of one slice, a 2D image), or a points layer as napari saves it (File > Save Selected Layers...,
+        (``y,x,name`` for a segmentation of one slice, a 2D image), or a
+        points layer as napari saves it (File > Save Selected Layers...,
         or ``layer.save("clicks.csv")`` in a running napari):
         ``index,axis-0,axis-1,axis-2``, then one column per feature of the
         layer. There ``axis-0, axis-1, axis-2`` are z, y, x, the name is the

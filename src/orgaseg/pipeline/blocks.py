@@ -131,11 +131,7 @@ def _cheapest_shape(shape, sides, voxels, windows, costs) -> tuple[int, int, int
     window voxels, then the fewest blocks, then the longest x and y sides.
     """
     grid = np.meshgrid(*[np.arange(len(sizes)) for sizes in sides], indexing="ij")
-
-    def total(terms) -> np.ndarray:
-        return _blocks_sum(terms, shape, sides, grid)
-
-    window = total(windows)
+    window = _blocks_sum(windows, shape, sides, grid)
     size = np.prod([np.asarray(sizes, dtype=np.float64)[g] for sizes, g in zip(sides, grid)], axis=0)
     fits = size <= voxels
     if not fits.any():  # even the smallest block is larger: take it
@@ -143,7 +139,7 @@ def _cheapest_shape(shape, sides, voxels, windows, costs) -> tuple[int, int, int
     if costs is None:
         cost = np.where(fits, window, np.inf)
     else:
-        cost = np.where(fits, total(costs), np.inf)
+        cost = np.where(fits, _blocks_sum(costs, shape, sides, grid), np.inf)
         cost = np.where(cost <= cost.min() * (1 + COST_TOLERANCE), cost.min(), cost)
     counts = [np.array([-(-n // b) for b in sizes], dtype=np.float64) for n, sizes in zip(shape, sides)]
     n_blocks = np.prod([c[g] for c, g in zip(counts, grid)], axis=0)
