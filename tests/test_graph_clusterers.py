@@ -127,6 +127,23 @@ def test_the_smoothness_loss_equals_its_dense_form():
         + 0.5 * torch.abs(p.abs().sum(dim=1).mean() - 1.0)
     assert torch.allclose(smoothness_loss(p, sparse_tensor(a), 0.1, 0.5), dense, rtol=1e-5)
 
+
+def test_training_keeps_a_small_pool_of_operators_and_rebuilds_a_large_one_alike(monkeypatch):
+    from orgaseg.cluster import spectral_nets
+
+    graphs = [Graph(*_random_graph(n=60, d=5, seed=seed)) for seed in range(3)]
+    built = []
+    sparse_tensor = spectral_nets.sparse_tensor
+    monkeypatch.setattr(spectral_nets, "sparse_tensor", lambda a: built.append(a.shape) or sparse_tensor(a))
+    config = SpectralConfig(steps=40, spatial=True)
+    kept = train_spectral(graphs, k=3, config=config, seed=0).losses
+    assert len(built) <= 3 * 3 + 3  # once per graph (A, Â, L), plus the initialisation's
+    built.clear()
+    monkeypatch.setattr(spectral_nets, "KEPT_OPERATOR_EDGES", 0)
+    rebuilt = train_spectral(graphs, k=3, config=config, seed=0).losses
+    assert len(built) >= 3 * 40  # at every step
+    assert rebuilt == kept
+
 def test_adjacency_edges_link_touching_superpixels_only():
     without = _random_graph(touching=False)[1].toarray()
     with_edges = _random_graph(touching=True)[1].toarray()

@@ -49,6 +49,9 @@ import numpy as np
 from orgaseg.cluster.graph import Graph, laplacian, normalized_adjacency
 from orgaseg.threads import one_thread
 
+#: Edges of a pool of graphs up to which training keeps every graph's sparse tensors between steps.
+KEPT_OPERATOR_EDGES = 16 * 1024 * 1024
+
 #: Widths of the three graph convolutions (the last is ``u``).
 EMBEDDING_WIDTHS = (96, 48, 12)
 #: Running-mean update period of the SCCS centroids, in graphs.
@@ -304,12 +307,25 @@ def _train_spectral(graphs: list[Graph], k: int, config: SpectralConfig, seed: i
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     features = [torch.from_numpy(g.x) for g in graphs]
+    # each graph's sparse tensors (A, Â, L), built once when the pool's edges are few enough to keep them
+    # (about 60 bytes per edge), else at every step from the pool's scipy affinities (8 bytes per edge)
+    keep = sum(g.a.nnz for g in graphs) <= KEPT_OPERATOR_EDGES
+    built: dict[int, tuple] = {}
+
+    def operators(i: int) -> tuple:
+        if i in built:
+            return built[i]
+        tensors = (sparse_tensor(graphs[i].a), *graph_operators(graphs[i].a))
+        if keep:
+            built[i] = tensors
+        return tensors
+
     nets = build_networks(graphs[0].x.shape[1], k, config.spatial)
     optimizer = torch.optim.Adam(nets.parameters(), lr=config.lr)
     order = rng.integers(0, len(graphs), size=config.steps)
     anchor = int(np.argmax([g.n for g in graphs]))
     with torch.no_grad():  # start with Z^T Z / n near I: at Z = 0 the orthonormality term has no gradient
-        z = embed(nets, features[anchor], graph_operators(graphs[anchor].a)[0], config.hops)
+        z = embed(nets, features[anchor], operators(anchor)[1], config.hops)
         nets["embed"][-1].weight /= z.pow(2).mean().sqrt().clamp_min(1e-12)
     targets: IncrementalCentroids | None = None
     result = TrainedSpectral(nets)
@@ -322,10 +338,7 @@ def _train_spectral(graphs: list[Graph], k: int, config: SpectralConfig, seed: i
         if config.spatial and step == int(config.low_lr_from * config.steps):
             for group in optimizer.param_groups:
                 group["lr"] = config.low_lr
-        # a step's sparse operators are built from the graph's affinity (scipy, 8 bytes per edge) and
-        # dropped after it: the pool holds only the affinities
-        graph = graphs[order[step]]
-        x, a, (a_hat, lap) = features[order[step]], sparse_tensor(graph.a), graph_operators(graph.a)
+        x, (a, a_hat, lap) = features[order[step]], operators(order[step])
         z = embed(nets, x, a_hat, config.hops)
         loss = spectral_loss(z, lap, config.mu, config.trace_weight)
         if targets is not None:
