@@ -308,7 +308,7 @@ def _train_spectral(graphs: list[Graph], k: int, config: SpectralConfig, seed: i
     rng = np.random.default_rng(seed)
     features = [torch.from_numpy(g.x) for g in graphs]
     # each graph's sparse tensors (A, Â, L), built once when the pool's edges are few enough to keep them
-    # (about 60 bytes per edge), else at every step from the pool's scipy affinities (8 bytes per edge)
+    # (36 bytes per edge: three CSR tensors), else at every step from the pool's scipy affinities (8 bytes)
     keep = sum(g.a.nnz for g in graphs) <= KEPT_OPERATOR_EDGES
     built: dict[int, tuple] = {}
 
