@@ -346,18 +346,36 @@ def test_voxel_latents_are_priced_by_the_patches_they_encode(checkpoints, encode
     assert "voxel-latents" in caplog.text and "encoder forward passes" in caplog.text
 
 
-@pytest.mark.parametrize("options", [None, {"keep": 16, "planes": "xy,xz,yz"}], ids=["xy", "planes"])
-def test_a_pass_of_one_block_moves_its_bar_with_the_encoder_batches(checkpoints, options):
+@pytest.mark.parametrize("options, threads", [(None, 0), ({"keep": 16, "planes": "xy,xz,yz"}, 0), (None, 2)],
+                         ids=["xy", "planes", "threads"])
+def test_a_pass_of_one_block_moves_its_bar_with_the_encoder_batches(checkpoints, options, threads):
+    from orgaseg.pipeline.executors import ThreadExecutor
+
     method, model = checkpoints["mae"]
     volume = load_dataset("phantom", shape=(8, 64, 64), voxel_size=(20.0, 20.0, 20.0), seed=4).evaluation[0].raw
     calls = []
     result = orgaseg.segment(volume, method=method, model=model, k=3, options=options, sample_size=2000,
+                             executor=ThreadExecutor(threads) if threads else None,
                              progress=lambda description, done, total, **figures: calls.append((description, done, total)))
     assert result.provenance["blocks"]["blocks"] == 1
     sampling = [done for description, done, total in calls if description == "sampling features"]
     inside = [done for done in sampling if 0 < done < 1]
     assert len(inside) >= 2 and inside == sorted(inside) and sampling[0] == 0 and sampling[-1] == 1
     assert not any("features" in description and description != "sampling features" for description, *_ in calls)
+
+
+def test_blocks_on_threads_move_their_bar_forward_only(checkpoints):
+    from orgaseg.pipeline.executors import ThreadExecutor
+
+    method, model = checkpoints["mae"]
+    volume = load_dataset("phantom", shape=(8, 64, 64), voxel_size=(20.0, 20.0, 20.0), seed=4).evaluation[0].raw
+    calls = []
+    result = orgaseg.segment(volume, method=method, model=model, k=3, sample_size=2000, block_shape=(4, 64, 64),
+                             executor=ThreadExecutor(2),
+                             progress=lambda description, done, total, **figures: calls.append((description, done, total)))
+    assert result.provenance["blocks"]["blocks"] == 2
+    shown = [done for description, done, total in calls if description == "sampling features"]  # the pass that encodes
+    assert shown == sorted(shown) and shown[-1] == 2 and any(not float(done).is_integer() for done in shown)
 
 
 def test_the_command_line_says_what_a_learned_run_will_cost(checkpoints, tmp_path, capsys):

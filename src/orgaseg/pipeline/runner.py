@@ -28,6 +28,7 @@ that budget, and blocks computed on dask workers, are computed again.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 import warnings
 from typing import Iterable, Iterator, Protocol, Sequence
@@ -38,7 +39,7 @@ from orgaseg.cluster.base import Clusterer, ClustererSpec
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.features.base import FeatureExtractor
 from orgaseg.pipeline.blocks import Block, Region, SpanCost, block_overhead, halo_block_shape, make_blocks
-from orgaseg.pipeline.executors import Executor, SerialExecutor
+from orgaseg.pipeline.executors import Executor, SerialExecutor, ThreadExecutor
 from orgaseg.pipeline.resume import RunState
 from orgaseg.pipeline.tasks import (
     BlockJob, Normalizer, block_halo, label_block, reusing_features, sample_block, sample_whole_block,
@@ -312,18 +313,29 @@ def _sample_pieces(job: BlockJob, spec: ClustererSpec, n: int, seed: int, block_
 
 @contextlib.contextmanager
 def _batches_move(meter: _Meter, job: BlockJob, executor: Executor) -> Iterator[None]:
-    """While a pass runs in this process, the encoder's batches move ``meter`` inside each block.
+    """While a pass runs in this process (serially or on threads), the encoder's batches move ``meter``
+    inside the blocks being computed.
 
     A pass of one long block (a crop that fits one block, with a learned
     encoder) otherwise shows 0 of 1 until it ends. Workers elsewhere (dask)
-    or several blocks at once (threads) report whole blocks only.
+    report whole blocks only.
     """
     extractor = job.extractor
-    if meter.progress is None or not isinstance(executor, SerialExecutor) or not hasattr(extractor, "progress"):
+    here = isinstance(executor, (SerialExecutor, ThreadExecutor))
+    if meter.progress is None or not here or not hasattr(extractor, "progress"):
         yield
         return
+    running: dict[int, float] = {}  # the fraction done of the block each thread computes
+    lock = threading.Lock()
+
+    def moved(description, done, total, **figures) -> None:
+        with lock:
+            running[threading.get_ident()] = done / max(total, 1) if done < total else 0.0  # done: its step counts it
+            fraction = sum(running.values())
+        meter.within(fraction)
+
     previous = extractor.progress
-    extractor.progress = lambda description, done, total, **figures: meter.within(done / max(total, 1))
+    extractor.progress = moved
     try:
         yield
     finally:
@@ -471,23 +483,34 @@ def cluster_volume(
 
 
 class _Meter:
-    """One progress bar over blocks, with the voxels per second of the blocks done so far."""
+    """One progress bar over blocks, with the voxels per second of the blocks done so far.
+
+    Its reports never overlap: blocks on threads move it from theirs (:meth:`within`).
+    """
 
     def __init__(self, progress: ProgressCallback | None, description: str, total: int, already: int = 0) -> None:
         self.progress, self.description, self.total = progress, description, total
         self.done = already
         self.voxels = 0
         self.started = time.perf_counter()
+        self._lock = threading.Lock()
+        self._shown = float(already)
         # at the start too: a bar drawn only when the first block ends shows a pass of one block as instantaneous
         report(progress, description, already, total)
 
     def within(self, fraction: float) -> None:
-        """Progress inside the block being computed: the bar moves between whole blocks."""
-        # short of the next whole block, so that the bar is not closed before the block's own step
-        report(self.progress, self.description, round(self.done + min(max(fraction, 0.0), 0.99), 2), self.total)
+        """Progress inside the blocks being computed: the bar moves forward between whole blocks."""
+        with self._lock:
+            # short of the next whole block, so that the bar is not closed before the block's own step
+            shown = round(self.done + min(max(fraction, 0.0), 0.99), 2)
+            if shown > self._shown:  # a block on another thread ending before its step must not move it back
+                self._shown = shown
+                report(self.progress, self.description, shown, self.total)
 
     def step(self, voxels: int) -> None:
-        self.done += 1
-        self.voxels += voxels
-        rate = self.voxels / max(time.perf_counter() - self.started, 1e-9)
-        report(self.progress, self.description, self.done, self.total, voxels_per_s=round(rate))
+        with self._lock:
+            self.done += 1
+            self._shown = self.done
+            self.voxels += voxels
+            rate = self.voxels / max(time.perf_counter() - self.started, 1e-9)
+            report(self.progress, self.description, self.done, self.total, voxels_per_s=round(rate))
