@@ -22,18 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from isotropic import checkout
-from scaling import environment, machine
+from isotropic import worktree
+from scaling import environment, machine, timed_cli, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -41,25 +37,15 @@ VOXEL_SIZE = ("50", "4.6", "4.6")
 
 
 def timed_train(source: Path, output: Path, pixel_size: str, graphs: int, steps: int, method: str) -> dict:
-    """``orgaseg train`` of ``method`` on vnc stack2 with the package at ``source``, under ``/usr/bin/time -v``."""
-    command = ["/usr/bin/time", "-v", sys.executable, "-m", "orgaseg.cli", "train", str(SHARED / "vnc/stack2/raw"),
-               "--method", method, "--preset", "tiny", "--steps", str(steps), "--graphs", str(graphs),
-               "--voxel-size", *VOXEL_SIZE, "--pixel-size", pixel_size, "--seed", "0", "-o", str(output),
-               "--overwrite", "--quiet"]
-    started = time.perf_counter()
-    done = subprocess.run(command, env=dict(os.environ, PYTHONPATH=str(source)), capture_output=True, text=True,
-                          check=False)
-    wall = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-    rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
+    """``orgaseg train`` of ``method`` on vnc stack2 with the package at ``source`` (:func:`scaling.timed_cli`)."""
+    run = timed_cli(["train", str(SHARED / "vnc/stack2/raw"), "--method", method, "--preset", "tiny", "--steps",
+                     str(steps), "--graphs", str(graphs), "--voxel-size", *VOXEL_SIZE, "--pixel-size", pixel_size,
+                     "--seed", "0", "-o", str(output), "--overwrite", "--quiet"], source)
     record = json.loads(output.read_text())
-    nodes = record["sampling"]["nodes"]
-    return {"wall_s": round(wall, 2), "peak_rss_mib": round(rss_kib / 1024, 1),
-            "sampling_s": record["sampling_seconds"],
+    return {**run, "sampling_s": record["sampling_seconds"],
             "training_s": round(record["train_seconds"] - record["sampling_seconds"], 2),
-            "nodes_per_graph": round(nodes / record["sampling"]["graphs"]), "losses": record["losses"],
-            "command": " ".join(command[2:])}
+            "nodes_per_graph": round(record["sampling"]["nodes"] / record["sampling"]["graphs"]),
+            "losses": record["losses"]}
 
 
 def to_markdown(record: dict) -> str:
@@ -97,12 +83,12 @@ def main(argv=None) -> int:
     if not (SHARED / "vnc/stack2/raw").exists():
         parser.error(f"{SHARED / 'vnc/stack2/raw'} is missing: this benchmark needs ../shared/data beside the clone")
     args.work.mkdir(parents=True, exist_ok=True)
-    before, before_commit = checkout(args.work, args.compare)
-    sources = {"before": before, "after": ROOT / "src"}
-    record = {"method": args.method, "graphs": args.graphs, "steps": args.steps, "machine": machine(),
-              "environment": environment(), "commits": {"before": before_commit, "after": environment()["git"]["commit"]},
-              "runs": {}, "loss_difference": {}}
-    try:
+    with worktree(args.work, args.compare) as (before, before_commit):
+        sources = {"before": before, "after": ROOT / "src"}
+        record = {"method": args.method, "graphs": args.graphs, "steps": args.steps, "machine": machine(),
+                  "environment": environment(),
+                  "commits": {"before": before_commit, "after": environment()["git"]["commit"]},
+                  "runs": {}, "loss_difference": {}}
         for pixel_size in args.pixel_size:
             runs = record["runs"].setdefault(pixel_size, {})
             for code, source in sources.items():
@@ -111,16 +97,9 @@ def main(argv=None) -> int:
                 print(f"{pixel_size} {code}: {runs[code]['wall_s']} s, {runs[code]['peak_rss_mib']} MiB, "
                       f"{runs[code]['nodes_per_graph']} nodes per graph", flush=True)
             first, second = (np.asarray(runs[code]["losses"]) for code in ("before", "after"))
-            record["loss_difference"][pixel_size] = float(np.max(np.abs(first - second) / np.maximum(np.abs(first),
-                                                                                                      1e-12)))
-    finally:  # the repository keeps no worktree of ours
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before.parent)],
-                       capture_output=True, check=False)
-    record["machine"]["load_average_at_end"] = list(os.getloadavg())
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "results.json").write_text(json.dumps(record, indent=2) + "\n")
-    (args.output / "results.md").write_text(to_markdown(record))
-    print(to_markdown(record))
+            record["loss_difference"][pixel_size] = float(np.max(np.abs(first - second)
+                                                                 / np.maximum(np.abs(first), 1e-12)))
+    write_results(args.output, record, to_markdown(record))
     return 0
 
 

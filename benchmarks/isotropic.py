@@ -28,16 +28,17 @@ Writes ``results.json`` (every run, both commits, the environment) and ``results
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scaling import environment, machine, timed_segment
+from scaling import environment, machine, timed_segment, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 VOXEL_NM = 10.0
@@ -57,8 +58,12 @@ def prepare(work: Path, shape: tuple[int, int, int]) -> Path:
     return path
 
 
-def checkout(work: Path, revision: str) -> tuple[Path, str]:
-    """A worktree of ``revision`` under ``work`` and its full commit hash (removed when the runs end)."""
+@contextlib.contextmanager
+def worktree(work: Path, revision: str) -> Iterator[tuple[Path, str]]:
+    """The package source of ``revision`` in a git worktree under ``work``, and its full commit hash.
+
+    The worktree is removed when the block ends, however it ends: the repository keeps none of ours.
+    """
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", revision], capture_output=True, text=True,
                             check=True).stdout.strip()
     tree = work / f"tree-{commit[:12]}"
@@ -66,7 +71,11 @@ def checkout(work: Path, revision: str) -> tuple[Path, str]:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], check=True)  # entries whose folder is gone
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), commit], check=True,
                        capture_output=True)
-    return tree / "src", commit
+    try:
+        yield tree / "src", commit
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], capture_output=True,
+                       check=False)
 
 
 def train_encoder(work: Path, raw: Path, method: str, steps: int) -> Path:
@@ -142,11 +151,11 @@ def main(argv=None) -> int:
         method = ["--method", args.learned, "--model", str(train_encoder(args.work, raw, args.learned, args.train_steps))]
     method += ["--features", args.features] if args.features else []
     method += [part for option in args.option for part in ("--option", option)]
-    before, before_commit = checkout(args.work, args.compare)
-    sources = {"before": before, "after": ROOT / "src"}
-    record = {"shape": args.shape, "repeats": args.repeats, "method": method, "machine": machine(), "environment": environment(),
-              "commits": {"before": before_commit, "after": environment()["git"]["commit"]}, "runs": []}
-    try:
+    with worktree(args.work, args.compare) as (before, before_commit):
+        sources = {"before": before, "after": ROOT / "src"}
+        record = {"shape": args.shape, "repeats": args.repeats, "method": method, "machine": machine(),
+                  "environment": environment(),
+                  "commits": {"before": before_commit, "after": environment()["git"]["commit"]}, "runs": []}
         for repeat in range(args.repeats):
             for code, source in sources.items():
                 run = run_segment(source, raw, args.work / f"labels-{code}.ome.zarr", method)
@@ -154,15 +163,8 @@ def main(argv=None) -> int:
                 record["runs"].append(run)
                 print(f"{code} repeat {repeat}: {run['wall_s']} s, {run['peak_rss_mib']} MiB, {run['blocks']}, "
                       f"{run['timings']}", flush=True)
-    finally:  # the repository keeps no worktree of ours
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before.parent)],
-                       capture_output=True, check=False)
     record["label_agreement"] = label_agreement(args.work / "labels-before.ome.zarr", args.work / "labels-after.ome.zarr")
-    record["machine"]["load_average_at_end"] = list(os.getloadavg())
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "results.json").write_text(json.dumps(record, indent=2) + "\n")
-    (args.output / "results.md").write_text(to_markdown(record))
-    print(to_markdown(record))
+    write_results(args.output, record, to_markdown(record))
     return 0
 
 

@@ -76,21 +76,36 @@ def run_segment(raw: Path, output: Path, *extra: str) -> dict:
 
 
 def timed_segment(arguments: list[str], output: Path, source: Path = ROOT / "src") -> dict:
-    """``orgaseg segment ARGUMENTS -o OUTPUT`` with the package at ``source``, in its own process under
-    ``/usr/bin/time -v``: wall time, peak resident memory, and what the provenance says of blocks and timings."""
-    command = ["/usr/bin/time", "-v", sys.executable, "-m", "orgaseg.cli", "segment", *arguments,
-               "-o", str(output), "--overwrite", "--quiet"]
-    env = dict(os.environ, PYTHONPATH=str(source))
+    """``orgaseg segment ARGUMENTS -o OUTPUT`` with the package at ``source`` (:func:`timed_cli`): wall time,
+    peak resident memory, and what the provenance says of blocks and timings."""
+    command = ["segment", *arguments, "-o", str(output), "--overwrite", "--quiet"]
+    run = timed_cli(command, source)
+    record = json.loads(Path(f"{output}.provenance.json").read_text())
+    return {**run, "timings": record["timings"], "blocks": record["blocks"], "executor": record["executor"],
+            "voxels": int(np.prod(record["input"]["shape"])), "cost_estimate": record.get("cost_estimate")}
+
+
+def timed_cli(command: list[str], source: Path = ROOT / "src") -> dict:
+    """``orgaseg COMMAND...`` with the package at ``source``, in its own process under ``/usr/bin/time -v``:
+    ``wall_s``, ``peak_rss_mib`` and the ``command`` line. A failed run raises with its last output."""
+    line = [sys.executable, "-m", "orgaseg.cli", *command]
     started = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(["/usr/bin/time", "-v", *line], env=dict(os.environ, PYTHONPATH=str(source)),
+                          capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
     if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{' '.join(line)} failed:\n{done.stderr[-3000:]}")
     rss_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
-    record = json.loads(Path(f"{output}.provenance.json").read_text())
-    return {"wall_s": round(wall, 2), "peak_rss_mib": round(rss_kib / 1024, 1), "timings": record["timings"],
-            "blocks": record["blocks"], "executor": record["executor"], "voxels": int(np.prod(record["input"]["shape"])),
-            "cost_estimate": record.get("cost_estimate"), "command": " ".join(command[2:])}
+    return {"wall_s": round(wall, 2), "peak_rss_mib": round(rss_kib / 1024, 1), "command": " ".join(line)}
+
+
+def write_results(output: Path, record: dict, markdown: str) -> None:
+    """``results.json`` (with the load average at the end) and ``results.md`` into ``output``; the markdown on stdout."""
+    record["machine"]["load_average_at_end"] = list(os.getloadavg())
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "results.json").write_text(json.dumps(record, indent=2) + "\n")
+    (output / "results.md").write_text(markdown)
+    print(markdown)
 
 
 def environment() -> dict:
@@ -181,11 +196,7 @@ def main(argv=None) -> int:
             record["runs"].append(run)
             print(f"{n}x repeat {repeat}: {run['wall_s']} s, {run['peak_rss_mib']} MiB, {run['timings']}", flush=True)
     record["summary"] = summarise(record["runs"])
-    record["machine"]["load_average_at_end"] = list(os.getloadavg())
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "results.json").write_text(json.dumps(record, indent=2) + "\n")
-    (args.output / "results.md").write_text(to_markdown(record["summary"], record["runs"]))
-    print(to_markdown(record["summary"], record["runs"]))
+    write_results(args.output, record, to_markdown(record["summary"], record["runs"]))
     return 0
 
 
