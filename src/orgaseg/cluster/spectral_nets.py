@@ -331,7 +331,8 @@ def _train_spectral(graphs: list[Graph], k: int, config: SpectralConfig, seed: i
     result = TrainedSpectral(nets)
     for step in range(config.steps):
         if step == config.warmup_steps:
-            targets, spatial = _initial_centroids(nets, anchor, graphs, k, config, seed, linear_sum_assignment)
+            targets, spatial = _initial_centroids(nets, anchor, operators(anchor)[1], graphs, k, config, seed,
+                                                  linear_sum_assignment)
             if spatial is not None:
                 with torch.no_grad():
                     nets["centroids"][0].copy_(torch.from_numpy(spatial))
@@ -358,12 +359,13 @@ def _train_spectral(graphs: list[Graph], k: int, config: SpectralConfig, seed: i
     return result
 
 
-def _initial_centroids(nets, anchor, graphs: list[Graph], k: int, config: SpectralConfig, seed: int, assign):
+def _initial_centroids(nets, anchor: int, a_hat, graphs: list[Graph], k: int, config: SpectralConfig, seed: int,
+                       assign):
     """k-means of the anchor graph's embedding; for CS²C also of the nodes' features, numbered alike."""
     torch = _torch()
     x = torch.from_numpy(graphs[anchor].x)
     with torch.no_grad():
-        z = embed(nets, x, graph_operators(graphs[anchor].a)[0], config.hops).numpy()
+        z = embed(nets, x, a_hat, config.hops).numpy()
     centroids, labels = _kmeans(z, k, seed)
     if len(centroids) < k:  # fewer nodes than clusters on the anchor: spare centroids far away never win
         centroids = np.concatenate([centroids, np.full((k - len(centroids), z.shape[1]), 1e6, np.float32)])
