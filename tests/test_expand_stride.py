@@ -6,7 +6,6 @@ import torch
 
 from orgaseg.errors import OrgasegError
 from orgaseg.features.cover_stride import CoverStride
-from orgaseg.features import expand_stride
 from orgaseg.features.expand_stride import ExpandStride, blend_weight
 from orgaseg.pipeline.blocks import make_blocks
 
@@ -95,17 +94,43 @@ def test_one_forward_pass_per_stride_squared_pixels():
     assert ExpandStride(stub, n_features=2, stride=80).n_fields_of_view((1, 400, 400)) == 25
 
 
-def test_a_batch_is_upsampled_a_few_fields_of_view_at_a_time(monkeypatch):
-    # an upsampled field of view is F x F x D floats: a whole batch at once would hold 0.8 GB at D = 128
-    image = coordinate_image(150, 170, depth=2)
-    expected = ExpandStride(CoordinateStub(5, 170), n_features=2, fov=80, patch=5, stride=40)(image)
-    strategy = ExpandStride(CoordinateStub(5, 170), n_features=2, fov=80, patch=5, stride=40, batch_size=64)
-    upsampled = []
-    expand = strategy._expanded_tokens
-    monkeypatch.setattr(strategy, "_expanded_tokens", lambda tokens: upsampled.append(len(tokens)) or expand(tokens))
-    monkeypatch.setattr(expand_stride, "EXPANDED_ROWS", 5)
-    np.testing.assert_array_equal(strategy(image), expected)
-    assert max(upsampled) == 5 and sum(upsampled) == strategy.n_fields_of_view(image.shape)
+def _blended_field_by_field(strategy: ExpandStride, image: np.ndarray) -> np.ndarray:
+    """The definition, one field of view at a time: each token grid upsampled (torch's bilinear interpolation),
+    weighted by the Hann window, summed over all fields of view covering a pixel, divided by their weights."""
+    fov, stride, patch = strategy.fov, strategy.stride, strategy.patch
+    depth, height, width = image.shape
+    _, ty, before_y = strategy._axis_plan(height, 0)
+    _, tx, before_x = strategy._axis_plan(width, 0)
+    size = ((ty - 1) * stride + fov, (tx - 1) * stride + fov)
+    padded = np.pad(image, ((0, 0), (before_y, size[0] - height - before_y), (before_x, size[1] - width - before_x)),
+                    mode="reflect")
+    weight = torch.from_numpy(np.outer(blend_weight(fov), blend_weight(fov))).float()[..., None]
+    total = torch.zeros(depth, *size, strategy.n_features)
+    weights = torch.zeros(*size, 1)
+    for jy in range(ty):
+        for jx in range(tx):
+            y, x = jy * stride, jx * stride
+            fovs = torch.from_numpy(padded[:, None, y : y + fov, x : x + fov].copy())
+            tokens = strategy.encoder(fovs).permute(0, 3, 1, 2)
+            upsampled = torch.nn.functional.interpolate(tokens, scale_factor=patch, mode="bilinear",
+                                                        align_corners=False).permute(0, 2, 3, 1)
+            total[:, y : y + fov, x : x + fov] += upsampled * weight
+            weights[y : y + fov, x : x + fov] += weight
+    return (total / weights)[:, before_y : before_y + height, before_x : before_x + width].numpy()
+
+
+@pytest.mark.parametrize("stride, batch_size", [(40, 256), (40, 7), (30, 5), (80, 3)])
+def test_separable_blending_equals_the_field_by_field_definition(stride, batch_size):
+    # batches that end inside a slice, or span several, fill each slice's token grids alike
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(3, 130, 175)).astype(np.float32)
+    mixing = torch.from_numpy(rng.normal(size=(1, 1, 1, 3)).astype(np.float32))
+
+    def encoder(fovs):  # tokens that vary within and across fields of view
+        return torch.nn.functional.avg_pool2d(fovs, 5)[:, 0, ..., None] * mixing + torch.sin(fovs[:, 0, ::5, ::5, None])
+
+    strategy = ExpandStride(encoder, n_features=3, fov=80, patch=5, stride=stride, batch_size=batch_size)
+    np.testing.assert_allclose(strategy(image), _blended_field_by_field(strategy, image), atol=1e-5)
 
 
 def test_half_field_stride_weights_sum_to_one():

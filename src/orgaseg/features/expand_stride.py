@@ -51,11 +51,6 @@ from orgaseg.models.device import resolve_device
 from orgaseg.progress import ProgressCallback, report
 
 
-#: Fields of view upsampled to pixels at a time: each is ``F x F x D`` floats (3.3 MB at F = 80, D = 128), so a
-#: whole encoder batch of 256 would hold 0.8 GB; a few at a time keep the matrix products as fast.
-EXPANDED_ROWS = 16
-
-
 def blend_weight(fov: int) -> np.ndarray:
     """The 1D blending weight of a field of view: ``sin^2(pi (i + 1/2) / fov)``, ``i = 0 .. fov - 1``."""
     return np.sin(np.pi * (np.arange(fov) + 0.5) / fov) ** 2
@@ -202,32 +197,49 @@ class ExpandStride(EncodesSquaresPerSlice):
             for jx in range(tx):
                 weight_sum[jy * stride : jy * stride + fov, jx * stride : jx * stride + fov, 0] += self._weight
         norm = weight_sum[before_y : before_y + height, before_x : before_x + width]
+        columns = slice(before_x, before_x + width)
         out = np.empty((depth, height, width, self.n_features), dtype=np.float32)
         per_slice = ty * tx
         total = depth * per_slice
         n_batches = -(-total // self.batch_size)
-        accumulator = None
+        grid = self.grid
+        slice_tokens = torch.empty(per_slice, grid, grid, self.n_features, device=self.device)
         with torch.inference_mode():
             for batch in range(n_batches):
                 flat = np.arange(batch * self.batch_size, min(total, (batch + 1) * self.batch_size))
                 zi, jy, jx = np.unravel_index(flat, (depth, ty, tx))
                 fovs = torch.from_numpy(windows[zi, jy * stride, jx * stride]).to(self.device)
                 tokens = encode_checked(self.encoder, fovs.unsqueeze(1), self.fov, self.patch, self.n_features)
-                for row, (z, y0, x0) in enumerate(zip(zi, jy * stride, jx * stride)):
-                    if row % EXPANDED_ROWS == 0:  # a few fields of view at a time: one is F x F x D floats
-                        expanded = self._expanded_tokens(tokens[row : row + EXPANDED_ROWS])
-                    if accumulator is None:
-                        accumulator = torch.zeros(padded_h, padded_w, self.n_features, device=self.device)
-                    accumulator[y0 : y0 + fov, x0 : x0 + fov] += expanded[row % EXPANDED_ROWS]
-                    if flat[row] % per_slice == per_slice - 1:  # the slice's last field of view
-                        inner = accumulator[before_y : before_y + height, before_x : before_x + width]
-                        out[z] = (inner / norm).cpu().numpy()
-                        accumulator = None
+                # a batch's fields of view are consecutive: each slice's run of them fills its token grids
+                row = 0
+                while row < len(flat):
+                    first = int(flat[row] % per_slice)
+                    count = min(len(flat) - row, per_slice - first)
+                    slice_tokens[first : first + count] = tokens[row : row + count]
+                    if first + count == per_slice:
+                        plane = self._blended(slice_tokens.view(ty, tx, grid, grid, -1), padded_h, padded_w, columns)
+                        out[zi[row]] = (plane[before_y : before_y + height] / norm).cpu().numpy()
+                    row += count
                 report(self.progress, "expand-stride features", batch + 1, n_batches)
         return out
 
-    def _expanded_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Token grids ``(B, G, G, D)`` upsampled to pixels and weighted: ``(B, F, F, D)`` float32."""
-        # bilinear upsampling and the separable blending weight as two matrix products
-        rows = torch.einsum("yi,bijd->byjd", self._expansion, tokens.float())
-        return torch.einsum("byjd,xj->byxd", rows, self._expansion)
+    def _blended(self, tokens: torch.Tensor, height: int, width: int, columns: slice) -> torch.Tensor:
+        """One slice's token grids ``(Ty, Tx, G, G, D)`` upsampled, weighted and summed: ``(height, columns, D)``.
+
+        Upsampling and weighting are separable, so the sum over the fields of
+        view runs one axis at a time: x first (every field of view's token
+        rows expanded to pixels and summed along its row of fields of view),
+        then y (each row's expanded tokens), only for the columns returned.
+        Two matrix products per row or column of fields of view instead of
+        one ``F x F x D`` block per field of view.
+        """
+        fov, stride = self.fov, self.stride
+        ty, tx, grid, _, depth = tokens.shape
+        rows = torch.zeros(ty, grid, width, depth, device=self.device)
+        for jx in range(tx):
+            rows[:, :, jx * stride : jx * stride + fov] += torch.einsum("xj,aijd->aixd", self._expansion, tokens[:, jx])
+        rows = rows[:, :, columns]
+        plane = torch.zeros(height, rows.shape[2], depth, device=self.device)
+        for jy in range(ty):
+            plane[jy * stride : jy * stride + fov] += torch.einsum("yi,ixd->yxd", self._expansion, rows[jy])
+        return plane
