@@ -284,6 +284,31 @@ def test_n5_with_resolution_attrs_presents_zyx(tmp_path, volume):
         open_volume(path, key="xx")
 
 
+@pytest.mark.parametrize("on_level", [True, False], ids=["pixelResolution-on-every-level", "on-the-group"])
+def test_n5_pyramid_levels_scale_the_resolution_by_their_downsampling_factors(tmp_path, volume, on_level):
+    # n5-spark and N5 Viewer write the full resolution's pixelResolution on every level (or on the group), and
+    # each level's downsamplingFactors (x y z)
+    path = tmp_path / "p.n5"
+    resolution = {"dimensions": [4.6, 4.6, 50.0], "unit": "nm"}
+    for level, factors in enumerate(([1, 1, 1], [2, 2, 1])):
+        data = volume[:, :: factors[1], :: factors[0]]
+        store = tensorstore.open({
+            "driver": "n5", "kvstore": {"driver": "file", "path": str(path / "raw" / f"s{level}")}, "create": True,
+            "metadata": {"dimensions": list(data.shape[::-1]), "blockSize": [8, 8, 2], "dataType": "uint16",
+                         "compression": {"type": "raw"}},
+        }).result()
+        store[...] = data.T
+        attrs_file = path / "raw" / f"s{level}" / "attributes.json"
+        attrs = json.loads(attrs_file.read_text())
+        attrs.update({"pixelResolution": resolution} if on_level else {}, downsamplingFactors=factors)
+        attrs_file.write_text(json.dumps(attrs))
+    group = {"scales": [[1, 1, 1], [2, 2, 1]], "multiScale": True, **({} if on_level else {"pixelResolution": resolution})}
+    (path / "raw" / "attributes.json").write_text(json.dumps(group))
+    assert no_warning_open(path, key="raw/s0").voxel_size == pytest.approx((50.0, 4.6, 4.6))
+    level = no_warning_open(path, key="raw/s1")
+    assert level.shape == (6, 8, 10) and level.voxel_size == pytest.approx((50.0, 9.2, 9.2))
+
+
 def test_n5_cellmap_transform_attrs(tmp_path, volume):
     path = tmp_path / "c.n5"
     tensorstore.open({

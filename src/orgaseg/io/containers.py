@@ -250,10 +250,14 @@ def _n5_attrs(folder: Path) -> dict:
 
 
 def _n5_sizes(attrs: dict, parent: dict, axes: str) -> list[float | None] | None:
+    """A dataset's voxel size: its own, or its multiscale group's; times its ``downsamplingFactors``
+    where the size is a ``pixelResolution`` or the group's (N5 Viewer and n5-spark's pyramids write the
+    full resolution's ``pixelResolution`` on every level, with the level's factors)."""
     sizes = voxel_size_from_attrs(attrs, axes, fastest_first=True)
-    if sizes is not None:
+    if sizes is None:
+        sizes = voxel_size_from_attrs(parent, axes, fastest_first=True)
+    elif "pixelResolution" not in attrs or "transform" in attrs:
         return sizes
-    sizes = voxel_size_from_attrs(parent, axes, fastest_first=True)
     factors = attrs.get("downsamplingFactors")
     if sizes is not None and factors is not None and len(factors) == len(axes):
         sizes = [s * f if s is not None else None for s, f in zip(sizes, reversed(factors))]
