@@ -96,6 +96,24 @@ def test_single_2d_images_are_one_slice(tmp_path):
         np.testing.assert_array_equal(vol.read()[0], image)
 
 
+@pytest.mark.parametrize("writer", ["orgaseg", "imagej", "ome"])
+def test_a_single_slice_keeps_the_z_spacing_its_metadata_gives(tmp_path, writer):
+    # measurements in um^3 of a one-slice segmentation need its z; a plane has no z axis to carry it
+    image = np.arange(12 * 15, dtype=np.uint8).reshape(1, 12, 15)
+    path = tmp_path / "a.tif"
+    if writer == "orgaseg":
+        write_labels(path, image, voxel_size=(50.0, 4.6, 4.6), provenance={})
+    elif writer == "imagej":
+        tifffile.imwrite(path, image[0], imagej=True, resolution=(1 / 4.6, 1 / 4.6),
+                         metadata={"spacing": 50.0, "unit": "nm"})
+    else:
+        tifffile.imwrite(path, image[0], ome=True, metadata={"PhysicalSizeX": 0.0046, "PhysicalSizeY": 0.0046,
+                                                           "PhysicalSizeZ": 0.05})
+    vol = no_warning_open(path)
+    assert vol.shape == (1, 12, 15) and vol.voxel_size == pytest.approx((50.0, 4.6, 4.6))
+    np.testing.assert_array_equal(vol.read(), image)
+
+
 def test_folder_of_pngs_in_natural_order(tmp_path):
     for z in (10, *range(1, 10)):  # written out of order; "10" sorts before "2" as text
         Image.fromarray(np.full((8, 9), z, dtype=np.uint8)).save(tmp_path / f"{z}.png")

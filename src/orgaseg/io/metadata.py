@@ -269,6 +269,7 @@ class StoredArray:
     note: str | None = None  # caveat about ``sizes``, warned when they are used
     missing_chunks: MissingChunks | None = None  # chunked containers only
     origin: Sequence[float] | None = None  # nm per stored axis: where the first voxel's centre lies
+    plane_z: float | None = None  # nm: the z spacing the metadata gives for data without a z axis (one image)
 
 
 def known_voxel_size(data) -> tuple[float, float, float] | None:

@@ -212,9 +212,11 @@ def _to_volume(stored: StoredArray, path: Path, *, voxel_size, axes, channel) ->
     array = stored.array if order == "zyx" else AxesView(stored.array, order, fixed)
     nz = shape[order.index("z")] if "z" in order else 1
     attrs = {"format": stored.format}
+    found = dict(zip(order, stored.sizes)) if stored.sizes is not None else {}
+    if "z" not in order and stored.plane_z is not None:
+        found["z"] = stored.plane_z
     if voxel_size is not None:
         size = check_voxel_size(voxel_size)
-        found = dict(zip(order, stored.sizes)) if stored.sizes is not None else {}
         stored_size = tuple(found.get(a) for a in "zyx")
         if None not in stored_size and all(math.isfinite(v) for v in stored_size) \
                 and not np.allclose(size, stored_size, rtol=0.01):
@@ -222,7 +224,6 @@ def _to_volume(stored: StoredArray, path: Path, *, voxel_size, axes, channel) ->
                 f"{path}: the voxel size given, {format_sizes(size)} nm, overrides the file's own, "
                 f"{format_sizes(stored_size)} nm (z, y, x): is the order right?"), stacklevel=4)
     else:
-        found = dict(zip(order, stored.sizes)) if stored.sizes is not None else {}
         size = _voxel_size_from_metadata(found, nz, path, stored.note)
         if found.get("y") is None or found.get("x") is None:
             attrs["voxel_size_assumed"] = True  # nothing physical may be derived from it (a working pixel size)
@@ -336,7 +337,10 @@ def _read_tiff(path: Path) -> StoredArray:
             raise
     axes = _tiff_axes(series.axes)
     kind = "ome-tiff" if tif.is_ome else "tiff"
-    sizes = _ome_sizes(tif, axes) if tif.is_ome else _imagej_sizes(tif, axes) if tif.is_imagej else None
+    found = _ome_sizes(tif) if tif.is_ome else _imagej_sizes(tif) if tif.is_imagej else {}
+    sizes = [found.get(a) for a in axes] if found else None
+    # a single image's z spacing (orgaseg writes it too) has no stored axis to go with
+    plane_z = found.get("z") if "z" not in axes else None
     try:
         array, chunks = tifffile.memmap(path, series=0, mode="r"), None
         tif.close()
@@ -347,7 +351,7 @@ def _read_tiff(path: Path) -> StoredArray:
         chunks = array.chunks
     if tuple(array.shape) != tuple(series.shape):
         raise OrgasegError(f"{path}: unexpected TIFF layout {series.axes} {series.shape}")
-    return StoredArray(array, kind, axes=axes, sizes=sizes, chunks=chunks)
+    return StoredArray(array, kind, axes=axes, sizes=sizes, chunks=chunks, plane_z=plane_z)
 
 
 def _check_tiff(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, path: Path, errors: list[str]) -> None:
@@ -424,7 +428,8 @@ def _tiff_axes(codes: str) -> str:
     return "".join(letters)
 
 
-def _imagej_sizes(tif: tifffile.TiffFile, axes: str) -> list[float | None] | None:
+def _imagej_sizes(tif: tifffile.TiffFile) -> dict[str, float]:
+    """Voxel sizes in nm by axis letter that ImageJ's tags and metadata give."""
     meta = tif.imagej_metadata or {}
     unit = meta.get("unit")
     page = tif.pages.first
@@ -436,7 +441,7 @@ def _imagej_sizes(tif: tifffile.TiffFile, axes: str) -> list[float | None] | Non
                 sizes[letter] = to_nanometres(denominator / numerator, unit)
     if "spacing" in meta:
         sizes["z"] = to_nanometres(meta["spacing"], unit)
-    return [sizes.get(a) for a in axes] if sizes else None
+    return sizes
 
 
 def _ome_pixels(tif: tifffile.TiffFile) -> ElementTree.Element | None:
@@ -448,16 +453,16 @@ def _ome_pixels(tif: tifffile.TiffFile) -> ElementTree.Element | None:
     return next((e for e in root.iter() if e.tag.endswith("Pixels")), None)
 
 
-def _ome_sizes(tif: tifffile.TiffFile, axes: str) -> list[float | None] | None:
+def _ome_sizes(tif: tifffile.TiffFile) -> dict[str, float | None]:
+    """Voxel sizes in nm by axis letter of the first OME image (None where it gives none)."""
     pixels = _ome_pixels(tif)
     if pixels is None:
-        return None
+        return {}
     # OME's default unit is the micrometre
-    sizes = {
+    return {
         a: to_nanometres(pixels.get(f"PhysicalSize{A}"), pixels.get(f"PhysicalSize{A}Unit", "µm"))
         for a, A in zip("zyx", "ZYX")
     }
-    return [sizes.get(a) for a in axes]
 
 
 # --- HDF5 -------------------------------------------------------------------
