@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import matplotlib.image as mpimg
+import h5py
 import numpy as np
 import pytest
 import tifffile
@@ -481,6 +482,26 @@ def test_cli_refuses_grey_levels_and_scores_them_with_a_class_map(tmp_path, caps
     assert main(["evaluate", str(pred), "--reference", str(labels), "--dataset", "betaseg", "-o",
                  str(tmp_path / "r1"), "--quiet"]) == 2
     assert "datasets with one: vnc, cdeep3m-mito" in capsys.readouterr().err
+
+
+def test_cli_checks_the_raw_volume_before_writing_the_report(tmp_path, capsys):
+    pred, labels, raw = _vnc_like(tmp_path)
+    grey = tifffile.imread(raw)
+    with h5py.File(tmp_path / "raw.h5", "w") as f:
+        f["volumes/raw"] = grey
+        f["volumes/smoothed"] = grey
+    tifffile.imwrite(tmp_path / "thin.tif", grey[:1], photometric="minisblack")
+    evaluate_with = ["evaluate", str(pred), "--reference", str(labels), "--dataset", "vnc", "--quiet", "-o"]
+    for raw_options, reason in ((["--raw", str(tmp_path / "raw.h5")], "needs a key"),
+                                (["--raw", str(tmp_path / "thin.tif")], "the raw volume has shape")):
+        out = tmp_path / "report"
+        assert main([*evaluate_with, str(out), *raw_options]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and reason in err[0]
+        assert not out.exists()  # nothing written: the rerun is not refused
+    assert main([*evaluate_with, str(tmp_path / "report"), "--raw", str(tmp_path / "raw.h5"),
+                 "--raw-key", "volumes/raw"]) == 0
+    assert (tmp_path / "report" / "overlay.png").exists()
 
 
 @pytest.mark.skipif(not (DATA / "vnc").is_dir(), reason=f"real data not found at {DATA / 'vnc'}")

@@ -207,6 +207,10 @@ def cmd_evaluate(args, progress) -> int:
         pred = open_volume(args.prediction, key=args.key)
         reference = open_volume(args.reference, key=args.reference_key)
         mask = open_volume(args.mask) if args.mask else None
+        raw = open_volume(args.raw, key=args.raw_key) if args.raw else None  # before anything is written
+    if raw is not None and raw.shape != pred.shape:
+        raise OrgasegError(f"{args.raw}: the raw volume has shape {raw.shape}, the prediction {pred.shape}: the "
+                           "overlay needs the volume the prediction was made from")
     if args.dataset is not None:
         from orgaseg.datasets import check_reference_values
 
@@ -223,10 +227,7 @@ def cmd_evaluate(args, progress) -> int:
     report = evaluate(pred, reference, classes=args.classes, class_map=class_map, background=args.background,
                       mask=mask, ignore=args.ignore, mode=args.mode, label_names=label_names, progress=progress)
     paths = report.save(args.output, overwrite=args.overwrite)
-    if args.raw:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", VoxelSizeWarning)
-            raw = open_volume(args.raw)
+    if raw is not None:
         z = raw.shape[0] // 2
         region = (slice(z, z + 1), slice(None), slice(None))
         mapping = None
@@ -632,6 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw", help="the raw volume, for an overlay figure")
     p.add_argument("--key", help="dataset inside the prediction's container")
     p.add_argument("--reference-key", help="dataset inside the reference's container")
+    p.add_argument("--raw-key", help="dataset inside the raw volume's container")
     p.add_argument("-o", "--output", required=True, help="report folder (report.json, report.md, confusion.png)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.set_defaults(run=cmd_evaluate)
