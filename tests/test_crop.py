@@ -174,6 +174,34 @@ def test_points_in_nm_outside_a_placed_volume_name_its_origin(placed_cell, tmp_p
         name_clusters(segmented.path, points=_points_csv(tmp_path, [[0, 20, 20]], ["n"]), units="nm")
 
 
+def test_a_crop_at_the_corner_has_a_place_and_its_segmentation_keeps_it(source, tmp_path):
+    # a reference cut at 0:N of every axis has a translation of zero: against a prediction from elsewhere
+    # it is as far apart as any other crop; a segmentation of a corner crop keeps the zero place
+    import orgaseg
+    from orgaseg.errors import OrgasegWarning
+    from orgaseg.evaluation import evaluate
+
+    data, _ = source
+    volume = open_volume(write_tiff_image(tmp_path / "raw.tif", data, voxel_size=VOXEL))
+    corner = crop_volume(volume, parse_region([":4", ":20", ":"], data.shape), tmp_path / "corner.ome.zarr")
+    elsewhere = crop_volume(volume, parse_region(["3:7", ":20", ":"], data.shape), tmp_path / "elsewhere.ome.zarr")
+    assert open_volume(corner).origin == (0.0, 0.0, 0.0)
+    segmented = {name: orgaseg.segment(path, k=2, output=tmp_path / f"seg-{name}.ome.zarr").path
+                 for name, path in (("corner", corner), ("elsewhere", elsewhere))}
+    with pytest.warns(OrgasegWarning, match="cover different regions"):
+        evaluate(open_volume(segmented["elsewhere"]), open_volume(corner), class_map="0..30000=dark,30001..65535=bright")
+    with pytest.warns(OrgasegWarning, match="cover different regions"):
+        evaluate(open_volume(segmented["corner"]), open_volume(elsewhere), class_map="0..30000=dark,30001..65535=bright")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OrgasegWarning)
+        evaluate(open_volume(segmented["corner"]), open_volume(corner), class_map="0..30000=dark,30001..65535=bright")
+        # a volume that says nothing of its place (a TIFF, or a segmentation of one) is trusted
+        unplaced = orgaseg.segment(tmp_path / "raw.tif", k=2, output=tmp_path / "seg-tif.ome.zarr").path
+        evaluate(open_volume(segmented["corner"]), open_volume(tmp_path / "raw.tif").read()[:4, :20] > 30000,
+                 classes=["dark", "bright"])
+    assert open_volume(unplaced).attrs.get("placed") is None
+
+
 def test_scores_warn_when_the_prediction_and_reference_lie_apart(source, tmp_path):
     from orgaseg.errors import OrgasegWarning
     from orgaseg.evaluation import evaluate

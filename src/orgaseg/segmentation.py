@@ -15,7 +15,7 @@ import numpy as np
 from orgaseg.cluster import Clusterer, ClustererSpec, KMeansModel, clusterer_from_dict, get_clusterer
 from orgaseg.errors import OrgasegError
 from orgaseg.io import compute_normalization, make_provenance, open_volume
-from orgaseg.io.metadata import check_voxel_size, known_voxel_size
+from orgaseg.io.metadata import check_voxel_size, known_voxel_size, placement
 from orgaseg.io.partial import refuse_replacing_an_input, same_path
 from orgaseg.io.volume import Volume, as_volume
 from orgaseg.pipeline.cost import estimate_cost
@@ -277,7 +277,7 @@ def segment(
     if output is not None and save_features is not None and same_path(output, save_features):
         raise OrgasegError(f"{save_features}: the features need a path of their own, not the labels' output")
     # created before any work, so an existing output is refused at once
-    outputs = open_outputs(output, volume.shape, n_labels, voxel_size=known_voxel_size(volume), origin=volume.origin,
+    outputs = open_outputs(output, volume.shape, n_labels, voxel_size=known_voxel_size(volume), origin=placement(volume),
                            block_shape=block_shape,
                            overwrite=overwrite, resume_key=resume_key, save_features=save_features,
                            n_features=job.extractor.n_features)

@@ -109,7 +109,7 @@ def _read_multiscale(group: zarr.Group, meta: dict, level: int, where: str) -> S
     array = group[dataset["path"]]
     axes, units = _ngff_axes(multiscale.get("axes"), array.ndim)
     # NGFF applies the dataset's scale and translation, then the multiscale-wide ones
-    scale, shift = np.ones(array.ndim), np.zeros(array.ndim)
+    scale, shift, translated = np.ones(array.ndim), np.zeros(array.ndim), False
     for transforms in (dataset.get("coordinateTransformations"), multiscale.get("coordinateTransformations")):
         for transform in transforms or []:
             kind = transform.get("type")
@@ -120,7 +120,7 @@ def _read_multiscale(group: zarr.Group, meta: dict, level: int, where: str) -> S
             if kind == "scale":
                 scale, shift = scale * values, shift * values
             else:
-                shift = shift + values
+                shift, translated = shift + values, True
     note = None
     if (multiscale.get("metadata") or {}).get(VOXEL_SIZE_UNKNOWN):
         # written by orgaseg from a volume without a voxel size: the scale is in voxels
@@ -133,9 +133,11 @@ def _read_multiscale(group: zarr.Group, meta: dict, level: int, where: str) -> S
         to_nanometres(s, u) if u is not None else (float(s) if math.isfinite(s) and s > 0 else math.nan)
         for s, u in zip(scale, units)
     ]
-    # a translation in an unknown unit, or not finite, places nothing
+    # a translation in an unknown unit, or not finite, places nothing; none at all: the image is not placed
+    # (a translation of zero places it at the corner: a crop of a larger volume taken there)
     factors = [nanometres_per_unit(u) if u is not None else 1.0 for u in units]
-    origin = [float(t) * f if f is not None and math.isfinite(t) else 0.0 for t, f in zip(shift, factors)]
+    origin = [float(t) * f if f is not None and math.isfinite(t) else 0.0 for t, f in zip(shift, factors)] \
+        if translated else None
     return StoredArray(
         array, "ome-zarr", axes=axes, sizes=sizes, chunks=array.chunks, key=_relative(array), note=note,
         missing_chunks=_zarr_missing_chunks(array), origin=origin,

@@ -120,6 +120,16 @@ def check_origin(origin: Any) -> tuple[float, float, float]:
     return (float(values[0]), float(values[1]), float(values[2]))
 
 
+def placement(volume: Any) -> tuple[float, float, float] | None:
+    """Where ``volume`` lies (its origin, nm), or None when nothing says: a file without a place (a TIFF).
+
+    An origin of zero from metadata that gives one (an OME-Zarr crop taken at
+    the corner) is a place; the zero a volume without one gets is not.
+    """
+    origin = tuple(float(v) for v in getattr(volume, "origin", (0.0, 0.0, 0.0)))
+    return origin if any(origin) or getattr(volume, "attrs", {}).get("placed") else None
+
+
 def format_sizes(values: Sequence[float]) -> str:
     """``"50 x 4.6 x 4.6"``: a voxel size (or any z, y, x triple) for messages."""
     return " x ".join(f"{float(v):g}" for v in values)
@@ -138,8 +148,9 @@ def warn_if_placed_apart(first: Any, second: Any, names: tuple[str, str], conseq
     by half a voxel or more, or when both know their voxel sizes and these
     differ by more than 1%. Volumes of the same shape cut from different
     regions, or from stacks of different resolutions, would be compared
-    voxel by voxel as if they overlaid; a volume without an origin (a TIFF)
-    or whose voxel size was assumed says nothing and is trusted.
+    voxel by voxel as if they overlaid; a volume without a place (a TIFF,
+    :func:`placement`) or whose voxel size was assumed says nothing and is
+    trusted.
 
     Parameters
     ----------
@@ -161,9 +172,10 @@ def warn_if_placed_apart(first: Any, second: Any, names: tuple[str, str], conseq
         warnings.warn(OrgasegWarning(
             f"{names[0]} voxels are {format_sizes(sizes[0])} nm, {names[1]} {format_sizes(sizes[1])} nm: "
             f"they come from different stacks or resolutions, and {consequence}"), stacklevel=stacklevel + 1)
-    places = [np.asarray(getattr(v, "origin", (0.0, 0.0, 0.0)), float) for v in (first, second)]
-    if not all(p.any() for p in places):
+    places = [placement(v) for v in (first, second)]
+    if None in places:
         return
+    places = [np.asarray(p) for p in places]
     step = np.asarray(getattr(first, "voxel_size", (1.0, 1.0, 1.0)), float)
     if np.any(np.abs(places[0] - places[1]) >= step / 2):
         warnings.warn(OrgasegWarning(

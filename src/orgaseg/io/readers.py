@@ -235,6 +235,7 @@ def _to_volume(stored: StoredArray, path: Path, *, voxel_size, axes, channel) ->
     if stored.origin is not None:
         by_axis = dict(zip(order, stored.origin))
         origin = tuple(float(by_axis.get(a, 0.0)) for a in "zyx")
+        attrs["placed"] = True  # its place is known, the corner included
     check_volume_data(shape, stored.array.dtype, str(path))
     return Volume(array, voxel_size=size, path=str(path), key=stored.key, chunks=chunks, attrs=attrs,
                   origin=origin)

@@ -290,6 +290,7 @@ class OmeZarrLabelWriter(LabelWriter):
         if not name or "/" in name or name.startswith("."):
             raise OrgasegError(f"invalid label name {name!r}: use a plain name such as 'segmentation'")
         self.name = name
+        self.placed = origin is not None  # a translation is written, zero included
         self.origin = check_origin(origin)
         self.chunks = check_chunks(chunks, self.shape)
         self._start({"chunks": self.chunks, "name": name})
@@ -326,7 +327,7 @@ class OmeZarrLabelWriter(LabelWriter):
 
     def _ngff_attrs(self, steps: Sequence[tuple[int, int, int]]) -> dict:
         full = [{"type": "scale", "scale": list(self.voxel_size)}]
-        if any(self.origin):
+        if self.placed:
             full.append({"type": "translation", "translation": list(self.origin)})
         datasets = [{"path": "0", "coordinateTransformations": full}]
         factor = np.ones(3)
@@ -450,9 +451,10 @@ def create_label_writer(
         blocks written so far are kept; otherwise it is discarded.
     origin : sequence of 3 floats, optional
         Position of the first voxel's centre in nanometres ``(z, y, x)``, the
-        input's :attr:`~orgaseg.io.Volume.origin`: an OME-Zarr translation, so
-        labels of a cropped region overlay it in a viewer. An ImageJ TIFF has
-        no place for it and starts at zero.
+        input's place (:func:`~orgaseg.io.metadata.placement`): an OME-Zarr
+        translation, so labels of a cropped region overlay it in a viewer
+        (None: no translation, as for an input that says nothing of its
+        place). An ImageJ TIFF has no place for it and starts at zero.
 
     Returns
     -------

@@ -45,7 +45,7 @@ from skimage.measure import label as label_components
 
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.io import make_provenance, open_volume, provenance_path
-from orgaseg.io.metadata import check_voxel_size, known_voxel_size
+from orgaseg.io.metadata import check_voxel_size, known_voxel_size, placement
 from orgaseg.io.partial import partial_state, refuse_existing, refuse_replacing_an_input
 from orgaseg.io.provenance import producing_command
 from orgaseg.io.volume import Volume, as_volume
@@ -671,7 +671,7 @@ def _write(stage, plan: _Plan, blocks, executor, output, grid: Volume, block_sha
     The instances lie on ``grid``'s voxels (the named volume's shape, voxel size and origin).
     """
     count = len(plan.values)
-    outputs = open_outputs(output, grid.shape, count + 1, voxel_size=known_voxel_size(grid), origin=grid.origin,
+    outputs = open_outputs(output, grid.shape, count + 1, voxel_size=known_voxel_size(grid), origin=placement(grid),
                            block_shape=block_shape, overwrite=overwrite, resume_key=resume_key, name="instances",
                            label_names=["background", *class_names])
     state = outputs.state

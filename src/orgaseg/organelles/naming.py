@@ -23,7 +23,7 @@ import numpy as np
 
 from orgaseg.errors import OrgasegError, arg
 from orgaseg.io import create_label_writer, make_provenance, open_volume
-from orgaseg.io.metadata import known_voxel_size
+from orgaseg.io.metadata import known_voxel_size, placement
 from orgaseg.io.partial import digest, refuse_replacing_an_input
 from orgaseg.io.provenance import provenance_path, read_provenance
 from orgaseg.io.volume import Volume, as_volume
@@ -346,7 +346,7 @@ def name_clusters(
         forest = (classifier if refine and mapping is None else getattr(fitted_classifier, "kind", None)) == "forest"
         if forest and forest_path(output).exists() and not overwrite:
             raise OrgasegError(f"{forest_path(output)} exists; pass {arg('overwrite')} to replace it")
-        sink = create_label_writer(output, volume.shape, n_labels, voxel_size=known_voxel_size(volume), origin=volume.origin,
+        sink = create_label_writer(output, volume.shape, n_labels, voxel_size=known_voxel_size(volume), origin=placement(volume),
                                    overwrite=overwrite,
                                    chunks=aligned_chunks(block_shape, LABEL_CHUNKS), label_names=naming.names)
     try:
@@ -459,7 +459,7 @@ def _read_annotations(points, scribbles, names, volume: Volume, units: str) -> A
         if names is not None:
             raise OrgasegError("a names table goes with scribbles; points carry their names in the 'name' column")
         return read_points(points, shape=volume.shape, voxel_size=volume.voxel_size, units=units,
-                           origin=volume.origin)
+                           origin=placement(volume))
     table = names if isinstance(names, dict) or names is None else read_names_table(names)
     if isinstance(scribbles, (str, Path)):
         if not Path(scribbles).exists():
