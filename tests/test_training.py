@@ -208,3 +208,16 @@ def test_a_resume_trains_on_the_volumes_at_the_voxel_size_the_checkpoint_recorde
         np.save(tmp_path / "other.npy", np.asarray(cell.raw))
         with pytest.raises(OrgasegError, match="a resume trains on the same volumes"):
             MAESTER.train([tmp_path / "other.npy"], ckpt, resume=True, steps=8, device="cpu")
+
+
+def test_a_resume_finds_its_volumes_from_another_working_directory(tmp_path, monkeypatch):
+    # the checkpoint records where its volumes are, not where they were seen from
+    cell = make_cell((4, 96, 96), voxel_size=(20.0, 20.0, 20.0), seed=0)
+    (tmp_path / "data").mkdir()
+    np.save(tmp_path / "data" / "raw.npy", np.asarray(cell.raw))
+    monkeypatch.chdir(tmp_path)
+    first = MAESTER.train(["data/raw.npy"], "m.pt", preset="tiny", steps=2, voxel_size=(20, 20, 20), device="cpu")
+    assert first["training_volumes"][0]["path"] == str(tmp_path / "data" / "raw.npy")
+    monkeypatch.chdir(tmp_path / "data")
+    resumed = MAESTER.train(["raw.npy"], "../m.pt", resume=True, steps=3, voxel_size=(20, 20, 20), device="cpu")
+    assert resumed["step"] == 3

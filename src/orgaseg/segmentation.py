@@ -17,7 +17,7 @@ from orgaseg.errors import OrgasegError
 from orgaseg.io import compute_normalization, make_provenance, open_volume
 from orgaseg.io.metadata import check_voxel_size, known_voxel_size, placement
 from orgaseg.io.partial import refuse_replacing_an_input, same_path
-from orgaseg.io.volume import Volume, as_volume
+from orgaseg.io.volume import Volume, absolute_path, as_volume
 from orgaseg.pipeline.cost import estimate_cost
 from orgaseg.pipeline.executors import Executor, SerialExecutor
 from orgaseg.pipeline.outputs import open_outputs
@@ -316,10 +316,10 @@ def segment(
         k=fitted.k,
         clusterer=fitted.to_dict(),
         normalization=normalization.to_dict(),
-        input={"path": _absolute(volume.path), "key": volume.key, "shape": list(volume.shape),
+        input={"path": absolute_path(volume.path), "key": volume.key, "shape": list(volume.shape),
                "voxel_size": list(volume.voxel_size), "origin": list(volume.origin)},
-        model={"path": _absolute(model), "sha256": model_hash} if model is not None else None,
-        centers_from=_absolute(centers) if isinstance(centers, (str, Path)) else None,
+        model={"path": absolute_path(model), "sha256": model_hash} if model is not None else None,
+        centers_from=absolute_path(centers) if isinstance(centers, (str, Path)) else None,
         blocks={"shape": list(block_shape), **{n: stats[n] for n in ("blocks", "computed", "skipped") if n in stats}},
         executor=executor.describe(),
         feature_memory_bytes=kept,
@@ -329,17 +329,9 @@ def segment(
         wall_time_s=round(time.time() - started, 3),
     )
     path = outputs.finalize(record, {"axes": "zyxc", "voxel_size": list(volume.voxel_size), "method": stages.method.name,
-                                     "features": job.extractor.config(), "input": _absolute(volume.path)})
+                                     "features": job.extractor.config(), "input": absolute_path(volume.path)})
     labels = outputs.sink.array if path is None else None
     return Segmentation(labels=labels, path=path, model=fitted, provenance=record)
-
-
-def _absolute(path: str | Path | None) -> str | None:
-    """``path`` made absolute, so that the provenance still finds it from another working directory
-    (``"<array>"`` and other placeholders in angle brackets stay as they are)."""
-    if path is None or str(path).startswith("<"):
-        return path
-    return str(Path(path).resolve())
 
 
 def _file_hash(path: str | Path) -> str:

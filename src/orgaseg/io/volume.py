@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -265,14 +266,22 @@ class AxesView:
         return np.ascontiguousarray(block.transpose(order))
 
 
+def absolute_path(path: str | Path | None) -> str | None:
+    """``path`` made absolute, so that a record still finds it from another working directory
+    (``"<array>"`` and other placeholders in angle brackets stay as they are)."""
+    if path is None or str(path).startswith("<"):
+        return path
+    return str(Path(path).resolve())
+
+
 def volume_record(volume: Volume) -> dict[str, Any]:
-    """What a checkpoint records of a volume it was trained on: where it is, its shape and voxel size.
+    """What a checkpoint records of a volume it was trained on: where it is (absolute), its shape and voxel size.
 
     ``voxel_size_assumed`` marks a voxel size the file did not give (1 nm
     assumed), ``resampled_from`` the input voxel size of a volume resampled to
     the training pixel size.
     """
-    record = {"path": volume.path, "key": volume.key, "shape": list(volume.shape), "voxel_size": list(volume.voxel_size)}
+    record = {"path": absolute_path(volume.path), "key": volume.key, "shape": list(volume.shape), "voxel_size": list(volume.voxel_size)}
     if volume.attrs.get("voxel_size_assumed"):
         record["voxel_size_assumed"] = True
     if "resampled_from" in volume.attrs:
