@@ -64,6 +64,18 @@ def test_learned_method_is_trained_then_scored(phantom, tmp_path):
     assert len(estimates) == len(phantom.evaluation) and all(e["forward_passes"] > 0 for e in estimates)
 
 
+@pytest.mark.parametrize("method, options, reason", [
+    ("baseline", {"preset": "tiny"}, r"--preset train an encoder, and method 'baseline' with these features has none"),
+    ("sccs", {"steps": 3, "minutes": 0.1}, r"--steps, --minutes train an encoder.*--option preset=NAME"),
+    ("sccs", {"model": "trained.json"}, r"fits 'sccs' on each evaluation volume.*orgaseg segment --model"),
+    ("maester", {"model": "model.pt", "steps": 5}, r"--steps train a new encoder, and --model gives a trained one"),
+])
+def test_training_options_that_would_be_ignored_are_refused(phantom, tmp_path, method, options, reason):
+    with pytest.raises(OrgasegError, match=reason):
+        run_benchmark(phantom, method, tmp_path, ks=[4], sample_size=5_000, device="cpu", **options)
+    assert not (tmp_path / "results.json").exists()
+
+
 def test_k_ranges():
     assert parse_k_range("4-10") == list(range(4, 11))
     assert parse_k_range("4,6,8") == [4, 6, 8]

@@ -257,10 +257,23 @@ def _trained_model(row, data: Dataset, output_dir: Path, *, model, preset, steps
                    features, progress):
     """The checkpoint to evaluate (trained now on the dataset's training volumes unless given) and its record."""
     needs_encoder = (features is None and row.learns) or (features is not None and _needs_encoder(features))
+    training = [name for name, value in (("--preset", preset), ("--steps", steps), ("--minutes", minutes))
+                if value is not None]
     if not needs_encoder:
+        if model is not None and row.trainer is not None:
+            raise OrgasegError(f"benchmark fits {row.name!r} on each evaluation volume; a trained {row.name} clusterer "
+                               f"(--model) is scored with orgaseg segment --model and orgaseg evaluate")
         if model is not None:
             raise OrgasegError(f"method {row.name!r} with these features uses no encoder: it takes no --model")
+        if training:
+            hint = (f" (the {row.name} clusterer's own preset: --option preset=NAME)"
+                    if row.trainer is not None else "")
+            raise OrgasegError(f"{', '.join(training)} train an encoder, and method {row.name!r} with these "
+                               f"features has none{hint}")
         return None, {"preset": None, "wall_s": 0.0, "steps": 0, "note": "no encoder to train"}
+    if model is not None and training:
+        raise OrgasegError(f"{', '.join(training)} train a new encoder, and --model gives a trained one: pass one or "
+                           "the other")
     from orgaseg.models.checkpoint import file_hash, load_checkpoint
 
     if model is None:
