@@ -124,6 +124,12 @@ def slices_of_two_sizes(tmp_path: Path) -> Path:
     return _slices(tmp_path, ["00.tif", "01.tif", "02.tif"], {"02.tif": (16, 32)})
 
 
+def empty_tiff(tmp_path: Path) -> Path:
+    path = tmp_path / "empty.tif"
+    path.write_bytes(b"II*\x00\x08\x00\x00\x00")  # a header and nothing else: what a failed write leaves
+    return path
+
+
 def zero_voxel_size(tmp_path: Path) -> Path:
     path = tmp_path / "zero.tif"
     tifffile.imwrite(path, _stack(), imagej=True, resolution=(0.25, 0.25),
@@ -143,6 +149,7 @@ FAULTS = {
     "truncated ImageJ stack": (truncated_imagej, [], r"stack\.tif: the metadata declares 8 images, but the file holds 1"),
     "truncated plain TIFF": (truncated_plain_tiff, [], r"plain\.tif: damaged or truncated TIFF"),
     "damaged TIFF with a non-UTF-8 name": (non_utf8_name, [], r"raw\\udcff\.tif: damaged or truncated TIFF"),
+    "TIFF header without an image": (empty_tiff, [], r"empty\.tif: the TIFF holds no image"),
     "HDF5 truncated mid-dataset": (truncated_hdf5, [], r"volume\.h5: not a readable HDF5 file \(.*truncated file"),
     "zarr with a corrupt chunk": (zarr_corrupt_chunk, [], r"volume\.zarr: cannot read the region \[0:8, 0:32, 0:32\]"),
     "zarr with missing chunks, strict": (zarr_missing_chunks, ["--strict-chunks"],

@@ -331,6 +331,9 @@ def _read_tiff(path: Path) -> StoredArray:
         except Exception as exc:  # tifffile raises several kinds for a file that is not a TIFF
             raise OrgasegError(f"{path}: not a readable TIFF file ({exc})") from exc
         try:
+            if not tif.series:
+                raise OrgasegError(f"{path}: the TIFF holds no image (an empty or truncated file: a write that "
+                                   "failed part way?)")
             series = tif.series[0]
             _check_tiff(tif, series, path, errors)
         except BaseException:
