@@ -200,6 +200,32 @@ def test_one_message_names_python_arguments_in_python_and_options_on_the_command
     assert "2 x 16 x 16" in capsys.readouterr().out
 
 
+def test_a_message_says_which_options_this_command_lacks_and_the_way_round(tmp_path, capsys):
+    import warnings
+
+    from orgaseg.errors import OrgasegWarning
+    from orgaseg.io import open_volume
+
+    path = tmp_path / "channels.tif"
+    data = np.ones((4, 2, 16, 16), np.uint8)
+    data[:, 1] = 0  # an empty channel: a crop of it stores its chunks of zeros too
+    tifffile.imwrite(path, data, imagej=True, metadata={"axes": "ZCYX"})
+    assert main(["train", str(path), "--method", "maester", "--preset", "tiny", "-o", str(tmp_path / "m.pt")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "pass --channel N to choose one" in err[0]
+    assert err[0].endswith("(--channel N, --axes ORDER: not options of orgaseg train; orgaseg crop PATH --region "
+                           ": : : with them -o VOLUME.ome.zarr makes a copy that it reads)")
+    assert main(["info", str(path)]) == 2
+    assert "not an option" not in capsys.readouterr().err  # info has them
+    # the way round works, and its output reads back without a word
+    copy = tmp_path / "copy.ome.zarr"
+    assert main(["crop", str(path), "--region", ":", ":", ":", "--channel", "1", "--voxel-size", "50", "5", "5",
+                 "-o", str(copy), "--quiet"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OrgasegWarning)
+        assert open_volume(copy).shape == (4, 16, 16)
+
+
 def test_every_option_has_help_text_and_stage_choices_come_from_the_tables(capsys, monkeypatch):
     from orgaseg.cli import build_parser
     from orgaseg.cluster import CLUSTERERS

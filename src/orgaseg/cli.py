@@ -754,6 +754,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="phantom shape in voxels (default 64 256 256)")
     p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier demo")
     p.set_defaults(run=cmd_demo)
+    for command in sub.choices.values():  # what messages may suggest to this command (orgaseg.errors.render)
+        command.set_defaults(option_strings=frozenset(command._option_string_actions))
     return parser
 
 
@@ -779,18 +781,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.captureWarnings(True)  # warnings too are written above the progress bars
     # what a learned encoder's run will cost is said up front (README, `segment`), unless --quiet
     logging.getLogger("orgaseg.pipeline.cost").setLevel(logging.NOTSET if args.quiet or args.debug else logging.INFO)
+    command = (args.command, args.option_strings)
     if not args.debug:
         warnings.simplefilter("default")
         # the log handler ends the line; orgaseg's warnings name command-line options here
         warnings.formatwarning = lambda message, category, *rest: "warning: " + (
-            message.for_command_line() if hasattr(message, "for_command_line") else str(message))
+            message.for_command_line(command) if hasattr(message, "for_command_line") else str(message))
     try:
         return args.run(args, progress)
     except OrgasegError as err:
         progress.close(leave=False)
         if args.debug:
             raise
-        print(f"orgaseg {args.command}: error: {err.for_command_line()}", file=sys.stderr)
+        print(f"orgaseg {args.command}: error: {err.for_command_line(command)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         progress.close(leave=False)

@@ -59,9 +59,37 @@ def arg(name: str) -> str:
     return f"\x02{name}\x03"
 
 
-def render(message: str, command_line: bool = False) -> str:
-    """``message`` with its argument placeholders in Python form, or in command-line form."""
-    return _TOKEN.sub(lambda match: ARGUMENTS[match.group(1)][int(command_line)], message)
+#: Arguments that say how to read a volume: ``orgaseg crop`` has them all, and copies a volume into one that
+#: a command without them reads.
+VOLUME_ARGUMENTS = ("axes", "channel", "key", "strict_chunks", "voxel_size")
+
+
+def render(message: str, command_line: bool = False, command: tuple[str, frozenset[str]] | None = None) -> str:
+    """``message`` with its argument placeholders in Python form, or in command-line form.
+
+    ``command``, the command's name and option strings: the arguments the
+    message names that this command lacks are said to be other commands'
+    (with ``orgaseg crop`` as the way round for those that say how to read a
+    volume).
+    """
+    lacking: list[str] = []
+
+    def rendered(match: re.Match) -> str:
+        name = match.group(1)
+        text = ARGUMENTS[name][int(command_line)]
+        if command is not None and text.split()[0] not in command[1] and name not in lacking:
+            lacking.append(name)
+        return text
+
+    message = _TOKEN.sub(rendered, message)
+    if not lacking:
+        return message
+    flags = [ARGUMENTS[name][1] for name in lacking]
+    message += f" ({', '.join(flags)}: not {'an option' if len(flags) == 1 else 'options'} of orgaseg {command[0]}"
+    if all(name in VOLUME_ARGUMENTS for name in lacking):
+        message += (f"; orgaseg crop PATH --region : : : with {'it' if len(flags) == 1 else 'them'} -o VOLUME.ome.zarr "
+                    "makes a copy that it reads")
+    return message + ")"
 
 
 class _Rendered:
@@ -70,8 +98,8 @@ class _Rendered:
     def __str__(self) -> str:
         return render(super().__str__())
 
-    def for_command_line(self) -> str:
-        return render(super().__str__(), command_line=True)
+    def for_command_line(self, command: tuple[str, frozenset[str]] | None = None) -> str:
+        return render(super().__str__(), command_line=True, command=command)
 
 
 class OrgasegError(_Rendered, ValueError):

@@ -179,8 +179,9 @@ def _write_ome_zarr(volume: Volume, corner, position, shape, target: Path, name:
     blocks = make_blocks(shape, default_block_shape(shape, voxels=COPY_BLOCK_VOXELS))
     root = zarr.open_group(str(target), mode="w", zarr_format=2)
     chunks = tuple(min(c, s) for c, s in zip(blocks[0].shape, shape))
+    # every chunk stored, even one of zeros only: a missing chunk in orgaseg's output always means lost data
     array = root.create_array("0", shape=shape, chunks=chunks, dtype=volume.dtype,
-                              chunk_key_encoding=NGFF_CHUNK_KEYS)
+                              chunk_key_encoding=NGFF_CHUNK_KEYS, config={"write_empty_chunks": True})
     report(progress, "cropping", 0, len(blocks))
     for done, block in enumerate(blocks, 1):
         array[block.region] = np.asarray(volume.read(_source_region(block.region, corner)))
