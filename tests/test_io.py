@@ -424,8 +424,15 @@ def test_input_errors_are_clear(tmp_path):
     with pytest.raises(OrgasegError, match="1D data"):
         open_volume(tmp_path / "line.npy")
     np.save(tmp_path / "4d.npy", np.zeros((2, 3, 4, 5)))
-    with pytest.raises(OrgasegError, match="more than one extra axis"):
+    with pytest.raises(OrgasegError, match=r"with 1 axis besides z, y and x longer than 1, and nothing says which"):
         open_volume(tmp_path / "4d.npy")
+    np.save(tmp_path / "5d.npy", np.zeros((2, 2, 3, 4, 5)))
+    with pytest.raises(OrgasegError, match=r"with 2 axes besides z, y and x"):
+        open_volume(tmp_path / "5d.npy")
+    # a time series: one time point is read by naming its axis c
+    with pytest.raises(OrgasegError, match=r"axis 't' has 2 entries.*naming it c and channel=N \(here 'czyx'\)"):
+        open_volume(tmp_path / "4d.npy", axes="tzyx")
+    assert open_volume(tmp_path / "4d.npy", axes="czyx", channel=1, voxel_size=(1, 1, 1)).shape == (3, 4, 5)
     with pytest.raises(OrgasegError, match="axes 'zy' do not fit"):
         open_volume(tmp_path / "4d.npy", axes="zy")
     np.save(tmp_path / "v.npy", np.zeros((2, 4, 4)))

@@ -254,9 +254,11 @@ def _resolve_axes(shape: tuple[int, ...], axes: str | None, path: Path, channel:
             keep = [i for i, s in enumerate(shape) if s > 1]
             keep = keep if len(keep) >= 2 else [ndim - 2, ndim - 1]
             if len(keep) > 3 or ndim > 6:
+                extra = len(keep) - 3
                 raise OrgasegError(
-                    f"{path}: {ndim}D data (shape {shape}) with more than one extra axis longer "
-                    f"than 1; pass {arg('axes')} (e.g. 'czyx') and {arg('channel')} to choose a volume"
+                    f"{path}: {ndim}D data (shape {shape}) with {extra} {'axis' if extra == 1 else 'axes'} besides "
+                    f"z, y and x longer than 1, and nothing says which; pass {arg('axes')} (e.g. 'czyx') and "
+                    f"{arg('channel')} to choose a volume"
                 )
             names, extra = iter("zyx"[3 - len(keep) :]), iter("tcqr")
             axes = "".join(next(names) if i in keep else next(extra) for i in range(ndim))
@@ -280,9 +282,12 @@ def _resolve_axes(shape: tuple[int, ...], axes: str | None, path: Path, channel:
                 f"to choose one, or {arg('axes')} if that axis is really z"
             )
         elif letter not in "zyxc" and size > 1:
+            swapped = axes.replace("c", "\0").replace(letter, "c").replace("\0", letter)
             raise OrgasegError(
                 f"{path}: axis {letter!r} has {size} entries (axes {axes!r}, shape {shape}); "
-                f"orgaseg reads one 3D volume: pass {arg('axes')} naming the z, y, x axes"
+                f"orgaseg reads one 3D volume: pass {arg('axes')} naming the z, y, x axes, or, to read entry N "
+                f"of this axis (a time point), {arg('axes')} naming it c and {arg('channel')} (here "
+                f"{swapped!r})"
             )
     return axes
 
