@@ -94,6 +94,9 @@ def test_single_2d_images_are_one_slice(tmp_path):
         vol = open_volume(tmp_path / name, voxel_size=(5, 5, 5))
         assert vol.shape == (1, 12, 15)
         np.testing.assert_array_equal(vol.read()[0], image)
+        # the axes of a 2D image name its two axes, whatever the format
+        assert open_volume(tmp_path / name, voxel_size=(5, 5, 5), axes="yx").shape == (1, 12, 15)
+        np.testing.assert_array_equal(open_volume(tmp_path / name, voxel_size=(5, 5, 5), axes="xy").read()[0], image.T)
 
 
 @pytest.mark.parametrize("writer", ["orgaseg", "imagej", "ome"])

@@ -207,6 +207,8 @@ def _refuse_level(level: int, path: Path) -> None:
 def _to_volume(stored: StoredArray, path: Path, *, voxel_size, axes, channel) -> Volume:
     """Resolve axes and voxel size and wrap ``stored`` as a zyx :class:`Volume`."""
     shape = tuple(int(s) for s in stored.array.shape)
+    if axes is not None and stored.format == "image" and len(axes) == 2:
+        axes = "z" + axes  # a 2D image is read as one slice: its two axes are the last two
     order = _resolve_axes(shape, axes if axes is not None else stored.axes, path, channel)
     fixed = {"c": channel} if channel is not None else None
     array = stored.array if order == "zyx" else AxesView(stored.array, order, fixed)
