@@ -330,6 +330,19 @@ def test_n5_pyramid_levels_scale_the_resolution_by_their_downsampling_factors(tm
     assert level.shape == (6, 8, 10) and level.voxel_size == pytest.approx((50.0, 9.2, 9.2))
 
 
+def test_a_level_of_an_ome_zarr_opened_by_its_path_or_key_keeps_its_scale_and_place(tmp_path):
+    # viewers hand users paths such as IMAGE/labels/segmentation/1
+    path = tmp_path / "seg.ome.zarr"
+    write_labels(path, np.zeros((2, 512, 512), np.uint8), voxel_size=(50.0, 4.6, 4.6), provenance={},
+                 origin=(100.0, 46.0, 46.0))
+    by_level = no_warning_open(path, level=1)
+    assert by_level.voxel_size == pytest.approx((50.0, 9.2, 9.2))
+    for opened in (no_warning_open(path / "labels" / "segmentation" / "1"),
+                   no_warning_open(path, key="labels/segmentation/1")):
+        assert opened.shape == by_level.shape and opened.voxel_size == pytest.approx(by_level.voxel_size)
+        assert opened.origin == pytest.approx(by_level.origin)
+
+
 def test_n5_cellmap_transform_attrs(tmp_path, volume):
     path = tmp_path / "c.n5"
     tensorstore.open({

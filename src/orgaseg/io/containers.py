@@ -74,10 +74,29 @@ def read_zarr(path: Path, key: str | None, level: int) -> StoredArray:
         )
     if level:
         raise OrgasegError(f"{where}: level={level} given, but this is a single Zarr array")
+    within = _multiscale_level(Path(where))
+    if within is not None:  # a level of an OME-Zarr image opened by its path: its scale and place are the image's
+        return within
     axes = "zyx"[3 - node.ndim :] if node.ndim in (2, 3) else None
     sizes = voxel_size_from_attrs(dict(node.attrs), axes) if axes else None
     return StoredArray(node, "zarr", axes=axes, sizes=sizes, chunks=node.chunks, key=_relative(node),
                        missing_chunks=_zarr_missing_chunks(node))
+
+
+def _multiscale_level(array_path: Path) -> StoredArray | None:
+    """The array at ``array_path`` read as the level it is of the OME-Zarr image in the folder above, if it is one."""
+    try:
+        parent = zarr.open_group(str(array_path.parent), mode="r")
+    except Exception:  # no group above (or not a readable one): a plain array
+        return None
+    meta = _ome(parent.attrs)
+    try:
+        paths = [str(d["path"]).strip("/") for d in meta["multiscales"][0]["datasets"]]
+    except (KeyError, IndexError, TypeError):
+        return None
+    if array_path.name not in paths:
+        return None
+    return _read_multiscale(parent, meta, paths.index(array_path.name), str(array_path.parent))
 
 
 def _ome(attrs: Any) -> dict:
