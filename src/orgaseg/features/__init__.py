@@ -12,7 +12,13 @@ import dataclasses
 from orgaseg.options import lookup
 from orgaseg.features.base import FeatureExtractor, FeatureSpec
 
-_TOKEN_OPTIONS = {"batch_size": "fields of view per forward pass (default 256)",
+#: Fields of view per forward pass when none is given. On a CPU small batches run faster per field of view (their
+#: activations stay in the caches: MAESTER's and HiS4MAE's ``cpu`` encoders ran 1.5-1.8x faster per field of view
+#: in batches of 32 than of 256 on the project's 2-core machine, hand-run); a GPU wants large ones.
+BATCH_SIZE = {"cpu": 32, "cuda": 256}
+
+_TOKEN_OPTIONS = {"batch_size": f"fields of view per forward pass (default {BATCH_SIZE['cpu']} on a CPU, "
+                                f"{BATCH_SIZE['cuda']} on a GPU)",
                   "planes": "planes whose features are averaged, for near-isotropic data: xy (default) or e.g. xy,xz,yz"}
 
 
@@ -24,8 +30,11 @@ def _build_filter_bank(encoder, voxel_size, options: dict, device: str):
 
 
 def _token_geometry(encoder, options: dict, device: str) -> dict:
+    from orgaseg.models.device import resolve_device
+
+    default = BATCH_SIZE["cpu" if resolve_device(device).type == "cpu" else "cuda"]
     return dict(fov=encoder.fov, patch=encoder.patch, n_features=encoder.n_features,
-                batch_size=int(options.get("batch_size", 256)), device=device)
+                batch_size=int(options.get("batch_size", default)), device=device)
 
 
 def _build_cover_stride(encoder, voxel_size, options: dict, device: str):

@@ -229,12 +229,15 @@ def make_blocks(
     if min(block_shape) < 1:
         raise OrgasegError(f"block shape must be positive, got {block_shape}")
     starts = [range(0, s, b) for s, b in zip(shape, block_shape)]
-    blocks = []
-    for index, corner in enumerate(itertools.product(*starts)):
-        region = tuple(slice(c, min(c + b, s)) for c, b, s in zip(corner, block_shape, shape))
-        read = tuple(slice(max(0, r.start - h), min(s, r.stop + h)) for r, h, s in zip(region, halo, shape))
-        blocks.append(Block(index=index, region=region, read_region=read))
-    return blocks
+    return [block_reading_halo(index, tuple(slice(c, min(c + b, s)) for c, b, s in zip(corner, block_shape, shape)),
+                               shape, halo)
+            for index, corner in enumerate(itertools.product(*starts))]
+
+
+def block_reading_halo(index: int, region: Region, shape: tuple[int, int, int], halo: tuple[int, int, int]) -> Block:
+    """The block owning ``region`` of a volume of ``shape``, reading ``halo`` voxels each side (clipped)."""
+    read = tuple(slice(max(0, r.start - h), min(s, r.stop + h)) for r, h, s in zip(region, halo, shape))
+    return Block(index=index, region=region, read_region=read)
 
 
 def aligned_chunks(block_shape: tuple[int, int, int], preferred: tuple[int, int, int]) -> tuple[int, int, int]:

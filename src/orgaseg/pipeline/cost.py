@@ -6,10 +6,12 @@ counts the passes the dense-feature strategy needs for the run's blocks (a
 block encodes the fields of view that serve its own voxels, reading its halo
 as context; each voxel's features are computed for the clusterer's sample and
 again for its labels, except those the run keeps in memory between the two
-passes),
-times one batch of the encoder on this machine, and
-reports the expected time; when it is long, it says what expand-stride
-would cost instead.
+passes), and times the strategy on a piece of the run's first block: the
+encoder at the batch size the run uses, with what the strategy does around it
+(upsampling and blending, plane transposes, resampling from the working
+grid), per forward pass. When the expected time is long, it says what
+expand-stride would cost instead. The clustering itself is not priced
+(k-means' assignments cost little beside an encoder).
 """
 
 from __future__ import annotations
@@ -19,13 +21,23 @@ import time
 
 import numpy as np
 
+from orgaseg.pipeline.blocks import Block, block_reading_halo
+
 logger = logging.getLogger(__name__)
 
 #: Above this many expected seconds the estimate is a warning, with a faster strategy when there is one.
 LONG_S = 600.0
 
-#: Fields of view timed by the probe (after one warm-up batch).
-PROBE_BATCH = 16
+#: Encoder batches the timed piece of a block needs at most. It needs at least one full batch per plane (plane
+#: fusion encodes each plane in batches of its own): the batch size changes the rate (on this project's CPU a
+#: batch of 256 fields of view of MAESTER's ``cpu`` encoder ran at 0.66x the rate of one of 16, hand-run).
+PROBE_BATCHES = 4
+
+#: Beyond that, the timed piece's share of a long run's forward passes.
+PROBE_SHARE = 0.02
+
+#: The timed piece's share of a short run's forward passes at most, so that its estimate does not make it much longer.
+PROBE_SHARE_MAX = 0.25
 
 
 def forward_passes(extractor, regions) -> int | None:
@@ -41,26 +53,46 @@ def forward_passes(extractor, regions) -> int | None:
     return sum(int(count(tuple(r.stop - r.start for r in region), tuple(r.start for r in region))) for region in regions)
 
 
-def seconds_per_pass(extractor) -> float:
-    """Seconds per field of view of the extractor's encoder, timed on a small batch of noise.
+def probe_block(job, block: Block, passes: int) -> Block:
+    """The largest piece of ``block`` from its first corner (every side scaled alike) needing at most ``passes``.
 
-    The first call of a batch shape allocates and picks its kernels (1.5x
-    slower than the next for a tiny MAESTER on CPU), so it is left out; the
-    faster of two timed calls is taken (a busy machine slows one more than
-    the other).
+    Never smaller than one voxel a side; the piece reads the same halo as the
+    run's blocks (:func:`~orgaseg.pipeline.tasks.block_halo`).
     """
-    import torch
+    from orgaseg.pipeline.tasks import block_halo
 
-    batch = torch.rand(min(PROBE_BATCH, extractor.batch_size), *extractor.field_of_view_shape,
-                       generator=torch.Generator().manual_seed(0)).to(extractor.device)
-    elapsed = []
-    with torch.inference_mode():
-        extractor.encoder(batch)  # warm-up
-        for _ in range(2):
-            started = time.perf_counter()
-            extractor.encoder(batch)
-            elapsed.append(time.perf_counter() - started)
-    return min(elapsed) / len(batch)
+    shape, halo = job.source.volume.shape, block_halo(job.extractor, job.grid)
+
+    def piece(scale: float) -> Block:
+        region = tuple(slice(r.start, r.start + max(1, round((r.stop - r.start) * scale))) for r in block.region)
+        return block_reading_halo(block.index, region, shape, halo)
+
+    def needs(candidate: Block) -> int:
+        return forward_passes(job.extractor, [job.computed_region(candidate)])
+
+    if needs(block) <= passes:
+        return block
+    low, high = 0.0, 1.0
+    for _ in range(16):  # a scale within 1/65,536 of the largest that fits
+        middle = (low + high) / 2
+        low, high = (middle, high) if needs(piece(middle)) <= passes else (low, middle)
+    return piece(low)
+
+
+def probe_passes(extractor, once: int) -> int:
+    """Forward passes to time for a run that needs ``once`` (see :data:`PROBE_BATCHES`)."""
+    batch = int(extractor.batch_size)
+    planes = len(getattr(extractor, "planes", ())) or 1
+    wanted = min(PROBE_BATCHES * batch, max(planes * batch, round(once * PROBE_SHARE)))
+    return max(1, min(wanted, int(once * PROBE_SHARE_MAX)))
+
+
+def time_features(job, block: Block) -> float:
+    """Seconds that ``job``'s features of ``block`` take (once: the first call of a batch shape allocates for it,
+    as it does in the run)."""
+    started = time.perf_counter()
+    job.features(block)
+    return time.perf_counter() - started
 
 
 def estimate_cost(stages, job, blocks, *, reuse_bytes: int = 0) -> dict | None:
@@ -75,7 +107,7 @@ def estimate_cost(stages, job, blocks, *, reuse_bytes: int = 0) -> dict | None:
     blocks : list of Block
         The run's blocks (:func:`~orgaseg.pipeline.runner.plan_blocks`): what
         each one computes (:meth:`~orgaseg.pipeline.tasks.BlockJob.computed_region`)
-        is what is counted.
+        is what is counted; a piece of the first is timed.
     reuse_bytes : int
         Bytes of features the run keeps from its sampling pass for its
         labelling pass (0 when the labelling pass computes every block again).
@@ -83,7 +115,8 @@ def estimate_cost(stages, job, blocks, *, reuse_bytes: int = 0) -> dict | None:
     Returns
     -------
     dict or None
-        ``forward_passes``, ``seconds_per_pass``, ``expected_s`` and, when
+        ``forward_passes``, ``seconds_per_pass`` (the strategy's time per
+        forward pass, the encoder's and the rest's), ``expected_s`` and, when
         the run is long and not already expand-stride, ``expand_stride_passes``.
     """
     shape = job.grid.shape if job.grid is not None else job.source.volume.shape
@@ -92,27 +125,35 @@ def estimate_cost(stages, job, blocks, *, reuse_bytes: int = 0) -> dict | None:
     if once is None:
         return None
     kept = min(1.0, reuse_bytes / (4 * job.extractor.n_features * int(np.prod(shape))))
-    passes = once + round(once * (1 - kept))  # the labelling pass computes again what was not kept
-    per_pass = seconds_per_pass(job.extractor)
-    cost = {"forward_passes": passes, "seconds_per_pass": round(per_pass, 6), "expected_s": round(passes * per_pass, 1)}
+    repeats = 2 - kept  # the labelling pass computes again what was not kept
+    passes = round(once * repeats)
+    piece = probe_block(job, blocks[0], probe_passes(job.extractor, once))
+    per_pass = time_features(job, piece) / max(1, forward_passes(job.extractor, [job.computed_region(piece)]))
+    expected = passes * per_pass
+    cost = {"forward_passes": passes, "seconds_per_pass": round(per_pass, 6), "expected_s": round(expected, 1)}
     message = (f"{stages.features.name} features: about {passes:,} encoder forward passes over "
-               f"{int(np.prod(shape)):,} voxels (sampling, then labelling{_reuse(kept)}); at {1 / per_pass:,.0f} per second "
-               f"measured here, about {_duration(cost['expected_s'])}")
-    if cost["expected_s"] > LONG_S and stages.features.name != "expand-stride" and stages.encoder is not None:
+               f"{int(np.prod(shape)):,} voxels (sampling, then labelling{_reuse(kept)}); at {_rate(per_pass)} per "
+               f"second with the rest of the strategy, timed on a piece of the volume here: about "
+               f"{_duration(expected)}")
+    if expected > LONG_S and stages.features.name != "expand-stride" and stages.encoder is not None:
         from orgaseg.features import FEATURES
 
         voxel_size = job.grid.working_voxel_size if job.grid is not None else job.source.volume.voxel_size
         planes = {k: v for k, v in stages.feature_options.items() if k == "planes"}  # priced on the same planes
         faster = FEATURES["expand-stride"].build(stages.encoder, voxel_size, planes, stages.device)
-        cost["expand_stride_passes"] = round(passes / once * forward_passes(faster, regions))
+        cost["expand_stride_passes"] = round(repeats * forward_passes(faster, regions))
         message += (f"; expand-stride (--features expand-stride) needs about {cost['expand_stride_passes']:,} "
-                    f"(about {_duration(cost['expand_stride_passes'] * per_pass)})")
-    if cost["expected_s"] > LONG_S:
+                    f"(about {_duration(cost['expand_stride_passes'] * per_pass)} at this rate)")
+    if expected > LONG_S:
         message += "; a coarser --pixel-size also divides the work"
         logger.warning(message)
     else:
         logger.info(message)
     return cost
+
+
+def _rate(seconds_per_pass: float) -> str:
+    return f"{1 / seconds_per_pass:,.0f}" if seconds_per_pass > 0 else "too many to time"
 
 
 def _reuse(kept: float) -> str:
@@ -122,6 +163,8 @@ def _reuse(kept: float) -> str:
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "under 1 s"
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:
