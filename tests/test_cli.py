@@ -125,6 +125,29 @@ def test_bad_input_exits_2_with_one_line(phantom_files, tmp_path, capsys, make_a
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA device")
+@pytest.mark.parametrize("command", [["segment", "{raw}", "-k", "3", "-o", "{out}/s.tif"],
+                                     ["train", "{raw}", "--method", "sccs", "--preset", "tiny", "-o", "{out}/c.json"]],
+                         ids=["baseline segment", "sccs train"])
+def test_cuda_without_a_cuda_device_is_refused_where_nothing_would_run_on_it(phantom_files, tmp_path, capsys, command):
+    raw, _ = phantom_files
+    line = [part.format(raw=raw, out=tmp_path) for part in command]
+    assert main([*line, "--device", "cuda", "--quiet"]) == 2
+    assert "torch sees no CUDA device" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("method, said", [
+    ("baseline", "method 'baseline' does not learn, there is nothing to train; methods that learn: sccs, cs2c, maester"),
+    ("cs2c-spa", "'cs2c-spa' is a clusterer, not a method; methods that learn: sccs, cs2c, maester"),
+    ("nope", "unknown method 'nope'; choose one of sccs, cs2c, maester"),
+])
+def test_train_names_only_the_methods_that_learn(tmp_path, capsys, method, said):
+    assert main(["train", str(tmp_path / "v.tif"), "--method", method, "-o", str(tmp_path / "m.pt")]) == 2
+    err = capsys.readouterr().err
+    assert said in err and "baseline," not in err
+
+
 def test_console_script_exit_code_and_message(tmp_path):
     result = subprocess.run([sys.executable, "-m", "orgaseg.cli", "info", str(tmp_path / "absent.zarr")],
                             capture_output=True, text=True)

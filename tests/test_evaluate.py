@@ -492,7 +492,7 @@ def test_cli_checks_the_raw_volume_before_writing_the_report(tmp_path, capsys):
         f["volumes/smoothed"] = grey
     tifffile.imwrite(tmp_path / "thin.tif", grey[:1], photometric="minisblack")
     evaluate_with = ["evaluate", str(pred), "--reference", str(labels), "--dataset", "vnc", "--quiet", "-o"]
-    for raw_options, reason in ((["--raw", str(tmp_path / "raw.h5")], "needs a key"),
+    for raw_options, reason in ((["--raw", str(tmp_path / "raw.h5")], "needs a key; pass --raw-key NAME"),
                                 (["--raw", str(tmp_path / "thin.tif")], "the raw volume has shape")):
         out = tmp_path / "report"
         assert main([*evaluate_with, str(out), *raw_options]) == 2

@@ -115,8 +115,8 @@ def test_train_and_segment_on_the_command_line_give_the_same_clusterer_and_label
     assert main(["train", str(tmp_path / "train.tif"), "-o", str(tmp_path / "sccs.json"), *common, *options,
                  *voxel]) == 0
     assert json.loads((tmp_path / "sccs.json").read_text())["clusterer"] == record["clusterer"]  # seeded
-    losses = record["losses"]
-    assert f"loss {losses[0]:.4f} -> {losses[-1]:.4f}" in capsys.readouterr().out
+    losses, window = record["losses"], max(1, min(10, len(record["losses"]) // 10))
+    assert f"loss {np.mean(losses[:window]):.4f} -> {np.mean(losses[-window:]):.4f}" in capsys.readouterr().out
     assert main(["train", str(tmp_path / "train.tif"), "-o", str(tmp_path / "sccs.json"), *common, *options,
                  *voxel]) == 2  # exists, no --overwrite
     assert main(["segment", str(tmp_path / "new.tif"), "--quiet", "--method", "sccs", "--model",

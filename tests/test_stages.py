@@ -168,6 +168,13 @@ def test_a_checkpoint_that_the_features_would_not_read_is_refused(method, tmp_pa
         resolve_stages(method, model=checkpoint)
 
 
+def test_an_encoder_checkpoint_without_its_method_names_the_method(checkpoints):
+    method, model = checkpoints["mae"]
+    with pytest.raises(OrgasegError, match=rf"is a checkpoint of {method}, and method 'baseline' with filter-bank "
+                                           rf"features reads no encoder: pass --method {method}"):
+        resolve_stages("baseline", model=model)
+
+
 @pytest.mark.parametrize("features, methods", [("cover-stride", "maester / his4mae / sdae-recon"),
                                                ("voxel-latents", "han-vae"), ("voxel-latents-2d", "han-vae-2d")])
 def test_the_missing_encoder_message_names_only_the_methods_whose_encoder_fits(features, methods):

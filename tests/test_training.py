@@ -118,6 +118,39 @@ def test_a_minutes_budget_sets_a_schedule_that_completes(phantom_volume, tmp_pat
     assert record["step"] == record["total_steps"] == steps  # the cosine ran to its end within the budget
 
 
+def test_a_budget_that_ends_before_the_schedule_says_so(tmp_path, monkeypatch, capsys):
+    # 2 s a step while the schedule is timed (the minute fits 31), then 6 s a step: the budget ends at step 24
+    from orgaseg import training
+    from orgaseg.cli import main
+
+    cell = make_cell((12, 96, 96), voxel_size=(20.0, 20.0, 20.0), seed=0)
+    np.save(tmp_path / "raw.npy", np.asarray(cell.raw))
+    clock = {"now": 0.0}
+    monkeypatch.setattr(training.time, "perf_counter", lambda: clock["now"])
+
+    def step_time(done):
+        return 2.0 if done < 20 else 6.0
+
+    from orgaseg.progress import TqdmProgress
+
+    report = TqdmProgress.__call__
+
+    def tick(self, description, done, total, **figures):
+        if description == "training":
+            clock["now"] += step_time(done)
+        return report(self, description, done, total, **figures)
+
+    monkeypatch.setattr(TqdmProgress, "__call__", tick)
+    assert main(["train", str(tmp_path / "raw.npy"), "--voxel-size", "20", "20", "20", "--method", "maester",
+                 "--preset", "tiny", "--minutes", "1", "--device", "cpu", "-o", str(tmp_path / "m.pt"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "step 24 of 31" in out and "the 1-minute budget ended before the schedule" in out and "--resume" in out
+    # asking a resume for fewer steps than were run says how many were
+    assert main(["train", str(tmp_path / "raw.npy"), "--voxel-size", "20", "20", "20", "--method", "maester",
+                 "--resume", "--steps", "20", "--device", "cpu", "-o", str(tmp_path / "m.pt"), "--quiet"]) == 2
+    assert "the checkpoint is at step 24, past the 20 steps asked for: give --steps N above 24" in capsys.readouterr().err
+
+
 def test_existing_checkpoint_needs_resume_or_overwrite(phantom_volume, tmp_path):
     ckpt = tmp_path / "c.pt"
     MAESTER.train([phantom_volume], ckpt, preset="tiny", steps=2, device="cpu")

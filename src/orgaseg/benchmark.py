@@ -339,8 +339,8 @@ def _stages_line(record: dict) -> str:
     stages = record.get("stages")
     if not stages:
         return "-"
-    pixel = "native" if stages["pixel_size_nm"] is None else f"{stages['pixel_size_nm']:g} nm"
-    return f"{stages['features']} + {stages['clusterer']} at {pixel} per pixel"
+    pixel = "the native pixel size" if stages["pixel_size_nm"] is None else f"{stages['pixel_size_nm']:g} nm per pixel"
+    return f"{stages['features']} + {stages['clusterer']} at {pixel}"
 
 
 def _training_line(training: dict) -> str:

@@ -32,6 +32,12 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"{self.prog}: error: {message}")
 
 
+def _clusterer_names() -> tuple[str, ...]:
+    from orgaseg.cluster import CLUSTERERS
+
+    return tuple(CLUSTERERS)
+
+
 def _table_choice(table: str, learned_only: bool = False):
     """An argparse type that checks a name against one of the stage tables, with a clear message."""
 
@@ -42,10 +48,14 @@ def _table_choice(table: str, learned_only: bool = False):
             from orgaseg.features import FEATURES as entries
         else:
             from orgaseg.cluster import CLUSTERERS as entries
+        learned = [n for n, m in entries.items() if learned_only and m.trains]
         if name not in entries:
-            raise argparse.ArgumentTypeError(f"unknown {table} {name!r}; choose one of {', '.join(entries)}")
+            if learned_only and name in _clusterer_names():  # cs2c-spa is a way to label with a trained cs2c
+                raise argparse.ArgumentTypeError(f"{name!r} is a clusterer, not a method; methods that learn: "
+                                                 f"{', '.join(learned)} (cs2c trains what --clusterer cs2c-spa uses)")
+            raise argparse.ArgumentTypeError(f"unknown {table} {name!r}; choose one of "
+                                             f"{', '.join(learned or entries)}")
         if learned_only and not entries[name].trains:
-            learned = [n for n, m in entries.items() if m.trains]
             raise argparse.ArgumentTypeError(f"method {name!r} does not learn, there is nothing to train; "
                                              f"methods that learn: {', '.join(learned)}")
         return name
@@ -173,9 +183,17 @@ def cmd_train(args, progress) -> int:
                             model_options=parse_assignments(args.model_option, "--model-option"),
                             **clusterer_arguments)
     losses = record.get("losses")
-    loss = f"loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else f"final loss {record['final_loss']:.4f}"
+    # one step's loss swings (a graph clusterer's from graph to graph): means of the first and last tenth say more
+    window = max(1, min(10, len(losses or ()) // 10))
+    loss = (f"loss {sum(losses[:window]) / window:.4f} -> {sum(losses[-window:]) / window:.4f}"
+            + (f" (means of the first and last {window} steps)" if window > 1 else "")
+            if losses else f"final loss {record['final_loss']:.4f}")
+    progress.close()  # the bar's last state above the summary, not below it
     print(f"wrote {args.output}: {args.method} preset {record['preset']}, step {record['step']} of "
           f"{record['total_steps']}, {loss}, {record['train_seconds']:.0f} s on {record['device']}")
+    if record.get("step", 0) < record.get("total_steps", 0) and args.minutes is not None:
+        print(f"the {args.minutes:g}-minute budget ended before the schedule (the steps ran slower than the first ones "
+              "timed): the learning rate had not decayed to its end; --resume continues it")
     return 0
 
 
@@ -205,9 +223,9 @@ def cmd_evaluate(args, progress) -> int:
         # scores count voxels: the voxel size of label volumes plays no part
         warnings.simplefilter("ignore", VoxelSizeWarning)
         pred = open_volume(args.prediction, key=args.key)
-        reference = open_volume(args.reference, key=args.reference_key)
+        reference = _open_with_key_option(args.reference, args.reference_key, "reference_key")
         mask = open_volume(args.mask) if args.mask else None
-        raw = open_volume(args.raw, key=args.raw_key) if args.raw else None  # before anything is written
+        raw = _open_with_key_option(args.raw, args.raw_key, "raw_key") if args.raw else None  # before anything is written
     if raw is not None and raw.shape != pred.shape:
         raise OrgasegError(f"{args.raw}: the raw volume has shape {raw.shape}, the prediction {pred.shape}: the "
                            "overlay needs the volume the prediction was made from")
@@ -243,6 +261,17 @@ def cmd_evaluate(args, progress) -> int:
     print(report.to_markdown())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _open_with_key_option(path, key, option: str):
+    """``open_volume(path, key=key)``; a message asking for a key names ``option``, this input's own."""
+    from orgaseg.errors import arg
+    from orgaseg.io import open_volume
+
+    try:
+        return open_volume(path, key=key)
+    except OrgasegError as err:
+        raise OrgasegError(str(err.args[0]).replace(arg("key"), arg(option))) from None
 
 
 def cmd_inspect(args, progress) -> int:
@@ -500,7 +529,8 @@ def _bytes(text: str) -> int:
 def _add_volume_options(parser: argparse.ArgumentParser) -> None:
     """How to read the input volume: shared by info, crop, segment and inspect."""
     parser.add_argument("--key", help="dataset inside a container (HDF5, zarr group, N5)")
-    parser.add_argument("--level", type=int, default=0, help="OME-Zarr resolution level (default 0, full resolution)")
+    parser.add_argument("--level", type=int, default=0,
+                        help="resolution level of an OME-Zarr or N5 pyramid (default 0, full resolution)")
     parser.add_argument("--axes", help="stored axis order when the metadata does not say, e.g. xyz or zyx")
     parser.add_argument("--channel", type=int, metavar="N", help="the channel to read from multichannel data")
     parser.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"),
@@ -788,6 +818,10 @@ def main(argv: list[str] | None = None) -> int:
         warnings.formatwarning = lambda message, category, *rest: "warning: " + (
             message.for_command_line(command) if hasattr(message, "for_command_line") else str(message))
     try:
+        if getattr(args, "device", None) == "cuda":  # refused at once, also where nothing would run on it
+            from orgaseg.models.device import resolve_device
+
+            resolve_device("cuda")
         return args.run(args, progress)
     except OrgasegError as err:
         progress.close(leave=False)

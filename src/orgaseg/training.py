@@ -164,6 +164,9 @@ def run_training(
         return {round(total * i / snapshots) for i in range(1, snapshots + 1)} if snapshots > 0 else set()
 
     if start_step >= total:
+        if total_steps is not None and total_steps < start_step:
+            raise OrgasegError(f"the checkpoint is at step {start_step}, past the {total_steps} steps asked for: give "
+                               f"{arg('steps')} above {start_step} to continue")
         raise OrgasegError(f"the checkpoint has already run its {total} steps; give more {arg('steps')} to continue")
     started = time.perf_counter()
     loader = torch.utils.data.DataLoader(

@@ -491,7 +491,7 @@ def _read_hdf5(path: Path, key: str | None) -> StoredArray:
     if key is None or not isinstance(handle.get(key), h5py.Dataset):
         handle.close()
         problem = "needs a key" if key is None else f"has no dataset {key!r}"
-        raise OrgasegError(f"{path} {problem}; datasets: {', '.join(names) or '(none)'}")
+        raise OrgasegError(f"{path} {problem}; pass {arg('key')}, one of the datasets: {', '.join(names) or '(none)'}")
     dataset = handle[key]
     axes = "zyx"[3 - dataset.ndim :] if dataset.ndim in (2, 3) else None
     sizes = voxel_size_from_attrs(dict(dataset.attrs), axes) if axes else None

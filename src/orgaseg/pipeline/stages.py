@@ -265,6 +265,10 @@ def resolve_stages(
                           "than it learned", stacklevel=2)
     else:
         if model is not None:  # it would be hashed into the provenance, yet read by nothing
+            trained = _trained_method(model)
+            if trained is not None and trained != row.name:
+                raise OrgasegError(f"{model} is a checkpoint of {trained}, and method {row.name!r} with "
+                                   f"{feature_spec.name} features reads no encoder: pass --method {trained}")
             reading = ", ".join(name for name, spec in FEATURES.items() if spec.needs is not None)
             raise OrgasegError(f"{model}: {feature_spec.name} features read no encoder, so the checkpoint would be "
                                f"ignored; pass {arg('features')} with features that read one ({reading}), or leave "
@@ -275,3 +279,13 @@ def resolve_stages(
                   device=device_name, checkpoint=None if model is None else str(model),
                   coarsen_only=pixel_size is None and encoder is None)
 
+
+def _trained_method(model) -> str | None:
+    """The method whose encoder checkpoint ``model`` is (None when it is not a readable one)."""
+    from orgaseg.models.checkpoint import load_checkpoint
+
+    try:
+        method = load_checkpoint(model).get("method")
+    except (OrgasegError, OSError):
+        return None
+    return method if method in METHODS and METHODS[method].learns else None
