@@ -151,6 +151,22 @@ def test_a_budget_that_ends_before_the_schedule_says_so(tmp_path, monkeypatch, c
     assert "the checkpoint is at step 24, past the 20 steps asked for: give --steps N above 24" in capsys.readouterr().err
 
 
+def test_inputs_too_small_for_what_is_learned_are_warned_about(tmp_path):
+    from orgaseg.errors import OrgasegWarning
+
+    small = Volume(np.asarray(make_cell((4, 48, 48), voxel_size=(20.0, 20.0, 20.0), seed=0).raw),
+                   voxel_size=(20.0, 20.0, 20.0), path="small")
+    with pytest.warns(OrgasegWarning, match=r"small: its slices are 48 x 48 pixels .* smaller than one 80-pixel field"):
+        MAESTER.train([small], tmp_path / "m.pt", preset="tiny", steps=1, device="cpu", pixel_size="native")
+    with pytest.warns(OrgasegWarning, match=r"small: 4 x 48 x 48 voxels .* smaller than one 16-voxel patch along z: "
+                                            r".*han-vae-2d is the variant for single sections"):
+        get_method("han-vae").train([small], tmp_path / "h.pt", preset="tiny", steps=1, device="cpu",
+                                    pixel_size="native")
+    with pytest.warns(OrgasegWarning, match="5 snapshots asked of a schedule of 2 steps"):
+        MAESTER.train([small], tmp_path / "s.pt", preset="tiny", steps=2, snapshots=5, device="cpu",
+                      pixel_size="native")
+
+
 def test_existing_checkpoint_needs_resume_or_overwrite(phantom_volume, tmp_path):
     ckpt = tmp_path / "c.pt"
     MAESTER.train([phantom_volume], ckpt, preset="tiny", steps=2, device="cpu")

@@ -21,12 +21,13 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from orgaseg.errors import OrgasegError, arg
+from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.models.checkpoint import save_checkpoint
 from orgaseg.models.device import resolve_device
 from orgaseg.progress import ProgressCallback, report
@@ -163,6 +164,9 @@ def run_training(
     def snapshot_steps() -> set[int]:
         return {round(total * i / snapshots) for i in range(1, snapshots + 1)} if snapshots > 0 else set()
 
+    if snapshots > total:
+        warnings.warn(OrgasegWarning(f"{snapshots} snapshots asked of a schedule of {total} steps: one per step, at "
+                                     "most"), stacklevel=2)
     if start_step >= total:
         if total_steps is not None and total_steps < start_step:
             raise OrgasegError(f"the checkpoint is at step {start_step}, past the {total_steps} steps asked for: give "

@@ -45,13 +45,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, OrgasegWarning
 from orgaseg.io.volume import volume_record
 from orgaseg.progress import ProgressCallback
 from orgaseg.train_config import TrainConfig
@@ -340,6 +341,13 @@ def train_han_vae(
                 all(min(v.voxel_size[1:]) >= pixel_size_nm for v in volumes):
             pixel_size_nm = None  # the method's default only coarsens (as when segmenting)
     volumes = [resampled_volume(v, pixel_size_nm) for v in volumes]
+    for volume in volumes:
+        thin = volume.shape[0] < config.patch if ndim == 3 else False
+        if thin or min(volume.shape[1:]) < config.patch:
+            warnings.warn(OrgasegWarning(
+                f"{volume.path}: {' x '.join(map(str, volume.shape))} voxels at the working pixel size, smaller than "
+                f"one {config.patch}-voxel patch{' along z' if thin else ''}: the VAE learns from padded patches"
+                + ("; han-vae-2d is the variant for single sections" if thin else "")), stacklevel=2)
     normalizations = [compute_normalization(v, seed=seed) for v in volumes]
     sampler = PatchPairSampler(volumes, normalizations, ndim=ndim, patch=config.patch, sampling=sampling, seed=seed)
     torch.manual_seed(seed)

@@ -13,12 +13,13 @@ training fields of view (stored in the model config).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from orgaseg.errors import OrgasegError, arg
+from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.io import compute_normalization
 from orgaseg.io.metadata import format_sizes
 from orgaseg.io.volume import Volume, volume_record
@@ -183,6 +184,12 @@ def train_vit(
                 all(min(v.voxel_size[1:]) >= pixel_size_nm for v in volumes):
             pixel_size_nm = None  # the method's default only coarsens (as when segmenting)
     volumes = [resampled_volume(v, pixel_size_nm) for v in volumes]
+    for volume in volumes:
+        if min(volume.shape[1:]) < config.img_size:
+            warnings.warn(OrgasegWarning(
+                f"{volume.path}: its slices are {volume.shape[1]} x {volume.shape[2]} pixels at the working pixel "
+                f"size, smaller than one {config.img_size}-pixel field of view: the encoder learns from them padded "
+                "by reflection; train on a larger region"), stacklevel=2)
     normalizations = [compute_normalization(v, seed=seed) for v in volumes]
     sampler = FieldOfViewSampler(volumes, normalizations, fov=config.img_size, seed=seed)
     if not resume:
