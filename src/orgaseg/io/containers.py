@@ -87,7 +87,7 @@ def _multiscale_level(array_path: Path) -> StoredArray | None:
     """The array at ``array_path`` read as the level it is of the OME-Zarr image in the folder above, if it is one."""
     try:
         parent = zarr.open_group(str(array_path.parent), mode="r")
-    except Exception:  # no group above (or not a readable one): a plain array
+    except (ValueError, OSError):  # no group above (zarr's errors are ValueErrors): a plain array
         return None
     meta = _ome(parent.attrs)
     try:
