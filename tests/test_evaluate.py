@@ -6,8 +6,8 @@ import itertools
 import json
 from pathlib import Path
 
-import matplotlib.image as mpimg
 import h5py
+import matplotlib.image as mpimg
 import numpy as np
 import pytest
 import tifffile
@@ -262,8 +262,13 @@ def test_errors_name_the_problem():
     assert "ignore values" not in str(raised.value)
     with pytest.raises(OrgasegError, match="negative"):
         confusion_matrix(PRED_A - 1, REF_A)
-    with pytest.raises(OrgasegError, match="integer labels"):
-        confusion_matrix(PRED_A.astype(float), REF_A)
+    # labels saved as floats (Fiji's 32-bit label images) count when they hold whole numbers only
+    np.testing.assert_array_equal(confusion_matrix(PRED_A.astype(np.float32), REF_A.astype(np.float32)),
+                                  confusion_matrix(PRED_A, REF_A))
+    with pytest.raises(OrgasegError, match=r"must hold integer labels; its float64 values include 0.5"):
+        confusion_matrix(PRED_A + 0.5, REF_A)
+    with pytest.raises(OrgasegError, match=r"values include nan"):
+        confusion_matrix(np.where(PRED_A == 0, np.nan, PRED_A), REF_A)
     with pytest.raises(OrgasegError, match="2D or 3D"):
         confusion_matrix(PRED_A.ravel(), REF_A.ravel())
     with pytest.raises(OrgasegError, match="unknown evaluation mode 'best'"):

@@ -17,3 +17,23 @@ def smallest_label_dtype(n_labels: int) -> np.dtype:
         if n_labels - 1 <= np.iinfo(dtype).max:
             return np.dtype(dtype)
     raise ValueError(f"{n_labels} labels do not fit in 64 bits")
+
+
+def integer_labels(values, name: str) -> np.ndarray:
+    """``values`` as an integer array: integers as they are, booleans as 0/1, and floats that hold whole
+    numbers only (Fiji saves label images as 32-bit floats) as int64; an OrgasegError naming ``name`` for
+    anything else."""
+    from orgaseg.errors import OrgasegError
+
+    array = np.asarray(values)
+    if array.dtype == bool:
+        return array.astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        return array
+    if np.issubdtype(array.dtype, np.floating):
+        fractional = ~np.isfinite(array) | (array != np.round(array))
+        if not fractional.any():
+            return array.astype(np.int64)
+        raise OrgasegError(f"{name} must hold integer labels; its {array.dtype} values include "
+                           f"{array[fractional].flat[0]:g}")
+    raise OrgasegError(f"{name} must hold integer labels, got dtype {array.dtype}")

@@ -16,19 +16,14 @@ import numpy as np
 
 from orgaseg.errors import OrgasegError
 from orgaseg.io.metadata import warn_if_placed_apart
-from orgaseg.labels import IGNORE_LABEL
+from orgaseg.labels import IGNORE_LABEL, integer_labels
 from orgaseg.pipeline.blocks import default_block_shape, make_blocks
 from orgaseg.progress import ProgressCallback, report
 
 
 def _label_block(block: Any, name: str) -> np.ndarray:
     """A block as an integer numpy array, or an OrgasegError naming ``name``."""
-    array = np.asarray(block)
-    if array.dtype == bool:
-        return array.astype(np.uint8)
-    if not np.issubdtype(array.dtype, np.integer):
-        raise OrgasegError(f"{name} must hold integer labels, got dtype {array.dtype}")
-    return array
+    return integer_labels(block, name)
 
 
 class ConfusionAccumulator:

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.patches import Patch
 
 from orgaseg.errors import OrgasegError
-from orgaseg.labels import IGNORE_LABEL
+from orgaseg.labels import IGNORE_LABEL, integer_labels
 from orgaseg.viz._figure import new_figure, save_png
 from orgaseg.viz.colors import class_colors, label_colors
 
@@ -48,8 +48,7 @@ def _label_slice(data: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
     labels = np.asarray(data)
     if labels.shape != shape:
         raise OrgasegError(f"the {name} slice has shape {labels.shape} but the raw slice has shape {shape}")
-    if not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
-        raise OrgasegError(f"the {name} slice must hold integer labels, got dtype {labels.dtype}")
+    labels = integer_labels(labels, f"the {name} slice")
     if labels.size and labels.min() < 0:
         raise OrgasegError(f"the {name} slice holds a negative label {labels.min()}")
     return labels.astype(np.int64)
