@@ -183,8 +183,8 @@ def test_overlay_errors(tmp_path):
     raw, prediction, reference = _phantom()
     with pytest.raises(OrgasegError, match="prediction slice has shape"):
         overlay_figure(raw, prediction[:, :10], path=tmp_path / "x.png")
-    with pytest.raises(OrgasegError, match="integer labels"):
-        overlay_figure(raw, prediction.astype(float), path=tmp_path / "x.png")
+    with pytest.raises(OrgasegError, match="integer labels; its float64 values include 0.5"):
+        overlay_figure(raw, prediction + 0.5, path=tmp_path / "x.png")
     with pytest.raises(OrgasegError, match="'golgi'"):
         overlay_figure(raw, prediction, mapping={0: "golgi"}, class_names=["cyto"], path=tmp_path / "x.png")
     with pytest.raises(OrgasegError, match="must be 2D"):
