@@ -166,6 +166,19 @@ def test_a_reader_that_stops_early_is_not_an_error():
     assert listing.returncode == 0 and "baseline" in listing.stdout
 
 
+def test_a_bar_moved_by_fractions_of_a_block_counts_whole_blocks(capsys):
+    import time
+
+    from orgaseg.progress import TqdmProgress
+
+    progress = TqdmProgress()
+    for done in (0.5, 1.5, 2):
+        time.sleep(0.15)  # past tqdm's least interval between two draws, so that each update is drawn
+        progress("sampling features", done, 2)
+    err = capsys.readouterr().err
+    assert "75%" in err and "| 1/2 [" in err and "| 2/2 [" in err and ".5/2" not in err
+
+
 def test_an_interrupted_command_says_what_it_kept_next_to_interrupted_not_around_a_bar():
     script = ("import logging, sys, orgaseg.cli as cli\n"
               "def stopped(args, progress):\n"

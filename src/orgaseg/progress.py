@@ -9,6 +9,7 @@ callable that accepts those; the CLI passes a :class:`TqdmProgress`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from typing import Callable
@@ -37,11 +38,12 @@ class TqdmProgress:
     def __call__(self, description: str, done: int, total: int, **figures) -> None:
         if self.disable:
             return
-        from tqdm.auto import tqdm
-
         bar = self._bars.get(description)
         if bar is None:
-            bar = tqdm(total=total, desc=description, unit=self.unit, leave=True, dynamic_ncols=True)
+            # whole units done in the count: a block's encoder batches move the bar by fractions of a block
+            bar = _whole_count_bar()(total=total, desc=description, unit=self.unit, leave=True, dynamic_ncols=True,
+                                     bar_format="{l_bar}{bar}| {n_done}/{total_fmt} [{elapsed}<{remaining}, "
+                                                "{rate_fmt}{postfix}]")
             self._bars[description] = bar
         bar.total = total
         if figures:
@@ -58,6 +60,19 @@ class TqdmProgress:
             bar.leave = leave and bar.leave
             bar.close()
         self._bars.clear()
+
+
+@functools.cache
+def _whole_count_bar():
+    """A tqdm bar class whose format also knows ``n_done``: the whole units done (tqdm imported when first needed)."""
+    from tqdm.auto import tqdm
+
+    class WholeCountBar(tqdm):
+        @property
+        def format_dict(self):
+            return {**super().format_dict, "n_done": int(self.n)}
+
+    return WholeCountBar
 
 
 class TqdmLogHandler(logging.Handler):
