@@ -32,12 +32,6 @@ class _Parser(argparse.ArgumentParser):
         raise _UsageError(f"{self.prog}: error: {message}")
 
 
-def _clusterer_names() -> tuple[str, ...]:
-    from orgaseg.cluster import CLUSTERERS
-
-    return tuple(CLUSTERERS)
-
-
 def _table_choice(table: str, learned_only: bool = False):
     """An argparse type that checks a name against one of the stage tables, with a clear message."""
 
@@ -50,7 +44,9 @@ def _table_choice(table: str, learned_only: bool = False):
             from orgaseg.cluster import CLUSTERERS as entries
         learned = [n for n, m in entries.items() if learned_only and m.trains]
         if name not in entries:
-            if learned_only and name in _clusterer_names():  # cs2c-spa is a way to label with a trained cs2c
+            from orgaseg.cluster import CLUSTERERS
+
+            if learned_only and name in CLUSTERERS:  # cs2c-spa is a way to label with a trained cs2c
                 raise argparse.ArgumentTypeError(f"{name!r} is a clusterer, not a method; methods that learn: "
                                                  f"{', '.join(learned)} (cs2c trains what --clusterer cs2c-spa uses)")
             raise argparse.ArgumentTypeError(f"unknown {table} {name!r}; choose one of "

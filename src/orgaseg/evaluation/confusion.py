@@ -21,11 +21,6 @@ from orgaseg.pipeline.blocks import default_block_shape, make_blocks
 from orgaseg.progress import ProgressCallback, report
 
 
-def _label_block(block: Any, name: str) -> np.ndarray:
-    """A block as an integer numpy array, or an OrgasegError naming ``name``."""
-    return integer_labels(block, name)
-
-
 class ConfusionAccumulator:
     """A running confusion matrix that block pairs are added to.
 
@@ -69,8 +64,8 @@ class ConfusionAccumulator:
 
     def add(self, pred: Any, reference: Any, mask: Any | None = None) -> None:
         """Count one block: ``pred``, ``reference`` (and ``mask``) of one shape."""
-        pred = _label_block(pred, "the prediction")
-        reference = _label_block(reference, "the reference")
+        pred = integer_labels(pred, "the prediction")
+        reference = integer_labels(reference, "the reference")
         if pred.shape != reference.shape:
             raise OrgasegError(
                 f"prediction block shape {pred.shape} differs from reference block shape {reference.shape}"
