@@ -342,7 +342,7 @@ def train_han_vae(
             pixel_size_nm = None  # the method's default only coarsens (as when segmenting)
     volumes = [resampled_volume(v, pixel_size_nm) for v in volumes]
     for volume in volumes:
-        thin = volume.shape[0] < config.patch if ndim == 3 else False
+        thin = ndim == 3 and volume.shape[0] < config.patch
         if thin or min(volume.shape[1:]) < config.patch:
             warnings.warn(OrgasegWarning(
                 f"{volume.path}: {' x '.join(map(str, volume.shape))} voxels at the working pixel size, smaller than "

@@ -22,7 +22,7 @@ import numpy as np
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.io import compute_normalization
 from orgaseg.io.metadata import format_sizes
-from orgaseg.io.volume import Volume, volume_record
+from orgaseg.io.volume import Volume, absolute_path, volume_record
 from orgaseg.progress import ProgressCallback
 from orgaseg.train_config import TrainConfig
 
@@ -70,7 +70,7 @@ def resumed_volumes(volumes: list[Volume], recorded: list[dict] | None, output: 
     """
     if recorded is None:
         return volumes
-    if [(_where(v.path), v.key) for v in volumes] != [(_where(r["path"]), r.get("key")) for r in recorded]:
+    if [(absolute_path(v.path), v.key) for v in volumes] != [(absolute_path(r["path"]), r.get("key")) for r in recorded]:
         trained = ", ".join(str(r["path"]) for r in recorded)
         raise OrgasegError(f"{output} was trained on {trained}: a resume trains on the same volumes")
     out = []
@@ -86,10 +86,6 @@ def resumed_volumes(volumes: list[Volume], recorded: list[dict] | None, output: 
                 f"{arg('voxel_size')}, or none (the checkpoint's is used)")
         out.append(volume)
     return out
-
-
-def _where(path) -> str:
-    return str(Path(str(path)).resolve()) if path else ""
 
 
 def train_vit(
