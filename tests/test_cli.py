@@ -246,13 +246,14 @@ def test_a_message_says_which_options_this_command_lacks_and_the_way_round(tmp_p
     data = np.ones((4, 2, 16, 16), np.uint8)
     data[:, 1] = 0  # an empty channel: a crop of it stores its chunks of zeros too
     tifffile.imwrite(path, data, imagej=True, metadata={"axes": "ZCYX"})
-    assert main(["train", str(path), "--method", "maester", "--preset", "tiny", "-o", str(tmp_path / "m.pt")]) == 2
+    assert main(["instances", str(path), "-o", str(tmp_path / "i.ome.zarr")]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1 and "pass --channel N to choose one" in err[0]
-    assert err[0].endswith("(--channel N, --axes ORDER: not options of orgaseg train; orgaseg crop PATH --region "
+    assert err[0].endswith("(--channel N, --axes ORDER: not options of orgaseg instances; orgaseg crop PATH --region "
                            ": : : with them -o VOLUME.ome.zarr makes a copy that it reads)")
-    assert main(["info", str(path)]) == 2
-    assert "not an option" not in capsys.readouterr().err  # info has them
+    for command in (["info"], ["train", "--method", "maester", "-o", str(tmp_path / "m.pt")]):
+        assert main([command[0], str(path), *command[1:]]) == 2
+        assert "not an option" not in capsys.readouterr().err  # info and train have them
     # the way round works, and its output reads back without a word
     copy = tmp_path / "copy.ome.zarr"
     assert main(["crop", str(path), "--region", ":", ":", ":", "--channel", "1", "--voxel-size", "50", "5", "5",

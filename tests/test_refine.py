@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import tifffile
 
 import orgaseg
 from orgaseg.cli import main
@@ -322,3 +323,26 @@ def test_the_labelling_pass_reuses_the_training_passs_features(merged, monkeypat
     computed = name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True, feature_memory=0)
     assert caches[1].hits == 0 and caches[1].max_bytes == 0
     np.testing.assert_array_equal(reused.labels, computed.labels)
+
+
+@pytest.mark.parametrize("selection", [{"channel": 1}, {"axes": "zxy"}])
+def test_refine_reads_the_volume_as_it_was_segmented(merged, tmp_path, selection):
+    """A channel of a multichannel file, or a volume read with other axes, is read the same way again."""
+    _, cell, _ = merged
+    if "channel" in selection:  # the cell in channel 1, its inverse in channel 0
+        stored = np.stack([cell.raw.max() - cell.raw, cell.raw], axis=1)
+        tifffile.imwrite(tmp_path / "cell.tif", stored, imagej=True, resolution=(50.0, 50.0),
+                         metadata={"spacing": 0.02, "unit": "um", "axes": "ZCYX"})
+        reference = cell.labels
+    else:  # read with axes zxy, the stored volume is the cell transposed (y and x have one size: no shape tells)
+        write_tiff_image(tmp_path / "cell.tif", cell.raw, voxel_size=VOXEL)
+        reference = cell.labels.transpose(0, 2, 1)
+    raw = open_volume(tmp_path / "cell.tif", **selection)
+    orgaseg.segment(tmp_path / "cell.tif", k=3, output=tmp_path / "seg.ome.zarr", **selection)
+    record = json.loads((tmp_path / "seg.ome.zarr.provenance.json").read_text())
+    assert {name: record["input"][name] for name in selection} == selection
+    coords, names = clicks(reference, 5)
+    annotations = points_from_arrays(coords, names, shape=raw.shape)
+    refined = name_clusters(tmp_path / "seg.ome.zarr", refine=True, annotations=annotations)
+    given = name_clusters(tmp_path / "seg.ome.zarr", refine=True, annotations=annotations, raw=raw)
+    np.testing.assert_array_equal(refined.labels, given.labels)

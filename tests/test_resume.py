@@ -130,6 +130,23 @@ def test_a_changed_input_starts_afresh(raw_path, tmp_path, caplog):
     assert "run with other settings" in caplog.text
 
 
+def test_another_channel_or_axis_order_of_the_same_file_starts_afresh(tmp_path):
+    """The file and its shape are the same, what is read from it is not: nothing of the first run may survive."""
+    cell = make_cell(SHAPE, voxel_size=(20.0, 20.0, 20.0), seed=0)
+    raw = tmp_path / "raw.tif"
+    tifffile.imwrite(raw, np.stack([cell.raw, cell.raw.max() - cell.raw], axis=1), imagej=True,
+                     resolution=(50.0, 50.0), metadata={"spacing": 0.02, "unit": "um", "axes": "ZCYX"})
+    pairs = ({"channel": 0}, {"channel": 1}), ({"channel": 0, "axes": "zcyx"}, {"channel": 0, "axes": "zcxy"})
+    for n, (first, second) in enumerate(pairs):
+        out = tmp_path / f"seg{n}.ome.zarr"
+        with pytest.raises(KeyboardInterrupt):
+            _run(raw, out, progress=StopAfter(8), **first)
+        result = _run(raw, out, **second)
+        assert result.provenance["blocks"]["skipped"] == 0
+        expected = segment(raw, k=4, options=OPTIONS, sample_size=3000, block_shape=BLOCK, **second).labels
+        np.testing.assert_array_equal(open_volume(out).read(), expected)
+
+
 def test_a_second_run_on_the_same_output_is_refused_while_the_first_lives(raw_path, tmp_path):
     out = tmp_path / "seg.ome.zarr"
     with pytest.raises(KeyboardInterrupt):

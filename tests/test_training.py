@@ -270,3 +270,26 @@ def test_a_resume_finds_its_volumes_from_another_working_directory(tmp_path, mon
     monkeypatch.chdir(tmp_path / "data")
     resumed = MAESTER.train(["raw.npy"], "../m.pt", resume=True, steps=3, voxel_size=(20, 20, 20), device="cpu")
     assert resumed["step"] == 3
+
+
+def test_train_reads_a_channel_and_a_resume_reads_the_same_one(tmp_path, capsys):
+    import tifffile
+
+    from orgaseg.cli import main
+
+    cell = make_cell((4, 96, 96), voxel_size=(20.0, 20.0, 20.0), seed=0)
+    raw = tmp_path / "raw.tif"
+    tifffile.imwrite(raw, np.stack([cell.raw.max() - cell.raw, cell.raw], axis=1), imagej=True, resolution=(50.0, 50.0),
+                     metadata={"spacing": 0.02, "unit": "um", "axes": "ZCYX"})
+    ckpt = tmp_path / "m.pt"
+    train = ["train", str(raw), "--method", "maester", "--device", "cpu", "-o", str(ckpt), "--quiet"]
+    assert main([*train, "--preset", "tiny", "--steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "data has 2 channels" in err and "pass --channel N" in err and "not an option" not in err
+    assert main([*train, "--preset", "tiny", "--steps", "2", "--channel", "1"]) == 0
+    recorded = load_checkpoint(ckpt, method="maester")["training_volumes"][0]
+    assert recorded["channel"] == 1 and recorded["shape"] == [4, 96, 96]
+    assert main([*train, "--resume", "--steps", "3", "--channel", "0"]) == 2
+    assert "channel 1" in capsys.readouterr().err
+    assert main([*train, "--resume", "--steps", "3", "--channel", "1"]) == 0
+    assert load_checkpoint(ckpt, method="maester")["step"] == 3

@@ -157,6 +157,7 @@ def cmd_segment(args, progress) -> int:
 
 
 def cmd_train(args, progress) -> int:
+    from orgaseg.io import open_volume
     from orgaseg.methods import get_method
     from orgaseg.options import parse_assignments
 
@@ -172,10 +173,12 @@ def cmd_train(args, progress) -> int:
             from orgaseg.io import VoxelSizeWarning
 
             warnings.simplefilter("ignore", VoxelSizeWarning)
-        record = spec.train(args.paths, args.output, preset=args.preset, steps=args.steps, minutes=args.minutes,
+        volumes = [open_volume(path, key=args.key, voxel_size=_voxel_size(args.voxel_size), level=args.level,
+                               axes=args.axes, channel=args.channel, strict_chunks=args.strict_chunks)
+                   for path in args.paths]
+        record = spec.train(volumes, args.output, preset=args.preset, steps=args.steps, minutes=args.minutes,
                             resume=args.resume, overwrite=args.overwrite, device=args.device, seed=args.seed,
-                            workers=args.workers, snapshots=args.snapshots, voxel_size=_voxel_size(args.voxel_size),
-                            key=args.key, progress=progress, pixel_size=args.pixel_size,
+                            workers=args.workers, snapshots=args.snapshots, progress=progress, pixel_size=args.pixel_size,
                             model_options=parse_assignments(args.model_option, "--model-option"),
                             **clusterer_arguments)
     losses = record.get("losses")
@@ -522,8 +525,11 @@ def _bytes(text: str) -> int:
     return int(float(match.group(1)) * 1024 ** " KMGT".index(match.group(2) or " "))
 
 
-def _add_volume_options(parser: argparse.ArgumentParser) -> None:
-    """How to read the input volume: shared by info, crop, segment and inspect."""
+def _add_volume_options(parser: argparse.ArgumentParser, applies_to: str | None = None) -> None:
+    """How to read the input volume: shared by info, crop, segment, train and inspect (``applies_to``: where the
+    command reads several volumes, the help says which the options apply to)."""
+    if applies_to is not None:
+        parser = parser.add_argument_group("reading the volumes", f"these apply to {applies_to}")
     parser.add_argument("--key", help="dataset inside a container (HDF5, zarr group, N5)")
     parser.add_argument("--level", type=int, default=0,
                         help="resolution level of an OME-Zarr or N5 pyramid (default 0, full resolution)")
@@ -638,8 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sccs, cs2c: dense features (default filter-bank; expand-stride with --encoder)")
     p.add_argument("--graphs", type=int, metavar="N",
                    help="sccs, cs2c: augmented region graphs in the seeded training pool (default 64)")
-    p.add_argument("--key", help="dataset inside a container")
-    p.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in nm")
+    _add_volume_options(p, "every training volume")
     p.set_defaults(run=cmd_train)
 
     p = sub.add_parser("evaluate", parents=[common], help="score a segmentation against a reference")

@@ -17,7 +17,7 @@ from orgaseg.errors import OrgasegError
 from orgaseg.io import compute_normalization, make_provenance, open_volume
 from orgaseg.io.metadata import check_voxel_size, known_voxel_size, placement
 from orgaseg.io.partial import refuse_replacing_an_input, same_path
-from orgaseg.io.volume import Volume, absolute_path, as_volume
+from orgaseg.io.volume import Volume, absolute_path, as_volume, read_as
 from orgaseg.pipeline.cost import estimate_cost
 from orgaseg.pipeline.executors import Executor, SerialExecutor
 from orgaseg.pipeline.outputs import open_outputs
@@ -316,7 +316,7 @@ def segment(
         k=fitted.k,
         clusterer=fitted.to_dict(),
         normalization=normalization.to_dict(),
-        input={"path": absolute_path(volume.path), "key": volume.key, "shape": list(volume.shape),
+        input={"path": absolute_path(volume.path), "key": volume.key, **read_as(volume), "shape": list(volume.shape),
                "voxel_size": list(volume.voxel_size), "origin": list(volume.origin)},
         model={"path": absolute_path(model), "sha256": model_hash} if model is not None else None,
         centers_from=absolute_path(centers) if isinstance(centers, (str, Path)) else None,

@@ -214,6 +214,10 @@ def _to_volume(stored: StoredArray, path: Path, *, voxel_size, axes, channel) ->
     array = stored.array if order == "zyx" else AxesView(stored.array, order, fixed)
     nz = shape[order.index("z")] if "z" in order else 1
     attrs = {"format": stored.format}
+    if order != "zyx":  # what open_volume needs to read the same volume again (read_as)
+        attrs["axes"] = order
+    if channel is not None:
+        attrs["channel"] = channel
     found = dict(zip(order, stored.sizes)) if stored.sizes is not None else {}
     if "z" not in order and stored.plane_z is not None:
         found["z"] = stored.plane_z

@@ -266,6 +266,13 @@ class AxesView:
         return np.ascontiguousarray(block.transpose(order))
 
 
+def read_as(volume: Volume) -> dict[str, Any]:
+    """How ``volume`` was read from its file beyond path and key: the stored axis order where it is not
+    ``zyx``, the channel of multichannel data; :func:`~orgaseg.io.open_volume`'s ``axes`` and ``channel``,
+    so that a record of the volume reads the same voxels again (the same file and shape can hold others)."""
+    return {name: volume.attrs[name] for name in ("axes", "channel") if name in volume.attrs}
+
+
 def absolute_path(path: str | Path | None) -> str | None:
     """``path`` made absolute, so that a record still finds it from another working directory
     (``"<array>"`` and other placeholders in angle brackets stay as they are)."""
@@ -281,7 +288,8 @@ def volume_record(volume: Volume) -> dict[str, Any]:
     assumed), ``resampled_from`` the input voxel size of a volume resampled to
     the training pixel size.
     """
-    record = {"path": absolute_path(volume.path), "key": volume.key, "shape": list(volume.shape), "voxel_size": list(volume.voxel_size)}
+    record = {"path": absolute_path(volume.path), "key": volume.key, **read_as(volume), "shape": list(volume.shape),
+              "voxel_size": list(volume.voxel_size)}
     if volume.attrs.get("voxel_size_assumed"):
         record["voxel_size_assumed"] = True
     if "resampled_from" in volume.attrs:

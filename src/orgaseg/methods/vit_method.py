@@ -22,7 +22,7 @@ import numpy as np
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.io import compute_normalization
 from orgaseg.io.metadata import format_sizes
-from orgaseg.io.volume import Volume, absolute_path, volume_record
+from orgaseg.io.volume import Volume, absolute_path, read_as, volume_record
 from orgaseg.progress import ProgressCallback
 from orgaseg.train_config import TrainConfig
 
@@ -70,9 +70,11 @@ def resumed_volumes(volumes: list[Volume], recorded: list[dict] | None, output: 
     """
     if recorded is None:
         return volumes
-    if [(absolute_path(v.path), v.key) for v in volumes] != [(absolute_path(r["path"]), r.get("key")) for r in recorded]:
-        trained = ", ".join(str(r["path"]) for r in recorded)
-        raise OrgasegError(f"{output} was trained on {trained}: a resume trains on the same volumes")
+    read = [(absolute_path(v.path), v.key, read_as(v)) for v in volumes]
+    trained = [(absolute_path(r["path"]), r.get("key"), {n: r[n] for n in ("axes", "channel") if n in r}) for r in recorded]
+    if read != trained:
+        raise OrgasegError(f"{output} was trained on {_describe(trained)}, this resume reads {_describe(read)}: a resume "
+                           "trains on the same volumes, read the same way")
     out = []
     for volume, record in zip(volumes, recorded):
         trained_at = tuple(float(v) for v in record.get("resampled_from", record["voxel_size"]))
@@ -86,6 +88,15 @@ def resumed_volumes(volumes: list[Volume], recorded: list[dict] | None, output: 
                 f"{arg('voxel_size')}, or none (the checkpoint's is used)")
         out.append(volume)
     return out
+
+
+def _describe(volumes: list[tuple[str, str | None, dict]]) -> str:
+    """``path (key K, axes A, channel C)`` for each ``(path, key, read_as)``, as the resume check compares them."""
+    def one(path, key, selection):
+        details = ([f"key {key}"] if key else []) + [f"{name} {value}" for name, value in selection.items()]
+        return str(path) + (f" ({', '.join(details)})" if details else "")
+
+    return ", ".join(one(*volume) for volume in volumes)
 
 
 def train_vit(

@@ -135,8 +135,9 @@ def rebuild_segmentation(record: dict, *, raw=None, model: str | Path | None = N
                            "pass raw= (--raw RAW), the volume that was segmented")
     if isinstance(data, (str, Path)) and not Path(data).exists():
         raise OrgasegError(f"{data}: the segmented volume is not there; pass raw= (--raw RAW) to say where it is")
-    key = source_info.get("key") if raw is None else None
-    volume = resolve_volume(data, key=key, voxel_size=source_info.get("voxel_size"))
+    # read as it was segmented (a channel, an axis order); a raw given instead is read as it comes
+    selection = {n: source_info[n] for n in ("key", "axes", "channel") if n in source_info} if raw is None else {}
+    volume = resolve_volume(data, voxel_size=source_info.get("voxel_size"), **selection)
     if list(volume.shape) != list(source_info.get("shape", volume.shape)):
         raise OrgasegError(f"{volume.path or 'the raw volume'} has shape {volume.shape}, but the segmentation was made "
                            f"from a volume of shape {tuple(source_info['shape'])}")
@@ -148,7 +149,7 @@ def rebuild_segmentation(record: dict, *, raw=None, model: str | Path | None = N
         raise OrgasegError(f"{model}: the segmentation's checkpoint is not there; pass {arg('model')}")
     stages = resolve_stages(config["method"], model=model, features=config["features"], clusterer=config["clusterer"],
                             options=options, device=device)
-    source = VolumeSource.from_arguments(data, volume, key=key)
+    source = VolumeSource.from_arguments(data, volume, **selection)
     # the working pixel size as the user asked for it is not recorded, only what it gave: find the
     # setting that gives the same working grid and extractor (a method's default, a number, native)
     wanted = digest({"grid": config.get("working_grid"), "extractor": config.get("extractor")})

@@ -28,7 +28,7 @@ import numpy as np
 
 from orgaseg.cluster.base import Clusterer, ClustererSpec
 from orgaseg.io.partial import digest, write_atomic
-from orgaseg.io.volume import Volume
+from orgaseg.io.volume import Volume, read_as
 from orgaseg.io.writers import writing
 from orgaseg.pipeline.blocks import Block, make_blocks
 
@@ -36,13 +36,13 @@ _CLUSTERER = "clusterer.json"
 
 
 def input_identity(volume: Volume) -> dict:
-    """What identifies the input: where it lives, its geometry and its files' sizes and times.
+    """What identifies the input: where it lives, what is read from it, its geometry and its files' sizes and times.
 
     Files are checked by size and modification time (as ``make`` does), not
     by content, so a terabyte input is not read to fingerprint it; a volume
     without a path (an array) is hashed by content.
     """
-    identity = {"key": volume.key, "shape": volume.shape, "dtype": str(volume.dtype),
+    identity = {"key": volume.key, **read_as(volume), "shape": volume.shape, "dtype": str(volume.dtype),
                 "voxel_size": volume.voxel_size}
     path = Path(volume.path) if volume.path else None
     if path is not None and path.exists():
