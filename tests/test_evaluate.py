@@ -507,6 +507,14 @@ def test_cli_checks_the_raw_volume_before_writing_the_report(tmp_path, capsys):
     assert main([*evaluate_with, str(tmp_path / "report"), "--raw", str(tmp_path / "raw.h5"),
                  "--raw-key", "volumes/raw"]) == 0
     assert (tmp_path / "report" / "overlay.png").exists()
+    # a mask in a container has its own key, as the reference and the raw volume do
+    with h5py.File(tmp_path / "mask.h5", "w") as f:
+        f["cell"] = np.ones(grey.shape, np.uint8)
+        f["nucleus"] = np.zeros(grey.shape, np.uint8)
+    masked = [*evaluate_with, str(tmp_path / "masked"), "--mask", str(tmp_path / "mask.h5")]
+    assert main(masked) == 2
+    assert "needs a key; pass --mask-key NAME" in capsys.readouterr().err and not (tmp_path / "masked").exists()
+    assert main([*masked, "--mask-key", "cell"]) == 0
 
 
 @pytest.mark.skipif(not (DATA / "vnc").is_dir(), reason=f"real data not found at {DATA / 'vnc'}")

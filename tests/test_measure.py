@@ -258,3 +258,27 @@ def test_a_raw_volume_or_mask_from_another_place_is_warned_about():
         measure_instances(instances, raw=elsewhere)
     with pytest.warns(OrgasegWarning, match=r"the mask's at z, y, x = 480, 0, 0 nm: .* volume fractions count voxels"):
         measure_instances(instances, mask=elsewhere)
+
+
+def test_raw_and_mask_inside_a_container_have_keys_of_their_own(tmp_path, capsys):
+    import h5py
+
+    voxel_size = (8.0, 4.0, 4.0)
+    labels = draw((16, 40, 40), voxel_size, ELLIPSOIDS[:1]).astype(np.uint8)
+    instances = write_tiff_image(tmp_path / "inst.tif", labels, voxel_size=voxel_size)
+    with h5py.File(tmp_path / "cell.h5", "w") as f:
+        f["raw"] = labels * 100
+        f["mask"] = np.ones_like(labels)
+    table = tmp_path / "table.csv"
+    measure = ["measure", str(instances), "--raw", str(tmp_path / "cell.h5"), "--mask", str(tmp_path / "cell.h5"),
+               "-o", str(table), "--quiet"]
+    assert main(measure) == 2
+    err = capsys.readouterr().err
+    assert "cell.h5 needs a key; pass --raw-key NAME" in err and "not an option" not in err and not table.exists()
+    assert main([*measure, "--raw-key", "raw"]) == 2
+    assert "cell.h5 needs a key; pass --mask-key NAME" in capsys.readouterr().err
+    assert main([*measure, "--raw-key", "raw", "--mask-key", "mask"]) == 0
+    with open(table) as handle:
+        assert float(next(csv.DictReader(handle))["mean_intensity"]) == 100.0
+    with pytest.raises(OrgasegError, match="needs a key; pass raw_key=NAME"):
+        measure_instances(instances, raw=tmp_path / "cell.h5")

@@ -151,7 +151,7 @@ def test_the_mapping_names_a_second_volume_segmented_with_the_same_clusterer(seg
         name_clusters(tmp_path / "k4.ome.zarr", mapping=tmp_path / "a.ome.zarr.provenance.json")
 
 
-def test_scribbles_with_a_names_table(segmented, tmp_path):
+def test_scribbles_with_a_names_table(segmented, tmp_path, capsys):
     seg = open_volume(segmented / "seg.ome.zarr")
     scribbles = np.zeros(seg.shape, np.uint8)
     scribbles[2, 10:14, 10:12] = 7
@@ -187,8 +187,23 @@ def test_scribbles_with_a_names_table(segmented, tmp_path):
                                     names=tmp_path / "names.csv")
     np.testing.assert_array_equal(from_imagej.labels, result.labels)
     tifffile.imwrite(tmp_path / "plane.tif", scribbles[2])
-    with pytest.raises(OrgasegError, match=r"scribbles are a 3D label volume of the segmentation's shape"):
+    with pytest.raises(OrgasegError, match=r"the scribble volume must be a 3D volume of the segmentation's shape"):
         name_clusters(segmented / "seg.ome.zarr", scribbles=tmp_path / "plane.tif", names=tmp_path / "names.csv")
+    # scribbles inside a container with other datasets (ilastik's way): their own key
+    import h5py
+
+    with h5py.File(tmp_path / "annotations.h5", "w") as f:
+        f["scribbles"] = scribbles
+        f["predictions"] = scribbles.astype(np.float32)
+    name = ["name", str(segmented / "seg.ome.zarr"), "--scribbles", str(tmp_path / "annotations.h5"), "--names",
+            str(tmp_path / "names.csv"), "-o", str(tmp_path / "h5.ome.zarr"), "--quiet"]
+    assert main(name) == 2
+    err = capsys.readouterr().err
+    assert "needs a key; pass --scribbles-key NAME" in err and "not an option" not in err
+    assert main([*name, "--scribbles-key", "scribbles"]) == 0
+    np.testing.assert_array_equal(open_volume(tmp_path / "h5.ome.zarr").read(), result.labels)
+    assert main([*name[:2], "--points", str(tmp_path / "names.csv"), "--scribbles-key", "scribbles", *name[6:]]) == 2
+    assert "--scribbles-key NAME names a dataset inside the container of --scribbles LABELS" in capsys.readouterr().err
 
 
 def test_points_in_nanometres():

@@ -346,3 +346,20 @@ def test_refine_reads_the_volume_as_it_was_segmented(merged, tmp_path, selection
     refined = name_clusters(tmp_path / "seg.ome.zarr", refine=True, annotations=annotations)
     given = name_clusters(tmp_path / "seg.ome.zarr", refine=True, annotations=annotations, raw=raw)
     np.testing.assert_array_equal(refined.labels, given.labels)
+
+
+def test_a_raw_volume_given_inside_a_container_has_its_own_key(merged, tmp_path, capsys):
+    import h5py
+
+    folder, cell, _ = merged
+    with h5py.File(tmp_path / "moved.h5", "w") as f:  # the segmented volume, moved into a container
+        f["em/raw"] = cell.raw
+        f["em/mask"] = cell.labels > 0
+    coords, names = clicks(cell.labels, 3)
+    annotations = points_from_arrays(coords, names, shape=SHAPE)
+    expected = name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True)
+    with pytest.raises(OrgasegError, match="needs a key; pass raw_key=NAME"):
+        name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True, raw=tmp_path / "moved.h5")
+    given = name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True, raw=tmp_path / "moved.h5",
+                          raw_key="em/raw")
+    np.testing.assert_array_equal(given.labels, expected.labels)

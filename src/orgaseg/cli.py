@@ -223,7 +223,7 @@ def cmd_evaluate(args, progress) -> int:
         warnings.simplefilter("ignore", VoxelSizeWarning)
         pred = open_volume(args.prediction, key=args.key)
         reference = _open_with_key_option(args.reference, args.reference_key, "reference_key")
-        mask = open_volume(args.mask) if args.mask else None
+        mask = _open_with_key_option(args.mask, args.mask_key, "mask_key") if args.mask else None
         raw = _open_with_key_option(args.raw, args.raw_key, "raw_key") if args.raw else None  # before anything is written
     if raw is not None and raw.shape != pred.shape:
         raise OrgasegError(f"{args.raw}: the raw volume has shape {raw.shape}, the prediction {pred.shape}: the "
@@ -264,13 +264,13 @@ def cmd_evaluate(args, progress) -> int:
 
 def _open_with_key_option(path, key, option: str):
     """``open_volume(path, key=key)``; a message asking for a key names ``option``, this input's own."""
-    from orgaseg.errors import arg
+    from orgaseg.errors import with_key_option
     from orgaseg.io import open_volume
 
     try:
         return open_volume(path, key=key)
     except OrgasegError as err:
-        raise OrgasegError(str(err.args[0]).replace(arg("key"), arg(option))) from None
+        raise with_key_option(err, option) from None
 
 
 def cmd_inspect(args, progress) -> int:
@@ -330,10 +330,11 @@ def cmd_name(args, progress) -> int:
     executor = make_executor(args.executor, workers=args.workers, threads_per_worker=args.threads_per_worker,
                              scheduler=args.scheduler) if asked else None
     try:
-        result = name_clusters(args.segmentation, points=args.points, scribbles=args.scribbles, names=args.names,
-                               mapping=args.mapping, output=args.output, units=args.units, refine=args.refine,
-                               classifier=args.classifier, prior=args.prior, context=args.context,
-                               z_context=args.z_context, raw=args.raw,
+        result = name_clusters(args.segmentation, points=args.points, scribbles=args.scribbles,
+                               scribbles_key=args.scribbles_key, names=args.names, mapping=args.mapping,
+                               output=args.output, units=args.units, refine=args.refine, classifier=args.classifier,
+                               prior=args.prior, context=args.context, z_context=args.z_context, raw=args.raw,
+                               raw_key=args.raw_key,
                                model=args.model, device=args.device, seed=args.seed, overwrite=args.overwrite,
                                executor=executor, feature_memory=args.feature_memory, progress=progress)
     finally:
@@ -404,7 +405,8 @@ def cmd_measure(args, progress) -> int:
     executor = make_executor(args.executor, workers=args.workers, threads_per_worker=args.threads_per_worker,
                              scheduler=args.scheduler)
     try:
-        result = measure_instances(args.instances, raw=args.raw, mask=args.mask, key=args.key,
+        result = measure_instances(args.instances, raw=args.raw, mask=args.mask, key=args.key, raw_key=args.raw_key,
+                                   mask_key=args.mask_key,
                                    voxel_size=_voxel_size(args.voxel_size),
                                    block_shape=tuple(args.block_shape) if args.block_shape else None,
                                    executor=executor, progress=progress)
@@ -665,6 +667,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", help="dataset inside the prediction's container")
     p.add_argument("--reference-key", help="dataset inside the reference's container")
     p.add_argument("--raw-key", help="dataset inside the raw volume's container")
+    p.add_argument("--mask-key", help="dataset inside the mask's container")
     p.add_argument("-o", "--output", required=True, help="report folder (report.json, report.md, confusion.png)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.set_defaults(run=cmd_evaluate)
@@ -729,6 +732,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw", help="intensity volume of the same shape: mean and std intensity per instance")
     p.add_argument("--mask", metavar="CELL", help="cell mask of the same shape: volume fraction of each class in the summary")
     p.add_argument("--key", help="dataset inside the instances' container")
+    p.add_argument("--raw-key", help="dataset inside the raw volume's container")
+    p.add_argument("--mask-key", help="dataset inside the mask's container")
     p.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in nm (overrides metadata)")
     p.add_argument("--block-shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="block shape in voxels")
     _add_executor_options(p)
@@ -746,6 +751,7 @@ def build_parser() -> argparse.ArgumentParser:
     given.add_argument("--mapping", metavar="FROM.provenance.json",
                        help="reuse the mapping (and classifier) of an earlier named output on a segmentation made "
                             "with the same clusterer (segment --centers)")
+    p.add_argument("--scribbles-key", metavar="KEY", help="dataset inside the scribbles' container")
     p.add_argument("--names", metavar="NAMES.csv", help="the scribbles' names: a CSV with the header value,name "
                                                          "(default: the values themselves)")
     p.add_argument("--units", choices=("voxels", "nm"), default="voxels",
@@ -767,6 +773,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --refine: the classifier also reads the mean of those features on the slices above and "
                         "below (organelles run on through several sections)")
     p.add_argument("--raw", help="with --refine: the segmented volume, when SEG's provenance no longer points to it")
+    p.add_argument("--raw-key", help="dataset inside the raw volume's container")
     p.add_argument("--model", help="with --refine: SEG's checkpoint, when its provenance no longer points to it")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="with --refine: where encoders run (default auto)")
     p.add_argument("--seed", type=int, default=0, help="seed of the training subsample, the network and the forest (default 0)")

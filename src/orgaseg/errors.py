@@ -31,6 +31,7 @@ ARGUMENTS: dict[str, tuple[str, str]] = {
     "key": ("key=NAME", "--key NAME"),
     "majority_nm": ("majority_nm=R", "--majority R"),
     "mapping": ("mapping=PATH", "--mapping PATH"),
+    "mask_key": ("mask_key=NAME", "--mask-key NAME"),
     "method": ("method=NAME", "--method NAME"),
     "model": ("model=CHECKPOINT", "--model CHECKPOINT"),
     "overwrite": ("overwrite=True", "--overwrite"),
@@ -42,6 +43,8 @@ ARGUMENTS: dict[str, tuple[str, str]] = {
     "refine": ("refine=True", "--refine"),
     "resume": ("resume=True", "--resume"),
     "scheduler": ("scheduler=ADDRESS", "--scheduler ADDRESS"),
+    "scribbles": ("scribbles=LABELS", "--scribbles LABELS"),
+    "scribbles_key": ("scribbles_key=NAME", "--scribbles-key NAME"),
     "steps": ("steps=N", "--steps N"),
     "strict_chunks": ("strict_chunks=True", "--strict-chunks"),
     "threads_per_worker": ("threads_per_worker=N", "--threads-per-worker N"),
@@ -92,6 +95,12 @@ def render(message: str, command_line: bool = False, command: tuple[str, frozens
         message += (f"; orgaseg crop PATH --region : : : with {'it' if len(flags) == 1 else 'them'} -o VOLUME.ome.zarr "
                     "makes a copy that it reads")
     return message + ")"
+
+
+def with_key_option(error: OrgasegError, option: str) -> OrgasegError:
+    """``error`` with the key it asks for named ``option`` (e.g. ``raw_key``): the key of one of a command's
+    several inputs, each of which has its own."""
+    return OrgasegError(str(error.args[0]).replace(arg("key"), arg(option)))
 
 
 class _Rendered:

@@ -55,7 +55,7 @@ import numpy as np
 import tifffile
 import zarr
 
-from orgaseg.errors import OrgasegError, OrgasegWarning, arg
+from orgaseg.errors import OrgasegError, OrgasegWarning, arg, with_key_option
 from orgaseg.io import containers
 from orgaseg.io.metadata import StoredArray, check_voxel_size, format_sizes, to_nanometres, voxel_size_from_attrs
 from orgaseg.io.slices import IMAGE_SUFFIXES, SliceStack, image_files
@@ -132,6 +132,40 @@ def open_volume(
     if stored.missing_chunks is not None and stored.missing_chunks.count:
         _report_missing_chunks(stored, path, strict_chunks)
     return _to_volume(stored, path, voxel_size=voxel_size, axes=axes, channel=channel)
+
+
+def open_on_grid(path: str | Path, what: str, grid: str, shape: tuple[int, int, int], *, key: str | None = None,
+                 key_option: str = "key", voxel_size=None) -> Volume:
+    """Open a volume that lies on another's grid by definition (a raw volume or mask beside instances, scribbles
+    beside a segmentation).
+
+    Its axes are z, y, x whatever a TIFF's metadata calls them (an ImageJ TIFF of a 3D array says channels) and
+    its voxel size plays no part (``voxel_size``, else its own, without warnings); the caller checks the shape.
+
+    Parameters
+    ----------
+    path : str or Path
+        The volume.
+    what, grid : str
+        What it is and whose grid it lies on, for messages: ``"the mask volume"``, ``"the instances'"``.
+    shape : tuple of 3 int
+        The grid's shape, named in the message when the volume cannot be read as three axes.
+    key : str, optional
+        Dataset inside its container.
+    key_option : str
+        The argument that gives ``key`` (e.g. ``raw_key``), named when a container needs one.
+    voxel_size : sequence of 3 float, optional
+        The grid's voxel size.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return open_volume(path, key=key, voxel_size=voxel_size, axes="zyx")
+        except OrgasegError as err:
+            if arg("key") in err.args[0]:  # a container that needs a key: this input's own option
+                raise with_key_option(err, key_option) from None
+            raise OrgasegError(f"{what} must be a 3D volume of {grid} shape {shape} (z, y, x), and this one cannot "
+                               f"be read as such: {err.args[0]}") from None
 
 
 def existing_path(path: str | Path) -> Path:

@@ -59,6 +59,7 @@ from orgaseg.io import open_volume
 from orgaseg.io.metadata import check_voxel_size, warn_if_placed_apart
 from orgaseg.io.partial import atomic_path, refuse_existing
 from orgaseg.io.provenance import producing_command
+from orgaseg.io.readers import open_on_grid
 from orgaseg.io.volume import Volume, as_volume
 from orgaseg.io.writers import writing
 from orgaseg.organelles.instances import read_label_names
@@ -322,6 +323,8 @@ def measure_instances(
     mask=None,
     voxel_size: Sequence[float] | None = None,
     key: str | None = None,
+    raw_key: str | None = None,
+    mask_key: str | None = None,
     block_shape: Sequence[int] | None = None,
     executor: Executor | None = None,
     progress: ProgressCallback | None = None,
@@ -343,6 +346,8 @@ def measure_instances(
         ``(z, y, x)`` in nm; overrides the metadata. Required when the volume carries none.
     key : str, optional
         Dataset inside the instances' container.
+    raw_key, mask_key : str, optional
+        Dataset inside the raw volume's, the mask's container.
     block_shape : sequence of 3 int, optional
         Blocks in voxels (default about 4 million voxels, aligned to the storage chunks).
     executor : Executor, optional
@@ -363,11 +368,11 @@ def measure_instances(
     _warn_if_class_labels(volume)
     sources = _Sources(source, None, None, volume.voxel_size)
     if raw is not None:
-        sources.raw = _open(raw, "raw", shape=volume.shape)[1]
+        sources.raw = _open(raw, "raw", key=raw_key, shape=volume.shape)[1]
         warn_if_placed_apart(volume, sources.raw.volume, ("the instances'", "the raw volume's"),
                              "the intensities are read from voxels that do not overlay the instances")
     if mask is not None:
-        sources.mask = _open(mask, "mask", shape=volume.shape)[1]
+        sources.mask = _open(mask, "mask", key=mask_key, shape=volume.shape)[1]
         warn_if_placed_apart(volume, sources.mask.volume, ("the instances'", "the mask's"),
                              "the volume fractions count voxels that do not overlay the instances")
     if block_shape is None:
@@ -417,21 +422,12 @@ def _warn_if_class_labels(volume: Volume) -> None:
 
 
 def _open(data, what: str, *, key=None, voxel_size=None, shape=None) -> tuple[Volume, VolumeSource]:
-    if isinstance(data, (str, Path)):
-        # raw and mask lie on the instances' grid: three axes whatever a TIFF's metadata calls them (an ImageJ
-        # TIFF of a 3D array says channels), and their voxel size plays no part
-        axes = "zyx" if shape is not None else None
-        with warnings.catch_warnings():
-            if shape is not None:
-                warnings.simplefilter("ignore")
-            try:
-                volume = open_volume(data, key=key, voxel_size=voxel_size, axes=axes)
-            except OrgasegError as err:
-                if shape is None:
-                    raise
-                raise OrgasegError(f"the {what} volume must be a 3D volume of the instances' shape {shape} "
-                                   f"(z, y, x), and this one cannot be read as such: {err}") from None
-        source = VolumeSource.from_arguments(data, volume, key=key, axes=axes)
+    if isinstance(data, (str, Path)) and shape is not None:  # raw and mask lie on the instances' grid
+        volume = open_on_grid(data, f"the {what} volume", "the instances'", shape, key=key, key_option=f"{what}_key")
+        source = VolumeSource.from_arguments(data, volume, key=key, axes="zyx")
+    elif isinstance(data, (str, Path)):
+        volume = open_volume(data, key=key, voxel_size=voxel_size)
+        source = VolumeSource.from_arguments(data, volume, key=key)
     else:
         voxel_size = None if voxel_size is None else check_voxel_size(voxel_size)
         volume = as_volume(data, voxel_size=voxel_size or (1.0, 1.0, 1.0))

@@ -26,6 +26,7 @@ from orgaseg.io import create_label_writer, make_provenance, open_volume
 from orgaseg.io.metadata import known_voxel_size, placement
 from orgaseg.io.partial import digest, refuse_replacing_an_input
 from orgaseg.io.provenance import provenance_path, read_provenance
+from orgaseg.io.readers import open_on_grid
 from orgaseg.io.volume import Volume, as_volume
 from orgaseg.labels import smallest_label_dtype
 from orgaseg.organelles.annotations import (
@@ -193,6 +194,7 @@ def name_clusters(
     *,
     points: str | Path | None = None,
     scribbles=None,
+    scribbles_key: str | None = None,
     names: str | Path | dict | None = None,
     annotations: Annotations | None = None,
     mapping: str | Path | None = None,
@@ -204,6 +206,7 @@ def name_clusters(
     context=None,
     z_context: bool = False,
     raw=None,
+    raw_key: str | None = None,
     model: str | Path | None = None,
     device: str | None = None,
     seed: int = 0,
@@ -224,6 +227,8 @@ def name_clusters(
         (:func:`~orgaseg.organelles.annotations.read_points`).
     scribbles : str, Path, Volume or ndarray, optional
         Sparse label volume of the segmentation's shape, 0 = not annotated.
+    scribbles_key : str, optional
+        Dataset inside the scribbles' container.
     names : str, Path or dict, optional
         The scribbles' names: a CSV ``value,name`` or ``{value: name}`` (default: the values).
     annotations : Annotations, optional
@@ -264,6 +269,8 @@ def name_clusters(
     raw : str, Path, Volume or ndarray, optional
         The volume that was segmented, when refining and its provenance path
         is gone (or it was an in-memory array).
+    raw_key : str, optional
+        Dataset inside ``raw``'s container.
     model : str or Path, optional
         The segmentation's checkpoint, when its provenance path is gone.
     device : {"auto", "cpu", "cuda"}, optional
@@ -293,6 +300,10 @@ def name_clusters(
     if len(given) != 1:
         raise OrgasegError("give exactly one of points (--points), scribbles (--scribbles) and mapping (--mapping)"
                            + (f"; got {', '.join(given)}" if given else ""))
+    for input_name, value, key in (("scribbles", scribbles, scribbles_key), ("raw", raw, raw_key)):
+        if key is not None and value is None:
+            raise OrgasegError(f"{arg(input_name + '_key')} names a dataset inside the container of "
+                               f"{arg(input_name)}: give that too")
     _refuse_unused_refine_options(refine, mapping, classifier=classifier, prior=prior, context=context,
                                   z_context=z_context, raw=raw, model=model, device=device, executor=executor,
                                   feature_memory=feature_memory)
@@ -308,7 +319,7 @@ def name_clusters(
     if mapping is not None:
         naming, fitted_classifier, described = _reuse_mapping(mapping, clusterer_state, refine)
         if fitted_classifier is not None:
-            segmentation_job = rebuild_segmentation(record, raw=raw, model=model, device=device,
+            segmentation_job = rebuild_segmentation(record, raw=raw, raw_key=raw_key, model=model, device=device,
                                                     context=fitted_classifier.context,
                                                     z_context=fitted_classifier.z_context)
             if digest(segmentation_job.config()) != digest(described["features"]):
@@ -316,7 +327,7 @@ def name_clusters(
                                    "was trained on: segment it with the same method, options and checkpoint")
     else:
         if annotations is None:
-            annotations = _read_annotations(points, scribbles, names, volume, units)
+            annotations = _read_annotations(points, scribbles, scribbles_key, names, volume, units)
         annotations.check_fits(volume.shape, seg_name)
         clusters = values_at(volume, annotations.coords)
         naming = vote(clusters, annotations, int(k))
@@ -330,8 +341,8 @@ def name_clusters(
             if len(annotations.names) < 2:
                 raise OrgasegError(f"{annotations.source}: refining needs annotations of at least two names, got "
                                    f"only {annotations.names[0]!r}")
-            segmentation_job = rebuild_segmentation(record, raw=raw, model=model, device=device, context=context,
-                                                    z_context=z_context)
+            segmentation_job = rebuild_segmentation(record, raw=raw, raw_key=raw_key, model=model, device=device,
+                                                    context=context, z_context=z_context)
             described["features"] = segmentation_job.config()
     block_shape = (segmentation_job.block_shape if segmentation_job is not None
                    else default_block_shape(tuple(volume.shape), volume.chunks, voxels=RELABEL_BLOCK_VOXELS))
@@ -454,7 +465,7 @@ def _record_field(record: dict, name: str, where: str):
     return record[name]
 
 
-def _read_annotations(points, scribbles, names, volume: Volume, units: str) -> Annotations:
+def _read_annotations(points, scribbles, scribbles_key, names, volume: Volume, units: str) -> Annotations:
     if points is not None:
         if names is not None:
             raise OrgasegError("a names table goes with scribbles; points carry their names in the 'name' column")
@@ -464,13 +475,8 @@ def _read_annotations(points, scribbles, names, volume: Volume, units: str) -> A
     if isinstance(scribbles, (str, Path)):
         if not Path(scribbles).exists():
             raise OrgasegError(f"{scribbles}: no such scribble volume")
-        # on SEG's grid by definition: its voxel size, and three axes whatever a TIFF's metadata calls them
-        # (an ImageJ TIFF of a 3D array says channels)
-        try:
-            scribbles = open_volume(scribbles, axes="zyx", voxel_size=volume.voxel_size)
-        except OrgasegError as err:
-            raise OrgasegError(f"scribbles are a 3D label volume of the segmentation's shape {volume.shape} "
-                               f"(z, y, x), and this one cannot be read as such: {err}") from None
+        scribbles = open_on_grid(scribbles, "the scribble volume", "the segmentation's", volume.shape,
+                                 key=scribbles_key, key_option="scribbles_key", voxel_size=volume.voxel_size)
     elif not isinstance(scribbles, Volume):
         scribbles = as_volume(np.asarray(scribbles), voxel_size=volume.voxel_size)
     return read_scribbles(scribbles, shape=volume.shape, names=table)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from orgaseg.cluster import Clusterer, clusterer_from_dict
-from orgaseg.errors import OrgasegError, arg
+from orgaseg.errors import OrgasegError, arg, with_key_option
 from orgaseg.features.context import DEFAULT_CONTEXT_PX, SliceNeighbours, SuperpixelContext, parse_context
 from orgaseg.io.normalize import Normalization
 from orgaseg.io.partial import atomic_path, digest
@@ -93,7 +93,7 @@ class SegmentationJob:
         return to_jsonable({**self.stages.config(), "extractor": self.job.extractor.config()})
 
 
-def rebuild_segmentation(record: dict, *, raw=None, model: str | Path | None = None,
+def rebuild_segmentation(record: dict, *, raw=None, raw_key: str | None = None, model: str | Path | None = None,
                          device: str = "auto", context=(), z_context: bool = False) -> SegmentationJob:
     """The stages of a segmentation from its provenance record, bound to its input volume.
 
@@ -102,7 +102,9 @@ def rebuild_segmentation(record: dict, *, raw=None, model: str | Path | None = N
     record : dict
         The provenance record written beside the segmentation.
     raw : str, Path, Volume or ndarray, optional
-        The volume that was segmented (default: the input path the record names).
+        The volume that was segmented (default: the input path the record names, read as it was then).
+    raw_key : str, optional
+        Dataset inside ``raw``'s container.
     model : str or Path, optional
         The encoder's checkpoint (default: the path the record names).
     device : str
@@ -136,8 +138,12 @@ def rebuild_segmentation(record: dict, *, raw=None, model: str | Path | None = N
     if isinstance(data, (str, Path)) and not Path(data).exists():
         raise OrgasegError(f"{data}: the segmented volume is not there; pass raw= (--raw RAW) to say where it is")
     # read as it was segmented (a channel, an axis order); a raw given instead is read as it comes
-    selection = {n: source_info[n] for n in ("key", "axes", "channel") if n in source_info} if raw is None else {}
-    volume = resolve_volume(data, voxel_size=source_info.get("voxel_size"), **selection)
+    selection = {n: source_info[n] for n in ("key", "axes", "channel") if n in source_info} if raw is None else \
+        {"key": raw_key}
+    try:
+        volume = resolve_volume(data, voxel_size=source_info.get("voxel_size"), **selection)
+    except OrgasegError as err:
+        raise (err if raw is None else with_key_option(err, "raw_key")) from None
     if list(volume.shape) != list(source_info.get("shape", volume.shape)):
         raise OrgasegError(f"{volume.path or 'the raw volume'} has shape {volume.shape}, but the segmentation was made "
                            f"from a volume of shape {tuple(source_info['shape'])}")
