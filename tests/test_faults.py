@@ -168,15 +168,18 @@ def read_only_folder(tmp_path: Path, monkeypatch) -> Path:
     folder.mkdir()
     folder.chmod(0o555)
     if os.access(folder, os.W_OK):  # root ignores the mode: refuse what the kernel would refuse anyone else
-        mkdir = os.mkdir
-
-        def refuse(path, *args, **kwargs):
-            if Path(path).parent == folder:
-                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
-            return mkdir(path, *args, **kwargs)
-
-        monkeypatch.setattr(os, "mkdir", refuse)
+        for name in ("mkdir", "open"):  # a folder, a file
+            monkeypatch.setattr(os, name, _refusing_in(folder, getattr(os, name)))
     return folder / "seg.ome.zarr"
+
+
+def _refusing_in(folder: Path, create):
+    def refuse(path, *args, **kwargs):
+        if Path(path).parent == folder:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+        return create(path, *args, **kwargs)
+
+    return refuse
 
 
 def _disk_full(monkeypatch, method: str, after: int = 0) -> None:
@@ -255,6 +258,21 @@ def test_an_unwritable_output_is_one_line_and_exit_2(tmp_path, capsys, monkeypat
         assert read_provenance(output)["blocks"]["skipped"] == 2
         assert main(["segment", str(raw), "-o", str(tmp_path / "whole.ome.zarr"), *SEGMENT_OPTIONS]) == 0
         np.testing.assert_array_equal(open_volume(output).read(), open_volume(tmp_path / "whole.ome.zarr").read())
+
+
+@pytest.mark.parametrize("command", [["train", "--method", "maester", "--preset", "tiny", "--steps", "2"],
+                                     ["train", "--method", "sccs", "--preset", "tiny", "--steps", "2"],
+                                     ["crop", "--region", ":", ":", ":"]])
+def test_train_and_crop_refuse_an_unwritable_output_before_any_work(tmp_path, capsys, monkeypatch, command):
+    from orgaseg import training
+
+    raw = _intact(tmp_path)
+    output = read_only_folder(tmp_path, monkeypatch).with_suffix(".tif" if command[0] == "crop" else ".pt")
+    monkeypatch.setattr(training, "run_training", lambda *args, **kwargs: pytest.fail("trained before the check"))
+    assert main([command[0], str(raw), *command[1:], "-o", str(output), "--quiet"]) == 2
+    _one_error_line(capsys, command[0], rf"{output.name}: cannot write the output: Permission denied \(.*read-only"
+                                        r"/\.tmp-writable-.*\); write to a folder you may write to$")
+    assert list(output.parent.iterdir()) == []
 
 
 def test_no_command_replaces_its_own_input_even_with_overwrite(tmp_path, capsys):

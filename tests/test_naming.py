@@ -186,6 +186,9 @@ def test_scribbles_with_a_names_table(segmented, tmp_path, capsys):
         from_imagej = name_clusters(segmented / "seg.ome.zarr", scribbles=tmp_path / "imagej.tif",
                                     names=tmp_path / "names.csv")
     np.testing.assert_array_equal(from_imagej.labels, result.labels)
+    tifffile.imwrite(tmp_path / "float.tif", scribbles.astype(np.float32))  # as Fiji saves a 32-bit label image
+    from_float = name_clusters(segmented / "seg.ome.zarr", scribbles=tmp_path / "float.tif", names=tmp_path / "names.csv")
+    np.testing.assert_array_equal(from_float.labels, result.labels)
     tifffile.imwrite(tmp_path / "plane.tif", scribbles[2])
     with pytest.raises(OrgasegError, match=r"the scribble volume must be a 3D volume of the segmentation's shape"):
         name_clusters(segmented / "seg.ome.zarr", scribbles=tmp_path / "plane.tif", names=tmp_path / "names.csv")

@@ -209,7 +209,7 @@ def test_a_failed_checkpoint_save_keeps_the_previous_checkpoint(tmp_path, monkey
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", failing_save)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OrgasegError, match="model.pt: cannot write the output: disk full"):
         save_checkpoint(path, {"method": "maester", "step": 2})
     assert load_checkpoint(path, method="maester")["step"] == 1
     assert list(tmp_path.iterdir()) == [path]

@@ -19,6 +19,16 @@ def smallest_label_dtype(n_labels: int) -> np.dtype:
     raise ValueError(f"{n_labels} labels do not fit in 64 bits")
 
 
+def check_label_dtype(dtype, name: str) -> None:
+    """Refuse, before reading any voxel, a volume whose dtype cannot hold labels (what :func:`integer_labels`
+    reads: integers, booleans, floats holding whole numbers)."""
+    from orgaseg.errors import OrgasegError
+
+    dtype = np.dtype(dtype)
+    if not (dtype == bool or np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        raise OrgasegError(f"{name} must hold integer labels, got dtype {dtype}")
+
+
 def integer_labels(values, name: str) -> np.ndarray:
     """``values`` as an integer array: integers as they are, booleans as 0/1, and floats that hold whole
     numbers only (Fiji saves label images as 32-bit floats) as int64; an OrgasegError naming ``name`` for

@@ -34,6 +34,7 @@ from orgaseg.io.writers import (
     NGFF_CHUNK_KEYS,
     TIFF_SUFFIXES,
     ZARR_SUFFIXES,
+    check_writable,
     imagej_metadata,
     ngff_multiscale,
 )
@@ -126,7 +127,7 @@ def crop_volume(volume: Volume, region: Region, output: str | Path, *, overwrite
     shape = tuple(r.stop - r.start for r in region)
     corner = tuple(r.start for r in region)
     position = _position_nm(volume, corner)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(output)  # a read-only folder is said at once, as a bad input is
     temporary = output.with_name(f".tmp-crop-{os.getpid()}-{output.name}")  # the pid keeps two runs apart
     remove(temporary)
     try:

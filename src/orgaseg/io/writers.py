@@ -32,6 +32,8 @@ map; ImageJ holds at most 65,536 labels (uint16).
 from __future__ import annotations
 
 import errno
+import os
+import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -84,6 +86,16 @@ def writing(path: Path) -> Iterator[None]:
         yield
     except OSError as err:
         raise OutputError(f"{path}: cannot write the output: {_cause(err)}") from err
+
+
+def check_writable(path: Path) -> None:
+    """Refuse an output that cannot be written before the long work that makes it (a training run): its folder
+    is created if missing, and a file made there and removed."""
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, probe = tempfile.mkstemp(dir=path.parent, prefix=".tmp-writable-")
+        os.close(descriptor)
+        os.remove(probe)
 
 
 def give_up(partial: PartialOutput | None) -> None:

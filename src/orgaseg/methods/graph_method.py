@@ -54,6 +54,7 @@ import numpy as np
 from orgaseg.cluster.graph_clusterers import CS2C_HEADS, PRESET_STEPS
 from orgaseg.errors import OrgasegError, arg
 from orgaseg.io.volume import volume_record
+from orgaseg.io.writers import check_writable, writing
 from orgaseg.progress import ProgressCallback, report
 
 #: Steps per preset (SCCS; CS²C trains 5/6 of them), as the in-segment fit.
@@ -273,6 +274,7 @@ def train_graph_clusterer(
     output = Path(output)
     if output.exists() and not overwrite:
         raise OrgasegError(f"{output} exists; pass {arg('overwrite')} to replace it")
+    check_writable(output)  # before the training, not after it
     preset = preset or "cpu"
     if preset not in spec.train_presets:
         raise OrgasegError(f"unknown preset {preset!r} for {spec.name}; choose one of {', '.join(spec.train_presets)}")
@@ -342,8 +344,8 @@ def train_graph_clusterer(
         "device": "cpu",
         "encoder_device": stages.device if encoder is not None else None,
     }
-    output.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(output, json.dumps(record))
+    with writing(output):
+        write_atomic(output, json.dumps(record))
     return record
 
 

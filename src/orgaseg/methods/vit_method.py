@@ -23,6 +23,7 @@ from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.io import compute_normalization
 from orgaseg.io.metadata import format_sizes
 from orgaseg.io.volume import Volume, absolute_path, read_as, volume_record
+from orgaseg.io.writers import check_writable
 from orgaseg.progress import ProgressCallback
 from orgaseg.train_config import TrainConfig
 
@@ -43,7 +44,7 @@ def start_or_resume(spec, output: Path, preset: str | None, volumes: list[Volume
 
     Resuming keeps the checkpoint's preset, refuses model options and trains on the volumes the checkpoint
     was trained on, at their voxel sizes (:func:`resumed_volumes`); a new run refuses an existing ``output``
-    unless ``overwrite`` and an unknown preset (default ``cpu``).
+    unless ``overwrite`` and an unknown preset (default ``cpu``). Both refuse an output that cannot be written.
     """
     from orgaseg.models.checkpoint import load_checkpoint
 
@@ -53,12 +54,15 @@ def start_or_resume(spec, output: Path, preset: str | None, volumes: list[Volume
         state = load_checkpoint(output, method=spec.name)
         if preset is not None and preset != state["preset"]:
             raise OrgasegError(f"{output} was trained with preset {state['preset']!r}, not {preset!r}")
-        return state, state["preset"], resumed_volumes(volumes, state.get("training_volumes"), output)
+        volumes = resumed_volumes(volumes, state.get("training_volumes"), output)
+        check_writable(output)  # before the training, not at its first checkpoint
+        return state, state["preset"], volumes
     if output.exists() and not overwrite:
         raise OrgasegError(f"{output} exists; pass {arg('resume')} to continue it or {arg('overwrite')} to start afresh")
     preset = preset or "cpu"
     if preset not in spec.train_presets:
         raise OrgasegError(f"unknown preset {preset!r} for {spec.name}; choose one of {', '.join(spec.train_presets)}")
+    check_writable(output)  # before the training, not at its first checkpoint
     return {}, preset, volumes
 
 

@@ -18,18 +18,21 @@ import torch
 from orgaseg import __version__
 from orgaseg.errors import OrgasegError
 from orgaseg.io.partial import atomic_path
+from orgaseg.io.writers import writing
 
 FORMAT = "orgaseg-checkpoint"
 FORMAT_VERSION = 1
 
 
 def save_checkpoint(path: str | Path, record: dict[str, Any]) -> Path:
-    """Write ``record`` (tensors and plain Python values) atomically to ``path``."""
+    """Write ``record`` (tensors and plain Python values) atomically to ``path``; a failed write (a full disk) is an
+    :class:`~orgaseg.io.writers.OutputError` naming the cause, the previous checkpoint kept."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     record = {"format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__, **record}
-    with atomic_path(path) as temporary:
-        torch.save(record, temporary)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as temporary:
+            torch.save(record, temporary)
     return path
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.io.metadata import describe_origin
 from orgaseg.io.volume import Volume
+from orgaseg.labels import check_label_dtype, integer_labels
 from orgaseg.pipeline.blocks import default_block_shape, make_blocks
 
 #: Columns of a points CSV.
@@ -301,11 +302,10 @@ def read_scribbles(
     if tuple(scribbles.shape) != tuple(shape):
         raise OrgasegError(f"{source}: scribbles of shape {tuple(scribbles.shape)} differ from the segmentation's "
                            f"{tuple(shape)}")
-    if not np.issubdtype(scribbles.dtype, np.integer):
-        raise OrgasegError(f"{source}: scribbles must be integer labels, got {scribbles.dtype}")
+    check_label_dtype(scribbles.dtype, f"{source}: the scribbles")
     coords, values = [], []
     for block in make_blocks(tuple(shape), default_block_shape(tuple(shape), scribbles.chunks, voxels=block_voxels)):
-        data = np.asarray(scribbles.read(block.region))
+        data = integer_labels(scribbles.read(block.region), f"{source}: the scribbles")
         where = np.nonzero(data)
         if where[0].size:
             values.append(data[where].astype(np.int64))

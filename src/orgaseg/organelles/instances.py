@@ -49,6 +49,7 @@ from orgaseg.io.metadata import check_voxel_size, known_voxel_size, placement
 from orgaseg.io.partial import partial_state, refuse_existing, refuse_replacing_an_input
 from orgaseg.io.provenance import producing_command
 from orgaseg.io.volume import Volume, as_volume
+from orgaseg.labels import check_label_dtype, integer_labels
 from orgaseg.organelles.cleanup import Cleanup, majority_filter
 from orgaseg.pipeline.blocks import Block, default_block_shape, make_blocks
 from orgaseg.pipeline.executors import Executor, SerialExecutor
@@ -200,11 +201,12 @@ class _Stage:
 
     def codes(self, block: Block) -> np.ndarray:
         volume = self.source.volume
+        name = volume.path or "the label volume"
         if self.majority is None:
-            codes = self.classes.codes(volume.read(block.region))
+            codes = self.classes.codes(integer_labels(volume.read(block.region), name))
         else:
             read = _grow(block.region, self.majority, volume.shape)
-            raw = majority_filter(volume.read(read), self.majority)
+            raw = majority_filter(integer_labels(volume.read(read), name), self.majority)
             inner = tuple(slice(r.start - g.start, r.stop - g.start) for r, g in zip(block.region, read))
             codes = self.classes.codes(raw[inner])
         for kind, resolved in self.steps:
@@ -653,8 +655,7 @@ def _open_named(named, voxel_size, key) -> tuple[Volume, VolumeSource, dict[int,
         if voxel_size is None and not isinstance(named, Volume):
             volume.attrs["voxel_size_assumed"] = True
         source = VolumeSource(volume)
-    if not np.issubdtype(volume.dtype, np.integer) and volume.dtype != np.bool_:
-        raise OrgasegError(f"{volume.path or 'the volume'}: a label volume needs integer values, got {volume.dtype}")
+    check_label_dtype(volume.dtype, volume.path or "the label volume")
     return volume, source, read_label_names(volume)
 
 

@@ -62,6 +62,7 @@ from orgaseg.io.provenance import producing_command
 from orgaseg.io.readers import open_on_grid
 from orgaseg.io.volume import Volume, as_volume
 from orgaseg.io.writers import writing
+from orgaseg.labels import check_label_dtype, integer_labels
 from orgaseg.organelles.instances import read_label_names
 from orgaseg.pipeline.blocks import Block, default_block_shape, make_blocks
 from orgaseg.pipeline.executors import Executor, SerialExecutor
@@ -126,7 +127,7 @@ def _measure_block(sources: _Sources, block: Block) -> dict:
     # the voxels whose cells this block owns, in padded coordinates (-1 and N are the background beyond)
     owned = [(r.start - (r.start == 0), r.stop + 1) for r in block.region]
     read = tuple(slice(max(0, lo - _REACH), min(n, hi + _REACH)) for (lo, hi), n in zip(owned, shape))
-    data = volume.read(read)
+    data = integer_labels(volume.read(read), f"{volume.path or 'the instances'}: the instance ids")
     pad = [(r.start - (lo - _REACH), (hi + _REACH) - r.stop) for r, (lo, hi) in zip(read, owned)]
     padded = np.pad(data, pad)  # zeros: background beyond the volume
     core = tuple(slice(r.start - (lo - _REACH), r.stop - (lo - _REACH)) for r, (lo, _) in zip(block.region, owned))
@@ -360,8 +361,7 @@ def measure_instances(
     Morphometrics
     """
     volume, source = _open(instances, "instances", key=key, voxel_size=voxel_size)
-    if not np.issubdtype(volume.dtype, np.integer):
-        raise OrgasegError(f"{volume.path or 'the instances'}: instance ids must be integers, got {volume.dtype}")
+    check_label_dtype(volume.dtype, f"{volume.path or 'the instances'}: the instance ids")
     if volume.attrs.get("voxel_size_assumed"):
         raise OrgasegError(f"{volume.path or 'the instances'}: no voxel size in the metadata, so nothing can be "
                            f"measured in nm; pass {arg('voxel_size')}")
