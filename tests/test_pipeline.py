@@ -336,3 +336,19 @@ def test_a_given_block_shape_that_computes_far_more_than_the_default_is_warned_a
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert resolve_block_shape(job, (40, 64, 64)) == (40, 64, 64)
+
+
+def test_an_array_without_a_voxel_size_is_segmented_after_a_warning():
+    """Features are computed in nm: an array's voxel size is said to be assumed, as a file's without metadata is."""
+    from orgaseg.io import VoxelSizeWarning
+    from orgaseg.segmentation import segment
+
+    from orgaseg.synthetic import make_cell
+
+    raw = make_cell((4, 48, 48), voxel_size=(10.0, 10.0, 10.0), seed=0).raw
+    with pytest.warns(VoxelSizeWarning, match="the array: voxel size unknown, assuming 1 x 1 x 1 nm; pass voxel_size="):
+        assumed = segment(raw, k=3, sample_size=2000)
+    assert assumed.provenance["input"]["voxel_size"] == [1.0, 1.0, 1.0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", VoxelSizeWarning)
+        segment(raw, k=3, sample_size=2000, voxel_size=(10.0, 10.0, 10.0))

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import operator
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -13,8 +14,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from orgaseg.cluster import Clusterer, ClustererSpec, KMeansModel, clusterer_from_dict, get_clusterer
-from orgaseg.errors import OrgasegError
-from orgaseg.io import compute_normalization, make_provenance, open_volume
+from orgaseg.errors import OrgasegError, arg
+from orgaseg.io import VoxelSizeWarning, compute_normalization, make_provenance, open_volume
 from orgaseg.io.metadata import check_voxel_size, known_voxel_size, placement
 from orgaseg.io.partial import refuse_replacing_an_input, same_path
 from orgaseg.io.volume import Volume, absolute_path, as_volume, read_as
@@ -62,8 +63,10 @@ def resolve_volume(data, *, key: str | None = None, voxel_size=None, level: int 
     if isinstance(data, Volume):
         return data if voxel_size is None else dataclasses.replace(data, voxel_size=voxel_size)
     volume = as_volume(data, voxel_size=voxel_size or (1.0, 1.0, 1.0))
-    if voxel_size is None:
+    if voxel_size is None:  # as for a file without metadata: said, since features are computed in nm
         volume.attrs["voxel_size_assumed"] = True
+        warnings.warn(VoxelSizeWarning(f"the array: voxel size unknown, assuming 1 x 1 x 1 nm; pass "
+                                       f"{arg('voxel_size')} in nm"), stacklevel=3)
     return volume
 
 
@@ -173,7 +176,8 @@ def segment(
     invert : bool
         Invert the intensities (bright membranes, dark background).
     voxel_size : sequence of float, optional
-        ``(z, y, x)`` in nanometres; overrides the file's metadata.
+        ``(z, y, x)`` in nanometres; overrides the file's metadata. Features are computed in nm: an
+        array without it, or a file without metadata, is taken at 1 nm with a ``VoxelSizeWarning``.
     key : str, optional
         Dataset key inside a container (HDF5, zarr, N5).
     level : int
@@ -209,7 +213,8 @@ def segment(
         none, for a machine short of memory: every block is then computed
         twice). Dask workers keep none whatever the budget.
     progress : callable, optional
-        Progress callback ``(description, done, total, **figures)``.
+        Progress callback ``(description, done, total, **figures)``; none by default (the command line
+        passes one that draws bars: ``orgaseg.progress.TqdmProgress()`` does that from Python too).
 
     Returns
     -------
