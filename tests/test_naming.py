@@ -272,8 +272,17 @@ def test_points_of_a_2d_image_need_no_z_column(tmp_path):
         read_points(tmp_path / "clicks.csv", shape=(4, 8, 8))
 
 
+def test_columns_beside_the_points_are_ignored(tmp_path):
+    """A spreadsheet's comment or id column, as napari's features, is not a reason to refuse the clicks."""
+    (tmp_path / "3d.csv").write_text("id,z,y,x,name,comment\n7,1,2,3,mito,first one\n8,0,5,6,er,\n")
+    annotations = read_points(tmp_path / "3d.csv", shape=(4, 8, 8))
+    assert annotations.coords.tolist() == [[1, 2, 3], [0, 5, 6]] and annotations.names == ("mito", "er")
+    (tmp_path / "2d.csv").write_text("y,x,name,area\n2,3,mito,12.5\n")
+    assert read_points(tmp_path / "2d.csv", shape=(1, 8, 8)).coords.tolist() == [[0, 2, 3]]
+
+
 @pytest.mark.parametrize("text, message", [
-    ("z,y,x,label\n1,2,3,mito\n", ("unknown column(s) 'label'; expected the header z,y,x,name (or napari's "
+    ("z,y,x,label\n1,2,3,mito\n", ("missing column(s) name; expected the header z,y,x,name (or napari's "
                                    "index,axis-0,axis-1,axis-2,name)")),
     ("z,y,x,name,name\n1,2,3,mito,er\n", "column(s) 'name' named twice"),
     ("index,axis-0,axis-1,axis-2\n0,1,2,3\n", "napari points without a 'name' column"),

@@ -203,8 +203,9 @@ def read_points(
     Parameters
     ----------
     path : str or Path
-        The CSV file. Either exactly the columns ``z,y,x,name``, in any order
-        (``y,x,name`` for a segmentation of one slice, a 2D image), or a
+        The CSV file. Either the columns ``z,y,x,name``, in any order, and
+        any others, which are ignored (``y,x,name`` for a segmentation of
+        one slice, a 2D image), or a
         points layer as napari saves it (File > Save Selected Layers...,
         or ``layer.save("clicks.csv")`` in a running napari):
         ``index,axis-0,axis-1,axis-2``, then one column per feature of the
@@ -225,7 +226,7 @@ def read_points(
     Raises
     ------
     OrgasegError
-        Other columns; napari points that are not 3D or have no ``name``
+        A missing column; napari points that are not 3D or have no ``name``
         column; a coordinate that is not a number; and as
         :func:`points_from_arrays`.
     """
@@ -234,13 +235,14 @@ def read_points(
     if any(_NAPARI_AXIS.fullmatch(column) for column in header):
         _check_napari_header(path, header)
         axes = NAPARI_POINT_AXES
-    elif sorted(header) == ["name", "x", "y"]:  # points of a 2D image: its one slice is z = 0
+    elif "z" not in header and {"name", "x", "y"} <= set(header):  # points of a 2D image: its one slice is z = 0
         if int(shape[0]) != 1:
             raise OrgasegError(f"{path}: points without a z column fit a segmentation of one slice; this one has "
                                f"{int(shape[0])}: add the column z")
         axes = ("y", "x")
     else:
-        _check_header(path, header, POINT_COLUMNS, also=f" (or napari's index,{','.join(NAPARI_POINT_AXES)},name)")
+        _check_header(path, header, POINT_COLUMNS, also=f" (or napari's index,{','.join(NAPARI_POINT_AXES)},name)",
+                      others=True)
         axes = ("z", "y", "x")
     coords, names = [], []
     for line, row in _rows(path, header, body):
@@ -378,9 +380,10 @@ def _read_csv(path: Path, columns: tuple[str, ...]) -> tuple[list[str], list[tup
     return header, body
 
 
-def _check_header(path: Path, header: list[str], columns: tuple[str, ...], also: str = "") -> None:
-    """Refuse a header that is not exactly ``columns`` (any order); ``also`` follows the header expected."""
-    unknown = [c for c in header if c not in columns]
+def _check_header(path: Path, header: list[str], columns: tuple[str, ...], also: str = "", others: bool = False) -> None:
+    """Refuse a header that is not exactly ``columns`` (any order; with ``others``, ``columns`` and any more, which
+    are ignored, as a spreadsheet's comments or napari's features are); ``also`` follows the header expected."""
+    unknown = [] if others else [c for c in header if c not in columns]
     missing = [c for c in columns if c not in header]
     if unknown or missing:
         said = (f"unknown column(s) {', '.join(map(repr, unknown))}" if unknown
