@@ -94,20 +94,27 @@ def test_changed_k_overwrite_or_a_stale_marker_recompute(raw_path, uninterrupted
     np.testing.assert_array_equal(open_volume(stale).read(), uninterrupted[4])
 
 
-def test_sigkill_mid_run_then_rerun_is_identical_and_computes_only_unfinished_blocks(raw_path, uninterrupted, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
+def test_a_kill_mid_run_then_rerun_is_identical_and_computes_only_unfinished_blocks(raw_path, uninterrupted, tmp_path,
+                                                                                   stop):
+    """SIGKILL leaves the run as it was; SIGTERM (a batch system's time limit) is handled as Ctrl-C."""
     out = tmp_path / "seg.ome.zarr"
     args = ["segment", str(raw_path), "-k", "4", "-o", str(out), "--scales-nm", "20", "40", "--sample-size", "3000",
             "--block-shape", *map(str, BLOCK), "--quiet"]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(orgaseg.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
     process = subprocess.Popen([sys.executable, "-m", "orgaseg.cli", *args], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while len(block_markers(out)) < 4 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    os.kill(process.pid, stop)
+    _, err = process.communicate()
     finished = len(block_markers(out))
     assert not out.exists() and 4 <= finished < N_BLOCKS, f"killed too late or too early: {finished} blocks marked"
+    if stop == signal.SIGTERM:
+        assert process.returncode == 143 and err.endswith("orgaseg segment: terminated (SIGTERM)\n")
+        assert "rerun the same command to resume" in err
+        assert not (tmp_path / "seg.ome.zarr.partial" / "lock.json").exists()  # released, as after Ctrl-C
 
     assert main(args) == 0
     blocks = read_provenance(out)["blocks"]

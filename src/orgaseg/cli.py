@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 import time
 import warnings
@@ -23,6 +24,15 @@ from orgaseg.progress import TqdmLogHandler, TqdmProgress
 
 class _UsageError(OrgasegError):
     """A command line argparse refused."""
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch system's time limit, ``kill``), handled as Ctrl-C is: the run keeps its finished work,
+    releases its lock and says how to resume."""
+
+
+def _terminate(signum, frame):
+    raise _Terminated
 
 
 class _Parser(argparse.ArgumentParser):
@@ -825,6 +835,7 @@ def main(argv: list[str] | None = None) -> int:
         # the log handler ends the line; orgaseg's warnings name command-line options here
         warnings.formatwarning = lambda message, category, *rest: "warning: " + (
             message.for_command_line(command) if hasattr(message, "for_command_line") else str(message))
+    terminate = signal.signal(signal.SIGTERM, _terminate)
     try:
         if getattr(args, "device", None) == "cuda":  # refused at once, also where nothing would run on it
             from orgaseg.models.device import resolve_device
@@ -837,10 +848,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"orgaseg {args.command}: error: {err.for_command_line(command)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         progress.close(leave=False)
-        print(f"orgaseg {args.command}: interrupted", file=sys.stderr)
-        return 130
+        terminated = isinstance(err, _Terminated)
+        print(f"orgaseg {args.command}: {'terminated (SIGTERM)' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
     except BrokenPipeError:  # the reader of stdout stopped (`orgaseg methods | head`): what it read is what it asked
         progress.close()
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
@@ -852,6 +864,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"orgaseg {args.command}: unexpected error: {type(err).__name__}: {err} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, terminate)  # main() called from Python leaves the caller's handler as it was
 
 
 if __name__ == "__main__":
