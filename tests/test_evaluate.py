@@ -583,6 +583,12 @@ def test_a_named_volume_is_scored_by_its_names(tmp_path, capsys):
     assert scores["per_class"]["mito"]["dice"] == pytest.approx(4 / 7)
     assert scores["mapping"] == {"0": None, "1": "mito", "2": "other"}
     assert "## by name (no matching)" in report.to_markdown()
+    # the report speaks of names, not of K clusters
+    assert report.to_markdown().startswith("# Evaluation, 3 named ids (unassigned, mito, other)\n")
+    assert report.to_dict()["label_names"] == ["unassigned", "mito", "other"]
+    no_mito = evaluate(np.where(named == 1, 0, named), reference, classes=["other", "mito"], mode="names",
+                       label_names=["unassigned", "mito", "other"])
+    assert "Names on no counted voxel: mito (1)." in no_mito.to_markdown()
     with pytest.raises(OrgasegError, match="none of the prediction's names \\(a, b\\) is a reference class"):
         evaluate(named[:, :4] % 2, reference[:, :4], classes=["other", "mito"], mode="names", label_names=["a", "b"])
     with pytest.raises(OrgasegError, match="holds id 2, but only 2 names"):

@@ -63,12 +63,15 @@ class EvaluationReport:
     results : dict
         Matching mode (``"merge"``, ``"strict"``) to its scores, as returned
         by :func:`~orgaseg.evaluation.scores_from_confusion`.
+    label_names : list of str, optional
+        The name of each id of a named prediction (mode ``names``): the report speaks of names, not clusters.
     """
 
     confusion: np.ndarray
     classes: list[str]
     background: list[str]
     results: dict[str, dict]
+    label_names: list[str] | None = None
 
     @classmethod
     def from_confusion(
@@ -87,7 +90,8 @@ class EvaluationReport:
                    for m in modes}
         confusion = np.asarray(confusion).astype(np.int64)
         names = resolve_classes(classes, confusion.shape[1])
-        return cls(confusion, names, resolve_background(background, names), results)
+        return cls(confusion, names, resolve_background(background, names), results,
+                   list(label_names[:confusion.shape[0]]) if label_names is not None else None)
 
     @property
     def k(self) -> int:
@@ -119,20 +123,28 @@ class EvaluationReport:
             "empty_classes": self.empty_classes,
             "empty_clusters": self.empty_clusters,
         }
+        if self.label_names is not None:
+            out["label_names"] = self.label_names
         out.update(self.results)
         out["confusion"] = self.confusion.tolist()
         return out
 
     def to_markdown(self) -> str:
         """Markdown: a table of per-class scores per mode, the means, accuracy and mapping."""
+        if self.label_names is None:
+            title, empty_ids = f"K = {self.k}", "Empty clusters (no counted voxel, mapped to no class)"
+            empty_named = ", ".join(map(str, self.empty_clusters))
+        else:  # a named volume: its ids are names, one of them perhaps 'unassigned'
+            title = f"{self.k} named ids ({', '.join(self.label_names)})"
+            empty_ids = "Names on no counted voxel"
+            empty_named = ", ".join(f"{self.label_names[i]} ({i})" for i in self.empty_clusters)
         lines = [
-            f"# Evaluation, K = {self.k}",
+            f"# Evaluation, {title}",
             "",
             f"Counted voxels: {self.n_voxels:,}. Classes: {', '.join(self.classes)} "
             f"(background: {', '.join(self.background)}). "
             f"Empty classes (no reference voxel, not scored): {', '.join(self.empty_classes) or 'none'}. "
-            "Empty clusters (no counted voxel, mapped to no class): "
-            f"{', '.join(map(str, self.empty_clusters)) or 'none'}.",
+            f"{empty_ids}: {empty_named or 'none'}.",
         ]
         empty = {str(k) for k in self.empty_clusters}
         for mode, scores in self.results.items():
@@ -180,7 +192,7 @@ class EvaluationReport:
         text = json.dumps(self.to_dict(), indent=2) + "\n"
         markdown = self.to_markdown()
         mode = "merge" if "merge" in self.results else next(iter(self.results))
-        title = f"K = {self.k}, {mode} mapping"
+        title = f"K = {self.k}, {mode} mapping" if self.label_names is None else "by name"
         return {
             "json": _write_atomically(directory / "report.json", lambda p: p.write_text(text, encoding="utf-8")),
             "markdown": _write_atomically(directory / "report.md", lambda p: p.write_text(markdown, encoding="utf-8")),
