@@ -16,7 +16,7 @@ from orgaseg.benchmark import run_benchmark
 from orgaseg.cli import main
 from orgaseg.cluster import CLUSTERERS
 from orgaseg.datasets import load_dataset
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, OrgasegWarning
 from orgaseg.features import FEATURES
 from orgaseg.io import open_volume, read_provenance
 from orgaseg.models.encoder import ENCODERS
@@ -323,10 +323,9 @@ def test_long_runs_are_priced_up_front_with_a_faster_strategy(checkpoints, caplo
     windows = [b.read_region for b in quarters]
     assert cost.forward_passes(job.extractor, windows) > cost.forward_passes(job.extractor, whole)
     monkeypatch.setattr(cost, "LONG_S", 0.0)  # as if the volume were large
-    with caplog.at_level("WARNING", logger="orgaseg.pipeline.cost"):
+    with pytest.warns(OrgasegWarning, match=r"expand-stride \(--features expand-stride\) needs about"):
         estimate = cost.estimate_cost(stages, job, blocks)
     assert estimate["expand_stride_passes"] < estimate["forward_passes"]
-    assert "expand-stride (--features expand-stride) needs about" in caplog.text
 
 
 @pytest.mark.parametrize("encoder", ["patch-vae-3d", "patch-vae-2d"])
@@ -385,7 +384,7 @@ def test_blocks_on_threads_move_their_bar_forward_only(checkpoints):
     assert shown == sorted(shown) and shown[-1] == 2 and any(not float(done).is_integer() for done in shown)
 
 
-def test_the_command_line_says_what_a_learned_run_will_cost(checkpoints, tmp_path, capsys):
+def test_the_command_line_says_what_a_learned_run_will_cost(checkpoints, tmp_path, capsys, monkeypatch):
     method, model = checkpoints["mae"]
     path = tmp_path / "cell.npy"
     np.save(path, load_dataset("phantom", shape=(2, 80, 80), voxel_size=(20.0, 20.0, 20.0), seed=4).evaluation[0].raw.read())
@@ -395,6 +394,16 @@ def test_the_command_line_says_what_a_learned_run_will_cost(checkpoints, tmp_pat
     assert "encoder forward passes over 12,800 voxels" in capsys.readouterr().err
     assert main(command + ["-o", str(tmp_path / "b.tif"), "--quiet"]) == 0
     assert "forward passes" not in capsys.readouterr().err
+    from orgaseg.pipeline import cost
+
+    monkeypatch.setattr(cost, "LONG_S", 0.0)  # as if the volume were large: a warning, with --quiet too
+    assert main(command + ["-o", str(tmp_path / "c.tif"), "--quiet"]) == 0
+    long = [line for line in capsys.readouterr().err.splitlines() if "forward passes" in line]
+    assert len(long) == 1 and long[0].startswith("warning: ") and long[0].endswith("also divides the work")
+    # on a working grid, the voxels counted are the grid's
+    assert main(command + ["-o", str(tmp_path / "d.tif"), "--pixel-size", "40"]) == 0
+    err = capsys.readouterr().err
+    assert "forward passes over 1,600 working voxels of 40 x 40 x 40 nm" in err
 
 
 def test_interpolated_kmeans_scores_label_like_interpolated_features(small, tmp_path):

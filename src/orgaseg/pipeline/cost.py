@@ -9,8 +9,8 @@ again for its labels, except those the run keeps in memory between the two
 passes), and times the strategy on a piece of the run's first block: the
 encoder at the batch size the run uses, with what the strategy does around it
 (upsampling and blending, plane transposes, resampling from the working
-grid), per forward pass. When the expected time is long, it says what
-expand-stride would cost instead. The clustering itself is not priced
+grid), per forward pass. When the expected time is long, it warns, and says
+what expand-stride would cost instead. The clustering itself is not priced
 (k-means' assignments cost little beside an encoder).
 """
 
@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 
 import numpy as np
 
+from orgaseg.errors import OrgasegWarning
+from orgaseg.io.metadata import format_sizes
 from orgaseg.pipeline.blocks import Block, block_reading_halo
 
 logger = logging.getLogger(__name__)
@@ -131,8 +134,10 @@ def estimate_cost(stages, job, blocks, *, reuse_bytes: int = 0) -> dict | None:
     per_pass = time_features(job, piece) / max(1, forward_passes(job.extractor, [job.computed_region(piece)]))
     expected = passes * per_pass
     cost = {"forward_passes": passes, "seconds_per_pass": round(per_pass, 6), "expected_s": round(expected, 1)}
+    voxels = (f"{int(np.prod(shape)):,} voxels" if job.grid is None else
+              f"{int(np.prod(shape)):,} working voxels of {format_sizes(job.grid.working_voxel_size)} nm")
     message = (f"{stages.features.name} features: about {passes:,} encoder forward passes over "
-               f"{int(np.prod(shape)):,} voxels (sampling, then labelling{_reuse(kept)}); at {_rate(per_pass)} per "
+               f"{voxels} (sampling, then labelling{_reuse(kept)}); at {_rate(per_pass)} per "
                f"second with the rest of the strategy, timed on a piece of the volume here: about "
                f"{_duration(expected)}")
     if expected > LONG_S and stages.features.name != "expand-stride" and stages.encoder is not None:
@@ -144,9 +149,9 @@ def estimate_cost(stages, job, blocks, *, reuse_bytes: int = 0) -> dict | None:
         cost["expand_stride_passes"] = round(repeats * forward_passes(faster, regions))
         message += (f"; expand-stride (--features expand-stride) needs about {cost['expand_stride_passes']:,} "
                     f"(about {_duration(cost['expand_stride_passes'] * per_pass)} at this rate)")
-    if expected > LONG_S:
+    if expected > LONG_S:  # a warning, said as the others are (the command line prefixes 'warning:')
         message += "; a coarser --pixel-size also divides the work"
-        logger.warning(message)
+        warnings.warn(OrgasegWarning(message), stacklevel=3)
     else:
         logger.info(message)
     return cost
