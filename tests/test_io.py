@@ -783,6 +783,20 @@ def test_ome_zarr_labels_get_a_mode_pyramid_that_ome_zarr_reads(tmp_path):
     np.testing.assert_array_equal(open_volume(path).read(), labels)  # level 0 is what readers open
 
 
+def test_building_the_pyramid_reports_its_blocks(tmp_path):
+    """The pyramid comes after the last labelled block and takes minutes on a large volume: it has a bar."""
+    from orgaseg.io.pyramid import level_blocks
+
+    labels = np.random.default_rng(3).integers(0, 4, (6, 300, 260)).astype(np.uint8)
+    writer = create_label_writer(tmp_path / "seg.ome.zarr", labels.shape, 4, voxel_size=(10, 10, 10), chunks=(2, 64, 64))
+    writer.write((slice(None),) * 3, labels)
+    calls = []
+    path = writer.finalize({}, progress=lambda description, done, total, **figures: calls.append((description, done, total)))
+    group = zarr.open_group(str(path / "labels" / "segmentation"), mode="r")
+    blocks = sum(len(level_blocks(group[level], (2, 2, 2))) for level in ("1", "2"))
+    assert calls == [("building the pyramid", done, blocks) for done in range(1, blocks + 1)] and blocks >= 2
+
+
 def test_a_writer_resumes_its_partial_output_only_for_the_same_key(tmp_path):
     path = tmp_path / "seg.ome.zarr"
     first = create_label_writer(path, (2, 8, 8), 3, voxel_size=(1, 1, 1), chunks=(1, 8, 8), resume_key="run-a")

@@ -334,7 +334,8 @@ def segment(
         wall_time_s=round(time.time() - started, 3),
     )
     path = outputs.finalize(record, {"axes": "zyxc", "voxel_size": list(volume.voxel_size), "method": stages.method.name,
-                                     "features": job.extractor.config(), "input": absolute_path(volume.path)})
+                                     "features": job.extractor.config(), "input": absolute_path(volume.path)},
+                            progress)
     labels = outputs.sink.array if path is None else None
     return Segmentation(labels=labels, path=path, model=fitted, provenance=record)
 

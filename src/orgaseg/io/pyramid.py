@@ -13,6 +13,7 @@ viewer such as napari needs to show a large volume at once.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import numpy as np
 
@@ -77,12 +78,9 @@ def mode_downsample(labels: np.ndarray, factors: Factors) -> np.ndarray:
     return np.take_along_axis(cells, first, axis=-1)[..., 0]
 
 
-def write_level(source, target, factors: Factors, block_voxels: int = BLOCK_VOXELS) -> None:
-    """Fill ``target`` with the mode-downsampled ``source`` (array-likes), block by block.
-
-    Blocks of ``target`` are whole multiples of its chunks, so every chunk is
-    written once.
-    """
+def level_blocks(target, factors: Factors, block_voxels: int = BLOCK_VOXELS) -> list[tuple[slice, slice, slice]]:
+    """The regions of ``target`` (a level's array) that :func:`write_level` fills one at a time: whole multiples
+    of its chunks, so every chunk is written once, each reading about ``block_voxels`` of the level below."""
     chunks = tuple(int(c) for c in target.chunks)
     per_block = max(1, block_voxels // int(np.prod([c * f for c, f in zip(chunks, factors)])))
     # grow the block along x, then y, then z, in whole chunks
@@ -93,10 +91,19 @@ def write_level(source, target, factors: Factors, block_voxels: int = BLOCK_VOXE
         block[axis] = chunks[axis] * grow
         per_block = max(1, per_block // grow)
     starts = [range(0, s, b) for s, b in zip(target.shape, block)]
-    for corner in itertools.product(*starts):
-        out = tuple(slice(c, min(c + b, s)) for c, b, s in zip(corner, block, target.shape))
+    return [tuple(slice(c, min(c + b, s)) for c, b, s in zip(corner, block, target.shape))
+            for corner in itertools.product(*starts)]
+
+
+def write_level(source, target, factors: Factors, block_voxels: int = BLOCK_VOXELS,
+                written: Callable[[], None] | None = None) -> None:
+    """Fill ``target`` with the mode-downsampled ``source`` (array-likes), block by block (:func:`level_blocks`);
+    ``written`` is called after each block."""
+    for out in level_blocks(target, factors, block_voxels):
         src = tuple(slice(o.start * f, min(o.stop * f, s)) for o, f, s in zip(out, factors, source.shape))
         target[out] = mode_downsample(np.asarray(source[src]), factors)
+        if written is not None:
+            written()
 
 
 def _ceil_div(a: int, b: int) -> int:

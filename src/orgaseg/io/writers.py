@@ -53,8 +53,9 @@ from orgaseg.io.metadata import (
 )
 from orgaseg.io.partial import PartialOutput, atomic_path, digest, refuse_existing
 from orgaseg.io.provenance import to_jsonable, write_provenance
-from orgaseg.io.pyramid import downsampled_shape, plan_levels, write_level
+from orgaseg.io.pyramid import downsampled_shape, level_blocks, plan_levels, write_level
 from orgaseg.labels import smallest_label_dtype
+from orgaseg.progress import ProgressCallback, report
 from orgaseg.viz.colors import label_colors
 
 #: Label outputs by suffix: OME-Zarr and ImageJ TIFF.
@@ -212,10 +213,10 @@ class LabelWriter:
     def flush(self) -> None:
         """Make the blocks written so far durable (before the runner marks them done)."""
 
-    def finalize(self, provenance: dict) -> Path:
+    def finalize(self, provenance: dict, progress: ProgressCallback | None = None) -> Path:
         """Complete the output (pyramid, metadata), move it into place, write its provenance record.
 
-        Returns the output path.
+        ``progress`` is told of the pyramid's blocks (``building the pyramid``). Returns the output path.
         """
         if self._done:
             raise RuntimeError(f"{self.path}: writer already finalized or aborted")
@@ -224,7 +225,7 @@ class LabelWriter:
             record.setdefault("label_names", self.label_names)
         try:
             with writing(self.path):
-                self._close(record)
+                self._close(record, progress)
                 self._release()
                 self._partial.move_into_place()
         except BaseException:
@@ -266,7 +267,7 @@ class LabelWriter:
     def _write(self, region, block) -> None:
         raise NotImplementedError
 
-    def _close(self, record: dict) -> None:
+    def _close(self, record: dict, progress: ProgressCallback | None) -> None:
         raise NotImplementedError
 
     def _release(self) -> None:
@@ -373,13 +374,22 @@ class OmeZarrLabelWriter(LabelWriter):
     def _write(self, region, block) -> None:
         self._array[region] = block
 
-    def _close(self, record: dict) -> None:
+    def _close(self, record: dict, progress: ProgressCallback | None) -> None:
         steps = plan_levels(self.shape, self.voxel_size)
-        source, shape = self._array, self.shape
+        targets, shape = [], self.shape
         for level, step in enumerate(steps, 1):
             shape = downsampled_shape(shape, step)
-            target = self._create_level(str(level), shape)
-            write_level(source, target, step)
+            targets.append(self._create_level(str(level), shape))
+        total, done = sum(len(level_blocks(t, step)) for t, step in zip(targets, steps)), 0
+
+        def written() -> None:  # minutes on a large volume, after the last block: said, not silent
+            nonlocal done
+            done += 1
+            report(progress, "building the pyramid", done, total)
+
+        source = self._array
+        for target, step in zip(targets, steps):
+            write_level(source, target, step, written=written)
             source = target
         self._group.attrs.update(self._ngff_attrs(steps))
         self._root.attrs["orgaseg"] = to_jsonable(record)
@@ -413,7 +423,7 @@ class TiffLabelWriter(LabelWriter):
             with writing(self.path):
                 self._map.flush()
 
-    def _close(self, record: dict) -> None:
+    def _close(self, record: dict, progress: ProgressCallback | None) -> None:
         self.flush()
 
     def _release(self) -> None:

@@ -698,7 +698,7 @@ def _write(stage, plan: _Plan, blocks, executor, output, grid: Volume, block_sha
         record["blocks_resumed"] = state.counts()
     if output is None:
         return outputs.sink.array, None
-    return None, outputs.finalize(record, {})
+    return None, outputs.finalize(record, {}, progress)
 
 
 def _dtype(count: int) -> np.dtype:

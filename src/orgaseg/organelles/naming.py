@@ -389,7 +389,7 @@ def name_clusters(
             mapping_from=str(mapping) if mapping is not None else None,
             wall_time_s=round(time.time() - started, 3),
         )
-        path = sink.finalize(provenance) if output is not None else None
+        path = sink.finalize(provenance, progress) if output is not None else None
     except BaseException:
         if output is not None:
             sink.abort()

@@ -22,6 +22,7 @@ from orgaseg.labels import smallest_label_dtype
 from orgaseg.pipeline.blocks import aligned_chunks
 from orgaseg.pipeline.resume import RunState
 from orgaseg.pipeline.runner import ArraySink
+from orgaseg.progress import ProgressCallback
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +49,12 @@ class RunOutputs:
     features: FeatureWriter | None
     state: RunState | None
 
-    def finalize(self, record: dict, feature_attrs: dict) -> Path | None:
+    def finalize(self, record: dict, feature_attrs: dict, progress: ProgressCallback | None = None) -> Path | None:
         """Complete every output; returns the label output's path (None for in-memory labels)."""
         if self.features is not None:
             self.features.finalize(feature_attrs)
         if isinstance(self.sink, LabelWriter):
-            return self.sink.finalize(record)
+            return self.sink.finalize(record, progress)
         return None
 
     def interrupted(self) -> None:
