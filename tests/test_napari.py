@@ -119,22 +119,83 @@ def test_reader_opens_a_pyramid_as_a_multiscale_layer(tmp_path, make_napari_view
     assert len(layer.data) >= 3 and tuple(layer.scale) == (10, 5, 5)
     np.testing.assert_array_equal(np.asarray(layer.data[0]), labels)
 
-def test_reader_leaves_other_files_alone(tmp_path):
+def test_reader_leaves_what_it_cannot_read_to_other_readers(tmp_path):
     import tifffile
 
-    plain = tmp_path / "plain.tif"
-    tifffile.imwrite(plain, np.zeros((2, 4, 4), np.uint8))
-    assert napari_get_reader(str(plain)) is None
-    assert napari_get_reader(str(tmp_path / "image.png")) is None
-    # a crop has a provenance record too, but it is an image: napari's image readers open it
+    rgb = tmp_path / "rgb.tif"
+    tifffile.imwrite(rgb, np.zeros((8, 8, 3), np.uint8), photometric="rgb")
+    series = tmp_path / "series.tif"
+    tifffile.imwrite(series, np.zeros((3, 2, 8, 8), np.uint8), imagej=True, metadata={"axes": "TZYX"})
+    (tmp_path / "notes.zarr").mkdir()
+    for path in (rgb, series, tmp_path / "notes.zarr", tmp_path / "image.png"):
+        assert napari_get_reader(str(path)) is None, path
+
+
+def _image_layer(path):
+    """The layer orgaseg's reader makes of ``path`` (without a viewer: napari draws images with OpenGL)."""
+    reader = napari_get_reader(str(path))
+    assert reader is not None, f"orgaseg's reader refuses {path}"
+    (layer_data,) = reader(str(path))
+    return napari.layers.Layer.create(*layer_data)
+
+
+def test_reader_opens_an_image_at_its_voxel_size_and_place(tmp_path):
+    import dask.array as da
+    import tifffile
+
     from orgaseg.io import open_volume
     from orgaseg.io.crop import crop_volume, parse_region
 
-    tifffile.imwrite(tmp_path / "raw.tif", np.arange(2 * 8 * 8, dtype=np.uint8).reshape(2, 8, 8))
-    for name in ("crop.ome.zarr", "crop.tif"):
-        crop = crop_volume(open_volume(tmp_path / "raw.tif", voxel_size=(10, 5, 5)),
-                           parse_region(["0:2", "2:6", ":"], (2, 8, 8)), tmp_path / name)
-        assert napari_get_reader(str(crop)) is None
+    raw = np.arange(4 * 12 * 10, dtype=np.uint8).reshape(4, 12, 10)
+    tiff = tmp_path / "raw.tif"
+    tifffile.imwrite(tiff, raw, imagej=True, resolution=(1 / 8, 1 / 8),  # Fiji's calibration: 30 x 8 x 8 nm
+                     metadata={"spacing": 30, "unit": "nm", "axes": "ZYX"})
+    layer = _image_layer(tiff)
+    assert isinstance(layer, napari.layers.Image) and layer.name == "raw"
+    assert tuple(layer.scale) == (30, 8, 8) and tuple(layer.translate) == (0, 0, 0)  # napari's own reader: 1, 1, 1
+    assert isinstance(layer.data, da.Array)  # read where napari looks, not whole
+    np.testing.assert_array_equal(np.asarray(layer.data), raw)
+    # a crop (provenance record and all) is an image too, placed where it lies in the raw volume
+    crop = crop_volume(open_volume(tiff), parse_region(["1:3", "2:6", "4:"], raw.shape), tmp_path / "crop.ome.zarr")
+    layer = _image_layer(crop)
+    assert isinstance(layer, napari.layers.Image)
+    assert tuple(layer.scale) == (30, 8, 8) and tuple(layer.translate) == (30, 16, 32)
+    np.testing.assert_array_equal(np.asarray(layer.data), raw[1:3, 2:6, 4:])
+    assert layer.metadata["orgaseg"]["command"] == "crop"
+
+
+def test_reader_opens_an_image_pyramid_as_a_multiscale_layer(tmp_path):
+    import zarr
+
+    raw = np.random.default_rng(0).integers(0, 255, (2, 64, 64), dtype=np.uint8)
+    path = tmp_path / "raw.ome.zarr"
+    root = zarr.open_group(str(path), mode="w", zarr_format=2)
+    datasets = []
+    for level, image in enumerate((raw, raw[:, ::2, ::2])):
+        root.create_array(str(level), data=image, chunks=(1, 32, 32))
+        datasets.append({"path": str(level), "coordinateTransformations": [
+            {"type": "scale", "scale": [30.0, 8.0 * 2**level, 8.0 * 2**level]},
+            {"type": "translation", "translation": [60.0, 16.0 + 4.0 * level, 4.0 * level]}]})
+    root.attrs["multiscales"] = [{"version": "0.4", "datasets": datasets, "axes": [
+        {"name": axis, "type": "space", "unit": "nanometer"} for axis in "zyx"]}]
+    layer = _image_layer(path)
+    assert isinstance(layer, napari.layers.Image) and layer.multiscale
+    assert [level.shape for level in layer.data] == [(2, 64, 64), (2, 32, 32)]
+    assert tuple(layer.scale) == (30, 8, 8) and tuple(layer.translate) == (60, 16, 0)
+    np.testing.assert_array_equal(np.asarray(layer.data[0]), raw)
+
+
+def test_a_raw_image_opens_beside_its_segmentation_at_the_same_scale(cell, segmented, gl, tmp_path,
+                                                                    make_napari_viewer):
+    from orgaseg.io.writers import write_tiff_image
+
+    path, _ = segmented
+    raw = write_tiff_image(tmp_path / "raw.tif", cell.raw, voxel_size=VOXEL)  # as the demo writes phantom_raw.tif
+    viewer = make_napari_viewer()
+    # the README's 'napari --plugin orgaseg segmentation.ome.zarr phantom_raw.tif'
+    labels, image = viewer.open([str(path), str(raw)], plugin="orgaseg")
+    assert isinstance(labels, napari.layers.Labels) and isinstance(image, napari.layers.Image)
+    assert tuple(image.scale) == tuple(labels.scale) == VOXEL
 
 
 def test_named_labels_and_instances_open_with_their_names(cell, segmented, tmp_path, make_napari_viewer):

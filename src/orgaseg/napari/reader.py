@@ -1,22 +1,28 @@
-"""The napari reader of orgaseg outputs: segmentations, named labels and instance volumes.
+"""The napari reader of orgaseg: its label outputs as labels layers, other volumes it reads as images.
 
-A path is claimed when it is an orgaseg label output, i.e. its provenance record sits
-beside it (``<path>.provenance.json``) or, for OME-Zarr, in the root's ``orgaseg``
-attribute, and does not come from a command that writes images (``crop``). Other files
-are left to other readers. The labels are read lazily (a dask array over
-:func:`orgaseg.open_volume`), with the coarser levels of an OME-Zarr pyramid as a multiscale
-layer, so a volume larger than memory opens at once and shows quickly zoomed out; names come
+A path is an orgaseg label output when its provenance record sits beside it
+(``<path>.provenance.json``) or, for OME-Zarr, in the root's ``orgaseg`` attribute, and does
+not come from a command that writes images (``crop``): it opens as a labels layer, with names
 from the OME-Zarr ``image-label`` properties or the provenance
-(:func:`orgaseg.organelles.read_label_names`), colours from the ``image-label`` colours.
+(:func:`orgaseg.organelles.read_label_names`) and colours from the ``image-label`` colours.
+Any other TIFF or Zarr that :func:`orgaseg.open_volume` reads as one 3D volume (an ImageJ or
+OME-TIFF, an OME-Zarr image such as a ``crop`` output) opens as an image layer. Either way the
+layer's scale is the voxel size in nm and its translation the volume's origin, which napari's
+own TIFF reader does not read; what orgaseg cannot read is left to other readers. Volumes are
+read lazily (a dask array over :func:`orgaseg.open_volume`), with the coarser levels of an
+OME-Zarr pyramid as a multiscale layer, so a volume larger than memory opens at once and shows
+quickly zoomed out.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from orgaseg.errors import OrgasegError
 from orgaseg.io import open_volume, provenance_path
 from orgaseg.napari.layers import kind_of, labels_layer
 
@@ -27,7 +33,8 @@ IMAGE_COMMANDS = ("crop",)
 
 
 def napari_get_reader(path):
-    """The reader of ``path`` when it is an orgaseg output, else None (npe2 ``get_reader``)."""
+    """The reader of ``path`` (npe2 ``get_reader``): labels for an orgaseg label output, an image for
+    another volume orgaseg reads, None for the rest (other readers then try)."""
     if isinstance(path, (list, tuple)):
         if len(path) != 1:
             return None
@@ -36,10 +43,21 @@ def napari_get_reader(path):
     if not path.name.lower().endswith(SUFFIXES):
         return None
     record = provenance(path)
-    # only label volumes: a crop (an image, with a provenance record too) is left to the image readers
-    if record is None or record.get("command") in IMAGE_COMMANDS:
-        return None
-    return read_orgaseg
+    # a crop has a provenance record too, but holds an image
+    if record is not None and record.get("command") not in IMAGE_COMMANDS:
+        return read_orgaseg
+    return read_image if _opens(path) else None
+
+
+def _opens(path: Path) -> bool:
+    """Whether :func:`orgaseg.open_volume` reads ``path`` as one 3D volume."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (an unknown voxel size, missing chunks): the reader warns when it reads
+        try:
+            open_volume(path)
+        except OrgasegError:  # e.g. several channels, a time series, not a volume at all
+            return False
+    return True
 
 
 def provenance(path: Path) -> dict | None:
@@ -62,29 +80,55 @@ def provenance(path: Path) -> dict | None:
 
 def read_orgaseg(path) -> list[tuple]:
     """The labels layer of an orgaseg output: ``[(dask array, kwargs, "labels")]``."""
-    import dask.array as da
-
     from orgaseg.organelles.instances import read_label_names
 
-    if isinstance(path, (list, tuple)):
-        path = path[0]
-    path = Path(str(path).rstrip("/"))
+    path = _one_path(path)
     volume = open_volume(path)
     record = provenance(path) or {}
     names = read_label_names(volume)
     kind = kind_of(record, names)
-    data = [da.from_array(level, chunks=level.chunks or tuple(min(s, c) for s, c in zip(level.shape, (16, 512, 512))),
-                          asarray=True, fancy=False) for level in _levels(path, volume)]
+    data = _lazy_levels(path, volume)
     n_labels = len(names) if names else None
     return [labels_layer(data if len(data) > 1 else data[0], kind=kind, voxel_size=volume.voxel_size, origin=volume.origin,
-                         name=_layer_name(path, kind), names=names,
+                         name=f"{_stem(path)} ({kind})", names=names,
                          colors=_stored_colors(path, volume), record=record, path=str(path), n_labels=n_labels)]
+
+
+def read_image(path) -> list[tuple]:
+    """The image layer of a volume orgaseg reads: ``[(dask array, kwargs, "image")]``.
+
+    Its scale is the voxel size in nm and its translation the volume's origin, as for the labels.
+    """
+    path = _one_path(path)
+    volume = open_volume(path)
+    data = _lazy_levels(path, volume)
+    metadata = {"path": str(path)}
+    record = provenance(path)
+    if record is not None:  # a crop's: its source and region
+        metadata["orgaseg"] = record
+    kwargs = {"name": _stem(path), "scale": volume.voxel_size, "translate": volume.origin,
+              "units": ("nm", "nm", "nm"), "metadata": metadata}
+    return [(data if len(data) > 1 else data[0], kwargs, "image")]
+
+
+def _one_path(path) -> Path:
+    """The path napari hands a reader (one, or a list of one)."""
+    if isinstance(path, (list, tuple)):
+        path = path[0]
+    return Path(str(path).rstrip("/"))
+
+
+def _lazy_levels(path: Path, volume) -> list:
+    """The volume and its coarser pyramid levels as dask arrays, read only where napari looks."""
+    import dask.array as da
+
+    # unchunked formats (a memory-mapped TIFF) get chunks of a few planes
+    return [da.from_array(level, chunks=level.chunks or tuple(min(s, c) for s, c in zip(level.shape, (16, 512, 512))),
+                          asarray=True, fancy=False) for level in _levels(path, volume)]
 
 
 def _levels(path: Path, volume) -> list:
     """The volume and the coarser levels of its OME-Zarr pyramid (napari shows the level that suits the zoom)."""
-    from orgaseg.errors import OrgasegError
-
     levels = [volume]
     group = volume.key.rsplit("/", 1)[0] if volume.key and "/" in volume.key else None  # labels/NAME of labels/NAME/0
     while volume.attrs.get("format") == "ome-zarr":
@@ -95,13 +139,12 @@ def _levels(path: Path, volume) -> list:
     return levels
 
 
-def _layer_name(path: Path, kind: str) -> str:
-    stem = path.name
+def _stem(path: Path) -> str:
+    """The file name without its volume suffix: the layer's name."""
     for suffix in SUFFIXES:
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    return f"{stem} ({kind})"
+        if path.name.lower().endswith(suffix):
+            return path.name[: -len(suffix)]
+    return path.name
 
 
 def _stored_colors(path: Path, volume) -> dict[int, np.ndarray] | None:
