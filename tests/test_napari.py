@@ -295,6 +295,31 @@ def test_segment_widget_reports_bad_fields(cell, gl, make_napari_viewer):
     assert not widget.tasks.busy and "voxel size: expected numbers" in widget.status.value
 
 
+def test_segment_widget_refuses_an_unknown_voxel_size(cell, qapp, tmp_path):
+    from napari.components import ViewerModel
+
+    from orgaseg.io.writers import write_tiff_image
+
+    viewer = ViewerModel()  # no OpenGL needed: the fields only
+    widget = SegmentWidget(viewer)
+    unscaled = viewer.add_image(cell.raw, name="dragged in")  # as napari's TIFF reader opens it: scale 1, 1, 1
+    widget.image.choices = [unscaled]  # (not docked in a window, so the choices are set here)
+    widget.image.value = unscaled
+    with pytest.raises(OrgasegError, match="voxel size unknown"):
+        widget.arguments()
+    widget.run()
+    assert not widget.tasks.busy and len(viewer.layers) == 1
+    assert "voxel size unknown" in widget.status.value and "type the voxel size" in widget.status.value
+    widget.voxel_size.value = "20"
+    assert widget.arguments()["data"].voxel_size == VOXEL
+    # opened with orgaseg's reader, the image brings its voxel size
+    widget.voxel_size.value = ""
+    opened = viewer.add_layer(_image_layer(write_tiff_image(tmp_path / "cell.tif", cell.raw, voxel_size=VOXEL)))
+    widget.image.choices = [unscaled, opened]
+    widget.image.value = opened
+    assert widget.arguments()["data"].voxel_size == VOXEL
+
+
 def test_naming_widget_names_clicked_clusters(cell, segmented, make_napari_viewer, qtbot):
     from orgaseg.organelles import name_clusters, points_from_arrays
 

@@ -17,7 +17,8 @@ class SegmentWidget(Container):
 
     Fields: the image layer, the method (a row of ``orgaseg methods``), K, the model
     checkpoint (learned methods: an encoder's ``.pt``, or a trained sccs or cs2c
-    ``.json``, which labels with its own K), the voxel size in nm (empty: the layer's scale), the
+    ``.json``, which labels with its own K), the voxel size in nm (empty: the layer's scale, refused
+    when it is napari's default 1 x 1 x 1, which says nothing), the
     working pixel size (empty: the method's default; ``native`` or a number of nm) and
     stage options (``NAME=VALUE`` separated by spaces, e.g. ``keep=8 planes=xy,xz,yz``).
     """
@@ -32,7 +33,8 @@ class SegmentWidget(Container):
         self.method = ComboBox(label="method", choices=list(METHODS), value="baseline")
         self.k = SpinBox(label="K", value=8, min=1, max=1000)
         self.model = FileEdit(label="model", mode="r", filter="*.pt *.json", nullable=True)
-        self.voxel_size = LineEdit(label="voxel size (nm)", tooltip="z y x in nm; empty: the layer's scale")
+        self.voxel_size = LineEdit(label="voxel size (nm)", tooltip="z y x in nm; empty: the layer's scale "
+                                   "(unless napari's default 1 1 1)")
         self.pixel_size = LineEdit(label="pixel size (nm)", tooltip="working pixel size: empty for the method's "
                                    "default, 'native', or a number of nm")
         self.stage_options = LineEdit(label="options", tooltip="stage options NAME=VALUE separated by spaces, "
@@ -52,7 +54,7 @@ class SegmentWidget(Container):
         layer = self.image.value
         if layer is None:
             raise OrgasegError("choose an image layer to segment")
-        voxel_size = _numbers(self.voxel_size.value, "voxel size", 3) or voxel_size_of(layer)
+        voxel_size = _numbers(self.voxel_size.value, "voxel size", 3) or _stated_voxel_size(layer)
         model = self.model.value
         model = None if model is None or str(model) in ("", ".") else Path(model)
         pixel_size = self.pixel_size.value.strip() or None
@@ -91,6 +93,23 @@ class SegmentWidget(Container):
             self.tasks.show(f"done: {name}")
 
         self.tasks.start(call, done, f"segmenting {image_name}")
+
+
+def _stated_voxel_size(layer) -> tuple[float, float, float]:
+    """The layer's scale as its voxel size in nm, refused when it is napari's default (1, 1, 1).
+
+    napari's TIFF reader and ``add_image`` without a scale give a layer that scale whatever the file
+    says: segmenting at 1 nm voxels would silently work at the wrong scale. The command line warns
+    (``voxel size unknown``) and goes on; a warning would pass unseen here, so the run is refused.
+    """
+    voxel_size = voxel_size_of(layer)
+    if voxel_size == (1.0, 1.0, 1.0):
+        raise OrgasegError(
+            f"voxel size unknown: layer {layer.name!r} has napari's default scale 1 x 1 x 1; type the voxel "
+            "size Z Y X in nm in 'voxel size (nm)', or open the image with orgaseg's reader "
+            "(napari --plugin orgaseg IMAGE), which reads it from the file's metadata"
+        )
+    return voxel_size
 
 
 def _numbers(text: str, what: str, count: int) -> tuple[float, ...] | None:
