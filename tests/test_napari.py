@@ -40,7 +40,7 @@ if _QT_FAILURE is not None:
 import orgaseg  # noqa: E402
 from orgaseg.errors import OrgasegError  # noqa: E402
 from orgaseg.napari.layers import names_of  # noqa: E402
-from orgaseg.napari.measure_widget import MeasureWidget  # noqa: E402
+from orgaseg.napari.measure_widget import MeasureWidget, viewer_camera  # noqa: E402
 from orgaseg.napari.naming_widget import NAME_FEATURE, NamingWidget  # noqa: E402
 from orgaseg.napari.reader import napari_get_reader  # noqa: E402
 from orgaseg.napari.segment_widget import SegmentWidget  # noqa: E402
@@ -387,6 +387,30 @@ def test_measure_widget_fills_the_table_and_highlights_the_selected_instance(tmp
     rows = list(csv.DictReader(saved.open()))
     assert [row["class"] for row in rows] == ["granules", "mitochondria"]
     assert widget.save(tmp_path / "boxes.csv") is None and "exists" in widget.status.value
+
+
+def test_measure_widget_centres_on_an_instance_of_a_translated_volume(tmp_path, make_napari_viewer, qtbot):
+    from orgaseg.io.writers import write_labels
+
+    instances = np.zeros((10, 20, 30), np.uint16)
+    instances[6:9, 10:18, 20:28] = 1  # 3 x 8 x 8 voxels
+    # instances of a crop: placed at its corner in the full volume, as 'orgaseg crop' outputs are
+    path = write_labels(tmp_path / "instances.ome.zarr", instances, voxel_size=(40, 10, 10), origin=(400, 100, 50),
+                        provenance={"command": "instances"}, label_names=["background", "mitochondria"])
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(path), plugin="orgaseg")
+    assert tuple(layer.translate) == (400, 100, 50)
+    widget = MeasureWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.reset_choices()
+    widget.instances.value = layer
+    widget.run_button.clicked()
+    _finish(qtbot, widget)
+    widget.table.native.selectRow(0)
+    centroid = (400 + 7 * 40, 100 + 13.5 * 10, 50 + 23.5 * 10)  # the full volume's coordinates, as the table's
+    np.testing.assert_allclose([widget.morphometrics.table[f"centroid_{axis}_nm"][0] for axis in "zyx"], centroid)
+    assert viewer.dims.point[0] == pytest.approx(centroid[0])  # the slice shown (y and x snap to the voxel grid)
+    assert viewer_camera(viewer).center == pytest.approx(centroid)
 
 
 def test_naming_widget_refines_with_the_segmented_image(cell, gl, make_napari_viewer, qtbot):

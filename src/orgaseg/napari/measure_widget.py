@@ -95,9 +95,9 @@ class MeasureWidget(Container):
         row = int(np.flatnonzero(table["id"] == instance_id)[0])
         layer.selected_label = int(instance_id)
         layer.show_selected_label = True
-        centroid = [float(table[f"centroid_{axis}_nm"][row]) for axis in "zyx"]
-        # the layer's scale is the voxel size in nm, so a centroid in nm is a world position
-        centre = np.asarray(centroid) + np.asarray(layer.translate[-3:])
+        # the table's centroids are world positions already: in nm, with the volume's origin added (napari's
+        # world, for a layer whose scale is the voxel size and whose translation is that origin)
+        centre = np.array([float(table[f"centroid_{axis}_nm"][row]) for axis in "zyx"])
         self.viewer.dims.set_point(range(self.viewer.dims.ndim - 3, self.viewer.dims.ndim), centre)
         viewer_camera(self.viewer).center = tuple(centre)
         self.tasks.show(f"instance {instance_id}" + (f" ({table['class'][row]})" if table["class"][row] else ""))
