@@ -209,6 +209,16 @@ def test_demo_writes_its_outputs(tmp_path, capsys):
     outside = report["empty_clusters"]
     assert (f"{', '.join(map(str, outside))} lie" in printed) == bool(outside)
     assert main(["demo", "-o", str(out), "--shape", "24", "96", "96", "--quiet"]) == 2
+    # its clicks name the segmentation's clusters, as the README's first naming command does
+    assert main(["name", str(out / "segmentation.ome.zarr"), "--points", str(out / "clicks.csv"), "-o",
+                 str(tmp_path / "named.ome.zarr"), "--quiet"]) == 0
+    reference = tifffile.imread(out / "phantom_reference.tif")
+    rows = (out / "clicks.csv").read_text().splitlines()[1:]
+    names = [row.split(",")[3] for row in rows]
+    assert len(set(names)) >= 4 and all(names.count(name) == 5 for name in names)  # a small phantom may lack one
+    for row in rows:
+        z, y, x, name = row.split(",")
+        assert report["classes"][reference[int(z), int(y), int(x)]] == name
 
 
 def _touch(path):

@@ -3,17 +3,20 @@
 Draws a phantom EM cell with exact ground truth, segments it with the best
 method that finishes in about three minutes on two CPU cores (for now the
 classical baseline), scores it, and writes the label OME-Zarr, the report and
-overlay figures.
+overlay figures, and a few clicks per class to try ``orgaseg name`` with.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from orgaseg.datasets import load_dataset
 from orgaseg.errors import OrgasegError, arg
 from orgaseg.evaluation import evaluate
 from orgaseg.io import open_volume, write_labels, write_tiff_image
+from orgaseg.io.partial import refuse_existing, write_atomic
 from orgaseg.progress import ProgressCallback
 from orgaseg.segmentation import segment
 from orgaseg.viz import overlay_figure
@@ -21,6 +24,24 @@ from orgaseg.viz import overlay_figure
 #: The demo's method and K: the phantom has five classes inside the cell.
 DEMO_METHOD = "baseline"
 DEMO_K = 6
+
+#: Clicks the demo draws on each class of the phantom's reference, for a first try of ``orgaseg name``.
+DEMO_CLICKS = 5
+
+
+def write_demo_clicks(path: Path, reference: np.ndarray, classes, *, per_class: int = DEMO_CLICKS, seed: int = 0,
+                      overwrite: bool = False) -> Path:
+    """Write ``per_class`` voxels drawn at random from each class of ``reference`` (class ids) as a points CSV
+    ``z,y,x,name``, the file ``orgaseg name --points`` reads, as if a user had clicked them."""
+    refuse_existing(path, overwrite=overwrite)
+    rng = np.random.default_rng(seed)
+    rows = ["z,y,x,name"]
+    for value, name in enumerate(classes):
+        voxels = np.argwhere(reference == value)
+        for z, y, x in voxels[rng.choice(len(voxels), min(per_class, len(voxels)), replace=False)]:
+            rows.append(f"{z},{y},{x},{name}")
+    write_atomic(path, "\n".join(rows) + "\n")
+    return path
 
 
 def run_demo(
@@ -66,7 +87,10 @@ def run_demo(
                                               "classes": list(data.classes), "seed": seed},
                                   label_names=list(data.classes)),
     }
-    result = segment(item.raw, method=DEMO_METHOD, k=DEMO_K, output=labels_path, seed=seed,
+    paths["clicks"] = write_demo_clicks(output_dir / "clicks.csv", item.reference.read(), data.classes, seed=seed,
+                                        overwrite=overwrite)
+    # from the file just written, so the provenance names it (name --refine reads the volume again)
+    result = segment(paths["raw"], method=DEMO_METHOD, k=DEMO_K, output=labels_path, seed=seed,
                      overwrite=overwrite, progress=progress)
     paths["segmentation"] = result.path
     labels = open_volume(result.path)

@@ -134,9 +134,9 @@ def rebuild_segmentation(record: dict, *, raw=None, raw_key: str | None = None, 
     data = raw if raw is not None else source_info.get("path")
     if data is None or (isinstance(data, str) and data.startswith("<")):  # "<array>": no path to reopen
         raise OrgasegError("the segmentation was made from an in-memory array, its provenance names no input: "
-                           "pass raw= (--raw RAW), the volume that was segmented")
+                           f"pass {arg('raw')}, the volume that was segmented")
     if isinstance(data, (str, Path)) and not Path(data).exists():
-        raise OrgasegError(f"{data}: the segmented volume is not there; pass raw= (--raw RAW) to say where it is")
+        raise OrgasegError(f"{data}: the segmented volume is not there; pass {arg('raw')} to say where it is")
     # read as it was segmented (a channel, an axis order); a raw given instead is read as it comes
     selection = {n: source_info[n] for n in ("key", "axes", "channel") if n in source_info} if raw is None else \
         {"key": raw_key}
