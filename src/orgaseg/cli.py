@@ -832,6 +832,8 @@ def main(argv: list[str] | None = None) -> int:
     command = (args.command, args.option_strings)
     if not args.debug:
         warnings.simplefilter("default")
+        # a file a lazy reader keeps open until exit (a TIFF read through its zarr store) is nothing to act on
+        warnings.simplefilter("ignore", ResourceWarning)
         # the log handler ends the line; orgaseg's warnings name command-line options here
         warnings.formatwarning = lambda message, category, *rest: "warning: " + (
             message.for_command_line(command) if hasattr(message, "for_command_line") else str(message))
