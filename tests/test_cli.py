@@ -34,6 +34,17 @@ def test_info_describes_a_volume(phantom_files, capsys):
     assert main(["info", str(raw)]) == 0
     out = capsys.readouterr().out
     assert "16 x 96 x 96" in out and "uint8" in out and "20 x 20 x 20 nm" in out
+    assert "levels:" not in out  # one resolution
+
+
+def test_info_lists_the_levels_of_a_pyramid(tmp_path, capsys):
+    from orgaseg.io import write_labels
+
+    path = write_labels(tmp_path / "seg.ome.zarr", np.zeros((8, 512, 512), np.uint8), voxel_size=(10, 5, 5), provenance={})
+    for level in ("0", "2"):  # whichever level is read, all of them are listed
+        assert main(["info", str(path), "--level", level]) == 0
+        assert ("levels:      3 (--level N): 0: 8 x 512 x 512 at 10 x 5 x 5 nm; 1: 8 x 256 x 256 at 10 x 10 x 10 nm; "
+                "2: 4 x 128 x 128 at 20 x 20 x 20 nm") in capsys.readouterr().out
 
 
 def test_segment_then_evaluate(phantom_files, tmp_path, capsys):

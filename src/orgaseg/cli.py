@@ -80,6 +80,7 @@ def _voxel_size(values):
 
 def cmd_info(args, progress) -> int:
     from orgaseg.io import open_volume, sample_intensities
+    from orgaseg.io.readers import pyramid_levels
     from orgaseg.io.metadata import format_sizes
     from orgaseg.io.normalize import finite_percentiles
 
@@ -98,6 +99,10 @@ def cmd_info(args, progress) -> int:
     if any(volume.origin):
         print(f"origin:      {format_sizes(volume.origin)} nm (z y x; where the first voxel lies)")
     print(f"chunks:      {' x '.join(map(str, volume.chunks)) if volume.chunks else 'not chunked'}")
+    levels = pyramid_levels(args.path, volume)
+    if len(levels) > 1:  # --level reads another
+        print(f"levels:      {len(levels)} (--level N): " + "; ".join(
+            f"{n}: {' x '.join(map(str, level.shape))} at {format_sizes(level.voxel_size)} nm" for n, level in enumerate(levels)))
     print(f"size:        {volume.size:,} voxels, {volume.nbytes / 2**20:,.1f} MiB")
     print(f"intensity:   {low:g} .. {high:g} (0.5-99.5 percentile {robust_low:g} .. {robust_high:g}; sampled)")
     return 0

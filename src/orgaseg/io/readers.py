@@ -134,6 +134,24 @@ def open_volume(
     return _to_volume(stored, path, voxel_size=voxel_size, axes=axes, channel=channel)
 
 
+def pyramid_levels(path: str | Path, volume: Volume) -> list[Volume]:
+    """Every level of the OME-Zarr pyramid ``volume`` (opened from ``path``, at any level) belongs to, full
+    resolution first; ``[volume]`` for a volume of one resolution. What the levels' metadata warns about was
+    said when ``volume`` was opened."""
+    if volume.attrs.get("format") != "ome-zarr":
+        return [volume]
+    group = volume.key.rsplit("/", 1)[0] if volume.key and "/" in volume.key else None  # labels/NAME of labels/NAME/0
+    levels: list[Volume] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        while True:
+            try:
+                levels.append(open_volume(path, key=group, level=len(levels)))
+            except OrgasegError:  # no further level
+                break
+    return levels or [volume]
+
+
 def open_on_grid(path: str | Path, what: str, grid: str, shape: tuple[int, int, int], *, key: str | None = None,
                  key_option: str = "key", voxel_size=None) -> Volume:
     """Open a volume that lies on another's grid by definition (a raw volume or mask beside instances, scribbles

@@ -24,6 +24,7 @@ import numpy as np
 
 from orgaseg.errors import OrgasegError
 from orgaseg.io import open_volume, provenance_path
+from orgaseg.io.readers import pyramid_levels
 from orgaseg.napari.layers import kind_of, labels_layer
 
 SUFFIXES = (".ome.zarr", ".zarr", ".tif", ".tiff")
@@ -124,19 +125,7 @@ def _lazy_levels(path: Path, volume) -> list:
 
     # unchunked formats (a memory-mapped TIFF) get chunks of a few planes
     return [da.from_array(level, chunks=level.chunks or tuple(min(s, c) for s, c in zip(level.shape, (16, 512, 512))),
-                          asarray=True, fancy=False) for level in _levels(path, volume)]
-
-
-def _levels(path: Path, volume) -> list:
-    """The volume and the coarser levels of its OME-Zarr pyramid (napari shows the level that suits the zoom)."""
-    levels = [volume]
-    group = volume.key.rsplit("/", 1)[0] if volume.key and "/" in volume.key else None  # labels/NAME of labels/NAME/0
-    while volume.attrs.get("format") == "ome-zarr":
-        try:
-            levels.append(open_volume(path, key=group, level=len(levels)))
-        except OrgasegError:  # no further level
-            break
-    return levels
+                          asarray=True, fancy=False) for level in pyramid_levels(path, volume)]
 
 
 def _stem(path: Path) -> str:
