@@ -112,6 +112,12 @@ def test_features_at_clicks_are_the_segmentations_features(merged):
     # the clusterer read back labels those voxels as the segmentation did
     seg = np.asarray(open_volume(folder / "seg.ome.zarr").read((slice(None),) * 3))
     np.testing.assert_array_equal(rebuilt.clusterer.predict(features_at(rebuilt, coords)), seg[tuple(coords.T)])
+    # the pass is said block by block: one step per block that holds a voxel asked for
+    blocked = dataclasses.replace(rebuilt, block_shape=(4, 48, 48))  # 2 x 2 x 2 blocks; the voxels lie in 2 of them
+    calls = []
+    features = features_at(blocked, coords, progress=lambda *call, **figures: calls.append(call))
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-5)
+    assert calls == [("features of the annotated voxels", done, 2) for done in range(3)]
 
 
 @pytest.fixture(scope="module")

@@ -422,9 +422,7 @@ def _train(segmentation_job, annotations: Annotations, clusters: np.ndarray, vol
     keep = balanced_subsample(annotations.labels, MAX_TRAIN_PER_NAME, seed)
     coords = annotations.coords[keep]
     sampled = sample_unannotated(segmentation_job, seed=seed) if prior == "estimated" else coords[:0]
-    report(progress, "features of the annotated voxels", 0, 1)
-    features = features_at(segmentation_job, np.concatenate([coords, sampled]))
-    report(progress, "features of the annotated voxels", 1, 1)
+    features = features_at(segmentation_job, np.concatenate([coords, sampled]), progress)
     unannotated = (features[len(coords):], values_at(volume, sampled)) if len(sampled) else None
     fitted = train_classifier(features[:len(coords)], clusters[keep], annotations.labels[keep] + 1,
                               clusterer=segmentation_job.clusterer, n_labels=n_labels, kind=kind,

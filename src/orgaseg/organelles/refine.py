@@ -35,6 +35,7 @@ from orgaseg.labels import smallest_label_dtype
 from orgaseg.pipeline.runner import plan_blocks
 from orgaseg.pipeline.stages import Stages, resolve_stages
 from orgaseg.pipeline.tasks import BlockJob, VolumeSource, sample_block
+from orgaseg.progress import ProgressCallback, report
 from orgaseg.threads import one_thread
 
 #: Classifiers ``--classifier`` offers.
@@ -174,17 +175,21 @@ def rebuild_segmentation(record: dict, *, raw=None, raw_key: str | None = None, 
                        "features differ (was it made with another version of orgaseg?)")
 
 
-def features_at(segmentation: SegmentationJob, coords: np.ndarray) -> np.ndarray:
-    """The dense features at voxel ``coords`` ``(n, 3)``, computed block by block as the segmentation did."""
+def features_at(segmentation: SegmentationJob, coords: np.ndarray, progress: ProgressCallback | None = None) -> np.ndarray:
+    """The dense features at voxel ``coords`` ``(n, 3)``, computed block by block as the segmentation did
+    (``progress``: per block that holds some, ``features of the annotated voxels``)."""
     coords = np.asarray(coords, dtype=np.int64)
     job = segmentation.job
     out = np.zeros((len(coords), job.extractor.n_features), dtype=np.float32)
+    holding = []
     for block in plan_blocks(job, segmentation.block_shape):
-        starts = np.array([r.start for r in block.region])
-        stops = np.array([r.stop for r in block.region])
-        rows = np.flatnonzero(np.all((coords >= starts) & (coords < stops), axis=1))
-        if rows.size:
-            out[rows] = sample_block(job, block, coords[rows] - starts).value
+        inside = np.all((coords >= [r.start for r in block.region]) & (coords < [r.stop for r in block.region]), axis=1)
+        if inside.any():
+            holding.append((block, np.flatnonzero(inside)))
+    report(progress, "features of the annotated voxels", 0, len(holding))
+    for done, (block, rows) in enumerate(holding, 1):
+        out[rows] = sample_block(job, block, coords[rows] - [r.start for r in block.region]).value
+        report(progress, "features of the annotated voxels", done, len(holding))
     return out
 
 
