@@ -342,7 +342,6 @@ def test_an_array_without_a_voxel_size_is_segmented_after_a_warning():
     """Features are computed in nm: an array's voxel size is said to be assumed, as a file's without metadata is."""
     from orgaseg.io import VoxelSizeWarning
     from orgaseg.segmentation import segment
-
     from orgaseg.synthetic import make_cell
 
     raw = make_cell((4, 48, 48), voxel_size=(10.0, 10.0, 10.0), seed=0).raw

@@ -80,9 +80,9 @@ def _voxel_size(values):
 
 def cmd_info(args, progress) -> int:
     from orgaseg.io import open_volume, sample_intensities
-    from orgaseg.io.readers import pyramid_levels
     from orgaseg.io.metadata import format_sizes
     from orgaseg.io.normalize import finite_percentiles
+    from orgaseg.io.readers import pyramid_levels
 
     volume = open_volume(args.path, key=args.key, voxel_size=_voxel_size(args.voxel_size), level=args.level,
                          axes=args.axes, channel=args.channel, strict_chunks=args.strict_chunks)
@@ -421,8 +421,7 @@ def cmd_measure(args, progress) -> int:
                              scheduler=args.scheduler)
     try:
         result = measure_instances(args.instances, raw=args.raw, mask=args.mask, key=args.key, raw_key=args.raw_key,
-                                   mask_key=args.mask_key,
-                                   voxel_size=_voxel_size(args.voxel_size),
+                                   mask_key=args.mask_key, voxel_size=_voxel_size(args.voxel_size),
                                    block_shape=tuple(args.block_shape) if args.block_shape else None,
                                    executor=executor, progress=progress)
     finally:
