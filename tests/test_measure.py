@@ -201,7 +201,10 @@ def test_cli_measure(tmp_path, capsys):
     args = ["measure", str(instances), "--raw", str(raw), "--mask", str(mask), "-o", str(table),
             "--summary", str(summary), "--quiet", "--block-shape", "16", "64", "64"]
     assert main(args) == 0
-    assert "all: 3 instances" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "all: 3 instances" in printed
+    total = printed.split("total ")[1].split(" um^3")[0]
+    assert f"% of the cell ({total} um^3 inside it)" in printed  # the mask is the whole volume: all inside
     with open(table) as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["id"]) for r in rows] == [1, 2, 3]

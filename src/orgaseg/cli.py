@@ -431,7 +431,9 @@ def cmd_measure(args, progress) -> int:
         written.append(write_table(result.summary, args.summary, overwrite=args.overwrite))
     for row in zip(*result.summary.values()):
         line = dict(zip(result.summary, row))
-        fraction = f", {100 * line['volume_fraction']:.2f}% of the cell" if "volume_fraction" in line else ""
+        # the fraction counts the voxels inside the mask only, the total all of them: both said
+        fraction = (f", {100 * line['volume_fraction']:.2f}% of the cell ({line['volume_fraction'] * line['cell_volume_um3']:.4g} "
+                    "um^3 inside it)" if "volume_fraction" in line else "")
         print(f"{line['class']}: {line['count']} instances, median {line['median_volume_um3']:.4g} um^3, "
               f"total {line['total_volume_um3']:.4g} um^3{fraction}")
     print(f"wrote {', '.join(map(str, written))} ({result.provenance['seconds']:.1f} s)")
