@@ -416,9 +416,8 @@ def test_a_signal_at_a_random_moment_on_dask_workers_then_a_rerun_gives_the_same
     finished = len(block_markers(output))
     assert not output.exists() and after <= finished < CELL_BLOCKS, f"signalled too late: {finished} blocks done"
     if signum == signal.SIGINT:
-        lines = err.splitlines()
-        assert code == 130 and lines[-1] == "orgaseg segment: interrupted", err
-        assert f"kept the finished work in {output}.partial; rerun the same command to resume" in lines, err
+        assert code == 130 and err.splitlines()[-1] == (f"orgaseg segment: interrupted; kept the finished work in "
+                                                        f"{output}.partial; rerun the same command to resume"), err
     else:
         assert code == -signal.SIGKILL
 
@@ -434,5 +433,6 @@ def test_ctrl_c_on_dask_workers_prints_only_what_orgaseg_says(cell, tmp_path):
     output = tmp_path / "seg.ome.zarr"
     code, _, err = _segment_on_dask(cell[0], output, signal.SIGINT, after=4)
     assert code == 130
-    assert err.splitlines() == [f"kept the finished work in {output}.partial; rerun the same command to resume",
-                                "orgaseg segment: interrupted"]
+    said = [line for line in err.splitlines() if not line.startswith("warning: ")]  # (the small blocks' cost)
+    assert said == [f"orgaseg segment: interrupted; kept the finished work in {output}.partial; rerun the same "
+                    "command to resume"]

@@ -859,7 +859,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         progress.close(leave=False)
         terminated = isinstance(err, _Terminated)
-        print(f"orgaseg {args.command}: {'terminated (SIGTERM)' if terminated else 'interrupted'}", file=sys.stderr)
+        notes = "".join(f"; {note}" for note in getattr(err, "__notes__", ()))  # what was kept, how to resume
+        print(f"orgaseg {args.command}: {'terminated (SIGTERM)' if terminated else 'interrupted'}{notes}",
+              file=sys.stderr)
         return 143 if terminated else 130
     except BrokenPipeError:  # the reader of stdout stopped (`orgaseg methods | head`): what it read is what it asked
         progress.close()

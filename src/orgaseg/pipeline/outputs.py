@@ -64,7 +64,9 @@ class RunOutputs:
         work (the fitted clusterer, labelled blocks) is kept whatever stopped
         the run: after Ctrl-C, a crash or a full disk the same call resumes.
         When an output could not be written, the note on the kept work joins
-        that error's message, so the user still reads one line.
+        that error's message, so the user still reads one line; after Ctrl-C it
+        is a note of the ``KeyboardInterrupt``, which the command line prints
+        after the bars it closes, in its last line.
         """
         if self.state is not None and self.state.has_progress():
             self.sink.suspend()
@@ -74,6 +76,8 @@ class RunOutputs:
             error = sys.exc_info()[1]
             if isinstance(error, OutputError):
                 error.keep(note)
+            elif isinstance(error, KeyboardInterrupt):
+                error.add_note(note)
             else:
                 logger.warning(note)
             return
