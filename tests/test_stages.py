@@ -394,16 +394,15 @@ def test_the_command_line_says_what_a_learned_run_will_cost(checkpoints, tmp_pat
     assert "encoder forward passes over 12,800 voxels" in capsys.readouterr().err
     assert main(command + ["-o", str(tmp_path / "b.tif"), "--quiet"]) == 0
     assert "forward passes" not in capsys.readouterr().err
+    # on a working grid, the voxels counted are the grid's
+    assert main(command + ["-o", str(tmp_path / "d.tif"), "--pixel-size", "40"]) == 0
+    assert "forward passes over 1,600 working voxels of 40 x 40 x 40 nm" in capsys.readouterr().err
     from orgaseg.pipeline import cost
 
     monkeypatch.setattr(cost, "LONG_S", 0.0)  # as if the volume were large: a warning (printed as 'warning: ...',
     # as every warning is: tests/test_cli.py), with --quiet too
     with pytest.warns(OrgasegWarning, match="forward passes over .* also divides the work$"):
         assert main(command + ["-o", str(tmp_path / "c.tif"), "--quiet"]) == 0
-    # on a working grid, the voxels counted are the grid's
-    assert main(command + ["-o", str(tmp_path / "d.tif"), "--pixel-size", "40"]) == 0
-    err = capsys.readouterr().err
-    assert "forward passes over 1,600 working voxels of 40 x 40 x 40 nm" in err
 
 
 def test_interpolated_kmeans_scores_label_like_interpolated_features(small, tmp_path):

@@ -858,6 +858,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as err:
         progress.close(leave=False)
+        # zarr's pending writes, torn down at exit, are not worth a word after this line
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         terminated = isinstance(err, _Terminated)
         notes = "".join(f"; {note}" for note in getattr(err, "__notes__", ()))  # what was kept, how to resume
         print(f"orgaseg {args.command}: {'terminated (SIGTERM)' if terminated else 'interrupted'}{notes}",
