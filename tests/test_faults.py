@@ -434,5 +434,5 @@ def test_ctrl_c_on_dask_workers_prints_only_what_orgaseg_says(cell, tmp_path):
     code, _, err = _segment_on_dask(cell[0], output, signal.SIGINT, after=4)
     assert code == 130
     said = [line for line in err.splitlines() if not line.startswith("warning: ")]  # (the small blocks' cost)
-    assert said == [f"orgaseg segment: interrupted; kept the finished work in {output}.partial; rerun the same "
-                    "command to resume"]
+    assert said == [(f"orgaseg segment: interrupted; kept the finished work in {output}.partial; rerun the same "
+                     "command to resume")]
