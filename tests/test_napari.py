@@ -360,6 +360,17 @@ def test_naming_widget_needs_clicks(segmented, make_napari_viewer):
     assert not widget.tasks.busy and "has no points" in widget.status.value
 
 
+def _measured(viewer, layer, qtbot) -> MeasureWidget:
+    """The Morphometrics widget, docked, after it measured ``layer``."""
+    widget = MeasureWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.reset_choices()
+    widget.instances.value = layer
+    widget.run_button.clicked()
+    _finish(qtbot, widget)
+    return widget
+
+
 def test_measure_widget_fills_the_table_and_highlights_the_selected_instance(tmp_path, make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     instances = np.zeros((10, 20, 30), np.uint16)
@@ -367,12 +378,7 @@ def test_measure_widget_fills_the_table_and_highlights_the_selected_instance(tmp
     instances[6:9, 10:18, 20:28] = 2  # 3 x 8 x 8 voxels
     layer = viewer.add_labels(instances, scale=(40, 10, 10), name="boxes",
                               features={"index": [1, 2], "class": ["granules", "mitochondria"]})
-    widget = MeasureWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.reset_choices()
-    widget.instances.value = layer
-    widget.run_button.clicked()
-    _finish(qtbot, widget)
+    widget = _measured(viewer, layer, qtbot)
     shown = widget.table.value
     assert list(shown["columns"][:3]) == ["id", "class", "voxels"] and len(shown["data"]) == 2
     volumes = widget.morphometrics.table["volume_um3"]
@@ -400,12 +406,7 @@ def test_measure_widget_centres_on_an_instance_of_a_translated_volume(tmp_path, 
     viewer = make_napari_viewer()
     (layer,) = viewer.open(str(path), plugin="orgaseg")
     assert tuple(layer.translate) == (400, 100, 50)
-    widget = MeasureWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.reset_choices()
-    widget.instances.value = layer
-    widget.run_button.clicked()
-    _finish(qtbot, widget)
+    widget = _measured(viewer, layer, qtbot)
     widget.table.native.selectRow(0)
     centroid = (400 + 7 * 40, 100 + 13.5 * 10, 50 + 23.5 * 10)  # the full volume's coordinates, as the table's
     np.testing.assert_allclose([widget.morphometrics.table[f"centroid_{axis}_nm"][0] for axis in "zyx"], centroid)
