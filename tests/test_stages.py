@@ -269,6 +269,21 @@ def test_a_checkpoint_records_its_pixel_size_and_warns_when_used_at_another(chec
                         sample_size=3000, pixel_size="native")
 
 
+@pytest.mark.parametrize("method", ["maester", "han-vae-2d"])
+def test_training_at_a_pixel_size_normalises_as_segmenting_does(method, tmp_path):
+    # segment maps a volume's working-grid intensities to 0..1 with the percentiles of the input volume
+    # (orgaseg.segment: compute_normalization(volume)); training must map them with the same ones, else the
+    # encoder's input standardisation, measured on training fields of view, does not fit what it reads
+    from orgaseg.io import compute_normalization
+
+    data = load_dataset("phantom", shape=(4, 96, 96), voxel_size=(10.0, 10.0, 10.0), seed=1)
+    volume = data.train[0]
+    record = orgaseg.train(method, [volume], tmp_path / "at30.pt", preset="tiny", steps=2, device="cpu",
+                           pixel_size=30)
+    assert record["pixel_size_nm"] == 30.0
+    assert record["normalizations"][0] == compute_normalization(volume, seed=0).to_dict()
+
+
 def test_the_cli_takes_a_pixel_size(small, tmp_path, capsys):
     path = tmp_path / "raw.npy"
     np.save(path, small.evaluation[0].raw.read())

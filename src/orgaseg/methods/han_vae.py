@@ -340,6 +340,10 @@ def train_han_vae(
         if pixel_size is None and pixel_size_nm is not None and \
                 all(min(v.voxel_size[1:]) >= pixel_size_nm for v in volumes):
             pixel_size_nm = None  # the method's default only coarsens (as when segmenting)
+    # the percentiles of each input volume, as segment takes them (orgaseg.segmentation.segment): those of
+    # the resampled volume are narrower (the anti-aliasing smooths the noise), so they would stretch the
+    # training intensities past what the encoder reads when it segments the same volume
+    normalizations = [compute_normalization(v, seed=seed) for v in volumes]
     volumes = [resampled_volume(v, pixel_size_nm) for v in volumes]
     for volume in volumes:
         thin = ndim == 3 and volume.shape[0] < config.patch
@@ -348,7 +352,6 @@ def train_han_vae(
                 f"{volume.path}: {' x '.join(map(str, volume.shape))} voxels at the working pixel size, smaller than "
                 f"one {config.patch}-voxel patch{' along z' if thin else ''}: the VAE learns from padded patches"
                 + ("; han-vae-2d is the variant for single sections" if thin else "")), stacklevel=2)
-    normalizations = [compute_normalization(v, seed=seed) for v in volumes]
     sampler = PatchPairSampler(volumes, normalizations, ndim=ndim, patch=config.patch, sampling=sampling, seed=seed)
     torch.manual_seed(seed)
     model, model_record = make_model(config, preset, state if resume else None)

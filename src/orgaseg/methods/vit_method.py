@@ -194,6 +194,10 @@ def train_vit(
         if pixel_size is None and pixel_size_nm is not None and \
                 all(min(v.voxel_size[1:]) >= pixel_size_nm for v in volumes):
             pixel_size_nm = None  # the method's default only coarsens (as when segmenting)
+    # the percentiles of each input volume, as segment takes them (orgaseg.segmentation.segment): those of
+    # the resampled volume are narrower (the anti-aliasing smooths the noise), so they would stretch the
+    # training intensities past what the encoder reads when it segments the same volume
+    normalizations = [compute_normalization(v, seed=seed) for v in volumes]
     volumes = [resampled_volume(v, pixel_size_nm) for v in volumes]
     for volume in volumes:
         if min(volume.shape[1:]) < config.img_size:
@@ -201,7 +205,6 @@ def train_vit(
                 f"{volume.path}: its slices are {volume.shape[1]} x {volume.shape[2]} pixels at the working pixel "
                 f"size, smaller than one {config.img_size}-pixel field of view: the encoder learns from them padded "
                 "by reflection; train on a larger region"), stacklevel=2)
-    normalizations = [compute_normalization(v, seed=seed) for v in volumes]
     sampler = FieldOfViewSampler(volumes, normalizations, fov=config.img_size, seed=seed)
     if not resume:
         # the model's input standardisation, from a sample of training fields of view
