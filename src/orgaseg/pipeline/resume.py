@@ -164,16 +164,26 @@ class RunState:
 
 
 def _file_stats(path: Path, key: str | None) -> list:
-    """Size and modification time of a file, or of the entries of a folder (and of its ``key`` folder)."""
+    """Size and modification time of a file, or of the entries of a folder and of every file under the array's.
+
+    The array's folder is ``key``'s when it is one, else the folder itself. Its files are listed at any
+    depth: Zarr v3 and NGFF ('/' chunk keys) store chunks in nested folders (``c/0/0/0``), and a
+    chunk rewritten in place changes neither the size nor the time of the folders above it.
+    """
     if path.is_file():
         stat = path.stat()
         return [[path.name, stat.st_size, stat.st_mtime_ns]]
-    folders = [path] + ([path / key] if key and (path / key).is_dir() else [])
+    array = path / key if key and (path / key).is_dir() else path
     stats = []
-    for folder in folders:
-        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-            stat = entry.stat()
-            stats.append([str(Path(entry.path).relative_to(path)), stat.st_size, stat.st_mtime_ns])
+    for entry in sorted(os.scandir(path), key=lambda e: e.name):
+        stat = entry.stat()
+        stats.append([entry.name, stat.st_size, stat.st_mtime_ns])
+    for folder, folders, files in os.walk(array):
+        folders.sort()
+        for name in sorted(files):
+            file = Path(folder) / name
+            stat = file.stat()
+            stats.append([str(file.relative_to(path)), stat.st_size, stat.st_mtime_ns])
     return stats
 
 
