@@ -307,6 +307,37 @@ def test_a_logistic_refine_on_a_working_grid_labels_like_the_interpolated_featur
     assert not network.classifier.affine_scores
 
 
+def test_a_network_refine_on_a_working_grid_labels_a_slab_at_a_time_as_the_whole_block(tmp_path, monkeypatch):
+    # the network reads every interpolated feature channel; a block interpolates them a slab at a time
+    from orgaseg.pipeline import tasks
+
+    voxel_size, shape = (20.0, 10.0, 10.0), (4, 128, 128)
+    cell = make_cell(shape=shape, voxel_size=voxel_size, seed=0)
+    write_tiff_image(tmp_path / "cell.tif", cell.raw, voxel_size=voxel_size)
+    segmentation = orgaseg.segment(tmp_path / "cell.tif", k=3, pixel_size=20, output=tmp_path / "seg.ome.zarr")
+    annotations = points_from_arrays(*clicks(cell.labels, 10), shape=shape)
+    whole = name_clusters(tmp_path / "seg.ome.zarr", annotations=annotations, refine=True, classifier="mlp")
+    n_features = whole.classifier.n_features
+    slabs = []
+    interpolate = tasks.WorkingGrid.to_input
+
+    def recording(grid, features, start, region):
+        slabs.append(tuple(r.stop - r.start for r in region))
+        return interpolate(grid, features, start, region)
+
+    monkeypatch.setattr(tasks.WorkingGrid, "to_input", recording)
+    monkeypatch.setattr(tasks, "SLAB_BYTES", 4 * n_features * 1000)
+    by_slab = name_clusters(tmp_path / "seg.ome.zarr", annotations=annotations, refine=True, classifier="mlp")
+    # parts of planes (31 x 31 voxels), from every plane of the block, and the same labels
+    assert slabs and max(int(np.prod(s)) for s in slabs) <= 1000 and {s[0] for s in slabs} == {1}
+    assert sum(int(np.prod(s)) for s in slabs) == int(np.prod(shape))
+    np.testing.assert_array_equal(by_slab.labels, whole.labels)
+    everywhere = np.argwhere(np.ones(shape, dtype=bool))
+    features = features_at(rebuild_segmentation(segmentation.provenance, context=DEFAULT_CONTEXT_PX), everywhere)
+    direct = whole.classifier.predict(features.reshape(shape + (-1,)))
+    assert np.mean(whole.labels == direct) > 0.999  # the same up to float rounding at near-ties
+
+
 def test_the_labelling_pass_reuses_the_training_passs_features(merged, monkeypatch):
     import contextlib
 

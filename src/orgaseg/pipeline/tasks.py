@@ -28,8 +28,11 @@ import numpy as np
 from orgaseg.errors import OrgasegError
 from orgaseg.features.base import FeatureExtractor
 from orgaseg.io.volume import Volume
-from orgaseg.pipeline.blocks import Block, Region
+from orgaseg.pipeline.blocks import Block, Region, default_block_shape, make_blocks
 from orgaseg.pipeline.resample import WorkingGrid
+
+#: Bytes of input-grid features a block interpolates at once for clusterers without affine scores.
+SLAB_BYTES = 64 * 1024**2
 
 
 class Normalizer(Protocol):
@@ -342,11 +345,14 @@ def label_block(job: BlockJob, clusterers: Sequence, block: Block) -> BlockResul
         if indices is not None:
             labels = [label[np.ix_(*indices)] for label in labels]
         return BlockResult(labels, time.perf_counter() - started)
-    if job.grid is not None and job.features_out is None and all(getattr(c, "affine_scores", False) for c in clusterers):
-        # scores affine in the features: interpolating them equals scoring the interpolated features
+    if job.grid is not None and job.features_out is None:
         features, start = job.working_features(block)
-        labels = [clusterer.labels_from_scores(job.grid.to_input(clusterer.scores(features), start, block.region))
-                  for clusterer in clusterers]
+        if all(getattr(c, "affine_scores", False) for c in clusterers):
+            # scores affine in the features: interpolating them equals scoring the interpolated features
+            labels = [clusterer.labels_from_scores(job.grid.to_input(clusterer.scores(features), start, block.region))
+                      for clusterer in clusterers]
+        else:
+            labels = _labels_by_slab(job, clusterers, block, features, start)
         return BlockResult(labels, time.perf_counter() - started)
     features = job.features(block)
     if job.features_out is not None:
@@ -354,6 +360,31 @@ def label_block(job: BlockJob, clusterers: Sequence, block: Block) -> BlockResul
     raw = job.raw(block) if any(c.needs_raw for c in clusterers) else None
     labels = [clusterer.predict(features, raw) for clusterer in clusterers]
     return BlockResult(labels, time.perf_counter() - started)
+
+
+def _labels_by_slab(job: BlockJob, clusterers: Sequence, block: Block, features: np.ndarray,
+                    start: tuple[int, int, int]) -> list[np.ndarray]:
+    """Labels of ``block`` from its working-grid ``features``, interpolated onto the input grid a slab at a time.
+
+    The clusterers label voxel by voxel, so the labels are those of the whole block's interpolated features;
+    those would hold every channel of every input voxel at once (gigabytes for a refined classifier's context
+    features on a coarse working grid), a slab at most :data:`SLAB_BYTES`.
+    """
+    raw = job.raw(block) if any(c.needs_raw for c in clusterers) else None
+    shape = tuple(r.stop - r.start for r in block.region)
+    voxels = max(1, SLAB_BYTES // (4 * features.shape[-1]))
+    labels: list[np.ndarray | None] = [None] * len(clusterers)
+    for slab in make_blocks(shape, default_block_shape(shape, voxels=voxels)):
+        region = tuple(slice(r.start + s.start, r.start + s.stop) for r, s in zip(block.region, slab.region))
+        needed = job.grid.working_region(region)
+        crop = features[tuple(slice(n.start - s, n.stop - s) for n, s in zip(needed, start))]
+        slab_features = job.grid.to_input(crop, tuple(n.start for n in needed), region)
+        for i, clusterer in enumerate(clusterers):
+            values = clusterer.predict(slab_features, None if raw is None else raw[slab.region])
+            if labels[i] is None:
+                labels[i] = np.empty(shape, dtype=values.dtype)
+            labels[i][slab.region] = values
+    return labels
 
 
 def describe_region(region: Region) -> str:
