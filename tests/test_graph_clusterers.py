@@ -340,3 +340,27 @@ def test_spectral_partition_of_a_graph_in_many_pieces(monkeypatch, arpack_conver
     assert labels.shape == (n,) and set(np.unique(labels)) <= {0, 1, 2}
     # a clique is never split: every piece lies in one cluster
     assert all(len(np.unique(labels[p * size:(p + 1) * size])) == 1 for p in range(pieces))
+
+
+def test_a_block_never_takes_the_superpixels_another_thread_cached(monkeypatch):
+    from orgaseg.cluster import graph_clusterers
+
+    rng = np.random.default_rng(0)
+    options = graph_clusterers.GraphOptions()
+    mine, theirs = (rng.random((1, 32, 32, 3), dtype=np.float32) for _ in range(2))
+    raw = rng.random((1, 32, 32), dtype=np.float32)
+    graph_clusterers._cached_regions(theirs, raw, 20.0, options)
+    entry_theirs = list(graph_clusterers._last)
+    expected = graph_clusterers._cached_regions(mine, raw, 20.0, options)
+    entry_mine = list(graph_clusterers._last)
+
+    class Switching(list):
+        """The cache as another thread may leave it between any two reads: after each read, its block's entry."""
+
+        def __getitem__(self, index):
+            value = super().__getitem__(index)
+            self[:] = entry_theirs
+            return value
+
+    monkeypatch.setattr(graph_clusterers, "_last", Switching(entry_mine))
+    assert graph_clusterers._cached_regions(mine, raw, 20.0, options) is expected

@@ -82,17 +82,19 @@ class GraphOptions:
                                  adjacency_weight=self.adjacency))
 
 
-# The runner hands the same block to the fit of every K in turn: cut it into superpixels once.
-_last: list[Any] = [None, None, None]
+# The runner hands the same block to the fit of every K in turn: cut it into superpixels once. One tuple,
+# replaced whole and read once, so that a thread never takes another block's superpixels.
+_last: list[tuple | None] = [None]
 
 
 def _cached_regions(features, raw, pixel_size: float, options: GraphOptions) -> list[RegionSuperpixels]:
     key = (pixel_size, options.region_nm, options.superpixel_px, options.compactness)
-    if _last[0] is features and _last[1] == key:
-        return _last[2]
+    last = _last[0]
+    if last is not None and last[0] is features and last[1] == key:
+        return last[2]
     regions = block_superpixels(features, raw, pixel_size, region_nm=options.region_nm,
                                 superpixel_px=options.superpixel_px, compactness=options.compactness)
-    _last[:] = [features, key, regions]
+    _last[0] = (features, key, regions)
     return regions
 
 
