@@ -63,6 +63,9 @@ def test_regions_have_a_fixed_physical_side():
     for ys, xs in windows:
         covered[ys, xs] += 1
     assert np.all(covered == 1)
+    # pixels of 16 x 32 nm: the same side in nm, 560 pixels along y and 280 along x
+    windows = region_slices((1024, 1024), (16.0, 32.0), region_nm=560 * 16.0)
+    assert {ys.stop - ys.start for ys, _ in windows} == {512} and {xs.stop - xs.start for _, xs in windows} == {256}
 
 
 def _random_graph(n=40, d=6, seed=0, touching=True):
@@ -349,9 +352,9 @@ def test_a_block_never_takes_the_superpixels_another_thread_cached(monkeypatch):
     options = graph_clusterers.GraphOptions()
     mine, theirs = (rng.random((1, 32, 32, 3), dtype=np.float32) for _ in range(2))
     raw = rng.random((1, 32, 32), dtype=np.float32)
-    graph_clusterers._cached_regions(theirs, raw, 20.0, options)
+    graph_clusterers._cached_regions(theirs, raw, (20.0, 20.0), options)
     entry_theirs = list(graph_clusterers._last)
-    expected = graph_clusterers._cached_regions(mine, raw, 20.0, options)
+    expected = graph_clusterers._cached_regions(mine, raw, (20.0, 20.0), options)
     entry_mine = list(graph_clusterers._last)
 
     class Switching(list):
@@ -363,4 +366,4 @@ def test_a_block_never_takes_the_superpixels_another_thread_cached(monkeypatch):
             return value
 
     monkeypatch.setattr(graph_clusterers, "_last", Switching(entry_mine))
-    assert graph_clusterers._cached_regions(mine, raw, 20.0, options) is expected
+    assert graph_clusterers._cached_regions(mine, raw, (20.0, 20.0), options) is expected

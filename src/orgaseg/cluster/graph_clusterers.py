@@ -74,7 +74,7 @@ class GraphOptions:
         return cls(**{name: float(options[name]) for name in cls.__dataclass_fields__ if name in options})
 
     def regions(self, features: np.ndarray, raw: np.ndarray, voxel_size) -> list[RegionSuperpixels]:
-        return _cached_regions(features, raw, float(voxel_size[1]), self)
+        return _cached_regions(features, raw, (float(voxel_size[1]), float(voxel_size[2])), self)
 
     def graph(self, region: RegionSuperpixels, mean: np.ndarray, scale: np.ndarray) -> Graph:
         x = ((region.features - mean) / scale).astype(np.float32)
@@ -87,7 +87,7 @@ class GraphOptions:
 _last: list[tuple | None] = [None]
 
 
-def _cached_regions(features, raw, pixel_size: float, options: GraphOptions) -> list[RegionSuperpixels]:
+def _cached_regions(features, raw, pixel_size: tuple[float, float], options: GraphOptions) -> list[RegionSuperpixels]:
     key = (pixel_size, options.region_nm, options.superpixel_px, options.compactness)
     last = _last[0]
     if last is not None and last[0] is features and last[1] == key:

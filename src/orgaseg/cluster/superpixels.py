@@ -30,16 +30,16 @@ DEFAULT_SUPERPIXEL_PX = 100
 DEFAULT_COMPACTNESS = 0.2
 
 
-def region_slices(shape: tuple[int, int], pixel_size_nm: float, region_nm: float = DEFAULT_REGION_NM
-                  ) -> list[tuple[slice, slice]]:
+def region_slices(shape: tuple[int, int], pixel_size_nm: float | tuple[float, float],
+                  region_nm: float = DEFAULT_REGION_NM) -> list[tuple[slice, slice]]:
     """Tile a ``(y, x)`` slice with regions of side about ``region_nm`` (equal tiles, none thinner than half a region).
 
     Parameters
     ----------
     shape : tuple of int
         Slice shape ``(y, x)`` in working pixels.
-    pixel_size_nm : float
-        Working pixel size.
+    pixel_size_nm : float or (float, float)
+        Working pixel size, or its ``(y, x)`` sizes where they differ.
     region_nm : float
         Region side in nm.
 
@@ -47,9 +47,10 @@ def region_slices(shape: tuple[int, int], pixel_size_nm: float, region_nm: float
     -------
     list of (slice, slice)
     """
-    side = max(1.0, region_nm / float(pixel_size_nm))
+    sizes = np.broadcast_to(np.asarray(pixel_size_nm, dtype=np.float64), (2,))
     cuts = []
-    for n in shape:
+    for n, size in zip(shape, sizes):
+        side = max(1.0, region_nm / float(size))
         count = max(1, round(n / side))
         edges = np.linspace(0, n, count + 1).round().astype(int)
         cuts.append([slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])])
@@ -174,7 +175,7 @@ class RegionSuperpixels:
         return int(self.features.shape[0])
 
 
-def block_superpixels(features: np.ndarray, raw: np.ndarray, pixel_size_nm: float, *,
+def block_superpixels(features: np.ndarray, raw: np.ndarray, pixel_size_nm: float | tuple[float, float], *,
                       region_nm: float = DEFAULT_REGION_NM, superpixel_px: float = DEFAULT_SUPERPIXEL_PX,
                       compactness: float = DEFAULT_COMPACTNESS) -> list[RegionSuperpixels]:
     """Every region of every slice of a block, cut into superpixels with pooled features.
@@ -185,8 +186,8 @@ def block_superpixels(features: np.ndarray, raw: np.ndarray, pixel_size_nm: floa
         Per-pixel features on the working grid.
     raw : ndarray, shape (z, y, x)
         Normalised intensities on the same grid.
-    pixel_size_nm : float
-        The grid's in-plane pixel size.
+    pixel_size_nm : float or (float, float)
+        The grid's in-plane pixel size (``(y, x)`` where they differ).
     region_nm, superpixel_px, compactness
         See :func:`region_slices` and :func:`slic_superpixels`.
 
