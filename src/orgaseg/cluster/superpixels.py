@@ -116,12 +116,15 @@ def pool_superpixels(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
     keep = flat >= 0
     ids = flat[keep]
     n = int(ids.max()) + 1 if ids.size else 0
-    values = features.reshape(-1, q)[keep].astype(np.float64)
+    values = features.reshape(-1, q)
+    values = (values if keep.all() else values[keep]).astype(np.float64)
     # one sparse product sums every channel of every superpixel at once
     member = sparse.csr_matrix((np.ones(ids.size), (ids, np.arange(ids.size))), shape=(n, ids.size))
     counts = np.asarray(member.sum(axis=1)).reshape(-1, 1)
     mean = (member @ values) / counts
-    var = (member @ (values - mean[ids]) ** 2) / counts  # two-pass variance: no cancellation
+    values -= mean[ids]  # in place (a block's features are large): two-pass variance, no cancellation
+    np.square(values, out=values)
+    var = (member @ values) / counts
     return np.concatenate([mean, np.sqrt(np.maximum(var, 0.0))], axis=1).astype(np.float32)
 
 
