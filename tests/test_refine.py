@@ -338,6 +338,24 @@ def test_a_network_refine_on_a_working_grid_labels_a_slab_at_a_time_as_the_whole
     assert np.mean(whole.labels == direct) > 0.999  # the same up to float rounding at near-ties
 
 
+def test_refine_thins_blocks_whose_context_features_would_be_large_and_labels_the_same(merged, monkeypatch):
+    from orgaseg.organelles import refine
+
+    folder, cell, segmentation = merged
+    annotations = points_from_arrays(*clicks(cell.labels, 10), shape=SHAPE)
+    recorded = tuple(segmentation.provenance["blocks"]["shape"])
+    job = rebuild_segmentation(segmentation.provenance, context=DEFAULT_CONTEXT_PX, z_context=True)
+    assert job.block_shape == recorded and recorded[0] > 1
+    default = name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True, z_context=True)
+    # room for one plane of these features: blocks one plane deep, the same labels
+    plane = 4 * job.job.extractor.n_features * recorded[1] * recorded[2]
+    monkeypatch.setattr(refine, "FEATURE_BYTES", plane + 1)
+    assert rebuild_segmentation(segmentation.provenance, context=DEFAULT_CONTEXT_PX,
+                                z_context=True).block_shape == (1,) + recorded[1:]
+    thin = name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True, z_context=True)
+    np.testing.assert_array_equal(thin.labels, default.labels)
+
+
 def test_the_labelling_pass_reuses_the_training_passs_features(merged, monkeypatch):
     import contextlib
 

@@ -32,7 +32,7 @@ from orgaseg.io.normalize import Normalization
 from orgaseg.io.partial import atomic_path, digest
 from orgaseg.io.provenance import to_jsonable
 from orgaseg.labels import smallest_label_dtype
-from orgaseg.pipeline.runner import plan_blocks
+from orgaseg.pipeline.runner import FEATURE_BYTES, plan_blocks
 from orgaseg.pipeline.stages import Stages, resolve_stages
 from orgaseg.pipeline.tasks import BlockJob, VolumeSource, sample_block
 from orgaseg.progress import ProgressCallback, report
@@ -68,15 +68,21 @@ class SegmentationJob:
     clusterer : Clusterer
         The fitted clusterer stored in the provenance.
     block_shape : tuple of int
-        The segmentation's blocks (features near block borders depend on them).
+        The segmentation's blocks (features near block borders depend on them), fewer planes deep where a
+        block's features with their context would hold more than
+        :data:`~orgaseg.pipeline.runner.FEATURE_BYTES` (:func:`thinner_blocks`).
     stages : Stages
         The resolved stages.
+    segmentation_blocks : tuple of int
+        The segmentation's own blocks: the unannotated voxels of :func:`sample_unannotated` are drawn from
+        a seeded choice of them, so that they do not depend on how thin :attr:`block_shape` is.
     """
 
     job: BlockJob
     clusterer: Clusterer
     block_shape: tuple[int, int, int]
     stages: Stages
+    segmentation_blocks: tuple[int, int, int]
 
     @property
     def context(self) -> tuple[int, ...]:
@@ -170,9 +176,24 @@ def rebuild_segmentation(record: dict, *, raw=None, raw_key: str | None = None, 
                 job = dataclasses.replace(job, extractor=SuperpixelContext(job.extractor, context))
             if z_context:
                 job = dataclasses.replace(job, extractor=SliceNeighbours(job.extractor))
-            return SegmentationJob(job, clusterer_from_dict(state), block_shape, candidate)
+            return SegmentationJob(job, clusterer_from_dict(state), thinner_blocks(job, block_shape), candidate,
+                                   block_shape)
     raise OrgasegError("cannot rebuild the segmentation's features from its provenance: the working grid or the "
                        "features differ (was it made with another version of orgaseg?)")
+
+
+def thinner_blocks(job: BlockJob, block_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+    """``block_shape`` with as many planes as keep a block's features within ``FEATURE_BYTES`` (at least one).
+
+    The segmentation's blocks hold that much of its own features; the context multiplies the channels five
+    to ten times. Fewer planes change no feature: the superpixels are cut on each plane's ``(y, x)`` window,
+    which stays the block's, and a block reads its halo along z as before (blockwise equals whole).
+    """
+    plane = float(np.prod(block_shape[1:]))
+    if job.grid is not None:  # features are computed, and kept, on the working grid
+        plane /= job.grid.factors[1] * job.grid.factors[2]
+    planes = max(1, int(FEATURE_BYTES // (4 * job.extractor.n_features * plane)))
+    return (min(int(block_shape[0]), planes),) + tuple(int(b) for b in block_shape[1:])
 
 
 def features_at(segmentation: SegmentationJob, coords: np.ndarray, progress: ProgressCallback | None = None) -> np.ndarray:
@@ -206,13 +227,14 @@ def default_prior(kind: str) -> str:
 
 def sample_unannotated(segmentation: SegmentationJob, n: int = PRIOR_SAMPLE, *, max_blocks: int = PRIOR_BLOCKS,
                        seed: int = 0) -> np.ndarray:
-    """``n`` voxel coordinates drawn uniformly from a seeded choice of at most ``max_blocks`` blocks.
+    """``n`` voxel coordinates drawn uniformly from a seeded choice of at most ``max_blocks`` of the
+    segmentation's blocks (:attr:`SegmentationJob.segmentation_blocks`).
 
     A few blocks bound the cost (their features are computed once more) while the
     class frequencies they hold stand for the volume's.
     """
     rng = np.random.default_rng(seed)
-    blocks = plan_blocks(segmentation.job, segmentation.block_shape)
+    blocks = plan_blocks(segmentation.job, segmentation.segmentation_blocks)
     chosen = [blocks[i] for i in rng.permutation(len(blocks))[:max_blocks]]
     sizes = np.array([b.size for b in chosen], dtype=np.float64)
     counts = rng.multinomial(n, sizes / sizes.sum())
@@ -614,5 +636,5 @@ __all__ = [
     "CLASSIFIERS", "DEFAULT_CONTEXT_PX", "LOGISTIC_C", "MLP_ALPHA", "MLP_HIDDEN", "PRIORS", "RefinedClassifier", "SegmentationJob", "balanced_subsample", "default_prior",
     "estimate_priors",
     "features_at", "forest_path", "label_with_classifier", "load_classifier", "make_network", "rebuild_segmentation",
-    "sample_unannotated", "save_classifier", "train_classifier",
+    "sample_unannotated", "save_classifier", "thinner_blocks", "train_classifier",
 ]
