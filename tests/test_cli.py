@@ -97,6 +97,29 @@ def test_centers_reuse_gives_same_ids(phantom_files, tmp_path, capsys):
     assert not (tmp_path / "d.tif").exists()
 
 
+def test_centers_fitted_on_other_features_are_refused(phantom_files, tmp_path, capsys):
+    # the same width (30 filter-bank features) at other scales: the ids would name other structures
+    raw, _ = phantom_files
+    first = tmp_path / "a.tif"
+    assert main(["segment", str(raw), "-k", "4", "-o", str(first), "--quiet"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "b.tif"
+    assert main(["segment", str(raw), "--scales-nm", "20", "40", "80", "160", "320", "-o", str(out), "--centers",
+                 f"{first}.provenance.json", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "its clusterer was fitted on other features than this run computes: the dense features" in err
+    assert "scales_nm" in err and "leave out --centers" in err and not out.exists()
+    # another working pixel size: refused where it drops filter scales, said where the width is the same
+    assert main(["segment", str(raw), "--pixel-size", "40", "-o", str(out), "--centers",
+                 f"{first}.provenance.json", "--quiet"]) == 2
+    assert ("35 feature channels at working voxels of 20 x 20 x 20 nm (this run: 28 at 40 x 40 x 40 nm)"
+            in capsys.readouterr().err)
+    with pytest.warns(UserWarning, match="fitted on working voxels of 20 x 20 x 20 nm, this run computes features "
+                                         "on 18 x 18 x 18 nm"):
+        assert main(["segment", str(raw), "--pixel-size", "18", "-o", str(out), "--centers",
+                     f"{first}.provenance.json", "--quiet"]) == 0
+
+
 @pytest.mark.parametrize(
     "make_args, message",
     [

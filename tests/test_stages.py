@@ -269,6 +269,20 @@ def test_a_checkpoint_records_its_pixel_size_and_warns_when_used_at_another(chec
                         sample_size=3000, pixel_size="native")
 
 
+def test_centers_fitted_on_another_encoders_tokens_are_refused(checkpoints, small, tmp_path):
+    # MAESTER's and HiS4MAE's tiny tokens have the same width: only the provenance tells them apart
+    raw = small.evaluation[0].raw
+    his4mae, maester = checkpoints["distilled-mae"][1], checkpoints["mae"][1]
+    fitted = orgaseg.segment(raw, method="his4mae", model=his4mae, k=3, device="cpu", sample_size=3000,
+                             output=tmp_path / "h.ome.zarr")
+    centers = tmp_path / "h.ome.zarr.provenance.json"
+    with pytest.raises(OrgasegError, match=r"other features than this run computes: the encoder \(the checkpoint "
+                                           rf".*{his4mae.name}; this run: another checkpoint\)"):
+        orgaseg.segment(raw, method="maester", model=maester, features="expand-stride", centers=centers, device="cpu")
+    again = orgaseg.segment(raw, method="his4mae", model=his4mae, centers=centers, device="cpu")
+    np.testing.assert_array_equal(again.labels, open_volume(fitted.path).read())
+
+
 @pytest.mark.parametrize("method", ["maester", "han-vae-2d"])
 def test_training_at_a_pixel_size_normalises_as_segmenting_does(method, tmp_path):
     # segment maps a volume's working-grid intensities to 0..1 with the percentiles of the input volume

@@ -18,6 +18,7 @@ import re
 ARGUMENTS: dict[str, tuple[str, str]] = {
     "axes": ("axes='zyx'", "--axes ORDER"),
     "block_shape": ("block_shape=(z, y, x)", "--block-shape Z Y X"),
+    "centers": ("centers=PATH", "--centers PATH"),
     "channel": ("channel=N", "--channel N"),
     "class_map": ("class_map=...", "--class-map MAP"),
     "classes": ("classes=[...]", "--classes NAME ..."),

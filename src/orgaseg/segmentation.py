@@ -14,10 +14,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from orgaseg.cluster import Clusterer, ClustererSpec, KMeansModel, clusterer_from_dict, get_clusterer
-from orgaseg.errors import OrgasegError, arg
+from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.io import VoxelSizeWarning, compute_normalization, make_provenance, open_volume
-from orgaseg.io.metadata import check_voxel_size, known_voxel_size, placement
-from orgaseg.io.partial import refuse_replacing_an_input, same_path
+from orgaseg.io.metadata import check_voxel_size, format_sizes, known_voxel_size, placement
+from orgaseg.io.partial import digest, refuse_replacing_an_input, same_path
 from orgaseg.io.volume import Volume, absolute_path, as_volume, read_as
 from orgaseg.pipeline.cost import estimate_cost
 from orgaseg.pipeline.executors import Executor, SerialExecutor
@@ -25,7 +25,7 @@ from orgaseg.pipeline.outputs import open_outputs
 from orgaseg.pipeline.resume import run_key
 from orgaseg.pipeline.runner import (check_feature_memory, cluster_volume, kept_feature_bytes, plan_blocks,
                                     resolve_block_shape)
-from orgaseg.pipeline.stages import resolve_stages
+from orgaseg.pipeline.stages import Stages, resolve_stages
 from orgaseg.pipeline.tasks import VolumeSource
 from orgaseg.progress import ProgressCallback
 
@@ -108,6 +108,55 @@ def load_centers(source, spec: ClustererSpec | None = None) -> Clusterer:
     if not state:
         raise OrgasegError(f"{path}: no 'clusterer' entry; give the provenance JSON written beside a segmentation")
     return clusterer_from_dict(state, spec)
+
+
+def check_reused_features(centers, reused: Clusterer, stages: Stages, job, model_sha256: str | None) -> None:
+    """Refuse a clusterer reused from a segmentation whose features differ from what this run computes.
+
+    A clusterer's label ids stand for structures only in the features it was fitted on: another
+    checkpoint, other dense features or other feature options of the same width would give the same ids to
+    other structures, and the runner can only compare the width. ``centers`` that are not a segmentation's
+    provenance (a ``.npy``, a clusterer object, a graph clusterer's checkpoint, which sets the features
+    itself) are not checked. Another working voxel size with features of the same width is warned about
+    (features in nm carry over between voxel sizes, more or less).
+    """
+    if not isinstance(centers, (str, Path)) or Path(centers).suffix == ".npy":
+        return
+    record = json.loads(Path(centers).read_text())
+    config = record.get("config")
+    if not isinstance(config, dict) or "features" not in config:
+        return
+    fitted_model = (record.get("model") or {}).get("sha256")
+    mine = stages.config()
+    differences = []
+    if fitted_model != model_sha256:
+        fitted = "no checkpoint" if fitted_model is None else f"the checkpoint {record['model'].get('path')}"
+        differences.append(f"the encoder ({fitted}; this run: "
+                           f"{'no checkpoint' if model_sha256 is None else 'another checkpoint'})")
+    if config["features"] != mine["features"] or digest(config.get("feature_options") or {}) != \
+            digest(mine["feature_options"]):
+        differences.append(f"the dense features ({config['features']} {config.get('feature_options') or {}}; this run: "
+                           f"{mine['features']} {mine['feature_options']})")
+    grid = config.get("working_grid")
+    fitted_at = _voxel_text(grid["working_voxel_size"] if grid else (record.get("input") or {}).get("voxel_size"))
+    here = _voxel_text(job.grid.working_voxel_size if job.grid is not None else job.source.volume.voxel_size)
+    if reused.n_features != job.extractor.n_features:
+        differences.append(f"{reused.n_features} feature channels at working voxels of {fitted_at} (this run: "
+                           f"{job.extractor.n_features} at {here})")
+    if differences:
+        raise OrgasegError(
+            f"{centers}: its clusterer was fitted on other features than this run computes: "
+            f"{' and '.join(differences)}; its label ids would name other structures here. Segment with that "
+            f"run's method ({config['method']}), checkpoint, features, feature options and pixel size, or leave "
+            f"out {arg('centers')} to fit a new clusterer")
+    if fitted_at != here:
+        warnings.warn(OrgasegWarning(f"{centers}: its clusterer was fitted on working voxels of {fitted_at}, this "
+                                     f"run computes features on {here}: its clusters may fall on other structures"),
+                      stacklevel=3)
+
+
+def _voxel_text(voxel_size) -> str:
+    return "unknown size" if voxel_size is None else f"{format_sizes(voxel_size)} nm"
 
 
 def segment(
@@ -267,6 +316,7 @@ def segment(
     job = stages.job(source, normalization)
     block_shape = resolve_block_shape(job, block_shape)
     model_hash = _file_hash(model) if model is not None else None
+    check_reused_features(centers, reused, stages, job, model_hash)
     executor = executor or SerialExecutor()
     config = {**stages.config(), "extractor": job.extractor.config(),
               "working_grid": job.grid.describe() if job.grid is not None else None,
