@@ -173,6 +173,22 @@ def test_an_encoder_checkpoint_without_its_method_names_the_method(checkpoints):
     with pytest.raises(OrgasegError, match=rf"is a checkpoint of {method}, and method 'baseline' with filter-bank "
                                            rf"features reads no encoder: pass --method {method}"):
         resolve_stages("baseline", model=model)
+    # a clusterer over learned features is one option away
+    with pytest.raises(OrgasegError, match="or keep method 'sccs' and pass features=NAME with features that read "
+                                           "its encoder \\(cover-stride, stride-only, expand-stride\\)"):
+        resolve_stages("sccs", model=model)
+
+
+def test_a_checkpoint_of_the_ablation_is_refused_under_the_method_it_ablates(checkpoints, tmp_path):
+    # his4mae and sdae-recon train the same encoder: only the checkpoint's record tells them apart
+    data = load_dataset("phantom", shape=(4, 96, 96), voxel_size=(20.0, 20.0, 20.0), seed=1)
+    ablation = tmp_path / "sdae.pt"
+    orgaseg.train("sdae-recon", data.train, ablation, preset="tiny", steps=2, device="cpu")
+    with pytest.raises(OrgasegError, match="is a checkpoint of sdae-recon, not his4mae: pass --method sdae-recon"):
+        resolve_stages("his4mae", model=ablation, device="cpu")
+    with pytest.raises(OrgasegError, match="is a checkpoint of his4mae, not sdae-recon: pass --method his4mae"):
+        resolve_stages("sdae-recon", model=checkpoints["distilled-mae"][1], device="cpu")
+    assert resolve_stages("sdae-recon", model=ablation, device="cpu").method.name == "sdae-recon"
 
 
 @pytest.mark.parametrize("features, methods", [("cover-stride", "maester / his4mae / sdae-recon"),

@@ -254,6 +254,9 @@ def resolve_stages(
         if row.encoder is not None and encoder.name != row.encoder:
             raise OrgasegError(f"{model} holds a {encoder.name!r} encoder ({encoder.record.get('method')}), but method "
                                f"{row.name!r} uses {row.encoder!r}: pass --method {encoder.record.get('method')}")
+        trained = encoder.record.get("method")
+        if row.learns and trained is not None and trained != row.name:  # his4mae and sdae-recon share an encoder
+            raise OrgasegError(f"{model} is a checkpoint of {trained}, not {row.name}: pass --method {trained}")
         if encoder.kind != feature_spec.needs:
             raise OrgasegError(f"{feature_spec.name} features need a {feature_spec.needs} encoder; {model} holds a "
                                f"{encoder.kind} encoder")
@@ -267,8 +270,12 @@ def resolve_stages(
         if model is not None:  # it would be hashed into the provenance, yet read by nothing
             trained = _trained_method(model)
             if trained is not None and trained != row.name:
+                reading = [name for name, spec in FEATURES.items()
+                           if spec.needs is not None and spec.needs == _encoder_kind(trained)]
+                clustering = (f", or keep method {row.name!r} and pass {arg('features')} with features that read its "
+                              f"encoder ({', '.join(reading)})") if reading and not row.learns else ""
                 raise OrgasegError(f"{model} is a checkpoint of {trained}, and method {row.name!r} with "
-                                   f"{feature_spec.name} features reads no encoder: pass --method {trained}")
+                                   f"{feature_spec.name} features reads no encoder: pass --method {trained}{clustering}")
             reading = ", ".join(name for name, spec in FEATURES.items() if spec.needs is not None)
             raise OrgasegError(f"{model}: {feature_spec.name} features read no encoder, so the checkpoint would be "
                                f"ignored; pass {arg('features')} with features that read one ({reading}), or leave "
@@ -278,6 +285,13 @@ def resolve_stages(
                   clusterer_options=clusterer_options, encoder=encoder, pixel_size_nm=pixel_size_nm,
                   device=device_name, checkpoint=None if model is None else str(model),
                   coarsen_only=pixel_size is None and encoder is None)
+
+
+def _encoder_kind(method: str) -> str:
+    """The kind of encoder a learning method trains (what reads its tokens)."""
+    from orgaseg.models.encoder import ENCODERS
+
+    return ENCODERS[METHODS[method].encoder].kind
 
 
 def _trained_method(model) -> str | None:
