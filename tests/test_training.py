@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from orgaseg.cli import main
 from orgaseg.errors import OrgasegError
 from orgaseg.io.volume import Volume
 from orgaseg.methods import get_method
@@ -257,6 +258,39 @@ def test_a_resume_trains_on_the_volumes_at_the_voxel_size_the_checkpoint_recorde
         np.save(tmp_path / "other.npy", np.asarray(cell.raw))
         with pytest.raises(OrgasegError, match="a resume trains on the same volumes"):
             MAESTER.train([tmp_path / "other.npy"], ckpt, resume=True, steps=8, device="cpu")
+
+
+def test_a_resume_refuses_another_seed_or_pixel_size_and_keeps_its_normalisation(tmp_path, capsys):
+    cell = make_cell((4, 96, 96), voxel_size=(10.0, 10.0, 10.0), seed=0)
+    ckpt = tmp_path / "m.pt"
+    first = MAESTER.train([cell.raw], ckpt, preset="tiny", steps=2, voxel_size=(10, 10, 10), device="cpu",
+                          pixel_size=20, seed=3)
+    # given again, the checkpoint's own values are accepted; other ones are refused, not ignored
+    resumed = MAESTER.train([cell.raw], ckpt, resume=True, steps=3, voxel_size=(10, 10, 10), device="cpu",
+                            pixel_size=20, seed=3)
+    assert resumed["step"] == 3 and resumed["seed"] == 3 and resumed["pixel_size_nm"] == 20.0
+    with pytest.raises(OrgasegError, match="was trained with seed 3, not 0: a resume continues the same run; leave "
+                                           "seed=N out"):
+        MAESTER.train([cell.raw], ckpt, resume=True, steps=4, voxel_size=(10, 10, 10), device="cpu", seed=0)
+    with pytest.raises(OrgasegError, match="was trained at a working pixel size of 20 nm, not native"):
+        MAESTER.train([cell.raw], ckpt, resume=True, steps=4, voxel_size=(10, 10, 10), device="cpu",
+                      pixel_size="native")
+    # the normalisation the run started with goes on, whatever the volume's percentiles give now
+    state = torch.load(ckpt, weights_only=False)
+    state["normalizations"] = [{**state["normalizations"][0], "low": 1.0}]
+    torch.save(state, ckpt)
+    again = MAESTER.train([cell.raw], ckpt, resume=True, steps=4, voxel_size=(10, 10, 10), device="cpu")
+    assert again["normalizations"][0]["low"] == 1.0 != first["normalizations"][0]["low"]
+    # on the command line --seed has no default to compare: left out, a resume takes the checkpoint's
+    raw = tmp_path / "raw.npy"
+    np.save(raw, np.asarray(cell.raw))
+    assert main(["train", str(raw), "--voxel-size", "10", "10", "10", "--method", "maester", "--preset", "tiny",
+                 "--steps", "2", "--seed", "3", "-o", str(tmp_path / "c.pt"), "--quiet"]) == 0
+    assert main(["train", str(raw), "--method", "maester", "--resume", "--steps", "3", "-o", str(tmp_path / "c.pt"),
+                 "--quiet"]) == 0
+    assert main(["train", str(raw), "--method", "maester", "--resume", "--steps", "4", "--seed", "0", "-o",
+                 str(tmp_path / "c.pt"), "--quiet"]) == 2
+    assert "was trained with seed 3, not 0" in capsys.readouterr().err
 
 
 def test_a_resume_finds_its_volumes_from_another_working_directory(tmp_path, monkeypatch):

@@ -643,7 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="start afresh, replacing the checkpoint at -o")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where to train (auto: CUDA when available, with bfloat16 autocast)")
-    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, batches and masks (default 0)")
+    p.add_argument("--seed", type=int, help="seed of initialisation, batches and masks (default 0; a resume keeps the "
+                   "checkpoint's)")
     p.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default 0)")
     p.add_argument("--snapshots", type=int, default=0, metavar="N",
                    help="also keep N checkpoints along the schedule (NAME.step-S.pt), to score training progress")

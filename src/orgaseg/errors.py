@@ -46,6 +46,7 @@ ARGUMENTS: dict[str, tuple[str, str]] = {
     "scheduler": ("scheduler=ADDRESS", "--scheduler ADDRESS"),
     "scribbles": ("scribbles=LABELS", "--scribbles LABELS"),
     "scribbles_key": ("scribbles_key=NAME", "--scribbles-key NAME"),
+    "seed": ("seed=N", "--seed N"),
     "steps": ("steps=N", "--steps N"),
     "strict_chunks": ("strict_chunks=True", "--strict-chunks"),
     "threads_per_worker": ("threads_per_worker=N", "--threads-per-worker N"),

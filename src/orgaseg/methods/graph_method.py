@@ -204,7 +204,7 @@ def train_graph_clusterer(
     resume: bool = False,
     overwrite: bool = False,
     device: str = "auto",
-    seed: int = 0,
+    seed: int | None = None,
     workers: int = 0,
     snapshots: int = 0,
     model_options: Mapping[str, Any] | None = None,
@@ -243,8 +243,8 @@ def train_graph_clusterer(
         ``adjacency``, ``trace_weight``, ``scales_nm``, ``stride``, ...), as ``--option`` of ``segment``.
     pixel_size : float, "native" or None
         Working pixel size in nm (None: the encoder's, else the method's default, which only coarsens).
-    seed : int
-        Seeds the regions, their augmentation and the networks.
+    seed : int, optional
+        Seeds the regions, their augmentation and the networks (default 0).
     overwrite : bool
         Replace an existing checkpoint.
     device : str
@@ -271,6 +271,7 @@ def train_graph_clusterer(
 
     started = time.perf_counter()
     _refuse_unsupported(spec.name, resume=resume, minutes=minutes, workers=workers, snapshots=snapshots)
+    seed = 0 if seed is None else seed
     output = Path(output)
     if output.exists() and not overwrite:
         raise OrgasegError(f"{output} exists; pass {arg('overwrite')} to replace it")

@@ -280,7 +280,7 @@ def train_han_vae(
     resume: bool = False,
     overwrite: bool = False,
     device: str = "auto",
-    seed: int = 0,
+    seed: int | None = None,
     workers: int = 0,
     snapshots: int = 0,
     model_options: Mapping[str, Any] | None = None,
@@ -309,8 +309,11 @@ def train_han_vae(
     """
     import torch
 
-    from orgaseg.io import compute_normalization
-    from orgaseg.methods.vit_method import _volumes, start_or_resume
+    from orgaseg.methods.vit_method import (
+        _volumes,
+        start_or_resume,
+        training_normalizations,
+    )
     from orgaseg.models.vae3d import VAEConfig, model_preset
     from orgaseg.pipeline.resample import resampled_volume
     from orgaseg.pipeline.stages import resolve_pixel_size
@@ -319,7 +322,7 @@ def train_han_vae(
     output = Path(output)
     volumes = _volumes(inputs, voxel_size, key)
     state, preset, volumes = start_or_resume(spec, output, preset, volumes, resume=resume, overwrite=overwrite,
-                                             model_options=model_options)
+                                             model_options=model_options, seed=seed, pixel_size=pixel_size)
     if resume:
         config = VAEConfig.from_dict(state["model_config"])
         train_config = TrainConfig.from_dict(state["train_config"])
@@ -327,6 +330,7 @@ def train_han_vae(
         seed = state["seed"]
         pixel_size_nm = state.get("pixel_size_nm")
     else:
+        seed = 0 if seed is None else seed
         base = model_preset(preset, ndim)
         try:
             config = dataclasses.replace(base, **dict(model_options or {}))
@@ -340,10 +344,7 @@ def train_han_vae(
         if pixel_size is None and pixel_size_nm is not None and \
                 all(min(v.voxel_size[1:]) >= pixel_size_nm for v in volumes):
             pixel_size_nm = None  # the method's default only coarsens (as when segmenting)
-    # the percentiles of each input volume, as segment takes them (orgaseg.segmentation.segment): those of
-    # the resampled volume are narrower (the anti-aliasing smooths the noise), so they would stretch the
-    # training intensities past what the encoder reads when it segments the same volume
-    normalizations = [compute_normalization(v, seed=seed) for v in volumes]
+    normalizations = training_normalizations(volumes, state, seed)
     volumes = [resampled_volume(v, pixel_size_nm) for v in volumes]
     for volume in volumes:
         thin = ndim == 3 and volume.shape[0] < config.patch

@@ -22,6 +22,7 @@ import numpy as np
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.io import compute_normalization
 from orgaseg.io.metadata import format_sizes
+from orgaseg.io.normalize import Normalization
 from orgaseg.io.volume import Volume, absolute_path, read_as, volume_record
 from orgaseg.io.writers import check_writable
 from orgaseg.progress import ProgressCallback
@@ -38,15 +39,18 @@ def _volumes(inputs: Sequence, voxel_size=None, key=None) -> list[Volume]:
 
 
 def start_or_resume(spec, output: Path, preset: str | None, volumes: list[Volume], *, resume: bool, overwrite: bool,
-                    model_options) -> tuple[dict, str, list[Volume]]:
+                    model_options, seed: int | None = None,
+                    pixel_size: float | str | None = None) -> tuple[dict, str, list[Volume]]:
     """The checkpoint state to resume (empty for a new run), the preset and the training volumes, after the checks
     every trainer makes.
 
-    Resuming keeps the checkpoint's preset, refuses model options and trains on the volumes the checkpoint
-    was trained on, at their voxel sizes (:func:`resumed_volumes`); a new run refuses an existing ``output``
-    unless ``overwrite`` and an unknown preset (default ``cpu``). Both refuse an output that cannot be written.
+    Resuming keeps the checkpoint's preset, seed and working pixel size (another one given is refused, not
+    ignored), refuses model options and trains on the volumes the checkpoint was trained on, at their voxel
+    sizes (:func:`resumed_volumes`); a new run refuses an existing ``output`` unless ``overwrite`` and an
+    unknown preset (default ``cpu``). Both refuse an output that cannot be written.
     """
     from orgaseg.models.checkpoint import load_checkpoint
+    from orgaseg.pipeline.stages import resolve_pixel_size
 
     if resume:
         if model_options:
@@ -54,6 +58,14 @@ def start_or_resume(spec, output: Path, preset: str | None, volumes: list[Volume
         state = load_checkpoint(output, method=spec.name)
         if preset is not None and preset != state["preset"]:
             raise OrgasegError(f"{output} was trained with preset {state['preset']!r}, not {preset!r}")
+        if seed is not None and seed != state["seed"]:
+            raise OrgasegError(f"{output} was trained with seed {state['seed']}, not {seed}: a resume continues the "
+                               f"same run; leave {arg('seed')} out")
+        trained_nm = state.get("pixel_size_nm")
+        if pixel_size is not None and resolve_pixel_size(pixel_size, spec.pixel_size_nm) != trained_nm:
+            trained = "the volumes' own pixel size" if trained_nm is None else f"a working pixel size of {trained_nm:g} nm"
+            raise OrgasegError(f"{output} was trained at {trained}, not {pixel_size}: a resume continues the same "
+                               f"run; leave {arg('pixel_size')} out")
         volumes = resumed_volumes(volumes, state.get("training_volumes"), output)
         check_writable(output)  # before the training, not at its first checkpoint
         return state, state["preset"], volumes
@@ -64,6 +76,21 @@ def start_or_resume(spec, output: Path, preset: str | None, volumes: list[Volume
         raise OrgasegError(f"unknown preset {preset!r} for {spec.name}; choose one of {', '.join(spec.train_presets)}")
     check_writable(output)  # before the training, not at its first checkpoint
     return {}, preset, volumes
+
+
+def training_normalizations(volumes: list[Volume], state: dict, seed: int) -> list[Normalization]:
+    """Each training volume's intensity normalisation: on resume the checkpoint's, else the input volume's.
+
+    The percentiles of each input volume, as segment takes them (:func:`orgaseg.segment`), computed before
+    any resampling: those of the resampled volume are narrower (the anti-aliasing smooths the noise), so
+    they would stretch the training intensities past what the encoder reads when it segments the same
+    volume. A resume keeps the ones the run started with (a checkpoint written before they were taken
+    this way continues as it began).
+    """
+    recorded = state.get("normalizations")
+    if recorded and len(recorded) == len(volumes):
+        return [Normalization.from_dict(n) for n in recorded]
+    return [compute_normalization(v, seed=seed) for v in volumes]
 
 
 def resumed_volumes(volumes: list[Volume], recorded: list[dict] | None, output: Path) -> list[Volume]:
@@ -114,7 +141,7 @@ def train_vit(
     resume: bool = False,
     overwrite: bool = False,
     device: str = "auto",
-    seed: int = 0,
+    seed: int | None = None,
     workers: int = 0,
     snapshots: int = 0,
     model_options: Mapping[str, Any] | None = None,
@@ -145,8 +172,8 @@ def train_vit(
         Start afresh even if ``output`` exists.
     device : str
         ``auto``, ``cpu`` or ``cuda``.
-    seed : int
-        Seed of initialisation, batches and masks.
+    seed : int, optional
+        Seed of initialisation, batches and masks (default 0; on resume, the checkpoint's, and another is refused).
     workers : int
         Data-loader worker processes.
     snapshots : int
@@ -181,23 +208,21 @@ def train_vit(
     output = Path(output)
     volumes = _volumes(inputs, voxel_size, key)
     state, preset, volumes = start_or_resume(spec, output, preset, volumes, resume=resume, overwrite=overwrite,
-                                             model_options=model_options)
+                                             model_options=model_options, seed=seed, pixel_size=pixel_size)
     if resume:
         config = MAEConfig.from_dict(state["model_config"])
         train_config = TrainConfig.from_dict(state["train_config"])
         seed = state["seed"]
         pixel_size_nm = state.get("pixel_size_nm")
     else:
+        seed = 0 if seed is None else seed
         config = model_preset(preset).with_overrides(model_options or {})
         train_config = spec.train_presets[preset]
         pixel_size_nm = resolve_pixel_size(pixel_size, spec.pixel_size_nm)
         if pixel_size is None and pixel_size_nm is not None and \
                 all(min(v.voxel_size[1:]) >= pixel_size_nm for v in volumes):
             pixel_size_nm = None  # the method's default only coarsens (as when segmenting)
-    # the percentiles of each input volume, as segment takes them (orgaseg.segmentation.segment): those of
-    # the resampled volume are narrower (the anti-aliasing smooths the noise), so they would stretch the
-    # training intensities past what the encoder reads when it segments the same volume
-    normalizations = [compute_normalization(v, seed=seed) for v in volumes]
+    normalizations = training_normalizations(volumes, state, seed)
     volumes = [resampled_volume(v, pixel_size_nm) for v in volumes]
     for volume in volumes:
         if min(volume.shape[1:]) < config.img_size:
