@@ -242,7 +242,7 @@ def test_fixed_sizes_pad_and_validate():
         confusion_matrix(PRED_B, REF_B, n_classes=2)
     with pytest.raises(OrgasegError, match="n_clusters=1"):
         confusion_matrix(PRED_B, REF_B, n_clusters=1)
-    with pytest.raises(OrgasegError, match="reference class id 2 is out of range"):
+    with pytest.raises(OrgasegError, match=r"holds 3 counted values \(0, 1, 2; 255 not scored\)"):
         evaluate(PRED_B, REF_B, classes=["a", "b"])
 
 
@@ -372,6 +372,31 @@ def test_grey_levels_without_a_class_map_are_refused_with_the_fix():
         evaluate(np.array([[0, 1]]), np.array([[0, 2]]))
     # named classes may be absent from a crop: reported as empty, not refused
     assert evaluate(np.array([[0, 1]]), np.array([[0, 2]]), classes=["a", "b", "c"]).empty_classes == ["b"]
+
+
+def test_one_based_ids_with_class_names_are_refused_with_the_class_map_that_names_them(tmp_path, capsys):
+    # a facility annotation: 0 unannotated, 1..4 the classes; four names stand for the ids 0..3
+    reference = np.array([[[0, 1, 2, 3, 4, 4]]], np.uint8)
+    pred = np.array([[[0, 0, 1, 2, 3, 3]]], np.uint8)
+    names = ["intracellular", "membrane", "mitochondria", "extracellular"]
+    with pytest.raises(OrgasegError, match=r"holds 4 counted values \(1, 2, 3, 4; 0 not scored\), but 4 class "
+                                           r"names .* ids 0\.\.3; .*class map 1=intracellular,2=membrane,"
+                                           r"3=mitochondria,4=extracellular"):
+        evaluate(pred, reference, classes=names, ignore=[0])
+    with pytest.raises(OrgasegError, match=r"\(1, 2, 3, 4; 0 not scored\), but 3 class names .*name a class per "
+                                           r"value, or give a class map"):
+        evaluate(pred, reference, classes=names[:3], ignore=[0])
+    tifffile.imwrite(tmp_path / "ref.tif", reference)
+    tifffile.imwrite(tmp_path / "pred.tif", pred)
+    command = ["evaluate", str(tmp_path / "pred.tif"), "--reference", str(tmp_path / "ref.tif"), "--ignore", "0",
+               "--quiet", "-o"]
+    assert main([*command, str(tmp_path / "r0"), "--classes", *names]) == 2
+    err = capsys.readouterr().err
+    assert "but 4 class names (--classes NAME ...)" in err and "(--class-map MAP) instead" in err
+    fix = err.split("give the class map ")[1].split()[0]
+    assert main([*command, str(tmp_path / "r1"), "--class-map", fix]) == 0
+    report = json.loads((tmp_path / "r1" / "report.json").read_text())
+    assert report["classes"] == names and report["merge"]["mean_dice"] == pytest.approx(1.0)
 
 
 def test_a_binary_mask_stored_as_0_255_is_refused_not_scored_as_one_class(tmp_path, capsys):

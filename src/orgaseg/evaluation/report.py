@@ -234,8 +234,9 @@ def evaluate(
     classes : sequence of str, optional
         Names of the classes; when given, ``C = len(classes)`` (so a class
         absent from the reference is reported as empty) and a counted
-        reference id ``>= C`` is an error. Default ``class_<id>`` for ids up
-        to the largest counted one.
+        reference id ``>= C`` is an error that lists the values found (and,
+        for ids ``1 .. C``, the class map that names them). Default
+        ``class_<id>`` for ids up to the largest counted one.
     class_map : ClassMap, str, Path or mapping, optional
         Which stored reference values are which class (see
         :func:`~orgaseg.evaluation.classmap.parse_class_map`): e.g.
@@ -275,8 +276,8 @@ def evaluate(
     ------
     OrgasegError
         Besides the errors of :func:`~orgaseg.evaluation.confusion_matrix`:
-        reference values that are not class ids ``0 .. C-1`` and no class map
-        or class names, ``classes`` together with a class map, ``ignore``
+        reference values that are not class ids ``0 .. C-1`` (without a gap
+        when there are no class names), ``classes`` together with a class map, ``ignore``
         values that the class map names.
     """
     _check_mode(mode)
@@ -302,7 +303,8 @@ def evaluate(
             pred,
             reference,
             n_clusters=n_clusters,
-            n_classes=None if classes is None else len(classes),
+            # no bound from the class names: a value beyond them is refused below, with every value found
+            n_classes=None,
             mask=mask,
             ignore=ignore,
             block_shape=block_shape,
@@ -314,8 +316,7 @@ def evaluate(
         # the ignored value is the class map's internal one: say what the user can change
         raise OrgasegError(f"no voxel was counted: the mask is empty or {name} holds no value the class map "
                            f"names ({class_map})") from None
-    if classes is None:
-        _check_class_ids(confusion, name)
+    confusion = _check_class_ids(confusion, name, classes, ignore)
     _check_two_classes(confusion, name, ignore, by_map=class_map is not None, classes=classes,
                        matched=mode != BY_NAME)
     return EvaluationReport.from_confusion(confusion, classes=classes, background=background, mode=mode,
@@ -351,16 +352,33 @@ def _one_class_scored(name: str, ignore: Iterable[int], *, by_map: bool) -> Orga
                         f"{fix} (class_map= in Python)")
 
 
-def _check_class_ids(confusion: np.ndarray, name: str) -> None:
-    """Refuse counted reference values that are not the ids ``0 .. C-1`` without a gap."""
+def _check_class_ids(confusion: np.ndarray, name: str, classes: Sequence[str] | None,
+                     ignore: Iterable[int]) -> np.ndarray:
+    """The confusion matrix with a column per class, or an error that lists the counted reference values.
+
+    Without ``classes`` the counted values must be the ids ``0 .. C-1`` without a gap; with them, ids
+    below ``len(classes)`` (one that does not occur is an empty class).
+    """
     found = np.flatnonzero(confusion.sum(axis=0) > 0)
-    if found.size == confusion.shape[1]:
-        return
+    n_classes = found.size if classes is None else len(classes)
+    if confusion.shape[1] <= n_classes:
+        return np.pad(confusion, ((0, 0), (0, n_classes - confusion.shape[1])))
     shown = ", ".join(map(str, found[:_SHOWN_VALUES])) + (", ..." if found.size > _SHOWN_VALUES else "")
-    raise OrgasegError(
-        f"{name}: the reference values are not class ids 0..C-1 without gaps: it holds {found.size} values "
-        f"({shown}), which would be scored as {confusion.shape[1]} classes; give a class map "
-        "(--class-map 255=intracellular,0..128=membrane,... or a JSON file; class_map= in Python), a dataset's "
-        "(--dataset vnc|cdeep3m-mito; orgaseg.datasets.CLASS_MAPS), or class names (--classes; classes=) when the "
-        "missing ids are classes absent here"
-    )
+    if classes is None:
+        raise OrgasegError(
+            f"{name}: the reference values are not class ids 0..C-1 without gaps: it holds {found.size} values "
+            f"({shown}), which would be scored as {confusion.shape[1]} classes; give a class map "
+            "(--class-map 255=intracellular,0..128=membrane,... or a JSON file; class_map= in Python), a dataset's "
+            "(--dataset vnc|cdeep3m-mito; orgaseg.datasets.CLASS_MAPS), or class names (--classes; classes=) when "
+            "the missing ids are classes absent here"
+        )
+    ignored = ", ".join(map(str, sorted(set(ignore))))
+    problem = (f"{name} holds {found.size} counted values ({shown}; {ignored} not scored), but "
+               f"{n_classes} class names ({arg('classes')}) stand for the class ids 0..{n_classes - 1}")
+    if found.size <= n_classes:
+        # a 1-based annotation (0 unannotated, 1..C the classes) is the usual case: name its values in order
+        pairs = ",".join(f"{value}={cls}" for value, cls in zip(found, classes))
+        raise OrgasegError(f"{problem}; if these values are the classes in that order, give the class map "
+                           f"{pairs} ({arg('class_map')}) instead of the class names")
+    raise OrgasegError(f"{problem}; name a class per value, or give a class map ({arg('class_map')}, e.g. "
+                       f"{found[0]}={classes[0]},{found[1]}={classes[1]},...) that says which values are which class")
