@@ -425,9 +425,50 @@ def test_explicit_voxel_size_overrides_metadata(tmp_path, volume):
 
 def test_missing_voxel_size_warns_and_defaults_to_one(tmp_path, volume):
     np.save(tmp_path / "v.npy", volume)
-    with pytest.warns(VoxelSizeWarning, match="voxel size unknown.*voxel_size="):
+    # on a stack, what the guess does (serial sections filtered as if isotropic) is said with the fix
+    with pytest.warns(VoxelSizeWarning, match=r"v\.npy: voxel size unknown, assuming 1 x 1 x 1 nm: features treat "
+                                              r"the stack as isotropic, filtering across sections; pass voxel_size="):
         vol = open_volume(tmp_path / "v.npy")
     assert vol.voxel_size == (1.0, 1.0, 1.0)
+    np.save(tmp_path / "one.npy", volume[:1])
+    with pytest.warns(VoxelSizeWarning) as warned:
+        open_volume(tmp_path / "one.npy")
+    assert str(warned[0].message).endswith("one.npy: voxel size unknown, assuming 1 x 1 x 1 nm; pass voxel_size=(z, "
+                                           "y, x) in nm")
+
+
+@pytest.mark.parametrize("unit, per_unit", [("CENTIMETER", 1e7 / 4.6), ("INCH", 2.54e7 / 4.6)])
+def test_a_plain_tiff_gives_its_pixel_size_from_the_resolution_tags(tmp_path, volume, unit, per_unit):
+    path = tmp_path / "plain.tif"
+    tifffile.imwrite(path, volume, resolution=(per_unit, per_unit), resolutionunit=unit)
+    # the tags say nothing about z: it is assumed, and the warning says so
+    with pytest.warns(VoxelSizeWarning, match=r"z spacing unknown, assuming 4\.6 nm \(the in-plane size\): features "
+                                              r"treat the stack as isotropic"):
+        vol = open_volume(path)
+    assert vol.voxel_size == pytest.approx((4.6, 4.6, 4.6)) and not vol.attrs.get("voxel_size_assumed")
+    assert no_warning_open(path, voxel_size=(50, 4.6, 4.6)).voxel_size == (50.0, 4.6, 4.6)
+
+
+@pytest.mark.parametrize("resolution, unit", [((72, 72), "INCH"), ((300, 300), "INCH"), ((1, 1), "CENTIMETER"),
+                                              ((1e7 / 4.6, 1e7 / 4.6), "NONE")])
+def test_a_plain_tiffs_print_default_or_unitless_resolution_is_no_voxel_size(tmp_path, volume, resolution, unit):
+    # 72 dpi is what image software writes by default, not the microscope's pixel
+    path = tmp_path / "plain.tif"
+    tifffile.imwrite(path, volume, resolution=resolution, resolutionunit=unit)
+    with pytest.warns(VoxelSizeWarning, match="voxel size unknown, assuming 1 x 1 x 1 nm"):
+        vol = open_volume(path)
+    assert vol.attrs.get("voxel_size_assumed")
+
+
+def test_an_imagej_stack_without_spacing_has_voxel_depth_one_unit(tmp_path, volume):
+    # ImageJ leaves spacing= out of the description when the voxel depth is 1 unit, its default
+    path = tmp_path / "fiji.tif"
+    tifffile.imwrite(path, volume, imagej=True, resolution=(1 / 0.0046, 1 / 0.0046),
+                     metadata={"unit": "micron", "axes": "ZYX"})
+    assert no_warning_open(path).voxel_size == pytest.approx((1000.0, 4.6, 4.6))
+    # one image: no z to read, nor to warn about
+    tifffile.imwrite(path, volume[0], imagej=True, resolution=(1 / 0.0046, 1 / 0.0046), metadata={"unit": "micron"})
+    assert no_warning_open(path).voxel_size == pytest.approx((4.6, 4.6, 4.6))
 
 
 def test_input_errors_are_clear(tmp_path):

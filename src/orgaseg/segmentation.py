@@ -15,9 +15,10 @@ import numpy as np
 
 from orgaseg.cluster import Clusterer, ClustererSpec, KMeansModel, clusterer_from_dict, get_clusterer
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg
-from orgaseg.io import VoxelSizeWarning, compute_normalization, make_provenance, open_volume
+from orgaseg.io import compute_normalization, make_provenance, open_volume
 from orgaseg.io.metadata import check_voxel_size, format_sizes, known_voxel_size, placement
 from orgaseg.io.partial import digest, refuse_replacing_an_input, same_path
+from orgaseg.io.readers import assumed_voxel_size
 from orgaseg.io.volume import Volume, absolute_path, as_volume, read_as
 from orgaseg.pipeline.cost import estimate_cost
 from orgaseg.pipeline.executors import Executor, SerialExecutor
@@ -65,8 +66,8 @@ def resolve_volume(data, *, key: str | None = None, voxel_size=None, level: int 
     volume = as_volume(data, voxel_size=voxel_size or (1.0, 1.0, 1.0))
     if voxel_size is None:  # as for a file without metadata: said, since features are computed in nm
         volume.attrs["voxel_size_assumed"] = True
-        warnings.warn(VoxelSizeWarning(f"the array: voxel size unknown, assuming 1 x 1 x 1 nm; pass "
-                                       f"{arg('voxel_size')} in nm"), stacklevel=3)
+        warnings.warn(assumed_voxel_size("the array", "voxel size unknown, assuming 1 x 1 x 1 nm", volume.shape[0]),
+                      stacklevel=3)
     return volume
 
 

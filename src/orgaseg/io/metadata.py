@@ -34,6 +34,7 @@ _NANOMETRES_PER_UNIT = {
     "millimetre": 1e6,
     "cm": 1e7,
     "centimeter": 1e7,
+    "inch": 2.54e7,
     "m": 1e9,
     "meter": 1e9,
     "metre": 1e9,

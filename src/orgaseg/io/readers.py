@@ -5,8 +5,10 @@ FORMATS (how each format is recognised and where its voxel size comes from):
 - **TIFF** (``.tif``/``.tiff``, multi-page, ImageJ hyperstack, OME-TIFF):
   memory-mapped when the pixels are stored contiguously, otherwise read
   through ``tifffile``'s zarr store. Voxel size from OME-XML
-  (``PhysicalSize{X,Y,Z}`` with their units) or ImageJ metadata
-  (``spacing`` + ``unit`` for z, the resolution tags for y and x).
+  (``PhysicalSize{X,Y,Z}`` with their units), ImageJ metadata
+  (``spacing`` + ``unit`` for z, 1 unit without ``spacing`` as ImageJ
+  reads it; the resolution tags for y and x), or a plain TIFF's resolution
+  tags in cm or inch for y and x (not a print default such as 72 dpi).
   A single 2D page is a volume with one slice.
 - **2D image** (``.png``/``.jpg``/``.jpeg``): a volume with one slice; no voxel size.
 - **Folder of slices** (a directory of ``.tif``/``.tiff``/``.png``/``.jpg``
@@ -75,6 +77,14 @@ route_tifffile_log()
 
 class VoxelSizeWarning(OrgasegWarning):
     """The voxel size of a volume is unknown or partly guessed."""
+
+
+def assumed_voxel_size(what: str, assumption: str, nz: int) -> VoxelSizeWarning:
+    """The warning for a voxel size guessed as ``assumption`` (e.g. ``"voxel size unknown, assuming 1 x 1 x 1
+    nm"``) for ``what`` (a path, "the array"), with what the guess does to a stack of ``nz`` sections."""
+    # an isotropic guess is the costly part on serial sections: the filters smooth across them
+    consequence = ": features treat the stack as isotropic, filtering across sections" if nz > 1 else ""
+    return VoxelSizeWarning(f"{what}: {assumption}{consequence}; pass {arg('voxel_size')} in nm")
 
 
 class MissingChunksWarning(OrgasegWarning):
@@ -363,17 +373,14 @@ def _voxel_size_from_metadata(
         )
     y, x = found.get("y"), found.get("x")
     if y is None or x is None:
-        warnings.warn(
-            f"{path}: voxel size unknown, assuming 1 x 1 x 1 nm; {how}", VoxelSizeWarning, stacklevel=4
-        )
+        warnings.warn(assumed_voxel_size(str(path), "voxel size unknown, assuming 1 x 1 x 1 nm", nz), stacklevel=4)
         return (1.0, 1.0, 1.0)
     z = found.get("z")
     if z is None:
         z = y  # irrelevant for a single slice; a guess otherwise
         if nz > 1:
             warnings.warn(
-                f"{path}: z spacing unknown, assuming {z:g} nm (the in-plane size); {how}",
-                VoxelSizeWarning,
+                assumed_voxel_size(str(path), f"z spacing unknown, assuming {z:g} nm (the in-plane size)", nz),
                 stacklevel=4,
             )
     if note:
@@ -404,7 +411,7 @@ def _read_tiff(path: Path) -> StoredArray:
             raise
     axes = _tiff_axes(series.axes)
     kind = "ome-tiff" if tif.is_ome else "tiff"
-    found = _ome_sizes(tif) if tif.is_ome else _imagej_sizes(tif) if tif.is_imagej else {}
+    found = _ome_sizes(tif) if tif.is_ome else _imagej_sizes(tif) if tif.is_imagej else _tag_sizes(tif)
     sizes = [found.get(a) for a in axes] if found else None
     # a single image's z spacing (orgaseg writes it too) has no stored axis to go with
     plane_z = found.get("z") if "z" not in axes else None
@@ -495,19 +502,47 @@ def _tiff_axes(codes: str) -> str:
     return "".join(letters)
 
 
-def _imagej_sizes(tif: tifffile.TiffFile) -> dict[str, float]:
-    """Voxel sizes in nm by axis letter that ImageJ's tags and metadata give."""
-    meta = tif.imagej_metadata or {}
-    unit = meta.get("unit")
-    page = tif.pages.first
+def _resolution_sizes(page: tifffile.TiffPage, unit: str | None) -> dict[str, float]:
+    """The pixel size in nm by axis letter that the resolution tags give (pixels per ``unit``)."""
     sizes = {}
     for letter, tag in (("y", "YResolution"), ("x", "XResolution")):
         if tag in page.tags:
             numerator, denominator = page.tags[tag].value
             if numerator:
                 sizes[letter] = to_nanometres(denominator / numerator, unit)
+    return sizes
+
+
+def _imagej_sizes(tif: tifffile.TiffFile) -> dict[str, float]:
+    """Voxel sizes in nm by axis letter that ImageJ's tags and metadata give."""
+    meta = tif.imagej_metadata or {}
+    unit = meta.get("unit")
+    sizes = _resolution_sizes(tif.pages.first, unit)
     if "spacing" in meta:
         sizes["z"] = to_nanometres(meta["spacing"], unit)
+    elif int(meta.get("images", 1)) > 1:
+        # ImageJ leaves spacing out of a stack's description when the voxel depth is 1 unit, and reads
+        # its absence back as 1
+        sizes["z"] = to_nanometres(1.0, unit)
+    return sizes
+
+
+#: TIFF ResolutionUnit codes that are lengths (1 is "no unit"; the tag's default is inch).
+_RESOLUTION_UNITS = {2: "inch", 3: "cm"}
+
+#: A pixel size (nm) from a plain TIFF's resolution tags at or above which they are a print or
+#: screen default (72 or 300 dpi, 1 pixel per cm), not the sample's calibration.
+PRINT_DEFAULT_NM = 1000.0
+
+
+def _tag_sizes(tif: tifffile.TiffFile) -> dict[str, float]:
+    """The pixel size in nm by axis letter of a plain TIFF's resolution tags; none in a unit that is no
+    length, or of a print default (:data:`PRINT_DEFAULT_NM`). Such a TIFF says nothing about z."""
+    page = tif.pages.first
+    code = int(page.tags["ResolutionUnit"].value) if "ResolutionUnit" in page.tags else 2
+    sizes = _resolution_sizes(page, _RESOLUTION_UNITS.get(code))
+    if len(sizes) < 2 or any(v is None or not v < PRINT_DEFAULT_NM for v in sizes.values()):
+        return {}
     return sizes
 
 
