@@ -6,7 +6,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from orgaseg.benchmark import parse_k_range, run_benchmark
+from orgaseg.benchmark import parse_k_range, results_markdown, run_benchmark
 from orgaseg.cli import main
 from orgaseg.datasets import load_dataset
 from orgaseg.errors import OrgasegError
@@ -43,6 +43,21 @@ def test_baseline_benchmark_writes_every_k_in_both_modes(phantom, tmp_path):
     assert saved["training"]["steps"] == 0 and saved["segmentation"]["cost_estimate"] is None
     markdown = (tmp_path / "results.md").read_text()
     assert "merge mode" in markdown and "strict mode" in markdown
+    # the protocol's empty clusters and classes, per K: at K = 6 some clusters lie only outside the cell
+    for k, result in saved["results"].items():
+        rows = np.asarray(result["confusion"]).sum(axis=1)
+        assert result["empty_clusters"] == np.flatnonzero(rows == 0).tolist() and result["empty_classes"] == []
+    empty = saved["results"]["6"]["empty_clusters"]
+    assert empty and not saved["results"]["4"]["empty_clusters"]
+    assert markdown.count("Note: at K =") == 1
+    assert (f"Note: at K = 6, empty clusters {', '.join(map(str, empty))} (on no scored voxel, mapped to no class): "
+            f"in effect K = {6 - len(empty)} here.") in markdown
+    # results written before the field was: no note, no error
+    for result in saved["results"].values():
+        del result["empty_clusters"], result["empty_classes"]
+    assert "Note: at K" not in results_markdown(saved)
+    saved["results"]["4"]["empty_classes"] = ["nucleus"]  # a crop without nuclei
+    assert "Note: no reference voxel of nucleus: not scored." in results_markdown(saved)
     assert len(panel_columns(mpimg.imread(tmp_path / "figures" / "overlay_k6.png"))) == 5
     confusion = mpimg.imread(tmp_path / "figures" / "confusion_k4.png")[..., :3]
     assert len(np.unique(confusion.reshape(-1, 3).round(2), axis=0)) > 20

@@ -23,7 +23,7 @@ from orgaseg import __version__
 from orgaseg.datasets import Dataset, load_dataset
 from orgaseg.environment import environment_record
 from orgaseg.errors import OrgasegError
-from orgaseg.evaluation import ConfusionAccumulator, scores_from_confusion
+from orgaseg.evaluation import ConfusionAccumulator, EvaluationReport
 from orgaseg.io import compute_normalization
 from orgaseg.io.partial import write_atomic
 from orgaseg.io.volume import Volume
@@ -194,9 +194,10 @@ def run_benchmark(
     title = _run_title(row.name, stages.config())
     for k, accumulator in zip(ks, confusions):
         confusion = accumulator.result()
-        report = {"k": k, "confusion": confusion.tolist()}
-        for mode in MODES:
-            report[mode] = scores_from_confusion(confusion, data.classes, background=data.background, mode=mode)
+        # scored as evaluate scores: the same scores, and the same empty clusters and classes listed
+        evaluation = EvaluationReport.from_confusion(confusion, classes=data.classes, background=data.background)
+        report = {"k": k, "confusion": confusion.tolist(), "empty_classes": evaluation.empty_classes,
+                  "empty_clusters": evaluation.empty_clusters, **evaluation.results}
         results[str(k)] = report
         mapping = {int(c): name for c, name in report["merge"]["mapping"].items()}
         plot_confusion(confusion, data.classes, mapping=mapping, path=figures / f"confusion_k{k}.png",
@@ -323,6 +324,7 @@ def results_markdown(record: dict) -> str:
     ]
     for note in record["notes"]:
         lines.append(f"Note: {note}")
+    lines += _empty_notes(record)
     for mode in MODES:
         lines += ["", f"## {mode} mode", "",
                   "| K | " + " | ".join(classes) + " | mean Dice | mean organelle Dice | accuracy |",
@@ -333,6 +335,20 @@ def results_markdown(record: dict) -> str:
             lines.append(f"| {k} | " + " | ".join(per_class) + f" | {_fmt(scores['mean_dice'])} | "
                          f"{_fmt(scores['mean_dice_organelles'])} | {_fmt(scores['accuracy'])} |")
     return "\n".join(lines) + "\n"
+
+
+def _empty_notes(record: dict) -> list[str]:
+    """A note per K with clusters on no counted voxel (a K curve would hide them), and one for empty classes."""
+    notes = []
+    for k in record["ks"]:
+        empty = record["results"][str(k)].get("empty_clusters")  # absent from results written before
+        if empty:
+            notes.append(f"Note: at K = {k}, empty clusters {', '.join(map(str, empty))} (on no scored voxel, "
+                         f"mapped to no class): in effect K = {k - len(empty)} here.")
+    classes = record["results"][str(record["ks"][0])].get("empty_classes")
+    if classes:
+        notes.append(f"Note: no reference voxel of {', '.join(classes)}: not scored.")
+    return notes
 
 
 def _stages_line(record: dict) -> str:
