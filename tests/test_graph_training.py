@@ -90,7 +90,8 @@ def test_an_encoder_command_given_a_graph_checkpoint_says_what_it_is(trained, tm
     np.save(raw, _disks(2)[0].astype(np.float32))
     assert main(["inspect", str(checkpoint), str(raw), "--voxel-size", *map(str, VOXEL), "-o", str(tmp_path / "f"),
                  "--quiet"]) == 2
-    assert f"{checkpoint} is a trained graph clusterer (sccs, cs2c), not an encoder checkpoint" in capsys.readouterr().err
+    assert (f"{checkpoint} is a trained graph clusterer (sccs, cs2c), which has none: inspect draws a ViT's masked "
+            "reconstructions of its fields of view (maester, his4mae, sdae-recon)") in capsys.readouterr().err
 
 
 def test_training_reports_every_region_graph_and_the_training_steps(trained):

@@ -3,6 +3,7 @@
 import json
 import warnings
 
+import h5py
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
@@ -120,6 +121,16 @@ def test_inspect_colours_by_reference_classes_and_refuses_grey_levels_without_a_
     assert main(["inspect", str(checkpoint), str(raw), "--reference", str(classes), "--classes", *phantom.classes[:n - 1],
                  "-o", str(tmp_path / "b")] + common) == 2
     assert f"of the {n - 1} names given" in capsys.readouterr().err
+    # a facility's stack: raw and reference classes side by side in one HDF5
+    stack = tmp_path / "stack.h5"
+    with h5py.File(stack, "w") as f:
+        f["raw"], f["labels"] = item.raw.read(), item.reference.read()
+    assert main(["inspect", str(checkpoint), str(stack), "--key", "raw", "--reference", str(stack), "--classes",
+                 *phantom.classes, "-o", str(tmp_path / "h5")] + common) == 2
+    assert "pass --reference-key NAME, one of the datasets: labels, raw" in capsys.readouterr().err
+    assert main(["inspect", str(checkpoint), str(stack), "--key", "raw", "--reference", str(stack), "--reference-key",
+                 "labels", "--classes", *phantom.classes, "-o", str(tmp_path / "h5")] + common) == 0
+    np.testing.assert_array_equal(mpimg.imread(tmp_path / "h5" / "embedding.png"), figures["ids"])
 
 
 def _check_reconstructions(image: np.ndarray, ratios: tuple[float, ...]) -> None:

@@ -295,12 +295,14 @@ def cmd_inspect(args, progress) -> int:
     volume = open_volume(args.volume, key=args.key, voxel_size=_voxel_size(args.voxel_size), level=args.level,
                          axes=args.axes, channel=args.channel, strict_chunks=args.strict_chunks)
     reference = None
+    if args.reference_key is not None and not args.reference:
+        raise OrgasegError("--reference-key names a dataset inside the container of --reference: give that too")
     if args.reference:
         from orgaseg.io import VoxelSizeWarning
 
         with warnings.catch_warnings():  # the reference only labels the volume's tokens: its voxel size is not read
             warnings.simplefilter("ignore", VoxelSizeWarning)
-            reference = open_volume(args.reference)
+            reference = _open_with_key_option(args.reference, args.reference_key, "reference_key")
     if reference is not None and reference.shape != volume.shape:
         raise OrgasegError(f"reference shape {reference.shape} differs from the volume's {volume.shape}")
     if reference is not None and args.dataset is not None:
@@ -695,6 +697,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_volume_options(p)
     p.add_argument("--reference", help="reference classes, to colour the embedding by: class ids 0..C-1, or any "
                                        "values with --class-map / --dataset")
+    p.add_argument("--reference-key", help="dataset inside the reference's container")
     _add_class_map_options(p)
     p.add_argument("--classes", nargs="+", metavar="NAME", help="names of reference classes 0..C-1")
     p.add_argument("-k", type=int, default=6, help="clusters colouring the embedding (default 6)")

@@ -86,6 +86,7 @@ def inspect_model(
     """
     import torch
 
+    from orgaseg.methods.graph_method import is_graph_checkpoint
     from orgaseg.models.encoder import load_encoder
 
     output_dir = Path(output_dir)
@@ -97,10 +98,12 @@ def inspect_model(
     if not 1 <= k <= n_tokens:
         raise OrgasegError(f"K = {k}: the embedding's k-means needs 1 <= K <= the {n_tokens} tokens it draws")
     refuse_existing(*(output_dir / name for name in FIGURES), overwrite=overwrite)  # before the model runs
+    what = "inspect draws a ViT's masked reconstructions of its fields of view (maester, his4mae, sdae-recon)"
+    if is_graph_checkpoint(checkpoint):
+        raise OrgasegError(f"{checkpoint} is a trained graph clusterer (sccs, cs2c), which has none: {what}")
     encoder = load_encoder(checkpoint, device)
     if not (hasattr(encoder.model, "reconstruct") and hasattr(encoder, "fov")):
-        raise OrgasegError(f"{checkpoint}: inspect draws a ViT's masked reconstructions of its fields of view "
-                           f"(maester, his4mae); its {encoder.name} encoder has none")
+        raise OrgasegError(f"{checkpoint}: {what}; its {encoder.name} encoder has none")
     model, fov, patch = encoder.model, encoder.fov, encoder.patch
     normalization = compute_normalization(volume, seed=seed)
     rng = np.random.default_rng(seed)
