@@ -450,6 +450,34 @@ def test_the_command_line_says_what_a_learned_run_will_cost(checkpoints, tmp_pat
         assert main(command + ["-o", str(tmp_path / "c.tif"), "--quiet"]) == 0
 
 
+def test_the_estimate_counts_only_the_passes_a_run_makes(checkpoints, tmp_path, caplog):
+    # a fresh run samples then labels; reused centres, or a resumed run's own clusterer, only label (what is left)
+    import logging
+
+    method, model = checkpoints["mae"]
+    raw = load_dataset("phantom", shape=(4, 64, 64), voxel_size=(20.0, 20.0, 20.0), seed=4).evaluation[0].raw
+    run = {"method": method, "model": model, "k": 3, "sample_size": 2000, "block_shape": (1, 64, 64),
+           "feature_memory": 0, "device": "cpu"}
+    fresh = orgaseg.segment(raw, output=tmp_path / "a.ome.zarr", **run).provenance
+    per_pass = fresh["cost_estimate"]["forward_passes"] // 2
+    reused = orgaseg.segment(raw, centers=tmp_path / "a.ome.zarr.provenance.json",
+                             **{**run, "k": None}).provenance
+    assert reused["cost_estimate"]["forward_passes"] == per_pass
+
+    def stop_after_one(description, done, total, **figures):
+        if description == "labelling blocks" and done >= 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        orgaseg.segment(raw, output=tmp_path / "b.ome.zarr", progress=stop_after_one, **run)
+    with caplog.at_level(logging.INFO, logger="orgaseg.pipeline.cost"):
+        resumed = orgaseg.segment(raw, output=tmp_path / "b.ome.zarr", **run).provenance
+    assert resumed["blocks"]["skipped"] == 1
+    assert resumed["cost_estimate"]["forward_passes"] == per_pass * 3 // 4  # three of the four blocks, once
+    assert "(labelling the 3 blocks not done, 1 done before)" in caplog.text
+    assert "about under" not in caplog.text  # 'under 1 s' or 'about 3 s'
+
+
 def test_interpolated_kmeans_scores_label_like_interpolated_features(small, tmp_path):
     raw = small.evaluation[0].raw
     scores = orgaseg.segment(raw, k=5, pixel_size=50, sample_size=5000)  # k scores interpolated per voxel

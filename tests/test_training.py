@@ -94,9 +94,11 @@ def test_loss_falls_and_checkpoint_rebuilds_identical_features(phantom_volume, t
 
 def test_resume_continues_the_same_loss_curve(phantom_volume, tmp_path):
     straight = MAESTER.train([phantom_volume], tmp_path / "a.pt", preset="tiny", steps=24, device="cpu")
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as raised:
         MAESTER.train([phantom_volume], tmp_path / "b.pt", preset="tiny", steps=24, device="cpu",
                       progress=_stop_after(12))
+    # the command line prints the note in its last line
+    assert raised.value.__notes__ == [f"saved {tmp_path / 'b.pt'} at step 12 of 24; --resume (resume=True) continues it"]
     resumed = MAESTER.train([phantom_volume], tmp_path / "b.pt", resume=True, device="cpu")
     assert resumed["step"] == 24
     np.testing.assert_allclose(resumed["losses"], straight["losses"], rtol=1e-5)

@@ -341,7 +341,15 @@ def segment(
     try:
         # said before the long part starts
         kept = kept_feature_bytes(executor, reused is None, feature_memory)
-        cost = estimate_cost(stages, job, plan_blocks(job, block_shape), reuse_bytes=kept)
+        planned, stored = plan_blocks(job, block_shape), None
+        if outputs.state is not None and reused is None:  # a resumed run labels what is not done with its clusterer
+            stored = outputs.state.load_models(stages.clusterer)
+        blocks = planned
+        if stored is not None:
+            outputs.state.use_models(stored)
+            blocks = [block for block in planned if not outputs.state.is_done(block)]
+        cost = estimate_cost(stages, job, blocks, reuse_bytes=kept, sampling=reused is None and stored is None,
+                             done=len(planned) - len(blocks))
     except BaseException:
         outputs.interrupted()
         raise

@@ -207,10 +207,12 @@ def run_training(
             report(progress, "training", completed, total, loss=losses[-1], fovs_per_s=round(rate, 1), **figures())
             if completed >= total or (minutes is not None and spent >= minutes * 60.0):
                 break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         # Ctrl-C: keep what was trained; --resume continues from here
         if completed > start_step and (state is None or state["step"] != completed):
             checkpoint(completed)
+        if completed > 0:  # the command line prints the notes in its last line
+            err.add_note(f"saved {output} at step {completed} of {total}; --resume (resume=True) continues it")
         raise
     if state is None or state["step"] != completed:
         state = checkpoint(completed)

@@ -98,7 +98,7 @@ def time_features(job, block: Block) -> float:
     return time.perf_counter() - started
 
 
-def estimate_cost(stages, job, blocks, *, reuse_bytes: int = 0) -> dict | None:
+def estimate_cost(stages, job, blocks, *, reuse_bytes: int = 0, sampling: bool = True, done: int = 0) -> dict | None:
     """The forward passes and expected seconds of segmenting ``job``'s volume, logged; None without an encoder.
 
     Parameters
@@ -108,12 +108,18 @@ def estimate_cost(stages, job, blocks, *, reuse_bytes: int = 0) -> dict | None:
     job : BlockJob
         The volume's block job.
     blocks : list of Block
-        The run's blocks (:func:`~orgaseg.pipeline.runner.plan_blocks`): what
-        each one computes (:meth:`~orgaseg.pipeline.tasks.BlockJob.computed_region`)
-        is what is counted; a piece of the first is timed.
+        The blocks the run labels (:func:`~orgaseg.pipeline.runner.plan_blocks`,
+        less those a resumed run finds done): what each one computes
+        (:meth:`~orgaseg.pipeline.tasks.BlockJob.computed_region`) is what is
+        counted; a piece of the first is timed. None left: nothing to estimate.
     reuse_bytes : int
         Bytes of features the run keeps from its sampling pass for its
         labelling pass (0 when the labelling pass computes every block again).
+    sampling : bool
+        Whether the run samples the blocks to fit its clusterer first (not with
+        a reused clusterer, nor on resuming one an earlier run fitted).
+    done : int
+        Blocks an earlier run finished (said in the message).
 
     Returns
     -------
@@ -125,10 +131,10 @@ def estimate_cost(stages, job, blocks, *, reuse_bytes: int = 0) -> dict | None:
     shape = job.grid.shape if job.grid is not None else job.source.volume.shape
     regions = [job.computed_region(block) for block in blocks]
     once = forward_passes(job.extractor, regions)
-    if once is None:
+    if once is None or not blocks:
         return None
-    kept = min(1.0, reuse_bytes / (4 * job.extractor.n_features * int(np.prod(shape))))
-    repeats = 2 - kept  # the labelling pass computes again what was not kept
+    kept = min(1.0, reuse_bytes / (4 * job.extractor.n_features * int(np.prod(shape)))) if sampling else 0.0
+    repeats = 2 - kept if sampling else 1  # the labelling pass computes again what was not kept
     passes = round(once * repeats)
     piece = probe_block(job, blocks[0], probe_passes(job.extractor, once))
     per_pass = time_features(job, piece) / max(1, forward_passes(job.extractor, [job.computed_region(piece)]))
@@ -136,10 +142,11 @@ def estimate_cost(stages, job, blocks, *, reuse_bytes: int = 0) -> dict | None:
     cost = {"forward_passes": passes, "seconds_per_pass": round(per_pass, 6), "expected_s": round(expected, 1)}
     voxels = (f"{int(np.prod(shape)):,} voxels" if job.grid is None else
               f"{int(np.prod(shape)):,} working voxels of {format_sizes(job.grid.working_voxel_size)} nm")
+    passes_over = (f"sampling, then labelling{_reuse(kept)}" if sampling else
+                   f"labelling the {len(blocks)} blocks not done, {done} done before" if done else "labelling")
     message = (f"{stages.features.name} features: about {passes:,} encoder forward passes over "
-               f"{voxels} (sampling, then labelling{_reuse(kept)}); at {_rate(per_pass)} per "
-               f"second with the rest of the strategy, timed on a piece of the volume here: about "
-               f"{_duration(expected)}")
+               f"{voxels} ({passes_over}); at {_rate(per_pass)} per second with the rest of the strategy, "
+               f"timed on a piece of the volume here: {_duration(expected)}")
     if expected > LONG_S and stages.features.name != "expand-stride" and stages.encoder is not None:
         from orgaseg.features import FEATURES
 
@@ -148,7 +155,7 @@ def estimate_cost(stages, job, blocks, *, reuse_bytes: int = 0) -> dict | None:
         faster = FEATURES["expand-stride"].build(stages.encoder, voxel_size, planes, stages.device)
         cost["expand_stride_passes"] = round(repeats * forward_passes(faster, regions))
         message += (f"; expand-stride (--features expand-stride) needs about {cost['expand_stride_passes']:,} "
-                    f"(about {_duration(cost['expand_stride_passes'] * per_pass)} at this rate)")
+                    f"({_duration(cost['expand_stride_passes'] * per_pass)} at this rate)")
     if expected > LONG_S:  # a warning, said as the others are (the command line prefixes 'warning:')
         message += "; a coarser --pixel-size also divides the work"
         warnings.warn(OrgasegWarning(message), stacklevel=3)
@@ -168,10 +175,11 @@ def _reuse(kept: float) -> str:
 
 
 def _duration(seconds: float) -> str:
+    """``about 5 min``, or ``under 1 s``."""
     if seconds < 1:
         return "under 1 s"
     if seconds < 90:
-        return f"{seconds:.0f} s"
+        return f"about {seconds:.0f} s"
     if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+        return f"about {seconds / 60:.0f} min"
+    return f"about {seconds / 3600:.1f} h"
