@@ -373,7 +373,8 @@ def _check_class_ids(confusion: np.ndarray, name: str, classes: Sequence[str] | 
             "the missing ids are classes absent here"
         )
     ignored = ", ".join(map(str, sorted(set(ignore))))
-    problem = (f"{name} holds {found.size} counted values ({shown}; {ignored} not scored), but "
+    shown += f"; {ignored} not scored" if ignored else ""
+    problem = (f"{name} holds {found.size} counted values ({shown}), but "
                f"{n_classes} class names ({arg('classes')}) stand for the class ids 0..{n_classes - 1}")
     if found.size <= n_classes:
         # a 1-based annotation (0 unannotated, 1..C the classes) is the usual case: name its values in order
