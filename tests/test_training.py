@@ -274,7 +274,7 @@ def test_a_resume_refuses_another_seed_or_pixel_size_and_keeps_its_normalisation
     with pytest.raises(OrgasegError, match="was trained with seed 3, not 0: a resume continues the same run; leave "
                                            "seed=N out"):
         MAESTER.train([cell.raw], ckpt, resume=True, steps=4, voxel_size=(10, 10, 10), device="cpu", seed=0)
-    with pytest.raises(OrgasegError, match="was trained at a working pixel size of 20 nm, not native"):
+    with pytest.raises(OrgasegError, match="was trained at a working pixel size of 20 nm, not the volumes' own pixel size"):
         MAESTER.train([cell.raw], ckpt, resume=True, steps=4, voxel_size=(10, 10, 10), device="cpu",
                       pixel_size="native")
     # the normalisation the run started with goes on, whatever the volume's percentiles give now

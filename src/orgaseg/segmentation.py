@@ -136,8 +136,8 @@ def check_reused_features(centers, reused: Clusterer, stages: Stages, job, model
                            f"{'no checkpoint' if model_sha256 is None else 'another checkpoint'})")
     if config["features"] != mine["features"] or digest(config.get("feature_options") or {}) != \
             digest(mine["feature_options"]):
-        differences.append(f"the dense features ({config['features']} {config.get('feature_options') or {}}; this run: "
-                           f"{mine['features']} {mine['feature_options']})")
+        differences.append(f"the dense features ({_features_text(config['features'], config.get('feature_options'))}; "
+                           f"this run: {_features_text(mine['features'], mine['feature_options'])})")
     grid = config.get("working_grid")
     fitted_at = _voxel_text(grid["working_voxel_size"] if grid else (record.get("input") or {}).get("voxel_size"))
     here = _voxel_text(job.grid.working_voxel_size if job.grid is not None else job.source.volume.voxel_size)
@@ -154,6 +154,11 @@ def check_reused_features(centers, reused: Clusterer, stages: Stages, job, model
         warnings.warn(OrgasegWarning(f"{centers}: its clusterer was fitted on working voxels of {fitted_at}, this "
                                      f"run computes features on {here}: its clusters may fall on other structures"),
                       stacklevel=3)
+
+
+def _features_text(name: str, options: dict | None) -> str:
+    """``filter-bank``, or ``filter-bank with scales_nm=[20, 40]``."""
+    return name + (" with " + ", ".join(f"{k}={v}" for k, v in options.items()) if options else "")
 
 
 def _voxel_text(voxel_size) -> str:

@@ -62,10 +62,12 @@ def start_or_resume(spec, output: Path, preset: str | None, volumes: list[Volume
             raise OrgasegError(f"{output} was trained with seed {state['seed']}, not {seed}: a resume continues the "
                                f"same run; leave {arg('seed')} out")
         trained_nm = state.get("pixel_size_nm")
-        if pixel_size is not None and resolve_pixel_size(pixel_size, spec.pixel_size_nm) != trained_nm:
-            trained = "the volumes' own pixel size" if trained_nm is None else f"a working pixel size of {trained_nm:g} nm"
-            raise OrgasegError(f"{output} was trained at {trained}, not {pixel_size}: a resume continues the same "
-                               f"run; leave {arg('pixel_size')} out")
+        asked_nm = None if pixel_size is None else resolve_pixel_size(pixel_size, spec.pixel_size_nm)
+        if pixel_size is not None and asked_nm != trained_nm:
+            trained, asked = ("the volumes' own pixel size" if nm is None else f"a working pixel size of {nm:g} nm"
+                              for nm in (trained_nm, asked_nm))
+            raise OrgasegError(f"{output} was trained at {trained}, not {asked}: a resume continues the same run; "
+                               f"leave {arg('pixel_size')} out")
         volumes = resumed_volumes(volumes, state.get("training_volumes"), output)
         check_writable(output)  # before the training, not at its first checkpoint
         return state, state["preset"], volumes
