@@ -229,6 +229,31 @@ def test_segmenting_with_a_graph_checkpoint_checks_what_it_is_given(trained):
     assert arguments["pixel_size"] == 20.0 and arguments["centers"] == str(checkpoint)
 
 
+def test_a_checkpoint_trained_at_the_default_pixel_size_segments_by_its_rule(tmp_path):
+    # the default (10 nm) coarsens only finer volumes: trained on a 5 nm and a 20 nm volume, the checkpoint
+    # keeps a 20 nm volume at its own pixel size when it segments one, as training did, instead of upsampling it
+    fine, _ = _disks(1, shape=(2, 256, 256))  # serial sections: in-plane features on both grids
+    coarse, _ = _disks(2)
+    record = orgaseg.train("sccs", [Volume(fine, voxel_size=(100.0, 5.0, 5.0)),
+                                    Volume(coarse, voxel_size=(100.0, 20.0, 20.0))], tmp_path / "sccs.json", k=3,
+                           preset="tiny", graphs=8, model_options=OPTIONS, seed=1)
+    assert [v["working_voxel_size"] for v in record["training_volumes"]] == [[100.0, 10.0, 10.0],
+                                                                             [100.0, 20.0, 20.0]]
+    assert record["pixel_size_nm"] == 10.0 and record["coarsen_only"]
+    arguments = segment_arguments(tmp_path / "sccs.json", method="sccs")
+    for image, voxel_size, grid in ((coarse, (100.0, 20.0, 20.0), None),
+                                    (fine, (100.0, 5.0, 5.0), [100.0, 10.0, 10.0])):
+        seg = orgaseg.segment(image, voxel_size=voxel_size, **arguments)
+        working = seg.provenance["config"]["working_grid"]
+        assert (working and working["working_voxel_size"]) == grid
+    # 40 nm sections: in-plane features on the 10 nm grid, 3D ones on the 20 nm grid: no one clusterer reads both
+    with pytest.raises(OrgasegError, match=r"the training volumes give different features: an array \(18 channels at "
+                                           r"40 x 10 x 10 nm\) and an array \(20 channels at 40 x 20 x 20 nm\)"):
+        orgaseg.train("sccs", [Volume(fine, voxel_size=(40.0, 5.0, 5.0)),
+                               Volume(coarse, voxel_size=(40.0, 20.0, 20.0))],
+                      tmp_path / "mixed.json", k=3, preset="tiny", graphs=8, model_options=OPTIONS)
+
+
 @pytest.mark.skipif(not (SHARED_DATA / "vnc").is_dir(), reason=f"real data not found at {SHARED_DATA / 'vnc'}")
 def test_an_evaluation_volume_is_refused_as_training_input(tmp_path, monkeypatch):
     monkeypatch.setenv("ORGASEG_DATA_ROOT", str(SHARED_DATA))

@@ -53,7 +53,8 @@ import numpy as np
 
 from orgaseg.cluster.graph_clusterers import CS2C_HEADS, PRESET_STEPS
 from orgaseg.errors import OrgasegError, arg
-from orgaseg.io.volume import volume_record
+from orgaseg.io.metadata import format_sizes
+from orgaseg.io.volume import Volume, volume_record
 from orgaseg.io.writers import check_writable, writing
 from orgaseg.progress import ProgressCallback, report
 
@@ -307,6 +308,7 @@ def train_graph_clusterer(
     clusterer_options = {**stages.clusterer_options, "preset": preset, **({"steps": int(steps)} if steps else {})}
     fit = stages.clusterer.start_fit(k, seed=seed, **clusterer_options)
     jobs = [stages.job(VolumeSource(v), compute_normalization(v, seed=seed)) for v in volumes]
+    _refuse_mixed_features(volumes, jobs)
     sampler = RegionSampler(jobs, fit.graph_options.region_nm, seed=seed)
     draws = [sampler.draw(i) for i in range(int(graphs))]
     for i, draw in enumerate(draws, 1):
@@ -329,6 +331,8 @@ def train_graph_clusterer(
         "encoder": None if encoder is None else {"path": str(Path(encoder).resolve()),
                                                  "sha256": _file_hash(encoder), **stages.encoder.describe()},
         "pixel_size_nm": None if own_grids else stages.pixel_size_nm,
+        # the method's default: finer volumes were resampled to it, coarser ones kept theirs (segment does the same)
+        "coarsen_only": bool(stages.coarsen_only),
         "training_volumes": [{**volume_record(v), "working_voxel_size": list(
                                   job.grid.working_voxel_size if job.grid is not None else v.voxel_size)}
                              for v, job in zip(volumes, jobs)],
@@ -397,7 +401,9 @@ def segment_arguments(checkpoint: str | Path, *, method: str, centers=None, feat
     options : mapping, optional
         Stage options over the checkpoint's feature options (e.g. a faster ``stride``).
     pixel_size : float, "native" or None
-        Default: the checkpoint's; another one works with a warning, as for encoder checkpoints.
+        Default: the checkpoint's (trained at the method's default, which coarsens only finer volumes: the
+        same rule, so a volume as coarse as a training volume left at its own pixel size is too); another
+        one works with a warning, as for encoder checkpoints.
     model
         Ignored (the caller's ``model``, i.e. ``checkpoint`` itself).
 
@@ -407,6 +413,7 @@ def segment_arguments(checkpoint: str | Path, *, method: str, centers=None, feat
         ``method``, ``model`` (the encoder checkpoint or None), ``centers``, ``features``, ``clusterer``,
         ``options`` and ``pixel_size`` for :func:`orgaseg.segment`.
     """
+    from orgaseg.methods import METHODS
     from orgaseg.pipeline.stages import resolve_pixel_size
 
     record = load_graph_checkpoint(checkpoint)
@@ -430,7 +437,10 @@ def segment_arguments(checkpoint: str | Path, *, method: str, centers=None, feat
             raise OrgasegError(f"{path} has changed since {checkpoint} was trained on its features "
                                f"(SHA-256 {encoder['sha256'][:12]}...): retrain the clusterer on the new encoder")
     trained_nm = record.get("pixel_size_nm")
-    if pixel_size is None:
+    default_nm = METHODS[trained].pixel_size_nm
+    if pixel_size is None and record.get("coarsen_only") and trained_nm in (None, default_nm):
+        pass  # trained under the method default's rule (finer volumes coarsened, coarser ones kept): the same here
+    elif pixel_size is None:
         pixel_size = "native" if trained_nm is None else trained_nm
     elif resolve_pixel_size(pixel_size, None) != trained_nm:
         at = "the training volumes' own pixel size" if trained_nm is None else f"{trained_nm:g} nm"
@@ -439,6 +449,25 @@ def segment_arguments(checkpoint: str | Path, *, method: str, centers=None, feat
     return {"method": trained, "model": None if encoder is None else encoder["path"], "centers": str(checkpoint),
             "features": record["features"]["name"], "clusterer": clusterer or kind,
             "options": {**record["features"]["options"], **dict(options or {})} or None, "pixel_size": pixel_size}
+
+
+def _refuse_mixed_features(volumes: Sequence[Volume], jobs: Sequence) -> None:
+    """Refuse training volumes whose features differ: one clusterer reads one feature set.
+
+    The filter bank is in-plane on serial sections and 3D on near-isotropic grids, and drops scales
+    finer than a grid's pixel, so volumes of other voxel sizes can give other channels.
+    """
+    def described(volume, job) -> str:
+        grid = job.grid.working_voxel_size if job.grid is not None else volume.voxel_size
+        return f"{volume.path or 'an array'} ({job.extractor.n_features} channels at {format_sizes(grid)} nm)"
+
+    first = jobs[0].extractor.config().get("features", jobs[0].extractor.n_features)
+    for volume, job in zip(volumes[1:], jobs[1:]):
+        if job.extractor.config().get("features", job.extractor.n_features) != first:
+            raise OrgasegError(
+                f"the training volumes give different features: {described(volumes[0], jobs[0])} and "
+                f"{described(volume, job)}; one clusterer reads one feature set: train on volumes of like voxel "
+                f"size and anisotropy, or put them on one grid with {arg('pixel_size')}")
 
 
 def _refuse_unsupported(name: str, *, resume: bool, minutes, workers: int, snapshots: int) -> None:
