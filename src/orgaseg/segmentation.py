@@ -90,8 +90,13 @@ def load_centers(source, spec: ClustererSpec | None = None) -> Clusterer:
     spec : ClustererSpec, optional
         Reads the state back (default: the clusterer its ``kind`` names).
     """
+    return _read_centers(source, spec)[0]
+
+
+def _read_centers(source, spec: ClustererSpec | None = None) -> tuple[Clusterer, dict | None]:
+    """:func:`load_centers`, with the record it was read from (None for a ``.npy`` or a clusterer object)."""
     if not isinstance(source, (str, Path)):
-        return source
+        return source, None
     path = Path(source)
     if not path.exists():
         raise OrgasegError(f"centres file not found: {path}")
@@ -100,7 +105,7 @@ def load_centers(source, spec: ClustererSpec | None = None) -> Clusterer:
         if centers.ndim != 2:
             raise OrgasegError(f"{path}: centres must be a 2D array (k, n_features), got shape {centers.shape}")
         n = centers.shape[1]
-        return KMeansModel(centers=centers, mean=np.zeros(n, np.float32), scale=np.ones(n, np.float32))
+        return KMeansModel(centers=centers, mean=np.zeros(n, np.float32), scale=np.ones(n, np.float32)), None
     try:
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -108,10 +113,11 @@ def load_centers(source, spec: ClustererSpec | None = None) -> Clusterer:
     state = record.get("clusterer") if isinstance(record, dict) else None
     if not state:
         raise OrgasegError(f"{path}: no 'clusterer' entry; give the provenance JSON written beside a segmentation")
-    return clusterer_from_dict(state, spec)
+    return clusterer_from_dict(state, spec), record
 
 
-def check_reused_features(centers, reused: Clusterer, stages: Stages, job, model_sha256: str | None) -> None:
+def check_reused_features(centers, record: dict | None, reused: Clusterer, stages: Stages, job,
+                          model_sha256: str | None) -> None:
     """Refuse a clusterer reused from a segmentation whose features differ from what this run computes.
 
     A clusterer's label ids stand for structures only in the features it was fitted on: another
@@ -120,11 +126,10 @@ def check_reused_features(centers, reused: Clusterer, stages: Stages, job, model
     provenance (a ``.npy``, a clusterer object, a graph clusterer's checkpoint, which sets the features
     itself) are not checked. Another working voxel size with features of the same width is warned about
     (features in nm carry over between voxel sizes, more or less).
+
+    ``record`` is what ``centers`` was read from (:func:`_read_centers`).
     """
-    if not isinstance(centers, (str, Path)) or Path(centers).suffix == ".npy":
-        return
-    record = json.loads(Path(centers).read_text())
-    config = record.get("config")
+    config = (record or {}).get("config")
     if not isinstance(config, dict) or "features" not in config:
         return
     fitted_model = (record.get("model") or {}).get("sha256")
@@ -296,7 +301,8 @@ def segment(
                                           clusterer=clusterer, options=options, pixel_size=pixel_size)
             method, model, centers, features, clusterer, options, pixel_size = (arguments[name] for name in (
                 "method", "model", "centers", "features", "clusterer", "options", "pixel_size"))
-    reused = load_centers(centers, get_clusterer(clusterer) if clusterer is not None else None) if centers is not None else None
+    reused, reused_from = (_read_centers(centers, get_clusterer(clusterer) if clusterer is not None else None)
+                           if centers is not None else (None, None))
     if reused is not None and clusterer is None:
         clusterer = str(reused.to_dict().get("kind", "kmeans"))
     stages = resolve_stages(method, model=model, features=features, clusterer=clusterer, options=options,
@@ -322,7 +328,7 @@ def segment(
     job = stages.job(source, normalization)
     block_shape = resolve_block_shape(job, block_shape)
     model_hash = _file_hash(model) if model is not None else None
-    check_reused_features(centers, reused, stages, job, model_hash)
+    check_reused_features(centers, reused_from, reused, stages, job, model_hash)
     executor = executor or SerialExecutor()
     config = {**stages.config(), "extractor": job.extractor.config(),
               "working_grid": job.grid.describe() if job.grid is not None else None,
@@ -345,16 +351,18 @@ def segment(
     job.features_out = outputs.features
     try:
         # said before the long part starts
-        kept = kept_feature_bytes(executor, reused is None, feature_memory)
-        planned, stored = plan_blocks(job, block_shape), None
-        if outputs.state is not None and reused is None:  # a resumed run labels what is not done with its clusterer
-            stored = outputs.state.load_models(stages.clusterer)
-        blocks = planned
-        if stored is not None:
-            outputs.state.use_models(stored)
-            blocks = [block for block in planned if not outputs.state.is_done(block)]
-        cost = estimate_cost(stages, job, blocks, reuse_bytes=kept, sampling=reused is None and stored is None,
-                             done=len(planned) - len(blocks))
+        # a resumed run labels the blocks not done with the clusterer it stored: no sampling pass
+        stored = outputs.state.load_models(stages.clusterer) if outputs.state is not None and reused is None else None
+        fitted_before = [reused] if reused is not None else stored
+        kept = kept_feature_bytes(executor, fitted_before is None, feature_memory)
+        cost = None
+        if stages.encoder is not None:  # only an encoder's passes are priced (the done blocks are read for it alone)
+            planned = blocks = plan_blocks(job, block_shape)
+            if stored is not None:
+                outputs.state.use_models(stored)
+                blocks = [block for block in planned if not outputs.state.is_done(block)]
+            cost = estimate_cost(stages, job, blocks, reuse_bytes=kept, sampling=fitted_before is None,
+                                 done=len(planned) - len(blocks))
     except BaseException:
         outputs.interrupted()
         raise
@@ -364,8 +372,8 @@ def segment(
             job,
             stages.clusterer,
             [outputs.sink],
-            ks=None if reused is not None else [n_labels],
-            clusterers=[reused] if reused is not None else None,
+            ks=None if fitted_before is not None else [n_labels],
+            clusterers=fitted_before,
             options=stages.clusterer_options,
             seed=seed,
             sample_size=sample_size,

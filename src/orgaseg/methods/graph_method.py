@@ -437,12 +437,11 @@ def segment_arguments(checkpoint: str | Path, *, method: str, centers=None, feat
             raise OrgasegError(f"{path} has changed since {checkpoint} was trained on its features "
                                f"(SHA-256 {encoder['sha256'][:12]}...): retrain the clusterer on the new encoder")
     trained_nm = record.get("pixel_size_nm")
-    default_nm = METHODS[trained].pixel_size_nm
-    if pixel_size is None and record.get("coarsen_only") and trained_nm in (None, default_nm):
-        pass  # trained under the method default's rule (finer volumes coarsened, coarser ones kept): the same here
-    elif pixel_size is None:
+    # trained under the method default's rule (finer volumes coarsened, coarser ones kept): None keeps it
+    by_default_rule = record.get("coarsen_only") and trained_nm in (None, METHODS[trained].pixel_size_nm)
+    if pixel_size is None and not by_default_rule:
         pixel_size = "native" if trained_nm is None else trained_nm
-    elif resolve_pixel_size(pixel_size, None) != trained_nm:
+    elif pixel_size is not None and resolve_pixel_size(pixel_size, None) != trained_nm:
         at = "the training volumes' own pixel size" if trained_nm is None else f"{trained_nm:g} nm"
         warnings.warn(f"{checkpoint} was trained at {at}; segmenting at {pixel_size} shows it other structures "
                       "than it learned", stacklevel=2)

@@ -90,7 +90,7 @@ def training_normalizations(volumes: list[Volume], state: dict, seed: int) -> li
     this way continues as it began).
     """
     recorded = state.get("normalizations")
-    if recorded and len(recorded) == len(volumes):
+    if recorded:  # a resume trains on the volumes it recorded (resumed_volumes)
         return [Normalization.from_dict(n) for n in recorded]
     return [compute_normalization(v, seed=seed) for v in volumes]
 

@@ -251,11 +251,9 @@ def resolve_stages(
 
         device_name = resolve_device(device).type
         encoder = load_encoder(model, device_name)
-        if row.encoder is not None and encoder.name != row.encoder:
-            raise OrgasegError(f"{model} holds a {encoder.name!r} encoder ({encoder.record.get('method')}), but method "
-                               f"{row.name!r} uses {row.encoder!r}: pass --method {encoder.record.get('method')}")
         trained = encoder.record.get("method")
-        if row.learns and trained is not None and trained != row.name:  # his4mae and sdae-recon share an encoder
+        # by the checkpoint's method, not only its encoder: his4mae and sdae-recon train the same one
+        if row.encoder is not None and (encoder.name != row.encoder or trained not in (None, row.name)):
             raise OrgasegError(f"{model} is a checkpoint of {trained}, not {row.name}: pass --method {trained}")
         if encoder.kind != feature_spec.needs:
             raise OrgasegError(f"{feature_spec.name} features need a {feature_spec.needs} encoder; {model} holds a "
