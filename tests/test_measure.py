@@ -244,6 +244,15 @@ def test_raw_and_mask_are_read_on_the_instances_grid_whatever_their_tiff_metadat
     tifffile.imwrite(tmp_path / "stack4d.tif", np.zeros((2, 16, 40, 40), np.uint8))
     with pytest.raises(OrgasegError, match=r"the mask volume must be a 3D volume of the instances' shape"):
         measure_instances(labels, voxel_size=voxel_size, mask=tmp_path / "stack4d.tif")
+    # a raw stored with a channel axis of one entry is that channel; of two, refused naming the channels
+    tifffile.imwrite(tmp_path / "raw1c.tif", (labels * 100).astype(np.uint8)[:, None], imagej=True,
+                     metadata={"axes": "ZCYX"})
+    result = measure_instances(labels, voxel_size=voxel_size, raw=tmp_path / "raw1c.tif")
+    assert result.table["mean_intensity"][0] == pytest.approx(100.0)
+    tifffile.imwrite(tmp_path / "raw2c.tif", np.stack([labels * 100, labels * 50], axis=1).astype(np.uint8),
+                     imagej=True, metadata={"axes": "ZCYX"})
+    with pytest.raises(OrgasegError, match=r"the raw volume must be a 3D volume .* data has 2 channels"):
+        measure_instances(labels, voxel_size=voxel_size, raw=tmp_path / "raw2c.tif")
 
 
 def test_a_raw_volume_or_mask_from_another_place_is_warned_about():

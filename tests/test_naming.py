@@ -189,8 +189,9 @@ def test_scribbles_with_a_names_table(segmented, tmp_path, capsys):
     tifffile.imwrite(tmp_path / "float.tif", scribbles.astype(np.float32))  # as Fiji saves a 32-bit label image
     from_float = name_clusters(segmented / "seg.ome.zarr", scribbles=tmp_path / "float.tif", names=tmp_path / "names.csv")
     np.testing.assert_array_equal(from_float.labels, result.labels)
-    tifffile.imwrite(tmp_path / "plane.tif", scribbles[2])
-    with pytest.raises(OrgasegError, match=r"the scribble volume must be a 3D volume of the segmentation's shape"):
+    tifffile.imwrite(tmp_path / "plane.tif", scribbles[2])  # an image is one slice
+    with pytest.raises(OrgasegError, match=r"scribbles of shape \(1, 96, 96\) differ from the segmentation's "
+                                           r"\(8, 96, 96\)"):
         name_clusters(segmented / "seg.ome.zarr", scribbles=tmp_path / "plane.tif", names=tmp_path / "names.csv")
     # scribbles inside a container with other datasets (ilastik's way): their own key
     import h5py

@@ -169,6 +169,9 @@ def open_on_grid(path: str | Path, what: str, grid: str, shape: tuple[int, int, 
 
     Its axes are z, y, x whatever a TIFF's metadata calls them (an ImageJ TIFF of a 3D array says channels) and
     its voxel size plays no part (``voxel_size``, else its own, without warnings); the caller checks the shape.
+    Data of two axes or of more than three is read by its own metadata (an image as one slice; axes of one
+    entry dropped); one of several channels or time points is refused naming them (the command line adds how
+    ``orgaseg crop`` picks one).
 
     Parameters
     ----------
@@ -192,6 +195,12 @@ def open_on_grid(path: str | Path, what: str, grid: str, shape: tuple[int, int, 
         except OrgasegError as err:
             if arg("key") in err.args[0]:  # a container that needs a key: this input's own option
                 raise with_key_option(err, key_option) from None
+            if "do not fit data of shape" not in err.args[0]:
+                raise OrgasegError(f"{what} must be a 3D volume of {grid} shape {shape} (z, y, x), and this one "
+                                   f"cannot be read as such: {err.args[0]}") from None
+        try:  # not three axes as stored: its metadata says which are z, y, x and what the others are
+            return open_volume(path, key=key, voxel_size=voxel_size)
+        except OrgasegError as err:
             raise OrgasegError(f"{what} must be a 3D volume of {grid} shape {shape} (z, y, x), and this one cannot "
                                f"be read as such: {err.args[0]}") from None
 

@@ -60,7 +60,7 @@ from orgaseg.io.metadata import check_voxel_size, warn_if_placed_apart
 from orgaseg.io.partial import atomic_path, refuse_existing
 from orgaseg.io.provenance import producing_command
 from orgaseg.io.readers import open_on_grid
-from orgaseg.io.volume import Volume, as_volume
+from orgaseg.io.volume import Volume, as_volume, read_as
 from orgaseg.io.writers import writing
 from orgaseg.labels import check_label_dtype, integer_labels
 from orgaseg.organelles.instances import read_label_names
@@ -424,7 +424,7 @@ def _warn_if_class_labels(volume: Volume) -> None:
 def _open(data, what: str, *, key=None, voxel_size=None, shape=None) -> tuple[Volume, VolumeSource]:
     if isinstance(data, (str, Path)) and shape is not None:  # raw and mask lie on the instances' grid
         volume = open_on_grid(data, f"the {what} volume", "the instances'", shape, key=key, key_option=f"{what}_key")
-        source = VolumeSource.from_arguments(data, volume, key=key, axes="zyx")
+        source = VolumeSource.from_arguments(data, volume, key=key, axes=read_as(volume).get("axes", "zyx"))
     elif isinstance(data, (str, Path)):
         volume = open_volume(data, key=key, voxel_size=voxel_size)
         source = VolumeSource.from_arguments(data, volume, key=key)
