@@ -510,3 +510,34 @@ def test_the_baseline_works_at_10_nm_by_default_but_never_on_a_guessed_voxel_siz
     with pytest.warns(UserWarning, match="voxel size unknown"):
         assert grid(tmp_path / "raw.npy") is None
     assert grid(raw, voxel_size=(5, 5, 5), pixel_size="native") is None
+
+
+def test_a_refine_says_what_it_will_cost(checkpoints, tmp_path, capsys):
+    # a refine encodes the blocks holding its annotations, then every block (less what it kept in memory)
+    from orgaseg.organelles import name_clusters, points_from_arrays
+
+    method, model = checkpoints["mae"]
+    raw = load_dataset("phantom", shape=(4, 64, 64), voxel_size=(20.0, 20.0, 20.0), seed=4).evaluation[0]
+    path = tmp_path / "cell.npy"
+    np.save(path, raw.raw.read())
+    labels = raw.reference.read()
+    seg = tmp_path / "seg.ome.zarr"
+    assert main(["segment", str(path), "--voxel-size", "20", "20", "20", "--method", method, "--model", str(model),
+                 "-k", "3", "--block-shape", "1", "64", "64", "--quiet", "-o", str(seg)]) == 0
+    coords = np.concatenate([np.argwhere(labels[:1] == value)[:5] for value in (0, 1)])  # all on the first slice
+    points = points_from_arrays(coords, ["a"] * 5 + ["b"] * 5, shape=labels.shape)
+
+    def passes(**options):
+        return name_clusters(seg, annotations=points, refine=True, prior="clicks", **options).provenance["cost_estimate"]
+
+    labelling = passes()["forward_passes"]  # the first slice's features are kept for the labelling pass
+    twice = passes(feature_memory=0)["forward_passes"]
+    assert 0 < twice - labelling < labelling / 2  # one block of four encoded again, with the context's margin
+    assert name_clusters(seg, annotations=points, refine=False).provenance["cost_estimate"] is None
+    frame = tmp_path / "points.csv"
+    frame.write_text("z,y,x,name\n" + "".join(f"{z},{y},{x},{n}\n" for (z, y, x), n in
+                                              zip(coords, ["a"] * 5 + ["b"] * 5)))
+    assert main(["name", str(seg), "--points", str(frame), "--refine", "--prior", "clicks",
+                 "-o", str(tmp_path / "named.ome.zarr")]) == 0
+    assert (f"about {labelling:,} encoder forward passes over 16,384 voxels (training on 1 block, then labelling, "
+            "which reuses the features kept in memory)") in capsys.readouterr().err

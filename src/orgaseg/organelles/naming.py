@@ -45,6 +45,7 @@ from orgaseg.organelles.refine import (
     RefinedClassifier,
     balanced_subsample,
     default_prior,
+    estimate_refine_cost,
     features_at,
     forest_path,
     label_with_classifier,
@@ -360,16 +361,20 @@ def name_clusters(
         sink = create_label_writer(output, volume.shape, n_labels, voxel_size=known_voxel_size(volume), origin=placement(volume),
                                    overwrite=overwrite,
                                    chunks=aligned_chunks(block_shape, LABEL_CHUNKS), label_names=naming.names)
+    cost = None
     try:
         if segmentation_job is not None:  # a classifier is trained here (the clicks) or reused (a mapping)
             training = fitted_classifier is None
             # the training pass's features are kept for the labelling pass (blocks holding clicks are not featurised twice)
             kept = kept_feature_bytes(executor or SerialExecutor(), training, feature_memory)
+            voxels = _training_voxels(segmentation_job, annotations, prior, seed) if training else None
+            cost = estimate_refine_cost(segmentation_job, reuse_bytes=kept,
+                                        training=np.concatenate(voxels[1:]) if training else None)
             with reusing_features([segmentation_job.job], kept):
                 if training:
                     fitted_classifier, described["trained_on"] = _train(
-                        segmentation_job, annotations, clusters, volume, n_labels, kind=classifier, prior=prior,
-                        seed=seed, progress=progress)
+                        segmentation_job, annotations, voxels, clusters, volume, n_labels, kind=classifier,
+                        prior=prior, seed=seed, progress=progress)
                 label_with_classifier(segmentation_job, fitted_classifier, sink, executor=executor, progress=progress)
         else:
             relabel(volume, naming.cluster_ids, sink, block_shape=block_shape, progress=progress)
@@ -387,6 +392,7 @@ def name_clusters(
             refined=fitted_classifier is not None,
             classifier=classifier_state,
             mapping_from=str(mapping) if mapping is not None else None,
+            cost_estimate=cost,
             wall_time_s=round(time.time() - started, 3),
         )
         path = sink.finalize(provenance, progress) if output is not None else None
@@ -412,16 +418,24 @@ def relabel(volume: Volume, lookup: np.ndarray, sink, *, block_shape: tuple[int,
         report(progress, "naming blocks", done, len(blocks))
 
 
-def _train(segmentation_job, annotations: Annotations, clusters: np.ndarray, volume: Volume, n_labels: int, *,
-           kind: str, prior: str, seed: int, progress) -> tuple[RefinedClassifier, int]:
-    """The refining classifier and the number of annotated voxels it trained on.
-
-    The features of the annotated voxels and (``prior="estimated"``) of a sample of
-    unannotated ones are computed in one pass over the blocks that hold them.
-    """
+def _training_voxels(segmentation_job, annotations: Annotations, prior: str,
+                     seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The annotations the classifier trains on (their indices and coordinates) and (``prior="estimated"``) the
+    unannotated voxels the class frequencies are estimated on."""
     keep = balanced_subsample(annotations.labels, MAX_TRAIN_PER_NAME, seed)
     coords = annotations.coords[keep]
     sampled = sample_unannotated(segmentation_job, seed=seed) if prior == "estimated" else coords[:0]
+    return keep, coords, sampled
+
+
+def _train(segmentation_job, annotations: Annotations, voxels, clusters: np.ndarray, volume: Volume, n_labels: int, *,
+           kind: str, prior: str, seed: int, progress) -> tuple[RefinedClassifier, int]:
+    """The refining classifier and the number of annotated voxels it trained on.
+
+    The features of the annotated voxels and of the unannotated ones (``voxels``, :func:`_training_voxels`)
+    are computed in one pass over the blocks that hold them.
+    """
+    keep, coords, sampled = voxels
     features = features_at(segmentation_job, np.concatenate([coords, sampled]), progress)
     unannotated = (features[len(coords):], values_at(volume, sampled)) if len(sampled) else None
     fitted = train_classifier(features[:len(coords)], clusters[keep], annotations.labels[keep] + 1,

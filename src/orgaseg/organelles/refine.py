@@ -27,11 +27,18 @@ import numpy as np
 
 from orgaseg.cluster import Clusterer, clusterer_from_dict
 from orgaseg.errors import OrgasegError, arg, with_key_option
-from orgaseg.features.context import DEFAULT_CONTEXT_PX, SliceNeighbours, SuperpixelContext, parse_context
+from orgaseg.features.context import (
+    DEFAULT_CONTEXT_PX,
+    SliceNeighbours,
+    SuperpixelContext,
+    parse_context,
+)
 from orgaseg.io.normalize import Normalization
 from orgaseg.io.partial import atomic_path, digest
 from orgaseg.io.provenance import to_jsonable
 from orgaseg.labels import smallest_label_dtype
+from orgaseg.pipeline.blocks import Block
+from orgaseg.pipeline.cost import estimate_cost
 from orgaseg.pipeline.runner import FEATURE_BYTES, plan_blocks
 from orgaseg.pipeline.stages import Stages, resolve_stages
 from orgaseg.pipeline.tasks import BlockJob, VolumeSource, sample_block
@@ -202,16 +209,37 @@ def features_at(segmentation: SegmentationJob, coords: np.ndarray, progress: Pro
     coords = np.asarray(coords, dtype=np.int64)
     job = segmentation.job
     out = np.zeros((len(coords), job.extractor.n_features), dtype=np.float32)
-    holding = []
-    for block in plan_blocks(job, segmentation.block_shape):
-        inside = np.all((coords >= [r.start for r in block.region]) & (coords < [r.stop for r in block.region]), axis=1)
-        if inside.any():
-            holding.append((block, np.flatnonzero(inside)))
+    holding = blocks_holding(segmentation, coords)
     report(progress, "features of the annotated voxels", 0, len(holding))
     for done, (block, rows) in enumerate(holding, 1):
         out[rows] = sample_block(job, block, coords[rows] - [r.start for r in block.region]).value
         report(progress, "features of the annotated voxels", done, len(holding))
     return out
+
+
+def blocks_holding(segmentation: SegmentationJob, coords: np.ndarray) -> list[tuple[Block, np.ndarray]]:
+    """The refine's blocks that hold some of voxel ``coords`` ``(n, 3)``, each with the rows of those it holds."""
+    holding = []
+    for block in plan_blocks(segmentation.job, segmentation.block_shape):
+        inside = np.all((coords >= [r.start for r in block.region]) & (coords < [r.stop for r in block.region]), axis=1)
+        if inside.any():
+            holding.append((block, np.flatnonzero(inside)))
+    return holding
+
+
+def estimate_refine_cost(segmentation: SegmentationJob, *, training: np.ndarray | None = None,
+                         reuse_bytes: int = 0) -> dict | None:
+    """The encoder forward passes and expected seconds of a refine, said as ``segment`` says its own
+    (:func:`~orgaseg.pipeline.cost.estimate_cost`); None for features without an encoder.
+
+    ``training``: the voxels whose features train the classifier first (none: a reused classifier labels
+    at once); ``reuse_bytes``: the features of that pass kept for the labelling pass.
+    """
+    if segmentation.stages.encoder is None:
+        return None
+    first = None if training is None else [block for block, _ in blocks_holding(segmentation, training)]
+    return estimate_cost(segmentation.stages, segmentation.job, plan_blocks(segmentation.job, segmentation.block_shape),
+                         reuse_bytes=reuse_bytes, sampling=False, training=first)
 
 
 def default_prior(kind: str) -> str:
@@ -634,7 +662,7 @@ def label_with_classifier(segmentation: SegmentationJob, classifier: RefinedClas
 
 __all__ = [
     "CLASSIFIERS", "DEFAULT_CONTEXT_PX", "LOGISTIC_C", "MLP_ALPHA", "MLP_HIDDEN", "PRIORS", "RefinedClassifier", "SegmentationJob", "balanced_subsample", "default_prior",
-    "estimate_priors",
+    "blocks_holding", "estimate_priors", "estimate_refine_cost",
     "features_at", "forest_path", "label_with_classifier", "load_classifier", "make_network", "rebuild_segmentation",
     "sample_unannotated", "save_classifier", "thinner_blocks", "train_classifier",
 ]

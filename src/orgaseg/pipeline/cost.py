@@ -43,14 +43,23 @@ PROBE_SHARE = 0.02
 PROBE_SHARE_MAX = 0.25
 
 
+def encoding_strategy(extractor):
+    """The strategy inside ``extractor`` that runs the encoder: a refine's context (superpixel means, the
+    adjacent slices) wraps the segmentation's strategy as its ``extractor``."""
+    while not hasattr(extractor, "n_fields_of_view") and hasattr(extractor, "extractor"):
+        extractor = extractor.extractor
+    return extractor
+
+
 def forward_passes(extractor, regions) -> int | None:
     """Forward passes ``extractor`` needs to compute ``regions`` (three slices each; None without an encoder).
 
     Strategies anchored to the volume count the fields of view that serve a
     region, so the sum over a run's blocks includes those that two blocks
-    sharing a border both encode.
+    sharing a border both encode. Under a context wrapper the count covers the
+    region with the wrapper's halo, more than the wrapped strategy may compute.
     """
-    count = getattr(extractor, "n_fields_of_view", None)
+    count = getattr(encoding_strategy(extractor), "n_fields_of_view", None)
     if count is None:
         return None
     return sum(int(count(tuple(r.stop - r.start for r in region), tuple(r.start for r in region))) for region in regions)
@@ -84,6 +93,7 @@ def probe_block(job, block: Block, passes: int) -> Block:
 
 def probe_passes(extractor, once: int) -> int:
     """Forward passes to time for a run that needs ``once`` (see :data:`PROBE_BATCHES`)."""
+    extractor = encoding_strategy(extractor)
     batch = int(extractor.batch_size)
     planes = len(getattr(extractor, "planes", ())) or 1
     wanted = min(PROBE_BATCHES * batch, max(planes * batch, round(once * PROBE_SHARE)))
@@ -98,7 +108,8 @@ def time_features(job, block: Block) -> float:
     return time.perf_counter() - started
 
 
-def estimate_cost(stages, job, blocks, *, reuse_bytes: int = 0, sampling: bool = True, done: int = 0) -> dict | None:
+def estimate_cost(stages, job, blocks, *, reuse_bytes: int = 0, sampling: bool = True, training=None,
+                  done: int = 0) -> dict | None:
     """The forward passes and expected seconds of segmenting ``job``'s volume, logged; None without an encoder.
 
     Parameters
@@ -118,6 +129,9 @@ def estimate_cost(stages, job, blocks, *, reuse_bytes: int = 0, sampling: bool =
     sampling : bool
         Whether the run samples the blocks to fit its clusterer first (not with
         a reused clusterer, nor on resuming one an earlier run fitted).
+    training : list of Block, optional
+        Instead of sampling, the blocks whose features train a classifier
+        first (``orgaseg name --refine``: those holding annotated voxels).
     done : int
         Blocks an earlier run finished (said in the message).
 
@@ -133,8 +147,11 @@ def estimate_cost(stages, job, blocks, *, reuse_bytes: int = 0, sampling: bool =
     once = forward_passes(job.extractor, regions)
     if once is None or not blocks:
         return None
-    kept = min(1.0, reuse_bytes / (4 * job.extractor.n_features * int(np.prod(shape)))) if sampling else 0.0
-    repeats = 2 - kept if sampling else 1  # the labelling pass computes again what was not kept
+    first = blocks if sampling and training is None else training or []
+    share = sum(b.size for b in first) / sum(b.size for b in blocks)  # of the volume's features
+    kept = min(1.0, reuse_bytes / (4 * job.extractor.n_features * int(np.prod(shape)) * share)) if first else 0.0
+    first_once = once if first is blocks else forward_passes(job.extractor, [job.computed_region(b) for b in first])
+    repeats = 1 + (1 - kept) * first_once / once  # the labelling pass computes again what was not kept
     passes = round(once * repeats)
     piece = probe_block(job, blocks[0], probe_passes(job.extractor, once))
     per_pass = time_features(job, piece) / max(1, forward_passes(job.extractor, [job.computed_region(piece)]))
@@ -142,12 +159,16 @@ def estimate_cost(stages, job, blocks, *, reuse_bytes: int = 0, sampling: bool =
     cost = {"forward_passes": passes, "seconds_per_pass": round(per_pass, 6), "expected_s": round(expected, 1)}
     voxels = (f"{int(np.prod(shape)):,} voxels" if job.grid is None else
               f"{int(np.prod(shape)):,} working voxels of {format_sizes(job.grid.working_voxel_size)} nm")
-    passes_over = (f"sampling, then labelling{_reuse(kept)}" if sampling else
+    passes_over = (f"training on {len(first)} block{'s' * (len(first) != 1)}, then labelling{_reuse(kept)}"
+                   if training else
+                   f"sampling, then labelling{_reuse(kept)}" if first else
                    f"labelling the {len(blocks)} blocks not done, {done} done before" if done else "labelling")
     message = (f"{stages.features.name} features: about {passes:,} encoder forward passes over "
                f"{voxels} ({passes_over}); at {_rate(per_pass)} per second with the rest of the strategy, "
                f"timed on a piece of the volume here: {_duration(expected)}")
-    if expected > LONG_S and stages.features.name != "expand-stride" and stages.encoder is not None:
+    # the alternatives are the segmentation's to choose: a refine computes the features its segmentation did
+    alternatives = training is None
+    if expected > LONG_S and alternatives and stages.features.name != "expand-stride" and stages.encoder is not None:
         from orgaseg.features import FEATURES
 
         voxel_size = job.grid.working_voxel_size if job.grid is not None else job.source.volume.voxel_size
@@ -157,7 +178,7 @@ def estimate_cost(stages, job, blocks, *, reuse_bytes: int = 0, sampling: bool =
         message += (f"; expand-stride (--features expand-stride) needs about {cost['expand_stride_passes']:,} "
                     f"({_duration(cost['expand_stride_passes'] * per_pass)} at this rate)")
     if expected > LONG_S:  # a warning, said as the others are (the command line prefixes 'warning:')
-        message += "; a coarser --pixel-size also divides the work"
+        message += "; a coarser --pixel-size also divides the work" if alternatives else ""
         warnings.warn(OrgasegWarning(message), stacklevel=3)
     else:
         logger.info(message)
