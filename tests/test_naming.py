@@ -319,6 +319,14 @@ def test_points_outside_suggest_nanometres_only_where_that_can_be_the_reason(seg
     assert str(error.value).endswith("e.g. point 1 at z, y, x = 1, 2, -1 voxels")
     assert main(["name", seg, "--points", str(tmp_path / "large.csv"), "-o", str(tmp_path / "n.ome.zarr")]) == 2
     assert "then say --units nm" in capsys.readouterr().err
+    # counted from 1 (Fiji's slice numbers), or x, y, z under a z,y,x header: said so, not nanometres
+    (tmp_path / "from_one.csv").write_text("z,y,x,name\n8,2,3,mito\n1,96,5,er\n")
+    with pytest.raises(OrgasegError, match=r"are they counted from 1 \(as Fiji numbers slices\)\? voxel indices "
+                                           r"start at 0: subtract 1$"):
+        name_clusters(seg, points=tmp_path / "from_one.csv")
+    (tmp_path / "swapped.csv").write_text("z,y,x,name\n50,2,3,mito\n0,90,1,er\n")
+    with pytest.raises(OrgasegError, match=r"are the columns x, y, z\? the header says which column is which"):
+        name_clusters(seg, points=tmp_path / "swapped.csv")
 
 
 def test_bad_arguments_get_clear_errors(segmented, tmp_path, capsys):

@@ -172,15 +172,26 @@ def points_from_arrays(
         where = " x ".join(map(str, shape.tolist()))
         raise OrgasegError(f"{source}: {outside.size} point(s) lie outside the volume ({where} voxels), e.g. point "
                            f"{first + 1} at z, y, x = {', '.join(f'{v:g}' for v in given[first])} {units}"
-                           + (_nm_hint(origin) if units == "nm"
-                              # voxel indices cannot be negative however they were meant; nm can be too large
-                              else "" if (voxels[outside] < 0).any()
-                              else f"; are they in nanometres? then say {arg('units')}"))
+                           + (_nm_hint(origin) if units == "nm" else _voxels_hint(voxels, shape)))
     order = list(dict.fromkeys(names))
     index = {name: i for i, name in enumerate(order)}
     labels = np.array([index[n] for n in names], dtype=np.int64)
     return Annotations(coords=voxels, labels=labels, names=tuple(order), source=source,
                        shape=tuple(int(n) for n in shape))
+
+
+def _voxels_hint(voxels: np.ndarray, shape: np.ndarray) -> str:
+    """What voxel indices outside a volume of ``shape`` may have been meant as, for the message refusing them."""
+    def fits(candidate):
+        return bool(np.all((candidate >= 0) & (candidate < shape)))
+
+    if fits(voxels - 1):  # every point one past where it would be: counted from 1
+        return "; are they counted from 1 (as Fiji numbers slices)? voxel indices start at 0: subtract 1"
+    if fits(voxels[:, ::-1]):
+        return "; are the columns x, y, z? the header says which column is which (x,y,z,name)"
+    if (voxels < 0).any():  # voxel indices cannot be negative however they were meant; nm can be too large
+        return ""
+    return f"; are they in nanometres? then say {arg('units')}"
 
 
 def _nm_hint(origin: Sequence[float]) -> str:
