@@ -12,7 +12,7 @@ voxel size (z 50, y = x 4.6 nm). Then, for each block shape:
 
 Before that, the accuracy of the measured volume and surface area on voxelised ellipsoids
 (analytic volume; Knud Thomsen's approximation of the surface, within about 1%) at the
-voxel sizes of the tests and of vnc.
+voxel sizes of the tests and of vnc, and on flat boxes of whole voxels (exact) at vnc's.
 
 Timings are wall seconds of each call on this machine, serial executor; voxels/s are
 the volume's voxels over that time. Outputs go to a temporary folder; the record goes
@@ -21,6 +21,7 @@ to ``OUT/results.json``.
 Usage:
     python benchmarks/measure_vnc.py [--data-root ../shared/data] [-o benchmarks/results/measure-vnc]
         [--min-size-nm3 1e6] [--block-shapes 4 1024 1024 5 256 256]
+    python benchmarks/measure_vnc.py --ellipsoids-only -o benchmarks/results/measure-accuracy
 """
 
 from __future__ import annotations
@@ -51,11 +52,37 @@ def read_mask(folder: Path) -> np.ndarray:
     return np.stack(slices)
 
 
-#: (voxel size nm, semi-axes nm): ellipsoids 10+ voxels across, small ones, and vnc's anisotropy.
+#: (voxel size nm, semi-axes nm): ellipsoids 10+ voxels across, small ones, and at vnc's anisotropy objects
+#: spanning from about 2 to 24 sections (a mitochondrion cut by serial sections spans a few).
 ELLIPSOIDS = [((4.0, 4.0, 4.0), (120.0, 80.0, 60.0)), ((8.0, 4.0, 4.0), (200.0, 120.0, 90.0)),
               ((8.0, 4.0, 4.0), (400.0, 100.0, 100.0)), ((4.0, 4.0, 4.0), (60.0, 40.0, 30.0)),
               ((4.0, 4.0, 4.0), (20.0, 20.0, 20.0)), ((4.0, 4.0, 4.0), (12.0, 12.0, 12.0)),
-              ((50.0, 4.6, 4.6), (600.0, 300.0, 250.0))]
+              ((50.0, 4.6, 4.6), (600.0, 300.0, 250.0)), ((50.0, 4.6, 4.6), (500.0, 500.0, 500.0)),
+              ((50.0, 4.6, 4.6), (250.0, 250.0, 250.0)), ((50.0, 4.6, 4.6), (125.0, 300.0, 300.0)),
+              ((50.0, 4.6, 4.6), (75.0, 300.0, 300.0)), ((50.0, 4.6, 4.6), (60.0, 150.0, 150.0))]
+
+
+#: (voxel size nm, sections, in-plane side nm): flat boxes at vnc's anisotropy (exact volume and area).
+BOXES = [((50.0, 4.6, 4.6), 1, 184.0), ((50.0, 4.6, 4.6), 3, 184.0), ((50.0, 4.6, 4.6), 10, 184.0),
+         ((50.0, 4.6, 4.6), 1, 920.0)]
+
+
+def box_accuracy() -> list[dict]:
+    """Relative errors of volume and surface area of one box of whole voxels per entry of :data:`BOXES`."""
+    rows = []
+    for voxel_size, sections, side_nm in BOXES:
+        side = round(side_nm / voxel_size[1])
+        labels = np.zeros((sections + 4, side + 6, side + 6), np.uint8)
+        labels[2:2 + sections, 3:3 + side, 3:3 + side] = 1
+        table = measure_instances(labels, voxel_size=voxel_size).table
+        height, width = sections * voxel_size[0], side * voxel_size[1]
+        area = (2 * width ** 2 + 4 * width * height) / 1e6
+        rows.append({"voxel_size_nm": voxel_size, "sections": sections, "side_nm": round(width, 1),
+                     "volume_error": round(float(table["volume_um3"][0] / (width ** 2 * height / 1e9) - 1), 4),
+                     "surface_area_error": round(float(table["surface_area_um2"][0] / area - 1), 4),
+                     "sphericity": round(float(table["sphericity"][0]), 4)})
+        print(json.dumps(rows[-1]))
+    return rows
 
 
 def ellipsoid_accuracy() -> list[dict]:
@@ -73,6 +100,7 @@ def ellipsoid_accuracy() -> list[dict]:
         volume = 4 / 3 * np.pi * a * b * c / 1e9
         rows.append({"voxel_size_nm": voxel_size, "semi_axes_nm": axes,
                      "semi_axes_voxels": [round(x / v, 1) for x, v in zip(axes, voxel_size)],
+                     "sections": int(np.any(labels, axis=(1, 2)).sum()),
                      "volume_error": round(float(table["volume_um3"][0] / volume - 1), 4),
                      "surface_area_error": round(float(table["surface_area_um2"][0] / area - 1), 4),
                      "sphericity": round(float(table["sphericity"][0]), 4)})
@@ -87,12 +115,22 @@ def main() -> None:
     parser.add_argument("--min-size-nm3", type=float, default=1e6, help="clean-up: smallest mitochondrion kept")
     parser.add_argument("--block-shapes", type=int, nargs="+", default=[4, 1024, 1024, 5, 256, 256],
                         help="block shapes, three numbers each")
+    parser.add_argument("--ellipsoids-only", action="store_true",
+                        help="only the accuracy on ellipsoids (no data needed), into OUT/results.json")
     args = parser.parse_args()
+    if args.ellipsoids_only:
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        record = {"ellipsoids": ellipsoid_accuracy(), "boxes": box_accuracy(), "environment": environment_record()}
+        (out / "results.json").write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote {out / 'results.json'}")
+        return
     shapes = [tuple(args.block_shapes[i:i + 3]) for i in range(0, len(args.block_shapes), 3)]
     stack = Path(args.data_root) / "vnc" / "stack1"
     mask = read_mask(stack / "mitochondria")
     raw = stack / "raw"
-    record = {"ellipsoids": ellipsoid_accuracy(), "data": str(stack / "mitochondria"), "shape": mask.shape,
+    record = {"ellipsoids": ellipsoid_accuracy(), "boxes": box_accuracy(), "data": str(stack / "mitochondria"),
+              "shape": mask.shape,
               "voxel_size_nm": VOXEL_SIZE, "voxels": int(mask.size), "mitochondria_voxels": int(mask.sum()),
               "runs": []}
     whole, whole_count = ndi.label(mask)
