@@ -426,8 +426,9 @@ def test_explicit_voxel_size_overrides_metadata(tmp_path, volume):
 def test_missing_voxel_size_warns_and_defaults_to_one(tmp_path, volume):
     np.save(tmp_path / "v.npy", volume)
     # on a stack, what the guess does (serial sections filtered as if isotropic) is said with the fix
-    with pytest.warns(VoxelSizeWarning, match=r"v\.npy: voxel size unknown, assuming 1 x 1 x 1 nm: features treat "
-                                              r"the stack as isotropic, filtering across sections; pass voxel_size="):
+    with pytest.warns(VoxelSizeWarning, match=r"v\.npy: voxel size unknown, assuming 1 x 1 x 1 nm: the stack is "
+                                              r"taken as isotropic \(features filter across sections, sizes in nm "
+                                              r"take them as thin as the pixels\); pass voxel_size="):
         vol = open_volume(tmp_path / "v.npy")
     assert vol.voxel_size == (1.0, 1.0, 1.0)
     np.save(tmp_path / "one.npy", volume[:1])
@@ -442,8 +443,8 @@ def test_a_plain_tiff_gives_its_pixel_size_from_the_resolution_tags(tmp_path, vo
     path = tmp_path / "plain.tif"
     tifffile.imwrite(path, volume, resolution=(per_unit, per_unit), resolutionunit=unit)
     # the tags say nothing about z: it is assumed, and the warning says so
-    with pytest.warns(VoxelSizeWarning, match=r"z spacing unknown, assuming 4\.6 nm \(the in-plane size\): features "
-                                              r"treat the stack as isotropic"):
+    with pytest.warns(VoxelSizeWarning, match=r"z spacing unknown, assuming 4\.6 nm \(the in-plane size\): the stack "
+                                              r"is taken as isotropic"):
         vol = open_volume(path)
     assert vol.voxel_size == pytest.approx((4.6, 4.6, 4.6)) and not vol.attrs.get("voxel_size_assumed")
     assert no_warning_open(path, voxel_size=(50, 4.6, 4.6)).voxel_size == (50.0, 4.6, 4.6)
@@ -461,11 +462,16 @@ def test_a_plain_tiffs_print_default_or_unitless_resolution_is_no_voxel_size(tmp
 
 
 def test_an_imagej_stack_without_spacing_has_voxel_depth_one_unit(tmp_path, volume):
-    # ImageJ leaves spacing= out of the description when the voxel depth is 1 unit, its default
+    # ImageJ leaves spacing= out of the description when the voxel depth is 1 unit, its default: read as ImageJ
+    # reads it, with a warning (a stack whose depth nobody set is the common case: 1 nm sections beside 4.6 nm pixels)
     path = tmp_path / "fiji.tif"
     tifffile.imwrite(path, volume, imagej=True, resolution=(1 / 0.0046, 1 / 0.0046),
                      metadata={"unit": "micron", "axes": "ZYX"})
-    assert no_warning_open(path).voxel_size == pytest.approx((1000.0, 4.6, 4.6))
+    with pytest.warns(VoxelSizeWarning, match=r"fiji.tif: the ImageJ metadata gives no z spacing, which ImageJ reads "
+                                              r"as its default voxel depth of 1 micron \(1000 nm\), rarely the section "
+                                              r"thickness; pass voxel_size=\(z, y, x\) in nm"):
+        assert open_volume(path).voxel_size == pytest.approx((1000.0, 4.6, 4.6))
+    assert no_warning_open(path, voxel_size=(50, 4.6, 4.6)).voxel_size == (50, 4.6, 4.6)
     # one image: no z to read, nor to warn about
     tifffile.imwrite(path, volume[0], imagej=True, resolution=(1 / 0.0046, 1 / 0.0046), metadata={"unit": "micron"})
     assert no_warning_open(path).voxel_size == pytest.approx((4.6, 4.6, 4.6))

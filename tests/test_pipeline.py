@@ -345,8 +345,8 @@ def test_an_array_without_a_voxel_size_is_segmented_after_a_warning():
     from orgaseg.synthetic import make_cell
 
     raw = make_cell((4, 48, 48), voxel_size=(10.0, 10.0, 10.0), seed=0).raw
-    with pytest.warns(VoxelSizeWarning, match="the array: voxel size unknown, assuming 1 x 1 x 1 nm: features treat the stack as "
-                                             "isotropic, filtering across sections; pass voxel_size="):
+    with pytest.warns(VoxelSizeWarning, match=r"the array: voxel size unknown, assuming 1 x 1 x 1 nm: the stack is taken as "
+                                             r"isotropic \(features filter across sections, .*\); pass voxel_size="):
         assumed = segment(raw, k=3, sample_size=2000)
     assert assumed.provenance["input"]["voxel_size"] == [1.0, 1.0, 1.0]
     with warnings.catch_warnings():

@@ -83,7 +83,8 @@ def assumed_voxel_size(what: str, assumption: str, nz: int) -> VoxelSizeWarning:
     """The warning for a voxel size guessed as ``assumption`` (e.g. ``"voxel size unknown, assuming 1 x 1 x 1
     nm"``) for ``what`` (a path, "the array"), with what the guess does to a stack of ``nz`` sections."""
     # an isotropic guess is the costly part on serial sections: the filters smooth across them
-    consequence = ": features treat the stack as isotropic, filtering across sections" if nz > 1 else ""
+    consequence = (": the stack is taken as isotropic (features filter across sections, sizes in nm take them as "
+                   "thin as the pixels)") if nz > 1 else ""
     return VoxelSizeWarning(f"{what}: {assumption}{consequence}; pass {arg('voxel_size')} in nm")
 
 
@@ -420,7 +421,8 @@ def _read_tiff(path: Path) -> StoredArray:
             raise
     axes = _tiff_axes(series.axes)
     kind = "ome-tiff" if tif.is_ome else "tiff"
-    found = _ome_sizes(tif) if tif.is_ome else _imagej_sizes(tif) if tif.is_imagej else _tag_sizes(tif)
+    found, note = (_ome_sizes(tif), None) if tif.is_ome else _imagej_sizes(tif) if tif.is_imagej else \
+        (_tag_sizes(tif), None)
     sizes = [found.get(a) for a in axes] if found else None
     # a single image's z spacing (orgaseg writes it too) has no stored axis to go with
     plane_z = found.get("z") if "z" not in axes else None
@@ -434,7 +436,7 @@ def _read_tiff(path: Path) -> StoredArray:
         chunks = array.chunks
     if tuple(array.shape) != tuple(series.shape):
         raise OrgasegError(f"{path}: unexpected TIFF layout {series.axes} {series.shape}")
-    return StoredArray(array, kind, axes=axes, sizes=sizes, chunks=chunks, plane_z=plane_z)
+    return StoredArray(array, kind, axes=axes, sizes=sizes, chunks=chunks, plane_z=plane_z, note=note)
 
 
 def _check_tiff(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, path: Path, errors: list[str]) -> None:
@@ -522,18 +524,22 @@ def _resolution_sizes(page: tifffile.TiffPage, unit: str | None) -> dict[str, fl
     return sizes
 
 
-def _imagej_sizes(tif: tifffile.TiffFile) -> dict[str, float]:
-    """Voxel sizes in nm by axis letter that ImageJ's tags and metadata give."""
+def _imagej_sizes(tif: tifffile.TiffFile) -> tuple[dict[str, float], str | None]:
+    """Voxel sizes in nm by axis letter that ImageJ's tags and metadata give, and a caveat about them."""
     meta = tif.imagej_metadata or {}
     unit = meta.get("unit")
     sizes = _resolution_sizes(tif.pages.first, unit)
+    note = None
     if "spacing" in meta:
         sizes["z"] = to_nanometres(meta["spacing"], unit)
     elif int(meta.get("images", 1)) > 1:
         # ImageJ leaves spacing out of a stack's description when the voxel depth is 1 unit, and reads
-        # its absence back as 1
+        # its absence back as 1; so does a stack whose depth nobody set, which is the common case
         sizes["z"] = to_nanometres(1.0, unit)
-    return sizes
+        if sizes["z"] is not None and {"y", "x"} <= sizes.keys():
+            note = (f"the ImageJ metadata gives no z spacing, which ImageJ reads as its default voxel depth of 1 "
+                    f"{unit} ({sizes['z']:g} nm), rarely the section thickness")
+    return sizes, note
 
 
 #: TIFF ResolutionUnit codes that are lengths (1 is "no unit"; the tag's default is inch).
