@@ -56,6 +56,23 @@ def test_ellipsoid_volume_area_axes_within_3_percent(voxel_size):
             assert m + s - v <= table[f"bbox_max_{x}_nm"][row] <= m + s + v
 
 
+#: Serial sections (vnc's 50 x 4.6 x 4.6 nm): objects spanning 5 to 20 sections.
+SECTIONED = [((520.0, 500.0, 500.0), (500.0, 450.0, 450.0)), ((330.0, 560.0, 1300.0), (250.0, 250.0, 250.0)),
+             ((680.0, 1200.0, 500.0), (125.0, 300.0, 280.0)), ((700.0, 1250.0, 1200.0), (600.0, 300.0, 250.0))]
+
+
+def test_serial_sections_are_measured_with_slopes_between_sections():
+    # a mesh that steps from section to section comes out 7-16% high on these (the voxel staircase);
+    # the signed distance field joins the outlines of adjacent sections by slopes
+    voxel_size = (50.0, 4.6, 4.6)
+    labels = draw((28, 330, 330), voxel_size, SECTIONED)
+    table = measure_instances(labels, voxel_size=voxel_size).table
+    assert table["id"].tolist() == [1, 2, 3, 4]
+    for row, (_, (a, b, c)) in enumerate(SECTIONED):
+        assert table["volume_um3"][row] == pytest.approx(4 / 3 * math.pi * a * b * c / 1e9, rel=0.03)
+        assert table["surface_area_um2"][row] == pytest.approx(thomsen_area(a, b, c) / 1e6, rel=0.03)
+
+
 def test_a_ball_cut_by_the_volume_border_is_closed():
     voxel_size = (5.0, 5.0, 5.0)
     radius = 100.0
@@ -65,9 +82,10 @@ def test_a_ball_cut_by_the_volume_border_is_closed():
     assert table["surface_area_um2"][0] == pytest.approx(half_ball, rel=0.03)
 
 
+@pytest.mark.parametrize("voxel_size", [(8.0, 4.0, 4.0), (50.0, 4.6, 4.6)])
 @pytest.mark.parametrize("block_shape", [(7, 13, 11), (1, 64, 64), (32, 5, 64), (3, 50, 7)])
-def test_blockwise_measures_equal_whole_volume_ones(block_shape):
-    voxel_size = (8.0, 4.0, 4.0)
+def test_blockwise_measures_equal_whole_volume_ones(block_shape, voxel_size):
+    # a Gaussian-smoothed mask is meshed on near-isotropic voxels, a signed distance field on sections
     labels = draw((32, 110, 110), voxel_size, ELLIPSOIDS)
     labels[0:3, 0:4, 100:110] = 7  # an instance at the volume's corner, and one voxel alone
     labels[20, 60, 5] = 9
@@ -81,7 +99,8 @@ def test_blockwise_measures_equal_whole_volume_ones(block_shape):
         if values.dtype == object:
             assert values.tolist() == blocks.table[name].tolist()
         else:
-            np.testing.assert_allclose(blocks.table[name], values, rtol=1e-7, atol=1e-9, err_msg=name)
+            # marching cubes gives float32 vertices, each block's about its own corner: 1e-7 of a crop's extent
+            np.testing.assert_allclose(blocks.table[name], values, rtol=1e-6, atol=1e-9, err_msg=name)
     assert whole.summary["count"] == blocks.summary["count"] == [5]
     np.testing.assert_allclose(blocks.summary["volume_fraction"], whole.summary["volume_fraction"], rtol=1e-12)
     assert whole.table["surface_area_um2"][4] > 0  # a lone voxel still has a surface
@@ -149,6 +168,28 @@ def test_measuring_class_labels_warns_that_they_are_not_instances(tmp_path, reco
     with warnings.catch_warnings():
         warnings.simplefilter("error", OrgasegWarning)
         assert len(measure_instances(instances.path).table["id"]) == 3
+
+
+def test_one_section_is_measured_with_a_warning_that_it_is_a_slab(tmp_path):
+    import tifffile
+
+    from orgaseg.errors import OrgasegWarning
+
+    section = np.zeros((40, 40), np.uint8)
+    section[10:20, 10:30] = 1
+    # a 2D image: its thickness is a guess (the in-plane size), said with the rest
+    tifffile.imwrite(tmp_path / "section.tif", section, imagej=True, resolution=(1 / 4.6, 1 / 4.6),
+                     metadata={"unit": "nm"})
+    with pytest.warns(OrgasegWarning, match=r"section.tif: one section, so every instance is measured as a slab 4.6 nm "
+                                            r"thick: .* if 4.6 nm is not the section thickness \(a 2D image gives none"):
+        table = measure_instances(tmp_path / "section.tif").table
+    assert table["volume_um3"][0] == pytest.approx(200 * 4.6 ** 3 / 1e9)
+    with pytest.warns(OrgasegWarning, match=r"a slab 50 nm thick"):
+        assert measure_instances(section[None], voxel_size=(50, 4.6, 4.6)).table["volume_um3"][0] == \
+            pytest.approx(200 * 50 * 4.6 ** 2 / 1e9)
+    with warnings.catch_warnings():  # two sections are a volume
+        warnings.simplefilter("error", OrgasegWarning)
+        measure_instances(np.stack([section, section]), voxel_size=(50, 4.6, 4.6))
 
 
 def test_bad_inputs_give_clear_errors(tmp_path):

@@ -22,22 +22,33 @@ with the instance's second moments (each voxel a solid box): a solid ellipsoid w
 semi-axes ``a >= b >= c`` gets axis lengths ``2a, 2b, 2c``.
 
 Surface area. Marching cubes on the binary mask overestimates a smooth surface by about
-8% (the mesh follows the voxel staircase), so the mesh is built on the instance mask
-smoothed by a Gaussian of ``SMOOTHING_VOXELS`` voxels along each axis, with every voxel of
-the instance kept at least 0.1 above the iso-level 0.5 and every other voxel 0.1 below it
-(so the mesh separates exactly the instance's voxels from the rest, and an instance one
-voxel thick keeps its surface). Each marching-cubes cell (the 8 voxels of a 2x2x2 cube)
+8% (the mesh follows the voxel staircase), so the mesh is built on a smooth field whose
+sign is the mask's: on near-isotropic voxels the instance mask smoothed by a Gaussian of
+``SMOOTHING_VOXELS`` voxels along each axis; on serial sections (z at least ``SECTIONED``
+times the pixel) the signed distance to the other side in nm, smoothed in-plane only. There
+the staircase is a section high (50 nm on vnc, eleven pixels): the smoothed mask still steps
+from section to section (about 7-16% high on ellipsoids spanning 5-24 sections), while the
+mesh of the distance field crosses between two sections where the distances on either side
+balance, joining the outlines by a slope (shape-based interpolation). Every voxel of the
+instance is kept at least a margin above the 0 level and every other voxel a margin below
+it (so the mesh separates exactly the instance's voxels from the rest, and an instance one
+voxel thick keeps a surface). Each marching-cubes cell (the 8 voxels of a 2x2x2 cube)
 belongs to the block holding its lowest corner; a block reads its region plus one voxel
-on its far side and a halo of the Gaussian's reach, padded with background beyond the
+on its far side and the field's reach (:func:`_reach`), padded with background beyond the
 volume so objects at the border are closed, and meshes each instance on the cells it
-owns. Marching cubes builds every cell's triangles from that cell's 8 values alone, so
-the blocks' areas add up to the area of the whole-volume mesh, for any block shape. On
-voxelised ellipsoids with semi-axes of 10 voxels or more (isotropic or 2:1 anisotropic)
-the area is 0.5-1.5% above the analytic value; objects a few voxels across are off by up
-to about 10% either way, and strongly anisotropic stacks (vnc: 50 x 4.6 x 4.6 nm) come
-out about 7% high. ``sphericity`` is ``pi^(1/3) (6 V)^(2/3) / A`` with ``V`` the volume the
-same mesh encloses (summed blockwise by the divergence theorem), so it is at most 1 for
-any object, however small; ``volume_um3`` counts voxels.
+owns. Marching cubes builds every cell's triangles from that cell's 8 values alone, and
+the field is the same whatever the block (the distances are capped at what can move the
+mesh, :func:`_distance_cap`, and read within that), so the blocks' areas add up to the
+area of the whole-volume mesh, for any block shape. Accuracy (``benchmarks/measure_vnc.py
+--ellipsoids-only``): on voxelised ellipsoids with semi-axes of 10 voxels or more
+(isotropic or 2:1) the area is 0.5-1.5% above the analytic value, objects a few voxels
+across are off by up to about 6% either way; at 50 x 4.6 x 4.6 nm ellipsoids spanning
+5-24 sections come within 1%, 2-3 sections 3-5% low, and flat-ended objects (boxes)
+lose their edges to the slope: 8% low at 10 sections, 16% at 3, 27% for one section of a
+184 nm square (7% for a 920 nm one).
+``sphericity`` is ``pi^(1/3) (6 V)^(2/3) / A`` with ``V`` the volume the same mesh encloses
+(summed blockwise by the divergence theorem), so it is at most 1 for any object, however
+small; ``volume_um3`` counts voxels.
 """
 
 from __future__ import annotations
@@ -78,8 +89,49 @@ SMOOTHING_VOXELS = 0.7
 _TRUNCATE = 3.0
 _REACH = int(_TRUNCATE * SMOOTHING_VOXELS + 0.5)
 
-#: How far the smoothed mask is kept from the iso-level on either side.
+#: How far the smoothed mask is kept from the iso-level on either side (for the distance field, this times the
+#: smallest voxel side, in nm).
 _MARGIN = 0.1
+
+#: Sections at least this many times thicker than the pixels are meshed on the signed distance field
+#: (:func:`_surface_field`).
+SECTIONED = 3.0
+
+
+def _distance_cap(spacing) -> float:
+    """The largest |distance| (nm) of the signed distance field that can move the mesh: a voxel within the in-plane
+    smoothing's reach of a voxel whose neighbour along any axis belongs to the other side lies within this of it."""
+    return float(max(spacing) + _REACH * np.hypot(spacing[1], spacing[2]))
+
+
+def _reach(spacing) -> tuple[int, int, int]:
+    """Voxels around a block's cells that their surface field reads, per axis (z, y, x)."""
+    if spacing[0] < SECTIONED * max(spacing[1:]):
+        return (_REACH,) * 3
+    cap = _distance_cap(spacing)  # the distances within it are exact when every voxel within it is read
+    return tuple(int(np.ceil(cap / v)) + (_REACH if axis else 0) for axis, v in enumerate(spacing))
+
+
+def _surface_field(mask: np.ndarray, spacing) -> np.ndarray:
+    """The field whose 0 level marching cubes meshes: positive on ``mask``, negative off it.
+
+    Near-isotropic voxels: the mask smoothed by a Gaussian of ``SMOOTHING_VOXELS`` voxels, less 0.5. Serial
+    sections (z at least ``SECTIONED`` times the pixel): the signed distance to the other side in nm, with the
+    voxel size (capped at :func:`_distance_cap`), smoothed in-plane only. Between two sections the mesh then
+    crosses where the distances on either side balance, so an outline that shrinks from one section to the
+    next is joined by a slope, as shape-based interpolation joins them, not by a step of a section's height.
+    """
+    if spacing[0] < SECTIONED * max(spacing[1:]):
+        field = ndi.gaussian_filter(mask.astype(np.float64), SMOOTHING_VOXELS, mode="constant", truncate=_TRUNCATE) - 0.5
+        margin = _MARGIN
+    else:
+        cap = _distance_cap(spacing)
+        distance = ndi.distance_transform_edt(mask, sampling=spacing) - ndi.distance_transform_edt(~mask, sampling=spacing)
+        field = ndi.gaussian_filter(np.clip(distance, -cap, cap), (0, SMOOTHING_VOXELS, SMOOTHING_VOXELS),
+                                    mode="constant", truncate=_TRUNCATE)
+        margin = _MARGIN * min(spacing)
+    # every voxel stays on its own side: the mesh separates exactly the instance's voxels from the rest
+    return np.where(mask, np.maximum(field, margin), np.minimum(field, -margin))
 
 _NM3_PER_UM3 = 1e9
 _NM2_PER_UM2 = 1e6
@@ -124,13 +176,14 @@ def _measure_block(sources: _Sources, block: Block) -> dict:
     """Partial sums of every instance in ``block`` (see the module docstring)."""
     volume = sources.instances.volume
     shape, spacing = volume.shape, np.asarray(sources.voxel_size)
+    reach = _reach(spacing)
     # the voxels whose cells this block owns, in padded coordinates (-1 and N are the background beyond)
     owned = [(r.start - (r.start == 0), r.stop + 1) for r in block.region]
-    read = tuple(slice(max(0, lo - _REACH), min(n, hi + _REACH)) for (lo, hi), n in zip(owned, shape))
+    read = tuple(slice(max(0, lo - h), min(n, hi + h)) for (lo, hi), n, h in zip(owned, shape, reach))
     data = integer_labels(volume.read(read), f"{volume.path or 'the instances'}: the instance ids")
-    pad = [(r.start - (lo - _REACH), (hi + _REACH) - r.stop) for r, (lo, hi) in zip(read, owned)]
+    pad = [(r.start - (lo - h), (hi + h) - r.stop) for r, (lo, hi), h in zip(read, owned, reach)]
     padded = np.pad(data, pad)  # zeros: background beyond the volume
-    core = tuple(slice(r.start - (lo - _REACH), r.stop - (lo - _REACH)) for r, (lo, _) in zip(block.region, owned))
+    core = tuple(slice(r.start - (lo - h), r.stop - (lo - h)) for r, (lo, _), h in zip(block.region, owned, reach))
     labels = padded[core]
 
     ids, inverse = np.unique(labels.ravel(), return_inverse=True)
@@ -160,7 +213,7 @@ def _measure_block(sources: _Sources, block: Block) -> dict:
         result["in_mask"] = np.bincount(inverse, weights=inside, minlength=len(ids)).astype(np.int64)
         result["mask_voxels"] = int(inside.sum())
     surface = np.zeros((len(ids), 2))  # area (nm^2), signed volume enclosed (nm^3)
-    owned_labels = padded[tuple(slice(_REACH, n - _REACH) for n in padded.shape)]
+    owned_labels = padded[tuple(slice(h, n - h) for n, h in zip(padded.shape, reach))]
     owned_ids, owned_inverse = np.unique(owned_labels.ravel(), return_inverse=True)
     owned_objects = ndi.find_objects(owned_inverse.reshape(owned_labels.shape) + 1)
     position = {int(i): n for n, i in enumerate(ids)}
@@ -170,7 +223,7 @@ def _measure_block(sources: _Sources, block: Block) -> dict:
             continue
         cells = tuple(slice(max(0, s.start - 1), min(n, s.stop + 1)) for s, n in zip(box, owned_labels.shape))
         corner = np.array([c.start + lo for c, (lo, _) in zip(cells, owned)], float) * spacing
-        part = _owned_surface(padded, value, cells, spacing, corner)
+        part = _owned_surface(padded, value, cells, spacing, corner, reach)
         if int(value) in position:
             surface[position[int(value)]] += part
         else:  # an instance that only reaches into this block's far voxel layer
@@ -188,7 +241,7 @@ def _measure_block(sources: _Sources, block: Block) -> dict:
 
 
 def _owned_surface(padded: np.ndarray, value, cells: tuple[slice, ...], spacing: np.ndarray,
-                   corner: np.ndarray) -> np.ndarray:
+                   corner: np.ndarray, reach: tuple[int, int, int]) -> np.ndarray:
     """Mesh area (nm^2) and signed enclosed volume (nm^3) of instance ``value`` on the cells spanned by ``cells``.
 
     ``cells`` are owned coordinates, ``corner`` their first voxel's position in nm. The
@@ -197,16 +250,15 @@ def _owned_surface(padded: np.ndarray, value, cells: tuple[slice, ...], spacing:
     """
     if any(s.stop - s.start < 2 for s in cells):
         return np.zeros(2)
-    # the smoothed field there needs the Gaussian's reach around it; padded has it
-    window = tuple(slice(s.start, s.stop + 2 * _REACH) for s in cells)
+    # the field there needs ``reach`` voxels around it (:func:`_reach`); padded has them
+    window = tuple(slice(s.start, s.stop + 2 * h) for s, h in zip(cells, reach))
     mask = padded[window] == value
-    smooth = ndi.gaussian_filter(mask.astype(np.float64), SMOOTHING_VOXELS, mode="constant", truncate=_TRUNCATE)
-    inner = tuple(slice(_REACH, -_REACH) for _ in range(3))
-    mask, smooth = mask[inner], smooth[inner]
+    field = _surface_field(mask, tuple(spacing))
+    inner = tuple(slice(h, -h) for h in reach)
+    mask, field = mask[inner], field[inner]
     if mask.all() or not mask.any():
         return np.zeros(2)
-    field = np.where(mask, np.maximum(smooth, 0.5 + _MARGIN), np.minimum(smooth, 0.5 - _MARGIN))
-    vertices, faces, _, _ = marching_cubes(field, 0.5, spacing=tuple(spacing))
+    vertices, faces, _, _ = marching_cubes(field, 0.0, spacing=tuple(spacing))
     a, b, c = (vertices[faces[:, k]].astype(np.float64) for k in range(3))
     vector_area = 0.5 * np.cross(b - a, c - a)
     # about the crop's corner, then moved to the common origin (keeps the numbers small)
@@ -365,6 +417,13 @@ def measure_instances(
     if volume.attrs.get("voxel_size_assumed"):
         raise OrgasegError(f"{volume.path or 'the instances'}: no voxel size in the metadata, so nothing can be "
                            f"measured in nm; pass {arg('voxel_size')}")
+    if volume.shape[0] == 1:  # a 2D image's thickness is a guess (its in-plane size), and a slab is no organelle
+        warnings.warn(OrgasegWarning(
+            f"{volume.path or 'the instances'}: one section, so every instance is measured as a slab "
+            f"{volume.voxel_size[0]:g} nm thick: volume_um3 is its area times that thickness, and surface_area_um2, "
+            f"sphericity and the axis lengths describe the slab, not the organelle; if {volume.voxel_size[0]:g} nm "
+            f"is not the section thickness (a 2D image gives none: its in-plane size is taken), pass "
+            f"{arg('voxel_size')}"), stacklevel=2)
     _warn_if_class_labels(volume)
     sources = _Sources(source, None, None, volume.voxel_size)
     if raw is not None:
@@ -404,7 +463,10 @@ def measure_instances(
         "instances": volume.path or "<array>", "voxel_size": volume.voxel_size, "raw": _name(raw),
         "mask": _name(mask), "count": len(table["id"]), "blocks": len(blocks), "block_shape": block_shape,
         "seconds": round(seconds, 3), "voxels_per_s": round(volume.size / max(seconds, 1e-9)),
-        "surface": f"marching cubes on the mask smoothed by a Gaussian of {SMOOTHING_VOXELS} voxels",
+        "surface": (f"marching cubes on the mask smoothed by a Gaussian of {SMOOTHING_VOXELS} voxels"
+                    if volume.voxel_size[0] < SECTIONED * max(volume.voxel_size[1:]) else
+                    f"marching cubes on the signed distance field (nm), smoothed in-plane by a Gaussian of "
+                    f"{SMOOTHING_VOXELS} pixels"),
         "connectivity": "instances are label values (not re-split into components)",
     }
     return Morphometrics(table, summary, provenance)
