@@ -232,6 +232,32 @@ def test_parquet_without_pyarrow_asks_for_csv(tmp_path, monkeypatch):
     assert not (tmp_path / "t.parquet").exists()
 
 
+def test_parquet_tables_hold_what_the_csv_ones_do(tmp_path):
+    # named instances, a NaN-free table and an empty one: the same columns, types and values as the CSV
+    pq = pytest.importorskip("pyarrow.parquet", reason="the parquet extra (pip install -e '.[parquet]') is not installed")
+    voxel_size = (8.0, 4.0, 4.0)
+    labels = draw((32, 110, 110), voxel_size, ELLIPSOIDS).astype(np.uint8)
+    named = write_labels(tmp_path / "named.ome.zarr", (labels > 0).astype(np.uint8), voxel_size=voxel_size,
+                         provenance={"command": "name"}, label_names=["unassigned", "mitochondria, outer"])
+    instances = make_instances(named, tmp_path / "inst.ome.zarr")
+    result = measure_instances(instances.path)
+    for columns, stem in ((result.table, "table"), (result.summary, "summary")):
+        write_table(columns, tmp_path / f"{stem}.parquet")
+        write_table(columns, tmp_path / f"{stem}.csv")
+        read = pq.read_table(tmp_path / f"{stem}.parquet").to_pydict()
+        with open(tmp_path / f"{stem}.csv") as handle:
+            rows = list(csv.DictReader(handle))
+        assert list(read) == list(columns) == list(rows[0])
+        for name, values in read.items():
+            assert len(values) == len(rows)
+            for value, row in zip(values, rows):
+                assert (value == row[name] if isinstance(value, str) else value == pytest.approx(float(row[name])))
+    assert read["class"] == ["mitochondria, outer", "all"]
+    empty = measure_instances(np.zeros((4, 8, 8), np.uint8), voxel_size=voxel_size)
+    write_table(empty.table, tmp_path / "empty.parquet")
+    assert pq.read_table(tmp_path / "empty.parquet").num_rows == 0
+
+
 def test_cli_measure(tmp_path, capsys):
     voxel_size = (8.0, 4.0, 4.0)
     labels = draw((32, 110, 110), voxel_size, ELLIPSOIDS).astype(np.uint8)
