@@ -11,7 +11,7 @@ from skimage.morphology import remove_small_objects
 
 from orgaseg.cli import main
 from orgaseg.errors import OrgasegError, OrgasegWarning
-from orgaseg.io import open_volume, write_labels
+from orgaseg.io import open_volume, write_labels, write_tiff_image
 from orgaseg.organelles import make_instances, read_label_names
 from orgaseg.organelles.cleanup import majority_filter
 from orgaseg.pipeline.executors import ThreadExecutor
@@ -314,7 +314,11 @@ def test_cli_instances(tmp_path, capsys):
     args = ["instances", str(named), "-o", str(output), "--min-size-nm3", "1000", "--fill-holes", "--quiet",
             "--block-shape", "8", "32", "32"]
     assert main(args) == 0
-    assert "7 instances (mitochondria 3, granules 4)" in capsys.readouterr().out
+    assert "7 instances (mitochondria: 3, granules: 4)" in capsys.readouterr().out
+    # classes without names are numbered by value
+    write_tiff_image(tmp_path / "classes.tif", labels, voxel_size=(10, 5, 5))
+    assert main(["instances", str(tmp_path / "classes.tif"), "-o", str(tmp_path / "c.tif"), "--quiet"]) == 0
+    assert "7 instances (class 1: 3, class 2: 4)" in capsys.readouterr().out
     assert main(args) == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert main(args + ["--overwrite", "--classes", "mitochondria", "--connectivity", "26"]) == 0

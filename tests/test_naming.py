@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import numpy as np
@@ -85,6 +86,11 @@ def test_conflicts_are_reported_with_counts():
     assert naming.conflicts() == [{"cluster": 0, "votes": {"mito": 2, "membrane": 2}, "chosen": "mito", "tie": True}]
     assert naming.names_without_cluster() == ["membrane"]
     assert "conflict in cluster 0: mito 2, membrane 2" in naming.summary()
+    assert "conflict" not in naming.summary(votes=False)
+    # a name holding the summary's separators is quoted
+    annotations = points_from_arrays([[0, 0, 0], [0, 1, 1]], ["mito, outer", "membrane"], shape=(1, 4, 4))
+    naming = vote(np.array([0, 1]), annotations, k=2)
+    assert naming.summary() == '0 -> "mito, outer", 1 -> membrane'
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +138,7 @@ def test_an_existing_output_is_kept_without_overwrite(segmented, capsys):
     assert main(arguments + ["--overwrite"]) == 0
 
 
-def test_the_mapping_names_a_second_volume_segmented_with_the_same_clusterer(segmented, tmp_path):
+def test_the_mapping_names_a_second_volume_segmented_with_the_same_clusterer(segmented, tmp_path, capsys):
     first = name_clusters(segmented / "seg.ome.zarr", points=segmented / "points.csv", output=tmp_path / "a.ome.zarr")
     other = make_cell(shape=(8, 96, 96), voxel_size=VOXEL, seed=3)
     write_tiff_image(tmp_path / "other.tif", other.raw, voxel_size=VOXEL)
@@ -147,8 +153,20 @@ def test_the_mapping_names_a_second_volume_segmented_with_the_same_clusterer(seg
     np.testing.assert_array_equal(named, first.naming.cluster_ids[seg])
     # a segmentation with another clusterer: its ids mean other things
     assert main(["segment", str(tmp_path / "other.tif"), "-k", "4", "-o", str(tmp_path / "k4.ome.zarr"), "--quiet"]) == 0
-    with pytest.raises(OrgasegError, match="clusters of another clusterer"):
+    centers = segmented / "seg.ome.zarr.provenance.json"
+    with pytest.raises(OrgasegError, match=rf"clusters of another clusterer \(K = 5 clusters, this segmentation 4\); "
+                                           rf"segment this volume with the same clusterer: orgaseg segment VOLUME "
+                                           rf"--centers {re.escape(str(centers))}, with the method"):
         name_clusters(tmp_path / "k4.ome.zarr", mapping=tmp_path / "a.ome.zarr.provenance.json")
+    assert main(["segment", str(tmp_path / "other.tif"), "-k", "5", "-o", str(tmp_path / "k5.ome.zarr"), "--quiet"]) == 0
+    with pytest.raises(OrgasegError, match=r"another clusterer \(another fit of K = 5\)"):
+        name_clusters(tmp_path / "k5.ome.zarr", mapping=tmp_path / "a.ome.zarr.provenance.json")
+    # the command line says whose names these are, without the votes of the volume they came from
+    assert main(["name", str(tmp_path / "other.ome.zarr"), "--mapping", str(tmp_path / "a.ome.zarr.provenance.json"),
+                 "-o", str(tmp_path / "c.ome.zarr"), "--quiet"]) == 0
+    out = capsys.readouterr()
+    assert f"cluster names, as {tmp_path / 'a.ome.zarr.provenance.json'} gives them: 0 -> " in out.out
+    assert "cluster vote" not in out.out and "conflict" not in out.out and "not an option" not in out.err
 
 
 def test_scribbles_with_a_names_table(segmented, tmp_path, capsys):

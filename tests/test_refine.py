@@ -11,7 +11,7 @@ import tifffile
 
 import orgaseg
 from orgaseg.cli import main
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, OrgasegWarning
 from orgaseg.io import open_volume
 from orgaseg.io.writers import write_tiff_image
 from orgaseg.organelles import name_clusters, points_from_arrays
@@ -160,6 +160,20 @@ def test_a_refined_mapping_treats_another_volume_the_same(merged, second, tmp_pa
     np.testing.assert_array_equal(named, classifier.predict(features))
     scores = dice_by_name(named, list(record["names"]), other.labels)
     assert np.mean(list(scores.values())) > 0.6, scores
+
+
+def test_a_refined_mapping_on_other_features_says_what_differs(merged, tmp_path):
+    folder, cell, _ = merged
+    coords, names = clicks(cell.labels, 3)
+    name_clusters(folder / "seg.ome.zarr", annotations=points_from_arrays(coords, names, shape=SHAPE), refine=True,
+                  output=tmp_path / "a.ome.zarr")
+    # the same clusterer on another working grid of as many channels: the names fit, the classifier's features do not
+    with pytest.warns(OrgasegWarning):
+        orgaseg.segment(folder / "cell.tif", centers=folder / "seg.ome.zarr.provenance.json", pixel_size=16.0,
+                        output=tmp_path / "finer.ome.zarr")
+    with pytest.raises(OrgasegError, match=r"other features than the classifier of .* was trained on \(pixel_size_nm "
+                                           r"16\.0 here, 10\.0 there; .*\): segment it with the same method"):
+        name_clusters(tmp_path / "finer.ome.zarr", mapping=tmp_path / "a.ome.zarr.provenance.json")
 
 
 def test_a_forest_file_that_changed_is_refused(merged, tmp_path):

@@ -360,7 +360,11 @@ def cmd_name(args, progress) -> int:
     refined = (f", refined by a {result.classifier.kind} classifier" if result.classifier is not None else "")
     print(f"wrote {result.path} ({len(result.names) - 1} names{refined}); provenance in "
           f"{result.path}.provenance.json")
-    print(f"cluster vote: {result.naming.summary(refined=result.classifier is not None)}")
+    if args.mapping is not None:  # the votes behind the mapping are another volume's: not said as this one's
+        print(f"cluster names, as {args.mapping} gives them: "
+              f"{result.naming.summary(refined=result.classifier is not None, votes=False)}")
+    else:
+        print(f"cluster vote: {result.naming.summary(refined=result.classifier is not None)}")
     return 0
 
 
@@ -398,7 +402,8 @@ def cmd_instances(args, progress) -> int:
                                 executor=executor, overwrite=args.overwrite, progress=progress)
     finally:
         executor.close()
-    counts = ", ".join(f"{name} {count}" for name, count in result.counts.items()) or "none"
+    # a volume without names numbers its classes by value: "class 2: 7", not "2 7"
+    counts = ", ".join(f"{'class ' * name.isdigit()}{name}: {count}" for name, count in result.counts.items()) or "none"
     skipped = result.provenance.get("blocks_resumed", {}).get("skipped")
     resumed = f", resumed: {skipped} of {result.provenance['blocks']} blocks were done" if skipped else ""
     print(f"wrote {result.path}: {len(result.classes)} instances ({counts}), {result.provenance['seconds']:.1f} s"

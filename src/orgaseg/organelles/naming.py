@@ -15,6 +15,7 @@ relabels every voxel instead.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from orgaseg.errors import OrgasegError, arg
 from orgaseg.io import create_label_writer, make_provenance, open_volume
 from orgaseg.io.metadata import known_voxel_size, placement
 from orgaseg.io.partial import digest, refuse_replacing_an_input
-from orgaseg.io.provenance import provenance_path, read_provenance
+from orgaseg.io.provenance import provenance_path, read_provenance, to_jsonable
 from orgaseg.io.readers import open_on_grid
 from orgaseg.io.volume import Volume, as_volume
 from orgaseg.labels import smallest_label_dtype
@@ -122,17 +123,41 @@ class ClusterNaming:
             raise OrgasegError(f"the provenance's naming entry is incomplete ({err})") from None
         return cls(names, np.asarray(ids, dtype=np.int64), votes)
 
-    def summary(self, refined: bool = False) -> str:
-        """``0 -> membrane, 1 -> unassigned, ...``, then conflicts and (unless ``refined``) names without a cluster."""
-        text = ", ".join(f"{c} -> {n}" for c, n in self.mapping().items())
-        for conflict in self.conflicts():
-            votes = ", ".join(f"{n} {v}" for n, v in conflict["votes"].items())
-            text += f"; conflict in cluster {conflict['cluster']}: {votes} (chose {conflict['chosen']}" + (
+    def summary(self, refined: bool = False, votes: bool = True) -> str:
+        """``0 -> membrane, 1 -> unassigned, ...``, then (with ``votes``) conflicts and (unless ``refined``) names
+        without a cluster; a name holding a comma, semicolon or arrow is quoted."""
+        text = ", ".join(f"{c} -> {_quoted(n)}" for c, n in self.mapping().items())
+        for conflict in self.conflicts() if votes else ():
+            counts = ", ".join(f"{_quoted(n)} {v}" for n, v in conflict["votes"].items())
+            text += f"; conflict in cluster {conflict['cluster']}: {counts} (chose {_quoted(conflict['chosen'])}" + (
                 ", a tie: the name given first" if conflict["tie"] else "") + ")"
         missing = self.names_without_cluster()
         if missing and not refined:
-            text += f"; no cluster carries {', '.join(missing)} (try refining, or a larger K)"
+            text += f"; no cluster carries {', '.join(map(_quoted, missing))} (try refining, or a larger K)"
         return text
+
+
+def _what_differs(here: dict, there: dict, shown: int = 3) -> str:
+    """The first ``shown`` entries of two feature descriptions that differ, as ``name A here, B there`` (the
+    innermost entries that differ, named by their path)."""
+    def short(value) -> str:
+        text = json.dumps(to_jsonable(value), sort_keys=True)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    def differing(a, b, path: str):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in dict.fromkeys([*a, *b]):
+                yield from differing(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+        elif digest(a) != digest(b):
+            yield f"{path} {short(a)} here, {short(b)} there"
+
+    found = list(differing(here, there, ""))
+    return "; ".join(found[:shown]) + (f"; {len(found) - shown} more" if len(found) > shown else "")
+
+
+def _quoted(name: str) -> str:
+    """``name``, in double quotes where it holds what separates the summary's items."""
+    return f'"{name}"' if any(mark in name for mark in (",", ";", "->")) else name
 
 
 def vote(clusters: np.ndarray, annotations: Annotations, k: int) -> ClusterNaming:
@@ -318,14 +343,15 @@ def name_clusters(
     segmentation_job = None
     described: dict
     if mapping is not None:
-        naming, fitted_classifier, described = _reuse_mapping(mapping, clusterer_state, refine)
+        naming, fitted_classifier, described = _reuse_mapping(mapping, clusterer_state, int(k), refine)
         if fitted_classifier is not None:
             segmentation_job = rebuild_segmentation(record, raw=raw, raw_key=raw_key, model=model, device=device,
                                                     context=fitted_classifier.context,
                                                     z_context=fitted_classifier.z_context)
             if digest(segmentation_job.config()) != digest(described["features"]):
                 raise OrgasegError(f"{seg_name} was segmented with other features than the classifier of {mapping} "
-                                   "was trained on: segment it with the same method, options and checkpoint")
+                                   f"was trained on ({_what_differs(segmentation_job.config(), described['features'])}"
+                                   "): segment it with the same method, options and checkpoint")
     else:
         if annotations is None:
             annotations = _read_annotations(points, scribbles, scribbles_key, names, volume, units)
@@ -511,7 +537,8 @@ def _refuse_unused_refine_options(refine: bool, mapping, **given) -> None:
                            "own settings (see its provenance)")
 
 
-def _reuse_mapping(mapping, clusterer_state: dict, refine: bool) -> tuple[ClusterNaming, RefinedClassifier | None, dict]:
+def _reuse_mapping(mapping, clusterer_state: dict, k: int,
+                   refine: bool) -> tuple[ClusterNaming, RefinedClassifier | None, dict]:
     """The naming (and classifier) of an earlier named output, checked against this segmentation's clusterer."""
     path = Path(mapping)
     if not path.is_file():
@@ -523,8 +550,13 @@ def _reuse_mapping(mapping, clusterer_state: dict, refine: bool) -> tuple[Cluste
     if "naming" not in record or "clusterer_sha256" not in record:
         raise OrgasegError(f"{path}: not the provenance of a named output ('orgaseg name'): it holds no mapping")
     if record["clusterer_sha256"] != digest(clusterer_state):
-        raise OrgasegError(f"{path}: its mapping names the clusters of another clusterer; segment this volume with "
-                           f"the same clusterer ({arg('method')} as before and --centers SEG.provenance.json)")
+        source = Path(str(record.get("segmentation")))
+        centers = provenance_path(source) if provenance_path(source).is_file() else "SEG.provenance.json"
+        fitted = (f"K = {record['k']} clusters, this segmentation {k}" if record.get("k") not in (None, k) else
+                  f"another fit of K = {k}")
+        raise OrgasegError(f"{path}: its mapping names the clusters of another clusterer ({fitted}); segment this "
+                           f"volume with the same clusterer: orgaseg segment VOLUME --centers {centers}, with the "
+                           "method and options that segmentation was made with")
     naming = ClusterNaming.from_dict(record["naming"])
     classifier = None
     if record.get("classifier"):
