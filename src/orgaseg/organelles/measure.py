@@ -98,6 +98,11 @@ _MARGIN = 0.1
 SECTIONED = 3.0
 
 
+def _sectioned(spacing) -> bool:
+    """Whether voxels of ``spacing`` (z, y, x) are serial sections, meshed on the signed distance field."""
+    return spacing[0] >= SECTIONED * max(spacing[1:])
+
+
 def _distance_cap(spacing) -> float:
     """The largest |distance| (nm) of the signed distance field that can move the mesh: a voxel within the in-plane
     smoothing's reach of a voxel whose neighbour along any axis belongs to the other side lies within this of it."""
@@ -106,7 +111,7 @@ def _distance_cap(spacing) -> float:
 
 def _reach(spacing) -> tuple[int, int, int]:
     """Voxels around a block's cells that their surface field reads, per axis (z, y, x)."""
-    if spacing[0] < SECTIONED * max(spacing[1:]):
+    if not _sectioned(spacing):
         return (_REACH,) * 3
     cap = _distance_cap(spacing)  # the distances within it are exact when every voxel within it is read
     return tuple(int(np.ceil(cap / v)) + (_REACH if axis else 0) for axis, v in enumerate(spacing))
@@ -121,7 +126,7 @@ def _surface_field(mask: np.ndarray, spacing) -> np.ndarray:
     crosses where the distances on either side balance, so an outline that shrinks from one section to the
     next is joined by a slope, as shape-based interpolation joins them, not by a step of a section's height.
     """
-    if spacing[0] < SECTIONED * max(spacing[1:]):
+    if not _sectioned(spacing):
         field = ndi.gaussian_filter(mask.astype(np.float64), SMOOTHING_VOXELS, mode="constant", truncate=_TRUNCATE) - 0.5
         margin = _MARGIN
     else:
@@ -464,7 +469,7 @@ def measure_instances(
         "mask": _name(mask), "count": len(table["id"]), "blocks": len(blocks), "block_shape": block_shape,
         "seconds": round(seconds, 3), "voxels_per_s": round(volume.size / max(seconds, 1e-9)),
         "surface": (f"marching cubes on the mask smoothed by a Gaussian of {SMOOTHING_VOXELS} voxels"
-                    if volume.voxel_size[0] < SECTIONED * max(volume.voxel_size[1:]) else
+                    if not _sectioned(volume.voxel_size) else
                     f"marching cubes on the signed distance field (nm), smoothed in-plane by a Gaussian of "
                     f"{SMOOTHING_VOXELS} pixels"),
         "connectivity": "instances are label values (not re-split into components)",
