@@ -288,7 +288,9 @@ def to_markdown(record: dict) -> str:
 
 
 def write_results(output: Path, record: dict, markdown: str) -> None:
-    """``results.json`` and ``results.md`` into the folder ``output``, and the markdown on stdout."""
+    """``results.json`` and ``results.md`` into the folder ``output`` (made if missing), and the markdown on stdout."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
     (output / "results.json").write_text(json.dumps(record, indent=2) + "\n")
     (output / "results.md").write_text(markdown)
     print(markdown)
@@ -318,11 +320,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.refine_k not in args.k:
         parser.error("--refine-k must be one of --k")
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
     record = run(args)
     record["summary"] = summarise(record)
-    write_results(output, record, to_markdown(record))
+    write_results(Path(args.output), record, to_markdown(record))
 
 
 if __name__ == "__main__":

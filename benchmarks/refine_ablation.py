@@ -209,10 +209,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.pixel_size is None:
         args.pixel_size = SPLITS[args.dataset]["pixel_size"]
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
     record = run(args)
-    write_results(output, record, to_markdown(record))
+    write_results(Path(args.output), record, to_markdown(record))
 
 
 if __name__ == "__main__":

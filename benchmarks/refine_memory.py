@@ -26,7 +26,7 @@ from orgaseg.datasets import load_dataset
 from orgaseg.environment import environment_record
 
 from clicks import draw_clicks, write_results
-from refine_speed import STACKS
+from refine_speed import STACKS, add_stack_arguments
 
 #: Runs ``orgaseg.cli.main`` on its arguments, then writes its exit code and peak memory (KiB) to the last one.
 MEASURED = ("import json, resource, sys\n"
@@ -91,16 +91,10 @@ def to_markdown(record: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", required=True, choices=sorted(STACKS))
-    parser.add_argument("--data-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    parser.add_argument("-k", type=int, default=8)
-    parser.add_argument("--clicks", type=int, default=50, help="random clicks per class (default 50)")
-    parser.add_argument("-o", "--output", required=True)
+    add_stack_arguments(parser, k=8, clicks=50)
     args = parser.parse_args()
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
     record = run(args)
-    write_results(output, record, to_markdown(record))
+    write_results(Path(args.output), record, to_markdown(record))
 
 
 if __name__ == "__main__":

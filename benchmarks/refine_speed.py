@@ -111,19 +111,22 @@ def to_markdown(record: dict) -> str:
     ]) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_stack_arguments(parser: argparse.ArgumentParser, *, k: int, clicks: int) -> None:
+    """The arguments of a refine run on one of :data:`STACKS`: dataset, data root, K, clicks per class, output."""
     parser.add_argument("--dataset", required=True, choices=sorted(STACKS))
     parser.add_argument("--data-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
-    parser.add_argument("-k", type=int, default=6)
-    parser.add_argument("--clicks", type=int, default=20, help="random clicks per class (default 20)")
-    parser.add_argument("--repeats", type=int, default=2, help="labelling passes each way (default 2)")
+    parser.add_argument("-k", type=int, default=k)
+    parser.add_argument("--clicks", type=int, default=clicks, help=f"random clicks per class (default {clicks})")
     parser.add_argument("-o", "--output", required=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_stack_arguments(parser, k=6, clicks=20)
+    parser.add_argument("--repeats", type=int, default=2, help="labelling passes each way (default 2)")
     args = parser.parse_args()
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
     record = run(args)
-    write_results(output, record, to_markdown(record))
+    write_results(Path(args.output), record, to_markdown(record))
 
 
 if __name__ == "__main__":
