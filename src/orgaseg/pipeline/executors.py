@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -117,6 +118,33 @@ class ThreadExecutor(Executor):
             yield from self._windowed(lambda *args: pool.submit(fn, *shared, *args), finished, items)
 
 
+class _DropCancelOfUnstartedCall(logging.Filter):
+    """Drops tornado's report of distributed's cancel of a call that Ctrl-C interrupted before it started.
+
+    ``distributed.utils.sync`` answers Ctrl-C by scheduling a ``cancel`` of the call on its event loop; when the
+    call had not started yet, ``cancel`` reads a future that was never assigned, and tornado logs the NameError
+    with a traceback (distributed 2026.8), above orgaseg's own "interrupted" line. The call never ran, so there
+    is nothing to cancel and nothing worth a word.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not isinstance(error, NameError) or error.__traceback__ is None:
+            return True
+        last = error.__traceback__
+        while last.tb_next is not None:
+            last = last.tb_next
+        code = last.tb_frame.f_code
+        return not (code.co_name == "cancel" and code.co_filename.endswith(os.path.join("distributed", "utils.py")))
+
+
+def quiet_cancel_of_unstarted_calls() -> None:
+    """Install :class:`_DropCancelOfUnstartedCall` on tornado's callback log (once)."""
+    logger = logging.getLogger("tornado.application")
+    if not any(isinstance(f, _DropCancelOfUnstartedCall) for f in logger.filters):
+        logger.addFilter(_DropCancelOfUnstartedCall())
+
+
 class DaskExecutor(Executor):
     """dask.distributed: a local cluster of worker processes, or an existing scheduler.
 
@@ -132,6 +160,7 @@ class DaskExecutor(Executor):
     in_process = False
 
     def __init__(self, client, cluster=None) -> None:
+        quiet_cancel_of_unstarted_calls()
         self.client = client
         self.cluster = cluster
         self._scattered: dict[int, tuple[Any, Any]] = {}
@@ -143,6 +172,7 @@ class DaskExecutor(Executor):
 
         workers = _positive(workers, "workers")
         threads_per_worker = _positive(threads_per_worker, "threads_per_worker")
+        quiet_cancel_of_unstarted_calls()  # Ctrl-C while the cluster starts
         # the scheduler and nannies run in this process and log every start and stop at INFO
         logging.getLogger("distributed").setLevel(logging.ERROR)
         # worker processes inherit an ignored SIGINT (Python then installs no KeyboardInterrupt handler in them):
@@ -162,6 +192,7 @@ class DaskExecutor(Executor):
         """Join a running scheduler (e.g. one that dask-jobqueue started on SLURM or LSF)."""
         from distributed import Client
 
+        quiet_cancel_of_unstarted_calls()  # Ctrl-C while connecting
         try:
             client = Client(address, timeout=CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError, ValueError) as err:
