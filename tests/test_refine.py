@@ -415,6 +415,17 @@ def test_refine_reads_the_volume_as_it_was_segmented(merged, tmp_path, selection
     refined = name_clusters(tmp_path / "seg.ome.zarr", refine=True, annotations=annotations)
     given = name_clusters(tmp_path / "seg.ome.zarr", refine=True, annotations=annotations, raw=raw)
     np.testing.assert_array_equal(refined.labels, given.labels)
+    # the file moved: --raw names the copy, read as the original was
+    (tmp_path / "moved").mkdir()
+    (tmp_path / "cell.tif").rename(tmp_path / "moved" / "cell.tif")
+    moved = name_clusters(tmp_path / "seg.ome.zarr", refine=True, annotations=annotations,
+                          raw=tmp_path / "moved" / "cell.tif")
+    np.testing.assert_array_equal(refined.labels, moved.labels)
+    if "channel" in selection:  # the channel saved on its own is read as it comes
+        write_tiff_image(tmp_path / "channel1.tif", cell.raw, voxel_size=VOXEL)
+        alone = name_clusters(tmp_path / "seg.ome.zarr", refine=True, annotations=annotations,
+                              raw=tmp_path / "channel1.tif")
+        np.testing.assert_array_equal(refined.labels, alone.labels)
 
 
 def test_a_raw_volume_given_inside_a_container_has_its_own_key(merged, tmp_path, capsys):

@@ -151,13 +151,18 @@ def rebuild_segmentation(record: dict, *, raw=None, raw_key: str | None = None, 
                            f"pass {arg('raw')}, the volume that was segmented")
     if isinstance(data, (str, Path)) and not Path(data).exists():
         raise OrgasegError(f"{data}: the segmented volume is not there; pass {arg('raw')} to say where it is")
-    # read as it was segmented (a channel, an axis order); a raw given instead is read as it comes
-    selection = {n: source_info[n] for n in ("key", "axes", "channel") if n in source_info} if raw is None else \
-        {"key": raw_key}
-    try:
-        volume = resolve_volume(data, voxel_size=source_info.get("voxel_size"), **selection)
-    except OrgasegError as err:
-        raise (err if raw is None else with_key_option(err, "raw_key")) from None
+    # read as it was segmented (a channel, an axis order); a raw given instead (a moved copy, or the selected
+    # channel saved on its own) is read that way too where it can be, else as it comes
+    layout = {n: source_info[n] for n in ("axes", "channel") if source_info.get(n) is not None}
+    key = source_info.get("key") if raw is None else raw_key
+    selections = [{"key": key, **layout}] if raw is None or not layout else [{"key": key, **layout}, {"key": key}]
+    for attempt, selection in enumerate(selections, 1):
+        try:
+            volume = resolve_volume(data, voxel_size=source_info.get("voxel_size"), **selection)
+            break
+        except OrgasegError as err:
+            if attempt == len(selections):
+                raise (err if raw is None else with_key_option(err, "raw_key")) from None
     if list(volume.shape) != list(source_info.get("shape", volume.shape)):
         raise OrgasegError(f"{volume.path or 'the raw volume'} has shape {volume.shape}, but the segmentation was made "
                            f"from a volume of shape {tuple(source_info['shape'])}")
