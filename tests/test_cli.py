@@ -95,6 +95,15 @@ def test_centers_reuse_gives_same_ids(phantom_files, tmp_path, capsys):
                  f"{first}.provenance.json", "--quiet"]) == 2
     assert "K = 4 was asked for, but the reused clusterer" in capsys.readouterr().err
     assert not (tmp_path / "d.tif").exists()
+    # the run's pixel size and options come with its clusterer, and are said
+    coarse = tmp_path / "coarse.tif"
+    assert main(["segment", str(raw), "-k", "4", "--pixel-size", "30", "--scales-nm", "40", "80", "160", "-o",
+                 str(coarse), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["segment", str(raw), "-o", str(tmp_path / "e.tif"), "--centers", f"{coarse}.provenance.json"]) == 0
+    assert (f"as in {coarse}.provenance.json: feature options scales_nm=[40.0, 80.0, 160.0], pixel size 30 nm"
+            in capsys.readouterr().err)
+    np.testing.assert_array_equal(tifffile.imread(coarse), tifffile.imread(tmp_path / "e.tif"))
 
 
 def test_centers_fitted_on_other_features_are_refused(phantom_files, tmp_path, capsys):

@@ -125,6 +125,10 @@ def test_train_and_segment_on_the_command_line_give_the_same_clusterer_and_label
     labels = tifffile.imread(tmp_path / "labels.tif")
     expected = orgaseg.segment(image, voxel_size=VOXEL, **segment_arguments(checkpoint, method="sccs")).labels
     assert np.array_equal(labels, np.asarray(expected))
+    # the checkpoint says its method
+    assert main(["segment", str(tmp_path / "new.tif"), "--quiet", "--model", str(tmp_path / "sccs.json"), "-o",
+                 str(tmp_path / "no-method.tif"), *voxel]) == 0
+    assert np.array_equal(tifffile.imread(tmp_path / "no-method.tif"), labels)
     # --centers reads the checkpoint as it reads a provenance (the features given as when training)
     assert main(["segment", str(tmp_path / "new.tif"), "--quiet", "--method", "sccs", "--centers",
                  str(tmp_path / "sccs.json"), "--option", "scales_nm=[10,20,40]", "-o",

@@ -1,5 +1,7 @@
 """The three stages: a clusterer from outside the package, every offered combination, the working pixel size."""
 
+import json
+import logging
 import os
 import signal
 import subprocess
@@ -297,6 +299,44 @@ def test_centers_fitted_on_another_encoders_tokens_are_refused(checkpoints, smal
         orgaseg.segment(raw, method="maester", model=maester, features="expand-stride", centers=centers, device="cpu")
     again = orgaseg.segment(raw, method="his4mae", model=his4mae, centers=centers, device="cpu")
     np.testing.assert_array_equal(again.labels, open_volume(fitted.path).read())
+
+
+def test_centers_bring_the_method_checkpoint_options_and_pixel_size_of_their_run(checkpoints, small, tmp_path,
+                                                                                   caplog):
+    raw = small.evaluation[0].raw
+    his4mae = checkpoints["distilled-mae"][1]
+    with pytest.warns(UserWarning, match="segmenting at 40 nm"):
+        fitted = orgaseg.segment(raw, method="his4mae", model=his4mae, k=3, device="cpu", sample_size=3000,
+                                 options={"stride": 6}, pixel_size=40, output=tmp_path / "h.ome.zarr")
+    centers = tmp_path / "h.ome.zarr.provenance.json"
+    with caplog.at_level(logging.INFO, logger="orgaseg.segmentation"), pytest.warns(UserWarning, match="at 40"):
+        again = orgaseg.segment(raw, centers=centers, device="cpu")
+    np.testing.assert_array_equal(again.labels, open_volume(fitted.path).read())
+    assert again.provenance["config"] == {**fitted.provenance["config"], "sample_size": again.provenance["config"][
+        "sample_size"]}
+    assert again.provenance["stages_from_centers"] == {"method": "his4mae", "model": str(his4mae),
+                                                       "feature_options": {"stride": 6}, "pixel_size": 40.0}
+    assert f"as in {centers}: method his4mae, checkpoint {his4mae}, feature options stride=6, pixel size 40 nm" \
+        in caplog.text
+    # what is given wins, and must still give the run's features
+    with pytest.raises(OrgasegError, match="the dense features"):
+        orgaseg.segment(raw, centers=centers, device="cpu", options={"stride": 8})
+    # a plain run's provenance brings nothing: nothing is said or recorded
+    plain = orgaseg.segment(raw, k=3, sample_size=3000, output=tmp_path / "p.ome.zarr")
+    reused = orgaseg.segment(raw, centers=tmp_path / "p.ome.zarr.provenance.json")
+    assert reused.provenance["stages_from_centers"] is None
+    np.testing.assert_array_equal(reused.labels, open_volume(plain.path).read())
+    # the checkpoint moved: the message says which one to pass
+    moved = tmp_path / "moved.pt"
+    moved.write_bytes(his4mae.read_bytes())
+    record = json.loads(centers.read_text())
+    record["model"]["path"] = str(tmp_path / "gone.pt")
+    centers.write_text(json.dumps(record))
+    with pytest.raises(OrgasegError, match=r"gone\.pt, which is not there: pass model="):
+        orgaseg.segment(raw, centers=centers, device="cpu")
+    with pytest.warns(UserWarning, match="at 40"):
+        given = orgaseg.segment(raw, centers=centers, model=moved, device="cpu")
+    np.testing.assert_array_equal(given.labels, again.labels)
 
 
 @pytest.mark.parametrize("method", ["maester", "han-vae-2d"])

@@ -499,14 +499,18 @@ def _default_sample_sizes() -> str:
     return ", ".join(f"{' / '.join(names)} {size:,}" for size, names in by_size.items())
 
 
-def _add_stage_options(parser: argparse.ArgumentParser) -> None:
-    """Stage choices, read from the tables: shared by segment and benchmark."""
+def _add_stage_options(parser: argparse.ArgumentParser, reused: bool = False) -> None:
+    """Stage choices, read from the tables: shared by segment and benchmark (``reused``: segment, whose
+    method may come from the clusterer it reuses)."""
     from orgaseg.cluster import CLUSTERERS
     from orgaseg.features import FEATURES
     from orgaseg.methods import METHODS
 
-    parser.add_argument("--method", default="baseline", type=_table_choice("method"), metavar="NAME",
-                        help=f"segmentation method: {', '.join(METHODS)} (default baseline; 'orgaseg methods' lists them)")
+    default = ("default baseline, or the method of the run --centers or a trained sccs / cs2c --model comes from"
+               if reused else "default baseline")
+    parser.add_argument("--method", default=None if reused else "baseline", type=_table_choice("method"),
+                        metavar="NAME",
+                        help=f"segmentation method: {', '.join(METHODS)} ({default}; 'orgaseg methods' lists them)")
     parser.add_argument("--features", type=_table_choice("features"), metavar="NAME",
                         help=f"dense features instead of the method's: {', '.join(FEATURES)}")
     parser.add_argument("--clusterer", type=_table_choice("clusterer"), metavar="NAME",
@@ -612,14 +616,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("segment", parents=[common], help="segment a volume into K clusters")
     p.add_argument("path", help="a file, a folder of slices, or a zarr/n5/hdf5 container")
-    _add_stage_options(p)
+    _add_stage_options(p, reused=True)
     p.add_argument("-k", type=int, help="number of clusters (default 6; with --centers or a trained sccs/cs2c "
                                         "--model, theirs)")
     p.add_argument("-o", "--output", required=True, help="output labels: .ome.zarr / .zarr or .tif")
     p.add_argument("--model", help="checkpoint of a method that learns, or a trained sccs / cs2c clusterer "
                                    "(orgaseg train --method sccs: labels with it, no fitting on this volume)")
     p.add_argument("--centers", "--reuse-clusterer", dest="centers", metavar="FILE",
-                   help="reuse the clusterer of an earlier run: its .provenance.json (any clusterer) or a .npy of "
+                   help="reuse the clusterer of an earlier run: its .provenance.json (any clusterer; the run's "
+                        "method, checkpoint, features, options and pixel size where not given) or a .npy of "
                         "k-means centres; the same structures get the same ids")
     p.add_argument("--invert", action="store_true", help="invert intensities (for bright-membrane contrast)")
     _add_volume_options(p)
@@ -843,7 +848,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, handlers=[handler], force=True)
     logging.captureWarnings(True)  # warnings too are written above the progress bars
     # what a learned encoder's run will cost is said up front (README, `segment`), unless --quiet
-    logging.getLogger("orgaseg.pipeline.cost").setLevel(logging.NOTSET if args.quiet or args.debug else logging.INFO)
+    # and, for segment --centers, the stages taken from the reused run
+    for name in ("orgaseg.pipeline.cost", "orgaseg.segmentation"):
+        logging.getLogger(name).setLevel(logging.NOTSET if args.quiet or args.debug else logging.INFO)
     command = (args.command, args.option_strings)
     if not args.debug:
         warnings.simplefilter("default")

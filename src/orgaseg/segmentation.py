@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import operator
 import time
 import warnings
@@ -29,6 +30,8 @@ from orgaseg.pipeline.runner import (check_feature_memory, cluster_volume, kept_
 from orgaseg.pipeline.stages import Stages, resolve_stages
 from orgaseg.pipeline.tasks import VolumeSource
 from orgaseg.progress import ProgressCallback
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -161,6 +164,51 @@ def check_reused_features(centers, record: dict | None, reused: Clusterer, stage
                       stacklevel=3)
 
 
+def _stages_of_reused_run(centers, record: dict | None, *, method: str | None, model, features: str | None,
+                          options: dict | None) -> tuple[str, Any, str | None, dict | None, dict | None]:
+    """The stage arguments not given, taken from the segmentation whose provenance ``centers`` is.
+
+    A clusterer's ids mean something only on the features it was fitted on, so a volume segmented with it
+    needs that run's method, checkpoint, features and feature options (its pixel size: see
+    :func:`segment`). Each one given wins; none is taken with another ``method``, or from centres that
+    are no segmentation's provenance. Returns ``method`` (default ``baseline``), ``model``, ``features``,
+    ``options`` and what was taken where they differ from the defaults (None when ``centers`` is no run of
+    this method).
+    """
+    from orgaseg.methods import get_method
+
+    config = (record or {}).get("config")
+    if not isinstance(config, dict) or "method" not in config or method not in (None, config["method"]):
+        return method or "baseline", model, features, options, None
+    taken: dict = {}
+    if method is None:
+        method = config["method"]
+        if method != "baseline":  # the default is no news
+            taken["method"] = method
+    recorded_model = (record.get("model") or {}).get("path")
+    if model is None and recorded_model is not None:
+        if not Path(recorded_model).is_file():
+            raise OrgasegError(f"{centers}: its run read the checkpoint {recorded_model}, which is not there: pass "
+                               f"{arg('model')} (the same checkpoint; its SHA-256 is in that provenance)")
+        model = taken["model"] = recorded_model
+    if features is None and config.get("features") not in (None, get_method(method).features):
+        features = taken["features"] = config["features"]
+    given = {name.removeprefix("features."): value for name, value in (options or {}).items()}
+    recorded = {name: value for name, value in (config.get("feature_options") or {}).items() if name not in given}
+    if recorded:
+        taken["feature_options"] = recorded
+        options = {**{f"features.{name}": value for name, value in recorded.items()}, **(options or {})}
+    return method, model, features, options, taken
+
+def _taken_text(name: str, value) -> str:
+    """One item of what a reused run's provenance gave: ``method his4mae``, ``pixel size 11.8 nm``, ..."""
+    if name == "feature_options":
+        return "feature options " + ", ".join(f"{k}={v}" for k, v in value.items())
+    if name == "pixel_size":
+        return "pixel size native" if value == "native" else f"pixel size {value:g} nm"
+    return f"{'checkpoint' if name == 'model' else name} {value}"
+
+
 def _features_text(name: str, options: dict | None) -> str:
     """``filter-bank``, or ``filter-bank with scales_nm=[20, 40]``."""
     return name + (" with " + ", ".join(f"{k}={v}" for k, v in options.items()) if options else "")
@@ -173,7 +221,7 @@ def _voxel_text(voxel_size) -> str:
 def segment(
     data,
     *,
-    method: str = "baseline",
+    method: str | None = None,
     k: int | None = None,
     output: str | Path | None = None,
     model: str | Path | None = None,
@@ -205,8 +253,9 @@ def segment(
     ----------
     data : str, Path, Volume or ndarray
         The volume (any format :func:`orgaseg.open_volume` reads) or an array.
-    method : str
-        A row of the method table (``orgaseg methods``; :data:`orgaseg.methods.METHODS`).
+    method : str, optional
+        A row of the method table (``orgaseg methods``; :data:`orgaseg.methods.METHODS`); default
+        ``baseline``, or with ``centers`` the method of the run they come from.
     k : int, optional
         Number of clusters (default 6). With ``centers`` the reused clusterer
         fixes it: a different ``k`` is refused.
@@ -221,6 +270,9 @@ def segment(
     centers : path or Clusterer, optional
         Reuse the clusterer of an earlier segmentation (its provenance JSON, or
         a ``.npy`` of k-means centres), so a second volume gets the same label ids.
+        From a provenance, what is not given of ``method``, ``model``, ``features``,
+        the feature ``options`` and ``pixel_size`` is that run's (recorded under
+        ``stages_from_centers``); what is given must give the same features.
     features : str, optional
         Dense features instead of the method's (:data:`orgaseg.features.FEATURES`).
     clusterer : str or ClustererSpec, optional
@@ -305,8 +357,17 @@ def segment(
                            if centers is not None else (None, None))
     if reused is not None and clusterer is None:
         clusterer = str(reused.to_dict().get("kind", "kmeans"))
+    method, model, features, options, taken = _stages_of_reused_run(centers, reused_from, method=method, model=model,
+                                                                    features=features, options=options)
     stages = resolve_stages(method, model=model, features=features, clusterer=clusterer, options=options,
                             pixel_size=pixel_size, device=device)
+    fitted_nm = stages.pixel_size_nm if taken is None else reused_from["config"].get("pixel_size_nm", stages.pixel_size_nm)
+    if pixel_size is None and fitted_nm != stages.pixel_size_nm:  # the reused run's was not the default here
+        pixel_size = taken["pixel_size"] = "native" if fitted_nm is None else fitted_nm
+        stages = resolve_stages(method, model=model, features=features, clusterer=clusterer, options=options,
+                                pixel_size=pixel_size, device=device)
+    if taken:  # said before the long part, as the cost is
+        logger.info(f"as in {centers}: " + ", ".join(_taken_text(name, value) for name, value in taken.items()))
     if k is not None:
         try:
             k = operator.index(k)  # an int or a numpy integer, not 2.5 or "3"
@@ -397,6 +458,7 @@ def segment(
                "voxel_size": list(volume.voxel_size), "origin": list(volume.origin)},
         model={"path": absolute_path(model), "sha256": model_hash} if model is not None else None,
         centers_from=absolute_path(centers) if isinstance(centers, (str, Path)) else None,
+        stages_from_centers=taken or None,
         blocks={"shape": list(block_shape), **{n: stats[n] for n in ("blocks", "computed", "skipped") if n in stats}},
         executor=executor.describe(),
         feature_memory_bytes=kept,

@@ -379,7 +379,7 @@ def load_graph_checkpoint(path: str | Path) -> dict:
     return record
 
 
-def segment_arguments(checkpoint: str | Path, *, method: str, centers=None, features: str | None = None,
+def segment_arguments(checkpoint: str | Path, *, method: str | None, centers=None, features: str | None = None,
                       clusterer: str | None = None, options: Mapping[str, Any] | None = None,
                       pixel_size: float | str | None = None, model=None) -> dict:
     """The stage arguments of :func:`orgaseg.segment` that label a volume with a trained graph clusterer.
@@ -393,8 +393,8 @@ def segment_arguments(checkpoint: str | Path, *, method: str, centers=None, feat
     ----------
     checkpoint : str or Path
         Written by :func:`train_graph_clusterer`.
-    method : str
-        Must be the checkpoint's method.
+    method : str or None
+        The checkpoint's method, or None (then it is taken).
     centers, features, clusterer
         What the caller asked for besides the checkpoint: ``centers`` is refused, ``features`` and
         ``clusterer`` must be the checkpoint's if given.
@@ -419,7 +419,7 @@ def segment_arguments(checkpoint: str | Path, *, method: str, centers=None, feat
     record = load_graph_checkpoint(checkpoint)
     trained = record["method"]
     kind = record["clusterer"].get("kind")
-    if method != trained:
+    if method not in (None, trained):
         raise OrgasegError(f"{checkpoint} is a checkpoint of method {trained!r}, not {method!r}: pass --method {trained}")
     if centers is not None:
         raise OrgasegError(f"{checkpoint} holds its trained clusterer: give it or a provenance to reuse, not both")

@@ -555,8 +555,8 @@ def _reuse_mapping(mapping, clusterer_state: dict, k: int,
         fitted = (f"K = {record['k']} clusters, this segmentation {k}" if record.get("k") not in (None, k) else
                   f"another fit of K = {k}")
         raise OrgasegError(f"{path}: its mapping names the clusters of another clusterer ({fitted}); segment this "
-                           f"volume with the same clusterer: orgaseg segment VOLUME --centers {centers}, with the "
-                           "method and options that segmentation was made with")
+                           f"volume with the same clusterer: orgaseg segment VOLUME --centers {centers} (it brings "
+                           "that segmentation's method, checkpoint, options and pixel size)")
     naming = ClusterNaming.from_dict(record["naming"])
     classifier = None
     if record.get("classifier"):
