@@ -367,3 +367,28 @@ def test_a_block_never_takes_the_superpixels_another_thread_cached(monkeypatch):
 
     monkeypatch.setattr(graph_clusterers, "_last", Switching(entry_mine))
     assert graph_clusterers._cached_regions(mine, raw, (20.0, 20.0), options) is expected
+
+
+def test_default_blocks_of_a_graph_clusterer_span_whole_regions(monkeypatch):
+    # Deep, narrow default blocks suit the filter bank's 3D context on a near-isotropic volume, but a graph
+    # clusterer cuts each plane of a block into regions: a block narrower than a region would cut them short
+    # and make the labels follow the block plan.
+    from orgaseg.pipeline import runner
+
+    monkeypatch.setattr(runner, "FEATURE_BYTES", 4 * 35 * 24_000)  # a budget a 12 x 96 x 96 volume exceeds
+    image, _ = _repeating_phantom()
+    image = np.repeat(image, 6, axis=0)[:, 16:112, 16:112]
+    voxel = (20.0, 20.0, 20.0)
+    options = {"region_nm": 960.0, "superpixel_px": 16}  # regions of 48 x 48 px
+    kmeans = orgaseg.segment(image, method="baseline", k=2, voxel_size=voxel, sample_size=10_000)
+    assert any(side % 48 for side in kmeans.provenance["blocks"]["shape"][1:])  # a pixel clusterer's blocks
+    whole = orgaseg.segment(image, method="baseline", clusterer="superpixel-kmeans", k=2, options=options,
+                            voxel_size=voxel, sample_size=image.size, block_shape=image.shape)
+    default = orgaseg.segment(image, method="baseline", clusterer="superpixel-kmeans", k=2, options=options,
+                              voxel_size=voxel, sample_size=image.size)
+    shape = tuple(default.provenance["blocks"]["shape"])
+    assert shape[0] < image.shape[0] and all(side % 48 == 0 for side in shape[1:])
+    # a clusterer labels the same regions with these blocks as with one block of the whole volume
+    reused = orgaseg.segment(image, voxel_size=voxel, centers=whole.model)
+    assert reused.provenance["blocks"]["shape"] == list(shape)
+    np.testing.assert_array_equal(reused.labels, whole.labels)

@@ -387,6 +387,8 @@ def segment(
     normalization = compute_normalization(volume, seed=seed, invert=invert)
     source = VolumeSource.from_arguments(data, volume, key=key, level=level, axes=axes, channel=channel)
     job = stages.job(source, normalization)
+    if getattr(reused, "plane_tile_nm", None) is not None:  # the regions it was fitted with, not the options'
+        job = dataclasses.replace(job, plane_tile_nm=reused.plane_tile_nm)
     block_shape = resolve_block_shape(job, block_shape)
     model_hash = _file_hash(model) if model is not None else None
     check_reused_features(centers, reused_from, reused, stages, job, model_hash)

@@ -39,7 +39,7 @@ labels its remaining blocks with exactly the same state.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Mapping, Protocol
+from typing import Any, Callable, Literal, Mapping, Protocol
 
 import numpy as np
 
@@ -107,6 +107,10 @@ class ClustererSpec:
         Voxels in the sample unless the method or the user says otherwise.
     working_grid : bool
         Fit and label on the working grid (with ``sample = "blocks"``; see the module notes).
+    plane_tile_nm : callable, optional
+        ``plane_tile_nm(options) -> float``: the side, in nm, of the square regions the clusterer cuts
+        each plane of a block into (superpixel graphs); default blocks then span whole numbers of them
+        in y and x, so that no block edge cuts a region short. None: the clusterer reads voxels alone.
     """
 
     name: str
@@ -117,6 +121,7 @@ class ClustererSpec:
     sample: Literal["voxels", "blocks"] = "voxels"
     default_sample_size: int = 200_000
     working_grid: bool = False
+    plane_tile_nm: Callable[[Mapping[str, Any]], float] | None = None
 
 
 

@@ -166,6 +166,11 @@ class GraphClusterer:
                            np.zeros(0, np.int64) for r in regions]
         return paint(regions, node_labels, raw.shape, smallest_label_dtype(self.k))
 
+    @property
+    def plane_tile_nm(self) -> float:
+        """Side of the square regions each plane of a block is cut into (default blocks span whole ones)."""
+        return self.graph_options.region_nm
+
     def assign(self, graph: Graph) -> np.ndarray:
         """Cluster id of each node of a graph."""
         return _ASSIGNERS[self.kind](self, graph)
@@ -335,6 +340,7 @@ def _spec(name: str, summary: str, neural: bool) -> ClustererSpec:
         from_dict=from_dict,
         options={**_GRAPH_OPTIONS, **(_NEURAL_OPTIONS if neural else {})},
         sample="blocks", default_sample_size=50_000_000, working_grid=True,
+        plane_tile_nm=lambda options: GraphOptions.from_options(options).region_nm,
     )
 
 

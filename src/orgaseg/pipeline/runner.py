@@ -135,7 +135,9 @@ def resolve_block_shape(job: BlockJob, block_shape: tuple[int, int, int] | None 
     blocks compute the fewest voxels with the context (halo) the features
     need (:func:`~orgaseg.pipeline.blocks.halo_block_shape`), or, for an
     encoder that computes only a block's own part, encode the fewest fields
-    of view (:func:`encoder_span_costs`).
+    of view (:func:`encoder_span_costs`). For a clusterer that cuts each
+    plane into square regions (``job.plane_tile_nm``), the y and x sides are
+    whole numbers of regions, or the whole axis, instead of storage chunks.
     """
     volume = job.source.volume
     halo = block_halo(job.extractor, job.grid)
@@ -145,6 +147,11 @@ def resolve_block_shape(job: BlockJob, block_shape: tuple[int, int, int] | None 
         # where a block's window reaches half a chunk past it, it reads partial chunks however the block is
         # aligned: there the side is free to meet the encoder's grid (along an axis without context it is not)
         chunks = tuple(1 if h >= c / 2 else c for h, c in zip(halo, chunks))
+    if job.plane_tile_nm is not None:
+        # a block edge would cut the regions next to it short (a block narrower than a region gets one as
+        # narrow): sides of whole regions put the edges where the regions' own edges are
+        tile = tuple(max(1, round(job.plane_tile_nm / size)) for size in volume.voxel_size[1:])
+        chunks = ((chunks or (1, 1, 1))[0], *tile)
     if block_shape is None:
         return halo_block_shape(volume.shape, halo, voxels, chunks, costs=costs)
     if len(block_shape) != 3 or min(block_shape) < 1:

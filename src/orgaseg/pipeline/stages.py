@@ -169,7 +169,9 @@ class Stages:
         grid = self.grid(volume)
         voxel_size = grid.working_voxel_size if grid is not None else volume.voxel_size
         extractor = self.features.build(self.encoder, voxel_size, self.feature_options, self.device)
-        return BlockJob(source, normalization, extractor, grid=grid, features_out=features_out)
+        tile = self.clusterer.plane_tile_nm
+        return BlockJob(source, normalization, extractor, grid=grid, features_out=features_out,
+                        plane_tile_nm=tile(self.clusterer_options) if tile is not None else None)
 
     def sample_size(self, n_voxels: int) -> int:
         """The default sample: the method's rule, else the clusterer's default."""

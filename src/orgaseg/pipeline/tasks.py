@@ -168,6 +168,10 @@ class BlockJob:
     features_out : object, optional
         A writer with ``write(region, features)`` (``--save-features``), used
         by :func:`label_block`.
+    plane_tile_nm : float, optional
+        Side in nm of the square regions the clusterer cuts each plane of a
+        block into (superpixel graphs): default blocks span whole numbers of
+        them in y and x (:func:`~orgaseg.pipeline.runner.resolve_block_shape`).
     cache : FeatureCache or None
         Set by :func:`reusing_features` for the passes of one run (not an
         argument: a job made from this one with :func:`dataclasses.replace`,
@@ -179,6 +183,7 @@ class BlockJob:
     extractor: FeatureExtractor
     grid: WorkingGrid | None = None
     features_out: Any = None
+    plane_tile_nm: float | None = None
     cache: FeatureCache | None = field(default=None, init=False, repr=False, compare=False)
 
     def features(self, block: Block) -> np.ndarray:
