@@ -392,3 +392,12 @@ def test_default_blocks_of_a_graph_clusterer_span_whole_regions(monkeypatch):
     reused = orgaseg.segment(image, voxel_size=voxel, centers=whole.model)
     assert reused.provenance["blocks"]["shape"] == list(shape)
     np.testing.assert_array_equal(reused.labels, whole.labels)
+
+
+@pytest.mark.parametrize("kind", ["spectral", "sccs"])
+def test_regions_of_one_superpixel_each_are_refused_with_the_options_to_change(kind):
+    image = np.random.default_rng(0).random((2, 64, 64)).astype(np.float32)
+    options = {"region_nm": 200.0, "superpixel_px": 400, **({"preset": "tiny"} if kind == "sccs" else {})}
+    with pytest.raises(OrgasegError, match=rf"{kind} learns from graphs of superpixels, but every region of the "
+                                           r"sample is one superpixel \(\d+ regions\): use smaller superpixels"):
+        orgaseg.segment(image, clusterer=kind, k=2, voxel_size=(20.0, 20.0, 20.0), options=options)

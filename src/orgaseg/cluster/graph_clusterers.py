@@ -131,6 +131,10 @@ class GraphFit:
                                graph_options=self.graph_options, mean=mean.astype(np.float32), scale=scale,
                                seed=self.seed, options=self.options)
         graphs = [self.graph_options.graph(r, model.mean, model.scale) for r in self.regions if r.n >= 2]
+        if not graphs and _FITTERS[self.kind] is not _fit_superpixel_kmeans:  # it alone reads no graph
+            raise OrgasegError(f"{self.kind} learns from graphs of superpixels, but every region of the sample is one "
+                               f"superpixel ({len(self.regions)} regions): use smaller superpixels (superpixel_px) or "
+                               "larger regions (region_nm)")
         _FITTERS[self.kind](model, graphs, standardized, progress=progress)
         return model
 
