@@ -196,12 +196,18 @@ def _interrupt_a_call_before_it_starts(monkeypatch) -> None:
     from distributed.utils import LoopRunner, sync
 
     class InterruptedEvent(threading.Event):
+        def is_set(self):
+            return False  # sync waits, however soon the call ends
+
         def wait(self, timeout=None):
             raise KeyboardInterrupt
 
     runner = LoopRunner(asynchronous=False)
     runner.start()
+    gate = threading.Event()
     try:
+        # the loop waits at the gate, so the call has not started when sync schedules its cancel behind it
+        runner.loop.add_callback(gate.wait, 10)
         monkeypatch.setattr(distributed.utils, "threading",
                             types.SimpleNamespace(Event=InterruptedEvent, get_ident=threading.get_ident))
 
@@ -211,10 +217,12 @@ def _interrupt_a_call_before_it_starts(monkeypatch) -> None:
         with pytest.raises(KeyboardInterrupt):
             sync(runner.loop, call)
         monkeypatch.undo()
+        gate.set()
         ran = threading.Event()
         runner.loop.add_callback(ran.set)  # after sync's cancel: the loop runs its callbacks in order
         assert ran.wait(10)
     finally:
+        gate.set()
         runner.stop()
 
 

@@ -249,7 +249,7 @@ def test_default_blocks_of_an_encoder_that_keeps_parts_encode_the_fewest_fields_
     shape, voxels = (10, 18, 20), 400
     extractor = PlaneFusion(ExpandStride(CentreStub(2), n_features=1, fov=8, patch=2, stride=4), ["xy", "xz", "yz"])
     job = types.SimpleNamespace(source=types.SimpleNamespace(volume=types.SimpleNamespace(shape=shape, chunks=None)),
-                                extractor=extractor, grid=None)
+                                extractor=extractor, grid=None, plane_tile_nm=None)
 
     def encoded(block_shape):
         return forward_passes(extractor, [b.region for b in make_blocks(shape, block_shape, extractor.halo)])
@@ -276,7 +276,7 @@ def test_a_given_block_shape_of_an_encoder_is_judged_by_the_fields_of_view_it_en
     shape = (10, 18, 20)
     extractor = PlaneFusion(ExpandStride(CentreStub(2), n_features=1, fov=8, patch=2, stride=4), ["xy", "xz", "yz"])
     job = types.SimpleNamespace(source=types.SimpleNamespace(volume=types.SimpleNamespace(shape=shape, chunks=None)),
-                                extractor=extractor, grid=None)
+                                extractor=extractor, grid=None, plane_tile_nm=None)
     monkeypatch.setattr(runner, "FEATURE_BYTES", 4 * 400)
     # columns of 2 x 2 voxels: their windows are 40 times the volume, but they encode under 5 times its fields of view
     with warnings.catch_warnings():
