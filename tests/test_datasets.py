@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -225,6 +226,20 @@ def test_betaseg_voxel_size_from_tiff_metadata(tmp_path):
     assert dataset.voxel_size == (20.0, 10.0, 10.0)
     assert dataset.train[0].voxel_size == dataset.evaluation[0].reference.voxel_size == (20.0, 10.0, 10.0)
     assert dataset.notes == []
+
+
+def test_betaseg_without_z_spacing_in_its_imagej_metadata_stays_isotropic(tmp_path):
+    # ImageJ reads a stack without "spacing" as 1 unit deep: 1000 nm for one calibrated in um; BetaSeg is isotropic
+    _write_betaseg(tmp_path / "betaseg")
+    for c in range(1, 5):
+        tifffile.imwrite(tmp_path / "betaseg" / f"high_c{c}" / f"high_c{c}_source.tif", np.zeros(SHAPE, np.uint8),
+                         imagej=True, resolution=(62.5, 62.5), metadata={"axes": "ZYX", "unit": "um"})  # 16 nm
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dataset = load_dataset("betaseg", tmp_path)
+    assert dataset.voxel_size == (16.0, 16.0, 16.0)
+    assert dataset.train[0].voxel_size == dataset.evaluation[0].reference.voxel_size == (16.0, 16.0, 16.0)
+    assert any("1000 nm" in note for note in dataset.notes)
 
 
 def test_betaseg_missing_required_mask_names_the_file(tmp_path):

@@ -141,6 +141,30 @@ def _evaluation_item(root: Path, cell: str, raw: Volume) -> EvaluationItem:
     return EvaluationItem(name=cell, raw=raw, reference=reference)
 
 
+def _metadata_voxel_size(root: Path, cell: str) -> tuple[tuple[float, float, float], list[str]]:
+    """The voxel size of ``cell``'s source from its TIFF metadata, and notes on what the metadata left to guess.
+
+    BetaSeg is isotropic: a TIFF without a physical pixel size (read as 1 nm)
+    gets the publication's 16 nm, and one whose z spacing is a reader's guess
+    (ImageJ reads a stack without ``spacing`` as 1 unit deep: 1000 nm for a
+    stack calibrated in um) gets its in-plane size along z too.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", VoxelSizeWarning)  # what the reader guessed is handled here, with a note
+        source = _source(root, cell, None)
+    for warning in caught:
+        if not issubclass(warning.category, VoxelSizeWarning):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    if source.attrs.get("voxel_size_assumed"):
+        return VOXEL_SIZE, ["voxel size 16 nm isotropic from the BetaSeg publication (not in the TIFF metadata)"]
+    z, y, x = source.voxel_size
+    if any(issubclass(warning.category, VoxelSizeWarning) for warning in caught):
+        note = (f"z voxel size {y:g} nm, the in-plane size, as BetaSeg is isotropic (the TIFF metadata gives no z "
+                f"spacing; its reader guessed {z:g} nm)")
+        return (y, y, x), [note]
+    return source.voxel_size, []
+
+
 def load_betaseg(
     data_root: Path,
     *,
@@ -158,22 +182,17 @@ def load_betaseg(
         Cell folders for training (only the source is read) and evaluation.
     voxel_size : tuple of float, optional
         Voxel size in nm ``(z, y, x)``; default: from the TIFF metadata, else
-        16 nm isotropic.
+        16 nm isotropic (z: the in-plane size where the metadata gives none).
     """
     root = dataset_dir(data_root, "betaseg", marker=(eval_cells or train_cells)[0])
     notes = []
     if voxel_size is None:
-        first = (eval_cells or train_cells)[0]
-        with warnings.catch_warnings():
-            # a missing physical size is handled here, with a note
-            warnings.simplefilter("ignore", VoxelSizeWarning)
-            voxel_size = _source(root, first, None).voxel_size
-        if voxel_size == (1.0, 1.0, 1.0):
-            # A TIFF without a physical pixel size reads as 1 nm.
-            notes.append("voxel size 16 nm isotropic from the BetaSeg publication (not in the TIFF metadata)")
-            voxel_size = VOXEL_SIZE
-    train = [_source(root, cell, voxel_size) for cell in train_cells]
-    evaluation = [_evaluation_item(root, cell, _source(root, cell, voxel_size)) for cell in eval_cells]
+        voxel_size, notes = _metadata_voxel_size(root, (eval_cells or train_cells)[0])
+    with warnings.catch_warnings():
+        if notes:  # the notes say why the files' own guess is replaced; a warning per file would repeat it
+            warnings.filterwarnings("ignore", message=".*overrides the file's own")
+        train = [_source(root, cell, voxel_size) for cell in train_cells]
+        evaluation = [_evaluation_item(root, cell, _source(root, cell, voxel_size)) for cell in eval_cells]
     return Dataset(
         name="betaseg",
         classes=CLASSES,
