@@ -370,6 +370,25 @@ def test_refine_thins_blocks_whose_context_features_would_be_large_and_labels_th
     np.testing.assert_array_equal(thin.labels, default.labels)
 
 
+def test_refine_blocks_of_an_isotropic_volume_count_the_working_planes_they_hold():
+    # at 4 nm on a 10 nm working grid z is resampled too: N input planes hold N / 2.5 working planes of features
+    import types
+
+    from orgaseg.organelles.refine import thinner_blocks
+    from orgaseg.pipeline.resample import WorkingGrid
+    from orgaseg.pipeline.runner import FEATURE_BYTES
+
+    grid = WorkingGrid.for_pixel_size((400, 1000, 1000), (4.0, 4.0, 4.0), 10.0)
+    job = types.SimpleNamespace(grid=grid, extractor=types.SimpleNamespace(n_features=350))
+
+    def held(planes: int) -> int:  # the most bytes of working features a block of ``planes`` holds, wherever it starts
+        regions = [(slice(start, start + planes), slice(0, 500), slice(0, 500)) for start in range(5)]
+        return max(4 * 350 * int(np.prod([r.stop - r.start for r in grid.working_region(region)])) for region in regions)
+
+    planes = thinner_blocks(job, (400, 500, 500))[0]
+    assert 0.75 * FEATURE_BYTES <= held(planes) <= FEATURE_BYTES
+
+
 def test_the_labelling_pass_reuses_the_training_passs_features(merged, monkeypatch):
     import contextlib
 

@@ -205,6 +205,9 @@ def thinner_blocks(job: BlockJob, block_shape: tuple[int, int, int]) -> tuple[in
     if job.grid is not None:  # features are computed, and kept, on the working grid
         plane /= job.grid.factors[1] * job.grid.factors[2]
     planes = max(1, int(FEATURE_BYTES // (4 * job.extractor.n_features * plane)))
+    if job.grid is not None and job.grid.factors[0] != 1.0:
+        # an isotropic volume's z is resampled too: p input planes interpolate from at most (p - 1) / r + 2 working ones
+        planes = max(1, int((planes - 2) * job.grid.factors[0]) + 1)
     return (min(int(block_shape[0]), planes),) + tuple(int(b) for b in block_shape[1:])
 
 
