@@ -56,6 +56,19 @@ def test_ellipsoid_volume_area_axes_within_3_percent(voxel_size):
             assert m + s - v <= table[f"bbox_max_{x}_nm"][row] <= m + s + v
 
 
+@pytest.mark.parametrize("radius, low, high", [(2, -0.32, -0.11), (3, -0.12, -0.05), (5, -0.05, -0.005)])
+def test_small_balls_on_isotropic_voxels_come_out_low_by_the_documented_margin(radius, low, high):
+    # the README's and the module's figures for objects a few voxels across (16 nm: BetaSeg's voxels)
+    voxel_size = (16.0, 16.0, 16.0)
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        shape = (2 * radius + 8,) * 3
+        centre = tuple((n / 2 + rng.uniform(-0.5, 0.5)) * 16.0 for n in shape)
+        labels = draw(shape, voxel_size, [(centre, (radius * 16.0,) * 3)])
+        area = measure_instances(labels, voxel_size=voxel_size).table["surface_area_um2"][0]
+        assert low <= area / (4 * math.pi * (radius * 16.0) ** 2 / 1e6) - 1 <= high
+
+
 #: Serial sections (vnc's 50 x 4.6 x 4.6 nm): objects spanning 5 to 20 sections.
 SECTIONED = [((520.0, 500.0, 500.0), (500.0, 450.0, 450.0)), ((330.0, 560.0, 1300.0), (250.0, 250.0, 250.0)),
              ((680.0, 1200.0, 500.0), (125.0, 300.0, 280.0)), ((700.0, 1250.0, 1200.0), (600.0, 300.0, 250.0))]

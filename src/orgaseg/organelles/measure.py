@@ -41,8 +41,9 @@ the field is the same whatever the block (the distances are capped at what can m
 mesh, :func:`_distance_cap`, and read within that), so the blocks' areas add up to the
 area of the whole-volume mesh, for any block shape. Accuracy (``benchmarks/measure_vnc.py
 --ellipsoids-only``): on voxelised ellipsoids with semi-axes of 10 voxels or more
-(isotropic or 2:1) the area is 0.5-1.5% above the analytic value, objects a few voxels
-across are off by up to about 6% either way; at 50 x 4.6 x 4.6 nm ellipsoids spanning
+(isotropic or 2:1) the area is 0.5-1.5% above the analytic value, balls a few voxels
+across come out low (1-6% at a radius of 4-5 voxels, 6-11% at 3, 12-30% at 2, depending on
+where the centre falls; the smoothing rounds their corners off); at 50 x 4.6 x 4.6 nm ellipsoids spanning
 5-24 sections come within 1%, 2-3 sections 3-5% low, and flat-ended objects (boxes)
 lose their edges to the slope: 8% low at 10 sections, 16% at 3, 27% for one section of a
 184 nm square (7% for a 920 nm one).
