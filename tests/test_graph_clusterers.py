@@ -15,7 +15,8 @@ from orgaseg.cluster.graph import DEFAULT_KAPPA, Graph, affinity, laplacian, nor
 from orgaseg.cluster.spectral_nets import (IncrementalCentroids, SpectralConfig, embed, graph_operators,
                                            sharpened_target, student_t, train_spectral)
 from orgaseg.cluster.superpixels import pool_superpixels, region_slices, slic_superpixels, touching_pairs
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, OrgasegWarning
+from orgaseg.features import FEATURES
 
 GRAPH_KINDS = ("superpixel-kmeans", "spectral", "sccs", "cs2c", "cs2c-spa")
 
@@ -401,3 +402,41 @@ def test_regions_of_one_superpixel_each_are_refused_with_the_options_to_change(k
     with pytest.raises(OrgasegError, match=rf"{kind} learns from graphs of superpixels, but every region of the "
                                            r"sample is one superpixel \(\d+ regions\): use smaller superpixels"):
         orgaseg.segment(image, clusterer=kind, k=2, voxel_size=(20.0, 20.0, 20.0), options=options)
+
+
+def _planned_job(shape, voxel_size, features, pixel_size=None):
+    """A graph clusterer's job on a volume of ``shape``, for the block plan only (its encoder never runs)."""
+    import types
+
+    from orgaseg.pipeline.resample import WorkingGrid
+
+    encoder = types.SimpleNamespace(fov=80, patch=5, n_features=128, encode=None)  # a MAESTER cpu encoder's geometry
+    grid = None if pixel_size is None else WorkingGrid.for_pixel_size(shape, voxel_size, pixel_size)
+    extractor = FEATURES[features].build(encoder, grid.working_voxel_size if grid else voxel_size, {}, "cpu")
+    volume = types.SimpleNamespace(shape=shape, chunks=None, voxel_size=voxel_size)
+    return types.SimpleNamespace(source=types.SimpleNamespace(volume=volume), extractor=extractor, grid=grid,
+                                 plane_tile_nm=8960.0)
+
+
+def test_whole_regions_that_would_blow_the_memory_budget_give_way_to_the_budgets_blocks_with_a_warning():
+    from orgaseg.pipeline import runner
+    from orgaseg.pipeline.blocks import block_overhead
+    from orgaseg.pipeline.tasks import block_halo
+
+    # isotropic 8 nm, 2048-px planes: a 1120-px region leaves room for 3 planes, each reading ~86 planes of
+    # the filter bank's context either side (57x the volume's work, 2.2 GiB windows)
+    job = _planned_job((256, 2048, 2048), (8.0, 8.0, 8.0), "filter-bank", 10.0)
+    with pytest.warns(OrgasegWarning, match=r"regions of 8960 nm \(1120 x 1120 voxels\) do not fit .* would read "
+                                            r"windows of 2\.2 GiB .* cut to blocks of 256 x 108 x 137 voxels"):
+        block = runner.resolve_block_shape(job)
+    job.plane_tile_nm = None
+    assert block == runner.resolve_block_shape(job)  # the pixel clusterers' blocks
+    assert block_overhead(job.source.volume.shape, block, block_halo(job.extractor, job.grid)) < 6
+    # learned features of one whole 2240-px region would hold 4x the feature budget
+    job = _planned_job((512, 2048, 2048), (4.0, 4.0, 4.0), "expand-stride")
+    with pytest.warns(OrgasegWarning, match="would hold 4.0 times the feature budget"):
+        block = runner.resolve_block_shape(job)
+    assert 4 * job.extractor.n_features * np.prod(block) <= runner.FEATURE_BYTES
+    # where whole regions cost little more, they are taken: a 600-px plane at 16 nm holds one region
+    job = _planned_job((100, 600, 600), (16.0, 16.0, 16.0), "filter-bank")
+    assert runner.resolve_block_shape(job)[1:] == (600, 600)

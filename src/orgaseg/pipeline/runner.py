@@ -121,6 +121,48 @@ def sample_coordinates(shape: tuple[int, int, int], n: int, seed: int = 0) -> np
     return np.stack(np.unravel_index(flat, shape), axis=1)
 
 
+#: How much more than the unconstrained default blocks the blocks of whole regions may compute, counted in
+#: window voxels, which overstate the time (docs/performance.md); the window's memory is bounded apart.
+WHOLE_REGION_OVERHEAD = 8.0
+
+
+def _whole_region_blocks(job: BlockJob, best: tuple[int, int, int], halo, voxels: int, chunks, costs,
+                         warn: bool) -> tuple[int, int, int]:
+    """Default blocks whose y and x sides are whole regions of ``job.plane_tile_nm`` (or the whole axis).
+
+    A block edge cuts the regions next to it short (a block narrower than a region gets regions as narrow),
+    so blocks of whole regions are taken where they keep the feature budget, read a window (the block and
+    its halo, as float32 with one filtered copy) of at most twice the budget's bytes, and compute at most
+    :data:`WHOLE_REGION_OVERHEAD` times what ``best``, the unconstrained default, does. On an isotropic
+    volume with large planes they do not (a whole region leaves room for a few planes, each reading the
+    features' context along z): ``best`` is kept, and said.
+    """
+    volume = job.source.volume
+    tile = tuple(max(1, round(job.plane_tile_nm / size)) for size in volume.voxel_size[1:])
+    whole = halo_block_shape(volume.shape, halo, voxels, ((chunks or (1, 1, 1))[0], *tile), costs=costs)
+    window = np.prod([min(n, b + 2 * h) for n, b, h in zip(volume.shape, whole, halo)], dtype=np.float64)
+    work, least = (block_overhead(volume.shape, shape, halo, costs) for shape in (whole, best))
+    held = float(np.prod(whole, dtype=np.float64)) / voxels
+    reasons = [text for failed, text in (
+        (held > 1, f"hold {held:.1f} times the feature budget"),
+        (8 * window > 2 * FEATURE_BYTES, f"read windows of {8 * window / 2**30:.1f} GiB"),
+        (work > WHOLE_REGION_OVERHEAD * least,
+         f"compute {work:.1f} times the volume's work, against {least:.1f} for the blocks used"),
+    ) if failed]
+    if not reasons:
+        return whole
+    if warn:
+        cut = [min(b, t) for b, t in zip(best[1:], tile)]
+        warnings.warn(OrgasegWarning(
+            f"the clusterer's regions of {job.plane_tile_nm:g} nm ({tile[0]} x {tile[1]} voxels) do not fit the "
+            f"memory budget's blocks on this volume: blocks of whole regions ({' x '.join(map(str, whole))}) would "
+            f"{' and '.join(reasons)}; regions are cut to blocks of {' x '.join(map(str, best))} voxels, so at most "
+            f"{cut[0]} x {cut[1]}; a coarser {arg('pixel_size')}, a smaller region_nm option, or "
+            f"{arg('block_shape')} of whole regions (e.g. {' x '.join(map(str, whole))}) keeps them whole"),
+            stacklevel=3)
+    return best
+
+
 def resolve_block_shape(job: BlockJob, block_shape: tuple[int, int, int] | None = None, *,
                         warn: bool = True) -> tuple[int, int, int]:
     """The block shape to use: ``block_shape`` clipped to the job's volume, or a default.
@@ -137,7 +179,12 @@ def resolve_block_shape(job: BlockJob, block_shape: tuple[int, int, int] | None 
     encoder that computes only a block's own part, encode the fewest fields
     of view (:func:`encoder_span_costs`). For a clusterer that cuts each
     plane into square regions (``job.plane_tile_nm``), the y and x sides are
-    whole numbers of regions, or the whole axis, instead of storage chunks.
+    whole numbers of regions, or the whole axis, so that no block edge cuts a
+    region short, where such blocks hold their features within the budget
+    and compute at most :data:`WHOLE_REGION_OVERHEAD` times what the
+    unconstrained blocks do; else the unconstrained blocks are used, with a
+    warning that the regions are cut to them (an isotropic volume with large
+    planes and wide context along z).
     """
     volume = job.source.volume
     halo = block_halo(job.extractor, job.grid)
@@ -147,13 +194,10 @@ def resolve_block_shape(job: BlockJob, block_shape: tuple[int, int, int] | None 
         # where a block's window reaches half a chunk past it, it reads partial chunks however the block is
         # aligned: there the side is free to meet the encoder's grid (along an axis without context it is not)
         chunks = tuple(1 if h >= c / 2 else c for h, c in zip(halo, chunks))
-    if job.plane_tile_nm is not None:
-        # a block edge would cut the regions next to it short (a block narrower than a region gets one as
-        # narrow): sides of whole regions put the edges where the regions' own edges are
-        tile = tuple(max(1, round(job.plane_tile_nm / size)) for size in volume.voxel_size[1:])
-        chunks = ((chunks or (1, 1, 1))[0], *tile)
     if block_shape is None:
-        return halo_block_shape(volume.shape, halo, voxels, chunks, costs=costs)
+        best = halo_block_shape(volume.shape, halo, voxels, chunks, costs=costs)
+        return best if job.plane_tile_nm is None else _whole_region_blocks(job, best, halo, voxels, chunks, costs,
+                                                                           warn)
     if len(block_shape) != 3 or min(block_shape) < 1:
         raise OrgasegError(f"block shape must be three positive sizes (z, y, x), got {tuple(block_shape)}")
     block_shape = tuple(min(int(b), s) for b, s in zip(block_shape, volume.shape))
