@@ -539,6 +539,10 @@ def test_a_method_default_pixel_size_only_coarsens(small):
     assert grid(data=coarse) is None  # already coarser than the default: its own grid
     assert grid(data=coarse, pixel_size=30)["working_voxel_size"] == [30.0, 30.0, 30.0]  # asked for: as given
     assert grid(data=fine, pixel_size="native") is None
+    # a z between the in-plane voxel and twice it, coarser than the default: kept, not refined to it
+    deep = dataclasses.replace(fine, voxel_size=(36.0, 20.0, 20.0))
+    assert grid(data=deep)["working_voxel_size"] == [36.0, 30.0, 30.0]
+    assert grid(data=deep, pixel_size=30)["working_voxel_size"] == [30.0, 30.0, 30.0]
 
 
 def test_the_baseline_works_at_10_nm_by_default_but_never_on_a_guessed_voxel_size(tmp_path):

@@ -132,7 +132,8 @@ class Stages:
         if self.coarsen_only and (min(volume.voxel_size[1:]) >= self.pixel_size_nm
                                   or volume.attrs.get("voxel_size_assumed")):
             return None  # a default never resamples a volume whose voxel size is a guess
-        grid = WorkingGrid.for_pixel_size(volume.shape, volume.voxel_size, self.pixel_size_nm)
+        grid = WorkingGrid.for_pixel_size(volume.shape, volume.voxel_size, self.pixel_size_nm,
+                                          coarsen_only=self.coarsen_only)
         finer = min(volume.voxel_size[1:]) / self.pixel_size_nm
         if finer > UPSAMPLING_WARNING and not volume.attrs.get("voxel_size_assumed"):
             warnings.warn(OrgasegWarning(
