@@ -200,6 +200,7 @@ def _stages_of_reused_run(centers, record: dict | None, *, method: str | None, m
         options = {**{f"features.{name}": value for name, value in recorded.items()}, **(options or {})}
     return method, model, features, options, taken
 
+
 def _taken_text(name: str, value) -> str:
     """One item of what a reused run's provenance gave: ``method his4mae``, ``pixel size 11.8 nm``, ..."""
     if name == "feature_options":
@@ -361,7 +362,8 @@ def segment(
                                                                     features=features, options=options)
     stages = resolve_stages(method, model=model, features=features, clusterer=clusterer, options=options,
                             pixel_size=pixel_size, device=device)
-    fitted_nm = stages.pixel_size_nm if taken is None else reused_from["config"].get("pixel_size_nm", stages.pixel_size_nm)
+    fitted_nm = stages.pixel_size_nm if taken is None else reused_from["config"].get("pixel_size_nm",
+                                                                                      stages.pixel_size_nm)
     if pixel_size is None and fitted_nm != stages.pixel_size_nm:  # the reused run's was not the default here
         pixel_size = taken["pixel_size"] = "native" if fitted_nm is None else fitted_nm
         stages = resolve_stages(method, model=model, features=features, clusterer=clusterer, options=options,
