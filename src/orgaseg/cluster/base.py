@@ -110,7 +110,8 @@ class ClustererSpec:
     plane_tile_nm : callable, optional
         ``plane_tile_nm(options) -> float``: the side, in nm, of the square regions the clusterer cuts
         each plane of a block into (superpixel graphs); default blocks then span whole numbers of them
-        in y and x, so that no block edge cuts a region short. None: the clusterer reads voxels alone.
+        in y and x where that costs little, so that no block edge cuts a region short
+        (:func:`~orgaseg.pipeline.runner.resolve_block_shape`). None: the clusterer reads voxels alone.
     """
 
     name: str

@@ -171,7 +171,8 @@ class BlockJob:
     plane_tile_nm : float, optional
         Side in nm of the square regions the clusterer cuts each plane of a
         block into (superpixel graphs): default blocks span whole numbers of
-        them in y and x (:func:`~orgaseg.pipeline.runner.resolve_block_shape`).
+        them in y and x where that costs little
+        (:func:`~orgaseg.pipeline.runner.resolve_block_shape`).
     cache : FeatureCache or None
         Set by :func:`reusing_features` for the passes of one run (not an
         argument: a job made from this one with :func:`dataclasses.replace`,
