@@ -157,8 +157,9 @@ def _whole_region_blocks(job: BlockJob, best: tuple[int, int, int], halo, voxels
             f"the clusterer's regions of {job.plane_tile_nm:g} nm ({tile[0]} x {tile[1]} voxels) do not fit the "
             f"memory budget's blocks on this volume: blocks of whole regions ({' x '.join(map(str, whole))}) would "
             f"{' and '.join(reasons)}; regions are cut to blocks of {' x '.join(map(str, best))} voxels, so at most "
-            f"{cut[0]} x {cut[1]}; a coarser {arg('pixel_size')}, a smaller region_nm option, or "
-            f"{arg('block_shape')} of whole regions (e.g. {' x '.join(map(str, whole))}) keeps them whole"),
+            f"{cut[0]} x {cut[1]}; a smaller region_nm option, features with less context along z, or "
+            f"{arg('block_shape')} of whole regions (e.g. {' x '.join(map(str, whole))}, at that cost) keeps "
+            "them whole"),
             stacklevel=3)
     return best
 
