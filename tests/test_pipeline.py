@@ -352,3 +352,26 @@ def test_an_array_without_a_voxel_size_is_segmented_after_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error", VoxelSizeWarning)
         segment(raw, k=3, sample_size=2000, voxel_size=(10.0, 10.0, 10.0))
+
+
+def test_the_working_grid_filters_its_own_window_in_place_and_never_a_callers_array():
+    import tracemalloc
+
+    from orgaseg.pipeline.resample import WorkingGrid
+
+    volume = np.random.default_rng(0).random((40, 120, 120)).astype(np.float32)
+    kept = volume.copy()
+    grid = WorkingGrid.for_pixel_size(volume.shape, (10.0, 10.0, 10.0), 25.0)  # shrinks 2.5x along every axis
+    region = tuple(slice(0, n) for n in grid.shape)
+    from_view = grid.read_working(lambda window: volume[window], region)
+    np.testing.assert_array_equal(volume, kept)  # the view's array was filtered into a copy
+    tracemalloc.start()
+    try:
+        own = grid.read_working(lambda window: volume[window].copy(), region)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(own, from_view)
+    # the window and, beside it, the first axis's interpolation (two arrays of 0.4 of it): 1.8; a filtered
+    # copy beside the window made it 2
+    assert peak < 1.9 * volume.nbytes, peak / volume.nbytes

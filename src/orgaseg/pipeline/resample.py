@@ -134,7 +134,12 @@ class WorkingGrid:
         data = np.asarray(read_input(tuple(windows)), dtype=np.float32)
         sigmas = [sigma for _, sigma in plans]
         if any(sigmas):
-            data = ndi.gaussian_filter(data, sigma=sigmas, mode="nearest", truncate=TRUNCATE)
+            # in place where the window is this call's own array (not a view of the caller's): scipy filters
+            # line by line, so the result is the same without a second copy of the window (the peak is then
+            # the window plus the first interpolation's two outputs: 1.5x at vnc's 4.6 -> 18.4 nm, was 2x)
+            own = data.flags.owndata and data.flags.writeable
+            data = ndi.gaussian_filter(data, sigma=sigmas, mode="nearest", truncate=TRUNCATE,
+                                       output=data if own else None)
         for axis, (positions, _) in enumerate(plans):
             data = interpolate_axis(data, axis, positions)
         return data
