@@ -273,3 +273,18 @@ def test_cli_train_resume_and_segment_both_variants(phantom, tmp_path, capsys):
     # inspect draws a ViT's reconstructions: a clear refusal, not a crash
     assert main(["inspect", str(tmp_path / "han-vae.pt"), str(raw), "-o", str(tmp_path / "figures")] + common) == 2
     assert "inspect draws a ViT's masked reconstructions" in capsys.readouterr().err
+
+
+def test_training_patches_are_reflected_at_the_volume_edge_as_segmentation_pads_blocks(phantom):
+    from orgaseg.features.base import reflected_span
+
+    volume = phantom.train[0]
+    normalization = compute_normalization(volume)
+    sampler = PatchPairSampler([volume], [normalization], ndim=3, seed=0)
+    values = normalization.apply(volume.read())
+    depth, height, width = values.shape
+    # whole voxel positions beyond either edge take the voxels reflect-padding gives the blocks at inference
+    points = np.array([[-2.0, 3.0, 4.0], [1.0, -1.0, width + 1.0], [depth, height - 1.0, 0.0]])
+    padded = reflected_span(values, (0, 0, 0), [(-3, depth + 3), (-3, height + 3), (-3, width + 3)])
+    expected = [padded[tuple(int(c) + 3 for c in point)] for point in points]
+    np.testing.assert_allclose(sampler._interpolate(0, points, None), expected, rtol=1e-6)

@@ -243,7 +243,8 @@ class PatchPairSampler:
         return field[0].reshape(self.ndim, -1).T.numpy()
 
     def _interpolate(self, index: int, points: np.ndarray, section: int | None) -> np.ndarray:
-        """Linear interpolation of the normalised volume at ``points`` (edges clamped)."""
+        """Linear interpolation of the normalised volume at ``points``, reflected about the volume's edge voxels
+        beyond them, as segmentation pads a block (``reflected_span``: numpy's ``reflect``, scipy's ``mirror``)."""
         from scipy import ndimage as ndi
 
         volume = self.volumes[index]
@@ -258,7 +259,8 @@ class PatchPairSampler:
         block = cached[region] if cached is not None else self.normalizations[index].apply(volume.read(region))
         if section is not None:
             block = block[0]
-        return ndi.map_coordinates(block, (flat - start).T, order=1, mode="nearest")
+        # the crop reaches past every point but where the volume ends, so the mode acts at the volume's edges
+        return ndi.map_coordinates(block, (flat - start).T, order=1, mode="mirror")
 
 
 def make_model(config, preset: str, saved: dict | None = None):
