@@ -104,6 +104,16 @@ def test_centers_reuse_gives_same_ids(phantom_files, tmp_path, capsys):
     assert (f"as in {coarse}.provenance.json: feature options scales_nm=[40.0, 80.0, 160.0], pixel size 30 nm"
             in capsys.readouterr().err)
     np.testing.assert_array_equal(tifffile.imread(coarse), tifffile.imread(tmp_path / "e.tif"))
+    # the contrast comes with them: an inverted run's clusterer reads inverted intensities, and only those
+    inverted = tmp_path / "inverted.tif"
+    assert main(["segment", str(raw), "-k", "4", "--invert", "-o", str(inverted), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["segment", str(raw), "-o", str(tmp_path / "f.tif"), "--centers", f"{inverted}.provenance.json"]) == 0
+    assert f"as in {inverted}.provenance.json: inverted intensities" in capsys.readouterr().err
+    np.testing.assert_array_equal(tifffile.imread(inverted), tifffile.imread(tmp_path / "f.tif"))
+    assert main(["segment", str(raw), "--invert", "-o", str(tmp_path / "g.tif"), "--centers",
+                 f"{first}.provenance.json", "--quiet"]) == 2
+    assert "fitted on the intensities as they were; inverting them here (--invert)" in capsys.readouterr().err
 
 
 def test_centers_fitted_on_other_features_are_refused(phantom_files, tmp_path, capsys):

@@ -29,6 +29,7 @@ ARGUMENTS: dict[str, tuple[str, str]] = {
     "executor": ("executor=...", "--executor NAME"),
     "feature_memory": ("feature_memory=BYTES", "--feature-memory SIZE"),
     "features": ("features=NAME", "--features NAME"),
+    "invert": ("invert=True", "--invert"),
     "key": ("key=NAME", "--key NAME"),
     "majority_nm": ("majority_nm=R", "--majority R"),
     "mapping": ("mapping=PATH", "--mapping PATH"),

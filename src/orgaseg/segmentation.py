@@ -165,22 +165,35 @@ def check_reused_features(centers, record: dict | None, reused: Clusterer, stage
 
 
 def _stages_of_reused_run(centers, record: dict | None, *, method: str | None, model, features: str | None,
-                          options: dict | None) -> tuple[str, Any, str | None, dict | None, dict | None]:
+                          options: dict | None, invert: bool) -> tuple[str, Any, str | None, dict | None, bool,
+                                                                       dict | None]:
     """The stage arguments not given, taken from the segmentation whose provenance ``centers`` is.
 
     A clusterer's ids mean something only on the features it was fitted on, so a volume segmented with it
-    needs that run's method, checkpoint, features and feature options (its pixel size: see
+    needs that run's method, checkpoint, features, feature options and contrast (its pixel size: see
     :func:`segment`). Each one given wins; none is taken with another ``method``, or from centres that
     are no segmentation's provenance. Returns ``method`` (default ``baseline``), ``model``, ``features``,
-    ``options`` and what was taken where they differ from the defaults (None when ``centers`` is no run of
-    this method).
+    ``options``, ``invert`` and what was taken where they differ from the defaults (None when ``centers``
+    is no run of this method).
+
+    Raises
+    ------
+    OrgasegError
+        ``invert`` asked for where that run read the intensities as they were (its ids would fall on
+        the other structures), or its checkpoint is gone.
     """
     from orgaseg.methods import get_method
 
+    inverted = bool(((record or {}).get("normalization") or {}).get("invert", False))
+    if invert and record is not None and "normalization" in record and not inverted:
+        raise OrgasegError(f"{centers}: its clusterer was fitted on the intensities as they were; inverting them "
+                           f"here ({arg('invert')}) would give its ids to other structures: leave it out")
     config = (record or {}).get("config")
     if not isinstance(config, dict) or "method" not in config or method not in (None, config["method"]):
-        return method or "baseline", model, features, options, None
+        return method or "baseline", model, features, options, invert or inverted, None
     taken: dict = {}
+    if inverted and not invert:
+        invert = taken["invert"] = True
     if method is None:
         method = config["method"]
         if method != "baseline":  # the default is no news
@@ -198,13 +211,15 @@ def _stages_of_reused_run(centers, record: dict | None, *, method: str | None, m
     if recorded:
         taken["feature_options"] = recorded
         options = {**{f"features.{name}": value for name, value in recorded.items()}, **(options or {})}
-    return method, model, features, options, taken
+    return method, model, features, options, invert, taken
 
 
 def _taken_text(name: str, value) -> str:
     """One item of what a reused run's provenance gave: ``method his4mae``, ``pixel size 11.8 nm``, ..."""
     if name == "feature_options":
         return "feature options " + ", ".join(f"{k}={v}" for k, v in value.items())
+    if name == "invert":
+        return "inverted intensities"
     if name == "pixel_size":
         return "pixel size native" if value == "native" else f"pixel size {value:g} nm"
     return f"{'checkpoint' if name == 'model' else name} {value}"
@@ -358,8 +373,8 @@ def segment(
                            if centers is not None else (None, None))
     if reused is not None and clusterer is None:
         clusterer = str(reused.to_dict().get("kind", "kmeans"))
-    method, model, features, options, taken = _stages_of_reused_run(centers, reused_from, method=method, model=model,
-                                                                    features=features, options=options)
+    method, model, features, options, invert, taken = _stages_of_reused_run(
+        centers, reused_from, method=method, model=model, features=features, options=options, invert=invert)
     stages = resolve_stages(method, model=model, features=features, clusterer=clusterer, options=options,
                             pixel_size=pixel_size, device=device)
     fitted_nm = stages.pixel_size_nm if taken is None else reused_from["config"].get("pixel_size_nm",
