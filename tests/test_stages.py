@@ -585,3 +585,13 @@ def test_a_refine_says_what_it_will_cost(checkpoints, tmp_path, capsys):
                  "-o", str(tmp_path / "named.ome.zarr")]) == 0
     assert (f"about {labelling:,} encoder forward passes over 16,384 voxels (training on 1 block, then labelling, "
             "which reuses the features kept in memory)") in capsys.readouterr().err
+    # a checkpoint given for the refine must be the segmentation's own (another reads other features)
+    other = checkpoints["distilled-mae"][1]
+    with pytest.raises(OrgasegError, match=rf"{other.name} is not the checkpoint the segmentation was made with"):
+        name_clusters(seg, annotations=points, refine=True, model=other)
+    copy = tmp_path / "moved.pt"
+    copy.write_bytes(model.read_bytes())
+    moved = name_clusters(seg, annotations=points, refine=True, prior="clicks", model=copy)
+    assert moved.provenance["model"] == {"path": str(copy.resolve()), "sha256": read_provenance(seg)["model"]["sha256"]}
+    np.testing.assert_array_equal(moved.labels, name_clusters(seg, annotations=points, refine=True,
+                                                              prior="clicks").labels)

@@ -417,6 +417,10 @@ def name_clusters(
             naming={**naming.to_dict(), **described},
             refined=fitted_classifier is not None,
             classifier=classifier_state,
+            # the encoder whose features the classifier read (checked against the segmentation's by SHA-256)
+            model=({"path": str(Path(segmentation_job.stages.checkpoint).resolve()),
+                    "sha256": (record.get("model") or {}).get("sha256")}
+                   if segmentation_job is not None and segmentation_job.stages.checkpoint else None),
             mapping_from=str(mapping) if mapping is not None else None,
             cost_estimate=cost,
             wall_time_s=round(time.time() - started, 3),

@@ -172,6 +172,13 @@ def rebuild_segmentation(record: dict, *, raw=None, raw_key: str | None = None, 
                **{f"clusterer.{n}": v for n, v in config.get("clusterer_options", {}).items()}}
     if model is not None and not Path(model).exists():
         raise OrgasegError(f"{model}: the segmentation's checkpoint is not there; pass {arg('model')}")
+    recorded = (record.get("model") or {}).get("sha256")
+    if model is not None and recorded is not None:
+        from orgaseg.models.checkpoint import file_hash
+
+        if file_hash(model) != recorded:  # another encoder's features: the clusters and the classifier read others
+            raise OrgasegError(f"{model} is not the checkpoint the segmentation was made with (SHA-256 "
+                               f"{recorded[:12]}..., recorded with {record['model'].get('path')}): pass that one")
     stages = resolve_stages(config["method"], model=model, features=config["features"], clusterer=config["clusterer"],
                             options=options, device=device)
     source = VolumeSource.from_arguments(data, volume, **selection)
