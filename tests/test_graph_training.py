@@ -13,7 +13,7 @@ import tifffile
 import orgaseg
 from orgaseg.cli import main
 from orgaseg.errors import OrgasegError
-from orgaseg.io import compute_normalization
+from orgaseg.io import compute_normalization, read_provenance
 from orgaseg.io.volume import Volume
 from orgaseg.methods import METHODS
 from orgaseg.methods.graph_method import RegionSampler, orient, segment_arguments
@@ -129,11 +129,11 @@ def test_train_and_segment_on_the_command_line_give_the_same_clusterer_and_label
     assert main(["segment", str(tmp_path / "new.tif"), "--quiet", "--model", str(tmp_path / "sccs.json"), "-o",
                  str(tmp_path / "no-method.tif"), *voxel]) == 0
     assert np.array_equal(tifffile.imread(tmp_path / "no-method.tif"), labels)
-    # --centers reads the checkpoint as it reads a provenance (the features given as when training)
-    assert main(["segment", str(tmp_path / "new.tif"), "--quiet", "--method", "sccs", "--centers",
-                 str(tmp_path / "sccs.json"), "--option", "scales_nm=[10,20,40]", "-o",
+    # --centers labels with the checkpoint as --model does: on the features and pixel size it was trained with
+    assert main(["segment", str(tmp_path / "new.tif"), "--quiet", "--centers", str(tmp_path / "sccs.json"), "-o",
                  str(tmp_path / "centers.tif"), *voxel]) == 0
     assert np.array_equal(tifffile.imread(tmp_path / "centers.tif"), labels)
+    assert read_provenance(tmp_path / "centers.tif")["method"] == "sccs"
 
 
 def test_cs2c_trains_and_recovers_the_classes(tmp_path):

@@ -361,9 +361,13 @@ def segment(
         feature_memory = check_feature_memory(feature_memory)
     volume = resolve_volume(data, key=key, voxel_size=voxel_size, level=level, axes=axes, channel=channel,
                             strict_chunks=strict_chunks)
-    if model is not None:
-        from orgaseg.methods.graph_method import is_graph_checkpoint, segment_arguments
+    from orgaseg.methods.graph_method import is_graph_checkpoint, segment_arguments
 
+    if model is None and isinstance(centers, (str, Path)) and is_graph_checkpoint(centers):
+        # a trained sccs / cs2c given as centres labels as it does given as the model: on the features, encoder
+        # and pixel size it was trained with (as centres it read the filter bank at the default pixel size)
+        model, centers = centers, None
+    if model is not None:
         if is_graph_checkpoint(model):
             arguments = segment_arguments(model, method=method, centers=centers, features=features,
                                           clusterer=clusterer, options=options, pixel_size=pixel_size)
