@@ -114,6 +114,12 @@ def test_centers_reuse_gives_same_ids(phantom_files, tmp_path, capsys):
     assert main(["segment", str(raw), "--invert", "-o", str(tmp_path / "g.tif"), "--centers",
                  f"{first}.provenance.json", "--quiet"]) == 2
     assert "fitted on the intensities as they were; inverting them here (--invert)" in capsys.readouterr().err
+    # the run whose provenance is reused is not replaced, even with --overwrite
+    before = (tmp_path / "a.tif").read_bytes()
+    assert main(["segment", str(raw), "-o", str(first), "--centers", f"{first}.provenance.json", "--overwrite",
+                 "--quiet"]) == 2
+    assert f"its provenance, {first}.provenance.json, is an input of this run" in capsys.readouterr().err
+    assert first.read_bytes() == before
 
 
 def test_centers_fitted_on_other_features_are_refused(phantom_files, tmp_path, capsys):

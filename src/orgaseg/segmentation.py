@@ -423,8 +423,8 @@ def segment(
                              centers=reused.to_dict() if reused is not None else None,
                              normalization=normalization.to_dict(), block_shape=block_shape,
                              save_features=str(save_features) if save_features else None)
-    refuse_replacing_an_input(output, volume)
-    refuse_replacing_an_input(save_features, volume)
+    refuse_replacing_an_input(output, volume, centers)
+    refuse_replacing_an_input(save_features, volume, centers)
     if output is not None and save_features is not None and same_path(output, save_features):
         raise OrgasegError(f"{save_features}: the features need a path of their own, not the labels' output")
     # created before any work, so an existing output is refused at once

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from orgaseg.errors import OrgasegError, arg
-from orgaseg.io.provenance import to_jsonable
+from orgaseg.io.provenance import provenance_path, to_jsonable
 
 logger = logging.getLogger(__name__)
 
@@ -52,15 +52,22 @@ def refuse_replacing_an_input(output, *inputs) -> None:
     """Refuse an ``output`` path that is one of the run's ``inputs``, ``overwrite`` or not.
 
     Replacing the volume being read is never what the user meant (``segment cell.tif -o cell.tif
-    --overwrite`` would put labels where the only copy of the raw data was). ``inputs`` may hold
-    paths, :class:`~orgaseg.io.volume.Volume` objects (their ``path``) or anything else (ignored).
+    --overwrite`` would put labels where the only copy of the raw data was), nor replacing the
+    provenance an input is (``segment other.tif --centers cell.tif.provenance.json -o cell.tif``
+    writes ``cell.tif.provenance.json``). ``inputs`` may hold paths,
+    :class:`~orgaseg.io.volume.Volume` objects (their ``path``) or anything else (ignored).
     """
     if output is None:
         return
     for item in inputs:
         path = getattr(item, "path", item)
-        if isinstance(path, (str, os.PathLike)) and same_path(path, output):
+        if not isinstance(path, (str, os.PathLike)):
+            continue
+        if same_path(path, output):
             raise OrgasegError(f"{output} is also an input of this run; write the output to another path")
+        if same_path(path, provenance_path(output)):
+            raise OrgasegError(f"{output}: its provenance, {path}, is an input of this run; write the output to "
+                               "another path")
 
 
 class PartialOutput:

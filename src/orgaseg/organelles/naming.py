@@ -379,7 +379,7 @@ def name_clusters(
     else:  # created before the long part, so an existing output is refused at once
         # the segmented volume named in the provenance too: a later --refine of this segmentation reads it
         segmented = record["input"].get("path") if isinstance(record.get("input"), dict) else None
-        refuse_replacing_an_input(output, volume, scribbles, raw, segmented,
+        refuse_replacing_an_input(output, volume, scribbles, raw, segmented, mapping,
                                   segmentation_job.job.source.volume if segmentation_job is not None else None)
         forest = (classifier if refine and mapping is None else getattr(fitted_classifier, "kind", None)) == "forest"
         if forest and forest_path(output).exists() and not overwrite:
