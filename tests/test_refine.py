@@ -160,6 +160,11 @@ def test_a_refined_mapping_treats_another_volume_the_same(merged, second, tmp_pa
     np.testing.assert_array_equal(named, classifier.predict(features))
     scores = dice_by_name(named, list(record["names"]), other.labels)
     assert np.mean(list(scores.values())) > 0.6, scores
+    if kind == "logistic":  # the volume moved: a refined mapping takes --raw as --refine does
+        (tmp_path / "moved.tif").write_bytes((folder / "other.tif").read_bytes())
+        moved = name_clusters(folder / "other.ome.zarr", mapping=tmp_path / "a.ome.zarr.provenance.json",
+                              raw=tmp_path / "moved.tif")
+        np.testing.assert_array_equal(moved.labels, named)
 
 
 def test_a_refined_mapping_on_other_features_says_what_differs(merged, tmp_path):

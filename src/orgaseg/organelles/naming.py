@@ -330,7 +330,9 @@ def name_clusters(
         if key is not None and value is None:
             raise OrgasegError(f"{arg(input_name + '_key')} names a dataset inside the container of "
                                f"{arg(input_name)}: give that too")
-    _refuse_unused_refine_options(refine, mapping, classifier=classifier, prior=prior, context=context,
+    # a refined mapping's classifier computes features as --refine does, and takes the same options for it
+    _refuse_unused_refine_options(refine or _holds_classifier(mapping), mapping, classifier=classifier, prior=prior,
+                                  context=context,
                                   z_context=z_context, raw=raw, model=model, device=device, executor=executor,
                                   feature_memory=feature_memory)
     device = "auto" if device is None else device
@@ -539,6 +541,15 @@ def _refuse_unused_refine_options(refine: bool, mapping, **given) -> None:
     if training and mapping is not None:
         raise OrgasegError(f"{listed(training)} cannot apply to {arg('mapping')}: the reused classifier brings its "
                            "own settings (see its provenance)")
+
+
+def _holds_classifier(mapping) -> bool:
+    """Whether ``mapping`` (a named output's provenance, or None) holds a refined classifier; False where it
+    cannot be read (:func:`_reuse_mapping` says why)."""
+    try:
+        return mapping is not None and bool(read_provenance(mapping).get("classifier"))
+    except (OSError, ValueError, AttributeError, OrgasegError):
+        return False
 
 
 def _reuse_mapping(mapping, clusterer_state: dict, k: int,
