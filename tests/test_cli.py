@@ -114,6 +114,11 @@ def test_centers_reuse_gives_same_ids(phantom_files, tmp_path, capsys):
     assert main(["segment", str(raw), "--invert", "-o", str(tmp_path / "g.tif"), "--centers",
                  f"{first}.provenance.json", "--quiet"]) == 2
     assert "fitted on the intensities as they were; inverting them here (--invert)" in capsys.readouterr().err
+    # what only a fit reads is said to take no effect
+    with pytest.warns(UserWarning, match=r"sample_size.* and the clusterer option n_init take no effect: the "
+                                         r"reused clusterer \(.*a\.tif\.provenance\.json\) is not fitted again"):
+        assert main(["segment", str(raw), "-o", str(tmp_path / "h.tif"), "--centers", f"{first}.provenance.json",
+                     "--sample-size", "5000", "--option", "n_init=3", "--quiet"]) == 0
     # the run whose provenance is reused is not replaced, even with --overwrite
     before = (tmp_path / "a.tif").read_bytes()
     assert main(["segment", str(raw), "-o", str(first), "--centers", f"{first}.provenance.json", "--overwrite",

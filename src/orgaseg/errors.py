@@ -44,6 +44,7 @@ ARGUMENTS: dict[str, tuple[str, str]] = {
     "reference_key": ("reference_key=NAME", "--reference-key NAME"),
     "refine": ("refine=True", "--refine"),
     "resume": ("resume=True", "--resume"),
+    "sample_size": ("sample_size=N", "--sample-size N"),
     "scheduler": ("scheduler=ADDRESS", "--scheduler ADDRESS"),
     "scribbles": ("scribbles=LABELS", "--scribbles LABELS"),
     "scribbles_key": ("scribbles_key=NAME", "--scribbles-key NAME"),

@@ -403,6 +403,13 @@ def segment(
             raise OrgasegError(f"K = {k} was asked for, but the reused clusterer ({_describe_centers(centers)}) has "
                                f"K = {reused.k}: leave K out (the clusterer fixes it)")
         n_labels = reused.k
+    if reused is not None:  # said, as the provenance records them as given
+        ignored = ([arg("sample_size")] if sample_size is not None else []) + [
+            f"the clusterer option {name}" for name in stages.clusterer_options]
+        if ignored:
+            verb = "takes" if len(ignored) == 1 else "take"
+            warnings.warn(OrgasegWarning(f"{' and '.join(ignored)} {verb} no effect: the reused clusterer "
+                                         f"({_describe_centers(centers)}) is not fitted again"), stacklevel=2)
     if sample_size is None:
         sample_size = stages.sample_size(volume.size)
     normalization = compute_normalization(volume, seed=seed, invert=invert)
