@@ -13,7 +13,7 @@ import zarr
 from orgaseg.cli import main
 from orgaseg.errors import OrgasegError, OrgasegWarning
 from orgaseg.evaluation import UNMATCHED, confusion_matrix, match_clusters
-from orgaseg.io import open_volume
+from orgaseg.io import open_volume, read_provenance
 from orgaseg.io.volume import as_volume
 from orgaseg.io.writers import write_tiff_image
 from orgaseg.organelles import (
@@ -124,6 +124,17 @@ def test_name_writes_a_named_label_volume_and_its_mapping(segmented, capsys):
     expected = vote(values_at(as_volume(seg), annotations.coords), annotations, 5)
     assert record["naming"]["votes"] == expected.votes.tolist()
     assert record["naming"]["annotations"]["per_name"] == {n: 3 for n in CLASSES}
+
+
+def test_name_and_instances_record_their_inputs_as_absolute_paths(segmented, monkeypatch):
+    # as segment does: a record read from another folder still finds what it was made from
+    monkeypatch.chdir(segmented)
+    assert main(["name", "seg.ome.zarr", "--points", "points.csv", "-o", "rel_named.ome.zarr", "--quiet"]) == 0
+    assert main(["instances", "rel_named.ome.zarr", "-o", "rel_instances.ome.zarr", "--quiet"]) == 0
+    named = read_provenance(segmented / "rel_named.ome.zarr")
+    assert named["segmentation"] == str((segmented / "seg.ome.zarr").resolve())
+    assert read_provenance(segmented / "rel_instances.ome.zarr")["input"] == str(
+        (segmented / "rel_named.ome.zarr").resolve())
 
 
 def test_an_existing_output_is_kept_without_overwrite(segmented, capsys):

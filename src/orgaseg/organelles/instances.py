@@ -48,7 +48,7 @@ from orgaseg.io import make_provenance, open_volume, provenance_path
 from orgaseg.io.metadata import check_voxel_size, known_voxel_size, placement
 from orgaseg.io.partial import partial_state, refuse_existing, refuse_replacing_an_input
 from orgaseg.io.provenance import producing_command
-from orgaseg.io.volume import Volume, as_volume
+from orgaseg.io.volume import Volume, absolute_path, as_volume
 from orgaseg.labels import check_label_dtype, integer_labels
 from orgaseg.organelles.cleanup import Cleanup, majority_filter
 from orgaseg.pipeline.blocks import Block, default_block_shape, make_blocks
@@ -562,7 +562,8 @@ def make_instances(
                 f"{'that class' if len(empty) == 1 else 'those classes'}"
                 f"{' after the clean-up' if cleanup.min_size_nm3 or cleanup.majority_nm else ''}"), stacklevel=2)
         record = make_provenance(
-            command="instances", input=volume.path or "<array>", key=volume.key, voxel_size=volume.voxel_size,
+            command="instances", input=absolute_path(volume.path or "<array>"), key=volume.key,
+            voxel_size=volume.voxel_size,
             classes=[names.get(v, str(v)) if names else str(v) for v in selected.values] if selected.values else
             "every non-zero value",
             connectivity=connectivity, cleanup=cleanup.describe(), min_voxels=min_voxels,

@@ -28,7 +28,7 @@ from orgaseg.io.metadata import known_voxel_size, placement
 from orgaseg.io.partial import digest, refuse_replacing_an_input
 from orgaseg.io.provenance import provenance_path, read_provenance, to_jsonable
 from orgaseg.io.readers import open_on_grid
-from orgaseg.io.volume import Volume, as_volume
+from orgaseg.io.volume import Volume, absolute_path, as_volume
 from orgaseg.labels import smallest_label_dtype
 from orgaseg.organelles.annotations import (
     UNASSIGNED,
@@ -411,7 +411,7 @@ def name_clusters(
             classifier_state = (save_classifier(fitted_classifier, output, overwrite=overwrite) if output is not None
                                 else fitted_classifier.to_dict())
         provenance = make_provenance(
-            segmentation=seg_name,
+            segmentation=absolute_path(seg_name) if Path(seg_name).exists() else seg_name,
             segmentation_method=record.get("method"),
             k=int(k),
             clusterer_sha256=digest(clusterer_state),
@@ -423,7 +423,7 @@ def name_clusters(
             model=({"path": str(Path(segmentation_job.stages.checkpoint).resolve()),
                     "sha256": (record.get("model") or {}).get("sha256")}
                    if segmentation_job is not None and segmentation_job.stages.checkpoint else None),
-            mapping_from=str(mapping) if mapping is not None else None,
+            mapping_from=absolute_path(mapping),
             cost_estimate=cost,
             wall_time_s=round(time.time() - started, 3),
         )
