@@ -119,6 +119,11 @@ def test_centers_reuse_gives_same_ids(phantom_files, tmp_path, capsys):
                                          r"reused clusterer \(.*a\.tif\.provenance\.json\) is not fitted again"):
         assert main(["segment", str(raw), "-o", str(tmp_path / "h.tif"), "--centers", f"{first}.provenance.json",
                      "--sample-size", "5000", "--option", "n_init=3", "--quiet"]) == 0
+    # a volume whose voxel size is unknown computes its features at 1 nm: the warning says what to pass
+    np.save(tmp_path / "unknown.npy", tifffile.imread(raw))
+    with pytest.warns(UserWarning, match="this volume's voxel size is unknown \\(taken as 1 nm\\): pass"):
+        main(["segment", str(tmp_path / "unknown.npy"), "-o", str(tmp_path / "u.tif"), "--centers",
+              f"{first}.provenance.json", "--quiet"])
     # the run whose provenance is reused is not replaced, even with --overwrite
     before = (tmp_path / "a.tif").read_bytes()
     assert main(["segment", str(raw), "-o", str(first), "--centers", f"{first}.provenance.json", "--overwrite",

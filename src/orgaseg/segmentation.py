@@ -152,15 +152,20 @@ def check_reused_features(centers, record: dict | None, reused: Clusterer, stage
     if reused.n_features != job.extractor.n_features:
         differences.append(f"{reused.n_features} feature channels at working voxels of {fitted_at} (this run: "
                            f"{job.extractor.n_features} at {here})")
+    guessed = job.source.volume.attrs.get("voxel_size_assumed")
     if differences:
         raise OrgasegError(
             f"{centers}: its clusterer was fitted on other features than this run computes: "
-            f"{' and '.join(differences)}; its label ids would name other structures here. Segment with that "
-            f"run's method ({config['method']}), checkpoint, features, feature options and pixel size, or leave "
-            f"out {arg('centers')} to fit a new clusterer")
+            f"{' and '.join(differences)}; its label ids would name other structures here. " + (
+                f"This volume's voxel size is unknown (taken as 1 nm, its features are computed at that size): "
+                f"pass {arg('voxel_size')}" if guessed else
+                f"Segment with that run's method ({config['method']}), checkpoint, features, feature options and "
+                f"pixel size, or leave out {arg('centers')} to fit a new clusterer"))
     if fitted_at != here:
         warnings.warn(OrgasegWarning(f"{centers}: its clusterer was fitted on working voxels of {fitted_at}, this "
-                                     f"run computes features on {here}: its clusters may fall on other structures"),
+                                     f"run computes features on {here}: its clusters may fall on other structures"
+                                     + (f"; this volume's voxel size is unknown (taken as 1 nm): pass "
+                                        f"{arg('voxel_size')}" if guessed else "")),
                       stacklevel=3)
 
 
