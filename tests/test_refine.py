@@ -467,3 +467,22 @@ def test_a_raw_volume_given_inside_a_container_has_its_own_key(merged, tmp_path,
     given = name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True, raw=tmp_path / "moved.h5",
                           raw_key="em/raw")
     np.testing.assert_array_equal(given.labels, expected.labels)
+
+
+def test_a_raw_volume_from_another_place_is_warned_about(merged, tmp_path):
+    import dataclasses
+    import warnings
+
+    folder, cell, _ = merged
+    coords, names = clicks(cell.labels, 3)
+    annotations = points_from_arrays(coords, names, shape=SHAPE)
+    def at(z):
+        return dataclasses.replace(open_volume(folder / "cell.tif"), origin=(z, 0.0, 0.0))
+
+    orgaseg.segment(at(400.0), k=3, output=tmp_path / "placed.ome.zarr")
+    with pytest.warns(OrgasegWarning, match=r"first voxel lies at .*: they cover different regions, and the features "
+                                            r"would be computed from another place than the clusters were"):
+        name_clusters(tmp_path / "placed.ome.zarr", annotations=annotations, refine=True, raw=at(800.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OrgasegWarning)
+        name_clusters(tmp_path / "placed.ome.zarr", annotations=annotations, refine=True, raw=at(400.0))

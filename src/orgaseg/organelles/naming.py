@@ -24,7 +24,7 @@ import numpy as np
 
 from orgaseg.errors import OrgasegError, arg
 from orgaseg.io import create_label_writer, make_provenance, open_volume
-from orgaseg.io.metadata import known_voxel_size, placement
+from orgaseg.io.metadata import known_voxel_size, placement, warn_if_placed_apart
 from orgaseg.io.partial import digest, refuse_replacing_an_input
 from orgaseg.io.provenance import provenance_path, read_provenance, to_jsonable
 from orgaseg.io.readers import open_on_grid
@@ -373,6 +373,10 @@ def name_clusters(
             segmentation_job = rebuild_segmentation(record, raw=raw, raw_key=raw_key, model=model, device=device,
                                                     context=context, z_context=z_context)
             described["features"] = segmentation_job.config()
+    if raw is not None and segmentation_job is not None:  # a volume of the right shape cut from another place
+        given = segmentation_job.job.source.volume
+        warn_if_placed_apart(volume, given, ("the segmentation's", f"{given.path or 'the raw volume'}'s"),
+                             "the features would be computed from another place than the clusters were")
     block_shape = (segmentation_job.block_shape if segmentation_job is not None
                    else default_block_shape(tuple(volume.shape), volume.chunks, voxels=RELABEL_BLOCK_VOXELS))
     n_labels = len(naming.names)
