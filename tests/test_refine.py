@@ -165,6 +165,8 @@ def test_a_refined_mapping_treats_another_volume_the_same(merged, second, tmp_pa
         moved = name_clusters(folder / "other.ome.zarr", mapping=tmp_path / "a.ome.zarr.provenance.json",
                               raw=tmp_path / "moved.tif")
         np.testing.assert_array_equal(moved.labels, named)
+        assert main(["name", str(folder / "other.ome.zarr"), "--mapping", str(tmp_path / "a.ome.zarr.provenance.json"),
+                     "--workers", "2", "--executor", "threads", "-o", str(tmp_path / "c.ome.zarr"), "--quiet"]) == 0
 
 
 def test_a_refined_mapping_on_other_features_says_what_differs(merged, tmp_path):

@@ -340,10 +340,12 @@ def cmd_name(args, progress) -> int:
         raise OrgasegError("--names goes with --scribbles (points carry their names in the 'name' column)")
     from orgaseg.pipeline.executors import make_executor
 
+    from orgaseg.organelles.naming import mapping_holds_classifier
+
     asked = (args.executor, args.scheduler, args.workers, args.threads_per_worker) != (None, None, 1, 1)
-    if asked and not args.refine:
+    if asked and not (args.refine or mapping_holds_classifier(args.mapping)):
         raise OrgasegError("--workers, --threads-per-worker, --executor and --scheduler take effect only with "
-                           "--refine (naming alone relabels the clusters in one pass here)")
+                           "--refine or a refined --mapping (naming alone relabels the clusters in one pass here)")
     executor = make_executor(args.executor, workers=args.workers, threads_per_worker=args.threads_per_worker,
                              scheduler=args.scheduler) if asked else None
     try:

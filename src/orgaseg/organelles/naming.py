@@ -331,10 +331,9 @@ def name_clusters(
             raise OrgasegError(f"{arg(input_name + '_key')} names a dataset inside the container of "
                                f"{arg(input_name)}: give that too")
     # a refined mapping's classifier computes features as --refine does, and takes the same options for it
-    _refuse_unused_refine_options(refine or _holds_classifier(mapping), mapping, classifier=classifier, prior=prior,
-                                  context=context,
-                                  z_context=z_context, raw=raw, model=model, device=device, executor=executor,
-                                  feature_memory=feature_memory)
+    _refuse_unused_refine_options(refine or mapping_holds_classifier(mapping), mapping, classifier=classifier,
+                                  prior=prior, context=context, z_context=z_context, raw=raw, model=model,
+                                  device=device, executor=executor, feature_memory=feature_memory)
     device = "auto" if device is None else device
     classifier = "logistic" if classifier is None else classifier
     context = DEFAULT_CONTEXT_PX if context is None else context
@@ -547,7 +546,7 @@ def _refuse_unused_refine_options(refine: bool, mapping, **given) -> None:
                            "own settings (see its provenance)")
 
 
-def _holds_classifier(mapping) -> bool:
+def mapping_holds_classifier(mapping) -> bool:
     """Whether ``mapping`` (a named output's provenance, or None) holds a refined classifier; False where it
     cannot be read (:func:`_reuse_mapping` says why)."""
     try:
