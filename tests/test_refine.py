@@ -136,7 +136,7 @@ def second(merged):
 
 
 @pytest.mark.parametrize("kind", ["logistic", "mlp", "forest"])
-def test_a_refined_mapping_treats_another_volume_the_same(merged, second, tmp_path, kind):
+def test_a_refined_mapping_treats_another_volume_the_same(merged, second, tmp_path, kind, capsys):
     folder, cell, _ = merged
     other, features = second
     coords, names = clicks(cell.labels, 10)
@@ -146,6 +146,7 @@ def test_a_refined_mapping_treats_another_volume_the_same(merged, second, tmp_pa
                  "--classifier", kind, "-o", str(tmp_path / "a.ome.zarr"), "--quiet",
                  "--executor", "threads", "--workers", "2"]) == 0
     record = json.loads((tmp_path / "a.ome.zarr.provenance.json").read_text())
+    assert "cluster vote (the labels are the refining classifier's): 0 -> " in capsys.readouterr().out
     assert forest_path(tmp_path / "a.ome.zarr").exists() == (kind == "forest")
     # by default logistic regression and the network predict under estimated class frequencies, a forest under
     # the clicks'

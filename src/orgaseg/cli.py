@@ -366,7 +366,8 @@ def cmd_name(args, progress) -> int:
         print(f"cluster names, as {args.mapping} gives them: "
               f"{result.naming.summary(refined=result.classifier is not None, votes=False)}")
     else:
-        print(f"cluster vote: {result.naming.summary(refined=result.classifier is not None)}")
+        said = "cluster vote (the labels are the refining classifier's)" if result.classifier else "cluster vote"
+        print(f"{said}: {result.naming.summary(refined=result.classifier is not None)}")
     return 0
 
 
