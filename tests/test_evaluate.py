@@ -634,3 +634,8 @@ def test_a_named_volume_is_scored_by_its_names(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "plain.npy"), "--reference", str(tmp_path / "ref.npy"), "--class-map",
                  "0=other,1=mito", "--mode", "names", "-o", str(tmp_path / "s"), "--quiet"]) == 2
     assert "carries none (orgaseg name writes them)" in capsys.readouterr().err
+    # a named volume scored by merge mode is said to have names
+    with pytest.warns(UserWarning, match=r"named\.ome\.zarr is a named volume \(unassigned, mito, other\): --mode "
+                                         r"names scores it by its names"):
+        assert main(["evaluate", str(path), "--reference", str(tmp_path / "ref.npy"), "--class-map", "0=other,1=mito",
+                     "-o", str(tmp_path / "t"), "--quiet"]) == 0

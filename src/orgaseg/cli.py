@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 
 from orgaseg import __version__
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, OrgasegWarning
 from orgaseg.progress import TqdmLogHandler, TqdmProgress
 
 
@@ -247,15 +247,18 @@ def cmd_evaluate(args, progress) -> int:
         from orgaseg.datasets import check_reference_values
 
         check_reference_values(reference, args.dataset)
-    label_names = None
-    if args.mode == "names":
-        from orgaseg.organelles import read_label_names
+    from orgaseg.organelles import read_label_names
 
-        named = read_label_names(pred)
+    label_names = None
+    named = read_label_names(pred)
+    if args.mode == "names":
         if named is None:
             raise OrgasegError(f"{args.prediction}: --mode names scores a named volume by its names, and this one "
                                "carries none (orgaseg name writes them)")
         label_names = [named.get(value, "") for value in range(max(named) + 1)]
+    elif named is not None:  # its ids are names, which merge or strict mode would match to classes anew
+        warnings.warn(OrgasegWarning(f"{args.prediction} is a named volume ({', '.join(named.values())}): "
+                                     "--mode names scores it by its names, as named"), stacklevel=2)
     report = evaluate(pred, reference, classes=args.classes, class_map=class_map, background=args.background,
                       mask=mask, ignore=args.ignore, mode=args.mode, label_names=label_names, progress=progress)
     paths = report.save(args.output, overwrite=args.overwrite)
