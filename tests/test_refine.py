@@ -489,3 +489,19 @@ def test_a_raw_volume_from_another_place_is_warned_about(merged, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", OrgasegWarning)
         name_clusters(tmp_path / "placed.ome.zarr", annotations=annotations, refine=True, raw=at(400.0))
+
+
+def test_a_raw_volume_of_another_voxel_size_is_said_to_be_read_at_the_segmented_ones(merged, tmp_path):
+    import warnings
+
+    folder, cell, _ = merged
+    coords, names = clicks(cell.labels, 3)
+    annotations = points_from_arrays(coords, names, shape=SHAPE)
+    write_tiff_image(tmp_path / "coarse.tif", cell.raw, voxel_size=tuple(2 * v for v in VOXEL))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True, raw=tmp_path / "coarse.tif")
+    said = [str(w.message) for w in caught if issubclass(w.category, OrgasegWarning)]
+    expected = (f"{tmp_path / 'coarse.tif'}: its voxel size, 40 x 40 x 40 nm, is not the segmented volume's, "
+                "20 x 20 x 20 nm, which is used: is it the volume that was segmented?")
+    assert said == [expected], said

@@ -26,16 +26,18 @@ from typing import Any
 import numpy as np
 
 from orgaseg.cluster import Clusterer, clusterer_from_dict
-from orgaseg.errors import OrgasegError, arg, with_key_option
+from orgaseg.errors import OrgasegError, OrgasegWarning, arg, with_key_option
 from orgaseg.features.context import (
     DEFAULT_CONTEXT_PX,
     SliceNeighbours,
     SuperpixelContext,
     parse_context,
 )
+from orgaseg.io.metadata import format_sizes
 from orgaseg.io.normalize import Normalization
 from orgaseg.io.partial import atomic_path, digest
 from orgaseg.io.provenance import to_jsonable
+from orgaseg.io.readers import VoxelSizeWarning
 from orgaseg.labels import smallest_label_dtype
 from orgaseg.pipeline.blocks import Block
 from orgaseg.pipeline.cost import estimate_cost
@@ -156,9 +158,15 @@ def rebuild_segmentation(record: dict, *, raw=None, raw_key: str | None = None, 
     layout = {n: source_info[n] for n in ("axes", "channel") if source_info.get(n) is not None}
     key = source_info.get("key") if raw is None else raw_key
     selections = [{"key": key, **layout}] if raw is None or not layout else [{"key": key, **layout}, {"key": key}]
+    recorded = source_info.get("voxel_size")
     for attempt, selection in enumerate(selections, 1):
         try:
-            volume = resolve_volume(data, voxel_size=source_info.get("voxel_size"), **selection)
+            with warnings.catch_warnings():
+                # the recorded voxel size is the one the segmentation used, whatever the file says (said below)
+                warnings.simplefilter("ignore", VoxelSizeWarning)
+                warnings.filterwarnings("ignore", message=".*: the voxel size given, .* overrides the file's own")
+                volume = resolve_volume(data, voxel_size=recorded, **selection)
+                own = resolve_volume(data, **selection) if isinstance(data, (str, Path)) else volume
             break
         except OrgasegError as err:
             if attempt == len(selections):
@@ -166,6 +174,12 @@ def rebuild_segmentation(record: dict, *, raw=None, raw_key: str | None = None, 
     if list(volume.shape) != list(source_info.get("shape", volume.shape)):
         raise OrgasegError(f"{volume.path or 'the raw volume'} has shape {volume.shape}, but the segmentation was made "
                            f"from a volume of shape {tuple(source_info['shape'])}")
+    if raw is not None and recorded is not None and not own.attrs.get("voxel_size_assumed") and \
+            not np.allclose(own.voxel_size, recorded, rtol=0.01):
+        warnings.warn(OrgasegWarning(
+            f"{volume.path or 'the raw volume'}: its voxel size, {format_sizes(own.voxel_size)} nm, is not the "
+            f"segmented volume's, {format_sizes(recorded)} nm, which is used: is it the volume that was segmented?"),
+            stacklevel=3)
     if model is None and record.get("model"):
         model = record["model"].get("path")
     options = {**{f"features.{n}": v for n, v in config.get("feature_options", {}).items()},
