@@ -56,6 +56,17 @@ def test_ellipsoid_volume_area_axes_within_3_percent(voxel_size):
             assert m + s - v <= table[f"bbox_max_{x}_nm"][row] <= m + s + v
 
 
+def test_instances_cut_by_the_volume_edge_are_flagged_on_every_face():
+    labels = np.zeros((6, 20, 30), dtype=np.uint8)
+    labels[2:4, 5:9, 5:9] = 1  # inside
+    labels[0:2, 5:9, 12:16] = 2  # on the first section
+    labels[2:4, 12:16, 26:30] = 3  # on the last column
+    labels[3:6, 16:20, 10:14] = 4  # on the last section and the last row
+    table = measure_instances(labels, voxel_size=(50.0, 5.0, 5.0)).table
+    assert table["id"].tolist() == [1, 2, 3, 4]
+    assert table["touches_border"].tolist() == [False, True, True, True]
+
+
 @pytest.mark.parametrize("radius, low, high", [(2, -0.32, -0.11), (3, -0.12, -0.05), (5, -0.05, -0.005)])
 def test_small_balls_on_isotropic_voxels_come_out_low_by_the_documented_margin(radius, low, high):
     # the README's and the module's figures for objects a few voxels across (16 nm: BetaSeg's voxels)
@@ -264,7 +275,10 @@ def test_parquet_tables_hold_what_the_csv_ones_do(tmp_path):
         for name, values in read.items():
             assert len(values) == len(rows)
             for value, row in zip(values, rows):
-                assert (value == row[name] if isinstance(value, str) else value == pytest.approx(float(row[name])))
+                if isinstance(value, bool):  # a flag: True / False in the CSV
+                    assert str(value) == row[name]
+                else:
+                    assert (value == row[name] if isinstance(value, str) else value == pytest.approx(float(row[name])))
     assert read["class"] == ["mitochondria, outer", "all"]
     empty = measure_instances(np.zeros((4, 8, 8), np.uint8), voxel_size=voxel_size)
     write_table(empty.table, tmp_path / "empty.parquet")

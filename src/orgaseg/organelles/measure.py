@@ -1,7 +1,7 @@
 """Morphometrics of instances in physical units, computed blockwise: :func:`measure_instances`.
 
 One row per instance (``id``, ``class``, ``voxels``, ``volume_um3``, ``surface_area_um2``,
-``sphericity``, centroid and bounding box in nm, principal axis lengths and
+``sphericity``, centroid and bounding box in nm, ``touches_border``, principal axis lengths and
 ``aspect_ratio``; ``mean_intensity`` and ``std_intensity`` with a raw volume) and one row
 per class in a summary (``count``, total, median and mean volume, and with a cell mask the
 class's ``volume_fraction`` of the cell).
@@ -313,7 +313,8 @@ def _merge(parts: list[dict], with_raw: bool, with_mask: bool) -> dict:
     return merged
 
 
-def _table(merged: dict, voxel_size, origin, names: dict[int, str] | None, with_raw: bool) -> dict[str, np.ndarray]:
+def _table(merged: dict, voxel_size, origin, shape, names: dict[int, str] | None,
+           with_raw: bool) -> dict[str, np.ndarray]:
     spacing, origin = np.asarray(voxel_size), np.asarray(origin)
     count = merged["count"]
     volume_nm3 = count * float(np.prod(spacing))
@@ -340,6 +341,9 @@ def _table(merged: dict, voxel_size, origin, names: dict[int, str] | None, with_
         table[f"bbox_min_{axis}_nm"] = merged["bbox_min"][:, a] * spacing[a] + origin[a]
     for a, axis in enumerate("zyx"):
         table[f"bbox_max_{axis}_nm"] = merged["bbox_max"][:, a] * spacing[a] + origin[a]
+    # an instance the volume's edge cuts has lost what lies beyond: its size and shape are a part's
+    last = np.asarray(shape, dtype=np.float64) - 1
+    table["touches_border"] = np.any((merged["bbox_min"] <= 0) | (merged["bbox_max"] >= last), axis=1)
     table["axis_major_length_nm"] = axes[:, 0]
     table["axis_intermediate_length_nm"] = axes[:, 1]
     table["axis_minor_length_nm"] = axes[:, 2]
@@ -462,7 +466,8 @@ def measure_instances(
     if mask is not None and mask_voxels == 0:
         raise OrgasegError("the cell mask is empty: no voxel is non-zero")
     merged = _merge(parts, raw is not None, mask is not None)
-    table = _table(merged, volume.voxel_size, volume.origin, read_label_names(volume), raw is not None)
+    table = _table(merged, volume.voxel_size, volume.origin, volume.shape, read_label_names(volume),
+                   raw is not None)
     summary = _summary(table, merged, mask_voxels if mask is not None else None, volume.voxel_size)
     seconds = time.perf_counter() - started
     provenance = {
