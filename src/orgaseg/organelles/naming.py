@@ -423,7 +423,7 @@ def name_clusters(
             refined=fitted_classifier is not None,
             classifier=classifier_state,
             # the encoder whose features the classifier read (checked against the segmentation's by SHA-256)
-            model=({"path": str(Path(segmentation_job.stages.checkpoint).resolve()),
+            model=({"path": absolute_path(segmentation_job.stages.checkpoint),
                     "sha256": (record.get("model") or {}).get("sha256")}
                    if segmentation_job is not None and segmentation_job.stages.checkpoint else None),
             mapping_from=absolute_path(mapping),

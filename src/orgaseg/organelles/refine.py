@@ -166,7 +166,9 @@ def rebuild_segmentation(record: dict, *, raw=None, raw_key: str | None = None, 
                 warnings.simplefilter("ignore", VoxelSizeWarning)
                 warnings.filterwarnings("ignore", message=".*: the voxel size given, .* overrides the file's own")
                 volume = resolve_volume(data, voxel_size=recorded, **selection)
-                own = resolve_volume(data, **selection) if isinstance(data, (str, Path)) else volume
+                # what a raw given instead says of itself, to say when it differs (the recorded input is trusted)
+                own = resolve_volume(data, **selection) if raw is not None and isinstance(data, (str, Path)) \
+                    else volume
             break
         except OrgasegError as err:
             if attempt == len(selections):
@@ -186,13 +188,14 @@ def rebuild_segmentation(record: dict, *, raw=None, raw_key: str | None = None, 
                **{f"clusterer.{n}": v for n, v in config.get("clusterer_options", {}).items()}}
     if model is not None and not Path(model).exists():
         raise OrgasegError(f"{model}: the segmentation's checkpoint is not there; pass {arg('model')}")
-    recorded = (record.get("model") or {}).get("sha256")
-    if model is not None and recorded is not None:
+    recorded_sha256 = (record.get("model") or {}).get("sha256")
+    if model is not None and recorded_sha256 is not None:
         from orgaseg.models.checkpoint import file_hash
 
-        if file_hash(model) != recorded:  # another encoder's features: the clusters and the classifier read others
+        if file_hash(model) != recorded_sha256:  # another encoder's features: the clusters and classifier read others
             raise OrgasegError(f"{model} is not the checkpoint the segmentation was made with (SHA-256 "
-                               f"{recorded[:12]}..., recorded with {record['model'].get('path')}): pass that one")
+                               f"{recorded_sha256[:12]}..., recorded with {record['model'].get('path')}): pass "
+                               "that one")
     stages = resolve_stages(config["method"], model=model, features=config["features"], clusterer=config["clusterer"],
                             options=options, device=device)
     source = VolumeSource.from_arguments(data, volume, **selection)

@@ -179,13 +179,8 @@ def resolve_block_shape(job: BlockJob, block_shape: tuple[int, int, int] | None 
     need (:func:`~orgaseg.pipeline.blocks.halo_block_shape`), or, for an
     encoder that computes only a block's own part, encode the fewest fields
     of view (:func:`encoder_span_costs`). For a clusterer that cuts each
-    plane into square regions (``job.plane_tile_nm``), the y and x sides are
-    whole numbers of regions, or the whole axis, so that no block edge cuts a
-    region short, where such blocks hold their features within the budget
-    and compute at most :data:`WHOLE_REGION_OVERHEAD` times what the
-    unconstrained blocks do; else the unconstrained blocks are used, with a
-    warning that the regions are cut to them (an isotropic volume with large
-    planes and wide context along z).
+    plane into square regions (``job.plane_tile_nm``), y and x sides of whole
+    regions where that costs little (:func:`_whole_region_blocks`).
     """
     volume = job.source.volume
     halo = block_halo(job.extractor, job.grid)
