@@ -429,6 +429,8 @@ def test_whole_regions_that_would_blow_the_memory_budget_give_way_to_the_budgets
     with pytest.warns(OrgasegWarning, match=r"regions of 8960 nm \(1120 x 1120 voxels\) do not fit .* would read "
                                             r"windows of 2\.2 GiB .* cut to blocks of 256 x 108 x 137 voxels"):
         block = runner.resolve_block_shape(job)
+    job.plane_tile_nm = 2240.0  # regions a quarter as wide leave room for enough planes: whole ones
+    assert runner.resolve_block_shape(job) == (43, 280, 280)
     job.plane_tile_nm = None
     assert block == runner.resolve_block_shape(job)  # the pixel clusterers' blocks
     assert block_overhead(job.source.volume.shape, block, block_halo(job.extractor, job.grid)) < 6
