@@ -124,6 +124,18 @@ def test_centers_reuse_gives_same_ids(phantom_files, tmp_path, capsys):
     with pytest.warns(UserWarning, match="this volume's voxel size is unknown \\(taken as 1 nm\\): pass"):
         main(["segment", str(tmp_path / "unknown.npy"), "-o", str(tmp_path / "u.tif"), "--centers",
               f"{first}.provenance.json", "--quiet"])
+    # the segmentation given for its provenance, or a named output's provenance: the error names what to give
+    assert main(["segment", str(raw), "-o", str(tmp_path / "i.tif"), "--centers", str(first), "--quiet"]) == 2
+    assert f"{first} is an output, not its provenance: give {first}.provenance.json" in capsys.readouterr().err
+    assert main(["name", str(first), "--points", str(_points_csv(tmp_path)), "-o", str(tmp_path / "n.tif"),
+                 "--quiet"]) == 0
+    assert main(["segment", str(raw), "-o", str(tmp_path / "i.tif"), "--centers", f"{tmp_path / 'n.tif'}.provenance.json",
+                 "--quiet"]) == 2
+    assert (f"n.tif.provenance.json is the provenance of a named output ('orgaseg name'), which holds no clusterer: "
+            f"give its segmentation's, {first}.provenance.json" in capsys.readouterr().err)
+    assert main(["name", str(first), "--mapping", str(tmp_path / "n.tif"), "-o", str(tmp_path / "m.tif"),
+                 "--quiet"]) == 2
+    assert f"n.tif is an output, not its provenance: give {tmp_path / 'n.tif'}.provenance.json" in capsys.readouterr().err
     # the run whose provenance is reused is not replaced, even with --overwrite
     before = (tmp_path / "a.tif").read_bytes()
     assert main(["segment", str(raw), "-o", str(first), "--centers", f"{first}.provenance.json", "--overwrite",
@@ -300,6 +312,12 @@ def test_demo_writes_its_outputs(tmp_path, capsys):
 
 def _touch(path):
     path.write_bytes(b"not a volume")
+    return path
+
+
+def _points_csv(folder):
+    path = folder / "points.csv"
+    path.write_text("z,y,x,name\n0,0,0,first\n1,1,1,second\n")
     return path
 
 

@@ -19,6 +19,7 @@ from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.io import compute_normalization, make_provenance, open_volume
 from orgaseg.io.metadata import check_voxel_size, format_sizes, known_voxel_size, placement
 from orgaseg.io.partial import digest, refuse_replacing_an_input, same_path
+from orgaseg.io.provenance import provenance_path
 from orgaseg.io.readers import assumed_voxel_size
 from orgaseg.io.volume import Volume, absolute_path, as_volume, read_as
 from orgaseg.pipeline.cost import estimate_cost
@@ -109,18 +110,25 @@ def _read_centers(source, spec: ClustererSpec | None = None) -> tuple[Clusterer,
             raise OrgasegError(f"{path}: centres must be a 2D array (k, n_features), got shape {centers.shape}")
         n = centers.shape[1]
         return KMeansModel(centers=centers, mean=np.zeros(n, np.float32), scale=np.ones(n, np.float32)), None
+    beside = provenance_path(path)
+    if beside.is_file():  # the segmentation itself was given
+        raise OrgasegError(f"{path} is an output, not its provenance: give {beside}")
     try:
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise OrgasegError(f"{path}: not a readable provenance JSON ({err})") from None
     state = record.get("clusterer") if isinstance(record, dict) else None
+    if not state and isinstance(record, dict) and "naming" in record:
+        segmentation = provenance_path(record.get("segmentation") or "SEG")
+        raise OrgasegError(f"{path} is the provenance of a named output ('orgaseg name'), which holds no clusterer: "
+                           f"give its segmentation's, {segmentation}")
     if not state:
         raise OrgasegError(f"{path}: no 'clusterer' entry; give the provenance JSON written beside a segmentation")
     return clusterer_from_dict(state, spec), record
 
 
 def check_reused_features(centers, record: dict | None, reused: Clusterer, stages: Stages, job,
-                          model_sha256: str | None) -> None:
+                          model_sha256: str | None, model_path=None) -> None:
     """Refuse a clusterer reused from a segmentation whose features differ from what this run computes.
 
     A clusterer's label ids stand for structures only in the features it was fitted on: another
@@ -130,7 +138,8 @@ def check_reused_features(centers, record: dict | None, reused: Clusterer, stage
     itself) are not checked. Another working voxel size with features of the same width is warned about
     (features in nm carry over between voxel sizes, more or less).
 
-    ``record`` is what ``centers`` was read from (:func:`_read_centers`).
+    ``record`` is what ``centers`` was read from (:func:`_read_centers`); ``model_path`` is this run's
+    checkpoint, named in the refusal.
     """
     config = (record or {}).get("config")
     if not isinstance(config, dict) or "features" not in config:
@@ -140,8 +149,9 @@ def check_reused_features(centers, record: dict | None, reused: Clusterer, stage
     differences = []
     if fitted_model != model_sha256:
         fitted = "no checkpoint" if fitted_model is None else f"the checkpoint {record['model'].get('path')}"
-        differences.append(f"the encoder ({fitted}; this run: "
-                           f"{'no checkpoint' if model_sha256 is None else 'another checkpoint'})")
+        differences.append(f"the encoder ({fitted}; this run: " + (
+            "no checkpoint" if model_sha256 is None else
+            f"the checkpoint {model_path or 'given'}, another file (SHA-256 {model_sha256[:12]}...)") + ")")
     if config["features"] != mine["features"] or digest(config.get("feature_options") or {}) != \
             digest(mine["feature_options"]):
         differences.append(f"the dense features ({_features_text(config['features'], config.get('feature_options'))}; "
@@ -424,7 +434,7 @@ def segment(
         job = dataclasses.replace(job, plane_tile_nm=reused.plane_tile_nm)
     block_shape = resolve_block_shape(job, block_shape)
     model_hash = _file_hash(model) if model is not None else None
-    check_reused_features(centers, reused_from, reused, stages, job, model_hash)
+    check_reused_features(centers, reused_from, reused, stages, job, model_hash, model)
     executor = executor or SerialExecutor()
     config = {**stages.config(), "extractor": job.extractor.config(),
               "working_grid": job.grid.describe() if job.grid is not None else None,

@@ -559,6 +559,8 @@ def _reuse_mapping(mapping, clusterer_state: dict, k: int,
                    refine: bool) -> tuple[ClusterNaming, RefinedClassifier | None, dict]:
     """The naming (and classifier) of an earlier named output, checked against this segmentation's clusterer."""
     path = Path(mapping)
+    if provenance_path(path).is_file():  # the named output itself was given
+        raise OrgasegError(f"{path} is an output, not its provenance: give {provenance_path(path)}")
     if not path.is_file():
         raise OrgasegError(f"{path}: no such provenance file; give the .provenance.json beside a named output")
     if not path.name.endswith(".provenance.json"):
