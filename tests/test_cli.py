@@ -3,12 +3,14 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
 import tifffile
 
+import orgaseg
 from orgaseg.cli import main
 from test_viz import panel_columns
 from orgaseg.synthetic import make_cell
@@ -142,6 +144,18 @@ def test_centers_reuse_gives_same_ids(phantom_files, tmp_path, capsys):
                  "--quiet"]) == 2
     assert f"its provenance, {first}.provenance.json, is an input of this run" in capsys.readouterr().err
     assert first.read_bytes() == before
+
+
+def test_clusters_that_label_no_voxel_are_said(phantom_files, tmp_path, capsys):
+    raw, _ = phantom_files
+    fitted = orgaseg.segment(raw, k=3, sample_size=5000).model
+    far = np.full((1, fitted.n_features), 1e6, np.float32)  # a centre no voxel is nearest to
+    np.save(tmp_path / "centres.npy", np.vstack([fitted.centers * fitted.scale + fitted.mean, far]))
+    out = tmp_path / "s.tif"
+    with pytest.warns(UserWarning, match=r"cluster 3 of K = 4 labels no voxel of this volume: it holds 3 clusters"):
+        assert main(["segment", str(raw), "--centers", str(tmp_path / "centres.npy"), "-o", str(out), "--quiet"]) == 0
+    counts = json.loads(Path(f"{out}.provenance.json").read_text())["label_voxels"]
+    assert counts == np.bincount(tifffile.imread(out).ravel(), minlength=4).tolist() and counts[3] == 0
 
 
 def test_centers_fitted_on_other_features_are_refused(phantom_files, tmp_path, capsys):

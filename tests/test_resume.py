@@ -66,6 +66,8 @@ def test_interrupted_run_resumes_with_the_same_centres_and_only_missing_blocks(r
     assert result.provenance["blocks"] == {"shape": list(BLOCK), "blocks": N_BLOCKS, "computed": N_BLOCKS - 10, "skipped": 10}
     assert "sampling_s" not in result.provenance["timings"]  # the stored clusterer was reused, not refitted
     np.testing.assert_array_equal(open_volume(out).read(), uninterrupted[4])
+    # the voxels per cluster count the blocks of both runs
+    assert result.provenance["label_voxels"] == np.bincount(uninterrupted[4].ravel(), minlength=4).tolist()
     assert sorted(p.name for p in tmp_path.iterdir()) == [name, f"{name}.provenance.json"]
 
 

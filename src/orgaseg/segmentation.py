@@ -493,10 +493,12 @@ def segment(
     except BaseException:
         outputs.interrupted()
         raise
+    label_voxels = _voxels_per_cluster(stats.get("label_voxels"), fitted.k)
     record = make_provenance(
         method=stages.method.name,
         config=config,
         k=fitted.k,
+        label_voxels=label_voxels,
         clusterer=fitted.to_dict(),
         normalization=normalization.to_dict(),
         input={"path": absolute_path(volume.path), "key": volume.key, **read_as(volume), "shape": list(volume.shape),
@@ -517,6 +519,22 @@ def segment(
                             progress)
     labels = outputs.sink.array if path is None else None
     return Segmentation(labels=labels, path=path, model=fitted, provenance=record)
+
+
+def _voxels_per_cluster(label_voxels: list[np.ndarray] | None, k: int) -> list[int] | None:
+    """How many voxels each cluster labels (None where a resumed run's earlier blocks did not count them);
+    warns about clusters that label none, as they leave fewer clusters than K."""
+    if label_voxels is None:
+        return None
+    counts = np.zeros(k, np.int64)
+    counts[:label_voxels[0].size] = label_voxels[0]
+    empty = np.flatnonzero(counts == 0).tolist()
+    if empty:
+        listed = ", ".join(map(str, empty))
+        warnings.warn(OrgasegWarning(
+            f"cluster{'s' if len(empty) > 1 else ''} {listed} of K = {k} label{'' if len(empty) > 1 else 's'} no "
+            f"voxel of this volume: it holds {k - len(empty)} clusters"), stacklevel=3)
+    return counts.tolist()
 
 
 def _file_hash(path: str | Path) -> str:

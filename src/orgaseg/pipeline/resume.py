@@ -145,12 +145,22 @@ class RunState:
         except (OSError, ValueError):
             return False  # missing, or half-written by a killed run: recompute
 
-    def mark_done(self, block: Block, seconds: float) -> None:
-        """Record ``block`` as finished (call after its labels are durable)."""
+    def mark_done(self, block: Block, seconds: float, label_voxels: Sequence[Sequence[int]] | None = None) -> None:
+        """Record ``block`` as finished (call after its labels are durable), with how many of its voxels each
+        label took in each of its label volumes (``label_voxels[i][label]``), for the run's totals on resume."""
         record = {"signature": self.signature(block), "index": block.index, "seconds": round(seconds, 4)}
+        if label_voxels is not None:
+            record["label_voxels"] = [[int(n) for n in counts] for counts in label_voxels]
         with writing(self.folder):  # a full disk is one line naming the output, not an unexpected error
             write_atomic(self._marker(block), json.dumps(record))
         self.computed += 1
+
+    def label_voxels(self, block: Block) -> list[list[int]] | None:
+        """What :meth:`mark_done` recorded of ``block``'s labels; None where it recorded none."""
+        try:
+            return json.loads(self._marker(block).read_text()).get("label_voxels")
+        except (OSError, ValueError):
+            return None
 
     def has_progress(self) -> bool:
         """Whether there is anything worth resuming (a fitted clusterer, stored arrays or a finished block)."""

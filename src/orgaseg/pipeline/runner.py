@@ -410,21 +410,27 @@ def label_volume(
     executor: Executor | None = None,
     state: RunState | None = None,
     progress: ProgressCallback | None = None,
-) -> None:
+) -> list[np.ndarray] | None:
     """Label every block with each clusterer; ``sinks[i]`` receives clusterer ``i``'s labels.
 
     Features are computed once per block, whatever the number of clusterers.
     With ``state``, blocks it records as done are skipped and every block
     written is marked done once its sinks are flushed.
+
+    Returns
+    -------
+    list of numpy.ndarray or None
+        Per clusterer, how many voxels each label took in the whole volume (index = label); None when a
+        block an earlier run finished did not record its counts.
     """
     executor = executor or SerialExecutor()
     try:
-        _label(job, clusterers, sinks, block_shape, executor, state, progress)
+        return _label(job, clusterers, sinks, block_shape, executor, state, progress)
     finally:
         executor.forget()
 
 
-def _label(job: BlockJob, clusterers, sinks, block_shape, executor, state, progress) -> None:
+def _label(job: BlockJob, clusterers, sinks, block_shape, executor, state, progress) -> list[np.ndarray] | None:
     if len(clusterers) != len(sinks):
         raise ValueError("need one sink per clusterer")
     for clusterer in clusterers:
@@ -440,8 +446,11 @@ def _label(job: BlockJob, clusterers, sinks, block_shape, executor, state, progr
         state.skipped = len(finished)
         done_indices = {block.index for block in finished}
         blocks_todo = [block for block in blocks if block.index not in done_indices]
+        totals = _add_label_voxels([np.zeros(0, np.int64) for _ in clusterers],
+                                   *(state.label_voxels(block) for block in finished))
     else:
         blocks_todo = blocks
+        totals = [np.zeros(0, np.int64) for _ in clusterers]
     meter = _Meter(progress, "labelling blocks", len(blocks), already=len(blocks) - len(blocks_todo))
     clusterers = tuple(clusterers)
     items = ((block, (block,)) for block in blocks_todo)
@@ -449,13 +458,32 @@ def _label(job: BlockJob, clusterers, sinks, block_shape, executor, state, progr
         for block, result in executor.map(label_block, (job, clusterers), items):
             for labels, sink in zip(result.value, sinks):
                 sink.write(block.region, labels)
+            counts = [np.bincount(np.asarray(labels).ravel()) for labels in result.value]
+            totals = _add_label_voxels(totals, counts)
             if state is not None:
                 for sink in sinks:
                     flush = getattr(sink, "flush", None)  # a writer: make the labels durable before the marker
                     if flush is not None:
                         flush()
-                state.mark_done(block, result.seconds)
+                state.mark_done(block, result.seconds, counts)
             meter.step(block.size)
+    return totals
+
+
+def _add_label_voxels(totals: list[np.ndarray] | None, *blocks) -> list[np.ndarray] | None:
+    """``totals`` plus each block's voxels per label (one sequence per label volume); None once anything is."""
+    for counts in blocks:
+        if totals is None or counts is None:
+            return None
+        totals = [_padded_sum(total, np.asarray(count, np.int64)) for total, count in zip(totals, counts)]
+    return totals
+
+
+def _padded_sum(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    out = np.zeros(max(a.size, b.size), np.int64)
+    out[:a.size] += a
+    out[:b.size] += b
+    return out
 
 
 def cluster_volume(
@@ -494,7 +522,8 @@ def cluster_volume(
         fitted one is stored in it), finished blocks are skipped, new ones marked.
     stats : dict, optional
         Filled with seconds per phase (``sampling_s`` (sampling and fitting),
-        ``labelling_s``) and block counts (``blocks``; with ``state`` ``computed`` and ``skipped``).
+        ``labelling_s``), block counts (``blocks``; with ``state`` ``computed`` and ``skipped``) and the
+        voxels per label of each sink (``label_voxels``, as :func:`label_volume` returns them).
     feature_memory : int, optional
         Bytes of the sampling pass's features kept for the labelling pass
         (:func:`kept_feature_bytes`; default :data:`FEATURE_CACHE_BYTES`).
@@ -519,7 +548,7 @@ def cluster_volume(
                 if state is not None:
                     state.save_models(clusterers)
             started = time.perf_counter()
-            _label(job, clusterers, sinks, block_shape, executor, state, progress)
+            stats["label_voxels"] = _label(job, clusterers, sinks, block_shape, executor, state, progress)
             stats["labelling_s"] = round(time.perf_counter() - started, 3)
     finally:
         executor.forget()  # the job (with its encoder) was sent once for both passes
