@@ -491,6 +491,26 @@ def test_a_raw_volume_from_another_place_is_warned_about(merged, tmp_path):
         name_clusters(tmp_path / "placed.ome.zarr", annotations=annotations, refine=True, raw=at(400.0))
 
 
+def test_another_volume_of_the_same_shape_is_told_by_its_intensities(merged, tmp_path, capsys):
+    import warnings
+
+    folder, cell, _ = merged
+    coords, names = clicks(cell.labels, 3)
+    annotations = points_from_arrays(coords, names, shape=SHAPE)
+    # a plain TIFF: no place, no voxel size, nothing but its voxels says it is another volume
+    other = make_cell(shape=SHAPE, voxel_size=VOXEL, seed=5).raw
+    tifffile.imwrite(tmp_path / "other.tif", (other.astype(np.float32) * 0.8).astype(other.dtype))
+    with pytest.warns(OrgasegWarning, match=r"other\.tif: its intensities span .* to .* \(percentiles 0\.5 and "
+                                            r"99\.5\), the segmented volume's .* to .*, which are used: is it the "
+                                            r"volume that was segmented\?"):
+        name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True, raw=tmp_path / "other.tif")
+    tifffile.imwrite(tmp_path / "copy.tif", cell.raw)  # the segmented voxels, without their metadata
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OrgasegWarning)
+        warnings.filterwarnings("ignore", message=".*no voxel size")
+        name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True, raw=tmp_path / "copy.tif")
+
+
 def test_a_raw_volume_of_another_voxel_size_is_said_to_be_read_at_the_segmented_ones(merged, tmp_path):
     import warnings
 

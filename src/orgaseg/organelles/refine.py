@@ -34,7 +34,7 @@ from orgaseg.features.context import (
     parse_context,
 )
 from orgaseg.io.metadata import format_sizes
-from orgaseg.io.normalize import Normalization
+from orgaseg.io.normalize import Normalization, compute_normalization
 from orgaseg.io.partial import atomic_path, digest
 from orgaseg.io.provenance import to_jsonable
 from orgaseg.io.readers import VoxelSizeWarning
@@ -182,6 +182,8 @@ def rebuild_segmentation(record: dict, *, raw=None, raw_key: str | None = None, 
             f"{volume.path or 'the raw volume'}: its voxel size, {format_sizes(own.voxel_size)} nm, is not the "
             f"segmented volume's, {format_sizes(recorded)} nm, which is used: is it the volume that was segmented?"),
             stacklevel=3)
+    if raw is not None:
+        _check_intensities(volume, normalization, seed=int(config.get("seed", 0)))
     if model is None and record.get("model"):
         model = record["model"].get("path")
     options = {**{f"features.{n}": v for n, v in config.get("feature_options", {}).items()},
@@ -216,6 +218,25 @@ def rebuild_segmentation(record: dict, *, raw=None, raw_key: str | None = None, 
                                    block_shape)
     raise OrgasegError("cannot rebuild the segmentation's features from its provenance: the working grid or the "
                        "features differ (was it made with another version of orgaseg?)")
+
+
+def _check_intensities(volume, recorded: Normalization, *, seed: int) -> None:
+    """Warn when ``volume``'s intensity range is not the one recorded when it was segmented.
+
+    Where no metadata places a volume or gives its voxel size (a TIFF, an array), its intensities are what
+    tells another volume of the same shape from the segmented one: the same seeded sample of the same
+    voxels gives the same percentiles, so a difference of more than 1% of the recorded range means other
+    data (or the same data in other units, which the recorded range would misread alike).
+    """
+    with warnings.catch_warnings():  # what the sample says of itself (NaN, a constant) was said when segmenting
+        warnings.simplefilter("ignore")
+        own = compute_normalization(volume, seed=seed, invert=recorded.invert)
+    tolerance = 0.01 * max(abs(recorded.high - recorded.low), np.finfo(np.float32).tiny)
+    if abs(own.low - recorded.low) > tolerance or abs(own.high - recorded.high) > tolerance:
+        warnings.warn(OrgasegWarning(
+            f"{volume.path or 'the raw volume'}: its intensities span {own.low:.6g} to {own.high:.6g} (percentiles "
+            f"0.5 and 99.5), the segmented volume's {recorded.low:.6g} to {recorded.high:.6g}, which are used: is it "
+            "the volume that was segmented?"), stacklevel=4)
 
 
 def thinner_blocks(job: BlockJob, block_shape: tuple[int, int, int]) -> tuple[int, int, int]:
