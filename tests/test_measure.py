@@ -65,6 +65,7 @@ def test_instances_cut_by_the_volume_edge_are_flagged_on_every_face():
     table = measure_instances(labels, voxel_size=(50.0, 5.0, 5.0)).table
     assert table["id"].tolist() == [1, 2, 3, 4]
     assert table["touches_border"].tolist() == [False, True, True, True]
+    assert table["z_sections"].tolist() == [2, 2, 2, 3]  # the sections each spans (one: a slab)
 
 
 @pytest.mark.parametrize("radius, low, high", [(2, -0.32, -0.11), (3, -0.12, -0.05), (5, -0.05, -0.005)])

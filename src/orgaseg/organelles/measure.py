@@ -1,7 +1,7 @@
 """Morphometrics of instances in physical units, computed blockwise: :func:`measure_instances`.
 
 One row per instance (``id``, ``class``, ``voxels``, ``volume_um3``, ``surface_area_um2``,
-``sphericity``, centroid and bounding box in nm, ``touches_border``, principal axis lengths and
+``sphericity``, centroid and bounding box in nm, ``touches_border``, ``z_sections``, principal axis lengths and
 ``aspect_ratio``; ``mean_intensity`` and ``std_intensity`` with a raw volume) and one row
 per class in a summary (``count``, total, median and mean volume, and with a cell mask the
 class's ``volume_fraction`` of the cell).
@@ -344,6 +344,8 @@ def _table(merged: dict, voxel_size, origin, shape, names: dict[int, str] | None
     # an instance the volume's edge cuts has lost what lies beyond: its size and shape are a part's
     last = np.asarray(shape, dtype=np.float64) - 1
     table["touches_border"] = np.any((merged["bbox_min"] <= 0) | (merged["bbox_max"] >= last), axis=1)
+    # an instance in one or two sections of an anisotropic stack is measured as a slab: flagged by its z extent
+    table["z_sections"] = (np.rint(merged["bbox_max"][:, 0] - merged["bbox_min"][:, 0]) + 1).astype(np.int64)
     table["axis_major_length_nm"] = axes[:, 0]
     table["axis_intermediate_length_nm"] = axes[:, 1]
     table["axis_minor_length_nm"] = axes[:, 2]
