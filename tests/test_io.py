@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import h5py
+import mrcfile
 import numpy as np
 import pytest
 import tensorstore
@@ -31,6 +32,7 @@ from orgaseg.io import (
     write_tiff_image,
 )
 from orgaseg.io.partial import atomic_path, write_atomic
+from orgaseg.io.readers import open_on_grid
 from orgaseg.io.volume import as_volume
 from orgaseg.viz import label_colors
 
@@ -379,6 +381,182 @@ def test_npy_is_memory_mapped(tmp_path, volume):
     vol = open_volume(tmp_path / "v.npy", voxel_size=(8, 4, 4))
     assert isinstance(vol.array, np.memmap)
     np.testing.assert_array_equal(vol.read((slice(5, 6), slice(None), slice(None))), volume[5:6])
+
+
+# --- MRC ------------------------------------------------------------------------------
+
+
+def write_mrc(path: Path, data: np.ndarray, voxel_size=None, **header) -> Path:
+    """``data`` as an MRC file through mrcfile; ``voxel_size`` in Å, x y z as mrcfile takes it; ``header``
+    fields set after (``ispg``, ``origin``, ``mapc``, ...)."""
+    with mrcfile.new(path, overwrite=True) as mrc:
+        mrc.set_data(data)
+        if voxel_size is not None:
+            mrc.voxel_size = voxel_size
+        for name, value in header.items():
+            setattr(mrc.header, name, value)
+    return path
+
+
+def patch_mrc(path: Path, offset: int, *values: int) -> Path:
+    """Overwrite int32 header words from byte ``offset`` (mrcfile writes this machine's byte order)."""
+    data = bytearray(path.read_bytes())
+    data[offset:offset + 4 * len(values)] = np.array(values, np.int32).tobytes()
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_mrc_is_memory_mapped_with_its_voxel_size_in_nm_and_no_origin(tmp_path, volume):
+    # a header that places the volume both ways MRC writers do: ORIGIN in Å and a start in voxels
+    path = write_mrc(tmp_path / "v.mrc", volume.astype(np.int16), voxel_size=(46, 40, 500),
+                     origin=(100.0, 200.0, 300.0), nxstart=3, nystart=4, nzstart=5)
+    vol = no_warning_open(path)
+    assert isinstance(vol.array, np.memmap)
+    assert vol.shape == (6, 16, 20) and vol.dtype == np.int16
+    assert vol.voxel_size == pytest.approx((50.0, 4.0, 4.6))  # z y x, nm
+    assert vol.origin == (0.0, 0.0, 0.0) and not vol.attrs.get("placed")  # IMOD and Chimera disagree on it
+    assert vol.attrs["format"] == "mrc" and not vol.attrs.get("voxel_size_assumed")
+    np.testing.assert_array_equal(vol.read((slice(2, 4), slice(5, 9), slice(None))), volume[2:4, 5:9])
+    for suffix in (".rec", ".st", ".ali", ".map"):  # IMOD's reconstructions, stacks, aligned stacks; maps
+        other = path.rename(path.with_suffix(suffix))
+        assert no_warning_open(other).voxel_size == pytest.approx((50.0, 4.0, 4.6))
+        path = other
+
+
+@pytest.mark.parametrize("dtype, mode", [(np.int8, 0), (np.int16, 1), (np.float32, 2), (np.uint16, 6),
+                                         (np.float16, 12)])
+def test_each_mrc_mode_reads_as_its_dtype(tmp_path, dtype, mode):
+    data = (np.arange(3 * 4 * 5) - 30).reshape(3, 4, 5).astype(dtype)  # negative where the type is signed
+    path = write_mrc(tmp_path / "v.mrc", data, voxel_size=10)
+    with mrcfile.open(path, header_only=True) as mrc:
+        assert mrc.header.mode == mode
+    vol = no_warning_open(path)
+    assert vol.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(vol.read(), data)
+
+
+@pytest.mark.parametrize("mode, message", [
+    (3, r"MRC data mode 3, complex 16-bit integers, a Fourier transform"),
+    (4, r"MRC data mode 4, complex 32-bit floats, a Fourier transform"),
+    (16, r"MRC data mode 16, RGB colour"),
+    (101, r"MRC data mode 101, 4-bit values packed two per byte"),
+    (7, r"unknown MRC data mode 7 \(a damaged header\?\)"),
+])
+def test_mrc_modes_that_are_no_image_are_refused(tmp_path, mode, message):
+    path = patch_mrc(write_mrc(tmp_path / "v.mrc", np.zeros((2, 4, 4), np.float32)), 12, mode)
+    with pytest.raises(OrgasegError, match=rf"v\.mrc: {message}.*; orgaseg reads modes 0 \(int8\), 1 \(int16\), "
+                                           r"2 \(float32\), 6 \(uint16\), 12 \(float16\)$"):
+        open_volume(path)
+
+
+def test_imod_unsigned_bytes_read_signed_with_a_warning(tmp_path):
+    data = np.array([[[0, 100, -1, -128]]], np.int8)  # stored bytes 0, 100, 255, 128
+    path = patch_mrc(write_mrc(tmp_path / "imod.mrc", data, voxel_size=10), 152, 1146047817, 0)  # IMOD, unsigned
+    with pytest.warns(OrgasegWarning, match=r"imod\.mrc: IMOD's header flags say its bytes are unsigned .* values "
+                                            r"above 127 read as negative"):
+        vol = open_volume(path)
+    np.testing.assert_array_equal(vol.read(), data)  # as mrcfile reads them
+    patch_mrc(path, 152, 1146047817, 1)  # IMOD's flag for signed bytes
+    np.testing.assert_array_equal(no_warning_open(path).read(), data)
+
+
+def test_mrc_axis_codes_are_applied_as_the_stored_order(tmp_path, volume):
+    # sections along x, rows along y, columns along z (mapc, mapr, maps = 3, 2, 1): stored x, y, z
+    path = write_mrc(tmp_path / "xyz.mrc", volume.T.copy(), mapc=3, mapr=2, maps=1, mx=20, my=16, mz=6,
+                     cella=(20 * 46.0, 16 * 40.0, 6 * 500.0))
+    vol = no_warning_open(path)
+    assert vol.shape == (6, 16, 20) and vol.attrs["axes"] == "xyz"
+    assert vol.voxel_size == pytest.approx((50.0, 4.0, 4.6))
+    np.testing.assert_array_equal(vol.read((slice(1, 3), slice(0, 5), slice(7, 9))), volume[1:3, 0:5, 7:9])
+    # read again from its record, and on another volume's grid (where a TIFF's axes are taken as z, y, x)
+    np.testing.assert_array_equal(open_volume(path, axes=vol.attrs["axes"]).read(), volume)
+    np.testing.assert_array_equal(open_on_grid(path, "the mask", "the raw volume's", (6, 16, 20)).read(), volume)
+    write_mrc(path, volume.T.copy(), voxel_size=10, mapc=1, mapr=1, maps=3)
+    with pytest.raises(OrgasegError, match=r"xyz\.mrc: the header's axis codes \(mapc, mapr, maps = 1, 1, 3\) are "
+                                           r"not an order of 1, 2, 3"):
+        open_volume(path)
+
+
+@pytest.mark.parametrize("cell", ["zero", "one angstrom"])
+def test_an_mrc_header_without_a_voxel_size_falls_back_to_1_nm(tmp_path, volume, cell):
+    # mrcfile writes a cell of 0 unless told; other writers leave a voxel of 1 Å
+    path = write_mrc(tmp_path / "v.mrc", volume, voxel_size=None if cell == "zero" else 1.0)
+    with pytest.warns(VoxelSizeWarning, match=r"v\.mrc: voxel size unknown, assuming 1 x 1 x 1 nm: the stack is "
+                                              r"taken as isotropic"):
+        vol = open_volume(path)
+    assert vol.voxel_size == (1.0, 1.0, 1.0) and vol.attrs["voxel_size_assumed"]
+    # in-plane sizes without a z spacing: z is taken as the in-plane size, said
+    write_mrc(path, volume, voxel_size=(46.0, 46.0, 1.0))
+    with pytest.warns(VoxelSizeWarning, match=r"z spacing unknown, assuming 4\.6 nm \(the in-plane size\)"):
+        vol = open_volume(path)
+    assert vol.voxel_size == pytest.approx((4.6, 4.6, 4.6)) and not vol.attrs.get("voxel_size_assumed")
+    assert no_warning_open(path, voxel_size=(50, 4.6, 4.6)).voxel_size == (50, 4.6, 4.6)
+    write_mrc(path, volume, voxel_size=(46.0, -46.0, 500.0))  # a size that is wrong, not unset
+    with pytest.raises(OrgasegError, match=r"v\.mrc: the metadata gives a voxel size for y that is not a positive"):
+        open_volume(path)
+
+
+def test_a_single_mrc_image_is_one_slice(tmp_path, volume):
+    path = write_mrc(tmp_path / "one.mrc", volume[0], voxel_size=(46.0, 40.0, 500.0))
+    with mrcfile.open(path, header_only=True) as mrc:
+        assert mrc.header.ispg == 0  # an image stack of one image
+    vol = no_warning_open(path)
+    assert vol.shape == (1, 16, 20) and vol.voxel_size == pytest.approx((50.0, 4.0, 4.6))
+    np.testing.assert_array_equal(vol.read(), volume[:1])
+    write_mrc(path, volume[0], voxel_size=10, mapc=1, mapr=3, maps=2)  # an x-z section
+    with pytest.raises(OrgasegError, match=r"one\.mrc: one image whose rows lie along z \(mapc, mapr, maps = 1, 3, "
+                                           r"2\); orgaseg reads one image as an x-y plane"):
+        open_volume(path)
+
+
+def test_an_mrc_image_stack_is_a_volume_and_a_volume_stack_needs_a_channel(tmp_path, volume):
+    path = write_mrc(tmp_path / "images.mrc", volume, voxel_size=(46.0, 46.0, 500.0), ispg=0)  # e.g. serial sections
+    vol = no_warning_open(path)
+    assert vol.shape == (6, 16, 20) and vol.voxel_size == pytest.approx((50.0, 4.6, 4.6))
+    stack = np.stack([volume, volume + 1, volume + 2])  # three volumes of 6 sections: space group 401, mz 6
+    path = write_mrc(tmp_path / "volumes.mrc", stack, voxel_size=(46.0, 46.0, 500.0))
+    with pytest.raises(OrgasegError, match=r"volumes\.mrc: data has 3 volumes in an MRC volume stack \(axes 'czyx', "
+                                           r"shape \(3, 6, 16, 20\)\); pass channel=N to choose one$"):
+        open_volume(path)
+    second = no_warning_open(path, channel=1)
+    assert second.shape == (6, 16, 20) and second.voxel_size == pytest.approx((50.0, 4.6, 4.6))
+    assert second.attrs["axes"] == "czyx" and second.attrs["channel"] == 1
+    np.testing.assert_array_equal(second.read(), volume + 1)
+    with pytest.raises(OrgasegError, match=r"channel 3 out of range; the data has 3 volumes in an MRC volume stack"):
+        open_volume(path, channel=3)
+    patch_mrc(path, 36, 4)  # mz = 4 does not divide the 18 sections
+    with pytest.raises(OrgasegError, match=r"a volume stack \(space group 401\) of 18 sections in volumes of mz = 4"):
+        open_volume(path)
+
+
+def test_bad_mrc_files_are_refused_naming_the_problem(tmp_path, volume):
+    intact = write_mrc(tmp_path / "v.mrc", volume, voxel_size=10)
+    content = intact.read_bytes()
+    truncated = tmp_path / "truncated.mrc"
+    truncated.write_bytes(content[: 1024 + 1000])
+    with pytest.raises(OrgasegError, match=r"truncated\.mrc: the header declares 6 x 16 x 20 voxels of uint16 "
+                                           r"\(sections x rows x columns, 3,840 bytes\), but the file holds 1,000 "
+                                           r"after the header \(truncated MRC\?\)"):
+        open_volume(truncated)
+    truncated.write_bytes(content[:500])
+    with pytest.raises(OrgasegError, match=r"truncated\.mrc: not an MRC file \(500 bytes, less than the 1,024 of an "
+                                           r"MRC header"):
+        open_volume(truncated)
+    impostor = tmp_path / "impostor.mrc"  # a TIFF under an MRC name
+    tifffile.imwrite(impostor, volume)
+    with pytest.raises(OrgasegError, match=r"impostor\.mrc: not an MRC file \(its header has no 'MAP' identifier"):
+        open_volume(impostor)
+    with pytest.raises(OrgasegError, match=r"v\.mrc: key 'raw' given, but this format holds a single volume"):
+        open_volume(intact, key="raw")
+    # a header slightly off, as older writers leave it, is read, with what mrcfile found said
+    patch_mrc(intact, 212, 0)  # no machine stamp
+    with pytest.warns(OrgasegWarning, match=r"v\.mrc: Unrecognised machine stamp: 0x00 0x00 0x00 0x00 \(mrcfile\); "
+                                            r"read as the header describes"):
+        vol = open_volume(intact)
+    np.testing.assert_array_equal(vol.read(), volume)
+    intact.write_bytes(content + bytes(16))
+    with pytest.warns(OrgasegWarning, match=r"MRC file is 16 bytes larger than expected \(mrcfile\)"):
+        np.testing.assert_array_equal(open_volume(intact).read(), volume)
 
 
 # --- axes and voxel size ------------------------------------------------------------
