@@ -24,6 +24,7 @@ import warnings
 from pathlib import Path
 
 import h5py
+import mrcfile
 import numpy as np
 import pytest
 import tifffile
@@ -84,6 +85,20 @@ def truncated_hdf5(tmp_path: Path) -> Path:
     with h5py.File(path, "w") as f:
         f.create_dataset("raw", data=_stack())  # contiguous: the second half of the file is the data
     return _truncate(path)
+
+
+def truncated_mrc(tmp_path: Path) -> Path:
+    path = tmp_path / "volume.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(_stack().astype(np.int16))
+        mrc.voxel_size = (40.0, 40.0, 500.0)
+    return _truncate(path)
+
+
+def tiff_named_mrc(tmp_path: Path) -> Path:
+    path = tmp_path / "raw.mrc"
+    tifffile.imwrite(path, _stack())
+    return path
 
 
 def _zarr(tmp_path: Path) -> Path:
@@ -151,6 +166,8 @@ FAULTS = {
     "damaged TIFF with a non-UTF-8 name": (non_utf8_name, [], r"raw\\udcff\.tif: damaged or truncated TIFF"),
     "TIFF header without an image": (empty_tiff, [], r"empty\.tif: the TIFF holds no image"),
     "HDF5 truncated mid-dataset": (truncated_hdf5, [], r"volume\.h5: not a readable HDF5 file \(.*truncated file"),
+    "truncated MRC": (truncated_mrc, [], r"volume\.mrc: the header declares 8 x 32 x 32 .* holds 7,680 after the header"),
+    "a TIFF named .mrc": (tiff_named_mrc, [], r"raw\.mrc: not an MRC file \(its header has no 'MAP' identifier"),
     "zarr with a corrupt chunk": (zarr_corrupt_chunk, [], r"volume\.zarr: cannot read the region \[0:8, 0:32, 0:32\]"),
     "zarr with missing chunks, strict": (zarr_missing_chunks, ["--strict-chunks"],
                                          r"volume\.zarr: 2 of 8 chunks are missing .* index \(0, 1, 1\).*--strict-chunks"),
