@@ -23,8 +23,9 @@ FORMATS (how each format is recognised and where its voxel size comes from):
   (``multiscales`` under ``"ome"`` in ``zarr.json``): resolution ``level``
   (0 = full); voxel size from that level's ``scale`` transform (times a
   multiscale-wide one) with the axes' units; the volume's ``origin`` from
-  its ``translation`` transforms (zero for every other format, MRC included). A group
-  holding only ``labels`` (as orgaseg writes) opens its first label image.
+  its ``translation`` transforms (zero for every other format, MRC
+  included). A group holding only ``labels`` (as orgaseg writes) opens its
+  first label image.
 - **N5** (a directory named ``*.n5`` or holding ``attributes.json``; dataset
   via ``key``, e.g. ``recon-1/em/fibsem-uint8/s0``) through ``tensorstore``.
   N5 lists dimensions fastest first (x y z); the volume is presented in C
@@ -42,16 +43,18 @@ FORMATS (how each format is recognised and where its voxel size comes from):
   mrcfile finds; a file the header does not describe (truncated, not MRC) is
   refused. The stored axes are sections, rows, columns, which ``mapc``,
   ``mapr``, ``maps`` name (1, 2, 3 is z y x; 3, 2, 1 is stored ``xyz``,
-  presented zyx like any other order; what is no order of 1, 2, 3, and one
-  image whose rows or columns lie along z, are refused). An image stack (space group 0) is a volume, a single image one
-  slice; a volume stack (space group 401) holds its volumes on a ``c`` axis,
-  of which ``channel`` reads one (several without ``channel``: refused,
-  naming them). Modes 0 (int8), 1 (int16), 2 (float32), 6 (uint16), 12
-  (float16); the complex modes 3 and 4, RGB (16) and 4-bit (101) are
-  refused. Mode 0 is read signed, as MRC2014 defines it and mrcfile reads
-  it; IMOD wrote unsigned bytes (values above 127 then read as negative),
-  and a header with IMOD's stamp but not its signed-bytes flag is warned
-  about. Voxel size from the header's ``voxel_size`` (cell ``cella`` over
+  presented zyx like any other order; codes that are no order of 1, 2, 3,
+  and one image whose rows or columns lie along z, are refused). An image
+  stack (space group 0) is a volume, a single image one slice; a volume
+  stack (space group 401) holds its volumes on a ``c`` axis, of which
+  ``channel`` reads one (several without ``channel``: refused, naming
+  them). Modes 0 (int8), 1 (int16), 2 (float32), 6 (uint16), 12 (float16);
+  the complex modes 3 and 4, RGB (16) and 4-bit (101) are refused. Mode 0 is
+  read signed, as MRC2014 defines it and mrcfile reads it; IMOD's bytes may
+  be unsigned (always before IMOD 4.2.23, since then as its header flags
+  say), and values above 127 then read as negative: a header with IMOD's
+  stamp but not its signed-bytes flag is warned about (a file without the
+  stamp cannot say). Voxel size from the header's ``voxel_size`` (cell ``cella`` over
   sampling ``mx``/``my``/``mz``, in Å) per axis; an axis whose cell or
   sampling is 0 (mrcfile's default) or whose cell or voxel is 1 Å (what
   writers leave when nothing was set) has none. No origin: ``ORIGIN``
@@ -195,7 +198,8 @@ def open_on_grid(path: str | Path, what: str, grid: str, shape: tuple[int, int, 
     beside a segmentation).
 
     Its axes are z, y, x whatever a TIFF's metadata calls them (an ImageJ TIFF of a 3D array says channels), or
-    those an MRC header's axis codes name, and its voxel size plays no part (``voxel_size``, else its own, without warnings); the caller checks the shape.
+    those an MRC header's axis codes name, and its voxel size plays no part (``voxel_size``, else its own,
+    without warnings); the caller checks the shape.
     Data of two axes or of more than three is read by its own metadata (an image as one slice; axes of one
     entry dropped); one of several channels or time points is refused naming them (the command line adds how
     ``orgaseg crop`` picks one).
@@ -392,7 +396,7 @@ def _resolve_axes(shape: tuple[int, ...], axes: str | None, path: Path, channel:
                 raise OrgasegError(f"{path}: channel {channel} out of range; the data has {size} "
                                    f"{channels or 'channels'}")
         elif letter == "c" and size > 1:
-            # an axis the format names (a volume stack's volumes) is no z read the wrong way
+            # a c axis the format itself names (a volume stack's volumes) is not a z axis misread
             really_z = "" if channels else f", or {arg('axes')} if that axis is really z"
             raise OrgasegError(
                 f"{path}: data has {size} {channels or 'channels'} (axes {axes!r}, shape {shape}); pass "
@@ -756,7 +760,7 @@ def _mrc_voxel_size(header: np.recarray) -> dict[str, float | None]:
     """The voxel size in nm along x, y and z: the cell's length over its sampling, in Å (mrcfile's ``voxel_size``).
 
     None along an axis where the header sets none: a cell or sampling of 0 (what mrcfile writes when no
-    size is given), a cell of 1 Å or a voxel of 1 Å (what other writers leave: no volume EM samples that
+    size is given), a cell or a voxel of 1 Å (what other writers leave; no volume EM is sampled that
     finely). NaN for a negative or non-finite size, which :func:`open_volume` refuses.
     """
     sizes: dict[str, float | None] = {}
