@@ -162,6 +162,15 @@ def test_reader_opens_an_image_at_its_voxel_size_and_place(tmp_path):
     assert tuple(layer.scale) == (30, 8, 8) and tuple(layer.translate) == (30, 16, 32)
     np.testing.assert_array_equal(np.asarray(layer.data), raw[1:3, 2:6, 4:])
     assert layer.metadata["orgaseg"]["command"] == "crop"
+    # an MRC file (IMOD, SerialEM) at the voxel size its header gives in Å
+    import mrcfile
+
+    with mrcfile.new(tmp_path / "raw.mrc") as mrc:
+        mrc.set_data(raw.astype(np.int16))
+        mrc.voxel_size = (80.0, 80.0, 300.0)  # x, y, z
+    layer = _image_layer(tmp_path / "raw.mrc")
+    assert layer.name == "raw" and tuple(layer.scale) == pytest.approx((30, 8, 8))
+    np.testing.assert_array_equal(np.asarray(layer.data), raw)
 
 
 def test_reader_opens_an_image_pyramid_as_a_multiscale_layer(tmp_path):

@@ -27,7 +27,7 @@ from orgaseg.io import open_volume, provenance_path
 from orgaseg.io.readers import pyramid_levels
 from orgaseg.napari.layers import kind_of, labels_layer
 
-SUFFIXES = (".ome.zarr", ".zarr", ".tif", ".tiff")
+SUFFIXES = (".ome.zarr", ".zarr", ".tif", ".tiff", ".mrc", ".rec", ".st", ".ali", ".map")
 
 #: Commands whose outputs are images, not labels (their provenance sits beside them all the same).
 IMAGE_COMMANDS = ("crop",)
