@@ -13,7 +13,7 @@ from orgaseg.cli import main
 from orgaseg.errors import OrgasegError, OrgasegWarning
 from orgaseg.io import open_volume, write_labels, write_tiff_image
 from orgaseg.organelles import make_instances, read_label_names
-from orgaseg.organelles.cleanup import majority_filter
+from orgaseg.organelles.cleanup import Cleanup, majority_filter
 from orgaseg.pipeline.executors import ThreadExecutor
 from orgaseg.synthetic import make_cell
 
@@ -233,6 +233,18 @@ def test_majority_filter_is_exact_blockwise_and_matches_brute_force():
     assert result.labels.max() < label(noisy, background=0, connectivity=1).max() / 2  # the specks are gone
 
 
+
+
+def test_a_majority_radius_half_way_between_voxels_rounds_up():
+    # the README: on 50 nm sections R below 25 nm filters in-plane only, so R = 25 nm reaches one section each side;
+    # Python's round() sends halves to the even number (25 / 50 -> 0 sections, 125 / 50 -> 2, but 75 / 50 -> 2)
+    assert Cleanup(majority_nm=25.0).majority_radius((50.0, 4.6, 4.6)) == (1, 5, 5)
+    assert Cleanup(majority_nm=24.9).majority_radius((50.0, 4.6, 4.6)) == (0, 5, 5)
+    assert Cleanup(majority_nm=125.0).majority_radius((50.0, 4.6, 4.6)) == (3, 27, 27)
+    assert Cleanup(majority_nm=11.5).majority_radius((50.0, 4.6, 4.6)) == (0, 3, 3)  # 2.5 pixels, in floating point a hair below
+    classes = smooth_classes(seed=6)[:6, :8, :9]
+    result = make_instances(classes, majority_nm=5.0, voxel_size=(10.0, 4.0, 4.0), block_shape=(2, 3, 4))
+    np.testing.assert_array_equal(result.labels, label(majority_filter(classes, (1, 1, 1)), background=0, connectivity=1))
 
 def test_a_majority_box_wider_than_the_volume_counts_it_whole_and_is_warned_about():
     classes = smooth_classes(seed=6)[:6, :8, :9]

@@ -4,8 +4,8 @@ Three optional steps, in this order (:func:`orgaseg.organelles.instances.make_in
 runs them blockwise):
 
 1. **Majority filter** (``majority_nm``): every voxel takes the most frequent class in the
-   box of half-width ``majority_nm`` around it (per axis, rounded to whole voxels, so a
-   thick-section stack is filtered in-plane only when the radius is below the section
+   box of half-width ``majority_nm`` around it (per axis, rounded to whole voxels, halves up, so
+   a thick-section stack is filtered in-plane only when the radius is below half the section
    thickness); voxels outside the volume do not vote; a tie keeps the voxel's own class
    when it is among the most frequent, else goes to the smallest class value. Local: a
    block reads a halo of the radius, so the result equals the whole-volume filter exactly.
@@ -67,7 +67,9 @@ class Cleanup:
         """Half-width of the majority box in voxels per axis, or None when the filter is off (or below a voxel)."""
         if not self.majority_nm:
             return None
-        radius = tuple(round(self.majority_nm / v) for v in voxel_size)
+        # halves round up (round() would send them to the even number: 25 nm on 50 nm sections to 0 sections, 125 nm
+        # to 2, like 75 nm); the tolerance keeps a half that floating point puts a hair below (11.5 / 4.6) a half
+        radius = tuple(math.floor(self.majority_nm / v + 0.5 + 1e-9) for v in voxel_size)
         return radius if any(radius) else None
 
     def describe(self) -> dict:
