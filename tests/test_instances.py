@@ -319,6 +319,18 @@ def test_classes_named_other_or_background_are_counted_only_when_asked(tmp_path)
         assert make_instances(none).counts == {"mitochondria": 3, "granules": 0}
 
 
+
+def test_a_name_that_several_values_carry_selects_and_counts_them_all(tmp_path):
+    # an OME-Zarr label image may name several values alike (membrane drawn in four orientations)
+    labels = np.zeros((3, 10, 10), np.uint8)
+    labels[1, 1:4, 1:4], labels[1, 6:9, 6:9], labels[1, 1:4, 6:9] = 1, 2, 3
+    named = write_labels(tmp_path / "named.ome.zarr", labels, voxel_size=(50, 5, 5), provenance={},
+                         label_names=["background", "membrane", "membrane", "mitochondria"])
+    chosen = make_instances(named, classes=["membrane"])
+    assert chosen.counts == {"membrane": 2} and chosen.classes == ["membrane", "membrane"]
+    np.testing.assert_array_equal(chosen.labels, label(np.isin(labels, [1, 2]), connectivity=1))
+    assert make_instances(named).counts == {"membrane": 2, "mitochondria": 1}
+
 def test_cli_instances(tmp_path, capsys):
     labels, _ = balls(n=(3, 4))
     named = write_labels(tmp_path / "named.ome.zarr", labels, voxel_size=(10, 5, 5), provenance={}, label_names=NAMES)

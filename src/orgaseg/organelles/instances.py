@@ -156,11 +156,13 @@ def _select_classes(names: dict[int, str] | None, classes: Sequence[str | int] |
                                f"name the classes to count with {arg('classes')}")
         return _Classes(tuple(chosen))
     chosen = set()
-    by_name = {} if names is None else {n: v for v, n in names.items()}
+    by_name: dict[str, set[int]] = {}  # every value a name stands for: a label image may name several alike
+    for v, n in (names or {}).items():
+        by_name.setdefault(n, set()).add(v)
     for item in classes:
         text = str(item)
         if text in by_name:
-            chosen.add(by_name[text])
+            chosen |= by_name[text]
         elif text.lstrip("-").isdigit() and (names is None or int(text) in names):
             chosen.add(int(text))
         else:
@@ -555,7 +557,8 @@ def make_instances(
         counts: dict[str, int] = {}  # in the order of the class values; a chosen class without voxels counts 0
         for value in np.unique(np.concatenate([plan.values, selected.values or ()]).astype(np.int64)):
             name = names.get(int(value), str(int(value))) if names else str(int(value))
-            counts[name] = int(np.count_nonzero(plan.values == value))
+            # summed: the values of a name that several carry all count as it
+            counts[name] = counts.get(name, 0) + int(np.count_nonzero(plan.values == value))
         if empty := [name for name, count in counts.items() if not count]:
             warnings.warn(OrgasegWarning(
                 f"no instance of {', '.join(empty)}: no voxel of {volume.path or 'the labels'} carries "
