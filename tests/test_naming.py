@@ -259,6 +259,23 @@ def test_points_in_nanometres():
         points_from_arrays(voxels, ["a", "b"], shape=(4, 8, 8), voxel_size=(1, 1, 1), units="nm")
 
 
+
+def test_points_in_nanometres_name_a_segmentation_without_a_place(segmented, cell, tmp_path, capsys):
+    # the segmentation of a TIFF has no translation: nm are counted from its first voxel (the README's
+    # "orgaseg name cell_labels.ome.zarr --points clicks_nm.csv --units nm"), the same clicks as in voxels
+    coords, names = clicks(cell.labels, 3, seed=0)  # the clicks of segmented / "points.csv"
+    lines = ["z,y,x,name"] + [f"{z * VOXEL[0]},{y * VOXEL[1]},{x * VOXEL[2]},{n}" for (z, y, x), n in zip(coords, names)]
+    (tmp_path / "nm.csv").write_text("\n".join(lines) + "\n")
+    seg = segmented / "seg.ome.zarr"
+    in_nm = name_clusters(seg, points=tmp_path / "nm.csv", units="nm")
+    in_voxels = name_clusters(seg, points=segmented / "points.csv")
+    assert in_nm.naming.to_dict()["mapping"] == in_voxels.naming.to_dict()["mapping"]
+    np.testing.assert_array_equal(in_nm.labels, in_voxels.labels)
+    (tmp_path / "far.csv").write_text(f"z,y,x,name\n0,0,0,a\n{100 * VOXEL[0]},0,0,b\n")
+    assert main(["name", str(seg), "--points", str(tmp_path / "far.csv"), "--units", "nm", "-o",
+                 str(tmp_path / "far.ome.zarr"), "--quiet"]) == 2
+    assert "1 point(s) lie outside the volume" in capsys.readouterr().err
+
 def test_points_saved_by_napari_are_read_as_z_y_x_with_their_name_feature(segmented, cell, tmp_path, capsys):
     pytest.importorskip("napari")
     import npe2

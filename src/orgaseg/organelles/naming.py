@@ -516,8 +516,9 @@ def _read_annotations(points, scribbles, scribbles_key, names, volume: Volume, u
     if points is not None:
         if names is not None:
             raise OrgasegError("a names table goes with scribbles; points carry their names in the 'name' column")
+        # the volume's origin, zero where nothing places it (a TIFF): placement() is None there, which is for writing
         return read_points(points, shape=volume.shape, voxel_size=volume.voxel_size, units=units,
-                           origin=placement(volume))
+                           origin=volume.origin)
     table = names if isinstance(names, dict) or names is None else read_names_table(names)
     if isinstance(scribbles, (str, Path)):
         if not Path(scribbles).exists():
