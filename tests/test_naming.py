@@ -275,6 +275,16 @@ def test_points_in_nanometres_name_a_segmentation_without_a_place(segmented, cel
     assert main(["name", str(seg), "--points", str(tmp_path / "far.csv"), "--units", "nm", "-o",
                  str(tmp_path / "far.ome.zarr"), "--quiet"]) == 2
     assert "1 point(s) lie outside the volume" in capsys.readouterr().err
+    # a segmentation of a volume of unknown voxel size cannot place nm (they were divided by an assumed 1 nm)
+    np.save(tmp_path / "unknown.npy", cell.raw)
+    assert main(["segment", str(tmp_path / "unknown.npy"), "-k", "3", "-o", str(tmp_path / "u.ome.zarr"),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["name", str(tmp_path / "u.ome.zarr"), "--points", str(tmp_path / "nm.csv"), "--units", "nm", "-o",
+                 str(tmp_path / "u_named.ome.zarr"), "--quiet"]) == 2
+    assert ("u.ome.zarr: its voxel size is unknown (it stores none, as the volume segmented had none), so points in "
+            "nm cannot be placed: give them in voxels, or segment again with --voxel-size" in capsys.readouterr().err)
+
 
 def test_points_saved_by_napari_are_read_as_z_y_x_with_their_name_feature(segmented, cell, tmp_path, capsys):
     pytest.importorskip("napari")

@@ -516,6 +516,10 @@ def _read_annotations(points, scribbles, scribbles_key, names, volume: Volume, u
     if points is not None:
         if names is not None:
             raise OrgasegError("a names table goes with scribbles; points carry their names in the 'name' column")
+        if units == "nm" and volume.attrs.get("voxel_size_assumed"):  # nm over an assumed 1 nm: voxels misread
+            raise OrgasegError(f"{volume.path or 'the segmentation'}: its voxel size is unknown (it stores none, as "
+                               "the volume segmented had none), so points in nm cannot be placed: give them in "
+                               f"voxels, or segment again with {arg('voxel_size')}")
         # the volume's origin, zero where nothing places it (a TIFF): placement() is None there, which is for writing
         return read_points(points, shape=volume.shape, voxel_size=volume.voxel_size, units=units,
                            origin=volume.origin)
