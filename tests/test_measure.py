@@ -163,7 +163,7 @@ def test_intensity_and_volume_fraction_match_numpy():
     assert summary["total_volume_um3"][0] == pytest.approx(volumes.sum())
 
 
-def test_classes_come_from_the_instance_volume(tmp_path):
+def test_classes_come_from_the_instance_volume(tmp_path, capsys):
     voxel_size = (8.0, 4.0, 4.0)
     classes = (draw((32, 110, 110), voxel_size, ELLIPSOIDS) > 0).astype(np.uint8)
     classes[draw((32, 110, 110), voxel_size, ELLIPSOIDS) == 3] = 2
@@ -176,6 +176,17 @@ def test_classes_come_from_the_instance_volume(tmp_path):
     assert result.summary["count"] == [1, 2, 3]
     tiff = make_instances(named, tmp_path / "inst.tif")  # classes from the provenance record
     assert measure_instances(tiff.path).table["class"].tolist() == instances.classes
+    # a class numbered without an instance has its row: a count of 0 is a result, not a missing one
+    with_nucleus = write_labels(tmp_path / "nucleus.ome.zarr", classes, voxel_size=voxel_size, provenance={},
+                                label_names=["unassigned", "mitochondria", "granules", "nucleus"])
+    with pytest.warns(UserWarning, match="no instance of nucleus"):
+        counted = make_instances(with_nucleus, tmp_path / "inst_nucleus.ome.zarr")
+    summary = measure_instances(counted.path).summary
+    assert summary["class"] == ["granules", "mitochondria", "nucleus", "all"]
+    assert summary["count"] == [1, 2, 0, 3] and summary["total_volume_um3"][2] == 0.0
+    assert math.isnan(summary["median_volume_um3"][2])
+    assert main(["measure", str(counted.path), "-o", str(tmp_path / "t.csv"), "--quiet"]) == 0
+    assert "\nnucleus: 0 instances\n" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("record", [{"clusterer": {"kind": "kmeans"}}, {"naming": {}}])

@@ -444,6 +444,9 @@ def cmd_measure(args, progress) -> int:
         written.append(write_table(result.summary, args.summary, overwrite=args.overwrite))
     for row in zip(*result.summary.values()):
         line = dict(zip(result.summary, row))
+        if not line["count"]:  # a class numbered without an instance: no sizes to say
+            print(f"{line['class']}: 0 instances")
+            continue
         # the fraction counts the voxels inside the mask only, the total all of them: both said
         fraction = (f", {100 * line['volume_fraction']:.2f}% of the cell ({line['volume_fraction'] * line['cell_volume_um3']:.4g} "
                     "um^3 inside it)" if "volume_fraction" in line else "")

@@ -70,7 +70,7 @@ from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.io import open_volume
 from orgaseg.io.metadata import check_voxel_size, warn_if_placed_apart
 from orgaseg.io.partial import atomic_path, refuse_existing
-from orgaseg.io.provenance import producing_command
+from orgaseg.io.provenance import producing_command, read_provenance
 from orgaseg.io.readers import open_on_grid
 from orgaseg.io.volume import Volume, as_volume, read_as
 from orgaseg.io.writers import writing
@@ -356,14 +356,26 @@ def _table(merged: dict, voxel_size, origin, shape, names: dict[int, str] | None
     return table
 
 
-def _summary(table: dict, merged: dict, mask_voxels: int | None, voxel_size) -> dict[str, list]:
+def _counted_classes(volume: Volume) -> list[str]:
+    """The classes ``orgaseg instances`` numbered in ``volume`` (its provenance's counts), those without
+    instances included; empty for another volume."""
+    if producing_command(volume.path) != "instances":
+        return []
+    counts = read_provenance(volume.path).get("counts")
+    return [str(name) for name in counts] if isinstance(counts, dict) else []
+
+
+def _summary(table: dict, merged: dict, mask_voxels: int | None, voxel_size,
+             counted: Sequence[str] = ()) -> dict[str, list]:
+    """One row per class (``counted``, the classes the instances were numbered for, have a row even without
+    an instance: a count of 0 is a result) and a last row ``all``."""
     voxel_um3 = float(np.prod(voxel_size)) / _NM3_PER_UM3
     columns: dict[str, list] = {"class": [], "count": [], "total_volume_um3": [], "median_volume_um3": [],
                                 "mean_volume_um3": []}
     if mask_voxels is not None:
         columns["cell_volume_um3"] = []
         columns["volume_fraction"] = []
-    classes = sorted(set(table["class"].tolist()))
+    classes = sorted(set(table["class"].tolist()) | set(counted))
     groups = [(c, table["class"] == c) for c in classes if c] + [("all", np.ones(len(table["id"]), bool))]
     for name, rows in groups:
         volumes = table["volume_um3"][rows]
@@ -470,7 +482,8 @@ def measure_instances(
     merged = _merge(parts, raw is not None, mask is not None)
     table = _table(merged, volume.voxel_size, volume.origin, volume.shape, read_label_names(volume),
                    raw is not None)
-    summary = _summary(table, merged, mask_voxels if mask is not None else None, volume.voxel_size)
+    summary = _summary(table, merged, mask_voxels if mask is not None else None, volume.voxel_size,
+                       _counted_classes(volume))
     seconds = time.perf_counter() - started
     provenance = {
         "instances": volume.path or "<array>", "voxel_size": volume.voxel_size, "raw": _name(raw),
