@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import tifffile
 
-import orgaseg
 from orgaseg.cli import main
 from test_viz import panel_columns
 from orgaseg.synthetic import make_cell
@@ -148,14 +147,21 @@ def test_centers_reuse_gives_same_ids(phantom_files, tmp_path, capsys):
 
 def test_clusters_that_label_no_voxel_are_said(phantom_files, tmp_path, capsys):
     raw, _ = phantom_files
-    fitted = orgaseg.segment(raw, k=3, sample_size=5000).model
-    far = np.full((1, fitted.n_features), 1e6, np.float32)  # a centre no voxel is nearest to
-    np.save(tmp_path / "centres.npy", np.vstack([fitted.centers * fitted.scale + fitted.mean, far]))
+    # (the first call installs the command line's warning display, which pytest.warns then records)
+    assert main(["segment", str(raw), "-k", "3", "-o", str(tmp_path / "a.tif"), "--quiet"]) == 0
+    fitted = json.loads(Path(f"{tmp_path / 'a.tif'}.provenance.json").read_text())["clusterer"]
+    centres = np.asarray(fitted["centers"]) * np.asarray(fitted["scale"]) + np.asarray(fitted["mean"])
+    far = np.full((1, centres.shape[1]), 1e6)  # a centre no voxel is nearest to
+    np.save(tmp_path / "centres.npy", np.vstack([centres, far]).astype(np.float32))
     out = tmp_path / "s.tif"
+    capsys.readouterr()
     with pytest.warns(UserWarning, match=r"cluster 3 of K = 4 labels no voxel of this volume: it holds 3 clusters"):
         assert main(["segment", str(raw), "--centers", str(tmp_path / "centres.npy"), "-o", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr()
     counts = json.loads(Path(f"{out}.provenance.json").read_text())["label_voxels"]
     assert counts == np.bincount(tifffile.imread(out).ravel(), minlength=4).tolist() and counts[3] == 0
+    shares = ", ".join(f"{i} {100 * n / sum(counts):.1f}%" for i, n in enumerate(counts))
+    assert f"share of the voxels per cluster: {shares}" in printed.out and shares.endswith("3 0.0%")
 
 
 def test_centers_fitted_on_other_features_are_refused(phantom_files, tmp_path, capsys):

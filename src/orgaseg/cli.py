@@ -168,6 +168,11 @@ def cmd_segment(args, progress) -> int:
     resumed = f", resumed: {blocks['skipped']} of {blocks['blocks']} blocks were done" if blocks.get("skipped") else ""
     print(f"wrote {result.path} (K = {result.model.k}, {time.time() - started:.1f} s{resumed}); "
           f"provenance in {result.path}.provenance.json")
+    counts = result.provenance.get("label_voxels")
+    if counts and len(counts) <= 32:  # beyond that a line per run says little
+        total = sum(counts)
+        print("share of the voxels per cluster: " + ", ".join(f"{i} {100 * n / total:.1f}%"
+                                                              for i, n in enumerate(counts)))
     return 0
 
 
