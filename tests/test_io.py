@@ -1065,6 +1065,10 @@ def test_a_voxel_size_that_overrides_the_files_own_is_warned_about(tmp_path):
     path = write_tiff_image(tmp_path / "stack.tif", np.zeros((3, 8, 8), np.uint8), voxel_size=(50, 4.6, 4.6))
     with pytest.warns(OrgasegWarning, match=r"4.6 x 4.6 x 50 nm, overrides the file's own, 50 x 4.6 x 4.6 nm.*order"):
         assert open_volume(path, voxel_size=(4.6, 4.6, 50)).voxel_size == (4.6, 4.6, 50.0)
+    # ten times the file's own on every axis: Ångström typed for nm, the MRC user's slip
+    with pytest.warns(OrgasegWarning, match=r"500 x 46 x 46 nm, overrides the file's own, 50 x 4.6 x 4.6 nm \(z, y, "
+                                            r"x\): is it in Å\? voxel_size.* is in nm"):
+        open_volume(path, voxel_size=(500, 46, 46))
     with warnings.catch_warnings():
         warnings.simplefilter("error", OrgasegWarning)
         assert open_volume(path, voxel_size=(50, 4.6, 4.6)).voxel_size == (50.0, 4.6, 4.6)

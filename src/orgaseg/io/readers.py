@@ -332,9 +332,13 @@ def _to_volume(stored: StoredArray, path: Path, *, voxel_size, axes, channel) ->
         stored_size = tuple(found.get(a) for a in "zyx")
         if None not in stored_size and all(math.isfinite(v) for v in stored_size) \
                 and not np.allclose(size, stored_size, rtol=0.01):
+            # ten times the file's on every axis: Ångström (MRC headers, cryo-EM habits) typed for nm
+            angstrom = np.allclose(np.asarray(size) / np.asarray(stored_size), 10.0, rtol=0.01)
             warnings.warn(OrgasegWarning(
                 f"{path}: the voxel size given, {format_sizes(size)} nm, overrides the file's own, "
-                f"{format_sizes(stored_size)} nm (z, y, x): is the order right?"), stacklevel=4)
+                f"{format_sizes(stored_size)} nm (z, y, x): " + (
+                    f"is it in Å? {arg('voxel_size')} is in nm" if angstrom else "is the order right?")),
+                stacklevel=4)
     else:
         size = _voxel_size_from_metadata(found, nz, path, stored.note)
         if found.get("y") is None or found.get("x") is None:
