@@ -449,14 +449,17 @@ def test_mrc_modes_that_are_no_image_are_refused(tmp_path, mode, message):
         open_volume(path)
 
 
-def test_imod_unsigned_bytes_read_signed_with_a_warning(tmp_path):
+def test_imod_unsigned_bytes_read_unsigned_as_imod_reads_them(tmp_path):
     data = np.array([[[0, 100, -1, -128]]], np.int8)  # stored bytes 0, 100, 255, 128
     path = patch_mrc(write_mrc(tmp_path / "imod.mrc", data, voxel_size=10), 152, 1146047817, 0)  # IMOD, unsigned
-    with pytest.warns(OrgasegWarning, match=r"imod\.mrc: IMOD's header flags say its bytes are unsigned .* values "
-                                            r"above 127 read as negative"):
-        vol = open_volume(path)
-    np.testing.assert_array_equal(vol.read(), data)  # as mrcfile reads them
+    vol = no_warning_open(path)
+    assert vol.dtype == np.uint8
+    np.testing.assert_array_equal(vol.read(), [[[0, 100, 255, 128]]])
     patch_mrc(path, 152, 1146047817, 1)  # IMOD's flag for signed bytes
+    signed = no_warning_open(path)
+    assert signed.dtype == np.int8
+    np.testing.assert_array_equal(signed.read(), data)
+    patch_mrc(path, 152, 0, 0)  # no IMOD stamp: MRC2014's signed bytes
     np.testing.assert_array_equal(no_warning_open(path).read(), data)
 
 

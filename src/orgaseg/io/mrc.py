@@ -65,11 +65,8 @@ def read_mrc(path: Path) -> StoredArray:
         warnings.warn(OrgasegWarning(f"{path}: {warning.message} (mrcfile); read as the header describes"),
                       stacklevel=4)
     if int(header.mode) == 0 and _imod_unsigned_bytes(header):
-        warnings.warn(OrgasegWarning(
-            f"{path}: IMOD's header flags say its bytes are unsigned (0 to 255), but they are read as signed "
-            "(-128 to 127), as MRC2014 defines mode 0 and mrcfile reads it: values above 127 read as negative, "
-            "the brightest voxels as the darkest; convert the file to mode 1 or 6 (16 bits) to read it right"),
-            stacklevel=4)
+        # the header says how its bytes are meant, as IMOD reads them: 0 to 255 (the same bytes, another view)
+        data = data.view(np.uint8)
     mapping = (int(header.mapc), int(header.mapr), int(header.maps))
     axes = "".join(_MRC_AXES[code] for code in reversed(mapping))  # sections, rows, columns: the C order
     channels = None

@@ -50,11 +50,10 @@ FORMATS (how each format is recognised and where its voxel size comes from):
   ``channel`` reads one (several without ``channel``: refused, naming
   them). Modes 0 (int8), 1 (int16), 2 (float32), 6 (uint16), 12 (float16);
   the complex modes 3 and 4, RGB (16) and 4-bit (101) are refused. Mode 0 is
-  read signed, as MRC2014 defines it and mrcfile reads it; IMOD's bytes may
-  be unsigned (always before IMOD 4.2.23, since then as its header flags
-  say), and values above 127 then read as negative: a header with IMOD's
-  stamp but not its signed-bytes flag is warned about (a file without the
-  stamp cannot say). Voxel size from the header's ``voxel_size`` (cell ``cella`` over
+  read signed, as MRC2014 defines it, unless IMOD's stamp is there without
+  IMOD's flag for signed bytes: IMOD wrote unsigned bytes (always before
+  IMOD 4.2.23, since then as that flag says), read as uint8 as IMOD reads
+  them (a file without the stamp cannot say). Voxel size from the header's ``voxel_size`` (cell ``cella`` over
   sampling ``mx``/``my``/``mz``, in Å) per axis; an axis whose cell or
   sampling is 0 (mrcfile's default) or whose cell or voxel is 1 Å (what
   writers leave when nothing was set) has none. No origin: ``ORIGIN``
