@@ -469,6 +469,13 @@ def test_mrc_axis_codes_are_applied_as_the_stored_order(tmp_path, volume):
                      cella=(20 * 46.0, 16 * 40.0, 6 * 500.0))
     vol = no_warning_open(path)
     assert vol.shape == (6, 16, 20) and vol.attrs["axes"] == "xyz"
+    # an axis order given that the header contradicts (an IMOD user's "x y z") transposes: said
+    with pytest.warns(OrgasegWarning, match=r"xyz\.mrc: the axis order given, zyx, overrides the MRC header's, xyz "
+                                            r"\(its axis codes mapc, mapr, maps\)"):
+        assert open_volume(path, axes="zyx").shape == (20, 16, 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OrgasegWarning)
+        assert open_volume(path, axes="xyz").shape == (6, 16, 20)  # the header's own order: nothing to say
     assert vol.voxel_size == pytest.approx((50.0, 4.0, 4.6))
     np.testing.assert_array_equal(vol.read((slice(1, 3), slice(0, 5), slice(7, 9))), volume[1:3, 0:5, 7:9])
     # read again from its record, and on another volume's grid (where a TIFF's axes are taken as z, y, x)

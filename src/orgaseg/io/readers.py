@@ -315,6 +315,12 @@ def _to_volume(stored: StoredArray, path: Path, *, voxel_size, axes, channel) ->
     if axes is not None and stored.format == "image" and len(axes) == 2:
         axes = "z" + axes  # a 2D image is read as one slice: its two axes are the last two
     order = _resolve_axes(shape, axes if axes is not None else stored.axes, path, channel, stored.channels)
+    if axes is not None and stored.format == "mrc" and order != stored.axes:
+        # an MRC header always says which stored axis is which (mapc, mapr, maps): another order transposes
+        warnings.warn(OrgasegWarning(
+            f"{path}: the axis order given, {order}, overrides the MRC header's, {stored.axes} (its axis codes "
+            f"mapc, mapr, maps), which already reads the file the right way round: leave out {arg('axes')} unless "
+            "the header is wrong"), stacklevel=4)
     fixed = {"c": channel} if channel is not None else None
     array = stored.array if order == "zyx" else AxesView(stored.array, order, fixed)
     nz = shape[order.index("z")] if "z" in order else 1
