@@ -381,6 +381,24 @@ def test_a_working_pixel_finer_than_the_input_is_warned_about():
         resolve_stages("baseline", pixel_size=10.0).grid(volume)
 
 
+def test_a_default_pixel_size_far_coarser_than_the_input_is_warned_about():
+    import warnings
+
+    from orgaseg.errors import OrgasegWarning
+    from orgaseg.io.volume import Volume
+
+    # a header voxel size ten times too small (0.59 nm for 5.9): the baseline's 10 nm keeps 23 x 30 of 384 x 512
+    volume = Volume(np.zeros((2, 384, 512), np.uint8), voxel_size=(4.0, 0.59, 0.59))
+    with pytest.warns(OrgasegWarning, match=r"default pixel size, 10 nm, is 17x coarser than the input's 0.59 nm: a "
+                                            r"section of 384 x 512 voxels is computed on 23 x 30 working pixels\. Is "
+                                            r"the voxel size right \(4 x 0.59 x 0.59 nm\)\?"):
+        resolve_stages("baseline").grid(volume)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OrgasegWarning)
+        resolve_stages("baseline", pixel_size=10.0).grid(volume)  # a pixel size asked for is used as asked
+        resolve_stages("baseline").grid(Volume(np.zeros((2, 64, 64), np.uint8), voxel_size=(30.0, 4.6, 4.6)))
+
+
 def test_long_runs_are_priced_up_front_with_a_faster_strategy(checkpoints, caplog, monkeypatch):
     from orgaseg.io import compute_normalization
     from orgaseg.pipeline import cost

@@ -21,6 +21,7 @@ from typing import Any, Mapping
 from orgaseg.cluster import ClustererSpec, get_clusterer
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.features import FEATURES, FeatureSpec, get_features
+from orgaseg.io.metadata import format_sizes
 from orgaseg.methods.table import METHODS, Method, get_method
 from orgaseg.options import check_option_value
 from orgaseg.pipeline.resample import WorkingGrid
@@ -79,6 +80,11 @@ def _names(options: Mapping) -> str:
 #: A working pixel this many times finer than the input's in-plane voxel is warned about (upsampling).
 UPSAMPLING_WARNING = 1.25
 
+#: A method's default pixel size this many times coarser than the input's in-plane voxel is warned about: the
+#: input's voxel size may be wrong (a header in Å read as nm would be tenfold), or the volume sampled finer
+#: than the method's default suits.
+COARSENING_WARNING = 8.0
+
 #: An input pixel this many times wider or narrower than a native-pixel checkpoint's training pixels is warned about.
 NATIVE_PIXEL_WARNING = 1.25
 
@@ -135,6 +141,13 @@ class Stages:
         grid = WorkingGrid.for_pixel_size(volume.shape, volume.voxel_size, self.pixel_size_nm,
                                           coarsen_only=self.coarsen_only)
         finer = min(volume.voxel_size[1:]) / self.pixel_size_nm
+        if self.coarsen_only and 1 / finer > COARSENING_WARNING:
+            warnings.warn(OrgasegWarning(
+                f"the method's default pixel size, {self.pixel_size_nm:g} nm, is {1 / finer:.0f}x coarser than the "
+                f"input's {min(volume.voxel_size[1:]):g} nm: a section of {volume.shape[1]} x {volume.shape[2]} "
+                f"voxels is computed on {grid.shape[1]} x {grid.shape[2]} working pixels. Is the voxel size right "
+                f"({format_sizes(volume.voxel_size)} nm)? If it is, a finer {arg('pixel_size')} (or 'native') keeps "
+                "more detail"), stacklevel=2)
         if finer > UPSAMPLING_WARNING and not volume.attrs.get("voxel_size_assumed"):
             warnings.warn(OrgasegWarning(
                 f"the working pixel size, {self.pixel_size_nm:g} nm, is {finer:.1f}x finer than the input's "
