@@ -455,6 +455,19 @@ def test_a_dataset_class_map_is_the_loaders_own():
     assert report.background == ["intracellular", "extracellular"] and report.n_voxels == 7
 
 
+def test_a_class_map_reads_float_references_as_whole_numbers_only():
+    # a float reference (Fiji's 32-bit labels) is read through a class map as without one: whole numbers
+    # count, a fraction or NaN is an error; the map's ranges took 64.5 for membrane (0..128) and left 190.5
+    # and NaN unscored without a word
+    grey = GREY.astype(np.float32)
+    assert evaluate(GREY_PRED, grey, class_map=CLASS_MAPS["vnc"]).confusion.tolist() == \
+        evaluate(GREY_PRED, GREY, class_map=CLASS_MAPS["vnc"]).confusion.tolist()
+    for value, shown in ((64.5, "64.5"), (190.5, "190.5"), (np.nan, "nan")):
+        fractional = np.where(GREY == 191, value, grey).astype(np.float32)
+        with pytest.raises(OrgasegError, match=rf"reference must hold integer labels; its float32 values include {shown}"):
+            evaluate(GREY_PRED, fractional, class_map="255=intracellular,0..128=membrane,191=mitochondria")
+
+
 def test_class_map_errors():
     for text, message in (("1=a,0..3=b", "value 1 is named twice"), ("a=1", "'a=1' is not understood"),
                           ("5..3=a", "range 5..3 is empty")):

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from orgaseg.errors import OrgasegError
-from orgaseg.labels import IGNORE_LABEL
+from orgaseg.labels import IGNORE_LABEL, integer_labels
 
 _ENTRY = re.compile(r"\s*(-?\d+)\s*(?:\.\.\s*(-?\d+)\s*)?=\s*(\S.*?)\s*")
 
@@ -80,8 +80,13 @@ class ClassMap:
         return cls(tuple(classes), tuple(ranges), None if background is None else tuple(background))
 
     def lookup(self, values: np.ndarray) -> np.ndarray:
-        """Class ids of stored ``values`` (uint8), :data:`IGNORE_LABEL` where the map names no class."""
-        values = np.asarray(values)
+        """Class ids of stored ``values`` (uint8), :data:`IGNORE_LABEL` where the map names no class.
+
+        Float values are read as :func:`~orgaseg.labels.integer_labels` reads any label volume: whole numbers
+        only. A range would otherwise take a fraction for a class (64.5 in ``0..128``) and a single value
+        would leave it, or NaN, unscored without a word.
+        """
+        values = integer_labels(values, "the reference")
         ids = np.full(values.shape, IGNORE_LABEL, dtype=np.uint8)
         for low, high, class_id in self.ranges:
             ids[(values >= low) & (values <= high)] = class_id
