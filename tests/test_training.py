@@ -218,6 +218,29 @@ def test_a_failed_checkpoint_save_keeps_the_previous_checkpoint(tmp_path, monkey
     assert list(tmp_path.iterdir()) == [path]
 
 
+@pytest.mark.parametrize("damage", ["no model_config", "missing weights", "other width", "unknown config field"])
+def test_a_damaged_checkpoint_record_is_refused_naming_the_file(tmp_path, damage):
+    from orgaseg.models.mae import MaskedAutoencoder, model_preset
+
+    config = model_preset("tiny")
+    record = {"method": "maester", "encoder": "mae", "model_config": config.to_dict(),
+              "state_dict": MaskedAutoencoder(config).state_dict(), "pixel_size_nm": None}
+    if damage == "no model_config":
+        del record["model_config"]
+    elif damage == "missing weights":
+        record["state_dict"] = {k: v for k, v in record["state_dict"].items() if not k.startswith("decoder")}
+    elif damage == "other width":
+        record["model_config"] = {**record["model_config"], "embed_dim": 64}
+    else:
+        record["model_config"] = {**record["model_config"], "depth_of_field": 3}
+    path = save_checkpoint(tmp_path / "damaged.pt", record)
+    # an orgaseg checkpoint whose model cannot be rebuilt from it (edited, or of another version) is an
+    # OrgasegError that names the file, not a KeyError or torch's RuntimeError (an 'unexpected error' on the
+    # command line)
+    with pytest.raises(OrgasegError, match=r"damaged\.pt: the checkpoint's maester model cannot be rebuilt"):
+        load_encoder(path)
+
+
 @pytest.mark.parametrize("method, arguments, message", [
     ("maester", {"steps": 0}, "steps must be a whole number >= 1, got 0"),
     ("han-vae-2d", {"steps": 2.5}, "steps must be a whole number >= 1, got 2.5"),

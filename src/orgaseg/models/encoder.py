@@ -171,8 +171,16 @@ def load_encoder(checkpoint: str | Path, device: str = "cpu") -> Encoder:
 
     record = load_checkpoint(checkpoint)
     spec = checkpoint_encoder(record)
-    model = spec.build_model(record)
-    model.load_state_dict(record["state_dict"])
+    try:
+        model = spec.build_model(record)
+        model.load_state_dict(record["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError, OrgasegError) as err:
+        # an orgaseg checkpoint whose record was edited or cut short, or written by another version: torch's
+        # state-dict messages run to a line per tensor, so a heading and its first line say what is wrong
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise OrgasegError(f"{checkpoint}: the checkpoint's {record.get('method')} model cannot be rebuilt from its "
+                           f"record ({type(err).__name__}: {' '.join(lines[:2])[:300]}); retrain it, or use the "
+                           f"orgaseg version that wrote it ({record.get('package_version')})") from None
     model.to(resolve_device(device)).eval()
     config = record["model_config"]
     pixel_size = record.get("pixel_size_nm")
