@@ -88,6 +88,14 @@ def test_crop_command_refuses_an_unknown_format_and_its_own_input(source, tmp_pa
     assert "unknown output format" in capsys.readouterr().err
     assert main(["crop", str(path), "--region", ":", ":", ":", "-o", str(path), "--overwrite", "--quiet"]) == 2
     assert "source.tif" in capsys.readouterr().err and not list(tmp_path.glob(".tmp-crop-*"))
+    # a data type ImageJ cannot hold (an MRC's int8 or float16): said before any work, with where it fits
+    np.save(tmp_path / "signed.npy", np.zeros((2, 8, 8), np.int8))
+    assert main(["crop", str(tmp_path / "signed.npy"), "--region", ":", ":", ":", "-o", str(tmp_path / "c.tif"),
+                 "--quiet"]) == 2
+    assert ("c.tif: an ImageJ TIFF holds uint8, uint16, int16, float32, and " in capsys.readouterr().err
+            and not (tmp_path / "c.tif").exists())
+    assert main(["crop", str(tmp_path / "signed.npy"), "--region", ":", ":", ":", "-o", str(tmp_path / "c.ome.zarr"),
+                 "--quiet"]) == 0
 
 
 def test_a_crop_of_a_crop_is_placed_in_the_first_volume(source, tmp_path, capsys):

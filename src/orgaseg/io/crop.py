@@ -47,6 +47,9 @@ COPY_BLOCK_VOXELS = 32 * 1024**2
 #: Output suffixes, by format (those of the label writers).
 SUFFIXES = {"tiff": TIFF_SUFFIXES, "ome-zarr": ZARR_SUFFIXES}
 
+#: The data types an ImageJ TIFF holds (tifffile refuses the others for ``imagej=True``).
+IMAGEJ_DTYPES = ("uint8", "uint16", "int16", "float32")
+
 
 def parse_region(items: Sequence[str], shape: Sequence[int]) -> Region:
     """The region ``START:STOP`` per axis (z, y, x), in voxels, checked against ``shape``.
@@ -122,6 +125,10 @@ def crop_volume(volume: Volume, region: Region, output: str | Path, *, overwrite
                                      and r.step in (None, 1) for r in region)):
         raise OrgasegError(f"the region must be three slices START:STOP (parse_region makes one), got {region}")
     region = tuple(_inside(axis, r.start, r.stop, n) for axis, r, n in zip("zyx", region, volume.shape))
+    if kind == "tiff" and np.dtype(volume.dtype).name not in IMAGEJ_DTYPES:
+        source = volume.path or "the volume"
+        raise OrgasegError(f"{output}: an ImageJ TIFF holds {', '.join(IMAGEJ_DTYPES)}, and {source} is "
+                           f"{np.dtype(volume.dtype).name}: crop to .ome.zarr, which holds it as it is")
     refuse_replacing_an_input(output, volume)
     refuse_existing(output, overwrite=overwrite)
     shape = tuple(r.stop - r.start for r in region)
