@@ -180,6 +180,10 @@ def test_points_in_nm_outside_a_placed_volume_name_its_origin(placed_cell, tmp_p
     segmented = orgaseg.segment(crop, k=3, output=tmp_path / "seg.ome.zarr")
     with pytest.raises(OrgasegError, match=r"outside the volume.*first voxel lies at z, y, x = 60, 200, 100 nm"):
         name_clusters(segmented.path, points=_points_csv(tmp_path, [[0, 20, 20]], ["n"]), units="nm")
+    # voxel indices of the volume the crop was cut from: the hint names the crop's corner in it
+    with pytest.raises(OrgasegError, match=r"outside the volume.*are they voxel indices of the volume this one was "
+                                           r"cut from\? its first voxel is voxel 2, 10, 5 \(z, y, x\) of that one"):
+        name_clusters(segmented.path, points=_points_csv(tmp_path, [[7, 55, 50], [2, 10, 5]], ["n", "m"]))
 
 
 def test_a_crop_at_the_corner_has_a_place_and_its_segmentation_keeps_it(source, tmp_path):

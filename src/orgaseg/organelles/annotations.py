@@ -172,7 +172,7 @@ def points_from_arrays(
         where = " x ".join(map(str, shape.tolist()))
         raise OrgasegError(f"{source}: {outside.size} point(s) lie outside the volume ({where} voxels), e.g. point "
                            f"{first + 1} at z, y, x = {', '.join(f'{v:g}' for v in given[first])} {units}"
-                           + (_nm_hint(origin) if units == "nm" else _voxels_hint(voxels, shape)))
+                           + (_nm_hint(origin) if units == "nm" else _voxels_hint(voxels, shape, origin, voxel_size)))
     order = list(dict.fromkeys(names))
     index = {name: i for i, name in enumerate(order)}
     labels = np.array([index[n] for n in names], dtype=np.int64)
@@ -180,11 +180,18 @@ def points_from_arrays(
                        shape=tuple(int(n) for n in shape))
 
 
-def _voxels_hint(voxels: np.ndarray, shape: np.ndarray) -> str:
+def _voxels_hint(voxels: np.ndarray, shape: np.ndarray, origin: Sequence[float],
+                 voxel_size: Sequence[float] | None) -> str:
     """What voxel indices outside a volume of ``shape`` may have been meant as, for the message refusing them."""
     def fits(candidate):
         return bool(np.all((candidate >= 0) & (candidate < shape)))
 
+    if voxel_size is not None and any(origin):  # a crop: indices of the volume it was cut from?
+        corner = np.rint(np.asarray(origin, np.float64) / np.asarray(voxel_size, np.float64)).astype(np.int64)
+        if fits(voxels - corner):
+            return (f"; are they voxel indices of the volume this one was cut from? its first voxel is voxel "
+                    f"{', '.join(map(str, corner.tolist()))} (z, y, x) of that one: subtract it, or give nm with "
+                    f"{arg('units')}")
     if fits(voxels - 1):  # every point one past where it would be: counted from 1
         return "; are they counted from 1 (as Fiji numbers slices)? voxel indices start at 0: subtract 1"
     if fits(voxels[:, ::-1]):
