@@ -149,18 +149,28 @@ class RunState:
         """Record ``block`` as finished (call after its labels are durable), with how many of its voxels each
         label took in each of its label volumes (``label_voxels[i][label]``), for the run's totals on resume."""
         record = {"signature": self.signature(block), "index": block.index, "seconds": round(seconds, 4)}
-        if label_voxels is not None:
-            record["label_voxels"] = [[int(n) for n in counts] for counts in label_voxels]
+        if label_voxels is not None:  # as (label, voxels) pairs of the labels present: K may be large
+            record["label_voxels"] = [[[i, int(n)] for i, n in enumerate(counts) if n] for counts in label_voxels]
         with writing(self.folder):  # a full disk is one line naming the output, not an unexpected error
             write_atomic(self._marker(block), json.dumps(record))
         self.computed += 1
 
-    def label_voxels(self, block: Block) -> list[list[int]] | None:
-        """What :meth:`mark_done` recorded of ``block``'s labels; None where it recorded none."""
+    def label_voxels(self, block: Block) -> list[np.ndarray] | None:
+        """What :meth:`mark_done` recorded of ``block``'s labels (voxels per label, index = label, in each
+        label volume); None where it recorded none."""
         try:
-            return json.loads(self._marker(block).read_text()).get("label_voxels")
+            pairs = json.loads(self._marker(block).read_text()).get("label_voxels")
         except (OSError, ValueError):
             return None
+        if pairs is None:
+            return None
+        counts = []
+        for present in pairs:
+            dense = np.zeros(max((i for i, _ in present), default=-1) + 1, np.int64)
+            for i, n in present:
+                dense[i] = n
+            counts.append(dense)
+        return counts
 
     def has_progress(self) -> bool:
         """Whether there is anything worth resuming (a fitted clusterer, stored arrays or a finished block)."""
