@@ -237,6 +237,10 @@ def test_scores_warn_when_the_prediction_and_reference_lie_apart(source, tmp_pat
     other = write_tiff_image(tmp_path / "other.tif", labels[1:5, :20], voxel_size=(VOXEL[0], 2 * VOXEL[1], 2 * VOXEL[2]))
     with pytest.warns(OrgasegWarning, match="different stacks or resolutions"):
         evaluate(open_volume(here), open_volume(other), class_map="0=other,1=bright")
+    # tenfold on every axis: a voxel size in Å read as nm (an MRC header's), said as such
+    angstrom = write_tiff_image(tmp_path / "angstrom.tif", labels[1:5, :20], voxel_size=tuple(v / 10 for v in VOXEL))
+    with pytest.warns(OrgasegWarning, match="ten times apart on every axis, as if one were given in Å for nm"):
+        evaluate(open_volume(here), open_volume(angstrom), class_map="0=other,1=bright")
     np.save(tmp_path / "plain.npy", labels[1:5, :20])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", VoxelSizeWarning)

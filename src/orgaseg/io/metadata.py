@@ -170,9 +170,14 @@ def warn_if_placed_apart(first: Any, second: Any, names: tuple[str, str], conseq
 
     sizes = [known_voxel_size(v) for v in (first, second)]
     if None not in sizes and not np.allclose(sizes[0], sizes[1], rtol=0.01):
+        ratio = np.asarray(sizes[0], float) / np.asarray(sizes[1], float)
+        # tenfold on every axis, one way or the other: one of them read in Å as nm (an MRC header's unit)
+        tenfold = np.allclose(ratio, 10.0, rtol=0.01) or np.allclose(ratio, 0.1, rtol=0.01)
         warnings.warn(OrgasegWarning(
             f"{names[0]} voxels are {format_sizes(sizes[0])} nm, {names[1]} {format_sizes(sizes[1])} nm: "
-            f"they come from different stacks or resolutions, and {consequence}"), stacklevel=stacklevel + 1)
+            + ("ten times apart on every axis, as if one were given in Å for nm, " if tenfold else
+               "they come from different stacks or resolutions, ") + f"and {consequence}"),
+            stacklevel=stacklevel + 1)
     places = [placement(v) for v in (first, second)]
     if None in places:
         return
