@@ -134,5 +134,6 @@ def _mrc_voxel_size(header: np.recarray) -> dict[str, float | None]:
     for axis in "xyz":
         cell, samples = float(header.cella[axis]), int(getattr(header, f"m{axis}"))
         unset = cell == 0 or samples == 0 or cell == 1 or math.isclose(cell / samples, 1.0, rel_tol=1e-5)
-        sizes[axis] = None if unset else to_nanometres(cell / samples, "Å")
+        # the header holds float32: 7 significant digits are all it says (5.9 nm, not 5.9000000254)
+        sizes[axis] = None if unset else float(f"{to_nanometres(cell / samples, 'Å'):.7g}")
     return sizes
