@@ -406,7 +406,7 @@ def patch_mrc(path: Path, offset: int, *values: int) -> Path:
     return path
 
 
-def test_mrc_is_memory_mapped_with_its_voxel_size_in_nm_and_no_origin(tmp_path, volume):
+def test_mrc_is_memory_mapped_with_its_voxel_size_in_nm_and_no_origin(tmp_path, volume, capsys):
     # a header that places the volume both ways MRC writers do: ORIGIN in Å and a start in voxels
     path = write_mrc(tmp_path / "v.mrc", volume.astype(np.int16), voxel_size=(46, 40, 500),
                      origin=(100.0, 200.0, 300.0), nxstart=3, nystart=4, nzstart=5)
@@ -415,6 +415,12 @@ def test_mrc_is_memory_mapped_with_its_voxel_size_in_nm_and_no_origin(tmp_path, 
     assert vol.shape == (6, 16, 20) and vol.dtype == np.int16
     assert vol.voxel_size == (50.0, 4.0, 4.6)  # z y x, nm; as written, not float32's 4.599999904632568
     assert vol.origin == (0.0, 0.0, 0.0) and not vol.attrs.get("placed")  # IMOD and Chimera disagree on it
+    # ... which info says, as a user placing outputs by it would be misled
+    from orgaseg.cli import main
+
+    assert main(["info", str(path), "--quiet"]) == 0
+    assert ("origin:      not read: the MRC header's ORIGIN 100, 200, 300 Å and start 3, 4, 5 voxels (x y z); "
+            "outputs and measurements start at 0") in capsys.readouterr().out
     assert vol.attrs["format"] == "mrc" and not vol.attrs.get("voxel_size_assumed")
     np.testing.assert_array_equal(vol.read((slice(2, 4), slice(5, 9), slice(None))), volume[2:4, 5:9])
     for suffix in (".rec", ".st", ".ali", ".map"):  # IMOD's reconstructions, stacks, aligned stacks; maps

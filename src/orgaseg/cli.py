@@ -98,6 +98,8 @@ def cmd_info(args, progress) -> int:
               + ("  [anisotropic: in-plane features]" if volume.is_anisotropic() else ""))
     if any(volume.origin):
         print(f"origin:      {format_sizes(volume.origin)} nm (z y x; where the first voxel lies)")
+    elif volume.attrs.get("unread_place"):  # said, as a user placing outputs by it would be misled
+        print(f"origin:      not read: {volume.attrs['unread_place']}; outputs and measurements start at 0")
     print(f"chunks:      {' x '.join(map(str, volume.chunks)) if volume.chunks else 'not chunked'}")
     levels = pyramid_levels(args.path, volume)
     if len(levels) > 1:  # --level reads another

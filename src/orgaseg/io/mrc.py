@@ -80,7 +80,17 @@ def read_mrc(path: Path) -> StoredArray:
         axes, channels = "c" + axes, "volumes in an MRC volume stack"
     sizes = _mrc_voxel_size(header)
     return StoredArray(data, "mrc", axes=axes, sizes=[sizes.get(a) for a in axes], channels=channels,
-                       plane_z=sizes["z"] if "z" not in axes else None)
+                       plane_z=sizes["z"] if "z" not in axes else None, unread_place=_unread_place(header))
+
+
+def _unread_place(header: np.recarray) -> str | None:
+    """What the header says of where the volume lies (ORIGIN, the start indices), which is not read; None
+    where it says nothing (zeros)."""
+    origin = [float(header.origin[a]) for a in "xyz"]
+    start = [int(header.nxstart), int(header.nystart), int(header.nzstart)]
+    said = ([f"ORIGIN {', '.join(f'{v:g}' for v in origin)} Å"] if any(origin) else []) + (
+        [f"start {', '.join(map(str, start))} voxels"] if any(start) else [])
+    return f"the MRC header's {' and '.join(said)} (x y z)" if said else None
 
 
 def _check_mrc(path: Path, header: np.recarray, data: np.ndarray | None) -> None:

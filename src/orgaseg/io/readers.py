@@ -329,6 +329,8 @@ def _to_volume(stored: StoredArray, path: Path, *, voxel_size, axes, channel) ->
         attrs["axes"] = order
     if channel is not None:
         attrs["channel"] = channel
+    if stored.unread_place:
+        attrs["unread_place"] = stored.unread_place
     found = dict(zip(order, stored.sizes)) if stored.sizes is not None else {}
     if "z" not in order and stored.plane_z is not None:
         found["z"] = stored.plane_z
