@@ -214,3 +214,24 @@ def test_a_run_stopped_before_it_recorded_its_settings_is_not_said_to_have_had_o
     with caplog.at_level(logging.WARNING):
         assert not PartialOutput(out, overwrite=False, resume_key="another key").resumed
     assert "run with other settings" in caplog.text
+
+
+@pytest.mark.parametrize("counts", [
+    [[900, 1100, 0, 48]],  # dense voxels per label, as markers kept them before (label, voxels) pairs (d503edd)
+    [[[0, 900], [1]]],  # a damaged pair
+    [[[-1, 900]]],  # a label no run writes
+    [],  # no label volume
+])
+def test_a_marker_whose_voxel_counts_cannot_be_read_resumes_to_no_counts(raw_path, uninterrupted, tmp_path, counts):
+    """The block's labels stand (its signature matches), only their count is unknown: None, not an error or a
+    wrong count."""
+    out = tmp_path / "seg.ome.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        _run(raw_path, out, progress=StopAfter(6))
+    marker = block_markers(out)[0]
+    record = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**record, "label_voxels": counts}))
+    result = _run(raw_path, out)
+    assert result.provenance["blocks"]["skipped"] == 6
+    np.testing.assert_array_equal(open_volume(out).read(), uninterrupted[4])
+    assert result.provenance["label_voxels"] is None

@@ -157,18 +157,28 @@ class RunState:
 
     def label_voxels(self, block: Block) -> list[np.ndarray] | None:
         """What :meth:`mark_done` recorded of ``block``'s labels (voxels per label, index = label, in each
-        label volume); None where it recorded none."""
+        label volume); None where it recorded none, or nothing this reads as (label, voxels) pairs.
+
+        A marker whose signature matches stands for the block's labels whatever its counts hold: counts in
+        another form (the dense lists markers kept before these pairs) or damaged only make the run's totals
+        unknown, which is said as None rather than as an error or a wrong count.
+        """
         try:
             pairs = json.loads(self._marker(block).read_text()).get("label_voxels")
         except (OSError, ValueError):
             return None
-        if pairs is None:
+        if not isinstance(pairs, list):
             return None
         counts = []
         for present in pairs:
-            dense = np.zeros(max((i for i, _ in present), default=-1) + 1, np.int64)
-            for i, n in present:
-                dense[i] = n
+            try:  # reshaped to the pairs' own number: a dense list of counts does not fit it
+                present = np.asarray(present, np.int64).reshape(len(present), 2)
+            except (TypeError, ValueError):
+                return None
+            if present.size and present.min() < 0:
+                return None
+            dense = np.zeros(present[:, 0].max(initial=-1) + 1, np.int64)
+            dense[present[:, 0]] = present[:, 1]
             counts.append(dense)
         return counts
 

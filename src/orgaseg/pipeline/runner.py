@@ -471,9 +471,10 @@ def _label(job: BlockJob, clusterers, sinks, block_shape, executor, state, progr
 
 
 def _add_label_voxels(totals: list[np.ndarray] | None, *blocks) -> list[np.ndarray] | None:
-    """``totals`` plus each block's voxels per label (one sequence per label volume); None once anything is."""
+    """``totals`` plus each block's voxels per label (one sequence per label volume); None once anything is,
+    or once a block's counts are not one per label volume (a marker's that cannot be told apart)."""
     for counts in blocks:
-        if totals is None or counts is None:
+        if totals is None or counts is None or len(counts) != len(totals):
             return None
         totals = [_padded_sum(total, np.asarray(count, np.int64)) for total, count in zip(totals, counts)]
     return totals
