@@ -440,17 +440,16 @@ def _label(job: BlockJob, clusterers, sinks, block_shape, executor, state, progr
                 f"{job.extractor.n_features}: a clusterer must come from the same method and configuration"
             )
     blocks = plan_blocks(job, block_shape)
+    totals = [np.zeros(0, np.int64) for _ in clusterers]
     if state is not None:
         state.use_models(clusterers)
         finished = [block for block in blocks if state.is_done(block)]
         state.skipped = len(finished)
         done_indices = {block.index for block in finished}
         blocks_todo = [block for block in blocks if block.index not in done_indices]
-        totals = _add_label_voxels([np.zeros(0, np.int64) for _ in clusterers],
-                                   *(state.label_voxels(block) for block in finished))
+        totals = _add_label_voxels(totals, *(state.label_voxels(block) for block in finished))
     else:
         blocks_todo = blocks
-        totals = [np.zeros(0, np.int64) for _ in clusterers]
     meter = _Meter(progress, "labelling blocks", len(blocks), already=len(blocks) - len(blocks_todo))
     clusterers = tuple(clusterers)
     items = ((block, (block,)) for block in blocks_todo)
