@@ -131,6 +131,12 @@ def placement(volume: Any) -> tuple[float, float, float] | None:
     return origin if any(origin) or getattr(volume, "attrs", {}).get("placed") else None
 
 
+def tenfold(larger: Sequence[float], smaller: Sequence[float]) -> bool:
+    """Whether voxel size ``larger`` is ten times ``smaller`` on every axis: given in Å for nm (an MRC
+    header's unit, cryo-EM's habit)."""
+    return bool(np.allclose(np.asarray(larger, np.float64) / np.asarray(smaller, np.float64), 10.0, rtol=0.01))
+
+
 def format_sizes(values: Sequence[float]) -> str:
     """``"50 x 4.6 x 4.6"``: a voxel size (or any z, y, x triple) for messages."""
     return " x ".join(f"{float(v):g}" for v in values)
@@ -170,12 +176,10 @@ def warn_if_placed_apart(first: Any, second: Any, names: tuple[str, str], conseq
 
     sizes = [known_voxel_size(v) for v in (first, second)]
     if None not in sizes and not np.allclose(sizes[0], sizes[1], rtol=0.01):
-        ratio = np.asarray(sizes[0], float) / np.asarray(sizes[1], float)
-        # tenfold on every axis, one way or the other: one of them read in Å as nm (an MRC header's unit)
-        tenfold = np.allclose(ratio, 10.0, rtol=0.01) or np.allclose(ratio, 0.1, rtol=0.01)
+        angstrom = tenfold(*sizes) or tenfold(*sizes[::-1])
         warnings.warn(OrgasegWarning(
             f"{names[0]} voxels are {format_sizes(sizes[0])} nm, {names[1]} {format_sizes(sizes[1])} nm: "
-            + ("ten times apart on every axis, as if one were given in Å for nm, " if tenfold else
+            + ("ten times apart on every axis, as if one were given in Å for nm, " if angstrom else
                "they come from different stacks or resolutions, ") + f"and {consequence}"),
             stacklevel=stacklevel + 1)
     places = [placement(v) for v in (first, second)]

@@ -85,7 +85,8 @@ import zarr
 
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg, with_key_option
 from orgaseg.io import containers
-from orgaseg.io.metadata import StoredArray, check_voxel_size, format_sizes, to_nanometres, voxel_size_from_attrs
+from orgaseg.io.metadata import (StoredArray, check_voxel_size, format_sizes, tenfold, to_nanometres,
+                                 voxel_size_from_attrs)
 from orgaseg.io.mrc import MRC_SUFFIXES, read_mrc
 from orgaseg.io.slices import IMAGE_SUFFIXES, SliceStack, image_files
 from orgaseg.io.tifflog import route_tifffile_log, tiff_errors
@@ -339,12 +340,11 @@ def _to_volume(stored: StoredArray, path: Path, *, voxel_size, axes, channel) ->
         stored_size = tuple(found.get(a) for a in "zyx")
         if None not in stored_size and all(math.isfinite(v) for v in stored_size) \
                 and not np.allclose(size, stored_size, rtol=0.01):
-            # ten times the file's on every axis: Ångström (MRC headers, cryo-EM habits) typed for nm
-            angstrom = np.allclose(np.asarray(size) / np.asarray(stored_size), 10.0, rtol=0.01)
             warnings.warn(OrgasegWarning(
                 f"{path}: the voxel size given, {format_sizes(size)} nm, overrides the file's own, "
                 f"{format_sizes(stored_size)} nm (z, y, x): " + (
-                    f"is it in Å? {arg('voxel_size')} is in nm" if angstrom else "is the order right?")),
+                    f"is it in Å? {arg('voxel_size')} is in nm" if tenfold(size, stored_size) else
+                    "is the order right?")),
                 stacklevel=4)
     else:
         size = _voxel_size_from_metadata(found, nz, path, stored.note)
