@@ -163,6 +163,18 @@ def test_intensity_and_volume_fraction_match_numpy():
     assert summary["total_volume_um3"][0] == pytest.approx(volumes.sum())
 
 
+def test_a_segmentation_or_named_volume_is_measured_with_a_warning(tmp_path):
+    # their ids are clusters or classes: each is measured as one object
+    from orgaseg.errors import OrgasegWarning
+
+    labels = (draw((32, 110, 110), (8.0, 4.0, 4.0), ELLIPSOIDS) > 0).astype(np.uint8)
+    for command, zero in (("segment", "a cluster"), ("name", "unassigned")):
+        record = {"clusterer": {}} if command == "segment" else {"naming": {}}
+        path = write_labels(tmp_path / f"{command}.ome.zarr", labels, voxel_size=(8.0, 4.0, 4.0), provenance=record)
+        with pytest.warns(OrgasegWarning, match=rf"is the output of orgaseg {command}: .* id 0 \({zero}\)"):
+            assert measure_instances(path).table["id"].tolist() == [1]
+
+
 def test_classes_come_from_the_instance_volume(tmp_path, capsys):
     voxel_size = (8.0, 4.0, 4.0)
     classes = (draw((32, 110, 110), voxel_size, ELLIPSOIDS) > 0).astype(np.uint8)

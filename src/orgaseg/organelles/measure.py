@@ -70,7 +70,7 @@ from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.io import open_volume
 from orgaseg.io.metadata import check_voxel_size, warn_if_placed_apart
 from orgaseg.io.partial import atomic_path, refuse_existing
-from orgaseg.io.provenance import producing_command, read_provenance
+from orgaseg.io.provenance import label_command, read_provenance
 from orgaseg.io.readers import open_on_grid
 from orgaseg.io.volume import Volume, as_volume, read_as
 from orgaseg.io.writers import writing
@@ -356,12 +356,20 @@ def _table(merged: dict, voxel_size, origin, shape, names: dict[int, str] | None
     return table
 
 
-def _counted_classes(volume: Volume) -> list[str]:
-    """The classes ``orgaseg instances`` numbered in ``volume`` (its provenance's counts), those without
-    instances included; empty for another volume."""
-    if producing_command(volume.path) != "instances":
-        return []
-    counts = read_provenance(volume.path).get("counts")
+def _record_of(volume: Volume) -> dict | None:
+    """The provenance record beside ``volume``, None where there is none (or none that reads)."""
+    if not volume.path:
+        return None
+    try:
+        return read_provenance(volume.path)
+    except OrgasegError:
+        return None
+
+
+def _counted_classes(record: dict | None) -> list[str]:
+    """The classes ``orgaseg instances`` numbered (its provenance's counts), those without instances
+    included; empty for another volume's record."""
+    counts = record.get("counts") if label_command(record) == "instances" else None
     return [str(name) for name in counts] if isinstance(counts, dict) else []
 
 
@@ -448,7 +456,8 @@ def measure_instances(
             f"sphericity and the axis lengths describe the slab, not the organelle; if {volume.voxel_size[0]:g} nm "
             f"is not the section thickness (a 2D image gives none: its in-plane size is taken), pass "
             f"{arg('voxel_size')}"), stacklevel=2)
-    _warn_if_class_labels(volume)
+    record = _record_of(volume)
+    _warn_if_class_labels(volume, label_command(record))
     sources = _Sources(source, None, None, volume.voxel_size)
     if raw is not None:
         sources.raw = _open(raw, "raw", key=raw_key, shape=volume.shape)[1]
@@ -483,7 +492,7 @@ def measure_instances(
     table = _table(merged, volume.voxel_size, volume.origin, volume.shape, read_label_names(volume),
                    raw is not None)
     summary = _summary(table, merged, mask_voxels if mask is not None else None, volume.voxel_size,
-                       _counted_classes(volume))
+                       _counted_classes(record))
     seconds = time.perf_counter() - started
     provenance = {
         "instances": volume.path or "<array>", "voxel_size": volume.voxel_size, "raw": _name(raw),
@@ -498,9 +507,9 @@ def measure_instances(
     return Morphometrics(table, summary, provenance)
 
 
-def _warn_if_class_labels(volume: Volume) -> None:
-    """Warn when the volume is a segmentation or named labels, whose ids are classes, not objects."""
-    command = producing_command(volume.path)
+def _warn_if_class_labels(volume: Volume, command: str | None) -> None:
+    """Warn when the volume is a segmentation or named labels (``command``, the one that wrote it), whose
+    ids are classes, not objects."""
     if command in ("segment", "name"):
         warnings.warn(OrgasegWarning(
             f"{volume.path} is the output of orgaseg {command}: its ids are clusters or classes, so each is "
