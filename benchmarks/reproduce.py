@@ -9,8 +9,9 @@ faster or busier machine trains the same model.
 
 - ``cpu``: baseline, maester and his4mae (``cpu`` preset, :data:`CPU_STEPS`
   steps) on vnc and cdeep3m-mito at the native pixel size and at twice and four
-  times it, K = 4..10, seed 0; then the scaling, executor, throughput and
-  linear-probe scripts. Hours on a 2-core machine.
+  times it, and sdae-recon at twice it, K = 4..10, seed 0; then the scaling,
+  executor, throughput and linear-probe scripts, the graph clusterers and Han
+  et al.'s VAE. Hours on a 2-core machine.
 - ``gpu``: maester and his4mae (``paper`` preset, :data:`GPU_STEPS`) on vnc
   and cdeep3m-mito on CUDA; about 10 minutes on one H200. The checkpoints are
   written into the results folders (``model.pt``) beside the results.
@@ -277,6 +278,8 @@ RUNS: tuple[BenchmarkRun | ScriptRun, ...] = (
     # every method at the native pixel size, twice and four times it (the same run order as before)
     *(_cpu(dataset, method, size) for dataset, native in NATIVE_PIXEL_NM.items()
       for method in ("baseline", "maester", "his4mae") for size in ("native", round(2 * native, 6), round(4 * native, 6))),
+    # HiS4MAE's ablation without the codebook (the paper's Table 3), at the pixel size of the graph-clusterer runs
+    *(_cpu(dataset, "sdae-recon", round(2 * native, 6)) for dataset, native in NATIVE_PIXEL_NM.items()),
     # 1x-8x tiled vnc volumes (the slowest of two repeats of each), then serial against dask workers
     ScriptRun("scaling-vnc", ("{python}", "benchmarks/scaling.py", "--work", "{work}", "-o", "{output}",
                               "--repeats", "2")),

@@ -37,7 +37,8 @@ def test_plan_is_consistent():
         (dataset, method, pixel)
         for dataset, pixels in (("vnc", ("native", 9.2, 18.4)), ("cdeep3m-mito", ("native", 11.8, 23.6)))
         for method in ("baseline", "maester", "his4mae") for pixel in pixels
-    } | {(dataset, method, 16.0) for dataset in ("vnc", "cdeep3m-mito") for method in ("han-vae-2d", "han-vae")}
+    } | {(dataset, method, 16.0) for dataset in ("vnc", "cdeep3m-mito") for method in ("han-vae-2d", "han-vae")} | {
+        ("vnc", "sdae-recon", 9.2), ("cdeep3m-mito", "sdae-recon", 11.8)}
     gpu = [run for run in reproduce.RUNS if run.section == "gpu"]
     assert {(run.dataset, run.method, run.preset, run.device) for run in gpu} == {
         (dataset, method, "paper", "cuda") for dataset in ("vnc", "cdeep3m-mito") for method in ("maester", "his4mae")
