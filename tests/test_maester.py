@@ -133,6 +133,48 @@ def test_inspect_colours_by_reference_classes_and_refuses_grey_levels_without_a_
     np.testing.assert_array_equal(mpimg.imread(tmp_path / "h5" / "embedding.png"), figures["ids"])
 
 
+def test_inspect_draws_fields_of_view_at_the_checkpoint_pixel_size(phantom, checkpoint, tmp_path, capsys):
+    from orgaseg.pipeline.resample import resampled_volume
+
+    coarse = tmp_path / "coarse.pt"  # trained at 40 nm on the 20 nm phantom
+    orgaseg.train("maester", phantom.train, coarse, preset="tiny", steps=2, device="cpu", seed=0, pixel_size=40)
+    item = phantom.evaluation[0]
+    fine = orgaseg.io.as_volume(item.raw.read(), voxel_size=(20.0, 20.0, 20.0))
+    paths = {"fine": tmp_path / "fine.npy", "coarse": tmp_path / "coarse.npy", "classes": tmp_path / "classes.npy",
+             "coarse_classes": tmp_path / "coarse_classes.npy"}
+    np.save(paths["fine"], item.raw.read())
+    np.save(paths["coarse"], resampled_volume(fine, 40.0).read())  # the same volume at the checkpoint's 40 nm
+    classes = item.reference.read()
+    np.save(paths["classes"], classes)
+    # a working pixel j lies at input coordinate 2j + 1/2: its nearest voxel is 2j + 1 (ties to the higher)
+    np.save(paths["coarse_classes"], classes[1::2, 1::2, 1::2])
+    common = ["--quiet", "-k", "3", "--classes", *phantom.classes]
+    for name, size in (("fine", "20"), ("coarse", "40")):
+        assert main(["inspect", str(coarse), str(paths[name]), "--voxel-size", size, size, size, "--reference",
+                     str(paths["classes" if name == "fine" else "coarse_classes"]), "-o", str(tmp_path / name)]
+                    + common) == 0
+    for figure in ("reconstructions.png", "embedding.png"):  # the fine volume is read as the model learned it
+        np.testing.assert_array_equal(mpimg.imread(tmp_path / "fine" / figure), mpimg.imread(tmp_path / "coarse" / figure))
+    assert main(["inspect", str(coarse), str(paths["fine"]), "--voxel-size", "20", "20", "20", "--pixel-size",
+                 "native", "-o", str(tmp_path / "native"), "--quiet"]) == 0
+    assert not np.array_equal(mpimg.imread(tmp_path / "native" / "reconstructions.png"),
+                              mpimg.imread(tmp_path / "coarse" / "reconstructions.png"))
+
+    def said(*argv: str) -> str:
+        capsys.readouterr()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert main(["inspect", *argv, "--quiet"]) == 0
+        return capsys.readouterr().err + " ".join(str(w.message) for w in caught)
+
+    # a voxel size that is a guess is not resampled, and that is said
+    assert "its fields of view are drawn at its own pixels, not at 40 nm" in \
+        said(str(coarse), str(paths["fine"]), "-o", str(tmp_path / "guess"))
+    # a native-pixel checkpoint (trained on 20 nm pixels) reading 40 nm pixels warns as segment does
+    assert "was trained on 20 nm pixels (its volumes' own) and reads this volume's 40 nm pixels" in \
+        said(str(checkpoint), str(paths["coarse"]), "--voxel-size", "40", "40", "40", "-o", str(tmp_path / "wide"))
+
+
 def _check_reconstructions(image: np.ndarray, ratios: tuple[float, ...]) -> None:
     """4 fields of view in rows; columns: the input, then per ratio the masked input and its reconstruction."""
     assert image.shape[:2] == (4 * 170, (1 + 2 * len(ratios)) * 160)

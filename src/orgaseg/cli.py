@@ -321,7 +321,8 @@ def cmd_inspect(args, progress) -> int:
         check_reference_values(reference, args.dataset)
     paths = inspect_model(args.checkpoint, volume, args.output, reference=reference, class_names=args.classes,
                           class_map=_class_map(args),
-                          k=args.k, seed=args.seed, device=args.device, overwrite=args.overwrite)
+                          k=args.k, seed=args.seed, device=args.device, pixel_size=args.pixel_size,
+                          overwrite=args.overwrite)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
@@ -729,6 +730,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=6, help="clusters colouring the embedding (default 6)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampled fields of view and masks (default 0)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="where the model runs (default cpu)")
+    p.add_argument("--pixel-size", metavar="NM|native",
+                   help="working pixel size in nm the fields of view are drawn at; 'native' keeps the volume's "
+                        "(default: the checkpoint's training pixel size, as segment reads it)")
     p.add_argument("-o", "--output", required=True, help="folder for reconstructions.png and embedding.png")
     p.add_argument("--overwrite", action="store_true", help="replace the figures of an earlier run")
     p.set_defaults(run=cmd_inspect)

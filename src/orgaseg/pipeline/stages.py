@@ -89,6 +89,28 @@ COARSENING_WARNING = 8.0
 NATIVE_PIXEL_WARNING = 1.25
 
 
+def check_native_pixel(encoder, checkpoint, volume, *, stacklevel: int = 2) -> None:
+    """Warn when an encoder trained on its volumes' own pixels reads a volume of other pixels at theirs.
+
+    Its fields of view then cover another width in nm than the ones it
+    learned from (a checkpoint trained at a pixel size resamples any
+    volume to it, so only native-pixel checkpoints can meet this).
+    """
+    if encoder is None or encoder.pixel_size_nm is not None or volume.attrs.get("voxel_size_assumed"):
+        return
+    trained = sorted(min(v["voxel_size"][1:]) for v in encoder.record.get("training_volumes") or ()
+                     if not v.get("voxel_size_assumed"))
+    if not trained:
+        return
+    here, there = min(volume.voxel_size[1:]), trained[len(trained) // 2]
+    if max(here / there, there / here) > NATIVE_PIXEL_WARNING:
+        warnings.warn(OrgasegWarning(
+            f"{checkpoint} was trained on {there:g} nm pixels (its volumes' own) and reads this volume's "
+            f"{here:g} nm pixels as they are: its fields of view cover {here / there:.2g}x the width it learned "
+            f"from; a pixel size of {there:g} nm ({arg('pixel_size')}) resamples this volume to its training "
+            "pixels"), stacklevel=stacklevel + 1)
+
+
 @dataclass
 class Stages:
     """The resolved stages of a run.
@@ -133,7 +155,7 @@ class Stages:
         (assumed 1 nm). A pixel size the user gave is used as given.
         """
         if self.pixel_size_nm is None:
-            self._check_native_pixel(volume)
+            check_native_pixel(self.encoder, self.checkpoint, volume, stacklevel=4)
             return None
         if self.coarsen_only and (min(volume.voxel_size[1:]) >= self.pixel_size_nm
                                   or volume.attrs.get("voxel_size_assumed")):
@@ -155,27 +177,6 @@ class Stages:
                 f"{math.prod(grid.shape) / volume.size:.1f}x the voxels, which adds time, not information "
                 "(the pixel size 'native' keeps the input's grid)"), stacklevel=2)
         return None if grid.is_identity else grid
-
-    def _check_native_pixel(self, volume) -> None:
-        """Warn when an encoder trained on its volumes' own pixels reads a volume of other pixels at theirs.
-
-        Its fields of view then cover another width in nm than the ones it
-        learned from (a checkpoint trained at a pixel size resamples any
-        volume to it, so only native-pixel checkpoints can meet this).
-        """
-        if self.encoder is None or self.encoder.pixel_size_nm is not None or volume.attrs.get("voxel_size_assumed"):
-            return
-        trained = sorted(min(v["voxel_size"][1:]) for v in self.encoder.record.get("training_volumes") or ()
-                         if not v.get("voxel_size_assumed"))
-        if not trained:
-            return
-        here, there = min(volume.voxel_size[1:]), trained[len(trained) // 2]
-        if max(here / there, there / here) > NATIVE_PIXEL_WARNING:
-            warnings.warn(OrgasegWarning(
-                f"{self.checkpoint} was trained on {there:g} nm pixels (its volumes' own) and reads this volume's "
-                f"{here:g} nm pixels as they are: its fields of view cover {here / there:.2g}x the width it learned "
-                f"from; a pixel size of {there:g} nm ({arg('pixel_size')}) resamples this volume to its training "
-                "pixels"), stacklevel=3)
 
     def job(self, source: VolumeSource, normalization, *, features_out=None) -> BlockJob:
         """The block job of one volume: its features at the working voxel size, its grid."""

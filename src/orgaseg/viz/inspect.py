@@ -10,18 +10,21 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from orgaseg.cluster.kmeans import fit_kmeans
-from orgaseg.errors import OrgasegError, arg
+from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.evaluation.classmap import parse_class_map, reference_classes
 from orgaseg.io import compute_normalization
 from orgaseg.io.partial import refuse_existing
 from orgaseg.io.volume import Volume
 from orgaseg.labels import IGNORE_LABEL
+from orgaseg.pipeline.resample import resampled_volume
+from orgaseg.pipeline.stages import check_native_pixel, resolve_pixel_size
 from orgaseg.viz._figure import new_figure, save_png
 from orgaseg.viz.colors import class_colors, label_colors
 
@@ -43,6 +46,7 @@ def inspect_model(
     k: int = 6,
     seed: int = 0,
     device: str = "cpu",
+    pixel_size: float | str | None = None,
     overwrite: bool = False,
 ) -> dict[str, Path]:
     """Write the reconstruction and embedding figures of a checkpoint on a volume.
@@ -52,7 +56,7 @@ def inspect_model(
     checkpoint : path
         A MAESTER-family checkpoint.
     volume : Volume
-        Where fields of view are drawn (xy planes).
+        Where fields of view are drawn (xy planes), at the working pixel size.
     output_dir : path
         Folder for the PNGs.
     reference : Volume, optional
@@ -77,6 +81,11 @@ def inspect_model(
         Seed of every random choice.
     device : str
         Where the model runs.
+    pixel_size : float, "native" or None
+        Working pixel size in nm, as for :func:`orgaseg.segment`: None is the
+        checkpoint's training pixel size, so the fields of view cover the
+        width in nm the model learned from. A volume whose voxel size is
+        unknown is read at its own pixels (with a warning).
     overwrite : bool
         Replace figures an earlier run left in ``output_dir``; otherwise they are an error.
 
@@ -105,12 +114,14 @@ def inspect_model(
     if not (hasattr(encoder.model, "reconstruct") and hasattr(encoder, "fov")):
         raise OrgasegError(f"{checkpoint}: {what}; its {encoder.name} encoder has none")
     model, fov, patch = encoder.model, encoder.fov, encoder.patch
-    normalization = compute_normalization(volume, seed=seed)
+    working = _working_volume(volume, resolve_pixel_size(pixel_size, encoder.pixel_size_nm), encoder, checkpoint)
+    factors = tuple(w / v for w, v in zip(working.voxel_size, volume.voxel_size))
+    normalization = compute_normalization(working, seed=seed)
     rng = np.random.default_rng(seed)
     n_needed = max(n_fovs, -(-n_tokens // model.n_tokens))
-    fovs, corners = _fields_of_view(volume, normalization, fov, n_needed, rng)
+    fovs, corners = _fields_of_view(working, normalization, fov, n_needed, rng)
     if reference is not None:  # every token's class, read and checked before the model runs
-        values = np.stack([_token_values(reference, corner, fov, patch) for corner in corners]).ravel()
+        values = np.stack([_token_values(reference, corner, fov, patch, factors) for corner in corners]).ravel()
         token_classes = reference_classes(values, class_map=class_map)
         if class_map is None:
             _check_class_ids(token_classes, class_names, getattr(reference, "path", None) or "the reference")
@@ -132,14 +143,31 @@ def inspect_model(
     return paths
 
 
-def _token_values(reference: Volume, corner, fov: int, patch: int) -> np.ndarray:
-    """The reference value at each token centre of the field of view at ``corner``, ``(fov // patch,) * 2``: one read
-    per field of view (a centre beyond the volume's edge, where the field of view was padded, takes the edge's)."""
-    z, y0, x0 = (int(c) for c in corner)
-    window = reference.read((slice(z, z + 1), slice(y0, min(y0 + fov, reference.shape[1])),
-                             slice(x0, min(x0 + fov, reference.shape[2]))))[0]
+def _working_volume(volume: Volume, pixel_size_nm: float | None, encoder, checkpoint) -> Volume:
+    """``volume`` at the working pixel size, as ``segment`` reads it (a voxel size that is a guess is not resampled)."""
+    if pixel_size_nm is None:
+        check_native_pixel(encoder, checkpoint, volume, stacklevel=3)
+        return volume
+    if volume.attrs.get("voxel_size_assumed"):
+        warnings.warn(OrgasegWarning(
+            f"the volume's voxel size is unknown: its fields of view are drawn at its own pixels, not at "
+            f"{pixel_size_nm:g} nm, and may cover another width than {checkpoint} learned from; pass "
+            f"{arg('voxel_size')}"), stacklevel=3)
+        return volume
+    return resampled_volume(volume, pixel_size_nm)
+
+
+def _token_values(reference: Volume, corner, fov: int, patch: int, factors=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """The reference value at each token centre of the field of view at ``corner`` (working pixels), ``(fov //
+    patch,) * 2``: the input voxel nearest the centre, one read per field of view (a centre beyond the volume's
+    edge, where the field of view was padded, takes the edge's). ``factors``: working over input voxel size."""
     centres = patch * np.arange(fov // patch) + patch // 2
-    return window[np.ix_(np.minimum(centres, window.shape[0] - 1), np.minimum(centres, window.shape[1] - 1))]
+    # working pixel j lies at input coordinate (j + 1/2) r - 1/2 (orgaseg.pipeline.resample); nearest voxel
+    z, ys, xs = (np.minimum(np.floor((np.asarray(c + offset) + 0.5) * r).astype(np.int64), n - 1)
+                 for c, offset, r, n in zip(corner, (0, centres, centres), factors, reference.shape))
+    window = reference.read((slice(int(z), int(z) + 1), slice(int(ys[0]), int(ys[-1]) + 1),
+                             slice(int(xs[0]), int(xs[-1]) + 1)))[0]
+    return window[np.ix_(ys - ys[0], xs - xs[0])]
 
 
 def _check_class_ids(classes: np.ndarray, class_names: Sequence[str] | None, name: str) -> None:
