@@ -109,6 +109,27 @@ def test_a_crop_of_a_crop_is_placed_in_the_first_volume(source, tmp_path, capsys
     assert "origin:      120 x 70 x 30 nm" in capsys.readouterr().out
 
 
+def test_a_crop_of_a_volume_without_voxel_size_is_placed_in_voxels(tmp_path):
+    # its translation is in voxels, as its scale: read back, a crop of it and its segmentation keep the place
+    import orgaseg
+
+    data = np.random.default_rng(0).integers(0, 255, (9, 40, 50), dtype=np.uint8)
+    np.save(tmp_path / "v.npy", data)
+    with pytest.warns(VoxelSizeWarning):
+        first = crop_volume(open_volume(tmp_path / "v.npy"), parse_region(["2:8", "10:30", "5:45"], data.shape),
+                            tmp_path / "a.ome.zarr")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", VoxelSizeWarning)
+        assert open_volume(first).origin == (2.0, 10.0, 5.0)
+        second = crop_volume(open_volume(first), parse_region(["1:3", "4:9", ":"], (6, 20, 40)), tmp_path / "b.ome.zarr")
+        (multiscale,) = zarr.open_group(str(second), mode="r").attrs["multiscales"]
+        assert multiscale["datasets"][0]["coordinateTransformations"][1]["translation"] == [3.0, 14.0, 5.0]
+        segmented = orgaseg.segment(first, k=2, output=tmp_path / "seg.ome.zarr")
+        assert open_volume(segmented.path).origin == (2.0, 10.0, 5.0)
+    # a voxel size given places it in nm
+    assert open_volume(segmented.path, voxel_size=VOXEL).origin == (80.0, 50.0, 30.0)
+
+
 @pytest.fixture
 def placed_cell(tmp_path):
     """A phantom cell cropped out of a larger volume: an OME-Zarr whose first voxel lies at an origin."""

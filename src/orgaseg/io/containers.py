@@ -142,9 +142,12 @@ def _read_multiscale(group: zarr.Group, meta: dict, level: int, where: str) -> S
                 shift, translated = shift + values, True
     note = None
     if (multiscale.get("metadata") or {}).get(VOXEL_SIZE_UNKNOWN):
-        # written by orgaseg from a volume without a voxel size: the scale is in voxels
+        # written by orgaseg from a volume without a voxel size: the scale and the translation are in voxels
+        origin = [float(t / s) if s > 0 and math.isfinite(t / s) else 0.0 for t, s in zip(shift, scale)] \
+            if translated else None
         return StoredArray(array, "ome-zarr", axes=axes, sizes=[None] * array.ndim, chunks=array.chunks,
-                           key=_relative(array), missing_chunks=_zarr_missing_chunks(array))
+                           key=_relative(array), missing_chunks=_zarr_missing_chunks(array), origin=origin,
+                           origin_in_voxels=True)
     if any(u is None for a, u in zip(axes, units) if a in "zyx"):
         note = "OME-Zarr axes carry no unit; the scale is taken as nanometres"
     # a scale that is not positive and finite is NaN: wrong metadata, which the reader refuses

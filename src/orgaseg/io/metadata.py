@@ -279,7 +279,9 @@ class StoredArray:
     the stored order the metadata names (``None``: unknown); ``sizes`` (nm;
     ``None`` where the metadata says nothing, NaN where it gives a size that
     is not positive), ``chunks`` and ``origin`` (nm; ``None``: the format
-    places nothing) hold one entry per stored axis.
+    places nothing) hold one entry per stored axis. With ``origin_in_voxels``
+    the origin is in voxels (the metadata gives no voxel size): it is
+    multiplied by the voxel size the volume is read with.
     """
 
     array: Any
@@ -291,6 +293,7 @@ class StoredArray:
     note: str | None = None  # caveat about ``sizes``, warned when they are used
     missing_chunks: MissingChunks | None = None  # chunked containers only
     origin: Sequence[float] | None = None  # nm per stored axis: where the first voxel's centre lies
+    origin_in_voxels: bool = False  # ``origin`` counts voxels, not nm
     plane_z: float | None = None  # nm: the z spacing the metadata gives for data without a z axis (one image)
     unread_place: str | None = None  # what the metadata says of the volume's place that is not read, for ``info``
     channels: str | None = None  # what a ``c`` axis holds, plural, for messages (None: channels)

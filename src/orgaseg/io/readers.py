@@ -358,6 +358,8 @@ def _to_volume(stored: StoredArray, path: Path, *, voxel_size, axes, channel) ->
     if stored.origin is not None:
         by_axis = dict(zip(order, stored.origin))
         origin = tuple(float(by_axis.get(a, 0.0)) for a in "zyx")
+        if stored.origin_in_voxels:  # of a volume without a voxel size: in nm at the one given (else 1 nm)
+            origin = tuple(o * v for o, v in zip(origin, size))
         attrs["placed"] = True  # its place is known, the corner included
     check_volume_data(shape, stored.array.dtype, str(path))
     return Volume(array, voxel_size=size, path=str(path), key=stored.key, chunks=chunks, attrs=attrs,
