@@ -66,6 +66,14 @@ def test_imagej_tiff_reads_data_and_voxel_size(tmp_path, volume):
     assert vol.voxel_size == pytest.approx((50.0, 4.6, 4.6))
 
 
+def test_imagej_tiff_with_a_unit_per_axis(tmp_path, volume):
+    # ImageJ writes yunit= and zunit= where y's or z's unit is not x's (unit=)
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, volume, imagej=True, resolution=(1 / 4.6, 1 / 0.0046),
+                     metadata={"spacing": 0.05, "unit": "nm", "yunit": "micron", "zunit": "micron", "axes": "ZYX"})
+    assert no_warning_open(path).voxel_size == pytest.approx((50.0, 4.6, 4.6))
+
+
 def test_ome_tiff_voxel_size_with_mixed_units(tmp_path, volume):
     path = tmp_path / "stack.ome.tif"
     tifffile.imwrite(path, volume, ome=True, metadata={

@@ -7,7 +7,8 @@ FORMATS (how each format is recognised and where its voxel size comes from):
   through ``tifffile``'s zarr store. Voxel size from OME-XML
   (``PhysicalSize{X,Y,Z}`` with their units), ImageJ metadata
   (``spacing`` + ``unit`` for z, 1 unit without ``spacing`` as ImageJ
-  reads it; the resolution tags for y and x), or a plain TIFF's resolution
+  reads it; the resolution tags for y and x; ``yunit`` and ``zunit`` where
+  ImageJ gives y or z a unit of its own), or a plain TIFF's resolution
   tags in cm or inch for y and x (not a print default such as 72 dpi).
   A single 2D page is a volume with one slice.
 - **2D image** (``.png``/``.jpg``/``.jpeg``): a volume with one slice; no voxel size.
@@ -568,32 +569,37 @@ def _tiff_axes(codes: str) -> str:
     return "".join(letters)
 
 
-def _resolution_sizes(page: tifffile.TiffPage, unit: str | None) -> dict[str, float]:
-    """The pixel size in nm by axis letter that the resolution tags give (pixels per ``unit``)."""
+def _resolution_sizes(page: tifffile.TiffPage, unit: str | None, y_unit: str | None = None) -> dict[str, float]:
+    """The pixel size in nm by axis letter that the resolution tags give (pixels per ``unit``; per ``y_unit``
+    along y where it is given)."""
     sizes = {}
     for letter, tag in (("y", "YResolution"), ("x", "XResolution")):
         if tag in page.tags:
             numerator, denominator = page.tags[tag].value
             if numerator:
-                sizes[letter] = to_nanometres(denominator / numerator, unit)
+                sizes[letter] = to_nanometres(denominator / numerator, y_unit or unit if letter == "y" else unit)
     return sizes
 
 
 def _imagej_sizes(tif: tifffile.TiffFile) -> tuple[dict[str, float], str | None]:
-    """Voxel sizes in nm by axis letter that ImageJ's tags and metadata give, and a caveat about them."""
+    """Voxel sizes in nm by axis letter that ImageJ's tags and metadata give, and a caveat about them.
+
+    ``unit`` is x's; ImageJ writes ``yunit`` and ``zunit`` where y's or z's differs from it.
+    """
     meta = tif.imagej_metadata or {}
     unit = meta.get("unit")
-    sizes = _resolution_sizes(tif.pages.first, unit)
+    z_unit = meta.get("zunit") or unit
+    sizes = _resolution_sizes(tif.pages.first, unit, meta.get("yunit"))
     note = None
     if "spacing" in meta:
-        sizes["z"] = to_nanometres(meta["spacing"], unit)
+        sizes["z"] = to_nanometres(meta["spacing"], z_unit)
     elif int(meta.get("images", 1)) > 1:
         # ImageJ leaves spacing out of a stack's description when the voxel depth is 1 unit, and reads
         # its absence back as 1; so does a stack whose depth nobody set, which is the common case
-        sizes["z"] = to_nanometres(1.0, unit)
+        sizes["z"] = to_nanometres(1.0, z_unit)
         if sizes["z"] is not None and {"y", "x"} <= sizes.keys():
             note = (f"the ImageJ metadata gives no z spacing, which ImageJ reads as its default voxel depth of 1 "
-                    f"{unit} ({sizes['z']:g} nm), rarely the section thickness")
+                    f"{z_unit} ({sizes['z']:g} nm), rarely the section thickness")
     return sizes, note
 
 
