@@ -243,6 +243,27 @@ def test_writer_keeps_names_scale_and_provenance(tmp_path, make_napari_viewer):
         write_named_labels(written, layer.data, layer.as_layer_data_tuple()[1])
 
 
+def test_writer_converts_the_layers_units_and_writes_no_size_for_naparis_default(tmp_path):
+    from napari.layers import Labels
+
+    from orgaseg.io import VoxelSizeWarning
+
+    labels = np.zeros((3, 10, 12), np.uint8)
+    labels[1, 2:5, 3:7] = 1
+    in_um = Labels(labels, scale=(0.03, 0.008, 0.008), translate=(0.09, 0.016, 0), units=("um", "um", "um"))
+    (written,) = write_named_labels(str(tmp_path / "um.ome.zarr"), labels, in_um.as_layer_data_tuple()[1])
+    volume = orgaseg.open_volume(written)
+    assert volume.voxel_size == pytest.approx((30, 8, 8)) and volume.origin == pytest.approx((90, 16, 0))
+    # napari's default scale, 1 x 1 x 1 pixel, says nothing of the voxel size: the file carries none, not 1 nm
+    for suffix in (".ome.zarr", ".tif"):
+        (written,) = write_named_labels(str(tmp_path / f"px{suffix}"), labels, Labels(labels).as_layer_data_tuple()[1])
+        with pytest.warns(VoxelSizeWarning, match="voxel size unknown"):
+            assert orgaseg.open_volume(written).attrs.get("voxel_size_assumed")
+    in_seconds = Labels(labels, units=("s", "nm", "nm")).as_layer_data_tuple()[1]
+    with pytest.raises(OrgasegError, match="the layer's unit 'second' is not a length"):
+        write_named_labels(str(tmp_path / "s.ome.zarr"), labels, in_seconds)
+
+
 def test_saving_over_a_file_from_napari_says_why_it_is_refused(tmp_path, make_napari_viewer, monkeypatch):
     from napari.utils import notifications
 

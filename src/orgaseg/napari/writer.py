@@ -4,7 +4,9 @@ A labels layer saved with it (File > Save Selected Layers, or ``viewer.layers.sa
 is written with :func:`orgaseg.io.write_labels`: the names of the layer's features
 table (``name``, ``class`` or ``cluster`` per ``index``) become the OME-Zarr
 ``image-label`` properties and the provenance's ``names``, the layer's scale the voxel
-size in nm, and the layer's provenance (``metadata["orgaseg"]``) is kept in the new
+size in nm (converted from the layer's units where they are lengths; a scale in napari's
+default unit, pixel, is taken as nm, except napari's default scale 1 x 1 x 1, which says
+nothing: the file then carries no voxel size), and the layer's provenance (``metadata["orgaseg"]``) is kept in the new
 record as ``source``. The file reads back in napari (:mod:`orgaseg.napari.reader`) and
 in the command line (``orgaseg instances``, ``orgaseg measure``) with its names.
 """
@@ -17,6 +19,7 @@ import numpy as np
 
 from orgaseg.errors import OrgasegError
 from orgaseg.io import make_provenance, write_labels
+from orgaseg.io.metadata import nanometres_per_unit
 
 
 def write_named_labels(path: str, data, attributes: dict) -> list[str]:
@@ -48,6 +51,12 @@ def _write(path: str, data, attributes: dict) -> list[str]:
     labels = np.asarray(data)
     voxel_size = _zyx(attributes.get("scale", (1.0,) * labels.ndim), missing_z=1.0)
     origin = _zyx(attributes.get("translate", (0.0,) * labels.ndim), missing_z=0.0)
+    factors = _nm_per_unit(attributes.get("units"))
+    if voxel_size == (1.0, 1.0, 1.0) and factors == (None, None, None):
+        voxel_size = None  # napari's default scale in pixels: nothing says the voxel size (nor, then, nm for the place)
+    else:
+        voxel_size = tuple(v * (f or 1.0) for v, f in zip(voxel_size, factors))
+        origin = tuple(o * (f or 1.0) for o, f in zip(origin, factors))
     metadata = attributes.get("metadata") or {}
     names = _names(attributes.get("features"), metadata)
     label_names = None
@@ -72,6 +81,23 @@ def _names(table, metadata: dict) -> dict[int, str] | None:
                 return {int(v): str(n) for v, n in zip(list(table["index"]), list(table[column]))}
     names = (metadata.get("orgaseg") or {}).get("names")
     return {i: str(n) for i, n in enumerate(names)} if names else None
+
+
+def _nm_per_unit(units) -> tuple[float | None, float | None, float | None]:
+    """Nanometres per unit of a layer's z, y, x (``units``, napari's ``layer.units``: its last three, or its two
+    with z taking y's); None where the unit is napari's default, pixel (or none is given), which says no size."""
+    names = [str(u) for u in units or ()][-3:]
+    names = names if len(names) != 2 else names[:1] + names
+    if len(names) != 3:
+        return (None, None, None)
+    factors = []
+    for name in names:
+        factor = None if name in ("pixel", "") else nanometres_per_unit(name)
+        if factor is None and name not in ("pixel", ""):
+            raise OrgasegError(f"the layer's unit {name!r} is not a length: give the labels layer a scale in nm "
+                               "(units nm) or in pixels")
+        factors.append(factor)
+    return tuple(factors)
 
 
 def _zyx(values, *, missing_z: float) -> tuple[float, ...]:
