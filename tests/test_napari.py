@@ -264,6 +264,17 @@ def test_writer_converts_the_layers_units_and_writes_no_size_for_naparis_default
         write_named_labels(str(tmp_path / "s.ome.zarr"), labels, in_seconds)
 
 
+def test_writer_gives_a_single_image_the_thickness_of_its_pixels(tmp_path):
+    # as orgaseg reads a single image (and measure measures its instances: a slab that thick), not 1 nm
+    from napari.layers import Labels
+
+    labels = np.zeros((10, 12), np.uint8)
+    labels[2:5, 3:7] = 1
+    layer = Labels(labels, scale=(4.6, 4.6), units=("nm", "nm"))
+    (written,) = write_named_labels(str(tmp_path / "one.ome.zarr"), labels, layer.as_layer_data_tuple()[1])
+    assert orgaseg.open_volume(written).voxel_size == pytest.approx((4.6, 4.6, 4.6))
+
+
 def test_saving_over_a_file_from_napari_says_why_it_is_refused(tmp_path, make_napari_viewer, monkeypatch):
     from napari.utils import notifications
 

@@ -49,7 +49,9 @@ def _write(path: str, data, attributes: dict) -> list[str]:
         raise OrgasegError(f"{path} exists, and orgaseg's writer never replaces a file: save under another name, or "
                            "remove it first")
     labels = np.asarray(data)
-    voxel_size = _zyx(attributes.get("scale", (1.0,) * labels.ndim), missing_z=1.0)
+    scale = attributes.get("scale", (1.0,) * labels.ndim)
+    # a single image is one slice as thick as its pixels are tall, as orgaseg reads an image
+    voxel_size = _zyx(scale, missing_z=float(scale[-2]))
     origin = _zyx(attributes.get("translate", (0.0,) * labels.ndim), missing_z=0.0)
     factors = _nm_per_unit(attributes.get("units"))
     if voxel_size == (1.0, 1.0, 1.0) and factors == (None, None, None):
