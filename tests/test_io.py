@@ -219,6 +219,22 @@ def test_zarr_array_and_group_key(tmp_path, volume, zarr_format):
     assert no_warning_open(tmp_path / "c.zarr", key="raw/s0").voxel_size == (40.0, 5.0, 6.0)
 
 
+def test_a_zarr_v3_array_is_read_in_the_order_its_dimension_names_give(tmp_path, volume):
+    stored = np.ascontiguousarray(volume.transpose(2, 1, 0))  # x, y, z
+    array = zarr.create_array(tmp_path / "xyz.zarr", shape=stored.shape, dtype=stored.dtype, chunks=(8, 8, 2),
+                              dimension_names=["x", "y", "z"])
+    array[...] = stored
+    array.attrs["resolution"] = [6.0, 5.0, 40.0]  # in stored order
+    vol = no_warning_open(tmp_path / "xyz.zarr")
+    assert vol.shape == volume.shape and vol.voxel_size == (40.0, 5.0, 6.0) and vol.chunks == (2, 8, 8)
+    np.testing.assert_array_equal(vol.read(), volume)
+    # names that are not axis letters say nothing: the order is z, y, x by dimensionality
+    other = zarr.create_array(tmp_path / "dims.zarr", shape=volume.shape, dtype=volume.dtype,
+                              dimension_names=["dim_0", "dim_1", "dim_2"])
+    other[...] = volume
+    np.testing.assert_array_equal(open_volume(tmp_path / "dims.zarr", voxel_size=(40, 5, 6)).read(), volume)
+
+
 def test_zarr_bad_key_lists_arrays(tmp_path, volume):
     root = zarr.open_group(tmp_path / "c.zarr", mode="w")
     root.create_array("raw/s0", shape=volume.shape, dtype=volume.dtype)

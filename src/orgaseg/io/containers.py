@@ -77,10 +77,19 @@ def read_zarr(path: Path, key: str | None, level: int) -> StoredArray:
     within = _multiscale_level(Path(where))
     if within is not None:  # a level of an OME-Zarr image opened by its path: its scale and place are the image's
         return within
-    axes = "zyx"[3 - node.ndim :] if node.ndim in (2, 3) else None
+    axes = _dimension_axes(node) or ("zyx"[3 - node.ndim :] if node.ndim in (2, 3) else None)
     sizes = voxel_size_from_attrs(dict(node.attrs), axes) if axes else None
     return StoredArray(node, "zarr", axes=axes, sizes=sizes, chunks=node.chunks, key=_relative(node),
                        missing_chunks=_zarr_missing_chunks(node))
+
+
+def _dimension_axes(array: zarr.Array) -> str | None:
+    """The stored axis order a Zarr v3 array's ``dimension_names`` give (``["x", "y", "z"]``: ``"xyz"``), when
+    each is a distinct one of z, y, x, c, t; else None."""
+    names = [str(n).lower() for n in getattr(array.metadata, "dimension_names", None) or () if n is not None]
+    if len(names) != array.ndim or len(set(names)) != len(names) or not set(names) <= set("zyxct"):
+        return None
+    return "".join(names)
 
 
 def _multiscale_level(array_path: Path) -> StoredArray | None:

@@ -17,9 +17,11 @@ FORMATS (how each format is recognised and where its voxel size comes from):
   slice; all slices must share shape and dtype (1-bit slices among 8-bit
   ones read as uint8 0/255); no voxel size.
 - **Zarr v2/v3** (a directory with ``.zarray``/``.zgroup``/``zarr.json``, or
-  named ``*.zarr``): an array, or a group plus ``key``. Voxel size from
-  array attributes (``transform`` with named axes, ``pixelResolution`` in
-  x y z as N5 lists it, ``resolution`` in stored z y x order).
+  named ``*.zarr``): an array, or a group plus ``key``; a v3 array's
+  ``dimension_names`` give its stored axis order where they are axis
+  letters (``x``, ``y``, ``z``, ``c``, ``t``). Voxel size from array
+  attributes (``transform`` with named axes, ``pixelResolution`` in x y z
+  as N5 lists it, ``resolution`` in stored order).
 - **OME-Zarr** NGFF 0.4 (``multiscales`` in ``.zattrs``) and 0.5
   (``multiscales`` under ``"ome"`` in ``zarr.json``): resolution ``level``
   (0 = full); voxel size from that level's ``scale`` transform (times a
