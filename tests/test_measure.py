@@ -68,6 +68,17 @@ def test_instances_cut_by_the_volume_edge_are_flagged_on_every_face():
     assert table["z_sections"].tolist() == [2, 2, 2, 3]  # the sections each spans (one: a slab)
 
 
+@pytest.mark.parametrize("sections", [1, 2])
+def test_in_a_single_image_or_two_sections_only_the_in_plane_faces_flag_an_instance(sections):
+    # every instance reaches a z face here: flagging those would leave nothing to compare sizes of
+    labels = np.zeros((sections, 20, 30), dtype=np.uint8)
+    labels[:, 5:9, 5:9] = 1
+    labels[:, 0:4, 12:16] = 2  # on the first row
+    labels[-1, 12:16, 26:30] = 3  # on the last column
+    table = measure_instances(labels, voxel_size=(50.0, 5.0, 5.0)).table
+    assert table["touches_border"].tolist() == [False, True, True]
+
+
 @pytest.mark.parametrize("radius, low, high", [(2, -0.32, -0.11), (3, -0.12, -0.05), (5, -0.05, -0.005)])
 def test_small_balls_on_isotropic_voxels_come_out_low_by_the_documented_margin(radius, low, high):
     # the README's and the module's figures for objects a few voxels across (16 nm: BetaSeg's voxels)

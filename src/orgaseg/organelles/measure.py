@@ -341,9 +341,11 @@ def _table(merged: dict, voxel_size, origin, shape, names: dict[int, str] | None
         table[f"bbox_min_{axis}_nm"] = merged["bbox_min"][:, a] * spacing[a] + origin[a]
     for a, axis in enumerate("zyx"):
         table[f"bbox_max_{axis}_nm"] = merged["bbox_max"][:, a] * spacing[a] + origin[a]
-    # an instance the volume's edge cuts has lost what lies beyond: its size and shape are a part's
+    # an instance the volume's edge cuts has lost what lies beyond: its size and shape are a part's. Along an
+    # axis of one or two voxels every instance reaches a face, so those faces would flag them all: not counted
     last = np.asarray(shape, dtype=np.float64) - 1
-    table["touches_border"] = np.any((merged["bbox_min"] <= 0) | (merged["bbox_max"] >= last), axis=1)
+    edges = np.asarray(shape) > 2
+    table["touches_border"] = np.any(((merged["bbox_min"] <= 0) | (merged["bbox_max"] >= last))[:, edges], axis=1)
     # an instance in one or two sections of an anisotropic stack is measured as a slab: flagged by its z extent
     table["z_sections"] = (np.rint(merged["bbox_max"][:, 0] - merged["bbox_min"][:, 0]) + 1).astype(np.int64)
     table["axis_major_length_nm"] = axes[:, 0]
