@@ -94,6 +94,20 @@ def test_an_encoder_command_given_a_graph_checkpoint_says_what_it_is(trained, tm
             "reconstructions of its fields of view (maester, his4mae, sdae-recon)") in capsys.readouterr().err
 
 
+def test_a_graph_checkpoint_of_a_newer_format_is_refused_on_the_command_line(trained, tmp_path, capsys):
+    record = json.loads(trained[0].read_text())
+    newer = tmp_path / "newer.json"
+    newer.write_text(json.dumps({**record, "format_version": record["format_version"] + 1}))
+    raw = tmp_path / "raw.npy"
+    np.save(raw, _disks(2)[0])
+    assert main(["segment", str(raw), "--method", "sccs", "--model", str(newer), "--voxel-size", *map(str, VOXEL),
+                 "-o", str(tmp_path / "s.tif"), "--quiet"]) == 2
+    said = capsys.readouterr().err
+    assert f"newer.json was written by orgaseg {record['package_version']} in checkpoint format " \
+           f"{record['format_version'] + 1}" in said and "upgrade orgaseg" in said
+    assert not (tmp_path / "s.tif").exists()
+
+
 def test_training_reports_every_region_graph_and_the_training_steps(trained):
     _, _, calls = trained
     sampling = [(done, total) for description, done, total in calls if description == "sampling region graphs"]

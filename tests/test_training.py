@@ -241,6 +241,13 @@ def test_a_damaged_checkpoint_record_is_refused_naming_the_file(tmp_path, damage
         load_encoder(path)
 
 
+def test_a_checkpoint_of_a_newer_format_is_refused_saying_which_version_wrote_it(tmp_path):
+    path = save_checkpoint(tmp_path / "new.pt", {"method": "maester", "format_version": 99, "package_version": "9.0"})
+    with pytest.raises(OrgasegError, match=r"new\.pt was written by orgaseg 9\.0 in checkpoint format 99; this "
+                                           r"orgaseg \(.+\) reads formats up to 1: upgrade orgaseg to read it"):
+        load_checkpoint(path)
+
+
 @pytest.mark.parametrize("method, arguments, message", [
     ("maester", {"steps": 0}, "steps must be a whole number >= 1, got 0"),
     ("han-vae-2d", {"steps": 2.5}, "steps must be a whole number >= 1, got 2.5"),

@@ -376,6 +376,9 @@ def load_graph_checkpoint(path: str | Path) -> dict:
         raise OrgasegError(f"{path}: not a readable graph-clusterer checkpoint ({err})") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT or "clusterer" not in record:
         raise OrgasegError(f"{path}: not a graph-clusterer checkpoint (orgaseg train --method sccs|cs2c)")
+    from orgaseg.models.checkpoint import check_format_version
+
+    check_format_version(path, record, FORMAT_VERSION)
     return record
 
 

@@ -66,9 +66,22 @@ def load_checkpoint(path: str | Path, *, method: str | None = None) -> dict[str,
         raise OrgasegError(f"{path}: not a readable orgaseg checkpoint ({type(err).__name__})") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise OrgasegError(f"{path}: not an orgaseg checkpoint")
+    check_format_version(path, record, FORMAT_VERSION)
     if method is not None and record.get("method") != method:
         raise OrgasegError(f"{path} is a checkpoint of method {record.get('method')!r}, not {method!r}")
     return record
+
+
+def check_format_version(path: str | Path, record: dict, supported: int) -> None:
+    """Refuse a checkpoint of a newer format than this orgaseg reads (written by a later version), in one line.
+
+    An older format is read as it is: each format version only adds what it needs.
+    """
+    version = record.get("format_version")
+    if isinstance(version, int) and version > supported:
+        raise OrgasegError(f"{path} was written by orgaseg {record.get('package_version', '(unknown)')} in checkpoint "
+                           f"format {version}; this orgaseg ({__version__}) reads formats up to {supported}: "
+                           "upgrade orgaseg to read it")
 
 
 def file_hash(path: str | Path) -> str:
