@@ -118,6 +118,11 @@ def test_reader_opens_a_pyramid_as_a_multiscale_layer(tmp_path, make_napari_view
         orgaseg.open_volume(path, level=i).shape for i in range(len(layer.data))]
     assert len(layer.data) >= 3 and tuple(layer.scale) == (10, 5, 5)
     np.testing.assert_array_equal(np.asarray(layer.data[0]), labels)
+    # saved again, it keeps its full resolution (numpy reads napari's MultiScaleData as its coarsest level)
+    (saved,) = layer.save(str(tmp_path / "saved.ome.zarr"), plugin="orgaseg")
+    back = orgaseg.open_volume(saved)
+    assert back.voxel_size == (10, 5, 5)
+    np.testing.assert_array_equal(np.asarray(back.read()), labels)
 
 def test_reader_leaves_what_it_cannot_read_to_other_readers(tmp_path):
     import tifffile

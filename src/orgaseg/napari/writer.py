@@ -29,10 +29,11 @@ def write_named_labels(path: str, data, attributes: dict) -> list[str]:
     ----------
     path : str
         ``.ome.zarr``, ``.zarr``, ``.tif`` or ``.tiff``; an existing file is refused.
-    data : array-like, shape (z, y, x) or (y, x)
-        The labels.
+    data : array-like, shape (z, y, x) or (y, x), or a sequence of them
+        The labels; of a multiscale layer (``attributes["multiscale"]``), its levels, of which the first
+        (full resolution) is written.
     attributes : dict
-        The layer's attributes (``name``, ``scale``, ``features``, ``metadata``).
+        The layer's attributes (``name``, ``scale``, ``features``, ``metadata``, ``multiscale``).
     """
     try:
         return _write(path, data, attributes)
@@ -48,7 +49,8 @@ def _write(path: str, data, attributes: dict) -> list[str]:
     if Path(path).exists():
         raise OrgasegError(f"{path} exists, and orgaseg's writer never replaces a file: save under another name, or "
                            "remove it first")
-    labels = np.asarray(data)
+    # a pyramid's full resolution: numpy reads napari's MultiScaleData as its coarsest level
+    labels = np.asarray(data[0] if attributes.get("multiscale") else data)
     scale = attributes.get("scale", (1.0,) * labels.ndim)
     # a single image is one slice as thick as its pixels are tall, as orgaseg reads an image
     voxel_size = _zyx(scale, missing_z=float(scale[-2]))
