@@ -460,6 +460,45 @@ def test_measure_widget_centres_on_an_instance_of_a_translated_volume(tmp_path, 
     assert viewer_camera(viewer).center == pytest.approx(centroid)
 
 
+def test_widgets_work_on_what_was_painted_over_a_file(cell, segmented, tmp_path, make_napari_viewer, qtbot):
+    from orgaseg.io.writers import write_labels
+    from orgaseg.organelles import name_clusters, points_from_arrays
+    from orgaseg.segmentation import Segmentation
+
+    instances = np.zeros((10, 20, 30), np.uint16)
+    instances[1:5, 2:6, 3:9] = 1
+    instances[6:9, 10:18, 20:28] = 2
+    path = write_labels(tmp_path / "instances.ome.zarr", instances, voxel_size=(40, 10, 10),
+                        provenance={"command": "instances"}, label_names=["background", "granules", "mitochondria"])
+    viewer = make_napari_viewer()
+    (layer,) = viewer.open(str(path), plugin="orgaseg")
+    widget = _measured(viewer, layer, qtbot)
+    assert list(widget.morphometrics.table["voxels"]) == [96, 192]  # measured from the file
+    layer.brush_size = 1
+    layer.paint((2, 3, 4), 0)  # the user erases one voxel of the granule with napari's brush
+    widget.run()
+    _finish(qtbot, widget)
+    assert list(widget.morphometrics.table["voxels"]) == [95, 192]  # the layer as painted, not the file
+    assert list(widget.morphometrics.table["class"]) == ["granules", "mitochondria"]
+    # the clusters too: naming reads the painted layer
+    seg_path, labels = segmented
+    (clusters,) = viewer.open(str(seg_path), plugin="orgaseg")
+    labels = labels.copy()
+    labels[4, 24, 24] = (labels[4, 24, 24] + 1) % 4  # another cluster
+    clusters.brush_size = 1
+    clusters.paint((4, 24, 24), labels[4, 24, 24])
+    naming = NamingWidget(viewer)
+    naming.clusters.choices = [clusters]  # (the widget is not docked: its choices are set here)
+    naming.clusters.value = clusters
+    segmentation = naming.segmentation()
+    np.testing.assert_array_equal(segmentation.labels, labels)
+    coords, names = _clicks(cell)
+    np.testing.assert_array_equal(
+        name_clusters(segmentation, annotations=points_from_arrays(coords, names, shape=labels.shape)).labels,
+        name_clusters(Segmentation(labels, None, None, clusters.metadata["orgaseg"]),
+                      annotations=points_from_arrays(coords, names, shape=labels.shape)).labels)
+
+
 def test_naming_widget_refines_with_the_segmented_image(cell, gl, make_napari_viewer, qtbot):
     from orgaseg.io.volume import Volume
     from orgaseg.organelles import name_clusters, points_from_arrays

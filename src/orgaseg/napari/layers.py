@@ -14,12 +14,14 @@ Three kinds of label volume come out of orgaseg, and each is shown its own way:
 
 Names travel as the layer's ``features`` table (``index`` = label value, napari shows
 the row under the cursor in the status bar); the provenance record is
-``metadata["orgaseg"]`` and the volume's path ``metadata["path"]``. The layer's
-``scale`` is the voxel size in nm.
+``metadata["orgaseg"]`` and the volume's path ``metadata["path"]`` (with the name of the
+dask array read from it, ``metadata["dask_name"]``, which painting in napari changes:
+:func:`file_of`). The layer's ``scale`` is the voxel size in nm.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -105,7 +107,8 @@ def labels_layer(data, *, kind: str, voxel_size: Sequence[float], name: str, nam
     record : mapping, optional
         The provenance record (layer metadata ``orgaseg``).
     path : str, optional
-        Where the volume was read from (layer metadata ``path``).
+        Where the volume was read from (layer metadata ``path``, and ``dask_name``, the name of ``data`` or
+        of its first level when it is a dask array: see :func:`file_of`).
     n_labels : int, optional
         Number of label values (default: from ``names``, else the provenance's ``k``).
     origin : sequence of 3 float
@@ -118,7 +121,8 @@ def labels_layer(data, *, kind: str, voxel_size: Sequence[float], name: str, nam
         "scale": tuple(float(v) for v in voxel_size),
         "translate": tuple(float(v) for v in origin),
         "units": ("nm", "nm", "nm"),
-        "metadata": {"orgaseg": dict(record or {}), "path": path, "kind": kind},
+        "metadata": {"orgaseg": dict(record or {}), "path": path, "kind": kind,
+                     "dask_name": getattr(data[0] if isinstance(data, list) else data, "name", None)},
         "opacity": 0.6,
     }
     cmap = colormap(kind, n_labels, colors)
@@ -150,6 +154,19 @@ def layer_volume(layer):
         raise OrgasegError(f"layer {layer.name!r} holds {data.ndim}D data; orgaseg works on 3D (z, y, x) volumes "
                            "(a single image: add it as a stack of one slice)")
     return data
+
+
+def file_of(layer) -> str | None:
+    """The file a labels layer was read from, while the layer still holds what was read; else None.
+
+    Painting in napari (or new data) changes the layer's dask array and with it its ``name``: the
+    widgets then work on the layer's data, not on the file, so an edit is never ignored.
+    """
+    path, read = layer.metadata.get("path"), layer.metadata.get("dask_name")
+    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    if path and read is not None and getattr(data, "name", None) == read and Path(path).exists():
+        return path
+    return None
 
 
 def to_voxels(points_layer, labels_layer) -> np.ndarray:

@@ -18,7 +18,7 @@ from magicgui.widgets import Container, FileEdit, PushButton, Table, create_widg
 from orgaseg.errors import OrgasegError
 from orgaseg.io import write_labels
 from orgaseg.io.volume import Volume
-from orgaseg.napari.layers import layer_volume, names_of, origin_of, voxel_size_of
+from orgaseg.napari.layers import file_of, layer_volume, names_of, origin_of, voxel_size_of
 from orgaseg.napari.tasks import TaskRunner, text_label
 
 
@@ -55,13 +55,13 @@ class MeasureWidget(Container):
         if layer is None:
             self.tasks.show("failed: choose an instance labels layer")
             return
-        path = layer.metadata.get("path")
+        path = file_of(layer)
         image = self.image.value
         raw = None if image is None else Volume(layer_volume(image), voxel_size=voxel_size_of(image),
                                                 origin=origin_of(image))
 
         def call(progress):
-            if path and Path(path).exists():  # read from a file: measured from it, blockwise, with its classes
+            if path:  # read from a file and not edited since: measured from it, blockwise, with its classes
                 return measure_instances(path, raw=raw, progress=progress)
             names = names_of(layer)
             if not names:

@@ -9,14 +9,12 @@ features relabels every voxel) and adds the named labels as a layer.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit, PushButton, create_widget
 
 from orgaseg.errors import OrgasegError
 from orgaseg.io.volume import Volume
-from orgaseg.napari.layers import labels_layer, layer_volume, origin_of, to_voxels, voxel_size_of
+from orgaseg.napari.layers import file_of, labels_layer, layer_volume, origin_of, to_voxels, voxel_size_of
 from orgaseg.napari.tasks import TaskRunner, text_label
 
 #: The points layer's feature holding each click's organelle name.
@@ -99,13 +97,14 @@ class NamingWidget(Container):
                                   shape=layer_volume(labels).shape, source=f"napari layer {points.name!r}")
 
     def segmentation(self):
-        """What :func:`~orgaseg.organelles.name_clusters` names: the file the layer was read from, or the layer."""
+        """What :func:`~orgaseg.organelles.name_clusters` names: the file the layer was read from (unless edited
+        since), or the layer."""
         from orgaseg.segmentation import Segmentation
 
         layer = self.clusters.value
         record = layer.metadata.get("orgaseg") or {}
-        path = layer.metadata.get("path")
-        if path and Path(path).exists():
+        path = file_of(layer)
+        if path:
             return path
         if "k" not in record or "clusterer" not in record:
             raise OrgasegError(f"{layer.name!r} is not an orgaseg segmentation (no provenance with K and the "
