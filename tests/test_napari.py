@@ -366,6 +366,22 @@ def test_segment_widget_refuses_an_unknown_voxel_size(cell, qapp, tmp_path):
     assert widget.arguments()["data"].voxel_size == VOXEL
 
 
+def test_segment_widget_refuses_an_rgb_layer(cell, qapp):
+    from napari.components import ViewerModel
+
+    viewer = ViewerModel()  # no OpenGL needed: the fields only
+    widget = SegmentWidget(viewer)
+    # a (y, x, 3) colour image, e.g. a screenshot: not a stack of y sections of x by 3 pixels
+    rgb = viewer.add_image(np.repeat(cell.raw[0][..., None], 3, axis=-1), rgb=True, scale=VOXEL[1:], name="rgb")
+    widget.image.choices = [rgb]  # (not docked in a window, so the choices are set here)
+    widget.image.value = rgb
+    widget.voxel_size.value = "20"
+    with pytest.raises(OrgasegError, match="'rgb' is an RGB image"):
+        widget.arguments()
+    widget.run()
+    assert not widget.tasks.busy and "RGB image" in widget.status.value and len(viewer.layers) == 1
+
+
 def test_naming_widget_names_clicked_clusters(cell, segmented, make_napari_viewer, qtbot):
     from orgaseg.organelles import name_clusters, points_from_arrays
 

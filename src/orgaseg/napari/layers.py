@@ -147,10 +147,13 @@ def origin_of(layer) -> tuple[float, float, float]:
 
 def layer_volume(layer):
     """The full-resolution ``(z, y, x)`` array of an image or labels layer (the first level of a pyramid)."""
+    from orgaseg.errors import OrgasegError
+
+    if getattr(layer, "rgb", False):  # its last axis is the colour: (y, x, 3) is no (z, y, x) volume
+        raise OrgasegError(f"layer {layer.name!r} is an RGB image; orgaseg works on grey-level (z, y, x) volumes: "
+                           "convert it to one channel first")
     data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
     if data.ndim != 3:
-        from orgaseg.errors import OrgasegError
-
         raise OrgasegError(f"layer {layer.name!r} holds {data.ndim}D data; orgaseg works on 3D (z, y, x) volumes "
                            "(a single image: add it as a stack of one slice)")
     return data
