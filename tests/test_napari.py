@@ -366,6 +366,25 @@ def test_segment_widget_refuses_an_unknown_voxel_size(cell, qapp, tmp_path):
     assert widget.arguments()["data"].voxel_size == VOXEL
 
 
+def test_segment_widget_places_the_image_at_a_typed_voxel_size(cell, qapp, qtbot):
+    from napari.components import ViewerModel
+
+    expected = orgaseg.segment(cell.raw, voxel_size=VOXEL, k=4).labels  # (imports what the worker runs, too)
+    viewer = ViewerModel()  # no OpenGL needed
+    widget = SegmentWidget(viewer)
+    image = viewer.add_image(cell.raw, translate=(0, 2, 3), name="dragged in")  # scale 1 x 1 x 1: in voxels
+    widget.image.choices = [image]  # (not docked in a window, so the choices are set here)
+    widget.image.value, widget.k.value, widget.voxel_size.value = image, 4, "20"
+    widget.run()
+    _finish(qtbot, widget)
+    labels = viewer.layers[-1]
+    np.testing.assert_array_equal(labels.data, expected)
+    # the clusters lie over the image: both at the voxel size typed, where the image was in voxels
+    assert tuple(labels.scale) == tuple(image.scale) == VOXEL
+    assert tuple(labels.translate) == tuple(image.translate) == (0, 40, 60)
+    assert labels.metadata["orgaseg"]["input"]["voxel_size"] == list(VOXEL)
+
+
 def test_segment_widget_refuses_an_rgb_layer(cell, qapp):
     from napari.components import ViewerModel
 

@@ -18,7 +18,8 @@ class SegmentWidget(Container):
     Fields: the image layer, the method (a row of ``orgaseg methods``), K, the model
     checkpoint (learned methods: an encoder's ``.pt``, or a trained sccs or cs2c
     ``.json``, which labels with its own K), the voxel size in nm (empty: the layer's scale, refused
-    when it is napari's default 1 x 1 x 1, which says nothing), the
+    when it is napari's default 1 x 1 x 1, which says nothing; typed, it becomes the image layer's scale
+    when the clusters come back, so that they lie over the image), the
     working pixel size (empty: the method's default; ``native`` or a number of nm) and
     stage options (``NAME=VALUE`` separated by spaces, e.g. ``keep=8 planes=xy,xz,yz``).
     """
@@ -54,13 +55,17 @@ class SegmentWidget(Container):
         layer = self.image.value
         if layer is None:
             raise OrgasegError("choose an image layer to segment")
-        voxel_size = _numbers(self.voxel_size.value, "voxel size", 3) or _stated_voxel_size(layer)
+        typed = _numbers(self.voxel_size.value, "voxel size", 3)
+        voxel_size = typed or _stated_voxel_size(layer)
+        origin = origin_of(layer)
+        if typed:  # the layer's place in its own units: as many voxels from zero, at the voxel size typed
+            origin = tuple(o / s * v for o, s, v in zip(origin, voxel_size_of(layer), typed))
         model = self.model.value
         model = None if model is None or str(model) in ("", ".") else Path(model)
         pixel_size = self.pixel_size.value.strip() or None
         # read block by block as segment goes: a dask-backed layer larger than memory works too
         data = Volume(layer_volume(layer), voxel_size=voxel_size, path=f"<napari layer {layer.name}>",
-                      origin=origin_of(layer))
+                      origin=origin)
         from orgaseg.methods.graph_method import is_graph_checkpoint
 
         trained = model is not None and is_graph_checkpoint(model)  # a trained sccs/cs2c labels with its own K
@@ -75,7 +80,8 @@ class SegmentWidget(Container):
         except OrgasegError as err:
             self.tasks.show(f"failed: {err}")
             return
-        image_name = self.image.value.name
+        image = self.image.value
+        image_name = image.name
 
         def call(progress):
             import orgaseg
@@ -86,9 +92,12 @@ class SegmentWidget(Container):
             from napari.layers import Layer
 
             name = f"{image_name} {arguments['method']} K={result.provenance['k']}"
+            data = arguments["data"]
+            if (voxel_size_of(image), origin_of(image)) != (data.voxel_size, data.origin):
+                # a voxel size was typed: the image takes it, so that the clusters lie over it
+                image.scale, image.translate, image.units = data.voxel_size, data.origin, ("nm", "nm", "nm")
             self.viewer.add_layer(Layer.create(*labels_layer(
-                result.labels, kind="clusters", voxel_size=arguments["data"].voxel_size,
-                origin=arguments["data"].origin, name=name,
+                result.labels, kind="clusters", voxel_size=data.voxel_size, origin=data.origin, name=name,
                 record=result.provenance, n_labels=int(result.provenance["k"]))))
             self.tasks.show(f"done: {name}")
 
