@@ -476,6 +476,23 @@ def test_measure_widget_fills_the_table_and_highlights_the_selected_instance(tmp
     assert widget.save(tmp_path / "boxes.csv") is None and "exists" in widget.status.value
 
 
+def test_measure_widget_lets_go_of_the_layer_it_measured_before(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    instances = np.zeros((4, 10, 10), np.uint16)
+    instances[1:3, 1:4, 1:4], instances[1:3, 6:9, 6:9] = 1, 2
+    first = viewer.add_labels(instances, scale=(40, 10, 10), name="first")
+    second = viewer.add_labels(instances.copy(), scale=(40, 10, 10), name="second")
+    widget = _measured(viewer, first, qtbot)
+    widget.table.native.selectRow(1)
+    assert first.show_selected_label and first.selected_label == 2
+    widget.instances.value = second
+    widget.run()
+    _finish(qtbot, widget)
+    assert not first.show_selected_label  # all its instances show again: the table is the second layer's now
+    widget.table.native.selectRow(0)
+    assert second.show_selected_label and second.selected_label == 1 and not first.show_selected_label
+
+
 def test_measure_widget_centres_on_an_instance_of_a_translated_volume(tmp_path, make_napari_viewer, qtbot):
     from orgaseg.io.writers import write_labels
 

@@ -85,6 +85,8 @@ class MeasureWidget(Container):
 
     def show(self, morphometrics, layer) -> None:
         """Fill the tables with ``morphometrics`` of ``layer``."""
+        if self._layer is not None:  # the layer measured before shows all its instances again
+            self._layer.show_selected_label = False
         self.morphometrics, self._layer = morphometrics, layer
         self.table.value = {name: _cells(values) for name, values in morphometrics.table.items()}
         self.summary.value = {name: _cells(values) for name, values in morphometrics.summary.items()}
