@@ -439,6 +439,12 @@ def test_naming_widget_needs_clicks(segmented, make_napari_viewer):
     widget.add_points_layer()
     widget.run()
     assert not widget.tasks.busy and "has no points" in widget.status.value
+    # a points layer made in a 2D view: (y, x) clicks, refused with a word rather than a traceback
+    flat = viewer.add_points(np.array([[10.0, 10.0]]), ndim=2, name="flat", features={NAME_FEATURE: ["nucleus"]})
+    widget.reset_choices()
+    widget.points.value = flat
+    widget.run()
+    assert not widget.tasks.busy and "'flat' holds 2D points" in widget.status.value
 
 
 def _measured(viewer, layer, qtbot) -> MeasureWidget:

@@ -174,6 +174,11 @@ def file_of(layer) -> str | None:
 
 def to_voxels(points_layer, labels_layer) -> np.ndarray:
     """Points of ``points_layer`` as ``(z, y, x)`` voxel indices of ``labels_layer`` (both scaled and translated)."""
+    if points_layer.ndim < 3:
+        from orgaseg.errors import OrgasegError
+
+        raise OrgasegError(f"{points_layer.name!r} holds {points_layer.ndim}D points; clicks on a volume are (z, y, x) "
+                           "points: make the layer with New clicks layer")
     world = np.asarray(points_layer.data, dtype=float)[:, -3:] * np.asarray(points_layer.scale[-3:]) \
         + np.asarray(points_layer.translate[-3:])
     return (world - np.asarray(labels_layer.translate[-3:])) / np.asarray(labels_layer.scale[-3:])
