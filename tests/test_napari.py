@@ -280,6 +280,24 @@ def test_writer_gives_a_single_image_the_thickness_of_its_pixels(tmp_path):
     assert orgaseg.open_volume(written).voxel_size == pytest.approx((4.6, 4.6, 4.6))
 
 
+def test_saved_clusters_can_be_named(cell, segmented, tmp_path, make_napari_viewer):
+    from orgaseg.organelles import name_clusters, points_from_arrays
+
+    path, labels = segmented
+    viewer = make_napari_viewer()
+    (clusters,) = viewer.open(str(path), plugin="orgaseg")  # as the Segment widget's clusters, to be saved
+    (saved,) = clusters.save(str(tmp_path / "saved.ome.zarr"), plugin="orgaseg")
+    (back,) = viewer.open(saved, plugin="orgaseg")
+    assert back.metadata["kind"] == "clusters" and back.metadata["orgaseg"]["source"]["k"] == 4
+    widget = NamingWidget(viewer)
+    widget.clusters.choices = [back]  # (the widget is not docked: its choices are set here)
+    widget.clusters.value = back
+    coords, names = _clicks(cell)
+    annotations = points_from_arrays(coords, names, shape=labels.shape)
+    named = name_clusters(widget.segmentation(), annotations=annotations)  # what Name clusters runs
+    np.testing.assert_array_equal(named.labels, name_clusters(path, annotations=annotations).labels)
+
+
 def test_saving_over_a_file_from_napari_says_why_it_is_refused(tmp_path, make_napari_viewer, monkeypatch):
     from napari.utils import notifications
 

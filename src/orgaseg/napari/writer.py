@@ -7,8 +7,9 @@ table (``name``, ``class`` or ``cluster`` per ``index``) become the OME-Zarr
 size in nm (converted from the layer's units where they are lengths; a scale in napari's
 default unit, pixel, is taken as nm, except napari's default scale 1 x 1 x 1, which says
 nothing: the file then carries no voxel size), and the layer's provenance (``metadata["orgaseg"]``) is kept in the new
-record as ``source``. The file reads back in napari (:mod:`orgaseg.napari.reader`) and
-in the command line (``orgaseg instances``, ``orgaseg measure``) with its names.
+record as ``source`` (and, for the clusters of a segmentation, on top as well: the saved
+clusters can be named). The file reads back in napari (:mod:`orgaseg.napari.reader`) and
+in the command line (``orgaseg name``, ``orgaseg instances``, ``orgaseg measure``) with its names.
 """
 
 from __future__ import annotations
@@ -69,9 +70,13 @@ def _write(path: str, data, attributes: dict) -> list[str]:
             raise OrgasegError(f"label names need non-negative label values, got {min(names)}")
         n_labels = max(max(names), int(labels.max()) if labels.size else 0) + 1
         label_names = [names.get(v, "background" if v == 0 else str(v)) for v in range(n_labels)]
-    record = make_provenance(command="napari-save", kind=metadata.get("kind"), layer=attributes.get("name"),
-                             names=label_names, source=metadata.get("orgaseg") or None,
-                             source_path=metadata.get("path"))
+    source = metadata.get("orgaseg") or None
+    saved = dict(command="napari-save", kind=metadata.get("kind"), layer=attributes.get("name"), names=label_names,
+                 source=source, source_path=metadata.get("path"))
+    if saved["kind"] == "clusters" and source and "k" in source and "clusterer" in source:
+        # still a segmentation: its record stays on top too, so that 'orgaseg name' and Name clusters name it
+        saved = {**source, **saved}
+    record = make_provenance(**saved)
     written = write_labels(Path(path), labels, voxel_size=voxel_size, origin=origin, provenance=record,
                            label_names=label_names)
     return [str(written)]
