@@ -517,6 +517,41 @@ def test_measure_widget_lets_go_of_the_layer_it_measured_before(make_napari_view
     assert second.show_selected_label and second.selected_label == 1 and not first.show_selected_label
 
 
+def test_measure_widget_refuses_a_layer_at_naparis_default_scale(make_napari_viewer, qtbot):
+    # measured at 1 nm voxels, its volumes would be off by the cube of the real voxel size, without a word
+    viewer = make_napari_viewer()
+    instances = np.zeros((4, 10, 10), np.uint16)
+    instances[1:3, 1:4, 1:4] = 1
+    unscaled = viewer.add_labels(instances, name="painted")
+    widget = MeasureWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.reset_choices()
+    widget.instances.value = unscaled
+    widget.run()
+    assert not widget.tasks.busy and widget.morphometrics is None
+    assert "voxel size unknown: layer 'painted' has napari's default scale 1 x 1 x 1" in widget.status.value
+    unscaled.scale = (40, 10, 10)
+    widget.run()
+    _finish(qtbot, widget)
+    assert widget.morphometrics.table["volume_um3"][0] == pytest.approx(2 * 3 * 3 * 40 * 10 * 10 / 1e9)
+
+
+def test_a_file_without_voxel_size_opens_in_pixels_and_saves_without_one(tmp_path, make_napari_viewer):
+    from orgaseg.io import VoxelSizeWarning
+
+    labels = np.zeros((3, 10, 12), np.uint8)
+    labels[1, 2:5, 3:7] = 1
+    path = orgaseg.io.write_labels(tmp_path / "guess.ome.zarr", labels, voxel_size=None,
+                                   provenance={"layer": "made"}, label_names=["", "a"])
+    viewer = make_napari_viewer()
+    with pytest.warns(VoxelSizeWarning, match="voxel size unknown"):
+        (layer,) = viewer.open(str(path), plugin="orgaseg")
+    assert tuple(map(str, layer.units)) == ("pixel",) * 3  # not 1 nm: the 1 is a guess
+    (saved,) = layer.save(str(tmp_path / "saved.ome.zarr"), plugin="orgaseg")
+    with pytest.warns(VoxelSizeWarning, match="voxel size unknown"):  # the guess did not become 1 nm voxels
+        assert orgaseg.open_volume(saved).attrs.get("voxel_size_assumed")
+
+
 def test_measure_widget_centres_on_an_instance_of_a_translated_volume(tmp_path, make_napari_viewer, qtbot):
     from orgaseg.io.writers import write_labels
 

@@ -87,7 +87,7 @@ def names_of(layer) -> dict[int, str] | None:
 def labels_layer(data, *, kind: str, voxel_size: Sequence[float], name: str, names: Mapping[int, str] | None = None,
                  colors: Mapping[int, Sequence[float]] | None = None, record: Mapping | None = None,
                  path: str | None = None, n_labels: int | None = None,
-                 origin: Sequence[float] = (0.0, 0.0, 0.0)) -> tuple:
+                 origin: Sequence[float] = (0.0, 0.0, 0.0), units: str = "nm") -> tuple:
     """A napari layer data tuple ``(data, kwargs, "labels")`` for an orgaseg label volume.
 
     Parameters
@@ -113,6 +113,9 @@ def labels_layer(data, *, kind: str, voxel_size: Sequence[float], name: str, nam
         Number of label values (default: from ``names``, else the provenance's ``k``).
     origin : sequence of 3 float
         ``(z, y, x)`` in nm where the first voxel lies: the layer's translation.
+    units : str
+        The unit of ``voxel_size`` and ``origin``: ``nm``, or ``pixel`` (napari's default) for a volume
+        whose voxel size is unknown, which orgaseg's writer then saves without one.
     """
     if n_labels is None:
         n_labels = max(names) + 1 if names else int((record or {}).get("k") or 0)
@@ -120,7 +123,7 @@ def labels_layer(data, *, kind: str, voxel_size: Sequence[float], name: str, nam
         "name": name,
         "scale": tuple(float(v) for v in voxel_size),
         "translate": tuple(float(v) for v in origin),
-        "units": ("nm", "nm", "nm"),
+        "units": (units,) * 3,
         "metadata": {"orgaseg": dict(record or {}), "path": path, "kind": kind,
                      "dask_name": getattr(data[0] if isinstance(data, list) else data, "name", None)},
         "opacity": 0.6,
@@ -137,6 +140,26 @@ def labels_layer(data, *, kind: str, voxel_size: Sequence[float], name: str, nam
 def voxel_size_of(layer) -> tuple[float, float, float]:
     """A layer's voxel size in nm ``(z, y, x)``: its scale along its last three axes."""
     return tuple(float(v) for v in layer.scale[-3:])
+
+
+def layer_units(layer) -> str:
+    """The unit of a layer's scale along its last axis (``nm`` for orgaseg's layers, ``pixel`` napari's default)."""
+    return str(layer.units[-1]) if getattr(layer, "units", None) else "pixel"
+
+
+def stated_voxel_size(layer, remedy: str) -> tuple[float, float, float]:
+    """The layer's scale as its voxel size in nm, refused when it is napari's default (1, 1, 1).
+
+    napari's TIFF reader and ``add_image`` without a scale give a layer that scale whatever the file
+    says: working at 1 nm voxels would silently give wrong sizes. The command line warns (``voxel size
+    unknown``); a warning would pass unseen in a widget, so the work is refused, saying ``remedy``.
+    """
+    from orgaseg.errors import OrgasegError
+
+    voxel_size = voxel_size_of(layer)
+    if voxel_size == (1.0, 1.0, 1.0):
+        raise OrgasegError(f"voxel size unknown: layer {layer.name!r} has napari's default scale 1 x 1 x 1; {remedy}")
+    return voxel_size
 
 
 def origin_of(layer) -> tuple[float, float, float]:

@@ -18,8 +18,13 @@ from magicgui.widgets import Container, FileEdit, PushButton, Table, create_widg
 from orgaseg.errors import OrgasegError
 from orgaseg.io import write_labels
 from orgaseg.io.volume import Volume
-from orgaseg.napari.layers import file_of, layer_volume, names_of, origin_of, voxel_size_of
+from orgaseg.napari.layers import file_of, layer_volume, names_of, origin_of, stated_voxel_size, voxel_size_of
 from orgaseg.napari.tasks import TaskRunner, text_label
+
+#: How to give a layer measured from napari its voxel size.
+MEASURE_REMEDY = ("measuring it would take 1 nm voxels. Open the instances with orgaseg's reader (napari --plugin "
+                  "orgaseg FILE), which reads the voxel size from the file, or set the layer's scale to it in nm "
+                  "(viewer.layers[NAME].scale = (z, y, x) in napari's console)")
 
 
 class MeasureWidget(Container):
@@ -57,6 +62,11 @@ class MeasureWidget(Container):
             return
         path = file_of(layer)
         image = self.image.value
+        try:  # a layer not read from a file (or painted since) is measured at its scale, which must say nm
+            voxel_size = None if path else stated_voxel_size(layer, MEASURE_REMEDY)
+        except OrgasegError as err:
+            self.tasks.show(f"failed: {err}")
+            return
         raw = None if image is None else Volume(layer_volume(image), voxel_size=voxel_size_of(image),
                                                 origin=origin_of(image))
 
@@ -65,14 +75,14 @@ class MeasureWidget(Container):
                 return measure_instances(path, raw=raw, progress=progress)
             names = names_of(layer)
             if not names:
-                return measure_instances(Volume(layer_volume(layer), voxel_size=voxel_size_of(layer),
+                return measure_instances(Volume(layer_volume(layer), voxel_size=voxel_size,
                                                 origin=origin_of(layer)), raw=raw, progress=progress)
             # a layer made here: written with its classes first, so the table and the per-class summary
             # come from the same road as 'orgaseg measure' on a file
             with tempfile.TemporaryDirectory() as folder:
                 labels = np.asarray(layer_volume(layer))
                 n_labels = max(max(names), int(labels.max())) + 1
-                written = write_labels(Path(folder) / "instances.ome.zarr", labels, voxel_size=voxel_size_of(layer),
+                written = write_labels(Path(folder) / "instances.ome.zarr", labels, voxel_size=voxel_size,
                                        origin=origin_of(layer), provenance={"layer": layer.name},
                                        label_names=[names.get(v, "") for v in range(n_labels)])
                 return measure_instances(written, raw=raw, progress=progress)

@@ -14,7 +14,8 @@ from magicgui.widgets import CheckBox, ComboBox, Container, LineEdit, PushButton
 
 from orgaseg.errors import OrgasegError
 from orgaseg.io.volume import Volume
-from orgaseg.napari.layers import file_of, labels_layer, layer_volume, origin_of, to_voxels, voxel_size_of
+from orgaseg.napari.layers import (file_of, labels_layer, layer_units, layer_volume, origin_of, to_voxels,
+                                   voxel_size_of)
 from orgaseg.napari.tasks import TaskRunner, text_label
 
 #: The points layer's feature holding each click's organelle name.
@@ -135,8 +136,7 @@ class NamingWidget(Container):
             names = dict(enumerate(named.names))
             self.viewer.add_layer(Layer.create(*labels_layer(
                 named.labels, kind="named", voxel_size=voxel_size_of(clusters), origin=origin_of(clusters),
-                name=f"{clusters.name} named",
-                names=names, record=named.provenance)))
+                name=f"{clusters.name} named", names=names, record=named.provenance, units=layer_units(clusters))))
             self.summary.value = named.naming.summary(refined=named.classifier is not None)
             self.tasks.show(f"done: {len(named.names) - 1} names")
 

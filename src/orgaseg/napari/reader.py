@@ -92,7 +92,8 @@ def read_orgaseg(path) -> list[tuple]:
     n_labels = len(names) if names else None
     return [labels_layer(data if len(data) > 1 else data[0], kind=kind, voxel_size=volume.voxel_size, origin=volume.origin,
                          name=f"{_stem(path)} ({kind})", names=names,
-                         colors=_stored_colors(path, volume), record=record, path=str(path), n_labels=n_labels)]
+                         colors=_stored_colors(path, volume), record=record, path=str(path), n_labels=n_labels,
+                         units=_units(volume))]
 
 
 def read_image(path) -> list[tuple]:
@@ -108,8 +109,14 @@ def read_image(path) -> list[tuple]:
     if record is not None:  # a crop's: its source and region
         metadata["orgaseg"] = record
     kwargs = {"name": _stem(path), "scale": volume.voxel_size, "translate": volume.origin,
-              "units": ("nm", "nm", "nm"), "metadata": metadata}
+              "units": (_units(volume),) * 3, "metadata": metadata}
     return [(data if len(data) > 1 else data[0], kwargs, "image")]
+
+
+def _units(volume) -> str:
+    """The layer's unit: nm, or napari's default ``pixel`` where the voxel size is unknown (taken as 1), so
+    that nothing downstream (orgaseg's writer, the widgets) reads the guess as nanometres."""
+    return "pixel" if volume.attrs.get("voxel_size_assumed") else "nm"
 
 
 def _one_path(path) -> Path:

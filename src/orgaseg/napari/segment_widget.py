@@ -8,7 +8,7 @@ from magicgui.widgets import ComboBox, Container, FileEdit, LineEdit, PushButton
 
 from orgaseg.errors import OrgasegError
 from orgaseg.io.volume import Volume
-from orgaseg.napari.layers import labels_layer, layer_volume, origin_of, voxel_size_of
+from orgaseg.napari.layers import labels_layer, layer_volume, origin_of, stated_voxel_size, voxel_size_of
 from orgaseg.napari.tasks import TaskRunner, text_label
 
 
@@ -56,7 +56,9 @@ class SegmentWidget(Container):
         if layer is None:
             raise OrgasegError("choose an image layer to segment")
         typed = _numbers(self.voxel_size.value, "voxel size", 3)
-        voxel_size = typed or _stated_voxel_size(layer)
+        voxel_size = typed or stated_voxel_size(
+            layer, "type the voxel size Z Y X in nm in 'voxel size (nm)', or open the image with orgaseg's reader "
+                   "(napari --plugin orgaseg IMAGE), which reads it from the file's metadata")
         origin = origin_of(layer)
         if typed:  # the layer's place in its own units: as many voxels from zero, at the voxel size typed
             origin = tuple(o / s * v for o, s, v in zip(origin, voxel_size_of(layer), typed))
@@ -102,23 +104,6 @@ class SegmentWidget(Container):
             self.tasks.show(f"done: {name}")
 
         self.tasks.start(call, done, f"segmenting {image_name}")
-
-
-def _stated_voxel_size(layer) -> tuple[float, float, float]:
-    """The layer's scale as its voxel size in nm, refused when it is napari's default (1, 1, 1).
-
-    napari's TIFF reader and ``add_image`` without a scale give a layer that scale whatever the file
-    says: segmenting at 1 nm voxels would silently work at the wrong scale. The command line warns
-    (``voxel size unknown``) and goes on; a warning would pass unseen here, so the run is refused.
-    """
-    voxel_size = voxel_size_of(layer)
-    if voxel_size == (1.0, 1.0, 1.0):
-        raise OrgasegError(
-            f"voxel size unknown: layer {layer.name!r} has napari's default scale 1 x 1 x 1; type the voxel "
-            "size Z Y X in nm in 'voxel size (nm)', or open the image with orgaseg's reader "
-            "(napari --plugin orgaseg IMAGE), which reads it from the file's metadata"
-        )
-    return voxel_size
 
 
 def _numbers(text: str, what: str, count: int) -> tuple[float, ...] | None:
