@@ -121,6 +121,31 @@ def test_a_minutes_budget_sets_a_schedule_that_completes(phantom_volume, tmp_pat
     assert record["step"] == record["total_steps"] == steps  # the cosine ran to its end within the budget
 
 
+@pytest.mark.parametrize("minutes", [None, 0.8])
+def test_a_run_stopped_while_timing_its_budget_times_again_on_resume(phantom_volume, tmp_path, monkeypatch, minutes):
+    # 2 s a step; stopped at step 5 (12 s on the clock), before the 20 timed steps fixed the schedule: the
+    # resume times its next 20 steps (38 s) and fits 25 more in the 48 s left (given, or what was left of the
+    # minute): the cosine ends at step 30 within the budget instead of heading for the preset's schedule
+    from orgaseg import training
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(training.time, "perf_counter", lambda: clock["now"])
+
+    def tick(description, done, total, *, stop=None, **figures):
+        clock["now"] = (done + 1) * 2.0
+        if stop is not None and done >= stop:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        MAESTER.train([phantom_volume], tmp_path / "m.pt", preset="tiny", minutes=1, device="cpu",
+                      progress=lambda *args, **figures: tick(*args, stop=5, **figures))
+    saved = load_checkpoint(tmp_path / "m.pt")
+    assert saved["step"] == 5 and saved["timing_budget_minutes"] == 1
+    resumed = MAESTER.train([phantom_volume], tmp_path / "m.pt", resume=True, minutes=minutes, device="cpu",
+                            progress=tick)
+    assert resumed["step"] == resumed["total_steps"] == 30 and resumed["timing_budget_minutes"] is None
+
+
 def test_a_budget_that_ends_before_the_schedule_says_so(tmp_path, monkeypatch, capsys):
     # 2 s a step while the schedule is timed (the minute fits 31), then 6 s a step: the budget ends at step 24
     from orgaseg import training

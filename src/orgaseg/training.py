@@ -8,7 +8,10 @@ precision with all CPU threads otherwise.
 Budgets: ``steps`` fixes the schedule length; a ``minutes`` budget alone
 measures the speed over the first steps (:data:`TIMING_STEPS`, or fewer when
 they would not fit in the budget) and sets the schedule length to what fits
-(capped by the preset's steps), so the cosine decay completes in time.
+(capped by the preset's steps), so the cosine decay completes in time. A run
+stopped while still timing has no schedule yet: its checkpoint keeps the
+budget (``timing_budget_minutes``), and a resume times again
+(:func:`resumed_schedule`).
 
 Resuming is exact: batches and masks are drawn from streams seeded by
 ``(seed, step)`` (see :mod:`orgaseg.sampling`), and the checkpoint holds the
@@ -149,6 +152,8 @@ def run_training(
             "train_config": config.to_dict(),
             "step": step,
             "total_steps": total,
+            # a minutes budget whose schedule the speed has not fixed yet: a resume times again
+            "timing_budget_minutes": minutes if estimate else None,
             "losses": losses,
             "seed": seed,
             "train_seconds": round(elapsed + time.perf_counter() - started, 2),
@@ -217,6 +222,24 @@ def run_training(
     if state is None or state["step"] != completed:
         state = checkpoint(completed)
     return state
+
+
+def resumed_schedule(state: dict, steps: int | None, minutes: float | None) -> tuple[int | None, float | None]:
+    """The schedule length and minutes budget of a resumed training (``total_steps``, ``minutes`` of
+    :func:`run_training`).
+
+    ``steps`` given wins. A checkpoint saved while a minutes budget was still timing its first steps has
+    no schedule yet (its ``total_steps`` is the preset's): the resume times again, within ``minutes`` or,
+    when none is given, what was left of that budget. Otherwise the schedule is the checkpoint's.
+    """
+    if steps is not None:
+        return steps, minutes
+    budget = state.get("timing_budget_minutes")
+    if budget is None:
+        return state.get("total_steps"), minutes
+    if minutes is None:  # what is left of it; at least a second (the budget ran out in the interrupted step)
+        minutes = max(budget - state.get("train_seconds", 0.0) / 60.0, 1 / 60)
+    return None, minutes
 
 
 def snapshot_path(output: str | Path, step: int) -> Path:

@@ -319,7 +319,7 @@ def train_han_vae(
     from orgaseg.models.vae3d import VAEConfig, model_preset
     from orgaseg.pipeline.resample import resampled_volume
     from orgaseg.pipeline.stages import resolve_pixel_size
-    from orgaseg.training import run_training
+    from orgaseg.training import resumed_schedule, run_training
 
     output = Path(output)
     volumes = _volumes(inputs, voxel_size, key)
@@ -371,7 +371,7 @@ def train_han_vae(
         "training_volumes": [volume_record(v) for v in volumes],
         "n_parameters": model.n_parameters(),
     }
-    total = steps if steps is not None else (state.get("total_steps") if resume else None)
+    total, minutes = resumed_schedule(state, steps, minutes) if resume else (steps, minutes)
     return run_training(model, sampler, config=train_config, output=output, record=record,
                         start_step=state.get("step", 0), total_steps=total, minutes=minutes,
                         losses=state.get("losses"), optimizer_state=state.get("optimizer"),

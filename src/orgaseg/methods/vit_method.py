@@ -205,7 +205,7 @@ def train_vit(
     from orgaseg.pipeline.resample import resampled_volume
     from orgaseg.pipeline.stages import resolve_pixel_size
     from orgaseg.sampling import FieldOfViewSampler
-    from orgaseg.training import run_training
+    from orgaseg.training import resumed_schedule, run_training
 
     output = Path(output)
     volumes = _volumes(inputs, voxel_size, key)
@@ -251,7 +251,7 @@ def train_vit(
         "training_volumes": [volume_record(v) for v in volumes],
         "n_parameters": model.n_parameters(),
     }
-    total = steps if steps is not None else (state.get("total_steps") if resume else None)
+    total, minutes = resumed_schedule(state, steps, minutes) if resume else (steps, minutes)
     return run_training(
         model,
         sampler,
