@@ -230,3 +230,17 @@ def test_a_native_pixel_checkpoint_warns_on_a_volume_of_other_pixels(phantom, ch
     with pytest.warns(UserWarning, match=rf"trained on {trained[2]:g} nm pixels .* cover 2.2x the width .* "
                                          rf"a pixel size of {trained[2]:g} nm \(pixel_size=NM\)"):
         stages.grid(Volume(np.zeros((2, 32, 32), np.float32), voxel_size=wider))
+
+
+def test_the_paper_preset_trains_as_the_reference_code():
+    # bowang-lab/MAESTER: configs/default.yaml (lr 1.5e-4, reg_w 1e-5, batch 32, 2800 epochs),
+    # pretrain_engine.py (AdamW, torch's default betas, no scheduler), dataset.py (20,000 fields of view an
+    # epoch), scripts/slurm_run.sh (4 GPUs)
+    from orgaseg.methods.maester import TRAIN_PRESETS
+    from orgaseg.training import learning_rate
+
+    config = TRAIN_PRESETS["paper"]
+    assert config.batch_size == 4 * 32 and config.steps * config.batch_size == 2800 * 20_000
+    assert config.weight_decay == 1e-5 and config.betas == (0.9, 0.999)
+    for total in (config.steps, 900):  # the full schedule and the gpu benchmark's
+        assert {learning_rate(step, total, config) for step in (0, 1, total // 2, total - 1)} == {1.5e-4}
