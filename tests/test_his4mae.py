@@ -202,3 +202,12 @@ def test_cli_segments_with_expand_stride_and_refuses_misplaced_options(phantom, 
     # a his4mae checkpoint is not a maester one
     assert main(["segment", str(volume), "--method", "maester", "--model", str(checkpoint), "-o",
                  str(tmp_path / "y.tif"), "--quiet"]) == 2
+
+
+def test_the_paper_preset_trains_a_quarter_of_maesters_paper_budget():
+    from orgaseg.methods.his4mae import TRAIN_PRESETS
+    from orgaseg.methods.maester import TRAIN_PRESETS as MAESTER_PRESETS
+
+    his4mae, maester = TRAIN_PRESETS["paper"], MAESTER_PRESETS["paper"]
+    seen = his4mae.steps * his4mae.batch_size
+    assert seen == pytest.approx(maester.steps * maester.batch_size / 4, abs=his4mae.batch_size)

@@ -10,8 +10,8 @@ Training presets (model sizes as MAESTER's, :data:`orgaseg.models.mae.MODEL_PRES
 - ``paper``: MAESTER's encoder and decoder; AdamW lr 5e-4, minimum lr 8e-7,
   cosine schedule after a warm-up, batch 256, an epoch of 20,000 fields of
   view (79 steps). The paper claims MAESTER's quality in a quarter of its
-  training; our reading of the budget is 50,000 steps (12.8 M fields of view,
-  a quarter of the ``maester`` paper preset's 51.2 M).
+  training; our reading of the budget is 54,688 steps (14 M fields of view,
+  a quarter of the ``maester`` paper preset's 56 M: 2,800 epochs of 20,000).
 - ``cpu``: the ``cpu`` model, batch 64, lr 1e-3 to 1e-5 as MAESTER's ``cpu``
   preset, an epoch of 20,000 fields of view (313 steps), 4,000 steps.
 - ``tiny``: the ``tiny`` model, batch 32, epochs of 20 steps, 300 steps.
@@ -33,7 +33,7 @@ EPOCH_SAMPLES = 20_000
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     "paper": TrainConfig(batch_size=256, lr=5e-4, min_lr=8e-7, weight_decay=0.05, warmup_steps=2_000,
-                         steps=50_000, checkpoint_every=2_500),
+                         steps=54_688, checkpoint_every=2_500),
     "cpu": TrainConfig(batch_size=64, lr=1e-3, min_lr=1e-5, weight_decay=0.05, warmup_steps=200,
                        steps=4_000, checkpoint_every=250),
     "tiny": TrainConfig(batch_size=32, lr=1e-3, min_lr=1e-5, weight_decay=0.05, warmup_steps=20,
