@@ -61,6 +61,15 @@ def test_the_paper_preset_trains_with_adam_and_amsgrad(tmp_path):
     assert all(group["amsgrad"] for group in optimizer.param_groups)
 
 
+def test_the_paper_preset_sees_the_reference_codes_anchors():
+    # hanhongqing/pvae: batch_size_train 128 (pvae/main_BetaSeg.py); one epoch of N_TRAIN_TEST, 2,000,000
+    # anchors from each of the three training cells (experiments/config.txt, experiments/test/run_segmentation.sh)
+    from orgaseg.methods.han_vae import TRAIN_PRESETS
+
+    config = TRAIN_PRESETS["paper"]
+    assert config.batch_size == 128 and config.steps * config.batch_size == 3 * 2_000_000
+
+
 def test_kl_is_summed_per_latent_dimension_and_averaged_over_the_batch():
     mean, std = torch.randn(6, 16), torch.rand(6, 16) + 0.1
     reference = torch.distributions.kl_divergence(torch.distributions.Normal(mean, std),

@@ -28,8 +28,11 @@ z interpolate between 3-4 sections. The 2D variant samples one section
 Presets (:data:`TRAIN_PRESETS`; model sizes :data:`orgaseg.models.vae3d.MODEL_PRESETS`)
 --------------------------------------------------------------------------------------
 - ``paper``: the paper's network, Adam lr 1e-4 constant (no warm-up, no
-  decay), batch 32 anchors (160 patches), 100,000 steps (the paper gives no
-  step count: our reading of its budget). Adam with amsgrad, as the paper
+  decay), batch 128 anchors (640 patches), 46,875 steps: one epoch of
+  2,000,000 anchors from each of the three training cells, as the reference
+  code trains it (hanhongqing/pvae ``pvae/main_BetaSeg.py``: ``batch_size_train``
+  128; ``experiments/config.txt`` and ``experiments/test/run_segmentation.sh``:
+  ``N_TRAIN_TEST``, ``--n_epoch 1``). Adam with amsgrad, as the paper
   (AdamW at weight decay 0); the ``cpu`` and ``tiny`` presets use plain Adam, as
   their committed results were trained.
 - ``cpu``: channels 16-32-64, hidden 128 (1/8 of the paper's widths),
@@ -61,7 +64,7 @@ from orgaseg.train_config import TrainConfig
 _ADAM = dict(weight_decay=0.0, betas=(0.9, 0.999), grad_clip=0.0)
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
-    "paper": TrainConfig(batch_size=32, lr=1e-4, min_lr=1e-4, warmup_steps=0, steps=100_000,
+    "paper": TrainConfig(batch_size=128, lr=1e-4, min_lr=1e-4, warmup_steps=0, steps=46_875,
                          checkpoint_every=5_000, amsgrad=True, **_ADAM),
     "cpu": TrainConfig(batch_size=16, lr=5e-4, min_lr=1e-5, warmup_steps=100, steps=1_600,
                        checkpoint_every=250, **_ADAM),
