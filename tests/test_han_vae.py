@@ -1,5 +1,6 @@
 """Han et al.'s patch VAE: shapes, KL per dimension, metric loss, rotation invariance, voxel latents, CLI."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -96,6 +97,56 @@ def _multi_similarity_by_loops(embeddings, labels, alpha, beta, margin):
             total += np.log1p(sum(np.exp(-alpha * (s - margin)) for s in pos)) / alpha
             total += np.log1p(sum(np.exp(beta * (s - margin)) for s in neg)) / beta
     return total / counted
+
+
+def _euclidean_multi_similarity_by_loops(embeddings, labels, alpha, beta, margin):
+    # as hanhongqing/pvae unsup_seg_vae/objectives.py: distances, the margin as the "1 +" of each sum
+    total = 0.0
+    for i in range(len(embeddings)):
+        distances = [float(torch.linalg.norm(embeddings[i] - embeddings[k])) for k in range(len(embeddings))]
+        pos = [d for k, d in enumerate(distances) if k != i and labels[k] == labels[i]]
+        neg = [d for k, d in enumerate(distances) if labels[k] != labels[i]]
+        total += np.log1p(sum(np.exp(alpha * (d - margin)) for d in pos)) / alpha
+        total += np.log1p(sum(np.exp(-beta * (d - margin)) for d in neg)) / beta
+    return total / len(embeddings)
+
+
+def test_euclidean_multi_similarity_matches_the_reference_codes_definition():
+    generator = torch.Generator().manual_seed(1)
+    embeddings = torch.randn(10, 8, generator=generator) * 0.5
+    labels = torch.arange(2).repeat_interleave(5)
+    for alpha, beta, margin in ((1.0, 1.0, 1.0), (2.0, 3.0, 0.5)):
+        value = multi_similarity_loss(embeddings, labels, alpha=alpha, beta=beta, margin=margin, distance="euclidean")
+        expected = _euclidean_multi_similarity_by_loops(embeddings, labels, alpha, beta, margin)
+        assert float(value) == pytest.approx(expected, rel=1e-5)
+    coinciding = torch.zeros(4, 3, requires_grad=True)
+    multi_similarity_loss(coinciding, torch.tensor([0, 0, 1, 1]), distance="euclidean").backward()
+    assert torch.isfinite(coinciding.grad).all()
+
+
+def test_the_paper_preset_reduces_the_loss_as_the_reference_code():
+    # hanhongqing/pvae: loss_func_ELBO averages the NLL over a patch's samples and the batch; main_BetaSeg.py sums
+    # the ELBO of the anchors and of each set of positives, then adds 1e3 x the distance-based metric loss
+    assert model_preset("paper").nll_reduction == "mean" and model_preset("paper").ms_distance == "euclidean"
+    assert model_preset("cpu").nll_reduction == "sum" and model_preset("cpu").ms_distance == "cosine"
+    config = dataclasses.replace(model_preset("tiny"), nll_reduction="mean", ms_distance="euclidean")
+    torch.manual_seed(0)
+    model = PatchVAE(config)
+    batch = torch.randn(3, 5, 1, 16, 16, 16)
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        terms = model.losses(batch, torch.Generator().manual_seed(2))
+        patches = batch.flatten(0, 1)
+        mean, std = model.posterior(patches)
+        noise = torch.randn(mean.shape, generator=generator)
+        recon_mean, recon_std = model.decode(mean + std * noise)
+        nll = -torch.distributions.Normal(recon_mean, recon_std).log_prob(patches).flatten(1).mean(1)
+        kl = kl_per_dimension(mean, std).sum(1)
+    torch.testing.assert_close(terms["nll"], nll.view(3, 5).sum(1).mean())
+    torch.testing.assert_close(terms["kl"], kl.view(3, 5).sum(1).mean())
+    labels = torch.arange(3).repeat_interleave(5)
+    expected = _euclidean_multi_similarity_by_loops(mean[:, :config.semantic], labels, 1.0, 1.0, 1.0)
+    assert float(terms["ms"]) == pytest.approx(expected, rel=1e-5)
 
 
 def test_multi_similarity_matches_its_definition():

@@ -20,16 +20,24 @@ channels 512 -> 256 -> 128 -> 2 (ReLU between), the two output channels the
 mean and standard deviation (softplus + 1e-5) of a Gaussian likelihood per
 voxel.
 
-Loss (per patch, averaged over the batch)::
+Loss::
 
     loss = NLL(x | decoder(z)) + kl_weight * KL(q(z | x) || N(0, I)) + metric_weight * MS(semantic means)
 
-with the NLL summed over the patch's voxels and the KL summed over the
-latent dimensions (one closed-form term per dimension, see
-:func:`kl_per_dimension`; the reference code spreads it over the batch
-instead). ``MS`` is the multi-similarity loss (Wang et al., CVPR 2019) on
-the cosine similarities of the semantic means (:func:`multi_similarity_loss`),
-computed for all pairs of the batch at once.
+with the KL summed over the latent dimensions (one closed-form term per
+dimension, see :func:`kl_per_dimension`). ``nll_reduction`` says how the
+rest is reduced: ``"sum"`` (the ``cpu`` and ``tiny`` presets) sums the NLL
+over the patch's voxels and averages both terms over the patches;
+``"mean"`` (the ``paper`` preset, as the reference code hanhongqing/pvae
+``unsup_seg_vae/objectives.py`` and ``pvae/main_BetaSeg.py`` compute it)
+averages the NLL over the patch's voxels and sums both terms over a row's
+anchor and positives, averaged over the rows. The weights 1e-3 and 1e3 were
+set for the latter: summed over 16^3 voxels, the NLL outweighs the metric
+loss about 800 times more (50 times over 16^2 pixels). ``MS`` is the multi-similarity loss (Wang et al.,
+CVPR 2019) on the semantic means (:func:`multi_similarity_loss`), computed
+for all pairs of the batch at once, on cosine similarities
+(``ms_distance="cosine"``, the ``cpu`` and ``tiny`` presets) or, as the
+reference code, on Euclidean distances (``"euclidean"``, the ``paper`` preset).
 """
 
 from __future__ import annotations
@@ -51,7 +59,7 @@ MIN_STD = 1e-5
 
 @dataclass(frozen=True)
 class VAEConfig:
-    """Architecture and loss weights of a :class:`PatchVAE` (defaults: the paper's).
+    """Architecture and loss weights of a :class:`PatchVAE` (defaults: the paper's, but for the loss's reductions).
 
     Attributes
     ----------
@@ -70,7 +78,14 @@ class VAEConfig:
     kl_weight, metric_weight : float
         Weights of the KL term and of the multi-similarity loss.
     ms_alpha, ms_beta, ms_margin : float
-        Multi-similarity scales of positive and negative pairs and the similarity margin.
+        Multi-similarity scales of positive and negative pairs and the margin.
+    nll_reduction : str
+        ``"sum"``: the NLL summed over a patch's samples, the terms averaged over the patches; ``"mean"`` (the
+        reference code's): the NLL averaged over a patch's samples, the terms summed over a row's anchor and
+        positives and averaged over the rows.
+    ms_distance : str
+        ``"cosine"``: the multi-similarity loss on cosine similarities; ``"euclidean"`` (the reference code's):
+        on Euclidean distances.
     """
 
     ndim: int = 3
@@ -84,6 +99,8 @@ class VAEConfig:
     ms_alpha: float = 1.0
     ms_beta: float = 1.0
     ms_margin: float = 1.0
+    nll_reduction: str = "sum"
+    ms_distance: str = "cosine"
 
     def __post_init__(self) -> None:
         if self.ndim not in (2, 3):
@@ -94,6 +111,10 @@ class VAEConfig:
             raise OrgasegError(f"channels must be three positive widths, got {self.channels}")
         if not 1 <= self.semantic <= self.latent:
             raise OrgasegError(f"the semantic subspace ({self.semantic}) must fit in the latent ({self.latent})")
+        if self.nll_reduction not in ("sum", "mean"):
+            raise OrgasegError(f"nll_reduction is sum or mean, got {self.nll_reduction!r}")
+        if self.ms_distance not in ("cosine", "euclidean"):
+            raise OrgasegError(f"ms_distance is cosine or euclidean, got {self.ms_distance!r}")
 
     @property
     def bottleneck(self) -> int:
@@ -117,7 +138,8 @@ class VAEConfig:
 
 #: Model sizes per training preset, for the 3D variant (the 2D variant: ``ndim=2``, same widths).
 MODEL_PRESETS: dict[str, VAEConfig] = {
-    "paper": VAEConfig(),
+    # the reference code's loss (hanhongqing/pvae unsup_seg_vae/objectives.py)
+    "paper": VAEConfig(nll_reduction="mean", ms_distance="euclidean"),
     # 1/8 of the paper's widths: ~25 MFLOP per 3D patch instead of ~1.4 GFLOP, so per-voxel
     # inference of a few million voxels fits in minutes on one CPU thread
     "cpu": VAEConfig(channels=(16, 32, 64), hidden=128),
@@ -149,20 +171,26 @@ def kl_per_dimension(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mean.square() + std.square() - 1.0) - torch.log(std)
 
 
-def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """Negative log-likelihood of ``x`` under independent Gaussians, summed per sample: ``(batch,)``."""
+def gaussian_nll(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+    """Negative log-likelihood of ``x`` under independent Gaussians, summed (or averaged) per sample: ``(batch,)``."""
     per_voxel = torch.log(std) + 0.5 * ((x - mean) / std).square() + 0.5 * math.log(2.0 * math.pi)
-    return per_voxel.flatten(1).sum(1)
+    per_voxel = per_voxel.flatten(1)
+    return per_voxel.mean(1) if reduction == "mean" else per_voxel.sum(1)
 
 
 def multi_similarity_loss(embeddings: torch.Tensor, labels: torch.Tensor, *, alpha: float = 1.0, beta: float = 1.0,
-                          margin: float = 1.0) -> torch.Tensor:
+                          margin: float = 1.0, distance: str = "cosine") -> torch.Tensor:
     """Multi-similarity loss (Wang et al., CVPR 2019) over all pairs of a batch, without loops.
 
     For each embedding ``i`` with positives ``P_i`` (same label) and negatives
     ``N_i``, on cosine similarities ``S``::
 
         1/alpha log(1 + sum_{P_i} exp(-alpha (S_ik - margin))) + 1/beta log(1 + sum_{N_i} exp(beta (S_ik - margin)))
+
+    or, with ``distance="euclidean"`` (Han et al.'s reference code), on Euclidean distances ``D``, positives
+    pulled within ``margin`` and negatives pushed beyond it::
+
+        1/alpha log(1 + sum_{P_i} exp(alpha (D_ik - margin))) + 1/beta log(1 + sum_{N_i} exp(-beta (D_ik - margin)))
 
     averaged over the embeddings that have at least one positive or negative.
 
@@ -171,9 +199,16 @@ def multi_similarity_loss(embeddings: torch.Tensor, labels: torch.Tensor, *, alp
     embeddings : Tensor, shape (n, d)
     labels : Tensor, shape (n,)
         Equal labels mark positive pairs.
+    distance : str
+        ``"cosine"`` or ``"euclidean"``.
     """
-    unit = F.normalize(embeddings, dim=1)
-    similarity = unit @ unit.T
+    if distance == "euclidean":
+        squared = (embeddings[:, None, :] - embeddings[None, :, :]).square().sum(-1)
+        similarity = -squared.clamp_min(1e-12).sqrt()  # the distance's gradient is finite at coinciding points
+        margin = -margin
+    else:
+        unit = F.normalize(embeddings, dim=1)
+        similarity = unit @ unit.T
     same = labels[:, None] == labels[None, :]
     eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
     positive, negative = same & ~eye, ~same
@@ -265,11 +300,12 @@ class PatchVAE(nn.Module):
         noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         recon_mean, recon_std = self.decode(mean + std * noise)
         labels = torch.arange(rows, device=batch.device).repeat_interleave(group)
+        per_row = group if c.nll_reduction == "mean" else 1  # "mean": summed over a row's patches
         return {
-            "nll": gaussian_nll(patches, recon_mean, recon_std).mean(),
-            "kl": kl_per_dimension(mean, std).sum(1).mean(),
+            "nll": gaussian_nll(patches, recon_mean, recon_std, c.nll_reduction).mean() * per_row,
+            "kl": kl_per_dimension(mean, std).sum(1).mean() * per_row,
             "ms": multi_similarity_loss(mean[:, : c.semantic], labels, alpha=c.ms_alpha, beta=c.ms_beta,
-                                        margin=c.ms_margin),
+                                        margin=c.ms_margin, distance=c.ms_distance),
         }
 
     def forward(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
