@@ -14,7 +14,10 @@ faster or busier machine trains the same model.
   et al.'s VAE. Hours on a 2-core machine.
 - ``gpu``: maester and his4mae (``paper`` preset, :data:`GPU_STEPS`) on vnc
   and cdeep3m-mito on CUDA; about 10 minutes on one H200. The checkpoints are
-  written into the results folders (``model.pt``) beside the results.
+  written into the results folders (``model.pt``) beside the results. Both are
+  scored with expand-stride features (S = 40), as in the cpu section, not with
+  MAESTER's cover-and-stride, whose ~100x more forward passes would not fit
+  the device budget; han-vae, sccs and cs2c have no gpu runs.
 
 A run whose result file exists is skipped unless ``--force``: an interrupted
 regeneration continues where it stopped. ``--tiny`` runs the same plan on a
