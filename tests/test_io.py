@@ -599,6 +599,45 @@ def test_bad_mrc_files_are_refused_naming_the_problem(tmp_path, volume):
         np.testing.assert_array_equal(open_volume(intact).read(), volume)
 
 
+@pytest.mark.parametrize("kind", ["SERI", "FEI1"])
+def test_an_mrc_tilt_series_is_read_as_sections_with_a_warning(tmp_path, volume, kind):
+    # SerialEM and Thermo Fisher software write each image's tilt angle into the extended header
+    angles = np.linspace(-60, 60, volume.shape[0])
+    path = tmp_path / "series.st"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(volume)
+        mrc.voxel_size = 10
+        if kind == "SERI":  # 4 bytes per section (nint), holding the tilt angle x 100 (nreal flag 1)
+            entries = np.zeros((len(angles), 2), np.int16)
+            entries[:, 0] = np.round(angles * 100)
+            mrc.set_extended_header(np.frombuffer(entries.tobytes(), dtype="V1"))
+            extra = bytearray(bytes(mrc.header.extra2))
+            extra[16:20] = np.array([4, 1], np.int16).tobytes()  # bytes 128-131 of the header: nint, nreal
+            mrc.header.extra2 = bytes(extra)
+        else:
+            dtype = mrcfile.dtypes.get_ext_header_dtype(b"FEI1", "=")
+            entries = np.zeros(len(angles), dtype)
+            entries["Metadata size"], entries["Alpha tilt"] = dtype.itemsize, angles
+            mrc.set_extended_header(entries)
+        mrc.header.exttyp = kind.encode()
+    with pytest.warns(OrgasegWarning, match=r"series\.st: a tilt series, by its extended header \(tilt angles -60° "
+                                            r"to 60° over 6 sections\): its sections are projections"):
+        vol = open_volume(path)
+    np.testing.assert_array_equal(vol.read(), volume)
+    # the same extended header with every image at one angle: serial sections, read without a word
+    with mrcfile.open(path, mode="r+") as mrc:
+        if kind == "SERI":
+            mrc.set_extended_header(np.frombuffer(np.tile(np.array([1500, 0], np.int16), len(angles)).tobytes(),
+                                                  dtype="V1"))
+        else:
+            entries = np.array(mrc.indexed_extended_header)
+            entries["Alpha tilt"] = 15.0
+            mrc.set_extended_header(entries)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OrgasegWarning)
+        open_volume(path)
+
+
 # --- axes and voxel size ------------------------------------------------------------
 
 

@@ -36,6 +36,13 @@ _MRC_AXES = {1: "x", 2: "y", 3: "z"}
 #: Bytes of the main header; the extended header (``nsymbt`` bytes) and the data follow.
 _MRC_HEADER_BYTES = 1024
 
+#: Tilt angles spanning more than this many degrees across the sections say the file is a tilt series.
+TILT_SERIES_DEGREES = 1.0
+
+#: SerialEM's extended header (exttyp ``SERI``): bytes per section (``nint``) and flags of what each holds
+#: (``nreal``) at bytes 128 and 130 of the main header; flag 1: the tilt angle x 100 in its first 2 bytes.
+_SERI_NINT_OFFSET, _SERI_NREAL_OFFSET, _SERI_TILT = 128, 130, 1
+
 #: IMOD's stamp (bytes 152-155 of the header) and, in the flags that follow it, the bit saying that mode 0
 #: is signed: an IMOD file without that bit holds unsigned bytes.
 _IMOD_STAMP = 1146047817
@@ -58,9 +65,16 @@ def read_mrc(path: Path) -> StoredArray:
             raise OrgasegError(f"{path}: not a readable MRC file ({type(exc).__name__}: {exc})") from exc
     try:
         header, data = mrc.header, mrc.data
+        tilts = _tilt_angles(mrc)
     finally:
         mrc.close()  # the memory map holds the file on its own
     _check_mrc(path, header, data)
+    if tilts is not None and tilts.size > 1 and np.ptp(tilts) > TILT_SERIES_DEGREES:
+        warnings.warn(OrgasegWarning(
+            f"{path}: a tilt series, by its extended header (tilt angles {tilts.min():g}° to {tilts.max():g}° over "
+            f"{tilts.size} sections): its sections are projections of one region at different angles, not serial "
+            "sections, yet they are read as sections; reconstruct a tomogram first (e.g. IMOD's etomo) and read "
+            "that"), stacklevel=4)
     for warning in caught:  # said only of a file that is read
         warnings.warn(OrgasegWarning(f"{path}: {warning.message} (mrcfile); read as the header describes"),
                       stacklevel=4)
@@ -81,6 +95,33 @@ def read_mrc(path: Path) -> StoredArray:
     sizes = _mrc_voxel_size(header)
     return StoredArray(data, "mrc", axes=axes, sizes=[sizes.get(a) for a in axes], channels=channels,
                        plane_z=sizes["z"] if "z" not in axes else None, unread_place=_unread_place(header))
+
+
+def _tilt_angles(mrc) -> np.ndarray | None:
+    """The tilt angle of each section in degrees, where the extended header gives them (SerialEM's ``SERI``,
+    Thermo Fisher's ``FEI1``/``FEI2``); else None."""
+    header = mrc.header
+    kind = bytes(header.exttyp)
+    try:
+        if kind in (b"FEI1", b"FEI2"):
+            with warnings.catch_warnings():  # an extended header that does not match its type: no angles
+                warnings.simplefilter("ignore")
+                indexed = mrc.indexed_extended_header
+            return None if indexed is None else np.asarray(indexed["Alpha tilt"], dtype=np.float64)
+        if kind == b"SERI":
+            raw = np.asarray(header).tobytes()
+            order = header.mode.dtype.byteorder
+            nint, nreal = (int(np.frombuffer(raw, dtype=np.dtype("i2").newbyteorder(order), count=1, offset=o)[0])
+                           for o in (_SERI_NINT_OFFSET, _SERI_NREAL_OFFSET))
+            sections = int(header.nz)
+            extended = np.asarray(mrc.extended_header).tobytes()
+            if not nreal & _SERI_TILT or nint < 2 or len(extended) < nint * sections:
+                return None
+            entries = np.frombuffer(extended, dtype=np.uint8, count=nint * sections).reshape(sections, nint)
+            return entries[:, :2].copy().view(np.dtype("i2").newbyteorder(order))[:, 0] / 100.0
+    except (ValueError, KeyError, TypeError):  # a damaged extended header says nothing of tilts
+        return None
+    return None
 
 
 def _unread_place(header: np.recarray) -> str | None:
