@@ -161,14 +161,24 @@ class WorkingGrid:
         """The working voxels nearest to the input voxels of ``region``, and which one each input voxel takes.
 
         Input voxel ``i`` takes the working voxel whose cell holds its centre,
-        ``floor((i + 1/2) / r)``. Returns the working region those voxels span
-        and, per axis, the index (relative to that region) each input voxel
-        takes: labels computed on the working grid come back to the input
-        grid as ``labels[np.ix_(*indices)]``.
+        ``floor((i + 1/2) / r)``. A centre on the edge between two cells (where
+        ``r`` is a fraction with an even denominator, such as 2.5 or 1.25: one
+        voxel in five) is as near to either; it takes the lower cell when
+        ``i`` is odd, the upper when even. Consecutive such voxels alternate in
+        parity, so the ties split evenly (all taken upwards, they moved the
+        labels by a fifth of a voxel towards the origin at 2.5). Returns the
+        working region those voxels span and, per axis, the index (relative to
+        that region) each input voxel takes: labels computed on the working
+        grid come back to the input grid as ``labels[np.ix_(*indices)]``.
         """
         out, indices = [], []
         for s, r, n in zip(region, self.factors, self.shape):
-            j = np.minimum(n - 1, np.floor((np.arange(s.start, s.stop) + 0.5) / r).astype(np.intp))
+            voxels = np.arange(s.start, s.stop)
+            cell = (voxels + 0.5) / r
+            j = np.floor(cell).astype(np.intp)
+            on_edge = np.abs(cell - np.rint(cell)) < 1e-9
+            j = np.where(on_edge, np.rint(cell).astype(np.intp) - voxels % 2, j)
+            j = np.clip(j, 0, n - 1)
             out.append(slice(int(j[0]), int(j[-1]) + 1))
             indices.append(j - j[0])
         return tuple(out), tuple(indices)
