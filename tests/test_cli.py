@@ -417,3 +417,21 @@ def test_a_block_shape_warning_is_said_once_per_run(phantom_files, tmp_path):
                           capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("warning: blocks of 2 x 16 x 16") == 1, done.stderr
+
+
+def test_methods_gives_each_graph_clusterer_its_own_preset_steps(capsys):
+    # CS²C trains 5/6 of SCCS's steps: `orgaseg methods` said SCCS's counts for cs2c and cs2c-spa too
+    from types import SimpleNamespace
+
+    from orgaseg.cluster.graph_clusterers import _neural_config
+
+    assert main(["methods"]) == 0
+    listed = dict(zip(("sccs", "cs2c", "cs2c-spa"),
+                      [line.split("preset: ", 1)[1] for line in capsys.readouterr().out.splitlines()
+                       if "preset: training length" in line]))
+    for kind, said in listed.items():
+        steps = {p: _neural_config(SimpleNamespace(kind=kind, options={"preset": p})).steps
+                 for p in ("paper", "cpu", "tiny")}
+        assert said == (f"training length: paper ({steps['paper']} steps), cpu ({steps['cpu']}, default) "
+                        f"or tiny ({steps['tiny']})"), (kind, said)
+    assert "tiny (250)" in listed["cs2c"] and "tiny (300)" in listed["sccs"]

@@ -41,6 +41,21 @@ from orgaseg.threads import one_thread
 #: Training length per preset (SCCS; CS²C trains 5/6 of it, as the papers: 6000 and 3000 + 2000 steps).
 PRESET_STEPS = {"paper": 6000, "cpu": 600, "tiny": 300}
 
+#: The share of :data:`PRESET_STEPS` that CS²C (either head) trains.
+SPATIAL_SHARE = 5 / 6
+
+
+def preset_steps(kind: str, preset: str) -> int:
+    """Training steps of ``preset`` for the clusterer ``kind``."""
+    return int(PRESET_STEPS[preset] * (SPATIAL_SHARE if kind in ("cs2c", "cs2c-spa") else 1))
+
+
+def _preset_help(kind: str) -> str:
+    """The ``preset`` option's help for ``kind``, with its own step counts."""
+    steps = {name: preset_steps(kind, name) for name in PRESET_STEPS}
+    return f"training length: paper ({steps['paper']} steps), cpu ({steps['cpu']}, default) or tiny ({steps['tiny']})"
+
+
 _GRAPH_OPTIONS = {
     "region_nm": f"side of the square regions graphs are built on, in nm (default {DEFAULT_REGION_NM:g}: 560 px at 16 nm)",
     "superpixel_px": f"working pixels per SLIC superpixel (default {DEFAULT_SUPERPIXEL_PX})",
@@ -50,7 +65,7 @@ _GRAPH_OPTIONS = {
     "adjacency": "weight of the edges between touching superpixels, 0 = none (default 1)",
 }
 _NEURAL_OPTIONS = {
-    "preset": "training length: paper (6000 steps), cpu (600, default) or tiny (300)",
+    "preset": _preset_help("sccs"),  # each clusterer's own counts: see _spec
     "steps": "training steps, one graph each (overrides the preset)",
     "trace_weight": "weight of the trace term preferring low-frequency bases (default 0)",
     "hops": "graph convolutions among the embedding's three linear layers, 0 = a linear map of the node features "
@@ -292,7 +307,7 @@ def _neural_config(model: GraphClusterer):
     if preset not in PRESET_STEPS:
         raise OrgasegError(f"unknown preset {preset!r} for {model.kind}; known: {', '.join(PRESET_STEPS)}")
     spatial = model.kind in ("cs2c", "cs2c-spa")
-    steps = int(model.options.get("steps", PRESET_STEPS[preset] * (5 / 6 if spatial else 1)))
+    steps = int(model.options.get("steps", preset_steps(model.kind, preset)))
     if steps < 2:
         raise OrgasegError(f"{model.kind} needs at least 2 training steps, got {steps}")
     hops = int(model.options.get("hops", SpectralConfig.hops))
@@ -342,7 +357,7 @@ def _spec(name: str, summary: str, neural: bool) -> ClustererSpec:
         name=name, summary=summary,
         start_fit=lambda k, *, seed=0, **options: GraphFit(name, k, seed, options),
         from_dict=from_dict,
-        options={**_GRAPH_OPTIONS, **(_NEURAL_OPTIONS if neural else {})},
+        options={**_GRAPH_OPTIONS, **({**_NEURAL_OPTIONS, "preset": _preset_help(name)} if neural else {})},
         sample="blocks", default_sample_size=50_000_000, working_grid=True,
         plane_tile_nm=lambda options: GraphOptions.from_options(options).region_nm,
     )
