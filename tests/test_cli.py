@@ -435,3 +435,17 @@ def test_methods_gives_each_graph_clusterer_its_own_preset_steps(capsys):
         assert said == (f"training length: paper ({steps['paper']} steps), cpu ({steps['cpu']}, default) "
                         f"or tiny ({steps['tiny']})"), (kind, said)
     assert "tiny (250)" in listed["cs2c"] and "tiny (300)" in listed["sccs"]
+
+
+def test_benchmark_help_says_its_training_options_are_for_encoders(tmp_path, capsys, monkeypatch):
+    # sccs and cs2c learn (orgaseg train takes them), but benchmark fits them on each volume: its --preset,
+    # --steps, --minutes and --model are refused for them; the help said "for methods that learn"
+    from orgaseg.cli import build_parser
+
+    actions = {a.dest: a.help for a in build_parser()._subparsers._group_actions[0].choices["benchmark"]._actions}
+    for dest in ("preset", "model", "steps", "minutes"):
+        assert "encoder" in actions[dest], dest
+    assert "--option preset=NAME" in actions["preset"] and "auto" in actions["device"]
+    assert main(["benchmark", "--dataset", "phantom", "--method", "sccs", "--preset", "tiny", "-k", "2",
+                 "-o", str(tmp_path / "b"), "--quiet"]) == 2
+    assert "--option preset=NAME" in capsys.readouterr().err

@@ -741,11 +741,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help="vnc, cdeep3m-mito, betaseg, cellmap or phantom")
     p.add_argument("--data-root", help="folder holding the datasets (default ../shared/data)")
     _add_stage_options(p)
-    p.add_argument("--preset", help="training preset, for methods that learn")
-    p.add_argument("--model", help="evaluate this checkpoint instead of training one")
-    p.add_argument("--steps", type=int, help="training steps (default: the preset's)")
-    p.add_argument("--minutes", type=float, help="training budget in minutes")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where encoders train and run")
+    p.add_argument("--preset", help="encoder training preset: paper, cpu (default) or tiny (methods with an encoder; "
+                                    "sccs and cs2c are fitted on each volume: --option preset=NAME)")
+    p.add_argument("--model", help="evaluate this encoder checkpoint instead of training one (a trained sccs / cs2c "
+                                   "clusterer is scored with segment --model and evaluate)")
+    p.add_argument("--steps", type=int, help="encoder training steps (default: the preset's)")
+    p.add_argument("--minutes", type=float, help="encoder training budget in minutes")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where encoders train and run (default auto)")
     p.add_argument("-k", default="4-10", help="K values: 4-10, 6 or 4,6,8 (default 4-10)")
     p.add_argument("--seed", type=int, default=0, help="seed of training, samples and clusterings (default 0)")
     p.add_argument("--sample-size", type=int, help="voxels sampled to fit the clusterer (default: the method's)")
