@@ -449,3 +449,21 @@ def test_benchmark_help_says_its_training_options_are_for_encoders(tmp_path, cap
     assert main(["benchmark", "--dataset", "phantom", "--method", "sccs", "--preset", "tiny", "-k", "2",
                  "-o", str(tmp_path / "b"), "--quiet"]) == 2
     assert "--option preset=NAME" in capsys.readouterr().err
+
+
+def test_inspect_help_names_the_checkpoints_it_reads(tmp_path, capsys):
+    # inspect draws a ViT's masked reconstructions: its help said any trained checkpoint (orgaseg train)
+    from orgaseg.cli import build_parser
+    from orgaseg.methods import METHODS
+
+    sub = build_parser()._subparsers._group_actions[0]
+    said = sub.choices["inspect"]._actions[[a.dest for a in sub.choices["inspect"]._actions].index("checkpoint")].help
+    summary = next(a.help for a in sub._choices_actions if a.dest == "inspect")
+    for name in ("maester", "his4mae", "sdae-recon"):
+        assert name in said and name in summary
+    assert "ViT" in said and METHODS["sccs"].trains  # sccs trains, and inspect refuses its checkpoint:
+    (tmp_path / "c.json").write_text('{"format": "orgaseg-graph-clusterer"}')
+    tifffile.imwrite(tmp_path / "v.tif", np.zeros((2, 32, 32), np.uint8))
+    assert main(["inspect", str(tmp_path / "c.json"), str(tmp_path / "v.tif"), "-o", str(tmp_path / "i"),
+                 "--voxel-size", "10", "10", "10", "--quiet"]) == 2
+    assert "maester, his4mae, sdae-recon" in capsys.readouterr().err

@@ -718,8 +718,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.set_defaults(run=cmd_evaluate)
 
-    p = sub.add_parser("inspect", parents=[common], help="figures of what a trained model learned")
-    p.add_argument("checkpoint", help="a trained checkpoint (orgaseg train)")
+    p = sub.add_parser("inspect", parents=[common],
+                       help="figures of what a trained ViT encoder learned (maester, his4mae, sdae-recon)")
+    p.add_argument("checkpoint", help="a trained ViT checkpoint (orgaseg train --method maester, his4mae or "
+                                      "sdae-recon; han-vae and sccs / cs2c checkpoints have no reconstructions)")
     p.add_argument("volume", help="volume to draw fields of view from")
     _add_volume_options(p)
     p.add_argument("--reference", help="reference classes, to colour the embedding by: class ids 0..C-1, or any "
