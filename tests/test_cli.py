@@ -467,3 +467,16 @@ def test_inspect_help_names_the_checkpoints_it_reads(tmp_path, capsys):
     assert main(["inspect", str(tmp_path / "c.json"), str(tmp_path / "v.tif"), "-o", str(tmp_path / "i"),
                  "--voxel-size", "10", "10", "10", "--quiet"]) == 2
     assert "maester, his4mae, sdae-recon" in capsys.readouterr().err
+
+
+def test_axes_help_says_a_given_order_replaces_the_metadata(tmp_path, capsys):
+    # the help said "when the metadata does not say"; an OME-Zarr's own axes are replaced, without a word
+    from orgaseg.cli import build_parser
+    from orgaseg.io import write_labels
+
+    said = next(a.help for a in build_parser()._subparsers._group_actions[0].choices["info"]._actions
+                if a.dest == "axes")
+    assert "when the metadata does not say" not in said and "replaces the metadata" in said
+    path = write_labels(tmp_path / "v.ome.zarr", np.zeros((2, 8, 16), np.uint8), voxel_size=(40, 5, 5), provenance={})
+    assert main(["info", str(path), "--axes", "xyz", "--quiet"]) == 0
+    assert "16 x 8 x 2 (axes zyx)" in capsys.readouterr().out

@@ -579,7 +579,8 @@ def _add_volume_options(parser: argparse.ArgumentParser, applies_to: str | None 
     parser.add_argument("--key", help="dataset inside a container (HDF5, zarr group, N5)")
     parser.add_argument("--level", type=int, default=0,
                         help="resolution level of an OME-Zarr or N5 pyramid (default 0, full resolution)")
-    parser.add_argument("--axes", help="stored axis order when the metadata does not say, e.g. xyz or zyx")
+    parser.add_argument("--axes", help="stored axis order, e.g. xyz or zyx (default: the metadata's, else zyx); "
+                                       "given, it replaces the metadata's")
     parser.add_argument("--channel", type=int, metavar="N", help="the channel to read from multichannel data")
     parser.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"),
                         help="voxel size in nm (overrides metadata)")

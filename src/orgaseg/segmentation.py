@@ -326,7 +326,7 @@ def segment(
     level : int
         OME-Zarr resolution level (0 = full resolution).
     axes : str, optional
-        Stored axis order when the metadata does not say (e.g. ``"xyz"``).
+        Stored axis order (e.g. ``"xyz"``); default from metadata, which a given order replaces.
     channel : int, optional
         The channel to read from multichannel data.
     strict_chunks : bool
