@@ -125,6 +125,12 @@ def test_make_executor_choices_and_errors(monkeypatch):
         make_executor("serial", workers=2)
     with pytest.raises(OrgasegError, match="scheduler=ADDRESS needs the dask executor"):
         make_executor("threads", scheduler="tcp://127.0.0.1:1")
+    # threads per worker are those of the local dask workers a run starts: elsewhere they were ignored
+    for kind, workers in ((None, 1), ("serial", 1), ("threads", 2)):
+        with pytest.raises(OrgasegError, match="threads_per_worker=N sets the threads of the local dask workers"):
+            make_executor(kind, workers=workers, threads_per_worker=2)
+    with pytest.raises(OrgasegError, match="workers of a running scheduler"):
+        make_executor(scheduler="tcp://127.0.0.1:1", threads_per_worker=2)
     monkeypatch.setattr(executors, "CONNECT_TIMEOUT_S", 1)
     with pytest.raises(OrgasegError, match="cannot reach the dask scheduler at 'tcp://127.0.0.1:1'"):
         make_executor(scheduler="tcp://127.0.0.1:1")

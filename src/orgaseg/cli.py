@@ -547,8 +547,9 @@ def _add_stage_options(parser: argparse.ArgumentParser, reused: bool = False) ->
 def _add_executor_options(parser: argparse.ArgumentParser) -> None:
     """Where blocks run: serially, on threads, or on dask workers."""
     parser.add_argument("--workers", type=int, default=1,
-                        help="parallel workers: dask worker processes (default), or threads with --executor threads")
-    parser.add_argument("--threads-per-worker", type=int, default=1, help="threads in each local dask worker (default 1)")
+                        help="blocks run at once (default 1): dask worker processes, or threads with --executor threads")
+    parser.add_argument("--threads-per-worker", type=int, default=1,
+                        help="threads in each local dask worker (default 1; dask only, without --scheduler)")
     parser.add_argument("--executor", choices=("serial", "threads", "dask"),
                         help="default: serial for one worker, dask for more or with --scheduler")
     parser.add_argument("--scheduler", metavar="ADDRESS",

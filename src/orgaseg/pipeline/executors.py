@@ -259,7 +259,7 @@ def make_executor(
     workers : int
         Threads (``threads``) or worker processes of a local cluster (``dask``).
     threads_per_worker : int
-        Threads in each local dask worker.
+        Threads in each local dask worker (more than one is refused where no local dask workers are started).
     scheduler : str, optional
         Address of a running dask scheduler (``tcp://host:8786``); implies dask.
 
@@ -275,6 +275,11 @@ def make_executor(
         raise OrgasegError(f"unknown executor {kind!r}; choose one of {', '.join(EXECUTORS)}")
     if scheduler is not None and kind != "dask":
         raise OrgasegError(f"{arg('scheduler')} needs the dask executor, not {kind!r}")
+    if threads_per_worker > 1 and (kind != "dask" or scheduler is not None):
+        where = ("the workers of a running scheduler have their threads set where they were started"
+                 if scheduler is not None else f"the {kind} executor starts none (threads: {arg('workers')})")
+        raise OrgasegError(f"{arg('threads_per_worker')} sets the threads of the local dask workers this run "
+                           f"starts; {where}")
     if kind == "serial":
         if workers > 1:
             raise OrgasegError(f"the serial executor runs one block at a time; {workers} workers need threads or dask ({arg('executor')})")
