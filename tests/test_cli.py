@@ -480,3 +480,14 @@ def test_axes_help_says_a_given_order_replaces_the_metadata(tmp_path, capsys):
     path = write_labels(tmp_path / "v.ome.zarr", np.zeros((2, 8, 16), np.uint8), voxel_size=(40, 5, 5), provenance={})
     assert main(["info", str(path), "--axes", "xyz", "--quiet"]) == 0
     assert "16 x 8 x 2 (axes zyx)" in capsys.readouterr().out
+
+
+def test_benchmark_data_root_help_names_the_variable_that_sets_its_default(tmp_path, monkeypatch):
+    # the help said "default ../shared/data", and $ORGASEG_DATA_ROOT comes first
+    from orgaseg.cli import build_parser
+    from orgaseg.datasets.base import DATA_ROOT_ENV, default_data_root
+
+    said = next(a.help for a in build_parser()._subparsers._group_actions[0].choices["benchmark"]._actions
+                if a.dest == "data_root")
+    monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path))
+    assert default_data_root() == tmp_path and f"${DATA_ROOT_ENV}" in said

@@ -743,7 +743,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("benchmark", parents=[common], help="run a method on a named dataset for every K")
     p.add_argument("--dataset", required=True, help="vnc, cdeep3m-mito, betaseg, cellmap or phantom")
-    p.add_argument("--data-root", help="folder holding the datasets (default ../shared/data)")
+    p.add_argument("--data-root", help="folder holding the datasets (default $ORGASEG_DATA_ROOT, else ../shared/data)")
     _add_stage_options(p)
     p.add_argument("--preset", help="encoder training preset: paper, cpu (default) or tiny (methods with an encoder; "
                                     "sccs and cs2c are fitted on each volume: --option preset=NAME)")
