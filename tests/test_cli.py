@@ -491,3 +491,14 @@ def test_benchmark_data_root_help_names_the_variable_that_sets_its_default(tmp_p
                 if a.dest == "data_root")
     monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path))
     assert default_data_root() == tmp_path and f"${DATA_ROOT_ENV}" in said
+
+
+def test_every_device_option_gives_its_default():
+    # segment's said none, and inspect's default (cpu) is not the others' (auto)
+    from orgaseg.cli import build_parser
+
+    for name, sub in build_parser()._subparsers._group_actions[0].choices.items():
+        for action in sub._actions:
+            if action.dest == "device":
+                assert f"default {action.default or 'auto'}" in action.help or \
+                    f"{action.default}: " in action.help, (name, action.help)

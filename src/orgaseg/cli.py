@@ -647,7 +647,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "k-means centres; the same structures get the same ids")
     p.add_argument("--invert", action="store_true", help="invert intensities (for bright-membrane contrast)")
     _add_volume_options(p)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where encoders run")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where encoders run (default auto: CUDA when available)")
     p.add_argument("--seed", type=int, default=0, help="seed of sampling and clustering (default 0)")
     p.add_argument("--sample-size", type=int,
                    help=f"voxels sampled to fit the clusterer (default: {_default_sample_sizes()}; "
