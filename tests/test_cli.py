@@ -502,3 +502,19 @@ def test_every_device_option_gives_its_default():
             if action.dest == "device":
                 assert f"default {action.default or 'auto'}" in action.help or \
                     f"{action.default}: " in action.help, (name, action.help)
+
+
+def test_benchmark_last_line_names_the_figures_folder_and_what_its_time_is(tmp_path, capsys, monkeypatch):
+    # it said "figures/" (not where they are) and a bare "(70.17 s)", the segmentation's time, not the run's
+    import orgaseg.benchmark
+
+    def run(dataset, method, output, **kwargs):
+        (output / "results.md").write_text("# results\n")
+        return {"segmentation": {"wall_s": 70.17}}
+
+    monkeypatch.setattr(orgaseg.benchmark, "run_benchmark", run)
+    out = tmp_path / "bench"
+    out.mkdir()
+    assert main(["benchmark", "--dataset", "phantom", "-o", str(out), "--quiet"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'figures'}/ (segmentation 70.17 s for all K)"

@@ -339,8 +339,8 @@ def cmd_benchmark(args, progress) -> int:
                            preset=args.preset, model=args.model, steps=args.steps, minutes=args.minutes,
                            device=args.device, progress=progress)
     print((output / "results.md").read_text())
-    print(f"wrote {output / 'results.json'}, {output / 'results.md'} and figures/ "
-          f"({record['segmentation']['wall_s']} s)")
+    print(f"wrote {output / 'results.json'}, {output / 'results.md'} and {output / 'figures'}/ "
+          f"(segmentation {record['segmentation']['wall_s']} s for all K)")
     return 0
 
 
