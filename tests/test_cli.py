@@ -518,3 +518,10 @@ def test_benchmark_last_line_names_the_figures_folder_and_what_its_time_is(tmp_p
     assert main(["benchmark", "--dataset", "phantom", "-o", str(out), "--quiet"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last == f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'figures'}/ (segmentation 70.17 s for all K)"
+
+
+def test_a_sample_too_small_for_k_names_the_option_that_enlarges_it(phantom_files, tmp_path, capsys):
+    # it said "a larger sample size", naming no option
+    raw, _ = phantom_files
+    assert main(["segment", str(raw), "--sample-size", "10", "-o", str(tmp_path / "s.ome.zarr"), "--quiet"]) == 2
+    assert capsys.readouterr().err.rstrip().endswith("use a smaller K or a larger sample (--sample-size N)")

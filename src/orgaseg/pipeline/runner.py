@@ -303,7 +303,7 @@ def _fit(jobs, spec: ClustererSpec, ks, options, sample_size, seed, block_shape,
         if spec.sample == "voxels" and sampled < needed:
             raise OrgasegError(f"K = {k} needs a sample of at least {needed:,} voxels ({MIN_SAMPLE_PER_CLUSTER} per "
                                f"cluster) but this run samples {sampled:,}: use a smaller K"
-                               + (" or a larger sample size" if sampled < total else ""))
+                               + (f" or a larger sample ({arg('sample_size')})" if sampled < total else ""))
     fits = [spec.start_fit(k, seed=seed, **(options or {})) for k in ks]
     for i, job in enumerate(jobs):
         n = max(1, round(sample_size * job.source.volume.size / total))
