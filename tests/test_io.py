@@ -235,6 +235,30 @@ def test_a_zarr_v3_array_is_read_in_the_order_its_dimension_names_give(tmp_path,
     np.testing.assert_array_equal(open_volume(tmp_path / "dims.zarr", voxel_size=(40, 5, 6)).read(), volume)
 
 
+def test_an_axis_order_given_against_the_one_the_metadata_names_is_warned_about(tmp_path, volume):
+    # it transposes the volume and its voxel size: said wherever the metadata names the axes
+    named = {"dimension_names": tmp_path / "names.zarr", "ImageJ": tmp_path / "hyper.tif",
+             "OME-Zarr": tmp_path / "labels.ome.zarr"}
+    array = zarr.create_array(named["dimension_names"], shape=volume.shape, dtype=volume.dtype,
+                              dimension_names=["z", "y", "x"])
+    array[...] = volume
+    tifffile.imwrite(named["ImageJ"], np.stack([volume, volume], axis=1), imagej=True, metadata={"axes": "ZCYX"})
+    write_labels(named["OME-Zarr"], volume.astype(np.uint8) % 4, voxel_size=(40, 5, 6), provenance={})
+    for source, path in named.items():
+        given, channel = ("zcyx", 0) if source == "ImageJ" else ("zyx", None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", OrgasegWarning)  # the order the metadata names: nothing to say
+            open_volume(path, axes=given, channel=channel, voxel_size=(40, 5, 6))
+        with pytest.warns(OrgasegWarning, match=rf"the axis order given, {given[::-1]}, overrides the one named by "
+                                                rf"the .*{source}.*, {given}, which already reads"):
+            open_volume(path, axes=given[::-1], channel=channel, voxel_size=(40, 5, 6))
+    # a plain multipage TIFF names nothing: its pages are sections by convention, and any order is taken as given
+    tifffile.imwrite(tmp_path / "plain.tif", volume)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OrgasegWarning)
+        assert open_volume(tmp_path / "plain.tif", axes="xyz", voxel_size=(40, 5, 6)).shape == volume.shape[::-1]
+
+
 def test_zarr_bad_key_lists_arrays(tmp_path, volume):
     root = zarr.open_group(tmp_path / "c.zarr", mode="w")
     root.create_array("raw/s0", shape=volume.shape, dtype=volume.dtype)
@@ -500,8 +524,8 @@ def test_mrc_axis_codes_are_applied_as_the_stored_order(tmp_path, volume):
     vol = no_warning_open(path)
     assert vol.shape == (6, 16, 20) and vol.attrs["axes"] == "xyz"
     # an axis order given that the header contradicts (an IMOD user's "x y z") transposes: said
-    with pytest.warns(OrgasegWarning, match=r"xyz\.mrc: the axis order given, zyx, overrides the MRC header's, xyz "
-                                            r"\(its axis codes mapc, mapr, maps\)"):
+    with pytest.warns(OrgasegWarning, match=r"xyz\.mrc: the axis order given, zyx, overrides the one named by the MRC "
+                                            r"header's axis codes \(mapc, mapr, maps\), xyz, which already reads"):
         assert open_volume(path, axes="zyx").shape == (20, 16, 6)
     with warnings.catch_warnings():
         warnings.simplefilter("error", OrgasegWarning)

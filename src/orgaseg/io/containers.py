@@ -77,10 +77,12 @@ def read_zarr(path: Path, key: str | None, level: int) -> StoredArray:
     within = _multiscale_level(Path(where))
     if within is not None:  # a level of an OME-Zarr image opened by its path: its scale and place are the image's
         return within
-    axes = _dimension_axes(node) or ("zyx"[3 - node.ndim :] if node.ndim in (2, 3) else None)
+    named = _dimension_axes(node)
+    axes = named or ("zyx"[3 - node.ndim :] if node.ndim in (2, 3) else None)
     sizes = voxel_size_from_attrs(dict(node.attrs), axes) if axes else None
     return StoredArray(node, "zarr", axes=axes, sizes=sizes, chunks=node.chunks, key=_relative(node),
-                       missing_chunks=_zarr_missing_chunks(node))
+                       missing_chunks=_zarr_missing_chunks(node),
+                       axes_named_by="the array's Zarr dimension_names" if named else None)
 
 
 def _dimension_axes(array: zarr.Array) -> str | None:
@@ -136,6 +138,7 @@ def _read_multiscale(group: zarr.Group, meta: dict, level: int, where: str) -> S
     dataset = datasets[level]
     array = group[dataset["path"]]
     axes, units = _ngff_axes(multiscale.get("axes"), array.ndim)
+    named = "the OME-Zarr multiscales axes" if multiscale.get("axes") else None
     # NGFF applies the dataset's scale and translation, then the multiscale-wide ones
     scale, shift, translated = np.ones(array.ndim), np.zeros(array.ndim), False
     for transforms in (dataset.get("coordinateTransformations"), multiscale.get("coordinateTransformations")):
@@ -156,7 +159,7 @@ def _read_multiscale(group: zarr.Group, meta: dict, level: int, where: str) -> S
             if translated else None
         return StoredArray(array, "ome-zarr", axes=axes, sizes=[None] * array.ndim, chunks=array.chunks,
                            key=_relative(array), missing_chunks=_zarr_missing_chunks(array), origin=origin,
-                           origin_in_voxels=True)
+                           origin_in_voxels=True, axes_named_by=named)
     if any(u is None for a, u in zip(axes, units) if a in "zyx"):
         note = "OME-Zarr axes carry no unit; the scale is taken as nanometres"
     # a scale that is not positive and finite is NaN: wrong metadata, which the reader refuses
@@ -171,7 +174,7 @@ def _read_multiscale(group: zarr.Group, meta: dict, level: int, where: str) -> S
         if translated else None
     return StoredArray(
         array, "ome-zarr", axes=axes, sizes=sizes, chunks=array.chunks, key=_relative(array), note=note,
-        missing_chunks=_zarr_missing_chunks(array), origin=origin,
+        missing_chunks=_zarr_missing_chunks(array), origin=origin, axes_named_by=named,
     )
 
 

@@ -294,6 +294,7 @@ class StoredArray:
     missing_chunks: MissingChunks | None = None  # chunked containers only
     origin: Sequence[float] | None = None  # nm per stored axis: where the first voxel's centre lies
     origin_in_voxels: bool = False  # ``origin`` counts voxels, not nm
+    axes_named_by: str | None = None  # what in the metadata names each stored axis (None: nothing; a default)
     plane_z: float | None = None  # nm: the z spacing the metadata gives for data without a z axis (one image)
     unread_place: str | None = None  # what the metadata says of the volume's place that is not read, for ``info``
     channels: str | None = None  # what a ``c`` axis holds, plural, for messages (None: channels)

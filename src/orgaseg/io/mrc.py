@@ -94,7 +94,8 @@ def read_mrc(path: Path) -> StoredArray:
         axes, channels = "c" + axes, "volumes in an MRC volume stack"
     sizes = _mrc_voxel_size(header)
     return StoredArray(data, "mrc", axes=axes, sizes=[sizes.get(a) for a in axes], channels=channels,
-                       plane_z=sizes["z"] if "z" not in axes else None, unread_place=_unread_place(header))
+                       plane_z=sizes["z"] if "z" not in axes else None, unread_place=_unread_place(header),
+                       axes_named_by="the MRC header's axis codes (mapc, mapr, maps)")
 
 
 def _tilt_angles(mrc) -> np.ndarray | None:

@@ -319,12 +319,12 @@ def _to_volume(stored: StoredArray, path: Path, *, voxel_size, axes, channel) ->
     if axes is not None and stored.format == "image" and len(axes) == 2:
         axes = "z" + axes  # a 2D image is read as one slice: its two axes are the last two
     order = _resolve_axes(shape, axes if axes is not None else stored.axes, path, channel, stored.channels)
-    if axes is not None and stored.format == "mrc" and order != stored.axes:
-        # an MRC header always says which stored axis is which (mapc, mapr, maps): another order transposes
+    if axes is not None and stored.axes_named_by and order != stored.axes:
+        # the metadata says which stored axis is which: another order transposes the volume and its voxel size
         warnings.warn(OrgasegWarning(
-            f"{path}: the axis order given, {order}, overrides the MRC header's, {stored.axes} (its axis codes "
-            f"mapc, mapr, maps), which already reads the file the right way round: leave out {arg('axes')} unless "
-            "the header is wrong"), stacklevel=4)
+            f"{path}: the axis order given, {order}, overrides the one named by {stored.axes_named_by}, "
+            f"{stored.axes}, which already reads the file the right way round: leave out {arg('axes')} unless the "
+            "metadata is wrong"), stacklevel=4)
     fixed = {"c": channel} if channel is not None else None
     array = stored.array if order == "zyx" else AxesView(stored.array, order, fixed)
     nz = shape[order.index("z")] if "z" in order else 1
@@ -494,7 +494,11 @@ def _read_tiff(path: Path) -> StoredArray:
         chunks = array.chunks
     if tuple(array.shape) != tuple(series.shape):
         raise OrgasegError(f"{path}: unexpected TIFF layout {series.axes} {series.shape}")
-    return StoredArray(array, kind, axes=axes, sizes=sizes, chunks=chunks, plane_z=plane_z, note=note)
+    # OME-XML and ImageJ's hyperstack fields name the axes; pages tifffile counts as I or Q are a convention
+    named = None if set(series.axes) & set("IQ") else "the OME-XML" if tif.is_ome else \
+        "the ImageJ metadata" if tif.is_imagej else None
+    return StoredArray(array, kind, axes=axes, sizes=sizes, chunks=chunks, plane_z=plane_z, note=note,
+                       axes_named_by=named)
 
 
 def _check_tiff(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, path: Path, errors: list[str]) -> None:
