@@ -470,7 +470,7 @@ def test_inspect_help_names_the_checkpoints_it_reads(tmp_path, capsys):
 
 
 def test_axes_help_says_a_given_order_replaces_the_metadata(tmp_path, capsys):
-    # the help said "when the metadata does not say"; an OME-Zarr's own axes are replaced, without a word
+    # the help said "when the metadata does not say"; an OME-Zarr's own axes are replaced (with a warning: test_io)
     from orgaseg.cli import build_parser
     from orgaseg.io import write_labels
 

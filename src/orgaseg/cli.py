@@ -581,7 +581,7 @@ def _add_volume_options(parser: argparse.ArgumentParser, applies_to: str | None 
     parser.add_argument("--level", type=int, default=0,
                         help="resolution level of an OME-Zarr or N5 pyramid (default 0, full resolution)")
     parser.add_argument("--axes", help="stored axis order, e.g. xyz or zyx (default: the metadata's, else zyx); "
-                                       "given, it replaces the metadata's")
+                                       "given, it replaces the metadata's, with a warning where they differ")
     parser.add_argument("--channel", type=int, metavar="N", help="the channel to read from multichannel data")
     parser.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"),
                         help="voxel size in nm (overrides metadata)")
