@@ -80,10 +80,10 @@ def test_learned_method_is_trained_then_scored(phantom, tmp_path):
 
 
 @pytest.mark.parametrize("method, options, reason", [
-    ("baseline", {"preset": "tiny"}, r"--preset train an encoder, and method 'baseline' with these features has none"),
+    ("baseline", {"preset": "tiny"}, r"--preset trains an encoder, and method 'baseline' with these features has none"),
     ("sccs", {"steps": 3, "minutes": 0.1}, r"--steps, --minutes train an encoder.*--option preset=NAME"),
     ("sccs", {"model": "trained.json"}, r"fits 'sccs' on each evaluation volume.*orgaseg segment --model"),
-    ("maester", {"model": "model.pt", "steps": 5}, r"--steps train a new encoder, and --model gives a trained one"),
+    ("maester", {"model": "model.pt", "steps": 5}, r"--steps trains a new encoder, and --model gives a trained one"),
 ])
 def test_training_options_that_would_be_ignored_are_refused(phantom, tmp_path, method, options, reason):
     with pytest.raises(OrgasegError, match=reason):

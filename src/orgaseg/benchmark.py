@@ -269,12 +269,12 @@ def _trained_model(row, data: Dataset, output_dir: Path, *, model, preset, steps
         if training:
             hint = (f" (the {row.name} clusterer's own preset: --option preset=NAME)"
                     if row.trainer is not None else "")
-            raise OrgasegError(f"{', '.join(training)} train an encoder, and method {row.name!r} with these "
-                               f"features has none{hint}")
+            raise OrgasegError(f"{', '.join(training)} {'trains' if len(training) == 1 else 'train'} an encoder, and "
+                               f"method {row.name!r} with these features has none{hint}")
         return None, {"preset": None, "wall_s": 0.0, "steps": 0, "note": "no encoder to train"}
     if model is not None and training:
-        raise OrgasegError(f"{', '.join(training)} train a new encoder, and --model gives a trained one: pass one or "
-                           "the other")
+        raise OrgasegError(f"{', '.join(training)} {'trains' if len(training) == 1 else 'train'} a new encoder, and "
+                           "--model gives a trained one: pass one or the other")
     from orgaseg.models.checkpoint import file_hash, load_checkpoint
 
     if model is None:

@@ -175,7 +175,7 @@ class Stages:
                 f"the working pixel size, {self.pixel_size_nm:g} nm, is {finer:.1f}x finer than the input's "
                 f"{min(volume.voxel_size[1:]):g} nm: the features are computed on an upsampled grid of "
                 f"{math.prod(grid.shape) / volume.size:.1f}x the voxels, which adds time, not information "
-                "(the pixel size 'native' keeps the input's grid)"), stacklevel=2)
+                f"(the input's grid is kept with 'native' for {arg('pixel_size')})"), stacklevel=2)
         return None if grid.is_identity else grid
 
     def job(self, source: VolumeSource, normalization, *, features_out=None) -> BlockJob:
