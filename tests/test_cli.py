@@ -48,6 +48,20 @@ def test_info_lists_the_levels_of_a_pyramid(tmp_path, capsys):
                 "2: 4 x 128 x 128 at 20 x 20 x 20 nm") in capsys.readouterr().out
 
 
+def test_info_gives_a_volume_of_unknown_voxel_size_its_place_and_levels_in_voxels(tmp_path, capsys):
+    from orgaseg.io import write_labels
+
+    np.save(tmp_path / "raw.npy", np.zeros((6, 64, 64), np.uint8))  # no voxel size
+    assert main(["crop", str(tmp_path / "raw.npy"), "--region", "2:5", "8:40", "16:48", "-o",
+                 str(tmp_path / "c.ome.zarr"), "--quiet"]) == 0
+    main(["info", str(tmp_path / "c.ome.zarr")])
+    assert "origin:      2 x 8 x 16 voxels (z y x" in capsys.readouterr().out  # not nm: 1 nm is a guess
+    path = write_labels(tmp_path / "seg.ome.zarr", np.zeros((8, 512, 512), np.uint8), voxel_size=None, provenance={})
+    main(["info", str(path)])
+    # each level's voxel size is as unknown as the first's: not listed as 1 nm
+    assert "levels:      3 (--level N): 0: 8 x 512 x 512; 1: 4 x 256 x 256; 2: 2 x 128 x 128\n" in capsys.readouterr().out
+
+
 def test_segment_then_evaluate(phantom_files, tmp_path, capsys):
     raw, ref = phantom_files
     out = tmp_path / "seg.ome.zarr"

@@ -96,15 +96,18 @@ def cmd_info(args, progress) -> int:
     else:
         print(f"voxel size:  {format_sizes(volume.voxel_size)} nm (z y x)"
               + ("  [anisotropic: in-plane features]" if volume.is_anisotropic() else ""))
+    guessed = volume.attrs.get("voxel_size_assumed")  # sizes and places in nm are then in voxels (1 nm each)
     if any(volume.origin):
-        print(f"origin:      {format_sizes(volume.origin)} nm (z y x; where the first voxel lies)")
+        print(f"origin:      {format_sizes(volume.origin)} {'voxels' if guessed else 'nm'} (z y x; where the first "
+              "voxel lies)")
     elif volume.attrs.get("unread_place"):  # said, as a user placing outputs by it would be misled
         print(f"origin:      not read: {volume.attrs['unread_place']}; outputs and measurements start at 0")
     print(f"chunks:      {' x '.join(map(str, volume.chunks)) if volume.chunks else 'not chunked'}")
     levels = pyramid_levels(args.path, volume)
     if len(levels) > 1:  # --level reads another
         print(f"levels:      {len(levels)} (--level N): " + "; ".join(
-            f"{n}: {' x '.join(map(str, level.shape))} at {format_sizes(level.voxel_size)} nm" for n, level in enumerate(levels)))
+            f"{n}: {' x '.join(map(str, level.shape))}" + ("" if guessed else f" at {format_sizes(level.voxel_size)} nm")
+            for n, level in enumerate(levels)))
     print(f"size:        {volume.size:,} voxels, {volume.nbytes / 2**20:,.1f} MiB")
     print(f"intensity:   {low:g} .. {high:g} (0.5-99.5 percentile {robust_low:g} .. {robust_high:g}; sampled)")
     return 0
