@@ -18,7 +18,14 @@ from magicgui.widgets import Container, FileEdit, PushButton, Table, create_widg
 from orgaseg.errors import OrgasegError
 from orgaseg.io import write_labels
 from orgaseg.io.volume import Volume
-from orgaseg.napari.layers import file_of, layer_volume, names_of, origin_of, stated_voxel_size, voxel_size_of
+from orgaseg.napari.layers import (
+    file_of,
+    layer_volume,
+    names_of,
+    origin_of,
+    stated_voxel_size,
+    voxel_size_of,
+)
 from orgaseg.napari.tasks import TaskRunner, text_label
 
 #: How to give a layer measured from napari its voxel size.

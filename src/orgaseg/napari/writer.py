@@ -71,8 +71,8 @@ def _write(path: str, data, attributes: dict) -> list[str]:
         n_labels = max(max(names), int(labels.max()) if labels.size else 0) + 1
         label_names = [names.get(v, "background" if v == 0 else str(v)) for v in range(n_labels)]
     source = metadata.get("orgaseg") or None
-    saved = dict(command="napari-save", kind=metadata.get("kind"), layer=attributes.get("name"), names=label_names,
-                 source=source, source_path=metadata.get("path"))
+    saved = {"command": "napari-save", "kind": metadata.get("kind"), "layer": attributes.get("name"),
+             "names": label_names, "source": source, "source_path": metadata.get("path")}
     if saved["kind"] == "clusters" and source and "k" in source and "clusterer" in source:
         # still a segmentation: its record stays on top too, so that 'orgaseg name' and Name clusters name it
         saved = {**source, **saved}
