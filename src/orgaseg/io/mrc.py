@@ -110,16 +110,14 @@ def _tilt_angles(mrc) -> np.ndarray | None:
                 indexed = mrc.indexed_extended_header
             return None if indexed is None else np.asarray(indexed["Alpha tilt"], dtype=np.float64)
         if kind == b"SERI":
-            raw = np.asarray(header).tobytes()
-            order = header.mode.dtype.byteorder
-            nint, nreal = (int(np.frombuffer(raw, dtype=np.dtype("i2").newbyteorder(order), count=1, offset=o)[0])
-                           for o in (_SERI_NINT_OFFSET, _SERI_NREAL_OFFSET))
+            nint, nreal = (int(_header_words(header, "i2", offset, 1)[0])
+                           for offset in (_SERI_NINT_OFFSET, _SERI_NREAL_OFFSET))
             sections = int(header.nz)
             extended = np.asarray(mrc.extended_header).tobytes()
             if not nreal & _SERI_TILT or nint < 2 or len(extended) < nint * sections:
                 return None
             entries = np.frombuffer(extended, dtype=np.uint8, count=nint * sections).reshape(sections, nint)
-            return entries[:, :2].copy().view(np.dtype("i2").newbyteorder(order))[:, 0] / 100.0
+            return entries[:, :2].copy().view(np.dtype("i2").newbyteorder(header.mode.dtype.byteorder))[:, 0] / 100.0
     except (ValueError, KeyError, TypeError):  # a damaged extended header says nothing of tilts
         return None
     return None
@@ -168,10 +166,16 @@ def _check_mrc(path: Path, header: np.recarray, data: np.ndarray | None) -> None
                            "are not an order of 1, 2, 3 (x, y, z); a damaged header?")
 
 
+def _header_words(header: np.recarray, kind: str, offset: int, count: int) -> np.ndarray:
+    """``count`` numbers of numpy type ``kind`` (``"i2"``, ``"i4"``) at byte ``offset`` of the main header, in
+    its byte order: fields mrcfile does not name (IMOD's stamp and flags, SerialEM's nint and nreal)."""
+    dtype = np.dtype(kind).newbyteorder(header.mode.dtype.byteorder)
+    return np.frombuffer(np.asarray(header).tobytes(), dtype=dtype, count=count, offset=offset)
+
+
 def _imod_unsigned_bytes(header: np.recarray) -> bool:
     """Whether the header carries IMOD's stamp without IMOD's flag for signed bytes."""
-    raw = np.asarray(header).tobytes()
-    stamp, flags = np.frombuffer(raw, dtype=header.nx.dtype, count=2, offset=152)  # in the header's byte order
+    stamp, flags = _header_words(header, "i4", 152, 2)
     return int(stamp) == _IMOD_STAMP and not int(flags) & _IMOD_SIGNED_BYTES
 
 
