@@ -424,6 +424,31 @@ def test_hdf5_key_and_element_size(tmp_path, volume):
             open_volume(path, key=key)
 
 
+def ilastik_axistags(keys: str) -> str:
+    """The ``axistags`` JSON ilastik (vigra) writes beside a dataset, one entry per stored axis."""
+    flags = {"t": 8, "c": 1}
+    return json.dumps({"axes": [{"key": k, "typeFlags": flags.get(k, 2), "resolution": 0, "description": ""}
+                                for k in keys]})
+
+
+def test_hdf5_axistags_give_the_stored_axis_order(tmp_path, volume):
+    # an ilastik export: t, z, y, x, c, one time point and one channel; and a volume stored x, y, z
+    path = tmp_path / "export.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("exported_data", data=volume[None, ..., None]).attrs["axistags"] = ilastik_axistags("tzyxc")
+        f.create_dataset("xyz", data=volume.transpose(2, 1, 0)).attrs["axistags"] = ilastik_axistags("xyz")
+        f.create_dataset("bad", data=volume).attrs["axistags"] = "{not json"
+    for key in ("exported_data", "xyz"):
+        vol = open_volume(path, key=key, voxel_size=(8, 4, 4))
+        assert vol.shape == volume.shape, key
+        np.testing.assert_array_equal(vol.read((slice(None),) * 3), volume)
+    # tags that cannot be read leave the default order
+    assert open_volume(path, key="bad", voxel_size=(8, 4, 4)).shape == volume.shape
+    # the order they name is metadata: another one given is warned about
+    with pytest.warns(OrgasegWarning, match=r"overrides the one named by ilastik's axistags, xyz"):
+        open_volume(path, key="xyz", voxel_size=(8, 4, 4), axes="zyx")
+
+
 def test_npy_is_memory_mapped(tmp_path, volume):
     np.save(tmp_path / "v.npy", volume)
     vol = open_volume(tmp_path / "v.npy", voxel_size=(8, 4, 4))

@@ -39,6 +39,8 @@ FORMATS (how each format is recognised and where its voxel size comes from):
 - **HDF5** (``.h5``/``.hdf5``/``.hdf``) with ``key`` (optional when the file
   holds one dataset), kept open and read lazily. Voxel size from attributes
   ``element_size_um`` (micrometres) or ``resolution`` (nm), stored order.
+  The stored axis order from ``axistags`` where ilastik (vigra) wrote them
+  (e.g. ``tzyxc`` for its exports), else ``zyx`` (``yx`` for one image).
 - **MRC** (``.mrc``/``.rec``/``.st``/``.ali``/``.map``: IMOD, SerialEM,
   EMPIAR) through ``mrcfile``, memory-mapped. A header that is slightly off
   (no machine stamp, no ``MAP`` identifier as before MRC2000, a file longer
@@ -75,6 +77,7 @@ a :class:`VoxelSizeWarning`.
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections.abc import Sequence
@@ -666,6 +669,30 @@ def _read_hdf5(path: Path, key: str | None) -> StoredArray:
         problem = "needs a key" if key is None else f"has no dataset {key!r}"
         raise OrgasegError(f"{path} {problem}; pass {arg('key')}, one of the datasets: {', '.join(names) or '(none)'}")
     dataset = handle[key]
-    axes = "zyx"[3 - dataset.ndim :] if dataset.ndim in (2, 3) else None
-    sizes = voxel_size_from_attrs(dict(dataset.attrs), axes) if axes else None
-    return StoredArray(dataset, "hdf5", axes=axes, sizes=sizes, chunks=dataset.chunks, key=key)
+    attrs = dict(dataset.attrs)
+    axes = _axistags_axes(attrs.get("axistags"), dataset.ndim)
+    named_by = "ilastik's axistags" if axes else None
+    if axes is None and dataset.ndim in (2, 3):
+        axes = "zyx"[3 - dataset.ndim :]
+    sizes = voxel_size_from_attrs(attrs, axes) if axes else None
+    return StoredArray(dataset, "hdf5", axes=axes, sizes=sizes, chunks=dataset.chunks, key=key,
+                       axes_named_by=named_by)
+
+
+def _axistags_axes(axistags, ndim: int) -> str | None:
+    """Stored axis order (C order, slowest first) from an ilastik / vigra ``axistags`` attribute.
+
+    ``axistags`` is the attribute's JSON text (``{"axes": [{"key": "z", ...}, ...]}``, one entry per
+    stored axis in the dataset's order). Returns None where there is none, or where it does not name
+    ``ndim`` distinct axes among t, z, y, x and c: the default order then applies, as for any HDF5 file.
+    """
+    if axistags is None:
+        return None
+    try:
+        text = axistags.decode() if isinstance(axistags, bytes) else str(axistags)
+        keys = "".join(str(axis["key"]).lower() for axis in json.loads(text)["axes"])
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return None
+    if len(keys) != ndim or len(set(keys)) != ndim or not set(keys) <= set("tzyxc") or not {"y", "x"} <= set(keys):
+        return None
+    return keys
