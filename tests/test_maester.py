@@ -133,8 +133,10 @@ def test_inspect_colours_by_reference_classes_and_refuses_grey_levels_without_a_
     np.testing.assert_array_equal(mpimg.imread(tmp_path / "h5" / "embedding.png"), figures["ids"])
 
 
-def test_inspect_draws_fields_of_view_at_the_checkpoint_pixel_size(phantom, checkpoint, tmp_path, capsys):
+def test_inspect_draws_fields_of_view_at_the_checkpoint_pixel_size(phantom, checkpoint, tmp_path, capsys,
+                                                                    monkeypatch):
     from orgaseg.pipeline.resample import resampled_volume
+    from orgaseg.viz import inspect as inspect_module
 
     coarse = tmp_path / "coarse.pt"  # trained at 40 nm on the 20 nm phantom
     orgaseg.train("maester", phantom.train, coarse, preset="tiny", steps=2, device="cpu", seed=0, pixel_size=40)
@@ -149,12 +151,24 @@ def test_inspect_draws_fields_of_view_at_the_checkpoint_pixel_size(phantom, chec
     # a working pixel j lies at input coordinate 2j + 1/2: its nearest voxel is 2j + 1 (ties to the higher)
     np.save(paths["coarse_classes"], classes[1::2, 1::2, 1::2])
     common = ["--quiet", "-k", "3", "--classes", *phantom.classes]
+    # the intensity range is the input volume's, as segment and train take it (not the resampled volume's)
+    drawn = []
+    draw = inspect_module._fields_of_view
+    monkeypatch.setattr(inspect_module, "_fields_of_view", lambda volume, normalization, *rest: (
+        drawn.append((volume.voxel_size, normalization)) or draw(volume, normalization, *rest)))
+    assert main(["inspect", str(coarse), str(paths["fine"]), "--voxel-size", "20", "20", "20", "-o",
+                 str(tmp_path / "drawn")] + common) == 0
+    own = orgaseg.io.compute_normalization(fine, seed=0)
+    assert drawn == [((40.0, 40.0, 40.0), own)] and own != orgaseg.io.compute_normalization(resampled_volume(fine, 40.0))
+    # with one intensity range for both, the fine volume's fields of view are the coarse volume's at 40 nm
+    monkeypatch.setattr(inspect_module, "compute_normalization", lambda volume, seed: own)
     for name, size in (("fine", "20"), ("coarse", "40")):
         assert main(["inspect", str(coarse), str(paths[name]), "--voxel-size", size, size, size, "--reference",
                      str(paths["classes" if name == "fine" else "coarse_classes"]), "-o", str(tmp_path / name)]
                     + common) == 0
     for figure in ("reconstructions.png", "embedding.png"):  # the fine volume is read as the model learned it
         np.testing.assert_array_equal(mpimg.imread(tmp_path / "fine" / figure), mpimg.imread(tmp_path / "coarse" / figure))
+    monkeypatch.undo()
     assert main(["inspect", str(coarse), str(paths["fine"]), "--voxel-size", "20", "20", "20", "--pixel-size",
                  "native", "-o", str(tmp_path / "native"), "--quiet"]) == 0
     assert not np.array_equal(mpimg.imread(tmp_path / "native" / "reconstructions.png"),

@@ -116,7 +116,7 @@ def inspect_model(
     model, fov, patch = encoder.model, encoder.fov, encoder.patch
     working = _working_volume(volume, resolve_pixel_size(pixel_size, encoder.pixel_size_nm), encoder, checkpoint)
     factors = tuple(w / v for w, v in zip(working.voxel_size, volume.voxel_size))
-    normalization = compute_normalization(working, seed=seed)
+    normalization = compute_normalization(volume, seed=seed)  # the input's, as segment and train take it
     rng = np.random.default_rng(seed)
     n_needed = max(n_fovs, -(-n_tokens // model.n_tokens))
     fovs, corners = _fields_of_view(working, normalization, fov, n_needed, rng)
