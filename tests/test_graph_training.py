@@ -227,8 +227,11 @@ def test_graph_training_says_what_is_wrong(tmp_path):
         train([image], tmp_path / "b.json", k=2, preset="huge")
     with pytest.raises(OrgasegError, match="not model options"):
         train([image], tmp_path / "b.json", k=2, model_options={"steps": 5})
-    with pytest.raises(OrgasegError, match="unknown option"):
+    with pytest.raises(OrgasegError, match="unknown option") as refused:
         train([image], tmp_path / "b.json", k=2, model_options={"bogus": 5})
+    # the options it lists are those train takes as options: not the preset and the steps (refused above)
+    listed = str(refused.value).split("sccs takes ")[1].split(", ")
+    assert "kappa" in listed and "preset" not in listed and "steps" not in listed, listed
     assert not (tmp_path / "a.json").exists() and not (tmp_path / "b.json").exists()
     assert main(["train", "x.tif", "--method", "baseline", "-o", str(tmp_path / "c.json")]) == 2
     assert main(["train", "x.tif", "--method", "maester", "-k", "4", "-o", str(tmp_path / "c.json")]) == 2

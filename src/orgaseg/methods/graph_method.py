@@ -304,7 +304,7 @@ def train_graph_clusterer(
         raise OrgasegError(f"{features} features use no encoder; drop the encoder or choose features that use one, "
                            f"e.g. {ENCODER_FEATURES}")
     stages = resolve_stages(spec, model=encoder, features=features, options=options, pixel_size=pixel_size,
-                            device=device)
+                            device=device, unlisted_options=("preset", "steps"))
     clusterer_options = {**stages.clusterer_options, "preset": preset, **({"steps": int(steps)} if steps else {})}
     fit = stages.clusterer.start_fit(k, seed=seed, **clusterer_options)
     jobs = [stages.job(VolumeSource(v), compute_normalization(v, seed=seed)) for v in volumes]

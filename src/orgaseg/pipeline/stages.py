@@ -16,7 +16,7 @@ import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 from orgaseg.cluster import ClustererSpec, get_clusterer
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg
@@ -47,8 +47,13 @@ def resolve_pixel_size(value: float | str | None, default: float | None) -> floa
     return float(value)
 
 
-def split_options(options: Mapping[str, Any] | None, features: FeatureSpec, clusterer: ClustererSpec) -> tuple[dict, dict]:
-    """Route ``NAME=VALUE`` options to the stage that declares ``NAME`` (``features.NAME`` / ``clusterer.NAME`` to say which)."""
+def split_options(options: Mapping[str, Any] | None, features: FeatureSpec, clusterer: ClustererSpec, *,
+                  unlisted: Collection[str] = ()) -> tuple[dict, dict]:
+    """Route ``NAME=VALUE`` options to the stage that declares ``NAME`` (``features.NAME`` / ``clusterer.NAME`` to say which).
+
+    ``unlisted``: options the caller takes as arguments of its own (and refuses as options), left out of the
+    options an unknown name's message lists.
+    """
     feature_options: dict = {}
     clusterer_options: dict = {}
     for name, value in (options or {}).items():
@@ -59,7 +64,7 @@ def split_options(options: Mapping[str, Any] | None, features: FeatureSpec, clus
                 raise OrgasegError(f"option {name!r}: the prefix must be 'features.' or 'clusterer.'")
             spec, target = (features, feature_options) if stage == "features" else (clusterer, clusterer_options)
             if bare not in spec.options:
-                raise OrgasegError(f"{spec.name} has no option {bare!r}; its options: {_names(spec.options)}")
+                raise OrgasegError(f"{spec.name} has no option {bare!r}; its options: {_names(spec.options, unlisted)}")
             target[bare] = value
             continue
         in_features, in_clusterer = name in features.options, name in clusterer.options
@@ -67,14 +72,15 @@ def split_options(options: Mapping[str, Any] | None, features: FeatureSpec, clus
             raise OrgasegError(f"option {name!r} belongs to both {features.name} and {clusterer.name}: "
                                f"write features.{name} or clusterer.{name}")
         if not (in_features or in_clusterer):
-            raise OrgasegError(f"unknown option {name!r}: {features.name} takes {_names(features.options)}; "
-                               f"{clusterer.name} takes {_names(clusterer.options)}")
+            raise OrgasegError(f"unknown option {name!r}: {features.name} takes {_names(features.options, unlisted)}; "
+                               f"{clusterer.name} takes {_names(clusterer.options, unlisted)}")
         (feature_options if in_features else clusterer_options)[name] = value
     return feature_options, clusterer_options
 
 
-def _names(options: Mapping) -> str:
-    return ", ".join(options) if options else "none"
+def _names(options: Mapping, unlisted: Collection[str] = ()) -> str:
+    names = [name for name in options if name not in unlisted]
+    return ", ".join(names) if names else "none"
 
 
 #: A working pixel this many times finer than the input's in-plane voxel is warned about (upsampling).
@@ -225,6 +231,7 @@ def resolve_stages(
     options: Mapping[str, Any] | None = None,
     pixel_size: float | str | None = None,
     device: str = "auto",
+    unlisted_options: Collection[str] = (),
 ) -> Stages:
     """The stages of a run: the method's defaults with the given overrides.
 
@@ -243,6 +250,9 @@ def resolve_stages(
         for an encoder, else the method's default.
     device : str
         ``auto``, ``cpu`` or ``cuda``.
+    unlisted_options : collection of str
+        Stage options the caller takes as arguments of its own, left out of
+        the options an unknown option's message lists (see :func:`split_options`).
 
     Returns
     -------
@@ -252,7 +262,7 @@ def resolve_stages(
     feature_spec = get_features(features if features is not None else row.features)
     clusterer_spec = get_clusterer(clusterer if clusterer is not None else row.clusterer)
     feature_options, clusterer_options = split_options({**row.options, **dict(options or {})}, feature_spec,
-                                                       clusterer_spec)
+                                                       clusterer_spec, unlisted=unlisted_options)
     encoder = None
     device_name = "cpu"
     if feature_spec.needs is not None:
