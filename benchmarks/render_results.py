@@ -137,7 +137,7 @@ def _dataset_table(rows: list[tuple[Path, dict]], link_base: Path) -> list[str]:
             str(best),
             _fmt(merge[best]["mean_dice"]),
             *(_fmt(scores["dice"] if scores else None) for scores in per_class),
-            f"{_fmt(min(means, default=None))}-{_fmt(max(means, default=None))} (K {min(merge)}-{max(merge)})",
+            f"{_fmt(min(means, default=None))}-{_fmt(max(means, default=None))} (K {k_label(merge)})",
             _fmt(max(strict, key=_number)),
             f"{training['wall_s']:.0f}" if training.get("steps") else "-",
             f"{record['segmentation']['voxels_per_s']:,.0f}",
@@ -145,6 +145,18 @@ def _dataset_table(rows: list[tuple[Path, dict]], link_base: Path) -> list[str]:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def k_label(ks) -> str:
+    """The K of a run as runs of consecutive values: ``4-10, 14`` (not ``4-14``, which would claim 11-13)."""
+    ks = sorted(int(k) for k in ks)
+    spans: list[list[int]] = []
+    for k in ks:
+        if spans and k == spans[-1][1] + 1:
+            spans[-1][1] = k
+        else:
+            spans.append([k, k])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
 
 
 def _sort_key(record: dict) -> tuple:

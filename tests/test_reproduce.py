@@ -181,3 +181,21 @@ def test_render_results(tmp_path):
     assert row["commit"] == "not recorded"
     assert dict(zip(header, rows["older-maester"]))["features"] == "stride-only"
     assert "[scaling](../benchmarks/results/scaling/results.md)" in text
+
+
+def test_render_results_names_the_ks_that_ran(tmp_path):
+    """The range over K names the K of the run: gaps are not written as a span (K 4-10 and 14 is not K 4-14)."""
+    results = tmp_path / "results"
+    base = _record()
+    gapped = _record(ks=[4, 5, 14], results={**base["results"], "14": base["results"]["5"]})
+    single = _record(ks=[8], results={"8": base["results"]["5"]})
+    for name, record in {"gapped": gapped, "single": single, "contiguous": base}.items():
+        (results / name).mkdir(parents=True)
+        (results / name / "results.json").write_text(json.dumps(record))
+    text = render_results.render_results(results, tmp_path / "results.md")
+    header = _cells(next(line for line in text.splitlines() if line.startswith("| run |")))
+    rows = {line.split("](")[0][3:]: dict(zip(header, _cells(line)))
+            for line in text.splitlines() if line.startswith("| [")}
+    assert rows["gapped"]["mean Dice over K"] == "0.500-0.700 (K 4-5, 14)"
+    assert rows["single"]["mean Dice over K"] == "0.700-0.700 (K 8)"
+    assert rows["contiguous"]["mean Dice over K"] == "0.500-0.700 (K 4-5)"
