@@ -518,6 +518,18 @@ def test_every_device_option_gives_its_default():
                     f"{action.default}: " in action.help, (name, action.help)
 
 
+def test_every_block_shape_option_gives_its_default():
+    # segment, instances and measure said "block shape in voxels", not what they use without one
+    from orgaseg.cli import build_parser
+
+    helps = {name: action.help for name, sub in build_parser()._subparsers._group_actions[0].choices.items()
+             for action in sub._actions if action.dest == "block_shape"}
+    assert sorted(helps) == ["instances", "measure", "segment"]
+    assert "default: blocks of at most 512 MiB of features" in helps["segment"]
+    for name in ("instances", "measure"):
+        assert "default: blocks of about 4 Mi voxels, whole slices where they fit" in helps[name], helps[name]
+
+
 def test_benchmark_last_line_names_the_figures_folder_and_what_its_time_is(tmp_path, capsys, monkeypatch):
     # it said "figures/" (not where they are) and a bare "(70.17 s)", the segmentation's time, not the run's
     import orgaseg.benchmark

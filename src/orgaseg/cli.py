@@ -547,6 +547,22 @@ def _add_stage_options(parser: argparse.ArgumentParser, reused: bool = False) ->
                              "'native' keeps the input's; default: the checkpoint's training pixel size, else the method's")
 
 
+def _add_block_shape_option(parser: argparse.ArgumentParser, *, features: bool = False) -> None:
+    """The blocks a command works in; ``features``: blocks sized by the features they hold (segment)."""
+    if features:
+        from orgaseg.pipeline.runner import FEATURE_BYTES
+
+        default = (f"at most {FEATURE_BYTES // 2**20} MiB of features, aligned to the input's chunks, shaped "
+                   "to compute the fewest voxels with the halo the features need; recorded in the provenance")
+    else:
+        from orgaseg.pipeline.blocks import DEFAULT_BLOCK_VOXELS
+
+        default = (f"about {DEFAULT_BLOCK_VOXELS / 2**20:g} Mi voxels, whole slices where they fit, in multiples "
+                   "of the input's chunks")
+    parser.add_argument("--block-shape", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                        help=f"block shape in voxels (default: blocks of {default})")
+
+
 def _add_executor_options(parser: argparse.ArgumentParser) -> None:
     """Where blocks run: serially, on threads, or on dask workers."""
     parser.add_argument("--workers", type=int, default=1,
@@ -656,7 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-size", type=int,
                    help=f"voxels sampled to fit the clusterer (default: {_default_sample_sizes()}; "
                         "his4mae and sdae-recon: a thousandth of the voxels, 20,000 to 1,000,000)")
-    p.add_argument("--block-shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="block shape in voxels")
+    _add_block_shape_option(p, features=True)
     _add_executor_options(p)
     _add_feature_memory_option(p, "the sampling pass's features kept for the labelling pass")
     p.add_argument("--save-features", metavar="PATH.zarr", help="also write every voxel's features (float16 Zarr)")
@@ -781,7 +797,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "a face or an edge (18), or also a corner (26)")
     p.add_argument("--key", help="dataset inside a container")
     p.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in nm (overrides metadata)")
-    p.add_argument("--block-shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="block shape in voxels")
+    _add_block_shape_option(p)
     _add_executor_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(run=cmd_instances)
@@ -796,7 +812,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw-key", help="dataset inside the raw volume's container")
     p.add_argument("--mask-key", help="dataset inside the mask's container")
     p.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in nm (overrides metadata)")
-    p.add_argument("--block-shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="block shape in voxels")
+    _add_block_shape_option(p)
     _add_executor_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing tables")
     p.set_defaults(run=cmd_measure)
