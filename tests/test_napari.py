@@ -403,6 +403,35 @@ def test_segment_widget_places_the_image_at_a_typed_voxel_size(cell, qapp, qtbot
     assert labels.metadata["orgaseg"]["input"]["voxel_size"] == list(VOXEL)
 
 
+def test_segment_widget_segments_a_single_image_as_one_slice(cell, qapp, qtbot):
+    # as the command line reads one image (a PNG); it was refused as 2D data
+    from napari.components import ViewerModel
+
+    expected = orgaseg.segment(cell.raw[:1], voxel_size=VOXEL, k=4).labels
+    viewer = ViewerModel()  # no OpenGL needed
+    widget = SegmentWidget(viewer)
+    unscaled = viewer.add_image(cell.raw[0], name="dragged in")  # napari's default scale: 1 x 1 pixel
+    scaled = viewer.add_image(cell.raw[0], scale=VOXEL[1:], name="opened")
+    widget.image.choices = [unscaled, scaled]  # (not docked in a window, so the choices are set here)
+    widget.image.value, widget.k.value = unscaled, 4
+    with pytest.raises(OrgasegError, match="voxel size unknown"):
+        widget.arguments()
+    widget.image.value = scaled  # one slice as thick as its pixels are high
+    assert widget.arguments()["data"].voxel_size == VOXEL and widget.arguments()["data"].shape == (1, 48, 48)
+    widget.image.value, widget.voxel_size.value = unscaled, "20"
+    widget.run()
+    _finish(qtbot, widget)
+    labels = viewer.layers[-1]
+    np.testing.assert_array_equal(labels.data, expected)
+    # the image takes the typed voxel size in its two axes, and the clusters lie over it
+    assert tuple(unscaled.scale) == VOXEL[1:] and tuple(labels.scale) == VOXEL
+    # clicks on the image's clusters map to their voxels
+    from orgaseg.napari.layers import to_voxels
+
+    clicks = viewer.add_points(np.array([[0.0, 100.0, 60.0]]), ndim=3)
+    np.testing.assert_allclose(to_voxels(clicks, unscaled), [[0.0, 5.0, 3.0]])
+
+
 def test_segment_widget_refuses_an_rgb_layer(cell, qapp):
     from napari.components import ViewerModel
 

@@ -138,8 +138,12 @@ def labels_layer(data, *, kind: str, voxel_size: Sequence[float], name: str, nam
 
 
 def voxel_size_of(layer) -> tuple[float, float, float]:
-    """A layer's voxel size in nm ``(z, y, x)``: its scale along its last three axes."""
-    return tuple(float(v) for v in layer.scale[-3:])
+    """A layer's voxel size in nm ``(z, y, x)``: its scale along its last three axes.
+
+    A single image (a 2D layer) is one slice as thick as its pixels are high, as the command line reads one.
+    """
+    scale = tuple(float(v) for v in layer.scale[-3:])
+    return scale if len(scale) == 3 else (scale[0], *scale)
 
 
 def layer_units(layer) -> str:
@@ -169,16 +173,19 @@ def origin_of(layer) -> tuple[float, float, float]:
 
 
 def layer_volume(layer):
-    """The full-resolution ``(z, y, x)`` array of an image or labels layer (the first level of a pyramid)."""
+    """The full-resolution ``(z, y, x)`` array of an image or labels layer (the first level of a pyramid);
+    a single image ``(y, x)`` as one slice."""
     from orgaseg.errors import OrgasegError
 
     if getattr(layer, "rgb", False):  # its last axis is the colour: (y, x, 3) is no (z, y, x) volume
         raise OrgasegError(f"layer {layer.name!r} is an RGB image; orgaseg works on grey-level (z, y, x) volumes: "
                            "convert it to one channel first")
     data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    if data.ndim == 2:  # a single image is one slice, as the command line reads one (read whole: one plane)
+        return np.asarray(data)[np.newaxis]
     if data.ndim != 3:
-        raise OrgasegError(f"layer {layer.name!r} holds {data.ndim}D data; orgaseg works on 3D (z, y, x) volumes "
-                           "(a single image: add it as a stack of one slice)")
+        raise OrgasegError(f"layer {layer.name!r} holds {data.ndim}D data; orgaseg works on (z, y, x) volumes "
+                           "and single (y, x) images: choose one time point or channel first")
     return data
 
 
@@ -204,4 +211,4 @@ def to_voxels(points_layer, labels_layer) -> np.ndarray:
                            "points: make the layer with New clicks layer")
     world = np.asarray(points_layer.data, dtype=float)[:, -3:] * np.asarray(points_layer.scale[-3:]) \
         + np.asarray(points_layer.translate[-3:])
-    return (world - np.asarray(labels_layer.translate[-3:])) / np.asarray(labels_layer.scale[-3:])
+    return (world - np.asarray(origin_of(labels_layer))) / np.asarray(voxel_size_of(labels_layer))

@@ -97,7 +97,9 @@ class SegmentWidget(Container):
             data = arguments["data"]
             if (voxel_size_of(image), origin_of(image)) != (data.voxel_size, data.origin):
                 # a voxel size was typed: the image takes it, so that the clusters lie over it
-                image.scale, image.translate, image.units = data.voxel_size, data.origin, ("nm", "nm", "nm")
+                kept = -image.ndim  # a single image keeps its two axes
+                image.scale, image.translate = data.voxel_size[kept:], data.origin[kept:]
+                image.units = ("nm",) * image.ndim
             self.viewer.add_layer(Layer.create(*labels_layer(
                 result.labels, kind="clusters", voxel_size=data.voxel_size, origin=data.origin, name=name,
                 record=result.provenance, n_labels=int(result.provenance["k"]))))
