@@ -408,6 +408,29 @@ def test_n5_cellmap_transform_attrs(tmp_path, volume):
     # nothing was written: the one chunk is missing, and says so
     with pytest.warns(MissingChunksWarning, match=r"s0: 1 of 1 chunks are missing .*index \(0, 0, 0\)"):
         assert no_warning_open(path / "s0").voxel_size == (3.24, 4.0, 4.0)
+    # its translation places it (named axes, in the transform's units)
+    attrs["transform"].update(axes=["x", "y", "z"], scale=[4.0, 4.0, 3.24], translate=[0.5, 0.25, 0.0125],
+                              units=["um", "um", "um"])
+    attrs_file.write_text(json.dumps(attrs))
+    with pytest.warns(MissingChunksWarning):
+        opened = open_volume(path / "s0")
+    assert opened.voxel_size == pytest.approx((3240, 4000, 4000)) and opened.origin == pytest.approx((12.5, 250, 500))
+
+
+def test_a_transform_translation_places_a_zarr_array(tmp_path, volume):
+    # CellMap / OpenOrganelle: each array's transform gives its voxel size and where its first voxel lies
+    transform = {"axes": ["z", "y", "x"], "scale": [8.0, 4.0, 4.0], "translate": [16.0, 2.0, 6.0],
+                 "units": ["nm", "nm", "nm"]}
+    array = zarr.create_array(tmp_path / "s1.zarr", shape=volume.shape, dtype=volume.dtype, chunks=(2, 8, 8))
+    array[...] = volume
+    array.attrs["transform"] = transform
+    opened = no_warning_open(tmp_path / "s1.zarr")
+    assert opened.voxel_size == (8.0, 4.0, 4.0) and opened.origin == (16.0, 2.0, 6.0)
+    # a translation that names no length, or not every axis, places nothing
+    array.attrs["transform"] = {**transform, "units": ["s", "nm", "nm"], "scale": [8.0, 4.0, 4.0]}
+    assert open_volume(tmp_path / "s1.zarr", voxel_size=(8, 4, 4)).origin == (0.0, 0.0, 0.0)
+    array.attrs["transform"] = {**transform, "translate": [16.0, 2.0]}
+    assert no_warning_open(tmp_path / "s1.zarr").origin == (0.0, 0.0, 0.0)
 
 
 def test_hdf5_key_and_element_size(tmp_path, volume):

@@ -22,6 +22,7 @@ from orgaseg.io.metadata import (
     MissingChunks,
     StoredArray,
     nanometres_per_unit,
+    origin_from_attrs,
     to_nanometres,
     voxel_size_from_attrs,
 )
@@ -79,9 +80,10 @@ def read_zarr(path: Path, key: str | None, level: int) -> StoredArray:
         return within
     named = _dimension_axes(node)
     axes = named or ("zyx"[3 - node.ndim :] if node.ndim in (2, 3) else None)
-    sizes = voxel_size_from_attrs(dict(node.attrs), axes) if axes else None
+    attrs = dict(node.attrs)
+    sizes = voxel_size_from_attrs(attrs, axes) if axes else None
     return StoredArray(node, "zarr", axes=axes, sizes=sizes, chunks=node.chunks, key=_relative(node),
-                       missing_chunks=_zarr_missing_chunks(node),
+                       missing_chunks=_zarr_missing_chunks(node), origin=origin_from_attrs(attrs, axes) if axes else None,
                        axes_named_by="the array's Zarr dimension_names" if named else None)
 
 
@@ -275,7 +277,8 @@ def read_n5(path: Path, key: str | None, level: int) -> StoredArray:
     missing = None if chunks is None else _missing_chunks(
         array.shape, chunks, lambda index: "/".join(map(str, reversed(index))), _stored_keys(target), fill_value=0
     )
-    return StoredArray(array, "n5", axes=axes, sizes=sizes, chunks=chunks, key=relative, missing_chunks=missing)
+    return StoredArray(array, "n5", axes=axes, sizes=sizes, chunks=chunks, key=relative, missing_chunks=missing,
+                       origin=origin_from_attrs(attrs, axes) if axes else None)
 
 
 def _n5_attrs(folder: Path) -> dict:

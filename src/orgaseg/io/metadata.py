@@ -239,6 +239,39 @@ def voxel_size_from_attrs(
     return None
 
 
+def origin_from_attrs(attrs: Mapping[str, Any], axes: str) -> list[float] | None:
+    """Where the first voxel's centre lies (nm per stored axis) from a ``transform`` attribute's ``translate``.
+
+    CellMap / OpenOrganelle write ``{"axes": [...], "scale": [...], "translate": [...], "units": [...]}``
+    beside each array (a pyramid's coarser levels half a voxel further in, as voxel centres move). Axes
+    other than z, y and x lie at 0. Returns None where there is no translation or it cannot be read (a
+    unit that is not a length, a value that is not a finite number, a z, y or x axis it does not name):
+    the volume then lies at zero, as in any format without a place.
+    """
+    transform = attrs.get("transform")
+    if not isinstance(transform, Mapping) or "translate" not in transform:
+        return None
+    names = [str(a).lower() for a in transform.get("axes", axes)]
+    translate = transform["translate"]
+    if not _is_list_of(translate, len(names)):
+        return None
+    units = transform.get("units", "nm")
+    units = [units] * len(names) if isinstance(units, str) or units is None else list(units)
+    by_name = {}
+    for name, value, unit in zip(names, translate, units):
+        factor = nanometres_per_unit(unit)
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return None
+        if factor is None or not math.isfinite(number):
+            return None
+        by_name[name] = number * factor
+    if not all(a in by_name for a in axes if a in "zyx"):
+        return None
+    return [by_name.get(a, 0.0) for a in axes]
+
+
 def _is_list_of(value: Any, length: int) -> bool:
     # h5py hands attributes back as numpy arrays, JSON as lists
     return not isinstance(value, str) and np.ndim(value) == 1 and len(value) == length

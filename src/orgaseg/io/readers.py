@@ -21,13 +21,14 @@ FORMATS (how each format is recognised and where its voxel size comes from):
   ``dimension_names`` give its stored axis order where they are axis
   letters (``x``, ``y``, ``z``, ``c``, ``t``). Voxel size from array
   attributes (``transform`` with named axes, ``pixelResolution`` in x y z
-  as N5 lists it, ``resolution`` in stored order).
+  as N5 lists it, ``resolution`` in stored order); the ``origin`` from a
+  ``transform``'s ``translate`` (CellMap).
 - **OME-Zarr** NGFF 0.4 (``multiscales`` in ``.zattrs``) and 0.5
   (``multiscales`` under ``"ome"`` in ``zarr.json``): resolution ``level``
   (0 = full); voxel size from that level's ``scale`` transform (times a
   multiscale-wide one) with the axes' units; the volume's ``origin`` from
-  its ``translation`` transforms (zero for every other format, MRC
-  included). A group holding only ``labels`` (as orgaseg writes) opens its
+  its ``translation`` transforms (zero for the formats without a
+  ``transform`` translation, MRC included). A group holding only ``labels`` (as orgaseg writes) opens its
   first label image.
 - **N5** (a directory named ``*.n5`` or holding ``attributes.json``; dataset
   via ``key``, e.g. ``recon-1/em/fibsem-uint8/s0``) through ``tensorstore``.
@@ -35,7 +36,8 @@ FORMATS (how each format is recognised and where its voxel size comes from):
   order (z y x), and ``axes`` refers to that order. A multiscale group as
   ``key`` opens dataset ``s<level>``. Voxel size from ``transform``
   (CellMap), ``pixelResolution`` or ``resolution`` (N5 order), on the
-  dataset or its parent group times the dataset's ``downsamplingFactors``.
+  dataset or its parent group times the dataset's ``downsamplingFactors``;
+  the ``origin`` from the dataset's ``transform`` ``translate``.
 - **HDF5** (``.h5``/``.hdf5``/``.hdf``) with ``key`` (optional when the file
   holds one dataset), kept open and read lazily. Voxel size from attributes
   ``element_size_um`` (micrometres) or ``resolution`` (nm), stored order.
