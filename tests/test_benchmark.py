@@ -91,6 +91,16 @@ def test_training_options_that_would_be_ignored_are_refused(phantom, tmp_path, m
     assert not (tmp_path / "results.json").exists()
 
 
+@pytest.mark.parametrize("arguments, message", [
+    ({"seed": -1}, "seed=N must be a whole number >= 0, got -1"),  # was numpy's ValueError, after the output folder
+    ({"sample_size": 2.5}, "sample_size=N must be a whole number >= 1, got 2.5"),
+])
+def test_benchmark_refuses_bad_arguments_before_any_work(phantom, tmp_path, arguments, message):
+    with pytest.raises(OrgasegError, match=message):
+        run_benchmark(phantom, "baseline", tmp_path / "out", ks=[4], device="cpu", **arguments)
+    assert not (tmp_path / "out").exists()
+
+
 def test_k_ranges():
     assert parse_k_range("4-10") == list(range(4, 11))
     assert parse_k_range("4,6,8") == [4, 6, 8]

@@ -169,6 +169,12 @@ def test_a_volume_with_a_nan_voxel_is_segmented_after_a_warning():
     ({"k": 3, "voxel_size": (0.5, 0.5, 0.5), "pixel_size": 10.0},
      "the volume's y axis \\(16 voxels of 0.5 nm, 8 nm in all\\) is less than one pixel"),
     ({"k": 3, "output": "same.zarr", "save_features": "same.zarr"}, "the features need a path of their own"),
+    # numpy's seeding used to refuse these deep inside it (ValueError, TypeError), and a sample of -5 voxels
+    # or a list of options reached the sampler and dict() unchecked
+    ({"k": 3, "seed": -1}, "seed=N must be a whole number >= 0, got -1"),
+    ({"k": 3, "seed": 1.5}, "seed=N must be a whole number >= 0, got 1.5"),
+    ({"k": 3, "sample_size": -5}, "sample_size=N must be a whole number >= 1, got -5"),
+    ({"k": 3, "options": [("stride", 20)]}, r"options must be a dict \{name: value\}"),
 ])
 def test_segment_refuses_bad_arguments_before_any_work(arguments, message, tmp_path, monkeypatch):
     from orgaseg.errors import OrgasegError
@@ -385,3 +391,15 @@ def test_the_working_grid_filters_its_own_window_in_place_and_never_a_callers_ar
     finally:
         tracemalloc.stop()
     assert peak < 1.6 * sections.nbytes, peak / sections.nbytes
+
+
+@pytest.mark.parametrize("arguments, message", [
+    ({"seed": -1}, "seed=N must be a whole number >= 0, got -1"),  # was numpy's ValueError
+    ({"options": "stride=20"}, r"options must be a dict \{name: value\}"),
+])
+def test_compute_features_refuses_bad_arguments_with_a_message(arguments, message):
+    from orgaseg.errors import OrgasegError
+    from orgaseg.segmentation import compute_features
+
+    with pytest.raises(OrgasegError, match=message):
+        compute_features(np.random.default_rng(0).random((2, 16, 16)), voxel_size=(10.0, 10.0, 10.0), **arguments)

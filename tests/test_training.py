@@ -278,6 +278,8 @@ def test_a_checkpoint_of_a_newer_format_is_refused_saying_which_version_wrote_it
     ("han-vae-2d", {"steps": 2.5}, "steps must be a whole number >= 1, got 2.5"),
     ("maester", {"minutes": -1}, "minutes must be a positive number"),
     ("sccs", {"k": 2.5}, "K must be a whole number"),
+    ("maester", {"seed": -1}, "seed=N must be a whole number >= 0, got -1"),  # was numpy's ValueError
+    ("han-vae-2d", {"seed": 1.5}, "seed=N must be a whole number >= 0, got 1.5"),
 ])
 def test_training_arguments_are_checked_before_any_work(tmp_path, method, arguments, message):
     import orgaseg

@@ -28,6 +28,7 @@ from orgaseg.io import compute_normalization
 from orgaseg.io.partial import write_atomic
 from orgaseg.io.volume import Volume
 from orgaseg.methods.table import get_method
+from orgaseg.options import check_whole_number
 from orgaseg.pipeline.blocks import Region
 from orgaseg.pipeline.cost import estimate_cost
 from orgaseg.pipeline.runner import (
@@ -153,6 +154,9 @@ def run_benchmark(
     dict
         The content of ``results.json``.
     """
+    seed = check_whole_number(seed, "seed")
+    if sample_size is not None:
+        sample_size = check_whole_number(sample_size, "sample_size", 1)
     row = get_method(method)
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_root)
     ks = parse_k_range(ks)

@@ -8,7 +8,7 @@ import numbers
 import re
 from typing import Any
 
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import ARGUMENTS, OrgasegError, arg
 
 
 def parse_assignments(items: list[str], option: str) -> dict[str, Any]:
@@ -78,6 +78,27 @@ OPTION_VALUES: dict[str, tuple[str, Any]] = {
                   and all(_number(s) and 0 < s < float("inf") for s in v)),
     "in_plane": ("true or false", lambda v: isinstance(v, bool) or v is None),
 }
+
+
+def check_whole_number(value: Any, name: str, minimum: int = 0) -> int:
+    """``value`` as an int if it is a whole number >= ``minimum``, else a clear error naming ``name``.
+
+    For the arguments that reach numpy's or scikit-learn's random generators and
+    counts (``seed``, ``sample_size``), which otherwise fail deep inside them.
+
+    Examples
+    --------
+    >>> check_whole_number(3, "seed")
+    3
+    >>> check_whole_number(-1, "seed")
+    Traceback (most recent call last):
+    ...
+    orgaseg.errors.OrgasegError: seed=N must be a whole number >= 0, got -1
+    """
+    if not _whole(value, minimum):
+        shown = arg(name) if name in ARGUMENTS else name  # seed=N from Python, --seed N on the command line
+        raise OrgasegError(f"{shown} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
 
 
 def check_option_value(name: str, value: Any) -> Any:

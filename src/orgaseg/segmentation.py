@@ -22,6 +22,7 @@ from orgaseg.io.partial import digest, refuse_replacing_an_input, same_path
 from orgaseg.io.provenance import provenance_path
 from orgaseg.io.readers import assumed_voxel_size
 from orgaseg.io.volume import Volume, absolute_path, as_volume, read_as
+from orgaseg.options import check_whole_number
 from orgaseg.pipeline.cost import estimate_cost
 from orgaseg.pipeline.executors import Executor, SerialExecutor
 from orgaseg.pipeline.outputs import open_outputs
@@ -372,6 +373,9 @@ def segment(
     size, K, seed, sample size or block shape starts afresh (``overwrite`` does not).
     """
     started = time.time()
+    seed = check_whole_number(seed, "seed")
+    if sample_size is not None:
+        sample_size = check_whole_number(sample_size, "sample_size", 1)
     if feature_memory is not None:
         feature_memory = check_feature_memory(feature_memory)
     volume = resolve_volume(data, key=key, voxel_size=voxel_size, level=level, axes=axes, channel=channel,
@@ -581,6 +585,7 @@ def compute_features(
     from orgaseg.pipeline.blocks import Block
     from orgaseg.pipeline.tasks import block_halo
 
+    seed = check_whole_number(seed, "seed")
     volume = resolve_volume(data, key=key, voxel_size=voxel_size)
     stages = resolve_stages(method, model=model, features=features, options=options, pixel_size=pixel_size,
                             device=device)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 
 from orgaseg.errors import OrgasegError
 from orgaseg.methods import graph_method, han_vae, his4mae, maester
-from orgaseg.options import lookup
+from orgaseg.options import check_whole_number, lookup
 
 
 def thousandth_sample(n_voxels: int, floor: int = 20_000, cap: int = 1_000_000) -> int:
@@ -109,6 +109,8 @@ def _check_training_arguments(options: dict) -> None:
             continue
         if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
             raise OrgasegError(f"{'K' if name == 'k' else name} must be a whole number >= {minimum}, got {value!r}")
+    if options.get("seed") is not None:
+        options["seed"] = check_whole_number(options["seed"], "seed")
     minutes = options.get("minutes")
     if minutes is not None and not (isinstance(minutes, numbers.Real) and 0 < minutes < math.inf):
         raise OrgasegError(f"minutes must be a positive number, got {minutes!r}")

@@ -258,6 +258,8 @@ def resolve_stages(
     -------
     Stages
     """
+    if options is not None and not isinstance(options, Mapping):
+        raise OrgasegError(f"options must be a dict {{name: value}} (e.g. {{'stride': 20}}), got {options!r}")
     row = get_method(method)
     feature_spec = get_features(features if features is not None else row.features)
     clusterer_spec = get_clusterer(clusterer if clusterer is not None else row.clusterer)
