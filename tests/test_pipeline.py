@@ -394,6 +394,9 @@ def test_the_working_grid_filters_its_own_window_in_place_and_never_a_callers_ar
 
 
 @pytest.mark.parametrize("arguments, message", [
+    # an int or a (start, stop) pair per axis used to fail as "'int' object has no attribute 'indices'"
+    ({"region": (0, slice(0, 8), slice(0, 8))}, r"give the region as three slices \(z, y, x\)"),
+    ({"region": ((0, 2), (0, 8), (0, 8))}, r"give the region as three slices \(z, y, x\)"),
     ({"seed": -1}, "seed=N must be a whole number >= 0, got -1"),  # was numpy's ValueError
     ({"options": "stride=20"}, r"options must be a dict \{name: value\}"),
 ])

@@ -592,7 +592,7 @@ def compute_features(
     job = stages.job(VolumeSource(volume), compute_normalization(volume, seed=seed, invert=invert))
     if region is None:
         region = tuple(slice(0, s) for s in volume.shape)
-    if len(region) != 3:
+    if not isinstance(region, (tuple, list)) or len(region) != 3 or not all(isinstance(s, slice) for s in region):
         raise OrgasegError(f"give the region as three slices (z, y, x), got {region!r}")
     bounds = []
     for axis, (s, n) in enumerate(zip(region, volume.shape)):
