@@ -297,6 +297,20 @@ def test_an_array_trains_like_a_volume(tmp_path):
     assert record["step"] == 2 and (tmp_path / "model.pt").exists()
 
 
+def test_one_volume_given_alone_trains_as_one_volume(tmp_path):
+    """A path was read as its characters ('c: no such file') and an array as its sections, each a volume."""
+    import tifffile
+
+    import orgaseg
+
+    raw = make_cell((4, 64, 64), voxel_size=(20.0, 20.0, 20.0), seed=0).raw
+    tifffile.imwrite(tmp_path / "cell.tif", raw, imagej=True, metadata={"axes": "ZYX"})
+    for name, inputs in (("path", str(tmp_path / "cell.tif")), ("array", raw)):
+        record = orgaseg.train("maester", inputs, tmp_path / f"{name}.pt", preset="tiny", steps=1,
+                               voxel_size=(20, 20, 20))
+        assert [v["shape"] for v in record["training_volumes"]] == [[4, 64, 64]]
+
+
 def test_a_resume_trains_on_the_volumes_at_the_voxel_size_the_checkpoint_recorded(tmp_path):
     import warnings
 

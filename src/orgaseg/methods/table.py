@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -93,6 +94,8 @@ class Method:
         if not self.trains:
             raise OrgasegError(f"method {self.name!r} does not learn: there is nothing to train")
         _check_training_arguments(options)
+        if isinstance(inputs, (str, os.PathLike)) or hasattr(inputs, "shape"):
+            inputs = [inputs]  # one volume (a path, a Volume, an array), not its characters or its sections
         if self.trainer is not None:
             return self.trainer(self, inputs, output, **options)
         from orgaseg.methods.vit_method import train_vit
