@@ -173,11 +173,44 @@ def method_names() -> list[str]:
 
 
 def train(method: str | Method, inputs, output, **options) -> dict:
-    """Train ``method``'s encoder on ``inputs`` (paths or volumes) and write a checkpoint to ``output``.
+    """Train ``method``'s encoder (or the ``sccs`` / ``cs2c`` clusterer) on ``inputs``; write a checkpoint.
 
-    Options as :func:`orgaseg.methods.vit_method.train_vit`: ``preset``,
-    ``steps``, ``minutes``, ``resume``, ``overwrite``, ``device``, ``seed``,
-    ``workers``, ``snapshots``, ``model_options``, ``pixel_size``,
-    ``voxel_size``, ``key``, ``progress``. Returns the final checkpoint record.
+    Parameters
+    ----------
+    method : str or Method
+        A method that learns (``orgaseg methods``): ``maester``, ``his4mae``,
+        ``sdae-recon``, ``han-vae``, ``han-vae-2d``, ``sccs`` or ``cs2c``.
+    inputs : str, Path, Volume, ndarray, or a sequence of them
+        The training volume(s): paths (any format :func:`orgaseg.open_volume`
+        reads), volumes or 2D/3D arrays. One path or array is one volume.
+    output : str or Path
+        The checkpoint to write (``.pt``; ``.json`` for ``sccs`` and ``cs2c``).
+    **options
+        Keyword arguments of the method's trainer:
+        :func:`~orgaseg.methods.vit_method.train_vit` (``maester``, ``his4mae``,
+        ``sdae-recon``), :func:`~orgaseg.methods.han_vae.train_han_vae`
+        (``han-vae``, ``han-vae-2d``) and
+        :func:`~orgaseg.methods.graph_method.train_graph_clusterer` (``sccs``,
+        ``cs2c``, which also take ``k``, ``encoder``, ``features`` and
+        ``graphs``). All take ``preset``, ``steps``, ``minutes``, ``resume``,
+        ``overwrite``, ``device``, ``seed``, ``workers``, ``snapshots``,
+        ``model_options``, ``pixel_size`` (working pixel size in nm, or
+        ``"native"``), ``voxel_size`` (``(z, y, x)`` in nm, overriding the
+        inputs' metadata), ``key`` and ``progress``.
+
+    Returns
+    -------
+    dict
+        The final checkpoint record (``step``, ``preset``, ``training_volumes``, ...).
+
+    Raises
+    ------
+    OrgasegError
+        A method that does not learn, ``steps``, ``snapshots``, ``k`` or ``seed`` that is
+        not a whole number in range, ``minutes`` that is not positive, and the
+        trainer's own checks (no input, an input it cannot read, a resume that
+        does not match the checkpoint, an existing output without ``overwrite``).
+    TypeError
+        An option the method's trainer does not take.
     """
     return get_method(method).train(inputs, output, **options)
