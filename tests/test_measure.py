@@ -273,6 +273,10 @@ def test_bad_inputs_give_clear_errors(tmp_path):
         write_table(table, path)
     with pytest.raises(OrgasegError, match=r"\.csv or \.parquet"):
         write_table(table, tmp_path / "t.xlsx")
+    # a CSV used to be cut to the shortest column without a word
+    with pytest.raises(OrgasegError, match="columns have different lengths: id 2, volume_um3 1"):
+        write_table({"id": [1, 2], "volume_um3": [0.5]}, tmp_path / "ragged.csv")
+    assert not (tmp_path / "ragged.csv").exists()
 
 
 def test_parquet_without_pyarrow_asks_for_csv(tmp_path, monkeypatch):

@@ -572,7 +572,31 @@ def check_table_path(path: str | Path, *, overwrite: bool = False) -> Path:
 
 
 def write_table(columns: dict[str, Sequence], path: str | Path, *, overwrite: bool = False) -> Path:
-    """Write columns to ``.csv`` (or ``.parquet`` when pyarrow is installed), atomically; see :func:`check_table_path`."""
+    """Write columns to ``.csv`` (or ``.parquet`` when pyarrow is installed), atomically.
+
+    Parameters
+    ----------
+    columns : dict of str to sequence
+        Column name -> values, every column of the same length (e.g. :attr:`Morphometrics.table`).
+    path : str or Path
+        The table, ``.csv`` or ``.parquet``.
+    overwrite : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    Path
+        Where the table was written.
+
+    Raises
+    ------
+    OrgasegError
+        Columns of different lengths, or a path :func:`check_table_path` refuses.
+    """
+    lengths = {name: len(values) for name, values in columns.items()}
+    if len(set(lengths.values())) > 1:  # csv's zip would cut every column to the shortest
+        raise OrgasegError("the table's columns have different lengths: "
+                           + ", ".join(f"{name} {n}" for name, n in lengths.items()))
     path = check_table_path(path, overwrite=overwrite)
     suffix = path.suffix.lower()
     names = list(columns)
