@@ -643,6 +643,14 @@ def test_a_named_volume_is_scored_by_its_names(tmp_path, capsys):
                  "--mode", "names", "-o", str(tmp_path / "r"), "--quiet"]) == 0
     stored = json.loads((tmp_path / "r" / "report.json").read_text())
     assert stored["names"]["per_class"]["mito"]["dice"] == pytest.approx(4 / 7)
+    # from Python, as the docstring says: read_label_names of the path, its {id: name} passed on as it is
+    # (a path failed with "'str' object has no attribute 'path'", the dict with "unhashable type: 'slice'")
+    from orgaseg.organelles import read_label_names
+
+    names = read_label_names(path)
+    assert names == {0: "unassigned", 1: "mito", 2: "other"}
+    by_dict = evaluate(named, reference, classes=["other", "mito"], mode="names", label_names=names)
+    assert by_dict.to_dict()["names"] == scores and by_dict.label_names == ["unassigned", "mito", "other"]
     np.save(tmp_path / "plain.npy", named[None])
     assert main(["evaluate", str(tmp_path / "plain.npy"), "--reference", str(tmp_path / "ref.npy"), "--class-map",
                  "0=other,1=mito", "--mode", "names", "-o", str(tmp_path / "s"), "--quiet"]) == 2

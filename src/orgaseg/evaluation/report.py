@@ -215,7 +215,7 @@ def evaluate(
     mask: Any | None = None,
     ignore: Iterable[int] | None = None,
     mode: str = "both",
-    label_names: Sequence[str] | None = None,
+    label_names: Sequence[str] | Mapping[int, str] | None = None,
     n_clusters: int | None = None,
     block_shape: tuple[int, ...] | None = None,
     progress: ProgressCallback | None = None,
@@ -258,9 +258,10 @@ def evaluate(
         name``) scored by its names, each id counting as the class of its
         name and ids whose name is no class (``unassigned``) predicting
         nothing; the score of the naming itself, with no matching.
-    label_names : sequence of str, optional
-        The name of each predicted id, for ``mode="names"``
-        (:func:`orgaseg.organelles.read_label_names` reads a named volume's).
+    label_names : sequence of str or mapping of int to str, optional
+        The name of each predicted id, for ``mode="names"``: a list indexed by
+        id, or ``{id: name}`` as :func:`orgaseg.organelles.read_label_names`
+        reads a named volume's (an id it leaves out is named ``""``, no class).
     n_clusters : int, optional
         K, when the prediction may not use every cluster id.
     block_shape : tuple of int, optional
@@ -283,6 +284,8 @@ def evaluate(
     _check_mode(mode)
     if (mode == BY_NAME) != (label_names is not None):
         raise OrgasegError("label_names go with mode='names' (a named volume scored by its names), and only with it")
+    if isinstance(label_names, Mapping):  # read_label_names's {id: name}, as the command line passes it on
+        label_names = [label_names.get(value, "") for value in range(max(label_names, default=-1) + 1)]
     name = getattr(reference, "path", None) or "the reference"
     if class_map is not None:
         class_map = parse_class_map(class_map)

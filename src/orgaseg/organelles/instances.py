@@ -74,13 +74,28 @@ BACKGROUND_CONNECTIVITY = 1
 # --- class names -------------------------------------------------------------
 
 
-def read_label_names(volume: Volume) -> dict[int, str] | None:
+def read_label_names(volume: Volume | str | Path) -> dict[int, str] | None:
     """Names of the label values of a volume opened from a file, or None when it carries none.
 
     Looks in the OME-Zarr ``image-label`` ``properties`` (``name``, else ``class``, per
     ``label-value``) of the label image, then in the ``label_names`` of the output's
     provenance record (``<path>.provenance.json``), which orgaseg writes for every format.
+
+    Parameters
+    ----------
+    volume : Volume, str or Path
+        The named volume (``orgaseg name``, ``orgaseg instances``), or its path
+        (opened with :func:`orgaseg.open_volume`).
+
+    Returns
+    -------
+    dict of int to str, or None
+        Label value -> name; None for a volume without names (or an in-memory one).
     """
+    if isinstance(volume, (str, Path)):
+        volume = open_volume(volume)
+    if not isinstance(volume, Volume):
+        raise OrgasegError(f"read_label_names reads a volume opened from a file or its path, got {type(volume).__name__}")
     path = Path(volume.path) if volume.path else None
     if path is None or not path.exists():
         return None
