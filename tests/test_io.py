@@ -832,6 +832,9 @@ def test_input_errors_are_clear(tmp_path):
     for single in ("v.npy", "v.tif"):  # a level of a format without a pyramid is refused, not ignored
         with pytest.raises(OrgasegError, match="level=1 given, but this format holds one resolution"):
             open_volume(tmp_path / single, level=1)
+    for level in (-1, "1", 0.5):  # "1" and 0.5 failed in the comparison with 0 ('<' not supported, or passed)
+        with pytest.raises(OrgasegError, match=f"level must be a whole number, 0 or more, got {level!r}"):
+            open_volume(tmp_path / "v.npy", level=level)
     np.save(tmp_path / "empty.npy", np.zeros((0, 5, 5)))
     with pytest.raises(OrgasegError, match=r"empty\.npy is empty \(shape \(0, 5, 5\)\)"):
         open_volume(tmp_path / "empty.npy")

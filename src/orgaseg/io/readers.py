@@ -173,8 +173,8 @@ def open_volume(
         number, missing chunks with ``strict_chunks``, ...
     """
     path = existing_path(path)
-    if level < 0:
-        raise OrgasegError(f"level must be 0 or more, got {level}")
+    if not isinstance(level, (int, np.integer)) or isinstance(level, bool) or level < 0:
+        raise OrgasegError(f"level must be a whole number, 0 or more, got {level!r}")
     stored = _read_stored(path, key, level)
     if stored.missing_chunks is not None and stored.missing_chunks.count:
         _report_missing_chunks(stored, path, strict_chunks)
