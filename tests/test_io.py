@@ -941,6 +941,19 @@ def test_writer_rejects_unknown_extension_and_bad_blocks(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_image_writer_refuses_what_an_imagej_tiff_cannot_be(tmp_path):
+    image = np.zeros((2, 4, 4))
+    # float64 failed inside tifffile ("does not support data type 'd'"); a .png name held a TIFF
+    with pytest.raises(OrgasegError, match=r"im\.tif: an ImageJ TIFF holds uint8, uint16, int16, float32, and the "
+                                           r"image is float64"):
+        write_tiff_image(tmp_path / "im.tif", image, voxel_size=(1, 1, 1))
+    with pytest.raises(OrgasegError, match=r"im\.png: write the image as \.tif or \.tiff"):
+        write_tiff_image(tmp_path / "im.png", image.astype(np.float32), voxel_size=(1, 1, 1))
+    assert list(tmp_path.iterdir()) == []
+    path = write_tiff_image(tmp_path / "im.tiff", image.astype(np.float32), voxel_size=(40, 4, 4))
+    assert open_volume(path).voxel_size == (40.0, 4.0, 4.0)
+
+
 def test_ome_zarr_label_colors_are_the_figure_palette(tmp_path):
     out = write_labels(tmp_path / "c.ome.zarr", np.arange(12, dtype=np.uint8).reshape(1, 3, 4),
                        voxel_size=(1, 1, 1), provenance={})

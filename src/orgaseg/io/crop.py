@@ -31,6 +31,7 @@ from orgaseg.io.partial import (
 from orgaseg.io.provenance import make_provenance, write_provenance
 from orgaseg.io.volume import Region, Volume
 from orgaseg.io.writers import (
+    IMAGEJ_DTYPES,
     NGFF_CHUNK_KEYS,
     TIFF_SUFFIXES,
     ZARR_SUFFIXES,
@@ -46,9 +47,6 @@ COPY_BLOCK_VOXELS = 32 * 1024**2
 
 #: Output suffixes, by format (those of the label writers).
 SUFFIXES = {"tiff": TIFF_SUFFIXES, "ome-zarr": ZARR_SUFFIXES}
-
-#: The data types an ImageJ TIFF holds (tifffile refuses the others for ``imagej=True``).
-IMAGEJ_DTYPES = ("uint8", "uint16", "int16", "float32")
 
 
 def parse_region(items: Sequence[str], shape: Sequence[int]) -> Region:

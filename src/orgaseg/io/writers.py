@@ -61,6 +61,8 @@ from orgaseg.viz.colors import label_colors
 #: Label outputs by suffix: OME-Zarr and ImageJ TIFF.
 ZARR_SUFFIXES = (".ome.zarr", ".zarr")
 TIFF_SUFFIXES = (".tif", ".tiff")
+#: The data types an ImageJ TIFF holds (tifffile refuses the others for ``imagej=True``).
+IMAGEJ_DTYPES = ("uint8", "uint16", "int16", "float32")
 _DEFAULT_CHUNKS = (64, 256, 256)
 
 
@@ -542,11 +544,39 @@ def write_labels(
 
 
 def write_tiff_image(path: str | Path, image: np.ndarray, *, voxel_size: Sequence[float], overwrite: bool = False) -> Path:
-    """Write a greyscale volume (e.g. raw EM) as an ImageJ TIFF with its voxel size, atomically."""
+    """Write a greyscale volume (e.g. raw EM) as an ImageJ TIFF with its voxel size, atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file, ``.tif`` or ``.tiff``.
+    image : ndarray, shape (z, y, x)
+        uint8, uint16, int16 or float32: the types an ImageJ TIFF holds.
+    voxel_size : sequence of 3 float
+        ``(z, y, x)`` in nm, written as ImageJ's spacing and resolution.
+    overwrite : bool
+        Replace an existing file.
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    OrgasegError
+        Another suffix, an image that is not 3D or of another type, a voxel size that is
+        not 3 positive numbers, or ``path`` exists and not ``overwrite``.
+    """
     path = Path(path).expanduser()
     image = np.asarray(image)
+    if not path.name.lower().endswith(TIFF_SUFFIXES):  # a .png name held a TIFF
+        raise OrgasegError(f"{path}: write the image as .tif or .tiff")
     if image.ndim != 3:
         raise OrgasegError(f"{path}: expected a 3D (z, y, x) image, got shape {image.shape}")
+    if image.dtype.name not in IMAGEJ_DTYPES:  # tifffile's "does not support data type 'd'" named no type
+        raise OrgasegError(f"{path}: an ImageJ TIFF holds {', '.join(IMAGEJ_DTYPES)}, and the image is "
+                           f"{image.dtype.name}: convert it first (e.g. image.astype(np.float32))")
     refuse_existing(path, overwrite=overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temporary:
