@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -843,6 +844,11 @@ def test_input_errors_are_clear(tmp_path):
         open_volume(tmp_path / "complex.npy")
     with pytest.raises(OrgasegError, match="the array is empty"):
         as_volume(np.zeros((3, 0, 4)))
+    # as_volume (and Volume) took any voxel size, e.g. two numbers or a negative one, for later steps to trip on
+    for voxel_size in ((1, 1), (-1, 1, 1), (float("nan"), 1, 1), "abc"):
+        with pytest.raises(OrgasegError, match=r"voxel_size must be 3 positive numbers \(z, y, x\) in nm, got "
+                                               + re.escape(repr(voxel_size))):
+            as_volume(np.zeros((2, 3, 4)), voxel_size=voxel_size)
 
 
 # --- writers -------------------------------------------------------------------------

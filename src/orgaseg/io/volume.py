@@ -66,7 +66,13 @@ class Volume:
     def __post_init__(self) -> None:
         if len(self.array.shape) != 3:
             raise ValueError(f"a Volume needs a 3D array, got shape {tuple(self.array.shape)}")
-        self.voxel_size = tuple(float(v) for v in self.voxel_size)
+        given = self.voxel_size  # checked here, as every way to a Volume (as_volume too) passes by
+        try:
+            self.voxel_size = tuple(float(v) for v in np.ravel(given))
+        except (TypeError, ValueError):
+            self.voxel_size = ()
+        if len(self.voxel_size) != 3 or not all(0 < v < float("inf") for v in self.voxel_size):
+            raise OrgasegError(f"voxel_size must be 3 positive numbers (z, y, x) in nm, got {given!r}")
         self.origin = check_origin(self.origin)
         if self.dtype is None:
             self.dtype = np.dtype(self.array.dtype)
@@ -190,6 +196,25 @@ def as_volume(data, voxel_size=(1.0, 1.0, 1.0), path: str = "<array>") -> Volume
     """Wrap a numpy array (2D or 3D) or return a :class:`Volume` unchanged.
 
     A 2D array becomes a volume with one slice.
+
+    Parameters
+    ----------
+    data : Volume or array-like
+        The data; a Volume is returned as it is (``voxel_size`` and ``path`` are then not used).
+    voxel_size : sequence of 3 float
+        ``(z, y, x)`` in nm.
+    path : str
+        The name messages and provenance give the array.
+
+    Returns
+    -------
+    Volume
+
+    Raises
+    ------
+    OrgasegError
+        An array that is not 2D or 3D, is empty or holds no numbers, or a voxel size that is
+        not 3 positive numbers.
     """
     if isinstance(data, Volume):
         return data
