@@ -1069,6 +1069,17 @@ def test_normalization_invert_and_mask():
     assert norm.apply(np.array([100, 150, 200, 0])).tolist() == [1.0, 0.5, 0.0, 1.0]
 
 
+def test_normalization_refuses_a_bad_seed_or_sample_size_naming_it():
+    data = np.zeros((2, 10, 10), np.uint8)
+    # numpy's "expected non-negative integer" and SeedSequence's TypeError named neither
+    with pytest.raises(OrgasegError, match="seed=N must be a whole number >= 0, got -1"):
+        compute_normalization(data, seed=-1)
+    with pytest.raises(OrgasegError, match="seed=N must be a whole number >= 0, got 0.5"):
+        compute_normalization(data, seed=0.5)
+    with pytest.raises(OrgasegError, match="sample_size must be positive, got 2.5"):
+        compute_normalization(data, sample_size=2.5)
+
+
 def test_inverted_normalization_makes_dark_bright_and_round_trips():
     data = np.array([[[10, 20, 30, 40, 50]]], np.uint8)
     plain = compute_normalization(data, percentiles=(0, 100))

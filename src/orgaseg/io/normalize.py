@@ -15,6 +15,7 @@ import numpy as np
 
 from orgaseg.errors import OrgasegError, OrgasegWarning
 from orgaseg.io.volume import Volume, as_volume
+from orgaseg.options import check_whole_number
 
 # Volumes up to this many times ``sample_size`` voxels are read whole.
 _READ_WHOLE_FACTOR = 4
@@ -134,8 +135,9 @@ def sample_intensities(volume, *, sample_size: int = 1_000_000, seed: int = 0, m
     """A seeded random sample of at most ``sample_size`` voxel values (1D), read as
     :func:`compute_normalization` reads them (whole for small volumes, thin patches otherwise)."""
     volume = as_volume(volume)
-    if sample_size < 1:
-        raise OrgasegError(f"sample_size must be positive, got {sample_size}")
+    seed = check_whole_number(seed, "seed")  # numpy's own refusal named neither the argument nor the function
+    if not isinstance(sample_size, (int, np.integer)) or isinstance(sample_size, bool) or sample_size < 1:
+        raise OrgasegError(f"sample_size must be positive, got {sample_size!r}")
     if mask is not None:
         mask = as_volume(mask)
         if mask.shape != volume.shape:
