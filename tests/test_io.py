@@ -1080,6 +1080,15 @@ def test_normalization_refuses_a_bad_seed_or_sample_size_naming_it():
         compute_normalization(data, sample_size=2.5)
 
 
+def test_normalize_volume_takes_an_array_as_compute_normalization_does():
+    from orgaseg.io import normalize_volume
+
+    data = np.array([[[0, 100, 200]]], np.uint8)
+    # it failed with "'numpy.ndarray' object has no attribute 'with_transform'"
+    view = normalize_volume(data, compute_normalization(data, percentiles=(0, 100)))
+    assert view.dtype == np.float32 and view.read().tolist() == [[[0.0, 0.5, 1.0]]]
+
+
 def test_inverted_normalization_makes_dark_bright_and_round_trips():
     data = np.array([[[10, 20, 30, 40, 50]]], np.uint8)
     plain = compute_normalization(data, percentiles=(0, 100))

@@ -152,8 +152,21 @@ def sample_intensities(volume, *, sample_size: int = 1_000_000, seed: int = 0, m
 
 
 def normalize_volume(volume: Volume, normalization: Normalization) -> Volume:
-    """A lazy float32 view of ``volume`` whose blocks pass through ``normalization``."""
-    return volume.with_transform(normalization.apply, dtype=np.float32)
+    """A lazy float32 view of ``volume`` whose blocks pass through ``normalization``.
+
+    Parameters
+    ----------
+    volume : Volume or array-like
+        The intensities (2D or 3D arrays are wrapped, as :func:`compute_normalization` wraps them).
+    normalization : Normalization
+        E.g. :func:`compute_normalization`'s.
+
+    Returns
+    -------
+    Volume
+        float32, values in [0, 1].
+    """
+    return as_volume(volume).with_transform(normalization.apply, dtype=np.float32)
 
 
 def _sample_blocks(volume: Volume, mask: Volume | None, sample_size: int, rng: np.random.Generator):
