@@ -67,6 +67,10 @@ def test_crop_volume_refuses_a_region_that_is_not_three_slices_inside(source, tm
         with pytest.raises(OrgasegError, match=message):
             crop_volume(open_volume(path), region, tmp_path / "c.tif")
     assert not list(tmp_path.glob("c.tif*"))
+    # an array failed with "'numpy.ndarray' object has no attribute 'origin'"
+    with pytest.raises(OrgasegError, match=r"crop_volume copies a Volume \(orgaseg\.open_volume opens one\), got ndarray"):
+        crop_volume(open_volume(path).read(), (slice(0, 2), slice(0, 5), slice(0, 5)), tmp_path / "c.tif")
+    assert not list(tmp_path.glob("c.tif*"))
 
 
 def test_crop_command_keeps_an_existing_output_unless_asked(source, tmp_path, capsys):

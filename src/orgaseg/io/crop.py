@@ -115,8 +115,17 @@ def crop_volume(volume: Volume, region: Region, output: str | Path, *, overwrite
     -------
     Path
         The output; its provenance (source, region, voxel size) is ``OUTPUT.provenance.json``.
+
+    Raises
+    ------
+    OrgasegError
+        ``volume`` that is no Volume, a region that is not three slices inside it, an
+        unknown output suffix, a TIFF of a type ImageJ does not hold, an output that
+        exists (without ``overwrite``) or is the source.
     """
     started = time.time()
+    if not isinstance(volume, Volume):  # an array has no origin or voxel size for the crop to keep
+        raise OrgasegError(f"crop_volume copies a Volume (orgaseg.open_volume opens one), got {type(volume).__name__}")
     output = Path(output).expanduser()
     kind = output_format(output)
     if not (len(region) == 3 and all(isinstance(r, slice) and isinstance(r.start, int) and isinstance(r.stop, int)
