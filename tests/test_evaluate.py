@@ -76,6 +76,10 @@ def test_dice_matrix_example_a():
     )
     # An all-zero row and column (denominator 0) give Dice 0, not NaN.
     np.testing.assert_array_equal(dice_matrix(np.array([[0, 0], [0, 3]])), [[0, 0], [0, 1]])
+    # a 1D matrix failed with numpy's "axis 1 is out of bounds for array of dimension 1"
+    for function in (dice_matrix, match_clusters):
+        with pytest.raises(OrgasegError, match=r"a confusion matrix must be 2D \(clusters x classes\), got shape \(3,\)"):
+            function(np.arange(3))
 
 
 def test_example_a_strict_leaves_extra_cluster_unmatched():

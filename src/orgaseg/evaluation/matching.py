@@ -34,6 +34,13 @@ EVALUATION_MODES = ("both",) + MODES + (BY_NAME,)
 UNMATCHED = -1
 
 
+def _two_dimensional(confusion) -> np.ndarray:
+    confusion = np.asarray(confusion)
+    if confusion.ndim != 2:  # numpy's AxisError from the sums named no confusion matrix
+        raise OrgasegError(f"a confusion matrix must be 2D (clusters x classes), got shape {confusion.shape}")
+    return confusion
+
+
 def dice_matrix(confusion: np.ndarray) -> np.ndarray:
     """Dice of every (cluster, class) pair.
 
@@ -49,8 +56,13 @@ def dice_matrix(confusion: np.ndarray) -> np.ndarray:
     -------
     numpy.ndarray
         ``(K, C)`` float64 in ``[0, 1]``.
+
+    Raises
+    ------
+    OrgasegError
+        ``confusion`` is not 2D.
     """
-    confusion = np.asarray(confusion, dtype=np.float64)
+    confusion = _two_dimensional(confusion).astype(np.float64)
     denominator = confusion.sum(axis=1, keepdims=True) + confusion.sum(axis=0, keepdims=True)
     dice = np.zeros_like(confusion)
     np.divide(2 * confusion, denominator, out=dice, where=denominator > 0)
@@ -76,10 +88,15 @@ def match_clusters(confusion: np.ndarray, mode: str = "merge") -> np.ndarray:
     -------
     numpy.ndarray
         ``(K,)`` int64: class id per cluster, or :data:`UNMATCHED`.
+
+    Raises
+    ------
+    OrgasegError
+        An unknown ``mode``, or ``confusion`` that is not 2D.
     """
     if mode not in MODES:
         raise OrgasegError(f"unknown matching mode {mode!r}; choose one of {', '.join(MODES)}")
-    confusion = np.asarray(confusion)
+    confusion = _two_dimensional(confusion)
     present = np.flatnonzero(confusion.sum(axis=0) > 0)
     # a cluster without counted voxels (it lies only on ignored or masked-out
     # voxels) has Dice 0 with every class: the assignment would hand it a
