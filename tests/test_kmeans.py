@@ -61,6 +61,18 @@ def test_bad_input_is_a_clear_error(sample, k, message):
         fit_kmeans(sample, k)
 
 
+@pytest.mark.parametrize("arguments, message", [
+    # scikit-learn refused these naming its own parameters ("The 'random_state' parameter of KMeans ...")
+    ({"seed": -1}, "seed=N must be a whole number >= 0, got -1"),
+    ({"n_init": 0}, "n_init must be a whole number >= 1, got 0"),
+    ({"max_iter": 2.5}, "max_iter must be a whole number >= 1, got 2.5"),
+])
+def test_bad_arguments_are_refused_by_their_names(arguments, message):
+    points, _ = _blobs()
+    with pytest.raises(OrgasegError, match=message):
+        fit_kmeans(points, 3, **arguments)
+
+
 def test_feature_count_mismatch_is_an_error():
     points, _ = _blobs()
     model = fit_kmeans(points, 3)

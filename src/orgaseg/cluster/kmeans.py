@@ -27,6 +27,7 @@ import numpy as np
 from orgaseg.cluster.base import ClustererSpec, standardize_sample
 from orgaseg.errors import OrgasegError
 from orgaseg.labels import smallest_label_dtype
+from orgaseg.options import check_whole_number
 
 #: Rows per chunk when assigning labels (bounds the distance matrix in memory).
 ASSIGN_CHUNK = 262_144
@@ -159,9 +160,19 @@ def fit_kmeans(sample: np.ndarray, k: int, *, seed: int = 0, n_init: int = 3, ma
     Returns
     -------
     KMeansModel
+
+    Raises
+    ------
+    OrgasegError
+        A sample that is not a non-empty 2D array of finite values, K below 1 or above
+        the number of samples, or ``seed``, ``n_init`` or ``max_iter`` that is not a
+        whole number in range.
     """
     from sklearn.cluster import KMeans
 
+    # scikit-learn's own refusals name its parameters (random_state), not these
+    seed = check_whole_number(seed, "seed")
+    n_init, max_iter = check_whole_number(n_init, "n_init", 1), check_whole_number(max_iter, "max_iter", 1)
     sample, mean, scale, standardized = _standardized_sample(sample, k)
     model = KMeans(n_clusters=k, init="k-means++", n_init=n_init, max_iter=max_iter, random_state=seed)
     model.fit(standardized)
