@@ -399,6 +399,12 @@ def test_bad_arguments_get_clear_errors(segmented, tmp_path, capsys):
         name_clusters(seg, points=segmented / "points.csv", classifier="mlp")
     with pytest.raises(OrgasegError, match="unknown classifier 'svm'"):
         name_clusters(seg, points=segmented / "points.csv", refine=True, classifier="svm")
+    # numpy's "expected non-negative integer" from the refining classifier, pathlib's TypeError for an array
+    with pytest.raises(OrgasegError, match="seed=N must be a whole number >= 0, got -1"):
+        name_clusters(seg, points=segmented / "points.csv", refine=True, seed=-1)
+    labels = open_volume(seg).read()
+    with pytest.raises(OrgasegError, match="give its path or the Segmentation it returned, got ndarray"):
+        name_clusters(labels, points=segmented / "points.csv")
     (tmp_path / "one.csv").write_text("z,y,x,name\n1,2,3,mito\n")
     with pytest.raises(OrgasegError, match="at least two names"):
         name_clusters(seg, points=tmp_path / "one.csv", refine=True)

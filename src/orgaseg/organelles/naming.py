@@ -16,6 +16,7 @@ relabels every voxel instead.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from orgaseg.io.provenance import provenance_path, read_provenance, to_jsonable
 from orgaseg.io.readers import open_on_grid
 from orgaseg.io.volume import Volume, absolute_path, as_volume
 from orgaseg.labels import smallest_label_dtype
+from orgaseg.options import check_whole_number
 from orgaseg.organelles.annotations import (
     UNASSIGNED,
     Annotations,
@@ -319,6 +321,7 @@ def name_clusters(
     NamedSegmentation
     """
     started = time.time()
+    seed = check_whole_number(seed, "seed")  # numpy's refusal, deep in the refining classifier, named neither
     if feature_memory is not None:
         feature_memory = check_feature_memory(feature_memory)
     given = [n for n, v in (("points", points), ("scribbles", scribbles), ("annotations", annotations),
@@ -490,6 +493,9 @@ def _open_segmentation(segmentation) -> tuple[Volume, dict, str]:
             voxel_size = record.get("input", {}).get("voxel_size") or (1.0, 1.0, 1.0)
             return as_volume(segmentation.labels, voxel_size=voxel_size), record, "the segmentation"
         segmentation = segmentation.path
+    if not isinstance(segmentation, (str, os.PathLike)):  # a bare label array has no clusterer to name
+        raise OrgasegError(f"name_clusters names the output of orgaseg.segment: give its path or the Segmentation it "
+                           f"returned, got {type(segmentation).__name__}")
     path = Path(segmentation)
     if not path.exists():
         raise OrgasegError(f"{path}: no such segmentation")
