@@ -175,6 +175,9 @@ def test_a_volume_with_a_nan_voxel_is_segmented_after_a_warning():
     ({"k": 3, "seed": 1.5}, "seed=N must be a whole number >= 0, got 1.5"),
     ({"k": 3, "sample_size": -5}, "sample_size=N must be a whole number >= 1, got -5"),
     ({"k": 3, "options": [("stride", 20)]}, r"options must be a dict \{name: value\}"),
+    # options of reading a file were ignored with an array
+    ({"k": 3, "key": "raw"}, "key says how to read a file, but the data is an array, read as it is: leave it out"),
+    ({"k": 3, "level": 1, "channel": 0}, "level, channel say how to read a file, but the data is an array"),
 ])
 def test_segment_refuses_bad_arguments_before_any_work(arguments, message, tmp_path, monkeypatch):
     from orgaseg.errors import OrgasegError
@@ -399,6 +402,7 @@ def test_the_working_grid_filters_its_own_window_in_place_and_never_a_callers_ar
     ({"region": ((0, 2), (0, 8), (0, 8))}, r"give the region as three slices \(z, y, x\)"),
     ({"seed": -1}, "seed=N must be a whole number >= 0, got -1"),  # was numpy's ValueError
     ({"options": "stride=20"}, r"options must be a dict \{name: value\}"),
+    ({"key": "raw"}, "key says how to read a file, but the data is an array"),
 ])
 def test_compute_features_refuses_bad_arguments_with_a_message(arguments, message):
     from orgaseg.errors import OrgasegError

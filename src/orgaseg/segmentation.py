@@ -58,6 +58,19 @@ class Segmentation:
     provenance: dict
 
 
+def _refuse_file_options(data, **given) -> None:
+    """Options that say how to read a file, given with data that is no file (they would be ignored)."""
+    if isinstance(data, (str, Path)):
+        return
+    defaults = {"key": None, "level": 0, "axes": None, "channel": None, "strict_chunks": False}
+    named = [name for name, value in given.items() if value != defaults[name]]
+    if named:
+        several = len(named) > 1
+        raise OrgasegError(f"{', '.join(named)} {'say' if several else 'says'} how to read a file, but the data is "
+                           f"{'a Volume' if isinstance(data, Volume) else 'an array'}, read as it is: leave "
+                           f"{'them' if several else 'it'} out")
+
+
 def resolve_volume(data, *, key: str | None = None, voxel_size=None, level: int = 0, axes: str | None = None,
                    channel: int | None = None, strict_chunks: bool = False) -> Volume:
     """A :class:`Volume` from a path (read by :func:`~orgaseg.io.open_volume`), a Volume or an array."""
@@ -284,7 +297,9 @@ def segment(
     Parameters
     ----------
     data : str, Path, Volume or ndarray
-        The volume (any format :func:`orgaseg.open_volume` reads) or an array.
+        The volume (any format :func:`orgaseg.open_volume` reads) or an array (2D: one section).
+        ``key``, ``level``, ``axes``, ``channel`` and ``strict_chunks`` say how to read a path;
+        with a Volume or an array they are refused.
     method : str, optional
         A row of the method table (``orgaseg methods``; :data:`orgaseg.methods.METHODS`); default
         ``baseline``, or with ``centers`` the method of the run they come from.
@@ -378,6 +393,7 @@ def segment(
         sample_size = check_whole_number(sample_size, "sample_size", 1)
     if feature_memory is not None:
         feature_memory = check_feature_memory(feature_memory)
+    _refuse_file_options(data, key=key, level=level, axes=axes, channel=channel, strict_chunks=strict_chunks)
     volume = resolve_volume(data, key=key, voxel_size=voxel_size, level=level, axes=axes, channel=channel,
                             strict_chunks=strict_chunks)
     from orgaseg.methods.graph_method import is_graph_checkpoint, segment_arguments
@@ -586,6 +602,7 @@ def compute_features(
     from orgaseg.pipeline.tasks import block_halo
 
     seed = check_whole_number(seed, "seed")
+    _refuse_file_options(data, key=key)
     volume = resolve_volume(data, key=key, voxel_size=voxel_size)
     stages = resolve_stages(method, model=model, features=features, options=options, pixel_size=pixel_size,
                             device=device)
