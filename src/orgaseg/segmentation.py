@@ -334,9 +334,10 @@ def segment(
         or the method's default.
     invert : bool
         Invert the intensities (bright membranes, dark background).
-    voxel_size : sequence of float, optional
-        ``(z, y, x)`` in nanometres; overrides the file's metadata. Features are computed in nm: an
-        array without it, or a file without metadata, is taken at 1 nm with a ``VoxelSizeWarning``.
+    voxel_size : float or sequence of 3 float, optional
+        ``(z, y, x)`` in nanometres (one number: isotropic); overrides the file's metadata. Features
+        are computed in nm: an array without it, or a file without metadata, is taken at 1 nm with a
+        ``VoxelSizeWarning``.
     key : str, optional
         Dataset key inside a container (HDF5, zarr, N5).
     level : int
@@ -378,6 +379,19 @@ def segment(
     Returns
     -------
     Segmentation
+        ``labels``: the cluster ids ``0 .. k-1`` on the input grid ``(z, y, x)`` (a 2D
+        array gives ``(1, y, x)``), the smallest unsigned integer type that holds them
+        (uint8 up to K = 256), or None when written to ``output`` (``path``); ``model``,
+        the fitted clusterer; ``provenance``, the record written beside the output.
+
+    Raises
+    ------
+    OrgasegError
+        Input that cannot be read or is no 2D/3D array of numbers, a voxel size that is
+        not 3 positive numbers in nm, K, ``seed``, ``sample_size``, ``block_shape`` or
+        ``feature_memory`` out of range, K above the voxels or the sample, an unknown
+        method, features, clusterer or option, a learned method without ``model``, a
+        reused clusterer that does not fit, an existing ``output`` without ``overwrite``.
 
     Notes
     -----
@@ -597,6 +611,13 @@ def compute_features(
     Returns
     -------
     ndarray, float32, shape ``region + (F,)``
+        ``F`` features per voxel of the region (its shape in voxels, then ``F``).
+
+    Raises
+    ------
+    OrgasegError
+        A region that is not three non-empty, unstrided slices, and the input and stage
+        errors of :func:`segment`.
     """
     from orgaseg.pipeline.blocks import Block
     from orgaseg.pipeline.tasks import block_halo
