@@ -185,8 +185,22 @@ def make_cell_2d(
         Image shape ``(y, x)`` in pixels.
     pixel_size : float
         Pixel size in nm (also the section thickness).
-    seed, noise, blur_nm
+    seed : int
         As for :func:`make_cell`.
+    noise : float
+        As for :func:`make_cell`.
+    blur_nm : float
+        As for :func:`make_cell`.
+
+    Returns
+    -------
+    Phantom
+        ``raw`` and ``labels`` of shape ``(1, y, x)``, ``voxel_size`` ``(pixel_size,) * 3``.
+
+    Raises
+    ------
+    OrgasegError
+        A shape that is not 2 positive integers, and as :func:`make_cell`.
     """
     if isinstance(shape, (str, bytes)) or len(shape) != 2:
         raise OrgasegError(f"make_cell_2d needs a 2D shape (y, x), got {shape!r}")

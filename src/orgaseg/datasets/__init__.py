@@ -92,6 +92,13 @@ def load_dataset(name: str, data_root: str | Path | None = None, **options) -> D
     Returns
     -------
     Dataset
+        ``training`` and ``evaluation`` volumes (lazy), ``classes``, ``background``.
+
+    Raises
+    ------
+    OrgasegError
+        An unknown name, an option the dataset's loader does not take, a data root or
+        dataset that is not there, and the loader's own checks.
     """
     if name not in DATASETS:
         raise OrgasegError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")

@@ -503,8 +503,13 @@ def make_instances(
     classes : sequence of str or int, optional
         Classes to count, by name or value. Default: every named class except
         ``unassigned`` and ``background``; for a volume without names every non-zero value.
-    min_size_nm3, fill_holes, majority_nm
-        Clean-up, see :mod:`orgaseg.organelles.cleanup`.
+    min_size_nm3 : float, optional
+        Components of an instance class smaller than this volume in nm^3 become background.
+    fill_holes : bool
+        Fill background pockets enclosed by one instance class.
+    majority_nm : float, optional
+        Half-width in nm of the majority filter's box, run first. The three clean-up
+        steps: :mod:`orgaseg.organelles.cleanup`.
     connectivity : {6, 18, 26}
         Which voxels of a class are neighbours: sharing a face (6, default), a face or an edge (18),
         or a face, an edge or a corner (26). Also what small-component removal counts as one object.
@@ -525,6 +530,16 @@ def make_instances(
     Returns
     -------
     Instances
+        ``labels`` (instance ids ``1 .. n``, 0 elsewhere, on the input grid) or ``path``;
+        ``classes`` (the class of each id), ``counts`` (instances per class), ``provenance``.
+
+    Raises
+    ------
+    OrgasegError
+        A volume that cannot be read or holds no integer labels, an unknown class, a negative
+        or non-finite clean-up size, a size in nm without a voxel size, ``connectivity`` not
+        6, 18 or 26, a ``block_shape`` that is not 3 positive sizes, an existing ``output``
+        without ``overwrite``.
     """
     cleanup = Cleanup(min_size_nm3=min_size_nm3, fill_holes=bool(fill_holes), majority_nm=majority_nm)
     if connectivity not in CONNECTIVITIES:

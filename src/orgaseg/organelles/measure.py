@@ -445,6 +445,15 @@ def measure_instances(
     Returns
     -------
     Morphometrics
+        ``table``: one row per instance, sizes in the units their column names give
+        (``volume_um3``, ``surface_area_um2``, ``centroid_z_nm``, ...); ``summary``: per class.
+
+    Raises
+    ------
+    OrgasegError
+        Instance ids that are not integers, no voxel size (in the metadata or given),
+        ``raw`` or ``mask`` of another shape, an empty ``mask``, a ``block_shape`` that is
+        not 3 positive sizes.
     """
     volume, source = _open(instances, "instances", key=key, voxel_size=voxel_size)
     check_label_dtype(volume.dtype, f"{volume.path or 'the instances'}: the instance ids")
