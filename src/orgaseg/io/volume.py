@@ -88,6 +88,7 @@ class Volume:
 
     @property
     def ndim(self) -> int:
+        """Always 3 (``z, y, x``; a 2D image is one slice)."""
         return 3
 
     @property
@@ -97,6 +98,7 @@ class Volume:
 
     @property
     def nbytes(self) -> int:
+        """Bytes of the whole volume read into memory, at :attr:`dtype`."""
         return self.size * self.dtype.itemsize
 
     def read(self, region: Region | None = None) -> np.ndarray:
@@ -106,6 +108,16 @@ class Volume:
         volume opened from a file raises :class:`~orgaseg.errors.OrgasegError`
         naming the file and the region when the data cannot be read (a
         corrupt chunk, a truncated file).
+
+        Parameters
+        ----------
+        region : tuple of slice, optional
+            ``(z, y, x)`` slices in voxels, as numpy takes them (default: everything).
+
+        Returns
+        -------
+        ndarray
+            The region's values at :attr:`dtype`, after the volume's ``transform``.
         """
         if region is None:
             region = (slice(None),) * 3
@@ -165,7 +177,19 @@ class Volume:
         return data if dtype is None else data.astype(dtype)
 
     def with_transform(self, transform: Callable[[np.ndarray], np.ndarray], dtype=None) -> "Volume":
-        """A new volume over the same data whose blocks pass through ``transform``."""
+        """A new volume over the same data whose blocks pass through ``transform``.
+
+        Parameters
+        ----------
+        transform : callable
+            ``block -> block`` of the same shape, applied after this volume's own transform.
+        dtype : numpy dtype, optional
+            The transformed blocks' dtype (default: this volume's).
+
+        Returns
+        -------
+        Volume
+        """
         previous = self.transform
         combined = transform if previous is None else (lambda block: transform(previous(block)))
         return Volume(
@@ -181,7 +205,17 @@ class Volume:
         )
 
     def is_anisotropic(self, ratio: float = 2.0) -> bool:
-        """True when the z voxel size exceeds the in-plane size by more than ``ratio``."""
+        """True when the z voxel size exceeds the in-plane size by more than ``ratio``.
+
+        Parameters
+        ----------
+        ratio : float
+            How many times the larger in-plane voxel size z must exceed.
+
+        Returns
+        -------
+        bool
+        """
         z, y, x = self.voxel_size
         return z > ratio * max(y, x)
 
