@@ -106,6 +106,10 @@ def test_k_ranges():
     assert parse_k_range("4,6,8") == [4, 6, 8]
     with pytest.raises(OrgasegError):
         parse_k_range("0-3")
+    # ks=6 failed with "'int' object is not iterable", and 2.5 was read as 2
+    assert parse_k_range(6) == [6] and parse_k_range(np.int64(6)) == [6] and parse_k_range((8, 4)) == [4, 8]
+    with pytest.raises(OrgasegError, match=r"K values must be positive integers, got \[4, 2\.5\]"):
+        parse_k_range([4, 2.5])
 
 
 def test_existing_results_need_overwrite(tmp_path, capsys):

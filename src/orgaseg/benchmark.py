@@ -12,8 +12,10 @@ matrix and an overlay per K.
 from __future__ import annotations
 
 import json
+import numbers
 import resource
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -75,10 +77,15 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def parse_k_range(text: str | Sequence[int]) -> list[int]:
-    """``"4-10"`` -> [4, ..., 10]; ``"6"`` -> [6]; ``"4,6,8"`` -> [4, 6, 8]."""
-    if not isinstance(text, str):
-        ks = [int(k) for k in text]
+def parse_k_range(text: str | int | Sequence[int]) -> list[int]:
+    """``"4-10"`` -> [4, ..., 10]; ``"6"`` or ``6`` -> [6]; ``"4,6,8"`` or ``[4, 6, 8]`` -> [4, 6, 8]."""
+    if isinstance(text, numbers.Integral) and not isinstance(text, bool):
+        ks = [int(text)]
+    elif not isinstance(text, str):
+        items = list(text) if isinstance(text, Iterable) else [text]
+        if not all(isinstance(k, numbers.Integral) and not isinstance(k, bool) for k in items):  # int(2.5) was 2
+            raise OrgasegError(f"K values must be positive integers, got {text!r}")
+        ks = [int(k) for k in items]
     else:
         try:
             ks = []
@@ -125,8 +132,8 @@ def run_benchmark(
         A row of the method table.
     output_dir : str or Path
         Folder for ``results.json``, ``results.md`` and the figures.
-    ks : sequence of int
-        Cluster counts.
+    ks : int, sequence of int or str
+        Cluster counts: one, several, or a range as the command line writes it (``"4-10"``).
     data_root : path, optional
         Where the datasets live (default: ``../shared/data`` or ``ORGASEG_DATA_ROOT``).
     seed : int
