@@ -82,6 +82,15 @@ def test_dice_matrix_example_a():
             function(np.arange(3))
 
 
+def test_class_names_as_one_string_are_refused_and_one_ignored_value_is_taken():
+    # one string as the class names was scored as one class per letter; ignore=5 failed as "'int' object is not
+    # iterable"
+    with pytest.raises(OrgasegError, match=r"classes is a sequence of names, .* got the string 'ab'"):
+        evaluate(PRED_A, REF_A, classes="ab")
+    one = evaluate(PRED_A, REF_A, classes=["bg", "mito"], ignore=5).to_dict()
+    assert one == evaluate(PRED_A, REF_A, classes=["bg", "mito"], ignore=[5]).to_dict()
+
+
 def test_example_a_strict_leaves_extra_cluster_unmatched():
     scores = scores_from_confusion(confusion_matrix(PRED_A, REF_A), ["bg", "mito"], mode="strict")
     assert scores["mapping"] == {"0": "bg", "1": "mito", "2": None}

@@ -34,7 +34,7 @@ class ConfusionAccumulator:
         Number of reference classes C. A counted reference id
         ``>= n_classes`` is an error. Default: grows to the largest counted
         reference id + 1 seen.
-    ignore : iterable of int
+    ignore : int or iterable of int
         Reference values that are not scored.
 
     Examples
@@ -59,6 +59,8 @@ class ConfusionAccumulator:
                 raise OrgasegError(f"{name} must be at least 1, got {value}")
         self.n_clusters = None if n_clusters is None else int(n_clusters)
         self.n_classes = None if n_classes is None else int(n_classes)
+        if isinstance(ignore, (int, np.integer)):  # one value: ignore=255 as ignore=(255,)
+            ignore = (ignore,)
         self.ignore = np.asarray(sorted(set(int(v) for v in ignore)), dtype=np.int64)
         self._matrix = np.zeros((self.n_clusters or 0, self.n_classes or 0), dtype=np.int64)
 
@@ -187,7 +189,7 @@ def confusion_matrix(
         C. Default: largest counted reference id + 1.
     mask : array-like, optional
         Only voxels where ``mask`` is non-zero are counted.
-    ignore : iterable of int
+    ignore : int or iterable of int
         Reference values that are not counted (default ``IGNORE_LABEL``).
     block_shape : tuple of int, optional
         Shape of the blocks read at a time (zyx, or yx for 2D inputs).

@@ -24,10 +24,17 @@ from orgaseg.evaluation.matching import BY_NAME, EVALUATION_MODES, MODES, UNMATC
 METRICS = ("dice", "iou", "sensitivity", "precision")
 
 
+def check_not_a_string(classes) -> None:
+    """Refuse one string given as the class names: its letters would be the names."""
+    if isinstance(classes, str):
+        raise OrgasegError(f"classes is a sequence of names, e.g. ['background', 'mito'], got the string {classes!r}")
+
+
 def resolve_classes(classes: Sequence[str] | None, n_classes: int) -> list[str]:
     """Class names for ids ``0 .. n_classes-1`` (default ``class_0``, ``class_1``, ...)."""
     if classes is None:
         return [f"class_{c}" for c in range(n_classes)]
+    check_not_a_string(classes)
     names = [str(name) for name in classes]
     if len(names) != n_classes:
         raise OrgasegError(f"got {len(names)} class names for {n_classes} reference classes")

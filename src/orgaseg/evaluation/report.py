@@ -13,7 +13,13 @@ from orgaseg.errors import OrgasegError, arg
 from orgaseg.evaluation.classmap import ClassMap, MappedLabels, parse_class_map
 from orgaseg.evaluation.confusion import NothingCounted, confusion_matrix
 from orgaseg.evaluation.matching import BY_NAME, EVALUATION_MODES, MODES
-from orgaseg.evaluation.metrics import METRICS, resolve_background, resolve_classes, scores_from_confusion
+from orgaseg.evaluation.metrics import (
+    METRICS,
+    check_not_a_string,
+    resolve_background,
+    resolve_classes,
+    scores_from_confusion,
+)
 from orgaseg.io.partial import atomic_path, refuse_existing
 from orgaseg.labels import IGNORE_LABEL
 from orgaseg.progress import ProgressCallback
@@ -249,7 +255,7 @@ def evaluate(
         Default: the class map's, else the first class.
     mask : array-like, optional
         Only voxels where ``mask`` is non-zero are scored.
-    ignore : iterable of int, optional
+    ignore : int or iterable of int, optional
         Reference values that are not scored. Default ``IGNORE_LABEL``
         without a class map; with one, every value it does not name (and
         ``ignore`` may not name a value the map names).
@@ -286,6 +292,9 @@ def evaluate(
         raise OrgasegError("label_names go with mode='names' (a named volume scored by its names), and only with it")
     if isinstance(label_names, Mapping):  # read_label_names's {id: name}, as the command line passes it on
         label_names = [label_names.get(value, "") for value in range(max(label_names, default=-1) + 1)]
+    check_not_a_string(classes)  # before a voxel is read
+    if isinstance(ignore, (int, np.integer)):  # one value: ignore=255 as ignore=(255,)
+        ignore = (ignore,)
     name = getattr(reference, "path", None) or "the reference"
     if class_map is not None:
         class_map = parse_class_map(class_map)
