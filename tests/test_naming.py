@@ -405,6 +405,13 @@ def test_bad_arguments_get_clear_errors(segmented, tmp_path, capsys):
     labels = open_volume(seg).read()
     with pytest.raises(OrgasegError, match="give its path or the Segmentation it returned, got ndarray"):
         name_clusters(labels, points=segmented / "points.csv")
+    # units were not checked, and were ignored without points
+    with pytest.raises(OrgasegError, match="unknown units 'um'; choose one of voxels, nm"):
+        name_clusters(seg, points=segmented / "points.csv", units="um")
+    clicks = read_points(segmented / "points.csv", shape=labels.shape)
+    with pytest.raises(OrgasegError, match="units='nm' is the unit of a points CSV's coordinates and takes effect "
+                                           "only with points, not with annotations"):
+        name_clusters(seg, annotations=clicks, units="nm")
     (tmp_path / "one.csv").write_text("z,y,x,name\n1,2,3,mito\n")
     with pytest.raises(OrgasegError, match="at least two names"):
         name_clusters(seg, points=tmp_path / "one.csv", refine=True)

@@ -34,6 +34,7 @@ from orgaseg.labels import smallest_label_dtype
 from orgaseg.options import check_whole_number
 from orgaseg.organelles.annotations import (
     UNASSIGNED,
+    UNITS,
     Annotations,
     read_names_table,
     read_points,
@@ -268,7 +269,7 @@ def name_clusters(
     output : str or Path, optional
         Named label volume (``.ome.zarr`` or ``.tif``); None keeps it in memory.
     units : {"voxels", "nm"}
-        Units of the points' coordinates (nm: from the volume's corner).
+        Units of the points' coordinates (nm: from the volume's corner); only with ``points``.
     refine : bool
         Train a classifier on the annotated voxels' features and cluster
         assignment, and label every voxel with it.
@@ -333,6 +334,11 @@ def name_clusters(
         if key is not None and value is None:
             raise OrgasegError(f"{arg(input_name + '_key')} names a dataset inside the container of "
                                f"{arg(input_name)}: give that too")
+    if units not in UNITS:
+        raise OrgasegError(f"unknown units {units!r}; choose one of {', '.join(UNITS)}")
+    if units != "voxels" and points is None:  # it would be ignored: only a points CSV is read in units
+        raise OrgasegError(f"{arg('units')} is the unit of a points CSV's coordinates and takes effect only with "
+                           f"points, not with {given[0]}")
     # a refined mapping's classifier computes features as --refine does, and takes the same options for it
     _refuse_unused_refine_options(refine or mapping_holds_classifier(mapping), mapping, classifier=classifier,
                                   prior=prior, context=context, z_context=z_context, raw=raw, model=model,
