@@ -84,6 +84,15 @@ def test_phantom_components_equal_scipy_labels():
     assert result.counts == {"4": count}
 
 
+def test_one_class_given_alone_is_that_class():
+    labels = np.zeros((1, 4, 8), np.uint8)
+    labels[0, 0, :2], labels[0, 2, :2], labels[0, 0, 4:6] = 1, 2, 12
+    # "12" was read as its characters, classes 1 and 2 (three instances), and 12 failed as "not iterable"
+    for one in ("12", 12, np.uint8(12)):
+        result = make_instances(labels, classes=one)
+        assert result.counts == {"12": 1} and result.labels.max() == 1
+
+
 def test_connectivity_is_face_neighbours_only():
     classes = np.zeros((4, 6, 6), np.uint8)
     classes[1, 2, 2] = classes[1, 3, 3] = 1  # an edge contact across a block border

@@ -170,6 +170,8 @@ def _select_classes(names: dict[int, str] | None, classes: Sequence[str | int] |
             raise OrgasegError(f"every class is background ({', '.join(sorted(set(names.values())))}); "
                                f"name the classes to count with {arg('classes')}")
         return _Classes(tuple(chosen))
+    if isinstance(classes, (str, int, np.integer)):  # one class: "12" is class 12, not classes 1 and 2
+        classes = [classes]
     chosen = set()
     by_name: dict[str, set[int]] = {}  # every value a name stands for: a label image may name several alike
     for v, n in (names or {}).items():
@@ -500,8 +502,8 @@ def make_instances(
         each instance goes to the OME-Zarr ``image-label`` ``properties`` (``name``) and to
         the provenance record (``label_names``, index = id). None keeps the ids in
         memory (``Instances.labels``).
-    classes : sequence of str or int, optional
-        Classes to count, by name or value. Default: every named class except
+    classes : str, int, or sequence of them, optional
+        Classes to count, by name or value (one, or several). Default: every named class except
         ``unassigned`` and ``background``; for a volume without names every non-zero value.
     min_size_nm3 : float, optional
         Components of an instance class smaller than this volume in nm^3 become background.
