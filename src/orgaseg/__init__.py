@@ -6,7 +6,7 @@ The public API, function first:
 - :func:`segment` turns a volume into a label volume with a method (encoder +
   dense features + clusterer, any stage overridable);
 - :func:`compute_features` gives the dense features a segmentation clusters, for a region;
-- :func:`train` trains a method's encoder by self-supervision;
+- :func:`train` trains a method's encoder by self-supervision (or the sccs / cs2c clusterer);
 - :func:`evaluate` scores a segmentation against a reference (both matching modes);
 - :func:`run_benchmark` runs the benchmark protocol on a named dataset;
 - :func:`load_dataset` gives the training and evaluation volumes of a named dataset;

@@ -278,6 +278,9 @@ def evaluate(
     Returns
     -------
     EvaluationReport
+        The scores of each mode asked for (``to_dict()[mode]``: per class Dice, IoU,
+        sensitivity, precision, the means, the cluster-to-class mapping), the confusion
+        matrix; ``save(directory)`` writes ``report.json``, ``report.md`` and ``confusion.png``.
 
     Raises
     ------
