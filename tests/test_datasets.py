@@ -400,6 +400,16 @@ def test_cellmap_default_classes_are_shared_by_all_crops(tmp_path):
     assert only3.evaluation[0].reference.read()[2, 2, 2] == 3
 
 
+def test_cellmap_takes_one_class_and_one_crop_given_alone(tmp_path):
+    # "mito" was read as the classes m, i, t, o, "crop3" as crops c, r, ..., and 3 failed as "not iterable"
+    _write_cellmap(tmp_path / "jrc_test.zarr")
+    expected = load_dataset("cellmap", tmp_path, classes=["mito"], crops=[3])
+    for crop in ("crop3", 3):
+        one = load_dataset("cellmap", tmp_path, classes="mito", crops=crop)
+        assert one.classes == expected.classes == ("other", "mito")
+        assert [item.name for item in one.evaluation] == ["crop3"]
+
+
 def test_cellmap_errors(tmp_path):
     _write_cellmap(tmp_path / "jrc_test.zarr")
     with pytest.raises(OrgasegError, match=r"crop10 has no class group\(s\) \['ves'\]"):

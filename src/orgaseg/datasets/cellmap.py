@@ -249,6 +249,8 @@ def _crop_names(container: Path, crops) -> list[str]:
         if not available:
             raise OrgasegError(f"{folder}: no crop<N> groups")
         return available
+    if isinstance(crops, (str, int)):  # one crop: "crop12" or 12, not its characters
+        crops = [crops]
     names = [f"crop{c}" if isinstance(c, int) or str(c).isdigit() else str(c) for c in crops]
     unknown = [n for n in names if n not in available]
     if unknown:
@@ -266,6 +268,8 @@ def _class_names(container: Path, crops: Sequence[str], classes) -> tuple[str, .
                 f"{list(DEFAULT_CLASSES)}; name them with classes="
             )
         return chosen
+    if isinstance(classes, str):  # one class, not its letters
+        classes = [classes]
     for crop, names in zip(crops, present):
         lacking = [c for c in classes if c not in names]
         if lacking:
@@ -347,10 +351,10 @@ def load_cellmap(
         ``cellmap/`` or directly).
     container : str, optional
         Name of the container when the folder holds several.
-    classes : sequence of str, optional
+    classes : str or sequence of str, optional
         Crop class groups to score, in priority order; class 0 is ``other``.
         Default: see the module docstring.
-    crops : sequence of str or int, optional
+    crops : str, int, or sequence of them, optional
         Crops to evaluate (``"crop7"`` or ``7``); default all.
     level : int, optional
         EM pyramid level for training and evaluation; default the finest
