@@ -605,8 +605,26 @@ def compute_features(
     region : tuple of slice, optional
         ``(z, y, x)`` slices (default: the whole volume; keep it small: the
         result holds ``F`` float32 values per voxel).
-    method, model, features, options, pixel_size, invert, voxel_size, key, seed, device
-        As :func:`segment` (``seed`` seeds the intensity-normalisation sample).
+    method : str
+        A row of the method table (default ``baseline``).
+    model : str or Path, optional
+        Checkpoint of the method's encoder, as for :func:`segment`.
+    features : str, optional
+        Dense features instead of the method's.
+    options : dict, optional
+        Stage options ``{name: value}``, as for :func:`segment`.
+    pixel_size : float, "native" or None
+        Working pixel size in nm (None: the checkpoint's or the method's default).
+    invert : bool
+        Invert the intensities.
+    voxel_size : float or sequence of 3 float, optional
+        ``(z, y, x)`` in nm; overrides the file's metadata.
+    key : str, optional
+        Dataset key inside a container (a path's; refused with an array or a Volume).
+    seed : int
+        Seed of the intensity-normalisation sample.
+    device : {"auto", "cpu", "cuda"}
+        Where a learned encoder runs.
 
     Returns
     -------

@@ -320,6 +320,16 @@ def name_clusters(
     Returns
     -------
     NamedSegmentation
+        ``labels`` (one id per name, 0 ``unassigned``) or ``path``; ``naming`` (each
+        cluster's name and the votes), ``classifier`` (with ``refine``), ``provenance``.
+
+    Raises
+    ------
+    OrgasegError
+        Not exactly one of ``points``, ``scribbles``, ``annotations`` and ``mapping``; a
+        segmentation that is no path or Segmentation or has no provenance; annotations
+        that do not fit it; refine options without ``refine``; a bad ``units``, ``seed``
+        or ``classifier``; an existing ``output`` without ``overwrite``.
     """
     started = time.time()
     seed = check_whole_number(seed, "seed")  # numpy's refusal, deep in the refining classifier, named neither
