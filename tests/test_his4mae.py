@@ -94,6 +94,32 @@ def test_codebook_starts_on_teacher_tokens_and_chosen_codes_are_counted():
     assert model.code_counts.sum() == 2 * model.n_tokens
 
 
+def _four_popular_codes_of_forty():
+    """A codebook whose codes 0-3 took every token of the epoch: the other 36 are isolated."""
+    model = _model(codebook_size=40, survivor_share=0.1)
+    with torch.no_grad():
+        model.codebook.copy_(torch.arange(40, dtype=torch.float32)[:, None].expand(40, model.config.embed_dim))
+        model.codebook_ready.fill_(True)
+    model.code_counts.copy_(torch.tensor([500.0, 400, 300, 200] + [0.0] * 36, dtype=torch.float64))
+    return model
+
+
+def _revived_at_the_end_of_an_epoch(seed):
+    model = _four_popular_codes_of_forty()
+    model.after_step(model.distill.epoch_steps - 1, 100, seed)
+    return model.codebook.detach().clone()
+
+
+def test_the_run_seed_reaches_the_survivors_drawn_for_isolated_codes():
+    # 36 isolated codes each draw one of 4 survivors: two seeds drawing alike would be a 4**-36 chance
+    assert not torch.equal(_revived_at_the_end_of_an_epoch(1), _revived_at_the_end_of_an_epoch(2))
+    assert torch.equal(_revived_at_the_end_of_an_epoch(1), _revived_at_the_end_of_an_epoch(1))
+    # seed 0 draws what runs drew before the seed reached the revival (seeded by the step alone)
+    model = _four_popular_codes_of_forty()
+    model.revive_isolated_codes(seed=model.distill.epoch_steps - 1)
+    assert torch.equal(_revived_at_the_end_of_an_epoch(0), model.codebook.detach())
+
+
 def test_isolated_codes_are_pulled_towards_popular_ones():
     model = _model(codebook_size=10, gamma=0.8)
     with torch.no_grad():

@@ -83,8 +83,9 @@ def run_training(
     model : torch.nn.Module
         The model; ``loss_fn(model, batch, generator)`` (default: the first
         element of ``model(batch, generator=generator)``) gives the loss.
-        A model with an ``after_step(step, total)`` method has it called after
-        each optimiser step (e.g. an EMA teacher update); one with
+        A model with an ``after_step(step, total, seed)`` method has it called after
+        each optimiser step (e.g. an EMA teacher update; ``seed`` is this run's,
+        for the step's random draws); one with
         ``progress_figures()`` adds them to the progress bar, and one with
         ``training_log()`` adds it to the checkpoint.
     sampler : FieldOfViewSampler
@@ -196,7 +197,7 @@ def run_training(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
             if after_step is not None:
-                after_step(step, total)
+                after_step(step, total, seed)
             losses.append(float(loss.detach()))
             completed = step + 1
             spent = time.perf_counter() - started

@@ -230,13 +230,25 @@ class DistilledMAE(nn.Module):
         self.codebook_ready.fill_(True)
 
     @torch.no_grad()
-    def after_step(self, step: int, total: int) -> None:
-        """EMA update of the teacher; at the end of an epoch, revive isolated codes and log usage."""
+    def after_step(self, step: int, total: int, seed: int = 0) -> None:
+        """EMA update of the teacher; at the end of an epoch, revive isolated codes and log usage.
+
+        Parameters
+        ----------
+        step : int
+            The optimiser step just taken (0-based).
+        total : int
+            Steps in the schedule.
+        seed : int
+            The run's seed: the survivors drawn for the isolated codes come from ``(seed, step)``, so
+            that another seed draws others and a resumed run draws the same ones.
+        """
         momentum = teacher_momentum(step, total, self.distill.momentum)
         for teacher, student in zip(self.teacher.parameters(), self.student.encoder.parameters()):
             teacher.mul_(momentum).add_(student.detach().to(teacher.dtype), alpha=1.0 - momentum)
         if self.codebook is not None and (step + 1) % self.distill.epoch_steps == 0:
-            self.revive_isolated_codes(seed=step)
+            # mixed as the training loop mixes the masks' seed; seed 0 draws what runs before the seed reached here drew
+            self.revive_isolated_codes(seed=int(seed) * 1_000_003 + step)
 
     @torch.no_grad()
     def revive_isolated_codes(self, seed: int = 0) -> dict[str, float]:
