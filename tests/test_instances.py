@@ -1,6 +1,7 @@
 """Instances: blockwise connected components with ids merged across block faces, and the clean-up."""
 
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from orgaseg.errors import OrgasegError, OrgasegWarning
 from orgaseg.io import open_volume, write_labels, write_tiff_image
 from orgaseg.organelles import make_instances, read_label_names
 from orgaseg.organelles.cleanup import Cleanup, majority_filter
-from orgaseg.pipeline.executors import ThreadExecutor
+from orgaseg.pipeline.executors import SerialExecutor, ThreadExecutor
 from orgaseg.synthetic import make_cell
 
 NAMES = ["unassigned", "mitochondria", "granules"]
@@ -194,6 +195,38 @@ def test_fill_holes_equals_binary_fill_holes_across_blocks():
     for block_shape in [(20, 40, 40), (6, 9, 7)]:
         result = make_instances(mask.astype(np.uint8), fill_holes=True, block_shape=block_shape)
         np.testing.assert_array_equal(result.labels, label(filled, connectivity=1))
+
+
+class _SentOnceExecutor(SerialExecutor):
+    """Runs blocks here on copies of the shared objects made the first time each is sent, as dask workers
+    hold the copy :class:`~orgaseg.pipeline.executors.DaskExecutor` scattered once per object."""
+
+    def __init__(self) -> None:
+        self.sent: dict[int, tuple] = {}
+
+    def map(self, fn, shared, items):
+        copies = []
+        for value in shared:
+            if id(value) not in self.sent:
+                self.sent[id(value)] = (value, pickle.loads(pickle.dumps(value)))
+            copies.append(self.sent[id(value)][1])
+        for key, args in items:
+            yield key, fn(*copies, *args)
+
+    def forget(self) -> None:
+        self.sent.clear()
+
+
+def test_the_clean_up_reaches_workers_that_received_the_block_stage_in_an_earlier_pass():
+    mask = np.zeros((12, 24, 24), bool)
+    grid = np.indices(mask.shape)
+    distance = np.sqrt(sum((g - c) ** 2 for g, c in zip(grid, (6, 12, 12))))
+    mask |= (distance < 6) & (distance >= 3)  # a hollow ball
+    mask[0, 0, 0] = True  # a speck the size limit removes
+    expected = label(remove_small_objects(ndi.binary_fill_holes(mask), max_size=1, connectivity=1), connectivity=1)
+    settings = {"min_size_nm3": 2, "fill_holes": True, "voxel_size": (1, 1, 1), "block_shape": (5, 9, 11)}
+    result = make_instances(mask.astype(np.uint8), executor=_SentOnceExecutor(), **settings)
+    np.testing.assert_array_equal(result.labels, expected)
 
 
 def test_a_pocket_between_two_classes_is_not_a_hole_but_one_inside_one_class_is():

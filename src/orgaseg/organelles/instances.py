@@ -30,12 +30,13 @@ the same blockwise components).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -208,15 +209,23 @@ class _Resolved:
         return table[labels]
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Stage:
-    """How a worker computes the instance-class codes of a block, clean-up steps included."""
+    """How a worker computes the instance-class codes of a block, clean-up steps included.
+
+    Frozen: an executor sends each shared object to its workers once (dask scatters it), so a stage
+    changed in place after a pass would reach them stale; each pass takes a new one (:meth:`with_step`).
+    """
 
     source: VolumeSource
     classes: _Classes
     majority: tuple[int, int, int] | None = None
     rank: int = 1  # the objects' connectivity (1, 2, 3: 6-, 18-, 26-neighbours)
-    steps: list[tuple[str, _Resolved]] = field(default_factory=list)  # ("remove" | "fill", resolved pass)
+    steps: tuple[tuple[str, _Resolved], ...] = ()  # ("remove" | "fill", resolved pass)
+
+    def with_step(self, kind: str, resolved: _Resolved) -> _Stage:
+        """This stage with one more clean-up step (``"remove"`` or ``"fill"``)."""
+        return dataclasses.replace(self, steps=(*self.steps, (kind, resolved)))
 
     def codes(self, block: Block) -> np.ndarray:
         volume = self.source.volume
@@ -584,7 +593,7 @@ def make_instances(
         plan = _stored_plan(output, resume_key, overwrite)
         if plan is None:
             plan = _plan(stage, cleanup, min_voxels, blocks, block_shape, executor, progress)
-        stage.steps = plan.steps
+        stage = dataclasses.replace(stage, steps=tuple(plan.steps))
         class_names = [names.get(int(v), str(int(v))) if names else str(int(v)) for v in plan.values]
         counts: dict[str, int] = {}  # in the order of the class values; a chosen class without voxels counts 0
         for value in np.unique(np.concatenate([plan.values, selected.values or ()]).astype(np.int64)):
@@ -649,13 +658,13 @@ def _plan(stage: _Stage, cleanup: Cleanup, min_voxels: int, blocks, block_shape,
             facts, offsets = _components_pass(stage, "objects", blocks, block_shape, executor, progress,
                                               "instances: small objects")
             keep = facts["size"] >= min_voxels
-            stage.steps.append(("remove", _Resolved(offsets, keep[facts["component"]])))
+            stage = stage.with_step("remove", _Resolved(offsets, keep[facts["component"]]))
             passes += 1
         facts, offsets = _components_pass(stage, "background", blocks, block_shape, executor, progress,
                                           "instances: holes")
         hole = ~facts["border"] & (facts["neighbour_min"] == facts["neighbour_max"])
         fill = np.where(hole, facts["neighbour_min"], 0)
-        stage.steps.append(("fill", _Resolved(offsets, fill[facts["component"]])))
+        stage = stage.with_step("fill", _Resolved(offsets, fill[facts["component"]]))
         passes += 1
     facts, offsets = _components_pass(stage, "objects", blocks, block_shape, executor, progress,
                                       "instances: components")
