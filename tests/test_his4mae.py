@@ -182,6 +182,35 @@ def test_resume_continues_the_same_loss_curve_across_a_code_revival(phantom, tmp
     assert resumed["codebook_usage"] == straight["codebook_usage"]  # revived at step 20, after the resume
 
 
+def test_a_ctrl_c_in_the_middle_of_a_step_resumes_as_the_uninterrupted_run(phantom, tmp_path, monkeypatch):
+    # SIGINT right after step 12's forward pass counted its codes: the step finishes before the checkpoint,
+    # or the resume counts step 12's codes twice and revives other codes at step 20
+    import os
+    import signal
+
+    from orgaseg.models.distill import DistilledMAE
+
+    train = get_method("his4mae").train
+    straight = train(phantom.train, tmp_path / "a.pt", preset="tiny", steps=30, device="cpu")
+    assign_codes, calls = DistilledMAE.assign_codes, []
+
+    def interrupting(self, z_tea, generator=None):
+        ids = assign_codes(self, z_tea, generator)
+        calls.append(1)
+        if len(calls) == 13:
+            os.kill(os.getpid(), signal.SIGINT)
+        return ids
+
+    monkeypatch.setattr(DistilledMAE, "assign_codes", interrupting)
+    with pytest.raises(KeyboardInterrupt) as raised:
+        train(phantom.train, tmp_path / "b.pt", preset="tiny", steps=30, device="cpu")
+    assert "at step 13 of 30" in raised.value.__notes__[0]
+    monkeypatch.undo()
+    resumed = train(phantom.train, tmp_path / "b.pt", resume=True, device="cpu")
+    assert resumed["losses"] == straight["losses"]
+    assert resumed["codebook_usage"] == straight["codebook_usage"]
+
+
 def _interrupt_at(step):
     def progress(description, done, total, **figures):
         if description == "training" and done == step:

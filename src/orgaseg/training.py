@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
+import threading
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,6 +42,49 @@ from orgaseg.train_config import TrainConfig
 
 #: Steps timed before a minutes-only budget fixes the schedule length.
 TIMING_STEPS = 20
+
+
+class _StepBoundaryInterrupt:
+    """Holds a Ctrl-C (SIGINT) that arrives during a training step until the step is done.
+
+    A step changes more than the weights: the optimiser's moments, the EMA teacher, and a model's
+    buffers during its forward pass (HiS4MAE counts code use there). A checkpoint saved in the middle
+    of a step holds part of it, which ``--resume`` then does again: a HiS4MAE run resumed after Ctrl-C
+    drifted from the uninterrupted one. A second Ctrl-C during the step stops at once, unsaved
+    (:attr:`in_step` says so). Only in the main thread, and only where SIGINT raises
+    :class:`KeyboardInterrupt` (a process that ignores it keeps ignoring it).
+
+    Attributes
+    ----------
+    in_step : bool
+        Whether a step is under way (set by the training loop).
+    requested : bool
+        Whether a Ctrl-C waits for the end of the step.
+    """
+
+    def __init__(self) -> None:
+        self.in_step = False
+        self.requested = False
+
+    @classmethod
+    @contextlib.contextmanager
+    def installed(cls) -> Iterator[_StepBoundaryInterrupt]:
+        """One for a training loop, handling SIGINT while the loop runs."""
+        interrupt = cls()
+        main = threading.current_thread() is threading.main_thread()
+        previous = None
+        if main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            previous = signal.signal(signal.SIGINT, interrupt._hold)
+        try:
+            yield interrupt
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+
+    def _hold(self, signum, frame) -> None:
+        if self.requested or not self.in_step:
+            raise KeyboardInterrupt
+        self.requested = True
 
 
 def learning_rate(step: int, total: int, config: TrainConfig) -> float:
@@ -184,42 +230,53 @@ def run_training(
     )
     completed = start_step
     state = None
-    try:
-        for step, batch in loader:
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, total, config)
-            generator.manual_seed(seed * 1_000_003 + step)  # the masks of a step do not depend on history
-            with autocast:
-                loss = loss_fn(model, batch.to(device, non_blocking=True), generator)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            if after_step is not None:
-                after_step(step, total, seed)
-            losses.append(float(loss.detach()))
-            completed = step + 1
-            spent = time.perf_counter() - started
-            rate = (completed - start_step) * config.batch_size / max(spent, 1e-9)
-            timed = completed - start_step
-            # the speed fixes the schedule after TIMING_STEPS steps, or as soon as they would not fit in the budget
-            if estimate and (timed == TIMING_STEPS or spent / timed * TIMING_STEPS > minutes * 60.0):
-                fits = start_step + int(timed / max(spent, 1e-9) * minutes * 60.0)
-                total = max(completed + 1, min(config.steps, fits))
-                estimate = False
-            if completed % config.checkpoint_every == 0 or completed >= total or completed in snapshot_steps():
-                state = checkpoint(completed)
-            report(progress, "training", completed, total, loss=losses[-1], fovs_per_s=round(rate, 1), **figures())
-            if completed >= total or (minutes is not None and spent >= minutes * 60.0):
-                break
-    except KeyboardInterrupt as err:
-        # Ctrl-C: keep what was trained; --resume continues from here
-        if completed > start_step and (state is None or state["step"] != completed):
-            checkpoint(completed)
-        if completed > 0:  # the command line prints the notes in its last line
-            err.add_note(f"saved {output} at step {completed} of {total}; --resume (resume=True) continues it")
-        raise
+    with _StepBoundaryInterrupt.installed() as interrupt:
+        try:
+            for step, batch in loader:
+                interrupt.in_step = True
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(step, total, config)
+                generator.manual_seed(seed * 1_000_003 + step)  # the masks of a step do not depend on history
+                with autocast:
+                    loss = loss_fn(model, batch.to(device, non_blocking=True), generator)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                if after_step is not None:
+                    after_step(step, total, seed)
+                losses.append(float(loss.detach()))
+                completed = step + 1
+                interrupt.in_step = False
+                if interrupt.requested:  # the Ctrl-C held during the step
+                    raise KeyboardInterrupt
+                spent = time.perf_counter() - started
+                rate = (completed - start_step) * config.batch_size / max(spent, 1e-9)
+                timed = completed - start_step
+                # the speed fixes the schedule after TIMING_STEPS steps, or as soon as they would not fit in the budget
+                if estimate and (timed == TIMING_STEPS or spent / timed * TIMING_STEPS > minutes * 60.0):
+                    fits = start_step + int(timed / max(spent, 1e-9) * minutes * 60.0)
+                    total = max(completed + 1, min(config.steps, fits))
+                    estimate = False
+                if completed % config.checkpoint_every == 0 or completed >= total or completed in snapshot_steps():
+                    state = checkpoint(completed)
+                report(progress, "training", completed, total, loss=losses[-1], fovs_per_s=round(rate, 1), **figures())
+                if completed >= total or (minutes is not None and spent >= minutes * 60.0):
+                    break
+        except KeyboardInterrupt as err:
+            # Ctrl-C: keep what was trained; --resume continues from here
+            if interrupt.in_step:  # a second Ctrl-C in the middle of a step: the model holds part of it
+                saved = state["step"] if state is not None else start_step
+                if saved > 0:  # the command line prints the notes in its last line
+                    err.add_note(f"stopped during step {completed + 1}, unsaved; {output} holds step {saved} of "
+                                 f"{total}; --resume (resume=True) continues it")
+                raise
+            if completed > start_step and (state is None or state["step"] != completed):
+                checkpoint(completed)
+            if completed > 0:  # the command line prints the notes in its last line
+                err.add_note(f"saved {output} at step {completed} of {total}; --resume (resume=True) continues it")
+            raise
     if state is None or state["step"] != completed:
         state = checkpoint(completed)
     return state
