@@ -182,12 +182,15 @@ def test_resume_continues_the_same_loss_curve_across_a_code_revival(phantom, tmp
     assert resumed["codebook_usage"] == straight["codebook_usage"]  # revived at step 20, after the resume
 
 
-def test_a_ctrl_c_in_the_middle_of_a_step_resumes_as_the_uninterrupted_run(phantom, tmp_path, monkeypatch):
-    # SIGINT right after step 12's forward pass counted its codes: the step finishes before the checkpoint,
-    # or the resume counts step 12's codes twice and revives other codes at step 20
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_a_signal_in_the_middle_of_a_step_resumes_as_the_uninterrupted_run(phantom, tmp_path, monkeypatch,
+                                                                            signal_name):
+    # the signal comes right after step 12's forward pass counted its codes: the step finishes before the
+    # checkpoint, or the resume counts step 12's codes twice and revives other codes at step 20
     import os
     import signal
 
+    from orgaseg.cli import _terminate
     from orgaseg.models.distill import DistilledMAE
 
     train = get_method("his4mae").train
@@ -198,12 +201,16 @@ def test_a_ctrl_c_in_the_middle_of_a_step_resumes_as_the_uninterrupted_run(phant
         ids = assign_codes(self, z_tea, generator)
         calls.append(1)
         if len(calls) == 13:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), getattr(signal, signal_name))
         return ids
 
     monkeypatch.setattr(DistilledMAE, "assign_codes", interrupting)
-    with pytest.raises(KeyboardInterrupt) as raised:
-        train(phantom.train, tmp_path / "b.pt", preset="tiny", steps=30, device="cpu")
+    previous = signal.signal(signal.SIGTERM, _terminate)  # as the command line handles it
+    try:
+        with pytest.raises(KeyboardInterrupt) as raised:
+            train(phantom.train, tmp_path / "b.pt", preset="tiny", steps=30, device="cpu")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     assert "at step 13 of 30" in raised.value.__notes__[0]
     monkeypatch.undo()
     resumed = train(phantom.train, tmp_path / "b.pt", resume=True, device="cpu")

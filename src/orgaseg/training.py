@@ -45,46 +45,57 @@ TIMING_STEPS = 20
 
 
 class _StepBoundaryInterrupt:
-    """Holds a Ctrl-C (SIGINT) that arrives during a training step until the step is done.
+    """Holds a Ctrl-C (SIGINT) or SIGTERM that arrives during a training step until the step is done.
 
     A step changes more than the weights: the optimiser's moments, the EMA teacher, and a model's
     buffers during its forward pass (HiS4MAE counts code use there). A checkpoint saved in the middle
     of a step holds part of it, which ``--resume`` then does again: a HiS4MAE run resumed after Ctrl-C
-    drifted from the uninterrupted one. A second Ctrl-C during the step stops at once, unsaved
-    (:attr:`in_step` says so). Only in the main thread, and only where SIGINT raises
-    :class:`KeyboardInterrupt` (a process that ignores it keeps ignoring it).
+    drifted from the uninterrupted one. At the end of the step the signal's own handler runs (Ctrl-C:
+    :class:`KeyboardInterrupt`; the command line's SIGTERM handler: its subclass). A second signal
+    during the step runs it at once, unsaved (:attr:`in_step` says so). Only in the main thread, and
+    only for signals handled in Python (one ignored, or left to the system, stays so).
 
     Attributes
     ----------
     in_step : bool
         Whether a step is under way (set by the training loop).
-    requested : bool
-        Whether a Ctrl-C waits for the end of the step.
+    pending : tuple or None
+        The held signal's handler and number, run by :meth:`raise_pending`.
     """
 
     def __init__(self) -> None:
         self.in_step = False
-        self.requested = False
+        self.pending: tuple[Callable, int] | None = None
+        self._handlers: dict[int, Callable] = {}
 
     @classmethod
     @contextlib.contextmanager
     def installed(cls) -> Iterator[_StepBoundaryInterrupt]:
-        """One for a training loop, handling SIGINT while the loop runs."""
+        """One for a training loop, holding SIGINT and SIGTERM while the loop runs."""
         interrupt = cls()
-        main = threading.current_thread() is threading.main_thread()
-        previous = None
-        if main and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            previous = signal.signal(signal.SIGINT, interrupt._hold)
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                handler = signal.getsignal(signum)
+                if callable(handler):
+                    interrupt._handlers[signum] = handler
+                    signal.signal(signum, interrupt._hold)
         try:
             yield interrupt
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for signum, handler in interrupt._handlers.items():
+                signal.signal(signum, handler)
 
     def _hold(self, signum, frame) -> None:
-        if self.requested or not self.in_step:
-            raise KeyboardInterrupt
-        self.requested = True
+        if self.pending is not None or not self.in_step:
+            self._handlers[signum](signum, frame)
+            return
+        self.pending = (self._handlers[signum], signum)
+
+    def raise_pending(self) -> None:
+        """Run the handler of a signal held during the step that just ended (it raises), if any."""
+        if self.pending is not None:
+            handler, signum = self.pending
+            handler(signum, None)
 
 
 def learning_rate(step: int, total: int, config: TrainConfig) -> float:
@@ -249,8 +260,7 @@ def run_training(
                 losses.append(float(loss.detach()))
                 completed = step + 1
                 interrupt.in_step = False
-                if interrupt.requested:  # the Ctrl-C held during the step
-                    raise KeyboardInterrupt
+                interrupt.raise_pending()  # a Ctrl-C or SIGTERM held during the step
                 spent = time.perf_counter() - started
                 rate = (completed - start_step) * config.batch_size / max(spent, 1e-9)
                 timed = completed - start_step
@@ -266,7 +276,7 @@ def run_training(
                     break
         except KeyboardInterrupt as err:
             # Ctrl-C: keep what was trained; --resume continues from here
-            if interrupt.in_step:  # a second Ctrl-C in the middle of a step: the model holds part of it
+            if interrupt.in_step:  # a second signal in the middle of a step: the model holds part of it
                 saved = state["step"] if state is not None else start_step
                 if saved > 0:  # the command line prints the notes in its last line
                     err.add_note(f"stopped during step {completed + 1}, unsaved; {output} holds step {saved} of "
