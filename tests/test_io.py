@@ -260,6 +260,21 @@ def test_an_axis_order_given_against_the_one_the_metadata_names_is_warned_about(
         assert open_volume(tmp_path / "plain.tif", axes="xyz", voxel_size=(40, 5, 6)).shape == volume.shape[::-1]
 
 
+def test_a_time_axis_named_c_as_the_refusal_says_reads_one_time_point_without_a_warning(tmp_path, volume):
+    # the refusal of a time series says: name its time axis c and pick one entry with channel=N; doing so moves
+    # no z, y or x axis, so it is no order given against the metadata's
+    series = np.stack([volume, volume[::-1]])
+    tifffile.imwrite(tmp_path / "series.tif", series, imagej=True, metadata={"axes": "TZYX"})
+    with pytest.raises(OrgasegError, match=r"axis 't' has 2 entries.*naming it c and channel=N \(here 'czyx'\)"):
+        open_volume(tmp_path / "series.tif", voxel_size=(40, 5, 6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OrgasegWarning)
+        second = open_volume(tmp_path / "series.tif", axes="czyx", channel=1, voxel_size=(40, 5, 6))
+    np.testing.assert_array_equal(second.read(), volume[::-1])
+    with pytest.warns(OrgasegWarning, match=r"the axis order given, czxy, overrides the one named by the ImageJ"):
+        open_volume(tmp_path / "series.tif", axes="czxy", channel=1, voxel_size=(40, 5, 6))
+
+
 def test_zarr_bad_key_lists_arrays(tmp_path, volume):
     root = zarr.open_group(tmp_path / "c.zarr", mode="w")
     root.create_array("raw/s0", shape=volume.shape, dtype=volume.dtype)

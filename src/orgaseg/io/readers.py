@@ -324,8 +324,9 @@ def _to_volume(stored: StoredArray, path: Path, *, voxel_size, axes, channel) ->
     if axes is not None and stored.format == "image" and len(axes) == 2:
         axes = "z" + axes  # a 2D image is read as one slice: its two axes are the last two
     order = _resolve_axes(shape, axes if axes is not None else stored.axes, path, channel, stored.channels)
-    if axes is not None and stored.axes_named_by and order != stored.axes:
+    if axes is not None and stored.axes_named_by and _zyx_positions(order) != _zyx_positions(stored.axes):
         # the metadata says which stored axis is which: another order transposes the volume and its voxel size
+        # (naming an axis c that is no z, y or x, a time axis, is how one entry of it is read: nothing moves)
         warnings.warn(OrgasegWarning(
             f"{path}: the axis order given, {order}, overrides the one named by {stored.axes_named_by}, "
             f"{stored.axes}, which already reads the file the right way round: leave out {arg('axes')} unless the "
@@ -372,6 +373,11 @@ def _to_volume(stored: StoredArray, path: Path, *, voxel_size, axes, channel) ->
     check_volume_data(shape, stored.array.dtype, str(path))
     return Volume(array, voxel_size=size, path=str(path), key=stored.key, chunks=chunks, attrs=attrs,
                   origin=origin)
+
+
+def _zyx_positions(axes: str) -> tuple[int, ...]:
+    """Where z, y and x lie among the stored ``axes`` (-1 for one that is absent)."""
+    return tuple(axes.lower().find(letter) for letter in "zyx")
 
 
 def _resolve_axes(shape: tuple[int, ...], axes: str | None, path: Path, channel: int | None,
