@@ -2,6 +2,7 @@
 
 import json
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -318,6 +319,22 @@ def test_written_volume_has_pyramid_classes_and_provenance(tmp_path):
     np.testing.assert_array_equal(open_volume(tiff.path).read(), stored.read())
     with pytest.warns(OrgasegWarning, match="already the output of orgaseg instances"):
         make_instances(result.path)  # instances of instances: each object would become a class
+
+
+def test_instances_of_a_segmentation_say_that_cluster_0_is_not_numbered_unless_chosen(tmp_path):
+    # a segmentation's ids are clusters without names: every non-zero value is a class, so cluster 0, a cluster
+    # like the others (a sixth of the voxels, say the membranes), would be dropped without a word
+    labels, _ = balls(shape=(6, 20, 20), n=(1, 1))
+    clusters = write_labels(tmp_path / "seg.ome.zarr", labels, voxel_size=(10, 5, 5),
+                            provenance={"clusterer": {"name": "kmeans"}})
+    with pytest.warns(OrgasegWarning, match=r"seg\.ome\.zarr is the output of orgaseg segment: .*cluster 0.* not "
+                                            r"numbered; name the clusters first .*classes=\[\.\.\.\] \(0 included\)"):
+        without = make_instances(clusters)
+    assert set(without.classes) == {"1", "2"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OrgasegWarning)  # the clusters chosen: nothing goes unsaid
+        chosen = make_instances(clusters, classes=[0, 1, 2])
+    assert "0" in chosen.classes and chosen.labels.max() > without.labels.max()
 
 
 def test_bad_inputs_give_clear_errors(tmp_path):

@@ -556,10 +556,17 @@ def make_instances(
     if connectivity not in CONNECTIVITIES:
         raise OrgasegError(f"connectivity must be 6, 18 or 26 (neighbours of a voxel), got {connectivity!r}")
     volume, source, names = _open_named(named, voxel_size, key)
-    if producing_command(volume.path) == "instances":
+    command = producing_command(volume.path)
+    if command == "instances":
         warnings.warn(OrgasegWarning(
             f"{volume.path} is already the output of orgaseg instances: its ids are objects, so each becomes a "
             "class here; give the named labels (orgaseg name) or the segmentation instead"), stacklevel=2)
+    elif command == "segment" and classes is None:
+        # a segmentation has no names, so every non-zero value is a class: its cluster 0 would go unsaid
+        warnings.warn(OrgasegWarning(
+            f"{volume.path} is the output of orgaseg segment: its ids are clusters, and cluster 0, a cluster like "
+            f"the others, is taken for background and not numbered; name the clusters first with 'orgaseg name', "
+            f"or choose the clusters to number with {arg('classes')} (0 included)"), stacklevel=2)
     if output is not None:
         output = Path(output).expanduser()
         refuse_replacing_an_input(output, volume)
