@@ -329,6 +329,16 @@ def test_points_of_a_2d_image_need_no_z_column(tmp_path):
         read_points(tmp_path / "clicks.csv", shape=(4, 8, 8))
 
 
+def test_points_measured_in_fiji_are_told_that_its_slice_column_counts_from_1(tmp_path):
+    # Fiji's Analyze > Measure of a multi-point selection on a stack: a row number, X, Y and Slice (from 1)
+    (tmp_path / "fiji.csv").write_text(" ,X,Y,Slice,name\n1,3,2,1,mito\n2,7,5,4,er\n")
+    with pytest.raises(OrgasegError, match=r"fiji\.csv: no column z; Fiji's Slice column counts slices from 1: add a "
+                                           r"column z holding Slice - 1 \(and check that X and Y are pixels"):
+        read_points(tmp_path / "fiji.csv", shape=(4, 8, 8))
+    (tmp_path / "fixed.csv").write_text(" ,X,Y,Slice,z,name\n1,3,2,1,0,mito\n2,7,5,4,3,er\n")
+    assert read_points(tmp_path / "fixed.csv", shape=(4, 8, 8)).coords.tolist() == [[0, 2, 3], [3, 5, 7]]
+
+
 def test_columns_beside_the_points_are_ignored(tmp_path):
     """A spreadsheet's comment or id column, as napari's features, is not a reason to refuse the clicks."""
     (tmp_path / "3d.csv").write_text("id,z,y,x,name,comment\n7,1,2,3,mito,first one\n8,0,5,6,er,\n")

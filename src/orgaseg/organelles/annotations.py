@@ -254,6 +254,10 @@ def read_points(
         _check_napari_header(path, header)
         axes = NAPARI_POINT_AXES
     elif "z" not in header and {"name", "x", "y"} <= set(header):  # points of a 2D image: its one slice is z = 0
+        if "slice" in header and int(shape[0]) != 1:  # Fiji's Measure of points on a stack: X, Y, Slice
+            raise OrgasegError(f"{path}: no column z; Fiji's Slice column counts slices from 1: add a column z "
+                               "holding Slice - 1 (and check that X and Y are pixels: Fiji measures them in the "
+                               "image's calibrated unit)")
         if int(shape[0]) != 1:
             raise OrgasegError(f"{path}: points without a z column fit a segmentation of one slice; this one has "
                                f"{int(shape[0])}: add the column z")
