@@ -136,11 +136,18 @@ def test_a_run_stopped_while_timing_its_budget_times_again_on_resume(phantom_vol
         if stop is not None and done >= stop:
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    totals = []
+    with pytest.raises(KeyboardInterrupt) as raised:
         MAESTER.train([phantom_volume], tmp_path / "m.pt", preset="tiny", minutes=1, device="cpu",
-                      progress=lambda *args, **figures: tick(*args, stop=5, **figures))
+                      progress=lambda *args, **figures: totals.append(args[2]) or tick(*args, stop=5, **figures))
     saved = load_checkpoint(tmp_path / "m.pt")
     assert saved["step"] == 5 and saved["timing_budget_minutes"] == 1
+    # while timing, the bar and the last line count towards what the minute fits at 2 s a step (30), not
+    # towards the preset's 300 steps (with 4,000 for the cpu preset the bar's end lay hours away)
+    assert totals[1:] == [30] * 4
+    note = (f"saved {tmp_path / 'm.pt'} at step 5 of about 30 (the budget's schedule at the speed so far); "
+            "--resume (resume=True) continues it")
+    assert raised.value.__notes__ == [note]
     resumed = MAESTER.train([phantom_volume], tmp_path / "m.pt", resume=True, minutes=minutes, device="cpu",
                             progress=tick)
     assert resumed["step"] == resumed["total_steps"] == 30 and resumed["timing_budget_minutes"] is None

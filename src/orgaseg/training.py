@@ -240,6 +240,7 @@ def run_training(
         FieldOfViewBatches(sampler, config.batch_size, start_step, total), batch_size=None, num_workers=workers
     )
     completed = start_step
+    shown = total  # the schedule length the bar shows
     state = None
     with _StepBoundaryInterrupt.installed() as interrupt:
         try:
@@ -265,27 +266,31 @@ def run_training(
                 rate = (completed - start_step) * config.batch_size / max(spent, 1e-9)
                 timed = completed - start_step
                 # the speed fixes the schedule after TIMING_STEPS steps, or as soon as they would not fit in the budget
+                fits = start_step + int(timed / max(spent, 1e-9) * minutes * 60.0) if estimate else total
                 if estimate and (timed == TIMING_STEPS or spent / timed * TIMING_STEPS > minutes * 60.0):
-                    fits = start_step + int(timed / max(spent, 1e-9) * minutes * 60.0)
                     total = max(completed + 1, min(config.steps, fits))
                     estimate = False
+                # while the budget is timed, the bar counts towards the schedule it gives at the speed so far (the
+                # preset's would show an end hours away for a run of minutes)
+                shown = max(completed + 1, min(config.steps, fits)) if estimate else total
                 if completed % config.checkpoint_every == 0 or completed >= total or completed in snapshot_steps():
                     state = checkpoint(completed)
-                report(progress, "training", completed, total, loss=losses[-1], fovs_per_s=round(rate, 1), **figures())
+                report(progress, "training", completed, shown, loss=losses[-1], fovs_per_s=round(rate, 1), **figures())
                 if completed >= total or (minutes is not None and spent >= minutes * 60.0):
                     break
         except KeyboardInterrupt as err:
             # Ctrl-C: keep what was trained; --resume continues from here
+            of = f"about {shown} (the budget's schedule at the speed so far)" if estimate else total
             if interrupt.in_step:  # a second signal in the middle of a step: the model holds part of it
                 saved = state["step"] if state is not None else start_step
                 if saved > 0:  # the command line prints the notes in its last line
                     err.add_note(f"stopped during step {completed + 1}, unsaved; {output} holds step {saved} of "
-                                 f"{total}; --resume (resume=True) continues it")
+                                 f"{of}; --resume (resume=True) continues it")
                 raise
             if completed > start_step and (state is None or state["step"] != completed):
                 checkpoint(completed)
             if completed > 0:  # the command line prints the notes in its last line
-                err.add_note(f"saved {output} at step {completed} of {total}; --resume (resume=True) continues it")
+                err.add_note(f"saved {output} at step {completed} of {of}; --resume (resume=True) continues it")
             raise
     if state is None or state["step"] != completed:
         state = checkpoint(completed)
