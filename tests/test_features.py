@@ -38,6 +38,21 @@ def test_scales_below_half_a_voxel_are_dropped():
         FilterBank(voxel_size=(10.0, 10.0, 10.0), scales_nm=(1.0,))
 
 
+def test_a_voxel_size_too_large_for_every_scale_is_said_with_the_option_that_overrides_it(tmp_path, capsys):
+    # an HDF5 file whose element_size_um holds nm (50, 4.6, 4.6) reads as 50,000 x 4,600 x 4,600 nm voxels
+    import h5py
+
+    from orgaseg.cli import main
+
+    with h5py.File(tmp_path / "stack.h5", "w") as handle:
+        handle.create_dataset("raw", data=np.random.default_rng(0).integers(0, 255, (3, 32, 32), dtype=np.uint8))
+        handle["raw"].attrs["element_size_um"] = [50.0, 4.6, 4.6]
+    assert main(["segment", str(tmp_path / "stack.h5"), "--key", "raw", "-o", str(tmp_path / "seg.tif"), "--quiet"]) == 2
+    assert ("below half a voxel (50000 x 4600 x 4600 nm, z y x): check the voxel size (a size in nm stored as um reads "
+            "1000 times too large; --voxel-size Z Y X overrides the file's), or give larger scales (the option "
+            "scales_nm)") in capsys.readouterr().err
+
+
 def test_bad_voxel_size_is_an_error():
     with pytest.raises(OrgasegError, match="voxel size"):
         FilterBank(voxel_size=(0.0, 1.0, 1.0))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, arg
 from orgaseg.features.base import resolve_keep
 
 #: Default scales in nanometres: from a few voxels of a typical FIB-SEM/ssTEM
@@ -78,7 +78,9 @@ class FilterBank:
         if not sigmas:
             raise OrgasegError(
                 f"every filter-bank scale {self.scales_nm} nm is below half a voxel "
-                f"({self.voxel_size} nm); give larger scales or check the voxel size"
+                f"({' x '.join(f'{v:g}' for v in self.voxel_size)} nm, z y x): check the voxel size (a size in nm "
+                f"stored as um reads 1000 times too large; {arg('voxel_size')} overrides the file's), or give larger "
+                "scales (the option scales_nm)"
             )
         object.__setattr__(self, "_sigmas", tuple(sigmas))
 
