@@ -568,6 +568,35 @@ def test_cli_checks_the_raw_volume_before_writing_the_report(tmp_path, capsys):
     assert main([*masked, "--mask-key", "cell"]) == 0
 
 
+def test_cli_reads_the_raw_volume_as_segment_read_it(tmp_path, capsys):
+    # one channel of a two-channel stack was segmented (--channel 1): --raw with that file reads that channel, as
+    # 'name --refine' does, for the segmentation and for the labels named from it; another file reads as it comes
+    rng = np.random.default_rng(0)
+    reference = rng.integers(0, 3, (3, 32, 32)).astype(np.uint8)
+    channels = np.stack([rng.normal(0, 1, reference.shape), reference * 50.0 + rng.normal(0, 5, reference.shape)], 1)
+    tifffile.imwrite(tmp_path / "two channels.tif", channels.astype(np.float32), imagej=True,
+                     metadata={"axes": "ZCYX"})
+    tifffile.imwrite(tmp_path / "reference.tif", reference, photometric="minisblack")
+    seg, named = tmp_path / "seg.ome.zarr", tmp_path / "named.ome.zarr"
+    assert main(["segment", str(tmp_path / "two channels.tif"), "--channel", "1", "--voxel-size", "40", "10", "10",
+                 "-k", "3", "-o", str(seg), "--quiet"]) == 0
+    (tmp_path / "clicks.csv").write_text("z,y,x,name\n" + "".join(
+        f"{z},{y},{x},{'abc'[reference[z, y, x]]}\n" for z, y, x in zip(*(a[:30] for a in np.nonzero(reference >= 0)))))
+    assert main(["name", str(seg), "--points", str(tmp_path / "clicks.csv"), "-o", str(named), "--quiet"]) == 0
+    capsys.readouterr()
+    for prediction, mode in ((seg, "merge"), (named, "names")):
+        out = tmp_path / f"report-{mode}"
+        assert main(["evaluate", str(prediction), "--reference", str(tmp_path / "reference.tif"), "--classes", "a",
+                     "b", "c", "--mode", mode, "--raw", str(tmp_path / "two channels.tif"), "-o", str(out),
+                     "--quiet"]) == 0, capsys.readouterr().err
+        assert (out / "overlay.png").exists()
+    copy = tmp_path / "copy.tif"
+    copy.write_bytes((tmp_path / "two channels.tif").read_bytes())
+    assert main(["evaluate", str(seg), "--reference", str(tmp_path / "reference.tif"), "--classes", "a", "b", "c",
+                 "--raw", str(copy), "-o", str(tmp_path / "report-copy"), "--quiet"]) == 2
+    assert "copy.tif: data has 2 channels" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(not (DATA / "vnc").is_dir(), reason=f"real data not found at {DATA / 'vnc'}")
 def test_vnc_slice_matches_an_independent_count():
     from sklearn.metrics import confusion_matrix as sk_confusion

@@ -249,7 +249,7 @@ def cmd_evaluate(args, progress) -> int:
         pred = open_volume(args.prediction, key=args.key)
         reference = _open_with_key_option(args.reference, args.reference_key, "reference_key")
         mask = _open_with_key_option(args.mask, args.mask_key, "mask_key") if args.mask else None
-        raw = _open_with_key_option(args.raw, args.raw_key, "raw_key") if args.raw else None  # before anything is written
+        raw = _open_raw_as_segmented(args.raw, args.raw_key, pred) if args.raw else None  # before anything is written
     if raw is not None and raw.shape != pred.shape:
         raise OrgasegError(f"{args.raw}: the raw volume has shape {raw.shape}, the prediction {pred.shape}: the "
                            "overlay needs the volume the prediction was made from")
@@ -288,6 +288,31 @@ def cmd_evaluate(args, progress) -> int:
     print(report.to_markdown())
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _open_raw_as_segmented(path, key, prediction):
+    """evaluate's ``--raw``: the file the prediction was segmented from is read as ``segment`` read it (its
+    channel, axis order and key), any other file as it comes."""
+    from orgaseg.errors import with_key_option
+    from orgaseg.io import open_volume
+    from orgaseg.io.provenance import label_command, read_provenance
+
+    source = None
+    try:
+        record = read_provenance(prediction.path) if prediction.path else None
+        if label_command(record) == "name":  # named labels: the segmentation they name says what was read
+            record = read_provenance(record["segmentation"])
+        if label_command(record) == "segment":
+            source = record.get("input")
+    except (OrgasegError, KeyError, TypeError):
+        source = None
+    layout = {n: source[n] for n in ("axes", "channel") if source and source.get(n) is not None}
+    if layout and Path(str(source.get("path"))).resolve() == Path(path).resolve():
+        try:
+            return open_volume(path, key=key if key is not None else source.get("key"), **layout)
+        except OrgasegError as err:
+            raise with_key_option(err, "raw_key") from None
+    return _open_with_key_option(path, key, "raw_key")
 
 
 def _open_with_key_option(path, key, option: str):
