@@ -581,6 +581,28 @@ def test_a_file_without_voxel_size_opens_in_pixels_and_saves_without_one(tmp_pat
         assert orgaseg.open_volume(saved).attrs.get("voxel_size_assumed")
 
 
+def test_the_reader_says_an_unknown_voxel_size_as_it_bears_on_the_layer(tmp_path):
+    # open_volume's warning speaks of segmenting ("assuming 1 x 1 x 1 nm", "pass voxel_size=(z, y, x)"); napari
+    # opens the layer in pixels, and its user gives the size in the Segment widget
+    import warnings
+
+    from orgaseg.io import VoxelSizeWarning
+
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "plain.tif", np.zeros((3, 8, 8), np.uint8), photometric="minisblack")
+    labels = np.zeros((3, 8, 8), np.uint8)
+    path = orgaseg.io.write_labels(tmp_path / "guess.ome.zarr", labels, voxel_size=None, provenance={"layer": "made"},
+                                   label_names=["", "a"])
+    for opened in (tmp_path / "plain.tif", path):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            napari_get_reader(str(opened))(str(opened))
+        said = [str(w.message) for w in caught if issubclass(w.category, VoxelSizeWarning)]
+        expected = (f"{opened}: voxel size unknown: opened at napari's default scale, 1 x 1 x 1 pixel, not in nm; "
+                    "type the voxel size in nm in the Segment widget, or save it in the file (Fiji: Image > Properties)")
+        assert said == [expected], said
+
+
 def test_measure_widget_centres_on_an_instance_of_a_translated_volume(tmp_path, make_napari_viewer, qtbot):
     from orgaseg.io.writers import write_labels
 

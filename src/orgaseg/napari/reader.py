@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from orgaseg.errors import OrgasegError
-from orgaseg.io import open_volume, provenance_path
+from orgaseg.io import VoxelSizeWarning, open_volume, provenance_path
 from orgaseg.io.readers import pyramid_levels
 from orgaseg.napari.layers import kind_of, labels_layer
 
@@ -84,7 +84,7 @@ def read_orgaseg(path) -> list[tuple]:
     from orgaseg.organelles.instances import read_label_names
 
     path = _one_path(path)
-    volume = open_volume(path)
+    volume = _open_for_a_layer(path)
     record = provenance(path) or {}
     names = read_label_names(volume)
     kind = kind_of(record, names)
@@ -102,7 +102,7 @@ def read_image(path) -> list[tuple]:
     Its scale is the voxel size in nm and its translation the volume's origin, as for the labels.
     """
     path = _one_path(path)
-    volume = open_volume(path)
+    volume = _open_for_a_layer(path)
     data = _lazy_levels(path, volume)
     metadata = {"path": str(path)}
     record = provenance(path)
@@ -111,6 +111,26 @@ def read_image(path) -> list[tuple]:
     kwargs = {"name": _stem(path), "scale": volume.voxel_size, "translate": volume.origin,
               "units": (_units(volume),) * 3, "metadata": metadata}
     return [(data if len(data) > 1 else data[0], kwargs, "image")]
+
+
+def _open_for_a_layer(path: Path):
+    """:func:`orgaseg.open_volume`, its warning of an unknown voxel size said as it bears on the layer.
+
+    That warning speaks of segmenting (a 1 nm guess, features filtering across sections, ``voxel_size=``); the
+    layer opens at napari's default scale in pixels instead, and the Segment widget asks for the size.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        volume = open_volume(path)
+    for warning in caught:
+        if issubclass(warning.category, VoxelSizeWarning) and volume.attrs.get("voxel_size_assumed"):
+            warnings.warn(VoxelSizeWarning(
+                f"{path}: voxel size unknown: opened at napari's default scale, 1 x 1 x 1 pixel, not in nm; type the "
+                "voxel size in nm in the Segment widget, or save it in the file (Fiji: Image > Properties)"),
+                stacklevel=3)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return volume
 
 
 def _units(volume) -> str:
