@@ -317,6 +317,23 @@ def test_an_interrupted_command_says_what_it_kept_next_to_interrupted_not_around
                                                         "orgaseg info: interrupted"], err
 
 
+def test_a_demo_stopped_before_it_segmented_is_said_before_a_second_draws_its_phantom(tmp_path, capsys, monkeypatch):
+    # Ctrl-C while the demo samples its features leaves the phantom, the reference and the clicks; the rerun was
+    # refused only once it had drawn its phantom again (9 s), naming one file ("phantom_raw.tif exists")
+    from orgaseg import demo
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    for name in ("phantom_raw.tif", "phantom_reference.tif", "clicks.csv"):
+        (out / name).write_text("earlier")
+    monkeypatch.setattr(demo, "load_dataset", lambda *args, **kwargs: pytest.fail("the phantom was drawn"))
+    assert main(["demo", "-o", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"orgaseg demo: error: {out} holds an earlier demo's outputs (phantom_raw.tif, phantom_reference.tif, "
+        "clicks.csv, of a demo stopped before it segmented); pass --overwrite to replace them")
+    assert (out / "phantom_raw.tif").read_text() == "earlier"
+
+
 def test_demo_writes_its_outputs(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "-o", str(out), "--shape", "24", "96", "96", "--quiet"]) == 0

@@ -28,6 +28,9 @@ DEMO_K = 6
 #: Clicks the demo draws on each class of the phantom's reference, for a first try of ``orgaseg name``.
 DEMO_CLICKS = 5
 
+#: The files a demo writes before its report, which a second demo in the same folder would replace.
+DEMO_FILES = ("phantom_raw.tif", "phantom_reference.tif", "clicks.csv", "segmentation.ome.zarr")
+
 
 def write_demo_clicks(path: Path, reference: np.ndarray, classes, *, per_class: int = DEMO_CLICKS, seed: int = 0,
                       overwrite: bool = False) -> Path:
@@ -73,8 +76,12 @@ def run_demo(
     """
     output_dir = Path(output_dir)
     labels_path = output_dir / "segmentation.ome.zarr"
-    if labels_path.exists() and not overwrite:
-        raise OrgasegError(f"{labels_path} exists; pass {arg('overwrite')} to replace the earlier demo's outputs")
+    # refused before the phantom is drawn, also where a demo stopped (Ctrl-C) before it segmented left its phantom
+    earlier = [name for name in DEMO_FILES if (output_dir / name).exists()]
+    if earlier and not overwrite:
+        stopped = "" if labels_path.exists() else ", of a demo stopped before it segmented"
+        raise OrgasegError(f"{output_dir} holds an earlier demo's outputs ({', '.join(earlier)}{stopped}); pass "
+                           f"{arg('overwrite')} to replace them")
     output_dir.mkdir(parents=True, exist_ok=True)
     data = load_dataset("phantom", shape=shape, seed=seed)
     item = data.evaluation[0]
