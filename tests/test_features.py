@@ -123,3 +123,30 @@ def test_features_are_scipys_gaussian_derivatives():
     log = sum(ndi.gaussian_filter(block, sigma, order=tuple(2 * (a == b) for b in range(3)), mode="reflect")
               * np.float32(2.0**2) for a in range(3))
     np.testing.assert_array_equal(features["log@20nm"], log)
+
+
+def test_the_filter_bank_eigenvalues_of_3x3_hessians_are_numpys():
+    # closed form instead of a LAPACK call per voxel: the same values, repeated and zero ones included
+    from orgaseg.features.filterbank import _sorted_eigenvalues
+
+    rng = np.random.default_rng(0)
+    shape = (4, 30, 30)
+    hess = {(a, b): (rng.normal(size=shape) * 10.0 ** rng.uniform(-3, 2, size=shape)).astype(np.float32)
+            for a in range(3) for b in range(a, 3)}
+    for pair in ((0, 1), (0, 2), (1, 2)):
+        hess[pair][0] = 0.0  # diagonal matrices
+        hess[pair][1, 0] = 0.0
+    for a in range(3):
+        hess[(a, a)][1, 0] = 2.5  # a multiple of the identity: three equal eigenvalues
+        hess[(a, a)][2, 0] = 0.0 if a else 1.0  # two equal (zero) eigenvalues
+    hess[(0, 1)][2, 0] = hess[(0, 2)][2, 0] = hess[(1, 2)][2, 0] = 0.0
+    matrix = np.empty(shape + (3, 3), np.float64)
+    for (a, b), value in hess.items():
+        matrix[..., a, b] = matrix[..., b, a] = value
+    expected = np.linalg.eigvalsh(matrix)[..., ::-1]
+    found = np.stack(list(_sorted_eigenvalues(hess, [0, 1, 2])), axis=-1)
+    assert found.dtype == np.float32 and found.shape == shape + (3,)
+    scale = np.abs(expected).max(axis=-1, keepdims=True)
+    assert np.all(np.abs(found - expected) <= 1e-6 * scale)  # float32 rounding of the largest
+    np.testing.assert_allclose(found[1, 0], np.full((30, 3), 2.5), rtol=1e-6)
+    np.testing.assert_allclose(found[2, 0], np.tile([1.0, 0.0, 0.0], (30, 1)), atol=1e-7)

@@ -255,10 +255,27 @@ def _sorted_eigenvalues(hess: dict, axes: list[int]):
         yield half_trace + root
         yield half_trace - root
         return
-    matrix = np.empty(hess[(0, 0)].shape + (3, 3), dtype=np.float32)
-    for (a, b), value in hess.items():
-        matrix[..., a, b] = value
-        matrix[..., b, a] = value
-    eigenvalues = np.linalg.eigvalsh(matrix)  # ascending
-    for i in (2, 1, 0):
-        yield eigenvalues[..., i]
+    yield from _symmetric_3x3_eigenvalues(hess)
+
+
+def _symmetric_3x3_eigenvalues(hess: dict):
+    """Eigenvalues of a symmetric 3 x 3 matrix per voxel, largest first, in closed form.
+
+    The trigonometric solution of the characteristic cubic (Smith, Commun. ACM 4, 1961), computed in
+    float64 as ``numpy.linalg.eigvalsh`` computes float32 input, so the values agree with it to float32
+    rounding; a per-voxel LAPACK call took a third of a 3D filter bank's time.
+    """
+    diagonal = [hess[(a, a)].astype(np.float64) for a in range(3)]
+    h01, h02, h12 = (hess[pair].astype(np.float64) for pair in ((0, 1), (0, 2), (1, 2)))
+    mean = sum(diagonal) / 3.0
+    b00, b11, b22 = (d - mean for d in diagonal)
+    # the matrix is mean * I + radius * B, with B of unit scale; B's eigenvalues are 2 cos(angle + 2 pi k / 3)
+    radius = np.sqrt((b00 * b00 + b11 * b11 + b22 * b22 + 2.0 * (h01 * h01 + h02 * h02 + h12 * h12)) / 6.0)
+    det = b00 * (b11 * b22 - h12 * h12) - h01 * (h01 * b22 - h12 * h02) + h02 * (h01 * h12 - b11 * h02)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        half_det_b = np.where(radius > 0, det / (2.0 * radius**3), 0.0)  # radius 0: a multiple of I
+    angle = np.arccos(np.clip(half_det_b, -1.0, 1.0)) / 3.0
+    largest = mean + 2.0 * radius * np.cos(angle)
+    smallest = mean + 2.0 * radius * np.cos(angle + 2.0 * np.pi / 3.0)
+    for value in (largest, 3.0 * mean - largest - smallest, smallest):
+        yield value.astype(np.float32)
