@@ -265,14 +265,14 @@ def run_training(
                 spent = time.perf_counter() - started
                 rate = (completed - start_step) * config.batch_size / max(spent, 1e-9)
                 timed = completed - start_step
-                # the speed fixes the schedule after TIMING_STEPS steps, or as soon as they would not fit in the budget
-                fits = start_step + int(timed / max(spent, 1e-9) * minutes * 60.0) if estimate else total
-                if estimate and (timed == TIMING_STEPS or spent / timed * TIMING_STEPS > minutes * 60.0):
-                    total = max(completed + 1, min(config.steps, fits))
-                    estimate = False
-                # while the budget is timed, the bar counts towards the schedule it gives at the speed so far (the
-                # preset's would show an end hours away for a run of minutes)
-                shown = max(completed + 1, min(config.steps, fits)) if estimate else total
+                if estimate:
+                    # the budget's schedule at the speed so far: the bar counts towards it while the budget is
+                    # timed (the preset's would show an end hours away for a run of minutes), and it becomes the
+                    # schedule after TIMING_STEPS steps, or as soon as they would not fit in the budget
+                    fits = start_step + int(timed / max(spent, 1e-9) * minutes * 60.0)
+                    shown = max(completed + 1, min(config.steps, fits))
+                    if timed == TIMING_STEPS or spent / timed * TIMING_STEPS > minutes * 60.0:
+                        total, estimate = shown, False
                 if completed % config.checkpoint_every == 0 or completed >= total or completed in snapshot_steps():
                     state = checkpoint(completed)
                 report(progress, "training", completed, shown, loss=losses[-1], fovs_per_s=round(rate, 1), **figures())
