@@ -21,6 +21,7 @@ from orgaseg.io.metadata import (
     VOXEL_SIZE_UNKNOWN,
     MissingChunks,
     StoredArray,
+    axis_order,
     nanometres_per_unit,
     origin_from_attrs,
     to_nanometres,
@@ -90,10 +91,7 @@ def read_zarr(path: Path, key: str | None, level: int) -> StoredArray:
 def _dimension_axes(array: zarr.Array) -> str | None:
     """The stored axis order a Zarr v3 array's ``dimension_names`` give (``["x", "y", "z"]``: ``"xyz"``), when
     each is a distinct one of z, y, x, c, t; else None."""
-    names = [str(n).lower() for n in getattr(array.metadata, "dimension_names", None) or () if n is not None]
-    if len(names) != array.ndim or len(set(names)) != len(names) or not set(names) <= set("zyxct"):
-        return None
-    return "".join(names)
+    return axis_order([n for n in getattr(array.metadata, "dimension_names", None) or () if n is not None], array.ndim)
 
 
 def _multiscale_level(array_path: Path) -> StoredArray | None:

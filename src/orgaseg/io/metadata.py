@@ -239,6 +239,15 @@ def voxel_size_from_attrs(
     return None
 
 
+def axis_order(names: Sequence[Any], ndim: int) -> str | None:
+    """The stored axis order per-axis ``names`` give (``["x", "y", "z"]``: ``"xyz"``), when they are ``ndim``
+    distinct ones of z, y, x, c and t (in any case); else None (the format's default order applies)."""
+    letters = [str(name).lower() for name in names]
+    if len(letters) != ndim or len(set(letters)) != ndim or not set(letters) <= set("zyxct"):
+        return None
+    return "".join(letters)
+
+
 def origin_from_attrs(attrs: Mapping[str, Any], axes: str) -> list[float] | None:
     """Where the first voxel's centre lies (nm per stored axis) from a ``transform`` attribute's ``translate``.
 

@@ -93,7 +93,7 @@ import zarr
 
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg, with_key_option
 from orgaseg.io import containers
-from orgaseg.io.metadata import (StoredArray, check_voxel_size, format_sizes, tenfold, to_nanometres,
+from orgaseg.io.metadata import (StoredArray, axis_order, check_voxel_size, format_sizes, tenfold, to_nanometres,
                                  voxel_size_from_attrs)
 from orgaseg.io.mrc import MRC_SUFFIXES, read_mrc
 from orgaseg.io.slices import IMAGE_SUFFIXES, SliceStack, image_files
@@ -692,15 +692,14 @@ def _axistags_axes(axistags, ndim: int) -> str | None:
 
     ``axistags`` is the attribute's JSON text (``{"axes": [{"key": "z", ...}, ...]}``, one entry per
     stored axis in the dataset's order). Returns None where there is none, or where it does not name
-    ``ndim`` distinct axes among t, z, y, x and c: the default order then applies, as for any HDF5 file.
+    ``ndim`` distinct axes among t, z, y, x and c (:func:`~orgaseg.io.metadata.axis_order`): the default
+    order then applies, as for any HDF5 file.
     """
     if axistags is None:
         return None
     try:
         text = axistags.decode() if isinstance(axistags, bytes) else str(axistags)
-        keys = "".join(str(axis["key"]).lower() for axis in json.loads(text)["axes"])
+        keys = [axis["key"] for axis in json.loads(text)["axes"]]
     except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         return None
-    if len(keys) != ndim or len(set(keys)) != ndim or not set(keys) <= set("tzyxc") or not {"y", "x"} <= set(keys):
-        return None
-    return keys
+    return axis_order(keys, ndim)
