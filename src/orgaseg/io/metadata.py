@@ -217,10 +217,8 @@ def voxel_size_from_attrs(
     ndim = len(axes)
     transform = attrs.get("transform")
     if isinstance(transform, Mapping) and "scale" in transform:
-        names = [str(a).lower() for a in transform.get("axes", axes)]
-        sizes = sizes_in_nanometres(transform["scale"], transform.get("units", "nm"))
-        by_name = dict(zip(names, sizes))
-        if all(a in by_name for a in axes):
+        by_name = _transform_by_axis(transform, "scale", axes, to_nanometres)
+        if by_name is not None and all(a in by_name for a in axes):
             return [by_name[a] for a in axes]
     resolution = attrs.get("pixelResolution")
     unit: Any = "nm"
@@ -260,25 +258,33 @@ def origin_from_attrs(attrs: Mapping[str, Any], axes: str) -> list[float] | None
     transform = attrs.get("transform")
     if not isinstance(transform, Mapping) or "translate" not in transform:
         return None
+    by_name = _transform_by_axis(transform, "translate", axes, _offset_in_nanometres)
+    if by_name is None or None in by_name.values() or not all(a in by_name for a in axes if a in "zyx"):
+        return None
+    return [by_name.get(a, 0.0) for a in axes]
+
+
+def _transform_by_axis(transform: Mapping[str, Any], field: str, axes: str, convert) -> dict[str, Any] | None:
+    """A CellMap ``transform``'s ``field`` (``scale``, ``translate``) by axis name, each value through
+    ``convert(value, unit)``; the names default to ``axes``, the units to nm. None where the field does not
+    hold one value per named axis."""
     names = [str(a).lower() for a in transform.get("axes", axes)]
-    translate = transform["translate"]
-    if not _is_list_of(translate, len(names)):
+    values = transform[field]
+    if not _is_list_of(values, len(names)):
         return None
     units = transform.get("units", "nm")
     units = [units] * len(names) if isinstance(units, str) or units is None else list(units)
-    by_name = {}
-    for name, value, unit in zip(names, translate, units):
-        factor = nanometres_per_unit(unit)
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            return None
-        if factor is None or not math.isfinite(number):
-            return None
-        by_name[name] = number * factor
-    if not all(a in by_name for a in axes if a in "zyx"):
+    return {name: convert(value, unit) for name, value, unit in zip(names, values, units)}
+
+
+def _offset_in_nanometres(value: Any, unit: Any) -> float | None:
+    """``value`` in ``unit`` as nm, any sign (a place, not a size); None where either is unusable."""
+    factor = nanometres_per_unit(unit)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
         return None
-    return [by_name.get(a, 0.0) for a in axes]
+    return number * factor if factor is not None and math.isfinite(number) else None
 
 
 def _is_list_of(value: Any, length: int) -> bool:
