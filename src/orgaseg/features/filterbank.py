@@ -20,6 +20,7 @@ from scipy import ndimage as ndi
 
 from orgaseg.errors import OrgasegError, arg
 from orgaseg.features.base import resolve_keep
+from orgaseg.io.metadata import format_sizes
 
 #: Default scales in nanometres: from a few voxels of a typical FIB-SEM/ssTEM
 #: stack up to the width of a mitochondrion.
@@ -78,7 +79,7 @@ class FilterBank:
         if not sigmas:
             raise OrgasegError(
                 f"every filter-bank scale {self.scales_nm} nm is below half a voxel "
-                f"({' x '.join(f'{v:g}' for v in self.voxel_size)} nm, z y x): check the voxel size (a size in nm "
+                f"({format_sizes(self.voxel_size)} nm, z y x): check the voxel size (a size in nm "
                 f"stored as um reads 1000 times too large; {arg('voxel_size')} overrides the file's), or give larger "
                 "scales (the option scales_nm)"
             )
