@@ -101,6 +101,27 @@ def test_benchmark_refuses_bad_arguments_before_any_work(phantom, tmp_path, argu
     assert not (tmp_path / "out").exists()
 
 
+def test_bad_stage_options_are_refused_before_the_training(phantom, tmp_path):
+    # they were checked after the encoder had trained (minutes to hours), leaving its checkpoint behind
+    events = []
+    with pytest.raises(OrgasegError, match="unknown option 'nope': cover-stride takes"):
+        run_benchmark(phantom, "maester", tmp_path / "out", ks=[4], preset="tiny", steps=2, options={"nope": 1},
+                      device="cpu", progress=lambda *event: events.append(event))
+    assert events == [] and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("method, arguments, message", [
+    ("baseline", {"ks": [10**7]}, "K = 10000000"),  # refused when the clusterer is fitted, after the folder was made
+    ("maester", {"pixel_size": -3, "preset": "tiny", "steps": 2}, "the pixel size must be a positive number"),
+])
+def test_a_refused_benchmark_leaves_no_empty_output_folder(phantom, tmp_path, method, arguments, message):
+    (tmp_path / "kept").mkdir()  # a folder that was there before is left as it was
+    for output in (tmp_path / "new" / "out", tmp_path / "kept"):
+        with pytest.raises(OrgasegError, match=message):
+            run_benchmark(phantom, method, output, **{"ks": [4], "sample_size": 5_000, "device": "cpu", **arguments})
+    assert not (tmp_path / "new").exists() and (tmp_path / "kept").is_dir()
+
+
 def test_k_ranges():
     assert parse_k_range("4-10") == list(range(4, 11))
     assert parse_k_range("4,6,8") == [4, 6, 8]

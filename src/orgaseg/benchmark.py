@@ -27,7 +27,7 @@ from orgaseg.environment import environment_record
 from orgaseg.errors import OrgasegError
 from orgaseg.evaluation import ConfusionAccumulator, EvaluationReport
 from orgaseg.io import compute_normalization
-from orgaseg.io.partial import write_atomic
+from orgaseg.io.partial import output_folder, write_atomic
 from orgaseg.io.volume import Volume
 from orgaseg.methods.table import get_method
 from orgaseg.options import check_whole_number
@@ -40,7 +40,7 @@ from orgaseg.pipeline.runner import (
     label_volume,
     plan_blocks,
 )
-from orgaseg.pipeline.stages import resolve_stages
+from orgaseg.pipeline.stages import resolve_pixel_size, resolve_specs, resolve_stages
 from orgaseg.pipeline.tasks import VolumeSource, reusing_features
 from orgaseg.progress import ProgressCallback
 from orgaseg.viz import overlay_figure, plot_confusion
@@ -168,92 +168,95 @@ def run_benchmark(
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_root)
     ks = parse_k_range(ks)
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint, training = _trained_model(row, data, output_dir, model=model, preset=preset, steps=steps,
-                                          minutes=minutes, device=device, seed=seed, pixel_size=pixel_size,
-                                          features=features, progress=progress)
-    stages = resolve_stages(row, model=checkpoint, features=features, clusterer=clusterer, options=options,
-                            pixel_size=pixel_size, device=device)
+    # the stages are checked before a training that can take hours, not after it
+    resolve_specs(row, features=features, clusterer=clusterer, options=options)
+    resolve_pixel_size(pixel_size, None)
+    with output_folder(output_dir):
+        checkpoint, training = _trained_model(row, data, output_dir, model=model, preset=preset, steps=steps,
+                                              minutes=minutes, device=device, seed=seed, pixel_size=pixel_size,
+                                              features=features, progress=progress)
+        stages = resolve_stages(row, model=checkpoint, features=features, clusterer=clusterer, options=options,
+                                pixel_size=pixel_size, device=device)
 
-    started = time.perf_counter()
-    items = data.evaluation
-    jobs = [stages.job(VolumeSource(item.raw), compute_normalization(item.raw, seed=seed)) for item in items]
-    n_voxels = sum(item.raw.size for item in items)
-    if sample_size is None:
-        sample_size = stages.sample_size(n_voxels)
-    n_classes = len(data.classes)
-    confusions = [ConfusionAccumulator(n_clusters=k, n_classes=n_classes) for k in ks]
-    overlays = {}
-    # said before the long part starts, as segment says it (each volume's share of the features kept)
-    estimates = [estimate_cost(stages, job, plan_blocks(job), reuse_bytes=FEATURE_CACHE_BYTES // len(jobs))
-                 for job in jobs]
-    with reusing_features(jobs, FEATURE_CACHE_BYTES):  # the labelling reads the sampling pass's features
-        clusterers = fit_clusterers(jobs, stages.clusterer, ks, options=stages.clusterer_options,
-                                    sample_size=sample_size, seed=seed, progress=progress)
-        fitted_s = time.perf_counter() - started
-        for item, job in zip(items, jobs):
-            z = item.raw.shape[0] // 2
-            slices = [SliceSink(item.raw.shape, z) for _ in ks]
-            sinks = [Tee(s, ConfusionSink(item.reference, c)) for s, c in zip(slices, confusions)]
-            label_volume(job, clusterers, sinks, progress=progress)
-            overlays[item.name] = (z, slices)
-    wall = time.perf_counter() - started
+        started = time.perf_counter()
+        items = data.evaluation
+        jobs = [stages.job(VolumeSource(item.raw), compute_normalization(item.raw, seed=seed)) for item in items]
+        n_voxels = sum(item.raw.size for item in items)
+        if sample_size is None:
+            sample_size = stages.sample_size(n_voxels)
+        n_classes = len(data.classes)
+        confusions = [ConfusionAccumulator(n_clusters=k, n_classes=n_classes) for k in ks]
+        overlays = {}
+        # said before the long part starts, as segment says it (each volume's share of the features kept)
+        estimates = [estimate_cost(stages, job, plan_blocks(job), reuse_bytes=FEATURE_CACHE_BYTES // len(jobs))
+                     for job in jobs]
+        with reusing_features(jobs, FEATURE_CACHE_BYTES):  # the labelling reads the sampling pass's features
+            clusterers = fit_clusterers(jobs, stages.clusterer, ks, options=stages.clusterer_options,
+                                        sample_size=sample_size, seed=seed, progress=progress)
+            fitted_s = time.perf_counter() - started
+            for item, job in zip(items, jobs):
+                z = item.raw.shape[0] // 2
+                slices = [SliceSink(item.raw.shape, z) for _ in ks]
+                sinks = [Tee(s, ConfusionSink(item.reference, c)) for s, c in zip(slices, confusions)]
+                label_volume(job, clusterers, sinks, progress=progress)
+                overlays[item.name] = (z, slices)
+        wall = time.perf_counter() - started
 
-    results = {}
-    figures = output_dir / "figures"
-    figures.mkdir(exist_ok=True)
-    title = _run_title(row.name, stages.config())
-    for k, accumulator in zip(ks, confusions):
-        confusion = accumulator.result()
-        # scored as evaluate scores: the same scores, and the same empty clusters and classes listed
-        evaluation = EvaluationReport.from_confusion(confusion, classes=data.classes, background=data.background)
-        report = {"k": k, "confusion": confusion.tolist(), "empty_classes": evaluation.empty_classes,
-                  "empty_clusters": evaluation.empty_clusters, **evaluation.results}
-        results[str(k)] = report
-        mapping = {int(c): name for c, name in report["merge"]["mapping"].items()}
-        plot_confusion(confusion, data.classes, mapping=mapping, path=figures / f"confusion_k{k}.png",
-                       title=f"{title} on {data.name}, K = {k}")
-    first = items[0]
-    z, slices = overlays[first.name]
-    raw_slice = first.raw.read((slice(z, z + 1), slice(None), slice(None)))[0]
-    ref_slice = first.reference.read((slice(z, z + 1), slice(None), slice(None)))[0]
-    for k, labels in zip(ks, slices):
-        mapping = {int(c): name for c, name in results[str(k)]["merge"]["mapping"].items()}
-        overlay_figure(raw_slice, labels.slice, ref_slice, path=figures / f"overlay_k{k}.png",
-                       title=f"{title}, K = {k}, {first.name} z = {z}", class_names=list(data.classes),
-                       mapping=mapping)
+        results = {}
+        figures = output_dir / "figures"
+        figures.mkdir(exist_ok=True)
+        title = _run_title(row.name, stages.config())
+        for k, accumulator in zip(ks, confusions):
+            confusion = accumulator.result()
+            # scored as evaluate scores: the same scores, and the same empty clusters and classes listed
+            evaluation = EvaluationReport.from_confusion(confusion, classes=data.classes, background=data.background)
+            report = {"k": k, "confusion": confusion.tolist(), "empty_classes": evaluation.empty_classes,
+                      "empty_clusters": evaluation.empty_clusters, **evaluation.results}
+            results[str(k)] = report
+            mapping = {int(c): name for c, name in report["merge"]["mapping"].items()}
+            plot_confusion(confusion, data.classes, mapping=mapping, path=figures / f"confusion_k{k}.png",
+                           title=f"{title} on {data.name}, K = {k}")
+        first = items[0]
+        z, slices = overlays[first.name]
+        raw_slice = first.raw.read((slice(z, z + 1), slice(None), slice(None)))[0]
+        ref_slice = first.reference.read((slice(z, z + 1), slice(None), slice(None)))[0]
+        for k, labels in zip(ks, slices):
+            mapping = {int(c): name for c, name in results[str(k)]["merge"]["mapping"].items()}
+            overlay_figure(raw_slice, labels.slice, ref_slice, path=figures / f"overlay_k{k}.png",
+                           title=f"{title}, K = {k}, {first.name} z = {z}", class_names=list(data.classes),
+                           mapping=mapping)
 
-    record = {
-        "dataset": data.name,
-        "method": row.name,
-        "preset": training.get("preset"),
-        "stages": stages.config(),
-        "pixel_size_nm": stages.pixel_size_nm,
-        "options": options or {},
-        "features": jobs[0].extractor.config(),
-        "working_grids": [job.grid.describe() if job.grid is not None else None for job in jobs],
-        "classes": list(data.classes),
-        "background": list(data.background),
-        "notes": list(data.notes),
-        "evaluation_volumes": [{"name": it.name, "shape": list(it.raw.shape), "voxel_size": list(it.raw.voxel_size)} for it in items],
-        "ks": ks,
-        "seed": seed,
-        "sample_size": sample_size,
-        "training": training,
-        "segmentation": {"wall_s": round(wall, 2), "fit_s": round(fitted_s, 2), "voxels": n_voxels,
-                         "voxels_per_s": round(n_voxels / wall, 1),
-                         "note": f"features computed once per block for all {len(ks)} K",
-                         "cost_estimate": None if estimates[0] is None else estimates},
-        "peak_memory_mb": round(peak_memory_mb(), 1),
-        "environment": environment_record(),
-        "orgaseg_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "results": results,
-    }
-    record["machine"] = record["environment"]["machine"]
-    write_atomic(output_dir / "results.json", json.dumps(record, indent=2))
-    write_atomic(output_dir / "results.md", results_markdown(record))
-    return record
+        record = {
+            "dataset": data.name,
+            "method": row.name,
+            "preset": training.get("preset"),
+            "stages": stages.config(),
+            "pixel_size_nm": stages.pixel_size_nm,
+            "options": options or {},
+            "features": jobs[0].extractor.config(),
+            "working_grids": [job.grid.describe() if job.grid is not None else None for job in jobs],
+            "classes": list(data.classes),
+            "background": list(data.background),
+            "notes": list(data.notes),
+            "evaluation_volumes": [{"name": it.name, "shape": list(it.raw.shape), "voxel_size": list(it.raw.voxel_size)} for it in items],
+            "ks": ks,
+            "seed": seed,
+            "sample_size": sample_size,
+            "training": training,
+            "segmentation": {"wall_s": round(wall, 2), "fit_s": round(fitted_s, 2), "voxels": n_voxels,
+                             "voxels_per_s": round(n_voxels / wall, 1),
+                             "note": f"features computed once per block for all {len(ks)} K",
+                             "cost_estimate": None if estimates[0] is None else estimates},
+            "peak_memory_mb": round(peak_memory_mb(), 1),
+            "environment": environment_record(),
+            "orgaseg_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "results": results,
+        }
+        record["machine"] = record["environment"]["machine"]
+        write_atomic(output_dir / "results.json", json.dumps(record, indent=2))
+        write_atomic(output_dir / "results.md", results_markdown(record))
+        return record
 
 
 def _run_title(method: str, stages: dict) -> str:

@@ -234,6 +234,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)  # left only when the block failed
 
 
+@contextmanager
+def output_folder(path: str | Path) -> Iterator[Path]:
+    """Create the output folder ``path`` (and its parents) for the body; if the body fails, remove again the
+    folders this call created that are still empty, so a refused or failed run leaves nothing behind."""
+    path = Path(path)
+    created = [folder for folder in (path, *path.parents) if not folder.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        for folder in created:  # innermost first: a parent is empty once its child is gone
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+
+
 def write_atomic(path: str | Path, data: str | bytes) -> None:
     """Write ``data`` (text or bytes) to ``path`` through :func:`atomic_path`."""
     with atomic_path(path) as temporary:

@@ -222,6 +222,33 @@ def _jsonable(options: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()}
 
 
+def resolve_specs(
+    method: str | Method,
+    *,
+    features: str | FeatureSpec | None = None,
+    clusterer: str | ClustererSpec | None = None,
+    options: Mapping[str, Any] | None = None,
+    unlisted_options: Collection[str] = (),
+) -> tuple[Method, FeatureSpec, ClustererSpec, dict, dict]:
+    """The method's row, its feature and clusterer specs with the given overrides, and ``options`` routed to
+    them (:func:`split_options`): everything of :func:`resolve_stages` that needs no checkpoint, so a caller
+    that trains one first can check the rest before the training (parameters as there).
+
+    Returns
+    -------
+    tuple
+        ``(method, features, clusterer, feature_options, clusterer_options)``.
+    """
+    if options is not None and not isinstance(options, Mapping):
+        raise OrgasegError(f"options must be a dict {{name: value}} (e.g. {{'stride': 20}}), got {options!r}")
+    row = get_method(method)
+    feature_spec = get_features(features if features is not None else row.features)
+    clusterer_spec = get_clusterer(clusterer if clusterer is not None else row.clusterer)
+    feature_options, clusterer_options = split_options({**row.options, **dict(options or {})}, feature_spec,
+                                                       clusterer_spec, unlisted=unlisted_options)
+    return row, feature_spec, clusterer_spec, feature_options, clusterer_options
+
+
 def resolve_stages(
     method: str | Method,
     *,
@@ -258,13 +285,8 @@ def resolve_stages(
     -------
     Stages
     """
-    if options is not None and not isinstance(options, Mapping):
-        raise OrgasegError(f"options must be a dict {{name: value}} (e.g. {{'stride': 20}}), got {options!r}")
-    row = get_method(method)
-    feature_spec = get_features(features if features is not None else row.features)
-    clusterer_spec = get_clusterer(clusterer if clusterer is not None else row.clusterer)
-    feature_options, clusterer_options = split_options({**row.options, **dict(options or {})}, feature_spec,
-                                                       clusterer_spec, unlisted=unlisted_options)
+    row, feature_spec, clusterer_spec, feature_options, clusterer_options = resolve_specs(
+        method, features=features, clusterer=clusterer, options=options, unlisted_options=unlisted_options)
     encoder = None
     device_name = "cpu"
     if feature_spec.needs is not None:
