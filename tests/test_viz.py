@@ -58,6 +58,9 @@ def test_label_colors_fixed_distinct_and_prefix_stable():
     assert len(np.unique(colors.round(3), axis=0)) == 30
     np.testing.assert_allclose(colors[0, :3], [31 / 255, 119 / 255, 180 / 255])  # tab10 blue
     assert label_colors(0).shape == (0, 4)
+    for bad in (2.5, -1, "3"):  # 2.5 gave two colours
+        with pytest.raises(OrgasegError, match="n must be a whole number >= 0"):
+            label_colors(bad)
 
 
 def test_plot_confusion_writes_a_heat_map(tmp_path):

@@ -13,6 +13,8 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.colors import hsv_to_rgb
 
+from orgaseg.options import check_whole_number
+
 #: The 20 tab20 colours, the ten strong ones first, then their light twins.
 _BASE = np.array(colormaps["tab20"].colors[0::2] + colormaps["tab20"].colors[1::2])
 
@@ -30,9 +32,7 @@ _GOLDEN = 0.6180339887498949
 
 def _palette(base: np.ndarray, n: int, hue_offset: float, saturation: float) -> np.ndarray:
     """``base`` then golden-ratio hues (starting at ``hue_offset``) as ``(n, 4)`` RGBA."""
-    n = int(n)
-    if n < 0:
-        raise ValueError(f"need a non-negative number of colours, got {n}")
+    n = check_whole_number(n, "n")  # 2.5 gave two colours
     extra = np.arange(max(n - len(base), 0))
     hsv = np.stack(
         [(hue_offset + extra * _GOLDEN) % 1.0, np.full(extra.size, saturation), np.where(extra % 2 == 0, 0.9, 0.65)],
