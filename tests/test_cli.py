@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -36,6 +37,21 @@ def test_info_describes_a_volume(phantom_files, capsys):
     out = capsys.readouterr().out
     assert "16 x 96 x 96" in out and "uint8" in out and "20 x 20 x 20 nm" in out
     assert "levels:" not in out  # one resolution
+
+
+def test_info_warns_of_pixels_no_electron_microscope_has(tmp_path, capsys):
+    path = tmp_path / "um.tif"  # nm written as um: 8 nm pixels read as 8 um
+    tifffile.imwrite(path, np.zeros((4, 32, 32), np.uint8), imagej=True, resolution=(1 / 8, 1 / 8),
+                     metadata={"spacing": 30, "unit": "micron", "axes": "ZYX"})
+    with pytest.warns(UserWarning) as caught:
+        assert main(["info", str(path)]) == 0
+    assert [w.message.for_command_line() for w in caught] == [
+        (f"{path}: pixels of 8000 x 8000 nm (y x) are coarser than an electron microscope's (1 um or more): a size "
+         "in nm stored as um reads 1000 times too large; --voxel-size Z Y X overrides the file's")]
+    assert "voxel size:  30000 x 8000 x 8000 nm" in capsys.readouterr().out
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 999 nm pixels (an X-ray or array-tomography stack's) are not warned of
+        assert main(["info", str(path), "--voxel-size", "999", "999", "999"]) == 0
 
 
 def test_info_lists_the_levels_of_a_pyramid(tmp_path, capsys):

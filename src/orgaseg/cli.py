@@ -80,7 +80,7 @@ def _voxel_size(values):
 
 def cmd_info(args, progress) -> int:
     from orgaseg.io import open_volume, sample_intensities
-    from orgaseg.io.metadata import format_sizes
+    from orgaseg.io.metadata import MAX_EM_PIXEL_NM, format_sizes, micrometre_hint
     from orgaseg.io.normalize import finite_percentiles
     from orgaseg.io.readers import pyramid_levels
 
@@ -96,6 +96,10 @@ def cmd_info(args, progress) -> int:
     else:
         print(f"voxel size:  {format_sizes(volume.voxel_size)} nm (z y x)"
               + ("  [anisotropic: in-plane features]" if volume.is_anisotropic() else ""))
+        if min(volume.voxel_size[1:]) >= MAX_EM_PIXEL_NM:  # said before segment refuses or misreads it
+            warnings.warn(OrgasegWarning(
+                f"{volume.path}: pixels of {format_sizes(volume.voxel_size[1:])} nm (y x) are coarser than an electron "
+                f"microscope's ({MAX_EM_PIXEL_NM / 1000:g} um or more): {micrometre_hint()}"), stacklevel=1)
     guessed = volume.attrs.get("voxel_size_assumed")  # sizes and places in nm are then in voxels (1 nm each)
     if any(volume.origin):
         print(f"origin:      {format_sizes(volume.origin)} {'voxels' if guessed else 'nm'} (z y x; where the first "

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-from orgaseg.errors import OrgasegError, arg
+from orgaseg.errors import OrgasegError
 from orgaseg.features.base import resolve_keep
-from orgaseg.io.metadata import format_sizes
+from orgaseg.io.metadata import format_sizes, micrometre_hint
 
 #: Default scales in nanometres: from a few voxels of a typical FIB-SEM/ssTEM
 #: stack up to the width of a mitochondrion.
@@ -79,9 +79,8 @@ class FilterBank:
         if not sigmas:
             raise OrgasegError(
                 f"every filter-bank scale {self.scales_nm} nm is below half a voxel "
-                f"({format_sizes(self.voxel_size)} nm, z y x): check the voxel size (a size in nm "
-                f"stored as um reads 1000 times too large; {arg('voxel_size')} overrides the file's), or give larger "
-                "scales (the option scales_nm)"
+                f"({format_sizes(self.voxel_size)} nm, z y x): check the voxel size ({micrometre_hint()}), "
+                "or give larger scales (the option scales_nm)"
             )
         object.__setattr__(self, "_sigmas", tuple(sigmas))
 

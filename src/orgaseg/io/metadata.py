@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, arg
 
 #: Nanometres per unit, keyed by the spellings found in ImageJ, OME-XML,
 #: OME-Zarr (NGFF) and N5 metadata (compared in lower case).
@@ -87,6 +87,14 @@ def sizes_in_nanometres(values: Sequence[Any], units: Sequence[Any] | Any) -> li
 
 #: The smallest voxel size a user can give, in nm (one angstrom).
 MIN_VOXEL_NM = 0.1
+
+#: An in-plane pixel this coarse (1 um) or coarser is no electron microscope's: ``info`` says so.
+MAX_EM_PIXEL_NM = 1000.0
+
+
+def micrometre_hint() -> str:
+    """What a voxel size 1000 times too large usually is, and how to override it (for messages)."""
+    return f"a size in nm stored as um reads 1000 times too large; {arg('voxel_size')} overrides the file's"
 
 
 def check_voxel_size(voxel_size: Any) -> tuple[float, float, float]:
