@@ -1277,6 +1277,14 @@ def test_a_voxel_size_that_overrides_the_files_own_is_warned_about(tmp_path):
     with pytest.warns(OrgasegWarning, match=r"500 x 46 x 46 nm, overrides the file's own, 50 x 4.6 x 4.6 nm \(z, y, "
                                             r"x\): is it in Å\? voxel_size.* is in nm"):
         open_volume(path, voxel_size=(500, 46, 46))
+    # neither a unit slip nor another order: the order was asked about all the same
+    with pytest.warns(OrgasegWarning) as caught:
+        open_volume(path, voxel_size=(40, 5, 5))
+    assert str(caught[0].message).endswith("overrides the file's own, 50 x 4.6 x 4.6 nm (z, y, x)")
+    micrometres = write_tiff_image(tmp_path / "um.tif", np.zeros((3, 8, 8), np.uint8), voxel_size=(50e3, 4.6e3, 4.6e3))
+    with pytest.warns(OrgasegWarning, match=r"50000 x 4600 x 4600 nm \(z, y, x\): the file's is 1000 times larger "
+                                            r"\(a size in nm stored as um\)$"):
+        open_volume(micrometres, voxel_size=(50, 4.6, 4.6))
     with warnings.catch_warnings():
         warnings.simplefilter("error", OrgasegWarning)
         assert open_volume(path, voxel_size=(50, 4.6, 4.6)).voxel_size == (50.0, 4.6, 4.6)

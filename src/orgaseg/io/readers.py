@@ -128,6 +128,16 @@ class MissingChunksWarning(OrgasegWarning):
     """A Zarr or N5 store lacks chunks of the array, which read as the fill value."""
 
 
+def _override_remark(given: tuple[float, float, float], stored: tuple[float, float, float]) -> str:
+    """What a voxel size given over the file's own may say about either: a unit slip, another axis order."""
+    if tenfold(given, stored):
+        return f": is it in Å? {arg('voxel_size')} is in nm"
+    if np.allclose(np.divide(stored, given), 1000.0, rtol=0.01):  # the correction that info and segment ask for
+        return ": the file's is 1000 times larger (a size in nm stored as um)"
+    if np.allclose(sorted(given), sorted(stored), rtol=0.01):
+        return ": is the order right?"
+    return ""
+
 def open_volume(
     path: str | Path,
     key: str | None = None,
@@ -351,9 +361,7 @@ def _to_volume(stored: StoredArray, path: Path, *, voxel_size, axes, channel) ->
                 and not np.allclose(size, stored_size, rtol=0.01):
             warnings.warn(OrgasegWarning(
                 f"{path}: the voxel size given, {format_sizes(size)} nm, overrides the file's own, "
-                f"{format_sizes(stored_size)} nm (z, y, x): " + (
-                    f"is it in Å? {arg('voxel_size')} is in nm" if tenfold(size, stored_size) else
-                    "is the order right?")),
+                f"{format_sizes(stored_size)} nm (z, y, x)" + _override_remark(size, stored_size)),
                 stacklevel=4)
     else:
         size = _voxel_size_from_metadata(found, nz, path, stored.note)
