@@ -825,6 +825,10 @@ def test_an_imagej_stack_without_spacing_has_voxel_depth_one_unit(tmp_path, volu
 def test_input_errors_are_clear(tmp_path):
     with pytest.raises(OrgasegError, match="no such file or directory"):
         open_volume(tmp_path / "missing.tif")
+    # an array where a path belongs was pathlib's TypeError
+    with pytest.raises(OrgasegError, match=r"a path to a file or folder is needed, got ndarray \(data in memory: "
+                                           r"orgaseg.io.as_volume\(array"):
+        open_volume(np.zeros((2, 8, 8)))
     (tmp_path / "v.xyz").write_text("?")
     with pytest.raises(OrgasegError, match=r"v\.xyz: unknown format '\.xyz'"):
         open_volume(tmp_path / "v.xyz")

@@ -289,6 +289,19 @@ def evaluate(
         reference values that are not class ids ``0 .. C-1`` (without a gap
         when there are no class names), ``classes`` together with a class map, ``ignore``
         values that the class map names.
+
+    Examples
+    --------
+    >>> import orgaseg
+    >>> from orgaseg import synthetic
+    >>> cell = synthetic.make_cell((8, 64, 64), voxel_size=(10, 10, 10), seed=0)
+    >>> labels = orgaseg.segment(cell.raw, voxel_size=cell.voxel_size, k=4).labels
+    >>> report = orgaseg.evaluate(labels, cell.labels, classes=cell.class_names)
+    >>> merge = report.to_dict()["merge"]  # each cluster counted as the class it overlaps most
+    >>> sorted(merge)
+    ['accuracy', 'mapping', 'mean_dice', 'mean_dice_organelles', 'per_class']
+    >>> 0 < merge["mean_dice"] <= 1
+    True
     """
     _check_mode(mode)
     if (mode == BY_NAME) != (label_names is not None):

@@ -81,6 +81,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -181,6 +182,16 @@ def open_volume(
         that holds less than its metadata declares (truncated TIFF, a gap in
         a numbered slice sequence), voxel-size metadata that is not a positive
         number, missing chunks with ``strict_chunks``, ...
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import tifffile
+    >>> import orgaseg
+    >>> tifffile.imwrite("stack.tif", np.zeros((4, 32, 32), np.uint8), imagej=True, resolution=(200, 200),
+    ...                  metadata={"spacing": 0.03, "unit": "um", "axes": "ZYX"})  # pixels of 1/200 um
+    >>> orgaseg.open_volume("stack.tif")
+    <Volume 'stack.tif': 4 x 32 x 32 uint8, voxels 30 x 5 x 5 nm (z y x)>
     """
     path = existing_path(path)
     if not isinstance(level, (int, np.integer)) or isinstance(level, bool) or level < 0:
@@ -258,6 +269,10 @@ def open_on_grid(path: str | Path, what: str, grid: str, shape: tuple[int, int, 
 
 def existing_path(path: str | Path) -> Path:
     """``path`` with ``~`` expanded; an :class:`OrgasegError` naming it if nothing is there."""
+    if not isinstance(path, (str, os.PathLike)):  # pathlib's TypeError says nothing of what to do
+        held = (" (data in memory: orgaseg.io.as_volume(array, voxel_size=(z, y, x)) makes it a Volume, and "
+                "segment, evaluate and train take it as it is)" if hasattr(path, "shape") else "")
+        raise OrgasegError(f"a path to a file or folder is needed, got {type(path).__name__}{held}")
     path = Path(path).expanduser()
     if not path.exists():
         raise OrgasegError(f"{path}: no such file or directory")

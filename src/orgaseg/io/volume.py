@@ -81,6 +81,21 @@ class Volume:
 
     axes = "zyx"
 
+    def __repr__(self) -> str:
+        """Where the volume comes from and what it holds, not its voxels (it may be read lazily from terabytes).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> Volume(np.zeros((4, 32, 32), np.uint8), voxel_size=(30, 5, 5), path="stack.tif")
+        <Volume 'stack.tif': 4 x 32 x 32 uint8, voxels 30 x 5 x 5 nm (z y x)>
+        """
+        source = (repr(self.path) if self.path else "in memory") + (f" (key {self.key!r})" if self.key else "")
+        voxels = ("voxel size unknown" if self.attrs.get("voxel_size_assumed")
+                  else f"voxels {format_sizes(self.voxel_size)} nm (z y x)")
+        placed = f", origin {format_sizes(self.origin)} nm" if any(self.origin) else ""
+        return f"<Volume {source}: {' x '.join(map(str, self.shape))} {self.dtype}, {voxels}{placed}>"
+
     @property
     def shape(self) -> tuple[int, int, int]:
         """Shape ``(z, y, x)`` in voxels."""

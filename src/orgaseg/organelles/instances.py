@@ -551,6 +551,19 @@ def make_instances(
         or non-finite clean-up size, a size in nm without a voxel size, ``connectivity`` not
         6, 18 or 26, a ``block_shape`` that is not 3 positive sizes, an existing ``output``
         without ``overwrite``.
+
+    Examples
+    --------
+    Two boxes of class 1 beside a bar of class 2, each class counted on its own:
+
+    >>> import numpy as np
+    >>> from orgaseg.organelles import make_instances
+    >>> named = np.zeros((8, 32, 32), np.uint8)
+    >>> named[2:6, 4:12, 4:12] = named[2:6, 20:28, 20:28] = 1
+    >>> named[1:7, 14:18, 2:30] = 2
+    >>> instances = make_instances(named, voxel_size=(10, 10, 10))
+    >>> instances.counts, int(instances.labels.max())
+    ({'1': 2, '2': 1}, 3)
     """
     cleanup = Cleanup(min_size_nm3=min_size_nm3, fill_holes=bool(fill_holes), majority_nm=majority_nm)
     if connectivity not in CONNECTIVITIES:

@@ -330,6 +330,22 @@ def name_clusters(
         segmentation that is no path or Segmentation or has no provenance; annotations
         that do not fit it; refine options without ``refine``; a bad ``units``, ``seed``
         or ``classifier``; an existing ``output`` without ``overwrite``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import orgaseg
+    >>> from orgaseg import synthetic
+    >>> from orgaseg.organelles import name_clusters, points_from_arrays
+    >>> cell = synthetic.make_cell((8, 64, 64), voxel_size=(10, 10, 10), seed=0)
+    >>> seg = orgaseg.segment(cell.raw, voxel_size=cell.voxel_size, k=4, output="cell_labels.ome.zarr")
+    >>> nucleus = np.argwhere(cell.labels == cell.class_names.index("nucleus"))[:3]  # three clicks
+    >>> cytoplasm = np.argwhere(cell.labels == cell.class_names.index("cytoplasm"))[:3]
+    >>> clicks = points_from_arrays(np.concatenate([nucleus, cytoplasm]), ["nucleus"] * 3 + ["cytoplasm"] * 3,
+    ...                             shape=cell.raw.shape)
+    >>> named = name_clusters("cell_labels.ome.zarr", annotations=clicks)
+    >>> named.naming.names  # in the order the annotations first give them
+    ('unassigned', 'nucleus', 'cytoplasm')
     """
     started = time.time()
     seed = check_whole_number(seed, "seed")  # numpy's refusal, deep in the refining classifier, named neither
