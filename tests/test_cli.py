@@ -150,6 +150,8 @@ def test_centers_reuse_gives_same_ids(phantom_files, tmp_path, capsys):
                                          r"reused clusterer \(.*a\.tif\.provenance\.json\) is not fitted again"):
         assert main(["segment", str(raw), "-o", str(tmp_path / "h.tif"), "--centers", f"{first}.provenance.json",
                      "--sample-size", "5000", "--option", "n_init=3", "--quiet"]) == 0
+    record = json.loads((tmp_path / "h.tif.provenance.json").read_text())
+    assert record["given_without_effect"] == ["sample_size", "clusterer option n_init"]  # not as if they had one
     # a volume whose voxel size is unknown computes its features at 1 nm: the warning says what to pass
     np.save(tmp_path / "unknown.npy", tifffile.imread(raw))
     with pytest.warns(UserWarning, match="this volume's voxel size is unknown \\(taken as 1 nm\\): pass"):

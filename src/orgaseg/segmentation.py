@@ -466,13 +466,14 @@ def segment(
             raise OrgasegError(f"K = {k} was asked for, but the reused clusterer ({_describe_centers(centers)}) has "
                                f"K = {reused.k}: leave K out (the clusterer fixes it)")
         n_labels = reused.k
-    if reused is not None:  # said, as the provenance records them as given
-        ignored = ([arg("sample_size")] if sample_size is not None else []) + [
-            f"the clusterer option {name}" for name in stages.clusterer_options]
-        if ignored:
-            verb = "takes" if len(ignored) == 1 else "take"
-            warnings.warn(OrgasegWarning(f"{' and '.join(ignored)} {verb} no effect: the reused clusterer "
-                                         f"({_describe_centers(centers)}) is not fitted again"), stacklevel=2)
+    # what only a fit reads: said, and recorded as such beside the configuration that lists it as given
+    ignored = [] if reused is None else (["sample_size"] if sample_size is not None else []) + [
+        f"clusterer option {name}" for name in stages.clusterer_options]
+    if ignored:
+        said = [arg(name) if name == "sample_size" else f"the {name}" for name in ignored]
+        verb = "takes" if len(ignored) == 1 else "take"
+        warnings.warn(OrgasegWarning(f"{' and '.join(said)} {verb} no effect: the reused clusterer "
+                                     f"({_describe_centers(centers)}) is not fitted again"), stacklevel=2)
     if sample_size is None:
         sample_size = stages.sample_size(volume.size)
     normalization = compute_normalization(volume, seed=seed, invert=invert)
@@ -554,6 +555,7 @@ def segment(
         model={"path": absolute_path(model), "sha256": model_hash} if model is not None else None,
         centers_from=absolute_path(centers) if isinstance(centers, (str, Path)) else None,
         stages_from_centers=taken or None,
+        given_without_effect=ignored or None,
         blocks={"shape": list(block_shape), **{n: stats[n] for n in ("blocks", "computed", "skipped") if n in stats}},
         executor=executor.describe(),
         feature_memory_bytes=kept,
