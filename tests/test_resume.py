@@ -214,6 +214,10 @@ def test_a_run_stopped_before_it_recorded_its_settings_is_not_said_to_have_had_o
     with caplog.at_level(logging.WARNING):
         assert not PartialOutput(out, overwrite=False, resume_key="another key").resumed
     assert "run with other settings" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # a command that does not resume ("or without resume", it said)
+        PartialOutput(out, overwrite=False, resume_key=None).release()
+    assert "left by an earlier run, and this command does not resume one: starting afresh" in caplog.text
 
 
 @pytest.mark.parametrize("counts", [

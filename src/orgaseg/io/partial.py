@@ -116,9 +116,11 @@ class PartialOutput:
         )
         if not self.resumed:
             if self.folder.exists() and not overwrite:
-                if key_file.is_file() or resume_key is None:
-                    logger.warning("%s was left by a run with other settings (or without resume): starting afresh",
-                                   self.folder)
+                if resume_key is None:  # name, the napari writers and the demo write without resume
+                    logger.warning("%s was left by an earlier run, and this command does not resume one: starting "
+                                   "afresh", self.folder)
+                elif key_file.is_file() and self.target.exists():
+                    logger.warning("%s was left by a run with other settings: starting afresh", self.folder)
                 else:  # killed before it recorded what it was doing: nothing of it can be trusted
                     logger.warning("%s was left by a run stopped before it had written anything to resume: "
                                    "starting afresh", self.folder)
