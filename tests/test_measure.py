@@ -229,26 +229,57 @@ def test_measuring_class_labels_warns_that_they_are_not_instances(tmp_path, reco
         assert len(measure_instances(instances.path).table["id"]) == 3
 
 
-def test_one_section_is_measured_with_a_warning_that_it_is_a_slab(tmp_path):
+def test_a_single_image_is_measured_in_its_plane_areas_outlines_and_no_z(tmp_path, capsys):
+    # a 2D micrograph has no thickness: its instances get areas, perimeters and in-plane shape, not a slab's
+    # volume, surface and sphericity, and no z columns (whatever thickness the voxel size gives)
     import tifffile
 
+    from orgaseg.cli import main
     from orgaseg.errors import OrgasegWarning
 
-    section = np.zeros((40, 40), np.uint8)
-    section[10:20, 10:30] = 1
-    # a 2D image: its thickness is a guess (the in-plane size), said with the rest
+    yy, xx = np.mgrid[:120, :160]
+    section = np.zeros((120, 160), np.uint8)
+    section[((yy - 40) / 20.0) ** 2 + ((xx - 50) / 20.0) ** 2 <= 1] = 1  # a disc 20 px in radius
+    section[((yy - 60) / 30.0) ** 2 + ((xx - 120) / 12.0) ** 2 <= 1] = 2  # an ellipse 60 x 24 px
+    section[100:110, 10:30] = 3  # a box
     tifffile.imwrite(tmp_path / "section.tif", section, imagej=True, resolution=(1 / 4.6, 1 / 4.6),
                      metadata={"unit": "nm"})
-    with pytest.warns(OrgasegWarning, match=r"section.tif: one section, so every instance is measured as a slab 4.6 nm "
-                                            r"thick: .* if 4.6 nm is not the section thickness \(a 2D image gives none"):
-        table = measure_instances(tmp_path / "section.tif").table
-    assert table["volume_um3"][0] == pytest.approx(200 * 4.6 ** 3 / 1e9)
-    with pytest.warns(OrgasegWarning, match=r"a slab 50 nm thick"):
-        assert measure_instances(section[None], voxel_size=(50, 4.6, 4.6)).table["volume_um3"][0] == \
-            pytest.approx(200 * 50 * 4.6 ** 2 / 1e9)
-    with warnings.catch_warnings():  # two sections are a volume
+    with warnings.catch_warnings():
         warnings.simplefilter("error", OrgasegWarning)
-        measure_instances(np.stack([section, section]), voxel_size=(50, 4.6, 4.6))
+        result = measure_instances(tmp_path / "section.tif", mask=np.ones((1, 120, 160), np.uint8))
+    table = result.table
+    assert list(table) == ["id", "class", "pixels", "area_um2", "perimeter_um", "circularity", "centroid_y_nm",
+                           "centroid_x_nm", "bbox_min_y_nm", "bbox_min_x_nm", "bbox_max_y_nm", "bbox_max_x_nm",
+                           "touches_border", "axis_major_length_nm", "axis_minor_length_nm", "aspect_ratio"]
+    pixels = [int((section == v).sum()) for v in (1, 2, 3)]
+    assert table["pixels"].tolist() == pixels
+    np.testing.assert_allclose(table["area_um2"], np.array(pixels) * 4.6**2 / 1e6)
+    # outlines within 3% of the analytic perimeters (Ramanujan's for the ellipse; the box loses its corners)
+    ellipse = np.pi * (3 * 42 - np.sqrt((3 * 30 + 12) * (30 + 3 * 12)))
+    np.testing.assert_allclose(table["perimeter_um"], np.array([2 * np.pi * 20, ellipse, 60]) * 4.6 / 1e3, rtol=0.05)
+    assert abs(table["perimeter_um"][0] / (2 * np.pi * 20 * 4.6e-3) - 1) < 0.03
+    assert 0.9 < table["circularity"][0] <= 1 and table["circularity"][1] < 0.85
+    np.testing.assert_allclose(table["axis_major_length_nm"][:2], [40 * 4.6, 60 * 4.6], rtol=0.03)
+    np.testing.assert_allclose(table["axis_minor_length_nm"][:2], [40 * 4.6, 24 * 4.6], rtol=0.05)
+    np.testing.assert_allclose(table["centroid_y_nm"][:2], [40 * 4.6, 60 * 4.6])
+    # the thickness plays no part: a section of a 50 nm stack gives the same table
+    again = measure_instances(section[None], voxel_size=(50, 4.6, 4.6), mask=np.ones((1, 120, 160), np.uint8)).table
+    for name in table:
+        np.testing.assert_array_equal(again[name], table[name])
+    # blocks give the outlines of the whole image
+    blocked = measure_instances(section[None], voxel_size=(50, 4.6, 4.6), block_shape=(1, 37, 29)).table
+    for name in set(table) - {"class"}:
+        np.testing.assert_allclose(blocked[name].astype(float), table[name].astype(float), rtol=1e-9)
+    summary = result.summary
+    assert list(summary) == ["class", "count", "total_area_um2", "median_area_um2", "mean_area_um2",
+                             "cell_area_um2", "area_fraction"]
+    assert summary["cell_area_um2"][0] == pytest.approx(120 * 160 * 4.6**2 / 1e6)
+    assert summary["area_fraction"][-1] == pytest.approx(sum(pixels) / (120 * 160))
+    assert main(["measure", str(tmp_path / "section.tif"), "-o", str(tmp_path / "t.csv"), "--quiet"]) == 0
+    assert "um^2" in capsys.readouterr().out
+    with warnings.catch_warnings():  # two sections are a volume, measured as before
+        warnings.simplefilter("error", OrgasegWarning)
+        assert "volume_um3" in measure_instances(np.stack([section, section]), voxel_size=(50, 4.6, 4.6)).table
 
 
 def test_bad_inputs_give_clear_errors(tmp_path):

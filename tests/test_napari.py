@@ -529,6 +529,22 @@ def test_measure_widget_fills_the_table_and_highlights_the_selected_instance(tmp
     assert widget.save(tmp_path / "boxes.csv") is None and "exists" in widget.status.value
 
 
+def test_measure_widget_measures_a_single_image_in_its_plane(make_napari_viewer, qtbot):
+    # a 2D micrograph's instances: areas and perimeters, no z; selecting a row centres the view in its plane
+    viewer = make_napari_viewer()
+    instances = np.zeros((20, 30), np.uint16)
+    instances[2:6, 3:9] = 1
+    instances[10:18, 20:28] = 2
+    layer = viewer.add_labels(instances, scale=(10, 10), name="section")
+    widget = _measured(viewer, layer, qtbot)
+    table = widget.morphometrics.table
+    assert "centroid_z_nm" not in table and "volume_um3" not in table
+    np.testing.assert_allclose(table["area_um2"], [24 * 100 / 1e6, 64 * 100 / 1e6])
+    widget.table.native.selectRow(1)
+    assert layer.selected_label == 2
+    assert viewer.dims.point[-2] == pytest.approx(13.5 * 10.0, abs=10)  # (on the grid of its pixels)
+
+
 def test_measure_widget_lets_go_of_the_layer_it_measured_before(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     instances = np.zeros((4, 10, 10), np.uint16)

@@ -487,11 +487,15 @@ def cmd_measure(args, progress) -> int:
         if not line["count"]:  # a class numbered without an instance: no sizes to say
             print(f"{line['class']}: 0 instances")
             continue
-        # the fraction counts the voxels inside the mask only, the total all of them: both said
-        fraction = (f", {100 * line['volume_fraction']:.2f}% of the cell ({line['volume_fraction'] * line['cell_volume_um3']:.4g} "
-                    "um^3 inside it)" if "volume_fraction" in line else "")
-        print(f"{line['class']}: {line['count']} instances, median {line['median_volume_um3']:.4g} um^3, "
-              f"total {line['total_volume_um3']:.4g} um^3{fraction}")
+        # the fraction counts the voxels inside the mask only, the total all of them: both said (a single image:
+        # areas in um^2, a volume: volumes in um^3)
+        size, unit = ("area", "um2") if "total_area_um2" in line else ("volume", "um3")
+        shown = unit.replace("um", "um^")
+        fraction = (f", {100 * line[f'{size}_fraction']:.2f}% of the cell "
+                    f"({line[f'{size}_fraction'] * line[f'cell_{size}_{unit}']:.4g} {shown} inside it)"
+                    if f"{size}_fraction" in line else "")
+        print(f"{line['class']}: {line['count']} instances, median {line[f'median_{size}_{unit}']:.4g} {shown}, "
+              f"total {line[f'total_{size}_{unit}']:.4g} {shown}{fraction}")
     print(f"wrote {', '.join(map(str, written))} ({result.provenance['seconds']:.1f} s)")
     return 0
 

@@ -1,7 +1,8 @@
 """The morphometrics widget: measure an instance layer, browse the table, see the selected instance.
 
 "Measure" runs :func:`orgaseg.organelles.measure_instances` (volume, surface area,
-sphericity, centroid, axes, intensity with an image) in a thread; the table shows one
+sphericity, centroid, axes, intensity with an image; area, perimeter and circularity for a
+single image) in a thread; the table shows one
 row per instance and the per-class summary below it. Selecting a row shows that
 instance alone in the labels layer and centres the view on its centroid. "Save table"
 writes the table as ``.csv`` (or ``.parquet``).
@@ -116,8 +117,9 @@ class MeasureWidget(Container):
         layer.show_selected_label = True
         # the table's centroids are world positions already: in nm, with the volume's origin added (napari's
         # world, for a layer whose scale is the voxel size and whose translation is that origin)
-        centre = np.array([float(table[f"centroid_{axis}_nm"][row]) for axis in "zyx"])
-        self.viewer.dims.set_point(range(self.viewer.dims.ndim - 3, self.viewer.dims.ndim), centre)
+        # (a single image's table has no z: its one section is where the view is)
+        centre = np.array([float(table[f"centroid_{axis}_nm"][row]) for axis in "zyx" if f"centroid_{axis}_nm" in table])
+        self.viewer.dims.set_point(range(self.viewer.dims.ndim - len(centre), self.viewer.dims.ndim), centre)
         viewer_camera(self.viewer).center = tuple(centre)
         self.tasks.show(f"instance {instance_id}" + (f" ({table['class'][row]})" if table["class"][row] else ""))
 

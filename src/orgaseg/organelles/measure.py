@@ -64,7 +64,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.measure import marching_cubes, mesh_surface_area
+from skimage.measure import find_contours, marching_cubes, mesh_surface_area
 
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.io import open_volume
@@ -182,7 +182,8 @@ def _measure_block(sources: _Sources, block: Block) -> dict:
     """Partial sums of every instance in ``block`` (see the module docstring)."""
     volume = sources.instances.volume
     shape, spacing = volume.shape, np.asarray(sources.voxel_size)
-    reach = _reach(spacing)
+    flat = shape[0] == 1  # a single image: outlines in its plane, not a slab's surface
+    reach = (0, _REACH, _REACH) if flat else _reach(spacing)
     # the voxels whose cells this block owns, in padded coordinates (-1 and N are the background beyond)
     owned = [(r.start - (r.start == 0), r.stop + 1) for r in block.region]
     read = tuple(slice(max(0, lo - h), min(n, hi + h)) for (lo, hi), n, h in zip(owned, shape, reach))
@@ -229,7 +230,10 @@ def _measure_block(sources: _Sources, block: Block) -> dict:
             continue
         cells = tuple(slice(max(0, s.start - 1), min(n, s.stop + 1)) for s, n in zip(box, owned_labels.shape))
         corner = np.array([c.start + lo for c, (lo, _) in zip(cells, owned)], float) * spacing
-        part = _owned_surface(padded, value, cells, spacing, corner, reach)
+        if flat:
+            part = _owned_outline(padded[1], value, cells[1:], spacing[1:], corner[1:])
+        else:
+            part = _owned_surface(padded, value, cells, spacing, corner, reach)
         if int(value) in position:
             surface[position[int(value)]] += part
         else:  # an instance that only reaches into this block's far voxel layer
@@ -270,6 +274,36 @@ def _owned_surface(padded: np.ndarray, value, cells: tuple[slice, ...], spacing:
     # about the crop's corner, then moved to the common origin (keeps the numbers small)
     volume = np.einsum("ij,ij->", a, np.cross(b, c)) / 6.0 + corner @ vector_area.sum(axis=0) / 3.0
     return np.array([float(mesh_surface_area(vertices, faces)), volume])
+
+
+def _owned_outline(padded: np.ndarray, value, cells: tuple[slice, slice], spacing: np.ndarray,
+                   corner: np.ndarray) -> np.ndarray:
+    """Outline length (nm) and signed enclosed area (nm^2) of instance ``value`` of a single image on the
+    cells (squares of 2 x 2 pixels) spanned by ``cells``, in owned coordinates of the plane ``padded``
+    (which has :data:`_REACH` pixels around them).
+
+    Marching squares on the instance mask smoothed by a Gaussian of ``SMOOTHING_VOXELS`` pixels (the 2D
+    counterpart of the near-isotropic surface), every pixel kept on its own side; oriented with the instance
+    on the left, so the area (Green's theorem, about the image's first pixel) of the blocks' pieces adds up
+    to the area the whole outline encloses, as their lengths add up to its length.
+    """
+    if any(s.stop - s.start < 2 for s in cells):
+        return np.zeros(2)
+    window = tuple(slice(s.start, s.stop + 2 * _REACH) for s in cells)
+    mask = padded[window] == value
+    field = ndi.gaussian_filter(mask.astype(np.float64), SMOOTHING_VOXELS, mode="constant", truncate=_TRUNCATE) - 0.5
+    field = np.where(mask, np.maximum(field, _MARGIN), np.minimum(field, -_MARGIN))
+    inner = (slice(_REACH, -_REACH),) * 2
+    mask, field = mask[inner], field[inner]
+    if mask.all() or not mask.any():
+        return np.zeros(2)
+    length = area = 0.0
+    for contour in find_contours(field, 0.0, positive_orientation="high"):
+        points = contour * spacing + corner  # (y, x) in nm
+        y0, x0, y1, x1 = points[:-1, 0], points[:-1, 1], points[1:, 0], points[1:, 1]
+        length += float(np.hypot(y1 - y0, x1 - x0).sum())
+        area += float((x0 * y1 - x1 * y0).sum()) / 2.0
+    return np.array([length, area])
 
 
 # --- merging -------------------------------------------------------------------------
@@ -315,6 +349,8 @@ def _merge(parts: list[dict], with_raw: bool, with_mask: bool) -> dict:
 
 def _table(merged: dict, voxel_size, origin, shape, names: dict[int, str] | None,
            with_raw: bool) -> dict[str, np.ndarray]:
+    if shape[0] == 1:
+        return _table_2d(merged, voxel_size, origin, shape, names, with_raw)
     spacing, origin = np.asarray(voxel_size), np.asarray(origin)
     count = merged["count"]
     volume_nm3 = count * float(np.prod(spacing))
@@ -358,6 +394,47 @@ def _table(merged: dict, voxel_size, origin, shape, names: dict[int, str] | None
     return table
 
 
+def _table_2d(merged: dict, voxel_size, origin, shape, names: dict[int, str] | None,
+              with_raw: bool) -> dict[str, np.ndarray]:
+    """The table of a single image: areas, outlines and in-plane shape (no thickness, nothing along z)."""
+    spacing, origin = np.asarray(voxel_size)[1:], np.asarray(origin)[1:]
+    count = merged["count"]
+    perimeter_nm = merged["area"]  # the outline's length, summed as the surface is in 3D
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # area enclosed by the same outline: at most 1 (a disc), whatever the object's size
+        circularity = np.where(perimeter_nm > 0, 4 * np.pi * merged["mesh_volume"] / perimeter_nm**2, np.nan)
+    # second moments of the union of solid pixels; a solid ellipse with semi-axes a, b has variances a^2/4, b^2/4
+    covariance = merged["scatter"][:, 1:, 1:] / count[:, None, None] + np.diag(spacing**2 / 12.0)
+    eigen = np.linalg.eigvalsh(covariance)[:, ::-1]
+    axes = 4.0 * np.sqrt(np.clip(eigen, 0, None))
+    ids = merged["id"]
+    table = {
+        "id": ids.astype(np.int64),
+        "class": np.array([names.get(int(i), "") if names else "" for i in ids], dtype=object),
+        "pixels": count,
+        "area_um2": count * float(np.prod(spacing)) / _NM2_PER_UM2,
+        "perimeter_um": perimeter_nm / 1e3,
+        "circularity": circularity,
+    }
+    for a, axis in enumerate("yx"):
+        table[f"centroid_{axis}_nm"] = merged["mean"][:, a + 1] + origin[a]
+    for a, axis in enumerate("yx"):
+        table[f"bbox_min_{axis}_nm"] = merged["bbox_min"][:, a + 1] * spacing[a] + origin[a]
+    for a, axis in enumerate("yx"):
+        table[f"bbox_max_{axis}_nm"] = merged["bbox_max"][:, a + 1] * spacing[a] + origin[a]
+    last = np.asarray(shape[1:], dtype=np.float64) - 1
+    edges = np.asarray(shape[1:]) > 2
+    table["touches_border"] = np.any(((merged["bbox_min"][:, 1:] <= 0) | (merged["bbox_max"][:, 1:] >= last))[:, edges],
+                                     axis=1)
+    table["axis_major_length_nm"] = axes[:, 0]
+    table["axis_minor_length_nm"] = axes[:, 1]
+    table["aspect_ratio"] = axes[:, 0] / axes[:, 1]
+    if with_raw:
+        table["mean_intensity"] = merged["intensity"]
+        table["std_intensity"] = np.sqrt(merged["intensity_scatter"] / count)
+    return table
+
+
 def _record_of(volume: Volume) -> dict | None:
     """The provenance record beside ``volume``, None where there is none (or none that reads)."""
     if not volume.path:
@@ -379,24 +456,27 @@ def _summary(table: dict, merged: dict, mask_voxels: int | None, voxel_size,
              counted: Sequence[str] = ()) -> dict[str, list]:
     """One row per class (``counted``, the classes the instances were numbered for, have a row even without
     an instance: a count of 0 is a result) and a last row ``all``."""
-    voxel_um3 = float(np.prod(voxel_size)) / _NM3_PER_UM3
-    columns: dict[str, list] = {"class": [], "count": [], "total_volume_um3": [], "median_volume_um3": [],
-                                "mean_volume_um3": []}
+    # a single image (its table has areas): areas and the area fraction, the volumes' counterparts
+    size, unit = ("area", "um2") if "area_um2" in table else ("volume", "um3")
+    voxel = (float(np.prod(voxel_size[1:])) / _NM2_PER_UM2 if size == "area"
+             else float(np.prod(voxel_size)) / _NM3_PER_UM3)
+    columns: dict[str, list] = {"class": [], "count": [], f"total_{size}_{unit}": [], f"median_{size}_{unit}": [],
+                                f"mean_{size}_{unit}": []}
     if mask_voxels is not None:
-        columns["cell_volume_um3"] = []
-        columns["volume_fraction"] = []
+        columns[f"cell_{size}_{unit}"] = []
+        columns[f"{size}_fraction"] = []
     classes = sorted(set(table["class"].tolist()) | set(counted))
     groups = [(c, table["class"] == c) for c in classes if c] + [("all", np.ones(len(table["id"]), bool))]
     for name, rows in groups:
-        volumes = table["volume_um3"][rows]
+        sizes = table[f"{size}_{unit}"][rows]
         columns["class"].append(name)
         columns["count"].append(int(rows.sum()))
-        columns["total_volume_um3"].append(float(volumes.sum()))
-        columns["median_volume_um3"].append(float(np.median(volumes)) if volumes.size else math.nan)
-        columns["mean_volume_um3"].append(float(volumes.mean()) if volumes.size else math.nan)
+        columns[f"total_{size}_{unit}"].append(float(sizes.sum()))
+        columns[f"median_{size}_{unit}"].append(float(np.median(sizes)) if sizes.size else math.nan)
+        columns[f"mean_{size}_{unit}"].append(float(sizes.mean()) if sizes.size else math.nan)
         if mask_voxels is not None:
-            columns["cell_volume_um3"].append(mask_voxels * voxel_um3)
-            columns["volume_fraction"].append(float(merged["in_mask"][rows].sum() / mask_voxels))
+            columns[f"cell_{size}_{unit}"].append(mask_voxels * voxel)
+            columns[f"{size}_fraction"].append(float(merged["in_mask"][rows].sum() / mask_voxels))
     return columns
 
 
@@ -472,13 +552,6 @@ def measure_instances(
     if volume.attrs.get("voxel_size_assumed"):
         raise OrgasegError(f"{volume.path or 'the instances'}: no voxel size in the metadata, so nothing can be "
                            f"measured in nm; pass {arg('voxel_size')}")
-    if volume.shape[0] == 1:  # a 2D image's thickness is a guess (its in-plane size), and a slab is no organelle
-        warnings.warn(OrgasegWarning(
-            f"{volume.path or 'the instances'}: one section, so every instance is measured as a slab "
-            f"{volume.voxel_size[0]:g} nm thick: volume_um3 is its area times that thickness, and surface_area_um2, "
-            f"sphericity and the axis lengths describe the slab, not the organelle; if {volume.voxel_size[0]:g} nm "
-            f"is not the section thickness (a 2D image gives none: its in-plane size is taken), pass "
-            f"{arg('voxel_size')}"), stacklevel=2)
     record = _record_of(volume)
     _warn_if_class_labels(volume, label_command(record))
     sources = _Sources(source, None, None, volume.voxel_size)
@@ -521,7 +594,9 @@ def measure_instances(
         "instances": volume.path or "<array>", "voxel_size": volume.voxel_size, "raw": _name(raw),
         "mask": _name(mask), "count": len(table["id"]), "blocks": len(blocks), "block_shape": block_shape,
         "seconds": round(seconds, 3), "voxels_per_s": round(volume.size / max(seconds, 1e-9)),
-        "surface": (f"marching cubes on the mask smoothed by a Gaussian of {SMOOTHING_VOXELS} voxels"
+        "surface": (f"marching squares (the outline in the image's plane) on the mask smoothed by a Gaussian of "
+                    f"{SMOOTHING_VOXELS} pixels" if volume.shape[0] == 1 else
+                    f"marching cubes on the mask smoothed by a Gaussian of {SMOOTHING_VOXELS} voxels"
                     if not _sectioned(volume.voxel_size) else
                     f"marching cubes on the signed distance field (nm), smoothed in-plane by a Gaussian of "
                     f"{SMOOTHING_VOXELS} pixels"),
