@@ -198,6 +198,23 @@ def test_fill_holes_equals_binary_fill_holes_across_blocks():
         np.testing.assert_array_equal(result.labels, label(filled, connectivity=1))
 
 
+def test_fill_holes_fills_a_pocket_enclosed_in_the_plane_of_a_single_image():
+    # a single image's two sides are not an edge the pocket opens to: filled as binary_fill_holes fills it in 2D
+    mask = np.zeros((40, 50), bool)
+    grid = np.indices(mask.shape)
+    distance = np.sqrt(sum((g - c) ** 2 for g, c in zip(grid, (20, 20))))
+    mask |= (distance < 12) & (distance >= 5)  # a ring: the matrix of a mitochondrion the clusters missed
+    mask[30:40, 40:50] = True
+    mask[35:38, 44:47] = False  # a pocket in a square at the image's corner: enclosed in the plane too
+    mask[0:6, 44:50] = True
+    mask[0:3, 46:48] = False  # open to the image's edge: stays
+    filled = ndi.binary_fill_holes(mask)
+    assert filled.sum() == mask.sum() + (distance < 5).sum() + 9
+    for block_shape in [(1, 40, 50), (1, 9, 7)]:
+        result = make_instances(mask[None].astype(np.uint8), fill_holes=True, block_shape=block_shape)
+        np.testing.assert_array_equal(result.labels[0], label(filled, connectivity=1))
+
+
 class _SentOnceExecutor(SerialExecutor):
     """Runs blocks here on copies of the shared objects made the first time each is sent, as dask workers
     hold the copy :class:`~orgaseg.pipeline.executors.DaskExecutor` scattered once per object."""

@@ -324,6 +324,8 @@ def _components_of_block(stage: _Stage, kind: str, shape, block: Block) -> _Bloc
         result.high_codes = [np.take(codes, -1, axis=a) for a in range(3)]
         result.border = np.zeros(count + 1, bool)
         for a in range(3):
+            if shape[a] == 1:  # a single image's two sides are no edge: a pocket enclosed in its plane is a hole
+                continue
             if block.region[a].start == 0:
                 result.border[result.low[a]] = True
             if block.region[a].stop == shape[a]:
