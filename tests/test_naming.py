@@ -329,6 +329,19 @@ def test_points_of_a_2d_image_need_no_z_column(tmp_path):
         read_points(tmp_path / "clicks.csv", shape=(4, 8, 8))
 
 
+def test_napari_points_over_a_2d_image_are_its_y_and_x(tmp_path):
+    # a 2D image opened in napari gets a 2D points layer: saved as index,axis-0,axis-1,name
+    (tmp_path / "clicks.csv").write_text("index,axis-0,axis-1,name\n0,2,3,mito\n1,5,7,er\n")
+    annotations = read_points(tmp_path / "clicks.csv", shape=(1, 8, 8))
+    assert annotations.coords.tolist() == [[0, 2, 3], [0, 5, 7]] and annotations.names == ("mito", "er")
+    (tmp_path / "nm.csv").write_text("index,axis-0,axis-1,name\n0,20,31,mito\n")
+    in_nm = read_points(tmp_path / "nm.csv", shape=(1, 8, 8), voxel_size=(50, 5, 5), units="nm")
+    assert in_nm.coords.tolist() == [[0, 4, 6]]
+    with pytest.raises(OrgasegError, match=r"napari points with the coordinate column\(s\) axis-0, axis-1; orgaseg "
+                                           r"reads 3D points"):
+        read_points(tmp_path / "clicks.csv", shape=(4, 8, 8))  # over a stack, 2D points say no section
+
+
 def test_points_measured_in_fiji_are_told_that_its_slice_column_counts_from_1(tmp_path):
     # Fiji's Analyze > Measure of a multi-point selection on a stack: a row number, X, Y and Slice (from 1)
     (tmp_path / "fiji.csv").write_text(" ,X,Y,Slice,name\n1,3,2,1,mito\n2,7,5,4,er\n")

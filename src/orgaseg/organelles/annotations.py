@@ -227,7 +227,8 @@ def read_points(
         points layer as napari saves it (File > Save Selected Layers...,
         or ``layer.save("clicks.csv")`` in a running napari):
         ``index,axis-0,axis-1,axis-2``, then one column per feature of the
-        layer. There ``axis-0, axis-1, axis-2`` are z, y, x, the name is the
+        layer. There ``axis-0, axis-1, axis-2`` are z, y, x (``axis-0, axis-1`` are y, x
+        for the 2D points of a single image), the name is the
         ``name`` feature, and ``index`` and the other features are ignored.
         napari writes the layer's data coordinates: voxels of the
         segmentation when the points layer has its scale and no translation
@@ -251,8 +252,10 @@ def read_points(
     path = Path(path)
     header, body = _read_csv(path, POINT_COLUMNS)
     if any(_NAPARI_AXIS.fullmatch(column) for column in header):
-        _check_napari_header(path, header)
-        axes = NAPARI_POINT_AXES
+        # a points layer over a single image is 2D: axis-0, axis-1 are its y, x (its one slice is z = 0)
+        flat = int(shape[0]) == 1 and {"axis-0", "axis-1"} <= set(header) and "axis-2" not in header
+        _check_napari_header(path, header, NAPARI_POINT_AXES[:2] if flat else NAPARI_POINT_AXES)
+        axes = NAPARI_POINT_AXES[:2] if flat else NAPARI_POINT_AXES
     elif "z" not in header and {"name", "x", "y"} <= set(header):  # points of a 2D image: its one slice is z = 0
         if "slice" in header and int(shape[0]) != 1:  # Fiji's Measure of points on a stack: X, Y, Slice
             raise OrgasegError(f"{path}: no column z; Fiji's Slice column counts slices from 1: add a column z "
@@ -413,13 +416,15 @@ def _check_header(path: Path, header: list[str], columns: tuple[str, ...], also:
         raise OrgasegError(f"{path}: {said}; expected the header {','.join(columns)}{also}")
 
 
-def _check_napari_header(path: Path, header: list[str]) -> None:
-    """Refuse a napari points CSV whose points are not 3D or that has no ``name`` column."""
+def _check_napari_header(path: Path, header: list[str], expected: tuple[str, ...] = NAPARI_POINT_AXES) -> None:
+    """Refuse a napari points CSV whose points are not 3D (or, over a single image, 2D: ``expected``) or that
+    has no ``name`` column."""
     axes = [c for c in header if _NAPARI_AXIS.fullmatch(c)]
-    if set(axes) != set(NAPARI_POINT_AXES):
+    if set(axes) != set(expected):
         raise OrgasegError(f"{path}: napari points with the coordinate column(s) {', '.join(axes)}; orgaseg reads "
-                           f"3D points, {', '.join(NAPARI_POINT_AXES)} as z, y, x: add the points layer over the "
-                           "3D segmentation")
+                           f"3D points, {', '.join(NAPARI_POINT_AXES)} as z, y, x (2D points, axis-0, axis-1 as "
+                           "y, x, over a segmentation of a single image): add the points layer over the "
+                           "segmentation")
     if "name" not in header:
         raise OrgasegError(f"{path}: napari points without a 'name' column, the organelle each point marks: give "
                            "the points layer a 'name' feature and save it again (orgaseg's naming widget makes a "
