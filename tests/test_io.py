@@ -128,6 +128,24 @@ def test_a_single_slice_keeps_the_z_spacing_its_metadata_gives(tmp_path, writer)
     np.testing.assert_array_equal(vol.read(), image)
 
 
+def test_a_colour_png_or_jpeg_is_read_one_channel_at_a_time(tmp_path):
+    # a greyscale micrograph saved as RGB (a screenshot): refused without a channel, naming how to pick one
+    grey = np.arange(12 * 16, dtype=np.uint8).reshape(12, 16)
+    Image.fromarray(np.stack([grey] * 3, -1)).save(tmp_path / "shot.png")
+    Image.fromarray(np.dstack([grey, grey, grey, np.full_like(grey, 255)])).save(tmp_path / "shot_rgba.png")
+    for name in ("shot.png", "shot_rgba.png"):
+        with pytest.raises(OrgasegError, match=r"data has \d colour channels \(R, G, B.*: a greyscale image saved in "
+                                               r"colour has its grey in each.*pass channel=N to choose one"):
+            open_volume(tmp_path / name)
+        with pytest.warns(OrgasegWarning, match="voxel size unknown"):
+            volume = open_volume(tmp_path / name, channel=1)
+        assert volume.shape == (1, 12, 16) and volume.dtype == np.uint8
+        np.testing.assert_array_equal(volume.read(), grey[None])
+        np.testing.assert_array_equal(volume.read((slice(0, 1), slice(2, 5), slice(3, 9))), grey[None, 2:5, 3:9])
+    with pytest.raises(OrgasegError, match="channel 3 out of range; the data has 3 colour channels"):
+        open_volume(tmp_path / "shot.png", channel=3)
+
+
 def test_folder_of_pngs_in_natural_order(tmp_path):
     for z in (10, *range(1, 10)):  # written out of order; "10" sorts before "2" as text
         Image.fromarray(np.full((8, 9), z, dtype=np.uint8)).save(tmp_path / f"{z}.png")

@@ -11,7 +11,8 @@ FORMATS (how each format is recognised and where its voxel size comes from):
   ImageJ gives y or z a unit of its own), or a plain TIFF's resolution
   tags in cm or inch for y and x (not a print default such as 72 dpi).
   A single 2D page is a volume with one slice.
-- **2D image** (``.png``/``.jpg``/``.jpeg``): a volume with one slice; no voxel size.
+- **2D image** (``.png``/``.jpg``/``.jpeg``): a volume with one slice; no voxel size. A
+  colour image (RGB, RGBA, LA) has a channel axis: ``channel`` picks one.
 - **Folder of slices** (a directory of ``.tif``/``.tiff``/``.png``/``.jpg``
   files, sorted naturally: ``2.png`` before ``10.png``): read slice by
   slice; all slices must share shape and dtype (1-bit slices among 8-bit
@@ -97,7 +98,7 @@ from orgaseg.io import containers
 from orgaseg.io.metadata import (StoredArray, axis_order, check_voxel_size, format_sizes, tenfold, to_nanometres,
                                  voxel_size_from_attrs)
 from orgaseg.io.mrc import MRC_SUFFIXES, read_mrc
-from orgaseg.io.slices import IMAGE_SUFFIXES, SliceStack, image_files
+from orgaseg.io.slices import COLOUR_MODES, IMAGE_SUFFIXES, ColourImage, SliceStack, image_files
 from orgaseg.io.tifflog import route_tifffile_log, tiff_errors
 from orgaseg.io.volume import AxesView, Volume, check_volume_data
 
@@ -317,6 +318,10 @@ def _read_stored(path: Path, key: str | None, level: int) -> StoredArray:
     if suffix in _TIFF_SUFFIXES:
         return _refuse_key(_read_tiff(path), key, path)
     if suffix in IMAGE_SUFFIXES:
+        mode = ColourImage.mode_of(path)
+        if mode is not None:  # a colour PNG or JPEG: its channels, one picked with channel
+            return _refuse_key(StoredArray(ColourImage(path), "image", axes="yxc", channels=COLOUR_MODES[mode]),
+                               key, path)
         return _refuse_key(StoredArray(SliceStack([path]), "image", axes="zyx"), key, path)
     if suffix in _HDF5_SUFFIXES:
         return _read_hdf5(path, key)

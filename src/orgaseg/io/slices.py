@@ -118,6 +118,50 @@ def read_image(path: Path) -> np.ndarray:
         return np.asarray(image)
 
 
+#: Pillow modes of colour images read as channels (``--channel`` picks one), and what their channels are.
+COLOUR_MODES = {"RGB": "colour channels (R, G, B: a greyscale image saved in colour has its grey in each)",
+                "RGBA": "colour channels (R, G, B, A: a greyscale image saved in colour has its grey in each of "
+                        "R, G, B)",
+                "LA": "channels (grey, alpha)"}
+
+
+class ColourImage:
+    """A single colour PNG or JPEG (Pillow mode RGB, RGBA or LA) as a lazy ``(y, x, c)`` array.
+
+    Read whole on each access (one image); the reader presents its channels as a ``c`` axis, so
+    ``channel`` picks one, as it does for a colour TIFF. A greyscale micrograph saved as RGB (a
+    screenshot) holds the same grey in each channel: any of them is the image.
+    """
+
+    ndim = 3
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            with Image.open(self.path) as image:
+                self.mode = image.mode
+                self.shape = (image.height, image.width, len(image.getbands()))
+        except Exception as exc:  # any decoder failure: name the file
+            raise OrgasegError(f"{path}: cannot read image ({exc})") from exc
+        self.dtype = np.dtype(np.uint8)
+
+    @staticmethod
+    def mode_of(path: Path) -> str | None:
+        """The Pillow mode of ``path`` where it is a colour mode this class reads, else None."""
+        try:
+            with Image.open(path) as image:
+                return image.mode if image.mode in COLOUR_MODES else None
+        except Exception:  # left to the reader that names the problem
+            return None
+
+    def __getitem__(self, key) -> np.ndarray:
+        with Image.open(self.path) as image:
+            data = np.asarray(image)
+        if data.shape != self.shape:
+            raise OrgasegError(f"{self.path}: image changed shape to {data.shape} since it was opened")
+        return data[key]
+
+
 class SliceStack:
     """A stack of 2D image files presented as a lazy ``(z, y, x)`` array.
 
