@@ -215,6 +215,29 @@ def test_fill_holes_fills_a_pocket_enclosed_in_the_plane_of_a_single_image():
         np.testing.assert_array_equal(result.labels[0], label(filled, connectivity=1))
 
 
+def test_a_single_image_takes_its_smallest_size_as_an_area(tmp_path, capsys):
+    from orgaseg.cli import main
+
+    section = np.zeros((1, 30, 40), np.uint8)
+    section[0, 2:12, 2:12] = 1  # 100 pixels: 2,500 nm^2 at 5 nm
+    section[0, 20:24, 20:24] = 1  # 16 pixels: 400 nm^2
+    section[0, 20:25, 30:35] = 1  # 25 pixels: 625 nm^2
+    for z in (5.0, 50.0):  # whatever thickness the voxel size gives the image
+        result = make_instances(section, min_size_nm2=625, voxel_size=(z, 5, 5))
+        assert result.counts == {"1": 2} and result.labels[0, 22, 22] == 0 and result.labels[0, 22, 32] > 0
+    with pytest.raises(OrgasegError, match=r"min_size_nm2.* is an area, for a single image; this volume has 2 "
+                                           r"sections: give .*min_size_nm3"):
+        make_instances(np.concatenate([section, section]), min_size_nm2=625, voxel_size=(50, 5, 5))
+    with pytest.raises(OrgasegError, match="give one smallest size"):
+        make_instances(section, min_size_nm2=625, min_size_nm3=1, voxel_size=(50, 5, 5))
+    with pytest.raises(OrgasegError, match="min_size_nm2 must be a non-negative number"):
+        make_instances(section, min_size_nm2=-1, voxel_size=(50, 5, 5))
+    write_labels(tmp_path / "named.tif", section, voxel_size=(5.0, 5.0, 5.0), provenance={})
+    assert main(["instances", str(tmp_path / "named.tif"), "-o", str(tmp_path / "inst.tif"), "--min-size-nm2", "625",
+                 "--quiet"]) == 0
+    assert "class 1: 2" in capsys.readouterr().out
+
+
 class _SentOnceExecutor(SerialExecutor):
     """Runs blocks here on copies of the shared objects made the first time each is sent, as dask workers
     hold the copy :class:`~orgaseg.pipeline.executors.DaskExecutor` scattered once per object."""

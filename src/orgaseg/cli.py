@@ -442,6 +442,7 @@ def cmd_instances(args, progress) -> int:
                              scheduler=args.scheduler)
     try:
         result = make_instances(args.named, args.output, classes=args.classes, min_size_nm3=args.min_size_nm3,
+                                min_size_nm2=args.min_size_nm2,
                                 fill_holes=args.fill_holes, majority_nm=args.majority, connectivity=args.connectivity,
                                 voxel_size=_voxel_size(args.voxel_size), key=args.key,
                                 block_shape=tuple(args.block_shape) if args.block_shape else None,
@@ -821,6 +822,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="classes to number, by name or value (default: every named class but unassigned, background and other; "
                         "without names every non-zero value)")
     p.add_argument("--min-size-nm3", type=float, metavar="V", help="remove components smaller than V nm^3")
+    p.add_argument("--min-size-nm2", type=float, metavar="A",
+                   help="a single image: remove components smaller than A nm^2 (its area)")
     p.add_argument("--fill-holes", action="store_true",
                    help="fill background pockets enclosed by one class (after the small-component removal)")
     p.add_argument("--majority", type=float, metavar="R",

@@ -33,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -494,6 +495,7 @@ def make_instances(
     fill_holes: bool = False,
     majority_nm: float | None = None,
     connectivity: int = 6,
+    min_size_nm2: float | None = None,
     voxel_size: Sequence[float] | None = None,
     key: str | None = None,
     block_shape: Sequence[int] | None = None,
@@ -518,6 +520,9 @@ def make_instances(
         ``unassigned`` and ``background``; for a volume without names every non-zero value.
     min_size_nm3 : float, optional
         Components of an instance class smaller than this volume in nm^3 become background.
+    min_size_nm2 : float, optional
+        For a single image (one z plane): components smaller than this area in nm^2 become
+        background (whatever thickness the voxel size gives it). Not with ``min_size_nm3``.
     fill_holes : bool
         Fill background pockets enclosed by one instance class.
     majority_nm : float, optional
@@ -568,9 +573,21 @@ def make_instances(
     ({'1': 2, '2': 1}, 3)
     """
     cleanup = Cleanup(min_size_nm3=min_size_nm3, fill_holes=bool(fill_holes), majority_nm=majority_nm)
+    if min_size_nm2 is not None:
+        if not math.isfinite(float(min_size_nm2)) or float(min_size_nm2) < 0:
+            raise OrgasegError(f"min_size_nm2 must be a non-negative number (nm^2), got {min_size_nm2!r}")
+        if min_size_nm3 is not None:
+            raise OrgasegError(f"give one smallest size: {arg('min_size_nm2')} (a single image's areas) or "
+                               f"{arg('min_size_nm3')} (volumes)")
     if connectivity not in CONNECTIVITIES:
         raise OrgasegError(f"connectivity must be 6, 18 or 26 (neighbours of a voxel), got {connectivity!r}")
     volume, source, names = _open_named(named, voxel_size, key)
+    if min_size_nm2 is not None:
+        if volume.shape[0] != 1:
+            raise OrgasegError(f"{volume.path or 'the volume'}: {arg('min_size_nm2')} is an area, for a single image; "
+                               f"this volume has {volume.shape[0]} sections: give {arg('min_size_nm3')}")
+        # on one plane a component's volume is its area times the plane's thickness, whatever that is
+        cleanup = dataclasses.replace(cleanup, min_size_nm3=float(min_size_nm2) * float(volume.voxel_size[0]))
     command = producing_command(volume.path)
     if command == "instances":
         warnings.warn(OrgasegWarning(
