@@ -797,8 +797,12 @@ def test_missing_voxel_size_warns_and_defaults_to_one(tmp_path, volume):
     np.save(tmp_path / "one.npy", volume[:1])
     with pytest.warns(VoxelSizeWarning) as warned:
         open_volume(tmp_path / "one.npy")
+    # a single image has no thickness to give: the warning says which Z will do, and what the guess costs
     assert str(warned[0].message).endswith("one.npy: voxel size unknown, assuming 1 x 1 x 1 nm; pass voxel_size=(z, "
-                                           "y, x) in nm")
+                                           "y, x) in nm (one image: Z, its thickness, matters little (a size in nm^3 "
+                                           "for instances reads it): give the pixel size for it too, e.g. 4.6 4.6 "
+                                           "4.6; the baseline's filter scales are in nm, so 1 nm pixels make them 10 "
+                                           "to 160 pixels wide)")
 
 
 @pytest.mark.parametrize("unit, per_unit", [("CENTIMETER", 1e7 / 4.6), ("INCH", 2.54e7 / 4.6)])

@@ -123,7 +123,11 @@ def assumed_voxel_size(what: str, assumption: str, nz: int) -> VoxelSizeWarning:
     # an isotropic guess is the costly part on serial sections: the filters smooth across them
     consequence = (": the stack is taken as isotropic (features filter across sections, sizes in nm take them as "
                    "thin as the pixels)") if nz > 1 else ""
-    return VoxelSizeWarning(f"{what}: {assumption}{consequence}; pass {arg('voxel_size')} in nm")
+    # a single image has no thickness to give: say which Z will do, and what the guess costs its features
+    single = (" (one image: Z, its thickness, matters little (a size in nm^3 for instances reads it): give the pixel size "
+              "for it too, e.g. 4.6 4.6 4.6; the baseline's filter scales are in nm, so 1 nm pixels make them 10 to "
+              "160 pixels wide)") if nz == 1 and "1 x 1 x 1" in assumption else ""
+    return VoxelSizeWarning(f"{what}: {assumption}{consequence}; pass {arg('voxel_size')} in nm{single}")
 
 
 class MissingChunksWarning(OrgasegWarning):
