@@ -483,3 +483,15 @@ def test_naming_a_crop_of_an_image_says_to_segment_it_first(cell, tmp_path):
     crop = crop_volume(open_volume(raw), parse_region(["0:4", ":", ":"], cell.raw.shape), tmp_path / "crop.ome.zarr")
     with pytest.raises(OrgasegError, match=r"is a crop of an image \('orgaseg crop'\), not a segmentation"):
         name_clusters(crop, points=tmp_path / "points.csv")
+
+
+def test_z_context_on_a_single_image_is_warned_about(cell, tmp_path):
+    # a single image has no adjacent slices: --z-context would only double its features
+    write_tiff_image(tmp_path / "image.tif", cell.raw[4:5], voxel_size=VOXEL)
+    assert main(["segment", str(tmp_path / "image.tif"), "-k", "4", "-o", str(tmp_path / "seg.ome.zarr"),
+                 "--quiet"]) == 0
+    coords, names = clicks(cell.labels[4:5], 3, seed=0)
+    (tmp_path / "clicks.csv").write_text("y,x,name\n" + "".join(f"{y},{x},{n}\n" for (_, y, x), n in zip(coords, names)))
+    with pytest.warns(OrgasegWarning, match=r"seg.ome.zarr is a single image: it has no adjacent slices, so "
+                                            r".*z_context.* appends a copy of every voxel's own features"):
+        name_clusters(tmp_path / "seg.ome.zarr", points=tmp_path / "clicks.csv", refine=True, z_context=True)

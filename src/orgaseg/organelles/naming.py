@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from orgaseg.errors import OrgasegError, arg
+from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.io import create_label_writer, make_provenance, open_volume
 from orgaseg.io.metadata import known_voxel_size, placement, warn_if_placed_apart
 from orgaseg.io.partial import digest, refuse_replacing_an_input
@@ -373,6 +374,10 @@ def name_clusters(
     classifier = "logistic" if classifier is None else classifier
     context = DEFAULT_CONTEXT_PX if context is None else context
     volume, record, seg_name = _open_segmentation(segmentation)
+    if z_context and volume.shape[0] == 1:
+        warnings.warn(OrgasegWarning(
+            f"{seg_name} is a single image: it has no adjacent slices, so {arg('z_context')} appends a copy of every "
+            "voxel's own features (the classifier gains nothing from it, and the features double)"), stacklevel=2)
     k = _record_field(record, "k", seg_name)
     clusterer_state = _record_field(record, "clusterer", seg_name)
     fitted_classifier: RefinedClassifier | None = None
