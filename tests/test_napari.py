@@ -442,7 +442,7 @@ def test_segment_widget_refuses_an_rgb_layer(cell, qapp):
     widget.image.choices = [rgb]  # (not docked in a window, so the choices are set here)
     widget.image.value = rgb
     widget.voxel_size.value = "20"
-    with pytest.raises(OrgasegError, match="'rgb' is an RGB image"):
+    with pytest.raises(OrgasegError, match=r"'rgb' is an RGB image; .*right-click the layer > Split RGB"):
         widget.arguments()
     widget.run()
     assert not widget.tasks.busy and "RGB image" in widget.status.value and len(viewer.layers) == 1

@@ -179,7 +179,8 @@ def layer_volume(layer):
 
     if getattr(layer, "rgb", False):  # its last axis is the colour: (y, x, 3) is no (z, y, x) volume
         raise OrgasegError(f"layer {layer.name!r} is an RGB image; orgaseg works on grey-level (z, y, x) volumes: "
-                           "convert it to one channel first")
+                           "convert it to one channel first (right-click the layer > Split RGB; a greyscale image "
+                           "saved in colour, such as a screenshot, has its grey in each of the three)")
     data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
     if data.ndim == 2:  # a single image is one slice, as the command line reads one (read whole: one plane)
         return np.asarray(data)[np.newaxis]
