@@ -828,6 +828,21 @@ def test_a_plain_tiffs_print_default_or_unitless_resolution_is_no_voxel_size(tmp
     assert vol.attrs.get("voxel_size_assumed")
 
 
+def test_an_fei_microscope_tiff_gives_its_pixel_size_from_its_own_tag(tmp_path, volume):
+    # FEI / Thermo Fisher microscopes write 72 dpi in the resolution tags and the pixel in their own tag's [Scan]
+    path = tmp_path / "fei.tif"
+    scan = "[User]\nDate=12/07/2026\n[Scan]\nPixelWidth=4.6e-09\nPixelHeight=5e-09\n[System]\nType=DualBeam\n"
+    tifffile.imwrite(path, volume[0], resolution=(72, 72), resolutionunit="INCH",
+                     extratags=[(34682, "s", 0, scan, True)])
+    assert no_warning_open(path).voxel_size == pytest.approx((5.0, 5.0, 4.6))
+    tifffile.imwrite(path, volume[0], resolution=(1e7 / 4.0, 1e7 / 4.0), resolutionunit="CENTIMETER",
+                     extratags=[(34682, "s", 0, scan, True)])
+    assert no_warning_open(path).voxel_size == pytest.approx((4.0, 4.0, 4.0))  # resolution tags that say one win
+    tifffile.imwrite(path, volume[0], extratags=[(34682, "s", 0, "[Scan]\nPixelWidth=0\n", True)])
+    with pytest.warns(VoxelSizeWarning, match="voxel size unknown"):
+        assert open_volume(path).attrs.get("voxel_size_assumed")
+
+
 def test_an_imagej_stack_without_spacing_has_voxel_depth_one_unit(tmp_path, volume):
     # ImageJ leaves spacing= out of the description when the voxel depth is 1 unit, its default: read as ImageJ
     # reads it, with a warning (a stack whose depth nobody set is the common case: 1 nm sections beside 4.6 nm pixels)

@@ -667,8 +667,22 @@ def _tag_sizes(tif: tifffile.TiffFile) -> dict[str, float]:
     code = int(page.tags["ResolutionUnit"].value) if "ResolutionUnit" in page.tags else 2
     sizes = _resolution_sizes(page, _RESOLUTION_UNITS.get(code))
     if len(sizes) < 2 or any(v is None or not v < PRINT_DEFAULT_NM for v in sizes.values()):
-        return {}
+        return _fei_sizes(tif)
     return sizes
+
+
+def _fei_sizes(tif: tifffile.TiffFile) -> dict[str, float]:
+    """The pixel size in nm of an FEI / Thermo Fisher microscope's TIFF (its own tag's ``[Scan]`` section,
+    ``PixelWidth`` and ``PixelHeight`` in metres), whose resolution tags say nothing (72 dpi); none elsewhere."""
+    try:
+        scan = (tif.fei_metadata or {}).get("Scan") or {} if tif.is_fei else {}
+        width = float(scan.get("PixelWidth"))
+        height = float(scan.get("PixelHeight", width))
+    except (TypeError, ValueError, AttributeError):
+        return {}
+    if not (math.isfinite(width) and math.isfinite(height) and width > 0 and height > 0):
+        return {}
+    return {"y": height * 1e9, "x": width * 1e9}
 
 
 def _ome_pixels(tif: tifffile.TiffFile) -> ElementTree.Element | None:
