@@ -4,7 +4,9 @@ One row per instance (``id``, ``class``, ``voxels``, ``volume_um3``, ``surface_a
 ``sphericity``, centroid and bounding box in nm, ``touches_border``, ``z_sections``, principal axis lengths and
 ``aspect_ratio``; ``mean_intensity`` and ``std_intensity`` with a raw volume) and one row
 per class in a summary (``count``, total, median and mean volume, and with a cell mask the
-class's ``volume_fraction`` of the cell).
+class's ``volume_fraction`` of the cell). A single image (one z plane) is measured in its plane
+instead: ``pixels``, ``area_um2``, ``perimeter_um``, ``circularity``, in-plane centroid, box and
+ellipse axes, and a summary of areas (:func:`_owned_outline`, :func:`_table_2d`).
 
 Coordinates. Voxel ``(i, j, k)`` is centred at ``origin + (i * vz, j * vy, k * vx)`` nm,
 the convention of OME-Zarr's scale and translation transforms and of napari, so a centroid
