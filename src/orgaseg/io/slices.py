@@ -151,7 +151,7 @@ class ColourImage:
         try:
             with Image.open(path) as image:
                 return image.mode if image.mode in COLOUR_MODES else None
-        except Exception:  # left to the reader that names the problem
+        except (OSError, ValueError):  # not an image Pillow reads: left to the reader that names the problem
             return None
 
     def __getitem__(self, key) -> np.ndarray:
