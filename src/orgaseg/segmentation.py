@@ -97,22 +97,13 @@ def _describe_centers(centers) -> str:
     return str(centers) if isinstance(centers, (str, Path)) else "given in Python"
 
 
-def load_centers(source, spec: ClustererSpec | None = None) -> Clusterer:
-    """A fitted clusterer to reuse: a provenance JSON of an earlier segmentation, or a ``.npy`` of k-means centres.
-
-    Parameters
-    ----------
-    source : path or Clusterer
-        The provenance JSON written beside a segmentation (any clusterer), or a
-        ``.npy`` of k-means centres in the features' original units, shape ``(k, n_features)``.
-    spec : ClustererSpec, optional
-        Reads the state back (default: the clusterer its ``kind`` names).
-    """
-    return _read_centers(source, spec)[0]
-
-
 def _read_centers(source, spec: ClustererSpec | None = None) -> tuple[Clusterer, dict | None]:
-    """:func:`load_centers`, with the record it was read from (None for a ``.npy`` or a clusterer object)."""
+    """A fitted clusterer to reuse, with the record it was read from (None for a ``.npy`` or a clusterer object).
+
+    ``source`` is the provenance JSON written beside a segmentation (any clusterer), a ``.npy`` of k-means
+    centres in the features' original units, shape ``(k, n_features)``, or a clusterer object; ``spec`` reads
+    the state back (default: the clusterer its ``kind`` names).
+    """
     if not isinstance(source, (str, Path)):
         return source, None
     path = Path(source)

@@ -245,11 +245,9 @@ class MiniBatchKMeansFit:
         self.buffered = 0
         self.model = None
         self.mean = self.scale = None
-        self.seen = 0
 
     def add(self, features: np.ndarray, raw: np.ndarray | None = None) -> None:
         features = np.asarray(features, dtype=np.float32)
-        self.seen += len(features)
         if self.model is None:
             self.buffer.append(features)
             self.buffered += len(features)

@@ -112,11 +112,6 @@ class SuperpixelContext:
         self.halo = (inner[0], inner[1] + margin, inner[2] + margin)
         self.n_features = int(extractor.n_features) * (1 + 2 * len(self.sizes))
 
-    @property
-    def inner_features(self) -> int:
-        """Channels of the wrapped extractor (the first ones of every feature vector)."""
-        return int(self.extractor.n_features)
-
     #: Computes a part of a block with the rest as context (``keep``; see FeatureExtractor).
     keeps_region = True
 

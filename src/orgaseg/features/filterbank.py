@@ -90,11 +90,6 @@ class FilterBank:
         return self._sigmas
 
     @property
-    def n_dims(self) -> int:
-        """2 when filtering in-plane, else 3."""
-        return 2 if self.in_plane else 3
-
-    @property
     def names(self) -> list[str]:
         """Feature names, in output order."""
         names = []

@@ -445,7 +445,7 @@ def name_clusters(
                 if training:
                     fitted_classifier, described["trained_on"] = _train(
                         segmentation_job, annotations, voxels, clusters, volume, n_labels, kind=classifier,
-                        prior=prior, seed=seed, progress=progress)
+                        seed=seed, progress=progress)
                 label_with_classifier(segmentation_job, fitted_classifier, sink, executor=executor, progress=progress)
         else:
             relabel(volume, naming.cluster_ids, sink, block_shape=block_shape, progress=progress)
@@ -504,7 +504,7 @@ def _training_voxels(segmentation_job, annotations: Annotations, prior: str,
 
 
 def _train(segmentation_job, annotations: Annotations, voxels, clusters: np.ndarray, volume: Volume, n_labels: int, *,
-           kind: str, prior: str, seed: int, progress) -> tuple[RefinedClassifier, int]:
+           kind: str, seed: int, progress) -> tuple[RefinedClassifier, int]:
     """The refining classifier and the number of annotated voxels it trained on.
 
     The features of the annotated voxels and of the unannotated ones (``voxels``, :func:`_training_voxels`)
