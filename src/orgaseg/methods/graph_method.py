@@ -266,9 +266,9 @@ def train_graph_clusterer(
     from orgaseg.features import get_features
     from orgaseg.io import compute_normalization
     from orgaseg.io.partial import write_atomic
+    from orgaseg.methods.vit_method import _volumes, checked_preset
     from orgaseg.pipeline.stages import resolve_stages
     from orgaseg.pipeline.tasks import VolumeSource
-    from orgaseg.segmentation import resolve_volume
 
     started = time.perf_counter()
     _refuse_unsupported(spec.name, resume=resume, minutes=minutes, workers=workers, snapshots=snapshots)
@@ -277,9 +277,7 @@ def train_graph_clusterer(
     if output.exists() and not overwrite:
         raise OrgasegError(f"{output} exists; pass {arg('overwrite')} to replace it")
     check_writable(output)  # before the training, not after it
-    preset = preset or "cpu"
-    if preset not in spec.train_presets:
-        raise OrgasegError(f"unknown preset {preset!r} for {spec.name}; choose one of {', '.join(spec.train_presets)}")
+    preset = checked_preset(spec, preset)
     k = default_k if k is None else int(k)
     if k < 2:
         raise OrgasegError(f"{spec.name} needs K >= 2, got {k}")
@@ -291,9 +289,7 @@ def train_graph_clusterer(
     if "preset" in options or "steps" in options:
         raise OrgasegError("the preset and the steps have arguments of their own (--preset, --steps; preset=, "
                            "steps=), not model options")
-    volumes = [resolve_volume(v, key=key, voxel_size=voxel_size) for v in inputs]
-    if not volumes:
-        raise OrgasegError("give at least one training volume")
+    volumes = _volumes(inputs, voxel_size, key)
     _refuse_evaluation_volumes(volumes)
     features = features or (ENCODER_FEATURES if encoder is not None else spec.features)
     needs = get_features(features).needs

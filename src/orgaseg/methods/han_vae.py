@@ -56,7 +56,6 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from orgaseg.errors import OrgasegError, OrgasegWarning
-from orgaseg.io.volume import volume_record
 from orgaseg.progress import ProgressCallback
 from orgaseg.train_config import TrainConfig
 
@@ -312,17 +311,15 @@ def train_han_vae(
     dict
         The final checkpoint record.
     """
-    import torch
-
     from orgaseg.methods.vit_method import (
         _volumes,
         start_or_resume,
+        train_model,
         training_normalizations,
+        training_pixel_size,
     )
     from orgaseg.models.vae3d import VAEConfig, model_preset
     from orgaseg.pipeline.resample import resampled_volume
-    from orgaseg.pipeline.stages import resolve_pixel_size
-    from orgaseg.training import resumed_schedule, run_training
 
     output = Path(output)
     volumes = _volumes(inputs, voxel_size, key)
@@ -345,10 +342,7 @@ def train_han_vae(
             raise OrgasegError(f"method {spec.name!r} trains a {ndim}D model; ndim cannot be overridden")
         train_config = spec.train_presets[preset]
         sampling = PatchSampling()
-        pixel_size_nm = resolve_pixel_size(pixel_size, spec.pixel_size_nm)
-        if pixel_size is None and pixel_size_nm is not None and \
-                all(min(v.voxel_size[1:]) >= pixel_size_nm for v in volumes):
-            pixel_size_nm = None  # the method's default only coarsens (as when segmenting)
+        pixel_size_nm = training_pixel_size(spec, pixel_size, volumes)
     normalizations = training_normalizations(volumes, state, seed)
     volumes = [resampled_volume(v, pixel_size_nm) for v in volumes]
     for volume in volumes:
@@ -359,27 +353,11 @@ def train_han_vae(
                 f"one {config.patch}-voxel patch{' along z' if thin else ''}: the VAE learns from padded patches"
                 + ("; han-vae-2d is the variant for single sections" if thin else "")), stacklevel=2)
     sampler = PatchPairSampler(volumes, normalizations, ndim=ndim, patch=config.patch, sampling=sampling, seed=seed)
-    torch.manual_seed(seed)
-    model, model_record = make_model(config, preset, state if resume else None)
-    if resume:
-        model.load_state_dict(state["state_dict"])
-    record = {
-        "method": spec.name,
-        "preset": preset,
-        "pixel_size_nm": pixel_size_nm,
-        "model_config": config.to_dict(),
-        **model_record,
-        "sampling": sampling.to_dict(),
-        "normalizations": [n.to_dict() for n in normalizations],
-        "training_volumes": [volume_record(v) for v in volumes],
-        "n_parameters": model.n_parameters(),
-    }
-    total, minutes = resumed_schedule(state, steps, minutes) if resume else (steps, minutes)
-    return run_training(model, sampler, config=train_config, output=output, record=record,
-                        start_step=state.get("step", 0), total_steps=total, minutes=minutes,
-                        losses=state.get("losses"), optimizer_state=state.get("optimizer"),
-                        elapsed=state.get("train_seconds", 0.0), device=device, seed=seed, workers=workers,
-                        progress=progress, snapshots=snapshots)
+    return train_model(spec, make_model, config, sampler, state, resume=resume, preset=preset,
+                       pixel_size_nm=pixel_size_nm, normalizations=normalizations, volumes=volumes,
+                       extra_record={"sampling": sampling.to_dict()}, train_config=train_config, output=output,
+                       steps=steps, minutes=minutes, device=device, seed=seed, workers=workers,
+                       snapshots=snapshots, progress=progress)
 
 
 #: The trainers of the method rows.

@@ -73,11 +73,68 @@ def start_or_resume(spec, output: Path, preset: str | None, volumes: list[Volume
         return state, state["preset"], volumes
     if output.exists() and not overwrite:
         raise OrgasegError(f"{output} exists; pass {arg('resume')} to continue it or {arg('overwrite')} to start afresh")
+    preset = checked_preset(spec, preset)
+    check_writable(output)  # before the training, not at its first checkpoint
+    return {}, preset, volumes
+
+
+def checked_preset(spec, preset: str | None) -> str:
+    """``preset`` (default ``cpu``), refused unless the method row ``spec`` trains with it."""
     preset = preset or "cpu"
     if preset not in spec.train_presets:
         raise OrgasegError(f"unknown preset {preset!r} for {spec.name}; choose one of {', '.join(spec.train_presets)}")
-    check_writable(output)  # before the training, not at its first checkpoint
-    return {}, preset, volumes
+    return preset
+
+
+def training_pixel_size(spec, pixel_size: float | str | None, volumes: list[Volume]) -> float | None:
+    """The working pixel size of a new training run (None: the volumes' own).
+
+    The method's default (``pixel_size`` None) only coarsens, as when segmenting: volumes all at least
+    that coarse are trained on as they are.
+    """
+    from orgaseg.pipeline.stages import resolve_pixel_size
+
+    pixel_size_nm = resolve_pixel_size(pixel_size, spec.pixel_size_nm)
+    if pixel_size is None and pixel_size_nm is not None and all(min(v.voxel_size[1:]) >= pixel_size_nm for v in volumes):
+        return None
+    return pixel_size_nm
+
+
+def train_model(spec, make_model, config, sampler, state: dict, *, resume: bool, preset: str,
+                pixel_size_nm: float | None, normalizations: list[Normalization], volumes: list[Volume],
+                extra_record: Mapping[str, Any], train_config: TrainConfig, output: Path, steps: int | None,
+                minutes: float | None, device: str, seed: int, workers: int, snapshots: int,
+                progress: ProgressCallback | None) -> dict:
+    """Build the model (on resume with the checkpoint's weights) and run its training loop; the final record.
+
+    ``make_model(config, preset, saved)`` gives the model and its checkpoint entries; the checkpoint
+    record holds them after the model config, then ``extra_record``, the normalisations and volumes.
+    """
+    import torch
+
+    from orgaseg.training import resumed_schedule, run_training
+
+    torch.manual_seed(seed)
+    model, model_record = make_model(config, preset, state if resume else None)
+    if resume:
+        model.load_state_dict(state["state_dict"])
+    record = {
+        "method": spec.name,
+        "preset": preset,
+        "pixel_size_nm": pixel_size_nm,
+        "model_config": config.to_dict(),
+        **model_record,
+        **extra_record,
+        "normalizations": [n.to_dict() for n in normalizations],
+        "training_volumes": [volume_record(v) for v in volumes],
+        "n_parameters": model.n_parameters(),
+    }
+    total, minutes = resumed_schedule(state, steps, minutes) if resume else (steps, minutes)
+    return run_training(model, sampler, config=train_config, output=output, record=record,
+                        start_step=state.get("step", 0), total_steps=total, minutes=minutes,
+                        losses=state.get("losses"), optimizer_state=state.get("optimizer"),
+                        elapsed=state.get("train_seconds", 0.0), device=device, seed=seed, workers=workers,
+                        progress=progress, snapshots=snapshots)
 
 
 def training_normalizations(volumes: list[Volume], state: dict, seed: int) -> list[Normalization]:
@@ -199,13 +256,9 @@ def train_vit(
     dict
         The final checkpoint record.
     """
-    import torch
-
     from orgaseg.models.mae import MAEConfig, model_preset
     from orgaseg.pipeline.resample import resampled_volume
-    from orgaseg.pipeline.stages import resolve_pixel_size
     from orgaseg.sampling import FieldOfViewSampler
-    from orgaseg.training import resumed_schedule, run_training
 
     output = Path(output)
     volumes = _volumes(inputs, voxel_size, key)
@@ -220,10 +273,7 @@ def train_vit(
         seed = 0 if seed is None else seed
         config = model_preset(preset).with_overrides(model_options or {})
         train_config = spec.train_presets[preset]
-        pixel_size_nm = resolve_pixel_size(pixel_size, spec.pixel_size_nm)
-        if pixel_size is None and pixel_size_nm is not None and \
-                all(min(v.voxel_size[1:]) >= pixel_size_nm for v in volumes):
-            pixel_size_nm = None  # the method's default only coarsens (as when segmenting)
+        pixel_size_nm = training_pixel_size(spec, pixel_size, volumes)
     normalizations = training_normalizations(volumes, state, seed)
     volumes = [resampled_volume(v, pixel_size_nm) for v in volumes]
     for volume in volumes:
@@ -237,36 +287,7 @@ def train_vit(
         # the model's input standardisation, from a sample of training fields of view
         probe = sampler.batch(0, 256)
         config = dataclasses.replace(config, input_mean=float(probe.mean()), input_std=max(float(probe.std()), 1e-3))
-    torch.manual_seed(seed)
-    model, model_record = spec.make_model(config, preset, state if resume else None)
-    if resume:
-        model.load_state_dict(state["state_dict"])
-    record = {
-        "method": spec.name,
-        "preset": preset,
-        "pixel_size_nm": pixel_size_nm,
-        "model_config": config.to_dict(),
-        **model_record,
-        "normalizations": [n.to_dict() for n in normalizations],
-        "training_volumes": [volume_record(v) for v in volumes],
-        "n_parameters": model.n_parameters(),
-    }
-    total, minutes = resumed_schedule(state, steps, minutes) if resume else (steps, minutes)
-    return run_training(
-        model,
-        sampler,
-        config=train_config,
-        output=output,
-        record=record,
-        start_step=state.get("step", 0),
-        total_steps=total,
-        minutes=minutes,
-        losses=state.get("losses"),
-        optimizer_state=state.get("optimizer"),
-        elapsed=state.get("train_seconds", 0.0),
-        device=device,
-        seed=seed,
-        workers=workers,
-        progress=progress,
-        snapshots=snapshots,
-    )
+    return train_model(spec, spec.make_model, config, sampler, state, resume=resume, preset=preset,
+                       pixel_size_nm=pixel_size_nm, normalizations=normalizations, volumes=volumes, extra_record={},
+                       train_config=train_config, output=output, steps=steps, minutes=minutes, device=device,
+                       seed=seed, workers=workers, snapshots=snapshots, progress=progress)
