@@ -19,14 +19,30 @@ def _voxel_size(values):
     return tuple(values)
 
 
+def _open_input(path, args):
+    """The volume at ``path``, read as the volume options say (``--key``, ``--level``, ``--axes``, ``--channel``,
+    ``--voxel-size``, ``--strict-chunks``)."""
+    from orgaseg.io import open_volume
+
+    return open_volume(path, key=args.key, voxel_size=_voxel_size(args.voxel_size), level=args.level,
+                       axes=args.axes, channel=args.channel, strict_chunks=args.strict_chunks)
+
+
+def _executor(args):
+    """Where blocks run, as ``--executor``, ``--workers``, ``--threads-per-worker`` and ``--scheduler`` say."""
+    from orgaseg.pipeline.executors import make_executor
+
+    return make_executor(args.executor, workers=args.workers, threads_per_worker=args.threads_per_worker,
+                         scheduler=args.scheduler)
+
+
 def cmd_info(args, progress) -> int:
-    from orgaseg.io import open_volume, sample_intensities
+    from orgaseg.io import sample_intensities
     from orgaseg.io.metadata import MAX_EM_PIXEL_NM, format_sizes, micrometre_hint
     from orgaseg.io.normalize import finite_percentiles
     from orgaseg.io.readers import pyramid_levels
 
-    volume = open_volume(args.path, key=args.key, voxel_size=_voxel_size(args.voxel_size), level=args.level,
-                         axes=args.axes, channel=args.channel, strict_chunks=args.strict_chunks)
+    volume = _open_input(args.path, args)
     low, robust_low, robust_high, high = finite_percentiles(sample_intensities(volume), [0.0, 0.5, 99.5, 100.0],
                                                             volume.path)
     print(f"path:        {volume.path}" + (f" (key {volume.key})" if volume.key else ""))
@@ -59,13 +75,11 @@ def cmd_info(args, progress) -> int:
 
 
 def cmd_crop(args, progress) -> int:
-    from orgaseg.io import open_volume
     from orgaseg.io.crop import crop_volume, output_format, parse_region
     from orgaseg.io.metadata import format_sizes
 
     output_format(args.output)  # an unknown suffix is refused before the source is opened
-    volume = open_volume(args.path, key=args.key, voxel_size=_voxel_size(args.voxel_size), level=args.level,
-                         axes=args.axes, channel=args.channel, strict_chunks=args.strict_chunks)
+    volume = _open_input(args.path, args)
     region = parse_region(args.region, volume.shape)
     path = crop_volume(volume, region, args.output, overwrite=args.overwrite, progress=progress)
     shape = " x ".join(str(r.stop - r.start) for r in region)
@@ -77,12 +91,10 @@ def cmd_crop(args, progress) -> int:
 
 
 def cmd_segment(args, progress) -> int:
-    from orgaseg.pipeline.executors import make_executor
     from orgaseg.segmentation import segment
 
     started = time.time()
-    executor = make_executor(args.executor, workers=args.workers, threads_per_worker=args.threads_per_worker,
-                             scheduler=args.scheduler)
+    executor = _executor(args)
     try:
         result = segment(
             args.path,
@@ -127,7 +139,6 @@ def cmd_segment(args, progress) -> int:
 
 
 def cmd_train(args, progress) -> int:
-    from orgaseg.io import open_volume
     from orgaseg.methods import get_method
     from orgaseg.options import parse_assignments
 
@@ -143,9 +154,7 @@ def cmd_train(args, progress) -> int:
             from orgaseg.io import VoxelSizeWarning
 
             warnings.simplefilter("ignore", VoxelSizeWarning)
-        volumes = [open_volume(path, key=args.key, voxel_size=_voxel_size(args.voxel_size), level=args.level,
-                               axes=args.axes, channel=args.channel, strict_chunks=args.strict_chunks)
-                   for path in args.paths]
+        volumes = [_open_input(path, args) for path in args.paths]
         record = spec.train(volumes, args.output, preset=args.preset, steps=args.steps, minutes=args.minutes,
                             resume=args.resume, overwrite=args.overwrite, device=args.device, seed=args.seed,
                             workers=args.workers, snapshots=args.snapshots, progress=progress, pixel_size=args.pixel_size,
@@ -272,11 +281,9 @@ def _open_with_key_option(path, key, option: str):
 
 
 def cmd_inspect(args, progress) -> int:
-    from orgaseg.io import open_volume
     from orgaseg.viz.inspect import inspect_model
 
-    volume = open_volume(args.volume, key=args.key, voxel_size=_voxel_size(args.voxel_size), level=args.level,
-                         axes=args.axes, channel=args.channel, strict_chunks=args.strict_chunks)
+    volume = _open_input(args.volume, args)
     reference = None
     if args.reference_key is not None and not args.reference:
         raise OrgasegError("--reference-key names a dataset inside the container of --reference: give that too")
@@ -322,16 +329,13 @@ def cmd_name(args, progress) -> int:
 
     if args.names is not None and args.scribbles is None:
         raise OrgasegError("--names goes with --scribbles (points carry their names in the 'name' column)")
-    from orgaseg.pipeline.executors import make_executor
-
     from orgaseg.organelles.naming import mapping_holds_classifier
 
     asked = (args.executor, args.scheduler, args.workers, args.threads_per_worker) != (None, None, 1, 1)
     if asked and not (args.refine or mapping_holds_classifier(args.mapping)):
         raise OrgasegError("--workers, --threads-per-worker, --executor and --scheduler take effect only with "
                            "--refine or a refined --mapping (naming alone relabels the clusters in one pass here)")
-    executor = make_executor(args.executor, workers=args.workers, threads_per_worker=args.threads_per_worker,
-                             scheduler=args.scheduler) if asked else None
+    executor = _executor(args) if asked else None
     try:
         result = name_clusters(args.segmentation, points=args.points, scribbles=args.scribbles,
                                scribbles_key=args.scribbles_key, names=args.names, mapping=args.mapping,
@@ -377,10 +381,8 @@ def cmd_demo(args, progress) -> int:
 
 def cmd_instances(args, progress) -> int:
     from orgaseg.organelles.instances import make_instances
-    from orgaseg.pipeline.executors import make_executor
 
-    executor = make_executor(args.executor, workers=args.workers, threads_per_worker=args.threads_per_worker,
-                             scheduler=args.scheduler)
+    executor = _executor(args)
     try:
         result = make_instances(args.named, args.output, classes=args.classes, min_size_nm3=args.min_size_nm3,
                                 min_size_nm2=args.min_size_nm2,
@@ -402,7 +404,6 @@ def cmd_instances(args, progress) -> int:
 def cmd_measure(args, progress) -> int:
     from orgaseg.io.readers import existing_path
     from orgaseg.organelles.measure import check_table_path, measure_instances, write_table
-    from orgaseg.pipeline.executors import make_executor
 
     for path in (args.instances, args.raw, args.mask):
         if path is not None:
@@ -412,8 +413,7 @@ def cmd_measure(args, progress) -> int:
     for path in (args.output, args.summary):
         if path is not None:
             check_table_path(path, overwrite=args.overwrite)  # before the long work
-    executor = make_executor(args.executor, workers=args.workers, threads_per_worker=args.threads_per_worker,
-                             scheduler=args.scheduler)
+    executor = _executor(args)
     try:
         result = measure_instances(args.instances, raw=args.raw, mask=args.mask, key=args.key, raw_key=args.raw_key,
                                    mask_key=args.mask_key, voxel_size=_voxel_size(args.voxel_size),
