@@ -141,11 +141,16 @@ def _add_volume_options(parser: argparse.ArgumentParser, applies_to: str | None 
     parser.add_argument("--axes", help="stored axis order, e.g. xyz or zyx (default: the metadata's, else zyx); "
                                        "given, it replaces the metadata's, with a warning where they differ")
     parser.add_argument("--channel", type=int, metavar="N", help="the channel to read from multichannel data")
-    parser.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"),
-                        help="voxel size in nm (overrides metadata)")
+    _add_voxel_size_option(parser)
     parser.add_argument("--strict-chunks", action="store_true",
                         help="refuse a Zarr/N5 array whose store lacks chunks (by default a warning: a missing "
                              "chunk reads as the fill value)")
+
+
+def _add_voxel_size_option(parser) -> None:
+    """``--voxel-size Z Y X``, which replaces the metadata's (an argument parser or group)."""
+    parser.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"),
+                        help="voxel size in nm (overrides metadata)")
 
 
 def _add_class_map_options(p: argparse.ArgumentParser) -> None:
@@ -157,26 +162,12 @@ def _add_class_map_options(p: argparse.ArgumentParser) -> None:
                    help="use the class map of a dataset's label files as they ship: vnc or cdeep3m-mito")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from orgaseg.evaluation.matching import EVALUATION_MODES
-    from orgaseg.methods import METHODS
-
-    parser = _Parser(
-        prog="orgaseg",
-        description="Label-free organelle segmentation of volume EM: self-supervised features + clustering.",
-    )
-    parser.add_argument("--version", action="version", version=f"orgaseg {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--quiet", action="store_true", help="no progress bars")
-    common.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("info", parents=[common], help="describe a volume: shape, dtype, voxel size, chunks, intensities")
+def _info_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="a file, a folder of slices, or a zarr/n5/hdf5 container")
     _add_volume_options(p)
 
-    p = sub.add_parser("crop", parents=[common],
-                       help="copy a region of a volume into a file of its own (to try a method on it, or crop its reference)")
+
+def _crop_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="a file, a folder of slices, or a zarr/n5/hdf5 container")
     p.add_argument("--region", required=True, nargs=3, metavar=("Z0:Z1", "Y0:Y1", "X0:X1"),
                    help="voxel ranges, start included, stop not (as Python slices); ':' is a whole axis")
@@ -184,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_volume_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
-    p = sub.add_parser("segment", parents=[common], help="segment a volume into K clusters")
+
+def _segment_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="a file, a folder of slices, or a zarr/n5/hdf5 container")
     _add_stage_options(p, reused=True)
     p.add_argument("-k", type=int, help="number of clusters (default 6; with --centers or a trained sccs/cs2c "
@@ -211,8 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing output once the new one is complete (an interrupted run resumes either way)")
 
-    p = sub.add_parser("train", parents=[common],
-                       help="train the encoder of a method that learns, or the sccs / cs2c clusterer")
+
+def _train_options(p: argparse.ArgumentParser) -> None:
+    from orgaseg.methods import METHODS
+
     p.add_argument("paths", nargs="+", metavar="PATH", help="training volumes")
     p.add_argument("--method", required=True, type=_table_choice("method", learned_only=True),
                    metavar="NAME", help="method whose encoder (or clusterer) to train: "
@@ -247,7 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sccs, cs2c: augmented region graphs in the seeded training pool (default 64)")
     _add_volume_options(p, "every training volume")
 
-    p = sub.add_parser("evaluate", parents=[common], help="score a segmentation against a reference")
+
+def _evaluate_options(p: argparse.ArgumentParser) -> None:
+    from orgaseg.evaluation.matching import EVALUATION_MODES
+
     p.add_argument("prediction", help="predicted cluster labels (ids 0..K-1)")
     p.add_argument("--reference", required=True,
                    help="reference labels: class ids 0..C-1, or any values with --class-map / --dataset")
@@ -269,8 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="report folder (report.json, report.md, confusion.png)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
 
-    p = sub.add_parser("inspect", parents=[common],
-                       help="figures of what a trained ViT encoder learned (maester, his4mae, sdae-recon)")
+
+def _inspect_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="a trained ViT checkpoint (orgaseg train --method maester, his4mae or "
                                       "sdae-recon; han-vae and sccs / cs2c checkpoints have no reconstructions)")
     p.add_argument("volume", help="volume to draw fields of view from")
@@ -289,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="folder for reconstructions.png and embedding.png")
     p.add_argument("--overwrite", action="store_true", help="replace the figures of an earlier run")
 
-    p = sub.add_parser("benchmark", parents=[common], help="run a method on a named dataset for every K")
+
+def _benchmark_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="vnc, cdeep3m-mito, betaseg, cellmap or phantom")
     p.add_argument("--data-root", help="folder holding the datasets (default $ORGASEG_DATA_ROOT, else ../shared/data)")
     _add_stage_options(p)
@@ -307,8 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="results folder")
     p.add_argument("--overwrite", action="store_true", help="replace existing results")
 
-    p = sub.add_parser("instances", parents=[common],
-                       help="number the connected components of each organelle class (with optional clean-up)")
+
+def _instances_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("named", help="class labels: the output of 'orgaseg name' or any integer label volume")
     p.add_argument("-o", "--output", required=True, help="instance labels: .ome.zarr (with a pyramid) or .tif")
     p.add_argument("--classes", nargs="+", metavar="NAME",
@@ -325,12 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="voxels of a class are neighbours when they share a face (6, default), "
                         "a face or an edge (18), or also a corner (26)")
     p.add_argument("--key", help="dataset inside a container")
-    p.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in nm (overrides metadata)")
+    _add_voxel_size_option(p)
     _add_block_shape_option(p)
     _add_executor_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
-    p = sub.add_parser("measure", parents=[common], help="morphometrics of every instance in physical units")
+
+def _measure_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("instances", help="instance labels: the output of 'orgaseg instances' or any integer label volume")
     p.add_argument("-o", "--output", required=True, metavar="TABLE", help="per-instance table: .csv or .parquet (pyarrow)")
     p.add_argument("--summary", metavar="SUMMARY", help="per-class summary table: .csv or .parquet")
@@ -339,12 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key", help="dataset inside the instances' container")
     p.add_argument("--raw-key", help="dataset inside the raw volume's container")
     p.add_argument("--mask-key", help="dataset inside the mask's container")
-    p.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"), help="voxel size in nm (overrides metadata)")
+    _add_voxel_size_option(p)
     _add_block_shape_option(p)
     _add_executor_options(p)
     p.add_argument("--overwrite", action="store_true", help="replace existing tables")
 
-    p = sub.add_parser("name", parents=[common], help="name a segmentation's clusters from a few clicks or scribbles")
+
+def _name_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("segmentation", metavar="SEG", help="output of 'orgaseg segment' (its provenance beside it)")
     given = p.add_mutually_exclusive_group(required=True)
     given.add_argument("--points", metavar="POINTS.csv",
@@ -386,13 +386,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="named labels: .ome.zarr / .zarr or .tif")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
-    p = sub.add_parser("methods", parents=[common], help="list the methods, encoders, dense features and clusterers")
 
-    p = sub.add_parser("demo", parents=[common], help="segment and score a synthetic cell, no data needed")
+def _demo_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", default="orgaseg-demo", help="output folder (default ./orgaseg-demo)")
     p.add_argument("--shape", type=int, nargs=3, default=(64, 256, 256), metavar=("Z", "Y", "X"),
                    help="phantom shape in voxels (default 64 256 256)")
     p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier demo")
+
+
+#: The commands: name, summary (``orgaseg --help``) and what adds their options.
+COMMANDS = (
+    ("info", "describe a volume: shape, dtype, voxel size, chunks, intensities",
+     _info_options),
+    ("crop", "copy a region of a volume into a file of its own (to try a method on it, or crop its reference)",
+     _crop_options),
+    ("segment", "segment a volume into K clusters",
+     _segment_options),
+    ("train", "train the encoder of a method that learns, or the sccs / cs2c clusterer",
+     _train_options),
+    ("evaluate", "score a segmentation against a reference",
+     _evaluate_options),
+    ("inspect", "figures of what a trained ViT encoder learned (maester, his4mae, sdae-recon)",
+     _inspect_options),
+    ("benchmark", "run a method on a named dataset for every K",
+     _benchmark_options),
+    ("instances", "number the connected components of each organelle class (with optional clean-up)",
+     _instances_options),
+    ("measure", "morphometrics of every instance in physical units",
+     _measure_options),
+    ("name", "name a segmentation's clusters from a few clicks or scribbles",
+     _name_options),
+    ("methods", "list the methods, encoders, dense features and clusterers",
+     None),
+    ("demo", "segment and score a synthetic cell, no data needed",
+     _demo_options),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``orgaseg`` parser: a subcommand per row of :data:`COMMANDS`."""
+    parser = _Parser(
+        prog="orgaseg",
+        description="Label-free organelle segmentation of volume EM: self-supervised features + clustering.",
+    )
+    parser.add_argument("--version", action="version", version=f"orgaseg {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for name, summary, add_options in COMMANDS:
+        command = sub.add_parser(name, parents=[common], help=summary)
+        if add_options is not None:
+            add_options(command)
     for command in sub.choices.values():  # what messages may suggest to this command (orgaseg.errors.render)
         command.set_defaults(option_strings=frozenset(command._option_string_actions))
     return parser
