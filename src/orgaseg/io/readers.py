@@ -80,26 +80,22 @@ a :class:`VoxelSizeWarning`.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from xml.etree import ElementTree
 
-import h5py
 import numpy as np
-import tifffile
-import zarr
 
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg, with_key_option
 from orgaseg.io import containers
-from orgaseg.io.metadata import (StoredArray, axis_order, check_voxel_size, format_sizes, tenfold, to_nanometres,
-                                 voxel_size_from_attrs)
+from orgaseg.io.hdf5 import read_hdf5
+from orgaseg.io.metadata import StoredArray, check_voxel_size, format_sizes, tenfold
 from orgaseg.io.mrc import MRC_SUFFIXES, read_mrc
 from orgaseg.io.slices import COLOUR_MODES, IMAGE_SUFFIXES, ColourImage, SliceStack, image_files
-from orgaseg.io.tifflog import route_tifffile_log, tiff_errors
+from orgaseg.io.tiff import read_tiff
+from orgaseg.io.tifflog import route_tifffile_log
 from orgaseg.io.volume import AxesView, Volume, check_volume_data
 
 _TIFF_SUFFIXES = (".tif", ".tiff")
@@ -320,7 +316,7 @@ def _read_stored(path: Path, key: str | None, level: int) -> StoredArray:
     if path.exists():
         _refuse_level(level, path)  # every file format below holds one resolution
     if suffix in _TIFF_SUFFIXES:
-        return _refuse_key(_read_tiff(path), key, path)
+        return _refuse_key(read_tiff(path), key, path)
     if suffix in IMAGE_SUFFIXES:
         mode = ColourImage.mode_of(path)
         if mode is not None:  # a colour PNG or JPEG: its channels, one picked with channel
@@ -328,7 +324,7 @@ def _read_stored(path: Path, key: str | None, level: int) -> StoredArray:
                                key, path)
         return _refuse_key(StoredArray(SliceStack([path]), "image", axes="zyx"), key, path)
     if suffix in _HDF5_SUFFIXES:
-        return _read_hdf5(path, key)
+        return read_hdf5(path, key)
     if suffix in MRC_SUFFIXES:
         return _refuse_key(read_mrc(path), key, path)
     if suffix == ".npy":
@@ -497,255 +493,3 @@ def _voxel_size_from_metadata(
     if note:
         warnings.warn(f"{path}: {note}; {how}", VoxelSizeWarning, stacklevel=4)
     return (float(z), float(y), float(x))
-
-
-# --- TIFF -------------------------------------------------------------------
-
-# tifffile axis codes -> ours: pages of a plain or ImageJ stack (I, Q) are z
-_TIFF_AXES = {"Z": "z", "Y": "y", "X": "x", "C": "c", "S": "c", "T": "t"}
-
-
-def _read_tiff(path: Path) -> StoredArray:
-    with tiff_errors() as errors:
-        try:
-            tif = tifffile.TiffFile(path)
-        except Exception as exc:  # tifffile raises several kinds for a file that is not a TIFF
-            raise OrgasegError(f"{path}: not a readable TIFF file ({exc})") from exc
-        try:
-            if not tif.series:
-                raise OrgasegError(f"{path}: the TIFF holds no image (an empty or truncated file: a write that "
-                                   "failed part way?)")
-            series = tif.series[0]
-            _check_tiff(tif, series, path, errors)
-        except BaseException:
-            tif.close()
-            raise
-    axes = _tiff_axes(series.axes)
-    kind = "ome-tiff" if tif.is_ome else "tiff"
-    found, note = (_ome_sizes(tif), None) if tif.is_ome else _imagej_sizes(tif) if tif.is_imagej else \
-        (_tag_sizes(tif), None)
-    sizes = [found.get(a) for a in axes] if found else None
-    # a single image's z spacing (orgaseg writes it too) has no stored axis to go with
-    plane_z = found.get("z") if "z" not in axes else None
-    try:
-        array, chunks = tifffile.memmap(path, series=0, mode="r"), None
-        tif.close()
-    except ValueError:
-        # compressed, tiled, non-native byte order or multi-file (OME): the
-        # zarr store reads only the strips or tiles a region needs
-        array = zarr.open(series.aszarr(level=0), mode="r")
-        chunks = array.chunks
-    if tuple(array.shape) != tuple(series.shape):
-        raise OrgasegError(f"{path}: unexpected TIFF layout {series.axes} {series.shape}")
-    # OME-XML and ImageJ's hyperstack fields name the axes; pages tifffile counts as I or Q are a convention
-    named = None if set(series.axes) & set("IQ") else "the OME-XML" if tif.is_ome else \
-        "the ImageJ metadata" if tif.is_imagej else None
-    return StoredArray(array, kind, axes=axes, sizes=sizes, chunks=chunks, plane_z=plane_z, note=note,
-                       axes_named_by=named)
-
-
-def _check_tiff(tif: tifffile.TiffFile, series: tifffile.TiffPageSeries, path: Path, errors: list[str]) -> None:
-    """Check that the first series holds all the data the file declares, or raise an :class:`OrgasegError`.
-
-    tifffile reads a damaged file as far as it can and only logs what it
-    skipped (a page chain that runs past the end, ImageJ or shaped metadata
-    that no longer fits): such a file would silently become a smaller volume.
-    """
-    declared = _declared_planes(tif)
-    planes = series.size // max(tif.pages.first.size, 1)
-    if declared is not None and planes != declared:
-        raise OrgasegError(
-            f"{path}: the metadata declares {declared} images, but the file holds {planes} (truncated TIFF?)"
-        )
-    if errors:
-        raise OrgasegError(f"{path}: damaged or truncated TIFF ({errors[0]})")
-    if not (tif.is_ome or tif.is_imagej or tif.is_shaped):
-        # a plain multi-page TIFF whose pages differ in size splits into several
-        # series; reading only the first would drop the others
-        first = tif.pages.first.shape
-        for index, page in enumerate(tif.pages):
-            if not page.is_reduced and page.shape != first:
-                raise OrgasegError(
-                    f"{path}: page {index} is {' x '.join(map(str, page.shape))}, but page 0 is "
-                    f"{' x '.join(map(str, first))}; a volume needs pages of one size"
-                )
-    if series.dataoffset is not None:  # contiguous: one range of bytes
-        end = series.dataoffset + series.nbytes
-        if end > tif.filehandle.size:
-            raise OrgasegError(
-                f"{path}: the image data ends at byte {end:,}, past the end of the file "
-                f"({tif.filehandle.size:,} bytes; truncated TIFF?)"
-            )
-        return
-    for index, page in enumerate(series.pages):
-        if page is None:
-            raise OrgasegError(f"{path}: image {index} of the series is missing")
-        end = max((o + n for o, n in zip(page.dataoffsets, page.databytecounts)), default=0)
-        if end > page.parent.filehandle.size:
-            raise OrgasegError(
-                f"{path}: the strips or tiles of image {index} end at byte {end:,}, past the end of "
-                f"{page.parent.filehandle.name} ({page.parent.filehandle.size:,} bytes; truncated TIFF?)"
-            )
-
-
-def _declared_planes(tif: tifffile.TiffFile) -> int | None:
-    """Number of 2D images (pages) the ImageJ or OME metadata declares, if it says."""
-    if tif.is_imagej:
-        images = (tif.imagej_metadata or {}).get("images")
-        return int(images) if images is not None else None
-    if tif.is_ome:
-        pixels = _ome_pixels(tif)
-        if pixels is None:
-            return None
-        samples = tif.pages.first.samplesperpixel
-        try:
-            counts = [int(pixels.get(f"Size{a}", 1)) for a in "ZCT"]
-        except ValueError:
-            return None
-        return counts[0] * counts[1] * counts[2] // max(samples, 1)
-    return None
-
-
-def _tiff_axes(codes: str) -> str:
-    letters = [_TIFF_AXES.get(c, c.lower()) for c in codes]
-    if "z" not in letters:
-        for i, c in enumerate(codes):
-            if c in "IQ":
-                letters[i] = "z"
-                break
-    if letters.count("c") > 1:  # both C and S: keep S apart
-        letters[codes.index("S")] = "s"
-    return "".join(letters)
-
-
-def _resolution_sizes(page: tifffile.TiffPage, unit: str | None, y_unit: str | None = None) -> dict[str, float]:
-    """The pixel size in nm by axis letter that the resolution tags give (pixels per ``unit``; per ``y_unit``
-    along y where it is given)."""
-    sizes = {}
-    for letter, tag in (("y", "YResolution"), ("x", "XResolution")):
-        if tag in page.tags:
-            numerator, denominator = page.tags[tag].value
-            if numerator:
-                sizes[letter] = to_nanometres(denominator / numerator, y_unit or unit if letter == "y" else unit)
-    return sizes
-
-
-def _imagej_sizes(tif: tifffile.TiffFile) -> tuple[dict[str, float], str | None]:
-    """Voxel sizes in nm by axis letter that ImageJ's tags and metadata give, and a caveat about them.
-
-    ``unit`` is x's; ImageJ writes ``yunit`` and ``zunit`` where y's or z's differs from it.
-    """
-    meta = tif.imagej_metadata or {}
-    unit = meta.get("unit")
-    z_unit = meta.get("zunit") or unit
-    sizes = _resolution_sizes(tif.pages.first, unit, meta.get("yunit"))
-    note = None
-    if "spacing" in meta:
-        sizes["z"] = to_nanometres(meta["spacing"], z_unit)
-    elif int(meta.get("images", 1)) > 1:
-        # ImageJ leaves spacing out of a stack's description when the voxel depth is 1 unit, and reads
-        # its absence back as 1; so does a stack whose depth nobody set, which is the common case
-        sizes["z"] = to_nanometres(1.0, z_unit)
-        if sizes["z"] is not None and {"y", "x"} <= sizes.keys():
-            note = (f"the ImageJ metadata gives no z spacing, which ImageJ reads as its default voxel depth of 1 "
-                    f"{z_unit} ({sizes['z']:g} nm), rarely the section thickness")
-    return sizes, note
-
-
-#: TIFF ResolutionUnit codes that are lengths (1 is "no unit"; the tag's default is inch).
-_RESOLUTION_UNITS = {2: "inch", 3: "cm"}
-
-#: A pixel size (nm) from a plain TIFF's resolution tags at or above which they are a print or
-#: screen default (72 or 300 dpi, 1 pixel per cm), not the sample's calibration.
-PRINT_DEFAULT_NM = 1000.0
-
-
-def _tag_sizes(tif: tifffile.TiffFile) -> dict[str, float]:
-    """The pixel size in nm by axis letter of a plain TIFF's resolution tags; none in a unit that is no
-    length, or of a print default (:data:`PRINT_DEFAULT_NM`). Such a TIFF says nothing about z."""
-    page = tif.pages.first
-    code = int(page.tags["ResolutionUnit"].value) if "ResolutionUnit" in page.tags else 2
-    sizes = _resolution_sizes(page, _RESOLUTION_UNITS.get(code))
-    if len(sizes) < 2 or any(v is None or not v < PRINT_DEFAULT_NM for v in sizes.values()):
-        return _fei_sizes(tif)
-    return sizes
-
-
-def _fei_sizes(tif: tifffile.TiffFile) -> dict[str, float]:
-    """The pixel size in nm of an FEI / Thermo Fisher microscope's TIFF (its own tag's ``[Scan]`` section,
-    ``PixelWidth`` and ``PixelHeight`` in metres), whose resolution tags say nothing (72 dpi); none elsewhere."""
-    try:
-        scan = (tif.fei_metadata or {}).get("Scan") or {} if tif.is_fei else {}
-        width = float(scan.get("PixelWidth"))
-        height = float(scan.get("PixelHeight", width))
-    except (TypeError, ValueError, AttributeError):
-        return {}
-    if not (math.isfinite(width) and math.isfinite(height) and width > 0 and height > 0):
-        return {}
-    return {"y": height * 1e9, "x": width * 1e9}
-
-
-def _ome_pixels(tif: tifffile.TiffFile) -> ElementTree.Element | None:
-    """The ``Pixels`` element of the first OME image, or None when the XML is unreadable."""
-    try:
-        root = ElementTree.fromstring(tif.ome_metadata)
-    except ElementTree.ParseError:
-        return None
-    return next((e for e in root.iter() if e.tag.endswith("Pixels")), None)
-
-
-def _ome_sizes(tif: tifffile.TiffFile) -> dict[str, float | None]:
-    """Voxel sizes in nm by axis letter of the first OME image (None where it gives none)."""
-    pixels = _ome_pixels(tif)
-    if pixels is None:
-        return {}
-    # OME's default unit is the micrometre
-    return {
-        a: to_nanometres(pixels.get(f"PhysicalSize{A}"), pixels.get(f"PhysicalSize{A}Unit", "µm"))
-        for a, A in zip("zyx", "ZYX")
-    }
-
-
-# --- HDF5 -------------------------------------------------------------------
-
-
-def _read_hdf5(path: Path, key: str | None) -> StoredArray:
-    try:
-        handle = h5py.File(path, "r")  # stays open: the volume reads from it
-    except OSError as exc:
-        raise OrgasegError(f"{path}: not a readable HDF5 file ({exc})") from exc
-    names: list[str] = []
-    handle.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
-    if key is None and len(names) == 1:
-        key = names[0]
-    if key is None or not isinstance(handle.get(key), h5py.Dataset):
-        handle.close()
-        problem = "needs a key" if key is None else f"has no dataset {key!r}"
-        raise OrgasegError(f"{path} {problem}; pass {arg('key')}, one of the datasets: {', '.join(names) or '(none)'}")
-    dataset = handle[key]
-    attrs = dict(dataset.attrs)
-    axes = _axistags_axes(attrs.get("axistags"), dataset.ndim)
-    named_by = "ilastik's axistags" if axes else None
-    if axes is None and dataset.ndim in (2, 3):
-        axes = "zyx"[3 - dataset.ndim :]
-    sizes = voxel_size_from_attrs(attrs, axes) if axes else None
-    return StoredArray(dataset, "hdf5", axes=axes, sizes=sizes, chunks=dataset.chunks, key=key,
-                       axes_named_by=named_by)
-
-
-def _axistags_axes(axistags, ndim: int) -> str | None:
-    """Stored axis order (C order, slowest first) from an ilastik / vigra ``axistags`` attribute.
-
-    ``axistags`` is the attribute's JSON text (``{"axes": [{"key": "z", ...}, ...]}``, one entry per
-    stored axis in the dataset's order). Returns None where there is none, or where it does not name
-    ``ndim`` distinct axes among t, z, y, x and c (:func:`~orgaseg.io.metadata.axis_order`): the default
-    order then applies, as for any HDF5 file.
-    """
-    if axistags is None:
-        return None
-    try:
-        text = axistags.decode() if isinstance(axistags, bytes) else str(axistags)
-        keys = [axis["key"] for axis in json.loads(text)["axes"]]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        return None
-    return axis_order(keys, ndim)
