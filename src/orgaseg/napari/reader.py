@@ -81,7 +81,7 @@ def provenance(path: Path) -> dict | None:
 
 def read_orgaseg(path) -> list[tuple]:
     """The labels layer of an orgaseg output: ``[(dask array, kwargs, "labels")]``."""
-    from orgaseg.organelles.instances import read_label_names
+    from orgaseg.organelles.label_names import read_label_names
 
     path = _one_path(path)
     volume = _open_for_a_layer(path)

@@ -28,7 +28,7 @@ _PUBLIC = {
     "RefinedClassifier": "orgaseg.organelles.refine",
     "Instances": "orgaseg.organelles.instances",
     "make_instances": "orgaseg.organelles.instances",
-    "read_label_names": "orgaseg.organelles.instances",
+    "read_label_names": "orgaseg.organelles.label_names",
     "Morphometrics": "orgaseg.organelles.measure",
     "measure_instances": "orgaseg.organelles.measure",
     "write_table": "orgaseg.organelles.measure",

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import math
 import time
 import warnings
@@ -46,13 +45,14 @@ from scipy.sparse.csgraph import connected_components
 from skimage.measure import label as label_components
 
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg
-from orgaseg.io import make_provenance, open_volume, provenance_path
+from orgaseg.io import make_provenance, open_volume
 from orgaseg.io.metadata import check_voxel_size, known_voxel_size, placement
 from orgaseg.io.partial import partial_state, refuse_existing, refuse_replacing_an_input
 from orgaseg.io.provenance import producing_command
 from orgaseg.io.volume import Volume, absolute_path, as_volume
 from orgaseg.labels import check_label_dtype, integer_labels
 from orgaseg.organelles.cleanup import Cleanup, majority_filter
+from orgaseg.organelles.label_names import read_label_names
 from orgaseg.pipeline.blocks import Block, default_block_shape, make_blocks
 from orgaseg.pipeline.executors import Executor, SerialExecutor
 from orgaseg.pipeline.outputs import open_outputs
@@ -60,7 +60,7 @@ from orgaseg.pipeline.resume import RunState, run_key
 from orgaseg.pipeline.tasks import VolumeSource
 from orgaseg.progress import ProgressCallback, report
 
-__all__ = ["Instances", "make_instances", "read_label_names"]
+__all__ = ["Instances", "make_instances"]
 
 #: Class names that are not organelles: no instances unless asked for by name. "other" is the rest of the
 #: cell in two-class references (CDeep3M's), and what a user names the clusters of no interest.
@@ -71,68 +71,6 @@ BACKGROUND_NAMES = ("unassigned", "background", "other")
 CONNECTIVITIES = {6: 1, 18: 2, 26: 3}
 #: Of the background, in hole filling.
 BACKGROUND_CONNECTIVITY = 1
-
-
-# --- class names -------------------------------------------------------------
-
-
-def read_label_names(volume: Volume | str | Path) -> dict[int, str] | None:
-    """Names of the label values of a volume opened from a file, or None when it carries none.
-
-    Looks in the OME-Zarr ``image-label`` ``properties`` (``name``, else ``class``, per
-    ``label-value``) of the label image, then in the ``label_names`` of the output's
-    provenance record (``<path>.provenance.json``), which orgaseg writes for every format.
-
-    Parameters
-    ----------
-    volume : Volume, str or Path
-        The named volume (``orgaseg name``, ``orgaseg instances``), or its path
-        (opened with :func:`orgaseg.open_volume`).
-
-    Returns
-    -------
-    dict of int to str, or None
-        Label value -> name; None for a volume without names (or an in-memory one).
-    """
-    if isinstance(volume, (str, Path)):
-        volume = open_volume(volume)
-    if not isinstance(volume, Volume):
-        raise OrgasegError(f"read_label_names reads a volume opened from a file or its path, got {type(volume).__name__}")
-    path = Path(volume.path) if volume.path else None
-    if path is None or not path.exists():
-        return None
-    if volume.attrs.get("format") == "ome-zarr" and volume.key:
-        names = _ome_zarr_names(path, volume.key)
-        if names:
-            return names
-    record = provenance_path(path)
-    if record.is_file():
-        try:
-            names = json.loads(record.read_text()).get("label_names")
-        except (OSError, ValueError, AttributeError):
-            names = None
-        if isinstance(names, list) and names:
-            return {i: str(n) for i, n in enumerate(names)}
-    return None
-
-
-def _ome_zarr_names(path: Path, key: str) -> dict[int, str] | None:
-    import zarr
-
-    parent = key.rsplit("/", 1)[0] if "/" in key else ""
-    try:
-        group = zarr.open_group(str(path), mode="r")
-        attrs = dict((group[parent] if parent else group).attrs)
-    except Exception:  # not a group, or a layout we do not know: no names
-        return None
-    attrs = attrs.get("ome", attrs)
-    properties = attrs.get("image-label", {}).get("properties") or []
-    names = {}
-    for entry in properties:
-        value, name = entry.get("label-value"), entry.get("name", entry.get("class"))
-        if isinstance(value, int) and name is not None:
-            names[value] = str(name)
-    return names or None
 
 
 # --- codes: which class a voxel has, among the instance classes ------------------

@@ -77,7 +77,7 @@ from orgaseg.io.readers import open_on_grid
 from orgaseg.io.volume import Volume, as_volume, read_as
 from orgaseg.io.writers import writing
 from orgaseg.labels import check_label_dtype, integer_labels
-from orgaseg.organelles.instances import read_label_names
+from orgaseg.organelles.label_names import read_label_names
 from orgaseg.pipeline.blocks import Block, default_block_shape, make_blocks
 from orgaseg.pipeline.executors import Executor, SerialExecutor
 from orgaseg.pipeline.tasks import VolumeSource
