@@ -30,6 +30,7 @@ from orgaseg.evaluation import (
     scores_from_confusion,
 )
 from orgaseg.evaluation.classmap import reference_classes
+from orgaseg.evaluation.confusion import MAX_ID
 from orgaseg.io.volume import as_volume
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -292,6 +293,25 @@ def test_errors_name_the_problem():
         evaluate(PRED_A, REF_A, classes=["bg", "mito"], background="nucleus")
     with pytest.raises(OrgasegError, match="counts no voxel"):
         scores_from_confusion(np.zeros((2, 2), dtype=int), None)
+
+
+def test_ids_too_large_for_a_confusion_matrix_are_refused_not_allocated(tmp_path, capsys):
+    # an id of 2^40 (instance ids, a volume of other values) asked numpy for a 48 TiB matrix: a MemoryError
+    big = np.where(PRED_A == 2, 2**40, PRED_A).astype(np.uint64)
+    with pytest.raises(OrgasegError, match=r"predicted cluster id 1,099,511,627,776 is too large.*up to "
+                                           r"1,048,575; a segmentation's ids are its clusters 0\.\.K-1"):
+        evaluate(big, REF_A)
+    with pytest.raises(OrgasegError, match=r"reference class id 1,099,511,627,776 is too large.*class map"):
+        confusion_matrix(PRED_A, np.where(REF_A == 1, 2**40, 0).astype(np.uint64))
+    # the largest allowed id still counts; a fixed K is checked against K, as before
+    assert confusion_matrix(np.where(PRED_A == 2, MAX_ID, PRED_A), REF_A).shape == (MAX_ID + 1, 2)
+    with pytest.raises(OrgasegError, match="out of range for n_clusters=3"):
+        confusion_matrix(big, REF_A, n_clusters=3)
+    np.save(tmp_path / "pred.npy", big.reshape(1, 1, 10))
+    np.save(tmp_path / "ref.npy", REF_A.reshape(1, 1, 10))
+    assert main(["evaluate", str(tmp_path / "pred.npy"), "--reference", str(tmp_path / "ref.npy"),
+                 "-o", str(tmp_path / "report"), "--quiet"]) == 2
+    assert "orgaseg evaluate: error: predicted cluster id 1,099,511,627,776 is too large" in capsys.readouterr().err
 
 
 def test_background_by_name_or_id_and_both_modes():

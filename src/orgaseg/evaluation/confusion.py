@@ -20,6 +20,16 @@ from orgaseg.labels import IGNORE_LABEL, integer_labels
 from orgaseg.pipeline.blocks import default_block_shape, make_blocks
 from orgaseg.progress import ProgressCallback, report
 
+#: The largest id a prediction or an unmapped reference may hold: the confusion matrix has a row per
+#: predicted id (and a column per class id) up to the largest, so an id of 2^40 (instance ids, a
+#: float volume cast to integers) would ask for terabytes.
+MAX_ID = 2**20 - 1
+
+_TOO_LARGE_HINTS = {
+    "predicted cluster": "a segmentation's ids are its clusters 0..K-1 (the output of segment or name)",
+    "reference class": "a reference of other values needs a class map naming the values to score",
+}
+
 
 class ConfusionAccumulator:
     """A running confusion matrix that block pairs are added to.
@@ -29,11 +39,11 @@ class ConfusionAccumulator:
     n_clusters : int, optional
         Number of clusters K. A predicted id ``>= n_clusters`` is an error.
         Default: grows to the largest predicted id + 1 seen (in any voxel,
-        counted or not).
+        counted or not); an id above :data:`MAX_ID` is an error.
     n_classes : int, optional
         Number of reference classes C. A counted reference id
         ``>= n_classes`` is an error. Default: grows to the largest counted
-        reference id + 1 seen.
+        reference id + 1 seen; an id above :data:`MAX_ID` is an error.
     ignore : int or iterable of int
         Reference values that are not scored.
 
@@ -99,6 +109,10 @@ class ConfusionAccumulator:
             raise OrgasegError(f"{what} id {low} is negative; ids must be 0 or more")
         if limit is not None and high >= limit:
             raise OrgasegError(f"{what} id {high} is out of range for {limit_name}={limit}")
+        if limit is None and high > MAX_ID:
+            raise OrgasegError(
+                f"{what} id {high:,} is too large: the confusion matrix holds one entry per id from 0 to the "
+                f"largest, so ids may go up to {MAX_ID:,}; {_TOO_LARGE_HINTS[what]}")
 
     def _add_matrix(self, block: np.ndarray) -> None:
         shape = tuple(max(a, b) for a, b in zip(self._matrix.shape, block.shape))
@@ -208,7 +222,8 @@ def confusion_matrix(
     OrgasegError
         Shapes differ, a label is not an integer, a predicted id is
         negative or ``>= n_clusters``, a counted reference id is ``>=
-        n_classes``, or no voxel is counted.
+        n_classes``, an id without such a limit is above :data:`MAX_ID`,
+        or no voxel is counted.
     """
     shape = _shape(pred, "the prediction")
     for name, data in (("reference", reference), ("mask", mask)):
