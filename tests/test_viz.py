@@ -86,6 +86,22 @@ def test_plot_confusion_writes_a_heat_map(tmp_path):
         plot_confusion(confusion, ["a", "b"], path=tmp_path / "bad.png")
 
 
+def test_plot_confusion_of_thousands_of_clusters_numbers_the_axis_instead_of_labelling_each(tmp_path, monkeypatch):
+    # an instance volume scored as a prediction: a bboxed tick label per cluster took matplotlib a minute at 3,000
+    from orgaseg.viz import confusion_plot
+
+    drawn = []
+    save = confusion_plot.save_png
+    monkeypatch.setattr(confusion_plot, "save_png", lambda figure, path: drawn.append(figure) or save(figure, path))
+    confusion = np.zeros((3000, 2), dtype=np.int64)
+    confusion[[0, 2999], [0, 1]] = 7
+    plot_confusion(confusion, ["a", "b"], mapping={"0": "a", "2999": "b"}, path=tmp_path / "many.png")
+    axes = drawn[-1].axes[0]
+    assert len(axes.get_yticks()) < 20 and axes.get_ylabel() == "cluster id (the mapping is in the report)"
+    plot_confusion(confusion[:confusion_plot.MAX_LABELLED_CLUSTERS], ["a", "b"], path=tmp_path / "few.png")
+    assert len(drawn[-1].axes[0].get_yticks()) == confusion_plot.MAX_LABELLED_CLUSTERS
+
+
 def test_overlay_panels_and_size(tmp_path):
     raw, prediction, reference = _phantom()
     three = overlay_figure(raw, prediction, path=tmp_path / "three.png", title="prediction only")

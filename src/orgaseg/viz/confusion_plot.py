@@ -13,6 +13,8 @@ from orgaseg.viz.colors import class_colors, label_colors
 
 #: Above this many cells the per-cell annotations would be unreadable.
 MAX_ANNOTATED_CELLS = 400
+#: Above this many clusters a tick label per cluster would overlap (and take matplotlib minutes to draw).
+MAX_LABELLED_CLUSTERS = 100
 
 
 def _compact(count: int) -> str:
@@ -40,7 +42,9 @@ def plot_confusion(
     fell in cluster ``k`` (each column sums to 1) and annotated with the count
     and that percentage. Cluster tick labels sit on their cluster palette
     colour, class tick labels on their class palette colour (as in the
-    overlays); a cluster without counted voxels is labelled ``empty``.
+    overlays); a cluster without counted voxels is labelled ``empty``. Above
+    :data:`MAX_LABELLED_CLUSTERS` clusters the cluster axis has plain numbered
+    ticks instead (the report lists the mapping).
 
     Parameters
     ----------
@@ -86,21 +90,24 @@ def plot_confusion(
                 color="white" if fraction[k, c] > 0.6 else "black",
             )
     axes.set_xticks(range(n_classes), [f"{name}\n({_compact(int(t))})" for name, t in zip(names, column_totals[0])])
-    mapped = {} if mapping is None else {int(k): v for k, v in mapping.items()}
-    empty = confusion.sum(axis=1) == 0
-    axes.set_yticks(
-        range(n_clusters),
-        [
-            f"{k} → {'empty' if empty[k] else mapped.get(k) or '—'}" if mapping is not None
-            else f"{k} (empty)" if empty[k] else str(k)
-            for k in range(n_clusters)
-        ],
-    )
-    for labels, colours in ((axes.get_yticklabels(), label_colors(n_clusters)),
-                            (axes.get_xticklabels(), class_colors(n_classes))):
+    labelled = n_clusters <= MAX_LABELLED_CLUSTERS
+    if labelled:
+        mapped = {} if mapping is None else {int(k): v for k, v in mapping.items()}
+        empty = confusion.sum(axis=1) == 0
+        axes.set_yticks(
+            range(n_clusters),
+            [
+                f"{k} → {'empty' if empty[k] else mapped.get(k) or '—'}" if mapping is not None
+                else f"{k} (empty)" if empty[k] else str(k)
+                for k in range(n_clusters)
+            ],
+        )
+    tick_colours = ((axes.get_yticklabels(), label_colors(n_clusters)),) if labelled else ()
+    for labels, colours in tick_colours + ((axes.get_xticklabels(), class_colors(n_classes)),):
         for label, colour in zip(labels, colours):
             label.set_bbox({"facecolor": colour, "alpha": 0.45, "edgecolor": "none", "boxstyle": "round,pad=0.2"})
     axes.set_xlabel("reference class (voxels)")
-    axes.set_ylabel("cluster → matched class" if mapping is not None else "cluster")
+    axes.set_ylabel("cluster → matched class" if mapping is not None and labelled
+                    else "cluster" if labelled else "cluster id (the mapping is in the report)")
     axes.set_title(title or f"confusion matrix, K = {n_clusters}")
     return save_png(figure, path)
