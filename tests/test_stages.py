@@ -577,6 +577,12 @@ def test_a_method_default_pixel_size_only_coarsens(small):
     deep = dataclasses.replace(fine, voxel_size=(36.0, 20.0, 20.0))
     assert grid(data=deep)["working_voxel_size"] == [36.0, 30.0, 30.0]
     assert grid(data=deep, pixel_size=30)["working_voxel_size"] == [30.0, 30.0, 30.0]
+    # so is a y or x coarser than the default when the other is finer (pixels that are not square; axes
+    # swapped): x at 500 nm was refined to 30 nm, 17x the voxels for nothing
+    oblong = dataclasses.replace(fine, voxel_size=(20.0, 20.0, 500.0))
+    assert grid(data=oblong)["working_voxel_size"] == [30.0, 30.0, 500.0]
+    assert grid(data=dataclasses.replace(fine, voxel_size=(20.0, 40.0, 20.0)))["working_voxel_size"] == [30.0, 40.0, 30.0]
+    assert grid(data=oblong, pixel_size=30)["working_voxel_size"] == [30.0, 30.0, 30.0]
 
 
 def test_the_baseline_works_at_10_nm_by_default_but_never_on_a_guessed_voxel_size(tmp_path):

@@ -24,12 +24,13 @@ blockwise results equal whole-volume results.
   of the working features there (clamped at the volume's edges). Features,
   not labels, are interpolated, so cluster boundaries stay smooth.
 
-Which axes: y and x always take the working pixel size; z takes it too for
+Which axes: y and x take the working pixel size; z takes it too for
 (nearly) isotropic volumes, and keeps its own sampling for anisotropic
 stacks (z voxel more than ``anisotropy_ratio`` times the in-plane voxel,
-e.g. 50 nm ssTEM sections), which are resampled in-plane only, and, under a
-method's default pixel size, wherever it is coarser than the pixel size
-(16 x 8 x 8 nm at 10 nm: 16 x 10 x 10, not 10 x 10 x 10).
+e.g. 50 nm ssTEM sections), which are resampled in-plane only. Under a
+method's default pixel size any axis coarser than the pixel size keeps its
+own sampling (16 x 8 x 8 nm at 10 nm: 16 x 10 x 10, not 10 x 10 x 10;
+8 x 8 x 16 nm: 10 x 10 x 16).
 """
 
 from __future__ import annotations
@@ -69,14 +70,15 @@ class WorkingGrid:
                        coarsen_only: bool = False) -> "WorkingGrid":
         """The grid of a volume at working pixel size ``pixel_size_nm`` (see the module notes for z).
 
-        With ``coarsen_only`` (a method's default pixel size) a z coarser than the pixel size keeps its own
-        sampling instead of being refined to it.
+        With ``coarsen_only`` (a method's default pixel size) any axis coarser than the pixel size keeps its own
+        sampling instead of being refined to it (z, and y or x of pixels that are not square).
         """
         if not (isinstance(pixel_size_nm, (int, float)) and math.isfinite(pixel_size_nm) and pixel_size_nm > 0):
             raise OrgasegError(f"the working pixel size must be a positive number of nm, got {pixel_size_nm!r}")
         z, y, x = (float(v) for v in voxel_size)
         keep_z = z > anisotropy_ratio * max(y, x) or (coarsen_only and z > pixel_size_nm)
-        working = (z if keep_z else float(pixel_size_nm), float(pixel_size_nm), float(pixel_size_nm))
+        working = (z if keep_z else float(pixel_size_nm),
+                   *(v if coarsen_only and v > pixel_size_nm else float(pixel_size_nm) for v in (y, x)))
         for axis, n, v, w in zip("yx", shape[1:], (y, x), working[1:]):
             # a whole section inside one working pixel: voxel sizes in another unit, not an image to segment
             # (z may be thinner than a pixel: a few sections of an isotropic stack)
