@@ -1187,6 +1187,19 @@ def test_constant_volume_normalizes_to_a_step_without_nan():
     assert out.tolist() == [0.0, 0.5, 1.0] and out.dtype == np.float32
 
 
+@pytest.mark.parametrize("dtype, offset", [(np.uint32, 4_000_000_000), (np.int64, 2**40), (np.float64, 1e9)])
+def test_grey_levels_on_a_large_offset_keep_their_steps(dtype, offset):
+    # cast to float32 before the offset was taken off, uint32 levels 0..255 above 4e9 fell on 512-wide steps
+    # (3 values left) and int64 ones above 2^40 on one (segment: "only 1 distinct feature vector")
+    levels = np.random.default_rng(5).integers(0, 256, (2, 16, 16))
+    norm = compute_normalization(levels.astype(dtype) + dtype(offset))
+    assert norm.low - offset == pytest.approx(np.percentile(levels, 0.5), abs=1e-3)
+    assert norm.high - offset == pytest.approx(np.percentile(levels, 99.5), abs=1e-3)
+    expected = compute_normalization(levels.astype(np.uint8)).apply(levels.astype(np.uint8))
+    np.testing.assert_allclose(norm.apply(levels.astype(dtype) + dtype(offset)), expected, atol=1e-6)
+    assert norm.apply(np.array([offset], dtype)).dtype == np.float32
+
+
 # --- real data --------------------------------------------------------------------------
 
 

@@ -39,11 +39,18 @@ class Normalization:
     invert: bool = False
 
     def apply(self, block: np.ndarray) -> np.ndarray:
-        """Normalise a block of any numeric dtype to float32 in ``[0, 1]``."""
-        floating = np.asarray(block).dtype.kind == "f"  # only float data can hold NaN
-        values = np.asarray(block, dtype=np.float32)
+        """Normalise a block of any numeric dtype to float32 in ``[0, 1]``.
+
+        Data that float32 does not hold exactly (32- and 64-bit integers, float64) is shifted and scaled in
+        float64 before the result is rounded to float32: cast first, grey levels 0..255 above an offset of
+        4e9 (uint32) fell on 512-wide float32 steps, and above 2^40 (int64) on one value.
+        """
+        block = np.asarray(block)
+        floating = block.dtype.kind == "f"  # only float data can hold NaN
+        values = np.asarray(block, dtype=np.float32 if np.can_cast(block.dtype, np.float32) else np.float64)
+        unit = values.dtype.type
         if self.high > self.low:
-            out = (values - np.float32(self.low)) / np.float32(self.high - self.low)
+            out = ((values - unit(self.low)) / unit(self.high - self.low)).astype(np.float32, copy=False)
             np.clip(out, 0.0, 1.0, out=out)
         else:
             out = np.where(values > self.low, 1.0, np.where(values < self.low, 0.0, 0.5)).astype(np.float32)
