@@ -174,6 +174,30 @@ def test_intensity_and_volume_fraction_match_numpy():
     assert summary["total_volume_um3"][0] == pytest.approx(volumes.sum())
 
 
+def test_nan_raw_voxels_are_left_out_of_the_intensities_with_a_warning():
+    # NaN (outside an aligned stack) made the whole instance's mean and std NaN, written as empty cells unsaid
+    from orgaseg.errors import OrgasegWarning
+
+    voxel_size = (8.0, 4.0, 4.0)
+    labels = draw((32, 110, 110), voxel_size, ELLIPSOIDS)
+    raw = np.random.default_rng(1).normal(100, 20, labels.shape).astype(np.float32)
+    first, second = (np.argwhere(labels == i) for i in (1, 2))
+    raw[tuple(first[:5].T)] = np.nan  # five voxels of instance 1, in the first block
+    raw[tuple(first[-1])] = np.inf  # and one in its last
+    raw[labels == 2] = np.nan  # all of instance 2
+    with pytest.warns(OrgasegWarning, match=r"6 voxels of 2 instances are NaN or infinite \(no data\): "
+                                            r"mean_intensity .* finite voxels, and left empty for the 1 instances"):
+        result = measure_instances(labels, voxel_size=voxel_size, raw=raw, block_shape=(9, 40, 40))
+    table = {name: dict(zip(result.table["id"], values)) for name, values in result.table.items()}
+    values = raw[labels == 1].astype(np.float64)
+    values = values[np.isfinite(values)]
+    assert table["mean_intensity"][1] == pytest.approx(values.mean(), rel=1e-9)
+    assert table["std_intensity"][1] == pytest.approx(values.std(), rel=1e-9)
+    assert np.isnan(table["mean_intensity"][2]) and np.isnan(table["std_intensity"][2])
+    assert table["voxels"][2] == len(second)
+    assert table["mean_intensity"][3] == pytest.approx(raw[labels == 3].astype(np.float64).mean(), rel=1e-9)
+
+
 def test_a_segmentation_or_named_volume_is_measured_with_a_warning(tmp_path):
     # their ids are clusters or classes: each is measured as one object
     from orgaseg.errors import OrgasegWarning

@@ -214,9 +214,14 @@ def _measure_block(sources: _Sources, block: Block) -> dict:
               "bbox_min": lo, "bbox_max": hi}
     if sources.raw is not None:
         raw = sources.raw.volume.read(block.region).astype(np.float64).ravel()
-        intensity = np.bincount(inverse, weights=raw, minlength=len(ids)) / counts
-        result["intensity"] = intensity
-        result["intensity_scatter"] = np.bincount(inverse, weights=(raw - intensity[inverse]) ** 2, minlength=len(ids))
+        finite = np.isfinite(raw)  # NaN (no data, e.g. outside an aligned stack) and infinities have no intensity
+        raw, finite_inverse = raw[finite], inverse[finite]
+        finite_counts = np.bincount(finite_inverse, minlength=len(ids)).astype(np.int64)
+        intensity = np.bincount(finite_inverse, weights=raw, minlength=len(ids)) / np.maximum(finite_counts, 1)
+        result["intensity"] = intensity  # 0 where no voxel is finite: its weight in the merge is 0
+        result["intensity_count"] = finite_counts
+        result["intensity_scatter"] = np.bincount(finite_inverse, weights=(raw - intensity[finite_inverse]) ** 2,
+                                                  minlength=len(ids))
     if sources.mask is not None:
         inside = sources.mask.volume.read(block.region).ravel() != 0
         result["in_mask"] = np.bincount(inverse, weights=inside, minlength=len(ids)).astype(np.int64)
@@ -245,8 +250,8 @@ def _measure_block(sources: _Sources, block: Block) -> dict:
     result["extra_id"] = np.asarray(extra_ids, dtype=ids.dtype)
     result["extra_surface"] = np.asarray(extra_surface, float).reshape(-1, 2)
     keep = ids != 0
-    for name in ("id", "count", "mean", "scatter", "bbox_min", "bbox_max", "intensity", "intensity_scatter",
-                 "in_mask", "surface"):
+    for name in ("id", "count", "mean", "scatter", "bbox_min", "bbox_max", "intensity", "intensity_count",
+                 "intensity_scatter", "in_mask", "surface"):
         if name in result:
             result[name] = result[name][keep]
     return result
@@ -338,11 +343,14 @@ def _merge(parts: list[dict], with_raw: bool, with_mask: bool) -> dict:
     merged = {"id": ids, "count": count.astype(np.int64), "mean": mean, "scatter": scatter,
               "bbox_min": bbox_min, "bbox_max": bbox_max, "area": surface[:, 0], "mesh_volume": np.abs(surface[:, 1])}
     if with_raw:
-        intensity_b = cat("intensity")
-        intensity = np.bincount(group, weights=counts_b * intensity_b, minlength=n) / count
+        intensity_b, finite_b = cat("intensity"), cat("intensity_count")
+        finite = np.bincount(group, weights=finite_b, minlength=n)
+        with np.errstate(divide="ignore", invalid="ignore"):  # NaN where no voxel of an instance is finite
+            intensity = np.bincount(group, weights=finite_b * intensity_b, minlength=n) / finite
         d = intensity_b - intensity[group]
         merged["intensity"] = intensity
-        merged["intensity_scatter"] = np.bincount(group, weights=cat("intensity_scatter") + counts_b * d * d,
+        merged["intensity_count"] = finite.astype(np.int64)
+        merged["intensity_scatter"] = np.bincount(group, weights=cat("intensity_scatter") + finite_b * d * d,
                                                   minlength=n)
     if with_mask:
         merged["in_mask"] = np.bincount(group, weights=cat("in_mask"), minlength=n).astype(np.int64)
@@ -392,7 +400,8 @@ def _table(merged: dict, voxel_size, origin, shape, names: dict[int, str] | None
     table["aspect_ratio"] = axes[:, 0] / axes[:, 2]
     if with_raw:
         table["mean_intensity"] = merged["intensity"]
-        table["std_intensity"] = np.sqrt(merged["intensity_scatter"] / count)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            table["std_intensity"] = np.sqrt(merged["intensity_scatter"] / merged["intensity_count"])
     return table
 
 
@@ -587,6 +596,8 @@ def measure_instances(
     if mask is not None and mask_voxels == 0:
         raise OrgasegError("the cell mask is empty: no voxel is non-zero")
     merged = _merge(parts, raw is not None, mask is not None)
+    if raw is not None:
+        _warn_if_intensities_missing(merged, sources.raw.volume)
     table = _table(merged, volume.voxel_size, volume.origin, volume.shape, read_label_names(volume),
                    raw is not None)
     summary = _summary(table, merged, mask_voxels if mask is not None else None, volume.voxel_size,
@@ -605,6 +616,18 @@ def measure_instances(
         "connectivity": "instances are label values (not re-split into components)",
     }
     return Morphometrics(table, summary, provenance)
+
+
+def _warn_if_intensities_missing(merged: dict, raw: Volume) -> None:
+    """Warn when NaN or infinite raw voxels were left out of instances' intensities (all of one's: left empty)."""
+    missing = merged["count"] - merged["intensity_count"]
+    if not missing.any():
+        return
+    partly, wholly = np.count_nonzero(missing), np.count_nonzero(merged["intensity_count"] == 0)
+    warnings.warn(OrgasegWarning(
+        f"{raw.path or 'the raw volume'}: {int(missing.sum()):,} voxels of {partly:,} instances are NaN or infinite "
+        f"(no data): mean_intensity and std_intensity are those of the finite voxels"
+        + (f", and left empty for the {wholly:,} instances that have none" if wholly else "")), stacklevel=3)
 
 
 def _warn_if_class_labels(volume: Volume, command: str | None) -> None:
