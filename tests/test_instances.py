@@ -419,6 +419,17 @@ def test_classes_named_other_or_background_are_counted_only_when_asked(tmp_path)
 
 
 
+def test_a_volume_without_names_and_without_a_class_voxel_is_warned_about():
+    # every non-zero value is a class by default: none at all (a blank mask, or every object removed as too
+    # small) gave "0 instances (none)" without a word, where a chosen class without voxels is warned about
+    with pytest.warns(OrgasegWarning, match=r"no instance: every voxel of <array> is 0 \(background\)$"):
+        assert make_instances(np.zeros((2, 6, 6), np.uint8)).counts == {}
+    specks = np.zeros((2, 6, 6), np.uint8)
+    specks[0, ::2, ::2] = 1
+    with pytest.warns(OrgasegWarning, match=r"every voxel of <array> is 0 \(background\) after the clean-up"):
+        assert make_instances(specks, voxel_size=(10, 10, 10), min_size_nm3=2000).counts == {}
+
+
 def test_a_name_that_several_values_carry_selects_and_counts_them_all(tmp_path):
     # an OME-Zarr label image may name several values alike (membrane drawn in four orientations)
     labels = np.zeros((3, 10, 10), np.uint8)

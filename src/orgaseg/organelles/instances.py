@@ -577,11 +577,14 @@ def make_instances(
             name = names.get(int(value), str(int(value))) if names else str(int(value))
             # summed: the values of a name that several carry all count as it
             counts[name] = counts.get(name, 0) + int(np.count_nonzero(plan.values == value))
+        after = ' after the clean-up' if cleanup.min_size_nm3 or cleanup.majority_nm else ''
         if empty := [name for name, count in counts.items() if not count]:
             warnings.warn(OrgasegWarning(
                 f"no instance of {', '.join(empty)}: no voxel of {volume.path or 'the labels'} carries "
-                f"{'that class' if len(empty) == 1 else 'those classes'}"
-                f"{' after the clean-up' if cleanup.min_size_nm3 or cleanup.majority_nm else ''}"), stacklevel=2)
+                f"{'that class' if len(empty) == 1 else 'those classes'}{after}"), stacklevel=2)
+        elif not counts:  # every class by default, and none found: every voxel is 0
+            warnings.warn(OrgasegWarning(
+                f"no instance: every voxel of {volume.path or 'the labels'} is 0 (background){after}"), stacklevel=2)
         record = make_provenance(
             command="instances", input=absolute_path(volume.path or "<array>"), key=volume.key,
             voxel_size=volume.voxel_size,
