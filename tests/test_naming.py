@@ -93,6 +93,19 @@ def test_conflicts_are_reported_with_counts():
     assert naming.summary() == '0 -> "mito, outer", 1 -> membrane'
 
 
+def test_points_that_name_one_voxel_twice_are_warned_about():
+    # two names on one voxel (a misclick, or sub-voxel clicks rounded together) cancel in the vote and train a
+    # refining classifier on contradicting labels; they went unsaid
+    with pytest.warns(OrgasegWarning, match=r"clicks: 1 point\(s\) fall on a voxel an earlier point gives another "
+                                            r"name, e.g. point 3 \(membrane\) and point 1 \(mito\) at z, y, x = "
+                                            r"0, 1, 1 voxels"):
+        points_from_arrays([[0, 1, 1], [0, 2, 2], [0, 1.2, 0.9]], ["mito", "mito", "membrane"], shape=(1, 4, 4),
+                           source="clicks")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same name twice on a voxel is only a repeated click
+        points_from_arrays([[0, 1, 1], [0, 1, 1], [0, 2, 2]], ["mito", "mito", "membrane"], shape=(1, 4, 4))
+
+
 @pytest.fixture(scope="module")
 def segmented(tmp_path_factory, cell):
     """A k-means segmentation written by the command line, with points clicked on its reference."""

@@ -176,8 +176,23 @@ def points_from_arrays(
     order = list(dict.fromkeys(names))
     index = {name: i for i, name in enumerate(order)}
     labels = np.array([index[n] for n in names], dtype=np.int64)
+    _warn_if_a_voxel_has_two_names(voxels, names, source)
     return Annotations(coords=voxels, labels=labels, names=tuple(order), source=source,
                        shape=tuple(int(n) for n in shape))
+
+
+def _warn_if_a_voxel_has_two_names(voxels: np.ndarray, names: Sequence[str], source: str) -> None:
+    """Warn when points that round to one voxel carry different names (both are counted, so they cancel)."""
+    _, first, inverse = np.unique(voxels, axis=0, return_index=True, return_inverse=True)
+    earlier = first[inverse.ravel()]  # the first point on each point's voxel
+    clash = [i for i, j in enumerate(earlier) if names[i] != names[j]]
+    if clash:
+        i, j = clash[0], earlier[clash[0]]
+        warnings.warn(OrgasegWarning(
+            f"{source}: {len(clash)} point(s) fall on a voxel an earlier point gives another name, e.g. point "
+            f"{i + 1} ({names[i]}) and point {j + 1} ({names[j]}) at z, y, x = "
+            f"{', '.join(map(str, voxels[i].tolist()))} voxels: the vote and a refining classifier count both "
+            "names there; check the clicks"), stacklevel=3)
 
 
 def _voxels_hint(voxels: np.ndarray, shape: np.ndarray, origin: Sequence[float],
