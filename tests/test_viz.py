@@ -102,6 +102,23 @@ def test_plot_confusion_of_thousands_of_clusters_numbers_the_axis_instead_of_lab
     assert len(drawn[-1].axes[0].get_yticks()) == confusion_plot.MAX_LABELLED_CLUSTERS
 
 
+def test_the_raw_panel_of_a_slice_with_nan_is_drawn_not_blank():
+    # NaN (no data, outside an aligned stack) made both percentiles NaN: every pixel of the raw panel NaN, drawn blank
+    from orgaseg.viz.overlay import robust_grey
+
+    raw, _, _ = _phantom()
+    padded = raw.copy()
+    padded[:, :8] = np.nan
+    padded[0, 20] = np.inf
+    grey = robust_grey(padded)
+    assert np.isfinite(grey).all() and (grey[:, :8] == 0).all() and grey[0, 20] == 1
+    lo, hi = np.percentile(raw[:, 8:], [1, 99])
+    np.testing.assert_allclose(grey[1:, 8:], np.clip((raw[1:, 8:] - lo) / (hi - lo), 0, 1), atol=0.02)
+    np.testing.assert_array_equal(robust_grey(raw), np.clip((raw - np.percentile(raw, 1))
+                                                            / np.subtract(*np.percentile(raw, [99, 1])), 0, 1))
+    assert not robust_grey(np.full((4, 4), np.nan)).any()
+
+
 def test_overlay_panels_and_size(tmp_path):
     raw, prediction, reference = _phantom()
     three = overlay_figure(raw, prediction, path=tmp_path / "three.png", title="prediction only")

@@ -35,13 +35,19 @@ def robust_grey(raw: np.ndarray, low: float = 1.0, high: float = 99.0) -> np.nda
     """``raw`` scaled to ``[0, 1]`` between its ``low`` and ``high`` percentiles.
 
     EM slices often hold a few saturated or black pixels (folds, padding)
-    that would flatten a min-max scaling.
+    that would flatten a min-max scaling. The percentiles are those of the
+    finite values; NaN (no data) is drawn black, as segmentation reads it.
     """
     raw = np.asarray(raw, dtype=np.float64)
-    lo, hi = np.percentile(raw, [low, high])
+    finite = np.isfinite(raw)
+    if not finite.any():
+        return np.zeros_like(raw)
+    lo, hi = np.percentile(raw[finite], [low, high])
     if hi <= lo:
         return np.zeros_like(raw)
-    return np.clip((raw - lo) / (hi - lo), 0.0, 1.0)
+    grey = np.clip((raw - lo) / (hi - lo), 0.0, 1.0)
+    grey[np.isnan(grey)] = 0.0
+    return grey
 
 
 def _label_slice(data: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
