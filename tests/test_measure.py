@@ -196,6 +196,14 @@ def test_nan_raw_voxels_are_left_out_of_the_intensities_with_a_warning():
     assert np.isnan(table["mean_intensity"][2]) and np.isnan(table["std_intensity"][2])
     assert table["voxels"][2] == len(second)
     assert table["mean_intensity"][3] == pytest.approx(raw[labels == 3].astype(np.float64).mean(), rel=1e-9)
+    # a single image's table the same (its std divided by all the voxels, the NaN one included)
+    image, pixels = labels[16:17], raw[16:17].copy()
+    pixels[tuple(np.argwhere(image == 1)[0])] = np.nan
+    with pytest.warns(OrgasegWarning, match="NaN or infinite"):
+        flat = measure_instances(image, voxel_size=voxel_size, raw=pixels).table
+    values = pixels[image == 1].astype(np.float64)
+    values = values[np.isfinite(values)]
+    assert flat["std_intensity"][0] == pytest.approx(values.std(), rel=1e-9)
 
 
 def test_a_segmentation_or_named_volume_is_measured_with_a_warning(tmp_path):

@@ -399,9 +399,7 @@ def _table(merged: dict, voxel_size, origin, shape, names: dict[int, str] | None
     table["axis_minor_length_nm"] = axes[:, 2]
     table["aspect_ratio"] = axes[:, 0] / axes[:, 2]
     if with_raw:
-        table["mean_intensity"] = merged["intensity"]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            table["std_intensity"] = np.sqrt(merged["intensity_scatter"] / merged["intensity_count"])
+        table.update(_intensity_columns(merged))
     return table
 
 
@@ -441,10 +439,15 @@ def _table_2d(merged: dict, voxel_size, origin, shape, names: dict[int, str] | N
     table["axis_minor_length_nm"] = axes[:, 1]
     table["aspect_ratio"] = axes[:, 0] / axes[:, 1]
     if with_raw:
-        table["mean_intensity"] = merged["intensity"]
-        table["std_intensity"] = np.sqrt(merged["intensity_scatter"] / count)
+        table.update(_intensity_columns(merged))
     return table
 
+
+def _intensity_columns(merged: dict) -> dict[str, np.ndarray]:
+    """Mean and standard deviation of each instance's finite raw voxels (NaN where it has none)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        std = np.sqrt(merged["intensity_scatter"] / merged["intensity_count"])
+    return {"mean_intensity": merged["intensity"], "std_intensity": std}
 
 def _record_of(volume: Volume) -> dict | None:
     """The provenance record beside ``volume``, None where there is none (or none that reads)."""
