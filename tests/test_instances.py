@@ -294,6 +294,13 @@ def test_small_components_removed_by_volume_in_nm3():
     combined = make_instances(classes, min_size_nm3=40 * 128.0, voxel_size=voxel_size, fill_holes=True,
                               block_shape=(5, 11, 9))
     assert (combined.labels > 0).sum() >= expected.sum()
+    # a voxel size given with a Volume replaces the Volume's, as measure takes it (instances ignored it)
+    from orgaseg.io import Volume
+
+    wrong = Volume(classes, voxel_size=(1.0, 1.0, 1.0))
+    given = make_instances(wrong, min_size_nm3=40 * 128.0, voxel_size=voxel_size, block_shape=(5, 11, 9))
+    np.testing.assert_array_equal(given.labels, result.labels)
+    assert given.provenance["voxel_size"] == list(voxel_size)
 
 
 def test_majority_filter_is_exact_blockwise_and_matches_brute_force():

@@ -45,13 +45,14 @@ from scipy.sparse.csgraph import connected_components
 from skimage.measure import label as label_components
 
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg
-from orgaseg.io import make_provenance, open_volume
-from orgaseg.io.metadata import check_voxel_size, known_voxel_size, placement
+from orgaseg.io import make_provenance
+from orgaseg.io.metadata import known_voxel_size, placement
 from orgaseg.io.partial import partial_state, refuse_existing, refuse_replacing_an_input
 from orgaseg.io.provenance import producing_command
-from orgaseg.io.volume import Volume, absolute_path, as_volume
+from orgaseg.io.volume import Volume, absolute_path
 from orgaseg.labels import check_label_dtype, integer_labels
 from orgaseg.organelles.cleanup import Cleanup, majority_filter
+from orgaseg.organelles.inputs import open_input
 from orgaseg.organelles.label_names import read_label_names
 from orgaseg.pipeline.blocks import Block, default_block_shape, make_blocks
 from orgaseg.pipeline.executors import Executor, SerialExecutor
@@ -470,7 +471,7 @@ def make_instances(
         Which voxels of a class are neighbours: sharing a face (6, default), a face or an edge (18),
         or a face, an edge or a corner (26). Also what small-component removal counts as one object.
     voxel_size : sequence of 3 float, optional
-        ``(z, y, x)`` in nm; overrides the metadata (needed for the nm clean-up options when
+        ``(z, y, x)`` in nm; overrides the metadata or a Volume's own (needed for the nm clean-up options when
         the volume has none).
     key : str, optional
         Dataset inside a container.
@@ -671,15 +672,7 @@ _PLAN = "instances-plan"
 
 
 def _open_named(named, voxel_size, key) -> tuple[Volume, VolumeSource, dict[int, str] | None]:
-    if isinstance(named, (str, Path)):
-        volume = open_volume(named, key=key, voxel_size=voxel_size)
-        source = VolumeSource.from_arguments(named, volume, key=key)
-    else:
-        voxel_size = None if voxel_size is None else check_voxel_size(voxel_size)
-        volume = as_volume(named, voxel_size=voxel_size or (1.0, 1.0, 1.0))
-        if voxel_size is None and not isinstance(named, Volume):
-            volume.attrs["voxel_size_assumed"] = True
-        source = VolumeSource(volume)
+    volume, source = open_input(named, "label", key=key, voxel_size=voxel_size)
     check_label_dtype(volume.dtype, volume.path or "the label volume")
     return volume, source, read_label_names(volume)
 

@@ -61,7 +61,7 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -69,14 +69,13 @@ from scipy import ndimage as ndi
 from skimage.measure import find_contours, marching_cubes, mesh_surface_area
 
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg
-from orgaseg.io import open_volume
-from orgaseg.io.metadata import check_voxel_size, warn_if_placed_apart
+from orgaseg.io.metadata import warn_if_placed_apart
 from orgaseg.io.partial import atomic_path, refuse_existing
 from orgaseg.io.provenance import label_command, read_provenance
-from orgaseg.io.readers import open_on_grid
-from orgaseg.io.volume import Volume, as_volume, read_as
+from orgaseg.io.volume import Volume
 from orgaseg.io.writers import writing
 from orgaseg.labels import check_label_dtype, integer_labels
+from orgaseg.organelles.inputs import open_input
 from orgaseg.organelles.label_names import read_label_names
 from orgaseg.pipeline.blocks import Block, default_block_shape, make_blocks
 from orgaseg.pipeline.executors import Executor, SerialExecutor
@@ -524,7 +523,7 @@ def measure_instances(
         Cell mask of the same shape (non-zero inside): adds each class's volume fraction of
         the cell to the summary.
     voxel_size : sequence of 3 float, optional
-        ``(z, y, x)`` in nm; overrides the metadata. Required when the volume carries none.
+        ``(z, y, x)`` in nm; overrides the metadata or a Volume's own. Required when the volume carries none.
     key : str, optional
         Dataset inside the instances' container.
     raw_key, mask_key : str, optional
@@ -561,7 +560,7 @@ def measure_instances(
     >>> round(float(table["volume_um3"][0]), 4), round(4 / 3 * np.pi * 0.15 ** 3, 4)
     (0.0143, 0.0141)
     """
-    volume, source = _open(instances, "instances", key=key, voxel_size=voxel_size)
+    volume, source = open_input(instances, "instances", key=key, voxel_size=voxel_size)
     check_label_dtype(volume.dtype, f"{volume.path or 'the instances'}: the instance ids")
     if volume.attrs.get("voxel_size_assumed"):
         raise OrgasegError(f"{volume.path or 'the instances'}: no voxel size in the metadata, so nothing can be "
@@ -570,11 +569,11 @@ def measure_instances(
     _warn_if_class_labels(volume, label_command(record))
     sources = _Sources(source, None, None, volume.voxel_size)
     if raw is not None:
-        sources.raw = _open(raw, "raw", key=raw_key, shape=volume.shape)[1]
+        sources.raw = open_input(raw, "raw", key=raw_key, shape=volume.shape)[1]
         warn_if_placed_apart(volume, sources.raw.volume, ("the instances'", "the raw volume's"),
                              "the intensities are read from voxels that do not overlay the instances")
     if mask is not None:
-        sources.mask = _open(mask, "mask", key=mask_key, shape=volume.shape)[1]
+        sources.mask = open_input(mask, "mask", key=mask_key, shape=volume.shape)[1]
         warn_if_placed_apart(volume, sources.mask.volume, ("the instances'", "the mask's"),
                              "the volume fractions count voxels that do not overlay the instances")
     if block_shape is None:
@@ -642,26 +641,6 @@ def _warn_if_class_labels(volume: Volume, command: str | None) -> None:
             f"measured as one object, and id 0 ({'a cluster' if command == 'segment' else 'unassigned'}) is "
             "taken for background and not measured; number the organelles first with 'orgaseg instances'"),
             stacklevel=3)
-
-
-def _open(data, what: str, *, key=None, voxel_size=None, shape=None) -> tuple[Volume, VolumeSource]:
-    if isinstance(data, (str, Path)) and shape is not None:  # raw and mask lie on the instances' grid
-        volume = open_on_grid(data, f"the {what} volume", "the instances'", shape, key=key, key_option=f"{what}_key")
-        source = VolumeSource.from_arguments(data, volume, key=key, axes=read_as(volume).get("axes", "zyx"))
-    elif isinstance(data, (str, Path)):
-        volume = open_volume(data, key=key, voxel_size=voxel_size)
-        source = VolumeSource.from_arguments(data, volume, key=key)
-    else:
-        voxel_size = None if voxel_size is None else check_voxel_size(voxel_size)
-        volume = as_volume(data, voxel_size=voxel_size or (1.0, 1.0, 1.0))
-        if voxel_size is None and not isinstance(data, Volume):
-            volume.attrs["voxel_size_assumed"] = True
-        elif voxel_size is not None and isinstance(data, Volume):
-            volume = replace(volume, voxel_size=voxel_size, attrs=dict(volume.attrs))
-        source = VolumeSource(volume)
-    if shape is not None and volume.shape != shape:
-        raise OrgasegError(f"the {what} volume has shape {volume.shape}, the instances {shape}; they must match")
-    return volume, source
 
 
 def _name(data) -> str | None:
