@@ -7,9 +7,10 @@ nothing is measured in nm from it. Raw and mask volumes lie on the instances' gr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from orgaseg.errors import OrgasegError
 from orgaseg.io import open_volume
