@@ -401,6 +401,9 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     np.testing.assert_array_equal(make_instances(labels.astype(np.float32)).labels, make_instances(labels).labels)
     with pytest.raises(OrgasegError, match="must hold integer labels; its float32 values include 0.5"):
         make_instances(labels.astype(np.float32) / 2)
+    # a signed volume's -1 (missing data) was counted as a class of its own
+    with pytest.raises(OrgasegError, match="holds the negative value -1: labels are 0 .background. or more"):
+        make_instances(np.where(labels == 0, -1, labels.astype(np.int16)))
     with pytest.raises(OrgasegError, match="voxel_size"):
         make_instances(labels, min_size_nm3=100.0)
     with pytest.raises(OrgasegError, match="min_size_nm3 must be a non-negative"):

@@ -322,6 +322,8 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     assert whole.table["volume_um3"].tolist() == measure_instances(labels, voxel_size=(8, 4, 4)).table["volume_um3"].tolist()
     with pytest.raises(OrgasegError, match="instance ids must hold integer labels; its float32 values include 0.5"):
         measure_instances(labels.astype(np.float32) / 2, voxel_size=(8, 4, 4))
+    with pytest.raises(OrgasegError, match="instance ids holds the negative value -2"):  # was measured as an instance
+        measure_instances(np.where(labels == 0, -2, labels.astype(np.int8)), voxel_size=(8, 4, 4))
     with pytest.raises(OrgasegError, match="raw volume has shape"):
         measure_instances(labels, voxel_size=(8, 4, 4), raw=np.zeros((16, 40, 41)))
     with pytest.raises(OrgasegError, match="cell mask is empty"):

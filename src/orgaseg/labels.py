@@ -29,21 +29,25 @@ def check_label_dtype(dtype, name: str) -> None:
         raise OrgasegError(f"{name} must hold integer labels, got dtype {dtype}")
 
 
-def integer_labels(values, name: str) -> np.ndarray:
+def integer_labels(values, name: str, *, non_negative: bool = False) -> np.ndarray:
     """``values`` as an integer array: integers as they are, booleans as 0/1, and floats that hold whole
     numbers only (Fiji saves label images as 32-bit floats) as int64; an OrgasegError naming ``name`` for
-    anything else."""
+    anything else, and with ``non_negative`` for a negative value (classes and instance ids are 0 or more;
+    a reference read through a class map may use any)."""
     from orgaseg.errors import OrgasegError
 
     array = np.asarray(values)
     if array.dtype == bool:
         return array.astype(np.uint8)
-    if np.issubdtype(array.dtype, np.integer):
-        return array
     if np.issubdtype(array.dtype, np.floating):
         fractional = ~np.isfinite(array) | (array != np.round(array))
-        if not fractional.any():
-            return array.astype(np.int64)
-        raise OrgasegError(f"{name} must hold integer labels; its {array.dtype} values include "
-                           f"{array[fractional].flat[0]:g}")
-    raise OrgasegError(f"{name} must hold integer labels, got dtype {array.dtype}")
+        if fractional.any():
+            raise OrgasegError(f"{name} must hold integer labels; its {array.dtype} values include "
+                               f"{array[fractional].flat[0]:g}")
+        array = array.astype(np.int64)
+    elif not np.issubdtype(array.dtype, np.integer):
+        raise OrgasegError(f"{name} must hold integer labels, got dtype {array.dtype}")
+    if non_negative and array.size and array.min() < 0:
+        raise OrgasegError(f"{name} holds the negative value {int(array.min())}: labels are 0 (background) or "
+                           "more (a signed volume marking missing data with -1? set those voxels to 0)")
+    return array

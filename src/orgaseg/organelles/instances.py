@@ -171,10 +171,10 @@ class _Stage:
         volume = self.source.volume
         name = volume.path or "the label volume"
         if self.majority is None:
-            codes = self.classes.codes(integer_labels(volume.read(block.region), name))
+            codes = self.classes.codes(integer_labels(volume.read(block.region), name, non_negative=True))
         else:
             read = _grow(block.region, self.majority, volume.shape)
-            raw = majority_filter(integer_labels(volume.read(read), name), self.majority)
+            raw = majority_filter(integer_labels(volume.read(read), name, non_negative=True), self.majority)
             inner = tuple(slice(r.start - g.start, r.stop - g.start) for r, g in zip(block.region, read))
             codes = self.classes.codes(raw[inner])
         for kind, resolved in self.steps:

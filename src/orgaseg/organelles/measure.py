@@ -188,7 +188,7 @@ def _measure_block(sources: _Sources, block: Block) -> dict:
     # the voxels whose cells this block owns, in padded coordinates (-1 and N are the background beyond)
     owned = [(r.start - (r.start == 0), r.stop + 1) for r in block.region]
     read = tuple(slice(max(0, lo - h), min(n, hi + h)) for (lo, hi), n, h in zip(owned, shape, reach))
-    data = integer_labels(volume.read(read), f"{volume.path or 'the instances'}: the instance ids")
+    data = integer_labels(volume.read(read), f"{volume.path or 'the instances'}: the instance ids", non_negative=True)
     pad = [(r.start - (lo - h), (hi + h) - r.stop) for r, (lo, hi), h in zip(read, owned, reach)]
     padded = np.pad(data, pad)  # zeros: background beyond the volume
     core = tuple(slice(r.start - (lo - h), r.stop - (lo - h)) for r, (lo, _), h in zip(block.region, owned, reach))
