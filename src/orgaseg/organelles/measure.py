@@ -360,7 +360,7 @@ def _table(merged: dict, voxel_size, origin, shape, names: dict[int, str] | None
            with_raw: bool) -> dict[str, np.ndarray]:
     if shape[0] == 1:
         return _table_2d(merged, voxel_size, origin, shape, names, with_raw)
-    spacing, origin = np.asarray(voxel_size), np.asarray(origin)
+    spacing = np.asarray(voxel_size)
     count = merged["count"]
     volume_nm3 = count * float(np.prod(spacing))
     area_nm2 = merged["area"]
@@ -371,26 +371,14 @@ def _table(merged: dict, voxel_size, origin, shape, names: dict[int, str] | None
     covariance = merged["scatter"] / count[:, None, None] + np.diag(spacing**2 / 12.0)
     eigen = np.linalg.eigvalsh(covariance)[:, ::-1]
     axes = 2.0 * np.sqrt(5.0 * np.clip(eigen, 0, None))
-    ids = merged["id"]
     table = {
-        "id": ids.astype(np.int64),
-        "class": np.array([names.get(int(i), "") if names else "" for i in ids], dtype=object),
+        **_identity_columns(merged, names),
         "voxels": count,
         "volume_um3": volume_nm3 / _NM3_PER_UM3,
         "surface_area_um2": area_nm2 / _NM2_PER_UM2,
         "sphericity": sphericity,
     }
-    for a, axis in enumerate("zyx"):
-        table[f"centroid_{axis}_nm"] = merged["mean"][:, a] + origin[a]
-    for a, axis in enumerate("zyx"):
-        table[f"bbox_min_{axis}_nm"] = merged["bbox_min"][:, a] * spacing[a] + origin[a]
-    for a, axis in enumerate("zyx"):
-        table[f"bbox_max_{axis}_nm"] = merged["bbox_max"][:, a] * spacing[a] + origin[a]
-    # an instance the volume's edge cuts has lost what lies beyond: its size and shape are a part's. Along an
-    # axis of one or two voxels every instance reaches a face, so those faces would flag them all: not counted
-    last = np.asarray(shape, dtype=np.float64) - 1
-    edges = np.asarray(shape) > 2
-    table["touches_border"] = np.any(((merged["bbox_min"] <= 0) | (merged["bbox_max"] >= last))[:, edges], axis=1)
+    table.update(_position_columns(merged, spacing, origin, shape, "zyx"))
     # an instance in one or two sections of an anisotropic stack is measured as a slab: flagged by its z extent
     table["z_sections"] = (np.rint(merged["bbox_max"][:, 0] - merged["bbox_min"][:, 0]) + 1).astype(np.int64)
     table["axis_major_length_nm"] = axes[:, 0]
@@ -405,7 +393,7 @@ def _table(merged: dict, voxel_size, origin, shape, names: dict[int, str] | None
 def _table_2d(merged: dict, voxel_size, origin, shape, names: dict[int, str] | None,
               with_raw: bool) -> dict[str, np.ndarray]:
     """The table of a single image: areas, outlines and in-plane shape (no thickness, nothing along z)."""
-    spacing, origin = np.asarray(voxel_size)[1:], np.asarray(origin)[1:]
+    spacing = np.asarray(voxel_size)[1:]
     count = merged["count"]
     perimeter_nm = merged["area"]  # the outline's length, summed as the surface is in 3D
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -415,31 +403,44 @@ def _table_2d(merged: dict, voxel_size, origin, shape, names: dict[int, str] | N
     covariance = merged["scatter"][:, 1:, 1:] / count[:, None, None] + np.diag(spacing**2 / 12.0)
     eigen = np.linalg.eigvalsh(covariance)[:, ::-1]
     axes = 4.0 * np.sqrt(np.clip(eigen, 0, None))
-    ids = merged["id"]
     table = {
-        "id": ids.astype(np.int64),
-        "class": np.array([names.get(int(i), "") if names else "" for i in ids], dtype=object),
+        **_identity_columns(merged, names),
         "pixels": count,
         "area_um2": count * float(np.prod(spacing)) / _NM2_PER_UM2,
         "perimeter_um": perimeter_nm / 1e3,
         "circularity": circularity,
     }
-    for a, axis in enumerate("yx"):
-        table[f"centroid_{axis}_nm"] = merged["mean"][:, a + 1] + origin[a]
-    for a, axis in enumerate("yx"):
-        table[f"bbox_min_{axis}_nm"] = merged["bbox_min"][:, a + 1] * spacing[a] + origin[a]
-    for a, axis in enumerate("yx"):
-        table[f"bbox_max_{axis}_nm"] = merged["bbox_max"][:, a + 1] * spacing[a] + origin[a]
-    last = np.asarray(shape[1:], dtype=np.float64) - 1
-    edges = np.asarray(shape[1:]) > 2
-    table["touches_border"] = np.any(((merged["bbox_min"][:, 1:] <= 0) | (merged["bbox_max"][:, 1:] >= last))[:, edges],
-                                     axis=1)
+    table.update(_position_columns(merged, voxel_size, origin, shape, "yx"))
     table["axis_major_length_nm"] = axes[:, 0]
     table["axis_minor_length_nm"] = axes[:, 1]
     table["aspect_ratio"] = axes[:, 0] / axes[:, 1]
     if with_raw:
         table.update(_intensity_columns(merged))
     return table
+
+
+def _identity_columns(merged: dict, names: dict[int, str] | None) -> dict[str, np.ndarray]:
+    """Each instance's id and class name ("" where the volume names none)."""
+    ids = merged["id"]
+    return {"id": ids.astype(np.int64),
+            "class": np.array([names.get(int(i), "") if names else "" for i in ids], dtype=object)}
+
+
+def _position_columns(merged: dict, voxel_size, origin, shape, axes: str) -> dict[str, np.ndarray]:
+    """Centroid and bounding box in nm along ``axes`` (``"zyx"``, or ``"yx"``: a single image's plane), and
+    whether the instance touches the volume's border along them."""
+    first = 3 - len(axes)
+    spacing, origin = np.asarray(voxel_size, np.float64)[first:], np.asarray(origin, np.float64)[first:]
+    low, high = merged["bbox_min"][:, first:], merged["bbox_max"][:, first:]
+    columns = {f"centroid_{axis}_nm": merged["mean"][:, first + a] + origin[a] for a, axis in enumerate(axes)}
+    columns.update({f"bbox_min_{axis}_nm": low[:, a] * spacing[a] + origin[a] for a, axis in enumerate(axes)})
+    columns.update({f"bbox_max_{axis}_nm": high[:, a] * spacing[a] + origin[a] for a, axis in enumerate(axes)})
+    # an instance the volume's edge cuts has lost what lies beyond: its size and shape are a part's. Along an
+    # axis of one or two voxels every instance reaches a face, so those faces would flag them all: not counted
+    last = np.asarray(shape[first:], dtype=np.float64) - 1
+    edges = np.asarray(shape[first:]) > 2
+    columns["touches_border"] = np.any(((low <= 0) | (high >= last))[:, edges], axis=1)
+    return columns
 
 
 def _intensity_columns(merged: dict) -> dict[str, np.ndarray]:
