@@ -230,6 +230,8 @@ def montage_step(run: Runner, folder: Path, dataset, crop: int | None) -> dict:
 
 def run_all(args) -> dict:
     started = time.perf_counter()
+    # the checkout as the run starts: edits made while it runs are not what it measured
+    environment = environment_record(Path(__file__).resolve().parents[1])
     crop = args.crop if args.quick else None
     vnc, cdeep3m = load_dataset("vnc", args.data_root), load_dataset("cdeep3m-mito", args.data_root)
     with tempfile.TemporaryDirectory() as scratch:
@@ -248,7 +250,7 @@ def run_all(args) -> dict:
             record["montage"] = montage_step(run, folder, vnc, crop)
     record.update({"wall_s": round(time.perf_counter() - started, 1), "note": args.note,
                    "command": " ".join([Path(sys.executable).name, *sys.argv]),
-                   "environment": environment_record(Path(__file__).resolve().parents[1])})
+                   "environment": environment})
     return record
 
 
@@ -262,11 +264,11 @@ def to_markdown(record: dict) -> str:
     machine = env.get("machine", {})
     commit = (env.get("git", {}).get("commit") or "?")[:10] + (" (dirty)" if env.get("git", {}).get("dirty") else "")
     lines = ["# Single 2D images (the README's figures)", "",
-             f"`{record['command']}`: commit {commit}; {machine.get('cpu', 'CPU')}, {machine.get('cores', '?')} "
-             f"cores{'; ' + record['note'] if record.get('note') else ''}; {record['wall_s']:.0f} s in all. "
-             f"Baseline, K = {record['k']}, seed {record['seed']}; clicks drawn at random (seed {record['seed']}) "
-             "from each section's reference."
-             + (" **Quick mode: cropped sections, not the README's figures.**" if record["quick"] else ""), "",
+             (f"`{record['command']}`: commit {commit}; {machine.get('cpu', 'CPU')}, {machine.get('cores', '?')} "
+              f"cores{'; ' + record['note'] if record.get('note') else ''}; {record['wall_s']:.0f} s in all. "
+              f"Baseline, K = {record['k']}, seed {record['seed']}; clicks drawn at random (seed {record['seed']}) "
+              "from each section's reference."
+              + (" **Quick mode: cropped sections, not the README's figures.**" if record["quick"] else "")), "",
              f"## Pixel size (vnc {record['vnc_section']})", "",
              "| `--voxel-size` (nm) | | mean Dice (merge) | mean Dice (strict) | mitochondria Dice (merge) | segment (s) |",
              "|---|---|---|---|---|---|"]
@@ -276,25 +278,25 @@ def to_markdown(record: dict) -> str:
                      f"{_fmt(row['merge_mitochondria_dice'])} | {row['segment']['wall_s']} |")
     cdeep3m = record["cdeep3m"]
     references = cdeep3m["reference_instances"]
-    lines += ["", f"## Naming: cdeep3m-mito {cdeep3m['section']} ({cdeep3m['pixel_nm']} nm), "
-              f"{cdeep3m['clicks_per_class']} clicks per class", "",
+    lines += ["", (f"## Naming: cdeep3m-mito {cdeep3m['section']} ({cdeep3m['pixel_nm']} nm), "
+                   f"{cdeep3m['clicks_per_class']} clicks per class"), "",
               "| | mitochondria Dice | recall | precision | area / reference | instances |", "|---|---|---|---|---|---|"]
     for label in ("naming", "refine"):
         row = cdeep3m[label]
         lines.append(f"| {'`name`' if label == 'naming' else '`name --refine`'} | {_fmt(row['dice'])} | "
                      f"{_fmt(row['recall'])} | {_fmt(row['precision'])} | {_fmt(row['area_over_reference'])} | "
                      f"{row['instances']} |")
-    lines += ["", f"Instances: `instances {' '.join(INSTANCE_OPTIONS)} --majority {MAJORITY_NM}`. The reference "
-              f"has {references['cleaned']} mitochondria after the same `instances` without `--majority`, "
-              f"{references['components']} connected components in all.", ""]
+    lines += ["", (f"Instances: `instances {' '.join(INSTANCE_OPTIONS)} --majority {MAJORITY_NM}`. The reference "
+                   f"has {references['cleaned']} mitochondria after the same `instances` without `--majority`, "
+                   f"{references['components']} connected components in all."), ""]
     vnc = record["vnc_naming"]
     lines += [f"## Naming: vnc {record['vnc_section']}, {vnc['clicks_per_class']} clicks per class", "",
-              f"Mitochondria Dice {_fmt(vnc['dice'])} (recall {_fmt(vnc['recall'])}, precision "
-              f"{_fmt(vnc['precision'])}); mean Dice of the four classes {_fmt(vnc['mean_dice'])}."]
+              (f"Mitochondria Dice {_fmt(vnc['dice'])} (recall {_fmt(vnc['recall'])}, precision "
+               f"{_fmt(vnc['precision'])}); mean Dice of the four classes {_fmt(vnc['mean_dice'])}.")]
     if "montage" in record:
         shown = record["montage"]
-        lines += ["", f"## A large image: {' x '.join(map(str, shown['shape']))} montage of vnc sections "
-                  f"({shown['pixel_nm']} nm pixels)", "",
+        lines += ["", (f"## A large image: {' x '.join(map(str, shown['shape']))} montage of vnc sections "
+                       f"({shown['pixel_nm']} nm pixels)"), "",
                   ("Quick mode: the commands ran in this process, no memory figure." if record["quick"] else
                    "Each command in a process of its own; wall time includes its start (about 3 s)."), "",
                   "| command | wall (s) | peak memory (GB) |", "|---|---|---|"]
