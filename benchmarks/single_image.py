@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import tempfile
 import time
@@ -126,7 +127,7 @@ def count_instances(path: Path) -> int:
 
 
 def named_scores(report: dict, organelle: str = "mitochondria") -> dict:
-    """An organelle's Dice, recall and precision in a ``--mode names`` report, and the named area over the reference's."""
+    """An organelle's Dice, recall, precision (``--mode names`` report) and its named area over the reference's."""
     scores = report["names"]["per_class"][organelle]
     ratio = scores["sensitivity"] / scores["precision"] if scores["precision"] else None  # (tp/ref) / (tp/pred)
     return {"dice": scores["dice"], "recall": scores["sensitivity"], "precision": scores["precision"],
@@ -171,8 +172,9 @@ def cdeep3m_step(run: Runner, folder: Path, dataset, crop: int | None) -> dict:
         print(f"cdeep3m-mito {label}: mitochondria Dice {scores['dice']:.3f}, "
               f"{out[label]['instances']} instances", flush=True)
     mask = (reference == dataset.classes.index("mitochondria")).astype(np.uint8)
-    reference_named = write_labels(folder / "cdeep3m_reference.ome.zarr", mask, voxel_size=(PIXEL_NM["cdeep3m-mito"],) * 3,
-                                   provenance={"source": section}, label_names=["unassigned", "mitochondria"])
+    reference_named = write_labels(folder / "cdeep3m_reference.ome.zarr", mask,
+                                   voxel_size=(PIXEL_NM["cdeep3m-mito"],) * 3, provenance={"source": section},
+                                   label_names=["unassigned", "mitochondria"])
     counts = {}
     for label, options in (("cleaned", INSTANCE_OPTIONS), ("components", ["--classes", "mitochondria"])):
         instances = folder / f"cdeep3m_reference_{label}.ome.zarr"
@@ -249,7 +251,7 @@ def run_all(args) -> dict:
         if args.montage:
             record["montage"] = montage_step(run, folder, vnc, crop)
     record.update({"wall_s": round(time.perf_counter() - started, 1), "note": args.note,
-                   "command": " ".join([Path(sys.executable).name, *sys.argv]),
+                   "command": shlex.join([Path(sys.executable).name, *sys.argv]),
                    "environment": environment})
     return record
 
@@ -270,7 +272,8 @@ def to_markdown(record: dict) -> str:
               "from each section's reference."
               + (" **Quick mode: cropped sections, not the README's figures.**" if record["quick"] else "")), "",
              f"## Pixel size (vnc {record['vnc_section']})", "",
-             "| `--voxel-size` (nm) | | mean Dice (merge) | mean Dice (strict) | mitochondria Dice (merge) | segment (s) |",
+             ("| `--voxel-size` (nm) | | mean Dice (merge) | mean Dice (strict) | mitochondria Dice (merge) "
+              "| segment (s) |"),
              "|---|---|---|---|---|---|"]
     for label, row in record["pixel_size"].items():
         lines.append(f"| {' '.join(row['voxel_size_nm']) if row['voxel_size_nm'] else '-'} | {label} | "
@@ -280,7 +283,8 @@ def to_markdown(record: dict) -> str:
     references = cdeep3m["reference_instances"]
     lines += ["", (f"## Naming: cdeep3m-mito {cdeep3m['section']} ({cdeep3m['pixel_nm']} nm), "
                    f"{cdeep3m['clicks_per_class']} clicks per class"), "",
-              "| | mitochondria Dice | recall | precision | area / reference | instances |", "|---|---|---|---|---|---|"]
+              "| | mitochondria Dice | recall | precision | area / reference | instances |",
+              "|---|---|---|---|---|---|"]
     for label in ("naming", "refine"):
         row = cdeep3m[label]
         lines.append(f"| {'`name`' if label == 'naming' else '`name --refine`'} | {_fmt(row['dice'])} | "
