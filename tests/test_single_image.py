@@ -87,7 +87,7 @@ def test_a_command_in_its_own_process_reports_its_own_peak_memory(tmp_path):
     from PIL import Image
 
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "tiny.png")
-    held = np.ones(1_500_000_000, np.uint8)  # this process's peak: 1.5 GB, touched
+    held = np.ones(600_000_000, np.uint8)  # this process's peak: 0.6 GB, touched
     del held
     result = single_image.Runner(tmp_path, in_process=False)("info", tmp_path / "tiny.png", "--voxel-size", 1, 1, 1)
-    assert 0 < result["peak_gb"] < 1.0 and result["wall_s"] > 0
+    assert 0 < result["peak_gb"] < 0.4 and result["wall_s"] > 0
