@@ -30,7 +30,7 @@ Steps:
    --raw``, each timed with its peak memory.
 
 Each command runs in a process of its own (``refine_memory.measure``: wall time and peak resident
-memory from ``getrusage``), so times include its start (about 3 s); they are indicative of the
+memory, the process's own high-water mark), so times include its start (about 3 s); they are indicative of the
 machine the record names. ``--quick`` crops the sections and the montage tiles to ``--crop`` pixels
 and runs the commands in this process (no memory figure): the test's mode.
 
