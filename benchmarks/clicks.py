@@ -47,13 +47,8 @@ from orgaseg.evaluation.matching import class_confusion
 from orgaseg.labels import IGNORE_LABEL
 from orgaseg.organelles.annotations import points_from_arrays
 from orgaseg.organelles.naming import vote
-from orgaseg.organelles.refine import (
-    CLASSIFIERS,
-    features_at,
-    rebuild_segmentation,
-    sample_unannotated,
-    train_classifier,
-)
+from orgaseg.organelles.refine import CLASSIFIERS, sample_unannotated, train_classifier
+from orgaseg.organelles.segmentation_features import features_at, rebuild_segmentation
 from orgaseg.pipeline.runner import plan_blocks
 
 #: Dataset -> (click volume, scoring volume): (evaluation item index, first slice, slices), and the

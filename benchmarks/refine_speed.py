@@ -28,7 +28,8 @@ from orgaseg.datasets import load_dataset
 from orgaseg.environment import environment_record
 from orgaseg.labels import smallest_label_dtype
 from orgaseg.organelles import name_clusters, points_from_arrays
-from orgaseg.organelles.refine import label_with_classifier, rebuild_segmentation
+from orgaseg.organelles.refine import label_with_classifier
+from orgaseg.organelles.segmentation_features import rebuild_segmentation
 from orgaseg.pipeline.runner import ArraySink
 
 from clicks import draw_clicks, write_results

@@ -18,12 +18,11 @@ from orgaseg.organelles import name_clusters, points_from_arrays
 from orgaseg.organelles.refine import (
     DEFAULT_CONTEXT_PX,
     estimate_priors,
-    features_at,
     forest_path,
     load_classifier,
-    rebuild_segmentation,
     train_classifier,
 )
+from orgaseg.organelles.segmentation_features import features_at, rebuild_segmentation
 from orgaseg.synthetic import CLASS_NAMES, make_cell
 
 VOXEL = (20.0, 20.0, 20.0)
@@ -361,7 +360,7 @@ def test_a_network_refine_on_a_working_grid_labels_a_slab_at_a_time_as_the_whole
 
 
 def test_refine_thins_blocks_whose_context_features_would_be_large_and_labels_the_same(merged, monkeypatch):
-    from orgaseg.organelles import refine
+    from orgaseg.organelles import segmentation_features
 
     folder, cell, segmentation = merged
     annotations = points_from_arrays(*clicks(cell.labels, 10), shape=SHAPE)
@@ -371,7 +370,7 @@ def test_refine_thins_blocks_whose_context_features_would_be_large_and_labels_th
     default = name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True, z_context=True)
     # room for one plane of these features: blocks one plane deep, the same labels
     plane = 4 * job.job.extractor.n_features * recorded[1] * recorded[2]
-    monkeypatch.setattr(refine, "FEATURE_BYTES", plane + 1)
+    monkeypatch.setattr(segmentation_features, "FEATURE_BYTES", plane + 1)
     assert rebuild_segmentation(segmentation.provenance, context=DEFAULT_CONTEXT_PX,
                                 z_context=True).block_shape == (1,) + recorded[1:]
     thin = name_clusters(folder / "seg.ome.zarr", annotations=annotations, refine=True, z_context=True)
@@ -382,7 +381,7 @@ def test_refine_blocks_of_an_isotropic_volume_count_the_working_planes_they_hold
     # at 4 nm on a 10 nm working grid z is resampled too: N input planes hold N / 2.5 working planes of features
     import types
 
-    from orgaseg.organelles.refine import thinner_blocks
+    from orgaseg.organelles.segmentation_features import thinner_blocks
     from orgaseg.pipeline.resample import WorkingGrid
     from orgaseg.pipeline.runner import FEATURE_BYTES
 

@@ -51,15 +51,14 @@ from orgaseg.organelles.refine import (
     balanced_subsample,
     default_prior,
     estimate_refine_cost,
-    features_at,
     forest_path,
     label_with_classifier,
     load_classifier,
-    rebuild_segmentation,
     sample_unannotated,
     save_classifier,
     train_classifier,
 )
+from orgaseg.organelles.segmentation_features import features_at, rebuild_segmentation
 from orgaseg.pipeline.blocks import aligned_chunks, default_block_shape, make_blocks
 from orgaseg.pipeline.executors import SerialExecutor
 from orgaseg.pipeline.runner import ArraySink, check_feature_memory, kept_feature_bytes
