@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from orgaseg.evaluation.metrics import (
     resolve_classes,
     scores_from_confusion,
 )
-from orgaseg.io.partial import atomic_path, refuse_existing
+from orgaseg.io.partial import refuse_existing, write_atomic
 from orgaseg.labels import IGNORE_LABEL
 from orgaseg.progress import ProgressCallback
 
@@ -36,13 +36,6 @@ def _check_mode(mode: str) -> tuple[str, ...]:
     if mode not in EVALUATION_MODES:
         raise OrgasegError(f"unknown evaluation mode {mode!r}; choose one of {', '.join(EVALUATION_MODES)}")
     return MODES if mode == "both" else (mode,)
-
-
-def _write_atomically(path: Path, write: Callable[[Path], object]) -> Path:
-    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
-    with atomic_path(path) as temporary:
-        write(temporary)
-    return path
 
 
 def _number(value: float | None) -> str:
@@ -199,16 +192,13 @@ class EvaluationReport:
         markdown = self.to_markdown()
         mode = "merge" if "merge" in self.results else next(iter(self.results))
         title = f"K = {self.k}, {mode} mapping" if self.label_names is None else "by name"
-        return {
-            "json": _write_atomically(directory / "report.json", lambda p: p.write_text(text, encoding="utf-8")),
-            "markdown": _write_atomically(directory / "report.md", lambda p: p.write_text(markdown, encoding="utf-8")),
-            "confusion": _write_atomically(
-                directory / "confusion.png",
-                lambda p: plot_confusion(
-                    self.confusion, self.classes, mapping=self.results[mode]["mapping"], path=p, title=title
-                ),
-            ),
-        }
+        paths = {"json": directory / "report.json", "markdown": directory / "report.md"}
+        write_atomic(paths["json"], text, encoding="utf-8")
+        write_atomic(paths["markdown"], markdown, encoding="utf-8")
+        # the figure is written to a temporary name and moved into place as well (viz._figure.save_png)
+        paths["confusion"] = plot_confusion(self.confusion, self.classes, mapping=self.results[mode]["mapping"],
+                                            path=directory / "confusion.png", title=title)
+        return paths
 
 
 def evaluate(

@@ -252,13 +252,14 @@ def output_folder(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def write_atomic(path: str | Path, data: str | bytes) -> None:
-    """Write ``data`` (text or bytes) to ``path`` through :func:`atomic_path`."""
+def write_atomic(path: str | Path, data: str | bytes, *, encoding: str | None = None) -> None:
+    """Write ``data`` (text or bytes) to ``path`` through :func:`atomic_path`; text in ``encoding`` (default: the
+    locale's, as :meth:`pathlib.Path.write_text`)."""
     with atomic_path(path) as temporary:
         if isinstance(data, bytes):
             temporary.write_bytes(data)
         else:
-            temporary.write_text(data)
+            temporary.write_text(data, encoding=encoding)
 
 
 def move_into_place(temporary: Path, path: Path) -> None:
