@@ -254,6 +254,95 @@ def _voxel_text(voxel_size) -> str:
     return "unknown size" if voxel_size is None else f"{format_sizes(voxel_size)} nm"
 
 
+def _stages_and_reused_run(centers, *, method: str | None, model, features: str | None,
+                           clusterer: str | ClustererSpec | None, options: dict | None,
+                           pixel_size: float | str | None, invert: bool,
+                           device: str) -> tuple[Stages, Any, Any, bool, Clusterer | None, dict | None, dict | None]:
+    """The stages :func:`segment` runs, with what the earlier run it reuses gives of those not given.
+
+    A trained graph clusterer (sccs, cs2c), as ``model`` or as ``centers``, gives the method, features,
+    clusterer, options and pixel size it was trained with
+    (:func:`~orgaseg.methods.graph_method.segment_arguments`); a segmentation's provenance as ``centers``
+    gives its clusterer and that run's stage arguments (:func:`_stages_of_reused_run`), its working pixel
+    size too where none is given and it was not the default here. What was taken is said at once.
+
+    Returns
+    -------
+    stages : Stages
+    model : path or None
+        The checkpoint, given or taken.
+    centers : path, Clusterer or None
+        The centres (None where a graph checkpoint given as centres became the model).
+    invert : bool
+    reused : Clusterer or None
+        The clusterer read from ``centers``.
+    reused_from : dict or None
+        The provenance record it was read from.
+    taken : dict or None
+        What was taken from that record (``stages_from_centers``); None where it is no run of this method.
+    """
+    from orgaseg.methods.graph_method import is_graph_checkpoint, segment_arguments
+
+    if model is None and isinstance(centers, (str, Path)) and is_graph_checkpoint(centers):
+        # a trained sccs / cs2c given as centres labels as it does given as the model: on the features, encoder
+        # and pixel size it was trained with (as centres it read the filter bank at the default pixel size)
+        model, centers = centers, None
+    if model is not None and is_graph_checkpoint(model):
+        arguments = segment_arguments(model, method=method, centers=centers, features=features,
+                                      clusterer=clusterer, options=options, pixel_size=pixel_size)
+        method, model, centers, features, clusterer, options, pixel_size = (arguments[name] for name in (
+            "method", "model", "centers", "features", "clusterer", "options", "pixel_size"))
+    reused, reused_from = (_read_centers(centers, get_clusterer(clusterer) if clusterer is not None else None)
+                           if centers is not None else (None, None))
+    if reused is not None and clusterer is None:
+        clusterer = str(reused.to_dict().get("kind", "kmeans"))
+    method, model, features, options, invert, taken = _stages_of_reused_run(
+        centers, reused_from, method=method, model=model, features=features, options=options, invert=invert)
+    stages = resolve_stages(method, model=model, features=features, clusterer=clusterer, options=options,
+                            pixel_size=pixel_size, device=device)
+    fitted_nm = stages.pixel_size_nm if taken is None else reused_from["config"].get("pixel_size_nm",
+                                                                                      stages.pixel_size_nm)
+    if pixel_size is None and fitted_nm != stages.pixel_size_nm:  # the reused run's was not the default here
+        pixel_size = taken["pixel_size"] = "native" if fitted_nm is None else fitted_nm
+        stages = resolve_stages(method, model=model, features=features, clusterer=clusterer, options=options,
+                                pixel_size=pixel_size, device=device)
+    if taken:  # said before the long part, as the cost is
+        logger.info(f"as in {centers}: " + ", ".join(_taken_text(name, value) for name, value in taken.items()))
+    return stages, model, centers, invert, reused, reused_from, taken
+
+
+def _number_of_clusters(k, reused: Clusterer | None, centers) -> int:
+    """The K to fit (``k``, default :data:`DEFAULT_K`), or the reused clusterer's, which a different ``k``
+    contradicts."""
+    if k is not None:
+        try:
+            k = operator.index(k)  # an int or a numpy integer, not 2.5 or "3"
+        except TypeError:
+            raise OrgasegError(f"K must be a whole number, got {k!r}") from None
+        if k < 1:
+            raise OrgasegError(f"K must be at least 1, got {k}")
+    if reused is None:
+        return DEFAULT_K if k is None else k
+    if k is not None and k != reused.k:
+        raise OrgasegError(f"K = {k} was asked for, but the reused clusterer ({_describe_centers(centers)}) has "
+                           f"K = {reused.k}: leave K out (the clusterer fixes it)")
+    return reused.k
+
+
+def _settings_without_effect(reused: Clusterer | None, centers, stages: Stages, *,
+                             sample_size: int | None) -> list[str]:
+    """What only a fit reads, given where the clusterer is reused and not fitted again: said in a warning to
+    :func:`segment`'s caller, and returned to be recorded as such beside the configuration that lists it."""
+    ignored = [] if reused is None else (["sample_size"] if sample_size is not None else []) + [
+        f"clusterer option {name}" for name in stages.clusterer_options]
+    if ignored:
+        said = [arg(name) if name == "sample_size" else f"the {name}" for name in ignored]
+        verb = "takes" if len(ignored) == 1 else "take"
+        warnings.warn(OrgasegWarning(f"{' and '.join(said)} {verb} no effect: the reused clusterer "
+                                     f"({_describe_centers(centers)}) is not fitted again"), stacklevel=3)
+    return ignored
+
+
 def segment(
     data,
     *,
@@ -415,56 +504,11 @@ def segment(
     _refuse_file_options(data, key=key, level=level, axes=axes, channel=channel, strict_chunks=strict_chunks)
     volume = resolve_volume(data, key=key, voxel_size=voxel_size, level=level, axes=axes, channel=channel,
                             strict_chunks=strict_chunks)
-    from orgaseg.methods.graph_method import is_graph_checkpoint, segment_arguments
-
-    if model is None and isinstance(centers, (str, Path)) and is_graph_checkpoint(centers):
-        # a trained sccs / cs2c given as centres labels as it does given as the model: on the features, encoder
-        # and pixel size it was trained with (as centres it read the filter bank at the default pixel size)
-        model, centers = centers, None
-    if model is not None:
-        if is_graph_checkpoint(model):
-            arguments = segment_arguments(model, method=method, centers=centers, features=features,
-                                          clusterer=clusterer, options=options, pixel_size=pixel_size)
-            method, model, centers, features, clusterer, options, pixel_size = (arguments[name] for name in (
-                "method", "model", "centers", "features", "clusterer", "options", "pixel_size"))
-    reused, reused_from = (_read_centers(centers, get_clusterer(clusterer) if clusterer is not None else None)
-                           if centers is not None else (None, None))
-    if reused is not None and clusterer is None:
-        clusterer = str(reused.to_dict().get("kind", "kmeans"))
-    method, model, features, options, invert, taken = _stages_of_reused_run(
-        centers, reused_from, method=method, model=model, features=features, options=options, invert=invert)
-    stages = resolve_stages(method, model=model, features=features, clusterer=clusterer, options=options,
-                            pixel_size=pixel_size, device=device)
-    fitted_nm = stages.pixel_size_nm if taken is None else reused_from["config"].get("pixel_size_nm",
-                                                                                      stages.pixel_size_nm)
-    if pixel_size is None and fitted_nm != stages.pixel_size_nm:  # the reused run's was not the default here
-        pixel_size = taken["pixel_size"] = "native" if fitted_nm is None else fitted_nm
-        stages = resolve_stages(method, model=model, features=features, clusterer=clusterer, options=options,
-                                pixel_size=pixel_size, device=device)
-    if taken:  # said before the long part, as the cost is
-        logger.info(f"as in {centers}: " + ", ".join(_taken_text(name, value) for name, value in taken.items()))
-    if k is not None:
-        try:
-            k = operator.index(k)  # an int or a numpy integer, not 2.5 or "3"
-        except TypeError:
-            raise OrgasegError(f"K must be a whole number, got {k!r}") from None
-        if k < 1:
-            raise OrgasegError(f"K must be at least 1, got {k}")
-    if reused is None:
-        n_labels = DEFAULT_K if k is None else k
-    else:
-        if k is not None and k != reused.k:
-            raise OrgasegError(f"K = {k} was asked for, but the reused clusterer ({_describe_centers(centers)}) has "
-                               f"K = {reused.k}: leave K out (the clusterer fixes it)")
-        n_labels = reused.k
-    # what only a fit reads: said, and recorded as such beside the configuration that lists it as given
-    ignored = [] if reused is None else (["sample_size"] if sample_size is not None else []) + [
-        f"clusterer option {name}" for name in stages.clusterer_options]
-    if ignored:
-        said = [arg(name) if name == "sample_size" else f"the {name}" for name in ignored]
-        verb = "takes" if len(ignored) == 1 else "take"
-        warnings.warn(OrgasegWarning(f"{' and '.join(said)} {verb} no effect: the reused clusterer "
-                                     f"({_describe_centers(centers)}) is not fitted again"), stacklevel=2)
+    stages, model, centers, invert, reused, reused_from, taken = _stages_and_reused_run(
+        centers, method=method, model=model, features=features, clusterer=clusterer, options=options,
+        pixel_size=pixel_size, invert=invert, device=device)
+    n_labels = _number_of_clusters(k, reused, centers)
+    ignored = _settings_without_effect(reused, centers, stages, sample_size=sample_size)
     if sample_size is None:
         sample_size = stages.sample_size(volume.size)
     normalization = compute_normalization(volume, seed=seed, invert=invert)
