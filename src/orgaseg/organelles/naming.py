@@ -21,6 +21,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -58,7 +59,11 @@ from orgaseg.organelles.refine import (
     save_classifier,
     train_classifier,
 )
-from orgaseg.organelles.segmentation_features import features_at, rebuild_segmentation
+from orgaseg.organelles.segmentation_features import (
+    SegmentationJob,
+    features_at,
+    rebuild_segmentation,
+)
 from orgaseg.pipeline.blocks import aligned_chunks, default_block_shape, make_blocks
 from orgaseg.pipeline.executors import SerialExecutor
 from orgaseg.pipeline.runner import ArraySink, check_feature_memory, kept_feature_bytes
@@ -385,13 +390,9 @@ def name_clusters(
     if mapping is not None:
         naming, fitted_classifier, described = _reuse_mapping(mapping, clusterer_state, int(k), refine)
         if fitted_classifier is not None:
-            segmentation_job = rebuild_segmentation(record, raw=raw, raw_key=raw_key, model=model, device=device,
-                                                    context=fitted_classifier.context,
-                                                    z_context=fitted_classifier.z_context)
-            if digest(segmentation_job.config()) != digest(described["features"]):
-                raise OrgasegError(f"{seg_name} was segmented with other features than the classifier of {mapping} "
-                                   f"was trained on ({_what_differs(segmentation_job.config(), described['features'])}"
-                                   "): segment it with the same method, options and checkpoint")
+            segmentation_job = _features_for_reused_classifier(
+                record, fitted_classifier, described["features"], seg_name=seg_name, mapping=mapping, raw=raw,
+                raw_key=raw_key, model=model, device=device)
     else:
         if annotations is None:
             annotations = _read_annotations(points, scribbles, scribbles_key, names, volume, units)
@@ -400,14 +401,7 @@ def name_clusters(
         naming = vote(clusters, annotations, int(k))
         described = {"annotations": annotations.describe()}
         if refine:
-            prior = default_prior(classifier) if prior is None else prior
-            if classifier not in CLASSIFIERS:
-                raise OrgasegError(f"unknown classifier {classifier!r}; choose one of {', '.join(CLASSIFIERS)}")
-            if prior not in PRIORS:
-                raise OrgasegError(f"unknown prior {prior!r}; choose one of {', '.join(PRIORS)}")
-            if len(annotations.names) < 2:
-                raise OrgasegError(f"{annotations.source}: refining needs annotations of at least two names, got "
-                                   f"only {annotations.names[0]!r}")
+            prior = _check_refine_choices(classifier, prior, annotations)
             segmentation_job = rebuild_segmentation(record, raw=raw, raw_key=raw_key, model=model, device=device,
                                                     context=context, z_context=z_context)
             described["features"] = segmentation_job.config()
@@ -418,19 +412,12 @@ def name_clusters(
     block_shape = (segmentation_job.block_shape if segmentation_job is not None
                    else default_block_shape(tuple(volume.shape), volume.chunks, voxels=RELABEL_BLOCK_VOXELS))
     n_labels = len(naming.names)
-    if output is None:
-        sink = ArraySink(tuple(volume.shape), smallest_label_dtype(n_labels))
-    else:  # created before the long part, so an existing output is refused at once
-        # the segmented volume named in the provenance too: a later --refine of this segmentation reads it
-        segmented = record["input"].get("path") if isinstance(record.get("input"), dict) else None
-        refuse_replacing_an_input(output, volume, scribbles, raw, segmented, mapping,
-                                  segmentation_job.job.source.volume if segmentation_job is not None else None)
-        forest = (classifier if refine and mapping is None else getattr(fitted_classifier, "kind", None)) == "forest"
-        if forest and forest_path(output).exists() and not overwrite:
-            raise OrgasegError(f"{forest_path(output)} exists; pass {arg('overwrite')} to replace it")
-        sink = create_label_writer(output, volume.shape, n_labels, voxel_size=known_voxel_size(volume), origin=placement(volume),
-                                   overwrite=overwrite,
-                                   chunks=aligned_chunks(block_shape, LABEL_CHUNKS), label_names=naming.names)
+    # created before the long part, so an existing output is refused at once
+    forest = (classifier if refine and mapping is None else getattr(fitted_classifier, "kind", None)) == "forest"
+    sink = _named_sink(output, volume, record, naming.names, block_shape=block_shape, forest=forest,
+                       scribbles=scribbles, raw=raw, mapping=mapping,
+                       raw_read=segmentation_job.job.source.volume if segmentation_job is not None else None,
+                       overwrite=overwrite)
     cost = None
     try:
         if segmentation_job is not None:  # a classifier is trained here (the clicks) or reused (a mapping)
@@ -476,6 +463,53 @@ def name_clusters(
         raise
     labels = sink.array if output is None else None
     return NamedSegmentation(labels, path, naming, fitted_classifier, provenance)
+
+
+def _features_for_reused_classifier(record: dict, classifier: RefinedClassifier, trained_on: dict, *, seg_name: str,
+                                    mapping, raw, raw_key: str | None, model, device: str) -> SegmentationJob:
+    """The segmentation's features as the classifier of ``mapping`` reads them (its context), refused where
+    they are not the features it was ``trained_on`` (another method, options or checkpoint)."""
+    segmentation_job = rebuild_segmentation(record, raw=raw, raw_key=raw_key, model=model, device=device,
+                                            context=classifier.context, z_context=classifier.z_context)
+    if digest(segmentation_job.config()) != digest(trained_on):
+        raise OrgasegError(f"{seg_name} was segmented with other features than the classifier of {mapping} "
+                           f"was trained on ({_what_differs(segmentation_job.config(), trained_on)}"
+                           "): segment it with the same method, options and checkpoint")
+    return segmentation_job
+
+
+def _check_refine_choices(classifier: str, prior: str | None, annotations: Annotations) -> str:
+    """The prior a refining ``classifier`` predicts under (``prior``, else its default), once the classifier, the
+    prior and the annotations (two names at least) are checked."""
+    prior = default_prior(classifier) if prior is None else prior
+    if classifier not in CLASSIFIERS:
+        raise OrgasegError(f"unknown classifier {classifier!r}; choose one of {', '.join(CLASSIFIERS)}")
+    if prior not in PRIORS:
+        raise OrgasegError(f"unknown prior {prior!r}; choose one of {', '.join(PRIORS)}")
+    if len(annotations.names) < 2:
+        raise OrgasegError(f"{annotations.source}: refining needs annotations of at least two names, got "
+                           f"only {annotations.names[0]!r}")
+    return prior
+
+
+def _named_sink(output, volume: Volume, record: dict, names: Sequence[str], *, block_shape: tuple[int, int, int],
+                forest: bool, scribbles, raw, mapping, raw_read: Volume | None, overwrite: bool):
+    """Where the named labels go: an array of ``volume``'s shape, or the label writer of ``output``.
+
+    ``output`` is refused where it would replace an input: the segmentation ``volume``, ``scribbles``,
+    ``raw``, ``mapping``, the volume the features are read from (``raw_read``) or the segmented volume that
+    ``record`` names (a later refine of this segmentation reads it); a ``forest``'s file beside it is
+    replaced only with ``overwrite``.
+    """
+    if output is None:
+        return ArraySink(tuple(volume.shape), smallest_label_dtype(len(names)))
+    segmented = record["input"].get("path") if isinstance(record.get("input"), dict) else None
+    refuse_replacing_an_input(output, volume, scribbles, raw, segmented, mapping, raw_read)
+    if forest and forest_path(output).exists() and not overwrite:
+        raise OrgasegError(f"{forest_path(output)} exists; pass {arg('overwrite')} to replace it")
+    return create_label_writer(output, volume.shape, len(names), voxel_size=known_voxel_size(volume),
+                               origin=placement(volume), overwrite=overwrite,
+                               chunks=aligned_chunks(block_shape, LABEL_CHUNKS), label_names=names)
 
 
 def relabel(volume: Volume, lookup: np.ndarray, sink, *, block_shape: tuple[int, int, int],
