@@ -425,6 +425,41 @@ class Instances:
     provenance: dict
 
 
+def _class_name(names: dict[int, str] | None, value) -> str:
+    """The name of class ``value``: the volume's name for it, else the number."""
+    return names.get(int(value), str(int(value))) if names else str(int(value))
+
+
+def _instances_per_class(values: np.ndarray, chosen: tuple[int, ...] | None,
+                         names: dict[int, str] | None) -> dict[str, int]:
+    """Instances per class name, from each instance's class value ``values``.
+
+    In the order of the class values; a ``chosen`` class without voxels counts 0, and the values of a name
+    that several carry are summed under it.
+    """
+    counts: dict[str, int] = {}
+    for value in np.unique(np.concatenate([values, chosen or ()]).astype(np.int64)):
+        name = _class_name(names, value)
+        counts[name] = counts.get(name, 0) + int(np.count_nonzero(values == value))
+    return counts
+
+
+def _warn_of_unnamed_input(volume, classes) -> None:
+    """Warn :func:`make_instances`'s caller where ``volume`` holds no classes to number: objects (an
+    ``instances`` output), or clusters with no ``classes`` chosen (a ``segment`` output)."""
+    command = producing_command(volume.path)
+    if command == "instances":
+        warnings.warn(OrgasegWarning(
+            f"{volume.path} is already the output of orgaseg instances: its ids are objects, so each becomes a "
+            "class here; give the named labels (orgaseg name) or the segmentation instead"), stacklevel=3)
+    elif command == "segment" and classes is None:
+        # a segmentation has no names, so every non-zero value is a class: its cluster 0 would go unsaid
+        warnings.warn(OrgasegWarning(
+            f"{volume.path} is the output of orgaseg segment: its ids are clusters, and cluster 0, a cluster like "
+            f"the others, is taken for background and not numbered; name the clusters first with 'orgaseg name', "
+            f"or choose the clusters to number with {arg('classes')} (0 included)"), stacklevel=3)
+
+
 def make_instances(
     named,
     output: str | Path | None = None,
@@ -527,17 +562,7 @@ def make_instances(
                                f"this volume has {volume.shape[0]} sections: give {arg('min_size_nm3')}")
         # on one plane a component's volume is its area times the plane's thickness, whatever that is
         cleanup = dataclasses.replace(cleanup, min_size_nm3=float(min_size_nm2) * float(volume.voxel_size[0]))
-    command = producing_command(volume.path)
-    if command == "instances":
-        warnings.warn(OrgasegWarning(
-            f"{volume.path} is already the output of orgaseg instances: its ids are objects, so each becomes a "
-            "class here; give the named labels (orgaseg name) or the segmentation instead"), stacklevel=2)
-    elif command == "segment" and classes is None:
-        # a segmentation has no names, so every non-zero value is a class: its cluster 0 would go unsaid
-        warnings.warn(OrgasegWarning(
-            f"{volume.path} is the output of orgaseg segment: its ids are clusters, and cluster 0, a cluster like "
-            f"the others, is taken for background and not numbered; name the clusters first with 'orgaseg name', "
-            f"or choose the clusters to number with {arg('classes')} (0 included)"), stacklevel=2)
+    _warn_of_unnamed_input(volume, classes)
     if output is not None:
         output = Path(output).expanduser()
         refuse_replacing_an_input(output, volume)
@@ -572,12 +597,8 @@ def make_instances(
         if plan is None:
             plan = _plan(stage, cleanup, min_voxels, blocks, block_shape, executor, progress)
         stage = dataclasses.replace(stage, steps=tuple(plan.steps))
-        class_names = [names.get(int(v), str(int(v))) if names else str(int(v)) for v in plan.values]
-        counts: dict[str, int] = {}  # in the order of the class values; a chosen class without voxels counts 0
-        for value in np.unique(np.concatenate([plan.values, selected.values or ()]).astype(np.int64)):
-            name = names.get(int(value), str(int(value))) if names else str(int(value))
-            # summed: the values of a name that several carry all count as it
-            counts[name] = counts.get(name, 0) + int(np.count_nonzero(plan.values == value))
+        class_names = [_class_name(names, v) for v in plan.values]
+        counts = _instances_per_class(plan.values, selected.values, names)
         after = ' after the clean-up' if cleanup.min_size_nm3 or cleanup.majority_nm else ''
         if empty := [name for name, count in counts.items() if not count]:
             warnings.warn(OrgasegWarning(
@@ -589,7 +610,7 @@ def make_instances(
         record = make_provenance(
             command="instances", input=absolute_path(volume.path or "<array>"), key=volume.key,
             voxel_size=volume.voxel_size,
-            classes=[names.get(v, str(v)) if names else str(v) for v in selected.values] if selected.values else
+            classes=[_class_name(names, v) for v in selected.values] if selected.values else
             "every non-zero value",
             connectivity=connectivity, cleanup=cleanup.describe(), min_voxels=min_voxels,
             instances=len(plan.values), counts=counts, block_shape=block_shape, blocks=len(blocks),
