@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from orgaseg import __version__
-from orgaseg.datasets import Dataset, load_dataset
+from orgaseg.datasets import Dataset, EvaluationItem, load_dataset
 from orgaseg.environment import environment_record
 from orgaseg.errors import OrgasegError
 from orgaseg.evaluation import ConfusionAccumulator, EvaluationReport
@@ -202,29 +202,12 @@ def run_benchmark(
                 overlays[item.name] = (z, slices)
         wall = time.perf_counter() - started
 
-        results = {}
         figures = output_dir / "figures"
         figures.mkdir(exist_ok=True)
         title = _run_title(row.name, stages.config())
-        for k, accumulator in zip(ks, confusions):
-            confusion = accumulator.result()
-            # scored as evaluate scores: the same scores, and the same empty clusters and classes listed
-            evaluation = EvaluationReport.from_confusion(confusion, classes=data.classes, background=data.background)
-            report = {"k": k, "confusion": confusion.tolist(), "empty_classes": evaluation.empty_classes,
-                      "empty_clusters": evaluation.empty_clusters, **evaluation.results}
-            results[str(k)] = report
-            mapping = {int(c): name for c, name in report["merge"]["mapping"].items()}
-            plot_confusion(confusion, data.classes, mapping=mapping, path=figures / f"confusion_k{k}.png",
-                           title=f"{title} on {data.name}, K = {k}")
+        results = _score_each_k(ks, confusions, data, figures=figures, title=title)
         first = items[0]
-        z, slices = overlays[first.name]
-        raw_slice = first.raw.read((slice(z, z + 1), slice(None), slice(None)))[0]
-        ref_slice = first.reference.read((slice(z, z + 1), slice(None), slice(None)))[0]
-        for k, labels in zip(ks, slices):
-            mapping = {int(c): name for c, name in results[str(k)]["merge"]["mapping"].items()}
-            overlay_figure(raw_slice, labels.slice, ref_slice, path=figures / f"overlay_k{k}.png",
-                           title=f"{title}, K = {k}, {first.name} z = {z}", class_names=list(data.classes),
-                           mapping=mapping)
+        _draw_overlays(first, *overlays[first.name], ks, results, data.classes, figures=figures, title=title)
 
         record = {
             "dataset": data.name,
@@ -257,6 +240,35 @@ def run_benchmark(
         write_atomic(output_dir / "results.json", json.dumps(record, indent=2))
         write_atomic(output_dir / "results.md", results_markdown(record))
         return record
+
+
+def _score_each_k(ks: list[int], confusions: list[ConfusionAccumulator], data: Dataset, *, figures: Path,
+                  title: str) -> dict[str, dict]:
+    """The scores of each K (by ``str(K)``), scored as ``evaluate`` scores them (the same scores, and the same
+    empty clusters and classes listed), with each K's confusion figure drawn into ``figures``."""
+    results = {}
+    for k, accumulator in zip(ks, confusions):
+        confusion = accumulator.result()
+        evaluation = EvaluationReport.from_confusion(confusion, classes=data.classes, background=data.background)
+        report = {"k": k, "confusion": confusion.tolist(), "empty_classes": evaluation.empty_classes,
+                  "empty_clusters": evaluation.empty_clusters, **evaluation.results}
+        results[str(k)] = report
+        mapping = {int(c): name for c, name in report["merge"]["mapping"].items()}
+        plot_confusion(confusion, data.classes, mapping=mapping, path=figures / f"confusion_k{k}.png",
+                       title=f"{title} on {data.name}, K = {k}")
+    return results
+
+
+def _draw_overlays(item: EvaluationItem, z: int, slices: list[SliceSink], ks: list[int], results: dict[str, dict], classes, *,
+                   figures: Path, title: str) -> None:
+    """Each K's labels of slice ``z`` of evaluation ``item`` over its raw slice and reference, into ``figures``."""
+    raw_slice = item.raw.read((slice(z, z + 1), slice(None), slice(None)))[0]
+    ref_slice = item.reference.read((slice(z, z + 1), slice(None), slice(None)))[0]
+    for k, labels in zip(ks, slices):
+        mapping = {int(c): name for c, name in results[str(k)]["merge"]["mapping"].items()}
+        overlay_figure(raw_slice, labels.slice, ref_slice, path=figures / f"overlay_k{k}.png",
+                       title=f"{title}, K = {k}, {item.name} z = {z}", class_names=list(classes),
+                       mapping=mapping)
 
 
 def _run_title(method: str, stages: dict) -> str:
