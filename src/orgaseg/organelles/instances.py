@@ -562,7 +562,6 @@ def make_instances(
                                f"this volume has {volume.shape[0]} sections: give {arg('min_size_nm3')}")
         # on one plane a component's volume is its area times the plane's thickness, whatever that is
         cleanup = dataclasses.replace(cleanup, min_size_nm3=float(min_size_nm2) * float(volume.voxel_size[0]))
-    _warn_of_unnamed_input(volume, classes)
     if output is not None:
         output = Path(output).expanduser()
         refuse_replacing_an_input(output, volume)
@@ -571,6 +570,7 @@ def make_instances(
         raise OrgasegError(f"{volume.path or 'the volume'}: no voxel size in its metadata, so sizes in nm mean "
                            f"nothing; pass {arg('voxel_size')}")
     selected = _select_classes(names, classes)
+    _warn_of_unnamed_input(volume, classes)  # after the refusals: a refused run says only why
     shape = volume.shape
     if block_shape is None:
         block_shape = default_block_shape(shape, volume.chunks)
