@@ -320,8 +320,41 @@ def test_a_bar_moved_by_fractions_of_a_block_counts_whole_blocks(capsys):
     assert "75%" in err and "| 1/2 [" in err and "| 2/2 [" in err and ".5/2" not in err
 
 
+def test_a_log_file_gets_whole_progress_lines_not_bars_redrawn_with_carriage_returns(phantom_files, tmp_path):
+    # a batch script's log (stderr to a file) filled with a bar redrawn ten times a second
+    raw, _ = phantom_files
+    result = subprocess.run([sys.executable, "-m", "orgaseg", "segment", str(raw), "-k", "3",
+                             "-o", str(tmp_path / "s.ome.zarr")], capture_output=True, check=False)
+    err = result.stderr.decode()
+    assert result.returncode == 0, err
+    assert "\r" not in err and "|" not in err, err
+    lines = err.splitlines()
+    assert any(line.startswith("labelling blocks: 1/1 (100%), ") and " elapsed" in line for line in lines), err
+    assert any(line.startswith("sampling features: 0/1 (0%), ") for line in lines), err
+
+
+def test_progress_lines_come_at_the_start_every_interval_and_at_the_end(capsys, monkeypatch):
+    from orgaseg import progress as progress_module
+    from orgaseg.progress import TqdmProgress
+
+    clock = {"now": 100.0}
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock["now"])
+    progress = TqdmProgress(bars=False, line_interval_s=30)
+    for done, now in [(0, 100), (1, 110), (2, 131), (3, 140), (4, 165)]:
+        clock["now"] = float(now)
+        progress("labelling blocks", done, 4, voxels_per_s=1234.5)
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["labelling blocks: 0/4 (0%), 00:00 elapsed, voxels_per_s=1234",
+                                "labelling blocks: 2/4 (50%), 00:31 elapsed, voxels_per_s=1234",
+                                "labelling blocks: 4/4 (100%), 01:05 elapsed, voxels_per_s=1234"]
+    TqdmProgress(bars=False, disable=True)("labelling blocks", 4, 4)  # --quiet: nothing
+    assert capsys.readouterr().err == ""
+
+
 def test_an_interrupted_command_says_what_it_kept_next_to_interrupted_not_around_a_bar():
     script = ("import logging, sys, orgaseg.cli as cli\n"
+              "bars = cli.TqdmProgress\n"  # bars as on a terminal: the captured stderr is none
+              "cli.TqdmProgress = lambda **options: bars(**{**options, 'bars': True})\n"
               "def stopped(args, progress):\n"
               "    progress('labelling', 3, 8)\n"
               "    logging.getLogger('orgaseg.pipeline.outputs').warning('kept the finished work in x.partial')\n"

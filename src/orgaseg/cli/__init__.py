@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C while starting up
         print("orgaseg: interrupted", file=sys.stderr)
         return 130
-    progress = TqdmProgress(disable=args.quiet)
+    # bars redrawn with carriage returns belong on a terminal; a log file or a pipe gets whole lines
+    progress = TqdmProgress(disable=args.quiet, bars=getattr(sys.stderr, "isatty", lambda: False)())
     handler = TqdmLogHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, handlers=[handler], force=True)
