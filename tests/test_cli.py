@@ -258,6 +258,24 @@ def test_bad_input_exits_2_with_one_line(phantom_files, tmp_path, capsys, make_a
     assert len(err.strip().splitlines()) == 1
 
 
+def test_a_refusal_that_depends_on_the_volume_names_it(phantom_files, tmp_path, capsys):
+    # in a batch log of many volumes, "every filter-bank scale ... is below half a voxel" did not say whose
+    raw, _ = phantom_files
+    assert main(["segment", str(raw), "--voxel-size", "20000", "20000", "20000", "-o", str(tmp_path / "s.tif"),
+                 "--quiet"]) == 2
+    last_line = capsys.readouterr().err.splitlines()[-1]  # after the warning that the given size overrides 20 nm
+    assert last_line.startswith(f"orgaseg segment: error: {raw}: every filter-bank scale"), last_line
+    assert main(["segment", str(raw), "-k", "100000", "-o", str(tmp_path / "s.ome.zarr"), "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith(f"orgaseg segment: error: {raw}: K = 100000 needs a sample")
+    tiny = _npy(tmp_path / "tiny.npy", np.arange(8, dtype=np.uint8).reshape(2, 2, 2))
+    assert main(["segment", str(tiny), "-k", "20", "-o", str(tmp_path / "s.tif"), "--quiet"]) == 2
+    assert f"orgaseg segment: error: {tiny}: K = 20 is larger than the volume" in capsys.readouterr().err
+    import orgaseg
+
+    with pytest.raises(orgaseg.OrgasegError, match=r"^K = 20 is larger than the volume"):  # an array has no name
+        orgaseg.segment(np.arange(8, dtype=np.uint8).reshape(2, 2, 2), voxel_size=(10, 10, 10), k=20)
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA device")
 @pytest.mark.parametrize("command", [["segment", "{raw}", "-k", "3", "-o", "{out}/s.tif"],
                                      ["train", "{raw}", "--method", "sccs", "--preset", "tiny", "-o", "{out}/c.json"]],

@@ -125,3 +125,16 @@ class OrgasegError(_Rendered, ValueError):
 
 class OrgasegWarning(_Rendered, UserWarning):
     """Something the user should know about the input or the run; the run goes on."""
+
+
+def about_volume(error: OrgasegError, path) -> OrgasegError:
+    """``error`` with the volume's ``path`` in front of its message, unless it names the volume already.
+
+    A refusal that depends on the volume (its voxel size, its size) reads in a batch log, among the
+    messages of other volumes, only when it says which volume it is about. An in-memory volume (no path,
+    or a placeholder such as ``"<array>"``) keeps the message as it is.
+    """
+    message = error.args[0] if error.args else ""
+    if not path or str(path).startswith("<") or str(path) in str(error):
+        return error
+    return OrgasegError(f"{path}: {message}")

@@ -36,7 +36,7 @@ from typing import Iterable, Iterator, Protocol, Sequence
 import numpy as np
 
 from orgaseg.cluster.base import Clusterer, ClustererSpec
-from orgaseg.errors import OrgasegError, OrgasegWarning, arg
+from orgaseg.errors import OrgasegError, OrgasegWarning, about_volume, arg
 from orgaseg.features.base import FeatureExtractor
 from orgaseg.pipeline.blocks import Block, Region, SpanCost, block_overhead, halo_block_shape, make_blocks
 from orgaseg.pipeline.executors import Executor, SerialExecutor, ThreadExecutor
@@ -296,14 +296,17 @@ def fit_clusterers(
 
 def _fit(jobs, spec: ClustererSpec, ks, options, sample_size, seed, block_shape, executor, progress) -> list[Clusterer]:
     total = sum(job.source.volume.size for job in jobs)
+    # one volume: its path in front, so that a batch log says which volume K does not fit
+    named = jobs[0].source.volume.path if len(jobs) == 1 else None
     for k in ks:
         if k > total:
-            raise OrgasegError(f"K = {k} is larger than the volume ({total:,} voxels)")
+            raise about_volume(OrgasegError(f"K = {k} is larger than the volume ({total:,} voxels)"), named)
         needed, sampled = MIN_SAMPLE_PER_CLUSTER * k, min(sample_size, total)
         if spec.sample == "voxels" and sampled < needed:
-            raise OrgasegError(f"K = {k} needs a sample of at least {needed:,} voxels ({MIN_SAMPLE_PER_CLUSTER} per "
-                               f"cluster) but this run samples {sampled:,}: use a smaller K"
-                               + (f" or a larger sample ({arg('sample_size')})" if sampled < total else ""))
+            raise about_volume(OrgasegError(
+                f"K = {k} needs a sample of at least {needed:,} voxels ({MIN_SAMPLE_PER_CLUSTER} per "
+                f"cluster) but this run samples {sampled:,}: use a smaller K"
+                + (f" or a larger sample ({arg('sample_size')})" if sampled < total else "")), named)
     fits = [spec.start_fit(k, seed=seed, **(options or {})) for k in ks]
     for i, job in enumerate(jobs):
         n = max(1, round(sample_size * job.source.volume.size / total))

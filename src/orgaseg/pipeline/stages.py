@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Collection, Mapping
 
 from orgaseg.cluster import ClustererSpec, get_clusterer
-from orgaseg.errors import OrgasegError, OrgasegWarning, arg
+from orgaseg.errors import OrgasegError, OrgasegWarning, about_volume, arg
 from orgaseg.features import FEATURES, FeatureSpec, get_features
 from orgaseg.io.metadata import format_sizes
 from orgaseg.methods.table import METHODS, Method, get_method
@@ -189,7 +189,10 @@ class Stages:
         volume = source.volume
         grid = self.grid(volume)
         voxel_size = grid.working_voxel_size if grid is not None else volume.voxel_size
-        extractor = self.features.build(self.encoder, voxel_size, self.feature_options, self.device)
+        try:
+            extractor = self.features.build(self.encoder, voxel_size, self.feature_options, self.device)
+        except OrgasegError as error:  # e.g. scales finer than this volume's voxel: say which volume
+            raise about_volume(error, volume.path) from None
         tile = self.clusterer.plane_tile_nm
         return BlockJob(source, normalization, extractor, grid=grid, features_out=features_out,
                         plane_tile_nm=tile(self.clusterer_options) if tile is not None else None)
