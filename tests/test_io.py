@@ -553,7 +553,8 @@ def test_mrc_is_memory_mapped_with_its_voxel_size_in_nm_and_no_origin(tmp_path, 
             "outputs and measurements start at 0") in capsys.readouterr().out
     assert vol.attrs["format"] == "mrc" and not vol.attrs.get("voxel_size_assumed")
     np.testing.assert_array_equal(vol.read((slice(2, 4), slice(5, 9), slice(None))), volume[2:4, 5:9])
-    for suffix in (".rec", ".st", ".ali", ".map"):  # IMOD's reconstructions, stacks, aligned stacks; maps
+    # IMOD's reconstructions, stacks, aligned stacks; maps; image stacks (RELION's, cryoSPARC's particles)
+    for suffix in (".rec", ".st", ".ali", ".map", ".mrcs"):
         other = path.rename(path.with_suffix(suffix))
         assert no_warning_open(other).voxel_size == pytest.approx((50.0, 4.0, 4.6))
         path = other
@@ -867,7 +868,7 @@ def test_input_errors_are_clear(tmp_path):
                                            r"orgaseg.io.as_volume\(array"):
         open_volume(np.zeros((2, 8, 8)))
     (tmp_path / "v.xyz").write_text("?")
-    with pytest.raises(OrgasegError, match=r"v\.xyz: unknown format '\.xyz'"):
+    with pytest.raises(OrgasegError, match=r"v\.xyz: unknown format '\.xyz'.* MRC \(\.mrc/\.mrcs/\.rec/"):
         open_volume(tmp_path / "v.xyz")
     np.save(tmp_path / "line.npy", np.zeros(10))
     with pytest.raises(OrgasegError, match="1D data"):

@@ -16,8 +16,8 @@ import numpy as np
 from orgaseg.errors import OrgasegError, OrgasegWarning
 from orgaseg.io.metadata import StoredArray, to_nanometres
 
-#: The suffixes read as MRC.
-MRC_SUFFIXES = (".mrc", ".rec", ".st", ".ali", ".map")
+#: The suffixes read as MRC (``.mrcs``: an image stack, as RELION and cryoSPARC name their particle stacks).
+MRC_SUFFIXES = (".mrc", ".mrcs", ".rec", ".st", ".ali", ".map")
 
 #: The MRC data modes read, with the dtype mrcfile gives each.
 _MRC_MODES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float16"}

@@ -44,8 +44,8 @@ FORMATS (how each format is recognised and where its voxel size comes from):
   ``element_size_um`` (micrometres) or ``resolution`` (nm), stored order.
   The stored axis order from ``axistags`` where ilastik (vigra) wrote them
   (e.g. ``tzyxc`` for its exports), else ``zyx`` (``yx`` for one image).
-- **MRC** (``.mrc``/``.rec``/``.st``/``.ali``/``.map``: IMOD, SerialEM,
-  EMPIAR) through ``mrcfile``, memory-mapped. A header that is slightly off
+- **MRC** (``.mrc``/``.mrcs``/``.rec``/``.st``/``.ali``/``.map``: IMOD,
+  SerialEM, EMPIAR) through ``mrcfile``, memory-mapped. A header that is slightly off
   (no machine stamp, no ``MAP`` identifier as before MRC2000, a file longer
   than it declares) is read with an :class:`OrgasegWarning` per problem
   mrcfile finds; a file the header does not describe (truncated, not MRC) is
@@ -102,7 +102,7 @@ _TIFF_SUFFIXES = (".tif", ".tiff")
 _HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 _SUPPORTED = (
     "TIFF (.tif/.tiff), PNG/JPEG images, a folder of 2D slices, Zarr/OME-Zarr, "
-    "N5, HDF5 (.h5/.hdf5/.hdf), MRC (.mrc/.rec/.st/.ali/.map), NumPy (.npy)"
+    f"N5, HDF5 (.h5/.hdf5/.hdf), MRC ({'/'.join(MRC_SUFFIXES)}), NumPy (.npy)"
 )
 
 

@@ -24,10 +24,11 @@ import numpy as np
 
 from orgaseg.errors import OrgasegError
 from orgaseg.io import VoxelSizeWarning, open_volume, provenance_path
+from orgaseg.io.mrc import MRC_SUFFIXES
 from orgaseg.io.readers import pyramid_levels
 from orgaseg.napari.layers import kind_of, labels_layer
 
-SUFFIXES = (".ome.zarr", ".zarr", ".tif", ".tiff", ".mrc", ".rec", ".st", ".ali", ".map")
+SUFFIXES = (".ome.zarr", ".zarr", ".tif", ".tiff", *MRC_SUFFIXES)
 
 #: Commands whose outputs are images, not labels (their provenance sits beside them all the same).
 IMAGE_COMMANDS = ("crop",)
