@@ -232,6 +232,8 @@ def test_centers_fitted_on_other_features_are_refused(phantom_files, tmp_path, c
         (lambda t, raw, ref: ["segment", str(raw), "-k", "100000", "-o", str(t / "s.ome.zarr")],
          "K = 100000 needs a sample of at least 1,000,000 voxels (10 per cluster) but this run samples 147,456"),
         (lambda t, raw, ref: ["segment", str(raw), "--voxel-size", "0", "1", "1", "-o", str(t / "s.tif")], "voxel"),
+        (lambda t, raw, ref: ["segment", str(raw), "--voxel-size", "4.6", "4.6", "-o", str(t / "s.tif")],
+         "two numbers (y x) are the pixel size of a single image (one plane), but this volume has 16 planes"),
         (lambda t, raw, ref: ["segment", str(raw), "--option", "n_init=abc", "-o", str(t / "s.tif")],
          "option n_init must be a whole number >= 1, got 'abc'"),
         (lambda t, raw, ref: ["segment", str(raw), "--level", "1", "-o", str(t / "s.tif")], "holds one resolution"),
@@ -274,6 +276,48 @@ def test_a_refusal_that_depends_on_the_volume_names_it(phantom_files, tmp_path, 
 
     with pytest.raises(orgaseg.OrgasegError, match=r"^K = 20 is larger than the volume"):  # an array has no name
         orgaseg.segment(np.arange(8, dtype=np.uint8).reshape(2, 2, 2), voxel_size=(10, 10, 10), k=20)
+
+
+def test_a_single_image_takes_its_pixel_size_as_two_numbers_and_a_stack_refuses_them(tmp_path, capsys):
+    # one plane has no thickness: --voxel-size Y X gives its pixel size, its Z then its Y (as from metadata)
+    from PIL import Image
+
+    from orgaseg.io import write_labels
+
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((48, 40)) * 255).astype(np.uint8)).save(tmp_path / "em.png")
+    png = str(tmp_path / "em.png")
+    assert main(["info", png, "--voxel-size", "4.6", "5", "--quiet"]) == 0
+    assert "voxel size:  4.6 x 4.6 x 5 nm (z y x)" in capsys.readouterr().out
+    assert main(["info", "--voxel-size", "4.6", "4.6", "4.6", png, "--quiet"]) == 0  # three still end before the path
+    assert main(["crop", png, "--region", ":", "0:8", "0:8", "--voxel-size", "4.6", "4.6", "-o",
+                 str(tmp_path / "c.ome.zarr"), "--quiet"]) == 0
+    assert "voxel size 4.6 x 4.6 x 4.6 nm" in capsys.readouterr().out
+    out = tmp_path / "s.ome.zarr"
+    assert main(["segment", png, "-k", "2", "--voxel-size", "4.6", "4.6", "-o", str(out), "--quiet"]) == 0
+    assert json.loads(Path(f"{out}.provenance.json").read_text())["input"]["voxel_size"] == [4.6, 4.6, 4.6]
+    section = np.zeros((1, 30, 40), np.uint8)
+    section[0, 2:12, 2:12] = 1
+    write_labels(tmp_path / "named.tif", section, voxel_size=(1.0, 1.0, 1.0), provenance={})
+    named = str(tmp_path / "named.tif")
+    assert main(["instances", named, "--voxel-size", "5", "5", "--min-size-nm2", "2500", "-o",
+                 str(tmp_path / "i.tif"), "--quiet"]) == 0
+    assert "class 1: 1" in capsys.readouterr().out
+    assert main(["measure", named, "--voxel-size", "5", "5", "-o", str(tmp_path / "t.csv"), "--quiet"]) == 0
+    assert "0.0025" in (tmp_path / "t.csv").read_text()  # 100 pixels of 5 x 5 nm in um^2
+    capsys.readouterr()
+    # a stack's planes need their spacing; one number or four is no voxel size
+    stack = _npy(tmp_path / "stack.npy", np.zeros((3, 8, 8), np.uint8))
+    for command in (["info", str(stack)], ["segment", str(stack), "-o", str(tmp_path / "t.tif")],
+                    ["measure", str(stack), "-o", str(tmp_path / "u.csv")]):
+        assert main([*command, "--voxel-size", "4.6", "4.6", "--quiet"]) == 2
+        assert ("stack.npy: voxel size 4.6 4.6 nm: two numbers (y x) are the pixel size of a single image (one "
+                "plane), but this volume has 3 planes: pass --voxel-size Z Y X with z") in capsys.readouterr().err
+    assert main(["info", png, "--voxel-size", "4.6", "--quiet"]) == 2
+    assert ("--voxel-size must be three positive numbers (z y x nm), or two (y x) for a single image, got 4.6"
+            in capsys.readouterr().err)
+    assert main(["info", png, "--voxel-size", "1", "2", "3", "4", "--quiet"]) == 2
+    assert "unrecognized arguments: 4" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA device")

@@ -800,10 +800,17 @@ def test_missing_voxel_size_warns_and_defaults_to_one(tmp_path, volume):
         open_volume(tmp_path / "one.npy")
     # a single image has no thickness to give: the warning says which Z will do, and what the guess costs
     assert str(warned[0].message).endswith("one.npy: voxel size unknown, assuming 1 x 1 x 1 nm; pass voxel_size=(z, "
-                                           "y, x) in nm (one image: Z, its thickness, matters little (a size in nm^3 "
-                                           "for instances reads it): give the pixel size for it too, e.g. 4.6 4.6 "
-                                           "4.6; the baseline's filter scales are in nm, so 1 nm pixels make them 10 "
-                                           "to 160 pixels wide)")
+                                           "y, x) in nm (one image: its pixel size Y X will do, e.g. 4.6 4.6, its "
+                                           "thickness Z then taken as Y, which matters little (a size in nm^3 for "
+                                           "instances reads it); the baseline's filter scales are in nm, so 1 nm "
+                                           "pixels make them 10 to 160 pixels wide)")
+    # ... as a single image takes two numbers, its pixel size (y x), its thickness then its y size, as where its
+    # metadata gives only the pixel size; a stack's planes need their spacing
+    assert no_warning_open(tmp_path / "one.npy", voxel_size=(4.6, 5.0)).voxel_size == (4.6, 4.6, 5.0)
+    with pytest.raises(OrgasegError, match=r"v\.npy: voxel size 4\.6 4\.6 nm: two numbers \(y x\) are the pixel "
+                                           r"size of a single image \(one plane\), but this volume has 6 planes: pass "
+                                           r"voxel_size=\(z, y, x\) with z"):
+        open_volume(tmp_path / "v.npy", voxel_size=(4.6, 4.6))
 
 
 @pytest.mark.parametrize("unit, per_unit", [("CENTIMETER", 1e7 / 4.6), ("INCH", 2.54e7 / 4.6)])

@@ -328,8 +328,10 @@ def test_bad_inputs_give_clear_errors(tmp_path):
         measure_instances(labels, voxel_size=(8, 4, 4), raw=np.zeros((16, 40, 41)))
     with pytest.raises(OrgasegError, match="cell mask is empty"):
         measure_instances(labels, voxel_size=(8, 4, 4), mask=np.zeros(labels.shape, bool))
-    with pytest.raises(OrgasegError, match="voxel_size must be 3 positive"):
+    with pytest.raises(OrgasegError, match="two numbers .* a single image .* this volume has 16 planes"):
         measure_instances(labels, voxel_size=(8, 4))
+    with pytest.raises(OrgasegError, match="voxel_size must be 3 positive"):
+        measure_instances(labels, voxel_size=(8, 4, 4, 4))
     table = {"id": np.array([1, 2]), "volume_um3": np.array([0.5, float("nan")])}
     path = write_table(table, tmp_path / "t.csv")
     with open(path) as handle:

@@ -164,7 +164,9 @@ def test_a_volume_with_a_nan_voxel_is_segmented_after_a_warning():
 @pytest.mark.parametrize("arguments, message", [
     ({"k": 2.5}, "K must be a whole number, got 2.5"),
     ({"k": "3"}, "K must be a whole number, got '3'"),
-    ({"k": 3, "voxel_size": (1.0, 1.0)}, "voxel_size must be 3 positive numbers"),
+    # two numbers are a single image's pixel size: this array has 4 planes
+    ({"k": 3, "voxel_size": (1.0, 1.0)}, r"voxel size 1 1 nm: two numbers \(y x\) .* but this volume has 2 planes"),
+    ({"k": 3, "voxel_size": (1.0, 1.0, 1.0, 1.0)}, "voxel_size must be 3 positive numbers"),
     ({"k": 3, "voxel_size": (0.05, 0.0046, 0.0046)}, r"voxel sizes are in nanometres .*give 50, 4.6, 4.6\)"),
     ({"k": 3, "voxel_size": (0.5, 0.5, 0.5), "pixel_size": 10.0},
      "the volume's y axis \\(16 voxels of 0.5 nm, 8 nm in all\\) is less than one pixel"),

@@ -77,12 +77,10 @@ def resolve_volume(data, *, key: str | None = None, voxel_size=None, level: int 
     if isinstance(data, (str, Path)):
         return open_volume(data, key=key, voxel_size=voxel_size, level=level, axes=axes, channel=channel,
                            strict_chunks=strict_chunks)
-    if voxel_size is not None:
-        voxel_size = check_voxel_size(voxel_size)
-    if isinstance(data, Volume):
-        return data if voxel_size is None else dataclasses.replace(data, voxel_size=voxel_size)
-    volume = as_volume(data, voxel_size=voxel_size or (1.0, 1.0, 1.0))
-    if voxel_size is None:  # as for a file without metadata: said, since features are computed in nm
+    volume = as_volume(data)
+    if voxel_size is not None:  # two numbers (y x) are taken for a single image: the planes are counted first
+        return dataclasses.replace(volume, voxel_size=check_voxel_size(voxel_size, planes=volume.shape[0]))
+    if not isinstance(data, Volume):  # as for a file without metadata: said, since features are computed in nm
         volume.attrs["voxel_size_assumed"] = True
         warnings.warn(assumed_voxel_size("the array", "voxel size unknown, assuming 1 x 1 x 1 nm", volume.shape[0]),
                       stacklevel=3)

@@ -19,6 +19,20 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         raise _UsageError(f"{self.prog}: error: {message}")
 
+    def _get_nargs_pattern(self, action):
+        # --voxel-size takes three numbers or a single image's two, a count argparse's nargs cannot say; the
+        # command refuses any but 2 or 3 (_voxel_size in commands), with the reason
+        if isinstance(action, _VoxelSizeAction):
+            return "(A{1,3})"
+        return super()._get_nargs_pattern(action)
+
+
+class _VoxelSizeAction(argparse.Action):
+    """``--voxel-size``: up to three numbers (usage and help say ``Z Y X``), stored as given."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+
 
 def _table_choice(table: str, learned_only: bool = False):
     """An argparse type that checks a name against one of the stage tables, with a clear message."""
@@ -148,9 +162,10 @@ def _add_volume_options(parser: argparse.ArgumentParser, applies_to: str | None 
 
 
 def _add_voxel_size_option(parser) -> None:
-    """``--voxel-size Z Y X``, which replaces the metadata's (an argument parser or group)."""
-    parser.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"),
-                        help="voxel size in nm (overrides metadata)")
+    """``--voxel-size Z Y X`` (``Y X`` for a single image), which replaces the metadata's (an argument parser or
+    group)."""
+    parser.add_argument("--voxel-size", type=float, nargs=3, action=_VoxelSizeAction, metavar=("Z", "Y", "X"),
+                        help="voxel size in nm (overrides metadata); Y X for a single image, whose Z is then Y")
 
 
 def _add_class_map_options(p: argparse.ArgumentParser) -> None:

@@ -12,10 +12,12 @@ from orgaseg.errors import OrgasegError, OrgasegWarning
 
 
 def _voxel_size(values):
+    """``--voxel-size`` as given: three numbers (z y x), or two (y x) that the reader takes for a single image."""
     if values is None:
         return None
-    if any(v <= 0 for v in values):
-        raise OrgasegError(f"--voxel-size must be three positive numbers (z y x nm), got {' '.join(map(str, values))}")
+    if len(values) not in (2, 3) or any(v <= 0 for v in values):
+        raise OrgasegError(f"--voxel-size must be three positive numbers (z y x nm), or two (y x) for a single "
+                           f"image, got {' '.join(map(str, values))}")
     return tuple(values)
 
 

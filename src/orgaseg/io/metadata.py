@@ -97,16 +97,29 @@ def micrometre_hint() -> str:
     return f"a size in nm stored as um reads 1000 times too large; {arg('voxel_size')} overrides the file's"
 
 
-def check_voxel_size(voxel_size: Any) -> tuple[float, float, float]:
-    """A voxel size given by the user as ``(z, y, x)`` nm floats (one number: isotropic)."""
+def check_voxel_size(voxel_size: Any, planes: int | None = None) -> tuple[float, float, float]:
+    """A voxel size given by the user as ``(z, y, x)`` nm floats.
+
+    One number is isotropic. Two, ``(y, x)``, are a single image's pixel size, taken only for a volume of
+    one plane (``planes`` 1; None: not known to be one): its thickness z is then its y size, as where a
+    single image's metadata gives only its pixel size.
+    """
     try:
         values = np.asarray(voxel_size, dtype=float).ravel()
     except (TypeError, ValueError):
         values = np.empty(0)
     if values.size == 1:
         values = np.repeat(values, 3)
+    elif values.size == 2 and np.all(np.isfinite(values)) and np.all(values > 0):
+        if planes != 1:
+            which = f"this volume has {planes} planes" if planes else "a volume may have several planes"
+            raise OrgasegError(f"voxel size {' '.join(f'{v:g}' for v in values)} nm: two numbers (y x) are the "
+                               f"pixel size of a single image (one plane), but {which}: pass {arg('voxel_size')} "
+                               "with z, the spacing of the planes")
+        values = values[[0, 0, 1]]
     if values.shape != (3,) or not np.all(np.isfinite(values)) or np.any(values <= 0):
-        raise OrgasegError(f"voxel_size must be 3 positive numbers (z, y, x) in nm, got {voxel_size!r}")
+        raise OrgasegError(f"voxel_size must be 3 positive numbers (z, y, x) in nm (2, y x, for a single image), "
+                           f"got {voxel_size!r}")
     if np.any(values < MIN_VOXEL_NM):  # no electron microscope samples finer; micrometres typed as nm
         hint = ""
         if np.all(values < 1):  # every axis in micrometres; a mix of units says nothing this simple

@@ -120,9 +120,9 @@ def assumed_voxel_size(what: str, assumption: str, nz: int) -> VoxelSizeWarning:
     consequence = (": the stack is taken as isotropic (features filter across sections, sizes in nm take them as "
                    "thin as the pixels)") if nz > 1 else ""
     # a single image has no thickness to give: say which Z will do, and what the guess costs its features
-    single = (" (one image: Z, its thickness, matters little (a size in nm^3 for instances reads it): give the pixel size "
-              "for it too, e.g. 4.6 4.6 4.6; the baseline's filter scales are in nm, so 1 nm pixels make them 10 to "
-              "160 pixels wide)") if nz == 1 and "1 x 1 x 1" in assumption else ""
+    single = (" (one image: its pixel size Y X will do, e.g. 4.6 4.6, its thickness Z then taken as Y, which matters "
+              "little (a size in nm^3 for instances reads it); the baseline's filter scales are in nm, so 1 nm pixels "
+              "make them 10 to 160 pixels wide)") if nz == 1 and "1 x 1 x 1" in assumption else ""
     return VoxelSizeWarning(f"{what}: {assumption}{consequence}; pass {arg('voxel_size')} in nm{single}")
 
 
@@ -158,8 +158,9 @@ def open_volume(
     key : str, optional
         Dataset inside a container (Zarr group, N5, HDF5).
     voxel_size : float or sequence of 3 floats, optional
-        Voxel size ``(z, y, x)`` in nanometres (one number: isotropic).
-        Overrides the metadata.
+        Voxel size ``(z, y, x)`` in nanometres (one number: isotropic; two,
+        ``(y, x)``, for a single image, whose z is then y). Overrides the
+        metadata.
     axes : str, optional
         Stored axis order, e.g. ``"xyz"`` or ``"zcyx"``; default from metadata.
     level : int
@@ -375,7 +376,10 @@ def _to_volume(stored: StoredArray, path: Path, *, voxel_size, axes, channel) ->
     if "z" not in order and stored.plane_z is not None:
         found["z"] = stored.plane_z
     if voxel_size is not None:
-        size = check_voxel_size(voxel_size)
+        try:
+            size = check_voxel_size(voxel_size, planes=nz)
+        except OrgasegError as err:  # two numbers (y x) are refused for a stack: say which file has its planes
+            raise OrgasegError(f"{path}: {err.args[0]}") from None
         stored_size = tuple(found.get(a) for a in "zyx")
         if None not in stored_size and all(math.isfinite(v) for v in stored_size) \
                 and not np.allclose(size, stored_size, rtol=0.01):

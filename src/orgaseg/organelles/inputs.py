@@ -35,7 +35,7 @@ def open_input(data: Any, what: str, *, key: str | None = None, voxel_size: Sequ
     key : str, optional
         Dataset inside a container.
     voxel_size : sequence of 3 float, optional
-        ``(z, y, x)`` in nm; overrides the file's or the Volume's.
+        ``(z, y, x)`` in nm (``(y, x)`` for a single image); overrides the file's or the Volume's.
     shape : tuple of 3 int, optional
         The grid it must lie on (a raw or mask volume: the instances').
 
@@ -50,12 +50,12 @@ def open_input(data: Any, what: str, *, key: str | None = None, voxel_size: Sequ
         volume = open_volume(data, key=key, voxel_size=voxel_size)
         source = VolumeSource.from_arguments(data, volume, key=key)
     else:
-        voxel_size = None if voxel_size is None else check_voxel_size(voxel_size)
-        volume = as_volume(data, voxel_size=voxel_size or (1.0, 1.0, 1.0))
-        if voxel_size is None and not isinstance(data, Volume):
+        volume = as_volume(data)
+        if voxel_size is not None:  # two numbers (y x) are taken for a single image: the planes are counted first
+            volume = replace(volume, voxel_size=check_voxel_size(voxel_size, planes=volume.shape[0]),
+                             attrs=dict(volume.attrs))
+        elif not isinstance(data, Volume):
             volume.attrs["voxel_size_assumed"] = True
-        elif voxel_size is not None and isinstance(data, Volume):
-            volume = replace(volume, voxel_size=voxel_size, attrs=dict(volume.attrs))
         source = VolumeSource(volume)
     if shape is not None and volume.shape != shape:
         raise OrgasegError(f"the {what} volume has shape {volume.shape}, the instances {shape}; they must match")
