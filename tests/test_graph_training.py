@@ -214,6 +214,9 @@ def test_graph_training_says_what_is_wrong(tmp_path):
               model_options={"region_nm": 320.0, "superpixel_px": 64})
     with pytest.raises(OrgasegError, match="2D or 3D"):
         train([np.zeros((2, 2, 8, 8), np.float32)], tmp_path / "a.json", k=2)
+    # a constant volume was refused with "use a smaller K", of the preset's K that no one gave
+    with pytest.raises(OrgasegError, match=r"every sampled intensity \(1,024 voxels\) is 0: the volume is constant"):
+        train([np.zeros((1, 32, 32), np.float32)], tmp_path / "a.json", k=2, voxel_size=VOXEL)
     (tmp_path / "exists.json").write_text("{}")
     with pytest.raises(OrgasegError, match="exists"):
         train([image], tmp_path / "exists.json", k=2)

@@ -154,6 +154,17 @@ def checkpoint(phantom, tmp_path_factory):
     return path
 
 
+def test_a_constant_volume_is_refused_by_segment_and_train(checkpoint, tmp_path):
+    # its encoder's tokens vary with the position embeddings: k-means split a constant volume into K clusters
+    constant = orgaseg.io.as_volume(np.full((2, 96, 96), 7, np.uint8), voxel_size=(10, 10, 10), path="blank.tif")
+    refused = r"blank\.tif: every sampled intensity \(18,432 voxels\) is 7: the volume is constant"
+    with pytest.raises(orgaseg.OrgasegError, match=refused):
+        orgaseg.segment(constant, method="his4mae", model=checkpoint, k=3)
+    with pytest.raises(orgaseg.OrgasegError, match=refused):
+        get_method("his4mae").train([constant], tmp_path / "blank.pt", preset="tiny", steps=2, device="cpu")
+    assert not list(tmp_path.iterdir())
+
+
 def test_checkpoint_logs_codebook_usage_and_rebuilds_the_model(checkpoint):
     record = load_checkpoint(checkpoint, method="his4mae")
     usage = record["codebook_usage"]

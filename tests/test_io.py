@@ -1193,6 +1193,14 @@ def test_constant_volume_normalizes_to_a_step_without_nan():
     assert norm.low == norm.high == 7
     out = norm.apply(np.array([5, 7, 9], np.uint16))
     assert out.tolist() == [0.0, 0.5, 1.0] and out.dtype == np.float32
+    # segment and train refuse it, whatever the method
+    with pytest.raises(OrgasegError, match=r"<array>: every sampled intensity \(192 voxels\) is 7: the volume is "
+                                           r"constant, with nothing to segment or learn"):
+        compute_normalization(data, refuse_constant=True)
+    nearly = np.full((4, 32, 32), 7, np.uint16)
+    nearly[0, 0, 0] = 9  # nearly constant: warned about, as without refuse_constant
+    with pytest.warns(OrgasegWarning, match="nearly\\) constant"):
+        assert compute_normalization(nearly, refuse_constant=True).low == 7
 
 
 @pytest.mark.parametrize("dtype, offset", [(np.uint32, 4_000_000_000), (np.int64, 2**40), (np.float64, 1e9)])

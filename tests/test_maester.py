@@ -47,6 +47,18 @@ def test_tiny_model_segments_phantom_better_than_intensity_kmeans(phantom, check
     assert learned.provenance["config"]["extractor"]["kind"] == "cover_stride"
 
 
+def test_a_constant_volume_is_refused_by_segment_and_train_as_by_the_baseline(checkpoint, tmp_path):
+    # its encoder's tokens vary with the position embeddings: k-means split a constant volume into K clusters
+    constant = orgaseg.io.as_volume(np.full((2, 96, 96), 7, np.uint8), voxel_size=(10, 10, 10), path="blank.tif")
+    refused = r"blank\.tif: every sampled intensity \(18,432 voxels\) is 7: the volume is constant, with nothing to segment"
+    for method, model in (("maester", checkpoint), ("baseline", None)):
+        with pytest.raises(orgaseg.OrgasegError, match=refused):
+            orgaseg.segment(constant, method=method, model=model, k=3)
+    with pytest.raises(orgaseg.OrgasegError, match=refused):
+        orgaseg.train("maester", [constant], tmp_path / "blank.pt", preset="tiny", steps=2, device="cpu")
+    assert not list(tmp_path.iterdir())
+
+
 def test_stride_only_is_selectable_and_differs(phantom, checkpoint):
     item = phantom.evaluation[0]
     cover = orgaseg.segment(item.raw, method="maester", model=checkpoint, k=6, sample_size=20_000,

@@ -509,7 +509,7 @@ def segment(
     ignored = _settings_without_effect(reused, centers, stages, sample_size=sample_size)
     if sample_size is None:
         sample_size = stages.sample_size(volume.size)
-    normalization = compute_normalization(volume, seed=seed, invert=invert)
+    normalization = compute_normalization(volume, seed=seed, invert=invert, refuse_constant=True)
     source = VolumeSource.from_arguments(data, volume, key=key, level=level, axes=axes, channel=channel)
     job = stages.job(source, normalization)
     if getattr(reused, "plane_tile_nm", None) is not None:  # the regions it was fitted with, not the options'

@@ -84,6 +84,7 @@ def compute_normalization(
     seed: int = 0,
     invert: bool = False,
     mask=None,
+    refuse_constant: bool = False,
 ) -> Normalization:
     """Robust intensity range of a volume from a seeded random sample.
 
@@ -104,10 +105,20 @@ def compute_normalization(
         Map bright to 0 and dark to 1 (e.g. for inverted-contrast EM).
     mask : Volume or array-like, optional
         Boolean volume of the same shape; only voxels where it is true count.
+    refuse_constant : bool
+        Refuse a volume whose sampled intensities are all one value, in which there is nothing to segment or
+        learn (``segment`` and ``train`` do, whatever the method: features that vary over a constant volume,
+        such as an encoder's position embeddings, would give clusters of nothing). A volume that is only
+        nearly constant (its percentiles equal) is warned about either way.
 
     Returns
     -------
     Normalization
+
+    Raises
+    ------
+    OrgasegError
+        With ``refuse_constant``, on a constant volume, naming its value.
     """
     volume = as_volume(volume)
     low_pct, high_pct = (float(p) for p in percentiles)
@@ -115,6 +126,10 @@ def compute_normalization(
         raise OrgasegError(f"percentiles must satisfy 0 <= low <= high <= 100, got {tuple(percentiles)}")
     sample = sample_intensities(volume, sample_size=sample_size, seed=seed, mask=mask)
     low, high = finite_percentiles(sample, [low_pct, high_pct], volume.path)
+    if refuse_constant and np.nanmin(sample) == np.nanmax(sample):  # NaN left out, as by the percentiles
+        raise OrgasegError(f"{volume.path or 'the volume'}: every sampled intensity ({sample.size:,} voxels) is "
+                           f"{float(np.nanmin(sample)):g}: the volume is constant, with nothing to segment or learn "
+                           "(an empty region, channel or level?)")
     if low == high and low_pct < high_pct:
         warnings.warn(OrgasegWarning(
             f"{volume.path or 'the volume'}: the sampled intensities from the {low_pct:g}th to the {high_pct:g}th "

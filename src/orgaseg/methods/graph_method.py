@@ -303,7 +303,7 @@ def train_graph_clusterer(
                             device=device, unlisted_options=("preset", "steps"))
     clusterer_options = {**stages.clusterer_options, "preset": preset, **({"steps": int(steps)} if steps else {})}
     fit = stages.clusterer.start_fit(k, seed=seed, **clusterer_options)
-    jobs = [stages.job(VolumeSource(v), compute_normalization(v, seed=seed)) for v in volumes]
+    jobs = [stages.job(VolumeSource(v), compute_normalization(v, seed=seed, refuse_constant=True)) for v in volumes]
     _refuse_mixed_features(volumes, jobs)
     sampler = RegionSampler(jobs, fit.graph_options.region_nm, seed=seed)
     draws = [sampler.draw(i) for i in range(int(graphs))]

@@ -149,7 +149,7 @@ def training_normalizations(volumes: list[Volume], state: dict, seed: int) -> li
     recorded = state.get("normalizations")
     if recorded:  # a resume trains on the volumes it recorded (resumed_volumes)
         return [Normalization.from_dict(n) for n in recorded]
-    return [compute_normalization(v, seed=seed) for v in volumes]
+    return [compute_normalization(v, seed=seed, refuse_constant=True) for v in volumes]
 
 
 def resumed_volumes(volumes: list[Volume], recorded: list[dict] | None, output: Path) -> list[Volume]:
