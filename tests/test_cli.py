@@ -244,6 +244,8 @@ def test_centers_fitted_on_other_features_are_refused(phantom_files, tmp_path, c
         (lambda t, raw, ref: ["train", str(_npy(t / "blank.npy", np.full((2, 16, 16), 7, np.uint8))), "--method",
                               "maester", "--voxel-size", "10", "10", "10", "-o", str(t / "m.pt")],
          "is 7: the volume is constant"),
+        (lambda t, raw, ref: ["segment", str(raw), "--method", "han-vae-2d", "--model", str(_han_vae_2d(t, raw)),
+                              "--stride", "96", "-o", str(t / "s.tif")], "is not smaller than the planes' 96 x 96"),
         (lambda t, raw, ref: ["evaluate", str(raw), "--reference", str(ref), "--mask",
                               str(_npy(t / "empty.npy", np.zeros((16, 96, 96), np.uint8))), "-o", str(t / "r")], "mask"),
         (lambda t, raw, ref: ["evaluate", str(raw), "--reference", str(_npy(t / "small.npy", np.zeros((2, 3, 3), np.uint8))),
@@ -487,6 +489,17 @@ def _touch(path):
 def _points_csv(folder):
     path = folder / "points.csv"
     path.write_text("z,y,x,name\n0,0,0,first\n1,1,1,second\n")
+    return path
+
+
+def _han_vae_2d(folder, raw):
+    """A han-vae-2d checkpoint trained for two steps on ``raw``."""
+    import orgaseg
+
+    path = folder / "han-vae-2d.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        orgaseg.train("han-vae-2d", [raw], path, preset="tiny", steps=2, device="cpu", seed=0)
     return path
 
 

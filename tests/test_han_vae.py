@@ -306,6 +306,14 @@ def test_bad_options_are_clear_errors():
         VoxelLatents(model.encode, latent=16, voxel_size=(10, 10, 10), subspace="rotation")
     with pytest.raises(OrgasegError, match="3D block"):
         VoxelLatents(model.encode, latent=16, voxel_size=(10, 10, 10))(np.zeros((4, 4)))
+    # a stride as wide as a plane leaves one grid point across it: the labels were bands of an interpolation
+    # between that point's latent and its mirror image's
+    wide = VoxelLatents(model.encode, latent=16, voxel_size=(10, 10, 10), ndim=2, stride=40)
+    with pytest.raises(OrgasegError, match=r"the stride, 40 working pixels, is not smaller than the planes' 40 x 64 "
+                                           r"working pixels \(y x\): along y a plane holds one grid point.* use a "
+                                           r"stride below 40"):
+        wide.check_shape((3, 40, 64))
+    wide.check_shape((3, 41, 64))  # two grid points along y: read
 
 
 def test_cli_train_resume_and_segment_both_variants(phantom, tmp_path, capsys):
@@ -327,6 +335,14 @@ def test_cli_train_resume_and_segment_both_variants(phantom, tmp_path, capsys):
         assert provenance["config"]["extractor"]["kind"] == features
         assert provenance["config"]["extractor"]["stride"] == 4
         assert provenance["config"]["extractor"]["ndim"] == (3 if method == "han-vae" else 2)
+    # a stride as wide as the 64 x 64 planes, on its own or inside the superpixel context, is refused
+    capsys.readouterr()
+    for extra in ([], ["--option", "context=9"]):
+        assert main(["segment", str(raw), "--method", "han-vae-2d", "--model", str(tmp_path / "han-vae-2d.pt"), "-k",
+                     "3", "--stride", "64", *extra, "-o", str(tmp_path / "wide.tif")] + common) == 2
+        assert ("the stride, 64 working pixels, is not smaller than the planes' 64 x 64 working pixels (y x): along y "
+                "and x a plane holds one grid point") in capsys.readouterr().err
+    assert not (tmp_path / "wide.tif").exists()
     # a 2D checkpoint does not fit the 3D method
     assert main(["segment", str(raw), "--method", "han-vae", "--model", str(tmp_path / "han-vae-2d.pt"), "-k", "3",
                  "-o", str(tmp_path / "bad.tif")] + common) == 2

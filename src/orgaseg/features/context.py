@@ -115,6 +115,12 @@ class SuperpixelContext:
     #: Computes a part of a block with the rest as context (``keep``; see FeatureExtractor).
     keeps_region = True
 
+    def check_shape(self, shape: tuple[int, int, int]) -> None:
+        """What the wrapped features refuse of a volume's shape (z y x working voxels), refused here too."""
+        check_shape = getattr(self.extractor, "check_shape", None)
+        if check_shape is not None:
+            check_shape(shape)
+
     def __call__(self, block: np.ndarray, *, origin: tuple[int, int, int] = (0, 0, 0),
                  keep: Region | None = None) -> np.ndarray:
         """``(z, y, x)`` normalised intensities -> ``(z, y, x, n_features)``: features, then each size's mean and std.

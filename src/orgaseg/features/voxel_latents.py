@@ -199,6 +199,22 @@ class VoxelLatents(EncodesFieldsOfView):
         return [tuple((lambda length, origin, s=s: grid_points(length, origin, s)[1]) for s in self._strides)]
 
 
+    def check_shape(self, shape: tuple[int, int, int]) -> None:
+        """Refuse a volume (``shape`` z y x in working voxels) whose planes the stride leaves one grid point across.
+
+        Where the stride is at least a plane's height or width, the grid's next point lies beyond the edge: every
+        voxel's latent would be interpolated between one patch and its mirror image, and k-means would cut that
+        smooth blend into bands whatever the image shows.
+        """
+        narrow = {axis: n for axis, n in zip("yx", shape[1:]) if self.stride >= n}
+        if narrow:
+            raise OrgasegError(
+                f"the stride, {self.stride} working pixels, is not smaller than the planes' {shape[1]} x {shape[2]} "
+                f"working pixels (y x): along {' and '.join(narrow)} a plane holds one grid point, and every voxel's "
+                "latent would be interpolated between it and its mirror image beyond the edge, giving clusters that "
+                f"are bands of that blend, not structures; use a stride below {min(narrow.values())} (default "
+                f"{DEFAULT_STRIDE}), a finer pixel size, or larger planes")
+
     def config(self) -> dict:
         return {"kind": "voxel_latents", "ndim": self.ndim, "patch": self.patch, "radius": self.radius,
                 "stride": self.stride, "strides": list(self._strides), "subspace": self.subspace,

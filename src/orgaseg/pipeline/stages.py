@@ -191,6 +191,9 @@ class Stages:
         voxel_size = grid.working_voxel_size if grid is not None else volume.voxel_size
         try:
             extractor = self.features.build(self.encoder, voxel_size, self.feature_options, self.device)
+            check_shape = getattr(extractor, "check_shape", None)  # one that cannot featurise volumes of every shape
+            if check_shape is not None:
+                check_shape(grid.shape if grid is not None else volume.shape)
         except OrgasegError as error:  # e.g. scales finer than this volume's voxel: say which volume
             raise about_volume(error, volume.path) from None
         tile = self.clusterer.plane_tile_nm
