@@ -146,6 +146,23 @@ def test_a_colour_png_or_jpeg_is_read_one_channel_at_a_time(tmp_path):
         open_volume(tmp_path / "shot.png", channel=3)
 
 
+def test_a_folder_of_colour_slices_is_read_one_channel_at_a_time(tmp_path):
+    # as a single colour image is: the folder was refused whatever channel was given
+    stack = np.arange(3 * 12 * 16, dtype=np.uint8).reshape(3, 12, 16)
+    for z, plane in enumerate(stack):
+        Image.fromarray(np.stack([plane, plane // 2, plane // 3], -1)).save(tmp_path / f"{z:02d}.png")
+    with pytest.raises(OrgasegError, match=r"data has 3 colour channels \(R, G, B.*pass channel=N to choose one"):
+        open_volume(tmp_path, voxel_size=(50, 4, 4))
+    volume = no_warning_open(tmp_path, voxel_size=(50, 4, 4), channel=1)
+    assert volume.shape == (3, 12, 16) and volume.dtype == np.uint8
+    np.testing.assert_array_equal(volume.read(), stack // 2)
+    np.testing.assert_array_equal(volume.read((slice(1, 3), slice(2, 5), slice(3, 9))), stack[1:3, 2:5, 3:9] // 2)
+    # the slices share their mode: a greyscale one among them is named
+    Image.fromarray(stack[1]).save(tmp_path / "01.png")
+    with pytest.raises(OrgasegError, match=r"01\.png: slice is 12 x 16 uint8, but 00\.png is 12 x 16 RGB; all slices"):
+        open_volume(tmp_path, voxel_size=(50, 4, 4), channel=1)
+
+
 def test_folder_of_pngs_in_natural_order(tmp_path):
     for z in (10, *range(1, 10)):  # written out of order; "10" sorts before "2" as text
         Image.fromarray(np.full((8, 9), z, dtype=np.uint8)).save(tmp_path / f"{z}.png")

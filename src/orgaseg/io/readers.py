@@ -16,7 +16,8 @@ FORMATS (how each format is recognised and where its voxel size comes from):
 - **Folder of slices** (a directory of ``.tif``/``.tiff``/``.png``/``.jpg``
   files, sorted naturally: ``2.png`` before ``10.png``): read slice by
   slice; all slices must share shape and dtype (1-bit slices among 8-bit
-  ones read as uint8 0/255); no voxel size.
+  ones read as uint8 0/255); colour PNG or JPEG slices of one mode have a
+  channel axis, of which ``channel`` picks one; no voxel size.
 - **Zarr v2/v3** (a directory with ``.zarray``/``.zgroup``/``zarr.json``, or
   named ``*.zarr``): an array, or a group plus ``key``; a v3 array's
   ``dimension_names`` give its stored axis order where they are axis
@@ -309,7 +310,10 @@ def _read_stored(path: Path, key: str | None, level: int) -> StoredArray:
         files = image_files(path)
         if files:
             _refuse_level(level, path)
-            return _refuse_key(StoredArray(SliceStack(files), "slices", axes="zyx"), key, path)
+            stack = SliceStack(files)
+            colour = stack.colour_mode  # colour slices: their channels, one picked with channel
+            return _refuse_key(StoredArray(stack, "slices", axes="zyxc" if colour else "zyx",
+                                           channels=COLOUR_MODES.get(colour)), key, path)
         raise OrgasegError(
             f"{path}: unknown format (a folder with no 2D images and no Zarr/N5 metadata); "
             f"supported: {_SUPPORTED}"

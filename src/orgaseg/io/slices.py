@@ -70,8 +70,9 @@ def check_sequence(files: Sequence[Path]) -> None:
             )
 
 
-def image_header(path: Path) -> tuple[tuple[int, int], np.dtype]:
-    """Shape ``(y, x)`` and dtype of a 2D image, from its header only.
+def image_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape ``(y, x)`` and dtype of a 2D image, from its header only; ``(y, x, c)`` for a colour PNG or JPEG
+    (:data:`COLOUR_MODES`), whose channels the reader offers as a ``c`` axis.
 
     A TIFF whose structure tifffile had to repair, or whose pixel data runs
     past the end of the file, is refused.
@@ -87,6 +88,8 @@ def image_header(path: Path) -> tuple[tuple[int, int], np.dtype]:
                     raise OrgasegError(f"{path}: damaged or truncated TIFF ({problem})")
         else:
             with Image.open(path) as image:
+                if image.mode in COLOUR_MODES:
+                    return (image.height, image.width, len(image.getbands())), np.dtype(np.uint8)
                 if image.mode not in _PIL_DTYPES:
                     raise OrgasegError(
                         f"{path}: {image.mode} colour image; convert the slices to greyscale"
@@ -163,7 +166,7 @@ class ColourImage:
 
 
 class SliceStack:
-    """A stack of 2D image files presented as a lazy ``(z, y, x)`` array.
+    """A stack of 2D image files presented as a lazy ``(z, y, x)`` array; ``(z, y, x, c)`` for colour slices.
 
     Slicing reads only the files of the requested z range, one at a time, and
     keeps nothing in memory between reads.
@@ -177,7 +180,9 @@ class SliceStack:
         to the dtype rule: 1-bit slices (bool) may sit among 8-bit ones, as
         they do in some folders of binary masks; they are then read as uint8
         with white as 255, the value Pillow gives white when it converts mode
-        ``"1"`` to ``"L"``. A stack of 1-bit slices only stays bool.
+        ``"1"`` to ``"L"``. A stack of 1-bit slices only stays bool. Colour
+        PNG or JPEG slices (RGB, RGBA, LA: :attr:`colour_mode`) add their
+        channels as a last axis, and must share their mode.
     """
 
     def __init__(self, files: Sequence[Path]) -> None:
@@ -185,21 +190,23 @@ class SliceStack:
             raise OrgasegError("a stack of slices needs at least one image file")
         self.files = [Path(f) for f in files]
         check_sequence(self.files)
-        (height, width), first = image_header(self.files[0])
+        plane, first = image_header(self.files[0])
         self.dtype = first
+        #: The Pillow mode of colour slices (a key of COLOUR_MODES), None for greyscale ones.
+        self.colour_mode = ColourImage.mode_of(self.files[0]) if len(plane) == 3 else None
         for path in self.files[1:]:
             shape, dtype = image_header(path)
-            if shape != (height, width) or not (dtype == first or {dtype, first} == _ONE_BIT_AND_8_BIT):
+            mode = ColourImage.mode_of(path) if len(shape) == 3 else None
+            if shape != plane or mode != self.colour_mode or not (dtype == first
+                                                                  or {dtype, first} == _ONE_BIT_AND_8_BIT):
                 raise OrgasegError(
-                    f"{path}: slice is {shape[0]} x {shape[1]} {dtype}, but "
-                    f"{self.files[0].name} is {height} x {width} {first}; "
-                    "all slices must have the same shape and dtype"
+                    f"{path}: slice is {_describe(shape, dtype, mode)}, but {self.files[0].name} is "
+                    f"{_describe(plane, first, self.colour_mode)}; all slices must have the same shape and dtype"
                 )
             if dtype != first:  # one of them is 1-bit, the other 8-bit
                 self.dtype = np.dtype(np.uint8)
-        self.shape = (len(self.files), height, width)
-
-    ndim = 3
+        self.shape = (len(self.files), *plane)
+        self.ndim = len(self.shape)
 
     def __getitem__(self, key) -> np.ndarray:
         key = key if isinstance(key, tuple) else (key,)
@@ -213,9 +220,14 @@ class SliceStack:
         return np.stack(planes)
 
     def _read(self, path: Path) -> np.ndarray:
-        data = read_image(path)
+        data = read_image(path)  # a colour slice: (y, x, c)
         if data.shape != self.shape[1:]:
             raise OrgasegError(f"{path}: slice changed shape to {data.shape} since it was opened")
         if data.dtype == np.bool_ and self.dtype == np.uint8:
             return np.where(data, np.uint8(255), np.uint8(0))  # a 1-bit slice among 8-bit ones
         return data.astype(self.dtype, copy=False)
+
+
+def _describe(shape: tuple[int, ...], dtype: np.dtype, colour_mode: str | None) -> str:
+    """A slice's size and type for messages: ``32 x 32 uint8``, ``32 x 32 RGB``."""
+    return f"{shape[0]} x {shape[1]} {colour_mode or dtype}"
