@@ -1068,6 +1068,31 @@ def test_provenance_round_trip_with_numpy_values(tmp_path):
         read_provenance(tmp_path / "other.tif")
 
 
+@pytest.mark.parametrize("suffix", [".ome.zarr", ".tif"])
+def test_a_record_that_cannot_be_written_leaves_the_old_output_and_its_record(tmp_path, monkeypatch, suffix):
+    # the record is written before the new labels replace the old: new labels never sit beside the old
+    # run's record, which --centers or --mapping would read as theirs
+    import orgaseg.io.provenance as provenance
+
+    output = tmp_path / f"seg{suffix}"
+    write_labels(output, np.ones((2, 8, 8), np.uint8), voxel_size=(10, 10, 10), provenance={"run": "old"})
+    real_path = provenance.provenance_path
+
+    def full_disk(path):
+        if Path(path) == output:
+            raise OSError("No space left on device")
+        return real_path(path)
+
+    monkeypatch.setattr(provenance, "provenance_path", full_disk)
+    with pytest.raises(OrgasegError, match="cannot write the output: No space left"):  # said as a write error
+        write_labels(output, np.full((2, 8, 8), 2, np.uint8), voxel_size=(10, 10, 10), provenance={"run": "new"},
+                     overwrite=True)
+    monkeypatch.undo()
+    assert read_provenance(output)["run"] == "old"
+    assert int(np.asarray(open_volume(output).data).max()) == 1  # the old labels
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([output.name, f"{output.name}.provenance.json"])
+
+
 # --- atomic writes ------------------------------------------------------------------
 
 

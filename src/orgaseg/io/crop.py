@@ -28,7 +28,7 @@ from orgaseg.io.partial import (
     refuse_replacing_an_input,
     remove,
 )
-from orgaseg.io.provenance import make_provenance, write_provenance
+from orgaseg.io.provenance import make_provenance, provenance_put_in_place
 from orgaseg.io.volume import Region, Volume
 from orgaseg.io.writers import (
     IMAGEJ_DTYPES,
@@ -149,16 +149,17 @@ def crop_volume(volume: Volume, region: Region, output: str | Path, *, overwrite
             _write_tiff(volume, corner, shape, temporary, progress)
         else:
             _write_ome_zarr(volume, corner, position, shape, temporary, output.name, progress)
-        move_into_place(temporary, output)
+        record = make_provenance(
+            command="crop", source=str(volume.path), source_key=volume.key,
+            region={"start": list(corner), "stop": [r.stop for r in region]},
+            origin_nm=position, shape=list(shape),
+            voxel_size_nm=known_voxel_size(volume), dtype=str(volume.dtype),
+            wall_time_s=round(time.time() - started, 3),
+        )
+        with provenance_put_in_place(output, record):
+            move_into_place(temporary, output)
     finally:
         remove(temporary)  # left only when the copy failed
-    write_provenance(output, make_provenance(
-        command="crop", source=str(volume.path), source_key=volume.key,
-        region={"start": list(corner), "stop": [r.stop for r in region]},
-        origin_nm=position, shape=list(shape),
-        voxel_size_nm=known_voxel_size(volume), dtype=str(volume.dtype),
-        wall_time_s=round(time.time() - started, 3),
-    ))
     return output
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime
 import json
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +71,26 @@ def make_provenance(**fields: Any) -> dict:
 
 def write_provenance(output_path: str | Path, record: dict) -> Path:
     """Write ``record`` to ``<output_path>.provenance.json`` atomically; return its path."""
-    # imported here: orgaseg.io.partial imports this module (for to_jsonable)
-    from orgaseg.io.partial import write_atomic
+    with provenance_put_in_place(output_path, record):
+        pass
+    return provenance_path(output_path)
 
-    target = provenance_path(output_path)
-    write_atomic(target, json.dumps(to_jsonable(record), indent=2, sort_keys=False) + "\n")
-    return target
+
+@contextmanager
+def provenance_put_in_place(output_path: str | Path, record: dict) -> Iterator[None]:
+    """Write ``record`` beside ``output_path`` before the block, rename it onto the old record after it.
+
+    Move the new output into place inside the block: a record that cannot be written (a full disk) stops the
+    run before the old output is replaced, and one killed between the two renames leaves at most that
+    moment's window in which new labels sit beside the old record (which ``--centers`` or ``--mapping``
+    would read), not the time it takes to write one. If the block raises, the old record stays.
+    """
+    # imported here: orgaseg.io.partial imports this module (for to_jsonable)
+    from orgaseg.io.partial import atomic_path
+
+    with atomic_path(provenance_path(output_path)) as temporary:
+        temporary.write_text(json.dumps(to_jsonable(record), indent=2, sort_keys=False) + "\n")
+        yield
 
 
 def read_provenance(path: str | Path) -> dict:

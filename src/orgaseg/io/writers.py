@@ -52,7 +52,7 @@ from orgaseg.io.metadata import (
     describe_origin,
 )
 from orgaseg.io.partial import PartialOutput, atomic_path, digest, refuse_existing
-from orgaseg.io.provenance import to_jsonable, write_provenance
+from orgaseg.io.provenance import provenance_put_in_place, to_jsonable
 from orgaseg.io.pyramid import downsampled_shape, level_blocks, plan_levels, write_level
 from orgaseg.labels import smallest_label_dtype
 from orgaseg.progress import ProgressCallback, report
@@ -229,12 +229,12 @@ class LabelWriter:
             with writing(self.path):
                 self._close(record, progress)
                 self._release()
-                self._partial.move_into_place()
+                with provenance_put_in_place(self.path, record):
+                    self._partial.move_into_place()
         except BaseException:
             self.abort()
             raise
         self._done = True
-        write_provenance(self.path, record)
         return self.path
 
     def abort(self) -> None:
