@@ -325,6 +325,12 @@ def test_a_single_image_takes_its_pixel_size_as_two_numbers_and_a_stack_refuses_
             in capsys.readouterr().err)
     assert main(["info", png, "--voxel-size", "1", "2", "3", "4", "--quiet"]) == 2
     assert "unrecognized arguments: 4" in capsys.readouterr().err
+    # argparse cannot stop at two numbers: a path right after them is taken for the third, and said so
+    assert main(["info", "--voxel-size", "4.6", "4.6", png, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"got {png!r}; two numbers just before the input path take it for the third: give the path first" in err
+    assert main(["info", png, "--voxel-size", "4.6", "x", "--quiet"]) == 2
+    assert capsys.readouterr().err.rstrip().endswith("expected numbers in nm, Z Y X (Y X for a single image), got 'x'")
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA device")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 
 from orgaseg import __version__
 from orgaseg.errors import OrgasegError
@@ -25,6 +26,19 @@ class _Parser(argparse.ArgumentParser):
         if isinstance(action, _VoxelSizeAction):
             return "(A{1,3})"
         return super()._get_nargs_pattern(action)
+
+
+def _voxel_size_number(text: str) -> float:
+    """One number of ``--voxel-size``; anything else is said with the usual cause, a path taken for a third
+    number (two numbers just before the input path)."""
+    try:
+        return float(text)
+    except ValueError:
+        taken_path = Path(text).exists() or Path(text).suffix  # argparse cannot stop at two numbers
+        raise argparse.ArgumentTypeError(
+            f"expected numbers in nm, Z Y X (Y X for a single image), got {text!r}"
+            + ("; two numbers just before the input path take it for the third: give the path first"
+               if taken_path else "")) from None
 
 
 class _VoxelSizeAction(argparse.Action):
@@ -164,7 +178,7 @@ def _add_volume_options(parser: argparse.ArgumentParser, applies_to: str | None 
 def _add_voxel_size_option(parser) -> None:
     """``--voxel-size Z Y X`` (``Y X`` for a single image), which replaces the metadata's (an argument parser or
     group)."""
-    parser.add_argument("--voxel-size", type=float, nargs=3, action=_VoxelSizeAction, metavar=("Z", "Y", "X"),
+    parser.add_argument("--voxel-size", type=_voxel_size_number, nargs=3, action=_VoxelSizeAction, metavar=("Z", "Y", "X"),
                         help="voxel size in nm (overrides metadata); Y X for a single image, whose Z is then Y")
 
 
