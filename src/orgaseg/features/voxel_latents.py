@@ -198,7 +198,6 @@ class VoxelLatents(EncodesFieldsOfView):
         """Per-axis counts of the grid points (one patch each) whose product is :meth:`n_fields_of_view`."""
         return [tuple((lambda length, origin, s=s: grid_points(length, origin, s)[1]) for s in self._strides)]
 
-
     def check_shape(self, shape: tuple[int, int, int]) -> None:
         """Refuse a volume (``shape`` z y x in working voxels) whose planes the stride leaves one grid point across.
 
