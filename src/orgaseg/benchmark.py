@@ -259,8 +259,8 @@ def _score_each_k(ks: list[int], confusions: list[ConfusionAccumulator], data: D
     return results
 
 
-def _draw_overlays(item: EvaluationItem, z: int, slices: list[SliceSink], ks: list[int], results: dict[str, dict], classes, *,
-                   figures: Path, title: str) -> None:
+def _draw_overlays(item: EvaluationItem, z: int, slices: list[SliceSink], ks: list[int], results: dict[str, dict],
+                   classes, *, figures: Path, title: str) -> None:
     """Each K's labels of slice ``z`` of evaluation ``item`` over its raw slice and reference, into ``figures``."""
     raw_slice = item.raw.read((slice(z, z + 1), slice(None), slice(None)))[0]
     ref_slice = item.reference.read((slice(z, z + 1), slice(None), slice(None)))[0]

@@ -178,7 +178,8 @@ def _add_volume_options(parser: argparse.ArgumentParser, applies_to: str | None 
 def _add_voxel_size_option(parser) -> None:
     """``--voxel-size Z Y X`` (``Y X`` for a single image), which replaces the metadata's (an argument parser or
     group)."""
-    parser.add_argument("--voxel-size", type=_voxel_size_number, nargs=3, action=_VoxelSizeAction, metavar=("Z", "Y", "X"),
+    parser.add_argument("--voxel-size", type=_voxel_size_number, nargs=3, action=_VoxelSizeAction,
+                        metavar=("Z", "Y", "X"),
                         help="voxel size in nm (overrides metadata); Y X for a single image, whose Z is then Y")
 
 

@@ -225,7 +225,8 @@ def thinner_blocks(job: BlockJob, block_shape: tuple[int, int, int]) -> tuple[in
     return (min(int(block_shape[0]), planes),) + tuple(int(b) for b in block_shape[1:])
 
 
-def features_at(segmentation: SegmentationJob, coords: np.ndarray, progress: ProgressCallback | None = None) -> np.ndarray:
+def features_at(segmentation: SegmentationJob, coords: np.ndarray,
+                progress: ProgressCallback | None = None) -> np.ndarray:
     """The dense features at voxel ``coords`` ``(n, 3)``, computed block by block as the segmentation did
     (``progress``: per block that holds some, ``features of the annotated voxels``)."""
     coords = np.asarray(coords, dtype=np.int64)
