@@ -273,3 +273,23 @@ def test_scores_warn_when_the_prediction_and_reference_lie_apart(source, tmp_pat
     with warnings.catch_warnings():
         warnings.simplefilter("error", OrgasegWarning)
         evaluate(open_volume(here), plain, class_map="0=other,1=bright")
+
+
+def test_a_crop_removes_the_copy_a_killed_crop_left(source, tmp_path):
+    import subprocess
+    import sys
+
+    from orgaseg.io.partial import run_tag
+
+    data, path = source
+    # a crop killed while copying (SIGKILL runs no clean-up) leaves its hidden copy, named with its host and pid
+    killed = subprocess.run([sys.executable, "-c", "from orgaseg.io.partial import run_tag; print(run_tag())"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    left = tmp_path / f".tmp-crop-{killed}-crop.ome.zarr"
+    left.mkdir()
+    (left / "chunk").write_bytes(b"part of a copy")
+    mine = tmp_path / f".tmp-crop-{run_tag()}-other.ome.zarr"  # a live run's (this process's) is its work
+    mine.mkdir()
+    out = crop_volume(open_volume(path), parse_region(["0:2", ":", ":"], data.shape), tmp_path / "crop.ome.zarr")
+    np.testing.assert_array_equal(open_volume(out).read(), data[:2])
+    assert not left.exists() and mine.is_dir()

@@ -1116,6 +1116,83 @@ def test_atomic_path_failure_keeps_the_old_file_and_removes_the_temporary(tmp_pa
     assert path.read_text() == "old" and list(tmp_path.iterdir()) == [path]
 
 
+_KILLED_WRITER = """
+import os, sys
+from pathlib import Path
+import orgaseg.io.partial as partial
+
+folder = Path(sys.argv[1])
+real_remove = partial.remove
+# killed (os._exit skips every clean-up, as SIGKILL) while the old output is removed after the swap
+partial.remove = lambda path: os._exit(9) if ".old-" in path.name and path.exists() else real_remove(path)
+new = folder / "new.ome.zarr"
+new.mkdir()
+partial.move_into_place(new, folder / "seg.ome.zarr")
+"""
+
+_KILLED_ATOMIC_WRITE = """
+import os, sys
+from pathlib import Path
+from orgaseg.io.partial import atomic_path
+
+with atomic_path(Path(sys.argv[1]) / "table.csv") as temporary:
+    temporary.write_text("half a table")
+    os._exit(9)
+"""
+
+
+def _run_killed(script: str, folder: Path) -> None:
+    import subprocess
+    import sys
+
+    assert subprocess.run([sys.executable, "-c", script, str(folder)]).returncode == 9
+
+
+def test_a_later_write_removes_what_killed_runs_left_and_keeps_what_live_ones_hold(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from orgaseg.io.partial import move_into_place, remove_leftovers
+
+    output = tmp_path / "seg.ome.zarr"
+    output.mkdir()
+    (output / "old-chunk").write_bytes(b"old labels")
+    _run_killed(_KILLED_ATOMIC_WRITE, tmp_path)
+    _run_killed(_KILLED_WRITER, tmp_path)  # killed before it swept the folder
+    killed = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+    assert len(killed) == 2 and any(".seg.ome.zarr.old-" in n for n in killed)  # the old output, whole
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        host = socket.gethostname()
+        held = [tmp_path / f".seg.ome.zarr.old-{host}-{live.pid}", tmp_path / f".tmp-{host}-{live.pid}-1.table.csv",
+                tmp_path / f".tmp-crop-{host}-{live.pid}-crop.tif",
+                tmp_path / f".tmp-another-host-{live.pid}-1.table.csv"]  # another host's pids are not checked
+        for path in held:
+            path.write_text("a live run's work")
+        # an old output moved aside with nothing at its name: the only copy there is
+        gone = f".gone.ome.zarr.old-{host}-{killed[0].rsplit('-', 1)[1]}"
+        (tmp_path / gone).mkdir()
+        new = tmp_path / "newer"
+        new.mkdir()
+        move_into_place(new, output)
+        left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+        assert left == sorted([p.name for p in held] + [gone])
+        assert output.is_dir() and not (output / "old-chunk").exists()
+        assert remove_leftovers(tmp_path) == []  # nothing more to take while the holder lives
+    finally:
+        live.kill()
+        live.wait()
+    assert len(remove_leftovers(tmp_path)) == 3  # its own host's, once it is gone
+
+
+def test_an_atomic_write_removes_the_temporaries_killed_runs_left_in_its_folder(tmp_path):
+    _run_killed(_KILLED_ATOMIC_WRITE, tmp_path)
+    assert len(list(tmp_path.iterdir())) == 1
+    write_atomic(tmp_path / "table.csv", "a whole table")
+    assert list(tmp_path.iterdir()) == [tmp_path / "table.csv"]
+
+
 def test_tiff_image_write_failure_leaves_no_file(tmp_path, monkeypatch):
     def failing_imwrite(path, *args, **kwargs):
         Path(path).write_bytes(b"half a tiff")

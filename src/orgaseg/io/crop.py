@@ -11,7 +11,6 @@ beside the output names the source and the region.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,8 @@ from orgaseg.io.partial import (
     refuse_existing,
     refuse_replacing_an_input,
     remove,
+    remove_leftovers,
+    run_tag,
 )
 from orgaseg.io.provenance import make_provenance, provenance_put_in_place
 from orgaseg.io.volume import Region, Volume
@@ -142,7 +143,8 @@ def crop_volume(volume: Volume, region: Region, output: str | Path, *, overwrite
     corner = tuple(r.start for r in region)
     position = _position_nm(volume, corner)
     check_writable(output)  # a read-only folder is said at once, as a bad input is
-    temporary = output.with_name(f".tmp-crop-{os.getpid()}-{output.name}")  # the pid keeps two runs apart
+    remove_leftovers(output.parent)  # a killed crop's copy, before this one takes the space again
+    temporary = output.with_name(f".tmp-crop-{run_tag()}-{output.name}")  # the pid keeps two runs apart
     remove(temporary)
     try:
         if kind == "tiff":

@@ -10,6 +10,11 @@ on; a later run with the same key continues it, any other key discards it.
 A running run holds a lock in the folder (its process id and host), so a
 second run on the same output is refused with a message naming the first;
 the lock of a run that died (even by SIGKILL) is taken over.
+
+Temporaries beside an output carry the host and process id of the run that
+made them (:func:`run_tag`): one killed before it removed them leaves them,
+and a later run on the same host removes those whose process is gone
+(:func:`remove_leftovers`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import threading
@@ -227,8 +233,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     '1 2 3'
     """
     path = Path(path)
+    remove_leftovers(path.parent, once=True)
     # process and thread ids keep concurrent writers of the same file apart
-    temporary = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}.{path.name}")
+    temporary = path.with_name(f".tmp-{run_tag()}-{threading.get_ident()}.{path.name}")
     try:
         yield temporary
         os.replace(temporary, path)
@@ -266,16 +273,87 @@ def move_into_place(temporary: Path, path: Path) -> None:
     """Rename ``temporary`` to ``path``; an old ``path`` is removed only afterwards."""
     if not (path.exists() or path.is_symlink()):
         os.rename(temporary, path)
-        return
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
-    remove(old)
-    os.rename(path, old)
+    else:
+        old = path.with_name(f".{path.name}.old-{run_tag()}")
+        remove(old)
+        os.rename(path, old)
+        try:
+            os.rename(temporary, path)
+        except BaseException:
+            os.rename(old, path)  # put the user's output back
+            raise
+        remove(old)
+    # again, whatever the folder's earlier sweeps kept: an old copy of this output is taken only now it is replaced
+    remove_leftovers(path.parent)
+
+
+def run_tag() -> str:
+    """``HOST-PID`` of this process, in the names of its temporaries: :func:`remove_leftovers` tells by it
+    which were left by a run that is gone (a folder shared by hosts holds other hosts' live ones)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _leftover_patterns() -> tuple[re.Pattern, ...]:
+    """The names of this host's temporaries: :func:`atomic_path`'s, a crop's, the old output
+    :func:`move_into_place` moves aside (``output``: the name it had)."""
+    host = re.escape(socket.gethostname())
+    return (re.compile(rf"\.tmp-{host}-(?P<pid>\d+)-\d+\..+", re.S),
+            re.compile(rf"\.tmp-crop-{host}-(?P<pid>\d+)-.+", re.S),
+            re.compile(rf"\.(?P<output>.+)\.old-{host}-(?P<pid>\d+)", re.S))
+
+
+_swept: set[str] = set()  # folders this process has swept already (for once=True)
+
+
+def remove_leftovers(folder: str | Path, *, once: bool = False) -> list[Path]:
+    """Remove the temporaries in ``folder`` that runs on this host left when killed (SIGKILL, power loss).
+
+    Only those of a process that is gone: a live run's temporaries are its work in progress. An old
+    output that :func:`move_into_place` moved aside is kept while nothing is at its name (a run killed
+    between its two renames: it is the only copy there is). A temporary that cannot be removed is logged,
+    never an error: it is not this run's output.
+
+    Parameters
+    ----------
+    folder : str or Path
+        The folder an output is written to.
+    once : bool
+        Sweep each folder once per process (for writers of many small files, such as block markers,
+        which would otherwise list their folder once per file).
+
+    Returns
+    -------
+    list of Path
+        The temporaries removed.
+    """
+    folder = Path(folder)
+    if once:
+        if str(folder.absolute()) in _swept:
+            return []
+        _swept.add(str(folder.absolute()))
     try:
-        os.rename(temporary, path)
-    except BaseException:
-        os.rename(old, path)  # put the user's output back
-        raise
-    remove(old)
+        names = os.listdir(folder)
+    except OSError:  # not there (yet): nothing left in it
+        return []
+    removed = []
+    patterns = _leftover_patterns()
+    for name in names:
+        match = next((m for m in (p.fullmatch(name) for p in patterns) if m), None)
+        if match is None:
+            continue
+        pid = int(match["pid"])
+        if pid == os.getpid() or _alive(pid):
+            continue
+        if "output" in match.re.groupindex and not os.path.lexists(folder / match["output"]):
+            continue
+        try:
+            remove(folder / name)
+        except OSError as err:
+            logger.warning("%s, left by a stopped run, could not be removed: %s", folder / name, err)
+            continue
+        logger.info("removed %s, left by a stopped run (process %d)", folder / name, pid)
+        removed.append(folder / name)
+    return removed
 
 
 def remove(path: Path) -> None:
