@@ -496,3 +496,48 @@ def test_raw_and_mask_inside_a_container_have_keys_of_their_own(tmp_path, capsys
         assert float(next(csv.DictReader(handle))["mean_intensity"]) == 100.0
     with pytest.raises(OrgasegError, match="needs a key; pass raw_key=NAME"):
         measure_instances(instances, raw=tmp_path / "cell.h5")
+
+
+def test_a_second_measure_on_the_same_table_is_refused_before_it_measures(tmp_path, capsys, monkeypatch):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from orgaseg.organelles import measure as measure_module
+
+    labels = draw((16, 40, 40), (8.0, 4.0, 4.0), ELLIPSOIDS[:1]).astype(np.uint8)
+    instances = write_tiff_image(tmp_path / "inst.tif", labels, voxel_size=(8.0, 4.0, 4.0))
+    table, summary = tmp_path / "table.csv", tmp_path / "summary.csv"
+    args = ["measure", str(instances), "-o", str(table), "--summary", str(summary), "--quiet"]
+    measured = []
+    real = measure_module.measure_instances
+    monkeypatch.setattr(measure_module, "measure_instances", lambda *a, **k: measured.append(1) or real(*a, **k))
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for held in (table, summary):
+            lock = held.with_name(held.name + ".partial") / "lock.json"
+            lock.parent.mkdir()
+            lock.write_text(json.dumps({"pid": other.pid, "host": socket.gethostname()}))
+            for extra in ([], ["--overwrite"]):
+                assert main(args + extra) == 2
+                assert (f"another orgaseg run (process {other.pid}) is writing {held}: wait for it to finish"
+                        in capsys.readouterr().err)
+                assert not measured and not table.exists() and not summary.exists()
+                assert lock.is_file()  # the other run's lock stays
+            lock.parent.joinpath("lock.json").unlink()
+            lock.parent.rmdir()
+        assert not list(tmp_path.glob("*.partial"))  # the refused run took no lock of its own either
+    finally:
+        other.kill()
+        other.wait()
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(measure_module, "measure_instances", interrupted)
+    assert main(args) == 130  # Ctrl-C: the run's locks go with it
+    assert not list(tmp_path.glob("*.partial")) and not table.exists()
+    monkeypatch.setattr(measure_module, "measure_instances", real)
+    assert main(args) == 0 and table.is_file() and summary.is_file()
+    assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob(".*"))

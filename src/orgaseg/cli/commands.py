@@ -3,6 +3,7 @@ function and prints what it wrote; returns the exit code."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import warnings
@@ -404,7 +405,9 @@ def cmd_instances(args, progress) -> int:
 
 
 def cmd_measure(args, progress) -> int:
+    from orgaseg.io.partial import PartialOutput
     from orgaseg.io.readers import existing_path
+    from orgaseg.io.writers import writing
     from orgaseg.organelles.measure import check_table_path, measure_instances, write_table
 
     for path in (args.instances, args.raw, args.mask):
@@ -412,20 +415,30 @@ def cmd_measure(args, progress) -> int:
             existing_path(path)  # a missing input is the first thing to say
     if args.summary is not None and Path(args.summary).resolve() == Path(args.output).resolve():
         raise OrgasegError(f"{args.summary}: the summary needs a path of its own, not the table's (-o)")
-    for path in (args.output, args.summary):
-        if path is not None:
-            check_table_path(path, overwrite=args.overwrite)  # before the long work
-    executor = _executor(args)
-    try:
-        result = measure_instances(args.instances, raw=args.raw, mask=args.mask, key=args.key, raw_key=args.raw_key,
-                                   mask_key=args.mask_key, voxel_size=_voxel_size(args.voxel_size),
-                                   block_shape=tuple(args.block_shape) if args.block_shape else None,
-                                   executor=executor, progress=progress)
-    finally:
-        executor.close()
-    written = [write_table(result.table, args.output, overwrite=args.overwrite)]
-    if args.summary:
-        written.append(write_table(result.summary, args.summary, overwrite=args.overwrite))
+    tables = [check_table_path(path, overwrite=args.overwrite)  # before the long work
+              for path in (args.output, args.summary) if path is not None]
+    with contextlib.ExitStack() as stack:
+        # each table is built in TABLE.partial/, whose lock refuses a second run now rather than after both measured;
+        # leaving early (an error, Ctrl-C) removes it
+        partials = []
+        for path in tables:
+            with writing(path):
+                partials.append(stack.enter_context(PartialOutput(path, args.overwrite, resume_key=None)))
+        executor = _executor(args)
+        try:
+            result = measure_instances(args.instances, raw=args.raw, mask=args.mask, key=args.key,
+                                       raw_key=args.raw_key, mask_key=args.mask_key,
+                                       voxel_size=_voxel_size(args.voxel_size),
+                                       block_shape=tuple(args.block_shape) if args.block_shape else None,
+                                       executor=executor, progress=progress)
+        finally:
+            executor.close()
+        written = []
+        for partial, table in zip(partials, (result.table, result.summary)):
+            write_table(table, partial.target)
+            with writing(partial.path):
+                partial.move_into_place()
+            written.append(partial.path)
     for row in zip(*result.summary.values()):
         line = dict(zip(result.summary, row))
         if not line["count"]:  # a class numbered without an instance: no sizes to say

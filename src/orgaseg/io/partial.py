@@ -133,6 +133,16 @@ class PartialOutput:
             remove(self.folder)
             self.state.mkdir(parents=True)
         write_atomic(self.folder / _LOCK_FILE, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+        self._placed = False
+
+    def __enter__(self) -> PartialOutput:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        """Leaving the block before :meth:`move_into_place` (an error, Ctrl-C): discard the partial output,
+        its lock with it."""
+        if not self._placed:
+            self.discard()
 
     def check_target(self) -> None:
         """Refuse an existing output unless ``overwrite``."""
@@ -147,6 +157,7 @@ class PartialOutput:
         """Move the finished output to its path and remove the partial folder."""
         self.check_target()  # something may have appeared there meanwhile
         move_into_place(self.target, self.path)
+        self._placed = True  # a later run may take the path at once: its partial folder is not this one's
         remove(self.folder)
 
     def discard(self) -> None:
@@ -184,7 +195,7 @@ def _refuse_a_live_run(lock: Path, path: Path) -> None:
     else:  # another machine of a cluster: its processes cannot be checked from here
         where = f"process {pid} on {host} (if that run is gone, delete {lock})"
     raise OrgasegError(f"another orgaseg run ({where}) is writing {path}: wait for it to finish or stop it; "
-                       "two runs on one output would mix their blocks")
+                       "two runs on one output would mix or replace each other's work")
 
 
 def _alive(pid: int) -> bool:
