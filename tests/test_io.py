@@ -1105,6 +1105,35 @@ def test_write_atomic_replaces_the_file_and_leaves_nothing_else(tmp_path, data):
     assert list(tmp_path.iterdir()) == [path]
 
 
+_WRITE_IN_AN_ASCII_LOCALE = """
+import locale, sys
+from pathlib import Path
+from orgaseg.io.partial import write_atomic
+from orgaseg.organelles.measure import write_table
+
+print(locale.getpreferredencoding(False))
+folder = Path(sys.argv[1])
+write_atomic(folder / "results.md", "| Zellkern-H\\u00fclle | 0.91 |\\n")
+write_table({"id": [1], "class": ["Zellkern-H\\u00fclle"]}, folder / "table.csv")
+"""
+
+
+def test_text_outputs_are_utf_8_whatever_the_locale(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    # the C locale without Python's UTF-8 mode or locale coercion: its encoding is ASCII
+    environment = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    run = subprocess.run([sys.executable, "-c", _WRITE_IN_AN_ASCII_LOCALE, str(tmp_path)], env=environment,
+                         capture_output=True, text=True)
+    if run.stdout.split()[:1] and run.stdout.split()[0].lower().replace("-", "") == "utf8":
+        pytest.skip("this platform's C locale is UTF-8: no other encoding to write in")
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "results.md").read_bytes().decode("utf-8") == "| Zellkern-H\u00fclle | 0.91 |\n"
+    assert (tmp_path / "table.csv").read_bytes().decode("utf-8").splitlines() == ["id,class", "1,Zellkern-H\u00fclle"]
+
+
 def test_atomic_path_failure_keeps_the_old_file_and_removes_the_temporary(tmp_path):
     path = tmp_path / "model.pt"
     path.write_text("old")

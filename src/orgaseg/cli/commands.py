@@ -321,7 +321,7 @@ def cmd_benchmark(args, progress) -> int:
                            clusterer=args.clusterer, options=_stage_options(args), pixel_size=args.pixel_size,
                            preset=args.preset, model=args.model, steps=args.steps, minutes=args.minutes,
                            device=args.device, progress=progress)
-    print((output / "results.md").read_text())
+    print((output / "results.md").read_text(encoding="utf-8"))
     print(f"wrote {output / 'results.json'}, {output / 'results.md'} and {output / 'figures'}/ "
           f"(segmentation {record['segmentation']['wall_s']} s for all K)")
     return 0
@@ -367,7 +367,7 @@ def cmd_demo(args, progress) -> int:
 
     started = time.time()
     paths = run_demo(args.output, shape=tuple(args.shape), overwrite=args.overwrite, progress=progress)
-    report = json.loads(Path(paths["report json"]).read_text())
+    report = json.loads(Path(paths["report json"]).read_text(encoding="utf-8"))
     merge = report["merge"]
     dice = ", ".join(f"{name} {scores['dice']:.2f}" if scores["dice"] is not None else f"{name} absent"
                      for name, scores in merge["per_class"].items())

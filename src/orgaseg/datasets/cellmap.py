@@ -128,7 +128,7 @@ def _attributes(path: Path) -> dict:
         file = path / name
         if file.is_file():
             try:
-                document = json.loads(file.read_text())
+                document = json.loads(file.read_text(encoding="utf-8"))
             except (OSError, ValueError) as error:
                 raise OrgasegError(f"{file}: unreadable metadata ({error})") from None
             return document.get("attributes", {}) if in_attributes else document

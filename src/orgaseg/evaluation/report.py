@@ -193,8 +193,8 @@ class EvaluationReport:
         mode = "merge" if "merge" in self.results else next(iter(self.results))
         title = f"K = {self.k}, {mode} mapping" if self.label_names is None else "by name"
         paths = {"json": directory / "report.json", "markdown": directory / "report.md"}
-        write_atomic(paths["json"], text, encoding="utf-8")
-        write_atomic(paths["markdown"], markdown, encoding="utf-8")
+        write_atomic(paths["json"], text)
+        write_atomic(paths["markdown"], markdown)
         # the figure is written to a temporary name and moved into place as well (viz._figure.save_png)
         paths["confusion"] = plot_confusion(self.confusion, self.classes, mapping=self.results[mode]["mapping"],
                                             path=directory / "confusion.png", title=title)

@@ -281,7 +281,7 @@ def read_n5(path: Path, key: str | None, level: int) -> StoredArray:
 
 def _n5_attrs(folder: Path) -> dict:
     try:
-        return json.loads((folder / "attributes.json").read_text())
+        return json.loads((folder / "attributes.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
 

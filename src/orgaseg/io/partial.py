@@ -117,7 +117,7 @@ class PartialOutput:
         self.resumed = (
             resume_key is not None
             and key_file.is_file()
-            and key_file.read_text() == resume_key
+            and key_file.read_text(encoding="utf-8") == resume_key
             and self.target.exists()
         )
         if not self.resumed:
@@ -184,7 +184,7 @@ def partial_state(path: str | Path) -> Path | None:
 def _refuse_a_live_run(lock: Path, path: Path) -> None:
     """Raise if another live process holds ``lock``; a lock left by a dead process is ignored (taken over)."""
     try:
-        holder = json.loads(lock.read_text())
+        holder = json.loads(lock.read_text(encoding="utf-8"))
         pid, host = int(holder["pid"]), str(holder["host"])
     except (OSError, ValueError, KeyError, TypeError):
         return  # no lock, or half-written by a killed run
@@ -270,9 +270,12 @@ def output_folder(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def write_atomic(path: str | Path, data: str | bytes, *, encoding: str | None = None) -> None:
-    """Write ``data`` (text or bytes) to ``path`` through :func:`atomic_path`; text in ``encoding`` (default: the
-    locale's, as :meth:`pathlib.Path.write_text`)."""
+def write_atomic(path: str | Path, data: str | bytes, *, encoding: str = "utf-8") -> None:
+    """Write ``data`` (text or bytes) to ``path`` through :func:`atomic_path`; text in ``encoding``.
+
+    UTF-8 whatever the locale: in a Latin-1 or ASCII locale :meth:`pathlib.Path.write_text`'s default would
+    fail on a class name such as ``Zellkern-Hülle``, or write bytes that other tools (and orgaseg's
+    readers, which read UTF-8) misread."""
     with atomic_path(path) as temporary:
         if isinstance(data, bytes):
             temporary.write_bytes(data)

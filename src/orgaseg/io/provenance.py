@@ -89,7 +89,7 @@ def provenance_put_in_place(output_path: str | Path, record: dict) -> Iterator[N
     from orgaseg.io.partial import atomic_path
 
     with atomic_path(provenance_path(output_path)) as temporary:
-        temporary.write_text(json.dumps(to_jsonable(record), indent=2, sort_keys=False) + "\n")
+        temporary.write_text(json.dumps(to_jsonable(record), indent=2, sort_keys=False) + "\n", encoding="utf-8")
         yield
 
 
@@ -98,7 +98,7 @@ def read_provenance(path: str | Path) -> dict:
     path = Path(path)
     target = path if path.name.endswith(SUFFIX) else provenance_path(path)
     try:
-        return json.loads(target.read_text())
+        return json.loads(target.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise OrgasegError(f"{target}: no provenance record") from None
     except ValueError as exc:
@@ -112,7 +112,7 @@ def producing_command(path: str | Path | None) -> str | None:
         return None
     target = provenance_path(path)
     try:
-        fields = json.loads(target.read_text())
+        fields = json.loads(target.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return label_command(fields)

@@ -367,7 +367,7 @@ def load_graph_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise OrgasegError(f"checkpoint not found: {path}")
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise OrgasegError(f"{path}: not a readable graph-clusterer checkpoint ({err})") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT or "clusterer" not in record:

@@ -67,13 +67,13 @@ def provenance(path: Path) -> dict | None:
     beside = provenance_path(path)
     if beside.is_file():
         try:
-            return json.loads(beside.read_text())
+            return json.loads(beside.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
     if path.is_dir():
         attrs = path / ".zattrs"
         try:
-            record = json.loads(attrs.read_text()).get("orgaseg") if attrs.is_file() else None
+            record = json.loads(attrs.read_text(encoding="utf-8")).get("orgaseg") if attrs.is_file() else None
         except (OSError, ValueError, AttributeError):
             return None
         return record if isinstance(record, dict) else None

@@ -42,7 +42,7 @@ def read_label_names(volume: Volume | str | Path) -> dict[int, str] | None:
     record = provenance_path(path)
     if record.is_file():
         try:
-            names = json.loads(record.read_text()).get("label_names")
+            names = json.loads(record.read_text(encoding="utf-8")).get("label_names")
         except (OSError, ValueError, AttributeError):
             names = None
         if isinstance(names, list) and names:

@@ -714,7 +714,7 @@ def write_table(columns: dict[str, Sequence], path: str | Path, *, overwrite: bo
                 pyarrow.parquet.write_table(
                     pyarrow.table({n: np.asarray(columns[n]).tolist() for n in names}), temporary)
             else:
-                with open(temporary, "w", newline="") as handle:
+                with open(temporary, "w", newline="", encoding="utf-8") as handle:
                     writer = csv.writer(handle)
                     writer.writerow(names)
                     writer.writerows(zip(*(_csv_values(columns[n]) for n in names)))

@@ -89,7 +89,7 @@ class RunState:
         path = self.folder / _CLUSTERER
         if not path.is_file():
             return None
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text(encoding="utf-8"))
         if record.get("key") != self.key:
             return None
         return [spec.from_dict(state) for state in record["models"]]
@@ -122,7 +122,7 @@ class RunState:
     def load_arrays(self, name: str) -> tuple[dict[str, np.ndarray], dict, str] | None:
         """The arrays, info and digest :meth:`save_arrays` stored under this key, or None."""
         try:
-            record = json.loads((self.folder / f"{name}.json").read_text())
+            record = json.loads((self.folder / f"{name}.json").read_text(encoding="utf-8"))
             data = (self.folder / f"{name}.npz").read_bytes()
         except (OSError, ValueError):
             return None
@@ -141,7 +141,7 @@ class RunState:
         """Whether an earlier run finished ``block`` with the same signature."""
         path = self._marker(block)
         try:
-            return json.loads(path.read_text()).get("signature") == self.signature(block)
+            return json.loads(path.read_text(encoding="utf-8")).get("signature") == self.signature(block)
         except (OSError, ValueError):
             return False  # missing, or half-written by a killed run: recompute
 
@@ -164,7 +164,7 @@ class RunState:
         unknown, which is said as None rather than as an error or a wrong count.
         """
         try:
-            pairs = json.loads(self._marker(block).read_text()).get("label_voxels")
+            pairs = json.loads(self._marker(block).read_text(encoding="utf-8")).get("label_voxels")
         except (OSError, ValueError):
             return None
         if not isinstance(pairs, list):
