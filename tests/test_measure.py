@@ -538,6 +538,8 @@ def test_a_second_measure_on_the_same_table_is_refused_before_it_measures(tmp_pa
     monkeypatch.setattr(measure_module, "measure_instances", interrupted)
     assert main(args) == 130  # Ctrl-C: the run's locks go with it
     assert not list(tmp_path.glob("*.partial")) and not table.exists()
+    assert main(["measure", str(instances), "-o", str(tmp_path / "new" / "t.csv"), "--quiet"]) == 130
+    assert not (tmp_path / "new").exists()  # nor a folder made for the table
     monkeypatch.setattr(measure_module, "measure_instances", real)
     assert main(args) == 0 and table.is_file() and summary.is_file()
     assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob(".*"))

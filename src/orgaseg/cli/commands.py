@@ -405,7 +405,7 @@ def cmd_instances(args, progress) -> int:
 
 
 def cmd_measure(args, progress) -> int:
-    from orgaseg.io.partial import PartialOutput
+    from orgaseg.io.partial import PartialOutput, output_folder
     from orgaseg.io.readers import existing_path
     from orgaseg.io.writers import writing
     from orgaseg.organelles.measure import check_table_path, measure_instances, write_table
@@ -419,10 +419,11 @@ def cmd_measure(args, progress) -> int:
               for path in (args.output, args.summary) if path is not None]
     with contextlib.ExitStack() as stack:
         # each table is built in TABLE.partial/, whose lock refuses a second run now rather than after both measured;
-        # leaving early (an error, Ctrl-C) removes it
+        # leaving early (an error, Ctrl-C) removes it, and the folders made for it
         partials = []
         for path in tables:
             with writing(path):
+                stack.enter_context(output_folder(path.parent))
                 partials.append(stack.enter_context(PartialOutput(path, args.overwrite, resume_key=None)))
         executor = _executor(args)
         try:
