@@ -635,3 +635,21 @@ def test_a_refine_says_what_it_will_cost(checkpoints, tmp_path, capsys):
     assert moved.provenance["model"] == {"path": str(copy.resolve()), "sha256": read_provenance(seg)["model"]["sha256"]}
     np.testing.assert_array_equal(moved.labels, name_clusters(seg, annotations=points, refine=True,
                                                               prior="clicks").labels)
+
+
+def test_a_segmentation_returned_in_memory_is_reused_as_centers_with_its_stages(small):
+    raw = small.evaluation[0].raw
+    first = orgaseg.segment(raw, k=3, options={"scales_nm": [20, 40]}, block_shape=BLOCK, sample_size=3000)
+    other = load_dataset("phantom", shape=(4, 64, 64), voxel_size=(20.0, 20.0, 20.0), seed=5).evaluation[0].raw
+    # the Segmentation itself, as its provenance file would be: its clusterer and its feature options
+    again = orgaseg.segment(other, centers=first, block_shape=BLOCK)
+    assert again.provenance["clusterer"] == first.provenance["clusterer"]
+    assert again.provenance["config"]["feature_options"] == first.provenance["config"]["feature_options"]
+    assert again.provenance["stages_from_centers"] == {"feature_options": {"scales_nm": [20, 40]}}
+    by_model = orgaseg.segment(other, centers=first.model, options={"scales_nm": [20, 40]}, block_shape=BLOCK)
+    assert np.array_equal(again.labels, by_model.labels)
+    with pytest.raises(OrgasegError, match="the Segmentation given as centers: its clusterer was fitted on other "
+                                           "features"):
+        orgaseg.segment(other, centers=first, options={"scales_nm": [10, 40]})
+    with pytest.raises(OrgasegError, match=r"centers: got a ndarray; give an earlier segmentation's provenance"):
+        orgaseg.segment(other, centers=np.zeros((3, 30)))

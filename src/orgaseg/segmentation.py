@@ -92,6 +92,8 @@ DEFAULT_K = 6
 
 
 def _describe_centers(centers) -> str:
+    if isinstance(centers, Segmentation):
+        return "the Segmentation given as centers"
     return str(centers) if isinstance(centers, (str, Path)) else "given in Python"
 
 
@@ -99,10 +101,17 @@ def _read_centers(source, spec: ClustererSpec | None = None) -> tuple[Clusterer,
     """A fitted clusterer to reuse, with the record it was read from (None for a ``.npy`` or a clusterer object).
 
     ``source`` is the provenance JSON written beside a segmentation (any clusterer), a ``.npy`` of k-means
-    centres in the features' original units, shape ``(k, n_features)``, or a clusterer object; ``spec`` reads
-    the state back (default: the clusterer its ``kind`` names).
+    centres in the features' original units, shape ``(k, n_features)``, a :class:`Segmentation` (its
+    clusterer and its record, as from its provenance) or a clusterer object; ``spec`` reads the state back
+    (default: the clusterer its ``kind`` names).
     """
+    if isinstance(source, Segmentation):
+        return source.model, source.provenance
     if not isinstance(source, (str, Path)):
+        if not all(hasattr(source, name) for name in ("predict", "to_dict", "k", "n_features")):
+            raise OrgasegError(f"centers: got a {type(source).__name__}; give an earlier segmentation's provenance "
+                               "JSON (or a .npy of k-means centres), the Segmentation that segment() returned, or "
+                               "its fitted clusterer (its .model)")
         return source, None
     path = Path(source)
     if not path.exists():
@@ -147,6 +156,7 @@ def check_reused_features(centers, record: dict | None, reused: Clusterer, stage
     config = (record or {}).get("config")
     if not isinstance(config, dict) or "features" not in config:
         return
+    about = _describe_centers(centers)
     fitted_model = (record.get("model") or {}).get("sha256")
     mine = stages.config()
     differences = []
@@ -168,14 +178,14 @@ def check_reused_features(centers, record: dict | None, reused: Clusterer, stage
     guessed = job.source.volume.attrs.get("voxel_size_assumed")
     if differences:
         raise OrgasegError(
-            f"{centers}: its clusterer was fitted on other features than this run computes: "
+            f"{about}: its clusterer was fitted on other features than this run computes: "
             f"{' and '.join(differences)}; its label ids would name other structures here. " + (
                 f"This volume's voxel size is unknown (taken as 1 nm, its features are computed at that size): "
                 f"pass {arg('voxel_size')}" if guessed else
                 f"Segment with that run's method ({config['method']}), checkpoint, features, feature options and "
                 f"pixel size, or leave out {arg('centers')} to fit a new clusterer"))
     if fitted_at != here:
-        warnings.warn(OrgasegWarning(f"{centers}: its clusterer was fitted on working voxels of {fitted_at}, this "
+        warnings.warn(OrgasegWarning(f"{about}: its clusterer was fitted on working voxels of {fitted_at}, this "
                                      f"run computes features on {here}: its clusters may fall on other structures"
                                      + (f"; this volume's voxel size is unknown (taken as 1 nm): pass "
                                         f"{arg('voxel_size')}" if guessed else "")),
@@ -202,9 +212,10 @@ def _stages_of_reused_run(centers, record: dict | None, *, method: str | None, m
     """
     from orgaseg.methods import get_method
 
+    about = _describe_centers(centers)
     inverted = bool(((record or {}).get("normalization") or {}).get("invert", False))
     if invert and record is not None and "normalization" in record and not inverted:
-        raise OrgasegError(f"{centers}: its clusterer was fitted on the intensities as they were; inverting them "
+        raise OrgasegError(f"{about}: its clusterer was fitted on the intensities as they were; inverting them "
                            f"here ({arg('invert')}) would give its ids to other structures: leave it out")
     config = (record or {}).get("config")
     if not isinstance(config, dict) or "method" not in config or method not in (None, config["method"]):
@@ -219,7 +230,7 @@ def _stages_of_reused_run(centers, record: dict | None, *, method: str | None, m
     recorded_model = (record.get("model") or {}).get("path")
     if model is None and recorded_model is not None:
         if not Path(recorded_model).is_file():
-            raise OrgasegError(f"{centers}: its run read the checkpoint {recorded_model}, which is not there: pass "
+            raise OrgasegError(f"{about}: its run read the checkpoint {recorded_model}, which is not there: pass "
                                f"{arg('model')} (the same checkpoint; its SHA-256 is in that provenance)")
         model = taken["model"] = recorded_model
     if features is None and config.get("features") not in (None, get_method(method).features):
@@ -305,7 +316,8 @@ def _stages_and_reused_run(centers, *, method: str | None, model, features: str 
         stages = resolve_stages(method, model=model, features=features, clusterer=clusterer, options=options,
                                 pixel_size=pixel_size, device=device)
     if taken:  # said before the long part, as the cost is
-        logger.info(f"as in {centers}: " + ", ".join(_taken_text(name, value) for name, value in taken.items()))
+        about = _describe_centers(centers)
+        logger.info(f"as in {about}: " + ", ".join(_taken_text(name, value) for name, value in taken.items()))
     return stages, model, centers, invert, reused, reused_from, taken
 
 
@@ -392,10 +404,11 @@ def segment(
         graph clusterer (sccs, cs2c): its clusterer labels the volume as it was
         trained, on its features, encoder and pixel size
         (:func:`~orgaseg.methods.graph_method.segment_arguments`).
-    centers : path or Clusterer, optional
-        Reuse the clusterer of an earlier segmentation (its provenance JSON, or
-        a ``.npy`` of k-means centres), so a second volume gets the same label ids.
-        From a provenance, what is not given of ``method``, ``model``, ``features``,
+    centers : str, Path, Segmentation or Clusterer, optional
+        Reuse the clusterer of an earlier segmentation (its provenance JSON, the
+        :class:`Segmentation` it returned, its ``.model``, or a ``.npy`` of k-means
+        centres), so a second volume gets the same label ids.
+        From a provenance (or a Segmentation), what is not given of ``method``, ``model``, ``features``,
         the feature ``options`` and ``pixel_size`` is that run's (recorded under
         ``stages_from_centers``); what is given must give the same features.
     features : str, optional
