@@ -150,6 +150,19 @@ def test_name_and_instances_record_their_inputs_as_absolute_paths(segmented, mon
         (segmented / "rel_named.ome.zarr").resolve())
 
 
+def test_clicks_given_in_python_without_points_from_arrays_are_refused_saying_how(segmented):
+    # a list of clicks passed as points (a CSV path) or as annotations failed deep inside, as a TypeError
+    # (expected str, bytes or os.PathLike) or an AttributeError ('list' object has no attribute 'check_fits')
+    seg = segmented / "seg.ome.zarr"
+    with pytest.raises(OrgasegError, match=r"points: got a list, but points is the path of a CSV of clicks; clicks "
+                                           r"in Python .* go in as annotations=points_from_arrays\(coords, names"):
+        name_clusters(seg, points=[(0, 10, 10, "nucleus")])
+    for given in ([(0, 10, 10, "nucleus")], {"nucleus": [(0, 10, 10)]}, np.zeros((1, 3))):
+        with pytest.raises(OrgasegError, match=rf"annotations: got a {type(given).__name__}; make them with "
+                                               r"orgaseg.organelles.points_from_arrays"):
+            name_clusters(seg, annotations=given)
+
+
 def test_an_existing_output_is_kept_without_overwrite(segmented, capsys):
     out = segmented / "kept.ome.zarr"
     arguments = ["name", str(segmented / "seg.ome.zarr"), "--points", str(segmented / "points.csv"), "-o", str(out),

@@ -331,7 +331,8 @@ def name_clusters(
     Raises
     ------
     OrgasegError
-        Not exactly one of ``points``, ``scribbles``, ``annotations`` and ``mapping``; a
+        Not exactly one of ``points``, ``scribbles``, ``annotations`` and ``mapping``; ``points``
+        that is no path or ``annotations`` no :class:`Annotations` (e.g. a list of clicks); a
         segmentation that is no path or Segmentation or has no provenance; annotations
         that do not fit it; refine options without ``refine``; a bad ``units``, ``seed``
         or ``classifier``; an existing ``output`` without ``overwrite``.
@@ -361,6 +362,15 @@ def name_clusters(
     if len(given) != 1:
         raise OrgasegError("give exactly one of points (--points), scribbles (--scribbles) and mapping (--mapping)"
                            + (f"; got {', '.join(given)}" if given else ""))
+    # Python only (the command line reads a CSV into annotations itself): say how clicks in Python go in
+    if points is not None and not isinstance(points, (str, Path)):
+        raise OrgasegError(f"points: got a {type(points).__name__}, but points is the path of a CSV of clicks; "
+                           "clicks in Python (their z, y, x and names) go in as "
+                           "annotations=points_from_arrays(coords, names, shape=...) (orgaseg.organelles)")
+    if annotations is not None and not isinstance(annotations, Annotations):
+        raise OrgasegError(f"annotations: got a {type(annotations).__name__}; make them with "
+                           "orgaseg.organelles.points_from_arrays(coords, names, shape=...) from clicks, or "
+                           "read_points or read_scribbles")
     for input_name, value, key in (("scribbles", scribbles, scribbles_key), ("raw", raw, raw_key)):
         if key is not None and value is None:
             raise OrgasegError(f"{arg(input_name + '_key')} names a dataset inside the container of "
