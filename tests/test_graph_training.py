@@ -12,7 +12,7 @@ import tifffile
 
 import orgaseg
 from orgaseg.cli import main
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, OrgasegWarning
 from orgaseg.io import compute_normalization, read_provenance
 from orgaseg.io.volume import Volume
 from orgaseg.methods import METHODS
@@ -248,7 +248,7 @@ def test_segmenting_with_a_graph_checkpoint_checks_what_it_is_given(trained):
         segment_arguments(checkpoint, method="sccs", features="expand-stride")
     with pytest.raises(OrgasegError, match="not both"):
         segment_arguments(checkpoint, method="sccs", centers=checkpoint)
-    with pytest.warns(UserWarning, match="other structures"):
+    with pytest.warns(OrgasegWarning, match="other structures"):  # orgaseg's own, as its other warnings
         arguments = segment_arguments(checkpoint, method="sccs", pixel_size=20.0)
     assert arguments["pixel_size"] == 20.0 and arguments["centers"] == str(checkpoint)
 

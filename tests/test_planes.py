@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import orgaseg
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, OrgasegWarning
 from orgaseg.evaluation.consistency import slice_flicker
 from orgaseg.features import FEATURES
 from orgaseg.features.cover_stride import CoverStride, StrideOnly
@@ -170,9 +170,9 @@ def test_every_token_strategy_takes_the_planes_option(name):
 
 def test_anisotropic_voxels_are_refused_and_near_isotropic_ones_warned():
     extractor = _cover(CentreStub(5))
-    with pytest.raises(OrgasegError, match=r"near-isotropic.*--pixel-size"):
+    with pytest.raises(OrgasegError, match=r"near-isotropic.*pixel_size=NM"):
         fuse_planes(extractor, "xy,xz,yz", (50.0, 10.0, 10.0))
-    with pytest.warns(UserWarning, match="1.50x longer"):
+    with pytest.warns(OrgasegWarning, match="1.50x longer"):  # orgaseg's own, as its other warnings
         fuse_planes(extractor, "xy,xz", (15.0, 10.0, 10.0))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -285,3 +285,11 @@ def test_a_given_block_shape_of_an_encoder_is_judged_by_the_fields_of_view_it_en
     with pytest.warns(OrgasegWarning, match=r"blocks of 2 x 2 x 2 encode about 8 times the fields of view that one "
                                             r"pass over the volume would \(1\.7 with the default blocks"):
         runner.resolve_block_shape(job, (2, 2, 2))
+
+
+def test_anisotropic_planes_are_refused_naming_the_pixel_size_argument_as_the_caller_gives_it():
+    from orgaseg.features.planes import check_isotropy
+
+    with pytest.raises(OrgasegError, match=r"resample with pixel_size=NM \(z follows") as refused:
+        check_isotropy(("xy", "xz"), (50.0, 5.0, 5.0))  # from Python it said --pixel-size
+    assert "resample with --pixel-size NM (z follows" in refused.value.for_command_line()

@@ -173,13 +173,21 @@ def test_a_checkpoint_that_the_features_would_not_read_is_refused(method, tmp_pa
 
 def test_an_encoder_checkpoint_without_its_method_names_the_method(checkpoints):
     method, model = checkpoints["mae"]
+    # said as the argument is given: method='maester' from Python (it said --method to Python too)
     with pytest.raises(OrgasegError, match=rf"is a checkpoint of {method}, and method 'baseline' with filter-bank "
-                                           rf"features reads no encoder: pass --method {method}"):
+                                           rf"features reads no encoder: pass method='{method}'") as refused:
         resolve_stages("baseline", model=model)
+    assert f"reads no encoder: pass --method {method}" in refused.value.for_command_line()
     # a clusterer over learned features is one option away
     with pytest.raises(OrgasegError, match="or keep method 'sccs' and pass features=NAME with features that read "
                                            "its encoder \\(cover-stride, stride-only, expand-stride\\)"):
         resolve_stages("sccs", model=model)
+
+
+def test_a_pixel_size_other_than_the_checkpoints_is_an_orgaseg_warning(checkpoints):
+    method, model = checkpoints["mae"]
+    with pytest.warns(OrgasegWarning, match="was trained at .* shows it other structures than it learned"):
+        resolve_stages(method, model=model, pixel_size=7.0, device="cpu")
 
 
 def test_a_checkpoint_of_the_ablation_is_refused_under_the_method_it_ablates(checkpoints, tmp_path):
@@ -187,10 +195,12 @@ def test_a_checkpoint_of_the_ablation_is_refused_under_the_method_it_ablates(che
     data = load_dataset("phantom", shape=(4, 96, 96), voxel_size=(20.0, 20.0, 20.0), seed=1)
     ablation = tmp_path / "sdae.pt"
     orgaseg.train("sdae-recon", data.train, ablation, preset="tiny", steps=2, device="cpu")
-    with pytest.raises(OrgasegError, match="is a checkpoint of sdae-recon, not his4mae: pass --method sdae-recon"):
+    with pytest.raises(OrgasegError, match="is a checkpoint of sdae-recon, not his4mae: pass method='sdae-recon'"):
         resolve_stages("his4mae", model=ablation, device="cpu")
-    with pytest.raises(OrgasegError, match="is a checkpoint of his4mae, not sdae-recon: pass --method his4mae"):
+    with pytest.raises(OrgasegError,
+                       match="is a checkpoint of his4mae, not sdae-recon: pass method='his4mae'") as refused:
         resolve_stages("sdae-recon", model=checkpoints["distilled-mae"][1], device="cpu")
+    assert "not sdae-recon: pass --method his4mae" in refused.value.for_command_line()
     assert resolve_stages("sdae-recon", model=ablation, device="cpu").method.name == "sdae-recon"
 
 

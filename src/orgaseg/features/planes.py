@@ -48,7 +48,7 @@ from typing import Sequence
 
 import numpy as np
 
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.features.base import (
     AxisCount,
     EncodesFieldsOfView,
@@ -96,7 +96,7 @@ def parse_planes(value: str | Sequence[str] | None) -> tuple[str, ...]:
 def check_isotropy(planes: Sequence[str], voxel_size: Sequence[float]) -> None:
     """Refuse planes across which the voxel is more than :data:`ANISOTROPY_LIMIT` times longer on one side.
 
-    Warns (``UserWarning``) above :data:`ANISOTROPY_WARNING`.
+    Warns (:class:`~orgaseg.errors.OrgasegWarning`) above :data:`ANISOTROPY_WARNING`.
     """
     for plane in planes:
         _, rows, columns = PLANES[plane]
@@ -106,11 +106,11 @@ def check_isotropy(planes: Sequence[str], voxel_size: Sequence[float]) -> None:
             raise OrgasegError(
                 f"features on the {plane} plane need near-isotropic voxels, but the working voxel size "
                 f"{tuple(float(v) for v in voxel_size)} nm (z, y, x) is {ratio:.1f}x longer along one of its sides: "
-                f"resample with --pixel-size (z follows when it is within {ANISOTROPY_LIMIT:g}x of the in-plane "
+                f"resample with {arg('pixel_size')} (z follows when it is within {ANISOTROPY_LIMIT:g}x of the in-plane "
                 "size) or keep the default planes=xy")
         if ratio > ANISOTROPY_WARNING:
-            warnings.warn(f"the {plane} plane's voxels are {ratio:.2f}x longer along one side: the encoder sees "
-                          "structures stretched by that much on that plane", stacklevel=3)
+            warnings.warn(OrgasegWarning(f"the {plane} plane's voxels are {ratio:.2f}x longer along one side: the "
+                                         "encoder sees structures stretched by that much on that plane"), stacklevel=3)
 
 
 class PlaneFusion(EncodesFieldsOfView):

@@ -52,7 +52,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from orgaseg.cluster.graph_clusterers import CS2C_HEADS, PRESET_STEPS
-from orgaseg.errors import OrgasegError, arg
+from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.io.metadata import format_sizes
 from orgaseg.io.volume import Volume, volume_record
 from orgaseg.io.writers import check_writable, writing
@@ -442,8 +442,8 @@ def segment_arguments(checkpoint: str | Path, *, method: str | None, centers=Non
         pixel_size = "native" if trained_nm is None else trained_nm
     elif pixel_size is not None and resolve_pixel_size(pixel_size, None) != trained_nm:
         at = "the training volumes' own pixel size" if trained_nm is None else f"{trained_nm:g} nm"
-        warnings.warn(f"{checkpoint} was trained at {at}; segmenting at {pixel_size} shows it other structures "
-                      "than it learned", stacklevel=2)
+        warnings.warn(OrgasegWarning(f"{checkpoint} was trained at {at}; segmenting at {pixel_size} shows it "
+                                     "other structures than it learned"), stacklevel=2)
     return {"method": trained, "model": None if encoder is None else encoder["path"], "centers": str(checkpoint),
             "features": record["features"]["name"], "clusterer": clusterer or kind,
             "options": {**record["features"]["options"], **dict(options or {})} or None, "pixel_size": pixel_size}

@@ -311,16 +311,16 @@ def resolve_stages(
         trained = encoder.record.get("method")
         # by the checkpoint's method, not only its encoder: his4mae and sdae-recon train the same one
         if row.encoder is not None and (encoder.name != row.encoder or trained not in (None, row.name)):
-            raise OrgasegError(f"{model} is a checkpoint of {trained}, not {row.name}: pass --method {trained}")
+            raise OrgasegError(f"{model} is a checkpoint of {trained}, not {row.name}: pass {arg('method', trained)}")
         if encoder.kind != feature_spec.needs:
             raise OrgasegError(f"{feature_spec.name} features need a {feature_spec.needs} encoder; {model} holds a "
                                f"{encoder.kind} encoder")
         pixel_size_nm = resolve_pixel_size(pixel_size, encoder.pixel_size_nm)
         if pixel_size is not None and pixel_size_nm != encoder.pixel_size_nm:
             trained = "the training volumes' own pixel size" if encoder.pixel_size_nm is None else f"{encoder.pixel_size_nm:g} nm"
-            warnings.warn(f"{model} was trained at {trained}; segmenting at "
-                          f"{'native' if pixel_size_nm is None else f'{pixel_size_nm:g} nm'} shows it other structures "
-                          "than it learned", stacklevel=2)
+            warnings.warn(OrgasegWarning(f"{model} was trained at {trained}; segmenting at "
+                                         f"{'native' if pixel_size_nm is None else f'{pixel_size_nm:g} nm'} shows it "
+                                         "other structures than it learned"), stacklevel=2)
     else:
         if model is not None:  # it would be hashed into the provenance, yet read by nothing
             trained = _trained_method(model)
@@ -330,7 +330,8 @@ def resolve_stages(
                 clustering = (f", or keep method {row.name!r} and pass {arg('features')} with features that read its "
                               f"encoder ({', '.join(reading)})") if reading and not row.learns else ""
                 raise OrgasegError(f"{model} is a checkpoint of {trained}, and method {row.name!r} with "
-                                   f"{feature_spec.name} features reads no encoder: pass --method {trained}{clustering}")
+                                   f"{feature_spec.name} features reads no encoder: pass {arg('method', trained)}"
+                                   f"{clustering}")
             reading = ", ".join(name for name, spec in FEATURES.items() if spec.needs is not None)
             raise OrgasegError(f"{model}: {feature_spec.name} features read no encoder, so the checkpoint would be "
                                f"ignored; pass {arg('features')} with features that read one ({reading}), or leave "
