@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import numpy as np
@@ -58,6 +59,22 @@ def test_an_ome_zarr_crop_lies_where_it_was_in_the_volume(source, tmp_path):
 def test_a_bad_region_is_refused_with_what_is_wrong(items, message):
     with pytest.raises(OrgasegError, match=message.replace("(", r"\(").replace(")", r"\)")):
         parse_region(items, (9, 40, 50))
+
+
+def test_a_region_is_given_in_python_as_slices_pairs_or_one_string():
+    # a tuple of slices (np.s_) or of pairs was an AttributeError ('slice' object has no attribute 'split'),
+    # and one string was taken letter by letter ("got 9: 0 : 2 ...")
+    expected = (slice(0, 2), slice(0, 40), slice(16, 50))
+    for items in (["0:2", ":", "16:"], "0:2 : 16:", np.s_[0:2, :, 16:], [(0, 2), (None, None), (16, None)],
+                  ((np.int64(0), 2), ":", slice(np.int64(16), None))):
+        assert parse_region(items, (9, 40, 50)) == expected
+    for items, message in [((slice(0, 4, 2), ":", ":"), "region z slice(0, 4, 2): expected START:STOP in voxels, "
+                                                        "e.g. 0:64 (or : for the whole axis), a slice with step 1 or "
+                                                        "a (START, STOP) pair"),
+                           (((0, 1.5), ":", ":"), "region z (0, 1.5): expected START:STOP"),
+                           ((slice(0, 20), ":", ":"), "region z 0:20 is not inside the volume's z axis")]:
+        with pytest.raises(OrgasegError, match=re.escape(message)):
+            parse_region(items, (9, 40, 50))
 
 
 def test_crop_volume_refuses_a_region_that_is_not_three_slices_inside(source, tmp_path):

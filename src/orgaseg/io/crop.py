@@ -11,6 +11,7 @@ beside the output names the source and the region.
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,31 +51,67 @@ COPY_BLOCK_VOXELS = 32 * 1024**2
 SUFFIXES = {"tiff": TIFF_SUFFIXES, "ome-zarr": ZARR_SUFFIXES}
 
 
-def parse_region(items: Sequence[str], shape: Sequence[int]) -> Region:
+def parse_region(items, shape: Sequence[int]) -> Region:
     """The region ``START:STOP`` per axis (z, y, x), in voxels, checked against ``shape``.
 
     As Python slices: ``START`` is included, ``STOP`` is not, and an empty
     side means the start or the end of the axis (``:`` is the whole axis).
 
+    Parameters
+    ----------
+    items : sequence of 3, or str
+        Per axis a ``"START:STOP"`` string (as ``orgaseg crop --region``), a ``slice`` (``np.s_[0:4, :, 100:]``;
+        step 1) or a ``(START, STOP)`` pair (None: the axis' end); or one string of three ranges
+        separated by spaces, ``"0:4 : 100:"``.
+    shape : sequence of int
+        The volume's ``(z, y, x)`` shape.
+
+    Returns
+    -------
+    tuple of slice
+        Three slices with their start and stop filled in, for :func:`crop_volume`.
+
+    Raises
+    ------
+    OrgasegError
+        Not three ranges, a range that is none of those forms, or one not inside the volume.
+
     Examples
     --------
     >>> parse_region(["0:4", ":", "100:"], (10, 512, 512))
     (slice(0, 4, None), slice(0, 512, None), slice(100, 512, None))
+    >>> parse_region(np.s_[0:4, :, 100:], (10, 512, 512)) == parse_region([(0, 4), (None, None), (100, None)],
+    ...                                                                   (10, 512, 512))
+    True
     """
+    items = items.split() if isinstance(items, str) else list(items)
     if len(items) != 3:
-        raise OrgasegError(f"a region needs three ranges START:STOP (z, y, x), got {len(items)}: {' '.join(items)}")
-    region = []
-    for axis, item, size in zip("zyx", items, shape):
+        raise OrgasegError(f"a region needs three ranges START:STOP (z, y, x), got {len(items)}: "
+                           f"{' '.join(map(str, items))}")
+    return tuple(_inside(axis, *_range_of(axis, item, size), size) for axis, item, size in zip("zyx", items, shape))
+
+
+def _range_of(axis: str, item, size: int) -> tuple[int, int]:
+    """``(start, stop)`` of one axis' range: a ``"START:STOP"`` string, a slice or a pair."""
+    if isinstance(item, str):
         parts = item.split(":")
-        try:
-            if len(parts) != 2:
-                raise ValueError
-            start, stop = (int(p) if p.strip() else default for p, default in zip(parts, (0, size)))
-        except ValueError:
-            raise OrgasegError(f"region {axis} {item!r}: expected START:STOP in voxels, e.g. 0:64 (or : for "
-                               "the whole axis)") from None
-        region.append(_inside(axis, start, stop, size))
-    return tuple(region)
+    elif isinstance(item, slice) and item.step in (None, 1):
+        parts = [item.start, item.stop]
+    elif not isinstance(item, slice) and isinstance(item, Sequence):
+        parts = list(item)
+    else:
+        parts = []
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        start, stop = (default if part is None or (isinstance(part, str) and not part.strip()) else
+                       int(part) if isinstance(part, str) else operator.index(part)
+                       for part, default in zip(parts, (0, size)))
+    except (ValueError, TypeError):
+        python_forms = "" if isinstance(item, str) else ", a slice with step 1 or a (START, STOP) pair"
+        raise OrgasegError(f"region {axis} {item!r}: expected START:STOP in voxels, e.g. 0:64 (or : for the whole "
+                           f"axis){python_forms}") from None
+    return start, stop
 
 
 def _inside(axis: str, start: int, stop: int, size: int) -> slice:
