@@ -460,6 +460,9 @@ def test_a_binary_mask_stored_as_0_255_is_refused_not_scored_as_one_class(tmp_pa
 @pytest.mark.parametrize("spec", [
     "255=intracellular,0..128=membrane,191=mitochondria,159=extracellular",
     {"intracellular": [255], "membrane": [[0, 128]], "mitochondria": 191, "extracellular": [159]},
+    # values to names, as name_clusters' names: it was "class 255 has 'intracellular'; give integer values"
+    {255: "intracellular", **{v: "membrane" for v in (0, 32, 64, 96, 128)}, np.uint8(191): "mitochondria",
+     159: "extracellular"},
     "json",
 ])
 def test_a_class_map_scores_stored_values(tmp_path, spec):

@@ -179,7 +179,10 @@ def parse_class_map(spec: ClassMap | str | Path | Mapping[str, Any]) -> ClassMap
         order of first appearance; a path to a ``.json`` file holding a
         mapping; or a mapping ``{"intracellular": [255], "membrane":
         [[0, 128]], ...}`` (a value, a list of values and ``[low, high]``
-        pairs), classes numbered in the mapping's order.
+        pairs), classes numbered in the mapping's order. A mapping of values
+        to names, ``{255: "intracellular", 191: "mitochondria"}`` (as
+        :func:`~orgaseg.organelles.name_clusters` takes ``names``), is read the same
+        way round, classes numbered in order of first appearance.
 
     Returns
     -------
@@ -193,7 +196,7 @@ def parse_class_map(spec: ClassMap | str | Path | Mapping[str, Any]) -> ClassMap
     if isinstance(spec, ClassMap):
         return spec
     if isinstance(spec, Mapping):
-        return _from_mapping(spec, "class map")
+        return _from_mapping(_by_name(spec), "class map")
     text = str(spec)
     if text.lower().endswith(".json"):
         path = Path(text).expanduser()
@@ -217,6 +220,21 @@ def parse_class_map(spec: ClassMap | str | Path | Mapping[str, Any]) -> ClassMap
             classes.append(name)
         ranges.append(_range(int(low), int(high if high is not None else low), classes.index(name), item.strip()))
     return ClassMap(tuple(classes), tuple(ranges))
+
+
+def _by_name(spec: Mapping) -> Mapping:
+    """A mapping of values to names (``{255: "intracellular"}``) turned round to names to values; others as given.
+
+    Only integer keys with string values are turned: names are strings, values integers, so neither
+    way round is taken for the other.
+    """
+    integer_keys = all(isinstance(key, (int, np.integer)) and not isinstance(key, bool) for key in spec)
+    if not spec or not integer_keys or not all(isinstance(name, str) for name in spec.values()):
+        return spec
+    by_name: dict[str, list[int]] = {}
+    for value, name in spec.items():
+        by_name.setdefault(name, []).append(int(value))
+    return by_name
 
 
 def _from_mapping(data: Mapping[str, Any], where: str) -> ClassMap:
