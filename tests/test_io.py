@@ -817,10 +817,12 @@ def test_missing_voxel_size_warns_and_defaults_to_one(tmp_path, volume):
         open_volume(tmp_path / "one.npy")
     # a single image has no thickness to give: the warning says which Z will do, and what the guess costs
     assert str(warned[0].message).endswith("one.npy: voxel size unknown, assuming 1 x 1 x 1 nm; pass voxel_size=(z, "
-                                           "y, x) in nm (one image: its pixel size Y X will do, e.g. 4.6 4.6, its "
-                                           "thickness Z then taken as Y, which matters little (a size in nm^3 for "
-                                           "instances reads it); the baseline's filter scales are in nm, so 1 nm "
-                                           "pixels make them 10 to 160 pixels wide)")
+                                           "y, x) in nm (one image: its pixel size Y X will do, e.g. voxel_size=(4.6, "
+                                           "4.6), its thickness Z then taken as Y, which matters little (a size in "
+                                           "nm^3 for instances reads it); the baseline's filter scales are in nm, so "
+                                           "1 nm pixels make them 10 to 160 pixels wide)")
+    # the example as the caller gives it (from Python it read "e.g. 4.6 4.6", the command line's way)
+    assert "will do, e.g. --voxel-size 4.6 4.6, its thickness" in warned[0].message.for_command_line()
     # ... as a single image takes two numbers, its pixel size (y x), its thickness then its y size, as where its
     # metadata gives only the pixel size; a stack's planes need their spacing
     assert no_warning_open(tmp_path / "one.npy", voxel_size=(4.6, 5.0)).voxel_size == (4.6, 4.6, 5.0)

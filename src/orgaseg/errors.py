@@ -60,18 +60,21 @@ ARGUMENTS: dict[str, tuple[str, str]] = {
     "z_context": ("z_context=True", "--z-context"),
 }
 
-_TOKEN = re.compile("\x02([a-z_]+)(?:\x01([^\x03]*))?\x03")
+_TOKEN = re.compile("\x02([a-z_]+)(?:\x01([^\x01\x03]*)\x01([^\x03]*))?\x03")
 
 
-def arg(name: str, value: str | None = None) -> str:
+def arg(name: str, value: str | tuple | None = None) -> str:
     """A placeholder for the argument ``name`` in a message (see :data:`ARGUMENTS`).
 
-    With ``value``, the argument with that value: ``method='his4mae'`` from Python, ``--method his4mae``
-    on the command line.
+    With ``value``, the argument with that value: ``method='his4mae'`` or ``voxel_size=(4.6, 4.6)`` from
+    Python, ``--method his4mae`` or ``--voxel-size 4.6 4.6`` on the command line.
     """
     if name not in ARGUMENTS:
         raise KeyError(f"no renderings for argument {name!r}")
-    return f"\x02{name}\x03" if value is None else f"\x02{name}\x01{value}\x03"
+    if value is None:
+        return f"\x02{name}\x03"
+    given = " ".join(map(str, value)) if isinstance(value, tuple) else value
+    return f"\x02{name}\x01{name}={value!r}\x01{ARGUMENTS[name][1].split()[0]} {given}\x03"
 
 
 #: Arguments that say how to read a volume: ``orgaseg crop`` has them all, and copies a volume into one that
@@ -90,10 +93,8 @@ def render(message: str, command_line: bool = False, command: tuple[str, frozens
     lacking: list[str] = []
 
     def rendered(match: re.Match) -> str:
-        name, value = match.groups()
-        text = ARGUMENTS[name][int(command_line)]
-        if value is not None:
-            text = f"{text.split()[0]} {value}" if command_line else f"{name}={value!r}"
+        name, *with_value = match.groups()
+        text = ARGUMENTS[name][int(command_line)] if with_value[0] is None else with_value[int(command_line)]
         if command is not None and text.split()[0] not in command[1] and name not in lacking:
             lacking.append(name)
         return text

@@ -121,9 +121,10 @@ def assumed_voxel_size(what: str, assumption: str, nz: int) -> VoxelSizeWarning:
     consequence = (": the stack is taken as isotropic (features filter across sections, sizes in nm take them as "
                    "thin as the pixels)") if nz > 1 else ""
     # a single image has no thickness to give: say which Z will do, and what the guess costs its features
-    single = (" (one image: its pixel size Y X will do, e.g. 4.6 4.6, its thickness Z then taken as Y, which matters "
-              "little (a size in nm^3 for instances reads it); the baseline's filter scales are in nm, so 1 nm pixels "
-              "make them 10 to 160 pixels wide)") if nz == 1 and "1 x 1 x 1" in assumption else ""
+    single = (f" (one image: its pixel size Y X will do, e.g. {arg('voxel_size', (4.6, 4.6))}, its thickness Z then "
+              "taken as Y, which matters little (a size in nm^3 for instances reads it); the baseline's filter scales "
+              "are in nm, so 1 nm pixels make them 10 to 160 pixels wide)"
+              ) if nz == 1 and "1 x 1 x 1" in assumption else ""
     return VoxelSizeWarning(f"{what}: {assumption}{consequence}; pass {arg('voxel_size')} in nm{single}")
 
 
