@@ -663,3 +663,14 @@ def test_a_segmentation_returned_in_memory_is_reused_as_centers_with_its_stages(
         orgaseg.segment(other, centers=first, options={"scales_nm": [10, 40]})
     with pytest.raises(OrgasegError, match=r"centers: got a ndarray; give an earlier segmentation's provenance"):
         orgaseg.segment(other, centers=np.zeros((3, 30)))
+
+
+def test_a_clusterer_reused_on_an_array_without_voxel_size_says_so_when_the_features_differ(small):
+    raw = np.asarray(small.evaluation[0].raw.read())
+    fitted = orgaseg.segment(raw, voxel_size=(50, 4.6, 4.6), k=3, block_shape=BLOCK, sample_size=3000).model
+    # the feature count alone was said, with no word of the 1 nm the array was taken at
+    with pytest.warns(OrgasegWarning, match="voxel size unknown"), \
+            pytest.raises(OrgasegError, match=r"expects \d+ features but these dense features give \d+: .*; this "
+                                              r"volume's voxel size is unknown \(taken as 1 nm, which changes the "
+                                              r"features\): pass voxel_size=\(z, y, x\)"):
+        orgaseg.segment(raw, centers=fitted, block_shape=BLOCK)

@@ -436,11 +436,15 @@ def label_volume(
 def _label(job: BlockJob, clusterers, sinks, block_shape, executor, state, progress) -> list[np.ndarray] | None:
     if len(clusterers) != len(sinks):
         raise ValueError("need one sink per clusterer")
+    guessed = job.source.volume.attrs.get("voxel_size_assumed")
     for clusterer in clusterers:
         if clusterer.n_features != job.extractor.n_features:
             raise OrgasegError(
                 f"the given clusterer expects {clusterer.n_features} features but these dense features give "
                 f"{job.extractor.n_features}: a clusterer must come from the same method and configuration"
+                # which features a filter bank computes depends on the voxel size, taken as 1 nm here
+                + (f"; this volume's voxel size is unknown (taken as 1 nm, which changes the features): pass "
+                   f"{arg('voxel_size')}" if guessed else "")
             )
     blocks = plan_blocks(job, block_shape)
     totals = [np.zeros(0, np.int64) for _ in clusterers]
