@@ -61,7 +61,7 @@ def parse_region(items, shape: Sequence[int]) -> Region:
     ----------
     items : sequence of 3, or str
         Per axis a ``"START:STOP"`` string (as ``orgaseg crop --region``), a ``slice`` (``np.s_[0:4, :, 100:]``;
-        step 1) or a ``(START, STOP)`` pair (None: the axis' end); or one string of three ranges
+        step 1) or a ``(START, STOP)`` pair (None: the axis' start or end); or one string of three ranges
         separated by spaces, ``"0:4 : 100:"``.
     shape : sequence of int
         The volume's ``(z, y, x)`` shape.
