@@ -68,9 +68,9 @@ def test_a_region_is_given_in_python_as_slices_pairs_or_one_string():
     for items in (["0:2", ":", "16:"], "0:2 : 16:", np.s_[0:2, :, 16:], [(0, 2), (None, None), (16, None)],
                   ((np.int64(0), 2), ":", slice(np.int64(16), None))):
         assert parse_region(items, (9, 40, 50)) == expected
-    for items, message in [((slice(0, 4, 2), ":", ":"), "region z slice(0, 4, 2): expected START:STOP in voxels, "
-                                                        "e.g. 0:64 (or : for the whole axis), a slice with step 1 or "
-                                                        "a (START, STOP) pair"),
+    for items, message in [((slice(0, 4, 2), ":", ":"), ("region z slice(0, 4, 2): expected START:STOP in voxels, "
+                                                         "e.g. 0:64 (or : for the whole axis), a slice with step 1 or "
+                                                         "a (START, STOP) pair")),
                            (((0, 1.5), ":", ":"), "region z (0, 1.5): expected START:STOP"),
                            ((slice(0, 20), ":", ":"), "region z 0:20 is not inside the volume's z axis")]:
         with pytest.raises(OrgasegError, match=re.escape(message)):

@@ -311,9 +311,9 @@ def _leftover_patterns() -> tuple[re.Pattern, ...]:
     """The names of this host's temporaries: :func:`atomic_path`'s, a crop's, the old output
     :func:`move_into_place` moves aside (``output``: the name it had)."""
     host = re.escape(socket.gethostname())
-    return (re.compile(rf"\.tmp-{host}-(?P<pid>\d+)-\d+\..+", re.S),
-            re.compile(rf"\.tmp-crop-{host}-(?P<pid>\d+)-.+", re.S),
-            re.compile(rf"\.(?P<output>.+)\.old-{host}-(?P<pid>\d+)", re.S))
+    return (re.compile(rf"\.tmp-{host}-(?P<pid>\d+)-\d+\..+", re.DOTALL),
+            re.compile(rf"\.tmp-crop-{host}-(?P<pid>\d+)-.+", re.DOTALL),
+            re.compile(rf"\.(?P<output>.+)\.old-{host}-(?P<pid>\d+)", re.DOTALL))
 
 
 _swept: set[str] = set()  # folders this process has swept already (for once=True)
