@@ -31,6 +31,15 @@ def test_the_public_entry_points_have_examples():
             "orgaseg.organelles.naming", "orgaseg.organelles.instances", "orgaseg.organelles.measure"} <= set(MODULES)
 
 
+def test_the_public_names_are_what_dir_lists_and_each_has_a_docstring():
+    # a notebook's tab completion shows dir(orgaseg): the public names, not the module's own imports
+    public = [name for name in dir(orgaseg) if not name.startswith("_")]
+    assert set(orgaseg.__all__) - {"__version__"} <= set(public)
+    assert not {"annotations", "importlib"} & set(public)
+    assert issubclass(orgaseg.OrgasegWarning, UserWarning)  # caught or filtered by its class, as the README says
+    assert all(getattr(orgaseg, name).__doc__ for name in orgaseg.__all__ if name != "__version__")
+
+
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples_run(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # an example that writes a file writes it here

@@ -16,15 +16,14 @@ Names are imported on first use, so ``import orgaseg`` stays light (no torch,
 no dask) and the command line starts fast.
 """
 
-from __future__ import annotations
-
-import importlib
+import importlib as _importlib
 
 __version__ = "0.1.0"
 
 #: Public name -> module that defines it.
 _PUBLIC = {
     "OrgasegError": "orgaseg.errors",
+    "OrgasegWarning": "orgaseg.errors",
     "Volume": "orgaseg.io",
     "open_volume": "orgaseg.io",
     "segment": "orgaseg.segmentation",
@@ -41,7 +40,7 @@ __all__ = sorted(_PUBLIC) + ["__version__"]
 
 def __getattr__(name: str):
     if name in _PUBLIC:
-        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        value = getattr(_importlib.import_module(_PUBLIC[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'orgaseg' has no attribute {name!r}")
