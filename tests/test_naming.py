@@ -161,6 +161,11 @@ def test_clicks_given_in_python_without_points_from_arrays_are_refused_saying_ho
         with pytest.raises(OrgasegError, match=rf"annotations: got a {type(given).__name__}; make them with "
                                                r"orgaseg.organelles.points_from_arrays"):
             name_clusters(seg, annotations=given)
+    # none or two: the message names the four ways, annotations included (it named the command line's three)
+    for given in ({}, {"points": segmented / "points.csv", "mapping": seg}):
+        with pytest.raises(OrgasegError, match=r"give exactly one of points \(a CSV of clicks\), scribbles \(a label "
+                                               r"volume\), annotations \(points_from_arrays"):
+            name_clusters(seg, **given)
 
 
 def test_an_existing_output_is_kept_without_overwrite(segmented, capsys):

@@ -360,7 +360,9 @@ def name_clusters(
     given = [n for n, v in (("points", points), ("scribbles", scribbles), ("annotations", annotations),
                             ("mapping", mapping)) if v is not None]
     if len(given) != 1:
-        raise OrgasegError("give exactly one of points (--points), scribbles (--scribbles) and mapping (--mapping)"
+        # the command line's arguments take one of points, scribbles and mapping: this is said to Python callers
+        raise OrgasegError("give exactly one of points (a CSV of clicks), scribbles (a label volume), annotations "
+                           "(points_from_arrays of clicks in Python) and mapping (an earlier naming's provenance)"
                            + (f"; got {', '.join(given)}" if given else ""))
     # Python only (the command line reads a CSV into annotations itself): say how clicks in Python go in
     if points is not None and not isinstance(points, (str, Path)):
