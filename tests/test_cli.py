@@ -1,6 +1,7 @@
 """The command line end to end, and its answers to bad input."""
 
 import json
+import logging
 import subprocess
 import sys
 import warnings
@@ -441,6 +442,21 @@ def test_an_interrupted_command_says_what_it_kept_next_to_interrupted_not_around
     assert result.returncode == 130
     assert [line for line in shown if line.strip()] == ["kept the finished work in x.partial",
                                                         "orgaseg info: interrupted"], err
+
+
+def test_finished_work_kept_after_a_crash_is_logged_in_command_line_words(capsys, monkeypatch):
+    # the note is a Python caller's (call it again) where it is logged; the command line says what to run again
+    import orgaseg.cli as cli
+    from orgaseg.errors import Note, in_words
+
+    def crashed(args, progress):
+        again = in_words("call it again with the same arguments", "rerun the same command")
+        logging.getLogger("orgaseg.pipeline.outputs").warning(Note(f"kept the finished work in x.partial; {again}"))
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli, "cmd_info", crashed)
+    assert cli.main(["info", "x.zarr"]) == 1
+    assert capsys.readouterr().err.splitlines()[0] == "kept the finished work in x.partial; rerun the same command"
 
 
 def test_a_demo_stopped_before_it_segmented_is_said_before_a_second_draws_its_phantom(tmp_path, capsys, monkeypatch):

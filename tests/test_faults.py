@@ -277,6 +277,16 @@ def test_an_unwritable_output_is_one_line_and_exit_2(tmp_path, capsys, monkeypat
         np.testing.assert_array_equal(open_volume(output).read(), open_volume(tmp_path / "whole.ome.zarr").read())
 
 
+def test_finished_work_kept_after_an_output_fault_is_said_in_python_words_to_a_python_caller(tmp_path, monkeypatch):
+    raw = _intact(tmp_path)
+    output = disk_full_after_two_blocks(tmp_path, monkeypatch)
+    with pytest.raises(OrgasegError) as failed:
+        orgaseg.segment(raw, k=2, output=output, block_shape=(4, 16, 16))
+    kept = f"; kept the finished work in {output}.partial; "
+    assert str(failed.value).endswith(f"{kept}call it again with the same arguments to resume")
+    assert failed.value.for_command_line().endswith(f"{kept}rerun the same command to resume")
+
+
 @pytest.mark.parametrize("command", [["train", "--method", "maester", "--preset", "tiny", "--steps", "2"],
                                      ["train", "--method", "sccs", "--preset", "tiny", "--steps", "2"],
                                      ["crop", "--region", ":", ":", ":"]])

@@ -61,7 +61,11 @@ def test_interrupted_run_resumes_with_the_same_centres_and_only_missing_blocks(r
     with pytest.raises(KeyboardInterrupt) as stopped:
         _run(raw_path, out, progress=StopAfter(10))
     assert not out.exists() and len(block_markers(out)) == 10
-    assert stopped.value.__notes__ == [f"kept the finished work in {out}.partial; rerun the same command to resume"]
+    # the note speaks to the Python caller; the command line prints it in its own words (tests/test_faults.py)
+    assert stopped.value.__notes__ == [f"kept the finished work in {out}.partial; call it again with the same "
+                                       "arguments to resume"]
+    assert stopped.value.__notes__[0].for_command_line() == (f"kept the finished work in {out}.partial; rerun the "
+                                                             "same command to resume")
     result = _run(raw_path, out)
     assert result.provenance["blocks"] == {"shape": list(BLOCK), "blocks": N_BLOCKS, "computed": N_BLOCKS - 10, "skipped": 10}
     assert "sampling_s" not in result.provenance["timings"]  # the stored clusterer was reused, not refitted

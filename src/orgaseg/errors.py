@@ -60,7 +60,7 @@ ARGUMENTS: dict[str, tuple[str, str]] = {
     "z_context": ("z_context=True", "--z-context"),
 }
 
-_TOKEN = re.compile("\x02([a-z_]+)(?:\x01([^\x01\x03]*)\x01([^\x03]*))?\x03")
+_TOKEN = re.compile("\x02([a-z_]*)(?:\x01([^\x01\x03]*)\x01([^\x03]*))?\x03")
 
 
 def arg(name: str, value: str | tuple | None = None) -> str:
@@ -75,6 +75,15 @@ def arg(name: str, value: str | tuple | None = None) -> str:
         return f"\x02{name}\x03"
     given = " ".join(map(str, value)) if isinstance(value, tuple) else value
     return f"\x02{name}\x01{name}={value!r}\x01{ARGUMENTS[name][1].split()[0]} {given}\x03"
+
+
+def in_words(python: str, command_line: str) -> str:
+    """A placeholder for a phrase said one way to a Python caller, another on the command line.
+
+    ``in_words("call it again with the same arguments", "rerun the same command")``: what a user does next
+    where it is no argument of :func:`arg` (it names no option the command may lack).
+    """
+    return f"\x02\x01{python}\x01{command_line}\x03"
 
 
 #: Arguments that say how to read a volume: ``orgaseg crop`` has them all, and copies a volume into one that
@@ -95,7 +104,7 @@ def render(message: str, command_line: bool = False, command: tuple[str, frozens
     def rendered(match: re.Match) -> str:
         name, *with_value = match.groups()
         text = ARGUMENTS[name][int(command_line)] if with_value[0] is None else with_value[int(command_line)]
-        if command is not None and text.split()[0] not in command[1] and name not in lacking:
+        if command is not None and name and text.split()[0] not in command[1] and name not in lacking:
             lacking.append(name)
         return text
 
@@ -124,6 +133,19 @@ class _Rendered:
 
     def for_command_line(self, command: tuple[str, frozenset[str]] | None = None) -> str:
         return render(super().__str__(), command_line=True, command=command)
+
+
+class Note(str):
+    """A note for :meth:`BaseException.add_note` whose text is its Python form (what a traceback shows); the
+    command line prints :meth:`for_command_line`."""
+
+    def __new__(cls, message: str) -> Note:
+        note = super().__new__(cls, render(message))
+        note.message = message
+        return note
+
+    def for_command_line(self, command: tuple[str, frozenset[str]] | None = None) -> str:
+        return render(self.message, command_line=True, command=command)
 
 
 class OrgasegError(_Rendered, ValueError):

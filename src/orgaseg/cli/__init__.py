@@ -87,6 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("orgaseg.pipeline.cost", "orgaseg.segmentation"):
         logging.getLogger(name).setLevel(logging.NOTSET if args.quiet or args.debug else logging.INFO)
     command = (args.command, args.option_strings)
+
+    def in_command_line_words(record: logging.LogRecord) -> bool:
+        """A logged note of orgaseg's (finished work kept after a crash) says here what to run again."""
+        if hasattr(record.msg, "for_command_line"):
+            record.msg = record.msg.for_command_line(command)
+        return True
+
+    handler.addFilter(in_command_line_words)
     if not args.debug:
         warnings.simplefilter("default")
         # a file a lazy reader keeps open until exit (a TIFF read through its zarr store) is nothing to act on
@@ -112,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         # zarr's pending writes, torn down at exit, are not worth a word after this line
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         terminated = isinstance(err, _Terminated)
-        notes = "".join(f"; {note}" for note in getattr(err, "__notes__", ()))  # what was kept, how to resume
+        notes = "".join(f"; {note.for_command_line(command) if hasattr(note, 'for_command_line') else note}"
+                        for note in getattr(err, "__notes__", ()))  # what was kept, how to resume
         print(f"orgaseg {args.command}: {'terminated (SIGTERM)' if terminated else 'interrupted'}{notes}",
               file=sys.stderr)
         return 143 if terminated else 130

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from orgaseg.errors import Note, in_words
 from orgaseg.io import create_label_writer
 from orgaseg.io.feature_writer import FeatureWriter, create_feature_writer
 from orgaseg.io.writers import LabelWriter, OutputError
@@ -72,14 +73,15 @@ class RunOutputs:
             self.sink.suspend()
             if self.features is not None:
                 self.features.suspend()
-            note = f"kept the finished work in {self.sink.partial}; rerun the same command to resume"
+            again = in_words("call it again with the same arguments", "rerun the same command")
+            note = f"kept the finished work in {self.sink.partial}; {again} to resume"
             error = sys.exc_info()[1]
             if isinstance(error, OutputError):
                 error.keep(note)
             elif isinstance(error, KeyboardInterrupt):
-                error.add_note(note)
+                error.add_note(Note(note))
             else:
-                logger.warning(note)
+                logger.warning(Note(note))  # the command line logs it in its own words
             return
         if isinstance(self.sink, LabelWriter):
             self.sink.abort()
