@@ -16,7 +16,7 @@ from PIL import Image
 
 from orgaseg.cli import main
 from orgaseg.datasets import CLASS_MAPS
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, render
 from orgaseg.evaluation import (
     UNMATCHED,
     ClassMap,
@@ -397,8 +397,17 @@ GREY_PRED = np.array([[0, 0, 1, 1, 1, 2, 3, 3]])
 
 def test_grey_levels_without_a_class_map_are_refused_with_the_fix():
     with pytest.raises(OrgasegError, match=r"not class ids 0..C-1 without gaps: it holds 7 values "
-                                           r"\(0, 64, 128, 159, 191, 223, 255\).*--class-map.*--dataset vnc"):
+                                           r"\(0, 64, 128, 159, 191, 223, 255\)") as refused:
         evaluate(GREY_PRED, GREY, ignore=())
+    # in the caller's terms: Python has class_map= and classes=, and no dataset= (walkthrough 17)
+    fix = refused.value.args[0].split("classes; give ")[1]
+    assert render(fix) == ("a class map (class_map='255=intracellular,0..128=membrane,...', a mapping or a JSON file), "
+                           "a dataset's (class_map=orgaseg.datasets.CLASS_MAPS[NAME], NAME 'vnc' or 'cdeep3m-mito'), "
+                           "or class names (classes=[...]) when the missing ids are classes absent here")
+    assert render(fix, command_line=True) == (
+        "a class map (--class-map 255=intracellular,0..128=membrane,... or a JSON file; class_map= in Python), a "
+        "dataset's (--dataset vnc|cdeep3m-mito; orgaseg.datasets.CLASS_MAPS), or class names (--classes; classes=) "
+        "when the missing ids are classes absent here")
     with pytest.raises(OrgasegError, match="holds 6 values"):  # the default ignores 255: still gaps
         evaluate(GREY_PRED, GREY)
     with pytest.raises(OrgasegError, match=r"holds 2 values \(0, 2\)"):  # ids with a gap
@@ -437,8 +446,10 @@ def test_a_binary_mask_stored_as_0_255_is_refused_not_scored_as_one_class(tmp_pa
     mask = np.zeros((2, 8, 8), np.uint8)
     mask[:, 2:5, 2:5] = 255
     pred = (np.arange(mask.size).reshape(mask.shape) % 3).astype(np.uint8)  # unrelated to the mask
-    with pytest.raises(OrgasegError, match=r"only one class is scored.*0/255.*\(255\).*--class-map 0=other"):
+    with pytest.raises(OrgasegError, match=r"only one class is scored.*0/255.*\(255\).*class_map='0=other") as refused:
         evaluate(pred, mask)
+    assert str(refused.value).endswith("Give a class map: class_map='0=other,255=mitochondria'")
+    assert refused.value.for_command_line().endswith("--class-map 0=other,255=mitochondria (class_map= in Python)")
     blocks_read = []
     with pytest.raises(OrgasegError, match="only one class is scored.*the class map names one class"):
         evaluate(pred, mask, class_map="255=mitochondria", progress=lambda *step: blocks_read.append(step))
@@ -446,8 +457,10 @@ def test_a_binary_mask_stored_as_0_255_is_refused_not_scored_as_one_class(tmp_pa
     report = evaluate(pred, mask, class_map="0=other,255=mitochondria")
     assert report.classes == ["other", "mitochondria"] and report.to_dict()["merge"]["mean_dice"] < 0.7
     # a map whose second class names a value the reference never holds (a typo, or the wrong --dataset)
-    with pytest.raises(OrgasegError, match=r"only one class \(a\) has reference voxels.*others \(b\).*right --dataset"):
+    with pytest.raises(OrgasegError, match=r"only one class \(a\) has reference voxels.*others \(b\)") as refused:
         evaluate(pred, mask, class_map="255=a,300=b")
+    assert str(refused.value).endswith("(is it the right dataset's map)?")
+    assert refused.value.for_command_line().endswith("(is it the right --dataset)?")
     np.save(tmp_path / "pred.npy", pred)
     np.save(tmp_path / "mask.npy", mask)
     command = ["evaluate", str(tmp_path / "pred.npy"), "--reference", str(tmp_path / "mask.npy"), "--quiet"]

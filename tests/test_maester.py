@@ -114,8 +114,17 @@ def test_inspect_colours_by_reference_classes_and_refuses_grey_levels_without_a_
     np.save(grey, item.reference.read().astype(np.uint8) * 40 + 15)  # a label file storing grey levels
     common = ["--voxel-size", "20", "20", "20", "--quiet", "-k", "3"]
     assert main(["inspect", str(checkpoint), str(raw), "--reference", str(grey), "-o", str(tmp_path / "a")] + common) == 2
-    assert "are not class ids 0..C-1; give a class map" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "are not class ids 0..C-1; give a class map" in err
+    assert err.rstrip().endswith("a dataset's (--dataset vnc|cdeep3m-mito; orgaseg.datasets.CLASS_MAPS)")
     assert not (tmp_path / "a").exists()  # refused before the model ran or a figure was written
+    from orgaseg.viz.inspect import inspect_model
+
+    with pytest.raises(orgaseg.OrgasegError, match="are not class ids 0..C-1; give a class map") as refused:
+        inspect_model(checkpoint, orgaseg.open_volume(raw, voxel_size=(20, 20, 20)), tmp_path / "a", k=3,
+                      reference=orgaseg.open_volume(grey, voxel_size=(20, 20, 20)))
+    assert str(refused.value).endswith("a dataset's (class_map=orgaseg.datasets.CLASS_MAPS[NAME], NAME 'vnc' or "
+                                       "'cdeep3m-mito')")  # Python has no dataset= (walkthrough 17)
     n = len(phantom.classes)
     spec = ",".join(f"{40 * c + 15}={name}" for c, name in enumerate(phantom.classes))
     figures = {}

@@ -21,8 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, in_words
 from orgaseg.labels import IGNORE_LABEL, integer_labels
+
+#: How a refusal of grey-level references says to give a dataset's class map, to a Python caller (which has no
+#: ``dataset=``) and on the command line.
+DATASET_CLASS_MAP = in_words("class_map=orgaseg.datasets.CLASS_MAPS[NAME], NAME 'vnc' or 'cdeep3m-mito'",
+                             "--dataset vnc|cdeep3m-mito; orgaseg.datasets.CLASS_MAPS")
 
 _ENTRY = re.compile(r"\s*(-?\d+)\s*(?:\.\.\s*(-?\d+)\s*)?=\s*(\S.*?)\s*")
 

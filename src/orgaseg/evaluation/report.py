@@ -9,8 +9,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from orgaseg.errors import OrgasegError, arg
-from orgaseg.evaluation.classmap import ClassMap, MappedLabels, parse_class_map
+from orgaseg.errors import OrgasegError, arg, in_words
+from orgaseg.evaluation.classmap import DATASET_CLASS_MAP, ClassMap, MappedLabels, parse_class_map
 from orgaseg.evaluation.confusion import NothingCounted, confusion_matrix
 from orgaseg.evaluation.matching import BY_NAME, EVALUATION_MODES, MODES
 from orgaseg.evaluation.metrics import (
@@ -351,8 +351,9 @@ def _check_two_classes(confusion: np.ndarray, name: str, ignore: Iterable[int], 
     if confusion.shape[1] >= 2 and present.size:
         names = list(classes) if classes is not None else [str(c) for c in range(confusion.shape[1])]
         empty = ", ".join(n for c, n in enumerate(names) if c not in present)
+        dataset = in_words("dataset's map", "--dataset")
         fix = (f"the others ({empty}) have no reference voxel: does the class map name values that {name} holds "
-               "(is it the right --dataset)?" if by_map else f"the others ({empty}) have no reference voxel")
+               f"(is it the right {dataset})?" if by_map else f"the others ({empty}) have no reference voxel")
         raise OrgasegError(f"{name}: only one class ({names[present[0]]}) has reference voxels, so any prediction "
                            f"would score Dice 1 against it; {fix}")
     raise _one_class_scored(name, ignore, by_map=by_map)
@@ -360,14 +361,15 @@ def _check_two_classes(confusion: np.ndarray, name: str, ignore: Iterable[int], 
 
 def _one_class_scored(name: str, ignore: Iterable[int], *, by_map: bool) -> OrgasegError:
     """The error for a reference of which only one class is scored, with what to change."""
+    two_classes = arg("class_map", "0=other,255=mitochondria")
     if by_map:
-        fix = "the class map names one class: name the rest too, e.g. --class-map 0=other,255=mitochondria"
+        fix = f"the class map names one class: name the rest too, e.g. {two_classes}"
     else:
         ignored = ", ".join(map(str, sorted(set(ignore))))
         fix = (f"a binary mask stored as 0/255, with 255 among the values not scored ({ignored})? Give a class "
-               "map: --class-map 0=other,255=mitochondria")
+               f"map: {two_classes}")
     return OrgasegError(f"{name}: only one class is scored, so any prediction would score Dice 1 against it; "
-                        f"{fix} (class_map= in Python)")
+                        f"{fix}{in_words('', ' (class_map= in Python)')}")
 
 
 def _check_class_ids(confusion: np.ndarray, name: str, classes: Sequence[str] | None,
@@ -386,9 +388,10 @@ def _check_class_ids(confusion: np.ndarray, name: str, classes: Sequence[str] | 
         raise OrgasegError(
             f"{name}: the reference values are not class ids 0..C-1 without gaps: it holds {found.size} values "
             f"({shown}), which would be scored as {confusion.shape[1]} classes; give a class map "
-            "(--class-map 255=intracellular,0..128=membrane,... or a JSON file; class_map= in Python), a dataset's "
-            "(--dataset vnc|cdeep3m-mito; orgaseg.datasets.CLASS_MAPS), or class names (--classes; classes=) when "
-            "the missing ids are classes absent here"
+            + in_words("(class_map='255=intracellular,0..128=membrane,...', a mapping or a JSON file)",
+                       "(--class-map 255=intracellular,0..128=membrane,... or a JSON file; class_map= in Python)")
+            + f", a dataset's ({DATASET_CLASS_MAP}), or class names "
+            + in_words("(classes=[...])", "(--classes; classes=)") + " when the missing ids are classes absent here"
         )
     ignored = ", ".join(map(str, sorted(set(ignore))))
     shown += f"; {ignored} not scored" if ignored else ""

@@ -18,7 +18,7 @@ import numpy as np
 
 from orgaseg.cluster.kmeans import fit_kmeans
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg
-from orgaseg.evaluation.classmap import parse_class_map, reference_classes
+from orgaseg.evaluation.classmap import DATASET_CLASS_MAP, parse_class_map, reference_classes
 from orgaseg.io import compute_normalization
 from orgaseg.io.partial import refuse_existing
 from orgaseg.io.volume import Volume
@@ -182,7 +182,7 @@ def _check_class_ids(classes: np.ndarray, class_names: Sequence[str] | None, nam
     raise OrgasegError(f"{name}: the reference values at the drawn tokens ({shown}) are not class ids 0..C-1"
                        f"{'' if class_names is None else f' of the {len(class_names)} names given'}; give a class map "
                        f"as for evaluate ({arg('class_map')}: 255=intracellular,0..128=membrane,...), or a dataset's "
-                       "(--dataset vnc|cdeep3m-mito; orgaseg.datasets.CLASS_MAPS)")
+                       f"({DATASET_CLASS_MAP})")
 
 
 def _fields_of_view(volume: Volume, normalization, fov: int, n: int, rng: np.random.Generator):
