@@ -1,6 +1,7 @@
 """The benchmark protocol on a small phantom: every K, both modes, figures, the record."""
 
 import json
+import re
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -79,15 +80,22 @@ def test_learned_method_is_trained_then_scored(phantom, tmp_path):
     assert len(estimates) == len(phantom.evaluation) and all(e["forward_passes"] > 0 for e in estimates)
 
 
-@pytest.mark.parametrize("method, options, reason", [
-    ("baseline", {"preset": "tiny"}, r"--preset trains an encoder, and method 'baseline' with these features has none"),
-    ("sccs", {"steps": 3, "minutes": 0.1}, r"--steps, --minutes train an encoder.*--option preset=NAME"),
-    ("sccs", {"model": "trained.json"}, r"fits 'sccs' on each evaluation volume.*orgaseg segment --model"),
-    ("maester", {"model": "model.pt", "steps": 5}, r"--steps trains a new encoder, and --model gives a trained one"),
+@pytest.mark.parametrize("method, options, reason, command_line", [
+    ("baseline", {"preset": "tiny"}, r"preset= trains an encoder, and method 'baseline' with these features has none",
+     r"--preset trains an encoder"),
+    ("sccs", {"steps": 3, "minutes": 0.1}, r"steps=, minutes= train an encoder.*options=\{'preset': NAME\}",
+     r"--steps, --minutes train an encoder.*--option preset=NAME"),
+    ("sccs", {"model": "trained.json"}, r"fits 'sccs' on each evaluation volume.*\(model=\) is scored with "
+     r"orgaseg\.segment\(volume, method='sccs', model=\.\.\.\) and orgaseg\.evaluate",
+     r"\(--model\) is scored with orgaseg segment --model and orgaseg evaluate"),
+    ("maester", {"model": "model.pt", "steps": 5}, r"steps= trains a new encoder, and model= gives a trained one",
+     r"--steps trains a new encoder, and --model gives a trained one"),
 ])
-def test_training_options_that_would_be_ignored_are_refused(phantom, tmp_path, method, options, reason):
-    with pytest.raises(OrgasegError, match=reason):
+def test_training_options_that_would_be_ignored_are_refused(phantom, tmp_path, method, options, reason, command_line):
+    # a Python caller reads the arguments as it passes them, the command line its options (walkthrough 17)
+    with pytest.raises(OrgasegError, match=reason) as refused:
         run_benchmark(phantom, method, tmp_path, ks=[4], sample_size=5_000, device="cpu", **options)
+    assert re.search(command_line, refused.value.for_command_line())
     assert not (tmp_path / "results.json").exists()
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from orgaseg import __version__
 from orgaseg.datasets import Dataset, EvaluationItem, load_dataset
 from orgaseg.environment import environment_record
-from orgaseg.errors import OrgasegError
+from orgaseg.errors import OrgasegError, in_words
 from orgaseg.evaluation import ConfusionAccumulator, EvaluationReport
 from orgaseg.io import compute_normalization
 from orgaseg.io.partial import output_folder, write_atomic
@@ -280,27 +280,35 @@ def _run_title(method: str, stages: dict) -> str:
     return f"{method} ({', '.join(extra)})" if extra else method
 
 
+def _named(name: str) -> str:
+    """The argument ``name`` as a message names it: ``steps=`` to a Python caller, ``--steps`` on the command line."""
+    return in_words(f"{name}=", f"--{name}")
+
+
 def _trained_model(row, data: Dataset, output_dir: Path, *, model, preset, steps, minutes, device, seed, pixel_size,
                    features, progress):
     """The checkpoint to evaluate (trained now on the dataset's training volumes unless given) and its record."""
     needs_encoder = (features is None and row.learns) or (features is not None and _needs_encoder(features))
-    training = [name for name, value in (("--preset", preset), ("--steps", steps), ("--minutes", minutes))
+    training = [_named(name) for name, value in (("preset", preset), ("steps", steps), ("minutes", minutes))
                 if value is not None]
     if not needs_encoder:
         if model is not None and row.trainer is not None:
+            scored = in_words(f"orgaseg.segment(volume, method={row.name!r}, model=...) and orgaseg.evaluate",
+                              "orgaseg segment --model and orgaseg evaluate")
             raise OrgasegError(f"benchmark fits {row.name!r} on each evaluation volume; a trained {row.name} clusterer "
-                               f"(--model) is scored with orgaseg segment --model and orgaseg evaluate")
+                               f"({_named('model')}) is scored with {scored}")
         if model is not None:
-            raise OrgasegError(f"method {row.name!r} with these features uses no encoder: it takes no --model")
+            raise OrgasegError(f"method {row.name!r} with these features uses no encoder: it takes no {_named('model')}")
         if training:
-            hint = (f" (the {row.name} clusterer's own preset: --option preset=NAME)"
+            own_preset = in_words("options={'preset': NAME}", "--option preset=NAME")
+            hint = (f" (the {row.name} clusterer's own preset: {own_preset})"
                     if row.trainer is not None else "")
             raise OrgasegError(f"{', '.join(training)} {'trains' if len(training) == 1 else 'train'} an encoder, and "
                                f"method {row.name!r} with these features has none{hint}")
         return None, {"preset": None, "wall_s": 0.0, "steps": 0, "note": "no encoder to train"}
     if model is not None and training:
         raise OrgasegError(f"{', '.join(training)} {'trains' if len(training) == 1 else 'train'} a new encoder, and "
-                           "--model gives a trained one: pass one or the other")
+                           f"{_named('model')} gives a trained one: pass one or the other")
     from orgaseg.models.checkpoint import file_hash, load_checkpoint
 
     if model is None:
