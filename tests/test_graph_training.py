@@ -224,12 +224,14 @@ def test_graph_training_says_what_is_wrong(tmp_path):
         train([image], tmp_path / "exists.json", k=2, resume=True)
     with pytest.raises(OrgasegError, match="fixed number of steps"):
         train([image], tmp_path / "b.json", k=2, minutes=1.0)
-    with pytest.raises(OrgasegError, match="need a trained encoder"):
+    with pytest.raises(OrgasegError, match=r"need a trained encoder: .* \(encoder=CKPT\)$") as refused:
         train([image], tmp_path / "b.json", k=2, features="expand-stride")
+    assert refused.value.for_command_line().endswith("(orgaseg train --encoder CKPT)")
     with pytest.raises(OrgasegError, match="unknown preset"):
         train([image], tmp_path / "b.json", k=2, preset="huge")
-    with pytest.raises(OrgasegError, match="not model options"):
+    with pytest.raises(OrgasegError, match=r"arguments of their own \(preset=, steps=\), not model options") as refused:
         train([image], tmp_path / "b.json", k=2, model_options={"steps": 5})
+    assert "(--preset, --steps; preset=, steps=), not model options" in refused.value.for_command_line()
     with pytest.raises(OrgasegError, match="unknown option") as refused:
         train([image], tmp_path / "b.json", k=2, model_options={"bogus": 5})
     # the options it lists are those train takes as options: not the preset and the steps (refused above)
@@ -242,8 +244,9 @@ def test_graph_training_says_what_is_wrong(tmp_path):
 
 def test_segmenting_with_a_graph_checkpoint_checks_what_it_is_given(trained):
     checkpoint, _, _ = trained
-    with pytest.raises(OrgasegError, match="checkpoint of method 'sccs', not 'cs2c'"):
+    with pytest.raises(OrgasegError, match="checkpoint of method 'sccs', not 'cs2c': pass method='sccs'$") as refused:
         segment_arguments(checkpoint, method="cs2c")
+    assert refused.value.for_command_line().endswith("not 'cs2c': pass --method sccs")
     with pytest.raises(OrgasegError, match="trained on filter-bank features"):
         segment_arguments(checkpoint, method="sccs", features="expand-stride")
     with pytest.raises(OrgasegError, match="not both"):

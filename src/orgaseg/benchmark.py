@@ -298,7 +298,8 @@ def _trained_model(row, data: Dataset, output_dir: Path, *, model, preset, steps
             raise OrgasegError(f"benchmark fits {row.name!r} on each evaluation volume; a trained {row.name} clusterer "
                                f"({_named('model')}) is scored with {scored}")
         if model is not None:
-            raise OrgasegError(f"method {row.name!r} with these features uses no encoder: it takes no {_named('model')}")
+            raise OrgasegError(f"method {row.name!r} with these features uses no encoder: "
+                               f"it takes no {_named('model')}")
         if training:
             own_preset = in_words("options={'preset': NAME}", "--option preset=NAME")
             hint = (f" (the {row.name} clusterer's own preset: {own_preset})"

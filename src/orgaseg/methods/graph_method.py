@@ -52,7 +52,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from orgaseg.cluster.graph_clusterers import CS2C_HEADS, PRESET_STEPS
-from orgaseg.errors import OrgasegError, OrgasegWarning, arg
+from orgaseg.errors import OrgasegError, OrgasegWarning, arg, in_words
 from orgaseg.io.metadata import format_sizes
 from orgaseg.io.volume import Volume, volume_record
 from orgaseg.io.writers import check_writable, writing
@@ -287,15 +287,15 @@ def train_graph_clusterer(
         raise OrgasegError(f"{spec.name} needs at least 2 training steps, got {steps}")
     options = dict(model_options or {})
     if "preset" in options or "steps" in options:
-        raise OrgasegError("the preset and the steps have arguments of their own (--preset, --steps; preset=, "
-                           "steps=), not model options")
+        own = in_words("preset=, steps=", "--preset, --steps; preset=, steps=")
+        raise OrgasegError(f"the preset and the steps have arguments of their own ({own}), not model options")
     volumes = _volumes(inputs, voxel_size, key)
     _refuse_evaluation_volumes(volumes)
     features = features or (ENCODER_FEATURES if encoder is not None else spec.features)
     needs = get_features(features).needs
     if needs is not None and encoder is None:
         raise OrgasegError(f"{features} features need a trained encoder: give its checkpoint as the encoder "
-                           "(orgaseg train --encoder CKPT)")
+                           f"({in_words('encoder=CKPT', 'orgaseg train --encoder CKPT')})")
     if needs is None and encoder is not None:
         raise OrgasegError(f"{features} features use no encoder; drop the encoder or choose features that use one, "
                            f"e.g. {ENCODER_FEATURES}")
@@ -419,7 +419,8 @@ def segment_arguments(checkpoint: str | Path, *, method: str | None, centers=Non
     trained = record["method"]
     kind = record["clusterer"].get("kind")
     if method not in (None, trained):
-        raise OrgasegError(f"{checkpoint} is a checkpoint of method {trained!r}, not {method!r}: pass --method {trained}")
+        raise OrgasegError(f"{checkpoint} is a checkpoint of method {trained!r}, not {method!r}: "
+                           f"pass {arg('method', trained)}")
     if centers is not None:
         raise OrgasegError(f"{checkpoint} holds its trained clusterer: give it or a provenance to reuse, not both")
     if features is not None and features != record["features"]["name"]:
