@@ -197,9 +197,11 @@ def test_the_mapping_names_a_second_volume_segmented_with_the_same_clusterer(seg
     assert main(["segment", str(tmp_path / "other.tif"), "-k", "4", "-o", str(tmp_path / "k4.ome.zarr"), "--quiet"]) == 0
     centers = segmented / "seg.ome.zarr.provenance.json"
     with pytest.raises(OrgasegError, match=rf"clusters of another clusterer \(K = 5 clusters, this segmentation 4\); "
-                                           rf"segment this volume with the same clusterer: orgaseg segment VOLUME "
-                                           rf"--centers {re.escape(str(centers))} \(it brings that segmentation's method"):
+                                           rf"segment this volume with the same clusterer: orgaseg\.segment\(volume, "
+                                           rf"centers={re.escape(repr(str(centers)))}\) \(it brings that segmentation's "
+                                           "method") as refused:
         name_clusters(tmp_path / "k4.ome.zarr", mapping=tmp_path / "a.ome.zarr.provenance.json")
+    assert f"same clusterer: orgaseg segment VOLUME --centers {centers} (it brings" in refused.value.for_command_line()
     assert main(["segment", str(tmp_path / "other.tif"), "-k", "5", "-o", str(tmp_path / "k5.ome.zarr"), "--quiet"]) == 0
     with pytest.raises(OrgasegError, match=r"another clusterer \(another fit of K = 5\)"):
         name_clusters(tmp_path / "k5.ome.zarr", mapping=tmp_path / "a.ome.zarr.provenance.json")

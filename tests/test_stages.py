@@ -530,8 +530,12 @@ def test_the_command_line_says_what_a_learned_run_will_cost(checkpoints, tmp_pat
 
     monkeypatch.setattr(cost, "LONG_S", 0.0)  # as if the volume were large: a warning (printed as 'warning: ...',
     # as every warning is: tests/test_cli.py), with --quiet too
-    with pytest.warns(OrgasegWarning, match="forward passes over .* also divides the work$"):
+    with pytest.warns(OrgasegWarning, match="forward passes over .* also divides the work$") as caught:
         assert main(command + ["-o", str(tmp_path / "c.tif"), "--quiet"]) == 0
+    # said in the caller's terms (walkthrough 17): the command line's option, a Python caller's argument
+    warning = next(w.message for w in caught if "divides the work" in str(w.message))
+    assert warning.for_command_line().endswith("; a coarser --pixel-size also divides the work")
+    assert str(warning).endswith("; a coarser pixel_size= also divides the work")
 
 
 def test_the_estimate_counts_only_the_passes_a_run_makes(checkpoints, tmp_path, caplog):

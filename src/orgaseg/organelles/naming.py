@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from orgaseg.errors import OrgasegError, OrgasegWarning, arg
+from orgaseg.errors import OrgasegError, OrgasegWarning, arg, in_words
 from orgaseg.io import create_label_writer, make_provenance, open_volume
 from orgaseg.io.metadata import known_voxel_size, placement, warn_if_placed_apart
 from orgaseg.io.partial import digest, refuse_replacing_an_input
@@ -665,10 +665,12 @@ def _reuse_mapping(mapping, clusterer_state: dict, k: int,
     if record["clusterer_sha256"] != digest(clusterer_state):
         source = Path(str(record.get("segmentation")))
         centers = provenance_path(source) if provenance_path(source).is_file() else "SEG.provenance.json"
+        again = in_words(f"orgaseg.segment(volume, centers={str(centers)!r})",
+                         f"orgaseg segment VOLUME --centers {centers}")
         fitted = (f"K = {record['k']} clusters, this segmentation {k}" if record.get("k") not in (None, k) else
                   f"another fit of K = {k}")
         raise OrgasegError(f"{path}: its mapping names the clusters of another clusterer ({fitted}); segment this "
-                           f"volume with the same clusterer: orgaseg segment VOLUME --centers {centers} (it brings "
+                           f"volume with the same clusterer: {again} (it brings "
                            "that segmentation's method, checkpoint, options and pixel size)")
     naming = ClusterNaming.from_dict(record["naming"])
     classifier = None

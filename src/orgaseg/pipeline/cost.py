@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 
-from orgaseg.errors import OrgasegWarning
+from orgaseg.errors import OrgasegWarning, in_words
 from orgaseg.io.metadata import format_sizes
 from orgaseg.pipeline.blocks import Block, block_reading_halo
 
@@ -175,10 +175,12 @@ def estimate_cost(stages, job, blocks, *, reuse_bytes: int = 0, sampling: bool =
         planes = {k: v for k, v in stages.feature_options.items() if k == "planes"}  # priced on the same planes
         faster = FEATURES["expand-stride"].build(stages.encoder, voxel_size, planes, stages.device)
         cost["expand_stride_passes"] = round(repeats * forward_passes(faster, regions))
-        message += (f"; expand-stride (--features expand-stride) needs about {cost['expand_stride_passes']:,} "
+        named = in_words("features='expand-stride'", "--features expand-stride")
+        message += (f"; expand-stride ({named}) needs about {cost['expand_stride_passes']:,} "
                     f"({_duration(cost['expand_stride_passes'] * per_pass)} at this rate)")
     if expected > LONG_S:  # a warning, said as the others are (the command line prefixes 'warning:')
-        message += "; a coarser --pixel-size also divides the work" if alternatives else ""
+        pixel_size = in_words("pixel_size=", "--pixel-size")
+        message += f"; a coarser {pixel_size} also divides the work" if alternatives else ""
         warnings.warn(OrgasegWarning(message), stacklevel=3)
     else:
         logger.info(message)
