@@ -364,8 +364,11 @@ def test_written_volume_has_pyramid_classes_and_provenance(tmp_path):
     assert record["counts"] == {"mitochondria": 5, "granules": 5} and record["connectivity"] == 6
     tiff = make_instances(named, tmp_path / "inst.tif")
     np.testing.assert_array_equal(open_volume(tiff.path).read(), stored.read())
-    with pytest.warns(OrgasegWarning, match="already the output of orgaseg instances"):
+    with pytest.warns(OrgasegWarning, match="already the output of orgaseg instances") as caught:
         make_instances(result.path)  # instances of instances: each object would become a class
+    warning = next(w.message for w in caught if "already the output" in str(w.message))
+    assert str(warning).endswith("give the named labels (name_clusters) or the segmentation instead")
+    assert warning.for_command_line().endswith("give the named labels (orgaseg name) or the segmentation instead")
 
 
 def test_instances_of_a_segmentation_say_that_cluster_0_is_not_numbered_unless_chosen(tmp_path):
@@ -374,9 +377,12 @@ def test_instances_of_a_segmentation_say_that_cluster_0_is_not_numbered_unless_c
     labels, _ = balls(shape=(6, 20, 20), n=(1, 1))
     clusters = write_labels(tmp_path / "seg.ome.zarr", labels, voxel_size=(10, 5, 5),
                             provenance={"clusterer": {"name": "kmeans"}})
-    with pytest.warns(OrgasegWarning, match=r"seg\.ome\.zarr is the output of orgaseg segment: .*cluster 0.* not "
-                                            r"numbered; name the clusters first .*classes=\[\.\.\.\] \(0 included\)"):
+    cluster_0 = r"seg\.ome\.zarr is the output of orgaseg segment: .*cluster 0.* not numbered; name the clusters first "
+    with pytest.warns(OrgasegWarning, match=cluster_0 + r".*classes=\[\.\.\.\] \(0 included\)") as caught:
         without = make_instances(clusters)
+    warning = next(w.message for w in caught if "cluster 0" in str(w.message))
+    assert "name the clusters first with orgaseg.organelles.name_clusters, or" in str(warning)
+    assert "name the clusters first with 'orgaseg name', or choose" in warning.for_command_line()
     assert set(without.classes) == {"1", "2"}
     with warnings.catch_warnings():
         warnings.simplefilter("error", OrgasegWarning)  # the clusters chosen: nothing goes unsaid

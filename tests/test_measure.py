@@ -214,8 +214,11 @@ def test_a_segmentation_or_named_volume_is_measured_with_a_warning(tmp_path):
     for command, zero in (("segment", "a cluster"), ("name", "unassigned")):
         record = {"clusterer": {}} if command == "segment" else {"naming": {}}
         path = write_labels(tmp_path / f"{command}.ome.zarr", labels, voxel_size=(8.0, 4.0, 4.0), provenance=record)
-        with pytest.warns(OrgasegWarning, match=rf"is the output of orgaseg {command}: .* id 0 \({zero}\)"):
+        with pytest.warns(OrgasegWarning, match=rf"is the output of orgaseg {command}: .* id 0 \({zero}\)") as caught:
             assert measure_instances(path).table["id"].tolist() == [1]
+        warning = next(w.message for w in caught if "id 0" in str(w.message))
+        assert str(warning).endswith("number the organelles first with orgaseg.organelles.make_instances")
+        assert warning.for_command_line().endswith("number the organelles first with 'orgaseg instances'")
 
 
 def test_classes_come_from_the_instance_volume(tmp_path, capsys):

@@ -44,7 +44,7 @@ import scipy.sparse
 from scipy.sparse.csgraph import connected_components
 from skimage.measure import label as label_components
 
-from orgaseg.errors import OrgasegError, OrgasegWarning, arg
+from orgaseg.errors import OrgasegError, OrgasegWarning, arg, in_words
 from orgaseg.io import make_provenance
 from orgaseg.io.metadata import known_voxel_size, placement
 from orgaseg.io.partial import partial_state, refuse_existing, refuse_replacing_an_input
@@ -451,12 +451,14 @@ def _warn_of_unnamed_input(volume, classes) -> None:
     if command == "instances":
         warnings.warn(OrgasegWarning(
             f"{volume.path} is already the output of orgaseg instances: its ids are objects, so each becomes a "
-            "class here; give the named labels (orgaseg name) or the segmentation instead"), stacklevel=3)
+            f"class here; give the named labels ({in_words('name_clusters', 'orgaseg name')}) or the segmentation "
+            "instead"), stacklevel=3)
     elif command == "segment" and classes is None:
         # a segmentation has no names, so every non-zero value is a class: its cluster 0 would go unsaid
         warnings.warn(OrgasegWarning(
             f"{volume.path} is the output of orgaseg segment: its ids are clusters, and cluster 0, a cluster like "
-            f"the others, is taken for background and not numbered; name the clusters first with 'orgaseg name', "
+            f"the others, is taken for background and not numbered; name the clusters first with "
+            f"{in_words('orgaseg.organelles.name_clusters', repr('orgaseg name'))}, "
             f"or choose the clusters to number with {arg('classes')} (0 included)"), stacklevel=3)
 
 

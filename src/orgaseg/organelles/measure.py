@@ -68,7 +68,7 @@ import numpy as np
 from scipy import ndimage as ndi
 from skimage.measure import find_contours, marching_cubes, mesh_surface_area
 
-from orgaseg.errors import OrgasegError, OrgasegWarning, arg
+from orgaseg.errors import OrgasegError, OrgasegWarning, arg, in_words
 from orgaseg.io.metadata import warn_if_placed_apart
 from orgaseg.io.partial import atomic_path, refuse_existing
 from orgaseg.io.provenance import label_command, read_provenance
@@ -640,7 +640,8 @@ def _warn_if_class_labels(volume: Volume, command: str | None) -> None:
         warnings.warn(OrgasegWarning(
             f"{volume.path} is the output of orgaseg {command}: its ids are clusters or classes, so each is "
             f"measured as one object, and id 0 ({'a cluster' if command == 'segment' else 'unassigned'}) is "
-            "taken for background and not measured; number the organelles first with 'orgaseg instances'"),
+            "taken for background and not measured; number the organelles first with "
+            + in_words("orgaseg.organelles.make_instances", "'orgaseg instances'")),
             stacklevel=3)
 
 
