@@ -97,8 +97,10 @@ def test_resume_continues_the_same_loss_curve(phantom_volume, tmp_path):
     with pytest.raises(KeyboardInterrupt) as raised:
         MAESTER.train([phantom_volume], tmp_path / "b.pt", preset="tiny", steps=24, device="cpu",
                       progress=_stop_after(12))
-    # the command line prints the note in its last line
-    assert raised.value.__notes__ == [f"saved {tmp_path / 'b.pt'} at step 12 of 24; --resume (resume=True) continues it"]
+    # the command line prints the note in its last line, in its own words
+    assert raised.value.__notes__ == [f"saved {tmp_path / 'b.pt'} at step 12 of 24; resume=True continues it"]
+    assert raised.value.__notes__[0].for_command_line() == (f"saved {tmp_path / 'b.pt'} at step 12 of 24; "
+                                                            "--resume (resume=True) continues it")
     resumed = MAESTER.train([phantom_volume], tmp_path / "b.pt", resume=True, device="cpu")
     assert resumed["step"] == 24
     np.testing.assert_allclose(resumed["losses"], straight["losses"], rtol=1e-5)
@@ -145,9 +147,9 @@ def test_a_run_stopped_while_timing_its_budget_times_again_on_resume(phantom_vol
     # while timing, the bar and the last line count towards what the minute fits at 2 s a step (30), not
     # towards the preset's 300 steps (with 4,000 for the cpu preset the bar's end lay hours away)
     assert totals[1:] == [30] * 4
-    note = (f"saved {tmp_path / 'm.pt'} at step 5 of about 30 (the budget's schedule at the speed so far); "
-            "--resume (resume=True) continues it")
-    assert raised.value.__notes__ == [note]
+    note = f"saved {tmp_path / 'm.pt'} at step 5 of about 30 (the budget's schedule at the speed so far); "
+    assert raised.value.__notes__ == [note + "resume=True continues it"]
+    assert raised.value.__notes__[0].for_command_line() == note + "--resume (resume=True) continues it"
     resumed = MAESTER.train([phantom_volume], tmp_path / "m.pt", resume=True, minutes=minutes, device="cpu",
                             progress=tick)
     assert resumed["step"] == resumed["total_steps"] == 30 and resumed["timing_budget_minutes"] is None

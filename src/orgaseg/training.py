@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 import torch
 
-from orgaseg.errors import OrgasegError, OrgasegWarning, arg
+from orgaseg.errors import Note, OrgasegError, OrgasegWarning, arg, in_words
 from orgaseg.models.checkpoint import save_checkpoint
 from orgaseg.models.device import resolve_device
 from orgaseg.progress import ProgressCallback, report
@@ -281,16 +281,17 @@ def run_training(
         except KeyboardInterrupt as err:
             # Ctrl-C: keep what was trained; --resume continues from here
             of = f"about {shown} (the budget's schedule at the speed so far)" if estimate else total
+            resume = in_words("resume=True", "--resume (resume=True)")
             if interrupt.in_step:  # a second signal in the middle of a step: the model holds part of it
                 saved = state["step"] if state is not None else start_step
                 if saved > 0:  # the command line prints the notes in its last line
-                    err.add_note(f"stopped during step {completed + 1}, unsaved; {output} holds step {saved} of "
-                                 f"{of}; --resume (resume=True) continues it")
+                    err.add_note(Note(f"stopped during step {completed + 1}, unsaved; {output} holds step {saved} "
+                                      f"of {of}; {resume} continues it"))
                 raise
             if completed > start_step and (state is None or state["step"] != completed):
                 checkpoint(completed)
             if completed > 0:  # the command line prints the notes in its last line
-                err.add_note(f"saved {output} at step {completed} of {of}; --resume (resume=True) continues it")
+                err.add_note(Note(f"saved {output} at step {completed} of {of}; {resume} continues it"))
             raise
     if state is None or state["step"] != completed:
         state = checkpoint(completed)
