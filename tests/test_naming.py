@@ -198,8 +198,8 @@ def test_the_mapping_names_a_second_volume_segmented_with_the_same_clusterer(seg
     centers = segmented / "seg.ome.zarr.provenance.json"
     with pytest.raises(OrgasegError, match=rf"clusters of another clusterer \(K = 5 clusters, this segmentation 4\); "
                                            rf"segment this volume with the same clusterer: orgaseg\.segment\(volume, "
-                                           rf"centers={re.escape(repr(str(centers)))}\) \(it brings that segmentation's "
-                                           "method") as refused:
+                                           rf"centers={re.escape(repr(str(centers)))}\) \(it brings that "
+                                           "segmentation's method") as refused:
         name_clusters(tmp_path / "k4.ome.zarr", mapping=tmp_path / "a.ome.zarr.provenance.json")
     assert f"same clusterer: orgaseg segment VOLUME --centers {centers} (it brings" in refused.value.for_command_line()
     assert main(["segment", str(tmp_path / "other.tif"), "-k", "5", "-o", str(tmp_path / "k5.ome.zarr"), "--quiet"]) == 0
@@ -514,8 +514,11 @@ def test_naming_a_crop_of_an_image_says_to_segment_it_first(cell, tmp_path):
 
     raw = write_tiff_image(tmp_path / "raw.tif", cell.raw, voxel_size=VOXEL)
     crop = crop_volume(open_volume(raw), parse_region(["0:4", ":", ":"], cell.raw.shape), tmp_path / "crop.ome.zarr")
-    with pytest.raises(OrgasegError, match=r"is a crop of an image \('orgaseg crop'\), not a segmentation"):
+    with pytest.raises(OrgasegError, match=r"is a crop of an image \('orgaseg crop'\), not a segmentation") as refused:
         name_clusters(crop, points=tmp_path / "points.csv")
+    assert str(refused.value).endswith("segment it first (orgaseg.segment) and name the segmentation's clusters")
+    assert refused.value.for_command_line().endswith("segment it first ('orgaseg segment') and name the "
+                                                     "segmentation's clusters")
 
 
 def test_z_context_on_a_single_image_is_warned_about(cell, tmp_path):

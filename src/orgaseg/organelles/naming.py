@@ -586,8 +586,9 @@ def _open_segmentation(segmentation) -> tuple[Volume, dict, str]:
                            "of 'orgaseg segment'")
     record = read_provenance(path)
     if record.get("command") == "crop":
+        segment_first = in_words("orgaseg.segment", "'orgaseg segment'")
         raise OrgasegError(f"{path} is a crop of an image ('orgaseg crop'), not a segmentation: segment it first "
-                           "('orgaseg segment') and name the segmentation's clusters")
+                           f"({segment_first}) and name the segmentation's clusters")
     volume = open_volume(path)
     if not np.issubdtype(volume.dtype, np.integer):
         raise OrgasegError(f"{path}: a segmentation holds integer cluster ids, got {volume.dtype}")
