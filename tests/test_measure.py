@@ -255,7 +255,7 @@ def test_measuring_class_labels_warns_that_they_are_not_instances(tmp_path, reco
     classes = (draw((32, 110, 110), voxel_size, ELLIPSOIDS) > 0).astype(np.uint8)
     labels = write_labels(tmp_path / "seg.ome.zarr", classes, voxel_size=voxel_size, provenance=record)
     zero = "a cluster" if "clusterer" in record else "unassigned"
-    with pytest.warns(OrgasegWarning, match=f"id 0 \\({zero}\\) is taken for background.*orgaseg instances"):
+    with pytest.warns(OrgasegWarning, match=f"id 0 \\({zero}\\) is taken for background.*organelles.make_instances"):
         result = measure_instances(labels)
     assert result.table["id"].tolist() == [1]  # still measured, as one object (id 0 is not)
     instances = make_instances(labels, tmp_path / "inst.ome.zarr")
