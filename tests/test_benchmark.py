@@ -85,8 +85,8 @@ def test_learned_method_is_trained_then_scored(phantom, tmp_path):
      r"--preset trains an encoder"),
     ("sccs", {"steps": 3, "minutes": 0.1}, r"steps=, minutes= train an encoder.*options=\{'preset': NAME\}",
      r"--steps, --minutes train an encoder.*--option preset=NAME"),
-    ("sccs", {"model": "trained.json"}, r"fits 'sccs' on each evaluation volume.*\(model=\) is scored with "
-     r"orgaseg\.segment\(volume, method='sccs', model=\.\.\.\) and orgaseg\.evaluate",
+    ("sccs", {"model": "trained.json"}, (r"fits 'sccs' on each evaluation volume.*\(model=\) is scored with "
+                                         r"orgaseg\.segment\(volume, method='sccs', model=\.\.\.\) and orgaseg\.evaluate"),
      r"\(--model\) is scored with orgaseg segment --model and orgaseg evaluate"),
     ("maester", {"model": "model.pt", "steps": 5}, r"steps= trains a new encoder, and model= gives a trained one",
      r"--steps trains a new encoder, and --model gives a trained one"),

@@ -446,7 +446,7 @@ def test_an_interrupted_command_says_what_it_kept_next_to_interrupted_not_around
 
 def test_finished_work_kept_after_a_crash_is_logged_in_command_line_words(capsys, monkeypatch):
     # the note is a Python caller's (call it again) where it is logged; the command line says what to run again
-    import orgaseg.cli as cli
+    from orgaseg import cli
     from orgaseg.errors import Note, in_words
 
     def crashed(args, progress):

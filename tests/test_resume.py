@@ -62,8 +62,8 @@ def test_interrupted_run_resumes_with_the_same_centres_and_only_missing_blocks(r
         _run(raw_path, out, progress=StopAfter(10))
     assert not out.exists() and len(block_markers(out)) == 10
     # the note speaks to the Python caller; the command line prints it in its own words (tests/test_faults.py)
-    assert stopped.value.__notes__ == [f"kept the finished work in {out}.partial; call it again with the same "
-                                       "arguments to resume"]
+    assert stopped.value.__notes__ == [(f"kept the finished work in {out}.partial; call it again with the same "
+                                        "arguments to resume")]
     assert stopped.value.__notes__[0].for_command_line() == (f"kept the finished work in {out}.partial; rerun the "
                                                              "same command to resume")
     result = _run(raw_path, out)

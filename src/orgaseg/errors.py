@@ -139,7 +139,7 @@ class Note(str):
     """A note for :meth:`BaseException.add_note` whose text is its Python form (what a traceback shows); the
     command line prints :meth:`for_command_line`."""
 
-    def __new__(cls, message: str) -> Note:
+    def __new__(cls, message: str) -> Note:  # noqa: PYI034 (typing.Self is 3.11+, orgaseg supports 3.10)
         note = super().__new__(cls, render(message))
         note.message = message
         return note
