@@ -18,7 +18,11 @@ import numpy as np
 
 from orgaseg.cluster.kmeans import fit_kmeans
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg
-from orgaseg.evaluation.classmap import DATASET_CLASS_MAP, parse_class_map, reference_classes
+from orgaseg.evaluation.classmap import (
+    DATASET_CLASS_MAP,
+    parse_class_map,
+    reference_classes,
+)
 from orgaseg.io import compute_normalization
 from orgaseg.io.partial import refuse_existing
 from orgaseg.io.volume import Volume
