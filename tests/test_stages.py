@@ -452,9 +452,11 @@ def test_long_runs_are_priced_up_front_with_a_faster_strategy(checkpoints, caplo
     windows = [b.read_region for b in quarters]
     assert cost.forward_passes(job.extractor, windows) > cost.forward_passes(job.extractor, whole)
     monkeypatch.setattr(cost, "LONG_S", 0.0)  # as if the volume were large
-    with pytest.warns(OrgasegWarning, match=r"expand-stride \(--features expand-stride\) needs about"):
+    with pytest.warns(OrgasegWarning, match=r"expand-stride \(features='expand-stride'\) needs about") as said:
         estimate = cost.estimate_cost(stages, job, blocks)
     assert estimate["expand_stride_passes"] < estimate["forward_passes"]
+    # the command line names the option as it is typed
+    assert "expand-stride (--features expand-stride) needs about" in said[0].message.for_command_line()
 
 
 @pytest.mark.parametrize("encoder", ["patch-vae-3d", "patch-vae-2d"])
