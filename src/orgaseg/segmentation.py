@@ -17,11 +17,11 @@ import numpy as np
 from orgaseg.cluster import Clusterer, ClustererSpec, KMeansModel, clusterer_from_dict, get_clusterer
 from orgaseg.errors import OrgasegError, OrgasegWarning, arg
 from orgaseg.io import compute_normalization, make_provenance, open_volume
-from orgaseg.io.metadata import check_voxel_size, format_sizes, known_voxel_size, placement
+from orgaseg.io.metadata import format_sizes, known_voxel_size, placement
 from orgaseg.io.partial import digest, refuse_replacing_an_input, same_path
 from orgaseg.io.provenance import provenance_path
 from orgaseg.io.readers import assumed_voxel_size
-from orgaseg.io.volume import Volume, absolute_path, as_volume, read_as
+from orgaseg.io.volume import Volume, absolute_path, in_memory_volume, read_as
 from orgaseg.options import check_whole_number
 from orgaseg.pipeline.cost import estimate_cost
 from orgaseg.pipeline.executors import Executor, SerialExecutor
@@ -77,11 +77,8 @@ def resolve_volume(data, *, key: str | None = None, voxel_size=None, level: int 
     if isinstance(data, (str, Path)):
         return open_volume(data, key=key, voxel_size=voxel_size, level=level, axes=axes, channel=channel,
                            strict_chunks=strict_chunks)
-    volume = as_volume(data)
-    if voxel_size is not None:  # two numbers (y x) are taken for a single image: the planes are counted first
-        return dataclasses.replace(volume, voxel_size=check_voxel_size(voxel_size, planes=volume.shape[0]))
-    if not isinstance(data, Volume):  # as for a file without metadata: said, since features are computed in nm
-        volume.attrs["voxel_size_assumed"] = True
+    volume = in_memory_volume(data, voxel_size)
+    if voxel_size is None and not isinstance(data, Volume):  # said, since features are computed in nm
         warnings.warn(assumed_voxel_size("the array", "voxel size unknown, assuming 1 x 1 x 1 nm", volume.shape[0]),
                       stacklevel=3)
     return volume

@@ -9,14 +9,14 @@ block is read by slicing and nothing loads a large volume whole.
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from orgaseg.errors import OrgasegError
-from orgaseg.io.metadata import check_origin, format_sizes
+from orgaseg.io.metadata import check_origin, check_voxel_size, format_sizes
 
 Region = tuple[slice, slice, slice]
 
@@ -274,6 +274,23 @@ def as_volume(data, voxel_size=(1.0, 1.0, 1.0), path: str = "<array>") -> Volume
         raise OrgasegError(f"expected a 2D or 3D array, got {arr.ndim} dimensions (shape {arr.shape})")
     check_volume_data(arr.shape, arr.dtype, "the array")
     return Volume(arr, voxel_size=voxel_size, path=path)
+
+
+def in_memory_volume(data, voxel_size=None) -> Volume:
+    """An array or a :class:`Volume` given to a function, with the ``voxel_size`` given to it.
+
+    ``voxel_size`` as :func:`~orgaseg.io.metadata.check_voxel_size` takes it: two numbers (y x) only for
+    a single image, so the planes are counted first. Without it a Volume keeps its own, and an array is
+    taken at 1 nm, marked ``voxel_size_assumed`` in its attrs, as a file without metadata is. A Volume
+    given is not changed (the one returned has attrs of its own).
+    """
+    volume = as_volume(data)
+    if voxel_size is not None:
+        return replace(volume, voxel_size=check_voxel_size(voxel_size, planes=volume.shape[0]),
+                       attrs=dict(volume.attrs))
+    if not isinstance(data, Volume):
+        volume.attrs["voxel_size_assumed"] = True
+    return volume
 
 
 def check_volume_data(shape, dtype, name: str) -> None:

@@ -8,15 +8,13 @@ nothing is measured in nm from it. Raw and mask volumes lie on the instances' gr
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from orgaseg.errors import OrgasegError
 from orgaseg.io import open_volume
-from orgaseg.io.metadata import check_voxel_size
 from orgaseg.io.readers import open_on_grid
-from orgaseg.io.volume import Volume, as_volume, read_as
+from orgaseg.io.volume import Volume, in_memory_volume, read_as
 from orgaseg.pipeline.tasks import VolumeSource
 
 __all__ = ["open_input"]
@@ -50,12 +48,7 @@ def open_input(data: Any, what: str, *, key: str | None = None, voxel_size: Sequ
         volume = open_volume(data, key=key, voxel_size=voxel_size)
         source = VolumeSource.from_arguments(data, volume, key=key)
     else:
-        volume = as_volume(data)
-        if voxel_size is not None:  # two numbers (y x) are taken for a single image: the planes are counted first
-            volume = replace(volume, voxel_size=check_voxel_size(voxel_size, planes=volume.shape[0]),
-                             attrs=dict(volume.attrs))
-        elif not isinstance(data, Volume):
-            volume.attrs["voxel_size_assumed"] = True
+        volume = in_memory_volume(data, voxel_size)
         source = VolumeSource(volume)
     if shape is not None and volume.shape != shape:
         raise OrgasegError(f"the {what} volume has shape {volume.shape}, the instances {shape}; they must match")
